@@ -1,0 +1,370 @@
+"""Headless command line: `python main.py <command>` (the contract is in CLI.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from engine import __version__
+from engine.data import Dataset, Normalization, load_dataset
+from engine.errors import Cancelled, UserError
+from engine.events import CancelToken, EpochDone, EvalDone, Progress
+from engine.metrics import Metrics, evaluate
+from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, load_model, save_model
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+# ----------------------------------------------------------------------------- shared argument groups
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-shape must be C,H,W integers, got {text!r}") from None
+    if len(parts) != 3 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"--input-shape must be three positive integers C,H,W, got {text!r}")
+    return parts
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _json_obj(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--model-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("--model-kwargs must be a JSON object, e.g. '{\"width\": 32}'")
+    return obj
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Model source flags shared by evaluate, prune, sensitivity."""
+    p.add_argument("--model", required=True, metavar="SRC",
+                   help="demo:resnet, demo:vgg, torchvision:NAME, or a model FILE")
+    p.add_argument("--weights", help="local weights (state_dict) for torchvision:NAME")
+    p.add_argument("--model-code", metavar="PATH.py:ClassName", help="architecture for a state_dict FILE")
+    p.add_argument("--model-kwargs", type=_json_obj, metavar="JSON", help="arguments for --model-code's class")
+    p.add_argument("--trust", action="store_true",
+                   help="allow unpickling a whole-module FILE (runs code from it; only for files you trust)")
+    p.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="input shape when it cannot be inferred")
+    p.add_argument("--mean", type=_floats, metavar="M1,M2,..", help="per-channel normalisation mean")
+    p.add_argument("--std", type=_floats, metavar="S1,S2,..", help="per-channel normalisation std")
+
+
+def add_data_args(p: argparse.ArgumentParser, device: bool = True) -> None:
+    """Dataset, device and batch size flags."""
+    p.add_argument("--data", required=True, metavar="SPEC", help="fashion-mnist, imagefolder:PATH or cifar10:PATH")
+    if device:
+        p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size (default 64)")
+
+
+def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
+    """Load the dataset and model named by the flags and make them fit each other."""
+    data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0)
+    bundle = load_model(args.model, weights=args.weights, model_code=args.model_code, model_kwargs=args.model_kwargs,
+                        trust=args.trust, input_shape=args.input_shape, num_classes=data.num_classes)
+    return bundle, fit_data(bundle, data, args.mean, args.std)
+
+
+def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = None,
+             std: Sequence[float] | None = None) -> Dataset:
+    """Convert the data to the model's input shape and normalisation and check the class count."""
+    shape = bundle.input_shape or data.input_shape
+    bundle.input_shape = tuple(shape)
+    norm = bundle.norm or data.norm
+    if mean or std:
+        if not (mean and std) or len(mean) != len(std):
+            raise UserError("--mean and --std must be given together with one value per channel")
+        norm = Normalization(tuple(mean), tuple(std))
+    if len(norm.mean) not in (1, shape[0]):
+        raise UserError(f"normalisation has {len(norm.mean)} channels but the model takes {shape[0]}; "
+                        "pass --mean/--std with one value per channel")
+    fitted = data.adapted(shape, norm)
+    try:
+        with torch.no_grad():
+            out = bundle.model.eval()(torch.zeros(1, *shape))
+    except Exception as exc:  # any shape error from arbitrary user models
+        raise UserError(f"the model does not accept inputs of shape {shape}: {str(exc).splitlines()[0]}; "
+                        "pass --input-shape C,H,W") from exc
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise UserError(f"the model outputs {tuple(out.shape[1:])} scores but {data.name} has "
+                        f"{data.num_classes} classes; use a model trained for this dataset")
+    bundle.num_classes = data.num_classes
+    bundle.class_names = bundle.class_names or data.class_names
+    return fitted
+
+
+# ----------------------------------------------------------------------------- output helpers
+
+class ProgressPrinter:
+    """A one-line progress bar on stderr (plain lines every few seconds when not a terminal)."""
+
+    def __init__(self, stream=sys.stderr, quiet: bool = False):
+        self.stream, self.quiet = stream, quiet
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, event) -> None:
+        if self.quiet or not isinstance(event, Progress):
+            return
+        now = time.monotonic()
+        final = event.done >= event.total
+        if not self.tty and not final and now - self.last < 5:
+            return
+        if self.tty and not final and now - self.last < 0.1:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * event.fraction)
+        eta = f" ETA {event.eta_s:4.0f}s" if event.eta_s is not None and not final else ""
+        line = f"{event.phase:>10} [{'#' * filled}{'.' * (width - filled)}] {event.fraction:4.0%} {event.message}{eta}"
+        if self.tty:
+            self.stream.write("\r" + line[:110].ljust(110) + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def run_events(events, printer: Callable | None = None, on_event: Callable | None = None):
+    """Drain an engine generator, printing progress; returns the last event."""
+    last = None
+    for last in events:
+        if printer:
+            printer(last)
+        if on_event:
+            on_event(last)
+    return last
+
+
+def fmt_bytes(n: float) -> str:
+    """Human-readable bytes."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def fmt_count(n: float) -> str:
+    """Compact count: 1.23 M, 45.6 k."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} G"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} k"
+    return str(int(n))
+
+
+METRIC_ROWS: list[tuple[str, Callable[[Metrics], str]]] = [
+    ("top-1 accuracy", lambda m: f"{m.top1 * 100:.2f} %"),
+    ("top-5 accuracy", lambda m: f"{m.top5 * 100:.2f} %"),
+    ("precision (macro)", lambda m: f"{m.precision_macro * 100:.2f} %"),
+    ("recall (macro)", lambda m: f"{m.recall_macro * 100:.2f} %"),
+    ("F1 (macro)", lambda m: f"{m.f1_macro * 100:.2f} %"),
+    ("parameters", lambda m: fmt_count(m.params)),
+    ("non-zero parameters", lambda m: f"{fmt_count(m.nonzero_params)} ({m.sparsity:.1%} zero)"),
+    ("MACs", lambda m: fmt_count(m.macs)),
+    ("size on disk", lambda m: fmt_bytes(m.size_bytes)),
+    ("compressed size", lambda m: fmt_bytes(m.compressed_bytes)),
+]
+
+
+def metrics_table(columns: dict[str, Metrics]) -> str:
+    """A plain-text table with one column per model."""
+    rows = [(label, [fn(m) for m in columns.values()]) for label, fn in METRIC_ROWS]
+    first = next(iter(columns.values()))
+    for bs in sorted(first.latency_ms, key=int):
+        rows.append((f"latency batch {bs} (median)", [f"{m.latency(bs):.2f} ms" for m in columns.values()]))
+        rows.append((f"latency batch {bs} (p95)", [f"{m.latency(bs, 'p95'):.2f} ms" for m in columns.values()]))
+    if first.latency_ms:
+        rows.append(("throughput", [f"{m.throughput_ips:.0f} img/s" for m in columns.values()]))
+        rows.append(("peak memory (forward)", [fmt_bytes(m.peak_memory_bytes) for m in columns.values()]))
+    w0 = max(len(r[0]) for r in rows)
+    widths = [max(len(name), *(len(r[1][i]) for r in rows)) for i, name in enumerate(columns)]
+    lines = ["  ".join([" " * w0] + [n.rjust(w) for n, w in zip(columns, widths)])]
+    for label, vals in rows:
+        lines.append("  ".join([label.ljust(w0)] + [v.rjust(w) for v, w in zip(vals, widths)]))
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    """Write JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the built-in models with their accuracy."""
+    print(f"{'model':<14} {'architecture':<30} {'params':>9} {'top-1':>8}  trained with")
+    for name in DEMO_ARCHS:
+        card = demo_card(name)
+        acc = card.get("metrics", {}).get("top1")
+        params = card.get("metrics", {}).get("params")
+        print(f"{'demo:' + name:<14} {DEMO_TITLES[name]:<30} {fmt_count(params) if params else '-':>9} "
+              f"{f'{acc * 100:.2f} %' if acc is not None else 'untrained':>8}  {card.get('command', '-')}")
+    print("\nAlso: torchvision:NAME (e.g. torchvision:resnet18, adapted to the dataset) and model files "
+          "(state_dict + --model-code, or a whole module with --trust).")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a model and print (and optionally save) all metrics."""
+    bundle, data = resolve(args)
+    device = _device(args.device)
+    done = run_events(evaluate(bundle.model, data, device=device, batch_size=args.batch_size, threads=args.threads,
+                               cancel=CANCEL), ProgressPrinter(quiet=args.quiet))
+    metrics: Metrics = done.metrics
+    print(f"{args.model} on {data.name} test set ({metrics.samples} images), device {device}, "
+          f"{torch.get_num_threads() if not args.threads else args.threads} threads")
+    print(metrics_table({"value": metrics}))
+    if args.json:
+        write_json(args.json, {"model": args.model, "dataset": args.data, "device": device,
+                               "metrics": metrics.to_json()})
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def _device(name: str) -> str:
+    from engine.training import resolve_device
+
+    dev, note = resolve_device(name)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return dev.type
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an architecture on a dataset and save it with a JSON card."""
+    from engine.training import TrainConfig, seed_everything, train
+
+    data = load_dataset(args.data, input_shape=args.input_shape, seed=args.seed)
+    seed_everything(args.seed)
+    arch = args.model if ":" in args.model else f"demo:{args.model}"
+    model = build_arch(arch, data.input_shape[0], data.num_classes)
+    device = _device(args.device)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                      optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed, device=device,
+                      label_smoothing=args.label_smoothing, augment=not args.no_augment)
+    printer = ProgressPrinter(quiet=args.quiet)
+    start = time.time()
+
+    def report(event) -> None:
+        if isinstance(event, EpochDone):
+            print(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, train top-1 "
+                  f"{event.train_top1:.2%}, val top-1 {event.val_top1:.2%}", flush=True)
+
+    run_events(train(model, data, cfg, CANCEL), printer, report)
+    train_s = time.time() - start
+    model = model.cpu().eval()
+    done = run_events(evaluate(model, data, device="cpu", batch_size=64, speed=False, cancel=CANCEL), printer)
+    metrics: Metrics = done.metrics
+    command = "python main.py train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    card = {
+        "name": arch, "architecture": type(model).__name__, "dataset": data.name, "dataset_spec": args.data,
+        "input_shape": list(data.input_shape), "classes": list(data.class_names),
+        "normalization": {"mean": list(data.norm.mean), "std": list(data.norm.std)},
+        "metrics": {"top1": metrics.top1, "top5": metrics.top5, "f1_macro": metrics.f1_macro,
+                    "params": metrics.params, "macs": metrics.macs},
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                     "schedule": args.schedule, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
+                     "label_smoothing": args.label_smoothing, "augment": not args.no_augment,
+                     "seconds": round(train_s, 1), "threads": torch.get_num_threads(),
+                     "machine": f"{platform.machine()} {platform.processor() or ''}".strip()},
+        "command": command, "seed": args.seed,
+        "versions": {"prunelab": __version__, "torch": torch.__version__},
+    }
+    bundle = ModelBundle(model, args.out, arch, data.input_shape, data.num_classes, data.norm, data.class_names,
+                         meta={"card": card})
+    out = save_model(bundle, args.out)
+    write_json(out.with_suffix(".json"), card)
+    print(f"test top-1 {metrics.top1:.2%}, F1 {metrics.f1_macro:.2%}; trained in {train_s / 60:.1f} min")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- entry point
+
+CANCEL = CancelToken()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="python main.py", description=(
+        "PruneLab: prune trained image classifiers and compare the methods. "
+        "Without a command, the desktop application starts."))
+    parser.add_argument("--version", action="version", version=f"PruneLab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="built-in models with their accuracy")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train an architecture (the demo models are made with this)")
+    p.add_argument("--model", required=True, metavar="ARCH", help="demo:resnet, demo:vgg or torchvision:NAME")
+    p.add_argument("--data", required=True, metavar="SPEC")
+    p.add_argument("--epochs", type=float, required=True, metavar="N")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "constant"))
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--no-augment", action="store_true", help="no random shifts and flips")
+    p.add_argument("--input-shape", type=_shape, metavar="C,H,W")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, precision/recall/F1, size, MACs, latency, memory")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code of CLI.md."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Cancelled, KeyboardInterrupt):
+        print("\ncancelled", file=sys.stderr)
+        return EXIT_CANCELLED

@@ -1,0 +1,100 @@
+"""Plain events yielded by long engine operations.
+
+They hold numbers, strings and numpy arrays only, never live tensors or modules,
+so a GUI thread can keep them without sharing state with the worker.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A long operation moved on: `done` of `total` units within `phase`."""
+
+    phase: str
+    done: int
+    total: int
+    message: str = ""
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Share of the phase that is finished, in [0, 1]."""
+        return 0.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
+
+@dataclass(frozen=True)
+class EvalDone:
+    """Evaluation finished; `metrics` is an engine.metrics.Metrics."""
+
+    metrics: Any
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    """One training (or fine-tuning) epoch finished."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_top1: float
+    val_top1: float | None = None
+    lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainDone:
+    """Training finished; `history` lists the EpochDone events."""
+
+    history: tuple = field(default_factory=tuple)
+
+
+class CancelToken:
+    """A flag checked between batches; setting it never interrupts a thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the running operation to stop at its next check."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancel() was called."""
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise Cancelled if cancel() was called."""
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user")
+
+
+class Eta:
+    """Estimates the time left from the average pace so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int) -> float | None:
+        """Seconds left after `done` units, or None before the first one."""
+        if done <= 0:
+            return None
+        elapsed = time.perf_counter() - self.start
+        return elapsed / done * max(0, self.total - done)
+
+
+def drain(events, on_event=None):
+    """Run an event generator to its end and return the last event."""
+    last = None
+    for last in events:
+        if on_event is not None:
+            on_event(last)
+    return last

@@ -1,0 +1,328 @@
+"""Measurement: quality, size, speed and memory — the numbers every comparison relies on."""
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import statistics
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.data import Dataset, Shape
+from engine.events import CancelToken, EvalDone, Eta, Progress
+
+
+@dataclass
+class Metrics:
+    """All figures of one model on one dataset and device (see CLI.md for the JSON form)."""
+
+    top1: float = 0.0
+    top5: float = 0.0
+    precision_macro: float = 0.0
+    recall_macro: float = 0.0
+    f1_macro: float = 0.0
+    params: int = 0
+    nonzero_params: int = 0
+    macs: int = 0
+    size_bytes: int = 0
+    compressed_bytes: int = 0
+    latency_ms: dict = field(default_factory=dict)
+    throughput_ips: float = 0.0
+    peak_memory_bytes: int = 0
+    per_class: dict = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    device: str = "cpu"
+    samples: int = 0
+
+    KEYS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "params", "nonzero_params", "macs",
+            "size_bytes", "compressed_bytes", "latency_ms", "throughput_ips", "peak_memory_bytes")
+
+    @property
+    def sparsity(self) -> float:
+        """Share of parameters that are exactly zero."""
+        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
+
+    def latency(self, batch: int | str | None = None, stat: str = "median") -> float:
+        """Latency in ms at a batch size (default: the largest measured)."""
+        if not self.latency_ms:
+            return 0.0
+        key = str(batch) if batch is not None else max(self.latency_ms, key=int)
+        return float(self.latency_ms.get(key, {}).get(stat, 0.0))
+
+    def to_json(self, detail: bool = True) -> dict:
+        """The METRICS object of CLI.md, plus per-class figures and the confusion matrix when `detail`."""
+        out = {k: getattr(self, k) for k in self.KEYS}
+        if detail:
+            out["per_class"] = self.per_class
+            out["confusion"] = self.confusion.tolist() if self.confusion is not None else None
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Metrics":
+        """Inverse of to_json."""
+        m = cls(**{k: obj[k] for k in cls.KEYS if k in obj})
+        m.per_class = obj.get("per_class") or {}
+        if obj.get("confusion") is not None:
+            m.confusion = np.asarray(obj["confusion"], dtype=np.int64)
+        return m
+
+
+# ----------------------------------------------------------------------------- quality
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    idx = np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def classification_scores(confusion: np.ndarray) -> dict:
+    """Per-class and macro precision, recall and F1 (a class never predicted scores 0, as zero_division=0)."""
+    c = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(c)
+    predicted, actual = c.sum(0), c.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {
+        "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+        "support": actual.astype(int).tolist(),
+        "precision_macro": float(precision.mean()), "recall_macro": float(recall.mean()),
+        "f1_macro": float(f1.mean()), "top1": float(tp.sum() / c.sum()) if c.sum() else 0.0,
+    }
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
+    """How many labels are among the k highest logits."""
+    k = min(k, logits.shape[1])
+    return int((logits.topk(k, 1).indices == labels[:, None]).any(1).sum())
+
+
+def evaluate_quality(model: nn.Module, data: Dataset, split: str = "test", device: str = "cpu",
+                     batch_size: int = 256, limit: int | None = None,
+                     cancel: CancelToken | None = None) -> Iterator:
+    """Yield Progress per batch, then a dict with top-1/5, macro scores and the confusion matrix."""
+    cancel = cancel or CancelToken()
+    dev = torch.device(device)
+    model.eval()
+    loader = data.loader(split, batch_size, limit=limit)
+    total, eta = len(loader), Eta(len(loader))
+    preds, labels, top5 = [], [], 0
+    with torch.inference_mode():
+        for i, (x, y) in enumerate(loader):
+            cancel.check()
+            logits = model(x.to(dev, non_blocking=True)).float().cpu()
+            preds.append(logits.argmax(1).numpy())
+            labels.append(y.numpy())
+            top5 += topk_correct(logits, y, 5)
+            yield Progress("evaluate", i + 1, total, f"{split} batch {i + 1}/{total}", eta(i + 1))
+    y_true, y_pred = np.concatenate(labels), np.concatenate(preds)
+    conf = confusion_matrix(y_true, y_pred, data.num_classes)
+    scores = classification_scores(conf)
+    scores["top5"] = top5 / max(1, len(y_true))
+    scores["confusion"] = conf
+    scores["samples"] = int(len(y_true))
+    yield scores
+
+
+# ----------------------------------------------------------------------------- size
+
+def _effective_params(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Parameters as the forward pass sees them (masked weights while torch pruning masks are attached)."""
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname.endswith("_orig"):
+                p = getattr(module, pname[:-5])
+                pname = pname[:-5]
+            yield f"{mname}.{pname}" if mname else pname, p
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for _, p in _effective_params(model))
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Number of parameters that are not exactly zero."""
+    return sum(int(torch.count_nonzero(p.detach())) for _, p in _effective_params(model))
+
+
+def count_macs(model: nn.Module, input_shape: Shape, device: str = "cpu") -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (torch-pruning's counter)."""
+    import torch_pruning as tp
+
+    if isinstance(model, torch.jit.ScriptModule):
+        return 0
+    example = torch.zeros(1, *input_shape, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+    model.train(was_training)
+    return int(macs)
+
+
+def serialized_state(model: nn.Module) -> bytes:
+    """The model's weights as torch.save writes them (masks folded in)."""
+    state = {name: p.detach().cpu() for name, p in _effective_params(model)}
+    state.update({n: b.detach().cpu() for n, b in model.named_buffers() if not n.endswith("_mask")})
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def size_on_disk(model: nn.Module) -> tuple[int, int]:
+    """(bytes of the saved weights, bytes after zlib compression, where zeros cost almost nothing)."""
+    raw = serialized_state(model)
+    return len(raw), len(zlib.compress(raw, 6))
+
+
+# ----------------------------------------------------------------------------- speed and memory
+
+@contextmanager
+def fixed_threads(threads: int | None):
+    """Pin torch's intra-op thread count for a measurement, then restore it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(model: nn.Module, input_shape: Shape, batch_sizes: tuple[int, ...] = (1, 64),
+                    device: str = "cpu", warmup: int = 5, repeats: int = 30, min_seconds: float = 0.5,
+                    max_seconds: float = 10.0, threads: int | None = None,
+                    cancel: CancelToken | None = None) -> dict[str, dict[str, float]]:
+    """Median and p95 forward latency in ms per batch size: warm-up, then timed runs until both
+    `repeats` runs and `min_seconds` are reached (capped by `max_seconds`)."""
+    dev = torch.device(device)
+    model.eval()
+    out: dict[str, dict[str, float]] = {}
+    with fixed_threads(threads), torch.inference_mode():
+        for bs in batch_sizes:
+            x = torch.randn(bs, *input_shape, device=dev)
+            for _ in range(warmup):
+                model(x)
+            _sync(dev)
+            times: list[float] = []
+            start = time.perf_counter()
+            while True:
+                if cancel:
+                    cancel.check()
+                t0 = time.perf_counter()
+                model(x)
+                _sync(dev)
+                times.append((time.perf_counter() - t0) * 1000.0)
+                spent = time.perf_counter() - start
+                if (len(times) >= repeats and spent >= min_seconds) or spent >= max_seconds:
+                    break
+            times.sort()
+            p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+            out[str(bs)] = {"median": round(statistics.median(times), 4), "p95": round(p95, 4), "runs": len(times)}
+    return out
+
+
+def _clear_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) for this process; Linux only."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kb(field_name: str) -> int:
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        for line in fh:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _fixed_mmap_threshold() -> None:
+    """Make glibc return large buffers to the OS at once, so each forward pass shows in RSS."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD; also disables its dynamic growth
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def measure_peak_memory(model: nn.Module, input_shape: Shape, batch_size: int = 64, device: str = "cpu") -> int:
+    """Extra memory of one forward pass: CUDA max-allocated increase, or CPU peak-RSS increase."""
+    dev = torch.device(device)
+    model.eval()
+    x = torch.randn(batch_size, *input_shape, device=dev)
+    with torch.inference_mode():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+            model(x)
+            torch.cuda.synchronize(dev)
+            return int(torch.cuda.max_memory_allocated(dev) - base)
+        _fixed_mmap_threshold()
+        if _clear_peak_rss():
+            base = _status_kb("VmRSS")
+            model(x)
+            return max(0, (_status_kb("VmHWM") - base) * 1024)
+        import psutil  # portable fallback: sample RSS around the call
+
+        proc = psutil.Process()
+        before = proc.memory_info().rss
+        model(x)
+        return max(0, proc.memory_info().rss - before)
+
+
+# ----------------------------------------------------------------------------- all together
+
+def evaluate(model: nn.Module, data: Dataset, *, device: str = "cpu", batch_size: int = 64,
+             split: str = "test", limit: int | None = None, speed: bool = True, threads: int | None = None,
+             repeats: int = 30, cancel: CancelToken | None = None) -> Iterator:
+    """Measure everything: yields Progress events, then EvalDone(Metrics)."""
+    cancel = cancel or CancelToken()
+    model = model.to(device).eval()
+    scores = None
+    for event in evaluate_quality(model, data, split, device, max(batch_size, 128), limit, cancel):
+        if isinstance(event, Progress):
+            yield event
+        else:
+            scores = event
+    yield Progress("measure", 0, 3, "size and MACs")
+    m = Metrics(device=device)
+    for key in ("top1", "top5", "precision_macro", "recall_macro", "f1_macro"):
+        setattr(m, key, float(scores[key]))
+    m.per_class = {k: scores[k] for k in ("precision", "recall", "f1", "support")}
+    m.per_class["names"] = list(data.class_names)
+    m.confusion, m.samples = scores["confusion"], scores["samples"]
+    m.params, m.nonzero_params = count_params(model), count_nonzero(model)
+    m.macs = count_macs(model, data.input_shape, device)
+    m.size_bytes, m.compressed_bytes = size_on_disk(model)
+    if speed:
+        cancel.check()
+        yield Progress("measure", 1, 3, "latency")
+        sizes = (1,) if batch_size == 1 else (1, batch_size)
+        m.latency_ms = measure_latency(model, data.input_shape, sizes, device, threads=threads, repeats=repeats,
+                                       cancel=cancel)
+        m.throughput_ips = round(batch_size / (m.latency(batch_size) / 1000.0), 2) if m.latency(batch_size) else 0.0
+        cancel.check()
+        yield Progress("measure", 2, 3, "memory")
+        m.peak_memory_bytes = measure_peak_memory(model, data.input_shape, batch_size, device)
+    yield Progress("measure", 3, 3, "done")
+    yield EvalDone(m)

@@ -1,0 +1,433 @@
+"""Models: the built-in demo zoo, torchvision architectures, user checkpoints; save, load, ONNX export.
+
+Our own model files hold only tensors, numbers and strings, so they load with
+`torch.load(weights_only=True)`; a pruned model is stored as its parent architecture plus
+torch-pruning's record of the changed layer shapes, and rebuilt on load. A whole pickled module
+(which runs code when unpickled) is loaded only when the caller says the file is trusted.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import json
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from engine.data import Normalization, Shape
+from engine.errors import UserError
+from resources import resource_path
+
+FORMAT = "prunelab-model"
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- demo zoo
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions with an identity (or 1×1 projection) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class DemoResNet(nn.Module):
+    """A small residual network for 28×28 images (three stages, widths doubling)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128),
+                 blocks: tuple[int, ...] = (1, 1, 1)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        layers, cin = [], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stage = []
+            for b in range(n):
+                stage.append(BasicBlock(cin, w, 2 if (i > 0 and b == 0) else 1))
+                cin = w
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class DemoVGG(nn.Module):
+    """A plain VGG-style CNN: conv-BN-ReLU blocks, max pooling, a two-layer classifier."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 cfg: tuple = (32, 32, "M", 64, 64, "M", 128, 128, "M"), hidden: int = 256):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(cin * 9, hidden), nn.BatchNorm1d(hidden),
+                                        nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+DEMO_ARCHS: dict[str, Callable[..., nn.Module]] = {"resnet": DemoResNet, "vgg": DemoVGG}
+DEMO_TITLES = {"resnet": "Residual CNN (ResNet-style)", "vgg": "Plain CNN (VGG-style)"}
+
+
+# ----------------------------------------------------------------------------- bundle
+
+@dataclass
+class ModelBundle:
+    """A loaded model with what is needed to feed and describe it."""
+
+    model: nn.Module
+    source: str
+    arch: str  # "demo:resnet", "torchvision:resnet18", "code:FILE.py:Class", "module", "torchscript"
+    input_shape: Shape | None
+    num_classes: int | None
+    norm: Normalization | None = None
+    class_names: tuple[str, ...] | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def scripted(self) -> bool:
+        """TorchScript models can be evaluated but not structurally pruned."""
+        return isinstance(self.model, torch.jit.ScriptModule)
+
+    def require_prunable(self) -> None:
+        """Raise a clear error for models that cannot be pruned structurally."""
+        if self.scripted:
+            raise UserError(f"{self.source} is a TorchScript file: it can be evaluated but not pruned; "
+                            "load the eager model (state_dict with --model-code) instead")
+
+    def copy(self) -> "ModelBundle":
+        """A deep copy, so pruning never touches the loaded original."""
+        return ModelBundle(copy.deepcopy(self.model), self.source, self.arch, self.input_shape, self.num_classes,
+                           self.norm, self.class_names, dict(self.arch_kwargs), copy.deepcopy(self.meta))
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    return None
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent = model
+    *path, last = name.split(".")
+    for p in path:
+        parent = getattr(parent, p)
+    setattr(parent, last, new)
+
+
+def _torchvision_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except (ValueError, KeyError) as exc:
+        valid = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
+        raise UserError(f"unknown torchvision architecture {name!r}; try one of: {valid}, ...") from exc
+    found = _first_conv(model)
+    if found and found[1].in_channels != in_channels:
+        cname, conv = found
+        _set_module(model, cname, nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                            conv.padding, conv.dilation, conv.groups, conv.bias is not None))
+    return model
+
+
+def _import_class(code: str) -> type:
+    """Import `PATH.py:ClassName`; this runs the user's own Python file, which they named explicitly."""
+    path, sep, cls = code.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        raise UserError(f"--model-code must look like PATH.py:ClassName, got {code!r}")
+    file = Path(path)
+    if not file.exists():
+        raise UserError(f"model code file {file} does not exist; pass --model-code PATH.py:ClassName")
+    spec = importlib.util.spec_from_file_location(f"prunelab_user_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report any failure plainly
+        raise UserError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, cls):
+        raise UserError(f"{file} defines no class {cls!r}; check --model-code")
+    return getattr(module, cls)
+
+
+def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: dict | None = None) -> nn.Module:
+    """Instantiate an architecture by name: `demo:NAME`, `torchvision:NAME` or `code:PATH.py:Class`."""
+    kwargs = dict(kwargs or {})
+    kind, _, name = arch.partition(":")
+    if kind == "demo" or (not name and kind in DEMO_ARCHS):
+        name = name or kind
+        if name not in DEMO_ARCHS:
+            raise UserError(f"unknown demo model {name!r}; valid: {', '.join('demo:' + n for n in DEMO_ARCHS)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        return DEMO_ARCHS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    if kind == "torchvision" and name:
+        return _torchvision_model(name, in_channels, num_classes)
+    if kind == "code" and name:
+        cls = _import_class(name)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise UserError(f"{name} could not be built with {kwargs}: {exc}; pass --model-kwargs JSON") from exc
+    raise UserError(f"unknown architecture {arch!r}; use demo:resnet, demo:vgg or torchvision:NAME")
+
+
+# ----------------------------------------------------------------------------- save / load
+
+def _plain(obj: Any) -> Any:
+    """JSON-like copy (tuples to lists) so the file loads with weights_only=True."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def save_model(bundle: ModelBundle, path: str | Path, pruned: bool = False) -> Path:
+    """Write a model file that loads with weights_only=True (architecture name + tensors + metadata)."""
+    import torch_pruning as tp
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if bundle.arch in ("module", "torchscript"):
+        raise UserError("models loaded from pickled modules or TorchScript are saved with save_full_module")
+    state = tp.state_dict(bundle.model) if pruned else bundle.model.state_dict()
+    payload = {
+        "format": FORMAT, "version": FORMAT_VERSION, "arch": bundle.arch,
+        "arch_kwargs": _plain(bundle.arch_kwargs), "pruned": bool(pruned),
+        "input_shape": list(bundle.input_shape) if bundle.input_shape else None,
+        "num_classes": bundle.num_classes,
+        "norm": {"mean": list(bundle.norm.mean), "std": list(bundle.norm.std)} if bundle.norm else None,
+        "class_names": list(bundle.class_names) if bundle.class_names else None,
+        "meta": _plain(bundle.meta), "state": state,
+    }
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves half a model file
+    return path
+
+
+def save_full_module(bundle: ModelBundle, path: str | Path) -> Path:
+    """Pickle the whole module (loads anywhere our code is importable, but only with trust)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = bundle.model
+    model.prunelab_meta = _plain(bundle.meta)  # travels with the module
+    torch.save(model, path)
+    return path
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names)
+
+
+def _state_dict_in(obj: Any) -> dict | None:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(k, str) for k in obj) and all(torch.is_tensor(v) for v in obj.values()):
+            return obj
+    return None
+
+
+def _load_state(model: nn.Module, state: dict, source: str, strict: bool = True) -> list[str]:
+    """Load weights; with strict=False, skip keys whose shapes differ and return them."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not strict:
+        own = model.state_dict()
+        skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        state = {k: v for k, v in state.items() if k not in skipped}
+        model.load_state_dict(state, strict=False)
+        return skipped
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise UserError(f"the weights in {source} do not fit the architecture: {' '.join(first)}; "
+                        "check --model-code/--model-kwargs or the number of classes") from exc
+    return []
+
+
+def _from_payload(payload: dict, source: str, model_code: str | None, trust: bool) -> ModelBundle:
+    import torch_pruning as tp
+
+    arch = payload["arch"]
+    shape = tuple(payload["input_shape"]) if payload.get("input_shape") else None
+    num_classes = payload.get("num_classes") or 10
+    if arch.startswith("code:"):
+        if model_code:
+            arch = f"code:{model_code}"
+        elif not trust:
+            raise UserError(f"{source} was built from user code ({arch[5:]}); pass --model-code PATH.py:ClassName "
+                            "to rebuild it (or --trust to import the recorded file)")
+    model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
+    if payload.get("pruned"):
+        tp.load_state_dict(model, state_dict=payload["state"])
+    else:
+        _load_state(model, payload["state"], source)
+    norm = payload.get("norm")
+    return ModelBundle(model.eval(), source, arch, shape, num_classes,
+                       Normalization(tuple(norm["mean"]), tuple(norm["std"])) if norm else None,
+                       tuple(payload["class_names"]) if payload.get("class_names") else None,
+                       payload.get("arch_kwargs") or {}, payload.get("meta") or {})
+
+
+def demo_path(name: str) -> Path:
+    """Path of a built-in demo model's weights."""
+    return resource_path("models", f"demo_{name}.pt")
+
+
+def demo_card(name: str) -> dict:
+    """The JSON card of a built-in model (empty if not trained yet)."""
+    path = resource_path("models", f"demo_{name}.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_model(src: str, *, weights: str | None = None, model_code: str | None = None,
+               model_kwargs: dict | None = None, trust: bool = False, input_shape: Shape | None = None,
+               num_classes: int | None = None) -> ModelBundle:
+    """Load a model from a source spec (see CLI.md): demo:NAME, torchvision:NAME or a FILE."""
+    kind, _, name = src.partition(":")
+    if kind == "demo":
+        if name not in DEMO_ARCHS:
+            raise UserError(f"unknown demo model {src!r}; valid: {', '.join('demo:' + n for n in DEMO_ARCHS)}")
+        path = demo_path(name)
+        if not path.exists():
+            raise UserError(f"demo weights {path} are missing; train them with "
+                            f"`python main.py train --model demo:{name} --data fashion-mnist --out {path}`")
+        bundle = load_model(str(path))
+        bundle.source = src
+        return bundle
+    shape = tuple(input_shape) if input_shape else None
+    if kind == "torchvision" and name:
+        channels = shape[0] if shape else 1
+        model = build_arch(src, channels, num_classes or 10)
+        skipped: list[str] = []
+        if weights:
+            state = _state_dict_in(_safe_load(Path(weights)))
+            if state is None:
+                raise UserError(f"{weights} holds no state_dict; pass a file saved with torch.save(model.state_dict())")
+            skipped = _load_state(model, state, weights, strict=False)
+        meta = {"skipped_weights": skipped} if skipped else {}
+        return ModelBundle(model.eval(), src, src, shape, num_classes or 10, meta=meta)
+
+    path = Path(src)
+    if not path.exists():
+        raise UserError(f"model {src!r} not found; use demo:resnet, demo:vgg, torchvision:NAME or an existing file")
+    if _is_torchscript(path):
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # a corrupt archive of any kind
+            raise UserError(f"{path} looks like TorchScript but cannot be loaded: {exc}") from exc
+        return ModelBundle(model.eval(), src, "torchscript", shape, num_classes, meta={"torchscript": True})
+    try:
+        obj = _safe_load(path)
+    except _NeedsTrust as exc:
+        if not trust:
+            raise UserError(f"{path} holds a pickled Python object ({exc}); unpickling it can run any code. "
+                            "Pass --trust only if you trust where it came from, or save a state_dict instead") from None
+        obj = _trusted_load(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        bundle = _from_payload(obj, src, model_code, trust)
+        if shape:
+            bundle.input_shape = shape
+        return bundle
+    if isinstance(obj, nn.Module):
+        meta = getattr(obj, "prunelab_meta", {}) or {}
+        return ModelBundle(obj.eval(), src, "module", shape or _shape_from_meta(meta), num_classes, meta=meta)
+    state = _state_dict_in(obj)
+    if state is None:
+        raise UserError(f"{path} holds neither a model nor a state_dict; save one with torch.save(model.state_dict())")
+    if not model_code:
+        raise UserError(f"{path} holds only weights (a state_dict); pass --model-code PATH.py:ClassName "
+                        "(and --model-kwargs JSON) so the architecture can be built")
+    arch = f"code:{model_code}"
+    model = build_arch(arch, kwargs=model_kwargs)
+    _load_state(model, state, src)
+    return ModelBundle(model.eval(), src, arch, shape, num_classes, arch_kwargs=dict(model_kwargs or {}))
+
+
+def _shape_from_meta(meta: dict) -> Shape | None:
+    shape = meta.get("input_shape")
+    return tuple(shape) if shape else None
+
+
+class _NeedsTrust(Exception):
+    """The file needs full unpickling (it holds Python objects, not just tensors)."""
+
+
+def _safe_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        if "Unsupported global" in detail or "weights_only" in detail.lower():
+            glob = detail.split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in detail else "a Python object"
+            raise _NeedsTrust(glob.strip(" .,")) from None
+        raise UserError(f"{path} is not a readable PyTorch file: {detail.splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a readable PyTorch file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'}); re-save it with torch.save") from exc
+
+
+def _trusted_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # arbitrary unpickling errors: report, never crash
+        raise UserError(f"{path} could not be unpickled even with --trust: {type(exc).__name__}: {exc}") from exc
+
+
+def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: int = 17) -> Path:
+    """Export to ONNX with a dynamic batch axis and check the graph with onnx.checker."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    dummy = torch.zeros(1, *input_shape)
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    path.write_bytes(buf.getvalue())
+    return path

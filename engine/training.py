@@ -1,0 +1,173 @@
+"""Training and fine-tuning as a generator of events (optionally with knowledge distillation)."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.data import Dataset
+from engine.errors import UserError
+from engine.events import CancelToken, EpochDone, Eta, Progress, TrainDone
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train or fine-tune; `max_batches` caps each epoch (a batch budget)."""
+
+    epochs: float = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    schedule: str = "onecycle"
+    augment: bool = True
+    label_smoothing: float = 0.0
+    max_batches: int | None = None
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7
+    seed: int = 0
+    device: str = "cpu"
+    validate: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so runs repeat."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> tuple[torch.device, str]:
+    """The torch device for `name`, with a note when CUDA was asked for but is absent."""
+    if name.startswith("cuda"):
+        if torch.cuda.is_available():
+            return torch.device(name), ""
+        return torch.device("cpu"), "CUDA is not available on this machine; running on the CPU instead"
+    if name != "cpu":
+        raise UserError(f"unknown device {name!r}; use cpu or cuda")
+    return torch.device("cpu"), ""
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's soft-target loss, scaled by T² so gradients keep their size."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1),
+                    reduction="batchmean") * t * t
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and biases: standard practice, and it keeps BN scales meaningful for pruning.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise UserError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    frac = step / max(1, total)
+    if cfg.schedule == "onecycle":
+        warm = 0.15
+        if frac < warm:
+            return cfg.lr * (0.1 + 0.9 * frac / warm)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (frac - warm) / (1 - warm)))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
+    if cfg.schedule == "constant":
+        return cfg.lr
+    raise UserError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+@torch.no_grad()
+def quick_top1(model: nn.Module, data: Dataset, split: str = "val", device: torch.device | str = "cpu",
+               limit: int | None = None, batch_size: int = 256, cancel: CancelToken | None = None) -> float:
+    """Top-1 accuracy on a split (or its first `limit` images), without the full metric set."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in data.loader(split, batch_size, limit=limit):
+        if cancel:
+            cancel.check()
+        out = model(x.to(device))
+        correct += int((out.argmax(1).cpu() == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(1, total)
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken | None = None,
+          teacher: nn.Module | None = None, regularizer: Callable[[nn.Module], None] | None = None,
+          phase: str = "train") -> Iterator:
+    """Train `model` in place, yielding Progress, one EpochDone per epoch, then TrainDone.
+
+    `teacher` turns on knowledge distillation; `regularizer` is called after each backward pass
+    (e.g. the L1 penalty on BatchNorm scales of Network Slimming).
+    """
+    if cfg.epochs <= 0:
+        raise UserError(f"epochs must be positive, got {cfg.epochs}")
+    cancel = cancel or CancelToken()
+    device, _ = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval()
+    opt = _optimizer(model, cfg)
+    batches = len(data.loader("train", cfg.batch_size, drop_last=True))
+    if cfg.max_batches:
+        batches = min(batches, cfg.max_batches)
+    whole = int(math.ceil(cfg.epochs))
+    total = max(1, int(round(cfg.epochs * batches)))
+    eta = Eta(total)
+    step, history = 0, []
+    for epoch in range(whole):
+        loader = data.loader("train", cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch,
+                             drop_last=True)
+        loss_sum = correct = seen = 0.0
+        for i, (x, y) in enumerate(loader):
+            if i >= batches or step >= total:
+                break
+            cancel.check()
+            lr = _lr_at(cfg, step, total)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out = model(x)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(x)
+                w = cfg.distill_weight
+                loss = (1 - w) * loss + w * distillation_loss(out, soft, cfg.distill_temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if regularizer is not None:
+                regularizer(model)
+            opt.step()
+            step += 1
+            loss_sum += float(loss) * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            if step % 10 == 0 or step == total:
+                yield Progress(phase, step, total, f"epoch {epoch + 1}/{whole} loss {loss_sum / seen:.3f}", eta(step))
+        val = quick_top1(model, data, "val", device, cancel=cancel) if cfg.validate else None
+        model.train()
+        done = EpochDone(epoch + 1, whole, loss_sum / max(1, seen), correct / max(1, seen), val, lr)
+        history.append(done)
+        yield done
+    model.eval()
+    yield TrainDone(tuple(history))
