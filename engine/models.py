@@ -216,13 +216,11 @@ def _plain(obj: Any) -> Any:
 
 def save_model(bundle: ModelBundle, path: str | Path, pruned: bool = False) -> Path:
     """Write a model file that loads with weights_only=True (architecture name + tensors + metadata)."""
-    import torch_pruning as tp
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if bundle.arch in ("module", "torchscript"):
         raise UserError("models loaded from pickled modules or TorchScript are saved with save_full_module")
-    state = tp.state_dict(bundle.model) if pruned else bundle.model.state_dict()
+    state = pruned_state(bundle.model) if pruned else bundle.model.state_dict()
     payload = {
         "format": FORMAT, "version": FORMAT_VERSION, "arch": bundle.arch,
         "arch_kwargs": _plain(bundle.arch_kwargs), "pruned": bool(pruned),
@@ -285,9 +283,41 @@ def _load_state(model: nn.Module, state: dict, source: str, strict: bool = True)
     return []
 
 
-def _from_payload(payload: dict, source: str, model_code: str | None, trust: bool) -> ModelBundle:
-    import torch_pruning as tp
+SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
+               "normalized_shape")
 
+
+def pruned_state(model: nn.Module) -> dict:
+    """Weights plus the layer sizes that pruning changed; tensors, ints and tuples only."""
+    attrs = {}
+    for name, m in model.named_modules():
+        found = {k: getattr(m, k) for k in SHAPE_ATTRS if isinstance(getattr(m, k, None), (int, tuple))}
+        if found:
+            attrs[name] = found
+    return {"tensors": model.state_dict(), "attrs": attrs}
+
+
+def apply_pruned_state(model: nn.Module, state: dict) -> nn.Module:
+    """Shrink a freshly built architecture to the recorded sizes, then load the weights."""
+    modules = dict(model.named_modules())
+    for name, found in state["attrs"].items():
+        if name in modules:
+            for key, value in found.items():
+                setattr(modules[name], key, tuple(value) if isinstance(value, list) else value)
+    own = model.state_dict()
+    for key, tensor in state["tensors"].items():
+        if key in own and own[key].shape != tensor.shape:
+            owner, _, leaf = key.rpartition(".")
+            module = modules[owner]
+            if leaf in module._parameters:
+                module._parameters[leaf] = nn.Parameter(torch.empty_like(tensor))
+            elif leaf in module._buffers:
+                module._buffers[leaf] = torch.empty_like(tensor)
+    model.load_state_dict(state["tensors"])
+    return model
+
+
+def _from_payload(payload: dict, source: str, model_code: str | None, trust: bool) -> ModelBundle:
     arch = payload["arch"]
     shape = tuple(payload["input_shape"]) if payload.get("input_shape") else None
     num_classes = payload.get("num_classes") or 10
@@ -299,7 +329,7 @@ def _from_payload(payload: dict, source: str, model_code: str | None, trust: boo
                             "to rebuild it (or --trust to import the recorded file)")
     model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
     if payload.get("pruned"):
-        tp.load_state_dict(model, state_dict=payload["state"])
+        apply_pruned_state(model, payload["state"])
     else:
         _load_state(model, payload["state"], source)
     norm = payload.get("norm")

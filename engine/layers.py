@@ -1,0 +1,178 @@
+"""Per-layer facts for tables and plots: shapes, parameters, MACs, dependency groups, weight histograms."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.data import Shape
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One prunable layer as the layer table shows it."""
+
+    name: str
+    kind: str
+    out_shape: tuple[int, ...]
+    params: int
+    macs: int
+    in_channels: int
+    out_channels: int
+    group: int  # dependency group index; -1 when the layer is not prunable (e.g. the classifier head)
+
+
+@dataclass(frozen=True)
+class LayerStat:
+    """A layer before and after pruning (channels counted on the output side)."""
+
+    name: str
+    kind: str
+    channels_before: int
+    channels_after: int
+    params_before: int
+    params_after: int
+    nonzero_after: int
+
+    @property
+    def pruned_share(self) -> float:
+        """Share of the layer's weights that are gone or zero."""
+        return 1.0 - self.nonzero_after / self.params_before if self.params_before else 0.0
+
+
+@dataclass(frozen=True)
+class WeightHistogram:
+    """Weight distribution of one layer before and after, on the same bins."""
+
+    layer: str
+    edges: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    zeros_before: int
+    zeros_after: int
+    channel_norms: np.ndarray  # L1 norm of each original output channel
+    kept: np.ndarray  # bool per original output channel: still present after structured pruning
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Convolutions and linear layers, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def classifier_head(model: nn.Module, num_classes: int | None) -> str | None:
+    """Name of the last layer producing the class scores (left alone by default)."""
+    layers = prunable_layers(model)
+    for name, m in reversed(layers):
+        out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        if num_classes is None or out == num_classes:
+            return name
+    return layers[-1][0] if layers else None
+
+
+def channels(m: nn.Module) -> tuple[int, int]:
+    """(input, output) channels or features."""
+    if isinstance(m, nn.Linear):
+        return m.in_features, m.out_features
+    return m.in_channels, m.out_channels
+
+
+def layer_macs(m: nn.Module, out: torch.Tensor) -> int:
+    """MACs of one Conv2d/Linear call, from its output size."""
+    if isinstance(m, nn.Conv2d):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        return int(out[0].numel() * (m.in_channels // m.groups) * k)
+    return int(out[0].numel() * m.in_features)
+
+
+def describe_layers(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> list[LayerInfo]:
+    """Every Conv2d/Linear with output shape, parameters, MACs and its dependency group."""
+    layers = prunable_layers(model)
+    outs: dict[str, tuple[tuple[int, ...], int]] = {}
+    hooks = []
+    for name, m in layers:
+        def hook(mod, _inp, out, name=name):
+            outs[name] = (tuple(out.shape[1:]), layer_macs(mod, out))
+        hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    groups = dependency_groups(model, input_shape, ignored)
+    info = []
+    for name, m in layers:
+        cin, cout = channels(m)
+        shape, macs = outs.get(name, ((), 0))
+        info.append(LayerInfo(name, type(m).__name__, shape, sum(p.numel() for p in m.parameters()), macs,
+                              cin, cout, groups.get(name, -1)))
+    return info
+
+
+def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> dict[str, int]:
+    """Layer name -> index of the torch-pruning group it is pruned with (layers coupled by residuals
+    or concatenation share an index). Ignored layers get no group."""
+    import torch_pruning as tp
+
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
+    example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    ignored_modules = [modules[n] for n in ignored if n in modules]
+    result: dict[str, int] = {}
+    for index, group in enumerate(graph.get_all_groups(ignored_layers=ignored_modules,
+                                                       root_module_types=PRUNABLE)):
+        for dep, _ in group:
+            for module in (dep.target.module, dep.source.module):
+                name = names.get(module)
+                if name is not None and isinstance(module, PRUNABLE) and name not in result \
+                        and graph.is_out_channel_pruning_fn(dep.handler) and module is dep.target.module:
+                    result[name] = index
+    return result
+
+
+def weight_snapshot(model: nn.Module) -> dict[str, np.ndarray]:
+    """Copies of every prunable layer's weights (as the forward pass sees them)."""
+    snap = {}
+    for name, m in prunable_layers(model):
+        snap[name] = m.weight.detach().float().cpu().numpy().copy()
+    return snap
+
+
+def histograms(before: dict[str, np.ndarray], model: nn.Module, kept: dict[str, np.ndarray],
+               bins: int = 61) -> dict[str, WeightHistogram]:
+    """Weight histograms before/after on shared bins (an odd bin count puts exact zeros in one bin)."""
+    out = {}
+    current = dict(prunable_layers(model))
+    for name, w0 in before.items():
+        if name not in current:
+            continue
+        w1 = current[name].weight.detach().float().cpu().numpy()
+        limit = float(np.abs(w0).max()) or 1.0
+        edges = np.linspace(-limit, limit, bins + 1)
+        h0, _ = np.histogram(np.clip(w0, -limit, limit), edges)
+        h1, _ = np.histogram(np.clip(w1, -limit, limit), edges)
+        norms = np.abs(w0.reshape(w0.shape[0], -1)).sum(1)
+        keep = kept.get(name, np.ones(w0.shape[0], dtype=bool))
+        out[name] = WeightHistogram(name, edges, h0, h1, int((w0 == 0).sum()), int((w1 == 0).sum()), norms, keep)
+    return out
+
+
+def layer_stats(before: dict[str, np.ndarray], model: nn.Module) -> tuple[LayerStat, ...]:
+    """Channels and parameters of each prunable layer, before and now."""
+    stats = []
+    for name, m in prunable_layers(model):
+        w0 = before.get(name)
+        if w0 is None:
+            continue
+        w1 = m.weight.detach()
+        stats.append(LayerStat(name, type(m).__name__, int(w0.shape[0]), int(w1.shape[0]), int(w0.size),
+                               int(w1.numel()), int(torch.count_nonzero(w1))))
+    return tuple(stats)

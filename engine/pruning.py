@@ -1,0 +1,526 @@
+"""Prune → recover → evaluate, as a generator of events; always on a copy of the model.
+
+Structured methods go through torch-pruning (DepGraph), so channels are physically removed and
+coupled layers stay consistent; unstructured methods use torch.nn.utils.prune and are made
+permanent at the end. Cancellation is checked between batches and between pruning groups.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import prune as torch_prune
+
+from engine import __version__
+from engine.data import Dataset
+from engine.errors import UserError
+from engine.events import CancelToken, EpochDone, EvalDone, Eta, Progress
+from engine.layers import (LayerStat, WeightHistogram, classifier_head, histograms, layer_stats, prunable_layers,
+                           weight_snapshot)
+from engine.methods import Method, UnstructuredStrategy, get_method
+from engine.metrics import Metrics, evaluate
+from engine.models import ModelBundle, export_onnx, save_full_module, save_model
+from engine.training import TrainConfig, resolve_device, seed_everything, train
+
+SCOPES = ("layer", "global")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything a user can set for one pruning run (shared by the GUI, the CLI and plans)."""
+
+    method: str = "l2"
+    pruning_ratio: float | None = 0.5  # channels (structured) or weights (unstructured) removed
+    target_speedup: float | None = None  # prune until MACs are this many times lower, instead of a ratio
+    scope: str = "layer"  # "layer": the same ratio everywhere; "global": ranked across layers
+    layer_ratios: dict = field(default_factory=dict)  # layer name -> its own ratio
+    ignored_layers: tuple = ()  # layer names left alone
+    keep_head: bool = True  # leave the classifier head alone
+    max_layer_ratio: float = 0.9  # no layer loses more than this share
+    round_to: int | None = 8  # keep channel counts multiples of this (real speed on CPU/GPU)
+    steps: int = 1  # iterative steps: prune -> recover -> evaluate each
+    bn_recalibrate: bool = False  # re-estimate BatchNorm statistics after each step
+    bn_batches: int = 40
+    finetune_epochs: float = 0.0  # fine-tuning after each step
+    finetune_batches: int | None = None  # or a batch budget per step
+    finetune_lr: float = 0.01
+    optimizer: str = "sgd"
+    distill: bool = False  # learn from the unpruned model's soft outputs while fine-tuning
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7
+    sparsity_reg: float = 0.0  # bn-scale: L1 penalty on BatchNorm scales while fine-tuning
+    calibration_batches: int = 4  # taylor: batches of gradients; hessian: images = 8 × this
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 64  # evaluation and latency batch size
+    eval_limit: int | None = None  # evaluate on the first N test images (None: all)
+    measure_speed: bool = True
+    latency_repeats: int = 30
+    threads: int | None = None
+
+    def validate(self) -> Method:
+        """Check the values and return the method; errors name the field and the fix."""
+        method = get_method(self.method)
+        if (self.pruning_ratio is None) == (self.target_speedup is None):
+            raise UserError("give exactly one of a pruning ratio (--ratio) or a target speed-up (--target-speedup)")
+        if self.pruning_ratio is not None and not 0.0 < self.pruning_ratio < 1.0:
+            raise UserError(f"pruning ratio must be between 0 and 1 (exclusive), got {self.pruning_ratio}")
+        if self.target_speedup is not None:
+            if self.target_speedup <= 1.0:
+                raise UserError(f"target speed-up must be above 1.0, got {self.target_speedup}")
+            if not method.structured:
+                raise UserError(f"{method.name} is unstructured: zeroed weights do not reduce MACs; "
+                                "use --ratio, or a structured method for a speed-up target")
+        for name, r in self.layer_ratios.items():
+            if not 0.0 <= r < 1.0:
+                raise UserError(f"ratio for layer {name} must be in [0, 1), got {r}")
+        if self.scope not in SCOPES:
+            raise UserError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if not 0.0 < self.max_layer_ratio <= 1.0:
+            raise UserError(f"maximum layer ratio must be in (0, 1], got {self.max_layer_ratio}")
+        if self.steps < 1 or self.steps > 100:
+            raise UserError(f"steps must be between 1 and 100, got {self.steps}")
+        if self.round_to is not None and self.round_to < 1:
+            raise UserError(f"round_to must be a positive integer, got {self.round_to}")
+        if self.finetune_epochs < 0:
+            raise UserError(f"fine-tuning epochs cannot be negative, got {self.finetune_epochs}")
+        if self.distill and not self.recovers_by_training:
+            raise UserError("distillation needs fine-tuning: set fine-tuning epochs (--finetune-epochs) above 0")
+        return method
+
+    @property
+    def recovers_by_training(self) -> bool:
+        """True when fine-tuning runs after each step."""
+        return self.finetune_epochs > 0 or bool(self.finetune_batches)
+
+    def to_json(self) -> dict:
+        """Plain dict for JSON and the result store."""
+        d = asdict(self)
+        d["ignored_layers"] = list(self.ignored_layers)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PruneConfig":
+        """Inverse of to_json; unknown keys are an error that names them."""
+        known = set(cls.__dataclass_fields__)
+        extra = set(d) - known
+        if extra:
+            raise UserError(f"unknown pruning options: {', '.join(sorted(extra))}; valid: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "ignored_layers" in d:
+            d["ignored_layers"] = tuple(d["ignored_layers"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """One step finished (step 0 is the unpruned model): metrics, per-layer figures, histograms."""
+
+    step: int
+    steps: int
+    ratio: float  # the target ratio of this step (channels or weights)
+    metrics: Metrics
+    layers: tuple[LayerStat, ...]
+    histograms: dict  # layer name -> WeightHistogram
+    prune_seconds: float = 0.0
+    recover_seconds: float = 0.0
+    top1_after_prune: float | None = None  # before any recovery
+    top1_after_bn: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunDone:
+    """The run finished: before/after metrics, every step, saved files, notes for the user."""
+
+    method: str
+    config: dict
+    before: Metrics
+    after: Metrics
+    steps: tuple[StepDone, ...]
+    files: dict
+    seconds: float
+    prune_seconds: float
+    notes: tuple[str, ...] = ()
+
+    def speedups(self) -> dict[str, float]:
+        """How many times smaller/faster the result is than the original."""
+        b, a = self.before, self.after
+        out = {"macs": b.macs / a.macs if a.macs else 0.0, "params": b.params / a.params if a.params else 0.0,
+               "compressed": b.compressed_bytes / a.compressed_bytes if a.compressed_bytes else 0.0}
+        if b.latency_ms and a.latency_ms:
+            out["latency"] = b.latency() / a.latency() if a.latency() else 0.0
+            out["latency_efficiency"] = out["latency"] / out["macs"] if out["macs"] else 0.0
+        return out
+
+    def to_json(self) -> dict:
+        """The `prune --json` object of CLI.md."""
+        return {"method": self.method, "config": self.config, "before": self.before.to_json(),
+                "after": self.after.to_json(), "steps": [s.metrics.to_json(detail=False) for s in self.steps[1:]],
+                "files": self.files, "speedups": self.speedups(), "seconds": round(self.seconds, 2),
+                "prune_seconds": round(self.prune_seconds, 3), "notes": list(self.notes)}
+
+
+# ----------------------------------------------------------------------------- recovery
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: Dataset, batches: int, device: torch.device,
+                          cancel: CancelToken, batch_size: int = 128) -> Iterator[Progress]:
+    """Re-estimate BatchNorm running statistics on training batches (weights stay as they are)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    model.train()
+    loader = data.loader("train", batch_size, shuffle=True, augment=False, seed=1234)
+    total = min(batches, len(loader))
+    try:
+        for i, (x, _) in enumerate(loader):
+            if i >= total:
+                break
+            cancel.check()
+            model(x.to(device))
+            if (i + 1) % 5 == 0 or i + 1 == total:
+                yield Progress("bn-recalibrate", i + 1, total, "re-estimating BatchNorm statistics")
+    finally:
+        for m, mom in zip(norms, saved):
+            m.momentum = mom
+        model.eval()
+
+
+# ----------------------------------------------------------------------------- structured
+
+def _ignored_modules(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    unknown = [n for n in list(cfg.ignored_layers) + list(cfg.layer_ratios) if n not in modules]
+    if unknown:
+        raise UserError(f"unknown layer names: {', '.join(unknown)}; see the layer table for valid names")
+    names = set(cfg.ignored_layers)
+    if cfg.keep_head:
+        head = classifier_head(model, num_classes)
+        if head:
+            names.add(head)
+    return [modules[n] for n in names]
+
+
+class _StructuredPruner:
+    """Wraps a torch-pruning pruner; records which original channels survive, for the histograms."""
+
+    def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
+                 num_classes: int | None):
+        import torch_pruning as tp
+
+        self.tp, self.model, self.method, self.cfg = tp, model, method, cfg
+        self.importance = method.factory()
+        modules = dict(model.named_modules())
+        ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
+        speedup = cfg.target_speedup is not None
+        self.total_steps = 100 if speedup else cfg.steps
+        target = cfg.max_layer_ratio if speedup else cfg.pruning_ratio
+        kwargs = dict(importance=self.importance, global_pruning=cfg.scope == "global", pruning_ratio=target,
+                      pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio,
+                      iterative_steps=self.total_steps, ignored_layers=_ignored_modules(model, cfg, num_classes),
+                      round_to=cfg.round_to)
+        if method.name == "bn-scale" and cfg.sparsity_reg > 0:
+            self.pruner = tp.pruner.BNScalePruner(model, example, reg=cfg.sparsity_reg, **kwargs)
+        else:
+            self.pruner = tp.pruner.MetaPruner(model, example, **kwargs)
+        self.names = {m: n for n, m in model.named_modules()}
+        self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pruner.current_step >= self.total_steps
+
+    def regularizer(self):
+        """Sparsity penalty for fine-tuning (Network Slimming), or None."""
+        if isinstance(self.pruner, self.tp.pruner.BNScalePruner):
+            return lambda model: self.pruner.regularize(model)
+        return None
+
+    def calibrate(self, data: Dataset, device: torch.device, cancel: CancelToken) -> Iterator[Progress]:
+        """Collect the gradients that Taylor and Hessian importance need."""
+        if self.method.calibration == "none":
+            return
+        model = self.model
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        batches = self.cfg.calibration_batches
+        if self.method.calibration == "hessian":
+            self.importance.zero_grad()
+            loader = data.loader("train", 8, shuffle=True, seed=self.cfg.seed + 7)
+            for i, (x, y) in enumerate(loader):
+                if i >= batches:
+                    break
+                losses = F.cross_entropy(model(x.to(device)), y.to(device), reduction="none")
+                for loss in losses:
+                    cancel.check()
+                    model.zero_grad(set_to_none=True)
+                    loss.backward(retain_graph=True)
+                    self.importance.accumulate_grad(model)
+                yield Progress("calibrate", i + 1, batches, "per-sample gradients for the Hessian")
+        else:
+            loader = data.loader("train", 64, shuffle=True, seed=self.cfg.seed + 7)
+            for i, (x, y) in enumerate(loader):
+                if i >= batches:
+                    break
+                cancel.check()
+                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+                yield Progress("calibrate", i + 1, batches, "gradients for the Taylor estimate")
+
+    def step(self, cancel: CancelToken) -> None:
+        """One pruning step; cancellation is checked between groups (a cancelled step leaves a
+        half-pruned copy, which is discarded)."""
+        for group in self.pruner.step(interactive=True):
+            cancel.check()
+            for dep, idxs in group:
+                if self.pruner.DG.is_out_channel_pruning_fn(dep.handler):
+                    name = self.names.get(dep.target.module)
+                    if name in self.alive:
+                        self.alive[name] = np.delete(self.alive[name], list(idxs))
+            group.prune()
+        self.model.zero_grad(set_to_none=True)
+
+    def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per layer, a bool per original output channel: still present."""
+        out = {}
+        for name, alive in self.alive.items():
+            mask = np.zeros(before[name].shape[0], dtype=bool)
+            mask[alive] = True
+            out[name] = mask
+        return out
+
+
+# ----------------------------------------------------------------------------- unstructured
+
+class _UnstructuredPruner:
+    """torch.nn.utils.prune with cumulative targets per step; masks are made permanent at the end."""
+
+    def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, num_classes: int | None):
+        self.model, self.cfg = model, cfg
+        self.strategy: UnstructuredStrategy = method.factory()
+        ignored = {id(m) for m in _ignored_modules(model, cfg, num_classes)}
+        self.targets = [(n, m) for n, m in prunable_layers(model) if id(m) not in ignored]
+        if not self.targets:
+            raise UserError("no layers are left to prune: every layer is ignored")
+        self.done = 0.0
+        self.current = 0
+
+    def _layer_target(self, name: str, step: int) -> float:
+        final = self.cfg.layer_ratios.get(name, self.cfg.pruning_ratio)
+        return min(final, self.cfg.max_layer_ratio) * step / self.cfg.steps
+
+    def step(self, cancel: CancelToken) -> None:
+        """Prune to the cumulative ratio of the next step (exact counts: torch rounds per tensor)."""
+        self.current += 1
+        k = self.current
+        if self.strategy.scope == "global" and not self.cfg.layer_ratios:
+            target = min(self.cfg.pruning_ratio, 1.0) * k / self.cfg.steps
+            total = sum(m.weight.numel() for _, m in self.targets)
+            already = sum(int((m.weight == 0).sum()) if hasattr(m, "weight_mask") else 0 for _, m in self.targets)
+            amount = int(round(target * total)) - already
+            cancel.check()
+            torch_prune.global_unstructured([(m, "weight") for _, m in self.targets],
+                                           pruning_method=torch_prune.L1Unstructured, amount=max(0, amount))
+            return
+        for name, m in self.targets:
+            cancel.check()
+            n = m.weight.numel()
+            want = int(round(self._layer_target(name, k) * n))
+            have = int((m.weight_mask == 0).sum()) if hasattr(m, "weight_mask") else 0
+            amount = max(0, want - have)
+            if self.strategy.criterion == "random":
+                torch_prune.random_unstructured(m, "weight", amount=amount)
+            else:
+                torch_prune.l1_unstructured(m, "weight", amount=amount)
+
+    def make_permanent(self) -> None:
+        """Fold the masks into the weights, so the model saves and exports as a plain model."""
+        for _, m in self.targets:
+            if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"):
+                torch_prune.remove(m, "weight")
+
+    def step_ratio(self) -> float:
+        """Weight ratio targeted by the last step."""
+        return (self.cfg.pruning_ratio or 0) * self.current / self.cfg.steps
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+def _measure(model: nn.Module, data: Dataset, cfg: PruneConfig, device: str, cancel: CancelToken,
+             phase: str) -> Iterator:
+    for ev in evaluate(model, data, device=device, batch_size=cfg.batch_size, limit=cfg.eval_limit,
+                       speed=cfg.measure_speed, threads=cfg.threads, repeats=cfg.latency_repeats, cancel=cancel):
+        if isinstance(ev, Progress):
+            yield Progress(phase, ev.done, ev.total, ev.message, ev.eta_s)
+        else:
+            yield ev
+
+
+def _metrics_of(events: Iterator, sink: list) -> Iterator:
+    """Pass Progress through; keep the Metrics of the final EvalDone in `sink`."""
+    for ev in events:
+        if isinstance(ev, EvalDone):
+            sink.append(ev.metrics)
+        else:
+            yield ev
+
+
+def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
+                out_dir: str | Path | None = None, baseline: Metrics | None = None) -> Iterator:
+    """Prune a copy of `bundle.model`; yields Progress, StepDone (step 0 = original), then RunDone.
+
+    `baseline` reuses metrics of the unpruned model measured earlier (plans share it).
+    """
+    method = cfg.validate()
+    bundle.require_prunable()
+    cancel = cancel or CancelToken()
+    dev, note = resolve_device(cfg.device)
+    device = dev.type
+    notes: list[str] = [note] if note else []
+    start = time.perf_counter()
+    seed_everything(cfg.seed)
+    shape = bundle.input_shape or data.input_shape
+
+    work = bundle.copy()  # the loaded original is never modified
+    model = work.model.to(dev).eval()
+    if baseline is None:
+        sink: list[Metrics] = []
+        yield from _metrics_of(_measure(model, data, cfg, device, cancel, "baseline"), sink)
+        baseline = sink[0]
+    before_w = weight_snapshot(model)
+    step0 = StepDone(0, cfg.steps, 0.0, baseline, layer_stats(before_w, model), histograms(before_w, model, {}))
+    yield step0
+
+    teacher = None
+    if cfg.distill:
+        teacher = copy.deepcopy(bundle.model).to(dev).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    example = torch.zeros(1, *shape, device=dev)
+    if method.structured:
+        pruner = _StructuredPruner(model, method, cfg, example, work.num_classes)
+    else:
+        pruner = _UnstructuredPruner(model, method, cfg, work.num_classes)
+    regularizer = pruner.regularizer() if method.structured else None
+    base_macs = baseline.macs or 1
+    prune_seconds = 0.0
+    steps: list[StepDone] = []
+    current = baseline
+    for step in range(1, cfg.steps + 1):
+        step_notes: list[str] = []
+        t0 = time.perf_counter()
+        if method.structured:
+            yield from pruner.calibrate(data, dev, cancel)
+            if cfg.target_speedup is None:
+                pruner.step(cancel)
+                ratio = float(cfg.pruning_ratio * step / cfg.steps)
+            else:
+                goal = cfg.target_speedup ** (step / cfg.steps)
+                from engine.metrics import count_macs
+
+                macs = count_macs(model, shape, device)
+                while base_macs / max(1, macs) < goal and not pruner.exhausted:
+                    pruner.step(cancel)
+                    macs = count_macs(model, shape, device)
+                    yield Progress("prune", min(99, int(100 * math.log(base_macs / macs) / math.log(goal))), 100,
+                                   f"{base_macs / macs:.2f}× of {goal:.2f}× fewer MACs")
+                if base_macs / max(1, macs) < goal:
+                    step_notes.append(f"reached only {base_macs / macs:.2f}× fewer MACs (target {goal:.2f}×): "
+                                      "every layer hit the maximum layer ratio")
+                ratio = float(pruner.pruner.per_step_pruning_ratio[pruner.pruner.current_step]
+                              if hasattr(pruner.pruner, "per_step_pruning_ratio") else 0.0)
+        else:
+            pruner.step(cancel)
+            ratio = pruner.step_ratio()
+        step_time = time.perf_counter() - t0
+        prune_seconds += step_time
+        yield Progress("prune", 1, 1, f"step {step}/{cfg.steps}: pruned in {step_time:.2f} s")
+
+        t1 = time.perf_counter()
+        top1_pruned = top1_bn = None
+        if cfg.bn_recalibrate or cfg.recovers_by_training:
+            from engine.training import quick_top1
+
+            top1_pruned = quick_top1(model, data, "val", dev, limit=2000, cancel=cancel)
+        if cfg.bn_recalibrate:
+            yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
+            from engine.training import quick_top1
+
+            top1_bn = quick_top1(model, data, "val", dev, limit=2000, cancel=cancel)
+        if cfg.recovers_by_training:
+            tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
+                               schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,
+                               device=device, distill_temperature=cfg.distill_temperature,
+                               distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4)
+            for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase="finetune"):
+                if isinstance(ev, Progress):
+                    yield Progress("finetune", ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
+                elif isinstance(ev, EpochDone):
+                    yield ev
+        recover_seconds = time.perf_counter() - t1
+        model.eval()
+        sink = []
+        yield from _metrics_of(_measure(model, data, cfg, device, cancel, "evaluate"), sink)
+        current = sink[0]
+        kept = pruner.kept(before_w) if method.structured else {}
+        done = StepDone(step, cfg.steps, ratio, current, layer_stats(before_w, model),
+                        histograms(before_w, model, kept), step_time, recover_seconds, top1_pruned, top1_bn,
+                        tuple(step_notes))
+        steps.append(done)
+        notes.extend(step_notes)
+        yield done
+        if method.structured and cfg.target_speedup is not None and pruner.exhausted:
+            break
+
+    if not method.structured:
+        pruner.make_permanent()
+        notes.append("Unstructured pruning zeroes weights but keeps every tensor dense: the compressed file "
+                     "shrinks, dense latency and MACs do not change.")
+    work.meta = {
+        "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
+        "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
+        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    files: dict[str, str] = {}
+    if out_dir is not None:
+        yield Progress("save", 0, 1, "saving model and ONNX")
+        files = save_outputs(work, Path(out_dir), structured=method.structured)
+        yield Progress("save", 1, 1, "saved")
+    model.cpu()
+    yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
+                  time.perf_counter() - start, prune_seconds, tuple(notes))
+
+
+def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool) -> dict[str, str]:
+    """Save the pruned model (loads with weights_only=True) and its ONNX export; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    bundle.model.cpu().eval()
+    if bundle.arch in ("module",):
+        files["model"] = str(save_full_module(bundle, out_dir / "model_full.pt"))
+    else:
+        files["model"] = str(save_model(bundle, out_dir / "model.pt", pruned=structured))
+    files["onnx"] = str(export_onnx(bundle.model, bundle.input_shape, out_dir / "model.onnx"))
+    meta = out_dir / "model.json"
+    meta.write_text(json.dumps(bundle.meta, indent=2, default=str))
+    files["meta"] = str(meta)
+    return files
+
+
+def _versions() -> dict[str, str]:
+    import torch_pruning as tp
+
+    return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": getattr(tp, "__version__", "?")}
