@@ -303,6 +303,122 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Print every registered pruning method with its teaching text."""
+    from engine.methods import all_methods
+
+    for family in ("structured", "unstructured"):
+        methods = all_methods(family)
+        print(f"== {family} ({methods[0].ratio_meaning if methods else ''}) ==\n")
+        for m in methods:
+            print(f"{m.name}")
+            for line in m.explain().splitlines():
+                print(f"    {line}")
+            print()
+    return EXIT_OK
+
+
+def prune_config(args: argparse.Namespace) -> "PruneConfig":
+    """The PruneConfig described by the prune command's flags."""
+    from engine.pruning import PruneConfig
+
+    layer_ratios = {}
+    for item in args.layer_ratio or []:
+        name, sep, value = item.partition("=")
+        try:
+            layer_ratios[name] = float(value)
+        except ValueError:
+            raise UserError(f"--layer-ratio takes NAME=RATIO, got {item!r}") from None
+        if not sep:
+            raise UserError(f"--layer-ratio takes NAME=RATIO, got {item!r}")
+    return PruneConfig(
+        method=args.method, pruning_ratio=args.ratio, target_speedup=args.target_speedup, scope=args.scope,
+        layer_ratios=layer_ratios, ignored_layers=tuple(args.ignore or ()), keep_head=not args.prune_head,
+        max_layer_ratio=args.max_layer_ratio, round_to=args.round_to or None, steps=args.steps,
+        bn_recalibrate=args.bn_recalibrate, finetune_epochs=args.finetune_epochs,
+        finetune_batches=args.finetune_batches, finetune_lr=args.lr, distill=args.distill,
+        sparsity_reg=args.sparsity_reg, device=args.device, seed=args.seed, batch_size=args.batch_size,
+        eval_limit=args.eval_limit, threads=args.threads)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune a model, print before/after, save the model and its ONNX export."""
+    from engine.pruning import RunDone, StepDone
+    from engine.pruning import run_pruning
+
+    cfg = prune_config(args)
+    method = cfg.validate()
+    bundle, data = resolve(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    printer = ProgressPrinter(quiet=args.quiet)
+
+    def report(event) -> None:
+        if isinstance(event, StepDone):
+            m = event.metrics
+            label = "original" if event.step == 0 else f"step {event.step}/{event.steps}"
+            extra = f", pruned in {event.prune_seconds:.2f} s" if event.step else ""
+            print(f"{label}: top-1 {m.top1:.2%}, params {fmt_count(m.params)}, MACs {fmt_count(m.macs)}"
+                  f"{extra}", flush=True)
+
+    done: RunDone = run_events(run_pruning(bundle, data, cfg, CANCEL, out_dir=out), printer, report)
+    print(f"\n{method.title}, {method.ratio_meaning} "
+          f"{cfg.pruning_ratio if cfg.pruning_ratio is not None else 'for ' + str(cfg.target_speedup) + 'x'}")
+    print(metrics_table({"before": done.before, "after": done.after}))
+    sp = done.speedups()
+    summary = f"MACs {sp['macs']:.2f}x lower, parameters {sp['params']:.2f}x lower, compressed size " \
+              f"{sp['compressed']:.2f}x smaller"
+    if "latency" in sp:
+        summary += f", latency {sp['latency']:.2f}x lower (efficiency {sp['latency_efficiency']:.2f})"
+    print(summary + f"; top-1 {100 * (done.after.top1 - done.before.top1):+.2f} pt")
+    print(f"pruning took {done.prune_seconds:.2f} s, the whole run {done.seconds:.1f} s")
+    for note in done.notes:
+        print(f"note: {note}")
+    for kind, path in done.files.items():
+        print(f"wrote {kind}: {path}")
+    if args.json:
+        write_json(args.json, done.to_json())
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def add_prune_args(p: argparse.ArgumentParser) -> None:
+    """Flags of the prune command."""
+    from engine.methods import REGISTRY
+
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--method", required=True, help=f"one of: {', '.join(REGISTRY)} (see `methods`)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--ratio", type=float, metavar="R",
+                        help="share removed: channels for structured methods, weights for unstructured")
+    target.add_argument("--target-speedup", type=float, metavar="S",
+                        help="prune in small steps until MACs are S times lower (structured methods)")
+    p.add_argument("--scope", default="layer", choices=("global", "layer"),
+                   help="layer: same ratio in every layer; global: rank channels across layers")
+    p.add_argument("--steps", type=int, default=1, help="iterative steps, each prune -> recover -> evaluate")
+    p.add_argument("--round-to", type=int, default=8, metavar="N",
+                   help="keep channel counts multiples of N (default 8, fast kernels; 0 or 1 = off)")
+    p.add_argument("--max-layer-ratio", type=float, default=0.9, help="no layer loses more than this share")
+    p.add_argument("--layer-ratio", action="append", metavar="NAME=R", help="own ratio for a layer (repeatable)")
+    p.add_argument("--ignore", action="append", metavar="NAME", help="leave a layer alone (repeatable)")
+    p.add_argument("--prune-head", action="store_true", help="also prune the classifier head's inputs")
+    p.add_argument("--bn-recalibrate", action="store_true",
+                   help="re-estimate BatchNorm statistics on training batches after each step (seconds)")
+    p.add_argument("--finetune-epochs", type=float, default=0.0, metavar="E", help="fine-tuning epochs per step")
+    p.add_argument("--finetune-batches", type=int, metavar="N", help="or a batch budget per step")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    p.add_argument("--sparsity-reg", type=float, default=0.0,
+                   help="bn-scale: L1 penalty on BatchNorm scales while fine-tuning (e.g. 1e-4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-limit", type=int, metavar="N", help="evaluate on the first N test images only")
+    p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 CANCEL = CancelToken()
@@ -344,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("methods", help="pruning methods with their teaching descriptions")
+    p.set_defaults(func=cmd_methods)
+
+    add_prune_args(sub.add_parser("prune", help="prune a model, recover, evaluate, save (see `methods`)"))
 
     for register in EXTRA_COMMANDS:
         register(sub)

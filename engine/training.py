@@ -159,7 +159,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken
                 regularizer(model)
             opt.step()
             step += 1
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             if step % 10 == 0 or step == total:
