@@ -13,6 +13,7 @@ import io
 import json
 import pickle
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,7 +454,10 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
     model = model.eval()
     dummy = torch.zeros(1, *input_shape)
     buf = io.BytesIO()
-    with torch.no_grad():
+    # The TorchScript-based exporter is deprecated but needs no extra tracing machinery and handles
+    # pruned (irregular-width) models reliably; silence its notice so users see only real problems.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           dynamo=False)
@@ -461,3 +465,25 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
     onnx.checker.check_model(proto)
     path.write_bytes(buf.getvalue())
     return path
+
+
+def check_onnx(path: str | Path, model: nn.Module, batches) -> dict:
+    """Run the ONNX file in onnxruntime next to PyTorch on the same batches; returns both top-1s."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = model.eval()
+    agree = torch_correct = onnx_correct = total = 0
+    max_diff = 0.0
+    with torch.inference_mode():
+        for x, y in batches:
+            ours = model(x)
+            theirs = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+            max_diff = max(max_diff, float((ours - theirs).abs().max()))
+            torch_correct += int((ours.argmax(1) == y).sum())
+            onnx_correct += int((theirs.argmax(1) == y).sum())
+            agree += int((ours.argmax(1) == theirs.argmax(1)).sum())
+            total += len(y)
+    total = max(1, total)
+    return {"images": total, "torch_top1": torch_correct / total, "onnx_top1": onnx_correct / total,
+            "agreement": agree / total, "max_abs_diff": max_diff}

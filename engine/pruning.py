@@ -28,7 +28,7 @@ from engine.layers import (LayerStat, WeightHistogram, classifier_head, histogra
                            weight_snapshot)
 from engine.methods import Method, UnstructuredStrategy, get_method
 from engine.metrics import Metrics, evaluate
-from engine.models import ModelBundle, export_onnx, save_full_module, save_model
+from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
 from engine.training import TrainConfig, resolve_device, seed_everything, train
 
 SCOPES = ("layer", "global")
@@ -501,7 +501,8 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     files: dict[str, str] = {}
     if out_dir is not None:
         yield Progress("save", 0, 1, "saving model and ONNX")
-        files = save_outputs(work, Path(out_dir), structured=method.structured)
+        files = save_outputs(work, Path(out_dir), structured=method.structured,
+                             check_batches=data.loader("test", 256, limit=1024))
         yield Progress("save", 1, 1, "saved")
     model.cpu()
     if keep is not None:
@@ -510,8 +511,11 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
                   time.perf_counter() - start, prune_seconds, tuple(notes))
 
 
-def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool) -> dict[str, str]:
-    """Save the pruned model (loads with weights_only=True) and its ONNX export; returns the paths."""
+def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None) -> dict[str, str]:
+    """Save the pruned model (loads with weights_only=True) and its ONNX export; returns the paths.
+
+    With `check_batches`, the ONNX file is run in onnxruntime and its top-1 recorded in model.json.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     bundle.model.cpu().eval()
@@ -520,6 +524,8 @@ def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool) -> dict[s
     else:
         files["model"] = str(save_model(bundle, out_dir / "model.pt", pruned=structured))
     files["onnx"] = str(export_onnx(bundle.model, bundle.input_shape, out_dir / "model.onnx"))
+    if check_batches is not None:
+        bundle.meta["onnx_check"] = check_onnx(files["onnx"], bundle.model, check_batches)
     meta = out_dir / "model.json"
     meta.write_text(json.dumps(bundle.meta, indent=2, default=str))
     files["meta"] = str(meta)

@@ -243,3 +243,11 @@ def test_cli_prune_json(tmp_path, capsys):
     code = main(["prune", "--model", str(tmp_path / "tiny.pt"), "--data", "fashion-mnist", "--method", "l2",
                  "--ratio", "1.5", "--quiet"])
     assert code == 2 and "between 0 and 1" in capsys.readouterr().err
+
+
+def test_onnx_check_recorded_with_the_saved_model(tiny, fashion, tmp_path):
+    done, _ = run(tiny, fashion, fast(method="l2", pruning_ratio=0.3), out_dir=tmp_path)
+    check = json.loads(Path(done.files["meta"]).read_text())["onnx_check"]
+    assert check["images"] == 1024
+    assert abs(check["torch_top1"] - check["onnx_top1"]) <= 0.001
+    assert check["max_abs_diff"] < 1e-3
