@@ -114,9 +114,9 @@ def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = 
 class ProgressPrinter:
     """A one-line progress bar on stderr (plain lines every few seconds when not a terminal)."""
 
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
-        self.stream, self.quiet = stream, quiet
-        self.tty = stream.isatty()
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream, self.quiet = stream or sys.stderr, quiet  # looked up now, so redirection works
+        self.tty = self.stream.isatty()
         self.last = 0.0
 
     def __call__(self, event) -> None:
@@ -279,7 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = model.cpu().eval()
     done = run_events(evaluate(model, data, device="cpu", batch_size=64, speed=False, cancel=CANCEL), printer)
     metrics: Metrics = done.metrics
-    command = "python main.py train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    command = "python main.py train " + " ".join(shlex.quote(a) for a in args.argv)
     card = {
         "name": arch, "architecture": type(model).__name__, "dataset": data.name, "dataset_spec": args.data,
         "input_shape": list(data.input_shape), "classes": list(data.class_names),
@@ -426,11 +426,11 @@ CANCEL = CancelToken()
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="python main.py", description=(
+    parser = _OneLineParser(prog="python main.py", description=(
         "PruneLab: prune trained image classifiers and compare the methods. "
         "Without a command, the desktop application starts."))
     parser.add_argument("--version", action="version", version=f"PruneLab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
 
     p = sub.add_parser("models", help="built-in models with their accuracy")
     p.set_defaults(func=cmd_models)
@@ -474,10 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors are bad input: one line naming the problem and where to look (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code of CLI.md."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return int(exc.code or 0)
+    args.argv = argv[1:]
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_OK

@@ -361,7 +361,10 @@ def load_image_folder(path: Path, val_fraction: float = 0.1, test_fraction: floa
         if "test" not in splits:
             splits["test"] = splits["val"]
     else:
-        classes, samples = _scan_classes(root)
+        # A lone train/ folder holds the class folders: split it by seed (not one class named "train").
+        folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        base = sub["train"] if folders == [sub.get("train")] else root
+        classes, samples = _scan_classes(base)
         if len(samples) < 3:
             raise UserError(f"{root} holds fewer than 3 images in class sub-folders; "
                             "expected PATH/<class>/<image>.png")

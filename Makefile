@@ -1,0 +1,55 @@
+# PruneLab: `make run` installs and starts the app, `make test` installs and runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 \
+	libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libasound2 \
+	libfontconfig1 libdbus-1-3
+
+.PHONY: venv dataset qtdeps run test bench
+
+## venv: the virtual environment, reinstalled only when requirements.txt changes
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	@touch $@
+
+## dataset: Debian's Fashion-MNIST package (the built-in dataset)
+dataset:
+	@if [ ! -f $(FASHION) ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && apt-get install -y dataset-fashion-mnist; \
+		else \
+			echo "Fashion-MNIST is missing ($(FASHION)); install it with:" >&2; \
+			echo "  sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+## qtdeps: the system libraries Qt (xcb platform, WebEngine) needs; a no-op when all are present
+qtdeps:
+	@if ! dpkg -s $(QT_LIBS) >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && apt-get install -y $(QT_LIBS); \
+		else \
+			echo "Qt's system libraries are missing; install them with:" >&2; \
+			echo "  sudo apt-get update && sudo apt-get install -y $(QT_LIBS)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+## run: the desktop application
+run: venv dataset qtdeps
+	$(PY) main.py
+
+## test: the whole test suite, headless
+test: venv dataset qtdeps
+	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q tests
+
+## bench: every benchmark script, one after the other
+bench: venv dataset
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
