@@ -466,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prune_args(sub.add_parser("prune", help="prune a model, recover, evaluate, save (see `methods`)"))
 
+    from engine.cli_experiments import register as register_experiments
+
+    register_experiments(sub)  # sensitivity, sweep, report
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser

@@ -1,0 +1,175 @@
+"""The `sensitivity`, `sweep` and `report` commands (contract in CLI.md), registered into engine.cli."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ratios must be comma-separated numbers, e.g. 0.1,0.3,0.5; got {text!r}")
+    if not values or any(not 0.0 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"--ratios must be numbers between 0 and 1 (exclusive), got {text!r}")
+    return values
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Prune each layer group alone at several ratios and print the accuracy drop table."""
+    from engine.cli import CANCEL, ProgressPrinter, fmt_count, resolve, run_events, write_json
+    from engine.sensitivity import SensitivityDone, propose_layer_ratios, scan
+
+    bundle, data = resolve(args)
+    limit = None if args.limit == 0 else args.limit
+    done: SensitivityDone = run_events(
+        scan(bundle, data, args.ratios, method=args.method, limit=limit, cancel=CANCEL,
+             bn_recalibrate=args.bn_recalibrate, device=args.device),
+        ProgressPrinter(quiet=args.quiet))
+    heads = [f"{r:.0%}".rjust(7) for r in done.ratios]
+    print(f"{args.model} on {data.name} ({done.split} split, {limit or 'all'} images, method {done.method}): "
+          f"baseline top-1 {done.baseline_top1:.2%}; accuracy drop in points when one group is pruned alone")
+    width = max(len(g.name) for g in done.groups)
+    print(f"{'group (root layer)'.ljust(width)} {'ch':>4} " + " ".join(heads) + "   mean  layers")
+    for g in sorted(done.groups, key=lambda g: -g.score):
+        print(f"{g.name.ljust(width)} {g.channels:>4} " + " ".join(f"{d:7.2f}" for d in g.drops)
+              + f" {g.score:6.2f}  {', '.join(g.layers)}")
+    print(f"scan took {done.seconds:.1f} s ({len(done.groups)} groups × {len(done.ratios)} ratios)")
+    payload = done.to_json()
+    if args.target_ratio:
+        p = propose_layer_ratios(done, args.target_ratio, bundle)
+        print(f"\nsensitivity-guided ratios for a uniform {args.target_ratio:g} (summed drop {p.estimated_drop:.2f} pt): "
+              f"MACs {fmt_count(p.macs)} vs uniform {fmt_count(p.uniform_macs)} (original {fmt_count(p.base_macs)})")
+        for name, r in p.group_ratios.items():
+            print(f"  {name}: {r:.3f}")
+        print("use them with: prune ... " + " ".join(f"--layer-ratio {n}={r:g}" for n, r in p.layer_ratios.items()))
+        payload["proposal"] = {"target_ratio": args.target_ratio, "layer_ratios": p.layer_ratios,
+                               "macs": p.macs, "uniform_macs": p.uniform_macs, "estimated_drop": p.estimated_drop}
+    if args.store:
+        from engine.experiments import ResultStore
+        from engine.sensitivity import scan_key
+
+        key = scan_key({"source": args.model}, args.data, {"ratios": list(args.ratios), "limit": limit,
+                                                          "method": args.method,
+                                                          "bn_recalibrate": args.bn_recalibrate})
+        ResultStore(args.store).put_sensitivity(key, dict(payload, key=key))
+        print(f"stored in {args.store}")
+    if args.json:
+        write_json(args.json, payload)
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def ranking_table(ranking) -> str:
+    """The ranking as plain text: rank, run, score, each criterion's value, broken constraints."""
+    crit = list(ranking.criteria)
+    head = ["#", "run", "score"] + [f"{c.name} ({c.unit})" for c in crit] + ["constraints"]
+    rows = [["-", "original", "-"] + [_fmt(ranking.baseline_values.get(c.name)) for c in crit] + [""]]
+    for e in ranking.entries:
+        rows.append([str(e.rank), e.result.label, f"{e.score:.3f}"] + [_fmt(e.values.get(c.name)) for c in crit]
+                    + ["ok" if e.feasible else "BROKEN: " + "; ".join(e.violations)])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run every pending run of a plan, storing each as it finishes; print the ranking."""
+    from engine.cli import CANCEL, ProgressPrinter
+    from engine.experiments import PlanDone, PlanProgress, PlanRunDone, ResultStore, load_plan, run_plan
+
+    plan = load_plan(args.plan)
+    store = ResultStore(plan.resolved_store(args.store))
+    print(f"plan {plan.name!r}: {len(plan.methods)} methods × {len(plan.ratios) + len(plan.target_speedups)} "
+          f"targets × {len(plan.recoveries)} recovery settings"
+          + (" + sensitivity-guided runs" if plan.sensitivity_guided else "") + f"; store {store.path}", flush=True)
+    printer = ProgressPrinter(quiet=args.quiet)
+    start = time.time()
+    done = None
+    for ev in run_plan(plan, store, CANCEL):
+        printer(ev)
+        if isinstance(ev, PlanProgress) and ev.index:
+            print(f"[{ev.index}/{ev.total}] {ev.label} ({ev.key})", flush=True)
+        elif isinstance(ev, PlanRunDone):
+            r, m = ev.result, ev.result.metrics
+            state = "already stored" if ev.skipped else f"stored, {r.seconds:.1f} s, RSS {ev.rss_bytes / 2**20:.0f} MiB"
+            lat = f", latency {m.latency():.2f} ms" if m.latency() else ""
+            print(f"[{ev.index}/{ev.total}] {r.label}: top-1 {m.top1:.2%}, MACs {m.macs / 1e6:.2f} M{lat} "
+                  f"({state})", flush=True)
+        elif isinstance(ev, PlanDone):
+            done = ev
+    print(f"\n{done.ran} runs done, {done.skipped} already stored, {time.time() - start:.1f} s; store {done.store}")
+    print(ranking_table(done.ranking))
+    print("\n" + done.ranking.recommendation)
+    if args.report:
+        from engine.report import write_report
+
+        html, csv = write_report(store, args.report, plan_name=plan.name)
+        print(f"wrote {html} and {csv}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the self-contained HTML report and the CSV of all runs from a result store."""
+    from engine.experiments import ResultStore
+    from engine.report import write_report
+
+    if not Path(args.store).is_file():
+        raise UserError(f"no result store at {args.store}; run `python main.py sweep PLAN.toml --store "
+                        f"{args.store}` first")
+    html, csv = write_report(ResultStore(args.store), args.out, plan_name=args.plan)
+    print(f"wrote {html} and {csv}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the experiment commands to the main parser."""
+    from engine.cli import add_data_args, add_model_args
+
+    p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--ratios", type=_ratios, default=(0.1, 0.3, 0.5, 0.7, 0.9), metavar="R1,R2,..",
+                   help="pruning ratios to try per group (default 0.1,0.3,0.5,0.7,0.9)")
+    p.add_argument("--method", default="l2", help="structured method that picks the channels (default l2)")
+    p.add_argument("--limit", type=int, default=1000, metavar="N",
+                   help="validation images per evaluation (default 1000; 0 = the whole split)")
+    p.add_argument("--bn-recalibrate", action="store_true", help="re-estimate BatchNorm statistics after each cut")
+    p.add_argument("--target-ratio", type=float, metavar="R",
+                   help="also propose per-layer ratios with the MACs of uniform pruning at R")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", metavar="PATH", help="also keep the scan in a result store (for reports)")
+    p.add_argument("--json", metavar="FILE", help="write the curves as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("sweep", help="run an experiment plan (methods × ratios × recovery) from a TOML file")
+    p.add_argument("plan", metavar="PLAN.toml", help="the plan (see examples/plan.toml)")
+    p.add_argument("--store", metavar="PATH", help="result store (default: the plan's, else the user data folder)")
+    p.add_argument("--report", metavar="FILE.html", help="write the HTML report (and CSV) when done")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report and a CSV from a result store")
+    p.add_argument("--store", required=True, metavar="PATH", help="the result store written by `sweep`")
+    p.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file (FILE.csv is written beside it)")
+    p.add_argument("--plan", metavar="NAME", help="which plan of the store (default: the most recent)")
+    p.set_defaults(func=cmd_report)
+
+

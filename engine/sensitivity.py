@@ -1,0 +1,361 @@
+"""Per-layer sensitivity: prune each dependency group alone at several ratios and record the accuracy drop.
+
+The curves say which layers tolerate pruning; `propose_layer_ratios` turns them into per-layer ratios
+(sensitive groups pruned less) whose MACs match the uniform configuration's, counted on the real
+pruned model. Pruning goes through torch-pruning's DependencyGraph, so coupled layers (residual
+partners, the next layer's inputs) lose the same channels as in a real run.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.data import Dataset
+from engine.errors import UserError
+from engine.events import CancelToken, Eta, Progress
+from engine.layers import PRUNABLE, classifier_head
+from engine.methods import get_method
+from engine.metrics import count_macs
+from engine.models import ModelBundle
+from engine.training import quick_top1
+
+DEFAULT_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
+DEFAULT_LIMIT = 1000  # validation images per evaluation: ±1 pt noise, seconds per point on the demo
+
+
+@dataclass(frozen=True)
+class GroupSensitivity:
+    """One dependency group (named by its root layer): accuracy and MACs when pruned alone at each ratio."""
+
+    name: str
+    layers: tuple[str, ...]  # every conv/linear whose output channels are removed with the group
+    channels: int
+    top1: np.ndarray  # fraction, per ratio
+    drops: np.ndarray  # accuracy drop in points, per ratio (positive = worse)
+    macs: np.ndarray  # MACs of the whole model with this group pruned, per ratio
+
+    @property
+    def score(self) -> float:
+        """Mean drop over the scanned ratios (points): one number for colouring."""
+        return float(np.mean(self.drops)) if len(self.drops) else 0.0
+
+
+@dataclass(frozen=True)
+class SensitivityDone:
+    """The finished scan: ratios, the baseline accuracy on the same images, one curve per group."""
+
+    model: str
+    dataset: str
+    method: str
+    ratios: np.ndarray
+    baseline_top1: float
+    base_macs: int
+    groups: tuple[GroupSensitivity, ...]
+    seconds: float
+    limit: int | None
+    split: str
+    bn_recalibrate: bool
+
+    @property
+    def drops(self) -> np.ndarray:
+        """Drops in points, shape (groups, ratios)."""
+        return np.stack([g.drops for g in self.groups]) if self.groups else np.zeros((0, len(self.ratios)))
+
+    def layer_scores(self) -> dict[str, float]:
+        """Layer name -> its group's mean drop (points), for colouring tables and graphs."""
+        return {layer: g.score for g in self.groups for layer in g.layers}
+
+    def group_of(self, layer: str) -> GroupSensitivity | None:
+        """The group a layer is pruned with."""
+        return next((g for g in self.groups if layer in g.layers), None)
+
+    def to_json(self) -> dict:
+        """Plain dict (the `sensitivity --json` file and the result store)."""
+        return {"model": self.model, "dataset": self.dataset, "method": self.method,
+                "ratios": [float(r) for r in self.ratios], "baseline_top1": self.baseline_top1,
+                "base_macs": self.base_macs, "seconds": round(self.seconds, 2), "limit": self.limit,
+                "split": self.split, "bn_recalibrate": self.bn_recalibrate,
+                "groups": [{"name": g.name, "layers": list(g.layers), "channels": g.channels,
+                            "top1": [float(v) for v in g.top1], "drops": [round(float(v), 3) for v in g.drops],
+                            "macs": [int(v) for v in g.macs], "score": round(g.score, 3)} for g in self.groups]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SensitivityDone":
+        """Inverse of to_json."""
+        groups = tuple(GroupSensitivity(g["name"], tuple(g["layers"]), g["channels"], np.asarray(g["top1"]),
+                                        np.asarray(g["drops"]), np.asarray(g["macs"], dtype=np.int64))
+                       for g in d["groups"])
+        return cls(d["model"], d["dataset"], d["method"], np.asarray(d["ratios"]), d["baseline_top1"],
+                   d["base_macs"], groups, d.get("seconds", 0.0), d.get("limit"), d.get("split", "val"),
+                   d.get("bn_recalibrate", False))
+
+
+def scan_key(identity: dict, dataset: str, options: dict) -> str:
+    """Deterministic key of a scan (model identity, dataset and the scan's options with defaults)."""
+    opts = {"ratios": [float(r) for r in options.get("ratios", DEFAULT_RATIOS)],
+            "limit": options.get("limit", DEFAULT_LIMIT), "method": options.get("method", "l2"),
+            "bn_recalibrate": bool(options.get("bn_recalibrate", False))}
+    raw = json.dumps({"model": identity, "data": dataset, "scan": opts}, sort_keys=True, default=str)
+    return "scan-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def _ignored(model: nn.Module, num_classes: int | None, keep_head: bool) -> list[nn.Module]:
+    head = classifier_head(model, num_classes) if keep_head else None
+    return [dict(model.named_modules())[head]] if head else []
+
+
+def layer_groups(model: nn.Module, input_shape, num_classes: int | None = None,
+                 keep_head: bool = True) -> list[tuple[str, tuple[str, ...], int]]:
+    """(root layer, member layers, channels) of every prunable dependency group, in model order."""
+    import torch_pruning as tp
+
+    names = {m: n for n, m in model.named_modules()}
+    example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    out = []
+    for group in graph.get_all_groups(ignored_layers=_ignored(model, num_classes, keep_head),
+                                      root_module_types=PRUNABLE):
+        root = group[0].dep.target.module
+        members = []
+        for dep, _ in group:
+            m = dep.target.module
+            if isinstance(m, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler) and names.get(m) \
+                    and names[m] not in members:
+                members.append(names[m])
+        channels = graph.get_out_channels(root)
+        if names.get(root) and channels and channels > 1:
+            out.append((names[root], tuple(members), int(channels)))
+    return out
+
+
+def _importance(model: nn.Module, method_name: str, data: Dataset, input_shape, num_classes, keep_head: bool,
+                device: torch.device, cancel: CancelToken) -> dict[str, np.ndarray]:
+    """Channel scores of every group's root under the chosen method (computed once, on the original)."""
+    import torch_pruning as tp
+
+    method = get_method(method_name)
+    if not method.structured:
+        raise UserError(f"sensitivity scans remove channels; {method.name} is unstructured — use a structured "
+                        "method such as l2")
+    if method.calibration == "hessian":
+        raise UserError(f"{method.name} needs per-sample gradients, too slow for a scan; use l2, taylor or fpgm")
+    imp = method.factory()
+    names = {m: n for n, m in model.named_modules()}
+    if method.calibration == "gradients":
+        model.zero_grad(set_to_none=True)
+        for i, (x, y) in enumerate(data.loader("train", 64, shuffle=True, seed=7)):
+            if i >= 4:
+                break
+            cancel.check()
+            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+    example = torch.zeros(1, *input_shape, device=device)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    scores = {}
+    for group in graph.get_all_groups(ignored_layers=_ignored(model, num_classes, keep_head),
+                                      root_module_types=PRUNABLE):
+        root = names.get(group[0].dep.target.module)
+        with torch.no_grad():
+            s = imp(group)
+        if root is None or s is None:
+            continue
+        s = s.detach().float().cpu().numpy()
+        channels = graph.get_out_channels(group[0].dep.target.module)
+        if channels and len(s) != channels and len(s) % channels == 0:
+            s = s.reshape(-1, channels).mean(0)
+        scores[root] = s
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def _prune_group(model: nn.Module, root: str, idxs: list[int], example: torch.Tensor) -> None:
+    """Remove output channels `idxs` of `root` and everything coupled to it, in place."""
+    import torch_pruning as tp
+
+    module = dict(model.named_modules())[root]
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    fn = graph.get_pruner_of_module(module).prune_out_channels
+    graph.get_pruning_group(module, fn, idxs).prune()
+
+
+def scan(bundle: ModelBundle, data: Dataset, ratios: Sequence[float] = DEFAULT_RATIOS, method: str = "l2",
+         limit: int | None = DEFAULT_LIMIT, cancel: CancelToken | None = None, bn_recalibrate: bool = False,
+         bn_batches: int = 10, split: str = "val", keep_head: bool = True, device: str = "cpu") -> Iterator:
+    """Prune each group alone at each ratio on a copy, evaluate on `limit` images of `split`;
+    yields Progress, then SensitivityDone. The original model is never modified."""
+    from engine.pruning import recalibrate_batchnorm
+    from engine.training import resolve_device
+
+    cancel = cancel or CancelToken()
+    ratios = tuple(float(r) for r in ratios)
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise UserError(f"sensitivity ratios must be between 0 and 1 (exclusive), got {list(ratios)}")
+    ratios = tuple(sorted(set(ratios)))
+    bundle.require_prunable()
+    dev, _ = resolve_device(device)
+    start = time.perf_counter()
+    shape = tuple(bundle.input_shape or data.input_shape)
+    original = copy.deepcopy(bundle.model).to(dev).eval()
+    example = torch.zeros(1, *shape, device=dev)
+    groups = layer_groups(original, shape, bundle.num_classes, keep_head)
+    if not groups:
+        raise UserError("the model has no prunable layer groups (convolutions or linear layers)")
+    yield Progress("sensitivity", 0, len(groups) * len(ratios), "importance scores and baseline accuracy")
+    scores = _importance(copy.deepcopy(original), method, data, shape, bundle.num_classes, keep_head, dev, cancel)
+    base_top1 = quick_top1(original, data, split, dev, limit=limit, cancel=cancel)
+    base_macs = count_macs(original, shape, dev.type)
+    total = len(groups) * len(ratios)
+    eta, done = Eta(total), 0
+    results = []
+    for root, members, channels in groups:
+        order = np.argsort(scores.get(root, np.arange(channels, dtype=np.float64)), kind="stable")
+        top1, macs = [], []
+        for r in ratios:
+            cancel.check()
+            n = int(min(channels - 1, max(1, round(r * channels))))
+            model = copy.deepcopy(original)
+            _prune_group(model, root, sorted(int(i) for i in order[:n]), example)
+            if bn_recalibrate:
+                for _ in recalibrate_batchnorm(model, data, bn_batches, dev, cancel):
+                    pass
+            acc = quick_top1(model, data, split, dev, limit=limit, cancel=cancel)
+            top1.append(acc)
+            macs.append(count_macs(model, shape, dev.type))
+            del model
+            done += 1
+            yield Progress("sensitivity", done, total,
+                           f"{root} at {r:.0%}: {100 * (base_top1 - acc):+.1f} pt drop", eta(done))
+        t = np.asarray(top1)
+        results.append(GroupSensitivity(root, members, channels, t, np.round(100 * (base_top1 - t), 3),
+                                        np.asarray(macs, dtype=np.int64)))
+    yield SensitivityDone(bundle.source, data.name, method, np.asarray(ratios), base_top1, base_macs, tuple(results),
+                          time.perf_counter() - start, limit, split, bn_recalibrate)
+
+
+# ----------------------------------------------------------------------------- per-layer ratios
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Per-layer ratios from a scan, with the MACs they give next to the uniform configuration's."""
+
+    layer_ratios: dict  # layer name -> ratio, for every member of every scanned group
+    group_ratios: dict  # root layer -> ratio
+    macs: int
+    uniform_macs: int
+    base_macs: int
+    estimated_drop: float  # sum of the groups' single-group drops at their ratios (points): what was minimised
+    target_ratio: float
+
+
+def pruned_macs(bundle: ModelBundle, default_ratio: float, layer_ratios: dict | None = None,
+                round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True) -> int:
+    """MACs of the model pruned as engine.pruning would prune it (layer scope), counted on a real copy."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(bundle.model).cpu().eval()
+    shape = tuple(bundle.input_shape)
+    modules = dict(model.named_modules())
+    ratio_dict = {modules[n]: float(r) for n, r in (layer_ratios or {}).items()}
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=default_ratio, pruning_ratio_dict=ratio_dict or None,
+                                  max_pruning_ratio=max_layer_ratio, global_pruning=False,
+                                  ignored_layers=_ignored(model, bundle.num_classes, keep_head), round_to=round_to)
+    pruner.step()
+    return count_macs(model, shape)
+
+
+def drop_at(ratios: np.ndarray, drops: np.ndarray, ratio: float) -> float:
+    """A group's expected drop (points) at any ratio: the monotone envelope of its curve, interpolated
+    (0 at ratio 0, extrapolated flat beyond the last scanned ratio)."""
+    r = np.concatenate([[0.0], np.asarray(ratios, dtype=np.float64)])
+    d = np.maximum.accumulate(np.concatenate([[0.0], np.maximum(np.asarray(drops, dtype=np.float64), 0.0)]))
+    return float(np.interp(ratio, r, d))
+
+
+def _uniform_kept(channels: int, ratio: float, unit: int) -> int:
+    """Channels torch-pruning keeps at a ratio: int(C·(1 − r)), rounded down to a multiple of round_to."""
+    kept = int(channels * (1.0 - ratio))
+    return max(unit, kept - kept % unit) if unit > 1 else max(1, kept)
+
+
+def _ratio_for(channels: int, kept: int) -> float:
+    """A ratio that makes torch-pruning keep exactly `kept` channels (half a channel of margin against
+    floating-point rounding in int(C·(1 − r)))."""
+    return 0.0 if kept >= channels else round(1.0 - (kept + 0.5) / channels, 6)
+
+
+def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: ModelBundle,
+                         round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True,
+                         max_moves: int = 400) -> Proposal:
+    """Per-layer ratios giving sensitive groups less pruning, with MACs at most the uniform `target_ratio`'s.
+
+    Starts from the uniform configuration (the channels torch-pruning would keep) and moves channels,
+    one round_to unit at a time, from groups whose curves say they lose little to groups that lose
+    much, as long as the real pruned model's MACs (counted, not estimated) stay at or below uniform's
+    and the summed single-group drops fall. The result has the uniform MACs up to one unit of channels.
+    """
+    if not 0.0 < target_ratio < 1.0:
+        raise UserError(f"target ratio must be between 0 and 1, got {target_ratio}")
+    uniform = pruned_macs(bundle, target_ratio, None, round_to, max_layer_ratio, keep_head)
+    groups = list(result.groups)
+    units = {g.name: (round_to if round_to and round_to > 1 else max(1, g.channels // 16)) for g in groups}
+    floor = {g.name: max(units[g.name], int(np.ceil(g.channels * (1.0 - max_layer_ratio)))) for g in groups}
+    kept = {g.name: _uniform_kept(g.channels, target_ratio, round_to or 1) for g in groups}
+    cache: dict[tuple, int] = {}
+
+    def layers_of(k: dict) -> dict:
+        return {layer: _ratio_for(g.channels, k[g.name]) for g in groups for layer in g.layers}
+
+    def macs_of(k: dict) -> int:
+        key = tuple(k[g.name] for g in groups)
+        if key not in cache:
+            cache[key] = pruned_macs(bundle, target_ratio, layers_of(k), round_to, max_layer_ratio, keep_head)
+        return cache[key]
+
+    def cost(g: GroupSensitivity, k: int) -> float:
+        return drop_at(result.ratios, g.drops, 1.0 - k / g.channels)
+
+    macs = macs_of(kept)
+    for _ in range(max_moves):
+        moves = []
+        for a in groups:  # give group a one unit more channels ...
+            up = min(a.channels, kept[a.name] + units[a.name])
+            if up == kept[a.name]:
+                continue
+            gain = cost(a, kept[a.name]) - cost(a, up)
+            for b in [None, *groups]:  # ... taking one unit from group b (or from the MACs slack)
+                if b is a:
+                    continue
+                loss = 0.0
+                if b is not None:
+                    down = kept[b.name] - units[b.name]
+                    if down < floor[b.name]:
+                        continue
+                    loss = cost(b, down) - cost(b, kept[b.name])
+                if gain - loss > 1e-6:
+                    moves.append((gain - loss, a.name, up, b.name if b else None,
+                                  kept[b.name] - units[b.name] if b else None))
+        moved = False
+        for _, a, up, b, down in sorted(moves, key=lambda m: -m[0]):
+            trial = dict(kept, **{a: up})
+            if b is not None:
+                trial[b] = down
+            m = macs_of(trial)
+            if m <= uniform:
+                kept, macs, moved = trial, m, True
+                break
+        if not moved:
+            break
+    group_ratios = {g.name: _ratio_for(g.channels, kept[g.name]) for g in groups}
+    estimated = sum(cost(g, kept[g.name]) for g in groups)
+    return Proposal(layers_of(kept), group_ratios, int(macs), int(uniform), int(result.base_macs),
+                    round(estimated, 3), target_ratio)

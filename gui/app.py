@@ -1,0 +1,115 @@
+"""Application start-up: environment, logging to a file, high-DPI and palette, then the main window.
+
+`main()` is what `python main.py` calls.
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import platform
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QStandardPaths, Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+from gui.graph_view import prepare_webengine
+
+log = logging.getLogger("gui")
+
+
+def versions() -> dict[str, str]:
+    """Versions shown in the About dialog."""
+    import PySide6
+    import pyqtgraph
+    import torch
+    from PySide6.QtCore import qVersion
+
+    from engine import __version__
+
+    try:
+        import torch_pruning as tp
+        tp_version = getattr(tp, "__version__", "?")
+    except ImportError:
+        tp_version = "not installed"
+    try:
+        import netron
+        netron_version = netron.__version__
+    except (ImportError, AttributeError):
+        netron_version = "not installed"
+    return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": tp_version, "qt": qVersion(),
+            "pyside6": PySide6.__version__, "pyqtgraph": pyqtgraph.__version__, "netron": netron_version,
+            "python": platform.python_version()}
+
+
+def log_dir() -> Path:
+    """Where the log file goes: PRUNELAB_LOG_DIR, else the user's application data folder."""
+    override = os.environ.get("PRUNELAB_LOG_DIR")
+    if override:
+        return Path(override)
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base) if base else Path.home() / ".prunelab"
+
+
+def setup_logging() -> Path:
+    """Log to a rotating file in the user's data folder (and warnings to stderr); returns the file."""
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "prunelab.log"
+    root = logging.getLogger()
+    if not any(getattr(h, "prunelab", False) for h in root.handlers):
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
+        handler.prunelab = True
+        root.addHandler(handler)
+        console = logging.StreamHandler()
+        console.setLevel(logging.WARNING)
+        console.prunelab = True
+        root.addHandler(console)
+        root.setLevel(logging.INFO)
+    return path
+
+
+def create_application(argv: list[str] | None = None) -> QApplication:
+    """The QApplication with our attributes (QtWebEngine prepared first, as it requires)."""
+    app = QApplication.instance()
+    if app is not None:
+        return app
+    prepare_webengine()
+    # fractional scale factors (125 %, 150 %) as the system sets them, instead of rounding to 100/200 %
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    QApplication.setOrganizationName("PruneLab")
+    QApplication.setApplicationName("PruneLab")
+    QApplication.setApplicationDisplayName("PruneLab")
+    app = QApplication(argv if argv is not None else sys.argv)
+    # Fusion follows the system's light/dark palette on every platform and renders crisply at any DPI.
+    app.setStyle("Fusion")
+    return app
+
+
+def main() -> int:
+    """Open the main window and run the event loop; returns the exit code."""
+    app = create_application()
+    log_path = setup_logging()
+    import torch
+
+    log.info("PruneLab starting: %s", versions())
+    # leave a core for the UI thread on small machines, so plots stay smooth while the worker computes
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from gui.main_window import MainWindow
+
+    window = MainWindow(log_path=log_path)
+    window.show()
+
+    def excepthook(kind, value, tb) -> None:
+        # an exception in a slot must not kill the app: log it and show it
+        import traceback
+
+        details = "".join(traceback.format_exception(kind, value, tb))
+        log.error("unhandled exception:\n%s", details)
+        window.show_error("Unexpected error", f"{kind.__name__}: {value}", details)
+
+    sys.excepthook = excepthook
+    return app.exec()

@@ -1,0 +1,571 @@
+"""The Experiment tab: define a plan (methods × ratios × recovery, criteria), follow it, compare the runs.
+
+Public API (for gui/main_window.py, which owns the worker and embeds this widget):
+
+    tab = ExperimentTab(parent=None)
+    tab.set_model_source("demo:resnet", data_spec="fashion-mnist")   # what the plan will prune
+    tab.set_store_path(path)              # result store (default: engine.experiments.default_store_path())
+    tab.run_requested.connect(lambda plan: start_worker(lambda cancel: run_plan(plan, ResultStore(
+        tab.store_path()), cancel)))     # a ready engine.experiments.Plan; the tab never starts threads
+    tab.cancel_requested.connect(worker.cancel)
+    worker.progressed.connect(tab.on_event)         # PlanStarted / PlanProgress / PlanRunDone / PlanDone, Progress
+    worker.finished / failed / cancelled -> tab.set_running(False)
+    tab.run_selected.connect(open_run)              # a run key, from a click in the table or the Pareto scatter
+    tab.show_sensitivity(sensitivity_done)          # curves per layer group (engine.sensitivity.SensitivityDone)
+    tab.load_store(path)                            # show the results of an earlier plan from a store
+    tab.write_report(path)                          # HTML + CSV (also the "Save report…" button)
+    sensitivity_colour(score, worst)                # QColor for a layer's sensitivity (layer table, graph)
+
+Changing weights or constraints in the criteria editor re-ranks the results at once, without re-running.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal, Slot  # PySide6 before pyqtgraph, so pyqtgraph binds it
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout,
+                               QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
+                               QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
+                               QTabWidget, QVBoxLayout, QWidget)
+
+import pyqtgraph as pg
+
+from engine.errors import UserError
+from engine.events import Progress
+from engine.experiments import (DEFAULT_CRITERIA, METRICS, Criterion, Plan, PlanDone, PlanProgress, PlanRunDone,
+                                PlanStarted, Recovery, ResultStore, RunResult, default_store_path, metric_value,
+                                pareto_front, rank)
+from engine.methods import all_methods
+from gui import theme
+
+PALETTE = theme.RUN_COLOURS + ("#1f77b4", "#d62728", "#2ca02c")
+PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)"),
+               ("compressed_bytes", "compressed size (MB)"), ("macs", "MACs (M)"))
+TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
+                 "constraints")
+CRITERIA_COLUMNS = ("criterion", "metric", "weight", "max drop", "max value", "min speed-up")
+
+
+def sensitivity_colour(score: float, worst: float) -> QColor:
+    """Green (robust) to red (sensitive) for a layer's mean accuracy drop in points."""
+    t = 0.0 if worst <= 0 else max(0.0, min(1.0, score / worst))
+    return QColor.fromHsvF((1.0 - t) * 0.33, 0.55, 0.95)
+
+
+def _parse_floats(text: str, low: float, high: float | None, what: str) -> tuple[float, ...]:
+    values = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise UserError(f"{what}: {part!r} is not a number") from None
+        if v <= low or (high is not None and v >= high):
+            raise UserError(f"{what} must be above {low:g}" + (f" and below {high:g}" if high else "") + f", got {v:g}")
+        values.append(v)
+    return tuple(values)
+
+
+class ExperimentTab(QWidget):
+    """Plan editor, comparison table, Pareto scatter, accuracy-vs-ratio curves, sensitivity curves and the verdict."""
+
+    run_requested = Signal(object)  # an engine.experiments.Plan
+    cancel_requested = Signal()
+    run_selected = Signal(str)  # a run key
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._source, self._data_spec = "demo:resnet", "fashion-mnist"
+        self._store_path: Path = default_store_path()
+        self._results: dict[str, RunResult] = {}
+        self._order: list[str] = []
+        self._baseline: RunResult | None = None
+        self._ranking = None
+        self._colours: dict[str, str] = {}
+        self._ratio_curves: dict[tuple, pg.PlotDataItem] = {}
+        self._spot_keys: list[str] = []
+
+        split = QSplitter(Qt.Orientation.Horizontal, self)
+        split.addWidget(self._build_editor())
+        split.addWidget(self._build_results())
+        split.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(split)
+        self.set_running(False)
+
+    # --------------------------------------------------------------------- building
+    def _build_editor(self) -> QWidget:
+        panel = QWidget()
+        col = QVBoxLayout(panel)
+        methods = QGroupBox("Methods")
+        grid = QGridLayout(methods)
+        self.method_boxes: dict[str, QCheckBox] = {}
+        for i, m in enumerate(all_methods()):
+            box = QCheckBox(m.name)
+            box.setToolTip(m.explain())
+            box.setChecked(m.structured and m.name in ("l1", "l2", "taylor", "fpgm"))
+            self.method_boxes[m.name] = box
+            grid.addWidget(box, i // 2, i % 2)
+        col.addWidget(methods)
+
+        form_box = QGroupBox("Ratios and recovery")
+        form = QFormLayout(form_box)
+        self.ratios_edit = QLineEdit("0.3, 0.5, 0.7")
+        self.ratios_edit.setToolTip("Pruning ratios, comma-separated: share of channels (structured) or weights "
+                                    "(unstructured) removed")
+        form.addRow("Ratios", self.ratios_edit)
+        self.speedups_edit = QLineEdit("")
+        self.speedups_edit.setPlaceholderText("e.g. 2, 3 (optional)")
+        self.speedups_edit.setToolTip("Target speed-ups in MACs (structured methods): prune until MACs are this "
+                                      "many times lower")
+        form.addRow("Target speed-ups", self.speedups_edit)
+        self.bn_check = QCheckBox("re-estimate BatchNorm statistics")
+        self.bn_check.setChecked(True)
+        form.addRow("Recovery", self.bn_check)
+        self.finetune_spin = QSpinBox()
+        self.finetune_spin.setRange(0, 100000)
+        self.finetune_spin.setValue(50)
+        self.finetune_spin.setToolTip("Fine-tuning batches after pruning (0: none)")
+        form.addRow("Fine-tune batches", self.finetune_spin)
+        self.distill_check = QCheckBox("distil from the original while fine-tuning")
+        form.addRow("", self.distill_check)
+        self.guided_check = QCheckBox("add sensitivity-guided runs (same MACs)")
+        self.guided_check.setToolTip("Scan per-layer sensitivity once, then also prune each structured method × "
+                                     "ratio with per-layer ratios: sensitive layers pruned less")
+        form.addRow("", self.guided_check)
+        self.eval_spin = QSpinBox()
+        self.eval_spin.setRange(0, 1_000_000)
+        self.eval_spin.setSpecialValueText("all test images")
+        form.addRow("Evaluate on", self.eval_spin)
+        self.speed_check = QCheckBox("measure latency and memory")
+        self.speed_check.setChecked(True)
+        form.addRow("", self.speed_check)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        form.addRow("Seed", self.seed_spin)
+        col.addWidget(form_box)
+
+        crit_box = QGroupBox("Criteria (weights and constraints; edits re-rank at once)")
+        crit_layout = QVBoxLayout(crit_box)
+        self.criteria_table = QTableWidget(0, len(CRITERIA_COLUMNS))
+        self.criteria_table.setHorizontalHeaderLabels(CRITERIA_COLUMNS)
+        self.criteria_table.verticalHeader().setVisible(False)
+        self.criteria_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.criteria_table.setToolTip("Weight 0: shown, not scored. Max drop: points lost against the original "
+                                       "(higher-is-better metrics). Max value: an absolute limit in the unit shown. "
+                                       "Min speed-up: at least N× lower than the original.")
+        self.set_criteria(DEFAULT_CRITERIA)
+        self.criteria_table.itemChanged.connect(self._on_criteria_changed)
+        crit_layout.addWidget(self.criteria_table)
+        self.criteria_error = QLabel("")
+        self.criteria_error.setStyleSheet("color: #b00020")
+        crit_layout.addWidget(self.criteria_error)
+        col.addWidget(crit_box)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run plan")
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested.emit)
+        self.report_button = QPushButton("Save report…")
+        self.report_button.clicked.connect(self._on_report_clicked)
+        for b in (self.run_button, self.cancel_button, self.report_button):
+            buttons.addWidget(b)
+        col.addLayout(buttons)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        col.addWidget(self.status_label)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(panel)
+        return scroll
+
+    def _build_results(self) -> QWidget:
+        panel = QWidget()
+        col = QVBoxLayout(panel)
+        self.recommendation_label = QLabel("Run a plan to compare methods.")
+        self.recommendation_label.setWordWrap(True)
+        self.recommendation_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        font = QFont(self.recommendation_label.font())
+        font.setPointSizeF(font.pointSizeF() * 1.1)
+        self.recommendation_label.setFont(font)
+        col.addWidget(self.recommendation_label)
+
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.cellClicked.connect(self._on_table_clicked)
+
+        tabs = QTabWidget()
+        pareto = QWidget()
+        pcol = QVBoxLayout(pareto)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Accuracy against"))
+        self.pareto_axis = QComboBox()
+        for key, label in PARETO_AXES:
+            self.pareto_axis.addItem(label, key)
+        self.pareto_axis.currentIndexChanged.connect(lambda _: self._refresh_pareto())
+        row.addWidget(self.pareto_axis)
+        row.addStretch(1)
+        pcol.addLayout(row)
+        self.pareto_plot = self._plot_widget()
+        self.pareto_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.pareto_plot.setLabel("left", "top-1 accuracy (%)")
+        self.pareto_plot.setToolTip("Each point is a run (hollow: breaks a constraint; star: the original). "
+                                    "The line is the Pareto front. Click a point to select its run.")
+        self.front_curve = self.pareto_plot.plot([], [], pen=pg.mkPen("#6e7781", width=1.5,
+                                                                      style=Qt.PenStyle.DashLine))
+        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True)
+        self.scatter.sigClicked.connect(self._on_points_clicked)
+        self.pareto_plot.addItem(self.scatter)
+        self.original_point = pg.ScatterPlotItem(size=16, symbol="star", brush=pg.mkBrush("#222"))
+        self.pareto_plot.addItem(self.original_point)
+        pcol.addWidget(self.pareto_plot)
+        tabs.addTab(pareto, "Pareto front")
+
+        self.ratio_plot = self._plot_widget()
+        self.ratio_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.ratio_plot.setLabel("bottom", "pruning ratio (0 = original)")
+        self.ratio_plot.setLabel("left", "top-1 accuracy (%)")
+        self.ratio_plot.addLegend(offset=(10, -10))
+        tabs.addTab(self.ratio_plot, "Accuracy vs ratio")
+
+        self.sensitivity_plot = self._plot_widget()
+        self.sensitivity_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.sensitivity_plot.setLabel("bottom", "share of the group's channels removed")
+        self.sensitivity_plot.setLabel("left", "top-1 drop (points)")
+        self.sensitivity_plot.addLegend(offset=(10, 10))
+        tabs.addTab(self.sensitivity_plot, "Sensitivity")
+        self.result_tabs = tabs
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(tabs)
+        col.addWidget(split, 1)
+        return panel
+
+    @staticmethod
+    def _plot_widget() -> pg.PlotWidget:
+        widget = pg.PlotWidget(background=theme.plot_background())
+        fg = theme.plot_foreground()
+        for side in ("left", "bottom"):
+            widget.getAxis(side).setPen(fg)
+            widget.getAxis(side).setTextPen(fg)
+            widget.getAxis(side).enableAutoSIPrefix(False)
+        return widget
+
+    # --------------------------------------------------------------------- inputs
+    def set_model_source(self, source: str, data_spec: str = "fashion-mnist") -> None:
+        """The model (a CLI source: demo:resnet, a file, ...) and dataset spec the plan will use."""
+        self._source, self._data_spec = source, data_spec
+
+    def set_store_path(self, path: str | Path) -> None:
+        """Where plans store their runs."""
+        self._store_path = Path(path)
+
+    def store_path(self) -> Path:
+        """The result store the next plan writes to."""
+        return self._store_path
+
+    def set_methods(self, names) -> None:
+        """Tick exactly these methods."""
+        wanted = set(names)
+        for name, box in self.method_boxes.items():
+            box.setChecked(name in wanted)
+
+    def set_criteria(self, criteria) -> None:
+        """Fill the criteria editor."""
+        self.criteria_table.blockSignals(True)
+        self.criteria_table.setRowCount(0)
+        self._criteria_meta = list(criteria)
+        for c in criteria:
+            r = self.criteria_table.rowCount()
+            self.criteria_table.insertRow(r)
+            values = (c.name, f"{c.metric} ({c.unit}, {'↑' if c.direction == 'max' else '↓'})", f"{c.weight:g}", "" if c.max_drop is None else f"{c.max_drop:g}",
+                      "" if c.max_value is None else f"{c.max_value:g}",
+                      "" if c.min_speedup is None else f"{c.min_speedup:g}")
+            for col, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if col < 2:
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                    item.setToolTip(f"{METRICS[c.metric].label}: {'higher' if c.direction == 'max' else 'lower'} "
+                                    "is better")
+                self.criteria_table.setItem(r, col, item)
+        self.criteria_table.blockSignals(False)
+
+    def criteria(self) -> tuple[Criterion, ...]:
+        """The criteria as edited (raises UserError naming the bad cell)."""
+        out = []
+        for r, base in enumerate(self._criteria_meta):
+            def number(col: int, what: str):
+                text = (self.criteria_table.item(r, col).text() if self.criteria_table.item(r, col) else "").strip()
+                if not text:
+                    return None
+                try:
+                    return float(text)
+                except ValueError:
+                    raise UserError(f"{base.name}: {what} must be a number, got {text!r}") from None
+            weight = number(2, "weight")
+            out.append(Criterion(base.name, base.metric, base.direction, base.unit,
+                                 0.0 if weight is None else weight, number(3, "max drop"), number(4, "max value"),
+                                 base.min_value, number(5, "min speed-up")))
+        return tuple(out)
+
+    def plan(self) -> Plan:
+        """The plan the widgets describe (raises UserError with a message for the user)."""
+        methods = tuple(n for n, b in self.method_boxes.items() if b.isChecked())
+        if not methods:
+            raise UserError("tick at least one method")
+        ratios = _parse_floats(self.ratios_edit.text(), 0.0, 1.0, "ratios")
+        speedups = _parse_floats(self.speedups_edit.text(), 1.0, None, "target speed-ups")
+        if not ratios and not speedups:
+            raise UserError("give at least one ratio (e.g. 0.5) or target speed-up (e.g. 2)")
+        options: dict = {}
+        if self.bn_check.isChecked():
+            options["bn_recalibrate"] = True
+        if self.finetune_spin.value():
+            options["finetune_batches"] = self.finetune_spin.value()
+            options["distill"] = self.distill_check.isChecked()
+        prune = {"measure_speed": self.speed_check.isChecked()}
+        if self.eval_spin.value():
+            prune["eval_limit"] = self.eval_spin.value()
+        plan = Plan(model=self._source, data=self._data_spec, methods=methods, ratios=ratios,
+                    target_speedups=speedups, recoveries=(Recovery(Recovery(options=options).summary, options),),
+                    prune=prune, seed=self.seed_spin.value(), criteria=self.criteria(), name="gui",
+                    store=str(self._store_path), sensitivity_guided=self.guided_check.isChecked())
+        plan.configs()  # validates every combination
+        return plan
+
+    # --------------------------------------------------------------------- actions
+    @Slot()
+    def _on_run_clicked(self) -> None:
+        try:
+            plan = self.plan()
+        except UserError as exc:
+            self.status_label.setText(f"<span style='color:#b00020'>{exc}</span>")
+            return
+        self.clear_results()
+        self.set_running(True)
+        self.status_label.setText(f"{len(plan.configs())} runs requested")
+        self.run_requested.emit(plan)
+
+    def set_running(self, running: bool) -> None:
+        """Enable Run or Cancel (the main window calls this when its worker stops)."""
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    @Slot()
+    def _on_report_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save report", "report.html", "HTML (*.html)")
+        if path:
+            try:
+                html, csv = self.write_report(path)
+            except UserError as exc:
+                QMessageBox.warning(self, "Report", str(exc))
+                return
+            self.status_label.setText(f"wrote {html} and {csv}")
+
+    def write_report(self, path: str | Path):
+        """Write the HTML report and CSV of the current store; returns both paths."""
+        from engine.report import write_report
+
+        if not self._store_path.exists():
+            raise UserError(f"no results yet in {self._store_path}; run a plan first")
+        return write_report(ResultStore(self._store_path), path, criteria=self.criteria())
+
+    def load_store(self, path: str | Path, plan_name: str | None = None) -> None:
+        """Show the results of a stored plan (the most recent by default)."""
+        store = ResultStore(path)
+        self._store_path = Path(path)
+        plans = store.plans()
+        plan = next((p for p in plans if p["name"] == plan_name), None) if plan_name else (plans[-1] if plans else None)
+        self.clear_results()
+        if plan:
+            self._baseline = store.get(plan.get("baseline", ""))
+            results = store.results(plan.get("keys"))
+            self.set_criteria(tuple(Criterion.from_json(c) for c in plan.get("criteria", [])) or DEFAULT_CRITERIA)
+        else:
+            results = store.results()
+        for r in results:
+            self._add_result(r)
+        self._refresh()
+
+    # --------------------------------------------------------------------- events
+    def clear_results(self) -> None:
+        """Forget the shown runs (a new plan starts)."""
+        self._results.clear()
+        self._order.clear()
+        self._baseline = None
+        self._ranking = None
+        for item in self._ratio_curves.values():
+            self.ratio_plot.removeItem(item)
+        self._ratio_curves.clear()
+        self._refresh()
+
+    @Slot(object)
+    def on_event(self, event) -> None:
+        """Feed any event of run_plan (others are ignored)."""
+        if isinstance(event, PlanStarted):
+            self._baseline = event.baseline
+            self.status_label.setText(f"{len(event.keys)} runs, {event.skipped} already stored")
+            self._refresh()
+        elif isinstance(event, PlanProgress):
+            self.status_label.setText(event.message or event.label)
+        elif isinstance(event, Progress):
+            self.status_label.setText(f"{event.phase}: {event.message} ({event.fraction:.0%})")
+        elif isinstance(event, PlanRunDone):
+            self._add_result(event.result)
+            self._refresh()
+        elif isinstance(event, PlanDone):
+            self._baseline = event.baseline
+            self.status_label.setText(f"done: {event.ran} runs, {event.skipped} already stored, "
+                                      f"{event.seconds:.0f} s; store {event.store}")
+            self.set_running(False)
+            self._refresh()
+
+    def _add_result(self, r: RunResult) -> None:
+        if r.key not in self._results:
+            self._order.append(r.key)
+        self._results[r.key] = r
+        if r.method not in self._colours:
+            self._colours[r.method] = PALETTE[len(self._colours) % len(PALETTE)]
+
+    def keys(self) -> list[str]:
+        """Shown run keys, in the ranking's order."""
+        if self._ranking is None:
+            return list(self._order)
+        return [e.result.key for e in self._ranking.entries]
+
+    def select_run(self, key: str) -> None:
+        """Select a run in the table and announce it."""
+        keys = self.keys()
+        if key in keys:
+            self.table.selectRow(keys.index(key) + (1 if self._baseline else 0))
+        self.run_selected.emit(key)
+
+    @Slot(int, int)
+    def _on_table_clicked(self, row: int, _col: int) -> None:
+        index = row - (1 if self._baseline else 0)
+        keys = self.keys()
+        if 0 <= index < len(keys):
+            self.run_selected.emit(keys[index])
+
+    def _on_points_clicked(self, _item, points, *_args) -> None:
+        if len(points):
+            key = points[0].data()
+            if key:
+                self.select_run(key)
+
+    @Slot()
+    def _on_criteria_changed(self, *_args) -> None:
+        self._refresh()
+
+    # --------------------------------------------------------------------- views
+    def _refresh(self) -> None:
+        results = [self._results[k] for k in self._order]
+        try:
+            criteria = self.criteria()
+            self.criteria_error.setText("")
+        except UserError as exc:
+            self.criteria_error.setText(str(exc))
+            return
+        model = self._source if not results else results[0].model
+        self._ranking = rank(results, criteria, self._baseline, model=model) if results else None
+        self.recommendation_label.setText(self._ranking.recommendation if self._ranking else
+                                          "Run a plan to compare methods.")
+        self._refresh_table()
+        self._refresh_pareto()
+        self._refresh_ratio_curves()
+
+    def _refresh_table(self) -> None:
+        rows: list[tuple[RunResult, object]] = ([(self._baseline, None)] if self._baseline else [])
+        if self._ranking:
+            rows += [(e.result, e) for e in self._ranking.entries]
+        self.table.setRowCount(len(rows))
+        b = self._baseline.metrics if self._baseline else None
+        for i, (r, e) in enumerate(rows):
+            m = r.metrics
+            speed = b.latency() / m.latency() if b and b.latency() and m.latency() else None
+            cells = ("–" if e is None else str(e.rank), r.label, f"{m.top1 * 100:.2f}",
+                     f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", f"{m.f1_macro * 100:.2f}",
+                     f"{m.latency():.3f}" if m.latency() else "–", f"{speed:.2f}×" if speed else "–",
+                     f"{m.size_bytes / 1e6:.3f}", f"{m.macs / 1e6:.2f}", "–" if e is None else f"{e.score:.3f}",
+                     "original" if e is None else ("✓" if e.feasible else "✗ " + "; ".join(e.violations)))
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if e is not None and not e.feasible:
+                    item.setBackground(QColor("#fde2e2"))
+                    item.setToolTip("breaks: " + "; ".join(e.violations))
+                elif e is not None and self._ranking.best is e:
+                    item.setBackground(QColor("#dff2df"))
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                self.table.setItem(i, col, item)
+
+    def _refresh_pareto(self) -> None:
+        key = self.pareto_axis.currentData() or "latency_ms"
+        results = self._ranking.entries if self._ranking else ()
+        if key == "latency_ms" and results and not any(metric_value(e.result, key) for e in results):
+            self.pareto_axis.setCurrentIndex(self.pareto_axis.findData("macs"))  # latency was not measured
+            return  # the index change redraws
+        info = METRICS[key]
+        self.pareto_plot.setLabel("bottom", f"{info.label} ({info.unit}), lower is better")
+        entries = [e for e in (self._ranking.entries if self._ranking else ()) if metric_value(e.result, key)]
+        pts = [(metric_value(e.result, key), e.result.metrics.top1 * 100) for e in entries]
+        spots = []
+        for e, (x, y) in zip(entries, pts):
+            colour = self._colours.get(e.result.method, "#333")
+            spots.append({"pos": (x, y), "data": e.result.key,
+                          "brush": pg.mkBrush(colour if e.feasible else "#ffffff"),
+                          "pen": pg.mkPen("#2ca02c" if self._ranking.best is e else colour,
+                                          width=3 if self._ranking.best is e else 1.5),
+                          "symbol": "o", "size": 14 if self._ranking.best is e else 11})
+        self.scatter.setData(spots)
+        front = pareto_front(pts, ("min", "max"))
+        self.front_curve.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
+        bv = metric_value(self._baseline, key) if self._baseline else None
+        if bv:
+            self.original_point.setData([bv], [self._baseline.metrics.top1 * 100])
+        else:
+            self.original_point.setData([], [])
+
+    def _refresh_ratio_curves(self) -> None:
+        groups: dict[tuple, list[RunResult]] = {}
+        for k in self._order:
+            r = self._results[k]
+            if r.ratio is not None:
+                groups.setdefault((r.method, r.guided), []).append(r)
+        base = self._baseline.metrics.top1 * 100 if self._baseline else None
+        for (method, guided), runs in groups.items():
+            runs.sort(key=lambda r: r.ratio)
+            xs = ([0.0] if base is not None else []) + [r.ratio for r in runs]
+            ys = ([base] if base is not None else []) + [r.metrics.top1 * 100 for r in runs]
+            item = self._ratio_curves.get((method, guided))
+            if item is None:  # each curve is created once, then fed with setData
+                colour = self._colours.get(method, "#333")
+                pen = pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine if guided else Qt.PenStyle.SolidLine)
+                item = self.ratio_plot.plot([], [], pen=pen, symbol="o", symbolSize=7, symbolBrush=colour,
+                                            name=method + (" (guided)" if guided else ""))
+                self._ratio_curves[(method, guided)] = item
+            item.setData(xs, ys)
+
+    def show_sensitivity(self, result) -> None:
+        """Draw a scan (engine.sensitivity.SensitivityDone): drop against ratio, one curve per layer group."""
+        self.sensitivity_plot.clear()
+        self.sensitivity_plot.addLegend(offset=(10, 10))
+        for i, g in enumerate(sorted(result.groups, key=lambda g: -g.score)):
+            colour = PALETTE[i % len(PALETTE)]
+            self.sensitivity_plot.plot([0.0, *map(float, result.ratios)], [0.0, *map(float, g.drops)],
+                                       pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                                       symbolBrush=colour, name=f"{g.name} ({g.score:.1f} pt)")
+        self.result_tabs.setCurrentWidget(self.sensitivity_plot)

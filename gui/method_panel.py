@@ -1,0 +1,304 @@
+"""The method panel, generated from the engine's method registry: choose a method and its options.
+
+Nothing here names a method: the list, the tooltips and the explanation come from
+engine.methods, so a newly registered method appears without touching the GUI.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QListWidget, QListWidgetItem, QSlider, QSpinBox, QStackedWidget, QTextBrowser,
+                               QVBoxLayout, QWidget)
+
+from engine.methods import STRUCTURED, UNSTRUCTURED, Method, all_methods, get_method
+from engine.pruning import PruneConfig
+
+FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
+DEFAULT_METHOD = "l2"
+EVAL_CHOICES = ((500, "500 test images (fastest)"), (1000, "1 000 test images (fast)"),
+                (2000, "2 000 test images"), (5000, "5 000 test images"), (0, "all test images (exact)"))
+NAME_ROLE = Qt.ItemDataRole.UserRole
+
+
+def cuda_status() -> tuple[bool, str]:
+    """(usable, text): the GPU's name, or why it cannot be used."""
+    if not torch.backends.cuda.is_built():
+        return False, "this PyTorch build has no CUDA support (CPU-only wheel)"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device or driver was found"
+    return True, torch.cuda.get_device_name(0)
+
+
+class MethodPanel(QWidget):
+    """Method list with teaching text, pruning amount, scope, steps, recovery, device and evaluation."""
+
+    method_changed = Signal(str)
+    options_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.methods: dict[str, Method] = {m.name: m for m in all_methods()}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+
+        method_box = QGroupBox("Pruning method")
+        box_layout = QVBoxLayout(method_box)
+        self.method_list = QListWidget()
+        self.method_list.setToolTip("Pick how channels or weights are ranked; hover a method for its full description")
+        # tall enough for every method without scrolling, no taller
+        rows = len(self.methods) + 2
+        self.method_list.setFixedHeight(rows * (self.method_list.fontMetrics().height() + 2) + 8)
+        for family in (STRUCTURED, UNSTRUCTURED):
+            heading = QListWidgetItem(FAMILY_HEADINGS[family])
+            heading.setFlags(Qt.ItemFlag.NoItemFlags)
+            font = heading.font()
+            font.setBold(True)
+            heading.setFont(font)
+            self.method_list.addItem(heading)
+            for method in all_methods(family):
+                item = QListWidgetItem("   " + method.title)
+                item.setData(NAME_ROLE, method.name)
+                item.setToolTip(method.explain())
+                self.method_list.addItem(item)
+        self.method_list.currentItemChanged.connect(self._on_method_item)
+        box_layout.addWidget(self.method_list)
+        self.explain_view = QTextBrowser()
+        self.explain_view.setOpenExternalLinks(False)
+        self.explain_view.setToolTip("What the selected method measures, how it works and where it comes from")
+        self.explain_view.setMinimumHeight(150)
+        box_layout.addWidget(self.explain_view, 1)
+        layout.addWidget(method_box, 1)
+
+        amount_box = QGroupBox("How much")
+        form = QFormLayout(amount_box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("Pruning ratio", "ratio")
+        self.mode_combo.addItem("Target speed-up (fewer MACs)", "speedup")
+        self.mode_combo.setToolTip("Prune a fixed share, or prune until the model needs this many times fewer MACs")
+        self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
+        form.addRow("Target", self.mode_combo)
+        self.amount_stack = QStackedWidget()
+        ratio_row = QWidget()
+        ratio_layout = QHBoxLayout(ratio_row)
+        ratio_layout.setContentsMargins(0, 0, 0, 0)
+        self.ratio_slider = QSlider(Qt.Orientation.Horizontal)
+        self.ratio_slider.setRange(5, 95)
+        self.ratio_slider.setSingleStep(5)
+        self.ratio_slider.setPageStep(10)
+        self.ratio_slider.setValue(50)
+        self.ratio_slider.setToolTip("Share of channels (structured) or weights (unstructured) to remove")
+        self.ratio_label = QLabel("50 %")
+        self.ratio_label.setMinimumWidth(40)
+        self.ratio_slider.valueChanged.connect(self._on_ratio_changed)
+        ratio_layout.addWidget(self.ratio_slider, 1)
+        ratio_layout.addWidget(self.ratio_label)
+        self.amount_stack.addWidget(ratio_row)
+        self.speedup_spin = QDoubleSpinBox()
+        self.speedup_spin.setRange(1.1, 20.0)
+        self.speedup_spin.setSingleStep(0.1)
+        self.speedup_spin.setValue(2.0)
+        self.speedup_spin.setSuffix(" × fewer MACs")
+        self.speedup_spin.setToolTip("Prune step by step until MACs drop by this factor (structured methods only)")
+        self.amount_stack.addWidget(self.speedup_spin)
+        self.amount_stack.setMaximumHeight(self.speedup_spin.sizeHint().height() + 4)
+        form.addRow("Amount", self.amount_stack)
+        self.ratio_hint = QLabel()
+        self.ratio_hint.setWordWrap(True)
+        self.ratio_hint.setEnabled(False)  # shown greyed: a hint, not a control
+        form.addRow("", self.ratio_hint)
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItem("Per layer (same ratio everywhere)", "layer")
+        self.scope_combo.addItem("Global (ranked across layers)", "global")
+        self.scope_combo.setToolTip("Per layer: every layer loses the same share. Global: scores are compared "
+                                    "across layers, so redundant layers lose more")
+        form.addRow("Scope", self.scope_combo)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 20)
+        self.steps_spin.setValue(3)
+        self.steps_spin.setToolTip("Iterative pruning: reach the target in this many steps, recovering and "
+                                   "evaluating after each (one point per step in the plots)")
+        form.addRow("Steps", self.steps_spin)
+        layout.addWidget(amount_box)
+
+        recovery_box = QGroupBox("Recovery after each step")
+        form = QFormLayout(recovery_box)
+        self.bn_check = QCheckBox("Re-estimate BatchNorm statistics")
+        self.bn_check.setChecked(True)
+        self.bn_check.setToolTip("Cheap repair: recompute BatchNorm means/variances on training images "
+                                 "(no weights change); often recovers much of the lost accuracy")
+        form.addRow(self.bn_check)
+        self.finetune_spin = QDoubleSpinBox()
+        self.finetune_spin.setRange(0.0, 20.0)
+        self.finetune_spin.setSingleStep(0.1)
+        self.finetune_spin.setDecimals(2)
+        self.finetune_spin.setSpecialValueText("off")
+        self.finetune_spin.setSuffix(" epochs")
+        self.finetune_spin.setToolTip("Fine-tune the pruned model on the training set after each step "
+                                      "(fractions of an epoch are fine); the strongest but slowest recovery")
+        self.finetune_spin.valueChanged.connect(self._on_finetune_changed)
+        form.addRow("Fine-tuning", self.finetune_spin)
+        self.distill_check = QCheckBox("Distil from the original model")
+        self.distill_check.setToolTip("While fine-tuning, also learn the unpruned model's soft outputs "
+                                      "(knowledge distillation); needs fine-tuning above 0")
+        form.addRow(self.distill_check)
+        layout.addWidget(recovery_box)
+
+        run_box = QGroupBox("Device and evaluation")
+        form = QFormLayout(run_box)
+        self.device_combo = QComboBox()
+        self.device_combo.addItem("CPU", "cpu")
+        usable, text = cuda_status()
+        self.device_combo.addItem(f"GPU: {text}" if usable else "GPU (unavailable)", "cuda")
+        gpu_item = self.device_combo.model().item(1)
+        if not usable:
+            gpu_item.setEnabled(False)
+            gpu_item.setToolTip(f"GPU disabled: {text}")
+        self.device_combo.setToolTip("Where pruning, fine-tuning and measurements run"
+                                     + ("" if usable else f" — GPU disabled: {text}"))
+        form.addRow("Device", self.device_combo)
+        self.eval_combo = QComboBox()
+        for value, label in EVAL_CHOICES:
+            self.eval_combo.addItem(label, value)
+        self.eval_combo.setCurrentIndex(1)  # 1 000 images: ±1.5 points, fast enough to watch
+        self.eval_combo.setToolTip("Accuracy is measured on this many test images after each step")
+        form.addRow("Accuracy on", self.eval_combo)
+        self.speed_check = QCheckBox("Measure latency (batch 1 and batch 64)")
+        self.speed_check.setChecked(True)
+        self.speed_check.setToolTip("Time the model after each step (median of 30 runs); turn off for faster runs")
+        form.addRow(self.speed_check)
+        self.round_spin = QSpinBox()
+        self.round_spin.setRange(1, 64)
+        self.round_spin.setValue(8)
+        self.round_spin.setToolTip("Keep channel counts multiples of this (hardware runs such widths faster); "
+                                   "1 = exact counts")
+        form.addRow("Round channels to", self.round_spin)
+        self.max_ratio_spin = QDoubleSpinBox()
+        self.max_ratio_spin.setRange(0.1, 1.0)
+        self.max_ratio_spin.setSingleStep(0.05)
+        self.max_ratio_spin.setValue(0.9)
+        self.max_ratio_spin.setToolTip("No layer loses more than this share, so no layer disappears")
+        form.addRow("Max. per layer", self.max_ratio_spin)
+        layout.addWidget(run_box)
+
+        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged, self.steps_spin.valueChanged,
+                       self.scope_combo.currentIndexChanged, self.bn_check.toggled, self.distill_check.toggled,
+                       self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
+                       self.speed_check.toggled, self.round_spin.valueChanged, self.max_ratio_spin.valueChanged,
+                       self.finetune_spin.valueChanged, self.mode_combo.currentIndexChanged):
+            signal.connect(self.options_changed)
+        self.select_method(DEFAULT_METHOD if DEFAULT_METHOD in self.methods else next(iter(self.methods)))
+        self._on_finetune_changed(self.finetune_spin.value())
+
+    # --------------------------------------------------------------------- queries
+    def method_names(self) -> list[str]:
+        """Names of the methods listed, in order."""
+        names = []
+        for row in range(self.method_list.count()):
+            name = self.method_list.item(row).data(NAME_ROLE)
+            if name:
+                names.append(name)
+        return names
+
+    def current_method(self) -> Method:
+        """The selected method."""
+        item = self.method_list.currentItem()
+        return get_method(item.data(NAME_ROLE)) if item and item.data(NAME_ROLE) else get_method(DEFAULT_METHOD)
+
+    def select_method(self, name: str) -> None:
+        """Select a method by registry name (unknown names are ignored)."""
+        for row in range(self.method_list.count()):
+            if self.method_list.item(row).data(NAME_ROLE) == name:
+                self.method_list.setCurrentRow(row)
+                return
+
+    def config(self, **overrides: Any) -> PruneConfig:
+        """The PruneConfig the controls describe (layer choices are added by the caller)."""
+        method = self.current_method()
+        speedup = self.mode_combo.currentData() == "speedup" and method.structured
+        finetune = float(self.finetune_spin.value())
+        eval_limit = int(self.eval_combo.currentData() or 0) or None
+        cfg = PruneConfig(
+            method=method.name,
+            pruning_ratio=None if speedup else self.ratio_slider.value() / 100.0,
+            target_speedup=float(self.speedup_spin.value()) if speedup else None,
+            scope=self.scope_combo.currentData(), steps=int(self.steps_spin.value()),
+            bn_recalibrate=self.bn_check.isChecked(), finetune_epochs=finetune,
+            distill=self.distill_check.isChecked() and finetune > 0, device=self.device_combo.currentData(),
+            eval_limit=eval_limit, measure_speed=self.speed_check.isChecked(),
+            round_to=int(self.round_spin.value()) if self.round_spin.value() > 1 else None,
+            max_layer_ratio=float(self.max_ratio_spin.value()),
+            # interactive defaults: 10 batches estimate BatchNorm statistics well, 20 timed runs give a
+            # stable median; both keep a step to a few seconds on a laptop CPU
+            bn_batches=10, latency_repeats=20)
+        return replace(cfg, **overrides) if overrides else cfg
+
+    def options(self) -> dict:
+        """The controls' values as plain JSON (for QSettings)."""
+        return {"method": self.current_method().name, "mode": self.mode_combo.currentData(),
+                "ratio": self.ratio_slider.value(), "speedup": self.speedup_spin.value(),
+                "scope": self.scope_combo.currentData(), "steps": self.steps_spin.value(),
+                "bn": self.bn_check.isChecked(), "finetune": self.finetune_spin.value(),
+                "distill": self.distill_check.isChecked(), "eval": self.eval_combo.currentData(),
+                "speed": self.speed_check.isChecked(), "round_to": self.round_spin.value(),
+                "max_ratio": self.max_ratio_spin.value()}
+
+    def restore(self, options: dict) -> None:
+        """Set the controls from options(); missing or invalid values keep their defaults."""
+        def pick(combo: QComboBox, value: Any) -> None:
+            index = combo.findData(value)
+            if index >= 0:
+                combo.setCurrentIndex(index)
+
+        try:
+            if options.get("method") in self.methods:
+                self.select_method(options["method"])
+            pick(self.mode_combo, options.get("mode"))
+            pick(self.scope_combo, options.get("scope"))
+            pick(self.eval_combo, options.get("eval"))
+            for key, widget, kind in (("ratio", self.ratio_slider, int), ("speedup", self.speedup_spin, float),
+                                      ("steps", self.steps_spin, int), ("finetune", self.finetune_spin, float),
+                                      ("round_to", self.round_spin, int), ("max_ratio", self.max_ratio_spin, float)):
+                if key in options:
+                    widget.setValue(kind(options[key]))
+            for key, box in (("bn", self.bn_check), ("distill", self.distill_check), ("speed", self.speed_check)):
+                if key in options:
+                    box.setChecked(bool(options[key]))
+        except (TypeError, ValueError):
+            pass  # stale settings from another version: keep the defaults
+
+    # --------------------------------------------------------------------- slots
+    @Slot(QListWidgetItem, QListWidgetItem)
+    def _on_method_item(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
+        if current is None or not current.data(NAME_ROLE):
+            return
+        method = get_method(current.data(NAME_ROLE))
+        family = "channels are removed" if method.structured else "weights are zeroed, tensors stay dense"
+        self.explain_view.setHtml(
+            f"<b>{method.title}</b> <i>({family})</i><br><b>Measures:</b> {method.measures}.<br>"
+            f"{method.description}<br><small><b>Paper:</b> {method.paper}</small>")
+        self.ratio_hint.setText(f"Ratio = {method.ratio_meaning}.")
+        speed_item = self.mode_combo.model().item(1)
+        speed_item.setEnabled(method.structured)
+        speed_item.setToolTip("" if method.structured else "Unstructured pruning keeps tensors dense: "
+                              "MACs do not drop, so a speed-up target cannot be reached")
+        if not method.structured and self.mode_combo.currentData() == "speedup":
+            self.mode_combo.setCurrentIndex(0)
+        self.method_changed.emit(method.name)
+        self.options_changed.emit()
+
+    @Slot(int)
+    def _on_mode_changed(self, index: int) -> None:
+        self.amount_stack.setCurrentIndex(index)
+
+    @Slot(int)
+    def _on_ratio_changed(self, value: int) -> None:
+        self.ratio_label.setText(f"{value} %")
+
+    @Slot(float)
+    def _on_finetune_changed(self, value: float) -> None:
+        self.distill_check.setEnabled(value > 0)

@@ -1,0 +1,263 @@
+"""GUI tests (pytest-qt, offscreen, QtWebEngine off): window, loading, real worker runs, cancel, errors.
+
+Tiny models and a few hundred test images keep the whole file well under a minute and a half.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+# Before any Qt import: no display, no Chromium (see gui/graph_view.py for the fallback).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+
+from engine.methods import all_methods  # noqa: E402
+from engine.models import DemoResNet, ModelBundle, demo_path  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from gui.settings import Settings  # noqa: E402
+
+LOAD_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_MS = 90_000
+
+
+def tiny_bundle() -> ModelBundle:
+    """An untrained DemoResNet with 8/16/32 channels: the real graph (residuals, groups) at toy size."""
+    model = DemoResNet(1, 10, widths=(8, 16, 32)).eval()
+    return ModelBundle(model, "test:tiny-resnet", "demo:resnet", (1, 28, 28), 10,
+                       arch_kwargs={"widths": [8, 16, 32]})
+
+
+def make_settings(folder: Path) -> Settings:
+    """Settings in a temporary INI file, so tests never touch the user's settings."""
+    return Settings(QSettings(str(folder / "prunelab.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """A main window with temporary settings and no automatic demo load."""
+    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    win = MainWindow(settings=make_settings(tmp_path), autoload=False, log_path=tmp_path / "prunelab.log")
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.busy:
+        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
+            win.cancel_job()
+    win.close()
+
+
+def fast_options(win: MainWindow, steps: int = 2, finetune: float = 0.0) -> None:
+    """Small, quick run settings: few test images, no latency timing."""
+    panel = win.method_panel
+    panel.steps_spin.setValue(steps)
+    panel.eval_combo.setCurrentIndex(panel.eval_combo.findData(500))
+    panel.speed_check.setChecked(False)
+    panel.bn_check.setChecked(False)
+    panel.finetune_spin.setValue(finetune)
+
+
+@pytest.fixture
+def loaded(window, qtbot, fashion):
+    """The window with the tiny model and Fashion-MNIST loaded through the real worker."""
+    window.raw_data_cache["fashion-mnist"] = fashion
+    with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        assert window.load(None, "fashion-mnist", bundle=tiny_bundle())
+    assert window.loaded is not None, window.error_box.text() if window.error_box else "load failed"
+    return window
+
+
+def test_main_window_opens_and_closes(qtbot, tmp_path):
+    win = MainWindow(settings=make_settings(tmp_path), autoload=False)
+    qtbot.addWidget(win)
+    win.show()
+    assert win.isVisible()
+    assert win.tabs.count() == 4
+    assert not win.run_action.isEnabled()  # nothing loaded yet
+    win.close()
+    assert not win.isVisible()
+
+
+def test_every_registered_method_is_in_the_panel(window):
+    panel = window.method_panel
+    assert panel.method_names() == [m.name for m in all_methods()]
+    for method in all_methods():
+        panel.select_method(method.name)
+        assert panel.current_method().name == method.name
+        assert method.title in panel.explain_view.toPlainText()
+        cfg = panel.config()
+        assert cfg.method == method.name
+        cfg.validate()
+
+
+def test_gpu_choice_is_explained_when_cuda_is_missing(window):
+    combo = window.method_panel.device_combo
+    gpu = combo.model().item(combo.findData("cuda"))
+    if torch.cuda.is_available():
+        assert gpu.isEnabled()
+    else:
+        assert not gpu.isEnabled()
+        assert "GPU disabled" in combo.toolTip()
+
+
+def test_model_loads_and_layer_table_fills(loaded):
+    table = loaded.graph_view.layer_table
+    names = [info.name for info in loaded.loaded.layers]
+    assert table.rowCount() == len(names) > 5
+    assert "fc" in names and loaded.loaded.head == "fc"
+    groups = [info.group for info in loaded.loaded.layers if info.name != "fc"]
+    assert len(set(groups)) < len(groups), "residual partners must share a dependency group"
+    assert loaded.run_action.isEnabled()
+    assert "Parameters" in loaded.summary_label.text()
+    # selecting a row selects the layer in the histogram view too
+    table.selectRow(3)
+    assert loaded.histograms.current_layer() == names[3]
+
+
+def test_demo_model_loads_or_explains_why_not(window, qtbot, fashion):
+    window.raw_data_cache["fashion-mnist"] = fashion
+    with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        window.load_startup_model()
+    if demo_path("resnet").exists():
+        assert window.loaded is not None and window.graph_view.layer_table.rowCount() > 5
+    else:
+        assert window.loaded is None
+        assert "could not be loaded" in window.summary_label.text()
+        assert window.error_box is None  # a missing demo is explained in place, not with a modal dialog
+
+
+def test_pruning_run_updates_plots_histograms_and_results(loaded, qtbot, tmp_path):
+    seen: list = []
+    original = loaded._on_progress
+    loaded._on_progress = lambda event: (seen.append(event), original(event))
+    fast_options(loaded, steps=2)
+    loaded.method_panel.bn_check.setChecked(True)
+    before = {k: v.clone() for k, v in loaded.loaded.bundle.model.state_dict().items()}
+    with qtbot.waitSignal(loaded.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        assert loaded.start_run()
+    run_id = finished.args[0]
+    qtbot.waitUntil(lambda: not loaded.busy, timeout=10_000)
+    record = loaded.runs[run_id]
+    assert seen and {"baseline", "prune", "evaluate"} <= {e.phase for e in seen}
+    assert record.status == "done" and len(record.steps) == 3  # step 0 + two steps
+    assert record.done.after.params < record.done.before.params  # channels really removed
+    loaded.plots.flush()
+    assert loaded.plots.point_count(run_id) == 3
+    assert loaded.histograms.has_data()
+    assert loaded.histograms.step_combo.count() == 3  # original, step 1, step 2
+    loaded.histograms.step_combo.setCurrentIndex(1)
+    assert loaded.histograms.has_data()
+    assert loaded.results.row_count() == 1
+    assert record.pruned is not None
+    # the loaded model is untouched
+    after = loaded.loaded.bundle.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the layer table shows channels before -> after
+    table = loaded.graph_view.layer_table
+    texts = [table.item(r, table.COL_CHANNELS).text() for r in range(table.rowCount())]
+    assert any("→" in t for t in texts)
+    # exports: plots as PNG and SVG, results as CSV
+    png = loaded.export_plots(tmp_path / "plots.png")
+    svg = loaded.export_plots(tmp_path / "plots.svg")
+    assert png.stat().st_size > 1000 and "<svg" in svg.read_text()[:500]
+    csv_text = loaded.results.write_csv(tmp_path / "results.csv").read_text()
+    assert csv_text.count("\n") == 3 and "original" in csv_text
+
+
+def test_cancel_answers_quickly_and_keeps_the_model(loaded, qtbot):
+    fast_options(loaded, steps=5, finetune=2.0)  # long enough that only cancel can end it in time
+    before = {k: v.clone() for k, v in loaded.loaded.bundle.model.state_dict().items()}
+    assert loaded.start_run()
+    record = loaded.runs[loaded.current_run]
+    # cancel in the middle of fine-tuning, the phase with the longest stretches between checks
+    qtbot.waitUntil(lambda: "finetune" in loaded.phase_label.text(), timeout=RUN_TIMEOUT_MS)
+    start = time.perf_counter()
+    with qtbot.waitSignal(loaded.job_stopped, timeout=5_000):
+        loaded.cancel_job()
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
+    assert record.status == "cancelled"
+    after = loaded.loaded.bundle.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert loaded.run_action.isEnabled() and not loaded.cancel_action.isEnabled()
+
+
+def test_corrupt_model_file_shows_error_and_window_stays_usable(loaded, qtbot, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"this is not a PyTorch file" * 10)
+    with qtbot.waitSignal(loaded.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        assert loaded.open_model_file(str(bad))
+    box = loaded.error_box
+    assert box is not None and box.isVisible()
+    assert "broken.pt" in box.text()
+    box.close()
+    assert loaded.loaded.bundle.source == "test:tiny-resnet"  # the previous model stays loaded
+    assert loaded.run_action.isEnabled() and loaded.open_action.isEnabled()
+
+
+def test_untrusted_pickle_asks_before_loading(window, qtbot, tmp_path, fashion):
+    path = tmp_path / "whole_module.pt"
+    torch.save(tiny_bundle().model, path)
+    window.raw_data_cache["fashion-mnist"] = fashion
+    asked: list[str] = []
+    window._ask_trust = lambda p, message: (asked.append(message), True)[1]
+    with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        window.open_model_file(str(path))
+    qtbot.waitUntil(lambda: window.loaded is not None and not window.busy, timeout=LOAD_TIMEOUT_MS)
+    assert asked and "pickled" in asked[0]
+    assert window.loaded.request.trust
+
+
+def test_options_and_recent_files_persist(qtbot, tmp_path):
+    settings = make_settings(tmp_path)
+    first = MainWindow(settings=settings, autoload=False)
+    qtbot.addWidget(first)
+    first.method_panel.select_method("taylor")
+    first.method_panel.steps_spin.setValue(7)
+    settings.add_recent("models", "/some/model.pt")
+    first.close()
+    second = MainWindow(settings=make_settings(tmp_path), autoload=False)
+    qtbot.addWidget(second)
+    assert second.method_panel.current_method().name == "taylor"
+    assert second.method_panel.steps_spin.value() == 7
+    assert "/some/model.pt" in [second.model_combo.itemData(i) for i in range(second.model_combo.count())]
+    second.close()
+
+
+def test_layer_table_choices_reach_the_run(loaded, qtbot):
+    table = loaded.graph_view.layer_table
+    names = [info.name for info in table.layers]
+    skip = "layer3.0.conv1"  # its own dependency group: leaving it alone keeps all its channels
+    table.item(names.index(skip), table.COL_INCLUDE).setCheckState(Qt.CheckState.Unchecked)
+    table.cellWidget(names.index("layer2.0.conv1"), table.COL_RATIO).setValue(0.25)
+    ignored, ratios = table.choices()
+    assert ignored == (skip,) and ratios == {"layer2.0.conv1": 0.25}
+    fast_options(loaded, steps=1)
+    with qtbot.waitSignal(loaded.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        assert loaded.start_run()
+    record = loaded.runs[finished.args[0]]
+    assert record.config.ignored_layers == (skip,)
+    stats = {s.name: s for s in record.steps[-1].layers}
+    assert stats[skip].channels_after == stats[skip].channels_before
+    assert stats["layer2.0.conv1"].channels_after < stats["layer2.0.conv1"].channels_before
+
+
+def test_sensitivity_scan_colours_layers_and_suggests_ratios(loaded, qtbot):
+    table = loaded.graph_view.layer_table
+    with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
+        assert loaded.start_sensitivity_scan()
+    assert loaded.sensitivity is not None, loaded.error_box.text() if loaded.error_box else "scan failed"
+    texts = [table.item(r, table.COL_SENSITIVITY).text() for r in range(table.rowCount())]
+    assert sum(t.endswith("pt") for t in texts) >= 5
+    assert loaded.graph_view.apply_button.isEnabled()
+    loaded.graph_view.apply_button.click()
+    _, ratios = table.choices()
+    assert ratios and all(0.0 <= r < 1.0 for r in ratios.values())

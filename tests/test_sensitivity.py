@@ -1,0 +1,101 @@
+"""Sensitivity scans: per-group curves on a copy, cancellation, per-layer ratios at the uniform MACs, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import main as cli_main
+from engine.errors import Cancelled, UserError
+from engine.events import CancelToken, Progress
+from engine.models import DemoResNet, ModelBundle, save_model
+from engine.sensitivity import (GroupSensitivity, SensitivityDone, drop_at, layer_groups, propose_layer_ratios,
+                                pruned_macs, scan)
+
+
+@pytest.fixture()
+def tiny(fashion) -> ModelBundle:
+    torch.manual_seed(0)
+    return ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
+                       fashion.class_names, arch_kwargs={"widths": [8, 16, 32]})
+
+
+def test_groups_follow_the_residual_coupling(tiny):
+    groups = {root: members for root, members, _ in layer_groups(tiny.model, (1, 28, 28), 10)}
+    members = {m for ms in groups.values() for m in ms}
+    assert "fc" not in members  # the classifier head is left alone
+    # The stem and the first block's second convolution add into the same residual stream.
+    assert any({"stem.0", "layer1.0.conv2"} <= set(ms) for ms in groups.values())
+    assert len(groups) == 6
+
+
+def test_scan_gives_one_curve_per_group_and_leaves_the_model_alone(tiny, fashion):
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    events = list(scan(tiny, fashion, ratios=(0.25, 0.5), limit=128))
+    done = events[-1]
+    assert isinstance(done, SensitivityDone)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].done == progress[-1].total == len(done.groups) * 2
+    assert done.drops.shape == (len(done.groups), 2)
+    assert all(np.all(g.macs < done.base_macs) for g in done.groups)
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+    scores = done.layer_scores()
+    assert "layer1.0.conv1" in scores and "fc" not in scores
+    again = SensitivityDone.from_json(json.loads(json.dumps(done.to_json())))
+    assert np.allclose(again.drops, done.drops) and again.groups[0].layers == done.groups[0].layers
+
+
+def test_scan_is_cancellable_and_checks_its_input(tiny, fashion):
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        for ev in scan(tiny, fashion, ratios=(0.5,), limit=64, cancel=cancel):
+            if isinstance(ev, Progress) and ev.done >= 1:
+                cancel.cancel()
+    with pytest.raises(UserError, match="between 0 and 1"):
+        list(scan(tiny, fashion, ratios=(1.5,)))
+    with pytest.raises(UserError, match="unstructured"):
+        list(scan(tiny, fashion, ratios=(0.5,), method="magnitude-global"))
+
+
+def fake_scan(tiny) -> SensitivityDone:
+    """A scan where the stage-3 groups are very sensitive and the rest are not."""
+    ratios = np.array([0.25, 0.5, 0.75])
+    groups = []
+    for root, members, channels in layer_groups(tiny.model, (1, 28, 28), 10):
+        sensitive = root.startswith("layer3")
+        drops = np.array([5.0, 20.0, 40.0]) if sensitive else np.array([0.0, 0.2, 1.0])
+        groups.append(GroupSensitivity(root, members, channels, 0.9 - drops / 100, drops, np.zeros(3, np.int64)))
+    return SensitivityDone("tiny", "fm", "l2", ratios, 0.9, pruned_macs(tiny, 0.01, round_to=None), tuple(groups),
+                           0.0, 128, "val", False)
+
+
+def test_proposal_prunes_sensitive_layers_less_at_the_uniform_macs(tiny):
+    proposal = propose_layer_ratios(fake_scan(tiny), 0.5, tiny, round_to=None)
+    assert proposal.macs <= proposal.uniform_macs
+    assert proposal.macs >= 0.95 * proposal.uniform_macs  # close to the uniform configuration's MACs
+    ratios = proposal.group_ratios
+    sensitive = [r for n, r in ratios.items() if n.startswith("layer3")]
+    robust = [r for n, r in ratios.items() if not n.startswith("layer3")]
+    assert max(sensitive) < 0.5 < max(robust)  # sensitive groups keep more, robust ones give it up
+    scan = fake_scan(tiny)
+    uniform_drop = sum(drop_at(scan.ratios, g.drops, 0.5) for g in scan.groups)
+    assert proposal.estimated_drop < uniform_drop
+    # Every member of a group gets its group's ratio, so engine.pruning applies it whatever the root.
+    assert set(proposal.layer_ratios) >= {"stem.0", "layer1.0.conv2", "layer3.0.conv1"}
+    assert pruned_macs(tiny, 0.5, proposal.layer_ratios, round_to=None) == proposal.macs
+
+
+def test_sensitivity_cli_writes_json(tiny, tmp_path, capsys):
+    path = save_model(tiny, tmp_path / "tiny.pt")
+    out = tmp_path / "sens.json"
+    code = cli_main(["sensitivity", "--model", str(path), "--data", "fashion-mnist", "--ratios", "0.3,0.6",
+                     "--limit", "64", "--json", str(out), "--quiet", "--target-ratio", "0.5",
+                     "--store", str(tmp_path / "s.sqlite")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "layer1.0.conv1" in text and "sensitivity-guided ratios" in text
+    data = json.loads(out.read_text())
+    assert data["ratios"] == [0.3, 0.6] and len(data["groups"]) == 6 and "proposal" in data
+    assert cli_main(["sensitivity", "--model", str(path), "--data", "fashion-mnist", "--ratios", "2"]) == 2
