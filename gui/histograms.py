@@ -6,7 +6,7 @@ plot, where each original output channel is a bar (its L1 norm) and removed chan
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QEvent, Qt, Signal, Slot  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtCore import Qt, Signal, Slot  # PySide6 first, so pyqtgraph binds it
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
@@ -15,7 +15,7 @@ from engine.layers import LayerStat, WeightHistogram
 from gui import theme
 
 
-class HistogramView(QWidget):
+class HistogramView(theme.PaletteWidget):
     """Layer picker, an overlaid before/after weight histogram and a per-channel norm bar chart."""
 
     layer_selected = Signal(str)
@@ -184,12 +184,6 @@ class HistogramView(QWidget):
         self.after_curve.setBrush(fill_after)
         self.kept_bars.setOpts(brush=pg.mkBrush(self.colour), pen=pg.mkPen(None))
         self.removed_bars.setOpts(brush=pg.mkBrush(theme.REMOVED_COLOUR), pen=pg.mkPen(None))
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
-        """Follow the system palette when it switches between light and dark."""
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         fg = theme.plot_foreground()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QEvent, QTimer, Slot  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtCore import QTimer, Slot  # PySide6 first, so pyqtgraph binds it
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 import pyqtgraph as pg
@@ -69,7 +69,7 @@ class _RunCurves:
     items: dict[str, pg.PlotDataItem] = field(default_factory=dict)
 
 
-class LivePlots(QWidget):
+class LivePlots(theme.PaletteWidget):
     """Four plots in a grid, a curve per run, a legend on the accuracy plot."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -194,12 +194,6 @@ class LivePlots(QWidget):
         if self.latency_note.isVisible():
             view = self.plots["latency"].viewRange()
             self.latency_note.setPos((view[0][0] + view[0][1]) / 2, (view[1][0] + view[1][1]) / 2)
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
-        """Follow the system palette when it switches between light and dark."""
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         fg = theme.plot_foreground()

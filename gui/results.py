@@ -9,7 +9,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSortFilterProxyModel, Qt, Signal, Slot  # PySide6 first for pyqtgraph
+from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal, Slot  # PySide6 first for pyqtgraph
 from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QSplitter, QTableView, QVBoxLayout, QWidget
 
@@ -91,7 +91,7 @@ class _SortProxy(QSortFilterProxyModel):
             return str(a) < str(b)
 
 
-class ResultsView(QWidget):
+class ResultsView(theme.PaletteWidget):
     """Table of finished runs and a scatter of top-1 accuracy against latency (or MACs)."""
 
     run_selected = Signal(int)
@@ -255,12 +255,6 @@ class ResultsView(QWidget):
             label.setPos(self._x_of(self.baseline, use_latency), self.baseline.top1 * 100)
             self.scatter_plot.addItem(label)
             self.labels.append(label)
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
-        """Follow the system palette when it switches between light and dark."""
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
-            self._apply_palette()
-        super().changeEvent(event)
 
     def _apply_palette(self) -> None:
         fg = theme.plot_foreground()

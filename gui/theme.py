@@ -1,8 +1,9 @@
 """Colours that stay readable on the system's light and dark palettes (plots, group swatches)."""
 from __future__ import annotations
 
+from PySide6.QtCore import QEvent
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 # Okabe–Ito-like qualitative colours: distinguishable for colour-blind viewers and on both backgrounds.
 RUN_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#8C6D31", "#7F7F7F")
@@ -54,3 +55,16 @@ def share_colour(share: float) -> QColor:
     """Background for a pruned share in [0, 1]: transparent to red."""
     share = max(0.0, min(1.0, share))
     return QColor(214, 39, 40, int(40 + 170 * share)) if share > 0 else QColor(0, 0, 0, 0)
+
+
+class PaletteWidget(QWidget):
+    """A widget that restyles itself (`_apply_palette`) when the system switches light/dark."""
+
+    def _apply_palette(self) -> None:
+        """Subclasses recolour their plots here."""
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
+        """Follow the system palette when it switches between light and dark."""
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._apply_palette()
+        super().changeEvent(event)
