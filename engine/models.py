@@ -426,16 +426,20 @@ class _NeedsTrust(Exception):
 
 def _safe_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A garbled header reads as an odd pickle protocol; the error below says it better.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = str(exc)
         if "Unsupported global" in detail or "weights_only" in detail.lower():
             glob = detail.split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in detail else "a Python object"
             raise _NeedsTrust(glob.strip(" .,")) from None
         raise UserError(f"{path} is not a readable PyTorch file: {detail.splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path} is not a readable PyTorch file ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'}); re-save it with torch.save") from exc
+    except Exception as exc:  # noqa: BLE001 - a garbled pickle fails anywhere inside the (safe) unpickler
+        first = str(exc).splitlines()[0] if str(exc) else "corrupt"
+        raise UserError(f"{path} is not a readable PyTorch file ({type(exc).__name__}: {first}); "
+                        "re-save it with torch.save") from exc
 
 
 def _trusted_load(path: Path) -> Any:

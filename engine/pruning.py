@@ -34,6 +34,9 @@ from engine.training import TrainConfig, resolve_device, seed_everything, train
 SCOPES = ("layer", "global")
 
 
+QUICK_CHECK_IMAGES = 2000  # validation images for the top-1 seen before and after recovery
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Everything a user can set for one pruning run (shared by the GUI, the CLI and plans)."""
@@ -215,6 +218,24 @@ def _ignored_modules(model: nn.Module, cfg: PruneConfig, num_classes: int | None
     return [modules[n] for n in names]
 
 
+def _floor_rounding(base: type) -> type:
+    """A torch-pruning pruner whose channel rounding never rounds a layer down to zero.
+
+    torch-pruning rounds the kept channels down to a multiple of round_to; below round_to that is 0,
+    and it then skips the whole group, so at high ratios the smallest layers were not pruned at all.
+    Here a layer keeps at least round_to channels (or all it has, when it has fewer).
+    """
+
+    class FloorRounding(base):
+        def _round_to(self, n_pruned, current_channels, round_to):
+            keep = current_channels - n_pruned
+            keep = max(keep - keep % round_to, min(round_to, current_channels))
+            return max(current_channels - keep, 0)
+
+    FloorRounding.__name__ = f"FloorRounding{base.__name__}"
+    return FloorRounding
+
+
 class _StructuredPruner:
     """Wraps a torch-pruning pruner; records which original channels survive, for the histograms."""
 
@@ -234,9 +255,9 @@ class _StructuredPruner:
                       iterative_steps=self.total_steps, ignored_layers=_ignored_modules(model, cfg, num_classes),
                       round_to=cfg.round_to)
         if method.name == "bn-scale" and cfg.sparsity_reg > 0:
-            self.pruner = tp.pruner.BNScalePruner(model, example, reg=cfg.sparsity_reg, **kwargs)
+            self.pruner = _floor_rounding(tp.pruner.BNScalePruner)(model, example, reg=cfg.sparsity_reg, **kwargs)
         else:
-            self.pruner = tp.pruner.MetaPruner(model, example, **kwargs)
+            self.pruner = _floor_rounding(tp.pruner.MetaPruner)(model, example, **kwargs)
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
 
@@ -455,15 +476,17 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
 
         t1 = time.perf_counter()
         top1_pruned = top1_bn = None
+        # The before/after-recovery check is a quick look on validation images, capped like evaluation.
+        quick = min(QUICK_CHECK_IMAGES, cfg.eval_limit or QUICK_CHECK_IMAGES)
         if cfg.bn_recalibrate or cfg.recovers_by_training:
             from engine.training import quick_top1
 
-            top1_pruned = quick_top1(model, data, "val", dev, limit=2000, cancel=cancel)
+            top1_pruned = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
         if cfg.bn_recalibrate:
             yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
             from engine.training import quick_top1
 
-            top1_bn = quick_top1(model, data, "val", dev, limit=2000, cancel=cancel)
+            top1_bn = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
         if cfg.recovers_by_training:
             tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
                                schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,

@@ -1,4 +1,4 @@
-"""The main window: model & data, method panel, graph, live plots, histograms, results.
+"""The main window: model & data, method panel, graph, live plots, histograms, results, experiments.
 
 Widgets react to state through `_on_<event>` slots; the window owns the state (the loaded model,
 the runs of the session) and hands long work to the one worker (gui/worker.py).
@@ -21,10 +21,13 @@ from engine.cli import fmt_bytes, fmt_count
 from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import EpochDone, Progress
+from engine.experiments import PlanDone, PlanProgress, PlanRunDone, PlanStarted, ResultStore, run_plan
 from engine.methods import get_method
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle
 from engine.pruning import RunDone, StepDone
+from engine.sensitivity import SensitivityDone
 from gui import theme
+from gui.experiment_tab import ExperimentTab
 from gui.graph_view import GraphView
 from gui.histograms import HistogramView
 from gui.jobs import (Exported, LoadRequest, Loaded, PrunedModel, Sensitivity, export_job, load_job, prune_job,
@@ -77,6 +80,7 @@ class MainWindow(QMainWindow):
         self.startup_load = False
         self.pending_trust: tuple[LoadRequest, str] | None = None
         self.sensitivity: Sensitivity | None = None
+        self.plan_position = ""  # "Plan run 3/24 · " while a plan runs
 
         self._build_actions()
         self._build_central()
@@ -119,6 +123,11 @@ class MainWindow(QMainWindow):
                                                 "Ctrl+Shift+P", self._on_export_plots)
         self.export_csv_action = self._action("Export results as &CSV…", "Save the results table as CSV",
                                               "Ctrl+Shift+C", self._on_export_csv)
+        self.report_action = self._action("Save experiment &report…", "Write the Experiment tab's comparison as a "
+                                          "self-contained HTML report plus CSV", "Ctrl+Shift+R",
+                                          self._on_save_report)
+        self.open_store_action = self._action("Open result &store…", "Show the runs of an earlier experiment plan "
+                                              "(a PruneLab .sqlite result store)", None, self._on_open_store)
         for action, pixmap in ((self.open_action, QStyle.StandardPixmap.SP_DialogOpenButton),
                                (self.run_action, QStyle.StandardPixmap.SP_MediaPlay),
                                (self.cancel_action, QStyle.StandardPixmap.SP_MediaStop),
@@ -161,14 +170,20 @@ class MainWindow(QMainWindow):
         self.plots = LivePlots()
         self.histograms = HistogramView()
         self.results = ResultsView()
+        self.experiment = ExperimentTab()
+        store = self.settings.value("experiment/store", "", str)
+        if store:
+            self.experiment.set_store_path(store)
         self.tabs.addTab(self.graph_view, "Network")
         self.tabs.addTab(self.plots, "Live plots")
         self.tabs.addTab(self.histograms, "Weights")
         self.tabs.addTab(self.results, "Results")
+        self.tabs.addTab(self.experiment, "Experiment")
         for index, tip in enumerate(("The model's graph (Netron) and its prunable layers",
                                      "Accuracy, parameters, MACs and latency at each pruning step, one curve per run",
                                      "Weight histograms of the selected layer before and after pruning",
-                                     "All runs of this session: table, scatter, export")):
+                                     "All runs of this session: table, scatter, export",
+                                     "Compare several methods and ratios in one plan, rank them by your criteria")):
             self.tabs.setTabToolTip(index, tip)
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
@@ -178,6 +193,9 @@ class MainWindow(QMainWindow):
         self.results.run_selected.connect(self._on_run_selected)
         self.graph_view.scan_button.clicked.connect(self.start_sensitivity_scan)
         self.graph_view.apply_button.clicked.connect(self._on_apply_suggested_ratios)
+        self.experiment.run_requested.connect(self.start_plan)
+        self.experiment.cancel_requested.connect(self.cancel_job)
+        self.experiment.run_selected.connect(self._on_plan_run_selected)
 
     def _build_side_panel(self) -> None:
         panel = QWidget()
@@ -273,6 +291,9 @@ class MainWindow(QMainWindow):
         for action in (self.export_model_action, self.export_onnx_action, self.export_plots_action,
                        self.export_csv_action):
             file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.open_store_action)
+        file_menu.addAction(self.report_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         run_menu = self.menuBar().addMenu("&Prune")
@@ -403,6 +424,7 @@ class MainWindow(QMainWindow):
         self.histograms.set_data({}, (), theme.run_colour(0))
         self._show_summary(loaded)
         self.sensitivity = None  # a scan belongs to the model it was made on
+        self.experiment.set_model_source(loaded.bundle.source or src or "model", loaded.request.data_spec)
         self.selected_run = None
         self.statusBar().showMessage(f"Loaded {loaded.summary['architecture']} with {loaded.data.name}", 5000)
         if loaded.layers:
@@ -487,6 +509,33 @@ class MainWindow(QMainWindow):
                                                        cfg.round_to, cfg.max_layer_ratio))
         return True
 
+    @Slot(object)
+    def start_plan(self, plan) -> bool:
+        """Run an experiment plan from the Experiment tab on the loaded model and dataset."""
+        if self.busy or self.loaded is None:
+            self.experiment.set_running(False)
+            self.show_error("Cannot start the plan", "Another job is running; wait for it or cancel it."
+                            if self.busy else "Load a model first (File ▸ Open model, or a demo model).")
+            return False
+        try:
+            self.loaded.bundle.require_prunable()
+        except UserError as exc:
+            self.experiment.set_running(False)
+            self.show_error("Cannot start the plan", str(exc))
+            return False
+        bundle, data = self.loaded.bundle, self.loaded.data
+        store_path = self.experiment.store_path()
+        self.settings.set_value("experiment/store", str(store_path))
+        log.info("plan: %s", plan.to_json())
+
+        def job(cancel):
+            # The store is opened on the worker thread; each of its calls uses its own connection.
+            return run_plan(plan, ResultStore(store_path), cancel, bundle=bundle, data=data)
+
+        self.tabs.setCurrentWidget(self.experiment)
+        self._start_job("plan", job)
+        return True
+
     @Slot()
     def _on_apply_suggested_ratios(self) -> None:
         if self.sensitivity is not None and self.sensitivity.proposal is not None:
@@ -499,6 +548,7 @@ class MainWindow(QMainWindow):
     def _on_sensitivity(self, sensitivity: Sensitivity) -> None:
         self.sensitivity = sensitivity
         self.graph_view.layer_table.show_sensitivity(sensitivity.result.layer_scores())
+        self.experiment.show_sensitivity(sensitivity.result)
         self.graph_view.apply_button.setEnabled(sensitivity.proposal is not None)
         self.statusBar().showMessage(f"Sensitivity scanned in {sensitivity.result.seconds:.0f} s: red layers lose "
                                      "the most accuracy when pruned", 10000)
@@ -540,11 +590,15 @@ class MainWindow(QMainWindow):
         can_scan = not busy and self.loaded is not None and not self.loaded.bundle.scripted
         self.graph_view.scan_button.setEnabled(can_scan)
         self.graph_view.apply_button.setEnabled(not busy and self.sensitivity is not None)
+        self.experiment.run_button.setEnabled(not busy and self.loaded is not None)
+        self.experiment.cancel_button.setEnabled(busy and self.job_kind == "plan")
 
     # ===================================================================== worker slots
     @Slot(object)
     def _on_event(self, event: object) -> None:
-        if isinstance(event, Progress):
+        if self.job_kind == "plan":
+            self._on_plan_event(event)
+        elif isinstance(event, Progress):
             self._on_progress(event)
         elif isinstance(event, StepDone):
             self._on_step_done(event)
@@ -562,12 +616,30 @@ class MainWindow(QMainWindow):
         elif isinstance(event, Exported):
             self.statusBar().showMessage("Wrote " + ", ".join(event.files.values()), 8000)
 
+    def _on_plan_event(self, event: object) -> None:
+        """A plan's events go to the Experiment tab; its progress also to the status bar."""
+        if isinstance(event, PlanProgress):
+            self.plan_position = (f"Plan run {event.index}/{event.total} · " if event.index
+                                  else "Plan: original model · ")
+        elif isinstance(event, SensitivityDone):
+            self.experiment.show_sensitivity(event)
+            self.graph_view.layer_table.show_sensitivity(event.layer_scores())
+        elif isinstance(event, PlanDone):
+            self.statusBar().showMessage(f"Plan done: {event.ran} runs in {event.seconds:.0f} s, "
+                                         f"{event.skipped} already stored", 15000)
+        if isinstance(event, Progress):
+            self._on_progress(event)
+        if isinstance(event, (Progress, PlanStarted, PlanProgress, PlanRunDone, PlanDone)):
+            self.experiment.on_event(event)
+
     def _on_progress(self, event: Progress) -> None:
         step = ""
         record = self.runs.get(self.current_run) if self.job_kind == "run" else None
         if record is not None:
             step = f"Run {record.label}, step {len(record.steps)}/{record.config.steps} · " if record.steps else \
                 f"Run {record.label} · "
+        elif self.job_kind == "plan":
+            step = self.plan_position
         self.phase_label.setText(f"{step}{event.phase}: {event.message}")
         self.progress_bar.setValue(int(event.fraction * 100))
         self.progress_bar.setFormat(f"{event.phase} %p%")
@@ -612,6 +684,8 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_job_finished(self, _last: object) -> None:
         self.phase_label.setText("Ready")
+        if self.job_kind == "plan":
+            self.experiment.set_running(False)
         if self.job_kind == "run" and self.current_run in self.runs:
             self.run_finished.emit(self.current_run)
 
@@ -619,6 +693,10 @@ class MainWindow(QMainWindow):
     def _on_job_failed(self, failure: Failure) -> None:
         kind = self.job_kind
         self.phase_label.setText("Failed")
+        if kind == "plan":
+            self.experiment.set_running(False)
+            self.experiment.status_label.setText("The plan stopped: " + _escape(failure.message) + ". Finished runs "
+                                                 "are stored; run the plan again to resume.")
         record = self.runs.get(self.current_run) if kind == "run" else None
         if record is not None:
             record.status = "failed"
@@ -646,7 +724,7 @@ class MainWindow(QMainWindow):
             # an unexpected exception from a damaged file: say which file, keep the raw error below it
             message = f"{self.pending_request.model_src or 'The model'} could not be read: {failure.message}"
         title = {"load": "Could not load the model", "run": "The pruning run failed",
-                 "sensitivity": "The sensitivity scan failed",
+                 "sensitivity": "The sensitivity scan failed", "plan": "The experiment plan failed",
                  "export": "Export failed"}.get(kind, "Error")
         self.show_error(title, message, failure.details)
 
@@ -662,6 +740,10 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_job_cancelled(self) -> None:
         self.phase_label.setText("Cancelled — the loaded model is unchanged")
+        if self.job_kind == "plan":
+            self.experiment.set_running(False)
+            self.experiment.status_label.setText("Cancelled. Finished runs are stored; run the same plan again to "
+                                                 "resume where it stopped.")
         if self.job_kind == "run":
             record = self.runs.get(self.current_run)
             if record is not None:
@@ -679,6 +761,7 @@ class MainWindow(QMainWindow):
         self.worker = None
         self.job_thread = None
         self.job_kind = ""
+        self.plan_position = ""
         self.progress_bar.hide()
         self.eta_label.setText("")
         self._update_actions()
@@ -707,6 +790,43 @@ class MainWindow(QMainWindow):
             self.graph_view.layer_table.show_stats(last.layers if last.step > 0 else None)
         self.graph_view.set_pruned(record.onnx_path, record.label)
         self._update_actions()
+
+    @Slot(str)
+    def _on_plan_run_selected(self, key: str) -> None:
+        """A run clicked in the Experiment tab: summarise it and offer its pruned graph in the Network tab."""
+        try:
+            result = ResultStore(self.experiment.store_path()).get(key)
+        except UserError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return
+        if result is None:
+            return
+        m = result.metrics
+        onnx = result.files.get("onnx")
+        if onnx and Path(onnx).is_file():
+            self.graph_view.set_pruned(Path(onnx), result.label)
+        where = f"; saved in {Path(result.files['model']).parent}" if result.files.get("model") else ""
+        self.statusBar().showMessage(f"{result.label}: top-1 {m.top1:.2%}, {fmt_count(m.params)} parameters, "
+                                     f"{fmt_count(m.macs)} MACs{where}", 15000)
+
+    @Slot()
+    def _on_save_report(self) -> None:
+        self.tabs.setCurrentWidget(self.experiment)
+        self.experiment.report_button.click()
+
+    @Slot()
+    def _on_open_store(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a result store", str(self.experiment.store_path().parent),
+                                              "PruneLab result stores (*.sqlite *.db);;All files (*)")
+        if not path:
+            return
+        try:
+            self.experiment.load_store(path)
+        except UserError as exc:
+            self.show_error("Could not open the result store", str(exc))
+            return
+        self.settings.set_value("experiment/store", path)
+        self.tabs.setCurrentWidget(self.experiment)
 
     @Slot()
     def _on_options_changed(self) -> None:

@@ -80,7 +80,7 @@ def test_main_window_opens_and_closes(qtbot, tmp_path):
     qtbot.addWidget(win)
     win.show()
     assert win.isVisible()
-    assert win.tabs.count() == 4
+    assert win.tabs.count() == 5
     assert not win.run_action.isEnabled()  # nothing loaded yet
     win.close()
     assert not win.isVisible()
@@ -261,3 +261,33 @@ def test_sensitivity_scan_colours_layers_and_suggests_ratios(loaded, qtbot):
     loaded.graph_view.apply_button.click()
     _, ratios = table.choices()
     assert ratios and all(0.0 <= r < 1.0 for r in ratios.values())
+
+
+def test_experiment_tab_runs_a_plan_through_the_worker(loaded, qtbot, tmp_path):
+    """The Experiment tab is part of the window: its plan runs on the worker with the loaded model,
+    each run reaches the table as it finishes, and clicking a run names it in the status bar."""
+    tab = loaded.experiment
+    assert loaded.tabs.indexOf(tab) >= 0
+    tab.set_store_path(tmp_path / "plan.sqlite")
+    tab.set_methods(["l1", "l2"])
+    tab.ratios_edit.setText("0.5")
+    tab.speedups_edit.setText("")
+    tab.finetune_spin.setValue(0)
+    tab.bn_check.setChecked(False)
+    tab.speed_check.setChecked(False)
+    tab.guided_check.setChecked(False)
+    tab.eval_spin.setValue(256)
+    with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS) as stopped:
+        tab.run_button.click()
+        assert loaded.busy and tab.cancel_button.isEnabled() and not loaded.run_action.isEnabled()
+    assert stopped.args == ["plan"]
+    assert loaded.error_box is None or not loaded.error_box.isVisible(), loaded.error_box.text()
+    assert tab.table.rowCount() == 3  # the original + two runs
+    assert tab.recommendation_label.text().startswith("For ")
+    assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled()
+    tab.select_run(tab.keys()[0])
+    assert "top-1" in loaded.statusBar().currentMessage()
+    # Running the same plan again resumes: nothing new is computed, both runs come from the store.
+    with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
+        tab.run_button.click()
+    assert "2 already stored" in tab.status_label.text()

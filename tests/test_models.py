@@ -279,3 +279,25 @@ def test_export_onnx_matches_torch(tmp_path):
     assert ort_out.shape == (5, 10)
     assert np.array_equal(ort_out.argmax(1), torch_out.argmax(1))
     assert np.allclose(ort_out, torch_out, atol=1e-4)
+
+
+def test_garbled_pickles_are_user_errors(tmp_path):
+    """Random damage to a legacy-format checkpoint fails in many places inside the unpickler
+    (IndexError, struct.error, AssertionError, ...): every one must read as a UserError."""
+    import io
+    import random
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, buf, _use_new_zipfile_serialization=False)
+    source = buf.getvalue()
+    rng = random.Random(0)
+    for i in range(150):
+        data = bytearray(source)
+        for _ in range(rng.randint(1, 5)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path = tmp_path / f"garbled{i}.pt"
+        path.write_bytes(bytes(data[: rng.randrange(1, len(data) + 1)]))
+        try:
+            load_model(str(path))
+        except UserError:
+            pass

@@ -251,3 +251,18 @@ def test_onnx_check_recorded_with_the_saved_model(tiny, fashion, tmp_path):
     assert check["images"] == 1024
     assert abs(check["torch_top1"] - check["onnx_top1"]) <= 0.001
     assert check["max_abs_diff"] < 1e-3
+
+
+def test_rounding_keeps_at_least_round_to_channels(tiny, fashion):
+    """At 0.8 an 8-channel layer would keep 1.6 channels, which rounds to 0: it must keep 8 of 16
+    and 8 of 32 instead, and the smaller layers must still be pruned rather than skipped."""
+    model = DemoResNet(widths=(16, 32, 64)).eval()
+    bundle = ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
+                         arch_kwargs={"widths": [16, 32, 64]})
+    kept: list = []
+    run(bundle, fashion, fast(method="l1", pruning_ratio=0.8, round_to=8, bn_recalibrate=False), keep=kept)
+    after = {n: m.weight.shape[0] for n, m in prunable_layers(kept[0].model) if n != "fc"}
+    before = {n: m.weight.shape[0] for n, m in prunable_layers(model) if n != "fc"}
+    for name, channels in after.items():
+        assert channels % 8 == 0 and channels >= 8, (name, channels)
+        assert channels < before[name], name
