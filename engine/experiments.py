@@ -1041,17 +1041,50 @@ def _fmt_pt(delta: float) -> str:
     return f"{'−' if delta < 0 else '+'}{abs(delta):.1f} pt"
 
 
+# Figures that depend on the timer and the machine's load, not on the model alone.
+TIMED_METRICS = frozenset({"latency_ms", "latency_b1_ms", "throughput_ips", "peak_memory_bytes"})
+
+
+def _pool_timed(results: Sequence[RunResult], table: list[dict], criteria: Sequence[Criterion]) -> list[dict]:
+    """Rows in which each timed figure is replaced by the median over runs of the same shape.
+
+    Runs with the same MACs and parameters have the same dense layers (e.g. l1 and l2 at one ratio), so
+    their latencies differ only by measurement noise; scoring the measured values would let that noise,
+    not accuracy, decide between them.
+    """
+    shapes: dict[tuple, list[int]] = {}
+    for i, r in enumerate(results):
+        shapes.setdefault((r.metrics.macs, r.metrics.params), []).append(i)
+    pooled = [dict(row) for row in table]
+    for c in criteria:
+        if c.metric not in TIMED_METRICS:
+            continue
+        for members in shapes.values():
+            vals = sorted(table[i][c.name] for i in members if table[i][c.name] is not None)
+            if len(vals) < 2:
+                continue
+            mid = len(vals) // 2
+            median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+            for i in members:
+                if pooled[i][c.name] is not None:
+                    pooled[i][c.name] = median
+    return pooled
+
+
 def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
          baseline: RunResult | None = None, model: str = "this model") -> Ranking:
     """Score every run and name the best one that meets every constraint.
 
     Each weighted criterion is scaled to [0, 1] across the compared runs (1 = the best of them) and
     the score is the weighted mean; criteria with weight 0 are shown, not scored. Runs that break a
-    constraint are ranked after all runs that meet them, the least far past the limits first.
+    constraint are ranked after all runs that meet them, the least far past the limits first. Timed
+    figures of runs with the same shape are scored by their shared median (see _pool_timed); equal
+    scores go to the run with fewer MACs, a figure without noise.
     """
     criteria = tuple(criteria)
     base_vals = {c.name: metric_value(baseline, c.metric) if baseline else None for c in criteria}
-    table = [{c.name: metric_value(r, c.metric) for c in criteria} for r in results]
+    measured = [{c.name: metric_value(r, c.metric) for c in criteria} for r in results]
+    table = _pool_timed(results, measured, criteria)
     scores = [0.0] * len(results)
     weight_sum = 0.0
     for c in criteria:
@@ -1071,9 +1104,9 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
     viol = [tuple(v for c in criteria for v in c.violations(row[c.name], base_vals[c.name])) for row in table]
     # Runs meeting every constraint first, by score; then the others, closest to the constraints first.
     excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in table]
-    order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -scores[i],
-                                                       results[i].label))
-    entries = tuple(RankedRun(results[i], round(scores[i], 4), table[i], viol[i], n + 1)
+    order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -round(scores[i], 9),
+                                                       results[i].metrics.macs, results[i].label))
+    entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1)
                     for n, i in enumerate(order))
     best = entries[0] if entries and entries[0].feasible else None
     return Ranking(criteria, base_vals, entries, best, recommendation(entries, criteria, baseline, model))

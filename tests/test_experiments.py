@@ -319,3 +319,21 @@ def test_experiment_tab_builds_plans_and_shows_results(request, tmp_path, tiny_b
     html, csv = tab.write_report(tmp_path / "gui.html")
     assert html.exists() and csv.exists()
     tab.show_sensitivity(list(scan(tiny_bundle, fashion, ratios=(0.5,), limit=32))[-1])
+
+
+def test_latency_noise_between_same_shape_runs_does_not_decide_the_ranking():
+    """l1 and l2 at one ratio give the same layer shapes; their latencies differ only by noise.
+    The more accurate one must rank first even when its timer happened to read 15 % slower."""
+    base = fake("base", 0.92, 10.0, 4_000_000, "none", 0.0, "baseline")
+    crit = criteria_from_toml({"size": {"weight": 0.0}, "memory": {"weight": 0.0}, "accuracy": {"max_drop": 50.0}})
+    runs = [fake("l1", 0.90, 10.5, 1_000_000, "l1"),  # more accurate, slower reading
+            fake("l2", 0.89, 9.0, 1_000_000, "l2"),  # same shape, faster reading
+            fake("rnd", 0.80, 5.0, 500_000, "random"),
+            fake("big", 0.91, 12.0, 3_000_000, "l2", 0.3)]
+    ranking = rank(runs, crit, base)
+    assert [e.result.key for e in ranking.entries][:2] == ["l1", "l2"]
+    assert ranking.entry("l1").values["latency"] == 10.5  # the table still shows what was measured
+    # Equal scores: fewer MACs first, whatever the labels say.
+    tied = rank([fake("z", 0.9, 5.0, 2_000_000, "a"), fake("y", 0.9, 5.0, 1_000_000, "b")],
+                criteria_from_toml({"size": {"weight": 0.0}, "memory": {"weight": 0.0}, "latency": {"weight": 0.0}}))
+    assert tied.entries[0].result.key == "y"
