@@ -295,13 +295,15 @@ def _ratio_for(channels: int, kept: int) -> float:
 
 def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: ModelBundle,
                          round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True,
-                         max_moves: int = 400) -> Proposal:
+                         max_moves: int = 400, max_shift: float | None = None) -> Proposal:
     """Per-layer ratios giving sensitive groups less pruning, with MACs at most the uniform `target_ratio`'s.
 
     Starts from the uniform configuration (the channels torch-pruning would keep) and moves channels,
     one round_to unit at a time, from groups whose curves say they lose little to groups that lose
     much, as long as the real pruned model's MACs (counted, not estimated) stay at or below uniform's
     and the summed single-group drops fall. The result has the uniform MACs up to one unit of channels.
+    With `max_shift`, no group's ratio moves further than that from the target: single-group drops do
+    not add up exactly, and the bound keeps a wrong prediction from costing much.
     """
     if not 0.0 < target_ratio < 1.0:
         raise UserError(f"target ratio must be between 0 and 1, got {target_ratio}")
@@ -309,6 +311,13 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     groups = list(result.groups)
     units = {g.name: (round_to if round_to and round_to > 1 else max(1, g.channels // 16)) for g in groups}
     floor = {g.name: max(units[g.name], int(np.ceil(g.channels * (1.0 - max_layer_ratio)))) for g in groups}
+    ceiling = {g.name: g.channels for g in groups}
+    if max_shift is not None:
+        unit = round_to or 1
+        for g in groups:
+            fewest = _uniform_kept(g.channels, min(max_layer_ratio, target_ratio + max_shift), unit)
+            floor[g.name] = max(floor[g.name], fewest)
+            ceiling[g.name] = max(floor[g.name], _uniform_kept(g.channels, max(0.0, target_ratio - max_shift), unit))
     kept = {g.name: _uniform_kept(g.channels, target_ratio, round_to or 1) for g in groups}
     cache: dict[tuple, int] = {}
 
@@ -328,7 +337,7 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     for _ in range(max_moves):
         moves = []
         for a in groups:  # give group a one unit more channels ...
-            up = min(a.channels, kept[a.name] + units[a.name])
+            up = min(ceiling[a.name], kept[a.name] + units[a.name])
             if up == kept[a.name]:
                 continue
             gain = cost(a, kept[a.name]) - cost(a, up)

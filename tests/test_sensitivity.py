@@ -87,6 +87,16 @@ def test_proposal_prunes_sensitive_layers_less_at_the_uniform_macs(tiny):
     assert pruned_macs(tiny, 0.5, proposal.layer_ratios, round_to=None) == proposal.macs
 
 
+def test_proposal_shift_bound_keeps_every_group_near_the_target(tiny):
+    free = propose_layer_ratios(fake_scan(tiny), 0.5, tiny, round_to=None)
+    bounded = propose_layer_ratios(fake_scan(tiny), 0.5, tiny, round_to=None, max_shift=0.1)
+    assert max(abs(r - 0.5) for r in free.group_ratios.values()) > 0.15  # the fake scan pulls hard
+    # The bound is met up to one channel of the smallest group (8 channels: 1/8).
+    assert all(abs(r - 0.5) <= 0.1 + 1 / 8 for r in bounded.group_ratios.values()), bounded.group_ratios
+    assert bounded.macs <= bounded.uniform_macs
+    assert bounded.estimated_drop >= free.estimated_drop
+
+
 def test_sensitivity_cli_writes_json(tiny, tmp_path, capsys):
     path = save_model(tiny, tmp_path / "tiny.pt")
     out = tmp_path / "sens.json"
