@@ -16,6 +16,7 @@ cannot be imported or started.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -49,6 +50,56 @@ CONSENT_SCRIPT = """
   new MutationObserver(fix).observe(document, {childList: true, subtree: true});
 })();
 """
+
+
+# Paints Netron's node boxes (ids "node-name-<ONNX node name>") once they exist; Netron renders
+# asynchronously after the page loads, so it retries for a few seconds.
+PAINT_SCRIPT = """
+(function (colours) {
+  var tries = 0;
+  var paint = function () {
+    var missing = 0;
+    Object.keys(colours).forEach(function (name) {
+      var node = document.getElementById('node-name-' + name);
+      if (!node) { missing++; return; }
+      var item = node.querySelector('.node-item-type') || node;
+      var box = item.querySelector('path'), text = item.querySelector('text');
+      if (box) { box.style.fill = colours[name]; }
+      if (text) { text.style.fill = '#000'; }
+    });
+    if (missing && ++tries < 40) { setTimeout(paint, 250); }
+  };
+  paint();
+})(%s);
+"""
+
+
+def module_of_node(node_name: str) -> str:
+    """The module path of an ONNX node named by torch's exporter, e.g. '/layer2/layer2.0/shortcut/shortcut.0/Conv'
+    -> 'layer2.0.shortcut.0'. Each scope segment is an attribute name, or 'attr.index' for a
+    Sequential's child (which then replaces its parent's last component)."""
+    parts = [p for p in node_name.strip("/").split("/")[:-1] if p]
+    path: list[str] = []
+    for part in parts:
+        if path and part.startswith(path[-1] + "."):
+            path[-1] = part
+        else:
+            path.append(part)
+    return ".".join(path)
+
+
+def node_colours(onnx_path: Path, colours: dict[str, str]) -> dict[str, str]:
+    """ONNX node name -> colour, for the convolution and linear nodes of the layers in `colours`."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    out = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and node.name:
+            colour = colours.get(module_of_node(node.name))
+            if colour:
+                out[node.name] = colour
+    return out
 
 
 def webengine_disabled_reason() -> str | None:
@@ -317,6 +368,7 @@ class GraphView(QWidget):
         self.server = NetronServer()
         self.paths: dict[str, Path | None] = {"original": None, "pruned": None}
         self.pruned_label = "pruned"
+        self.layer_colours: dict[str, str] = {}  # layer -> sensitivity colour, painted on the original graph
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         bar = QHBoxLayout()
@@ -367,6 +419,7 @@ class GraphView(QWidget):
             self.splitter.addWidget(self.placeholder)
         else:
             self.splitter.addWidget(self.web_view)
+            self.web_view.loadFinished.connect(self._paint_nodes)
         self.layer_table = LayerTable()
         self.splitter.addWidget(self.layer_table)
         self.splitter.setStretchFactor(0, 3)
@@ -385,9 +438,35 @@ class GraphView(QWidget):
         """True when Netron is embedded."""
         return self.web_view is not None
 
+    def show_sensitivity(self, scores: dict[str, float]) -> None:
+        """Colour each layer by its group's mean accuracy drop, in the table and on the original graph."""
+        self.layer_table.show_sensitivity(scores)
+        self.layer_colours = {name: theme.share_colour_opaque(max(0.0, score) / 20.0).name()
+                              for name, score in scores.items()}
+        self._paint_nodes()
+
+    def paint_script(self) -> str | None:
+        """The JavaScript that colours the original graph's nodes, or None when there is nothing to paint."""
+        path = self.paths.get("original")
+        if not self.layer_colours or path is None or not self.original_radio.isChecked():
+            return None
+        try:
+            colours = node_colours(path, self.layer_colours)
+        except Exception:  # an unreadable export only costs the colours
+            log.debug("could not read %s for node colours", path, exc_info=True)
+            return None
+        return PAINT_SCRIPT % json.dumps(colours) if colours else None
+
+    @Slot()
+    def _paint_nodes(self, *_args) -> None:
+        script = self.paint_script() if self.web_view is not None else None
+        if script:
+            self.web_view.page().runJavaScript(script)
+
     def set_original(self, path: Path | None, error: str | None = None) -> None:
-        """Show the loaded model's graph (forgets the pruned one)."""
+        """Show the loaded model's graph (forgets the pruned one and the sensitivity colours)."""
         self.paths = {"original": path, "pruned": None}
+        self.layer_colours = {}
         self.pruned_radio.setEnabled(False)
         self.pruned_radio.setText("Pruned model")
         self.original_radio.setChecked(True)

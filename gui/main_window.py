@@ -547,7 +547,7 @@ class MainWindow(QMainWindow):
 
     def _on_sensitivity(self, sensitivity: Sensitivity) -> None:
         self.sensitivity = sensitivity
-        self.graph_view.layer_table.show_sensitivity(sensitivity.result.layer_scores())
+        self.graph_view.show_sensitivity(sensitivity.result.layer_scores())
         self.experiment.show_sensitivity(sensitivity.result)
         self.graph_view.apply_button.setEnabled(sensitivity.proposal is not None)
         self.statusBar().showMessage(f"Sensitivity scanned in {sensitivity.result.seconds:.0f} s: red layers lose "
@@ -623,7 +623,7 @@ class MainWindow(QMainWindow):
                                   else "Plan: original model · ")
         elif isinstance(event, SensitivityDone):
             self.experiment.show_sensitivity(event)
-            self.graph_view.layer_table.show_sensitivity(event.layer_scores())
+            self.graph_view.show_sensitivity(event.layer_scores())
         elif isinstance(event, PlanDone):
             self.statusBar().showMessage(f"Plan done: {event.ran} runs in {event.seconds:.0f} s, "
                                          f"{event.skipped} already stored", 15000)

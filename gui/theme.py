@@ -57,6 +57,13 @@ def share_colour(share: float) -> QColor:
     return QColor(214, 39, 40, int(40 + 170 * share)) if share > 0 else QColor(0, 0, 0, 0)
 
 
+def share_colour_opaque(share: float) -> QColor:
+    """share_colour as it looks over white, for places without transparency (Netron's node boxes)."""
+    c = share_colour(share)
+    a = c.alphaF()
+    return QColor(*(round(255 + (v - 255) * a) for v in (c.red(), c.green(), c.blue())))
+
+
 class PaletteWidget(QWidget):
     """A widget that restyles itself (`_apply_palette`) when the system switches light/dark."""
 

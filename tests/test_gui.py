@@ -291,3 +291,31 @@ def test_experiment_tab_runs_a_plan_through_the_worker(loaded, qtbot, tmp_path):
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
         tab.run_button.click()
     assert "2 already stored" in tab.status_label.text()
+
+
+def test_sensitivity_colours_reach_the_graph_nodes(qtbot, tmp_path):
+    """The graph's node ids come from the ONNX export; each scanned layer must find its node."""
+    from engine.models import export_onnx
+    from gui.graph_view import GraphView, module_of_node, node_colours
+
+    assert module_of_node("/layer2/layer2.0/shortcut/shortcut.0/Conv") == "layer2.0.shortcut.0"
+    assert module_of_node("/stem/stem.0/Conv") == "stem.0"
+    assert module_of_node("/fc/Gemm") == "fc"
+    model = tiny_bundle().model
+    path = export_onnx(model, (1, 28, 28), tmp_path / "tiny.onnx")
+    convs = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    found = node_colours(path, {name: "#ff0000" for name in convs})
+    assert sorted(module_of_node(n) for n in found) == sorted(convs)
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_original(path)
+    view.show_sensitivity({"stem.0": 20.0, "layer1.0.conv1": 0.0})
+    script = view.paint_script()
+    from gui import theme
+
+    full, none = theme.share_colour_opaque(1.0), theme.share_colour_opaque(0.0)
+    assert full.red() > 200 and full.green() < 100 and none.name() == "#ffffff"
+    assert f'"/stem/stem.0/Conv": "{full.name()}"' in script
+    assert f'"/layer1/layer1.0/conv1/Conv": "{none.name()}"' in script
+    view.set_original(path)  # another model: its colours are gone
+    assert view.paint_script() is None
