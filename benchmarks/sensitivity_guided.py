@@ -75,8 +75,8 @@ def main() -> None:
         for name, done in rows:
             step = done.steps[-1]
             diff = 100 * (done.after.top1 - uniform.after.top1)
-            print(f"{ratio:>5g}  {name:<16} {done.after.macs / 1e6:>8.2f} {100 * (step.top1_pruned or 0):>9.2f} "
-                  f"{100 * (step.top1_bn or 0):>7.2f} {100 * done.after.top1:>8.2f} "
+            print(f"{ratio:>5g}  {name:<16} {done.after.macs / 1e6:>8.2f} {100 * (step.top1_after_prune or 0):>9.2f} "
+                  f"{100 * (step.top1_after_bn or 0):>7.2f} {100 * done.after.top1:>8.2f} "
                   f"{'' if name == 'uniform' else f'{diff:+.2f} pt':>10}", flush=True)
 
 

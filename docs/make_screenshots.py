@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Click through load → sensitivity scan → run → second run → plots, weights, graph, results; save PNGs."""
+    """Click through load → sensitivity scan → run → second run → plots, weights, graph, results → a small
+    experiment plan; save PNGs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo:resnet")
     parser.add_argument("--out", default="docs")
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--second-method", default="magnitude-global")
     parser.add_argument("--skip-sensitivity", action="store_true", help="no sensitivity scan screenshot")
     parser.add_argument("--only-sensitivity", action="store_true", help="stop after the sensitivity screenshot")
+    parser.add_argument("--skip-experiment", action="store_true", help="no Experiment tab screenshot")
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="prunelab-shots-")
     os.environ.setdefault("PRUNELAB_SETTINGS_DIR", tmp)
@@ -107,6 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     shot("screenshot_graph_pruned")
     window.tabs.setCurrentWidget(window.results)
     shot("screenshot_results")
+    if not args.skip_experiment:
+        # A small plan: four structured methods × three ratios with BN re-estimation, 2000 test images.
+        tab = window.experiment
+        tab.set_store_path(Path(tmp) / "plan.sqlite")
+        tab.set_methods(["l1", "l2", "taylor", "fpgm"])
+        tab.ratios_edit.setText("0.3, 0.5, 0.7")
+        tab.finetune_spin.setValue(0)
+        tab.bn_check.setChecked(True)
+        tab.eval_spin.setValue(2000)
+        window.tabs.setCurrentWidget(tab)
+        tab.run_button.click()
+        wait_job()
+        shot("screenshot_experiment")
     window.close()
     return 0
 
