@@ -80,6 +80,7 @@ class ExperimentTab(QWidget):
         super().__init__(parent)
         self._source, self._data_spec = "demo:resnet", "fashion-mnist"
         self._store_path: Path = default_store_path()
+        self.store_label: QLabel | None = None
         self._results: dict[str, RunResult] = {}
         self._order: list[str] = []
         self._baseline: RunResult | None = None
@@ -90,6 +91,7 @@ class ExperimentTab(QWidget):
 
         split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(self._build_editor())
+        self.set_store_path(self._store_path)
         split.addWidget(self._build_results())
         split.setStretchFactor(1, 3)
         layout = QVBoxLayout(self)
@@ -147,6 +149,17 @@ class ExperimentTab(QWidget):
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         form.addRow("Seed", self.seed_spin)
+        store_row = QHBoxLayout()
+        self.store_label = QLabel("")
+        self.store_label.setWordWrap(True)
+        self.store_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        store_row.addWidget(self.store_label, 1)
+        choose = QPushButton("Choose…")
+        choose.setToolTip("Store this plan's runs in another file (a new one, or an existing store to add to "
+                          "or resume)")
+        choose.clicked.connect(self._on_choose_store)
+        store_row.addWidget(choose)
+        form.addRow("Result store", store_row)
         col.addWidget(form_box)
 
         crit_box = QGroupBox("Criteria (weights and constraints; edits re-rank at once)")
@@ -271,6 +284,10 @@ class ExperimentTab(QWidget):
     def set_store_path(self, path: str | Path) -> None:
         """Where plans store their runs."""
         self._store_path = Path(path)
+        if self.store_label is not None:
+            self.store_label.setText(str(self._store_path))
+            self.store_label.setToolTip("Every finished run is written here at once; running the same plan "
+                                        "again skips the runs already stored")
 
     def store_path(self) -> Path:
         """The result store the next plan writes to."""
@@ -364,6 +381,14 @@ class ExperimentTab(QWidget):
         self.cancel_button.setEnabled(running)
 
     @Slot()
+    def _on_choose_store(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Result store", str(self._store_path),
+                                              "PruneLab result stores (*.sqlite *.db);;All files (*)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.set_store_path(path)
+
+    @Slot()
     def _on_report_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save report", "report.html", "HTML (*.html)")
         if path:
@@ -385,7 +410,7 @@ class ExperimentTab(QWidget):
     def load_store(self, path: str | Path, plan_name: str | None = None) -> None:
         """Show the results of a stored plan (the most recent by default)."""
         store = ResultStore(path)
-        self._store_path = Path(path)
+        self.set_store_path(path)
         plans = store.plans()
         plan = next((p for p in plans if p["name"] == plan_name), None) if plan_name else (plans[-1] if plans else None)
         self.clear_results()
