@@ -20,7 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="demo:resnet")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, help="default: torch's")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     try:
@@ -35,7 +35,8 @@ def main() -> None:
         for key in rows:
             rows[key].append(result[key]["median"])
         print(f"round {r + 1}: " + ", ".join(f"batch {k}: {result[k]['median']:.3f} ms (p95 "
-                                             f"{result[k]['p95']:.3f}, {result[k]['runs']} runs)" for k in rows))
+                                             f"{result[k]['p95']:.3f}, {result[k]['runs']} runs, {result[k]['threads']} threads)"
+                                             for k in rows))
     for key, values in rows.items():
         spread = max(values) / min(values) - 1
         verdict = "OK" if spread <= 0.10 else "above target (is the machine busy?)"

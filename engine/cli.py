@@ -228,6 +228,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _latency_threads(metrics: Metrics, chosen: int | None) -> int:
+    """The thread count the latency was measured with (recorded per batch size)."""
+    recorded = [v.get("threads") for v in metrics.latency_ms.values() if v.get("threads")]
+    return recorded[0] if recorded else (chosen or torch.get_num_threads())
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model and print (and optionally save) all metrics."""
     bundle, data = resolve(args)
@@ -236,7 +242,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                cancel=CANCEL), ProgressPrinter(quiet=args.quiet))
     metrics: Metrics = done.metrics
     print(f"{args.model} on {data.name} test set ({metrics.samples} images), device {device}, "
-          f"{torch.get_num_threads() if not args.threads else args.threads} threads")
+          f"latency on {_latency_threads(metrics, args.threads)} threads")
     print(metrics_table({"value": metrics}))
     if args.json:
         write_json(args.json, {"model": args.model, "dataset": args.data, "device": device,

@@ -232,7 +232,8 @@ def measure_latency(model: nn.Module, input_shape: Shape, batch_sizes: tuple[int
                     break
             times.sort()
             p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-            out[str(bs)] = {"median": round(statistics.median(times), 4), "p95": round(p95, 4), "runs": len(times)}
+            out[str(bs)] = {"median": round(statistics.median(times), 4), "p95": round(p95, 4), "runs": len(times),
+                            "threads": torch.get_num_threads() if dev.type == "cpu" else 0}
     return out
 
 
