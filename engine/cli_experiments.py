@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="l2", help="structured method that picks the channels (default l2)")
     p.add_argument("--limit", type=int, default=1000, metavar="N",
                    help="validation images per evaluation (default 1000; 0 = the whole split)")
-    p.add_argument("--bn-recalibrate", action="store_true", help="re-estimate BatchNorm statistics after each cut")
+    p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-estimate BatchNorm statistics after each cut (default; --no-bn-recalibrate to skip)")
     p.add_argument("--target-ratio", type=float, metavar="R",
                    help="also propose per-layer ratios with the MACs of uniform pruning at R")
     p.add_argument("--seed", type=int, default=0)

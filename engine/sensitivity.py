@@ -103,7 +103,7 @@ def scan_key(identity: dict, dataset: str, options: dict) -> str:
     """Deterministic key of a scan (model identity, dataset and the scan's options with defaults)."""
     opts = {"ratios": [float(r) for r in options.get("ratios", DEFAULT_RATIOS)],
             "limit": options.get("limit", DEFAULT_LIMIT), "method": options.get("method", "l2"),
-            "bn_recalibrate": bool(options.get("bn_recalibrate", False))}
+            "bn_recalibrate": bool(options.get("bn_recalibrate", True))}
     raw = json.dumps({"model": identity, "data": dataset, "scan": opts}, sort_keys=True, default=str)
     return "scan-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
 
@@ -187,10 +187,14 @@ def _prune_group(model: nn.Module, root: str, idxs: list[int], example: torch.Te
 
 
 def scan(bundle: ModelBundle, data: Dataset, ratios: Sequence[float] = DEFAULT_RATIOS, method: str = "l2",
-         limit: int | None = DEFAULT_LIMIT, cancel: CancelToken | None = None, bn_recalibrate: bool = False,
+         limit: int | None = DEFAULT_LIMIT, cancel: CancelToken | None = None, bn_recalibrate: bool = True,
          bn_batches: int = 10, split: str = "val", keep_head: bool = True, device: str = "cpu") -> Iterator:
     """Prune each group alone at each ratio on a copy, evaluate on `limit` images of `split`;
-    yields Progress, then SensitivityDone. The original model is never modified."""
+    yields Progress, then SensitivityDone. The original model is never modified.
+
+    BatchNorm statistics are re-estimated after each cut by default: without it the curves mostly
+    measure the shifted statistics, which recovery repairs anyway, and proposals built on them lost
+    to uniform ratios on the demo (benchmarks/sensitivity_guided.py)."""
     from engine.pruning import recalibrate_batchnorm
     from engine.training import resolve_device
 
@@ -293,15 +297,83 @@ def _ratio_for(channels: int, kept: int) -> float:
     return 0.0 if kept >= channels else round(1.0 - (kept + 0.5) / channels, 6)
 
 
+GRID_LIMIT = 500_000  # configurations searched exhaustively; larger models fall back to the greedy search
+
+
+def _probe_offsets(k0: int, unit: int, channels: int) -> list[int]:
+    return [d for d in (unit, -unit, 2 * unit, -2 * unit) if 1 <= k0 + d <= channels][:2]
+
+
+def _quadratic_macs(groups: list[GroupSensitivity], k0: dict, units: dict, macs_of) -> tuple[float, np.ndarray,
+                                                                                           np.ndarray, np.ndarray]:
+    """MACs as an exact quadratic in the kept channels (every conv/linear costs in × out), fitted from
+    1 + 2n + n(n−1)/2 real counts around the uniform configuration `k0`.
+
+    Returns (f0, a, c, b) with MACs(k0 + x) = f0 + a·x + c·x² + Σ_{g<h} b_gh x_g x_h.
+    """
+    n = len(groups)
+    names = [g.name for g in groups]
+    f0 = float(macs_of(k0))
+    a, c, b = np.zeros(n), np.zeros(n), np.zeros((n, n))
+    first = {}
+    for i, g in enumerate(groups):
+        ds = _probe_offsets(k0[g.name], units[g.name], g.channels)
+        f = [float(macs_of(dict(k0, **{g.name: k0[g.name] + d}))) - f0 for d in ds]
+        if len(ds) == 2:  # f(d) = a d + c d²
+            d1, d2 = ds
+            c[i] = (f[0] / d1 - f[1] / d2) / (d1 - d2)
+            a[i] = f[0] / d1 - c[i] * d1
+        elif len(ds) == 1:
+            a[i] = f[0] / ds[0]
+        if ds:
+            first[i] = ds[0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if i not in first or j not in first:
+                continue
+            di, dj = first[i], first[j]
+            both = float(macs_of(dict(k0, **{names[i]: k0[names[i]] + di, names[j]: k0[names[j]] + dj}))) - f0
+            b[i, j] = (both - a[i] * di - c[i] * di * di - a[j] * dj - c[j] * dj * dj) / (di * dj)
+    return f0, a, c, b
+
+
+def _grid_search(groups: list[GroupSensitivity], k0: dict, floor: dict, ceiling: dict, units: dict, cost,
+                 macs_of, budget: int) -> dict | None:
+    """The configuration with the least summed drop within the MACs budget, searched over every
+    combination of kept-channel levels (uniform ± whole units); None when there are too many."""
+    levels = []
+    for g in groups:
+        k, u = k0[g.name], units[g.name]
+        below = (k - floor[g.name]) // u if k >= floor[g.name] else 0
+        above = (ceiling[g.name] - k) // u if ceiling[g.name] >= k else 0
+        levels.append(k + u * np.arange(-below, above + 1))
+    shape = tuple(len(lv) for lv in levels)
+    if int(np.prod(shape, dtype=np.float64)) > GRID_LIMIT:
+        return None
+    f0, a, c, b = _quadratic_macs(groups, k0, units, macs_of)
+    index = np.indices(shape).reshape(len(groups), -1)  # one column per configuration
+    x = np.stack([levels[i][index[i]] - k0[g.name] for i, g in enumerate(groups)]).astype(np.float64)
+    macs = f0 + a @ x + c @ (x * x) + np.einsum("ij,ik,jk->k", b, x, x)
+    drop = sum(np.array([cost(g, int(k)) for k in levels[i]])[index[i]] for i, g in enumerate(groups))
+    ok = np.flatnonzero(macs <= budget + 0.5)
+    if not len(ok):
+        return None
+    # least drop; among equal drops the one using the most of the budget
+    best = ok[np.lexsort((-macs[ok], np.round(drop[ok], 6)))[0]]
+    choice = {g.name: int(levels[i][index[i, best]]) for i, g in enumerate(groups)}
+    return choice if macs_of(choice) <= budget else None  # the real count has the last word
+
+
 def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: ModelBundle,
                          round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True,
                          max_moves: int = 400, max_shift: float | None = None) -> Proposal:
     """Per-layer ratios giving sensitive groups less pruning, with MACs at most the uniform `target_ratio`'s.
 
-    Starts from the uniform configuration (the channels torch-pruning would keep) and moves channels,
-    one round_to unit at a time, from groups whose curves say they lose little to groups that lose
-    much, as long as the real pruned model's MACs (counted, not estimated) stay at or below uniform's
-    and the summed single-group drops fall. The result has the uniform MACs up to one unit of channels.
+    Minimises the summed single-group drops (each group's curve, interpolated) over kept-channel
+    counts in whole round_to units around the uniform configuration, subject to MACs ≤ uniform's.
+    For models with few groups every combination is tried, with MACs from an exact quadratic fitted
+    to real counts (and the winner counted for real); otherwise a greedy search moves one unit at a
+    time from groups that lose little to groups that lose much, checking real MACs at each move.
     With `max_shift`, no group's ratio moves further than that from the target: single-group drops do
     not add up exactly, and the bound keeps a wrong prediction from costing much.
     """
@@ -333,6 +405,9 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     def cost(g: GroupSensitivity, k: int) -> float:
         return drop_at(result.ratios, g.drops, 1.0 - k / g.channels)
 
+    found = _grid_search(groups, kept, floor, ceiling, units, cost, macs_of, uniform)
+    if found is not None:
+        kept, max_moves = found, 0
     macs = macs_of(kept)
     for _ in range(max_moves):
         moves = []

@@ -109,3 +109,35 @@ def test_sensitivity_cli_writes_json(tiny, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["ratios"] == [0.3, 0.6] and len(data["groups"]) == 6 and "proposal" in data
     assert cli_main(["sensitivity", "--model", str(path), "--data", "fashion-mnist", "--ratios", "2"]) == 2
+
+
+def test_quadratic_macs_model_is_exact(tiny):
+    """The grid search trusts a quadratic fitted to real counts; it must match real counts anywhere."""
+    from engine.sensitivity import _quadratic_macs, _ratio_for, _uniform_kept
+
+    groups = list(fake_scan(tiny).groups)
+    k0 = {g.name: _uniform_kept(g.channels, 0.5, 1) for g in groups}
+
+    def macs_of(k):
+        return pruned_macs(tiny, 0.5, {layer: _ratio_for(g.channels, k[g.name]) for g in groups
+                                       for layer in g.layers}, round_to=None)
+
+    f0, a, c, b = _quadratic_macs(groups, k0, {g.name: 1 for g in groups}, macs_of)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        # at least 10 % of each group: the default maximum layer ratio (0.9) would clamp fewer
+        k = {g.name: int(rng.integers(int(np.ceil(0.1 * g.channels)), g.channels + 1)) for g in groups}
+        x = np.array([k[g.name] - k0[g.name] for g in groups], dtype=np.float64)
+        assert round(f0 + a @ x + c @ (x * x) + x @ b @ x) == macs_of(k)
+
+
+def test_exhaustive_search_is_no_worse_than_greedy(tiny, monkeypatch):
+    import engine.sensitivity as sens
+
+    scan_result = fake_scan(tiny)
+    best = propose_layer_ratios(scan_result, 0.5, tiny, round_to=None)
+    monkeypatch.setattr(sens, "GRID_LIMIT", 0)  # force the greedy fallback
+    greedy = propose_layer_ratios(scan_result, 0.5, tiny, round_to=None)
+    assert best.macs <= best.uniform_macs and greedy.macs <= greedy.uniform_macs
+    assert best.estimated_drop <= greedy.estimated_drop + 1e-9
+    assert pruned_macs(tiny, 0.5, best.layer_ratios, round_to=None) == best.macs
