@@ -432,7 +432,9 @@ def build_html(results: Sequence[RunResult], baseline: RunResult | None, criteri
     names = []
     if baseline and baseline.metrics.per_class:
         names = baseline.metrics.per_class.get("names") or []
-    for title, r in (("Original", baseline), (f"Recommended: {best.result.label}" if best else "", best.result
+    # the top-ranked run: "recommended" only when it meets every constraint
+    verdict = ("Recommended" if best.feasible else "Closest (breaks a constraint)") if best else ""
+    for title, r in (("Original", baseline), (f"{verdict}: {best.result.label}" if best else "", best.result
                                               if best else None)):
         if r is not None and r.metrics.confusion is not None:
             n = r.metrics.confusion.shape[0]
@@ -441,7 +443,7 @@ def build_html(results: Sequence[RunResult], baseline: RunResult | None, criteri
                          + "</div>")
     parts.append("</div>")
     if best:
-        parts.append(f"<p class='muted'>Recommended model file: {e(best.result.files.get('model', 'not saved'))}"
+        parts.append(f"<p class='muted'>{verdict} model file: {e(best.result.files.get('model', 'not saved'))}"
                      f" · {e(describe_gain(best.result, baseline))}</p>")
     parts.append("</body></html>")
     return "".join(parts)

@@ -60,6 +60,9 @@ def test_report_is_self_contained_and_complete(store, tmp_path):
         assert section in text, section
     assert text.count("<svg") >= 8  # 3 Pareto + ≥3 curves + sensitivity + 2 confusion matrices
     assert "sensitivity-guided" in text and "report.csv" in text
+    # The second confusion matrix names the top-ranked run honestly: recommended only when it qualifies.
+    feasible = "no run meets" not in text
+    assert ("Recommended: " in text) == feasible and ("Closest (breaks a constraint): " in text) != feasible
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 1 + 10  # the original + 3 methods × 2 ratios + 2 structured × 2 guided
     assert {r["kind"] for r in rows} == {"baseline", "run"}
