@@ -104,8 +104,9 @@ def load_job(request: LoadRequest) -> Job:
         cancel.check()
         yield Progress("load", 2, 4, "tracing layers and dependency groups")
         shape = bundle.input_shape
-        layers = describe_layers(bundle.model, shape) if not bundle.scripted else []
         head = classifier_head(bundle.model, bundle.num_classes) if not bundle.scripted else None
+        # the head is left alone by default, so it belongs to no dependency group in the table
+        layers = describe_layers(bundle.model, shape, ignored=(head,) if head else ()) if not bundle.scripted else []
         size, compressed = size_on_disk(bundle.model)
         summary: dict[str, Any] = {
             "architecture": architecture_title(bundle), "source": bundle.source, "input_shape": shape,

@@ -115,6 +115,8 @@ def test_model_loads_and_layer_table_fills(loaded):
     assert "fc" in names and loaded.loaded.head == "fc"
     groups = [info.group for info in loaded.loaded.layers if info.name != "fc"]
     assert len(set(groups)) < len(groups), "residual partners must share a dependency group"
+    head = next(info for info in loaded.loaded.layers if info.name == "fc")
+    assert head.group == -1 and table.item(names.index("fc"), table.COL_GROUP).text() == "–"
     assert loaded.run_action.isEnabled()
     assert "Parameters" in loaded.summary_label.text()
     # selecting a row selects the layer in the histogram view too
