@@ -266,3 +266,18 @@ def test_rounding_keeps_at_least_round_to_channels(tiny, fashion):
     for name, channels in after.items():
         assert channels % 8 == 0 and channels >= 8, (name, channels)
         assert channels < before[name], name
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_target_speedup_with_rounding(fashion, scope):
+    """Layer scope searches the uniform ratio (and says how close it could get); global scope prunes
+    in small steps. Both reach the target."""
+    model = DemoResNet(widths=(16, 32, 64)).eval()
+    bundle = ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
+                         arch_kwargs={"widths": [16, 32, 64]})
+    done, _ = run(bundle, fashion, fast(method="l1", pruning_ratio=None, target_speedup=2.5, round_to=8,
+                                        bn_recalibrate=False, scope=scope))
+    assert done.before.macs / done.after.macs >= 2.5
+    if scope == "layer":
+        note = next(n for n in done.notes if n.startswith("target 2.5×"))
+        assert "uniform ratio" in note
