@@ -398,7 +398,8 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     target.add_argument("--ratio", type=float, metavar="R",
                         help="share removed: channels for structured methods, weights for unstructured")
     target.add_argument("--target-speedup", type=float, metavar="S",
-                        help="prune in small steps until MACs are S times lower (structured methods)")
+                        help="prune until MACs are at least S times lower (structured methods; layer scope picks "
+                             "the smallest uniform ratio that gets there, global scope prunes in small steps)")
     p.add_argument("--scope", default="layer", choices=("global", "layer"),
                    help="layer: same ratio in every layer; global: rank channels across layers")
     p.add_argument("--steps", type=int, default=1, help="iterative steps, each prune -> recover -> evaluate")

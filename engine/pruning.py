@@ -43,7 +43,7 @@ class PruneConfig:
 
     method: str = "l2"
     pruning_ratio: float | None = 0.5  # channels (structured) or weights (unstructured) removed
-    target_speedup: float | None = None  # prune until MACs are this many times lower, instead of a ratio
+    target_speedup: float | None = None  # prune until MACs are at least this many times lower, instead of a ratio
     scope: str = "layer"  # "layer": the same ratio everywhere; "global": ranked across layers
     layer_ratios: dict = field(default_factory=dict)  # layer name -> its own ratio
     ignored_layers: tuple = ()  # layer names left alone
