@@ -265,14 +265,16 @@ def pruned_macs(bundle: ModelBundle, default_ratio: float, layer_ratios: dict | 
     """MACs of the model pruned as engine.pruning would prune it (layer scope), counted on a real copy."""
     import torch_pruning as tp
 
+    from engine.pruning import _floor_rounding  # the same channel rounding as real runs
+
     model = copy.deepcopy(bundle.model).cpu().eval()
     shape = tuple(bundle.input_shape)
     modules = dict(model.named_modules())
     ratio_dict = {modules[n]: float(r) for n, r in (layer_ratios or {}).items()}
-    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                  pruning_ratio=default_ratio, pruning_ratio_dict=ratio_dict or None,
-                                  max_pruning_ratio=max_layer_ratio, global_pruning=False,
-                                  ignored_layers=_ignored(model, bundle.num_classes, keep_head), round_to=round_to)
+    pruner = _floor_rounding(tp.pruner.MetaPruner)(
+        model, torch.zeros(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=default_ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=max_layer_ratio,
+        global_pruning=False, ignored_layers=_ignored(model, bundle.num_classes, keep_head), round_to=round_to)
     pruner.step()
     return count_macs(model, shape)
 
@@ -350,17 +352,23 @@ def _grid_search(groups: list[GroupSensitivity], k0: dict, floor: dict, ceiling:
     shape = tuple(len(lv) for lv in levels)
     if int(np.prod(shape, dtype=np.float64)) > GRID_LIMIT:
         return None
-    f0, a, c, b = _quadratic_macs(groups, k0, units, macs_of)
-    index = np.indices(shape).reshape(len(groups), -1)  # one column per configuration
-    x = np.stack([levels[i][index[i]] - k0[g.name] for i, g in enumerate(groups)]).astype(np.float64)
+    # groups pinned to one level (e.g. by max_shift) stay at k0 and need no probing
+    free = [i for i, lv in enumerate(levels) if len(lv) > 1]
+    if not free:
+        return None
+    f0, a, c, b = _quadratic_macs([groups[i] for i in free], k0, units, macs_of)
+    index = np.indices(tuple(shape[i] for i in free)).reshape(len(free), -1)  # one column per configuration
+    x = np.stack([levels[i][index[j]] - k0[groups[i].name] for j, i in enumerate(free)]).astype(np.float64)
     macs = f0 + a @ x + c @ (x * x) + np.einsum("ij,ik,jk->k", b, x, x)
-    drop = sum(np.array([cost(g, int(k)) for k in levels[i]])[index[i]] for i, g in enumerate(groups))
+    drop = sum(np.array([cost(groups[i], int(k)) for k in levels[i]])[index[j]] for j, i in enumerate(free))
     ok = np.flatnonzero(macs <= budget + 0.5)
     if not len(ok):
         return None
     # least drop; among equal drops the one using the most of the budget
     best = ok[np.lexsort((-macs[ok], np.round(drop[ok], 6)))[0]]
-    choice = {g.name: int(levels[i][index[i, best]]) for i, g in enumerate(groups)}
+    choice = dict(k0)
+    for j, i in enumerate(free):
+        choice[groups[i].name] = int(levels[i][index[j, best]])
     return choice if macs_of(choice) <= budget else None  # the real count has the last word
 
 
@@ -374,8 +382,9 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     For models with few groups every combination is tried, with MACs from an exact quadratic fitted
     to real counts (and the winner counted for real); otherwise a greedy search moves one unit at a
     time from groups that lose little to groups that lose much, checking real MACs at each move.
-    With `max_shift`, no group's ratio moves further than that from the target: single-group drops do
-    not add up exactly, and the bound keeps a wrong prediction from costing much.
+    With `max_shift`, no group's ratio moves further than that from the target (up to one rounding
+    unit): single-group drops do not add up exactly, and the bound keeps a wrong prediction from
+    costing much.
     """
     if not 0.0 < target_ratio < 1.0:
         raise UserError(f"target ratio must be between 0 and 1, got {target_ratio}")

@@ -141,3 +141,17 @@ def test_exhaustive_search_is_no_worse_than_greedy(tiny, monkeypatch):
     assert best.macs <= best.uniform_macs and greedy.macs <= greedy.uniform_macs
     assert best.estimated_drop <= greedy.estimated_drop + 1e-9
     assert pruned_macs(tiny, 0.5, best.layer_ratios, round_to=None) == best.macs
+
+
+def test_budget_counts_the_same_rounding_as_real_runs(tiny, fashion):
+    """At 0.8 with round_to=8 every group of the tiny model would round to 0 channels; real runs keep
+    8, and the proposal's MACs budget must be counted the same way (else 'same MACs' is not true)."""
+    from engine.metrics import count_macs
+    from engine.pruning import PruneConfig, run_pruning
+
+    kept: list = []
+    cfg = PruneConfig(method="l2", pruning_ratio=0.8, round_to=8, eval_limit=64, measure_speed=False)
+    for _ in run_pruning(tiny, fashion, cfg, keep=kept):
+        pass
+    real = count_macs(kept[0].model, (1, 28, 28))
+    assert pruned_macs(tiny, 0.8, round_to=8) == real < pruned_macs(tiny, 0.01, round_to=8)
