@@ -1054,7 +1054,9 @@ def _pool_timed(results: Sequence[RunResult], table: list[dict], criteria: Seque
     """
     shapes: dict[tuple, list[int]] = {}
     for i, r in enumerate(results):
-        shapes.setdefault((r.metrics.macs, r.metrics.params), []).append(i)
+        # same layer shapes, measured the same way (device, batch sizes, threads)
+        how = tuple(sorted((bs, v.get("threads")) for bs, v in r.metrics.latency_ms.items()))
+        shapes.setdefault((r.metrics.macs, r.metrics.params, r.device, how), []).append(i)
     pooled = [dict(row) for row in table]
     for c in criteria:
         if c.metric not in TIMED_METRICS:
@@ -1078,8 +1080,9 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
     Each weighted criterion is scaled to [0, 1] across the compared runs (1 = the best of them) and
     the score is the weighted mean; criteria with weight 0 are shown, not scored. Runs that break a
     constraint are ranked after all runs that meet them, the least far past the limits first. Timed
-    figures of runs with the same shape are scored by their shared median (see _pool_timed); equal
-    scores go to the run with fewer MACs, a figure without noise.
+    figures of runs with the same shape are scored by their shared median (see _pool_timed), while
+    constraints judge the measured figures the table shows; equal scores go to the run with fewer
+    MACs, a figure without noise.
     """
     criteria = tuple(criteria)
     base_vals = {c.name: metric_value(baseline, c.metric) if baseline else None for c in criteria}
@@ -1101,9 +1104,10 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
             scores[i] += c.weight * (norm if c.direction == "max" else 1.0 - norm)
     if weight_sum:
         scores = [s / weight_sum for s in scores]
-    viol = [tuple(v for c in criteria for v in c.violations(row[c.name], base_vals[c.name])) for row in table]
+    # Constraints judge what was measured (and shown); pooling only keeps noise out of the score.
+    viol = [tuple(v for c in criteria for v in c.violations(row[c.name], base_vals[c.name])) for row in measured]
     # Runs meeting every constraint first, by score; then the others, closest to the constraints first.
-    excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in table]
+    excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in measured]
     order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -round(scores[i], 9),
                                                        results[i].metrics.macs, results[i].label))
     entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1)

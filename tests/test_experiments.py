@@ -337,3 +337,11 @@ def test_latency_noise_between_same_shape_runs_does_not_decide_the_ranking():
     tied = rank([fake("z", 0.9, 5.0, 2_000_000, "a"), fake("y", 0.9, 5.0, 1_000_000, "b")],
                 criteria_from_toml({"size": {"weight": 0.0}, "memory": {"weight": 0.0}, "latency": {"weight": 0.0}}))
     assert tied.entries[0].result.key == "y"
+
+
+def test_constraints_judge_the_measured_figures():
+    crit = criteria_from_toml({"latency": {"max_value": 8.0}, "accuracy": {"max_drop": 50.0}})
+    runs = [fake("a", 0.90, 7.0, 1_000_000), fake("b", 0.90, 7.5, 1_000_000), fake("c", 0.91, 9.5, 1_000_000)]
+    ranking = rank(runs, crit, fake("base", 0.92, 10.0, 4_000_000, "none", 0.0, "baseline"))
+    assert not ranking.entry("c").feasible and ranking.entry("a").feasible
+    assert ranking.best.result.key != "c"
