@@ -228,10 +228,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _latency_threads(metrics: Metrics, chosen: int | None) -> int:
-    """The thread count the latency was measured with (recorded per batch size)."""
+def _latency_threads(metrics: Metrics) -> str:
+    """', latency on N threads' as recorded with the CPU latency; empty on GPU or without latency."""
     recorded = [v.get("threads") for v in metrics.latency_ms.values() if v.get("threads")]
-    return recorded[0] if recorded else (chosen or torch.get_num_threads())
+    return f", latency on {recorded[0]} threads" if recorded else ""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -241,8 +241,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     done = run_events(evaluate(bundle.model, data, device=device, batch_size=args.batch_size, threads=args.threads,
                                cancel=CANCEL), ProgressPrinter(quiet=args.quiet))
     metrics: Metrics = done.metrics
-    print(f"{args.model} on {data.name} test set ({metrics.samples} images), device {device}, "
-          f"latency on {_latency_threads(metrics, args.threads)} threads")
+    print(f"{args.model} on {data.name} test set ({metrics.samples} images), device {device}"
+          f"{_latency_threads(metrics)}")
     print(metrics_table({"value": metrics}))
     if args.json:
         write_json(args.json, {"model": args.model, "dataset": args.data, "device": device,

@@ -272,16 +272,17 @@ def _mmap_every_large_buffer():
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: measure as is
         yield
         return
-    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    libc.malloc_trim(0)
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    malloc_trim(0)
     try:
         yield
     finally:
-        libc.mallopt(M_MMAP_THRESHOLD, FAST_MMAP_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * FAST_MMAP_THRESHOLD)
+        mallopt(M_MMAP_THRESHOLD, FAST_MMAP_THRESHOLD)
+        mallopt(M_TRIM_THRESHOLD, 2 * FAST_MMAP_THRESHOLD)
 
 
 def measure_peak_memory(model: nn.Module, input_shape: Shape, batch_size: int = 64, device: str = "cpu") -> int:

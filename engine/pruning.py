@@ -279,7 +279,7 @@ def ratio_for_speedup(model: nn.Module, cfg: PruneConfig, example: torch.Tensor,
             high, macs_high = mid, macs
         else:
             low, macs_low = mid, macs
-    return round(high, 6), macs_high, macs_low
+    return high, macs_high, macs_low  # not rounded: a rounded ratio could fall short of the target
 
 
 class _StructuredPruner:
@@ -490,8 +490,9 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         if reached < cfg.target_speedup:
             text += " (every layer at the maximum layer ratio; the target is out of reach)"
         elif reached > 1.1 * cfg.target_speedup:
-            text += (f"; no uniform ratio lands closer (just below: {below:.2f}×), because channel counts move "
-                     f"in steps of {cfg.round_to or 1}. A smaller --round-to or global scope gets nearer")
+            text += ("; no uniform ratio lands closer" + (f" (just below: {below:.2f}×)" if below > 1.0 else "")
+                     + f", because channel counts move in steps of {cfg.round_to or 1}. Smaller channel rounding "
+                     "(round_to) or global scope gets nearer")
         notes.append(text)
     if method.structured:
         pruner = _StructuredPruner(model, method, plan_cfg, example, work.num_classes)

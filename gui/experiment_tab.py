@@ -20,6 +20,7 @@ Changing weights or constraints in the criteria editor re-ranks the results at o
 """
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot  # PySide6 before pyqtgraph, so pyqtgraph binds it
@@ -154,11 +155,11 @@ class ExperimentTab(QWidget):
         self.store_label.setWordWrap(True)
         self.store_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         store_row.addWidget(self.store_label, 1)
-        choose = QPushButton("Choose…")
-        choose.setToolTip("Store this plan's runs in another file (a new one, or an existing store to add to "
-                          "or resume)")
-        choose.clicked.connect(self._on_choose_store)
-        store_row.addWidget(choose)
+        self.choose_button = QPushButton("Choose…")
+        self.choose_button.setToolTip("Store this plan's runs in another file (a new one, or an existing store to "
+                                      "add to or resume)")
+        self.choose_button.clicked.connect(self._on_choose_store)
+        store_row.addWidget(self.choose_button)
         form.addRow("Result store", store_row)
         col.addWidget(form_box)
 
@@ -190,6 +191,7 @@ class ExperimentTab(QWidget):
             buttons.addWidget(b)
         col.addLayout(buttons)
         self.status_label = QLabel("")
+        self.status_label.setTextFormat(Qt.TextFormat.RichText)  # messages are escaped HTML
         self.status_label.setWordWrap(True)
         col.addWidget(self.status_label)
         col.addStretch(1)
@@ -368,7 +370,7 @@ class ExperimentTab(QWidget):
         try:
             plan = self.plan()
         except UserError as exc:
-            self.status_label.setText(f"<span style='color:#b00020'>{exc}</span>")
+            self.status_label.setText(f"<span style='color:#b00020'>{escape(str(exc))}</span>")
             return
         self.clear_results()
         self.set_running(True)
@@ -376,9 +378,11 @@ class ExperimentTab(QWidget):
         self.run_requested.emit(plan)
 
     def set_running(self, running: bool) -> None:
-        """Enable Run or Cancel (the main window calls this when its worker stops)."""
+        """Enable Run or Cancel (the main window calls this when its worker stops); the store cannot
+        change under a running plan."""
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.choose_button.setEnabled(not running)
 
     @Slot()
     def _on_choose_store(self) -> None:
@@ -397,7 +401,7 @@ class ExperimentTab(QWidget):
             except UserError as exc:
                 QMessageBox.warning(self, "Report", str(exc))
                 return
-            self.status_label.setText(f"wrote {html} and {csv}")
+            self.status_label.setText(escape(f"wrote {html} and {csv}"))
 
     def write_report(self, path: str | Path):
         """Write the HTML report and CSV of the current store; returns both paths."""
@@ -444,16 +448,16 @@ class ExperimentTab(QWidget):
             self.status_label.setText(f"{len(event.keys)} runs, {event.skipped} already stored")
             self._refresh()
         elif isinstance(event, PlanProgress):
-            self.status_label.setText(event.message or event.label)
+            self.status_label.setText(escape(event.message or event.label))
         elif isinstance(event, Progress):
-            self.status_label.setText(f"{event.phase}: {event.message} ({event.fraction:.0%})")
+            self.status_label.setText(escape(f"{event.phase}: {event.message} ({event.fraction:.0%})"))
         elif isinstance(event, PlanRunDone):
             self._add_result(event.result)
             self._refresh()
         elif isinstance(event, PlanDone):
             self._baseline = event.baseline
-            self.status_label.setText(f"done: {event.ran} runs, {event.skipped} already stored, "
-                                      f"{event.seconds:.0f} s; store {event.store}")
+            self.status_label.setText(escape(f"done: {event.ran} runs, {event.skipped} already stored, "
+                                             f"{event.seconds:.0f} s; store {event.store}"))
             self.set_running(False)
             self._refresh()
 
@@ -463,6 +467,10 @@ class ExperimentTab(QWidget):
         self._results[r.key] = r
         if r.method not in self._colours:
             self._colours[r.method] = PALETTE[len(self._colours) % len(PALETTE)]
+
+    def result(self, key: str) -> RunResult | None:
+        """A shown run (from the plan that ran or the store that was opened)."""
+        return self._results.get(key)
 
     def keys(self) -> list[str]:
         """Shown run keys, in the ranking's order."""

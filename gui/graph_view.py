@@ -88,18 +88,24 @@ def module_of_node(node_name: str) -> str:
     return ".".join(path)
 
 
-def node_colours(onnx_path: Path, colours: dict[str, str]) -> dict[str, str]:
-    """ONNX node name -> colour, for the convolution and linear nodes of the layers in `colours`."""
+_NODE_MODULES: dict[tuple[str, float], dict[str, str]] = {}  # (path, mtime) -> ONNX node name -> module
+
+
+def node_modules(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name -> module path for the convolution and linear nodes (read once per file)."""
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    out = {}
-    for node in model.graph.node:
-        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and node.name:
-            colour = colours.get(module_of_node(node.name))
-            if colour:
-                out[node.name] = colour
-    return out
+    key = (str(onnx_path), Path(onnx_path).stat().st_mtime)
+    if key not in _NODE_MODULES:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        _NODE_MODULES[key] = {node.name: module_of_node(node.name) for node in model.graph.node
+                              if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and node.name}
+    return _NODE_MODULES[key]
+
+
+def node_colours(onnx_path: Path, colours: dict[str, str]) -> dict[str, str]:
+    """ONNX node name -> colour, for the convolution and linear nodes of the layers in `colours`."""
+    return {node: colours[module] for node, module in node_modules(onnx_path).items() if module in colours}
 
 
 def webengine_disabled_reason() -> str | None:

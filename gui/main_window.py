@@ -592,6 +592,8 @@ class MainWindow(QMainWindow):
         self.graph_view.apply_button.setEnabled(not busy and self.sensitivity is not None)
         self.experiment.run_button.setEnabled(not busy and self.loaded is not None)
         self.experiment.cancel_button.setEnabled(busy and self.job_kind == "plan")
+        self.experiment.choose_button.setEnabled(not busy)
+        self.open_store_action.setEnabled(not busy)
 
     # ===================================================================== worker slots
     @Slot(object)
@@ -794,11 +796,7 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_plan_run_selected(self, key: str) -> None:
         """A run clicked in the Experiment tab: summarise it and offer its pruned graph in the Network tab."""
-        try:
-            result = ResultStore(self.experiment.store_path()).get(key)
-        except UserError as exc:
-            self.statusBar().showMessage(str(exc), 8000)
-            return
+        result = self.experiment.result(key)
         if result is None:
             return
         m = result.metrics
