@@ -282,11 +282,13 @@ def test_experiment_tab_runs_a_plan_through_the_worker(loaded, qtbot, tmp_path):
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS) as stopped:
         tab.run_button.click()
         assert loaded.busy and tab.cancel_button.isEnabled() and not loaded.run_action.isEnabled()
+        # the store cannot change under a running plan
+        assert not tab.choose_button.isEnabled() and not loaded.open_store_action.isEnabled()
     assert stopped.args == ["plan"]
     assert loaded.error_box is None or not loaded.error_box.isVisible(), loaded.error_box.text()
     assert tab.table.rowCount() == 3  # the original + two runs
     assert tab.recommendation_label.text().startswith("For ")
-    assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled()
+    assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled() and tab.choose_button.isEnabled()
     tab.select_run(tab.keys()[0])
     assert "top-1" in loaded.statusBar().currentMessage()
     # Running the same plan again resumes: nothing new is computed, both runs come from the store.
