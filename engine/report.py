@@ -201,10 +201,24 @@ def pareto_svg(ranking: Ranking, baseline: RunResult | None, metric: str, colors
     if front:
         series.append({"name": "Pareto front", "color": "#6e7781", "line": True, "dash": True, "marker": "none",
                        "width": 1.5, "points": [(pts[i][0], pts[i][1], "") for i in front]})
-    for e, (x, y) in zip(entries, pts):
+    # Label front points, but not one that would sit on a label already placed (its tooltip still
+    # names it). A label spans about a sixth of the plot's width and a twentieth of its height; the
+    # axes run from 0 (x) and include the original.
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+    if baseline is not None and metric_value(baseline, metric) is not None:
+        xs.append(metric_value(baseline, metric))
+        ys.append(baseline.metrics.top1 * 100)
+    x_span = (max(xs) - min(0.0, min(xs))) or 1.0 if xs else 1.0
+    y_span = (max(ys) - min(ys)) or 1.0 if ys else 1.0
+    labelled: set[int] = set()
+    for i in front:
+        if all(abs(pts[i][0] - pts[j][0]) > x_span / 6 or abs(pts[i][1] - pts[j][1]) > y_span / 20
+               for j in labelled):
+            labelled.add(i)
+    for n, (e, (x, y)) in enumerate(zip(entries, pts)):
         tip = (f"{e.result.label}: top-1 {y:.2f} %, {info.label} {x:.4g} {info.unit}, rank {e.rank}"
                + ("" if e.feasible else " — " + "; ".join(e.violations)))
-        label = e.result.label if entries.index(e) in front else ""
+        label = e.result.label if n in labelled else ""
         series.append({"name": e.result.label, "color": colors.get(e.result.method, "#333"),
                        "marker": "dot" if e.feasible else "hollow", "points": [(x, y, tip, label)]})
     if ranking.best is not None and ranking.best in entries:
