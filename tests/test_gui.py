@@ -323,3 +323,31 @@ def test_sensitivity_colours_reach_the_graph_nodes(qtbot, tmp_path):
     assert f'"/layer1/layer1.0/conv1/Conv": "{none.name()}"' in script
     view.set_original(path)  # another model: its colours are gone
     assert view.paint_script() is None
+
+
+def test_cancelled_plan_keeps_finished_runs_and_resumes(loaded, qtbot, tmp_path):
+    """Cancel a plan after its first run: that run stays stored, the tab says how to resume, and
+    running the plan again computes only what is missing."""
+    from engine.experiments import ResultStore
+
+    tab = loaded.experiment
+    tab.set_store_path(tmp_path / "plan.sqlite")
+    tab.set_methods(["l1", "l2"])
+    tab.ratios_edit.setText("0.3, 0.5")
+    tab.finetune_spin.setValue(0)
+    tab.bn_check.setChecked(False)
+    tab.speed_check.setChecked(False)
+    tab.guided_check.setChecked(False)
+    tab.eval_spin.setValue(256)
+    with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
+        tab.run_button.click()
+        qtbot.waitUntil(lambda: len(tab.keys()) >= 1, timeout=RUN_TIMEOUT_MS)
+        tab.cancel_button.click()
+    stored = ResultStore(tmp_path / "plan.sqlite").keys("run")
+    if len(stored) < 4:  # the plan was still running when Cancel arrived
+        assert "Cancelled" in tab.status_label.text() and tab.run_button.isEnabled()
+    assert len(stored) >= 1
+    with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
+        tab.run_button.click()
+    assert f"{len(stored)} already stored" in tab.status_label.text()
+    assert len(ResultStore(tmp_path / "plan.sqlite").keys("run")) == 4
