@@ -236,15 +236,16 @@ def _floor_rounding(base: type) -> type:
     return FloorRounding
 
 
-def _macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
-                   num_classes: int | None) -> int:
-    """MACs of `model` pruned at a uniform layer ratio (on a copy). Under layer scope the kept channel
-    counts do not depend on the ranking, so plain magnitude stands in for the user's method."""
+def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
+                  num_classes: int | None) -> int:
+    """MACs of `model` pruned at a layer-scope ratio (plus cfg's per-layer ratios), counted on a copy.
+    Under layer scope the kept channel counts do not depend on the ranking, so plain magnitude stands
+    in for the user's method."""
     import torch_pruning as tp
 
     from engine.metrics import count_macs
 
-    trial = copy.deepcopy(model)
+    trial = copy.deepcopy(model).to(example.device).eval()
     modules = dict(trial.named_modules())
     ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
     pruner = _floor_rounding(tp.pruner.MetaPruner)(
@@ -267,14 +268,14 @@ def ratio_for_speedup(model: nn.Module, cfg: PruneConfig, example: torch.Tensor,
     """
     goal = float(cfg.target_speedup)
     high = cfg.max_layer_ratio
-    macs_high = _macs_at_ratio(model, cfg, high, example, num_classes)
+    macs_high = macs_at_ratio(model, cfg, high, example, num_classes)
     if base_macs / max(1, macs_high) < goal:
         return high, macs_high, macs_high
     low, macs_low = 0.0, base_macs
     for _ in range(14):  # 0.9 / 2**14: finer than one channel of a 10 000-channel layer
         cancel.check()
         mid = (low + high) / 2
-        macs = _macs_at_ratio(model, cfg, mid, example, num_classes)
+        macs = macs_at_ratio(model, cfg, mid, example, num_classes)
         if base_macs / max(1, macs) >= goal:
             high, macs_high = mid, macs
         else:

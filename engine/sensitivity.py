@@ -263,20 +263,11 @@ class Proposal:
 def pruned_macs(bundle: ModelBundle, default_ratio: float, layer_ratios: dict | None = None,
                 round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True) -> int:
     """MACs of the model pruned as engine.pruning would prune it (layer scope), counted on a real copy."""
-    import torch_pruning as tp
+    from engine.pruning import PruneConfig, macs_at_ratio
 
-    from engine.pruning import _floor_rounding  # the same channel rounding as real runs
-
-    model = copy.deepcopy(bundle.model).cpu().eval()
-    shape = tuple(bundle.input_shape)
-    modules = dict(model.named_modules())
-    ratio_dict = {modules[n]: float(r) for n, r in (layer_ratios or {}).items()}
-    pruner = _floor_rounding(tp.pruner.MetaPruner)(
-        model, torch.zeros(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=default_ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=max_layer_ratio,
-        global_pruning=False, ignored_layers=_ignored(model, bundle.num_classes, keep_head), round_to=round_to)
-    pruner.step()
-    return count_macs(model, shape)
+    cfg = PruneConfig(pruning_ratio=default_ratio, layer_ratios=dict(layer_ratios or {}), round_to=round_to,
+                      max_layer_ratio=max_layer_ratio, keep_head=keep_head)
+    return macs_at_ratio(bundle.model, cfg, default_ratio, torch.zeros(1, *bundle.input_shape), bundle.num_classes)
 
 
 def drop_at(ratios: np.ndarray, drops: np.ndarray, ratio: float) -> float:
