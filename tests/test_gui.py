@@ -65,6 +65,19 @@ def fast_options(win: MainWindow, steps: int = 2, finetune: float = 0.0) -> None
     panel.finetune_spin.setValue(finetune)
 
 
+def quick_plan(tab, store: Path, ratios: str) -> None:
+    """A fast plan in the Experiment tab: l1 and l2 at `ratios`, no recovery, no timing, 256 images."""
+    tab.set_store_path(store)
+    tab.set_methods(["l1", "l2"])
+    tab.ratios_edit.setText(ratios)
+    tab.speedups_edit.setText("")
+    tab.finetune_spin.setValue(0)
+    tab.bn_check.setChecked(False)
+    tab.speed_check.setChecked(False)
+    tab.guided_check.setChecked(False)
+    tab.eval_spin.setValue(256)
+
+
 @pytest.fixture
 def loaded(window, qtbot, fashion):
     """The window with the tiny model and Fashion-MNIST loaded through the real worker."""
@@ -270,15 +283,7 @@ def test_experiment_tab_runs_a_plan_through_the_worker(loaded, qtbot, tmp_path):
     each run reaches the table as it finishes, and clicking a run names it in the status bar."""
     tab = loaded.experiment
     assert loaded.tabs.indexOf(tab) >= 0
-    tab.set_store_path(tmp_path / "plan.sqlite")
-    tab.set_methods(["l1", "l2"])
-    tab.ratios_edit.setText("0.5")
-    tab.speedups_edit.setText("")
-    tab.finetune_spin.setValue(0)
-    tab.bn_check.setChecked(False)
-    tab.speed_check.setChecked(False)
-    tab.guided_check.setChecked(False)
-    tab.eval_spin.setValue(256)
+    quick_plan(tab, tmp_path / "plan.sqlite", "0.5")
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS) as stopped:
         tab.run_button.click()
         assert loaded.busy and tab.cancel_button.isEnabled() and not loaded.run_action.isEnabled()
@@ -331,14 +336,7 @@ def test_cancelled_plan_keeps_finished_runs_and_resumes(loaded, qtbot, tmp_path)
     from engine.experiments import ResultStore
 
     tab = loaded.experiment
-    tab.set_store_path(tmp_path / "plan.sqlite")
-    tab.set_methods(["l1", "l2"])
-    tab.ratios_edit.setText("0.3, 0.5")
-    tab.finetune_spin.setValue(0)
-    tab.bn_check.setChecked(False)
-    tab.speed_check.setChecked(False)
-    tab.guided_check.setChecked(False)
-    tab.eval_spin.setValue(256)
+    quick_plan(tab, tmp_path / "plan.sqlite", "0.3, 0.5")
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
         tab.run_button.click()
         qtbot.waitUntil(lambda: len(tab.keys()) >= 1, timeout=RUN_TIMEOUT_MS)
