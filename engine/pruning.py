@@ -27,9 +27,9 @@ from engine.events import CancelToken, EpochDone, EvalDone, Eta, Progress
 from engine.layers import (LayerStat, WeightHistogram, classifier_head, histograms, layer_stats, prunable_layers,
                            weight_snapshot)
 from engine.methods import Method, UnstructuredStrategy, get_method
-from engine.metrics import Metrics, evaluate
+from engine.metrics import Metrics, count_macs, evaluate
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
-from engine.training import TrainConfig, resolve_device, seed_everything, train
+from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
 
 SCOPES = ("layer", "global")
 
@@ -242,8 +242,6 @@ def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: tor
     Under layer scope the kept channel counts do not depend on the ranking, so plain magnitude stands
     in for the user's method."""
     import torch_pruning as tp
-
-    from engine.metrics import count_macs
 
     trial = copy.deepcopy(model).to(example.device).eval()
     modules = dict(trial.named_modules())
@@ -515,8 +513,6 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
                 ratio = float(plan_cfg.pruning_ratio * step / cfg.steps)
             else:
                 goal = cfg.target_speedup ** (step / cfg.steps)
-                from engine.metrics import count_macs
-
                 macs = count_macs(model, shape, device)
                 while base_macs / max(1, macs) < goal and not pruner.exhausted:
                     pruner.step(cancel)
@@ -540,13 +536,9 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         # The before/after-recovery check is a quick look on validation images, capped like evaluation.
         quick = min(QUICK_CHECK_IMAGES, cfg.eval_limit or QUICK_CHECK_IMAGES)
         if cfg.bn_recalibrate or cfg.recovers_by_training:
-            from engine.training import quick_top1
-
             top1_pruned = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
         if cfg.bn_recalibrate:
             yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
-            from engine.training import quick_top1
-
             top1_bn = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
         if cfg.recovers_by_training:
             tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,

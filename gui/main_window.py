@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from html import escape
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -697,7 +698,7 @@ class MainWindow(QMainWindow):
         self.phase_label.setText("Failed")
         if kind == "plan":
             self.experiment.set_running(False)
-            self.experiment.status_label.setText("The plan stopped: " + _escape(failure.message) + ". Finished runs "
+            self.experiment.status_label.setText("The plan stopped: " + escape(failure.message) + ". Finished runs "
                                                  "are stored; run the plan again to resume.")
         record = self.runs.get(self.current_run) if kind == "run" else None
         if record is not None:
@@ -712,7 +713,7 @@ class MainWindow(QMainWindow):
             if self.startup_load and self.loaded is None:
                 self.startup_load = False
                 self.summary_label.setText(
-                    f"<b>The demo model could not be loaded.</b><br>{_escape(failure.message)}<br><br>"
+                    f"<b>The demo model could not be loaded.</b><br>{escape(failure.message)}<br><br>"
                     "Open your own model with <b>File ▸ Open model</b> (Ctrl+O) or drop a file here.")
                 self.statusBar().showMessage("Demo model unavailable: " + failure.message, 15000)
                 self.hint_label.setText("<b>Start:</b> open a model (Ctrl+O), pick one under <i>File ▸ Recent "
@@ -1027,6 +1028,3 @@ class MainWindow(QMainWindow):
         self.graph_view.shutdown()
         super().closeEvent(event)
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
