@@ -1,0 +1,193 @@
+"""Writing results safely: outputs are checked before any work, and written whole or not at all.
+
+Every file or folder PruneLab writes is first written under a hidden temporary name beside its
+target (same file system, so the final rename is atomic), flushed to disk, then renamed into place.
+A failure, Ctrl-C or SIGTERM removes the temporary; one left by `kill -9` or a power cut is removed
+the next time something is written beside it (its name carries the writer's process id).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from engine.errors import UserError
+
+TEMP_TAG = ".prunelab-tmp"
+MARKER = ".prunelab-output"  # marks a folder PruneLab wrote, so it may replace it later
+HEADROOM = 16 * 1024 * 1024  # free space kept on top of an estimate
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _fmt_mib(n: int) -> str:
+    return f"{n / 2 ** 20:.0f} MiB" if n >= 2 ** 20 else f"{n / 1024:.0f} KiB"
+
+
+def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out") -> Path:
+    """Refuse, before any work, a target whose folder cannot be created or written, or lacks space."""
+    target = Path(target)
+    base = _existing_ancestor(target.parent if target.name else target)
+    if not base.is_dir():
+        raise UserError(f"{flag} {target}: {base} is a file, not a folder; choose a path inside a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        try:
+            readonly = bool(os.statvfs(base).f_flag & os.ST_RDONLY)
+        except OSError:
+            readonly = False
+        why = "is on a read-only file system" if readonly else "is not writable"
+        raise UserError(f"{flag} {target}: {base} {why}; choose a folder you can write to")
+    if needed_bytes:
+        free = shutil.disk_usage(base).free
+        if free < needed_bytes + HEADROOM:
+            raise UserError(f"{flag} {target}: only {_fmt_mib(free)} free on {base}, about "
+                            f"{_fmt_mib(needed_bytes + HEADROOM)} needed; free space or choose another disk")
+    return target
+
+
+def check_output_file(target: str | Path, needed_bytes: int = 0, flag: str = "--out",
+                      suffixes: Sequence[str] = ()) -> Path:
+    """A file target: not a folder, its folder writable, its suffix one of `suffixes` when given."""
+    target = Path(target)
+    if target.is_dir() or str(target).endswith(os.sep):
+        raise UserError(f"{flag} {target} is a folder; name a file{' ending in ' + suffixes[0] if suffixes else ''}")
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {target} should end in {' or '.join(suffixes)}")
+    for sibling in (target,):
+        if sibling.exists() and not os.access(sibling, os.W_OK):
+            raise UserError(f"{flag} {target} exists and is read-only; choose another file name")
+    return check_writable(target, needed_bytes, flag)
+
+
+def is_prunelab_folder(path: Path) -> bool:
+    """True for a folder PruneLab wrote (it carries our marker file)."""
+    return (path / MARKER).is_file()
+
+
+def check_output_dir(target: str | Path, needed_bytes: int = 0, flag: str = "--out") -> Path:
+    """A folder target: new, empty, or one PruneLab wrote before (which is replaced whole)."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} {target} is a file; name a folder (it will hold model.pt, model.onnx, model.json)")
+    if target.is_dir() and any(target.iterdir()) and not is_prunelab_folder(target):
+        raise UserError(f"{flag} {target} already holds files PruneLab did not write; choose a new or empty folder")
+    return check_writable(target / "x", needed_bytes, flag)
+
+
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}{TEMP_TAG}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Remove temporaries that a killed PruneLab process left in `folder`."""
+    try:
+        entries = list(folder.glob(f".*{TEMP_TAG}"))
+    except OSError:
+        return
+    for entry in entries:
+        pid_text = entry.name[: -len(TEMP_TAG)].rsplit(".", 1)[-1]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_path(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
+    """Yield temporary paths for `targets`; on success all are renamed into place, on any error none is."""
+    finals = [Path(t) for t in targets]
+    temps = [_temp_name(t) for t in finals]
+    for final in finals:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(final.parent)
+    try:
+        yield temps
+        for temp in temps:
+            _fsync_path(temp)
+        for temp, final in zip(temps, finals):
+            os.replace(temp, final)
+        for folder in {f.parent for f in finals}:
+            _fsync_path(folder)
+    finally:
+        for temp in temps:
+            if temp.exists():
+                _remove(temp)
+
+
+@contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `target` whole (a PruneLab folder or none)."""
+    final = Path(target)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final.parent)
+    temp = _temp_name(final)
+    _remove(temp)
+    temp.mkdir()
+    old = None
+    try:
+        yield temp
+        (temp / MARKER).write_text(json.dumps({"written_by": "PruneLab"}) + "\n")
+        for f in temp.iterdir():
+            _fsync_path(f)
+        _fsync_path(temp)
+        if final.exists():
+            if any(final.iterdir()) and not is_prunelab_folder(final):
+                raise UserError(f"{final} now holds files PruneLab did not write; nothing was replaced")
+            old = final.with_name(f".{final.name}.old.{os.getpid()}{TEMP_TAG}")
+            _remove(old)
+            os.replace(final, old)
+        os.replace(temp, final)
+        _fsync_path(final.parent)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old, final)  # put the previous set back
+        raise
+    finally:
+        if temp.exists():
+            _remove(temp)
+        if old is not None and old.exists():
+            _remove(old)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write one text file whole or not at all."""
+    with atomic_files(path) as (temp,):
+        temp.write_text(text, encoding="utf-8")
+    return Path(path)
