@@ -27,7 +27,7 @@ from engine.events import CancelToken, EpochDone, EvalDone, Eta, Progress
 from engine.layers import (LayerStat, WeightHistogram, classifier_head, histograms, layer_stats, prunable_layers,
                            weight_snapshot)
 from engine.methods import Method, UnstructuredStrategy, get_method
-from engine.metrics import Metrics, count_macs, evaluate
+from engine.metrics import Metrics, count_macs, evaluate, iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
 from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
 
@@ -35,6 +35,7 @@ SCOPES = ("layer", "global")
 
 
 QUICK_CHECK_IMAGES = 2000  # validation images for the top-1 seen before and after recovery
+PAIRED_ROUNDS = 9  # rounds of the interleaved original/pruned timing: enough for a 95 % interval of the median
 
 
 @dataclass(frozen=True)
@@ -154,23 +155,37 @@ class RunDone:
     seconds: float
     prune_seconds: float
     notes: tuple[str, ...] = ()
+    paired: dict | None = None  # PairedSpeedup.to_json() of original vs pruned, timed interleaved at the end
 
     def speedups(self) -> dict[str, float]:
-        """How many times smaller/faster the result is than the original."""
+        """How many times smaller/faster the result is than the original (latency: the paired median
+        when the run timed both models interleaved, else the ratio of the separate measurements)."""
         b, a = self.before, self.after
         out = {"macs": b.macs / a.macs if a.macs else 0.0, "params": b.params / a.params if a.params else 0.0,
                "compressed": b.compressed_bytes / a.compressed_bytes if a.compressed_bytes else 0.0}
-        if b.latency_ms and a.latency_ms:
+        if self.paired:
+            out["latency"] = float(self.paired["median"])
+        elif b.latency_ms and a.latency_ms:
             out["latency"] = b.latency() / a.latency() if a.latency() else 0.0
+        if "latency" in out:
             out["latency_efficiency"] = out["latency"] / out["macs"] if out["macs"] else 0.0
         return out
+
+    def speedup_text(self) -> str:
+        """The latency speed-up for a summary line, with its interval and any noisy-machine note
+        ('' when latency was not measured)."""
+        if self.paired:
+            return speedup_text(self.paired)
+        latency = self.speedups().get("latency")
+        return f"latency {latency:.2f}x lower (timed separately, not paired)" if latency else ""
 
     def to_json(self) -> dict:
         """The `prune --json` object of CLI.md."""
         return {"method": self.method, "config": self.config, "before": self.before.to_json(),
                 "after": self.after.to_json(), "steps": [s.metrics.to_json(detail=False) for s in self.steps[1:]],
                 "files": self.files, "speedups": self.speedups(), "seconds": round(self.seconds, 2),
-                "prune_seconds": round(self.prune_seconds, 3), "notes": list(self.notes)}
+                "prune_seconds": round(self.prune_seconds, 3), "notes": list(self.notes),
+                "latency_speedup": self.paired}
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -569,6 +584,20 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         pruner.make_permanent()
         notes.append("Unstructured pruning zeroes weights but keeps every tensor dense: the compressed file "
                      "shrinks, dense latency and MACs do not change.")
+    paired = None
+    if cfg.measure_speed:
+        # The before and after figures were timed minutes apart, and load that comes and goes in between
+        # lands on one of them only; timed interleaved now, both see the same machine.
+        original = teacher if teacher is not None else copy.deepcopy(bundle.model).to(dev).eval()
+        sizes = (1,) if cfg.batch_size == 1 else (1, cfg.batch_size)
+        for ev in iter_paired_speedup(original, model, shape, sizes, device, rounds=PAIRED_ROUNDS,
+                                      runs_per_round=max(3, cfg.latency_repeats // 6), threads=cfg.threads,
+                                      names=("original", "pruned"), cancel=cancel):
+            if isinstance(ev, Progress):
+                yield ev
+            else:
+                paired = ev.to_json()
+        del original
     work.meta = {
         "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
         "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
@@ -584,7 +613,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     if keep is not None:
         keep.append(work)
     yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
-                  time.perf_counter() - start, prune_seconds, tuple(notes))
+                  time.perf_counter() - start, prune_seconds, tuple(notes), paired)
 
 
 def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None) -> dict[str, str]:
