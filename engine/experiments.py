@@ -984,7 +984,8 @@ def _result_of(done: RunDone, key: str, label: str, cfg: PruneConfig, rec: Recov
                      done.after, steps, done.seconds, done.prune_seconds, recover, _device_text(cfg.device),
                      _versions(), dict(done.files), list(done.notes), plan.model, plan.data,
                      time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     {"recovery": rec.name, "recovery_summary": rec.summary, "plan": plan.name})
+                     {"recovery": rec.name, "recovery_summary": rec.summary, "plan": plan.name,
+                      "latency_speedup": done.paired})  # paired original/pruned timing (None: not measured)
 
 
 # ----------------------------------------------------------------------------- Pareto front and ranking
