@@ -7,3 +7,23 @@ class UserError(Exception):
 
 class Cancelled(Exception):
     """The user cancelled a long operation (CLI exit code 130)."""
+
+
+class NeedsTrust(UserError):
+    """The file holds code (a pickled object or TorchScript): it may be loaded only with the user's trust."""
+
+    def __init__(self, message: str, what: str):
+        super().__init__(message)
+        self.what = what  # "pickle" or "torchscript"
+
+
+def resource_error(exc: BaseException) -> UserError | None:
+    """The one-line UserError for running out of memory (CPU or GPU), or None for any other exception."""
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+        return UserError("the GPU ran out of memory; try a smaller --batch-size, fewer evaluation images "
+                         "(--eval-limit) or --device cpu")
+    if isinstance(exc, MemoryError) or "DefaultCPUAllocator: can't allocate memory" in text:
+        return UserError("the machine ran out of memory; try a smaller --batch-size or fewer evaluation images "
+                         "(--eval-limit)")
+    return None

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from engine.data import Normalization, Shape
-from engine.errors import UserError
+from engine.errors import NeedsTrust, UserError
 from resources import resource_path
 
 FORMAT = "prunelab-model"
@@ -143,6 +143,11 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
     return None
 
 
+def _last_linear(model: nn.Module) -> str | None:
+    found = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent = model
     *path, last = name.split(".")
@@ -175,16 +180,61 @@ def _import_class(code: str) -> type:
     file = Path(path)
     if not file.exists():
         raise UserError(f"model code file {file} does not exist; pass --model-code PATH.py:ClassName")
+    if not file.is_file():
+        raise UserError(f"model code {file} is not a file; pass --model-code PATH.py:ClassName")
     spec = importlib.util.spec_from_file_location(f"prunelab_user_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
+    argv = sys.argv
+    sys.argv = [str(file)]  # a script that parses its command line at import must not see ours
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise UserError(f"{file} called sys.exit({exc.code!r}) while being imported (a script, or one that parses "
+                        "its command line); move that code under `if __name__ == '__main__':`") from None
     except Exception as exc:  # the user's file: report any failure plainly
-        raise UserError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
-    if not hasattr(module, cls):
-        raise UserError(f"{file} defines no class {cls!r}; check --model-code")
-    return getattr(module, cls)
+        raise UserError(f"importing {file} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        sys.argv = argv
+    found = getattr(module, cls, None)
+    if found is None:
+        classes = sorted(n for n, v in vars(module).items()
+                         if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == spec.name)
+        raise UserError(f"{file} defines no class {cls!r}; its nn.Module classes: {', '.join(classes) or 'none'}")
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise UserError(f"{cls} in {file} is not an nn.Module subclass ({type(found).__name__}); "
+                        "name the model's class in --model-code PATH.py:ClassName")
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+MAX_KWARGS_CHARS = 10_000
+MAX_KWARGS_DEPTH = 4
+
+
+def check_model_kwargs(kwargs: Any, where: str = "--model-kwargs") -> dict:
+    """Constructor arguments must be a small, shallow JSON object of plain values."""
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{where} must be a JSON object, e.g. '{{\"width\": 32}}'")
+
+    def depth(v: Any, level: int) -> None:
+        if level > MAX_KWARGS_DEPTH:
+            raise UserError(f"{where} is nested more than {MAX_KWARGS_DEPTH} levels deep; pass plain values")
+        if isinstance(v, dict):
+            for item in v.values():
+                depth(item, level + 1)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                depth(item, level + 1)
+
+    depth(kwargs, 1)
+    if len(json.dumps(kwargs, default=str)) > MAX_KWARGS_CHARS:
+        raise UserError(f"{where} is longer than {MAX_KWARGS_CHARS} characters; pass only the constructor's arguments")
+    return kwargs
 
 
 def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: dict | None = None) -> nn.Module:
@@ -201,10 +251,15 @@ def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: d
         return _torchvision_model(name, in_channels, num_classes)
     if kind == "code" and name:
         cls = _import_class(name)
+        check_model_kwargs(kwargs)
         try:
             return cls(**kwargs)
+        except SystemExit as exc:
+            raise UserError(f"building {name} called sys.exit({exc.code!r}); fix the class's constructor") from None
         except TypeError as exc:
             raise UserError(f"{name} could not be built with {kwargs}: {exc}; pass --model-kwargs JSON") from exc
+        except Exception as exc:  # the user's constructor: report any failure plainly
+            raise UserError(f"building {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     raise UserError(f"unknown architecture {arch!r}; use demo:resnet, demo:vgg or torchvision:NAME")
 
 
@@ -247,12 +302,45 @@ def save_full_module(bundle: ModelBundle, path: str | Path) -> Path:
     return path
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
+def sniff(path: Path) -> str:
+    """What a file is, from its first bytes and (for ZIP archives) its member names, without loading it.
+
+    One of: "empty", "torchscript", "torch" (torch.save's ZIP format), "pickle" (a legacy or plain
+    pickle), "onnx", "zip" (some other archive) or "unknown".
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "zip"
+        if any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        return "zip"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode: legacy torch.save or plain pickle
+        return "pickle"
+    if path.suffix.lower() == ".onnx" or _looks_like_onnx(path, head):
+        return "onnx"
+    return "unknown"
+
+
+def _looks_like_onnx(path: Path, head: bytes) -> bool:
+    """ONNX models are protobufs starting with ir_version (field 1, varint); confirm by parsing."""
+    if head[0] != 0x08:
         return False
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names)
+    try:
+        import onnx
+
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything onnx cannot parse is not an ONNX model
+        return False
+    return len(proto.graph.node) > 0
 
 
 def _state_dict_in(obj: Any) -> dict | None:
@@ -266,22 +354,70 @@ def _state_dict_in(obj: Any) -> dict | None:
     return None
 
 
-def _load_state(model: nn.Module, state: dict, source: str, strict: bool = True) -> list[str]:
-    """Load weights; with strict=False, skip keys whose shapes differ and return them."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if not strict:
-        own = model.state_dict()
-        skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        state = {k: v for k, v in state.items() if k not in skipped}
-        model.load_state_dict(state, strict=False)
-        return skipped
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise UserError(f"the weights in {source} do not fit the architecture: {' '.join(first)}; "
-                        "check --model-code/--model-kwargs or the number of classes") from exc
-    return []
+@dataclass(frozen=True)
+class WeightsFit:
+    """How a state_dict matched an architecture: what was filled and what was not."""
+
+    filled: int
+    total: int
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    misshaped: tuple[str, ...]  # "name [file shape] vs [model shape]"
+
+    def summary(self) -> str:
+        """One line: the counts, with the first few names of each kind."""
+        parts = [f"filled {self.filled} of {self.total} tensors"]
+        for label, names in (("missing", self.missing), ("unexpected", self.unexpected),
+                             ("wrong shape", self.misshaped)):
+            if names:
+                shown = ", ".join(names[:3]) + (f", … ({len(names)} in all)" if len(names) > 3 else "")
+                parts.append(f"{label}: {shown}")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        """Plain dict for the model's metadata."""
+        return {"filled": self.filled, "total": self.total, "missing": list(self.missing),
+                "unexpected": list(self.unexpected), "misshaped": list(self.misshaped)}
+
+
+def _best_prefix(state: dict, own: dict) -> dict:
+    """Strip `module.` (DataParallel/DDP) or `model.` (Lightning) when that makes more keys match."""
+    best, hits = state, sum(k in own for k in state)
+    for prefix in ("module.", "model.", "module.model.", "model.module."):
+        stripped = {k.removeprefix(prefix): v for k, v in state.items()}
+        found = sum(k in own for k in stripped)
+        if found > hits:
+            best, hits = stripped, found
+    return best
+
+
+def fit_weights(model: nn.Module, state: dict) -> tuple[dict, WeightsFit]:
+    """The part of `state` that fits `model`, and a record of what did not."""
+    own = model.state_dict()
+    state = _best_prefix(state, own)
+    fits = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    misshaped = tuple(f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in state.items()
+                      if k in own and k not in fits)
+    missing = tuple(k for k in own if k not in state)
+    unexpected = tuple(k for k in state if k not in own)
+    return fits, WeightsFit(len(fits), len(own), missing, unexpected, misshaped)
+
+
+def _load_state(model: nn.Module, state: dict, source: str, partial: bool = False,
+                adapted: tuple[str, ...] = ()) -> WeightsFit:
+    """Load what fits; refuse (unless `partial`) when under half of the model's tensors would be filled.
+
+    `adapted` names layers PruneLab rebuilt for the data (first convolution, head): their weights are
+    expected not to fit and never count against the file.
+    """
+    fits, report = fit_weights(model, state)
+    expected = sum(1 for k in model.state_dict() if not k.startswith(tuple(a + "." for a in adapted)))
+    if not partial and report.filled * 2 < max(1, expected):
+        raise UserError(f"the weights in {source} do not fit the architecture ({report.summary()}); check the "
+                        "architecture (--model-code/--model-kwargs, torchvision:NAME), or pass --partial-weights "
+                        "to load them anyway")
+    model.load_state_dict(fits, strict=False)
+    return report
 
 
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
@@ -332,7 +468,10 @@ def _from_payload(payload: dict, source: str, model_code: str | None, trust: boo
     if payload.get("pruned"):
         apply_pruned_state(model, payload["state"])
     else:
-        _load_state(model, payload["state"], source)
+        report = _load_state(model, payload["state"], source)
+        if report.filled != report.total or report.unexpected:
+            raise UserError(f"{source} does not match its recorded architecture {arch} ({report.summary()}); "
+                            "it was changed after PruneLab saved it, or pass the --model-code it was built with")
     norm = payload.get("norm")
     return ModelBundle(model.eval(), source, arch, shape, num_classes,
                        Normalization(tuple(norm["mean"]), tuple(norm["std"])) if norm else None,
@@ -353,8 +492,12 @@ def demo_card(name: str) -> dict:
 
 def load_model(src: str, *, weights: str | None = None, model_code: str | None = None,
                model_kwargs: dict | None = None, trust: bool = False, input_shape: Shape | None = None,
-               num_classes: int | None = None) -> ModelBundle:
-    """Load a model from a source spec (see CLI.md): demo:NAME, torchvision:NAME or a FILE."""
+               num_classes: int | None = None, partial_weights: bool = False) -> ModelBundle:
+    """Load a model from a source spec (docs/cli.md): demo:NAME, torchvision:NAME or a FILE.
+
+    Files that hold code (TorchScript, pickled modules) load only with `trust`; weights that fill
+    under half of the architecture are refused unless `partial_weights`.
+    """
     kind, _, name = src.partition(":")
     if kind == "demo":
         if name not in DEMO_ARCHS:
@@ -370,30 +513,53 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
     if kind == "torchvision" and name:
         channels = shape[0] if shape else 1
         model = build_arch(src, channels, num_classes or 10)
-        skipped: list[str] = []
+        meta = {}
         if weights:
-            state = _state_dict_in(_safe_load(Path(weights)))
+            wpath = Path(weights)
+            if not wpath.is_file():
+                raise UserError(f"--weights {weights} does not exist or is not a file; name a state_dict file")
+            state = _state_dict_in(_safe_load(wpath))
             if state is None:
                 raise UserError(f"{weights} holds no state_dict; pass a file saved with torch.save(model.state_dict())")
-            skipped = _load_state(model, state, weights, strict=False)
-        meta = {"skipped_weights": skipped} if skipped else {}
+            first, head = _first_conv(model), _last_linear(model)
+            adapted = tuple(n for n in (first[0] if first else None, head) if n)
+            report = _load_state(model, state, weights, partial_weights, adapted)
+            meta["weights"] = report.to_json()
         return ModelBundle(model.eval(), src, src, shape, num_classes or 10, meta=meta)
 
     path = Path(src)
     if not path.exists():
         raise UserError(f"model {src!r} not found; use demo:resnet, demo:vgg, torchvision:NAME or an existing file")
-    if _is_torchscript(path):
+    if path.is_dir():
+        raise UserError(f"model {src} is a folder; name the model file inside it")
+    try:
+        kind = sniff(path)
+    except OSError as exc:
+        raise UserError(f"model {src} cannot be read ({exc.strerror}); check its permissions") from None
+    if kind == "empty":
+        raise UserError(f"{path} is empty (0 bytes): not a PyTorch file; save the model again with torch.save")
+    if kind == "onnx":
+        raise UserError(f"{path} is an ONNX model: PruneLab prunes PyTorch models; load the PyTorch original")
+    if kind in ("zip", "unknown"):
+        what = "a ZIP archive but" if kind == "zip" else "damaged or"
+        raise UserError(f"{path} is {what} not a PyTorch file; choose a file saved with torch.save")
+    if kind == "torchscript":
+        if not trust:
+            raise NeedsTrust(f"{path} is a TorchScript archive: it carries its own code, which runs while it loads "
+                             "and can change files. Pass --trust only if you trust where it came from, or save a "
+                             "state_dict instead", "torchscript")
         try:
             model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # a corrupt archive of any kind
-            raise UserError(f"{path} looks like TorchScript but cannot be loaded: {exc}") from exc
+            raise UserError(f"{path} is a damaged TorchScript archive: {str(exc).splitlines()[0]}") from exc
         return ModelBundle(model.eval(), src, "torchscript", shape, num_classes, meta={"torchscript": True})
     try:
         obj = _safe_load(path)
     except _NeedsTrust as exc:
         if not trust:
-            raise UserError(f"{path} holds a pickled Python object ({exc}); unpickling it can run any code. "
-                            "Pass --trust only if you trust where it came from, or save a state_dict instead") from None
+            raise NeedsTrust(f"{path} holds a pickled Python object ({exc}); unpickling it can run any code. "
+                             "Pass --trust only if you trust where it came from, or save a state_dict instead",
+                             "pickle") from None
         obj = _trusted_load(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         bundle = _from_payload(obj, src, model_code, trust)
@@ -411,8 +577,9 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
                         "(and --model-kwargs JSON) so the architecture can be built")
     arch = f"code:{model_code}"
     model = build_arch(arch, kwargs=model_kwargs)
-    _load_state(model, state, src)
-    return ModelBundle(model.eval(), src, arch, shape, num_classes, arch_kwargs=dict(model_kwargs or {}))
+    report = _load_state(model, state, src, partial_weights)
+    return ModelBundle(model.eval(), src, arch, shape, num_classes, arch_kwargs=dict(model_kwargs or {}),
+                       meta={"weights": report.to_json()})
 
 
 def _shape_from_meta(meta: dict) -> Shape | None:

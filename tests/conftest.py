@@ -130,3 +130,55 @@ def write_fake_fashion(root: Path, n_train: int = 24, n_test: int = 12) -> Path:
         write_idx(root / f"{stem}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return root
+
+
+class _StatefulNet(torch.nn.Module):
+    """A scriptable model with its own __setstate__, so the archive carries code that runs at load time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(10, 784) * 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1) @ self.w.t()
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.w, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        self.w = state[0]
+        self.training = state[1]
+
+
+@pytest.fixture
+def hostile_torchscript(tmp_path: Path) -> tuple[Path, Path]:
+    """A TorchScript archive whose __setstate__ creates a marker file via torch.from_file(shared=True).
+
+    The compiler drops unused side effects, so the code entry is edited after scripting and the
+    marker's value is used. Returns (archive, marker); the marker does not exist yet.
+    """
+    import warnings
+    import zipfile
+
+    clean = tmp_path / "clean_scripted.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(_StatefulNet()).save(str(clean))
+    marker = tmp_path / "written_by_the_archive"
+    archive = tmp_path / "hostile.pt"
+    hook = "    self.training = (state)[1]\n"
+    edited = 0
+    with zipfile.ZipFile(clean) as src, zipfile.ZipFile(archive, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith(".debug_pkl"):
+                continue  # its line table would no longer match the edited code
+            if "/code/" in info.filename and info.filename.endswith(".py") and hook.encode() in data:
+                data = data.decode().replace(hook, f"    _m = torch.from_file(\"{marker}\", True, 8)\n"
+                                                   "    self.training = torch.ge(torch.numel(_m), 0)\n").encode()
+                edited += 1
+            dst.writestr(info, data)
+    assert edited == 1, "the scripted __setstate__ changed shape; update the fixture"
+    return archive, marker

@@ -12,7 +12,7 @@ import torch.nn as nn
 from conftest import TINY_WIDTHS, tiny_resnet, tiny_vgg
 from engine import models
 from engine.data import Normalization
-from engine.errors import UserError
+from engine.errors import NeedsTrust, UserError
 from engine.models import ModelBundle, build_arch, export_onnx, load_model, save_model
 
 X = torch.randn(4, 1, 28, 28)
@@ -88,7 +88,8 @@ def test_torchvision_local_weights_skip_mismatched_layers(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save({"state_dict": source.state_dict()}, path)
     bundle = load_model("torchvision:resnet18", weights=str(path), input_shape=(1, 32, 32), num_classes=10)
-    assert set(bundle.meta["skipped_weights"]) == {"conv1.weight", "fc.weight", "fc.bias"}
+    misshaped = {entry.split()[0] for entry in bundle.meta["weights"]["misshaped"]}
+    assert misshaped == {"conv1.weight", "fc.weight", "fc.bias"}
     assert torch.equal(bundle.model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
 
 
@@ -159,7 +160,9 @@ def test_torchscript_file_is_recognised_but_not_prunable(tmp_path):
     model = tiny_resnet()
     path = tmp_path / "scripted.pt"
     torch.jit.script(model).save(str(path))
-    bundle = load_model(str(path))
+    with pytest.raises(NeedsTrust, match="TorchScript archive"):
+        load_model(str(path))  # TorchScript is code: never loaded without trust
+    bundle = load_model(str(path), trust=True)
     assert bundle.scripted and bundle.arch == "torchscript"
     with torch.no_grad():
         assert torch.allclose(bundle.model(X), model(X), atol=1e-5)
@@ -172,7 +175,7 @@ def test_torchscript_file_is_recognised_but_not_prunable(tmp_path):
 def test_traced_torchscript_is_recognised_too(tmp_path):
     path = tmp_path / "traced.pt"
     torch.jit.trace(tiny_vgg(), X[:1]).save(str(path))
-    assert load_model(str(path)).scripted
+    assert load_model(str(path), trust=True).scripted
 
 
 @pytest.mark.parametrize("content", [b"", b"not a torch file at all", b"PK\x03\x04 truncated zip"])
@@ -301,3 +304,56 @@ def test_garbled_pickles_are_user_errors(tmp_path):
             load_model(str(path))
         except UserError:
             pass
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_hostile_torchscript_runs_code_only_with_trust(hostile_torchscript):
+    archive, marker = hostile_torchscript
+    with pytest.raises(NeedsTrust):
+        load_model(str(archive))
+    assert not marker.exists()
+    torch.jit.load(str(archive))  # the fixture is real: plain loading runs the archive's code
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "empty"), (b"\x01\x02garbage" * 50, "not a PyTorch file"), (b"PK\x03\x04 truncated", "not a PyTorch file")])
+def test_garbage_never_asks_for_trust(tmp_path, content, expected):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=expected) as info:
+        load_model(str(path))
+    assert not isinstance(info.value, NeedsTrust)
+
+
+def test_onnx_file_is_named(tmp_path):
+    path = export_onnx(tiny_resnet(), (1, 28, 28), tmp_path / "model.bin")
+    with pytest.raises(UserError, match="an ONNX model: PruneLab prunes PyTorch models"):
+        load_model(str(path))
+
+
+def test_weights_that_fill_under_half_are_refused(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(3, 3), "conv1.weight": torch.zeros(64, 3, 7, 7)}, other)
+    with pytest.raises(UserError, match=r"filled \d+ of \d+ tensors.*--partial-weights"):
+        load_model("torchvision:resnet18", weights=str(other), input_shape=(3, 32, 32), num_classes=10)
+    bundle = load_model("torchvision:resnet18", weights=str(other), input_shape=(3, 32, 32), num_classes=10,
+                        partial_weights=True)
+    assert bundle.meta["weights"]["filled"] == 1 and bundle.meta["weights"]["unexpected"] == ["encoder.weight"]
+
+
+def test_user_code_that_exits_or_is_not_a_module(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("import argparse, torch.nn as nn\nclass Net(nn.Module):\n    pass\n"
+                      "argparse.ArgumentParser().add_argument('--data', required=True)\n"
+                      "p = argparse.ArgumentParser(); p.add_argument('--data', required=True); p.parse_args()\n")
+    weights = tmp_path / "w.pt"
+    torch.save({"w": torch.zeros(1)}, weights)
+    with pytest.raises(UserError, match=r"called sys.exit\(2\) while being imported"):
+        load_model(str(weights), model_code=f"{script}:Net")
+    plain = tmp_path / "plain.py"
+    plain.write_text("import torch.nn as nn\nclass Net(nn.Module):\n    pass\ndef helper():\n    pass\n")
+    with pytest.raises(UserError, match="helper in .* is not an nn.Module subclass"):
+        load_model(str(weights), model_code=f"{plain}:helper")
+    with pytest.raises(UserError, match="nested more than"):
+        load_model(str(weights), model_code=f"{plain}:Net", model_kwargs={"a": {"b": {"c": {"d": {"e": 1}}}}})
