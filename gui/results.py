@@ -51,6 +51,23 @@ def _latency_text(m: Metrics) -> str:
     return f"{m.latency(1):.2f} ms" if m.latency_ms else "not measured"
 
 
+def _speedup_text(r: RunRecord) -> str:
+    """'2.79× [2.61–2.95] (3.90× MACs)': the paired median and its interval; 'noisy' inside the brackets
+    when the machine was busy while timing."""
+    speed = r.done.speedups()
+    macs = f"({speed['macs']:.2f}× MACs)"
+    paired = r.done.paired
+    if paired:
+        noisy = ", noisy" if paired.get("noisy") else ""
+        return f"{paired['median']:.2f}× [{paired['low']:.2f}–{paired['high']:.2f}{noisy}] {macs}"
+    return (f"{speed['latency']:.2f}× " if "latency" in speed else "– ") + macs
+
+
+def _speedup_tip(r: RunRecord) -> str:
+    """The whole figure: interval, rounds, threads, and why the machine counted as noisy."""
+    return r.done.speedup_text() or "latency not measured"
+
+
 # (header, tooltip, text(run), sort value(run))
 COLUMNS = (
     ("Run", "Order of the runs in this session", lambda r: r.label, lambda r: r.run_id),
@@ -73,11 +90,13 @@ COLUMNS = (
      lambda r: r.done.after.compressed_bytes),
     ("Latency", "Median latency at batch size 1", lambda r: _latency_text(r.done.after),
      lambda r: r.done.after.latency(1) if r.done.after.latency_ms else 1e9),
-    ("Speed-up", "Measured latency speed-up (MACs reduction in brackets)",
-     lambda r: (f"{r.done.speedups().get('latency', 0):.2f}× " if r.done.after.latency_ms else "– ")
-     + f"({r.done.speedups()['macs']:.2f}× MACs)",
-     lambda r: r.done.speedups().get("latency", r.done.speedups()["macs"])),
+    ("Speed-up", "Measured latency speed-up: median of rounds timing the original and the pruned model "
+     "interleaved, its 95 % interval in square brackets ('noisy' when the machine was busy; hover a cell for "
+     "why); the MACs reduction in round brackets",
+     _speedup_text, lambda r: r.done.speedups().get("latency", r.done.speedups()["macs"])),
 )
+# Columns whose cells explain their own figure, added under the column's tooltip.
+CELL_TIPS = {"Speed-up": _speedup_tip}
 
 
 class _SortProxy(QSortFilterProxyModel):
@@ -145,11 +164,11 @@ class ResultsView(theme.PaletteWidget):
         self.runs[run.run_id] = run
         self.baseline = run.done.before
         row = []
-        for col, (_, tip, text, sort) in enumerate(COLUMNS):
+        for col, (header, tip, text, sort) in enumerate(COLUMNS):
             item = QStandardItem(text(run))
             item.setData(sort(run), SORT_ROLE)
             item.setData(run.run_id, RUN_ROLE)
-            item.setToolTip(tip)
+            item.setToolTip(f"{CELL_TIPS[header](run)}\n\n{tip}" if header in CELL_TIPS else tip)
             if col == 0:
                 item.setData(QColor(run.colour), Qt.ItemDataRole.DecorationRole)
             if col > 2:
@@ -177,7 +196,8 @@ class ResultsView(theme.PaletteWidget):
         path = Path(path)
         fields = ["run", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
                   "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
-                  "size_bytes", "compressed_bytes", "latency_ms_b1", "speedup_macs", "speedup_latency"]
+                  "size_bytes", "compressed_bytes", "latency_ms_b1", "speedup_macs", "speedup_latency",
+                  "speedup_latency_low", "speedup_latency_high", "speedup_latency_note"]
         with path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -185,6 +205,7 @@ class ResultsView(theme.PaletteWidget):
             rows += [(run, run.done.after) for run in self.runs.values()]
             for run, m in rows:
                 speed = run.done.speedups() if run else {}
+                paired = (run.done.paired if run else None) or {}
                 writer.writerow({
                     "run": run.label if run else "original", "method": run.config.method if run else "",
                     "pruning_ratio": run.config.pruning_ratio if run else "",
@@ -196,7 +217,9 @@ class ResultsView(theme.PaletteWidget):
                     "macs": m.macs, "size_bytes": m.size_bytes, "compressed_bytes": m.compressed_bytes,
                     "latency_ms_b1": m.latency(1) if m.latency_ms else "",
                     "speedup_macs": speed.get("macs", 1.0) if run else 1.0,
-                    "speedup_latency": speed.get("latency", "") if run else 1.0})
+                    "speedup_latency": speed.get("latency", "") if run else 1.0,
+                    "speedup_latency_low": paired.get("low", ""), "speedup_latency_high": paired.get("high", ""),
+                    "speedup_latency_note": paired.get("note", "")})
         return path
 
     # --------------------------------------------------------------------- slots
