@@ -4,7 +4,8 @@ the Pareto front and the ranking that names the best run in plain words.
 A plan is plain data (a TOML file or the GUI's Experiment tab); `run_plan` turns it into one
 `PruneConfig` per run, evaluates the original model once, runs every pending configuration through
 `engine.pruning.run_pruning` and writes each finished run to the store in its own transaction, so an
-interrupted plan loses at most the run in progress and a restart skips what is already stored.
+interrupted plan loses at most the run in progress and a restart skips what is already stored. Sweeps
+sharing a store claim each run before computing it (see ResultStore.claim and run_plan).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from engine.metrics import Metrics
 from engine.pruning import PruneConfig, RunDone
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: header marks (application_id, user_version) and the claims table
 
 # ----------------------------------------------------------------------------- metrics and criteria
 
@@ -336,51 +337,258 @@ def default_store_path() -> Path:
 RUN_COLUMNS = ("key", "kind", "label", "method", "ratio", "target_speedup", "guided", "config", "metrics", "steps",
                "timings", "device", "versions", "files", "notes", "model", "dataset", "created", "extra")
 
+# The store marks itself in the SQLite header: PRAGMA application_id (offset 68) says "a PruneLab result
+# store" and PRAGMA user_version (offset 60) the schema version, so another program's database or a newer
+# store is recognised from the first 100 bytes, before SQLite opens (and possibly changes) the file.
+APPLICATION_ID = int.from_bytes(b"PrLb", "big")  # 0x50724C62
+SQLITE_MAGIC = b"SQLite format 3\x00"
+OUR_TABLES = {"runs", "plans", "sensitivity", "meta"}  # schema 1 had these and no application_id
+
+# Claims let several sweeps share one store. Every holder renews its leases every RENEW_S seconds from a
+# background thread, so a claim lives as long as its process whatever the run is doing. On the same host a
+# dead owner is seen at once (its pid is gone, a zombie, or now another process); the lease only decides for
+# a holder on another machine sharing the file, or a frozen process: 2 minutes is four missed renewals,
+# patient with a loaded machine or a slow disk, yet a crashed remote sweep's run is taken over soon.
+LEASE_S = 120.0
+RENEW_S = 30.0
+POLL_S = 1.0  # how often a sweep that waits for another's runs looks at the store
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), to tell a live owner from a reused pid."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # psutil missing, no such process, or not allowed to look
+        return None
+
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """Who holds claims: one per run_plan call (token), in process `pid` on `host`, started at `proc_start`."""
+
+    token: str
+    pid: int
+    host: str
+    proc_start: float | None = None
+
+    @classmethod
+    def here(cls) -> "ClaimOwner":
+        """A new owner for this process."""
+        import uuid
+
+        return cls(uuid.uuid4().hex, os.getpid(), _host(), _process_start(os.getpid()))
+
+    def describe(self) -> str:
+        """'process 1234' (with the host when it is another machine)."""
+        return f"process {self.pid}" + ("" if self.host == _host() else f" on {self.host}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run (or baseline, or sensitivity scan) being computed: its key, owner and lease expiry (epoch s)."""
+
+    key: str
+    owner: ClaimOwner
+    expires: float
+    claimed: float
+
+
+def owner_alive(owner: ClaimOwner) -> bool:
+    """False when the owner is known dead: same host and its pid is gone, a zombie, or a newer process."""
+    if owner.host != _host():
+        return True  # cannot look at another machine's processes: the lease decides
+    try:
+        import psutil
+    except ImportError:
+        try:
+            os.kill(owner.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    try:
+        proc = psutil.Process(owner.pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if owner.proc_start is not None and abs(proc.create_time() - owner.proc_start) > 1.0:
+            return False  # the pid now belongs to another process
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    return True
+
+
+def claim_is_live(claim: Claim, now: float | None = None) -> bool:
+    """True while the claim's lease runs and its owner is not known dead."""
+    now = time.time() if now is None else now
+    return claim.expires > now and owner_alive(claim.owner)
+
+
+def inspect_store_file(path: str | Path) -> int | None:
+    """The schema version of a PruneLab store at `path` (1 for stores made before the header marks), or None
+    for a missing or empty file (a new store). Anything else is refused with a UserError, and the file is
+    only read: its first 100 bytes, and for an unmarked SQLite file its table names through an immutable
+    read-only connection, which creates no journal, WAL or shared-memory file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"result store {path} is a folder; name a file such as {path / STORE_NAME}")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"cannot read result store {path}: {exc.strerror or exc}") from None
+    if size == 0:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        raise UserError(f"cannot read result store {path}: {exc.strerror or exc}") from None
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise UserError(f"{path} is not a PruneLab result store (not an SQLite file); it was left untouched: "
+                        "choose another file with --store PATH")
+    version = int.from_bytes(header[60:64], "big")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{path} was written by a newer PruneLab (store schema {version}, this one knows "
+                            f"{SCHEMA_VERSION}); update PruneLab or choose another file with --store PATH")
+        return max(version, 1)
+    foreign = (f"{path} is an SQLite database of another program, not a PruneLab result store; it was left "
+               "untouched: choose another file with --store PATH")
+    if app_id != 0:
+        raise UserError(foreign)
+    # Unmarked: a schema-1 store of ours (it has our tables and a schema row) or someone else's database.
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            schema = (db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+                      if OUR_TABLES <= tables else None)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        raise UserError(foreign) from None
+    if not schema:
+        raise UserError(foreign)
+    return 1
+
 
 class ResultStore:
-    """SQLite (WAL) file holding one row per finished run, the baselines, the plans and sensitivity scans.
+    """SQLite (WAL) file holding one row per finished run, the baselines, the plans, sensitivity scans and the
+    claims of runs being computed.
 
-    Each call opens its own short connection, so the store can be used from any thread and never
-    holds a lock between runs; every write is one transaction.
+    Each call opens its own short connection, so the store can be used from any thread and never holds a
+    lock between runs; every write is one `BEGIN IMMEDIATE` transaction. A file that is not a PruneLab store
+    is refused before it is opened (see inspect_store_file); a schema-1 store is upgraded in place.
+    `read_only=True` (reports) never writes: no table, mark or WAL file is created.
     """
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, read_only: bool = False):
         self.path = Path(path) if path else default_store_path()
+        self.read_only = read_only
+        version = inspect_store_file(self.path)
+        if read_only:
+            if version is None:
+                raise UserError(f"no result store at {self.path}; run `python main.py sweep PLAN.toml --store "
+                                f"{self.path}` first")
+            self.schema = version
+            return
+        from engine.outputs import check_output_file
+
+        check_output_file(self.path, flag="result store")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(f"""
-                CREATE TABLE IF NOT EXISTS runs ({', '.join(c + (' TEXT PRIMARY KEY' if c == 'key' else '')
-                                                            for c in RUN_COLUMNS)}, seq INTEGER);
-                CREATE TABLE IF NOT EXISTS plans (name TEXT PRIMARY KEY, plan TEXT, updated TEXT);
-                CREATE TABLE IF NOT EXISTS sensitivity (key TEXT PRIMARY KEY, result TEXT, created TEXT);
-                CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
-                INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');
-                """)
+            self._create_or_upgrade()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.path} is not a usable result store ({exc}); choose another file with "
                             "--store PATH") from exc
+        self.schema = SCHEMA_VERSION
 
-    @contextmanager
-    def _connect(self):
+    def _create_or_upgrade(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Created in rollback-journal mode, marks and tables in one transaction: another sweep creating the
+        # same store at the same moment sees either an empty file or a marked, complete one. WAL comes after.
+        with self._connect(write=True) as db:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables and not OUR_TABLES <= tables):
+                raise UserError(f"{self.path} became another program's database while it was opened; it was "
+                                "left untouched: choose another file with --store PATH")
+            if app_id == APPLICATION_ID and version > SCHEMA_VERSION:
+                raise UserError(f"{self.path} was written by a newer PruneLab (store schema {version}); update "
+                                "PruneLab or choose another file with --store PATH")
+            if app_id != APPLICATION_ID or version < SCHEMA_VERSION:
+                cols = ", ".join(c + (" TEXT PRIMARY KEY" if c == "key" else "") for c in RUN_COLUMNS)
+                for sql in (f"CREATE TABLE IF NOT EXISTS runs ({cols}, seq INTEGER)",
+                            "CREATE TABLE IF NOT EXISTS plans (name TEXT PRIMARY KEY, plan TEXT, updated TEXT)",
+                            "CREATE TABLE IF NOT EXISTS sensitivity (key TEXT PRIMARY KEY, result TEXT, created TEXT)",
+                            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)",
+                            "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, pid INTEGER, "
+                            "host TEXT, proc_start REAL, expires REAL, claimed REAL)",
+                            f"PRAGMA application_id = {APPLICATION_ID}",
+                            f"PRAGMA user_version = {SCHEMA_VERSION}"):
+                    db.execute(sql)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA synchronous=FULL")  # a finished run survives a kill or a power cut
-            with db:  # one transaction: committed on success, rolled back on error
-                yield db
+            db.execute("PRAGMA journal_mode=WAL")
         finally:
             db.close()
 
+    @contextmanager
+    def _connect(self, write: bool = False):
+        if self.read_only:
+            if write:
+                raise UserError(f"{self.path} was opened read-only; nothing can be stored in it here")
+            # With no WAL file beside it the main file holds everything: immutable reads it without creating
+            # one. While a sweep writes (WAL present), plain read-only mode reads through the existing WAL.
+            wal = Path(f"{self.path}-wal").exists()
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro{'' if wal else '&immutable=1'}",
+                                 uri=True, timeout=30, isolation_level=None)
+        else:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            if not write:
+                yield db
+                return
+            db.execute("PRAGMA synchronous=FULL")  # a finished run survives a kill or a power cut
+            db.execute("BEGIN IMMEDIATE")  # take the write lock now: read-then-write never deadlocks
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def _has_table(self, db: sqlite3.Connection, name: str) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+            is not None
+
     # runs
-    def put(self, result: RunResult) -> None:
-        """Write (or replace) one run or baseline row, in its own transaction."""
+    def put(self, result: RunResult, owner: ClaimOwner | None = None) -> None:
+        """Write (or replace) one run or baseline row and release `owner`'s claim on it, in one transaction."""
         row = result.to_row()
-        with self._connect() as db:
+        with self._connect(write=True) as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
             db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}, seq) "
                        f"VALUES ({', '.join('?' * len(RUN_COLUMNS))}, ?)", [row[c] for c in RUN_COLUMNS] + [seq])
+            if owner is not None:
+                db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (result.key, owner.token))
 
     def keys(self, kind: str = "run") -> set[str]:
         """Keys of the stored rows of one kind."""
@@ -408,10 +616,79 @@ class ResultStore:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM runs WHERE key = ?", (key,)).fetchone()[0]
 
+    # claims
+    def claim(self, key: str, owner: ClaimOwner, table: str = "runs", lease_s: float = LEASE_S,
+              now: float | None = None) -> tuple[str, Claim | None]:
+        """Try to claim `key` for `owner` in one transaction: ('stored', None) when `table` already holds it,
+        ('busy', holder) when another owner's claim is live, else ('claimed', our claim) (taking over a claim
+        whose owner is dead or whose lease expired)."""
+        if table not in ("runs", "sensitivity"):
+            raise ValueError(f"unknown table {table!r}")
+        now = time.time() if now is None else now
+        with self._connect(write=True) as db:
+            if db.execute(f"SELECT 1 FROM {table} WHERE key = ?", (key,)).fetchone():
+                return "stored", None
+            row = db.execute("SELECT * FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is not None and row["owner"] != owner.token:
+                holder = _claim_of(row)
+                if claim_is_live(holder, now):
+                    return "busy", holder
+            mine = Claim(key, owner, now + lease_s, now)
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key, owner.token, owner.pid, owner.host, owner.proc_start, mine.expires, now))
+            return "claimed", mine
+
+    def renew(self, owner: ClaimOwner, lease_s: float = LEASE_S, now: float | None = None) -> int:
+        """Extend every lease `owner` holds; returns how many."""
+        now = time.time() if now is None else now
+        with self._connect(write=True) as db:
+            return db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (now + lease_s, owner.token)).rowcount
+
+    def release(self, owner: ClaimOwner, key: str | None = None) -> None:
+        """Drop `owner`'s claim on `key` (every claim of `owner` when key is None)."""
+        with self._connect(write=True) as db:
+            if key is None:
+                db.execute("DELETE FROM claims WHERE owner = ?", (owner.token,))
+            else:
+                db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner.token))
+
+    def claims(self) -> list[Claim]:
+        """Every claim row, live or not (see claim_is_live)."""
+        with self._connect() as db:
+            if not self._has_table(db, "claims"):
+                return []
+            return [_claim_of(r) for r in db.execute("SELECT * FROM claims ORDER BY claimed")]
+
+    @contextmanager
+    def leases(self, owner: ClaimOwner) -> Iterator[None]:
+        """Renew `owner`'s leases every RENEW_S seconds from a daemon thread; on exit release them all."""
+        import threading
+
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(RENEW_S):
+                try:
+                    self.renew(owner)
+                except (sqlite3.Error, UserError):
+                    pass  # a busy or vanished store: the next beat tries again
+
+        thread = threading.Thread(target=keep, name="prunelab-leases", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            try:
+                self.release(owner)
+            except sqlite3.Error:
+                pass  # the claims stay until their owner is seen dead or their lease runs out
+
     # plans
     def put_plan(self, name: str, record: dict) -> None:
         """Remember a plan (its settings, criteria and run keys) for reports."""
-        with self._connect() as db:
+        with self._connect(write=True) as db:
             db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?)",
                        (name, json.dumps(record), time.strftime("%Y-%m-%dT%H:%M:%S")))
 
@@ -422,11 +699,13 @@ class ResultStore:
         return [dict(json.loads(r["plan"]), name=r["name"], updated=r["updated"]) for r in rows]
 
     # sensitivity
-    def put_sensitivity(self, key: str, result: dict) -> None:
-        """Store a sensitivity scan (the JSON of SensitivityDone)."""
-        with self._connect() as db:
+    def put_sensitivity(self, key: str, result: dict, owner: ClaimOwner | None = None) -> None:
+        """Store a sensitivity scan (the JSON of SensitivityDone) and release `owner`'s claim on it."""
+        with self._connect(write=True) as db:
             db.execute("INSERT OR REPLACE INTO sensitivity VALUES (?, ?, ?)",
                        (key, json.dumps(result), time.strftime("%Y-%m-%dT%H:%M:%S")))
+            if owner is not None:
+                db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner.token))
 
     def sensitivity(self, key: str | None = None) -> list[dict]:
         """Stored scans (one by key, or all, oldest first)."""
@@ -436,6 +715,11 @@ class ResultStore:
             else:
                 rows = db.execute("SELECT result FROM sensitivity ORDER BY created, rowid").fetchall()
         return [json.loads(r[0]) for r in rows]
+
+
+def _claim_of(row: sqlite3.Row) -> Claim:
+    return Claim(row["key"], ClaimOwner(row["owner"], row["pid"], row["host"], row["proc_start"]), row["expires"],
+                 row["claimed"])
 
 
 # ----------------------------------------------------------------------------- plans
@@ -764,6 +1048,15 @@ class PlanProgress:
 
 
 @dataclass(frozen=True)
+class PlanWaiting(PlanProgress):
+    """Runs (or the baseline, or the scan) this plan needs are being computed by another process sharing
+    the store; the plan waits for them. `holders` names those processes, `keys` the runs."""
+
+    holders: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PlanRunDone:
     """A run finished and is stored (or was found in the store when `skipped`)."""
 
@@ -772,6 +1065,7 @@ class PlanRunDone:
     result: RunResult
     skipped: bool = False
     rss_bytes: int = 0  # resident memory after the run's memory was freed
+    shared: bool = False  # computed by another process sharing the store while this plan ran
 
 
 @dataclass(frozen=True)
@@ -785,6 +1079,7 @@ class PlanDone:
     seconds: float
     ran: int
     skipped: int
+    shared: int = 0  # runs another process sharing the store computed while this plan ran
 
 
 # ----------------------------------------------------------------------------- runner
@@ -878,24 +1173,72 @@ def plan_runs(plan: Plan, bundle=None, scan=None) -> list[tuple]:
     return runs
 
 
+def _pause(seconds: float, cancel: CancelToken) -> None:
+    """Sleep, looking at the cancel flag ten times a second."""
+    end = time.monotonic() + seconds
+    while True:
+        cancel.check()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(0.1, left))
+
+
+def _acquire(store: ResultStore, key: str, owner: ClaimOwner, cancel: CancelToken, what: str,
+             table: str = "runs", total: int = 0, skipped: int = 0) -> Iterator:
+    """Claim `key`, waiting (with PlanWaiting events) while another live process holds it.
+
+    Returns True when this owner now holds the claim, False when the result is already stored.
+    """
+    shown = ""
+    while True:
+        cancel.check()
+        status, holder = store.claim(key, owner, table)
+        if status != "busy":
+            return status == "claimed"
+        who = holder.owner.describe()
+        if who != shown:
+            shown = who
+            yield PlanWaiting(0, total, key, what, skipped, f"waiting for {what}: {who} is computing it",
+                              (who,), (key,))
+        _pause(POLL_S, cancel)
+
+
+def _stamp(result: RunResult, owner: ClaimOwner) -> RunResult:
+    """Record which process computed a row (sweeps sharing a store can tell their work apart)."""
+    result.extra.update(pid=owner.pid, host=owner.host)
+    return result
+
+
 def sensitivity_for_plan(plan: Plan, bundle, data, store: ResultStore | None,
-                         cancel: CancelToken | None) -> Iterator:
+                         cancel: CancelToken | None, owner: ClaimOwner | None = None) -> Iterator:
     """The plan's sensitivity scan as events ending with SensitivityDone: taken from the store when this
-    exact scan is there, else computed (yielding its Progress) and stored."""
+    exact scan is there, else computed (yielding its Progress) and stored. With an `owner`, the scan is
+    claimed first, so a second sweep on the same store waits for it instead of computing it again."""
     from engine.sensitivity import SensitivityDone, scan, scan_key
 
+    cancel = cancel or CancelToken()
     opts = dict(plan.sensitivity)
     key = scan_key(plan.model_identity(), plan.data, opts)
     found = store.sensitivity(key) if store is not None else []
+    if not found and store is not None and owner is not None:
+        mine = yield from _acquire(store, key, owner, cancel, "the sensitivity scan", table="sensitivity")
+        if not mine:
+            found = store.sensitivity(key)
     if found:
         yield SensitivityDone.from_json(found[0])
         return
-    done = None
-    for ev in scan(bundle, data, cancel=cancel, **opts):
-        done = ev
-        yield ev
-    if store is not None:
-        store.put_sensitivity(key, dict(done.to_json(), key=key, plan=plan.name))
+    try:
+        done = None
+        for ev in scan(bundle, data, cancel=cancel, **opts):
+            done = ev
+            yield ev
+        if store is not None:
+            store.put_sensitivity(key, dict(done.to_json(), key=key, plan=plan.name), owner)
+    except BaseException:
+        if store is not None and owner is not None:
+            store.release(owner, key)
+        raise
 
 
 def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, bundle=None,
@@ -905,8 +1248,24 @@ def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, 
     Yields PlanProgress before each run, the engine's events of that run, PlanRunDone after it
     (also for runs found in the store), and PlanDone with the ranking at the end. Dataset and model
     are loaded once and the original model is evaluated once (or taken from the store).
+
+    Sweeps may share a store (two terminals, or machines on a shared disk): each run is claimed in the
+    store before it starts and released when it is stored, fails or is cancelled, so no run is computed
+    twice. Runs another live process holds are left to it; once this sweep has nothing else to do it
+    waits for them (PlanWaiting events, a look every POLL_S seconds) and ranks them with its own, so every
+    sweep ends with the whole plan, which is what a user who started two of them wants. When their owner
+    dies (same host: its pid is gone) or stops renewing its lease, this sweep takes them over, so nothing
+    is lost. Cancelling while waiting loses nothing either: the other process stores its runs and a re-run
+    includes them. The baseline and the sensitivity scan are claimed the same way (the other sweeps wait
+    for them, since every run needs them), so they too are computed once.
     """
     cancel = cancel or CancelToken()
+    owner = ClaimOwner.here()
+    with store.leases(owner):
+        yield from _run_plan(plan, store, cancel, bundle, data, owner)
+
+
+def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner) -> Iterator:
     start = time.perf_counter()
     from engine.metrics import evaluate
     from engine.pruning import run_pruning
@@ -916,7 +1275,7 @@ def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, 
         bundle, data = load_inputs(plan)
     scan = None
     if plan.sensitivity_guided:
-        for ev in sensitivity_for_plan(plan, bundle, data, store, cancel):
+        for ev in sensitivity_for_plan(plan, bundle, data, store, cancel, owner):
             scan = ev
             yield ev
     runs = plan_runs(plan, bundle, scan)
@@ -929,49 +1288,85 @@ def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, 
     skipped = sum(1 for r in runs if r[0] in done_keys)
 
     baseline = store.get(b_key)
+    if baseline is None and not (yield from _acquire(store, b_key, owner, cancel, "the original model's "
+                                                     "evaluation", total=total, skipped=skipped)):
+        baseline = store.get(b_key)  # another sweep evaluated it while this one waited
     if baseline is None:
         yield PlanProgress(0, total, b_key, "original model", skipped, "evaluating the original model once")
-        sink = []
-        t0 = time.perf_counter()
-        for ev in evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
-                           limit=first_cfg.eval_limit, speed=first_cfg.measure_speed, threads=first_cfg.threads,
-                           repeats=first_cfg.latency_repeats, cancel=cancel):
-            if isinstance(ev, Progress):
-                yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
-            else:
-                sink.append(ev.metrics)
-        baseline = RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
-                             time.perf_counter() - t0, 0.0, 0.0, _device_text(first_cfg.device), _versions(),
-                             {"model": plan.model}, [], plan.model, plan.data, time.strftime("%Y-%m-%dT%H:%M:%S"))
-        store.put(baseline)
+        try:
+            sink = []
+            t0 = time.perf_counter()
+            for ev in evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
+                               limit=first_cfg.eval_limit, speed=first_cfg.measure_speed,
+                               threads=first_cfg.threads, repeats=first_cfg.latency_repeats, cancel=cancel):
+                if isinstance(ev, Progress):
+                    yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
+                else:
+                    sink.append(ev.metrics)
+            baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
+                                        time.perf_counter() - t0, 0.0, 0.0, _device_text(first_cfg.device),
+                                        _versions(), {"model": plan.model}, [], plan.model, plan.data,
+                                        time.strftime("%Y-%m-%dT%H:%M:%S")), owner)
+            store.put(baseline, owner)
+        except BaseException:
+            store.release(owner, b_key)
+            raise
     yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
                       tuple(plan.criteria))
-    ran = 0
-    for index, (key, label, cfg, rec, guided) in enumerate(runs, 1):
-        cancel.check()
-        if key in done_keys:
-            stored = store.get(key)
-            if stored is not None:
-                yield PlanRunDone(index, total, stored, skipped=True)
+    ran = shared = 0
+    pending = list(enumerate(runs, 1))
+    shown = ""
+    while pending:
+        waiting, holders = [], []
+        for index, (key, label, cfg, rec, guided) in pending:
+            cancel.check()
+            status, holder = ("stored", None) if key in done_keys else store.claim(key, owner)
+            if status == "stored":
+                stored = store.get(key)
+                if stored is not None:  # (a stored row is never deleted; the check only guards the type)
+                    by_other = key not in done_keys
+                    shared += by_other
+                    yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
+                    continue
+                done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
+            if status != "claimed":
+                waiting.append((index, (key, label, cfg, rec, guided)))
+                if holder is not None:
+                    holders.append(holder.owner.describe())
                 continue
-        yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}")
-        out_dir = None
-        if plan.save_models:
-            out_dir = Path(plan.out_dir or store.path.parent / "models") / key
-        final = None
-        for ev in run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics):
-            if isinstance(ev, RunDone):
-                final = ev
-            yield ev
-        result = _result_of(final, key, label, cfg, rec, guided, plan)
-        store.put(result)  # the moment the run finishes: a later crash cannot lose it
-        ran += 1
-        del final, ev
-        gc.collect()  # free the pruned copy, its optimiser and activations before the next run
-        yield PlanRunDone(index, total, result, rss_bytes=_rss_bytes())
+            yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}")
+            try:
+                out_dir = None
+                if plan.save_models:
+                    out_dir = Path(plan.out_dir or store.path.parent / "models") / key
+                final = ev = None
+                for ev in run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics):
+                    if isinstance(ev, RunDone):
+                        final = ev
+                    yield ev
+                result = _stamp(_result_of(final, key, label, cfg, rec, guided, plan), owner)
+                store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
+            except BaseException:
+                store.release(owner, key)  # failed or cancelled: another sweep may take it
+                raise
+            ran += 1
+            del final, ev
+            gc.collect()  # free the pruned copy, its optimiser and activations before the next run
+            yield PlanRunDone(index, total, result, rss_bytes=_rss_bytes())
+        pending = waiting
+        if pending:
+            who = sorted(set(holders))
+            text = (f"{len(pending)} run{'s are' if len(pending) > 1 else ' is'} being computed by "
+                    f"{', '.join(who)}; waiting to include {'them' if len(pending) > 1 else 'it'} "
+                    "(cancel to stop: they are stored anyway, and a re-run includes them)")
+            if text != shown:
+                shown = text
+                yield PlanWaiting(0, total, "", "waiting", skipped, text, tuple(who),
+                                  tuple(r[1][0] for r in pending))
+            _pause(POLL_S, cancel)
     results = tuple(store.results([r[0] for r in runs]))
     yield PlanDone(results, baseline, rank(results, plan.criteria, baseline, model=plan.model), str(store.path),
-                   time.perf_counter() - start, ran, skipped)
+                   time.perf_counter() - start, ran, skipped, shared)
 
 
 def _result_of(done: RunDone, key: str, label: str, cfg: PruneConfig, rec: Recovery, guided: bool,
