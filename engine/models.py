@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from engine.data import Normalization, Shape
 from engine.errors import NeedsTrust, UserError
+from engine.outputs import atomic_files
 from resources import resource_path
 
 FORMAT = "prunelab-model"
@@ -286,9 +287,8 @@ def save_model(bundle: ModelBundle, path: str | Path, pruned: bool = False) -> P
         "class_names": list(bundle.class_names) if bundle.class_names else None,
         "meta": _plain(bundle.meta), "state": state,
     }
-    tmp = path.with_suffix(path.suffix + ".part")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves half a model file
+    with atomic_files(path) as (tmp,):  # a crash never leaves half a model file
+        torch.save(payload, tmp)
     return path
 
 

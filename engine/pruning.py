@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
 from engine import __version__
+from engine.checks import check_run
 from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import CancelToken, EpochDone, EvalDone, Eta, Progress
@@ -29,6 +30,7 @@ from engine.layers import (LayerStat, WeightHistogram, classifier_head, histogra
 from engine.methods import Method, UnstructuredStrategy, get_method
 from engine.metrics import Metrics, count_macs, evaluate, iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
+from engine.outputs import atomic_dir
 from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
 
 SCOPES = ("layer", "global")
@@ -74,6 +76,24 @@ class PruneConfig:
     def validate(self) -> Method:
         """Check the values and return the method; errors name the field and the fix."""
         method = get_method(self.method)
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{name} must be a finite number, got {value}")
+        for name, value in self.layer_ratios.items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"ratio for layer {name} must be a finite number, got {value!r}")
+        for name in ("batch_size", "eval_limit", "threads", "finetune_batches", "bn_batches", "calibration_batches",
+                     "latency_repeats"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.finetune_lr <= 0 or self.sparsity_reg < 0 or self.distill_temperature <= 0:
+            raise UserError("the fine-tuning learning rate and distillation temperature must be above 0, and the "
+                            f"sparsity penalty not negative (got {self.finetune_lr}, {self.distill_temperature}, "
+                            f"{self.sparsity_reg})")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise UserError(f"distill_weight must be between 0 and 1, got {self.distill_weight}")
         if (self.pruning_ratio is None) == (self.target_speedup is None):
             raise UserError("give exactly one of a pruning ratio (--ratio) or a target speed-up (--target-speedup)")
         if self.pruning_ratio is not None and not 0.0 < self.pruning_ratio < 1.0:
@@ -469,6 +489,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     """
     method = cfg.validate()
     bundle.require_prunable()
+    check_run(cfg, bundle)  # before the baseline: bad layer names or a batch too big fail in a second
     cancel = cancel or CancelToken()
     dev, note = resolve_device(cfg.device)
     device = dev.type
@@ -607,7 +628,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     if out_dir is not None:
         yield Progress("save", 0, 1, "saving model and ONNX")
         files = save_outputs(work, Path(out_dir), structured=method.structured,
-                             check_batches=data.loader("test", 256, limit=1024))
+                             check_batches=data.loader("test", 256, limit=1024), notes=notes)
         yield Progress("save", 1, 1, "saved")
     model.cpu()
     if keep is not None:
@@ -616,25 +637,38 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
                   time.perf_counter() - start, prune_seconds, tuple(notes), paired)
 
 
-def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None) -> dict[str, str]:
-    """Save the pruned model (loads with weights_only=True) and its ONNX export; returns the paths.
+def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None,
+                 notes: list[str] | None = None) -> dict[str, str]:
+    """Save the pruned model (loads with weights_only=True) and its ONNX export; returns the final paths.
 
+    The set is written into a temporary folder beside `out_dir` and renamed into place whole. An ONNX
+    export that fails is a note (appended to `notes`), not a failure: the model file is still saved.
     With `check_batches`, the ONNX file is run in onnxruntime and its top-1 recorded in model.json.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
+    out_dir = Path(out_dir)
     bundle.model.cpu().eval()
-    if bundle.arch in ("module",):
-        files["model"] = str(save_full_module(bundle, out_dir / "model_full.pt"))
-    else:
-        files["model"] = str(save_model(bundle, out_dir / "model.pt", pruned=structured))
-    files["onnx"] = str(export_onnx(bundle.model, bundle.input_shape, out_dir / "model.onnx"))
-    if check_batches is not None:
-        bundle.meta["onnx_check"] = check_onnx(files["onnx"], bundle.model, check_batches)
-    meta = out_dir / "model.json"
-    meta.write_text(json.dumps(bundle.meta, indent=2, default=str))
-    files["meta"] = str(meta)
-    return files
+    names: dict[str, str] = {}
+    with atomic_dir(out_dir) as tmp:
+        if bundle.arch in ("module",):
+            save_full_module(bundle, tmp / "model_full.pt")
+            names["model"] = "model_full.pt"
+        else:
+            save_model(bundle, tmp / "model.pt", pruned=structured)
+            names["model"] = "model.pt"
+        try:
+            export_onnx(bundle.model, bundle.input_shape, tmp / "model.onnx")
+            names["onnx"] = "model.onnx"
+        except Exception as exc:  # noqa: BLE001 - some layers have no ONNX form; the model itself is fine
+            text = f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); " \
+                   "the PyTorch model was saved, only model.onnx is missing"
+            bundle.meta["onnx_error"] = text
+            if notes is not None:
+                notes.append(text)
+        if check_batches is not None and "onnx" in names:
+            bundle.meta["onnx_check"] = check_onnx(tmp / "model.onnx", bundle.model, check_batches)
+        (tmp / "model.json").write_text(json.dumps(bundle.meta, indent=2, default=str))
+        names["meta"] = "model.json"
+    return {kind: str(out_dir / name) for kind, name in names.items()}
 
 
 def _versions() -> dict[str, str]:

@@ -155,7 +155,13 @@ def test_cancel_between_groups(tiny, fashion):
     (dict(pruning_ratio=None, target_speedup=2.0, method="magnitude-global"), "unstructured"),
     (dict(steps=0), "steps"),
     (dict(distill=True), "fine-tuning"),
-    (dict(ignored_layers=("no.such",)), "unknown layer"),
+    (dict(ignored_layers=("no.such",)), "--ignore: no layer named 'no.such'"),
+    (dict(layer_ratios={"nope": 0.5}), "--layer-ratio: no layer named 'nope'"),
+    (dict(ignored_layers=("stem", "layer1", "layer2", "layer3")), "every prunable layer is ignored"),
+    (dict(pruning_ratio=float("nan")), "finite"),
+    (dict(batch_size=0), "batch_size must be a whole number"),
+    (dict(eval_limit=0), "eval_limit"),
+    (dict(batch_size=10 ** 9), "would need about .* GiB for one forward pass"),
 ])
 def test_bad_configs_are_explained(tiny, fashion, bad, fix):
     with pytest.raises(UserError, match=fix):

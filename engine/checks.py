@@ -1,0 +1,106 @@
+"""Checks that run before any expensive work, shared by the CLI, plans and the GUI.
+
+Everything knowable from the options, the model and the machine is checked here, so a run never
+spends minutes and then fails on something it could have said at the start.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from engine.errors import UserError
+from engine.layers import classifier_head, prunable_layers
+
+if TYPE_CHECKING:
+    from engine.models import ModelBundle
+    from engine.pruning import PruneConfig
+
+MAX_SIDE = 8192  # pixels: larger images are not what an image classifier is trained on
+MAX_CHANNELS = 64
+
+
+def check_input_shape(shape: tuple[int, ...], flag: str = "--input-shape") -> None:
+    """Refuse shapes no image classifier takes (they would only exhaust memory)."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"{flag} must be three positive integers C,H,W, got {shape}")
+    c, h, w = shape
+    if c > MAX_CHANNELS or max(h, w) > MAX_SIDE:
+        raise UserError(f"{flag} {c},{h},{w} is outside what PruneLab handles (at most {MAX_CHANNELS} channels and "
+                        f"{MAX_SIDE} pixels a side); resize the images")
+
+
+def check_layers(cfg: "PruneConfig", model: nn.Module, num_classes: int | None) -> None:
+    """Named layers must exist, and something must be left to prune."""
+    modules = dict(model.named_modules())
+    for flag, names in (("--ignore", cfg.ignored_layers), ("--layer-ratio", list(cfg.layer_ratios))):
+        unknown = [n for n in names if n not in modules or not n]
+        if unknown:
+            examples = ", ".join(n for n, _ in prunable_layers(model)[:4])
+            raise UserError(f"{flag}: no layer named {', '.join(map(repr, unknown))} in this model; layer names "
+                            f"look like {examples} (see the layer table or `python main.py evaluate`)")
+    ignored = [modules[n] for n in cfg.ignored_layers]
+    if cfg.keep_head:
+        head = classifier_head(model, num_classes)
+        if head:
+            ignored.append(modules[head])
+    inside = {id(m) for ig in ignored for m in ig.modules()}
+    left = [n for n, m in prunable_layers(model) if id(m) not in inside]
+    if not left:
+        raise UserError("every prunable layer is ignored (--ignore and the kept classifier head), so nothing would "
+                        "be pruned; ignore fewer layers")
+
+
+def _activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(input bytes, largest single layer output in bytes) for one image, measured with hooks."""
+    largest = 0
+
+    def hook(_module, _inputs, output) -> None:
+        nonlocal largest
+        if torch.is_tensor(output):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return math.prod(shape) * 4, largest
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes free for a new allocation on the device."""
+    if device == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_batch_memory(model: nn.Module, shape: tuple[int, ...], batch_size: int, device: str = "cpu") -> None:
+    """Refuse a batch whose forward pass alone would need more memory than the machine has free."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return  # hooks do not run inside TorchScript; its forward was already tried at batch 1
+    per_image_in, per_image_act = _activation_bytes(model, shape)
+    per_image = per_image_in + 2 * per_image_act  # a layer's input and output are alive together
+    need = per_image * batch_size
+    free = available_memory(device)
+    if need > free:
+        fits = max(1, 2 ** int(math.log2(max(1, free // max(1, per_image)))))
+        raise UserError(f"--batch-size {batch_size} would need about {need / 2 ** 30:.1f} GiB for one forward pass, "
+                        f"more than the {free / 2 ** 30:.1f} GiB free on {device}; use --batch-size {fits} or less")
+
+
+def check_run(cfg: "PruneConfig", bundle: "ModelBundle") -> None:
+    """Everything about a pruning run that can be checked before the baseline is measured."""
+    cfg.validate()
+    if bundle.input_shape:
+        check_input_shape(tuple(bundle.input_shape))
+    if not bundle.scripted:
+        check_layers(cfg, bundle.model, bundle.num_classes)
+    if bundle.input_shape:
+        check_batch_memory(bundle.model, tuple(bundle.input_shape), cfg.batch_size, cfg.device)
