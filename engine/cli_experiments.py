@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-
-from engine.errors import UserError
 
 
 def _ratios(text: str) -> tuple[float, ...]:
@@ -90,10 +87,14 @@ def _fmt(v) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
     from engine.cli import CANCEL, ProgressPrinter
-    from engine.experiments import PlanDone, PlanProgress, PlanRunDone, ResultStore, load_plan, run_plan
+    from engine.experiments import PlanDone, PlanProgress, PlanRunDone, PlanWaiting, ResultStore, load_plan, run_plan
 
     plan = load_plan(args.plan)
-    store = ResultStore(plan.resolved_store(args.store))
+    if args.report:  # checked before any run starts, not after an hour of them
+        from engine.report import check_report_path
+
+        check_report_path(args.report, flag="--report")
+    store = ResultStore(plan.resolved_store(args.store))  # refuses a foreign file before the plan runs
     print(f"plan {plan.name!r}: {len(plan.methods)} methods × {len(plan.ratios) + len(plan.target_speedups)} "
           f"targets × {len(plan.recoveries)} recovery settings"
           + (" + sensitivity-guided runs" if plan.sensitivity_guided else "") + f"; store {store.path}", flush=True)
@@ -102,17 +103,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     done = None
     for ev in run_plan(plan, store, CANCEL):
         printer(ev)
-        if isinstance(ev, PlanProgress) and ev.index:
+        if isinstance(ev, PlanProgress) and ev.index and not isinstance(ev, PlanWaiting):
             print(f"[{ev.index}/{ev.total}] {ev.label} ({ev.key})", flush=True)
+        elif isinstance(ev, PlanWaiting):
+            print(ev.message, flush=True)
         elif isinstance(ev, PlanRunDone):
             r, m = ev.result, ev.result.metrics
             state = "already stored" if ev.skipped else f"stored, {r.seconds:.1f} s, RSS {ev.rss_bytes / 2**20:.0f} MiB"
+            if ev.shared:
+                state = f"stored by process {r.extra.get('pid', '?')}"
             lat = f", latency {m.latency():.2f} ms" if m.latency() else ""
             print(f"[{ev.index}/{ev.total}] {r.label}: top-1 {m.top1:.2%}, MACs {m.macs / 1e6:.2f} M{lat} "
                   f"({state})", flush=True)
         elif isinstance(ev, PlanDone):
             done = ev
-    print(f"\n{done.ran} runs done, {done.skipped} already stored, {time.time() - start:.1f} s; store {done.store}")
+    shared = f", {done.shared} computed by another process" if done.shared else ""
+    print(f"\n{done.ran} runs done, {done.skipped} already stored{shared}, {time.time() - start:.1f} s; "
+          f"store {done.store}")
     print(ranking_table(done.ranking))
     print("\n" + done.ranking.recommendation)
     if args.report:
@@ -128,12 +135,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the self-contained HTML report and the CSV of all runs from a result store."""
     from engine.experiments import ResultStore
-    from engine.report import write_report
+    from engine.report import check_report_path, write_report
 
-    if not Path(args.store).is_file():
-        raise UserError(f"no result store at {args.store}; run `python main.py sweep PLAN.toml --store "
-                        f"{args.store}` first")
-    html, csv = write_report(ResultStore(args.store), args.out, plan_name=args.plan)
+    out = check_report_path(args.out, flag="--out")
+    html, csv = write_report(ResultStore(args.store, read_only=True), out, plan_name=args.plan)
     print(f"wrote {html} and {csv}")
     return 0
 
@@ -163,12 +168,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run an experiment plan (methods × ratios × recovery) from a TOML file")
     p.add_argument("plan", metavar="PLAN.toml", help="the plan (see examples/plan.toml)")
     p.add_argument("--store", metavar="PATH", help="result store (default: the plan's, else the user data folder)")
-    p.add_argument("--report", metavar="FILE.html", help="write the HTML report (and CSV) when done")
+    p.add_argument("--report", metavar="FILE.html", help="write the HTML report (and CSV) when done; checked "
+                   "before the first run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="write a self-contained HTML report and a CSV from a result store")
-    p.add_argument("--store", required=True, metavar="PATH", help="the result store written by `sweep`")
+    p.add_argument("--store", required=True, metavar="PATH",
+                   help="the result store written by `sweep` (opened read-only: never changed)")
     p.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file (FILE.csv is written beside it)")
     p.add_argument("--plan", metavar="NAME", help="which plan of the store (default: the most recent)")
     p.set_defaults(func=cmd_report)

@@ -13,6 +13,7 @@ import numpy as np
 from engine.errors import UserError
 from engine.experiments import (DEFAULT_CRITERIA, METRICS, Criterion, Ranking, ResultStore, RunResult,
                                 describe_gain, metric_value, pareto_front, rank)
+from engine.outputs import atomic_files
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f", "#393b79", "#637939")
@@ -465,8 +466,9 @@ def build_html(results: Sequence[RunResult], baseline: RunResult | None, criteri
 
 def write_report(store: ResultStore, out: str | Path, plan_name: str | None = None,
                  criteria: Sequence[Criterion] | None = None) -> tuple[Path, Path]:
-    """Write FILE.html and FILE.csv for a plan of the store (default: the most recent one)."""
-    out = Path(out)
+    """Write FILE.html and FILE.csv for a plan of the store (default: the most recent one), as one set:
+    both appear whole, or neither changes."""
+    out = check_report_path(out, flag="report")
     plans = store.plans()
     plan = None
     if plan_name:
@@ -492,11 +494,18 @@ def write_report(store: ResultStore, out: str | Path, plan_name: str | None = No
     if not results and not scans:
         raise UserError(f"{store.path} holds no runs yet; run `python main.py sweep PLAN.toml --store {store.path}`")
     csv_path = out.with_suffix(".csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
     ranking = rank(results, crit, baseline)
-    write_csv(results, csv_path, baseline, ranking)
     text = build_html(results, baseline, crit, plan, scans, str(store.path), csv_path.name)
-    tmp = out.with_suffix(out.suffix + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    with atomic_files(out, csv_path) as (html_tmp, csv_tmp):  # both files or neither
+        write_csv(results, csv_tmp, baseline, ranking)
+        html_tmp.write_text(text, encoding="utf-8")
     return out, csv_path
+
+
+def check_report_path(out: str | Path, flag: str = "--out") -> Path:
+    """Refuse, before any work, a report target that is a folder, not writable or not an .html file."""
+    from engine.outputs import check_output_file
+
+    out = check_output_file(out, flag=flag, suffixes=(".html",))
+    check_output_file(out.with_suffix(".csv"), flag=f"{flag} (the CSV beside it)", suffixes=(".csv",))
+    return out
