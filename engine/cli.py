@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import os
 import platform
 import shlex
+import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,10 +19,13 @@ import torch
 
 from engine import __version__
 from engine.data import Dataset, Normalization, load_dataset
-from engine.errors import Cancelled, UserError
+from engine.checks import check_batch_memory, check_input_shape
+from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, EvalDone, Progress
 from engine.metrics import Metrics, evaluate
-from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, load_model, save_model
+from engine.models import (DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, load_model,
+                           save_model)
+from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -34,21 +42,47 @@ def _shape(text: str) -> tuple[int, int, int]:
     return parts
 
 
+def finite(text: str) -> float:
+    """argparse type: a finite number (nan and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        return tuple(finite(v) for v in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}") from None
 
 
 def _json_obj(text: str) -> dict:
+    if len(text) > 10_000:
+        raise argparse.ArgumentTypeError("--model-kwargs is longer than 10000 characters; pass only the "
+                                         "constructor's arguments")
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--model-kwargs is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise argparse.ArgumentTypeError("--model-kwargs must be a JSON object, e.g. '{\"width\": 32}'")
-    return obj
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise argparse.ArgumentTypeError(f"--model-kwargs is not valid JSON: {str(exc)[:80]}") from None
+    try:
+        return check_model_kwargs(obj)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +93,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-code", metavar="PATH.py:ClassName", help="architecture for a state_dict FILE")
     p.add_argument("--model-kwargs", type=_json_obj, metavar="JSON", help="arguments for --model-code's class")
     p.add_argument("--trust", action="store_true",
-                   help="allow unpickling a whole-module FILE (runs code from it; only for files you trust)")
+                   help="allow loading a FILE that holds code: a pickled module or TorchScript (runs code from it; "
+                        "only for files you trust)")
+    p.add_argument("--partial-weights", action="store_true",
+                   help="load --weights even when they fill under half of the architecture (prints the counts)")
     p.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="input shape when it cannot be inferred")
     p.add_argument("--mean", type=_floats, metavar="M1,M2,..", help="per-channel normalisation mean")
     p.add_argument("--std", type=_floats, metavar="S1,S2,..", help="per-channel normalisation std")
@@ -70,26 +107,41 @@ def add_data_args(p: argparse.ArgumentParser, device: bool = True) -> None:
     p.add_argument("--data", required=True, metavar="SPEC", help="fashion-mnist, imagefolder:PATH or cifar10:PATH")
     if device:
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size (default 64)")
+    p.add_argument("--batch-size", type=count, default=64, metavar="N", help="batch size (default 64)")
 
 
 def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     """Load the dataset and model named by the flags and make them fit each other."""
     data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0)
+    for line in getattr(data, "warnings", ()):
+        print(f"warning: {line}", file=sys.stderr)
     bundle = load_model(args.model, weights=args.weights, model_code=args.model_code, model_kwargs=args.model_kwargs,
-                        trust=args.trust, input_shape=args.input_shape, num_classes=data.num_classes)
-    return bundle, fit_data(bundle, data, args.mean, args.std)
+                        trust=args.trust, input_shape=args.input_shape, num_classes=data.num_classes,
+                        partial_weights=args.partial_weights)
+    weights = bundle.meta.get("weights")
+    if weights and (weights["missing"] or weights["unexpected"] or weights["misshaped"]):
+        from engine.models import WeightsFit
+
+        fit = WeightsFit(**{k: tuple(v) if isinstance(v, list) else v for k, v in weights.items()})
+        print(f"note: weights from {args.weights or args.model}: {fit.summary()}", file=sys.stderr)
+    fitted = fit_data(bundle, data, args.mean, args.std)
+    check_batch_memory(bundle.model, bundle.input_shape, args.batch_size, getattr(args, "device", "cpu") or "cpu")
+    return bundle, fitted
 
 
 def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = None,
              std: Sequence[float] | None = None) -> Dataset:
     """Convert the data to the model's input shape and normalisation and check the class count."""
     shape = bundle.input_shape or data.input_shape
+    check_input_shape(tuple(shape))
     bundle.input_shape = tuple(shape)
     norm = bundle.norm or data.norm
     if mean or std:
         if not (mean and std) or len(mean) != len(std):
             raise UserError("--mean and --std must be given together with one value per channel")
+        if any(not math.isfinite(v) for v in (*mean, *std)) or min(std) <= 0:
+            raise UserError(f"--std values must be above 0 and all values finite (got mean {list(mean)}, std "
+                            f"{list(std)}); a zero std would divide every pixel by zero")
         norm = Normalization(tuple(mean), tuple(std))
     if len(norm.mean) not in (1, shape[0]):
         raise UserError(f"normalisation has {len(norm.mean)} channels but the model takes {shape[0]}; "
@@ -204,12 +256,8 @@ def metrics_table(columns: dict[str, Metrics]) -> str:
 
 
 def write_json(path: str | Path, obj: dict) -> None:
-    """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    """Write JSON whole or not at all."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -236,6 +284,8 @@ def _latency_threads(metrics: Metrics) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model and print (and optionally save) all metrics."""
+    if args.json:
+        check_output_file(args.json, flag="--json")
     bundle, data = resolve(args)
     device = _device(args.device)
     done = run_events(evaluate(bundle.model, data, device=device, batch_size=args.batch_size, threads=args.threads,
@@ -264,10 +314,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train an architecture on a dataset and save it with a JSON card."""
     from engine.training import TrainConfig, seed_everything, train
 
+    if args.epochs <= 0 or args.lr <= 0:
+        raise UserError(f"--epochs and --lr must be above 0, got {args.epochs:g} and {args.lr:g}")
+    out = check_output_file(args.out, flag="--out", suffixes=(".pt", ".pth"))
+    check_output_file(out.with_suffix(".json"), flag="--out")
     data = load_dataset(args.data, input_shape=args.input_shape, seed=args.seed)
     seed_everything(args.seed)
     arch = args.model if ":" in args.model else f"demo:{args.model}"
     model = build_arch(arch, data.input_shape[0], data.num_classes)
+    check_output_file(out, 2 * sum(p.numel() * p.element_size() for p in model.parameters()), flag="--out")
     device = _device(args.device)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                       optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed, device=device,
@@ -302,8 +357,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     bundle = ModelBundle(model, args.out, arch, data.input_shape, data.num_classes, data.norm, data.class_names,
                          meta={"card": card})
-    out = save_model(bundle, args.out)
-    write_json(out.with_suffix(".json"), card)
+    with atomic_files(out, out.with_suffix(".json")) as (model_tmp, card_tmp):  # the pair lands together
+        save_model(bundle, model_tmp)
+        card_tmp.write_text(json.dumps(card, indent=2))
     print(f"test top-1 {metrics.top1:.2%}, F1 {metrics.f1_macro:.2%}; trained in {train_s / 60:.1f} min")
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return EXIT_OK
@@ -352,10 +408,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from engine.pruning import RunDone, StepDone
     from engine.pruning import run_pruning
 
+    from engine.checks import check_run
+
     cfg = prune_config(args)
     method = cfg.validate()
-    bundle, data = resolve(args)
     out = Path(args.out) if args.out else Path("runs") / f"{method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_output_dir(out)
+    if args.json:
+        check_output_file(args.json, flag="--json")
+    bundle, data = resolve(args)
+    bundle.require_prunable()
+    check_run(cfg, bundle)
+    # the model file and its ONNX copy each hold every weight once; metadata is small
+    check_output_dir(out, 2 * sum(p.numel() * p.element_size() for p in bundle.model.parameters()) + 2 ** 20)
     printer = ProgressPrinter(quiet=args.quiet)
 
     def report(event) -> None:
@@ -373,9 +438,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     sp = done.speedups()
     summary = f"MACs {sp['macs']:.2f}x lower, parameters {sp['params']:.2f}x lower, compressed size " \
               f"{sp['compressed']:.2f}x smaller"
-    if "latency" in sp:
-        summary += f", latency {sp['latency']:.2f}x lower (efficiency {sp['latency_efficiency']:.2f})"
     print(summary + f"; top-1 {100 * (done.after.top1 - done.before.top1):+.2f} pt")
+    if "latency" in sp:
+        print(f"{done.speedup_text()}; efficiency {sp['latency_efficiency']:.2f} (latency gain / MACs gain)")
     print(f"pruning took {done.prune_seconds:.2f} s, the whole run {done.seconds:.1f} s")
     for note in done.notes:
         print(f"note: {note}")
@@ -395,31 +460,31 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--method", required=True, help=f"one of: {', '.join(REGISTRY)} (see `methods`)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--ratio", type=float, metavar="R",
+    target.add_argument("--ratio", type=finite, metavar="R",
                         help="share removed: channels for structured methods, weights for unstructured")
-    target.add_argument("--target-speedup", type=float, metavar="S",
+    target.add_argument("--target-speedup", type=finite, metavar="S",
                         help="prune until MACs are at least S times lower (structured methods; layer scope picks "
                              "the smallest uniform ratio that gets there, global scope prunes in small steps)")
     p.add_argument("--scope", default="layer", choices=("global", "layer"),
                    help="layer: same ratio in every layer; global: rank channels across layers")
-    p.add_argument("--steps", type=int, default=1, help="iterative steps, each prune -> recover -> evaluate")
+    p.add_argument("--steps", type=count, default=1, help="iterative steps, each prune -> recover -> evaluate")
     p.add_argument("--round-to", type=int, default=8, metavar="N",
                    help="keep channel counts multiples of N (default 8, fast kernels; 0 or 1 = off)")
-    p.add_argument("--max-layer-ratio", type=float, default=0.9, help="no layer loses more than this share")
+    p.add_argument("--max-layer-ratio", type=finite, default=0.9, help="no layer loses more than this share")
     p.add_argument("--layer-ratio", action="append", metavar="NAME=R", help="own ratio for a layer (repeatable)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="leave a layer alone (repeatable)")
     p.add_argument("--prune-head", action="store_true", help="also prune the classifier head's inputs")
     p.add_argument("--bn-recalibrate", action="store_true",
                    help="re-estimate BatchNorm statistics on training batches after each step (seconds)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, metavar="E", help="fine-tuning epochs per step")
-    p.add_argument("--finetune-batches", type=int, metavar="N", help="or a batch budget per step")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--finetune-epochs", type=finite, default=0.0, metavar="E", help="fine-tuning epochs per step")
+    p.add_argument("--finetune-batches", type=count, metavar="N", help="or a batch budget per step")
+    p.add_argument("--lr", type=finite, default=0.01, help="fine-tuning learning rate (default 0.01)")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
-    p.add_argument("--sparsity-reg", type=float, default=0.0,
+    p.add_argument("--sparsity-reg", type=finite, default=0.0,
                    help="bn-scale: L1 penalty on BatchNorm scales while fine-tuning (e.g. 1e-4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-limit", type=int, metavar="N", help="evaluate on the first N test images only")
-    p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--eval-limit", type=count, metavar="N", help="evaluate on the first N test images only")
+    p.add_argument("--threads", type=count, help="CPU threads for latency (default: torch's)")
     p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--quiet", action="store_true")
@@ -445,15 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an architecture (the demo models are made with this)")
     p.add_argument("--model", required=True, metavar="ARCH", help="demo:resnet, demo:vgg or torchvision:NAME")
     p.add_argument("--data", required=True, metavar="SPEC")
-    p.add_argument("--epochs", type=float, required=True, metavar="N")
+    p.add_argument("--epochs", type=finite, required=True, metavar="N")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=finite, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--batch-size", type=count, default=128)
     p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "constant"))
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=finite, default=5e-4)
+    p.add_argument("--label-smoothing", type=finite, default=0.0)
     p.add_argument("--no-augment", action="store_true", help="no random shifts and flips")
     p.add_argument("--input-shape", type=_shape, metavar="C,H,W")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -463,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy, precision/recall/F1, size, MACs, latency, memory")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--threads", type=int, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--threads", type=count, help="CPU threads for latency (default: torch's)")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -503,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_OK
+    previous = _terminate_as_cancel()
     try:
         return int(args.func(args) or EXIT_OK)
     except UserError as exc:
@@ -511,3 +577,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("\ncancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception as exc:  # noqa: BLE001 - out of memory is the machine's limit; anything else is our bug
+        explained = resource_error(exc)
+        if explained is not None:
+            print(f"error: {explained}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        where = _log_traceback(exc)
+        print(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+              f"this is a bug in PruneLab, please report it with {where}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_cancel():
+    """Let SIGTERM unwind like Ctrl-C, so partial outputs are removed on the way out."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (tests calling main() from a worker): leave signals alone
+        return None
+
+
+def _log_traceback(exc: Exception) -> str:
+    """Write the traceback to the log folder; returns where it went (or the hint to rerun)."""
+    try:
+        from engine.experiments import default_store_path
+
+        folder = Path(os.environ.get("PRUNELAB_LOG_DIR") or default_store_path().parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "cli-errors.log"
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(sys.argv)}\n")
+            fh.write("".join(traceback.format_exception(exc)) + "\n")
+        return f"the traceback in {path}"
+    except OSError:
+        logging.getLogger(__name__).debug("could not write the error log", exc_info=True)
+        return "the command you ran"
