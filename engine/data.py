@@ -8,9 +8,13 @@ Python overhead on a 2-core machine.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
+import stat
 import struct
+import unicodedata
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,30 +35,108 @@ FASHION_HINT = (
     "(or set PRUNELAB_FASHION_DIR to a folder holding the four *-ubyte.gz files)"
 )
 SPEC_HELP = "valid dataset specs: fashion-mnist, imagefolder:PATH, cifar10:PATH"
+SCHEMES = ("fashion-mnist", "imagefolder", "cifar10")
+SCHEME_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}
+MAX_PATH_CHARS = 4096  # Linux PATH_MAX: longer text cannot name a file
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 Shape = tuple[int, int, int]
 
 
+def _breaks_line(ch: str) -> bool:
+    """Control characters and line/paragraph separators: they would split or garble a one-line message."""
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
+def shown(text: object, limit: int = 200) -> str:
+    """Text (usually a path) made safe for a one-line message: odd characters escaped, long text shortened."""
+    s = str(text)
+    if any(_breaks_line(ch) for ch in s):
+        s = ascii(s)
+    return s if len(s) <= limit else s[:limit - 1] + "…"
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one short line (library messages may span lines or be empty)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return shown(text, 120)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset spec: one of SCHEMES and, where given, a path."""
+
+    scheme: str
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return self.scheme if self.path is None else f"{self.scheme}:{self.path}"
+
+
+def parse_dataset_spec(spec: str) -> DatasetSpec:
+    """Parse `fashion-mnist[:DIR]`, `imagefolder:PATH` or `cifar10:PATH`; touches no file."""
+    if not isinstance(spec, str):
+        raise UserError(f"dataset spec must be text, not {type(spec).__name__}; {SPEC_HELP}")
+    quoted = shown(repr(spec), 80)
+    kind, colon, path = spec.partition(":")
+    kind = kind.strip().lower()
+    scheme = SCHEME_ALIASES.get(kind, kind)
+    if scheme not in SCHEMES:
+        raise UserError(f"unknown dataset spec {quoted}; {SPEC_HELP}")
+    path = path.strip()
+    if not path:
+        if scheme == "fashion-mnist":
+            return DatasetSpec(scheme)
+        raise UserError(f"dataset spec {quoted} names no path; {SPEC_HELP}")
+    if any(_breaks_line(ch) for ch in path):
+        raise UserError(f"dataset path in {quoted} contains a control character; {SPEC_HELP}")
+    if len(path) > MAX_PATH_CHARS:
+        raise UserError(f"dataset path in {quoted} is {len(path)} characters long, more than any path "
+                        f"({MAX_PATH_CHARS}); {SPEC_HELP}")
+    return DatasetSpec(scheme, path)
+
+
+def _folder(path: Path, what: str) -> Path:
+    """`path` if it is a folder we may list, else a UserError naming it (`what`: "an image folder")."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{shown(path)} is not {what}: it does not exist; {SPEC_HELP}") from None
+    except (OSError, ValueError) as exc:  # too long a name, a loop of links, an embedded NUL
+        raise UserError(f"cannot open {shown(path)}: {_reason(exc)}; {SPEC_HELP}") from None
+    if not stat.S_ISDIR(mode):
+        raise UserError(f"{shown(path)} is not {what}: it is a file; {SPEC_HELP}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UserError(f"cannot read {shown(path)}: permission denied; fix its permissions")
+    return path
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Read a (gzipped) IDX file of unsigned bytes into a numpy array."""
     opener = gzip.open if str(path).endswith(".gz") else open
+    fix = "reinstall the dataset files"
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read {path}: {exc}; reinstall the dataset files") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a garbled stream a zlib.error
+        raise UserError(f"cannot read {shown(path)}: {_reason(exc)}; {fix}") from None
     if len(raw) < 4:
-        raise UserError(f"{path} is not an IDX file (too short); reinstall the dataset files")
+        raise UserError(f"{shown(path)} is not an IDX file (too short); {fix}")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise UserError(f"{path} is not an unsigned-byte IDX file; reinstall the dataset files")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    expected = int(np.prod(dims)) if dims else 0
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != expected:
-        raise UserError(f"{path} is truncated ({data.size} of {expected} bytes); reinstall the dataset files")
-    return data.reshape(dims)
+        raise UserError(f"{shown(path)} is not an unsigned-byte IDX file; {fix}")
+    if ndim == 0:
+        raise UserError(f"{shown(path)} is an IDX file with no dimensions; {fix}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{shown(path)} is truncated inside its header; {fix}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = math.prod(dims)  # exact: a garbled header must not overflow into a plausible size
+    have = len(raw) - header
+    if have != expected:
+        state = "truncated" if have < expected else "longer than its header says"
+        raise UserError(f"{shown(path)} is {state} ({have} of {expected} bytes); {fix}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 @dataclass(frozen=True)
@@ -170,6 +252,7 @@ class Dataset:
     splits: dict = field(repr=False, default_factory=dict)
     kind: str = "tensor"  # "tensor" (in memory) or "folder" (files read lazily)
     flip: bool = True  # horizontal flips are safe augmentation for this data
+    warnings: tuple[str, ...] = ()  # one line each, for the user: e.g. damaged files that were left out
 
     @property
     def num_classes(self) -> int:
@@ -222,20 +305,36 @@ def _stats(images: torch.Tensor, max_images: int = 20000) -> Normalization:
 
 def load_fashion_mnist(root: Path | None = None, val_fraction: float = 1 / 12, seed: int = 0) -> Dataset:
     """The built-in dataset: 55k train, 5k validation (fixed split), 10k test."""
+    if root is not None:
+        _folder(Path(root), "a Fashion-MNIST folder")
     root = Path(root or FASHION_DIR)
     names = {
         "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
     }
-    arrays = {}
+    arrays, paths = {}, {}
     for key, stem in names.items():
         path = next((p for p in (root / f"{stem}.gz", root / stem) if p.exists()), None)
         if path is None:
-            raise UserError(f"Fashion-MNIST not found in {root}: {FASHION_HINT}")
-        arrays[key] = read_idx(path)
+            raise UserError(f"Fashion-MNIST not found in {shown(root)}: {FASHION_HINT}")
+        arrays[key], paths[key] = read_idx(path), path
+    for key, ndim, what in (("train_x", 3, "images"), ("test_x", 3, "images"),
+                            ("train_y", 1, "labels"), ("test_y", 1, "labels")):
+        if arrays[key].ndim != ndim:
+            raise UserError(f"{shown(paths[key])} holds a {arrays[key].ndim}-D array, not {what} "
+                            f"({ndim}-D); reinstall the dataset files")
+    if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
+        raise UserError(f"{shown(paths['train_x'])} and {shown(paths['test_x'])} hold images of different sizes; "
+                        "reinstall the dataset files")
+    for key in ("train_y", "test_y"):
+        if arrays[key].size and int(arrays[key].max()) >= len(FASHION_CLASSES):
+            raise UserError(f"{shown(paths[key])} holds label {int(arrays[key].max())}, outside 0..9; "
+                            "reinstall the dataset files")
     if arrays["train_x"].shape[0] != arrays["train_y"].shape[0] or \
             arrays["test_x"].shape[0] != arrays["test_y"].shape[0]:
-        raise UserError(f"Fashion-MNIST files in {root} disagree on the number of images; reinstall them")
+        raise UserError(f"Fashion-MNIST files in {shown(root)} disagree on the number of images; reinstall them")
+    if arrays["train_x"].shape[0] < 2 or arrays["test_x"].shape[0] < 1:
+        raise UserError(f"Fashion-MNIST files in {shown(root)} hold too few images; reinstall them")
     images = torch.from_numpy(np.concatenate([arrays["train_x"], arrays["test_x"]])[:, None].copy())
     labels = torch.from_numpy(np.concatenate([arrays["train_y"], arrays["test_y"]]).astype(np.int64))
     n_train = arrays["train_x"].shape[0]
@@ -267,34 +366,95 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
 
 
-def _read_cifar_batch(path: Path) -> dict:
+CIFAR_FIX = "use the 'python version' archive (cifar-10-python.tar.gz)"
+
+
+def _read_cifar_pickle(path: Path):
+    """Unpickle one CIFAR file with numpy-only globals; any failure is a UserError naming the file."""
     try:
         with open(path, "rb") as fh:
             return _NumpyOnlyUnpickler(fh, encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read CIFAR-10 batch {path}: {exc}; use the 'python version' archive") from exc
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"cannot read CIFAR-10 batch {shown(path)}: {_reason(exc)}; {CIFAR_FIX}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read CIFAR-10 batch {shown(path)}: {_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - garbage makes pickle raise almost any type; none is a bug of ours
+        raise UserError(f"cannot read CIFAR-10 batch {shown(path)}: not a pickle file "
+                        f"({type(exc).__name__}: {_reason(exc)}); {CIFAR_FIX}") from None
+
+
+def _get(batch: dict, key: str):
+    """A CIFAR field: bytes keys (Python 2 pickles) or str keys (re-pickled under Python 3)."""
+    return batch[key.encode()] if key.encode() in batch else batch.get(key)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N×3×32×32 uint8) and labels (N int64) of one batch file, every field checked."""
+    batch = _read_cifar_pickle(path)
+    where = f"CIFAR-10 batch {shown(path)}"
+    if not isinstance(batch, dict):
+        raise UserError(f"{where} holds a {type(batch).__name__}, not a dict with data and labels; {CIFAR_FIX}")
+    data, labels = _get(batch, "data"), _get(batch, "labels")
+    for key, value in (("data", data), ("labels", labels)):
+        if value is None:
+            keys = ", ".join(sorted(shown(k.decode(errors="replace") if isinstance(k, bytes) else k, 20)
+                                    for k in batch)[:8]) or "none"
+            hint = " (fine_labels: a CIFAR-100 file; PruneLab reads CIFAR-10)" \
+                if key == "labels" and _get(batch, "fine_labels") is not None else ""
+            raise UserError(f"{where} has no {key!r} key (keys: {keys}){hint}; {CIFAR_FIX}")
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "ui":
+        kind = f"{data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise UserError(f"{where}: data is a {kind}, not an array of pixel bytes; {CIFAR_FIX}")
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise UserError(f"{where}: data has shape {tuple(data.shape)}, expected rows of 3072 values "
+                        f"(3×32×32); {CIFAR_FIX}")
+    if data.dtype != np.uint8 and data.size and (int(data.min()) < 0 or int(data.max()) > 255):
+        raise UserError(f"{where}: pixel values outside 0..255; {CIFAR_FIX}")
+    try:
+        y = np.asarray(labels)
+    except Exception:  # noqa: BLE001 - ragged or odd label lists make numpy raise; treat them as not integers
+        y = None
+    if y is None or y.ndim != 1 or (y.size and y.dtype.kind not in "ui"):
+        raise UserError(f"{where}: labels are not a list of integers; {CIFAR_FIX}")
+    if len(y) != data.shape[0]:
+        raise UserError(f"{where} has {data.shape[0]} images but {len(y)} labels; {CIFAR_FIX}")
+    if data.shape[0] == 0:
+        raise UserError(f"{where} holds no images; {CIFAR_FIX}")
+    bad = np.flatnonzero((y < 0) | (y > 9))
+    if bad.size:
+        raise UserError(f"{where}: label {int(y[bad[0]])} (image {int(bad[0])}) is outside 0..9; {CIFAR_FIX}")
+    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
+def _cifar_names(meta: Path) -> tuple[str, ...] | None:
+    """Class names from batches.meta; None when it lists none."""
+    info = _read_cifar_pickle(meta)
+    names = info.get(b"label_names", info.get("label_names")) if isinstance(info, dict) else None
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or len(names) != 10 or \
+            not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(f"CIFAR-10 file {shown(meta)}: label_names is not a list of 10 names; {CIFAR_FIX}")
+    return tuple(shown(n.decode(errors="replace") if isinstance(n, bytes) else n, 60) for n in names)
 
 
 def load_cifar10(path: Path, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     """A CIFAR-10 'python version' folder (data_batch_1..5, test_batch, batches.meta)."""
-    root = Path(path)
+    root = _folder(Path(path), "a CIFAR-10 python folder")
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
     train_files = [root / f"data_batch_{i}" for i in range(1, 6)]
     missing = [p.name for p in train_files + [root / "test_batch"] if not p.exists()]
     if missing:
-        raise UserError(f"{root} is not a CIFAR-10 python folder (missing {', '.join(missing)}); "
+        raise UserError(f"{shown(root)} is not a CIFAR-10 python folder (missing {', '.join(missing)}); "
                         "extract cifar-10-python.tar.gz and pass that folder")
     xs, ys = [], []
     for p in train_files + [root / "test_batch"]:
-        batch = _read_cifar_batch(p)
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-    names = tuple(f"class {i}" for i in range(10))
+        x, y = _read_cifar_batch(p)
+        xs.append(x)
+        ys.append(y)
     meta = root / "batches.meta"
-    if meta.exists():
-        info = _read_cifar_batch(meta)
-        names = tuple(n.decode() for n in info.get(b"label_names", [])) or names
+    names = (_cifar_names(meta) if meta.exists() else None) or tuple(f"class {i}" for i in range(10))
     images = torch.from_numpy(np.concatenate(xs))
     labels = torch.from_numpy(np.concatenate(ys))
     n_train = sum(len(y) for y in ys[:-1])
@@ -306,8 +466,68 @@ def load_cifar10(path: Path, val_fraction: float = 0.1, seed: int = 0) -> Datase
                    splits)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last bytes of every complete PNG
+JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+
+
+def _decode(path: str) -> torch.Tensor | None:
+    """Pixels of one image as 3×H×W uint8, or None when the file cannot be decoded."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy an RGB image
+            return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+    except Exception:  # noqa: BLE001 - PIL plugins raise many types on bad data; a bad file must not kill a worker
+        return None
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why an image file cannot be used ("empty file", "truncated: …", "not an image"), or None if it looks whole.
+
+    The check must stay cheap, since it runs on every file when a folder is opened: PNG and JPEG (nearly
+    every dataset) are accepted from their first and last bytes alone: a complete PNG ends with its IEND
+    chunk, a complete JPEG with the EOI marker, and a cut-off copy or download lacks them, which PIL's
+    `verify()` does not notice for JPEG. Files that fail this test (including PNG/JPEG with trailing bytes)
+    are decoded in full before being refused; other formats get PIL's header parse and `verify()`. What
+    passes here yet cannot be decoded (a garbled middle) is dropped from its batch by the loader.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, 16, 0)
+            tail = os.pread(fd, 16, max(0, size - 16))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return _reason(exc.strerror or exc)
+    if size == 0:
+        return "empty file"
+    if head.startswith(PNG_SIGNATURE) and tail.endswith(PNG_END):
+        return None
+    if head.startswith(JPEG_START) and JPEG_END in tail:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if head.startswith((PNG_SIGNATURE, JPEG_START)):
+                img.load()  # no end marker: only a full decode can tell a truncated file from trailing bytes
+            else:
+                img.verify()
+    except UnidentifiedImageError:
+        if head.startswith((PNG_SIGNATURE, JPEG_START)):
+            return f"truncated {'PNG' if head.startswith(PNG_SIGNATURE) else 'JPEG'} header"
+        return "not an image"
+    except Exception as exc:  # noqa: BLE001 - see _decode
+        return _reason(exc)
+    return None
+
+
 class _FolderImages(torch.utils.data.Dataset):
-    """Image files with labels, decoded lazily and converted to one shape."""
+    """Image files with labels, decoded lazily; an item that cannot be decoded is None (the loader drops it)."""
 
     def __init__(self, samples: Sequence[tuple[str, int]]):
         self.samples = list(samples)
@@ -317,77 +537,147 @@ class _FolderImages(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        x = _decode(path)
+        if x is None:
+            return None
         return (self.transform(x) if self.transform else x), label
 
     def targets(self) -> np.ndarray:
+        """Labels of every listed image."""
         return np.array([s[1] for s in self.samples], dtype=np.int64)
 
 
-def _scan_classes(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    samples = []
+def _list_dir(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError as exc:
+        raise UserError(f"cannot read folder {shown(path)}: {_reason(exc.strerror or exc)}; "
+                        "fix its permissions") from None
+
+
+def _raise_walk_error(exc: OSError) -> None:
+    raise UserError(f"cannot read folder {shown(exc.filename)}: {_reason(exc.strerror or exc)}; "
+                    "fix its permissions")
+
+
+@dataclass
+class _ScanLog:
+    """What a folder scan met: image files seen and the damaged ones left out (path, reason)."""
+
+    seen: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def warning(self, root: Path) -> tuple[str, ...]:
+        """One line for Dataset.warnings, or none when nothing was skipped."""
+        n = len(self.skipped)
+        if not n:
+            return ()
+        return (f"skipped {n} damaged image file{'s' if n > 1 else ''} of {self.seen} in {shown(root)} "
+                f"(first {shown(self.skipped[0][0])}: {self.skipped[0][1]})",)
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(e.name for e in _list_dir(root) if not e.name.startswith(".") and e.is_dir())
+
+
+def _scan_classes(root: Path, log: _ScanLog, train: bool = True) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class folders under `root` and their readable images; checks that every class keeps one."""
+    classes = _class_folders(root)
+    if not classes:
+        raise UserError(f"{shown(root)} has no class folders; expected PATH/<class>/<image>.png")
+    samples, empty = [], []
     for label, name in enumerate(classes):
-        for dirpath, _, files in sorted(os.walk(root / name)):
+        found, first_bad = 0, None
+        for dirpath, _, files in sorted(os.walk(root / name, onerror=_raise_walk_error)):
             for f in sorted(files):
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, f), label))
+                # Dot files are not images even with an image extension (macOS writes "._x.png" metadata).
+                if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                path = os.path.join(dirpath, f)
+                log.seen += 1
+                reason = unreadable_reason(path)
+                if reason is None:
+                    samples.append((path, label))
+                    found += 1
+                else:
+                    log.skipped.append((path, reason))
+                    first_bad = first_bad or (path, reason)
+        if not found:
+            empty.append((root / name, first_bad))
+    if train and len(samples) < 3:
+        damaged = f" ({len(log.skipped)} damaged, first {shown(log.skipped[0][0])})" if log.skipped else ""
+        raise UserError(f"{shown(root)} holds fewer than 3 images in class sub-folders{damaged}; "
+                        "expected PATH/<class>/<image>.png")
+    if train and len(classes) < 2:
+        raise UserError(f"{shown(root)} needs at least two class folders; found {len(classes)}")
+    if empty:
+        folder, bad = empty[0]
+        if bad:
+            raise UserError(f"class folder {shown(folder)} has no readable image (first damaged {shown(bad[0])}: "
+                            f"{bad[1]}); replace the files or remove the folder")
+        raise UserError(f"class folder {shown(folder)} holds no images; add images or remove the folder")
     return classes, samples
 
 
 def load_image_folder(path: Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                       input_shape: Shape | None = None) -> Dataset:
-    """An ImageFolder tree: either train/ with val/ and/or test/, or one folder split by seed."""
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; pass imagefolder:PATH to a folder of class folders")
+    """An ImageFolder tree: either train/ with val/ and/or test/, or one folder split by seed.
+
+    Damaged image files are left out and counted in `Dataset.warnings` (see `unreadable_reason`).
+    """
+    root = _folder(Path(path), "an image folder")
+    log = _ScanLog()
     sub = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
     if "train" in sub and len(sub) > 1:
-        classes, train = _scan_classes(sub["train"])
+        classes, train = _scan_classes(sub["train"], log)
         splits = {"train": train}
         for name in ("val", "test"):
             if name in sub:
-                c, s = _scan_classes(sub[name])
+                c = _class_folders(sub[name])
                 if c != classes:
-                    raise UserError(f"{sub[name]} has other class folders than {sub['train']}; make them match")
-                splits[name] = s
+                    raise UserError(f"{shown(sub[name])} has other class folders than {shown(sub['train'])}; "
+                                    "make them match")
+                splits[name] = _scan_classes(sub[name], log, train=False)[1]
         if "val" not in splits:
             splits["val"] = splits["test"]
         if "test" not in splits:
             splits["test"] = splits["val"]
     else:
         # A lone train/ folder holds the class folders: split it by seed (not one class named "train").
-        folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        base = sub["train"] if folders == [sub.get("train")] else root
-        classes, samples = _scan_classes(base)
-        if len(samples) < 3:
-            raise UserError(f"{root} holds fewer than 3 images in class sub-folders; "
-                            "expected PATH/<class>/<image>.png")
+        base = sub["train"] if _class_folders(root) == ["train"] else root
+        classes, samples = _scan_classes(base, log)
         perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
         n_test = max(1, int(len(samples) * test_fraction))
         n_val = max(1, int(len(samples) * val_fraction))
         pick = lambda ids: [samples[i] for i in sorted(ids)]  # noqa: E731 - tiny local helper
         splits = {"test": pick(perm[:n_test]), "val": pick(perm[n_test:n_test + n_val]),
                   "train": pick(perm[n_test + n_val:])}
-    if len(classes) < 2:
-        raise UserError(f"{root} needs at least two class folders; found {len(classes)}")
     if not splits["train"]:
-        raise UserError(f"{root} has no training images; expected PATH/<class>/<image>.png")
-    from PIL import Image
-
-    with Image.open(splits["train"][0][0]) as first:
-        channels = 1 if first.mode in ("L", "I", "I;16", "1") else 3
-        side = min(max(first.size), 224)
-        native: Shape = (channels, first.size[1], first.size[0])
-    shape = tuple(input_shape) if input_shape else (channels, side, side)
+        raise UserError(f"{shown(root)} has no training images; expected PATH/<class>/<image>.png")
+    native = _native_shape(splits["train"])
+    side = min(max(native[1], native[2]), 224)
+    shape = tuple(input_shape) if input_shape else (native[0], side, side)
     folder = {k: _FolderImages(v) for k, v in splits.items()}
     norm = _folder_stats(folder["train"], shape)
-    return Dataset(root.name, f"imagefolder:{path}", tuple(classes), native, shape, norm, folder, kind="folder")
+    return Dataset(root.name, f"imagefolder:{path}", tuple(classes), native, shape, norm, folder, kind="folder",
+                   warnings=log.warning(root))
+
+
+def _native_shape(samples: Sequence[tuple[str, int]]) -> Shape:
+    """Channels and size of the first training image that opens (grey images give one channel)."""
+    from PIL import Image
+
+    for path, _ in samples[:50]:
+        try:
+            with Image.open(path) as first:
+                channels = 1 if first.mode in ("L", "I", "I;16", "1") else 3
+                return channels, first.size[1], first.size[0]
+        except Exception:  # noqa: BLE001 - see _decode; the loader drops such files
+            continue
+    raise UserError(f"none of the first training images can be opened (first {shown(samples[0][0])}); "
+                    "check the image files")
 
 
 class _FolderTransform:
@@ -409,13 +699,39 @@ class _FolderTransform:
         return x
 
 
-def _folder_stats(images: _FolderImages, shape: Shape, max_images: int = 500) -> Normalization:
-    images.transform = _FolderTransform(shape, None, False)
+def _folder_stats(images: _FolderImages, shape: Shape, max_images: int = 500, chunk: int = 64) -> Normalization:
+    """Per-channel mean/std of up to `max_images` evenly spaced training images, at the model's shape.
+
+    Images of one size are converted in chunks (one resize call per chunk, not per image) and summed in
+    float64, so memory stays bounded by `chunk` images whatever the folder holds.
+    """
     step = max(1, len(images) // max_images)
-    batch = torch.stack([images[i][0] for i in range(0, len(images), step)])
-    images.transform = None
-    mean = batch.mean(dim=(0, 2, 3))
-    std = batch.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    sums = torch.zeros(2, shape[0], dtype=torch.float64)  # Σx and Σx² per channel
+    count = 0
+    pending: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    def flush(size: tuple[int, ...]) -> None:
+        nonlocal count
+        x = convert_batch(torch.stack(pending.pop(size)).float().div_(255.0), shape).double()
+        sums[0] += x.sum(dim=(0, 2, 3))
+        sums[1] += x.square().sum(dim=(0, 2, 3))
+        count += x.numel() // shape[0]
+
+    for i in range(0, len(images), step):
+        x = _decode(images.samples[i][0])
+        if x is None:
+            continue  # damaged inside: the loader drops it too
+        size = tuple(x.shape[1:])
+        pending.setdefault(size, []).append(x)
+        if len(pending[size]) >= chunk:
+            flush(size)
+    for size in list(pending):
+        flush(size)
+    if count < 2:
+        raise UserError(f"none of the sampled training images can be decoded (first {shown(images.samples[0][0])}); "
+                        "check the image files")
+    mean = sums[0] / count
+    std = ((sums[1] - count * mean.square()) / (count - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
     return Normalization(tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std))
 
 
@@ -424,11 +740,32 @@ def num_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def _collate_readable(batch: list):
+    """default_collate over the items that decoded; None when none did (module level: workers pickle it)."""
+    items = [item for item in batch if item is not None]
+    return torch.utils.data.default_collate(items) if items else None
+
+
+class _FolderLoader:
+    """Batches of image files: a DataLoader whose batches leave out files that could not be decoded."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            if batch is not None:
+                yield batch
+
+
 def _folder_loader(data, batch_size, shape, norm, shuffle, augment, seed, drop_last):
     view = _TransformedView(data, _FolderTransform(shape, norm, augment))
-    return torch.utils.data.DataLoader(
+    return _FolderLoader(torch.utils.data.DataLoader(
         view, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers(),
-        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+        generator=torch.Generator().manual_seed(seed), persistent_workers=False, collate_fn=_collate_readable))
 
 
 class _TransformedView(torch.utils.data.Dataset):
@@ -441,20 +778,21 @@ class _TransformedView(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int):
-        x, y = self.data[i]
+        item = self.data[i]
+        if item is None:
+            return None
+        x, y = item
         return self.transform(x), y
 
 
 def load_dataset(spec: str, *, input_shape: Shape | None = None, seed: int = 0) -> Dataset:
     """Parse a dataset spec (`fashion-mnist`, `imagefolder:PATH`, `cifar10:PATH`) and load it."""
-    kind, _, path = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
-        data = load_fashion_mnist(Path(path) if path else None, seed=seed)
-    elif kind == "imagefolder" and path:
-        data = load_image_folder(Path(path), seed=seed, input_shape=input_shape)
-    elif kind == "cifar10" and path:
-        data = load_cifar10(Path(path), seed=seed)
+    parsed = parse_dataset_spec(spec)
+    path = Path(parsed.path) if parsed.path is not None else None
+    if parsed.scheme == "fashion-mnist":
+        data = load_fashion_mnist(path, seed=seed)
+    elif parsed.scheme == "imagefolder":
+        data = load_image_folder(path, seed=seed, input_shape=input_shape)
     else:
-        raise UserError(f"unknown dataset spec {spec!r}; {SPEC_HELP}")
+        data = load_cifar10(path, seed=seed)
     return data.adapted(input_shape) if input_shape else data
