@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout,
 
 from engine.cli import fmt_bytes, fmt_count
 from engine.data import Dataset
-from engine.errors import UserError
+from engine.errors import NeedsTrust, UserError
 from engine.events import EpochDone, Progress
 from engine.experiments import PlanDone, PlanProgress, PlanRunDone, PlanStarted, ResultStore, run_plan
 from engine.methods import get_method
@@ -79,7 +79,7 @@ class MainWindow(QMainWindow):
         self.error_box: QMessageBox | None = None
         self.pending_request: LoadRequest | None = None
         self.startup_load = False
-        self.pending_trust: tuple[LoadRequest, str] | None = None
+        self.pending_trust: tuple[LoadRequest, str, str] | None = None
         self.sensitivity: Sensitivity | None = None
         self.plan_position = ""  # "Plan run 3/24 · " while a plan runs
 
@@ -447,10 +447,12 @@ class MainWindow(QMainWindow):
             html += "<p style='color:#D55E00'>TorchScript models can be evaluated but not pruned.</p>"
         self.summary_label.setText(html)
 
-    def _ask_trust(self, path: str, message: str) -> bool:
-        """Ask whether to unpickle an untrusted file; explains the risk. True only on an explicit yes."""
+    def _ask_trust(self, path: str, message: str, what: str = "pickle") -> bool:
+        """Ask whether to load a file that holds code; explains the risk. True only on an explicit yes."""
+        holds = ("a TorchScript program (code that runs while it loads), not just weights" if what == "torchscript"
+                 else "a whole pickled Python object, not just weights")
         box = QMessageBox(QMessageBox.Icon.Warning, "Trust this model file?",
-                          f"<b>{Path(path).name}</b> contains a whole pickled Python object, not just weights.",
+                          f"<b>{escape(Path(path).name)}</b> contains {holds}.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setInformativeText("Loading it runs code stored in the file, with your permissions: a malicious file "
                                "can read or delete your data. Load it only if you created it or trust its source. "
@@ -705,10 +707,10 @@ class MainWindow(QMainWindow):
             record.status = "failed"
         if kind == "load":
             request = self.pending_request
-            if (failure.user_error and request is not None and not request.trust and request.model_src
-                    and "--trust" in failure.message and not request.model_src.startswith("demo:")):
+            if (isinstance(failure.exception, NeedsTrust) and request is not None and not request.trust
+                    and request.model_src and not request.model_src.startswith("demo:")):
                 # ask once the worker thread is gone (see _on_thread_done): a new load needs it idle
-                self.pending_trust = (request, failure.message)
+                self.pending_trust = (request, failure.message, failure.exception.what)
                 return
             if self.startup_load and self.loaded is None:
                 self.startup_load = False
@@ -731,8 +733,8 @@ class MainWindow(QMainWindow):
                  "export": "Export failed"}.get(kind, "Error")
         self.show_error(title, message, failure.details)
 
-    def _retry_trusted(self, request: LoadRequest, message: str) -> None:
-        if self._ask_trust(request.model_src, message):
+    def _retry_trusted(self, request: LoadRequest, message: str, what: str) -> None:
+        if self._ask_trust(request.model_src, message, what):
             self.load(request.model_src, request.data_spec, trust=True)
         elif self.loaded is not None:
             self._fill_model_combo(self.current_model_src())
@@ -770,9 +772,9 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.job_stopped.emit(kind)
         if self.pending_trust is not None:
-            request, message = self.pending_trust
+            request, message, what = self.pending_trust
             self.pending_trust = None
-            QTimer.singleShot(0, lambda: self._retry_trusted(request, message))
+            QTimer.singleShot(0, lambda: self._retry_trusted(request, message, what))
 
     # ===================================================================== selection
     @Slot(str)

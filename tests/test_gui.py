@@ -5,6 +5,7 @@ Tiny models and a few hundred test images keep the whole file well under a minut
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 
@@ -223,12 +224,45 @@ def test_untrusted_pickle_asks_before_loading(window, qtbot, tmp_path, fashion):
     torch.save(tiny_bundle().model, path)
     window.raw_data_cache["fashion-mnist"] = fashion
     asked: list[str] = []
-    window._ask_trust = lambda p, message: (asked.append(message), True)[1]
+    window._ask_trust = lambda p, message, what: (asked.append(message), True)[1]
     with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
         window.open_model_file(str(path))
     qtbot.waitUntil(lambda: window.loaded is not None and not window.busy, timeout=LOAD_TIMEOUT_MS)
     assert asked and "pickled" in asked[0]
     assert window.loaded.request.trust
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchscript_asks_first_and_a_no_runs_nothing(loaded, qtbot, hostile_torchscript):
+    archive, marker = hostile_torchscript
+    asked: list[str] = []
+    loaded._ask_trust = lambda p, message, what: (asked.append(what), False)[1]
+    with qtbot.waitSignal(loaded.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        assert loaded.open_model_file(str(archive))
+    qtbot.waitUntil(lambda: bool(asked) and not loaded.busy, timeout=LOAD_TIMEOUT_MS)
+    assert asked == ["torchscript"]
+    assert not marker.exists()  # declined: the archive's code never ran
+    assert loaded.loaded.bundle.source == "test:tiny-resnet"
+    assert loaded.run_action.isEnabled() and loaded.open_action.isEnabled()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\x17" + random.Random(0).randbytes(4095), "not a PyTorch file"),
+    (b"PK\x03\x04" + random.Random(1).randbytes(200), "not a PyTorch file"),
+    (b"", "empty"),
+])
+def test_garbage_gets_an_error_never_the_trust_dialog(loaded, qtbot, tmp_path, content, expected):
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(content)
+    asked: list[str] = []
+    loaded._ask_trust = lambda p, message, what: (asked.append(what), False)[1]
+    with qtbot.waitSignal(loaded.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        assert loaded.open_model_file(str(bad))
+    box = loaded.error_box
+    assert box is not None and box.isVisible() and expected in box.text()
+    box.close()
+    assert not asked
+    assert loaded.loaded.bundle.source == "test:tiny-resnet" and loaded.run_action.isEnabled()
 
 
 def test_options_and_recent_files_persist(qtbot, tmp_path):
