@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.errors import Cancelled, UserError
+from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, Progress
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,13 @@ class Worker(QObject):
             log.warning("%s: %s", self.name, exc)
             self.failed.emit(Failure(str(exc), traceback.format_exc(), True, exc))
         except Exception as exc:  # a bug or an unexpected model: report it, keep the app alive
-            log.exception("%s failed", self.name)
-            self.failed.emit(Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), False, exc))
+            explained = resource_error(exc)
+            if explained is not None:  # out of memory: the machine's limit, told like bad input
+                log.warning("%s: %s (%s)", self.name, explained, exc)
+                self.failed.emit(Failure(str(explained), traceback.format_exc(), True, explained))
+            else:
+                log.exception("%s failed", self.name)
+                self.failed.emit(Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), False, exc))
         finally:
             self.stopped.emit()
 
