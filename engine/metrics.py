@@ -444,14 +444,18 @@ MIN_ROUNDS = 5  # a time budget never cuts the rounds below this
 
 def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Shape,
                         batch_sizes: tuple[int, ...] = (1, 64), device: str = "cpu", rounds: int = 9,
-                        runs_per_round: int = 5, warmup: int = 5, threads: int | None = None,
-                        max_seconds: float = 30.0, names: tuple[str, str] = ("A", "B"),
+                        runs_per_round: int = 5, round_seconds: float = 0.02, warmup: int = 5,
+                        threads: int | None = None, max_seconds: float = 30.0, names: tuple[str, str] = ("A", "B"),
                         cancel: CancelToken | None = None) -> Iterator:
     """Time A and B interleaved in rounds on the same input; yields Progress per round, then PairedSpeedup.
 
-    Each round times `runs_per_round` passes of each model (their median is the round's time), A first in
-    even rounds and B first in odd ones, so drifting load and order effects hit both alike; the round's
-    ratio is A's time over B's. Per batch size, rounds stop early (never below MIN_ROUNDS) once
+    Each round times each model for at least `runs_per_round` passes and `round_seconds`, A first in even
+    rounds and B first in odd ones, so drifting load and order effects hit both alike; the round's ratio
+    is A's time over B's. A model's round time is its fastest pass: when other work shares the cores, the
+    scheduler interrupts a pass the more often the longer it runs, each time for a slice or more whatever
+    the model, so typical passes inflate the costlier model's time most (l2 at 0.5 on the demo,
+    one image, a busy process on each of 2 cores: 13.5x with the median pass, 2.4x with the fastest,
+    as on the machine without them). Per batch size, rounds stop early (never below MIN_ROUNDS) once
     `max_seconds` is spent. The interval is median_interval's order-statistic one.
     """
     if rounds < 1 or runs_per_round < 1:
@@ -477,7 +481,7 @@ def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Sha
             for r in range(rounds):
                 order = ((model_a, a_ms), (model_b, b_ms))
                 for model, sink in (order if r % 2 == 0 else order[::-1]):
-                    sink.append(statistics.median(_timed_runs(model, x, dev, runs_per_round, cancel=cancel)))
+                    sink.append(min(_timed_runs(model, x, dev, runs_per_round, round_seconds, cancel=cancel)))
                 yield Progress("speed-up", i * rounds + r + 1, total,
                                f"{names[0]} and {names[1]} interleaved, batch {bs}: round {r + 1}/{rounds}")
                 if r + 1 >= MIN_ROUNDS and time.perf_counter() - start > max_seconds:

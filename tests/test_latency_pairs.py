@@ -66,8 +66,8 @@ def test_paired_timer_finds_the_lighter_model_faster_in_both_directions():
 def test_rounds_alternate_which_model_goes_first_and_report_progress():
     log: list[str] = []
     a, b = Logged("a", log), Logged("b", log)
-    events = list(iter_paired_speedup(a, b, (4,), batch_sizes=(2,), rounds=4, runs_per_round=2, warmup=1,
-                                      threads=1))
+    events = list(iter_paired_speedup(a, b, (4,), batch_sizes=(2,), rounds=4, runs_per_round=2, round_seconds=0.0,
+                                      warmup=1, threads=1))
     assert [e.done for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]
     assert isinstance(events[-1], PairedSpeedup) and events[-1].threads == 1
     timed = log[2:]  # after one warm-up pass of each
