@@ -351,19 +351,126 @@ def load_fashion_mnist(root: Path | None = None, val_fraction: float = 1 / 12, s
     return Dataset("Fashion-MNIST", "fashion-mnist", FASHION_CLASSES, shape, shape, norm, splits)
 
 
+class _Dtype:
+    """Stands in for numpy.dtype while unpickling: only plain numeric types, built from checked fields.
+
+    numpy's own dtype/ndarray `__setstate__` trust their input; a garbled state tuple can crash the
+    interpreter (seen with a 7-item dtype state), so pickle-controlled state never reaches them.
+    """
+
+    def __init__(self, name=None, align=False, copy=True):
+        self.name, self.order = name, "|"
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.order = state[1]
+
+    def real(self) -> np.dtype:
+        """The numpy dtype this stands for; UnpicklingError unless it is a plain number type."""
+        name = self.name.decode("latin1") if isinstance(self.name, bytes) else self.name
+        if not isinstance(name, str) or len(name) != 2 or name[0] not in "uifb" or name[1] not in "1248":
+            raise pickle.UnpicklingError(f"unsupported numpy dtype {shown(repr(name), 20)}")
+        dtype = np.dtype(name)
+        return dtype.newbyteorder(self.order) if self.order in "<>" else dtype
+
+
+def _array_from(raw, dtype, shape, fortran: bool = False) -> np.ndarray:
+    """An array from pickled fields, each checked before numpy sees it."""
+    if not isinstance(dtype, _Dtype):
+        raise pickle.UnpicklingError("numpy array without a dtype")
+    real = dtype.real()
+    if not isinstance(raw, (bytes, bytearray)):
+        raise pickle.UnpicklingError("numpy array without raw bytes (object arrays are refused)")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and 0 <= n for n in shape) or len(shape) > 8:
+        raise pickle.UnpicklingError(f"numpy array with shape {shown(repr(shape), 40)}")
+    if math.prod(shape) * real.itemsize != len(raw):
+        raise pickle.UnpicklingError(f"numpy array of shape {shape} holds {len(raw)} bytes, "
+                                     f"not {math.prod(shape) * real.itemsize}")
+    return np.frombuffer(bytes(raw), dtype=real).reshape(shape, order="F" if fortran else "C")
+
+
+class _Array:
+    """Stands in for an ndarray between `_reconstruct` and its state; `array` is set from checked fields."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError("damaged numpy array state")
+        _, shape, dtype, fortran, raw = state
+        self.array = _array_from(raw, dtype, shape, bool(fortran))
+
+
+class _NdarrayMarker:
+    """What `numpy.ndarray` resolves to: only passed to `_reconstruct`, never instantiated."""
+
+    @staticmethod
+    def __setstate__(state) -> None:
+        raise pickle.UnpicklingError("damaged pickle: state applied to numpy.ndarray itself")
+
+
+class _Call:
+    """A shared stand-in function that pickle's BUILD opcode cannot give attributes to between loads."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __setstate__(self, state) -> None:
+        raise pickle.UnpicklingError("damaged pickle: state applied to a function")
+
+
+def _reconstruct(cls, shape=None, typecode=None) -> _Array:
+    if cls is not _NdarrayMarker:
+        raise pickle.UnpicklingError("numpy _reconstruct of something other than an ndarray")
+    return _Array()
+
+
+def _scalar(dtype, raw=b""):
+    return _array_from(raw, dtype, (1,))[0]
+
+
+def _frombuffer(buf, dtype, shape, order="C") -> np.ndarray:
+    return _array_from(buf, dtype, tuple(shape) if isinstance(shape, list) else shape, order == "F")
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR batches without running arbitrary code: numpy arrays and builtins only."""
+    """Unpickles CIFAR batches without running arbitrary code: numpy arrays and builtins only.
+
+    The allowed numpy names resolve to the checked stand-ins above, not to numpy itself.
+    """
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"): _Call(_reconstruct),
+        ("numpy._core.multiarray", "_reconstruct"): _Call(_reconstruct),
+        ("numpy", "ndarray"): _NdarrayMarker,
+        ("numpy", "dtype"): _Dtype,  # a class: BUILD on it calls the unbound __setstate__ and fails
+        ("numpy.core.multiarray", "scalar"): _Call(_scalar),
+        ("numpy._core.multiarray", "scalar"): _Call(_scalar),
+        ("numpy.core.numeric", "_frombuffer"): _Call(_frombuffer),  # pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"): _Call(_frombuffer),
+        ("_codecs", "encode"): None,  # Python 3 pickles of bytes at protocol 2
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
+            return self.ALLOWED[module, name] or super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+
+
+def _unwrapped(value):
+    """A top-level pickled value with array stand-ins replaced by their arrays."""
+    if isinstance(value, _Array):
+        if value.array is None:
+            raise pickle.UnpicklingError("numpy array without its data")
+        return value.array
+    if isinstance(value, dict):
+        return {k: _unwrapped(v) if isinstance(v, _Array) else v for k, v in value.items()}
+    return value
 
 
 CIFAR_FIX = "use the 'python version' archive (cifar-10-python.tar.gz)"
@@ -373,7 +480,7 @@ def _read_cifar_pickle(path: Path):
     """Unpickle one CIFAR file with numpy-only globals; any failure is a UserError naming the file."""
     try:
         with open(path, "rb") as fh:
-            return _NumpyOnlyUnpickler(fh, encoding="bytes").load()
+            return _unwrapped(_NumpyOnlyUnpickler(fh, encoding="bytes").load())
     except pickle.UnpicklingError as exc:
         raise UserError(f"cannot read CIFAR-10 batch {shown(path)}: {_reason(exc)}; {CIFAR_FIX}") from None
     except OSError as exc:

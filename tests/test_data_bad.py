@@ -9,6 +9,8 @@ import gzip
 import io
 import os
 import pickle
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -317,6 +319,44 @@ def test_cifar_pickle_importing_os_is_refused_and_runs_nothing(tmp_path, cifar_f
     message = refused(load_dataset, f"cifar10:{cifar_folder}")
     assert str(cifar_folder / "data_batch_5") in message and "refusing to load" in message
     assert not marker.exists()
+
+
+CRASHING_DTYPE_STATE = (b"NNNJ\xff\xff\xff\xff", b"NN0J\xff\xff\xff\xff")  # one None popped: numpy segfaults
+
+
+def test_damaged_dtype_state_cannot_crash_the_process(cifar_folder):
+    batch = pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}, protocol=2)
+    assert batch.count(CRASHING_DTYPE_STATE[0]) == 1
+    damaged = batch.replace(*CRASHING_DTYPE_STATE)
+    (cifar_folder / "data_batch_1").write_bytes(damaged)
+    # In a child process so that a crash fails this test instead of killing the test run; the data
+    # bytes are intact, so the batch loads.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from engine.data import load_dataset; "
+            "print(load_dataset('cifar10:' + sys.argv[2]).split_size('test'))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(data.__file__).parents[1]), str(cifar_folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "10", done.stderr[-500:]
+
+
+def test_array_with_wrong_byte_count_or_object_dtype_is_refused(cifar_folder):
+    batch = pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}, protocol=2)
+    (cifar_folder / "data_batch_1").write_bytes(batch.replace(b"M\x00\x0c", b"M\x01\x0c", 1))  # 3072 -> 3073
+    assert "holds 30720 bytes, not 30730" in refused(load_dataset, f"cifar10:{cifar_folder}")
+    objects = np.array([object()] * 3072 * 10, dtype=object).reshape(10, 3072)
+    objects[:] = 0
+    (cifar_folder / "data_batch_1").write_bytes(pickle.dumps({b"data": objects, b"labels": list(range(10))}))
+    assert "unsupported numpy dtype" in refused(load_dataset, f"cifar10:{cifar_folder}")
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_pickled_at_any_protocol_load(cifar_folder, protocol):
+    rng = np.random.default_rng(protocol)
+    pixels = rng.integers(0, 256, (10, 3072), dtype=np.uint8)
+    for i in range(1, 6):
+        (cifar_folder / f"data_batch_{i}").write_bytes(pickle.dumps(
+            {b"data": pixels, b"labels": np.arange(10, dtype=np.int64) % 10}, protocol=protocol))
+    ds = load_dataset(f"cifar10:{cifar_folder}")
+    assert torch.equal(ds.splits["train"].images[:10].reshape(10, 3072), torch.from_numpy(pixels))
 
 
 def test_cifar_meta_file_defects_are_refused(cifar_folder):
