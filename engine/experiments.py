@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -114,7 +115,12 @@ class Criterion:
             object.__setattr__(self, "unit", info.unit)
         if self.direction not in ("max", "min"):
             raise UserError(f"criterion {self.name!r}: direction must be 'max' or 'min', got {self.direction!r}")
-        if not isinstance(self.weight, (int, float)) or self.weight < 0:
+        for key in ("weight", "max_drop", "max_value", "min_value", "min_speedup"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise UserError(f"criterion {self.name!r}: {key} must be a finite number, got {value!r}")
+        if self.weight < 0:
             raise UserError(f"criterion {self.name!r}: weight must be a number ≥ 0, got {self.weight!r}")
         if self.max_drop is not None and self.direction != "max":
             raise UserError(f"criterion {self.name!r}: max_drop applies to 'max' metrics; use max_value or "
@@ -201,17 +207,19 @@ def criteria_from_toml(table: Any, where: str = "[criteria]") -> tuple[Criterion
     (e.g. weight, max_drop), a new name needs `metric`; `weight = 0` keeps it out of the score."""
     if not isinstance(table, dict):
         raise UserError(f"{where} must be a table of [criteria.NAME] sections")
+    import typing
+
+    hints = typing.get_type_hints(Criterion)
     found = {c.name: c for c in DEFAULT_CRITERIA}
     for name, spec in table.items():
+        name_text = _key_name(name)
         if not isinstance(spec, dict):
-            raise UserError(f"[criteria.{name}] must be a table, e.g. weight = 1.0, max_drop = 1.0")
+            raise UserError(f"[criteria.{name_text}] must be a table, e.g. weight = 1.0, max_drop = 1.0")
         unknown = set(spec) - CRITERION_KEYS
         if unknown:
-            raise UserError(f"[criteria.{name}]: unknown key(s) {', '.join(sorted(unknown))}; "
+            raise UserError(f"[criteria.{name_text}]: unknown key(s) {', '.join(map(_key_name, sorted(unknown)))}; "
                             f"valid: {', '.join(sorted(CRITERION_KEYS))}")
-        for k in ("weight", "max_drop", "max_value", "min_value", "min_speedup"):
-            if k in spec and (isinstance(spec[k], bool) or not isinstance(spec[k], (int, float))):
-                raise UserError(f"[criteria.{name}] {k} must be a number, got {spec[k]!r}")
+        spec = {k: check_typed(v, hints[k], f"[criteria.{name_text}] {k}") for k, v in spec.items()}
         if name in found:
             base = found[name].to_json()
             if "metric" in spec and spec["metric"] != base["metric"]:
@@ -220,7 +228,7 @@ def criteria_from_toml(table: Any, where: str = "[criteria]") -> tuple[Criterion
             found[name] = Criterion.from_json(base)
         else:
             if "metric" not in spec:
-                raise UserError(f"[criteria.{name}] needs metric = one of {', '.join(METRICS)}")
+                raise UserError(f"[criteria.{name_text}] needs metric = one of {', '.join(METRICS)}")
             found[name] = Criterion(name=name, **spec)
     return tuple(found.values())
 
@@ -875,10 +883,141 @@ def _numbers(value: Any, where: str, low: float, high: float | None, hint: str) 
     _expect(value, list, where, f"a list of numbers ({hint})")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= low or (high is not None and v >= high):
-            raise UserError(f"{where} must hold numbers {hint}, got {v!r}")
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= low
+                or (high is not None and v >= high)):
+            raise UserError(f"{where} must hold finite numbers {hint}, got {_shown(v)}")
         out.append(float(v))
     return tuple(out)
+
+
+# ----------------------------------------------------------------------------- typed values
+
+# A plan's values are checked against the annotations of what consumes them (PruneConfig for [prune] and
+# [[recovery]], Criterion for [criteria.NAME], sensitivity.scan for [sensitivity]), so a new option is
+# checked without a second list here; ranges are then PruneConfig.validate()'s and Criterion's own.
+_WORDS = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string",
+          tuple: "a list of layer names", dict: "a table"}
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _key_name(key: str) -> str:
+    """A key as typed, or its repr when it holds spaces or control characters."""
+    return key if key and key.isprintable() and " " not in key else repr(key)
+
+
+def _type_words(hint: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in args if a is not type(None))
+    if origin is not None and args and origin not in (dict, tuple):
+        plural = {float: "finite numbers", int: "whole numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {plural.get(args[0], 'values')}"
+    return _WORDS.get(origin or hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_typed(value: Any, hint: Any, where: str) -> Any:
+    """`value` (from TOML or the GUI) checked against a type annotation; raises a UserError naming `where`.
+
+    Numbers must be finite; booleans are not numbers; lists become tuples for tuple fields. Numbers keep
+    their TOML type (1 stays 1, not 1.0), so run keys stay as they were.
+    """
+    import collections.abc
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return check_typed(value, option, where)
+            except UserError as exc:
+                if "finite" in str(exc) and isinstance(value, float):
+                    raise
+        raise UserError(f"{where} must be {_type_words(hint)}, got {_shown(value)}")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float and number and not math.isfinite(value):
+        raise UserError(f"{where} must be a finite number, got {value}")
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = number
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where} must be {_WORDS[tuple]}, e.g. [\"layer1.0.conv1\"], got {_shown(value)}")
+        return tuple(value)
+    elif hint is dict or origin is dict:
+        ok = isinstance(value, dict)
+    elif origin in (list, collections.abc.Sequence) and args:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be {_type_words(hint)}, got {_shown(value)}")
+        return [check_typed(v, args[0], where) for v in value]
+    else:
+        ok = True  # an annotation the plan format has no value for: left to the consumer's own checks
+    if not ok:
+        raise UserError(f"{where} must be {_type_words(hint)}, got {_shown(value)}")
+    return value
+
+
+def check_prune_options(table: dict, where: str) -> dict:
+    """[prune] or [[recovery]] options, each checked against PruneConfig's annotation of that field."""
+    import re
+    import typing
+
+    from engine.training import OPTIMIZERS
+
+    hints = typing.get_type_hints(PruneConfig)
+    out = {}
+    for key, value in table.items():
+        value = check_typed(value, hints[key], f"{where} {key}")
+        if key == "optimizer" and value not in OPTIMIZERS:
+            raise UserError(f"{where} optimizer must be one of {', '.join(OPTIMIZERS)}, got {_shown(value)}")
+        if key == "device" and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise UserError(f"{where} device must be \"cpu\" or \"cuda\" (or \"cuda:N\"), got {_shown(value)}")
+        out[key] = value
+    return out
+
+
+def check_sensitivity_options(table: dict, where: str = "[sensitivity]") -> dict:
+    """[sensitivity] options, checked against the annotations of sensitivity.scan, then their ranges."""
+    import typing
+
+    from engine.sensitivity import scan
+
+    hints = typing.get_type_hints(scan)
+    out = {}
+    for key, value in table.items():
+        if key == "ratios":
+            value = list(_numbers(value, f"{where} ratios", 0.0, 1.0, "between 0 and 1 (exclusive)"))
+        else:
+            value = check_typed(value, hints[key], f"{where} {key}")
+        if key == "limit" and value is not None and value < 1:
+            raise UserError(f"{where} limit must be a number of validation images of at least 1, got {value}")
+        if key == "method":
+            try:
+                method = get_method(value)
+            except UserError as exc:
+                raise UserError(f"{where} method: {exc}") from None
+            if not method.structured:
+                raise UserError(f"{where} method must be a structured method (the scan removes channels), "
+                                f"got {value!r}")
+        out[key] = value
+    return out
 
 
 def _methods(value: Any) -> tuple[str, ...]:
@@ -912,20 +1051,25 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         raise UserError(f"{source} is not valid TOML: {exc}") from None
     unknown = set(doc) - set(PLAN_SECTIONS)
     if unknown:
-        raise UserError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
+        raise UserError(f"{source}: unknown section(s) {', '.join(map(_key_name, sorted(unknown)))}; "
                         f"valid: {', '.join(PLAN_SECTIONS)}")
     for section, keys in PLAN_SECTIONS.items():
         if section in doc and keys is not None:
             _expect(doc[section], dict, f"[{section}]", "a table")
             bad = set(doc[section]) - keys
             if bad:
-                raise UserError(f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}; "
+                raise UserError(f"{source}: unknown key(s) in [{section}]: {', '.join(map(_key_name, sorted(bad)))}; "
                                 f"valid: {', '.join(sorted(keys))}")
     base = Path(base_dir)
 
     def path(value: Any, where: str) -> str:
         _expect(value, str, where, "a path string")
-        p = Path(value).expanduser()
+        if not value or "\x00" in value:
+            raise UserError(f"{where} must be a path, got {_shown(value)}")
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # ~name of a user this machine does not know
+            raise UserError(f"{where}: cannot find the home folder in {_shown(value)}; write the full path") from None
         return str(p if p.is_absolute() else base / p)
 
     plan_t, model_t, data_t = doc.get("plan", {}), doc.get("model", {}), doc.get("data", {})
@@ -959,9 +1103,10 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
             raise UserError(f"[model] input_shape must be three positive integers [C, H, W], got {shape!r}")
         plan.input_shape = tuple(shape)
-    for key in ("mean", "std"):
+    for key, low in (("mean", -1e9), ("std", 0.0)):  # a zero std would divide every pixel by zero
         if key in model_t:
-            setattr(plan, key, _numbers(model_t[key], f"[model] {key}", -1e9, None, "per channel"))
+            setattr(plan, key, _numbers(model_t[key], f"[model] {key}", low, None,
+                                        "per channel" + (", above 0" if key == "std" else "")))
 
     plan.data = _expect(data_t.get("spec", "fashion-mnist"), str, "[data] spec", "a dataset spec string")
     kind, sep, rest = plan.data.partition(":")
@@ -978,14 +1123,9 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         raise UserError(f"{source}: [sweep] needs ratios (e.g. [0.3, 0.5, 0.7]) or target_speedups (e.g. [2.0])")
     plan.sensitivity_guided = _expect(sweep_t.get("sensitivity_guided", False), bool, "[sweep] sensitivity_guided",
                                       "true or false")
-    sens = dict(doc.get("sensitivity", {}))
-    if "ratios" in sens:
-        sens["ratios"] = list(_numbers(sens["ratios"], "[sensitivity] ratios", 0.0, 1.0, "between 0 and 1"))
-    if "limit" in sens:
-        _expect(sens["limit"], int, "[sensitivity] limit", "a number of validation images")
-    plan.sensitivity = sens
+    plan.sensitivity = check_sensitivity_options(dict(doc.get("sensitivity", {})))
 
-    plan.prune = dict(prune_t)
+    plan.prune = check_prune_options(dict(prune_t), "[prune]")
     recoveries = doc.get("recovery", [{"name": "none"}])
     if isinstance(recoveries, dict):
         recoveries = [recoveries]
@@ -995,9 +1135,12 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         _expect(r, dict, f"[[recovery]] #{i + 1}", "a table")
         bad = set(r) - RECOVERY_KEYS
         if bad:
-            raise UserError(f"{source}: unknown key(s) in [[recovery]] #{i + 1}: {', '.join(sorted(bad))}; "
+            raise UserError(f"{source}: unknown key(s) in [[recovery]] #{i + 1}: {', '.join(map(_key_name, sorted(bad)))}; "
                             f"valid: {', '.join(sorted(RECOVERY_KEYS))}")
-        opts = {k: v for k, v in r.items() if k != "name"}
+        where = f"[[recovery]] #{i + 1}"
+        if "name" in r:
+            _expect(r["name"], str, f"{where} name", "a string")
+        opts = check_prune_options({k: v for k, v in r.items() if k != "name"}, where)
         recs.append(Recovery(str(r.get("name") or Recovery(options=opts).summary), opts))
     if len({r.name for r in recs}) != len(recs):
         raise UserError(f"{source}: two [[recovery]] tables share a name; give each a distinct name")
