@@ -103,10 +103,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     done = None
     for ev in run_plan(plan, store, CANCEL):
         printer(ev)
-        if isinstance(ev, PlanProgress) and ev.index and not isinstance(ev, PlanWaiting):
-            print(f"[{ev.index}/{ev.total}] {ev.label} ({ev.key})", flush=True)
-        elif isinstance(ev, PlanWaiting):
+        if isinstance(ev, PlanWaiting):  # runs another sweep on this store is computing
             print(ev.message, flush=True)
+        elif isinstance(ev, PlanProgress) and ev.index:
+            print(f"[{ev.index}/{ev.total}] {ev.label} ({ev.key})", flush=True)
         elif isinstance(ev, PlanRunDone):
             r, m = ev.result, ev.result.metrics
             state = "already stored" if ev.skipped else f"stored, {r.seconds:.1f} s, RSS {ev.rss_bytes / 2**20:.0f} MiB"
