@@ -56,8 +56,8 @@ def shown(text: object, limit: int = 200) -> str:
     return s if len(s) <= limit else s[:limit - 1] + "…"
 
 
-def _reason(exc: BaseException) -> str:
-    """An exception's message on one short line (library messages may span lines or be empty)."""
+def _reason(exc: object) -> str:
+    """An exception's message (or any text) on one short line: library messages may span lines or be empty."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return shown(text, 120)
 
@@ -78,7 +78,7 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
     if not isinstance(spec, str):
         raise UserError(f"dataset spec must be text, not {type(spec).__name__}; {SPEC_HELP}")
     quoted = shown(repr(spec), 80)
-    kind, colon, path = spec.partition(":")
+    kind, _, path = spec.partition(":")
     kind = kind.strip().lower()
     scheme = SCHEME_ALIASES.get(kind, kind)
     if scheme not in SCHEMES:
@@ -576,6 +576,7 @@ def load_cifar10(path: Path, val_fraction: float = 0.1, seed: int = 0) -> Datase
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last bytes of every complete PNG
 JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+MIN_IMAGE_BYTES = 64  # below this a PNG or JPEG cannot hold its headers; head and tail would overlap
 
 
 def _decode(path: str) -> torch.Tensor | None:
@@ -601,7 +602,7 @@ def unreadable_reason(path: str) -> str | None:
     passes here yet cannot be decoded (a garbled middle) is dropped from its batch by the loader.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO named x.png must not hang us
         try:
             size = os.fstat(fd).st_size
             head = os.pread(fd, 16, 0)
@@ -612,10 +613,11 @@ def unreadable_reason(path: str) -> str | None:
         return _reason(exc.strerror or exc)
     if size == 0:
         return "empty file"
-    if head.startswith(PNG_SIGNATURE) and tail.endswith(PNG_END):
-        return None
-    if head.startswith(JPEG_START) and JPEG_END in tail:
-        return None
+    if size >= MIN_IMAGE_BYTES:
+        if head.startswith(PNG_SIGNATURE) and tail.endswith(PNG_END):
+            return None
+        if head.startswith(JPEG_START) and JPEG_END in tail:
+            return None
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -9,6 +9,7 @@ import gzip
 import io
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import zlib
@@ -76,6 +77,8 @@ DAMAGED = {
     "random bytes as .jpg": ("noise.jpg", lambda: np.random.default_rng(2).bytes(900), "not an image"),
     "zero-byte file": ("empty.png", lambda: b"", "empty file"),
     "PNG header only": ("head.png", lambda: image_bytes("PNG")[:8], "truncated"),
+    "JPEG start and end only": ("tiny.jpg", lambda: b"\xff\xd8\xff\xd9", "truncated"),
+    "PNG signature and end only": ("tiny.png", lambda: b"\x89PNG\r\n\x1a\n" + b"\0\0\0\0IEND\xaeB`\x82", "truncated"),
 }
 
 
@@ -150,6 +153,23 @@ def test_png_and_jpeg_with_trailing_bytes_are_kept(tmp_path):
     ds = load_dataset(f"imagefolder:{root}")
     assert ds.warnings == ()
     assert sum(ds.split_size(s) for s in ("train", "val", "test")) == 21
+
+
+def test_fifo_named_like_an_image_does_not_hang_the_scan(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    os.mkfifo(root / "cat" / "pipe.png")
+
+    def hung(signum, frame):
+        pytest.fail("the scan blocked opening a FIFO")  # not an OSError, which the scan would catch
+
+    previous = signal.signal(signal.SIGALRM, hung)  # a regression blocks in open(): fail instead of hanging
+    signal.alarm(20)
+    try:
+        ds = load_dataset(f"imagefolder:{root}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(ds.warnings) == 1 and str(root / "cat" / "pipe.png") in ds.warnings[0]
 
 
 def test_dot_files_are_not_images(tmp_path):
