@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from engine.errors import UserError
+
 
 def _ratios(text: str) -> tuple[float, ...]:
     try:
@@ -15,6 +17,16 @@ def _ratios(text: str) -> tuple[float, ...]:
     return values
 
 
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (everything) or a positive whole number, got {text!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- sensitivity
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -22,7 +34,18 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from engine.cli import CANCEL, ProgressPrinter, fmt_count, resolve, run_events, write_json
     from engine.sensitivity import SensitivityDone, propose_layer_ratios, scan
 
+    from engine.experiments import inspect_store_file
+    from engine.outputs import check_output_file
+
+    if args.json:
+        check_output_file(args.json, flag="--json")
+    if args.store:
+        inspect_store_file(args.store)  # a foreign file is refused before the scan, and left untouched
+        check_output_file(args.store, flag="--store")
+    if args.target_ratio is not None and not 0.0 < args.target_ratio < 1.0:
+        raise UserError(f"--target-ratio must be between 0 and 1 (exclusive), got {args.target_ratio:g}")
     bundle, data = resolve(args)
+    bundle.require_prunable()
     limit = None if args.limit == 0 else args.limit
     done: SensitivityDone = run_events(
         scan(bundle, data, args.ratios, method=args.method, limit=limit, cancel=CANCEL,
@@ -87,21 +110,25 @@ def _fmt(v) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
     from engine.cli import CANCEL, ProgressPrinter
-    from engine.experiments import PlanDone, PlanProgress, PlanRunDone, PlanWaiting, ResultStore, load_plan, run_plan
+    from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanWaiting, ResultStore, inspect_store_file,
+                                    load_inputs, load_plan, run_plan)
 
     plan = load_plan(args.plan)
     if args.report:  # checked before any run starts, not after an hour of them
         from engine.report import check_report_path
 
         check_report_path(args.report, flag="--report")
-    store = ResultStore(plan.resolved_store(args.store))  # refuses a foreign file before the plan runs
+    store_path = plan.resolved_store(args.store)
+    inspect_store_file(store_path)  # refuses a foreign file, untouched, before anything is loaded
+    bundle, data = load_inputs(plan)  # a model or dataset that cannot load leaves no new store behind
+    store = ResultStore(store_path)
     print(f"plan {plan.name!r}: {len(plan.methods)} methods × {len(plan.ratios) + len(plan.target_speedups)} "
           f"targets × {len(plan.recoveries)} recovery settings"
           + (" + sensitivity-guided runs" if plan.sensitivity_guided else "") + f"; store {store.path}", flush=True)
     printer = ProgressPrinter(quiet=args.quiet)
     start = time.time()
     done = None
-    for ev in run_plan(plan, store, CANCEL):
+    for ev in run_plan(plan, store, CANCEL, bundle=bundle, data=data):
         printer(ev)
         if isinstance(ev, PlanWaiting):  # runs another sweep on this store is computing
             print(ev.message, flush=True)
@@ -145,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the main parser."""
-    from engine.cli import add_data_args, add_model_args
+    from engine.cli import add_data_args, add_model_args, finite
 
     p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
     add_model_args(p)
@@ -153,11 +180,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratios", type=_ratios, default=(0.1, 0.3, 0.5, 0.7, 0.9), metavar="R1,R2,..",
                    help="pruning ratios to try per group (default 0.1,0.3,0.5,0.7,0.9)")
     p.add_argument("--method", default="l2", help="structured method that picks the channels (default l2)")
-    p.add_argument("--limit", type=int, default=1000, metavar="N",
+    p.add_argument("--limit", type=_whole, default=1000, metavar="N",
                    help="validation images per evaluation (default 1000; 0 = the whole split)")
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate BatchNorm statistics after each cut (default; --no-bn-recalibrate to skip)")
-    p.add_argument("--target-ratio", type=float, metavar="R",
+    p.add_argument("--target-ratio", type=finite, metavar="R",
                    help="also propose per-layer ratios with the MACs of uniform pruning at R")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", metavar="PATH", help="also keep the scan in a result store (for reports)")

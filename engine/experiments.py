@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from engine.checks import check_run
 from engine.errors import UserError
 from engine.events import CancelToken, Progress
 from engine.methods import all_methods, get_method
@@ -1416,6 +1417,9 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     if bundle is None or data is None:
         yield Progress("plan", 0, 1, "loading model and dataset")
         bundle, data = load_inputs(plan)
+    bundle.require_prunable()
+    for cfg, _ in plan.configs():  # layer names, memory: before the scan and the baseline, not at run 17
+        check_run(cfg, bundle)
     scan = None
     if plan.sensitivity_guided:
         for ev in sensitivity_for_plan(plan, bundle, data, store, cancel, owner):

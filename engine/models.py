@@ -7,6 +7,7 @@ torch-pruning's record of the changed layer shapes, and rebuilt on load. A whole
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import io
@@ -188,8 +189,10 @@ def _import_class(code: str) -> type:
     sys.modules[spec.name] = module
     argv = sys.argv
     sys.argv = [str(file)]  # a script that parses its command line at import must not see ours
+    chatter = io.StringIO()  # what the file prints at import (argparse's usage, say) would break our one line
     try:
-        spec.loader.exec_module(module)
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            spec.loader.exec_module(module)
     except SystemExit as exc:
         raise UserError(f"{file} called sys.exit({exc.code!r}) while being imported (a script, or one that parses "
                         "its command line); move that code under `if __name__ == '__main__':`") from None
@@ -518,7 +521,7 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
             wpath = Path(weights)
             if not wpath.is_file():
                 raise UserError(f"--weights {weights} does not exist or is not a file; name a state_dict file")
-            state = _state_dict_in(_safe_load(wpath))
+            state = _state_dict_in(_read_weights(wpath))
             if state is None:
                 raise UserError(f"{weights} holds no state_dict; pass a file saved with torch.save(model.state_dict())")
             first, head = _first_conv(model), _last_linear(model)
@@ -580,6 +583,20 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
     report = _load_state(model, state, src, partial_weights)
     return ModelBundle(model.eval(), src, arch, shape, num_classes, arch_kwargs=dict(model_kwargs or {}),
                        meta={"weights": report.to_json()})
+
+
+def _read_weights(path: Path) -> Any:
+    """A weights file for --weights: tensors only, never code."""
+    kind = sniff(path)
+    if kind not in ("torch", "pickle"):
+        what = {"empty": "is empty", "onnx": "is an ONNX model", "torchscript": "is a TorchScript archive"}.get(
+            kind, "is not a PyTorch file")
+        raise UserError(f"--weights {path} {what}; pass a state_dict saved with torch.save(model.state_dict())")
+    try:
+        return _safe_load(path)
+    except _NeedsTrust as exc:
+        raise UserError(f"--weights {path} holds a pickled Python object ({exc}), not only tensors; save "
+                        "model.state_dict() instead") from None
 
 
 def _shape_from_meta(meta: dict) -> Shape | None:
