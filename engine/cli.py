@@ -19,6 +19,7 @@ import torch
 
 from engine import __version__
 from engine.data import Dataset, Normalization, load_dataset
+from engine.budget import DEFAULT_SHARE, guarded, parse_limit
 from engine.checks import check_batch_memory, check_input_shape
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, EvalDone, Progress
@@ -108,6 +109,22 @@ def add_data_args(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     p.add_argument("--batch-size", type=count, default=64, metavar="N", help="batch size (default 64)")
+    add_memory_arg(p)
+
+
+def memory_limit(text: str) -> int:
+    """argparse type: a memory budget such as 8G, 1500M or 70% (of this machine), in bytes."""
+    try:
+        return parse_limit(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_memory_arg(p: argparse.ArgumentParser) -> None:
+    """The --memory-limit flag of every command that runs a job."""
+    p.add_argument("--memory-limit", type=memory_limit, default=f"{DEFAULT_SHARE:.0%}", metavar="SIZE",
+                   help=f"stop the job (not the machine) when PruneLab's memory reaches SIZE: 8G, 1500M or a share "
+                        f"of this machine such as 50%% (default {DEFAULT_SHARE:.0%}%)")
 
 
 def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
@@ -192,10 +209,11 @@ class ProgressPrinter:
         self.stream.flush()
 
 
-def run_events(events, printer: Callable | None = None, on_event: Callable | None = None):
-    """Drain an engine generator, printing progress; returns the last event."""
+def run_events(events, printer: Callable | None = None, on_event: Callable | None = None,
+               limit: int | None = None, hint: str = ""):
+    """Drain an engine generator under the memory budget `limit` (bytes), printing progress; returns the last event."""
     last = None
-    for last in events:
+    for last in guarded(events, limit, hint):
         if printer:
             printer(last)
         if on_event:
@@ -289,7 +307,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bundle, data = resolve(args)
     device = _device(args.device)
     done = run_events(evaluate(bundle.model, data, device=device, batch_size=args.batch_size, threads=args.threads,
-                               cancel=CANCEL), ProgressPrinter(quiet=args.quiet))
+                               cancel=CANCEL), ProgressPrinter(quiet=args.quiet), limit=args.memory_limit)
     metrics: Metrics = done.metrics
     print(f"{args.model} on {data.name} test set ({metrics.samples} images), device {device}"
           f"{_latency_threads(metrics)}")
@@ -431,7 +449,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             print(f"{label}: top-1 {m.top1:.2%}, params {fmt_count(m.params)}, MACs {fmt_count(m.macs)}"
                   f"{extra}", flush=True)
 
-    done: RunDone = run_events(run_pruning(bundle, data, cfg, CANCEL, out_dir=out), printer, report)
+    done: RunDone = run_events(run_pruning(bundle, data, cfg, CANCEL, out_dir=out), printer, report,
+                               limit=args.memory_limit, hint=", leave large layers alone (--ignore NAME)")
     print(f"\n{method.title}, {method.ratio_meaning} "
           f"{cfg.pruning_ratio if cfg.pruning_ratio is not None else 'for ' + str(cfg.target_speedup) + 'x'}")
     print(metrics_table({"before": done.before, "after": done.after}))
@@ -484,7 +503,7 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="bn-scale: L1 penalty on BatchNorm scales while fine-tuning (e.g. 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-limit", type=count, metavar="N", help="evaluate on the first N test images only")
-    p.add_argument("--threads", type=count, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--threads", type=count, help="CPU threads for latency (default: the cores other work leaves free)")
     p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--quiet", action="store_true")
@@ -528,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy, precision/recall/F1, size, MACs, latency, memory")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--threads", type=count, help="CPU threads for latency (default: torch's)")
+    p.add_argument("--threads", type=count, help="CPU threads for latency (default: the cores other work leaves free)")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

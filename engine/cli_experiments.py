@@ -50,7 +50,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     done: SensitivityDone = run_events(
         scan(bundle, data, args.ratios, method=args.method, limit=limit, cancel=CANCEL,
              bn_recalibrate=args.bn_recalibrate, device=args.device),
-        ProgressPrinter(quiet=args.quiet))
+        ProgressPrinter(quiet=args.quiet), limit=args.memory_limit)
     heads = [f"{r:.0%}".rjust(7) for r in done.ratios]
     print(f"{args.model} on {data.name} ({done.split} split, {limit or 'all'} images, method {done.method}): "
           f"baseline top-1 {done.baseline_top1:.2%}; accuracy drop in points when one group is pruned alone")
@@ -110,8 +110,8 @@ def _fmt(v) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
     from engine.cli import CANCEL, ProgressPrinter
-    from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanWaiting, ResultStore, inspect_store_file,
-                                    load_inputs, load_plan, run_plan)
+    from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanWaiting, ResultStore,
+                                    inspect_store_file, load_inputs, load_plan, run_plan)
 
     plan = load_plan(args.plan)
     if args.report:  # checked before any run starts, not after an hour of them
@@ -128,10 +128,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(quiet=args.quiet)
     start = time.time()
     done = None
-    for ev in run_plan(plan, store, CANCEL, bundle=bundle, data=data):
+    for ev in run_plan(plan, store, CANCEL, bundle=bundle, data=data, memory_limit=args.memory_limit):
         printer(ev)
         if isinstance(ev, PlanWaiting):  # runs another sweep on this store is computing
             print(ev.message, flush=True)
+        elif isinstance(ev, PlanRunFailed):
+            print(f"[{ev.index}/{ev.total}] {ev.label}: failed, not stored ({ev.message})", flush=True)
         elif isinstance(ev, PlanProgress) and ev.index:
             print(f"[{ev.index}/{ev.total}] {ev.label} ({ev.key})", flush=True)
         elif isinstance(ev, PlanRunDone):
@@ -154,6 +156,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         html, csv = write_report(store, args.report, plan_name=plan.name)
         print(f"wrote {html} and {csv}")
+    if done.failed:
+        raise UserError(f"{len(done.failed)} run(s) reached the memory limit and were not stored (first: "
+                        f"{done.failed[0]}); the others are stored, and a re-run retries only these")
     return 0
 
 
@@ -172,7 +177,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the main parser."""
-    from engine.cli import add_data_args, add_model_args, finite
+    from engine.cli import add_data_args, add_model_args, finite, memory_limit
 
     p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
     add_model_args(p)
@@ -197,6 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", metavar="PATH", help="result store (default: the plan's, else the user data folder)")
     p.add_argument("--report", metavar="FILE.html", help="write the HTML report (and CSV) when done; checked "
                    "before the first run")
+    p.add_argument("--memory-limit", type=memory_limit, metavar="SIZE",
+                   help="stop a run (not the machine) when PruneLab's memory reaches SIZE: 8G, 1500M or 50%% of this "
+                        "machine (default: the plan's memory_limit, else 70%%)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 

@@ -20,6 +20,9 @@ class NeedsTrust(UserError):
 def resource_error(exc: BaseException) -> UserError | None:
     """The one-line UserError for running out of memory (CPU or GPU), or None for any other exception."""
     text = str(exc)
+    if type(exc).__name__ == "BudgetExceeded":  # the watchdog's signal, caught outside the guarded job
+        return UserError("the job reached the memory limit and was stopped; try a smaller --batch-size, fewer "
+                         "evaluation images (--eval-limit) or a higher --memory-limit")
     if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
         return UserError("the GPU ran out of memory; try a smaller --batch-size, fewer evaluation images "
                          "(--eval-limit) or --device cpu")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from engine.budget import BudgetError, guarded, parse_limit
 from engine.checks import check_run
 from engine.errors import UserError
 from engine.events import CancelToken, Progress
@@ -267,6 +268,16 @@ class RunResult:
     def recovery(self) -> str:
         """Name of the recovery setting this run used."""
         return self.extra.get("recovery", "")
+
+    def latency_speedup(self, baseline: "RunResult | None") -> float | None:
+        """Times faster than the original: the paired (interleaved) median when timed so, else the ratio."""
+        paired = self.extra.get("latency_speedup")
+        if paired and paired.get("median"):
+            return float(paired["median"])
+        b = baseline.metrics if baseline else None
+        if b and b.latency() and self.metrics.latency():
+            return b.latency() / self.metrics.latency()
+        return None
 
     def to_row(self) -> dict:
         """Column values for the store."""
@@ -734,7 +745,7 @@ def _claim_of(row: sqlite3.Row) -> Claim:
 # ----------------------------------------------------------------------------- plans
 
 PLAN_SECTIONS = {
-    "plan": {"name", "seed", "store", "out_dir", "save_models"},
+    "plan": {"name", "seed", "store", "out_dir", "save_models", "memory_limit"},
     "model": {"source", "code", "kwargs", "weights", "trust", "input_shape", "mean", "std"},
     "data": {"spec"},
     "sweep": {"methods", "ratios", "target_speedups", "sensitivity_guided"},
@@ -791,6 +802,7 @@ class Plan:
     store: str | None = None
     out_dir: str | None = None
     save_models: bool = True
+    memory_limit: int | None = None  # bytes each job may reach (None: the default share of the machine)
     sensitivity_guided: bool = False  # add a per-layer-ratio run per structured method × ratio
     sensitivity: dict = field(default_factory=dict)  # ratios, limit, method, bn_recalibrate for that scan
     model_code: str | None = None
@@ -1083,6 +1095,12 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
     if "out_dir" in plan_t:
         plan.out_dir = path(plan_t["out_dir"], "[plan] out_dir")
     plan.save_models = _expect(plan_t.get("save_models", True), bool, "[plan] save_models", "true or false")
+    if "memory_limit" in plan_t:
+        limit = _expect(plan_t["memory_limit"], (str, int), "[plan] memory_limit", 'a size such as "8G" or "70%"')
+        try:
+            plan.memory_limit = parse_limit(limit)
+        except UserError as exc:
+            raise UserError(f"{source}: [plan] memory_limit: {exc}") from None
 
     if "source" not in model_t:
         raise UserError(f"{source}: [model] source is missing; e.g. source = \"demo:resnet\" or a model file")
@@ -1224,6 +1242,18 @@ class PlanDone:
     ran: int
     skipped: int
     shared: int = 0  # runs another process sharing the store computed while this plan ran
+    failed: tuple[str, ...] = ()  # "label: reason" of runs stopped by the memory budget (not stored)
+
+
+@dataclass(frozen=True)
+class PlanRunFailed:
+    """A run was stopped (by the memory budget) and not stored; the plan goes on, a re-run retries it."""
+
+    index: int
+    total: int
+    key: str
+    label: str
+    message: str
 
 
 # ----------------------------------------------------------------------------- runner
@@ -1386,7 +1416,7 @@ def sensitivity_for_plan(plan: Plan, bundle, data, store: ResultStore | None,
 
 
 def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, bundle=None,
-             data=None) -> Iterator:
+             data=None, memory_limit: int | None = None) -> Iterator:
     """Run every pending configuration of a plan, storing each run the moment it finishes.
 
     Yields PlanProgress before each run, the engine's events of that run, PlanRunDone after it
@@ -1402,14 +1432,19 @@ def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, 
     is lost. Cancelling while waiting loses nothing either: the other process stores its runs and a re-run
     includes them. The baseline and the sensitivity scan are claimed the same way (the other sweeps wait
     for them, since every run needs them), so they too are computed once.
+
+    Each run is held to the memory budget (`memory_limit`, else the plan's, else the default share of
+    the machine): a run that reaches it ends as PlanRunFailed and the plan goes on with the next.
     """
     cancel = cancel or CancelToken()
     owner = ClaimOwner.here()
+    limit = memory_limit or plan.memory_limit or parse_limit(None)
     with store.leases(owner):
-        yield from _run_plan(plan, store, cancel, bundle, data, owner)
+        yield from _run_plan(plan, store, cancel, bundle, data, owner, limit)
 
 
-def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner) -> Iterator:
+def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner,
+              limit: int) -> Iterator:
     start = time.perf_counter()
     from engine.metrics import evaluate
     from engine.pruning import run_pruning
@@ -1461,6 +1496,7 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
                       tuple(plan.criteria))
     ran = shared = 0
+    failed: list[str] = []
     pending = list(enumerate(runs, 1))
     shown = ""
     while pending:
@@ -1487,12 +1523,20 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
                 if plan.save_models:
                     out_dir = Path(plan.out_dir or store.path.parent / "models") / key
                 final = ev = None
-                for ev in run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics):
+                for ev in guarded(run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics),
+                                  limit, ", leave large layers alone ([prune] ignored_layers)"):
                     if isinstance(ev, RunDone):
                         final = ev
                     yield ev
                 result = _stamp(_result_of(final, key, label, cfg, rec, guided, plan), owner)
                 store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
+            except BudgetError as exc:  # this run only: the plan goes on with the next
+                store.release(owner, key)
+                failed.append(f"{label}: {exc}")
+                final = ev = None
+                gc.collect()
+                yield PlanRunFailed(index, total, key, label, str(exc))
+                continue
             except BaseException:
                 store.release(owner, key)  # failed or cancelled: another sweep may take it
                 raise
@@ -1513,7 +1557,7 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
             _pause(POLL_S, cancel)
     results = tuple(store.results([r[0] for r in runs]))
     yield PlanDone(results, baseline, rank(results, plan.criteria, baseline, model=plan.model), str(store.path),
-                   time.perf_counter() - start, ran, skipped, shared)
+                   time.perf_counter() - start, ran, skipped, shared, tuple(failed))
 
 
 def _result_of(done: RunDone, key: str, label: str, cfg: PruneConfig, rec: Recovery, guided: bool,
@@ -1671,8 +1715,9 @@ def describe_gain(r: RunResult, baseline: RunResult | None) -> str:
         return f"top-1 {r.metrics.top1 * 100:.2f} %"
     b, a = baseline.metrics, r.metrics
     parts = []
-    if a.latency() and b.latency():
-        parts.append(f"{b.latency() / a.latency():.1f}× faster")
+    speed = r.latency_speedup(baseline)
+    if speed:
+        parts.append(f"{speed:.1f}× faster")
     elif a.macs and b.macs:
         parts.append(f"{b.macs / a.macs:.1f}× fewer MACs (latency not measured)")
     if a.size_bytes and b.size_bytes and b.size_bytes / a.size_bytes > 1.05:

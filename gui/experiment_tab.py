@@ -409,11 +409,11 @@ class ExperimentTab(QWidget):
 
         if not self._store_path.exists():
             raise UserError(f"no results yet in {self._store_path}; run a plan first")
-        return write_report(ResultStore(self._store_path), path, criteria=self.criteria())
+        return write_report(ResultStore(self._store_path, read_only=True), path, criteria=self.criteria())
 
     def load_store(self, path: str | Path, plan_name: str | None = None) -> None:
         """Show the results of a stored plan (the most recent by default)."""
-        store = ResultStore(path)
+        store = ResultStore(path, read_only=True)  # looking never changes the file
         self.set_store_path(path)
         plans = store.plans()
         plan = next((p for p in plans if p["name"] == plan_name), None) if plan_name else (plans[-1] if plans else None)
@@ -527,7 +527,7 @@ class ExperimentTab(QWidget):
         b = self._baseline.metrics if self._baseline else None
         for i, (r, e) in enumerate(rows):
             m = r.metrics
-            speed = b.latency() / m.latency() if b and b.latency() and m.latency() else None
+            speed = r.latency_speedup(self._baseline) if e is not None else None
             cells = ("–" if e is None else str(e.rank), r.label, f"{m.top1 * 100:.2f}",
                      f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", f"{m.f1_macro * 100:.2f}",
                      f"{m.latency():.3f}" if m.latency() else "–", f"{speed:.2f}×" if speed else "–",

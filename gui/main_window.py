@@ -672,7 +672,7 @@ class MainWindow(QMainWindow):
         speed = done.speedups()
         self.statusBar().showMessage(
             f"Run {record.label} done in {done.seconds:.1f} s: top-1 {done.before.top1:.2%} → {done.after.top1:.2%}, "
-            f"{speed['macs']:.2f}× fewer MACs", 15000)
+            f"{speed['macs']:.2f}× fewer MACs" + (f", {done.speedup_text()}" if done.speedup_text() else ""), 15000)
         self.hint_label.setText(HINT_AFTER_RUN)
         for note in done.notes:
             log.info("run %s note: %s", record.label, note)

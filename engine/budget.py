@@ -1,0 +1,193 @@
+"""A memory budget for every job: a watchdog that stops the job, not the machine.
+
+Why a watchdog thread that raises inside the job's thread, rather than a child process or an
+allocation limit: an address-space limit (RLIMIT_AS) applies to the whole process, so the window
+would fail its own allocations first; a child process per job would copy the loaded model and data
+and pay torch's start-up on every run. The watchdog samples the process's resident memory every
+few milliseconds and, past the budget, raises `BudgetExceeded` in the job's thread with
+`PyThreadState_SetAsyncExc`. That lands at the next Python bytecode the job executes, which works
+while torch-pruning builds its dependency graph (pure Python, no cancellation points) and between
+the operators of any forward pass. A single operator that alone needs more than the machine has
+cannot be interrupted this way; `engine.checks` refuses such batches before the work starts.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import re
+import sys
+import threading
+import time
+from typing import Iterator
+
+from engine.errors import UserError
+from engine.events import Progress
+
+DEFAULT_SHARE = 0.7  # of the machine's memory, when no limit is given
+POLL_S = 0.005
+UNITS = {"": 1, "b": 1, "k": 2 ** 10, "kb": 2 ** 10, "kib": 2 ** 10, "m": 2 ** 20, "mb": 2 ** 20, "mib": 2 ** 20,
+         "g": 2 ** 30, "gb": 2 ** 30, "gib": 2 ** 30, "t": 2 ** 40, "tb": 2 ** 40, "tib": 2 ** 40}
+
+
+class BudgetExceeded(Exception):
+    """Raised inside the job's thread when the process grows past its memory budget."""
+
+
+class BudgetError(UserError):
+    """A job was stopped by its memory budget (the one line says which phase and what to try)."""
+
+
+def total_memory() -> int:
+    """Bytes of memory the machine has."""
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def parse_limit(text: str | int | float | None) -> int:
+    """`8G`, `1500M`, `70%` (of the machine), a byte count, or None (the default share) -> bytes."""
+    if text is None or text == "":
+        return int(total_memory() * DEFAULT_SHARE)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = int(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|[a-zA-Z]*)\s*", str(text))
+        if not match or (match.group(2).lower() not in UNITS and match.group(2) != "%"):
+            raise UserError(f"memory limit {text!r} is not a size; use e.g. 8G, 1500M or 70%")
+        number, unit = float(match.group(1)), match.group(2).lower()
+        if unit == "%":
+            if not 0 < number <= 100:
+                raise UserError(f"memory limit {text!r} must be a share between 0 and 100 %")
+            value = int(total_memory() * number / 100)
+        else:
+            value = int(number * UNITS[unit])
+    if value < 64 * 2 ** 20:
+        raise UserError(f"memory limit {text!r} is below 64 MiB, less than PruneLab itself needs")
+    return value
+
+
+def _fmt(n: int) -> str:
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
+
+
+def _raise_in(thread_id: int, exc_type: type) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc keeps them otherwise)."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+class _Watchdog(threading.Thread):
+    """Samples RSS; past the limit, raises BudgetExceeded in the job's thread while the job is running."""
+
+    def __init__(self, target_id: int, limit: int):
+        super().__init__(name="prunelab-memory-watchdog", daemon=True)
+        self.target_id, self.limit = target_id, limit
+        self.stop = threading.Event()
+        self.armed = False  # true while the job's own code runs, not the caller's between events
+        self.lock = threading.Lock()  # raising and disarming never interleave
+        self.peak = 0
+        self.tripped_at: int | None = None
+
+    def run(self) -> None:
+        import psutil
+
+        proc = psutil.Process(os.getpid())
+        while not self.stop.wait(POLL_S):
+            rss = proc.memory_info().rss
+            self.peak = max(self.peak, rss)
+            if rss > self.limit:
+                with self.lock:
+                    if self.armed:
+                        self.tripped_at = rss
+                        _raise_in(self.target_id, BudgetExceeded)
+                        return
+
+    def arm(self, on: bool) -> None:
+        """Allow (or stop) raising into the job's thread."""
+        with self.lock:
+            self.armed = on
+
+
+def budget_message(phase: str, used: int, limit: int, hint: str = "") -> str:
+    """The one line a job stopped by its budget ends with."""
+    return (f"the {phase} phase reached the memory limit ({_fmt(used)} used, {_fmt(limit)} allowed) and was "
+            f"stopped; try a smaller batch (--batch-size), fewer evaluation images (--eval-limit){hint}, or a "
+            "higher limit (--memory-limit)")
+
+
+def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
+    """Pass a job's events through while a watchdog holds the process under `limit` bytes.
+
+    Past the budget the job stops with a one-line UserError naming the phase it was in, how much
+    memory it used and what to try; its memory is released, and the caller (window, plan) goes on.
+    """
+    if limit is None:
+        yield from events
+        return
+    used = rss_bytes()
+    if used > limit:
+        raise UserError(f"PruneLab already uses {_fmt(used)}, more than the memory limit of {_fmt(limit)}; "
+                        "raise the limit (--memory-limit, or the application's settings)")
+    phase = "start"
+    dog = _Watchdog(threading.get_ident(), limit)
+    dog.start()
+    try:
+        while True:
+            dog.arm(True)
+            try:
+                event = next(events)
+            finally:
+                dog.arm(False)
+            if isinstance(event, Progress):
+                phase = event.phase
+            yield event
+    except StopIteration:
+        return
+    except BudgetExceeded:
+        used = dog.tripped_at or dog.peak
+        del events
+        release_freed_memory()
+        raise BudgetError(budget_message(phase, used, limit, hint)) from None
+    finally:
+        dog.stop.set()
+        dog.join(1.0)
+
+
+def cuda_share(limit: int | None, device: str) -> None:
+    """On CUDA, cap this process's share of GPU memory to the same fraction of the machine's memory."""
+    if limit is None or device != "cuda":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        share = min(1.0, limit / total_memory())
+        torch.cuda.set_per_process_memory_fraction(share)
+
+
+def measured(func, *args, **kwargs) -> tuple[object, int, float]:
+    """Call `func` and return (result, peak RSS in bytes, seconds); for the coverage benchmark."""
+    dog = _Watchdog(threading.get_ident(), limit=2 ** 62)
+    dog.start()
+    start = time.perf_counter()
+    try:
+        result = func(*args, **kwargs)
+    finally:
+        dog.stop.set()
+        dog.join(1.0)
+    return result, dog.peak, time.perf_counter() - start
