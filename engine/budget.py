@@ -147,6 +147,7 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
     phase = "start"
     dog = _Watchdog(threading.get_ident(), limit)
     dog.start()
+    stopped = False
     try:
         while True:
             dog.arm(True)
@@ -160,13 +161,14 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
     except StopIteration:
         return
     except BudgetExceeded:
-        used = dog.tripped_at or dog.peak
-        del events
-        release_freed_memory()
-        raise BudgetError(budget_message(phase, used, limit, hint)) from None
+        stopped = True  # handled below: the traceback holds the job's frames (and their memory) until then
     finally:
         dog.stop.set()
         dog.join(1.0)
+    if stopped:
+        del events
+        release_freed_memory()
+        raise BudgetError(budget_message(phase, dog.tripped_at or dog.peak, limit, hint))
 
 
 def cuda_share(limit: int | None, device: str) -> None:

@@ -35,8 +35,8 @@ import pyqtgraph as pg
 from engine.errors import UserError
 from engine.events import Progress
 from engine.experiments import (DEFAULT_CRITERIA, METRICS, Criterion, Plan, PlanDone, PlanProgress, PlanRunDone,
-                                PlanStarted, Recovery, ResultStore, RunResult, default_store_path, metric_value,
-                                pareto_front, rank)
+                                PlanRunFailed, PlanStarted, Recovery, ResultStore, RunResult, default_store_path,
+                                metric_value, pareto_front, rank)
 from engine.methods import all_methods
 from gui import theme
 
@@ -454,6 +454,8 @@ class ExperimentTab(QWidget):
         elif isinstance(event, PlanRunDone):
             self._add_result(event.result)
             self._refresh()
+        elif isinstance(event, PlanRunFailed):
+            self.status_label.setText(escape(f"run {event.index}/{event.total} {event.label} failed: {event.message}"))
         elif isinstance(event, PlanDone):
             self._baseline = event.baseline
             self.status_label.setText(escape(f"done: {event.ran} runs, {event.skipped} already stored, "

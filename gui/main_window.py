@@ -14,15 +14,17 @@ from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QMainWindow, QMessageBox, QProgressBar, QScrollArea, QStyle, QTabWidget, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                               QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QStyle,
+                               QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from engine.cli import fmt_bytes, fmt_count
 from engine.data import Dataset
 from engine.errors import NeedsTrust, UserError
 from engine.events import EpochDone, Progress
-from engine.experiments import PlanDone, PlanProgress, PlanRunDone, PlanStarted, ResultStore, run_plan
+from engine.budget import DEFAULT_SHARE, guarded, parse_limit
+from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted, ResultStore,
+                                run_plan)
 from engine.methods import get_method
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle
 from engine.pruning import RunDone, StepDone
@@ -304,6 +306,8 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.side_dock.toggleViewAction())
         show_hint = view_menu.addAction("Show the &hint")
         show_hint.triggered.connect(self.hint_frame.show)
+        settings_menu = self.menuBar().addMenu("&Settings")
+        settings_menu.addAction("&Memory limit…", self.ask_memory_limit)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.about_action)
         toolbar = self.addToolBar("Main")
@@ -447,6 +451,33 @@ class MainWindow(QMainWindow):
             html += "<p style='color:#D55E00'>TorchScript models can be evaluated but not pruned.</p>"
         self.summary_label.setText(html)
 
+    def memory_limit(self) -> int:
+        """The memory budget of every job, in bytes (Settings ▸ Memory limit; default a share of the machine)."""
+        text = self.settings.value("memory/limit", f"{DEFAULT_SHARE:.0%}", str)
+        try:
+            return parse_limit(text)
+        except UserError:
+            log.warning("ignoring the stored memory limit %r", text)
+            return parse_limit(None)
+
+    @Slot()
+    def ask_memory_limit(self) -> None:
+        """Let the user set the memory budget; a value that is not a size gets a dialog and changes nothing."""
+        current = self.settings.value("memory/limit", f"{DEFAULT_SHARE:.0%}", str)
+        text, ok = QInputDialog.getText(
+            self, "Memory limit", "A job (pruning, evaluation, sensitivity, each run of a plan) stops when PruneLab "
+            "uses this much memory, so the machine never runs out.\nA share of this machine such as 70% or a size "
+            "such as 8G or 1500M:", text=current)
+        if not ok:
+            return
+        try:
+            limit = parse_limit(text.strip())
+        except UserError as exc:
+            self.show_error("Not a memory limit", str(exc))
+            return
+        self.settings.set_value("memory/limit", text.strip())
+        self.statusBar().showMessage(f"Memory limit: {limit / 2 ** 30:.1f} GiB", 8000)
+
     def _ask_trust(self, path: str, message: str, what: str = "pickle") -> bool:
         """Ask whether to load a file that holds code; explains the risk. True only on an explicit yes."""
         holds = ("a TorchScript program (code that runs while it loads), not just weights" if what == "torchscript"
@@ -527,13 +558,15 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot start the plan", str(exc))
             return False
         bundle, data = self.loaded.bundle, self.loaded.data
+        memory_limit = self.memory_limit()
         store_path = self.experiment.store_path()
         self.settings.set_value("experiment/store", str(store_path))
         log.info("plan: %s", plan.to_json())
 
         def job(cancel):
             # The store is opened on the worker thread; each of its calls uses its own connection.
-            return run_plan(plan, ResultStore(store_path), cancel, bundle=bundle, data=data)
+            return run_plan(plan, ResultStore(store_path), cancel, bundle=bundle, data=data,
+                            memory_limit=memory_limit)
 
         self.tabs.setCurrentWidget(self.experiment)
         self._start_job("plan", job)
@@ -568,6 +601,9 @@ class MainWindow(QMainWindow):
         # machine and the UI thread would stall with it. Jobs free nearly everything by reference counting;
         # the few cycles (torch-pruning's graph) are collected once the job is over.
         gc.disable()
+        if kind != "plan":  # a plan holds each of its runs to the budget itself, so one run fails alone
+            limit, inner = self.memory_limit(), job
+            job = lambda cancel: guarded(inner(cancel), limit)  # noqa: E731
         self.worker = Worker(job, kind)
         self.worker.progressed.connect(self._on_event)
         self.worker.finished.connect(self._on_job_finished)
@@ -632,9 +668,14 @@ class MainWindow(QMainWindow):
         elif isinstance(event, PlanDone):
             self.statusBar().showMessage(f"Plan done: {event.ran} runs in {event.seconds:.0f} s, "
                                          f"{event.skipped} already stored", 15000)
+            if event.failed:
+                self.show_error("Some runs reached the memory limit",
+                                f"{len(event.failed)} run(s) were stopped and not stored; the others are. "
+                                "Run the plan again to retry them, with a higher limit (Settings ▸ Memory "
+                                "limit) or a smaller batch.", "\n".join(event.failed))
         if isinstance(event, Progress):
             self._on_progress(event)
-        if isinstance(event, (Progress, PlanStarted, PlanProgress, PlanRunDone, PlanDone)):
+        if isinstance(event, (Progress, PlanStarted, PlanProgress, PlanRunDone, PlanRunFailed, PlanDone)):
             self.experiment.on_event(event)
 
     def _on_progress(self, event: Progress) -> None:

@@ -206,6 +206,33 @@ def test_cancel_answers_quickly_and_keeps_the_model(loaded, qtbot):
     assert loaded.run_action.isEnabled() and not loaded.cancel_action.isEnabled()
 
 
+def test_a_run_past_the_memory_limit_fails_alone(window, qtbot, fashion):
+    from engine.budget import rss_bytes
+    from tests.test_budget import HUNGER, HungryResNet
+
+    window.raw_data_cache["fashion-mnist"] = fashion
+    bundle = ModelBundle(HungryResNet(1, 10, widths=(8, 16, 32)).eval(), "test:hungry", "demo:resnet", (1, 28, 28), 10,
+                         arch_kwargs={"widths": [8, 16, 32]})
+    with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        assert window.load(None, "fashion-mnist", bundle=bundle)
+    fast_options(window, steps=1)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS):
+        assert window.start_run()
+    qtbot.waitUntil(lambda: not window.busy, timeout=RUN_TIMEOUT_MS)
+    window.settings.set_value("memory/limit", str(rss_bytes() + 600 * 2 ** 20))
+    HUNGER["on"] = True
+    try:
+        with qtbot.waitSignal(window.job_stopped, timeout=RUN_TIMEOUT_MS):
+            assert window.start_run()
+    finally:
+        HUNGER["on"] = False
+    box = window.error_box
+    assert box is not None and box.isVisible() and "reached the memory limit" in box.text()
+    box.close()
+    assert [r.status for r in window.runs.values()] == ["done", "failed"]  # the first run is still listed
+    assert window.run_action.isEnabled() and window.open_action.isEnabled()
+
+
 def test_corrupt_model_file_shows_error_and_window_stays_usable(loaded, qtbot, tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"this is not a PyTorch file" * 10)
