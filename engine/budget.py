@@ -171,17 +171,6 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
         raise BudgetError(budget_message(phase, dog.tripped_at or dog.peak, limit, hint))
 
 
-def cuda_share(limit: int | None, device: str) -> None:
-    """On CUDA, cap this process's share of GPU memory to the same fraction of the machine's memory."""
-    if limit is None or device != "cuda":
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        share = min(1.0, limit / total_memory())
-        torch.cuda.set_per_process_memory_fraction(share)
-
-
 def measured(func, *args, **kwargs) -> tuple[object, int, float]:
     """Call `func` and return (result, peak RSS in bytes, seconds); for the coverage benchmark."""
     dog = _Watchdog(threading.get_ident(), limit=2 ** 62)
