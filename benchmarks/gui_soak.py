@@ -235,7 +235,8 @@ def check_refs(name: str, samples: list[Sample], warmup: int, at_start: int, pad
         text += f"; without the pad Python would have aborted ('deallocating {name}') by run {crossed}"
     elif rate > 0:
         # the loss per run grows with the number of runs, so this is an upper bound
-        text += f"; at that rate Python aborts ('deallocating {name}') within about {last / rate:.0f} more runs"
+        text += (f"; at that rate {'without the pad ' if padded else ''}Python aborts ('deallocating {name}') "
+                 f"within about {last / rate:.0f} more runs")
     return last >= ref, text
 
 
@@ -271,10 +272,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="also trace Python allocations (tracemalloc, slow) and print the growing lines")
     parser.add_argument("--json", help="write every sample and the checks to this file")
     args = parser.parse_args(argv)
-    if args.runs <= args.warmup:
-        parser.error("--runs must be larger than --warmup")
+    if not 1 <= args.warmup < args.runs:
+        parser.error("--warmup must be at least 1 and smaller than --runs")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
+    try:
+        ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
+    except ValueError:
+        parser.error(f"--ratios must be numbers between 0.05 and 0.95, got {args.ratios!r}")
+    if not methods or not ratios or not all(0.05 <= r <= 0.95 for r in ratios):
+        parser.error("--methods and --ratios need at least one value each; ratios between 0.05 and 0.95")
+    from engine.errors import UserError
+    from engine.methods import get_method
+
+    for name in methods:
+        try:
+            get_method(name)
+        except UserError as exc:
+            parser.error(str(exc))
     if args.no_webengine:
         os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
 
