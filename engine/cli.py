@@ -418,7 +418,7 @@ def prune_config(args: argparse.Namespace) -> "PruneConfig":
         bn_recalibrate=args.bn_recalibrate, finetune_epochs=args.finetune_epochs,
         finetune_batches=args.finetune_batches, finetune_lr=args.lr, distill=args.distill,
         sparsity_reg=args.sparsity_reg, device=args.device, seed=args.seed, batch_size=args.batch_size,
-        eval_limit=args.eval_limit, threads=args.threads)
+        eval_limit=args.eval_limit, threads=args.threads, measure_speed=not args.no_speed)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -503,6 +503,8 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="bn-scale: L1 penalty on BatchNorm scales while fine-tuning (e.g. 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-limit", type=count, metavar="N", help="evaluate on the first N test images only")
+    p.add_argument("--no-speed", action="store_true",
+                   help="skip latency, throughput and memory measurement (much faster on large models)")
     p.add_argument("--threads", type=count, help="CPU threads for latency (default: the cores other work leaves free)")
     p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
     p.add_argument("--json", metavar="FILE")

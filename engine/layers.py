@@ -116,11 +116,24 @@ def describe_layers(model: nn.Module, input_shape: Shape, ignored: tuple[str, ..
     return info
 
 
+# Layers whose graph torch-pruning cannot trace in bounded memory: its shape inference follows the
+# window partition's reshapes without end (swin_t at 224×224 passed 8 GiB after 95 s, still growing;
+# ignoring these layers or unwrapping their position tables does not help, as the whole graph is traced).
+UNTRACEABLE = ("WindowAttention",)  # torchvision ShiftedWindowAttention(V2), timm WindowAttention
+
+
+def untraceable_layers(model: nn.Module) -> list[str]:
+    """Names of the layers that keep torch-pruning from tracing `model` (empty for most models)."""
+    return [n for n, m in model.named_modules() if any(k in type(m).__name__ for k in UNTRACEABLE)]
+
+
 def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> dict[str, int]:
     """Layer name -> index of the torch-pruning group it is pruned with (layers coupled by residuals
-    or concatenation share an index). Ignored layers get no group."""
+    or concatenation share an index). Ignored layers get no group; an untraceable model has none."""
     import torch_pruning as tp
 
+    if untraceable_layers(model):
+        return {}
     modules = dict(model.named_modules())
     names = {m: n for n, m in modules.items()}
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)

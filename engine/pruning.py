@@ -628,7 +628,8 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     if out_dir is not None:
         yield Progress("save", 0, 1, "saving model and ONNX")
         files = save_outputs(work, Path(out_dir), structured=method.structured,
-                             check_batches=data.loader("test", 256, limit=1024), notes=notes)
+                             check_batches=data.loader("test", min(256, cfg.batch_size), limit=1024),
+                             notes=notes)  # the user's batch size: 256 large images would need gigabytes
         yield Progress("save", 1, 1, "saved")
     model.cpu()
     if keep is not None:

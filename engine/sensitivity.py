@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.checks import check_traceable
 from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import CancelToken, Eta, Progress
@@ -204,6 +205,7 @@ def scan(bundle: ModelBundle, data: Dataset, ratios: Sequence[float] = DEFAULT_R
         raise UserError(f"sensitivity ratios must be between 0 and 1 (exclusive), got {list(ratios)}")
     ratios = tuple(sorted(set(ratios)))
     bundle.require_prunable()
+    check_traceable(bundle.model, "the sensitivity scan")
     dev, _ = resolve_device(device)
     start = time.perf_counter()
     shape = tuple(bundle.input_shape or data.input_shape)
