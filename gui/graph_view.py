@@ -184,10 +184,25 @@ def _make_web_view(parent: QWidget) -> QWidget:
     script.setRunsOnSubFrames(True)
     script.setSourceCode(CONSENT_SCRIPT)
     profile.scripts().insert(script)
+    view._keep = (profile, interceptor, None)  # Python must keep these alive as long as the view
+    fresh_page(view)
+    return view
+
+
+def fresh_page(view: QWidget) -> None:
+    """Give the view a new page on its profile and delete the old one.
+
+    Reloading one page for every graph made Chromium's renderer keep about 14 MB per graph shown
+    (measured by benchmarks/gui_soak.py); a fresh page lets it free what the previous graph held.
+    """
+    from PySide6.QtWebEngineCore import QWebEnginePage
+
+    profile, interceptor, old = view._keep
     page = QWebEnginePage(profile, view)
     view.setPage(page)
-    view._keep = (profile, interceptor, page)  # Python must keep these alive as long as the view
-    return view
+    view._keep = (profile, interceptor, page)
+    if old is not None:
+        old.deleteLater()
 
 
 class LayerTable(QTableWidget):
@@ -502,8 +517,8 @@ class GraphView(QWidget):
 
     def _on_show(self, which: str) -> None:
         path = self.paths.get(which)
-        if self.web_view is None or path is None:
-            return
+        if self.web_view is None or path is None or (path == self.server.path and self.server.address):
+            return  # nothing to show, or this graph is on screen already
         try:
             url = self.server.serve(path)
         except Exception as exc:  # a busy port or a netron problem must not break the window
@@ -511,4 +526,5 @@ class GraphView(QWidget):
             self.note_label.setText(f"Netron could not start: {exc}")
             return
         log.info("showing %s graph from %s at %s", which, path, url.toString())
+        fresh_page(self.web_view)
         self.web_view.setUrl(url)

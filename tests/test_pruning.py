@@ -15,7 +15,7 @@ from engine.errors import Cancelled, UserError
 from engine.events import CancelToken, Progress
 from engine.layers import describe_layers, prunable_layers
 from engine.methods import REGISTRY, all_methods, get_method, register_method
-from engine.models import DemoResNet, ModelBundle, load_model
+from engine.models import DemoResNet, DemoVGG, ModelBundle, load_model
 from engine.pruning import PruneConfig, RunDone, StepDone, run_pruning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,3 +287,40 @@ def test_target_speedup_with_rounding(fashion, scope):
     if scope == "layer":
         note = next(n for n in done.notes if n.startswith("target 2.5×"))
         assert "uniform ratio" in note
+
+
+def test_a_failed_onnx_export_is_a_note_and_the_model_is_saved(fashion, tmp_path):
+    # DemoVGG's adaptive pooling to 3×3 from 7×7 has no ONNX form (sizes are not multiples)
+    model = DemoVGG(cfg=(4, "M", 8, "M"), hidden=16).eval()
+    bundle = ModelBundle(model, "vgg", "demo:vgg", (1, 28, 28), 10, fashion.norm, fashion.class_names,
+                         arch_kwargs={"cfg": [4, "M", 8, "M"], "hidden": 16})
+    done = list(run_pruning(bundle, fashion, fast(method="l2", pruning_ratio=0.5), out_dir=tmp_path / "out"))[-1]
+    assert "onnx" not in done.files and any("ONNX export failed" in n for n in done.notes)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".prunelab-output", "model.json", "model.pt"]
+    assert load_model(done.files["model"]).model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_sigterm_during_a_run_leaves_no_output(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "main.py"), "prune", "--model", "demo:resnet", "--data",
+                             "fashion-mnist", "--method", "l2", "--ratio", "0.5", "--finetune-epochs", "1",
+                             "--eval-limit", "256", "--no-speed", "--out", str(out)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    line = ""
+    while time.time() < deadline and "step" not in line and proc.poll() is None:
+        line = proc.stdout.readline()  # "original: ..." then the fine-tuning starts
+        if line.startswith("original"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-1000:]
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no output folder, no temporary beside it
