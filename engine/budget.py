@@ -26,12 +26,14 @@ from engine.events import Progress
 
 DEFAULT_SHARE = 0.7  # of the machine's memory, when no limit is given
 POLL_S = 0.005
+RERAISE_S = 0.2  # still armed and over the limit this long after a raise: the job swallowed it, raise again
 UNITS = {"": 1, "b": 1, "k": 2 ** 10, "kb": 2 ** 10, "kib": 2 ** 10, "m": 2 ** 20, "mb": 2 ** 20, "mib": 2 ** 20,
          "g": 2 ** 30, "gb": 2 ** 30, "gib": 2 ** 30, "t": 2 ** 40, "tb": 2 ** 40, "tib": 2 ** 40}
 
 
-class BudgetExceeded(Exception):
-    """Raised inside the job's thread when the process grows past its memory budget."""
+class BudgetExceeded(BaseException):
+    """Raised inside the job's thread past its memory budget; a BaseException, so the job's own
+    `except Exception` handlers (ONNX export, image decoding, torch-pruning's tracing) cannot swallow it."""
 
 
 class BudgetError(UserError):
@@ -108,15 +110,16 @@ class _Watchdog(threading.Thread):
         import psutil
 
         proc = psutil.Process(os.getpid())
+        last_raise = -RERAISE_S
         while not self.stop.wait(POLL_S):
             rss = proc.memory_info().rss
             self.peak = max(self.peak, rss)
-            if rss > self.limit:
+            if rss > self.limit and time.monotonic() - last_raise > RERAISE_S:
                 with self.lock:
                     if self.armed:
-                        self.tripped_at = rss
+                        self.tripped_at = self.tripped_at or rss
                         _raise_in(self.target_id, BudgetExceeded)
-                        return
+                        last_raise = time.monotonic()
 
     def arm(self, on: bool) -> None:
         """Allow (or stop) raising into the job's thread."""
@@ -128,7 +131,7 @@ def budget_message(phase: str, used: int, limit: int, hint: str = "") -> str:
     """The one line a job stopped by its budget ends with."""
     return (f"the {phase} phase reached the memory limit ({_fmt(used)} used, {_fmt(limit)} allowed) and was "
             f"stopped; try a smaller batch (--batch-size), fewer evaluation images (--eval-limit){hint}, or a "
-            "higher limit (--memory-limit)")
+            "higher limit (--memory-limit; in the application Settings ▸ Memory limit)")
 
 
 def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
@@ -155,6 +158,8 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
                 event = next(events)
             finally:
                 dog.arm(False)
+            if dog.tripped_at is not None:
+                raise BudgetExceeded  # the job caught the watchdog's exception and went on: stop it here
             if isinstance(event, Progress):
                 phase = event.phase
             yield event

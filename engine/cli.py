@@ -19,7 +19,7 @@ import torch
 
 from engine import __version__
 from engine.data import Dataset, Normalization, load_dataset
-from engine.budget import DEFAULT_SHARE, guarded, parse_limit
+from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded, parse_limit
 from engine.checks import check_batch_memory, check_input_shape
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, EvalDone, Progress
@@ -598,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("\ncancelled", file=sys.stderr)
         return EXIT_CANCELLED
-    except Exception as exc:  # noqa: BLE001 - out of memory is the machine's limit; anything else is our bug
+    except (Exception, BudgetExceeded) as exc:  # noqa: BLE001 - out of memory is the machine's limit; else a bug
         explained = resource_error(exc)
         if explained is not None:
             print(f"error: {explained}", file=sys.stderr)

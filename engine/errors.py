@@ -17,7 +17,7 @@ class NeedsTrust(UserError):
         self.what = what  # "pickle" or "torchscript"
 
 
-def resource_error(exc: BaseException) -> UserError | None:
+def resource_error(exc: BaseException) -> "UserError | None":
     """The one-line UserError for running out of memory (CPU or GPU), or None for any other exception."""
     text = str(exc)
     if type(exc).__name__ == "BudgetExceeded":  # the watchdog's signal, caught outside the guarded job

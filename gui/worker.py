@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from engine.budget import BudgetExceeded
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, Progress
 
@@ -85,7 +86,7 @@ class Worker(QObject):
         except UserError as exc:
             log.warning("%s: %s", self.name, exc)
             self.failed.emit(Failure(str(exc), traceback.format_exc(), True, exc))
-        except Exception as exc:  # a bug or an unexpected model: report it, keep the app alive
+        except (Exception, BudgetExceeded) as exc:  # a bug or an unexpected model: report it, keep the app alive
             explained = resource_error(exc)
             if explained is not None:  # out of memory: the machine's limit, told like bad input
                 log.warning("%s: %s (%s)", self.name, explained, exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +73,35 @@ def test_a_job_past_its_budget_stops_with_one_line_and_frees_its_memory():
     assert "--batch-size" in message and "--memory-limit" in message
     assert seen == ["trace"]  # stopped in the middle of the phase that has no cancellation point
     assert rss_bytes() < base + 200 * 2 ** 20  # the hoard is gone and its pages went back to the system
-    assert sum(range(1000)) == 499500  # this thread runs on normally
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # no second exception is pending for this thread
+        pass
+    assert not [t for t in threading.enumerate() if t.name == "prunelab-memory-watchdog"]
+
+
+def swallowing_job(bare: bool):
+    """A job whose own error handling catches everything around its allocations (as torch-pruning's
+    tracing does with a bare except, and PruneLab's ONNX export with `except Exception`)."""
+    hoard = []
+    yield Progress("export", 0, 1, "")
+    for _ in range(40):
+        try:
+            hoard.append(torch.ones(CHUNK // 4))
+        except Exception:  # noqa: BLE001
+            pass
+        except BaseException:  # noqa: B036 - the bare-except case
+            if not bare:
+                raise
+    yield Progress("export", 1, 1, "")
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_job_that_catches_everything_is_still_stopped(bare):
+    # `except Exception` cannot catch the watchdog's exception; a bare except can, and is stopped at its next event
+    limit = rss_bytes() + 300 * 2 ** 20
+    with pytest.raises(BudgetError, match="the export phase reached the memory limit"):
+        for _ in guarded(swallowing_job(bare), limit):
+            pass
 
 
 def test_a_job_within_its_budget_is_untouched():
