@@ -56,12 +56,22 @@ def main() -> int:
     args = parser.parse_args()
     print(f"checkout {args.root}, {args.method} at {args.ratio}, 224×224, batch {args.batch_size}, "
           f"{args.eval_limit} test images, memory limit {args.memory_limit or 'default'}")
-    print(f"{'model':<12} {'exit':>4} {'seconds':>8} {'peak RSS':>10}  message")
+    sys.path.insert(0, str(ROOT))
+    from engine.budget import parse_limit
+
+    budget = parse_limit(args.memory_limit or None)
+    print(f"{'model':<12} {'exit':>4} {'seconds':>8} {'peak RSS':>10} {'budget':>7}  message")
+    over = 0
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             code, seconds, peak, message = run(args.root, model, args, Path(tmp) / model)
-            print(f"{model:<12} {code:>4} {seconds:8.1f} {peak / 2 ** 30:8.2f} GiB  {message[:150]}", flush=True)
-    return 0
+            # the watchdog samples every few ms, so a stopped job may pass the budget by one allocation
+            within = peak <= budget * 1.05
+            over += not within
+            print(f"{model:<12} {code:>4} {seconds:8.1f} {peak / 2 ** 30:8.2f} GiB {'within' if within else 'OVER':>7}"
+                  f"  {message[:150]}", flush=True)
+    print(f"budget {budget / 2 ** 30:.1f} GiB: {'every run stayed within it' if not over else f'{over} over it'}")
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

@@ -174,16 +174,3 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
         del events
         release_freed_memory()
         raise BudgetError(budget_message(phase, dog.tripped_at or dog.peak, limit, hint))
-
-
-def measured(func, *args, **kwargs) -> tuple[object, int, float]:
-    """Call `func` and return (result, peak RSS in bytes, seconds); for the coverage benchmark."""
-    dog = _Watchdog(threading.get_ident(), limit=2 ** 62)
-    dog.start()
-    start = time.perf_counter()
-    try:
-        result = func(*args, **kwargs)
-    finally:
-        dog.stop.set()
-        dog.join(1.0)
-    return result, dog.peak, time.perf_counter() - start

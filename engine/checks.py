@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from engine.models import ModelBundle
     from engine.pruning import PruneConfig
 
-MAX_SIDE = 8192  # pixels: larger images are not what an image classifier is trained on
-MAX_CHANNELS = 64
+MAX_SIDE = 4096  # pixels: larger images are not what an image classifier is trained on
+MAX_CHANNELS = 16  # (and the memory check's probe forward at this size stays within a few GiB)
 
 
 def check_input_shape(shape: tuple[int, ...], flag: str = "--input-shape") -> None:

@@ -54,15 +54,21 @@ def finite(text: str) -> float:
     return value
 
 
-def count(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number of at least `minimum`."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
+        return value
+
+    return whole
+
+
+count = at_least(1)
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -17,16 +17,6 @@ def _ratios(text: str) -> tuple[float, ...]:
     return values
 
 
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (everything) or a positive whole number, got {text!r}")
-    return value
-
-
 # ----------------------------------------------------------------------------- sensitivity
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -114,12 +104,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                     inspect_store_file, load_inputs, load_plan, run_plan)
 
     plan = load_plan(args.plan)
+    plan.trust = args.trust
     if args.report:  # checked before any run starts, not after an hour of them
         from engine.report import check_report_path
 
         check_report_path(args.report, flag="--report")
     store_path = plan.resolved_store(args.store)
     inspect_store_file(store_path)  # refuses a foreign file, untouched, before anything is loaded
+    plan.check_outputs(store_path)
     bundle, data = load_inputs(plan)  # a model or dataset that cannot load leaves no new store behind
     store = ResultStore(store_path)
     print(f"plan {plan.name!r}: {len(plan.methods)} methods × {len(plan.ratios) + len(plan.target_speedups)} "
@@ -177,7 +169,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the main parser."""
-    from engine.cli import add_data_args, add_model_args, finite, memory_limit
+    from engine.cli import add_data_args, add_model_args, at_least, finite, memory_limit
 
     p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
     add_model_args(p)
@@ -185,7 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratios", type=_ratios, default=(0.1, 0.3, 0.5, 0.7, 0.9), metavar="R1,R2,..",
                    help="pruning ratios to try per group (default 0.1,0.3,0.5,0.7,0.9)")
     p.add_argument("--method", default="l2", help="structured method that picks the channels (default l2)")
-    p.add_argument("--limit", type=_whole, default=1000, metavar="N",
+    p.add_argument("--limit", type=at_least(0), default=1000, metavar="N",
                    help="validation images per evaluation (default 1000; 0 = the whole split)")
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate BatchNorm statistics after each cut (default; --no-bn-recalibrate to skip)")
@@ -205,6 +197,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit", type=memory_limit, metavar="SIZE",
                    help="stop a run (not the machine) when PruneLab's memory reaches SIZE: 8G, 1500M or 50%% of this "
                         "machine (default: the plan's memory_limit, else 70%%)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a model file that holds code (a pickled module or TorchScript; only for files you "
+                        "trust)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 

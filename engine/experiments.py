@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from engine.budget import BudgetError, guarded, parse_limit
+from engine.budget import BudgetError, guarded, parse_limit, rss_bytes
 from engine.checks import check_run
-from engine.errors import UserError
+from engine.errors import UserError, resource_error
 from engine.events import CancelToken, Progress
 from engine.methods import all_methods, get_method
 from engine.metrics import Metrics
+from engine.outputs import check_writable
 from engine.pruning import PruneConfig, RunDone
 
 STORE_NAME = "results.sqlite"
@@ -808,7 +809,7 @@ class Plan:
     model_code: str | None = None
     model_kwargs: dict | None = None
     weights: str | None = None
-    trust: bool = False
+    trust: bool = False  # set by `sweep --trust`, never by the plan file
     input_shape: tuple[int, int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -861,6 +862,20 @@ class Plan:
         if self.store:
             return Path(self.store)
         return default_store_path()
+
+    def models_dir(self, store_path: Path) -> Path:
+        """Where the pruned models of the runs go (one folder per run)."""
+        return Path(self.out_dir) if self.out_dir else Path(store_path).parent / "models"
+
+    def check_outputs(self, store_path: Path) -> None:
+        """Refuse, before any work, a models folder that is a file or cannot be written."""
+        if not self.save_models:
+            return
+        folder = self.models_dir(store_path)
+        where = "[plan] out_dir" if self.out_dir else "the models folder beside the store"
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{where} {folder} is a file; name a folder for the pruned models (out_dir)")
+        check_writable(folder / "run", flag=f"{where} (out_dir)")
 
 
 def _file_digest(source: str) -> str | None:
@@ -1061,7 +1076,9 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source} is not valid TOML: {exc}") from None
+        raise UserError(f"{source} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"{source} nests its values too deeply to be a plan; see examples/plan.toml") from None
     unknown = set(doc) - set(PLAN_SECTIONS)
     if unknown:
         raise UserError(f"{source}: unknown section(s) {', '.join(map(_key_name, sorted(unknown)))}; "
@@ -1116,7 +1133,9 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         plan.model_kwargs = _expect(model_t["kwargs"], dict, "[model] kwargs", "a table of arguments")
     if "weights" in model_t:
         plan.weights = path(model_t["weights"], "[model] weights")
-    plan.trust = _expect(model_t.get("trust", False), bool, "[model] trust", "true or false")
+    if "trust" in model_t:  # trust is the person's to give, not the file's: a shared plan must not grant it
+        raise UserError(f"{source}: [model] trust cannot be set in a plan; pass --trust to `sweep` if you trust "
+                        "the model file (it holds code that runs when it loads)")
     if "input_shape" in model_t:
         shape = _expect(model_t["input_shape"], list, "[model] input_shape", "[C, H, W]")
         if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
@@ -1288,17 +1307,6 @@ def load_inputs(plan: Plan):
     return bundle, fit_data(bundle, data, plan.mean, plan.std)
 
 
-def _rss_bytes() -> int:
-    try:
-        with open(f"/proc/{os.getpid()}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _versions() -> dict:
     import numpy
     import torch
@@ -1453,11 +1461,12 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
         yield Progress("plan", 0, 1, "loading model and dataset")
         bundle, data = load_inputs(plan)
     bundle.require_prunable()
+    plan.check_outputs(store.path)
     for cfg, _ in plan.configs():  # layer names, memory: before the scan and the baseline, not at run 17
         check_run(cfg, bundle)
     scan = None
     if plan.sensitivity_guided:
-        for ev in sensitivity_for_plan(plan, bundle, data, store, cancel, owner):
+        for ev in guarded(sensitivity_for_plan(plan, bundle, data, store, cancel, owner), limit):
             scan = ev
             yield ev
     runs = plan_runs(plan, bundle, scan)
@@ -1478,9 +1487,10 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
         try:
             sink = []
             t0 = time.perf_counter()
-            for ev in evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
-                               limit=first_cfg.eval_limit, speed=first_cfg.measure_speed,
-                               threads=first_cfg.threads, repeats=first_cfg.latency_repeats, cancel=cancel):
+            for ev in guarded(evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
+                                       limit=first_cfg.eval_limit, speed=first_cfg.measure_speed,
+                                       threads=first_cfg.threads, repeats=first_cfg.latency_repeats, cancel=cancel),
+                              limit):
                 if isinstance(ev, Progress):
                     yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
                 else:
@@ -1521,7 +1531,7 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
             try:
                 out_dir = None
                 if plan.save_models:
-                    out_dir = Path(plan.out_dir or store.path.parent / "models") / key
+                    out_dir = plan.models_dir(store.path) / key
                 final = ev = None
                 for ev in guarded(run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics),
                                   limit, ", leave large layers alone ([prune] ignored_layers)"):
@@ -1530,12 +1540,15 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
                     yield ev
                 result = _stamp(_result_of(final, key, label, cfg, rec, guided, plan), owner)
                 store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
-            except BudgetError as exc:  # this run only: the plan goes on with the next
-                store.release(owner, key)
-                failed.append(f"{label}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
+                store.release(owner, key)  # another sweep, or a re-run, may take it
+                reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
+                if reason is None:
+                    raise
+                failed.append(f"{label}: {reason}")
                 final = ev = None
                 gc.collect()
-                yield PlanRunFailed(index, total, key, label, str(exc))
+                yield PlanRunFailed(index, total, key, label, str(reason))
                 continue
             except BaseException:
                 store.release(owner, key)  # failed or cancelled: another sweep may take it
@@ -1543,7 +1556,7 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
             ran += 1
             del final, ev
             gc.collect()  # free the pruned copy, its optimiser and activations before the next run
-            yield PlanRunDone(index, total, result, rss_bytes=_rss_bytes())
+            yield PlanRunDone(index, total, result, rss_bytes=rss_bytes())
         pending = waiting
         if pending:
             who = sorted(set(holders))

@@ -465,8 +465,8 @@ def _from_payload(payload: dict, source: str, model_code: str | None, trust: boo
         if model_code:
             arch = f"code:{model_code}"
         elif not trust:
-            raise UserError(f"{source} was built from user code ({arch[5:]}); pass --model-code PATH.py:ClassName "
-                            "to rebuild it (or --trust to import the recorded file)")
+            raise NeedsTrust(f"{source} was built from user code ({arch[5:]}); pass --model-code PATH.py:ClassName "
+                             "to rebuild it, or --trust to import the recorded file (runs its code)", "code")
     model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
     if payload.get("pruned"):
         apply_pruned_state(model, payload["state"])
@@ -535,6 +535,8 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
         raise UserError(f"model {src!r} not found; use demo:resnet, demo:vgg, torchvision:NAME or an existing file")
     if path.is_dir():
         raise UserError(f"model {src} is a folder; name the model file inside it")
+    if not path.is_file():
+        raise UserError(f"model {src} is not a regular file (a pipe or device); name a model file")
     try:
         kind = sniff(path)
     except OSError as exc:
@@ -651,7 +653,8 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
                           dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
-    path.write_bytes(buf.getvalue())
+    with atomic_files(path) as (tmp,):
+        tmp.write_bytes(buf.getvalue())
     return path
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -56,34 +58,56 @@ def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out
 def check_output_file(target: str | Path, needed_bytes: int = 0, flag: str = "--out",
                       suffixes: Sequence[str] = ()) -> Path:
     """A file target: not a folder, its folder writable, its suffix one of `suffixes` when given."""
-    target = Path(target)
-    if target.is_dir() or str(target).endswith(os.sep):
-        raise UserError(f"{flag} {target} is a folder; name a file{' ending in ' + suffixes[0] if suffixes else ''}")
+    text = str(target)
+    target = _normal(target, flag)
+    if target.is_dir() or text.endswith(("/", os.sep)):
+        raise UserError(f"{flag} {text} is a folder; name a file{' ending in ' + suffixes[0] if suffixes else ''}")
     if suffixes and target.suffix.lower() not in suffixes:
-        raise UserError(f"{flag} {target} should end in {' or '.join(suffixes)}")
-    for sibling in (target,):
-        if sibling.exists() and not os.access(sibling, os.W_OK):
-            raise UserError(f"{flag} {target} exists and is read-only; choose another file name")
+        raise UserError(f"{flag} {text} should end in {' or '.join(suffixes)}")
+    if target.exists() and not target.is_file():
+        raise UserError(f"{flag} {text} exists and is not a regular file; choose another file name")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UserError(f"{flag} {text} exists and is read-only; choose another file name")
     return check_writable(target, needed_bytes, flag)
 
 
+def _normal(target: str | Path, flag: str) -> Path:
+    """An absolute path without `.`/`..` parts, so `--out .` names the folder it means."""
+    path = Path(os.path.abspath(target))
+    if not path.name:
+        raise UserError(f"{flag} {target} names the file system's root; choose a folder inside it")
+    return path
+
+
 def is_prunelab_folder(path: Path) -> bool:
-    """True for a folder PruneLab wrote (it carries our marker file)."""
-    return (path / MARKER).is_file()
+    """True for a folder PruneLab wrote and nobody added to: its marker lists every entry in it."""
+    try:
+        written = set(json.loads((path / MARKER).read_text()).get("files", ()))
+        present = {p.name for p in path.iterdir()} - {MARKER}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return present <= written
 
 
 def check_output_dir(target: str | Path, needed_bytes: int = 0, flag: str = "--out") -> Path:
-    """A folder target: new, empty, or one PruneLab wrote before (which is replaced whole)."""
-    target = Path(target)
+    """A folder target: new, empty, or one PruneLab wrote before and nobody added to (replaced whole)."""
+    text = str(target)
+    target = _normal(target, flag)
     if target.exists() and not target.is_dir():
-        raise UserError(f"{flag} {target} is a file; name a folder (it will hold model.pt, model.onnx, model.json)")
+        raise UserError(f"{flag} {text} is a file; name a folder (it will hold model.pt, model.onnx, model.json)")
+    if Path.cwd() == target or target in Path.cwd().parents:
+        raise UserError(f"{flag} {text} is the folder you are working in; name a new folder, e.g. {flag} run1")
     if target.is_dir() and any(target.iterdir()) and not is_prunelab_folder(target):
-        raise UserError(f"{flag} {target} already holds files PruneLab did not write; choose a new or empty folder")
+        raise UserError(f"{flag} {text} holds files PruneLab did not write; choose a new or empty folder")
     return check_writable(target / "x", needed_bytes, flag)
 
 
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
 def _temp_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}{TEMP_TAG}")
+    # host and process id: a temporary is judged abandoned only by the machine that wrote it
+    return target.with_name(f".{target.name}.{HOST}.{os.getpid()}{TEMP_TAG}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,8 +127,8 @@ def remove_stale_temps(folder: Path) -> None:
     except OSError:
         return
     for entry in entries:
-        pid_text = entry.name[: -len(TEMP_TAG)].rsplit(".", 1)[-1]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+        host, pid_text = entry.name[: -len(TEMP_TAG)].rsplit(".", 2)[-2:] if entry.name.count(".") >= 3 else ("", "")
+        if host == HOST and pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             _remove(entry)
 
 
@@ -130,6 +154,23 @@ def _fsync_path(path: Path) -> None:
 
 
 @contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while a set is renamed into place, so it lands whole."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no signal masks on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+@contextmanager
 def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
     """Yield temporary paths for `targets`; on success all are renamed into place, on any error none is."""
     finals = [Path(t) for t in targets]
@@ -141,8 +182,9 @@ def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
         yield temps
         for temp in temps:
             _fsync_path(temp)
-        for temp, final in zip(temps, finals):
-            os.replace(temp, final)
+        with _signals_deferred():
+            for temp, final in zip(temps, finals):
+                os.replace(temp, final)
         for folder in {f.parent for f in finals}:
             _fsync_path(folder)
     finally:
@@ -154,7 +196,9 @@ def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `target` whole (a PruneLab folder or none)."""
-    final = Path(target)
+    final = _normal(target, "output folder")
+    if Path.cwd() == final or final in Path.cwd().parents:
+        raise UserError(f"{final} is the folder PruneLab runs in; it is never replaced")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final.parent)
     temp = _temp_name(final)
@@ -163,17 +207,19 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     old = None
     try:
         yield temp
-        (temp / MARKER).write_text(json.dumps({"written_by": "PruneLab"}) + "\n")
+        written = sorted(p.name for p in temp.iterdir())
+        (temp / MARKER).write_text(json.dumps({"written_by": "PruneLab", "files": written}) + "\n")
         for f in temp.iterdir():
             _fsync_path(f)
         _fsync_path(temp)
-        if final.exists():
-            if any(final.iterdir()) and not is_prunelab_folder(final):
-                raise UserError(f"{final} now holds files PruneLab did not write; nothing was replaced")
-            old = final.with_name(f".{final.name}.old.{os.getpid()}{TEMP_TAG}")
-            _remove(old)
-            os.replace(final, old)
-        os.replace(temp, final)
+        if final.exists() and any(final.iterdir()) and not is_prunelab_folder(final):
+            raise UserError(f"{final} now holds files PruneLab did not write; nothing was replaced")
+        with _signals_deferred():
+            if final.exists():
+                old = final.with_name(f".{final.name}.old.{HOST}.{os.getpid()}{TEMP_TAG}")
+                _remove(old)
+                os.replace(final, old)
+            os.replace(temp, final)
         _fsync_path(final.parent)
     except BaseException:
         if old is not None and not final.exists():

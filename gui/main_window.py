@@ -480,8 +480,9 @@ class MainWindow(QMainWindow):
 
     def _ask_trust(self, path: str, message: str, what: str = "pickle") -> bool:
         """Ask whether to load a file that holds code; explains the risk. True only on an explicit yes."""
-        holds = ("a TorchScript program (code that runs while it loads), not just weights" if what == "torchscript"
-                 else "a whole pickled Python object, not just weights")
+        holds = {"torchscript": "a TorchScript program (code that runs while it loads), not just weights",
+                 "code": "weights whose architecture is defined by a Python file, which would be imported (run)"
+                 }.get(what, "a whole pickled Python object, not just weights")
         box = QMessageBox(QMessageBox.Icon.Warning, "Trust this model file?",
                           f"<b>{escape(Path(path).name)}</b> contains {holds}.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)

@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from engine.cli import fmt_bytes, fmt_count
 from engine.metrics import Metrics
 from engine.models import ModelBundle
+from engine.outputs import atomic_files
 from engine.pruning import PruneConfig, RunDone, StepDone
 from gui import theme
 
@@ -198,7 +199,7 @@ class ResultsView(theme.PaletteWidget):
                   "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
                   "size_bytes", "compressed_bytes", "latency_ms_b1", "speedup_macs", "speedup_latency",
                   "speedup_latency_low", "speedup_latency_high", "speedup_latency_note"]
-        with path.open("w", newline="", encoding="utf-8") as fh:
+        with atomic_files(path) as (tmp,), tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             rows = [(None, self.baseline)] if self.baseline else []

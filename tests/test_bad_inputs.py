@@ -205,6 +205,8 @@ CASES = [
     Case("plan-criteria-type", sweep("plan_criteria.toml"), "max_drop"),
     Case("plan-sensitivity-type", sweep("plan_sensitivity.toml"), "limit"),
     Case("plan-ratio-range", sweep("plan_range.toml"), "between 0 and 1"),
+    Case("plan-grants-trust", sweep("plan_trust.toml"), "[model] trust cannot be set in a plan"),
+    Case("plan-out-dir-is-file", sweep("plan_outdir.toml"), "out_dir"),
     # --- the command line itself
     Case("command-unknown", ("frobnicate",), "invalid choice"),
     Case("evaluate-no-model", ("evaluate", "--data", "fashion-mnist"), "--model"),
@@ -287,6 +289,9 @@ def write_fixtures(folder: Path) -> None:
         "plan_criteria": PLAN_HEAD + '[criteria.accuracy]\nmax_drop = "one"\n',
         "plan_sensitivity": PLAN_HEAD + '[sensitivity]\nlimit = "all"\n',
         "plan_range": PLAN_HEAD.replace("ratios = [0.5]", "ratios = [1.5]"),
+        "plan_trust": PLAN_HEAD.replace("{model}", str(folder / "hostile.pt")).replace(
+            "[data]", "trust = true\n[data]"),
+        "plan_outdir": PLAN_HEAD.replace("save_models = false", f'save_models = true\nout_dir = "{folder / "text.pt"}"'),
     }
     for name, text in plans.items():
         (folder / f"{name}.toml").write_text(text.replace("{model}", str(folder / "tiny.pt")))

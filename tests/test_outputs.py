@@ -97,12 +97,43 @@ def test_a_set_of_files_lands_together(tmp_path):
 
 def test_temporaries_of_a_killed_process_are_removed_later(tmp_path):
     dead_pid = 2 ** 22 + 12345  # above the kernel's pid_max default: no such process
-    stale = tmp_path / f".run.{dead_pid}{TEMP_TAG}"
+    stale = tmp_path / f".run.{outputs.HOST}.{dead_pid}{TEMP_TAG}"
     stale.mkdir()
     (stale / "model.pt").write_text("half")
-    live = tmp_path / f".other.{os.getppid()}{TEMP_TAG}"  # a running process's work in progress
+    live = tmp_path / f".other.{outputs.HOST}.{os.getppid()}{TEMP_TAG}"  # a running process's work in progress
     live.write_text("busy")
+    elsewhere = tmp_path / f".run.another-host.{dead_pid}{TEMP_TAG}"  # a sweep on another machine, shared disk
+    elsewhere.write_text("busy there")
     foreign = tmp_path / ".hidden-user-file"
     foreign.write_text("never touched")
     remove_stale_temps(tmp_path)
-    assert not stale.exists() and live.exists() and foreign.read_text() == "never touched"
+    assert not stale.exists() and live.exists() and elsewhere.exists() and foreign.read_text() == "never touched"
+
+
+def test_a_file_the_user_added_to_our_folder_is_never_deleted(tmp_path):
+    target = tmp_path / "run"
+    with atomic_dir(target) as tmp:
+        (tmp / "model.pt").write_text("first")
+    (target / "notes.txt").write_text("the student's notes")
+    with pytest.raises(UserError, match="PruneLab did not write"):
+        check_output_dir(target)
+    with pytest.raises(UserError, match="PruneLab did not write"):
+        with atomic_dir(target) as tmp:
+            (tmp / "model.pt").write_text("second")
+    assert (target / "notes.txt").read_text() == "the student's notes" and (target / "model.pt").read_text() == "first"
+    assert not [p for p in tmp_path.iterdir() if TEMP_TAG in p.name]
+
+
+def test_dot_and_trailing_slash_name_what_they_mean(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for here in (".", "./", "..", str(tmp_path)):
+        with pytest.raises(UserError, match="folder you are working in"):
+            check_output_dir(here)
+    with pytest.raises(UserError, match="never replaced"):
+        with atomic_dir("."):
+            pass
+    assert check_output_dir("sub/..//run") == tmp_path / "work" / "run" / "x"
+    with pytest.raises(UserError, match="is a folder"):
+        check_output_file("newdir/", flag="--json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not any((tmp_path / "work").iterdir())
