@@ -46,8 +46,9 @@ qtdeps:
 run: venv dataset qtdeps
 	$(PY) main.py
 
-## test: the whole test suite, headless
+## test: the import contracts (.importlinter), then the whole test suite, headless
 test: venv dataset qtdeps
+	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q tests
 
 ## bench: every benchmark script, one after the other

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from engine.errors import UserError
 from engine.events import Progress
+from engine.units import fmt_bytes
 
 DEFAULT_SHARE = 0.7  # of the machine's memory, when no limit is given
 POLL_S = 0.005
@@ -76,10 +77,6 @@ def parse_limit(text: str | int | float | None) -> int:
     return value
 
 
-def _fmt(n: int) -> str:
-    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
-
-
 def _raise_in(thread_id: int, exc_type: type) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
 
@@ -129,8 +126,8 @@ class _Watchdog(threading.Thread):
 
 def budget_message(phase: str, used: int, limit: int, hint: str = "") -> str:
     """The one line a job stopped by its budget ends with."""
-    return (f"the {phase} phase reached the memory limit ({_fmt(used)} used, {_fmt(limit)} allowed) and was "
-            f"stopped; try a smaller batch (--batch-size), fewer evaluation images (--eval-limit){hint}, or a "
+    return (f"the {phase} phase reached the memory limit ({fmt_bytes(used)} used, {fmt_bytes(limit)} allowed) "
+            f"and was stopped; try a smaller batch (--batch-size), fewer evaluation images (--eval-limit){hint}, or a "
             "higher limit (--memory-limit; in the application Settings ▸ Memory limit)")
 
 
@@ -145,7 +142,8 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
         return
     used = rss_bytes()
     if used > limit:
-        raise UserError(f"PruneLab already uses {_fmt(used)}, more than the memory limit of {_fmt(limit)}; "
+        raise UserError(f"PruneLab already uses {fmt_bytes(used)}, more than the memory limit of "
+                        f"{fmt_bytes(limit)}; "
                         "raise the limit (--memory-limit, or the application's settings)")
     phase = "start"
     dog = _Watchdog(threading.get_ident(), limit)

@@ -18,15 +18,17 @@ from typing import Callable, Sequence
 import torch
 
 from engine import __version__
-from engine.data import Dataset, Normalization, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded, parse_limit
-from engine.checks import check_batch_memory, check_input_shape
+from engine.checks import check_batch_memory
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, EvalDone, Progress
+from engine.inputs import fit_data
 from engine.metrics import Metrics, evaluate
 from engine.models import (DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, load_model,
                            save_model)
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
+from engine.units import fmt_bytes, fmt_count
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -152,38 +154,6 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     return bundle, fitted
 
 
-def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = None,
-             std: Sequence[float] | None = None) -> Dataset:
-    """Convert the data to the model's input shape and normalisation and check the class count."""
-    shape = bundle.input_shape or data.input_shape
-    check_input_shape(tuple(shape))
-    bundle.input_shape = tuple(shape)
-    norm = bundle.norm or data.norm
-    if mean or std:
-        if not (mean and std) or len(mean) != len(std):
-            raise UserError("--mean and --std must be given together with one value per channel")
-        if any(not math.isfinite(v) for v in (*mean, *std)) or min(std) <= 0:
-            raise UserError(f"--std values must be above 0 and all values finite (got mean {list(mean)}, std "
-                            f"{list(std)}); a zero std would divide every pixel by zero")
-        norm = Normalization(tuple(mean), tuple(std))
-    if len(norm.mean) not in (1, shape[0]):
-        raise UserError(f"normalisation has {len(norm.mean)} channels but the model takes {shape[0]}; "
-                        "pass --mean/--std with one value per channel")
-    fitted = data.adapted(shape, norm)
-    try:
-        with torch.no_grad():
-            out = bundle.model.eval()(torch.zeros(1, *shape))
-    except Exception as exc:  # any shape error from arbitrary user models
-        raise UserError(f"the model does not accept inputs of shape {shape}: {str(exc).splitlines()[0]}; "
-                        "pass --input-shape C,H,W") from exc
-    if out.ndim != 2 or out.shape[1] != data.num_classes:
-        raise UserError(f"the model outputs {tuple(out.shape[1:])} scores but {data.name} has "
-                        f"{data.num_classes} classes; use a model trained for this dataset")
-    bundle.num_classes = data.num_classes
-    bundle.class_names = bundle.class_names or data.class_names
-    return fitted
-
-
 # ----------------------------------------------------------------------------- output helpers
 
 class ProgressPrinter:
@@ -225,26 +195,6 @@ def run_events(events, printer: Callable | None = None, on_event: Callable | Non
         if on_event:
             on_event(last)
     return last
-
-
-def fmt_bytes(n: float) -> str:
-    """Human-readable bytes."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def fmt_count(n: float) -> str:
-    """Compact count: 1.23 M, 45.6 k."""
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} G"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f} M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f} k"
-    return str(int(n))
 
 
 METRIC_ROWS: list[tuple[str, Callable[[Metrics], str]]] = [

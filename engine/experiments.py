@@ -1296,7 +1296,7 @@ def baseline_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> 
 
 def load_inputs(plan: Plan):
     """Load the plan's dataset and model once and make them fit (shared by every run)."""
-    from engine.cli import fit_data
+    from engine.inputs import fit_data
     from engine.data import load_dataset
     from engine.models import load_model
 

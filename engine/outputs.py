@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from engine.errors import UserError
+from engine.units import fmt_bytes
 
 TEMP_TAG = ".prunelab-tmp"
 MARKER = ".prunelab-output"  # marks a folder PruneLab wrote, so it may replace it later
@@ -28,10 +29,6 @@ def _existing_ancestor(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-def _fmt_mib(n: int) -> str:
-    return f"{n / 2 ** 20:.0f} MiB" if n >= 2 ** 20 else f"{n / 1024:.0f} KiB"
 
 
 def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out") -> Path:
@@ -50,8 +47,8 @@ def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out
     if needed_bytes:
         free = shutil.disk_usage(base).free
         if free < needed_bytes + HEADROOM:
-            raise UserError(f"{flag} {target}: only {_fmt_mib(free)} free on {base}, about "
-                            f"{_fmt_mib(needed_bytes + HEADROOM)} needed; free space or choose another disk")
+            raise UserError(f"{flag} {target}: only {fmt_bytes(free)} free on {base}, about "
+                            f"{fmt_bytes(needed_bytes + HEADROOM)} needed; free space or choose another disk")
     return target
 
 

@@ -26,8 +26,8 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QDoubleSpinBox, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QRadioButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from engine.cli import fmt_count
 from engine.layers import LayerInfo, LayerStat
+from engine.units import fmt_count
 from gui import theme
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ def load_job(request: LoadRequest) -> Job:
     """A worker job loading the model and dataset, describing the layers and exporting ONNX."""
 
     def job(cancel: CancelToken) -> Iterator[Any]:
-        from engine.cli import fit_data
+        from engine.inputs import fit_data
 
         yield Progress("load", 0, 4, "reading the dataset")
         raw = request.data if request.data is not None else load_dataset(request.data_spec)

@@ -18,17 +18,17 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout,
                                QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QStyle,
                                QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
-from engine.cli import fmt_bytes, fmt_count
+from engine.budget import DEFAULT_SHARE, guarded, parse_limit
 from engine.data import Dataset
 from engine.errors import NeedsTrust, UserError
 from engine.events import EpochDone, Progress
-from engine.budget import DEFAULT_SHARE, guarded, parse_limit
 from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted, ResultStore,
                                 run_plan)
 from engine.methods import get_method
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle
 from engine.pruning import RunDone, StepDone
 from engine.sensitivity import SensitivityDone
+from engine.units import fmt_bytes, fmt_count
 from gui import theme
 from gui.experiment_tab import ExperimentTab
 from gui.graph_view import GraphView

@@ -15,11 +15,11 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QSplitter, QTableV
 
 import pyqtgraph as pg
 
-from engine.cli import fmt_bytes, fmt_count
 from engine.metrics import Metrics
 from engine.models import ModelBundle
 from engine.outputs import atomic_files
 from engine.pruning import PruneConfig, RunDone, StepDone
+from engine.units import fmt_bytes, fmt_count
 from gui import theme
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1

@@ -41,7 +41,7 @@ def test_read_only_file_system_and_full_disk_are_named(tmp_path, monkeypatch):
     monkeypatch.undo()
     usage = namedtuple("usage", "total used free")(10 ** 9, 10 ** 9 - 5 * 2 ** 20, 5 * 2 ** 20)
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda path: usage)
-    with pytest.raises(UserError, match="only 5 MiB free.*free space or choose another disk"):
+    with pytest.raises(UserError, match="only 5.0 MiB free.*free space or choose another disk"):
         check_output_dir(tmp_path / "out", needed_bytes=50 * 2 ** 20)
 
 
