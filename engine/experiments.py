@@ -875,7 +875,7 @@ class Plan:
         where = "[plan] out_dir" if self.out_dir else "the models folder beside the store"
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{where} {folder} is a file; name a folder for the pruned models (out_dir)")
-        check_writable(folder / "run", flag=f"{where} (out_dir)")
+        check_writable(folder, flag=f"{where} (out_dir)", folder=True)
 
 
 def _file_digest(source: str) -> str | None:

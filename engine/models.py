@@ -309,7 +309,7 @@ def sniff(path: Path) -> str:
     """What a file is, from its first bytes and (for ZIP archives) its member names, without loading it.
 
     One of: "empty", "torchscript", "torch" (torch.save's ZIP format), "pickle" (a legacy or plain
-    pickle), "onnx", "zip" (some other archive) or "unknown".
+    pickle), "onnx", "zip" (some other archive), "damaged" (a cut or corrupt archive) or "unknown".
     """
     with open(path, "rb") as fh:
         head = fh.read(16)
@@ -320,7 +320,7 @@ def sniff(path: Path) -> str:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
         except (zipfile.BadZipFile, OSError, ValueError):
-            return "zip"
+            return "damaged"  # starts like an archive (torch.save's format) but its directory is missing
         if any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names):
             return "torchscript"
         if any(n.endswith("data.pkl") for n in names):
@@ -545,6 +545,9 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
         raise UserError(f"{path} is empty (0 bytes): not a PyTorch file; save the model again with torch.save")
     if kind == "onnx":
         raise UserError(f"{path} is an ONNX model: PruneLab prunes PyTorch models; load the PyTorch original")
+    if kind == "damaged":
+        raise UserError(f"{path} is a damaged archive (cut short or corrupt): not a PyTorch file that can be read; "
+                        "copy or save the model again")
     if kind in ("zip", "unknown"):
         what = "a ZIP archive but" if kind == "zip" else "damaged or"
         raise UserError(f"{path} is {what} not a PyTorch file; choose a file saved with torch.save")
@@ -591,8 +594,8 @@ def _read_weights(path: Path) -> Any:
     """A weights file for --weights: tensors only, never code."""
     kind = sniff(path)
     if kind not in ("torch", "pickle"):
-        what = {"empty": "is empty", "onnx": "is an ONNX model", "torchscript": "is a TorchScript archive"}.get(
-            kind, "is not a PyTorch file")
+        what = {"empty": "is empty", "onnx": "is an ONNX model", "torchscript": "is a TorchScript archive",
+                "damaged": "is a damaged archive"}.get(kind, "is not a PyTorch file")
         raise UserError(f"--weights {path} {what}; pass a state_dict saved with torch.save(model.state_dict())")
     try:
         return _safe_load(path)

@@ -31,10 +31,10 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out") -> Path:
-    """Refuse, before any work, a target whose folder cannot be created or written, or lacks space."""
+def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out", folder: bool = False) -> Path:
+    """Refuse, before any work, a target (a file, or a `folder` to create or fill) that cannot be written."""
     target = Path(target)
-    base = _existing_ancestor(target.parent if target.name else target)
+    base = _existing_ancestor(target if folder else target.parent)
     if not base.is_dir():
         raise UserError(f"{flag} {target}: {base} is a file, not a folder; choose a path inside a folder")
     if not os.access(base, os.W_OK | os.X_OK):
@@ -96,7 +96,7 @@ def check_output_dir(target: str | Path, needed_bytes: int = 0, flag: str = "--o
         raise UserError(f"{flag} {text} is the folder you are working in; name a new folder, e.g. {flag} run1")
     if target.is_dir() and any(target.iterdir()) and not is_prunelab_folder(target):
         raise UserError(f"{flag} {text} holds files PruneLab did not write; choose a new or empty folder")
-    return check_writable(target / "x", needed_bytes, flag)
+    return check_writable(target, needed_bytes, flag, folder=True)
 
 
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"

@@ -473,7 +473,7 @@ class MainWindow(QMainWindow):
         try:
             limit = parse_limit(text.strip())
         except UserError as exc:
-            self.show_error("Not a memory limit", str(exc))
+            self.show_error("Not a memory limit", str(exc), info=f"The memory limit is still {current}.")
             return
         self.settings.set_value("memory/limit", text.strip())
         self.statusBar().showMessage(f"Memory limit: {limit / 2 ** 30:.1f} GiB", 8000)
@@ -489,7 +489,7 @@ class MainWindow(QMainWindow):
         box.setInformativeText("Loading it runs code stored in the file, with your permissions: a malicious file "
                                "can read or delete your data. Load it only if you created it or trust its source. "
                                "Safer: save the model's state_dict instead.\n\nLoad and run this file?")
-        box.setDetailedText(message)
+        box.setDetailedText(message.split(" Pass --trust")[0].split("; pass --model-code")[0])  # no CLI advice
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.button(QMessageBox.StandardButton.Yes).setText("Trust and load")
         return box.exec() == QMessageBox.StandardButton.Yes
@@ -753,6 +753,7 @@ class MainWindow(QMainWindow):
                     and request.model_src and not request.model_src.startswith("demo:")):
                 # ask once the worker thread is gone (see _on_thread_done): a new load needs it idle
                 self.pending_trust = (request, failure.message, failure.exception.what)
+                self.phase_label.setText("Waiting for your answer")
                 return
             if self.startup_load and self.loaded is None:
                 self.startup_load = False
@@ -778,7 +779,9 @@ class MainWindow(QMainWindow):
     def _retry_trusted(self, request: LoadRequest, message: str, what: str) -> None:
         if self._ask_trust(request.model_src, message, what):
             self.load(request.model_src, request.data_spec, trust=True)
-        elif self.loaded is not None:
+            return
+        self.phase_label.setText("Not loaded: the file was not trusted")
+        if self.loaded is not None:
             self._fill_model_combo(self.current_model_src())
             self._show_summary(self.loaded)
         else:
@@ -1006,13 +1009,13 @@ class MainWindow(QMainWindow):
                 self.show_error("Could not save the results", str(exc))
 
     # ===================================================================== dialogs
-    def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
+    def show_error(self, title: str, message: str, details: str = "", info: str = "The loaded model is unchanged."
+                   ) -> QMessageBox:
         """Show an error without blocking (window-modal); the app stays usable afterwards."""
         if self.error_box is not None:
             self.error_box.close()
         box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        info = "The loaded model is unchanged."
         if self.log_path is not None:
             info += f" The log is in {self.log_path}."
         box.setInformativeText(info)

@@ -269,6 +269,7 @@ def test_torchscript_asks_first_and_a_no_runs_nothing(loaded, qtbot, hostile_tor
     qtbot.waitUntil(lambda: bool(asked) and not loaded.busy, timeout=LOAD_TIMEOUT_MS)
     assert asked == ["torchscript"]
     assert not marker.exists()  # declined: the archive's code never ran
+    assert "not trusted" in loaded.phase_label.text()
     assert loaded.loaded.bundle.source == "test:tiny-resnet"
     assert loaded.run_action.isEnabled() and loaded.open_action.isEnabled()
 

@@ -133,7 +133,7 @@ def test_dot_and_trailing_slash_name_what_they_mean(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="never replaced"):
         with atomic_dir("."):
             pass
-    assert check_output_dir("sub/..//run") == tmp_path / "work" / "run" / "x"
+    assert check_output_dir("sub/..//run") == tmp_path / "work" / "run"
     with pytest.raises(UserError, match="is a folder"):
         check_output_file("newdir/", flag="--json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not any((tmp_path / "work").iterdir())
