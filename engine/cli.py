@@ -518,12 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cli_experiments import register as register_experiments
 
     register_experiments(sub)  # sensitivity, sweep, report
-    for register in EXTRA_COMMANDS:
-        register(sub)
     return parser
-
-
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 class _OneLineParser(argparse.ArgumentParser):

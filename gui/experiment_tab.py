@@ -14,7 +14,6 @@ Public API (for gui/main_window.py, which owns the worker and embeds this widget
     tab.show_sensitivity(sensitivity_done)          # curves per layer group (engine.sensitivity.SensitivityDone)
     tab.load_store(path)                            # show the results of an earlier plan from a store
     tab.write_report(path)                          # HTML + CSV (also the "Save report…" button)
-    sensitivity_colour(score, worst)                # QColor for a layer's sensitivity (layer table, graph)
 
 Changing weights or constraints in the criteria editor re-ranks the results at once, without re-running.
 """
@@ -46,12 +45,6 @@ PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)
 TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
                  "constraints")
 CRITERIA_COLUMNS = ("criterion", "metric", "weight", "max drop", "max value", "min speed-up")
-
-
-def sensitivity_colour(score: float, worst: float) -> QColor:
-    """Green (robust) to red (sensitive) for a layer's mean accuracy drop in points."""
-    t = 0.0 if worst <= 0 else max(0.0, min(1.0, score / worst))
-    return QColor.fromHsvF((1.0 - t) * 0.33, 0.55, 0.95)
 
 
 def _parse_floats(text: str, low: float, high: float | None, what: str) -> tuple[float, ...]:

@@ -158,8 +158,7 @@ class NetronServer:
 
 def _make_web_view(parent: QWidget) -> QWidget:
     """A QWebEngineView whose profile keeps Netron local (see the module docstring)."""
-    from PySide6.QtWebEngineCore import (QWebEnginePage, QWebEngineProfile, QWebEngineScript,
-                                         QWebEngineUrlRequestInterceptor)
+    from PySide6.QtWebEngineCore import QWebEngineProfile, QWebEngineScript, QWebEngineUrlRequestInterceptor
     from PySide6.QtWebEngineWidgets import QWebEngineView
 
     class LocalOnly(QWebEngineUrlRequestInterceptor):

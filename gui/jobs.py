@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 from engine.data import Dataset, load_dataset
 from engine.events import CancelToken, EvalDone, Progress
 from engine.layers import LayerInfo, classifier_head, describe_layers
-from engine.metrics import Metrics, count_macs, count_params, evaluate, size_on_disk
+from engine.metrics import count_macs, count_params, evaluate, size_on_disk
 from engine.models import DEMO_TITLES, ModelBundle, export_onnx, load_model
 from engine.pruning import PruneConfig, RunDone, run_pruning
 
@@ -206,9 +206,3 @@ def sensitivity_job(bundle: ModelBundle, data: Dataset, method: str, target_rati
         yield Sensitivity(done, proposal, target_ratio)
 
     return job
-
-
-def metrics_row(m: Metrics) -> dict[str, float]:
-    """The numbers the results table shows for one model."""
-    return {"top1": m.top1, "f1": m.f1_macro, "params": m.params, "nonzero": m.nonzero_params, "macs": m.macs,
-            "size": m.size_bytes, "compressed": m.compressed_bytes, "latency": m.latency(1) if m.latency_ms else 0.0}

@@ -130,15 +130,6 @@ class LivePlots(theme.PaletteWidget):
         if not self._timer.isActive():
             self._timer.start()
 
-    def remove_run(self, run_id: int) -> None:
-        """Delete a run's curves (e.g. a cancelled run the user discards)."""
-        curves = self.runs.pop(run_id, None)
-        if curves is None:
-            return
-        for key, item in curves.items.items():
-            self.plots["params" if key == "nonzero" else key].removeItem(item)
-        self.legend.removeItem(curves.label)
-
     def select_run(self, run_id: int | None) -> None:
         """Emphasise one run's curves (thicker line)."""
         self.selected = run_id

@@ -66,7 +66,9 @@ def test_report_is_self_contained_and_complete(store, tmp_path):
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 1 + 10  # the original + 3 methods × 2 ratios + 2 structured × 2 guided
     assert {r["kind"] for r in rows} == {"baseline", "run"}
-    assert all(r["top1"] for r in rows) and any(r["violations"] for r in rows) is not None
+    assert all(r["top1"] for r in rows)
+    base = next(r for r in rows if r["kind"] == "baseline")
+    assert base["violations"] == ""  # the original breaks no constraint; runs list theirs (see the ranking tests)
 
 
 def test_report_cli_and_unknown_plan(store, tmp_path, capsys):
