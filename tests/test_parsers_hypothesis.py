@@ -209,38 +209,40 @@ def test_cifar_batch_reader_survives_any_bytes(scratch, raw):
 
 # ----------------------------------------------------------------------------- command-line options
 
+def parsed_or_none(parse, text):
+    """`parse(text)`, or None after checking that the usage error it raised is one line."""
+    import argparse
+
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        assert len(str(exc).splitlines()) == 1, str(exc)
+    except UserError as exc:
+        one_line(exc)
+    return None
+
+
 @FAST
 @given(st.text(max_size=40) | st.floats(allow_nan=True, allow_infinity=True).map(repr))
 @example("nan")
 @example("-inf")
 @example("1e400")
 def test_number_options_are_finite_or_one_line_usage_errors(text):
-    import argparse
     import math
 
     from engine.cli import finite
 
-    try:
-        value = finite(text)
-    except argparse.ArgumentTypeError as exc:
-        assert len(str(exc).splitlines()) == 1
-        return
-    assert math.isfinite(value)
+    value = parsed_or_none(finite, text)
+    assert value is None or math.isfinite(value)
 
 
 @FAST
 @given(st.text(max_size=30) | st.integers(-10 ** 12, 10 ** 12).map(str))
 def test_count_options_are_at_least_one_or_one_line_usage_errors(text):
-    import argparse
-
     from engine.cli import count
 
-    try:
-        value = count(text)
-    except argparse.ArgumentTypeError as exc:
-        assert len(str(exc).splitlines()) == 1
-        return
-    assert isinstance(value, int) and value >= 1
+    value = parsed_or_none(count, text)
+    assert value is None or (isinstance(value, int) and value >= 1)
 
 
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
@@ -252,16 +254,10 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @given(st.text(max_size=200) | JSON_VALUES.map(lambda v: __import__("json").dumps(v)))
 @example("[" * 5000 + "]" * 5000)
 def test_model_kwargs_are_a_small_object_or_one_line_usage_errors(text):
-    import argparse
-
     from engine.cli import _json_obj
 
-    try:
-        value = _json_obj(text)
-    except argparse.ArgumentTypeError as exc:
-        assert len(str(exc).splitlines()) == 1
-        return
-    assert isinstance(value, dict)
+    value = parsed_or_none(_json_obj, text)
+    assert value is None or isinstance(value, dict)
 
 
 @FAST
@@ -270,12 +266,8 @@ def test_model_kwargs_are_a_small_object_or_one_line_usage_errors(text):
 def test_memory_limits_are_sizes_or_one_line_user_errors(text):
     from engine.budget import parse_limit
 
-    try:
-        value = parse_limit(text)
-    except UserError as exc:
-        one_line(exc)
-        return
-    assert value >= 64 * 2 ** 20
+    value = parsed_or_none(parse_limit, text)
+    assert value is None or value >= 64 * 2 ** 20
 
 
 @FAST
@@ -283,13 +275,7 @@ def test_memory_limits_are_sizes_or_one_line_user_errors(text):
 @example("3,224,224")
 @example("1,28")
 def test_input_shapes_are_three_positive_sides_or_one_line_usage_errors(text):
-    import argparse
-
     from engine.cli import _shape
 
-    try:
-        shape = _shape(text)
-    except argparse.ArgumentTypeError as exc:
-        assert len(str(exc).splitlines()) == 1
-        return
-    assert len(shape) == 3 and min(shape) > 0
+    shape = parsed_or_none(_shape, text)
+    assert shape is None or (len(shape) == 3 and min(shape) > 0)
