@@ -258,7 +258,7 @@ def test_dead_or_expired_owners_are_taken_over(tmp_path):
 
 
 def test_leases_are_renewed_in_the_background_and_released_on_exit(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "RENEW_S", 0.05)
+    monkeypatch.setattr(ex.store, "RENEW_S", 0.05)
     store = ResultStore(tmp_path / "c.sqlite")
     me = ClaimOwner.here()
     with store.leases(me):
@@ -312,7 +312,7 @@ def _keys(plan_path: Path, bundle) -> list[str]:
 @pytest.mark.parametrize("outcome", ["stored by the other", "lease expires", "owner dead"])
 def test_run_plan_leaves_claimed_runs_to_their_owner_then_includes_or_takes_them(tmp_path, tiny_setup,
                                                                                  monkeypatch, outcome):
-    monkeypatch.setattr(ex, "POLL_S", 0.05)
+    monkeypatch.setattr(ex.runner, "POLL_S", 0.05)
     bundle, data, make_plan = tiny_setup
     plan_path = make_plan()
     plan = load_plan(plan_path)

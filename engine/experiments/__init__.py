@@ -1,0 +1,27 @@
+"""Experiment plans (methods × ratios × recovery), their runner, the SQLite result store, criteria,
+the Pareto front and the ranking that names the best run in plain words; one job per module:
+
+- criteria: the metric catalogue and the criteria runs are ranked by;
+- typed: plan values checked against the annotations of what consumes them;
+- store: run records and the SQLite store (marked, claims for sweeps that share it);
+- plans: the TOML model of an experiment;
+- runner: run_plan and its events (claims, the memory budget per run, resuming);
+- ranking: the Pareto front, the ranking and the recommendation.
+
+A plan is plain data (a TOML file or the GUI's Experiment tab); `run_plan` turns it into one
+`PruneConfig` per run, evaluates the original model once, runs every pending configuration through
+`engine.pruning.run_pruning` and writes each finished run to the store in its own transaction, so an
+interrupted plan loses at most the run in progress and a restart skips what is already stored.
+"""
+from engine.experiments.criteria import (CRITERION_KEYS, Criterion, DEFAULT_CRITERIA, METRICS, MetricInfo,
+                                         criteria_from_toml, metric_value)  # noqa: F401
+from engine.experiments.typed import (check_prune_options, check_sensitivity_options, check_typed)  # noqa: F401
+from engine.experiments.store import (APPLICATION_ID, Claim, ClaimOwner, LEASE_S, OUR_TABLES, RENEW_S, RUN_COLUMNS,
+                                      ResultStore, RunResult, SCHEMA_VERSION, SQLITE_MAGIC, STORE_NAME, claim_is_live,
+                                      default_store_path, inspect_store_file, owner_alive, run_label)  # noqa: F401
+from engine.experiments.plans import (PLAN_SECTIONS, Plan, RECOVERY_KEYS, Recovery, load_plan, parse_plan)  # noqa: F401
+from engine.experiments.ranking import (RankedRun, Ranking, TIMED_METRICS, describe_gain, pareto_front, rank,
+                                        recommendation)  # noqa: F401
+from engine.experiments.runner import (POLL_S, PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted,
+                                       PlanWaiting, baseline_key, load_inputs, plan_runs, run_key, run_plan,
+                                       sensitivity_for_plan)  # noqa: F401

@@ -1,0 +1,182 @@
+"""The Pareto front, the ranking by criteria and the recommendation in plain words."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from engine.experiments.criteria import DEFAULT_CRITERIA, Criterion, metric_value
+from engine.experiments.store import RunResult
+
+# ----------------------------------------------------------------------------- Pareto front and ranking
+
+
+def pareto_front(points: Sequence[tuple[float, float]], directions: tuple[str, str] = ("min", "max")) -> list[int]:
+    """Indices of the points no other point beats on both axes, sorted along the first axis.
+
+    `directions` says per axis whether lower ('min') or higher ('max') is better; the default suits
+    (latency, accuracy) and (size, accuracy).
+    """
+    sign = [1.0 if d == "min" else -1.0 for d in directions]
+    pts = [(sign[0] * x, sign[1] * y) for x, y in points]  # now lower is better on both axes
+    front = []
+    for i, (x, y) in enumerate(pts):
+        dominated = any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(pts) if j != i)
+        if not dominated and not any(pts[j] == (x, y) for j in front):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+@dataclass(frozen=True)
+class RankedRun:
+    """A run's place in the ranking: its score in [0, 1], values per criterion and broken constraints."""
+
+    result: RunResult
+    score: float
+    values: dict  # criterion name -> value in display units (None: not measured)
+    violations: tuple[str, ...]
+    rank: int
+
+    @property
+    def feasible(self) -> bool:
+        """True when the run meets every constraint."""
+        return not self.violations
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Runs ordered best first (those meeting every constraint ahead of the others), and the verdict."""
+
+    criteria: tuple[Criterion, ...]
+    baseline_values: dict
+    entries: tuple[RankedRun, ...]
+    best: RankedRun | None
+    recommendation: str
+
+    def entry(self, key: str) -> RankedRun | None:
+        """The ranked entry of a run key."""
+        return next((e for e in self.entries if e.result.key == key), None)
+
+
+def _fmt_pt(delta: float) -> str:
+    return f"{'−' if delta < 0 else '+'}{abs(delta):.1f} pt"
+
+
+# Figures that depend on the timer and the machine's load, not on the model alone.
+TIMED_METRICS = frozenset({"latency_ms", "latency_b1_ms", "throughput_ips", "peak_memory_bytes"})
+
+
+def _pool_timed(results: Sequence[RunResult], table: list[dict], criteria: Sequence[Criterion]) -> list[dict]:
+    """Rows in which each timed figure is replaced by the median over runs of the same shape.
+
+    Runs with the same MACs and parameters have the same dense layers (e.g. l1 and l2 at one ratio), so
+    their latencies differ only by measurement noise; scoring the measured values would let that noise,
+    not accuracy, decide between them.
+    """
+    shapes: dict[tuple, list[int]] = {}
+    for i, r in enumerate(results):
+        # same layer shapes, measured the same way (device, batch sizes, threads)
+        how = tuple(sorted((bs, v.get("threads")) for bs, v in r.metrics.latency_ms.items()))
+        shapes.setdefault((r.metrics.macs, r.metrics.params, r.device, how), []).append(i)
+    pooled = [dict(row) for row in table]
+    for c in criteria:
+        if c.metric not in TIMED_METRICS:
+            continue
+        for members in shapes.values():
+            vals = sorted(table[i][c.name] for i in members if table[i][c.name] is not None)
+            if len(vals) < 2:
+                continue
+            mid = len(vals) // 2
+            median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+            for i in members:
+                if pooled[i][c.name] is not None:
+                    pooled[i][c.name] = median
+    return pooled
+
+
+def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
+         baseline: RunResult | None = None, model: str = "this model") -> Ranking:
+    """Score every run and name the best one that meets every constraint.
+
+    Each weighted criterion is scaled to [0, 1] across the compared runs (1 = the best of them) and
+    the score is the weighted mean; criteria with weight 0 are shown, not scored. Runs that break a
+    constraint are ranked after all runs that meet them, the least far past the limits first. Timed
+    figures of runs with the same shape are scored by their shared median (see _pool_timed), while
+    constraints judge the measured figures the table shows; equal scores go to the run with fewer
+    MACs, a figure without noise.
+    """
+    criteria = tuple(criteria)
+    base_vals = {c.name: metric_value(baseline, c.metric) if baseline else None for c in criteria}
+    measured = [{c.name: metric_value(r, c.metric) for c in criteria} for r in results]
+    table = _pool_timed(results, measured, criteria)
+    scores = [0.0] * len(results)
+    weight_sum = 0.0
+    for c in criteria:
+        vals = [row[c.name] for row in table if row[c.name] is not None]
+        if c.weight <= 0 or not vals:
+            continue
+        weight_sum += c.weight
+        lo, hi = min(vals), max(vals)
+        for i, row in enumerate(table):
+            v = row[c.name]
+            if v is None:
+                continue
+            norm = 1.0 if hi == lo else (v - lo) / (hi - lo)
+            scores[i] += c.weight * (norm if c.direction == "max" else 1.0 - norm)
+    if weight_sum:
+        scores = [s / weight_sum for s in scores]
+    # Constraints judge what was measured (and shown); pooling only keeps noise out of the score.
+    viol = [tuple(v for c in criteria for v in c.violations(row[c.name], base_vals[c.name])) for row in measured]
+    # Runs meeting every constraint first, by score; then the others, closest to the constraints first.
+    excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in measured]
+    order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -round(scores[i], 9),
+                                                       results[i].metrics.macs, results[i].label))
+    entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1)
+                    for n, i in enumerate(order))
+    best = entries[0] if entries and entries[0].feasible else None
+    return Ranking(criteria, base_vals, entries, best, recommendation(entries, criteria, baseline, model))
+
+
+def _target_text(r: RunResult) -> str:
+    if r.ratio is not None:
+        return f"ratio {r.ratio:g}"
+    return f"target speed-up {r.target_speedup:g}×" if r.target_speedup else ""
+
+
+def describe_gain(r: RunResult, baseline: RunResult | None) -> str:
+    """'3.2× faster, 2.9× smaller, −0.9 pt top-1 (91.2 % vs 92.1 %)' from the measured figures."""
+    if baseline is None:
+        return f"top-1 {r.metrics.top1 * 100:.2f} %"
+    b, a = baseline.metrics, r.metrics
+    parts = []
+    speed = r.latency_speedup(baseline)
+    if speed:
+        parts.append(f"{speed:.1f}× faster")
+    elif a.macs and b.macs:
+        parts.append(f"{b.macs / a.macs:.1f}× fewer MACs (latency not measured)")
+    if a.size_bytes and b.size_bytes and b.size_bytes / a.size_bytes > 1.05:
+        parts.append(f"{b.size_bytes / a.size_bytes:.1f}× smaller")
+    elif a.compressed_bytes and b.compressed_bytes and b.compressed_bytes / a.compressed_bytes > 1.05:
+        parts.append(f"{b.compressed_bytes / a.compressed_bytes:.1f}× smaller compressed")
+    parts.append(f"{_fmt_pt((a.top1 - b.top1) * 100)} top-1 ({a.top1 * 100:.2f} % vs {b.top1 * 100:.2f} %)")
+    return ", ".join(parts)
+
+
+def recommendation(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseline: RunResult | None,
+                   model: str = "this model") -> str:
+    """The plain-words verdict, built from the table's own numbers."""
+    if not entries:
+        return "No runs yet: run the plan to get a recommendation."
+    constraints = "; ".join(t for t in (c.constraint_text() for c in criteria) if t) or "no constraints"
+    weights = ", ".join(f"{c.name} {c.weight:g}" for c in criteria if c.weight > 0)
+    first = entries[0]
+    r = first.result
+    name = f"`{r.method}` at {_target_text(r).replace('ratio ', '')}"
+    if r.guided:
+        name += " with sensitivity-guided layer ratios"
+    if r.recovery and r.recovery != "none":
+        name += f" ({r.extra.get('recovery_summary', r.recovery)})"
+    if first.feasible:
+        return (f"For {model}, under these constraints ({constraints}; weights: {weights}), {name} is best: "
+                f"{describe_gain(r, baseline)}.")
+    return (f"For {model}, no run meets the constraints ({constraints}). The closest is {name}: "
+            f"{describe_gain(r, baseline)}, but {', '.join(first.violations)}. Relax the constraints or prune less.")

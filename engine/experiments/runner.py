@@ -1,0 +1,407 @@
+"""Running a plan: its events, claims in the store, the memory budget per run, and resuming."""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+
+from engine.budget import BudgetError, guarded, parse_limit, rss_bytes
+from engine.checks import check_run
+from engine.errors import resource_error
+from engine.events import CancelToken, Progress
+from engine.experiments.plans import Plan, Recovery
+from engine.experiments.ranking import Ranking, rank
+from engine.experiments.store import ClaimOwner, ResultStore, RunResult, run_label
+from engine.methods import get_method
+from engine.pruning import PruneConfig, RunDone
+
+POLL_S = 1.0  # how often a sweep that waits for another's runs looks at the store
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class PlanStarted:
+    """The plan's runs are known and the original model is measured: `keys`/`labels` in run order."""
+
+    name: str
+    keys: tuple[str, ...]
+    labels: tuple[str, ...]
+    baseline: "RunResult"
+    skipped: int
+    criteria: tuple
+
+
+@dataclass(frozen=True)
+class PlanProgress:
+    """Run `index` (1-based) of `total` starts; `skipped` runs were already in the store."""
+
+    index: int
+    total: int
+    key: str
+    label: str
+    skipped: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PlanWaiting(PlanProgress):
+    """Runs (or the baseline, or the scan) this plan needs are being computed by another process sharing
+    the store; the plan waits for them. `holders` names those processes, `keys` the runs."""
+
+    holders: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanRunDone:
+    """A run finished and is stored (or was found in the store when `skipped`)."""
+
+    index: int
+    total: int
+    result: RunResult
+    skipped: bool = False
+    rss_bytes: int = 0  # resident memory after the run's memory was freed
+    shared: bool = False  # computed by another process sharing the store while this plan ran
+
+
+@dataclass(frozen=True)
+class PlanDone:
+    """The plan is complete: every result, the baseline, the ranking, and where they are stored."""
+
+    results: tuple[RunResult, ...]
+    baseline: RunResult
+    ranking: "Ranking"
+    store: str
+    seconds: float
+    ran: int
+    skipped: int
+    shared: int = 0  # runs another process sharing the store computed while this plan ran
+    failed: tuple[str, ...] = ()  # "label: reason" of runs stopped by the memory budget (not stored)
+
+
+@dataclass(frozen=True)
+class PlanRunFailed:
+    """A run was stopped (by the memory budget) and not stored; the plan goes on, a re-run retries it."""
+
+    index: int
+    total: int
+    key: str
+    label: str
+    message: str
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def run_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
+    """Deterministic key of one run: model (with file digest) + dataset + the full PruneConfig."""
+    return _digest({"model": identity or plan.model_identity(), "data": plan.data, "config": cfg.to_json()})
+
+
+def baseline_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
+    """Key of the original model's evaluation under the plan's evaluation settings."""
+    settings = {k: getattr(cfg, k) for k in ("device", "batch_size", "eval_limit", "measure_speed",
+                                             "latency_repeats", "threads")}
+    return "baseline-" + _digest({"model": identity or plan.model_identity(), "data": plan.data, "eval": settings})
+
+
+def load_inputs(plan: Plan):
+    """Load the plan's dataset and model once and make them fit (shared by every run)."""
+    from engine.data import load_dataset
+    from engine.inputs import fit_data
+    from engine.models import load_model
+
+    data = load_dataset(plan.data, input_shape=plan.input_shape, seed=plan.seed)
+    bundle = load_model(plan.model, weights=plan.weights, model_code=plan.model_code,
+                        model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
+                        num_classes=data.num_classes)
+    return bundle, fit_data(bundle, data, plan.mean, plan.std)
+
+
+def _versions() -> dict:
+    import numpy
+    import torch
+    import torch_pruning as tp
+
+    from engine import __version__
+
+    return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": getattr(tp, "__version__", "?"),
+            "numpy": numpy.__version__, "python": sys.version.split()[0]}
+
+
+def _device_text(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def plan_runs(plan: Plan, bundle=None, scan=None) -> list[tuple]:
+    """Every run of the plan as (key, label, config, recovery, guided); sensitivity-guided runs need the
+    plan's scan (`scan`, a SensitivityDone) and the model to count MACs."""
+    identity = plan.model_identity()
+    runs = []
+    for cfg, rec in plan.configs():
+        label = run_label(cfg, rec.name if len(plan.recoveries) > 1 else "")
+        runs.append((run_key(plan, cfg, identity), label, cfg, rec, False))
+    if plan.sensitivity_guided:
+        if scan is None or bundle is None:
+            raise ValueError("sensitivity-guided runs need the scan and the model")
+        from engine.sensitivity import propose_layer_ratios
+
+        proposals: dict[float, dict] = {}
+        for cfg, rec in plan.configs():
+            if cfg.pruning_ratio is None or not get_method(cfg.method).structured:
+                continue
+            if cfg.pruning_ratio not in proposals:
+                proposals[cfg.pruning_ratio] = propose_layer_ratios(
+                    scan, cfg.pruning_ratio, bundle, round_to=cfg.round_to, max_layer_ratio=cfg.max_layer_ratio,
+                    keep_head=cfg.keep_head).layer_ratios
+            g = replace(cfg, layer_ratios=dict(proposals[cfg.pruning_ratio]))
+            label = run_label(g, rec.name if len(plan.recoveries) > 1 else "", guided=True)
+            runs.append((run_key(plan, g, identity), label, g, rec, True))
+    return runs
+
+
+def _pause(seconds: float, cancel: CancelToken) -> None:
+    """Sleep, looking at the cancel flag ten times a second."""
+    end = time.monotonic() + seconds
+    while True:
+        cancel.check()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(0.1, left))
+
+
+def _acquire(store: ResultStore, key: str, owner: ClaimOwner, cancel: CancelToken, what: str,
+             table: str = "runs", total: int = 0, skipped: int = 0) -> Iterator:
+    """Claim `key`, waiting (with PlanWaiting events) while another live process holds it.
+
+    Returns True when this owner now holds the claim, False when the result is already stored.
+    """
+    shown = ""
+    while True:
+        cancel.check()
+        status, holder = store.claim(key, owner, table)
+        if status != "busy":
+            return status == "claimed"
+        who = holder.owner.describe()
+        if who != shown:
+            shown = who
+            yield PlanWaiting(0, total, key, what, skipped, f"waiting for {what}: {who} is computing it",
+                              (who,), (key,))
+        _pause(POLL_S, cancel)
+
+
+def _stamp(result: RunResult, owner: ClaimOwner) -> RunResult:
+    """Record which process computed a row (sweeps sharing a store can tell their work apart)."""
+    result.extra.update(pid=owner.pid, host=owner.host)
+    return result
+
+
+def sensitivity_for_plan(plan: Plan, bundle, data, store: ResultStore | None,
+                         cancel: CancelToken | None, owner: ClaimOwner | None = None) -> Iterator:
+    """The plan's sensitivity scan as events ending with SensitivityDone: taken from the store when this
+    exact scan is there, else computed (yielding its Progress) and stored. With an `owner`, the scan is
+    claimed first, so a second sweep on the same store waits for it instead of computing it again."""
+    from engine.sensitivity import SensitivityDone, scan, scan_key
+
+    cancel = cancel or CancelToken()
+    opts = dict(plan.sensitivity)
+    key = scan_key(plan.model_identity(), plan.data, opts)
+    found = store.sensitivity(key) if store is not None else []
+    if not found and store is not None and owner is not None:
+        mine = yield from _acquire(store, key, owner, cancel, "the sensitivity scan", table="sensitivity")
+        if not mine:
+            found = store.sensitivity(key)
+    if found:
+        yield SensitivityDone.from_json(found[0])
+        return
+    try:
+        done = None
+        for ev in scan(bundle, data, cancel=cancel, **opts):
+            done = ev
+            yield ev
+        if store is not None:
+            store.put_sensitivity(key, dict(done.to_json(), key=key, plan=plan.name), owner)
+    except BaseException:
+        if store is not None and owner is not None:
+            store.release(owner, key)
+        raise
+
+
+def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, bundle=None,
+             data=None, memory_limit: int | None = None) -> Iterator:
+    """Run every pending configuration of a plan, storing each run the moment it finishes.
+
+    Yields PlanProgress before each run, the engine's events of that run, PlanRunDone after it
+    (also for runs found in the store), and PlanDone with the ranking at the end. Dataset and model
+    are loaded once and the original model is evaluated once (or taken from the store).
+
+    Sweeps may share a store (two terminals, or machines on a shared disk): each run is claimed in the
+    store before it starts and released when it is stored, fails or is cancelled, so no run is computed
+    twice. Runs another live process holds are left to it; once this sweep has nothing else to do it
+    waits for them (PlanWaiting events, a look every POLL_S seconds) and ranks them with its own, so every
+    sweep ends with the whole plan, which is what a user who started two of them wants. When their owner
+    dies (same host: its pid is gone) or stops renewing its lease, this sweep takes them over, so nothing
+    is lost. Cancelling while waiting loses nothing either: the other process stores its runs and a re-run
+    includes them. The baseline and the sensitivity scan are claimed the same way (the other sweeps wait
+    for them, since every run needs them), so they too are computed once.
+
+    Each run is held to the memory budget (`memory_limit`, else the plan's, else the default share of
+    the machine): a run that reaches it ends as PlanRunFailed and the plan goes on with the next.
+    """
+    cancel = cancel or CancelToken()
+    owner = ClaimOwner.here()
+    limit = memory_limit or plan.memory_limit or parse_limit(None)
+    with store.leases(owner):
+        yield from _run_plan(plan, store, cancel, bundle, data, owner, limit)
+
+
+def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner,
+              limit: int) -> Iterator:
+    start = time.perf_counter()
+    from engine.metrics import evaluate
+    from engine.pruning import run_pruning
+
+    if bundle is None or data is None:
+        yield Progress("plan", 0, 1, "loading model and dataset")
+        bundle, data = load_inputs(plan)
+    bundle.require_prunable()
+    plan.check_outputs(store.path)
+    for cfg, _ in plan.configs():  # layer names, memory: before the scan and the baseline, not at run 17
+        check_run(cfg, bundle)
+    scan = None
+    if plan.sensitivity_guided:
+        for ev in guarded(sensitivity_for_plan(plan, bundle, data, store, cancel, owner), limit):
+            scan = ev
+            yield ev
+    runs = plan_runs(plan, bundle, scan)
+    identity = plan.model_identity()
+    total = len(runs)
+    first_cfg = runs[0][2]
+    b_key = baseline_key(plan, first_cfg, identity)
+    store.put_plan(plan.name, dict(plan.to_json(), keys=[r[0] for r in runs], baseline=b_key))
+    done_keys = store.keys("run")
+    skipped = sum(1 for r in runs if r[0] in done_keys)
+
+    baseline = store.get(b_key)
+    if baseline is None and not (yield from _acquire(store, b_key, owner, cancel, "the original model's "
+                                                     "evaluation", total=total, skipped=skipped)):
+        baseline = store.get(b_key)  # another sweep evaluated it while this one waited
+    if baseline is None:
+        yield PlanProgress(0, total, b_key, "original model", skipped, "evaluating the original model once")
+        try:
+            sink = []
+            t0 = time.perf_counter()
+            for ev in guarded(evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
+                                       limit=first_cfg.eval_limit, speed=first_cfg.measure_speed,
+                                       threads=first_cfg.threads, repeats=first_cfg.latency_repeats, cancel=cancel),
+                              limit):
+                if isinstance(ev, Progress):
+                    yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
+                else:
+                    sink.append(ev.metrics)
+            baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
+                                        time.perf_counter() - t0, 0.0, 0.0, _device_text(first_cfg.device),
+                                        _versions(), {"model": plan.model}, [], plan.model, plan.data,
+                                        time.strftime("%Y-%m-%dT%H:%M:%S")), owner)
+            store.put(baseline, owner)
+        except BaseException:
+            store.release(owner, b_key)
+            raise
+    yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
+                      tuple(plan.criteria))
+    ran = shared = 0
+    failed: list[str] = []
+    pending = list(enumerate(runs, 1))
+    shown = ""
+    while pending:
+        waiting, holders = [], []
+        for index, (key, label, cfg, rec, guided) in pending:
+            cancel.check()
+            status, holder = ("stored", None) if key in done_keys else store.claim(key, owner)
+            if status == "stored":
+                stored = store.get(key)
+                if stored is not None:  # (a stored row is never deleted; the check only guards the type)
+                    by_other = key not in done_keys
+                    shared += by_other
+                    yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
+                    continue
+                done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
+            if status != "claimed":
+                waiting.append((index, (key, label, cfg, rec, guided)))
+                if holder is not None:
+                    holders.append(holder.owner.describe())
+                continue
+            yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}")
+            try:
+                out_dir = None
+                if plan.save_models:
+                    out_dir = plan.models_dir(store.path) / key
+                final = ev = None
+                for ev in guarded(run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics),
+                                  limit, ", leave large layers alone ([prune] ignored_layers)"):
+                    if isinstance(ev, RunDone):
+                        final = ev
+                    yield ev
+                result = _stamp(_result_of(final, key, label, cfg, rec, guided, plan), owner)
+                store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
+            except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
+                store.release(owner, key)  # another sweep, or a re-run, may take it
+                reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
+                if reason is None:
+                    raise
+                failed.append(f"{label}: {reason}")
+                final = ev = None
+                gc.collect()
+                yield PlanRunFailed(index, total, key, label, str(reason))
+                continue
+            except BaseException:
+                store.release(owner, key)  # failed or cancelled: another sweep may take it
+                raise
+            ran += 1
+            del final, ev
+            gc.collect()  # free the pruned copy, its optimiser and activations before the next run
+            yield PlanRunDone(index, total, result, rss_bytes=rss_bytes())
+        pending = waiting
+        if pending:
+            who = sorted(set(holders))
+            text = (f"{len(pending)} run{'s are' if len(pending) > 1 else ' is'} being computed by "
+                    f"{', '.join(who)}; waiting to include {'them' if len(pending) > 1 else 'it'} "
+                    "(cancel to stop: they are stored anyway, and a re-run includes them)")
+            if text != shown:
+                shown = text
+                yield PlanWaiting(0, total, "", "waiting", skipped, text, tuple(who),
+                                  tuple(r[1][0] for r in pending))
+            _pause(POLL_S, cancel)
+    results = tuple(store.results([r[0] for r in runs]))
+    yield PlanDone(results, baseline, rank(results, plan.criteria, baseline, model=plan.model), str(store.path),
+                   time.perf_counter() - start, ran, skipped, shared, tuple(failed))
+
+
+def _result_of(done: RunDone, key: str, label: str, cfg: PruneConfig, rec: Recovery, guided: bool,
+               plan: Plan) -> RunResult:
+    steps = [s.metrics.to_json(detail=False) | {"step": s.step, "ratio": s.ratio,
+                                                "top1_after_prune": s.top1_after_prune,
+                                                "top1_after_bn": s.top1_after_bn} for s in done.steps]
+    recover = sum(s.recover_seconds for s in done.steps)
+    return RunResult(key, "run", label, cfg.method, cfg.pruning_ratio, cfg.target_speedup, guided, cfg.to_json(),
+                     done.after, steps, done.seconds, done.prune_seconds, recover, _device_text(cfg.device),
+                     _versions(), dict(done.files), list(done.notes), plan.model, plan.data,
+                     time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     {"recovery": rec.name, "recovery_summary": rec.summary, "plan": plan.name,
+                      "latency_speedup": done.paired})  # paired original/pruned timing (None: not measured)
