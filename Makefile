@@ -10,10 +10,10 @@ QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ren
 
 .PHONY: venv dataset qtdeps run test bench
 
-## venv: the virtual environment, reinstalled only when requirements.txt changes
+## venv: the virtual environment, reinstalled only when a requirements file changes
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt packaging/requirements-gui.txt packaging/requirements-core.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
 	@touch $@

@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import platform
 import shlex
 import signal
@@ -13,22 +12,26 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from engine import __version__
-from engine.data import Dataset, load_dataset
 from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded, parse_limit
 from engine.checks import check_batch_memory
+from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
-from engine.events import CancelToken, EpochDone, EvalDone, Progress
+from engine.events import CancelToken, EpochDone, Progress
 from engine.inputs import fit_data
 from engine.metrics import Metrics, evaluate
 from engine.models import (DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, load_model,
                            save_model)
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
+from engine.paths import log_dir
 from engine.units import fmt_bytes, fmt_count
+
+if TYPE_CHECKING:
+    from engine.pruning import PruneConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -354,7 +357,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def prune_config(args: argparse.Namespace) -> "PruneConfig":
+def prune_config(args: argparse.Namespace) -> PruneConfig:
     """The PruneConfig described by the prune command's flags."""
     from engine.pruning import PruneConfig
 
@@ -379,10 +382,8 @@ def prune_config(args: argparse.Namespace) -> "PruneConfig":
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune a model, print before/after, save the model and its ONNX export."""
-    from engine.pruning import RunDone, StepDone
-    from engine.pruning import run_pruning
-
     from engine.checks import check_run
+    from engine.pruning import RunDone, StepDone, run_pruning
 
     cfg = prune_config(args)
     method = cfg.validate()
@@ -577,9 +578,7 @@ def _terminate_as_cancel():
 def _log_traceback(exc: Exception) -> str:
     """Write the traceback to the log folder; returns where it went (or the hint to rerun)."""
     try:
-        from engine.experiments import default_store_path
-
-        folder = Path(os.environ.get("PRUNELAB_LOG_DIR") or default_store_path().parent)
+        folder = log_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "cli-errors.log"
         with open(path, "a", encoding="utf-8") as fh:

@@ -24,9 +24,8 @@ from engine import __version__
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.errors import UserError
-from engine.events import CancelToken, EpochDone, EvalDone, Eta, Progress
-from engine.layers import (LayerStat, WeightHistogram, classifier_head, histograms, layer_stats, prunable_layers,
-                           weight_snapshot)
+from engine.events import CancelToken, EpochDone, EvalDone, Progress
+from engine.layers import LayerStat, classifier_head, histograms, layer_stats, prunable_layers, weight_snapshot
 from engine.methods import Method, UnstructuredStrategy, get_method
 from engine.metrics import Metrics, count_macs, evaluate, iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model

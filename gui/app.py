@@ -11,10 +11,11 @@ import platform
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
+from engine.paths import log_dir
 from gui.graph_view import prepare_webengine
 
 log = logging.getLogger("gui")
@@ -42,15 +43,6 @@ def versions() -> dict[str, str]:
     return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": tp_version, "qt": qVersion(),
             "pyside6": PySide6.__version__, "pyqtgraph": pyqtgraph.__version__, "netron": netron_version,
             "python": platform.python_version()}
-
-
-def log_dir() -> Path:
-    """Where the log file goes: PRUNELAB_LOG_DIR, else the user's application data folder."""
-    override = os.environ.get("PRUNELAB_LOG_DIR")
-    if override:
-        return Path(override)
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-    return Path(base) if base else Path.home() / ".prunelab"
 
 
 def setup_logging() -> Path:

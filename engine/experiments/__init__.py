@@ -14,14 +14,25 @@ A plan is plain data (a TOML file or the GUI's Experiment tab); `run_plan` turns
 interrupted plan loses at most the run in progress and a restart skips what is already stored.
 """
 from engine.experiments.criteria import (CRITERION_KEYS, Criterion, DEFAULT_CRITERIA, METRICS, MetricInfo,
-                                         criteria_from_toml, metric_value)  # noqa: F401
-from engine.experiments.typed import (check_prune_options, check_sensitivity_options, check_typed)  # noqa: F401
+                                         criteria_from_toml, metric_value)
+from engine.experiments.typed import (check_prune_options, check_sensitivity_options, check_typed)
 from engine.experiments.store import (APPLICATION_ID, Claim, ClaimOwner, LEASE_S, OUR_TABLES, RENEW_S, RUN_COLUMNS,
                                       ResultStore, RunResult, SCHEMA_VERSION, SQLITE_MAGIC, STORE_NAME, claim_is_live,
-                                      default_store_path, inspect_store_file, owner_alive, run_label)  # noqa: F401
-from engine.experiments.plans import (PLAN_SECTIONS, Plan, RECOVERY_KEYS, Recovery, load_plan, parse_plan)  # noqa: F401
+                                      default_store_path, inspect_store_file, owner_alive, run_label)
+from engine.experiments.plans import (PLAN_SECTIONS, Plan, RECOVERY_KEYS, Recovery, load_plan, parse_plan)
 from engine.experiments.ranking import (RankedRun, Ranking, TIMED_METRICS, describe_gain, pareto_front, rank,
-                                        recommendation)  # noqa: F401
+                                        recommendation)
 from engine.experiments.runner import (POLL_S, PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted,
                                        PlanWaiting, baseline_key, load_inputs, plan_runs, run_key, run_plan,
-                                       sensitivity_for_plan)  # noqa: F401
+                                       sensitivity_for_plan)
+
+__all__ = [
+    "APPLICATION_ID", "CRITERION_KEYS", "Claim", "ClaimOwner", "Criterion", "DEFAULT_CRITERIA", "LEASE_S", "METRICS",
+    "MetricInfo", "OUR_TABLES", "PLAN_SECTIONS", "POLL_S", "Plan", "PlanDone", "PlanProgress", "PlanRunDone",
+    "PlanRunFailed", "PlanStarted", "PlanWaiting", "RECOVERY_KEYS", "RENEW_S", "RUN_COLUMNS", "RankedRun", "Ranking",
+    "Recovery", "ResultStore", "RunResult", "SCHEMA_VERSION", "SQLITE_MAGIC", "STORE_NAME", "TIMED_METRICS",
+    "baseline_key", "check_prune_options", "check_sensitivity_options", "check_typed", "claim_is_live",
+    "criteria_from_toml", "default_store_path", "describe_gain", "inspect_store_file", "load_inputs", "load_plan",
+    "metric_value", "owner_alive", "pareto_front", "parse_plan", "plan_runs", "rank", "recommendation", "run_key",
+    "run_label", "run_plan", "sensitivity_for_plan",
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Iterator, Sequence
 
 from engine.errors import UserError
 from engine.metrics import Metrics
+from engine.paths import data_dir
 from engine.pruning import PruneConfig
 
 STORE_NAME = "results.sqlite"
@@ -124,17 +124,8 @@ def run_label(cfg: PruneConfig, recovery: str = "", guided: bool = False) -> str
 
 
 def default_store_path() -> Path:
-    """The result store in the user's data directory (PRUNELAB_DATA_DIR overrides it)."""
-    env = os.environ.get("PRUNELAB_DATA_DIR")
-    if env:
-        base = Path(env)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "PruneLab"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support" / "PruneLab"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "prunelab"
-    return base / STORE_NAME
+    """The result store in the user's data folder (PRUNELAB_DATA_DIR overrides it)."""
+    return data_dir() / STORE_NAME
 
 
 RUN_COLUMNS = ("key", "kind", "label", "method", "ratio", "target_speedup", "guided", "config", "metrics", "steps",
