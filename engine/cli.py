@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from engine import __version__
+from engine import __version__, versions
 from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded, parse_limit
 from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
@@ -330,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      "seconds": round(train_s, 1), "threads": torch.get_num_threads(),
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip()},
         "command": command, "seed": args.seed,
-        "versions": {"prunelab": __version__, "torch": torch.__version__},
+        "versions": versions(),
     }
     bundle = ModelBundle(model, args.out, arch, data.input_shape, data.num_classes, data.norm, data.class_names,
                          meta={"card": card})

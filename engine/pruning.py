@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
-from engine import __version__
+from engine import versions
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.errors import UserError
@@ -621,7 +621,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     work.meta = {
         "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
         "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
-        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     files: dict[str, str] = {}
     if out_dir is not None:
@@ -669,9 +669,3 @@ def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_bat
         (tmp / "model.json").write_text(json.dumps(bundle.meta, indent=2, default=str))
         names["meta"] = "model.json"
     return {kind: str(out_dir / name) for kind, name in names.items()}
-
-
-def _versions() -> dict[str, str]:
-    import torch_pruning as tp
-
-    return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": getattr(tp, "__version__", "?")}

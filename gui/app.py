@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -22,27 +21,20 @@ log = logging.getLogger("gui")
 
 
 def versions() -> dict[str, str]:
-    """Versions shown in the About dialog."""
+    """Versions shown in the About dialog: the engine's, plus Qt, the plots and the graph viewer."""
     import PySide6
     import pyqtgraph
-    import torch
     from PySide6.QtCore import qVersion
 
-    from engine import __version__
+    import engine
 
-    try:
-        import torch_pruning as tp
-        tp_version = getattr(tp, "__version__", "?")
-    except ImportError:
-        tp_version = "not installed"
     try:
         import netron
         netron_version = netron.__version__
     except (ImportError, AttributeError):
         netron_version = "not installed"
-    return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": tp_version, "qt": qVersion(),
-            "pyside6": PySide6.__version__, "pyqtgraph": pyqtgraph.__version__, "netron": netron_version,
-            "python": platform.python_version()}
+    return dict(engine.versions(), qt=qVersion(), pyside6=PySide6.__version__, pyqtgraph=pyqtgraph.__version__,
+                netron=netron_version)
 
 
 def setup_logging() -> Path:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
+from engine import versions
 from engine.budget import BudgetError, guarded, parse_limit, rss_bytes
 from engine.checks import check_run
 from engine.errors import resource_error
@@ -125,17 +125,6 @@ def load_inputs(plan: Plan):
                         model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
                         num_classes=data.num_classes)
     return bundle, fit_data(bundle, data, plan.mean, plan.std)
-
-
-def _versions() -> dict:
-    import numpy
-    import torch
-    import torch_pruning as tp
-
-    from engine import __version__
-
-    return {"prunelab": __version__, "torch": torch.__version__, "torch_pruning": getattr(tp, "__version__", "?"),
-            "numpy": numpy.__version__, "python": sys.version.split()[0]}
 
 
 def _device_text(device: str) -> str:
@@ -317,7 +306,7 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
                     sink.append(ev.metrics)
             baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
                                         time.perf_counter() - t0, 0.0, 0.0, _device_text(first_cfg.device),
-                                        _versions(), {"model": plan.model}, [], plan.model, plan.data,
+                                        versions(), {"model": plan.model}, [], plan.model, plan.data,
                                         time.strftime("%Y-%m-%dT%H:%M:%S")), owner)
             store.put(baseline, owner)
         except BaseException:
@@ -401,7 +390,7 @@ def _result_of(done: RunDone, key: str, label: str, cfg: PruneConfig, rec: Recov
     recover = sum(s.recover_seconds for s in done.steps)
     return RunResult(key, "run", label, cfg.method, cfg.pruning_ratio, cfg.target_speedup, guided, cfg.to_json(),
                      done.after, steps, done.seconds, done.prune_seconds, recover, _device_text(cfg.device),
-                     _versions(), dict(done.files), list(done.notes), plan.model, plan.data,
+                     versions(), dict(done.files), list(done.notes), plan.model, plan.data,
                      time.strftime("%Y-%m-%dT%H:%M:%S"),
                      {"recovery": rec.name, "recovery_summary": rec.summary, "plan": plan.name,
                       "latency_speedup": done.paired})  # paired original/pruned timing (None: not measured)
