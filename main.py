@@ -5,7 +5,7 @@ import sys
 def main() -> int:
     """Dispatch to the command line or the GUI (Qt is imported only for the GUI)."""
     if len(sys.argv) > 1:
-        from engine.cli import main as cli_main
+        from cli.main import main as cli_main
 
         return cli_main(sys.argv[1:])
     from gui.app import main as gui_main

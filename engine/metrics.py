@@ -22,7 +22,7 @@ from engine.events import CancelToken, EvalDone, Eta, Progress
 
 @dataclass
 class Metrics:
-    """All figures of one model on one dataset and device (see CLI.md for the JSON form)."""
+    """All figures of one model on one dataset and device (`to_json` is the form `--json` writes)."""
 
     top1: float = 0.0
     top5: float = 0.0
@@ -58,7 +58,7 @@ class Metrics:
         return float(self.latency_ms.get(key, {}).get(stat, 0.0))
 
     def to_json(self, detail: bool = True) -> dict:
-        """The METRICS object of CLI.md, plus per-class figures and the confusion matrix when `detail`."""
+        """The metrics object of `evaluate --json` (README), plus per-class figures and the confusion matrix when `detail`."""
         out = {k: getattr(self, k) for k in self.KEYS}
         if detail:
             out["per_class"] = self.per_class

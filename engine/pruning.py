@@ -199,7 +199,7 @@ class RunDone:
         return f"latency {latency:.2f}x lower (timed separately, not paired)" if latency else ""
 
     def to_json(self) -> dict:
-        """The `prune --json` object of CLI.md."""
+        """The `prune --json` object."""
         return {"method": self.method, "config": self.config, "before": self.before.to_json(),
                 "after": self.after.to_json(), "steps": [s.metrics.to_json(detail=False) for s in self.steps[1:]],
                 "files": self.files, "speedups": self.speedups(), "seconds": round(self.seconds, 2),

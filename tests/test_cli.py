@@ -1,4 +1,4 @@
-"""The command line of CLI.md, run in-process (engine.cli.main) except for one real `python main.py --help`."""
+"""The command line, run in-process (cli.main.main) except for one real `python main.py --help`."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from conftest import ROOT, TINY_WIDTHS, tiny_resnet, write_fake_fashion
-from engine import cli
+from cli import main as cli
 from engine.events import CancelToken
 from engine.models import ModelBundle, save_model
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from engine.cli import main as cli_main
+from cli.main import main as cli_main
 from engine.errors import Cancelled, UserError
 from engine.events import CancelToken
 from engine.experiments import (DEFAULT_CRITERIA, Criterion, PlanDone, PlanProgress, PlanRunDone, ResultStore,

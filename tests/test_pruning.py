@@ -229,7 +229,7 @@ def test_layer_table_marks_dependency_groups(tiny):
 
 
 def test_cli_prune_json(tmp_path, capsys):
-    from engine.cli import main
+    from cli.main import main
     from engine.models import save_model
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from engine.cli import main as cli_main
+from cli.main import main as cli_main
 from engine.errors import UserError
 from engine.experiments import ResultStore, load_plan, run_plan
 from engine.models import DemoResNet, ModelBundle, save_model

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import main as cli_main
+from cli.main import main as cli_main
 from engine.errors import Cancelled, UserError
 from engine.events import CancelToken, Progress
 from engine.models import DemoResNet, ModelBundle, save_model

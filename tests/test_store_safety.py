@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from engine.cli import main as cli_main
+from cli.main import main as cli_main
 from engine.errors import UserError
 from engine.events import CancelToken
 from engine import experiments as ex

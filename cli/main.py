@@ -1,4 +1,4 @@
-"""Headless command line: `python main.py <command>` (the contract is in CLI.md)."""
+"""Headless command line: `python main.py <command>` (commands, flags and exit codes: the README's Command line section)."""
 from __future__ import annotations
 
 import argparse
@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prune_args(sub.add_parser("prune", help="prune a model, recover, evaluate, save (see `methods`)"))
 
-    from engine.cli_experiments import register as register_experiments
+    from cli.experiments import register as register_experiments
 
     register_experiments(sub)  # sensitivity, sweep, report
     return parser
@@ -530,7 +530,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code of CLI.md."""
+    """Run one command; returns the exit code (0 done, 2 bad input, 130 cancelled, 1 a bug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:

@@ -1,4 +1,4 @@
-"""The `sensitivity`, `sweep` and `report` commands (contract in CLI.md), registered into engine.cli."""
+"""The `sensitivity`, `sweep` and `report` commands, registered into cli.main's parser."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,7 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Prune each layer group alone at several ratios and print the accuracy drop table."""
-    from engine.cli import CANCEL, ProgressPrinter, fmt_count, resolve, run_events, write_json
+    from cli.main import CANCEL, ProgressPrinter, fmt_count, resolve, run_events, write_json
     from engine.sensitivity import SensitivityDone, propose_layer_ratios, scan
 
     from engine.experiments import inspect_store_file
@@ -99,7 +99,7 @@ def _fmt(v) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
-    from engine.cli import CANCEL, ProgressPrinter
+    from cli.main import CANCEL, ProgressPrinter
     from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanWaiting, ResultStore,
                                     inspect_store_file, load_inputs, load_plan, run_plan)
 
@@ -169,7 +169,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the main parser."""
-    from engine.cli import add_data_args, add_model_args, at_least, finite, memory_limit
+    from cli.main import add_data_args, add_model_args, at_least, finite, memory_limit
 
     p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
     add_model_args(p)
