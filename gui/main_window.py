@@ -48,7 +48,7 @@ DEFAULT_DATA = "fashion-mnist"
 MODEL_FILTER = "PyTorch models (*.pt *.pth *.pkl *.ckpt *.bin);;All files (*)"
 MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar")
 OPEN_FILE, OPEN_FOLDER, OPEN_CIFAR = "__open_file__", "__imagefolder__", "__cifar10__"
-HINT_START = ("<b>Try it:</b> the demo model is loaded and <b>Group L2</b> is selected. Press <b>Run</b> "
+HINT_START = ("<b>Try it:</b> the demo model is loaded and <b>{method}</b> is selected. Press <b>Run</b> "
               "(Ctrl+R) and watch accuracy, size and speed change step by step. Then pick another method and run "
               "again: each run gets its own colour, and the <i>Results</i> tab compares them.")
 HINT_AFTER_RUN = ("<b>Next:</b> open <i>Weights</i> to see what was removed (red channels, or a spike at zero for "
@@ -147,7 +147,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(6, 6, 6, 0)
         hint_row = QHBoxLayout()
-        self.hint_label = QLabel(HINT_START)
+        self.hint_label = QLabel()
         self.hint_label.setWordWrap(True)
         self.hint_label.setToolTip("What to try next")
         self.hint_frame = QWidget()
@@ -261,6 +261,8 @@ class MainWindow(QMainWindow):
         panel.setMinimumWidth(330)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.side_dock)
         self.method_panel.options_changed.connect(self._on_options_changed)
+        self.method_panel.method_changed.connect(self._refresh_start_hint)
+        self._refresh_start_hint()
         self._fill_model_combo()
         self._fill_data_combo()
 
@@ -450,6 +452,14 @@ class MainWindow(QMainWindow):
         if loaded.bundle.scripted:
             html += "<p style='color:#D55E00'>TorchScript models can be evaluated but not pruned.</p>"
         self.summary_label.setText(html)
+
+    @Slot()
+    def _refresh_start_hint(self, *_args) -> None:
+        """The first hint names the method that is actually selected (until a run replaces the hint)."""
+        text = self.hint_label.text()
+        if not text or text.startswith("<b>Try it:</b>"):
+            title = self.method_panel.current_method().title.split(" (")[0]
+            self.hint_label.setText(HINT_START.format(method=escape(title)))
 
     def memory_limit(self) -> int:
         """The memory budget of every job, in bytes (Settings ▸ Memory limit; default a share of the machine)."""
@@ -774,7 +784,8 @@ class MainWindow(QMainWindow):
         title = {"load": "Could not load the model", "run": "The pruning run failed",
                  "sensitivity": "The sensitivity scan failed", "plan": "The experiment plan failed",
                  "export": "Export failed"}.get(kind, "Error")
-        self.show_error(title, message, failure.details)
+        # a traceback helps with a bug; for bad input the one line says everything
+        self.show_error(title, message, "" if failure.user_error else failure.details)
 
     def _retry_trusted(self, request: LoadRequest, message: str, what: str) -> None:
         if self._ask_trust(request.model_src, message, what):

@@ -288,9 +288,16 @@ def test_garbage_gets_an_error_never_the_trust_dialog(loaded, qtbot, tmp_path, c
         assert loaded.open_model_file(str(bad))
     box = loaded.error_box
     assert box is not None and box.isVisible() and expected in box.text()
+    assert box.detailedText() == ""  # bad input: the one line says it all, no traceback for a student
     box.close()
     assert not asked
     assert loaded.loaded.bundle.source == "test:tiny-resnet" and loaded.run_action.isEnabled()
+
+
+def test_the_first_hint_names_the_selected_method(window):
+    window.method_panel.select_method("taylor")
+    title = window.method_panel.current_method().title.split(" (")[0]
+    assert title in window.hint_label.text() and window.hint_label.text().startswith("<b>Try it:</b>")
 
 
 def test_options_and_recent_files_persist(qtbot, tmp_path):
