@@ -8,10 +8,10 @@ from engine.errors import UserError
 
 
 def _ratios(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--ratios must be comma-separated numbers, e.g. 0.1,0.3,0.5; got {text!r}")
+    from cli.main import floats
+
+    parts = [part for part in text.split(",") if part.strip()]
+    values = floats(",".join(parts)) if parts else ()
     if not values or any(not 0.0 < v < 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"--ratios must be numbers between 0 and 1 (exclusive), got {text!r}")
     return values

@@ -76,7 +76,8 @@ def at_least(minimum: int) -> Callable[[str], int]:
 count = at_least(1)
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def floats(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated finite numbers."""
     try:
         return tuple(finite(v) for v in text.split(","))
     except argparse.ArgumentTypeError:
@@ -110,8 +111,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial-weights", action="store_true",
                    help="load --weights even when they fill under half of the architecture (prints the counts)")
     p.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="input shape when it cannot be inferred")
-    p.add_argument("--mean", type=_floats, metavar="M1,M2,..", help="per-channel normalisation mean")
-    p.add_argument("--std", type=_floats, metavar="S1,S2,..", help="per-channel normalisation std")
+    p.add_argument("--mean", type=floats, metavar="M1,M2,..", help="per-channel normalisation mean")
+    p.add_argument("--std", type=floats, metavar="S1,S2,..", help="per-channel normalisation std")
 
 
 def add_data_args(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -382,7 +383,6 @@ def prune_config(args: argparse.Namespace) -> PruneConfig:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune a model, print before/after, save the model and its ONNX export."""
-    from engine.checks import check_run
     from engine.pruning import RunDone, StepDone, run_pruning
 
     cfg = prune_config(args)
@@ -391,9 +391,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     check_output_dir(out)
     if args.json:
         check_output_file(args.json, flag="--json")
-    bundle, data = resolve(args)
-    bundle.require_prunable()
-    check_run(cfg, bundle)
+    bundle, data = resolve(args)  # run_pruning checks the rest (layers, memory) before measuring anything
     # the model file and its ONNX copy each hold every weight once; metadata is small
     check_output_dir(out, 2 * sum(p.numel() * p.element_size() for p in bundle.model.parameters()) + 2 ** 20)
     printer = ProgressPrinter(quiet=args.quiet)

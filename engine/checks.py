@@ -105,8 +105,9 @@ def check_traceable(model: nn.Module, what: str = "structured pruning") -> None:
                         "ignored; use an unstructured method (e.g. --method magnitude-global)")
 
 
-def check_run(cfg: "PruneConfig", bundle: "ModelBundle") -> None:
-    """Everything about a pruning run that can be checked before the baseline is measured."""
+def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True) -> None:
+    """Everything about a pruning run that can be checked before the baseline is measured
+    (`memory=False` skips the batch-memory probe, for configurations whose batch size was checked)."""
     method = cfg.validate()
     if method.structured and not bundle.scripted:
         check_traceable(bundle.model)
@@ -114,5 +115,5 @@ def check_run(cfg: "PruneConfig", bundle: "ModelBundle") -> None:
         check_input_shape(tuple(bundle.input_shape))
     if not bundle.scripted:
         check_layers(cfg, bundle.model, bundle.num_classes)
-    if bundle.input_shape:
+    if memory and bundle.input_shape:
         check_batch_memory(bundle.model, tuple(bundle.input_shape), cfg.batch_size, cfg.device)

@@ -333,6 +333,17 @@ def sniff(path: Path) -> str:
     return "unknown"
 
 
+# What each kind of file that is not a readable PyTorch file is called, and what to do instead.
+UNREADABLE = {
+    "empty": ("is empty (0 bytes): not a PyTorch file", "save the model again with torch.save"),
+    "onnx": ("is an ONNX model: PruneLab prunes PyTorch models", "load the PyTorch original"),
+    "damaged": ("is a damaged archive (cut short or corrupt): not a PyTorch file that can be read",
+                "copy or save the model again"),
+    "zip": ("is a ZIP archive but not a PyTorch file", "choose a file saved with torch.save"),
+    "unknown": ("is damaged or not a PyTorch file", "choose a file saved with torch.save"),
+}
+
+
 def _looks_like_onnx(path: Path, head: bytes) -> bool:
     """ONNX models are protobufs starting with ir_version (field 1, varint); confirm by parsing."""
     if head[0] != 0x08:
@@ -541,16 +552,9 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
         kind = sniff(path)
     except OSError as exc:
         raise UserError(f"model {src} cannot be read ({exc.strerror}); check its permissions") from None
-    if kind == "empty":
-        raise UserError(f"{path} is empty (0 bytes): not a PyTorch file; save the model again with torch.save")
-    if kind == "onnx":
-        raise UserError(f"{path} is an ONNX model: PruneLab prunes PyTorch models; load the PyTorch original")
-    if kind == "damaged":
-        raise UserError(f"{path} is a damaged archive (cut short or corrupt): not a PyTorch file that can be read; "
-                        "copy or save the model again")
-    if kind in ("zip", "unknown"):
-        what = "a ZIP archive but" if kind == "zip" else "damaged or"
-        raise UserError(f"{path} is {what} not a PyTorch file; choose a file saved with torch.save")
+    if kind in UNREADABLE:
+        what, fix = UNREADABLE[kind]
+        raise UserError(f"{path} {what}; {fix}")
     if kind == "torchscript":
         if not trust:
             raise NeedsTrust(f"{path} is a TorchScript archive: it carries its own code, which runs while it loads "
@@ -594,8 +598,7 @@ def _read_weights(path: Path) -> Any:
     """A weights file for --weights: tensors only, never code."""
     kind = sniff(path)
     if kind not in ("torch", "pickle"):
-        what = {"empty": "is empty", "onnx": "is an ONNX model", "torchscript": "is a TorchScript archive",
-                "damaged": "is a damaged archive"}.get(kind, "is not a PyTorch file")
+        what = UNREADABLE.get(kind, ("is a TorchScript archive (code, not only weights)",))[0]
         raise UserError(f"--weights {path} {what}; pass a state_dict saved with torch.save(model.state_dict())")
     try:
         return _safe_load(path)

@@ -271,8 +271,10 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
         bundle, data = load_inputs(plan)
     bundle.require_prunable()
     plan.check_outputs(store.path)
+    probed = set()  # one memory probe per batch size and device, however many runs share them
     for cfg, _ in plan.configs():  # layer names, memory: before the scan and the baseline, not at run 17
-        check_run(cfg, bundle)
+        check_run(cfg, bundle, memory=(cfg.batch_size, cfg.device) not in probed)
+        probed.add((cfg.batch_size, cfg.device))
     scan = None
     if plan.sensitivity_guided:
         for ev in guarded(sensitivity_for_plan(plan, bundle, data, store, cancel, owner), limit):
