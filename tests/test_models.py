@@ -238,7 +238,7 @@ def test_round_trip_of_a_structurally_pruned_model(tmp_path):
 
 
 def test_demo_source_reads_the_resource_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "demo_path", lambda name: tmp_path / f"demo_{name}.pt")
+    monkeypatch.setattr(models.loading, "demo_path", lambda name: tmp_path / f"demo_{name}.pt")
     with pytest.raises(UserError, match="python main.py train --model demo:resnet"):
         load_model("demo:resnet")
     save_model(tiny_bundle(), tmp_path / "demo_resnet.pt")

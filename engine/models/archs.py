@@ -1,0 +1,244 @@
+"""Architectures by name: the demo zoo, torchvision, timm and the user's own Python class.
+
+Named architectures are built untrained (never downloaded: weights come from the user's file) for
+the data's channels and class count; `adapted_layers` names the layers that were changed for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from engine.errors import UserError
+
+from .zoo import DEMO_ARCHS
+
+ARCH_HELP = "demo:resnet, demo:vgg, torchvision:NAME, timm:NAME or code:PATH.py:Class"
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first 2-D convolution (the one that sees the image's channels)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    return None
+
+
+def last_linear(model: nn.Module) -> str | None:
+    """Name of the last Linear layer (the classifier head, in every torchvision and timm classifier)."""
+    found = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
+
+
+def adapted_layers(model: nn.Module) -> tuple[str, ...]:
+    """Layers whose shape depends on the data (first convolution, head): a file's weights for them may not fit."""
+    found = first_conv(model)
+    return tuple(n for n in (found[0] if found else None, last_linear(model)) if n)
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent = model
+    *path, last = name.split(".")
+    for p in path:
+        parent = getattr(parent, p)
+    setattr(parent, last, new)
+
+
+@functools.lru_cache(maxsize=None)
+def torchvision_names() -> tuple[str, ...]:
+    """Every torchvision image classification architecture."""
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+@functools.lru_cache(maxsize=None)
+def timm_names() -> tuple[str, ...]:
+    """Every timm architecture (names only; nothing is downloaded)."""
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def list_architectures(query: str = "", limit: int | None = None) -> list[str]:
+    """Architecture names for a searchable list: `torchvision:NAME` then `timm:NAME`, filtered by `query`."""
+    words = query.lower().split()
+    names = [f"torchvision:{n}" for n in torchvision_names()] + [f"timm:{n}" for n in timm_names()]
+    found = [n for n in names if all(w in n.lower() for w in words)]
+    return found[:limit] if limit else found
+
+
+def _torchvision_model(name: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision_names():
+        close = [n for n in torchvision_names() if name[:4].lower() in n][:8] or list(torchvision_names()[:12])
+        raise UserError(f"unknown torchvision architecture {name!r}; try one of: {', '.join(close)}, ...")
+    try:
+        with warnings.catch_warnings():  # googlenet/inception warn about a future change of their init
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"torchvision:{name} could not be built with {kwargs or 'its defaults'}: "
+                        f"{_first_line(exc)}") from exc
+    found = first_conv(model)
+    if found and found[1].in_channels != in_channels:  # adapted only when the data differs
+        cname, conv = found
+        _set_module(model, cname, nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                            conv.padding, conv.dilation, conv.groups, conv.bias is not None))
+    return model
+
+
+def _timm_model(name: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = [n for n in timm_names() if name[:4].lower() in n][:8]
+        raise UserError(f"unknown timm architecture {name!r}" + (f"; similar: {', '.join(close)}" if close else
+                                                                 "; see `timm.list_models()`"))
+    try:  # pretrained=False: never download, the weights come from the user's file
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        raise UserError(f"timm:{name} could not be built with {kwargs or 'its defaults'}: "
+                        f"{_first_line(exc)}") from exc
+
+
+def size_kwargs(arch: str, shape: tuple[int, int, int]) -> dict:
+    """Constructor arguments a transformer needs for an input size other than its default (CNNs need none)."""
+    kind, _, name = arch.partition(":")
+    size = [int(shape[1]), int(shape[2])]
+    if kind == "torchvision" and name.startswith("vit_") and size != [224, 224]:
+        return {"image_size": size[0]}
+    if kind == "torchvision" and name.startswith("maxvit") and size != [224, 224]:
+        return {"input_size": size}
+    if kind == "timm":
+        import timm
+        import torch
+
+        with torch.device("meta"):  # a probe without memory or time: what size was it made for?
+            probe = timm.create_model(name, pretrained=False)
+        default = list((getattr(probe, "pretrained_cfg", None) or {}).get("input_size", (3, *size))[1:])
+        if default != size and hasattr(probe, "patch_embed"):
+            return {"img_size": size}
+    return {}
+
+
+def _import_class(code: str) -> type:
+    """Import `PATH.py:ClassName`; this runs the user's own Python file, which they named explicitly."""
+    path, sep, cls = code.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        raise UserError(f"--model-code must look like PATH.py:ClassName, got {code!r}")
+    file = Path(path)
+    if not file.exists():
+        raise UserError(f"model code file {file} does not exist; pass --model-code PATH.py:ClassName")
+    if not file.is_file():
+        raise UserError(f"model code {file} is not a file; pass --model-code PATH.py:ClassName")
+    module, name = _exec_user_file(file)
+    found = getattr(module, cls, None)
+    if found is None:
+        raise UserError(f"{file} defines no class {cls!r}; its nn.Module classes: "
+                        f"{', '.join(_module_classes(module, name)) or 'none'}")
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise UserError(f"{cls} in {file} is not an nn.Module subclass ({type(found).__name__}); "
+                        "name the model's class in --model-code PATH.py:ClassName")
+    return found
+
+
+def _exec_user_file(file: Path):
+    spec = importlib.util.spec_from_file_location(f"prunelab_user_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    argv = sys.argv
+    sys.argv = [str(file)]  # a script that parses its command line at import must not see ours
+    chatter = io.StringIO()  # what the file prints at import (argparse's usage, say) would break our one line
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise UserError(f"{file} called sys.exit({exc.code!r}) while being imported (a script, or one that parses "
+                        "its command line); move that code under `if __name__ == '__main__':`") from None
+    except Exception as exc:  # the user's file: report any failure plainly
+        raise UserError(f"importing {file} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        sys.argv = argv
+    return module, spec.name
+
+
+def _module_classes(module, name: str) -> list[str]:
+    return sorted(n for n, v in vars(module).items()
+                  if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == name)
+
+
+def code_classes(path: str | Path) -> list[str]:
+    """The nn.Module classes a Python file defines (for the dialog's list); this imports, so runs, the file."""
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise UserError(f"{file} is not a Python file; choose the .py file that defines the model's class")
+    module, name = _exec_user_file(file)
+    return _module_classes(module, name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+MAX_KWARGS_CHARS = 10_000
+MAX_KWARGS_DEPTH = 4
+
+
+def check_model_kwargs(kwargs: Any, where: str = "--model-kwargs") -> dict:
+    """Constructor arguments must be a small, shallow JSON object of plain values."""
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{where} must be a JSON object, e.g. '{{\"width\": 32}}'")
+
+    def depth(v: Any, level: int) -> None:
+        if level > MAX_KWARGS_DEPTH:
+            raise UserError(f"{where} is nested more than {MAX_KWARGS_DEPTH} levels deep; pass plain values")
+        if isinstance(v, dict):
+            for item in v.values():
+                depth(item, level + 1)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                depth(item, level + 1)
+
+    depth(kwargs, 1)
+    if len(json.dumps(kwargs, default=str)) > MAX_KWARGS_CHARS:
+        raise UserError(f"{where} is longer than {MAX_KWARGS_CHARS} characters; pass only the constructor's arguments")
+    return kwargs
+
+
+def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: dict | None = None) -> nn.Module:
+    """Instantiate an untrained architecture: `demo:NAME`, `torchvision:NAME`, `timm:NAME` or `code:PATH.py:Class`."""
+    kwargs = dict(kwargs or {})
+    kind, _, name = arch.partition(":")
+    if kind == "demo" or (not name and kind in DEMO_ARCHS):
+        name = name or kind
+        if name not in DEMO_ARCHS:
+            raise UserError(f"unknown demo model {name!r}; valid: {', '.join('demo:' + n for n in DEMO_ARCHS)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        return DEMO_ARCHS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    if kind == "torchvision" and name:
+        return _torchvision_model(name, in_channels, num_classes, check_model_kwargs(kwargs))
+    if kind == "timm" and name:
+        return _timm_model(name, in_channels, num_classes, check_model_kwargs(kwargs))
+    if kind == "code" and name:
+        cls = _import_class(name)
+        check_model_kwargs(kwargs)
+        try:
+            return cls(**kwargs)
+        except SystemExit as exc:
+            raise UserError(f"building {name} called sys.exit({exc.code!r}); fix the class's constructor") from None
+        except TypeError as exc:
+            raise UserError(f"{name} could not be built with {kwargs}: {exc}; pass --model-kwargs JSON") from exc
+        except Exception as exc:  # the user's constructor: report any failure plainly
+            raise UserError(f"building {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    raise UserError(f"unknown architecture {arch!r}; use {ARCH_HELP}")

@@ -1,0 +1,192 @@
+"""Model files: what a file is (from its bytes, never by running it) and reading its tensors safely.
+
+Only `torch.load(weights_only=True)` and the safetensors library ever read a file nobody vouched
+for; pickled objects and TorchScript carry code and need the caller's trust (see loading.py).
+"""
+from __future__ import annotations
+
+import pickle
+import struct
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import UserError
+
+# Where training scripts keep the weights inside a checkpoint dict, in order of preference
+# (PyTorch Lightning: state_dict; tutorials: model_state_dict, model, net; EMA copies last).
+STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "state_dict_ema", "model_ema")
+
+
+def sniff(path: Path) -> str:
+    """What a file is, from its first bytes and (for ZIP archives) its member names, without loading it.
+
+    One of: "empty", "torchscript", "torch" (torch.save's ZIP format), "pickle" (a legacy or plain
+    pickle), "safetensors", "onnx", "zip" (some other archive), "damaged" (a cut or corrupt archive)
+    or "unknown".
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "damaged"  # starts like an archive (torch.save's format) but its directory is missing
+        if any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        return "zip"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode: legacy torch.save or plain pickle
+        return "pickle"
+    if _looks_like_safetensors(path, head):
+        return "safetensors"
+    if path.suffix.lower() == ".onnx" or _looks_like_onnx(path, head):
+        return "onnx"
+    return "unknown"
+
+
+# What each kind of file that is not a readable PyTorch file is called, and what to do instead.
+UNREADABLE = {
+    "empty": ("is empty (0 bytes): not a PyTorch file", "save the model again with torch.save"),
+    "onnx": ("is an ONNX model: PruneLab prunes PyTorch models", "load the PyTorch original"),
+    "damaged": ("is a damaged archive (cut short or corrupt): not a PyTorch file that can be read",
+                "copy or save the model again"),
+    "zip": ("is a ZIP archive but not a PyTorch file", "choose a file saved with torch.save"),
+    "unknown": ("is damaged or not a PyTorch file", "choose a file saved with torch.save"),
+}
+
+
+def _looks_like_safetensors(path: Path, head: bytes) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (size,) = struct.unpack("<Q", head[:8])
+    return 2 <= size <= path.stat().st_size - 8
+
+
+def _looks_like_onnx(path: Path, head: bytes) -> bool:
+    """ONNX models are protobufs starting with ir_version (field 1, varint); confirm by parsing."""
+    if head[0] != 0x08:
+        return False
+    try:
+        import onnx
+
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything onnx cannot parse is not an ONNX model
+        return False
+    return len(proto.graph.node) > 0
+
+
+def _is_state(obj: Any) -> bool:
+    return (isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj)
+            and all(torch.is_tensor(v) for v in obj.values()))
+
+
+def find_state_dict(obj: Any) -> tuple[dict | None, str]:
+    """The state_dict in a loaded object and the checkpoint key holding it ("" when the object is one)."""
+    if not isinstance(obj, dict):
+        return None, ""
+    for key in STATE_KEYS:
+        if _is_state(obj.get(key)):
+            return obj[key], key
+    return (obj, "") if _is_state(obj) else (None, "")
+
+
+def _state_dict_in(obj: Any) -> dict | None:
+    return find_state_dict(obj)[0]
+
+
+class _NeedsTrust(Exception):
+    """The file needs full unpickling (it holds Python objects, not just tensors)."""
+
+
+def _safe_load(path: Path) -> Any:
+    try:
+        with warnings.catch_warnings():
+            # A garbled header reads as an odd pickle protocol; the error below says it better.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        if "Unsupported global" in detail or "weights_only" in detail.lower():
+            glob = detail.split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in detail else "a Python object"
+            raise _NeedsTrust(glob.strip(" .,")) from None
+        raise UserError(f"{path} is not a readable PyTorch file: {detail.splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001 - a garbled pickle fails anywhere inside the (safe) unpickler
+        first = str(exc).splitlines()[0] if str(exc) else "corrupt"
+        raise UserError(f"{path} is not a readable PyTorch file ({type(exc).__name__}: {first}); "
+                        "re-save it with torch.save") from exc
+
+
+def _trusted_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # arbitrary unpickling errors: report, never crash
+        raise UserError(f"{path} could not be unpickled even with --trust: {type(exc).__name__}: {exc}") from exc
+
+
+def read_safetensors(path: Path) -> tuple[dict, dict]:
+    """Tensors and the string metadata of a .safetensors file (no pickle involved)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        return load_file(str(path), device="cpu"), meta
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is a damaged .safetensors file ({_first_line(exc)}); copy or save it again") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_weights(path: Path, flag: str = "--weights") -> Any:
+    """A weights file (state_dict, checkpoint dict or .safetensors): tensors only, never code."""
+    kind = sniff(path)
+    if kind == "safetensors":
+        return read_safetensors(path)[0]
+    if kind not in ("torch", "pickle"):
+        what = UNREADABLE.get(kind, ("is a TorchScript archive (code, not only weights)",))[0]
+        raise UserError(f"{flag} {path} {what}; pass a state_dict saved with torch.save(model.state_dict())")
+    try:
+        return _safe_load(path)
+    except _NeedsTrust as exc:
+        raise UserError(f"{flag} {path} holds a pickled Python object ({exc}), not only tensors; save "
+                        "model.state_dict() instead") from None
+
+
+def recorded_arch(obj: Any, meta: dict | None = None) -> str | None:
+    """An architecture name a checkpoint records about itself (timm's train.py: `arch`), if it is one we know."""
+    from .archs import timm_names, torchvision_names
+
+    found: list[str] = []
+    for source in (meta or {}, obj if isinstance(obj, dict) else {},
+                   obj.get("hyper_parameters", {}) if isinstance(obj, dict) else {}):
+        if isinstance(source, dict):
+            found += [v for k in ("arch", "architecture", "model_name", "model") if isinstance(v := source.get(k), str)]
+    for name in found:
+        if ":" in name and name.split(":", 1)[0] in ("torchvision", "timm"):
+            return name
+        if name in torchvision_names():
+            return f"torchvision:{name}"
+        if name in timm_names():
+            return f"timm:{name}"
+    return None
+
+
+def state_summary(state: dict) -> dict:
+    """Counts for people: tensors, parameters and the output size of the last matrix (the head, usually)."""
+    heads = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return {"tensors": len(state), "values": int(sum(v.numel() for v in state.values())),
+            "head_outputs": int(heads[-1].shape[0]) if heads else None}
+
