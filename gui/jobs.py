@@ -1,208 +1,300 @@
-"""The jobs the worker runs: plain generators over engine calls, with the GUI's own result events.
+"""The window's background jobs as objects (Anki's QueryOp shape).
 
-Everything here runs on the worker thread; it builds objects and yields them, it never touches Qt.
+A job pairs its work (a generator run on the worker thread, from gui/work.py: it yields the
+engine's plain events and returns its result) with what the window does on the UI thread:
+`on_event` for each event, then exactly one of `on_success(result)`, `on_failure(failure)` or
+`on_cancel()`, and `on_stopped()` once the thread is gone. The window starts a job and routes the
+worker's signals to it; it never asks which job is running.
 """
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass, field
+import logging
+from html import escape
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generator
 
-from engine.data import Dataset, load_dataset
-from engine.events import CancelToken, EvalDone, Progress
-from engine.layers import LayerInfo, classifier_head, describe_layers
-from engine.metrics import count_macs, count_params, evaluate, size_on_disk
-from engine.models import DEMO_TITLES, ModelBundle, export_onnx, load_model
-from engine.pruning import PruneConfig, RunDone, run_pruning
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QWidget
 
-Job = Callable[[CancelToken], Iterator[Any]]
+from engine.data import Dataset
+from engine.errors import NeedsTrust
+from engine.events import CancelToken, EpochDone, Progress
+from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted, ResultStore,
+                                run_plan)
+from engine.models import ModelBundle
+from engine.pruning import RunDone, StepDone
+from engine.sensitivity import SensitivityDone
+from gui import work
+from gui.results import RunRecord
+from gui.work import Exported, LoadRequest, Loaded, PrunedModel, Sensitivity
+from gui.worker import Failure
 
-# Images used to measure the accuracy of a model that comes without a recorded one.
-QUICK_EVAL_IMAGES = 1000
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
 
+log = logging.getLogger(__name__)
 
-@dataclass
-class LoadRequest:
-    """What to load: a model source (or an already built bundle) and a dataset spec (or a dataset)."""
-
-    model_src: str | None
-    data_spec: str
-    trust: bool = False
-    bundle: ModelBundle | None = None
-    data: Dataset | None = None  # the raw dataset, when already loaded for this spec
-    export_graph: bool = True  # write an ONNX file for the graph view
-    work_dir: Path | None = None
-
-
-@dataclass
-class Loaded:
-    """A model and dataset ready to prune, with what the summary card and the layer table show."""
-
-    request: LoadRequest
-    bundle: ModelBundle
-    raw_data: Dataset  # as loaded, before fitting to the model (kept to switch models quickly)
-    data: Dataset  # fitted to the model
-    layers: list[LayerInfo]
-    head: str | None
-    summary: dict[str, Any]
-    onnx_path: Path | None = None
-    onnx_error: str | None = None
+HINT_AFTER_RUN = ("<b>Next:</b> open <i>Weights</i> to see what was removed (red channels, or a spike at zero for "
+                  "unstructured methods), <i>Network</i> to compare the graphs, or run another method to compare.")
 
 
-@dataclass
-class PrunedModel:
-    """The pruned copy produced by a run, with its ONNX export for the graph view."""
+class Job:
+    """One background job: its work (worker thread, no Qt) and its handlers (UI thread)."""
 
-    run_id: int
-    bundle: ModelBundle
-    onnx_path: Path | None = None
-    onnx_error: str | None = None
+    name = "job"  # in the log, and the argument of MainWindow.job_stopped
+    title = "Error"  # of the dialog that reports a failure
+    guarded = True  # held to the memory budget as a whole (a plan holds each of its runs itself)
 
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
 
-@dataclass
-class Exported:
-    """Files written by an export job."""
+    def work(self, cancel: CancelToken) -> Generator[Any, None, Any]:
+        """Yield events and return the result; runs on the worker thread, so it never touches a widget."""
+        raise NotImplementedError
 
-    files: dict[str, str] = field(default_factory=dict)
+    def controls(self) -> tuple[QWidget, ...]:
+        """Widgets usable only while this job runs (a Cancel button of its own)."""
+        return ()
 
+    def progress_prefix(self) -> str:
+        """What the status bar puts before each progress message ("Run #2, step 1/3 · ")."""
+        return ""
 
-def architecture_title(bundle: ModelBundle) -> str:
-    """A readable name for the model's architecture."""
-    kind, _, name = bundle.arch.partition(":")
-    if kind == "demo" and name in DEMO_TITLES:
-        return DEMO_TITLES[name]
-    if kind == "torchvision":
-        return f"torchvision {name}"
-    return type(bundle.model).__name__ if bundle.arch in ("module", "torchscript") else bundle.arch
+    def on_event(self, event: object) -> None:
+        """One event of the work (the window has already shown Progress in the status bar)."""
 
+    def on_success(self, result: Any) -> None:
+        """The work returned `result`."""
 
-def recorded_top1(bundle: ModelBundle) -> float | None:
-    """Top-1 accuracy stored with the model (training card or pruning metadata), if any."""
-    for key in ("card", None):
-        meta = bundle.meta.get(key, {}) if key else bundle.meta
-        top1 = (meta.get("metrics") or {}).get("top1") if isinstance(meta, dict) else None
-        if top1 is not None:
-            return float(top1)
-    return None
+    def on_failure(self, failure: Failure) -> None:
+        """The work raised: say so in a dialog (a traceback helps with a bug; bad input needs only its line)."""
+        self.window.show_error(self.title, failure.message, "" if failure.user_error else failure.details)
 
+    def on_cancel(self) -> None:
+        """The work stopped at the user's request."""
 
-def load_job(request: LoadRequest) -> Job:
-    """A worker job loading the model and dataset, describing the layers and exporting ONNX."""
-
-    def job(cancel: CancelToken) -> Iterator[Any]:
-        from engine.inputs import fit_data
-
-        yield Progress("load", 0, 4, "reading the dataset")
-        raw = request.data if request.data is not None else load_dataset(request.data_spec)
-        cancel.check()
-        yield Progress("load", 1, 4, "reading the model")
-        bundle = request.bundle
-        if bundle is None:
-            bundle = load_model(request.model_src, trust=request.trust, num_classes=raw.num_classes)
-        data = fit_data(bundle, raw)
-        cancel.check()
-        yield Progress("load", 2, 4, "tracing layers and dependency groups")
-        shape = bundle.input_shape
-        head = classifier_head(bundle.model, bundle.num_classes) if not bundle.scripted else None
-        # the head is left alone by default, so it belongs to no dependency group in the table
-        layers = describe_layers(bundle.model, shape, ignored=(head,) if head else ()) if not bundle.scripted else []
-        size, compressed = size_on_disk(bundle.model)
-        summary: dict[str, Any] = {
-            "architecture": architecture_title(bundle), "source": bundle.source, "input_shape": shape,
-            "classes": bundle.num_classes, "params": count_params(bundle.model),
-            "macs": count_macs(bundle.model, shape), "size_bytes": size, "compressed_bytes": compressed,
-            "top1": recorded_top1(bundle), "top1_note": "recorded", "dataset": data.name,
-        }
-        if summary["top1"] is None:
-            # no recorded accuracy: measure on a slice of the test set so the card is never blank
-            for ev in evaluate(bundle.model, data, limit=QUICK_EVAL_IMAGES, speed=False, cancel=cancel):
-                if isinstance(ev, Progress):
-                    yield Progress("load", 3, 4, f"measuring accuracy ({ev.done}/{ev.total})", ev.eta_s)
-                elif isinstance(ev, EvalDone):
-                    summary["top1"] = ev.metrics.top1
-                    summary["top1_note"] = f"first {QUICK_EVAL_IMAGES} test images"
-        onnx_path = onnx_error = None
-        if request.export_graph and not bundle.scripted:
-            yield Progress("load", 3, 4, "exporting ONNX for the graph view")
-            work = request.work_dir or Path(tempfile.mkdtemp(prefix="prunelab-"))
-            try:
-                onnx_path = export_onnx(bundle.model, shape, work / "original.onnx")
-            except Exception as exc:  # some user models do not export; the rest of the app still works
-                onnx_error = f"ONNX export failed: {type(exc).__name__}: {exc}"
-        yield Progress("load", 4, 4, "ready")
-        yield Loaded(request, bundle, raw, data, layers, head, summary, onnx_path, onnx_error)
-
-    return job
+    def on_stopped(self) -> None:
+        """The worker thread is gone and the window idle again: a follow-up job may start now."""
 
 
-def prune_job(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, export_graph: bool,
-              work_dir: Path) -> Job:
-    """A worker job running one pruning run on a copy of `bundle`, then exporting the result to ONNX."""
+class LoadJob(Job):
+    """Load a model and dataset; the result becomes the window's loaded model."""
 
-    def job(cancel: CancelToken) -> Iterator[Any]:
-        keep: list[ModelBundle] = []
-        done: RunDone | None = None
-        for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep):
-            if isinstance(ev, RunDone):
-                done = ev
-            yield ev
-        pruned = PrunedModel(run_id, keep[0] if keep else bundle.copy())
-        if export_graph and done is not None:
-            yield Progress("export", 0, 1, "exporting the pruned model to ONNX")
-            try:
-                pruned.onnx_path = export_onnx(pruned.bundle.model, pruned.bundle.input_shape,
-                                               work_dir / f"run{run_id}.onnx")
-            except Exception as exc:  # keep the run even when the graph cannot be shown
-                pruned.onnx_error = f"ONNX export failed: {type(exc).__name__}: {exc}"
-            yield Progress("export", 1, 1, "done")
-        yield pruned
+    name, title = "load", "Could not load the model"
 
-    return job
+    def __init__(self, window: MainWindow, request: LoadRequest, startup: bool = False) -> None:
+        super().__init__(window)
+        self.request = request
+        self.startup = startup  # the first screen's demo: a failure is explained in place, not in a dialog
+        self.trust_question: tuple[str, str] | None = None  # (message, what) to ask once the thread is gone
 
+    def work(self, cancel: CancelToken) -> Generator[Any, None, Loaded]:
+        return (yield from work.load(self.request, cancel))
 
-def export_job(bundle: ModelBundle, target: Path, structured: bool, what: str) -> Job:
-    """A worker job saving a model into folder `target` (what="model": model, ONNX, metadata) or one ONNX file."""
+    def on_success(self, loaded: Loaded) -> None:
+        self.window.set_loaded(loaded)
 
-    def job(cancel: CancelToken) -> Iterator[Any]:
-        from engine.pruning import save_outputs
+    def on_failure(self, failure: Failure) -> None:
+        win, request = self.window, self.request
+        if (isinstance(failure.exception, NeedsTrust) and not request.trust and request.model_src
+                and not request.model_src.startswith("demo:")):
+            self.trust_question = (failure.message, failure.exception.what)  # asked in on_stopped
+            win.phase_label.setText("Waiting for your answer")
+            return
+        if self.startup and win.loaded is None:
+            win.summary_label.setText(
+                f"<b>The demo model could not be loaded.</b><br>{escape(failure.message)}<br><br>"
+                "Open your own model with <b>File ▸ Open model</b> (Ctrl+O) or drop a file here.")
+            win.statusBar().showMessage("Demo model unavailable: " + failure.message, 15000)
+            win.hint_label.setText("<b>Start:</b> open a model (Ctrl+O), pick one under <i>File ▸ Recent "
+                                   "models</i>, or drop a model file onto this window.")
+            return
+        win.show_current_source()
+        message = failure.message
+        if not failure.user_error:
+            # an unexpected exception from a damaged file: say which file, keep the raw error below it
+            message = f"{request.model_src or 'The model'} could not be read: {failure.message}"
+        win.show_error(self.title, message, "" if failure.user_error else failure.details)
 
-        yield Progress("export", 0, 1, f"writing to {target}")
-        if what == "onnx":
-            files = {"onnx": str(export_onnx(bundle.model, bundle.input_shape, target))}
+    def on_cancel(self) -> None:
+        self.window.show_current_source()
+
+    def on_stopped(self) -> None:
+        if self.trust_question is not None:
+            QTimer.singleShot(0, self._ask_trust_and_retry)  # a new load needs the window idle
+
+    def _ask_trust_and_retry(self) -> None:
+        win, request = self.window, self.request
+        message, what = self.trust_question
+        if win._ask_trust(request.model_src, message, what):
+            win.load(request.model_src, request.data_spec, trust=True)
+            return
+        win.phase_label.setText("Not loaded: the file was not trusted")
+        if win.loaded is not None:
+            win.show_current_source()
         else:
-            files = save_outputs(bundle, target, structured=structured)
-        yield Progress("export", 1, 1, "written")
-        yield Exported(files)
-
-    return job
+            win.summary_label.setText("No model loaded. Open a model file (Ctrl+O).")
 
 
-@dataclass
-class Sensitivity:
-    """A finished sensitivity scan (engine.sensitivity.SensitivityDone) and the per-layer ratios it suggests."""
+class RunJob(Job):
+    """One pruning run of the session: fills its record, the live plots, the histograms and the results."""
 
-    result: Any
-    proposal: Any | None
-    target_ratio: float
+    name, title = "run", "The pruning run failed"
+
+    def __init__(self, window: MainWindow, record: RunRecord, bundle: ModelBundle, data: Dataset,
+                 export_graph: bool, work_dir: Path) -> None:
+        super().__init__(window)
+        self.record = record
+        self.bundle, self.data = bundle, data
+        self.export_graph, self.work_dir = export_graph, work_dir
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, PrunedModel]:
+        return (yield from work.prune(self.record.run_id, self.bundle, self.data, self.record.config,
+                                      self.export_graph, self.work_dir, cancel))
+
+    def progress_prefix(self) -> str:
+        record = self.record
+        if record.steps:
+            return f"Run {record.label}, step {len(record.steps)}/{record.config.steps} · "
+        return f"Run {record.label} · "
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, StepDone):
+            self._on_step_done(event)
+        elif isinstance(event, EpochDone):
+            self.window.statusBar().showMessage(f"Fine-tuning epoch {event.epoch}/{event.epochs}: loss "
+                                                f"{event.train_loss:.3f}, train top-1 {event.train_top1:.1%}", 4000)
+        elif isinstance(event, RunDone):
+            self._on_run_done(event)
+
+    def _on_step_done(self, step: StepDone) -> None:
+        win, record = self.window, self.record
+        record.steps.append(step)
+        win.plots.add_step(record.run_id, step.step, step.metrics)
+        if win.selected_run == record.run_id:
+            win.histograms.set_steps(record.steps, record.colour)
+            win.graph_view.layer_table.show_stats(step.layers if step.step > 0 else None)
+
+    def _on_run_done(self, done: RunDone) -> None:
+        win, record = self.window, self.record
+        record.done = done
+        record.status = "done"
+        win.results.add_run(record)
+        win.results.select_run(record.run_id)
+        speed = done.speedups()
+        win.statusBar().showMessage(
+            f"Run {record.label} done in {done.seconds:.1f} s: top-1 {done.before.top1:.2%} → {done.after.top1:.2%}, "
+            f"{speed['macs']:.2f}× fewer MACs" + (f", {done.speedup_text()}" if done.speedup_text() else ""), 15000)
+        win.hint_label.setText(HINT_AFTER_RUN)
+        for note in done.notes:
+            log.info("run %s note: %s", record.label, note)
+
+    def on_success(self, pruned: PrunedModel) -> None:
+        win, record = self.window, self.record
+        record.pruned = pruned.bundle
+        record.onnx_path = pruned.onnx_path
+        if win.selected_run == record.run_id:
+            win.graph_view.set_pruned(pruned.onnx_path, record.label)
+        win.run_finished.emit(record.run_id)
+
+    def on_failure(self, failure: Failure) -> None:
+        self.record.status = "failed"
+        super().on_failure(failure)
+
+    def on_cancel(self) -> None:
+        self.record.status = "cancelled"
 
 
-def sensitivity_job(bundle: ModelBundle, data: Dataset, method: str, target_ratio: float,
-                    round_to: int | None, max_layer_ratio: float) -> Job:
-    """A worker job scanning each dependency group's accuracy drop, then proposing per-layer ratios."""
+class SensitivityJob(Job):
+    """A per-layer sensitivity scan: colours the layers and offers per-layer ratios."""
 
-    def job(cancel: CancelToken) -> Iterator[Any]:
-        from engine.sensitivity import propose_layer_ratios, scan
+    name, title = "sensitivity", "The sensitivity scan failed"
 
-        done = None
-        for ev in scan(bundle, data, method=method, cancel=cancel):
-            if isinstance(ev, Progress):
-                yield Progress("sensitivity", ev.done, ev.total, ev.message, ev.eta_s)
-            else:
-                done = ev
-        yield Progress("sensitivity", 1, 1, f"choosing per-layer ratios for {target_ratio:.0%} overall")
-        proposal = propose_layer_ratios(done, target_ratio, bundle, round_to=round_to,
-                                        max_layer_ratio=max_layer_ratio)
-        yield Sensitivity(done, proposal, target_ratio)
+    def __init__(self, window: MainWindow, bundle: ModelBundle, data: Dataset, method: str, target_ratio: float,
+                 round_to: int | None, max_layer_ratio: float) -> None:
+        super().__init__(window)
+        self.args = (bundle, data, method, target_ratio, round_to, max_layer_ratio)
 
-    return job
+    def work(self, cancel: CancelToken) -> Generator[Any, None, Sensitivity]:
+        return (yield from work.scan_sensitivity(*self.args, cancel))
+
+    def on_success(self, sensitivity: Sensitivity) -> None:
+        win = self.window
+        win.sensitivity = sensitivity
+        win.graph_view.show_sensitivity(sensitivity.result.layer_scores())
+        win.experiment.show_sensitivity(sensitivity.result)
+        win.statusBar().showMessage(f"Sensitivity scanned in {sensitivity.result.seconds:.0f} s: red layers lose "
+                                    "the most accuracy when pruned", 10000)
+
+
+class PlanJob(Job):
+    """An experiment plan from the Experiment tab, run on the loaded model; its events go to that tab."""
+
+    name, title = "plan", "The experiment plan failed"
+    guarded = False  # the plan holds each of its runs to the budget itself, so one run fails alone
+
+    def __init__(self, window: MainWindow, plan: Any, store_path: Path, bundle: ModelBundle, data: Dataset,
+                 memory_limit: int) -> None:
+        super().__init__(window)
+        self.plan, self.store_path = plan, store_path
+        self.bundle, self.data, self.memory_limit = bundle, data, memory_limit
+        self.position = ""  # "Plan run 3/24 · " once the plan has started a run
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, Any]:
+        # The store is opened on the worker thread; each of its calls uses its own connection.
+        return (yield from run_plan(self.plan, ResultStore(self.store_path), cancel, bundle=self.bundle,
+                                    data=self.data, memory_limit=self.memory_limit))
+
+    def controls(self) -> tuple[QWidget, ...]:
+        return (self.window.experiment.cancel_button,)
+
+    def progress_prefix(self) -> str:
+        return self.position
+
+    def on_event(self, event: object) -> None:
+        win = self.window
+        if isinstance(event, PlanProgress):
+            self.position = f"Plan run {event.index}/{event.total} · " if event.index else "Plan: original model · "
+        elif isinstance(event, SensitivityDone):
+            win.experiment.show_sensitivity(event)
+            win.graph_view.show_sensitivity(event.layer_scores())
+        elif isinstance(event, PlanDone):
+            win.statusBar().showMessage(f"Plan done: {event.ran} runs in {event.seconds:.0f} s, "
+                                        f"{event.skipped} already stored", 15000)
+            if event.failed:
+                win.show_error("Some runs reached the memory limit",
+                               f"{len(event.failed)} run(s) were stopped and not stored; the others are. "
+                               "Run the plan again to retry them, with a higher limit (Settings ▸ Memory "
+                               "limit) or a smaller batch.", "\n".join(event.failed))
+        if isinstance(event, (Progress, PlanStarted, PlanProgress, PlanRunDone, PlanRunFailed, PlanDone)):
+            win.experiment.on_event(event)
+
+    def on_success(self, _result: Any) -> None:
+        self.window.experiment.set_running(False)
+
+    def on_failure(self, failure: Failure) -> None:
+        self.window.experiment.set_running(False)
+        self.window.experiment.status_label.setText("The plan stopped: " + escape(failure.message) + ". Finished "
+                                                    "runs are stored; run the plan again to resume.")
+        super().on_failure(failure)
+
+    def on_cancel(self) -> None:
+        self.window.experiment.set_running(False)
+        self.window.experiment.status_label.setText("Cancelled. Finished runs are stored; run the same plan again "
+                                                    "to resume where it stopped.")
+
+
+class ExportJob(Job):
+    """Save a model (the pruned one, with ONNX and metadata, or one ONNX file)."""
+
+    name, title = "export", "Export failed"
+
+    def __init__(self, window: MainWindow, bundle: ModelBundle, target: Path, structured: bool, what: str) -> None:
+        super().__init__(window)
+        self.args = (bundle, target, structured, what)
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, Exported]:
+        return (yield from work.export(*self.args, cancel))
+
+    def on_success(self, exported: Exported) -> None:
+        self.window.statusBar().showMessage("Wrote " + ", ".join(exported.files.values()), 8000)

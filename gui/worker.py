@@ -1,8 +1,9 @@
 """The one background worker: a QObject moved to a QThread that iterates an engine generator.
 
 The worker never touches widgets; it only emits signals carrying the engine's plain events
-(passed as `object`). Cancellation goes through the engine's CancelToken, checked by the engine
-between batches; the thread is never terminated.
+(passed as `object`) and, at the end, the generator's return value: the job's result. Cancellation
+goes through the engine's CancelToken, checked by the engine between batches; the thread is never
+terminated.
 """
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.budget import BudgetExceeded
+from engine.budget import BudgetExceeded, guarded
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, Progress
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[CancelToken], Iterable[Any]]
+Work = Callable[[CancelToken], Iterable[Any]]  # a generator function: yields events, returns the result
 
 # Progress events can arrive thousands of times a second (one per batch); the UI needs ~20 a second.
 PROGRESS_INTERVAL_S = 0.05
@@ -40,18 +41,20 @@ class Failure:
 
 
 class Worker(QObject):
-    """Runs one job (a callable returning an event generator) and reports through signals."""
+    """Runs one piece of work (a generator function of a CancelToken) and reports through signals."""
 
     progressed = Signal(object)  # every event; Progress events throttled to PROGRESS_INTERVAL_S
-    finished = Signal(object)  # the last event of the generator (or None)
+    finished = Signal(object)  # the generator's return value (None when it returns nothing)
     failed = Signal(object)  # a Failure
     cancelled = Signal()
     stopped = Signal()  # always emitted last, whatever the outcome (used to quit the thread)
 
-    def __init__(self, job: Job, name: str = "job", progress_interval_s: float = PROGRESS_INTERVAL_S) -> None:
+    def __init__(self, work: Work, name: str = "job", memory_limit: int | None = None,
+                 progress_interval_s: float = PROGRESS_INTERVAL_S) -> None:
         super().__init__()
-        self.job = job
+        self.work = work
         self.name = name
+        self.memory_limit = memory_limit  # bytes; None: the work holds itself to a budget (a plan, per run)
         self.token = CancelToken()
         self.progress_interval_s = progress_interval_s
 
@@ -63,13 +66,15 @@ class Worker(QObject):
     def run(self) -> None:
         """Iterate the job's events until it ends, fails or is cancelled."""
         lower_thread_priority()
-        last: Any = None
+        result: list[Any] = []
         last_emit = 0.0
         last_phase = None
         start = time.perf_counter()
         try:
-            for event in self.job(self.token):
-                last = event
+            events = self._capture(result)
+            if self.memory_limit is not None:
+                events = guarded(events, self.memory_limit)
+            for event in events:
                 if isinstance(event, Progress):
                     now = time.perf_counter()
                     final = event.done >= event.total
@@ -79,7 +84,7 @@ class Worker(QObject):
                 self.progressed.emit(event)
             self.token.check()  # a cancel that arrived after the last check still counts
             log.info("%s finished in %.1f s", self.name, time.perf_counter() - start)
-            self.finished.emit(last)
+            self.finished.emit(result[0] if result else None)
         except Cancelled:
             log.info("%s cancelled after %.1f s", self.name, time.perf_counter() - start)
             self.cancelled.emit()
@@ -96,6 +101,10 @@ class Worker(QObject):
                 self.failed.emit(Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), False, exc))
         finally:
             self.stopped.emit()
+
+    def _capture(self, result: list[Any]) -> Generator[Any, None, None]:
+        """The work's events, with its return value put in `result`: `guarded` passes events, not return values."""
+        result.append((yield from self.work(self.token)))
 
 
 WORKER_NICENESS = 10

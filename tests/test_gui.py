@@ -233,6 +233,56 @@ def test_a_run_past_the_memory_limit_fails_alone(window, qtbot, fashion):
     assert window.run_action.isEnabled() and window.open_action.isEnabled()
 
 
+def test_jobs_are_objects_a_failing_one_gets_on_failure_and_the_window_stays_usable(window, qtbot):
+    """The window routes the worker's signals to the job object: events to on_event, the work's
+    return value to on_success, an exception to on_failure (whose default shows the job's title)."""
+    from engine.errors import UserError
+    from engine.events import Progress
+    from gui.jobs import Job
+
+    class Probe(Job):
+        name, title = "probe", "The probe failed"
+
+        def __init__(self, win, fail: bool) -> None:
+            super().__init__(win)
+            self.fail, self.calls = fail, []
+
+        def work(self, cancel):
+            yield Progress("probe", 0, 1, "working")
+            if self.fail:
+                raise UserError("the probe broke; try again")
+            return {"answer": 42}
+
+        def on_event(self, event):
+            self.calls.append(("event", event.phase))
+
+        def on_success(self, result):
+            self.calls.append(("success", result))
+
+        def on_failure(self, failure):
+            self.calls.append(("failure", failure.message))
+            super().on_failure(failure)
+
+    failing = Probe(window, fail=True)
+    with qtbot.waitSignal(window.job_stopped, timeout=10_000) as stopped:
+        assert window.start_job(failing)
+        assert window.busy and not window.open_action.isEnabled()
+        assert not window.start_job(Probe(window, fail=False))  # one job at a time
+    assert stopped.args == ["probe"]
+    assert failing.calls == [("event", "probe"), ("failure", "the probe broke; try again")]
+    box = window.error_box
+    assert box is not None and box.isVisible() and box.windowTitle() == "The probe failed"
+    assert box.detailedText() == ""  # bad input: no traceback
+    box.close()
+    assert not window.busy and window.job is None and window.open_action.isEnabled()
+    assert window.phase_label.text() == "Failed"
+    working = Probe(window, fail=False)
+    with qtbot.waitSignal(window.job_stopped, timeout=10_000):
+        assert window.start_job(working)
+    assert working.calls == [("event", "probe"), ("success", {"answer": 42})]
+    assert window.phase_label.text() == "Ready" and not window.busy
+
+
 def test_corrupt_model_file_shows_error_and_window_stays_usable(loaded, qtbot, tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"this is not a PyTorch file" * 10)

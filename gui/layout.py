@@ -1,0 +1,154 @@
+"""How the main window is laid out: the hint and tabs, the side dock, the status bar.
+
+Built Qt-Designer style: these functions set the widgets as attributes of the window and connect
+them to its slots; the window keeps the state and the behaviour.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QProgressBar, QScrollArea, QTabWidget, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from gui.experiment_tab import ExperimentTab
+from gui.graph_view import GraphView
+from gui.histograms import HistogramView
+from gui.method_panel import MethodPanel
+from gui.plots import LivePlots
+from gui.results import ResultsView
+from gui.source_panel import SourcePanel
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+
+
+def build_central(win: MainWindow) -> None:
+    """The hint above the five tabs (Network, Live plots, Weights, Results, Experiment)."""
+    central = QWidget()
+    layout = QVBoxLayout(central)
+    layout.setContentsMargins(6, 6, 6, 0)
+    hint_row = QHBoxLayout()
+    win.hint_label = QLabel()
+    win.hint_label.setWordWrap(True)
+    win.hint_label.setToolTip("What to try next")
+    win.hint_frame = QWidget()
+    win.hint_frame.setObjectName("hint")
+    win.hint_frame.setAutoFillBackground(True)
+    pal = win.hint_frame.palette()
+    pal.setColor(win.hint_frame.backgroundRole(), pal.color(pal.ColorRole.AlternateBase))
+    win.hint_frame.setPalette(pal)
+    hint_row.setContentsMargins(8, 4, 4, 4)
+    hint_row.addWidget(win.hint_label, 1)
+    close_hint = QToolButton()
+    close_hint.setText("✕")
+    close_hint.setAutoRaise(True)
+    close_hint.setToolTip("Hide the hint")
+    close_hint.clicked.connect(win.hint_frame.hide)
+    hint_row.addWidget(close_hint, 0, Qt.AlignmentFlag.AlignTop)
+    win.hint_frame.setLayout(hint_row)
+    layout.addWidget(win.hint_frame)
+
+    win.tabs = QTabWidget()
+    win.tabs.setDocumentMode(True)
+    win.graph_view = GraphView()
+    win.plots = LivePlots()
+    win.histograms = HistogramView()
+    win.results = ResultsView()
+    win.experiment = ExperimentTab()
+    store = win.settings.value("experiment/store", "", str)
+    if store:
+        win.experiment.set_store_path(store)
+    win.tabs.addTab(win.graph_view, "Network")
+    win.tabs.addTab(win.plots, "Live plots")
+    win.tabs.addTab(win.histograms, "Weights")
+    win.tabs.addTab(win.results, "Results")
+    win.tabs.addTab(win.experiment, "Experiment")
+    for index, tip in enumerate(("The model's graph (Netron) and its prunable layers",
+                                 "Accuracy, parameters, MACs and latency at each pruning step, one curve per run",
+                                 "Weight histograms of the selected layer before and after pruning",
+                                 "All runs of this session: table, scatter, export",
+                                 "Compare several methods and ratios in one plan, rank them by your criteria")):
+        win.tabs.setTabToolTip(index, tip)
+    layout.addWidget(win.tabs, 1)
+    win.setCentralWidget(central)
+
+    win.graph_view.layer_table.layer_selected.connect(win._on_layer_selected)
+    win.histograms.layer_selected.connect(win._on_layer_selected)
+    win.results.run_selected.connect(win._on_run_selected)
+    win.graph_view.scan_button.clicked.connect(win.start_sensitivity_scan)
+    win.graph_view.apply_button.clicked.connect(win._on_apply_suggested_ratios)
+    win.experiment.run_requested.connect(win.start_plan)
+    win.experiment.cancel_requested.connect(win.cancel_job)
+    win.experiment.run_selected.connect(win._on_plan_run_selected)
+
+
+def build_side_dock(win: MainWindow) -> None:
+    """The "Prune" dock: model and data, the method panel, and Run/Cancel below them."""
+    panel = QWidget()
+    layout = QVBoxLayout(panel)
+    layout.setContentsMargins(6, 6, 6, 6)
+    win.source = SourcePanel(win.settings)
+    win.model_combo, win.data_combo = win.source.model_combo, win.source.data_combo
+    win.summary_label = win.source.summary_label
+    win.model_combo.activated.connect(win._on_model_combo)
+    win.data_combo.activated.connect(win._on_data_combo)
+    layout.addWidget(win.source)
+    win.method_panel = MethodPanel()
+    layout.addWidget(win.method_panel, 1)
+    win.run_button = QToolButton()
+    win.run_button.setDefaultAction(win.run_action)
+    win.run_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    win.run_button.setMinimumHeight(34)
+    win.run_button.setSizePolicy(win.run_button.sizePolicy().horizontalPolicy().Expanding,
+                                  win.run_button.sizePolicy().verticalPolicy())
+    font = win.run_button.font()
+    font.setBold(True)
+    win.run_button.setFont(font)
+    win.cancel_button = QToolButton()
+    win.cancel_button.setDefaultAction(win.cancel_action)
+    win.cancel_button.setMinimumHeight(34)
+    win.cancel_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    scroll = QScrollArea()
+    scroll.setWidget(panel)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    # Run/Cancel stay visible below the scrolling options, whatever the screen height
+    dock_body = QWidget()
+    dock_layout = QVBoxLayout(dock_body)
+    dock_layout.setContentsMargins(0, 0, 0, 6)
+    dock_layout.addWidget(scroll, 1)
+    buttons = QHBoxLayout()
+    buttons.setContentsMargins(6, 0, 6, 0)
+    buttons.addWidget(win.run_button, 1)
+    buttons.addWidget(win.cancel_button)
+    dock_layout.addLayout(buttons)
+    win.side_dock = QDockWidget("Prune", win)
+    win.side_dock.setObjectName("side_dock")
+    win.side_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                               | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+    win.side_dock.setWidget(dock_body)
+    panel.setMinimumWidth(330)
+    win.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, win.side_dock)
+    win.method_panel.options_changed.connect(win._on_options_changed)
+    win.method_panel.method_changed.connect(win._refresh_start_hint)
+    win._refresh_start_hint()
+
+
+def build_status_bar(win: MainWindow) -> None:
+    """The job's phase, time left and progress, in permanent widgets."""
+    bar = win.statusBar()
+    win.phase_label = QLabel("Ready")
+    win.phase_label.setToolTip("What the background job is doing")
+    win.progress_bar = QProgressBar()
+    win.progress_bar.setMaximumWidth(260)
+    win.progress_bar.setTextVisible(True)
+    win.progress_bar.setToolTip("Progress of the current phase")
+    win.eta_label = QLabel("")
+    win.eta_label.setToolTip("Estimated time left in this phase")
+    # permanent widgets: temporary messages (hover hints, "Wrote ...") never hide the job's phase
+    bar.addPermanentWidget(win.phase_label)
+    bar.addPermanentWidget(win.eta_label)
+    bar.addPermanentWidget(win.progress_bar)
+    win.progress_bar.hide()

@@ -1,0 +1,197 @@
+"""The main window's actions, menus and toolbar, and the file dialogs behind the File menu.
+
+Built Qt-Designer style: these functions set the actions as attributes of the window, which enables
+and disables them as its state changes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMenu, QStyle
+
+from engine.errors import UserError
+from engine.methods import get_method
+from engine.models import DEMO_ARCHS, DEMO_TITLES
+from gui import dialogs
+from gui.jobs import ExportJob
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+
+MODEL_FILTER = "PyTorch models (*.pt *.pth *.pkl *.ckpt *.bin);;All files (*)"
+
+
+def _action(win: MainWindow, text: str, tip: str, shortcut: Any = None, slot: Callable | None = None) -> QAction:
+    action = QAction(text, win)
+    action.setToolTip(tip + (f" ({QKeySequence(shortcut).toString()})" if shortcut else ""))
+    action.setStatusTip(tip)
+    if shortcut:
+        action.setShortcut(QKeySequence(shortcut))
+    if slot:
+        action.triggered.connect(slot)
+    return action
+
+
+def build_actions(win: MainWindow) -> None:
+    """The window's actions (open, run, cancel, exports, quit, about), with their tips, shortcuts and icons."""
+    win.open_action = _action(win, "&Open model…", "Open a model file", QKeySequence.StandardKey.Open,
+                              lambda: open_model(win))
+    win.run_action = _action(win, "&Run", "Prune a copy of the model with the selected method", "Ctrl+R",
+                             win.start_run)
+    win.run_action.setShortcuts([QKeySequence("Ctrl+R"), QKeySequence("F5")])
+    win.cancel_action = _action(win, "&Cancel", "Stop the running job (the loaded model is never changed)", "Esc",
+                                win.cancel_job)
+    win.export_model_action = _action(win, "Export pruned &model…", "Save the selected run's pruned model, its "
+                                      "ONNX export and metadata to a folder", "Ctrl+E", lambda: export_model(win))
+    win.export_onnx_action = _action(win, "Export &ONNX…", "Save the selected run's model (or the original) as "
+                                     "ONNX", "Ctrl+Shift+E", lambda: export_onnx(win))
+    win.export_plots_action = _action(win, "Export &plots…", "Save the plots of the current tab as PNG or SVG",
+                                      "Ctrl+Shift+P", lambda: export_plots(win))
+    win.export_csv_action = _action(win, "Export results as &CSV…", "Save the results table as CSV",
+                                    "Ctrl+Shift+C", lambda: export_csv(win))
+    win.report_action = _action(win, "Save experiment &report…", "Write the Experiment tab's comparison as a "
+                                "self-contained HTML report plus CSV", "Ctrl+Shift+R", lambda: save_report(win))
+    win.open_store_action = _action(win, "Open result &store…", "Show the runs of an earlier experiment plan "
+                                    "(a PruneLab .sqlite result store)", None, lambda: open_store(win))
+    for action, pixmap in ((win.open_action, QStyle.StandardPixmap.SP_DialogOpenButton),
+                           (win.run_action, QStyle.StandardPixmap.SP_MediaPlay),
+                           (win.cancel_action, QStyle.StandardPixmap.SP_MediaStop),
+                           (win.export_model_action, QStyle.StandardPixmap.SP_DialogSaveButton),
+                           (win.export_plots_action, QStyle.StandardPixmap.SP_FileDialogDetailedView),
+                           (win.export_csv_action, QStyle.StandardPixmap.SP_FileDialogListView)):
+        action.setIcon(win.style().standardIcon(pixmap))
+    win.quit_action = _action(win, "&Quit", "Close PruneLab", QKeySequence.StandardKey.Quit, win.close)
+    win.about_action = _action(win, "&About PruneLab", "Versions of PruneLab, PyTorch, Torch-Pruning and Qt", "F1",
+                               lambda: dialogs.show_about(win, win.log_path))
+
+
+def build_menus(win: MainWindow, default_data: str) -> None:
+    """File, Prune, View, Settings and Help menus, and the toolbar; the demo models load with `default_data`."""
+    file_menu = win.menuBar().addMenu("&File")
+    file_menu.addAction(win.open_action)
+    demo_menu = file_menu.addMenu("Built-in &demo models")
+    for name in DEMO_ARCHS:
+        action = demo_menu.addAction(DEMO_TITLES.get(name, name))
+        action.setToolTip(f"Load demo:{name}, trained on Fashion-MNIST")
+        action.triggered.connect(lambda _=False, n=name: win.load(f"demo:{n}", default_data))
+    recent_menu = file_menu.addMenu("&Recent models")
+    recent_menu.aboutToShow.connect(lambda: _fill_recent(recent_menu, win))
+    file_menu.addSeparator()
+    for action in (win.export_model_action, win.export_onnx_action, win.export_plots_action, win.export_csv_action):
+        file_menu.addAction(action)
+    file_menu.addSeparator()
+    file_menu.addAction(win.open_store_action)
+    file_menu.addAction(win.report_action)
+    file_menu.addSeparator()
+    file_menu.addAction(win.quit_action)
+    run_menu = win.menuBar().addMenu("&Prune")
+    run_menu.addAction(win.run_action)
+    run_menu.addAction(win.cancel_action)
+    view_menu = win.menuBar().addMenu("&View")
+    view_menu.addAction(win.side_dock.toggleViewAction())
+    show_hint = view_menu.addAction("Show the &hint")
+    show_hint.triggered.connect(win.hint_frame.show)
+    settings_menu = win.menuBar().addMenu("&Settings")
+    settings_menu.addAction("&Memory limit…", win.ask_memory_limit)
+    help_menu = win.menuBar().addMenu("&Help")
+    help_menu.addAction(win.about_action)
+    toolbar = win.addToolBar("Main")
+    toolbar.setObjectName("main_toolbar")
+    toolbar.setMovable(False)
+    toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    for action in (win.open_action, win.run_action, win.cancel_action, win.export_model_action,
+                   win.export_plots_action, win.export_csv_action):
+        toolbar.addAction(action)
+
+
+def _fill_recent(menu: QMenu, win: MainWindow) -> None:
+    """Recent model files, read each time the menu opens."""
+    menu.clear()
+    recent = win.settings.recent("models")
+    if not recent:
+        menu.addAction("(none yet)").setEnabled(False)
+    for path in recent:
+        action = menu.addAction(path)
+        action.triggered.connect(lambda _=False, p=path: win.open_model_file(p))
+
+
+def open_model(win: MainWindow) -> None:
+    """Choose a model file and load it (from the folder of the most recent one)."""
+    start = str(Path(win.settings.recent("models")[0]).parent) if win.settings.recent("models") else ""
+    path, _ = QFileDialog.getOpenFileName(win, "Open a model", start, MODEL_FILTER)
+    if path:
+        win.open_model_file(path)
+    else:
+        win.source.fill_models(win.current_model_src())
+
+
+def open_store(win: MainWindow) -> None:
+    """Show an earlier plan's result store in the Experiment tab."""
+    path, _ = QFileDialog.getOpenFileName(win, "Open a result store", str(win.experiment.store_path().parent),
+                                          "PruneLab result stores (*.sqlite *.db);;All files (*)")
+    if not path:
+        return
+    try:
+        win.experiment.load_store(path)
+    except UserError as exc:
+        win.show_error("Could not open the result store", str(exc))
+        return
+    win.settings.set_value("experiment/store", path)
+    win.tabs.setCurrentWidget(win.experiment)
+
+
+def save_report(win: MainWindow) -> None:
+    """The Experiment tab's report, from the File menu."""
+    win.tabs.setCurrentWidget(win.experiment)
+    win.experiment.report_button.click()
+
+
+def export_model(win: MainWindow) -> None:
+    """Save the selected run's pruned model, its ONNX export and metadata into a folder (in the background)."""
+    record = win.selected_record()
+    if record is None or record.pruned is None:
+        win.show_error("Nothing to export", "Run a pruning method first; its pruned model can then be saved.")
+        return
+    folder = QFileDialog.getExistingDirectory(win, "Folder for the pruned model, ONNX file and metadata")
+    if folder:
+        structured = get_method(record.config.method).structured
+        target = Path(folder) / f"run{record.run_id}_{record.config.method}"
+        win.start_job(ExportJob(win, record.pruned, target, structured, "model"))
+
+
+def export_onnx(win: MainWindow) -> None:
+    """Save the selected run's pruned model, or else the loaded one, as an ONNX file."""
+    record = win.selected_record()
+    bundle = record.pruned if record and record.pruned else (win.loaded.bundle if win.loaded else None)
+    if bundle is None:
+        return
+    name = f"run{record.run_id}_{record.config.method}.onnx" if record and record.pruned else "original.onnx"
+    path, _ = QFileDialog.getSaveFileName(win, "Save ONNX", name, "ONNX (*.onnx)")
+    if path:
+        win.start_job(ExportJob(win, bundle, Path(path), False, "onnx"))
+
+
+def export_plots(win: MainWindow) -> None:
+    """Save the current tab's plots as PNG or SVG."""
+    path, chosen = QFileDialog.getSaveFileName(win, "Save plots", "prunelab_plots.png",
+                                               "PNG image (*.png);;SVG vector image (*.svg)")
+    if path:
+        if not Path(path).suffix:
+            path += ".svg" if "svg" in chosen.lower() else ".png"
+        try:
+            win.statusBar().showMessage(f"Wrote {win.export_plots(path)}", 8000)
+        except Exception as exc:  # disk full, permissions: report and carry on
+            win.show_error("Could not save the plots", str(exc))
+
+
+def export_csv(win: MainWindow) -> None:
+    """Save the results table as CSV."""
+    path, _ = QFileDialog.getSaveFileName(win, "Save results", "prunelab_results.csv", "CSV (*.csv)")
+    if path:
+        try:
+            win.statusBar().showMessage(f"Wrote {win.results.write_csv(path)}", 8000)
+        except OSError as exc:
+            win.show_error("Could not save the results", str(exc))

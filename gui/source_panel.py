@@ -1,0 +1,93 @@
+"""The "Model and data" box: which model, which dataset, and the loaded model's summary card."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
+
+from engine.models import DEMO_ARCHS, DEMO_TITLES
+from engine.units import fmt_bytes, fmt_count
+from gui.settings import Settings
+from gui.work import Loaded
+
+DEFAULT_DATA = "fashion-mnist"
+OPEN_FILE, OPEN_FOLDER, OPEN_CIFAR = "__open_file__", "__imagefolder__", "__cifar10__"
+
+
+class SourcePanel(QGroupBox):
+    """Two combo boxes (models: demos, recent files, open; datasets: built-in, recent folders, open) and a card."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("Model and data")
+        self.settings = settings
+        form = QFormLayout(self)
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("The model to prune: a built-in demo, a recent file, or open one "
+                                    "(you can also drop a file onto the window)")
+        form.addRow("Model", self.model_combo)
+        self.data_combo = QComboBox()
+        self.data_combo.setToolTip("The dataset for calibration, recovery and evaluation: Fashion-MNIST is built in; "
+                                   "an ImageFolder (one sub-folder per class) or a CIFAR-10 folder can be opened")
+        form.addRow("Dataset", self.data_combo)
+        self.summary_label = QLabel("Loading…")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.TextFormat.RichText)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary_label.setToolTip("The loaded model: architecture, size, cost per image and accuracy")
+        form.addRow(self.summary_label)
+        self.fill_models()
+        self.fill_data()
+
+    def fill_models(self, current: str | None = None) -> None:
+        """Demo models, recent files and "Open…", with `current` selected (added when it is new)."""
+        combo = self.model_combo
+        combo.blockSignals(True)
+        combo.clear()
+        for name in DEMO_ARCHS:
+            combo.addItem(f"Demo: {DEMO_TITLES.get(name, name)}", f"demo:{name}")
+        for path in self.settings.recent("models"):
+            if not path.startswith("demo:"):
+                combo.addItem(Path(path).name, path)
+                combo.setItemData(combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        if current and combo.findData(current) < 0:
+            combo.addItem(Path(current).name, current)
+        combo.addItem("Open a model file…", OPEN_FILE)
+        if current:
+            combo.setCurrentIndex(combo.findData(current))
+        combo.blockSignals(False)
+
+    def fill_data(self, current: str | None = None) -> None:
+        """The built-in dataset, recent folders and "Open…", with `current` selected (added when it is new)."""
+        combo = self.data_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("Fashion-MNIST (built-in)", DEFAULT_DATA)
+        specs = [s for s in self.settings.recent("datasets") if s != DEFAULT_DATA]
+        if current and current != DEFAULT_DATA and current not in specs:
+            specs.insert(0, current)
+        for spec in specs:
+            kind, _, path = spec.partition(":")
+            combo.addItem(f"{'CIFAR-10' if kind == 'cifar10' else 'ImageFolder'}: {Path(path).name}", spec)
+            combo.setItemData(combo.count() - 1, spec, Qt.ItemDataRole.ToolTipRole)
+        combo.addItem("Open an ImageFolder…", OPEN_FOLDER)
+        combo.addItem("Open a CIFAR-10 folder…", OPEN_CIFAR)
+        if current:
+            combo.setCurrentIndex(max(0, combo.findData(current)))
+        combo.blockSignals(False)
+
+    def show_summary(self, loaded: Loaded) -> None:
+        """The card: architecture, source, input, size, cost per image, accuracy and dataset."""
+        s = loaded.summary
+        top1 = f"{s['top1']:.2%} <small>({s['top1_note']})</small>" if s.get("top1") is not None else "unknown"
+        shape = "×".join(str(d) for d in s["input_shape"])
+        rows = [("Architecture", s["architecture"]), ("Source", s["source"]), ("Input", f"{shape}, "
+                f"{s['classes']} classes"), ("Parameters", fmt_count(s["params"])),
+                ("MACs / image", fmt_count(s["macs"])),
+                ("Size", f"{fmt_bytes(s['size_bytes'])} ({fmt_bytes(s['compressed_bytes'])} zipped)"),
+                ("Top-1", top1), ("Dataset", s["dataset"])]
+        html = "<table cellspacing='0' cellpadding='1'>" + "".join(
+            f"<tr><td style='padding-right:8px'><i>{k}</i></td><td><b>{v}</b></td></tr>" for k, v in rows) + "</table>"
+        if loaded.bundle.scripted:
+            html += "<p style='color:#D55E00'>TorchScript models can be evaluated but not pruned.</p>"
+        self.summary_label.setText(html)

@@ -1,0 +1,191 @@
+"""The work the GUI's jobs run on the worker thread: generators over engine calls.
+
+Each yields the engine's plain events and returns its result (a `Loaded`, a `PrunedModel`, ...),
+which the worker hands to the job's `on_success`. Nothing here touches Qt.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator
+
+from engine.data import Dataset, load_dataset
+from engine.events import CancelToken, EvalDone, Progress
+from engine.layers import LayerInfo, classifier_head, describe_layers
+from engine.metrics import count_macs, count_params, evaluate, size_on_disk
+from engine.models import DEMO_TITLES, ModelBundle, export_onnx, load_model
+from engine.pruning import PruneConfig, RunDone, run_pruning
+
+# Images used to measure the accuracy of a model that comes without a recorded one.
+QUICK_EVAL_IMAGES = 1000
+
+
+@dataclass
+class LoadRequest:
+    """What to load: a model source (or an already built bundle) and a dataset spec (or a dataset)."""
+
+    model_src: str | None
+    data_spec: str
+    trust: bool = False
+    bundle: ModelBundle | None = None
+    data: Dataset | None = None  # the raw dataset, when already loaded for this spec
+    export_graph: bool = True  # write an ONNX file for the graph view
+    work_dir: Path | None = None
+
+
+@dataclass
+class Loaded:
+    """A model and dataset ready to prune, with what the summary card and the layer table show."""
+
+    request: LoadRequest
+    bundle: ModelBundle
+    raw_data: Dataset  # as loaded, before fitting to the model (kept to switch models quickly)
+    data: Dataset  # fitted to the model
+    layers: list[LayerInfo]
+    head: str | None
+    summary: dict[str, Any]
+    onnx_path: Path | None = None
+    onnx_error: str | None = None
+
+
+@dataclass
+class PrunedModel:
+    """The pruned copy produced by a run, with its ONNX export for the graph view."""
+
+    run_id: int
+    bundle: ModelBundle
+    onnx_path: Path | None = None
+    onnx_error: str | None = None
+
+
+@dataclass
+class Exported:
+    """Files written by an export job."""
+
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Sensitivity:
+    """A finished sensitivity scan (engine.sensitivity.SensitivityDone) and the per-layer ratios it suggests."""
+
+    result: Any
+    proposal: Any | None
+    target_ratio: float
+
+
+def architecture_title(bundle: ModelBundle) -> str:
+    """A readable name for the model's architecture."""
+    kind, _, name = bundle.arch.partition(":")
+    if kind == "demo" and name in DEMO_TITLES:
+        return DEMO_TITLES[name]
+    if kind == "torchvision":
+        return f"torchvision {name}"
+    return type(bundle.model).__name__ if bundle.arch in ("module", "torchscript") else bundle.arch
+
+
+def recorded_top1(bundle: ModelBundle) -> float | None:
+    """Top-1 accuracy stored with the model (training card or pruning metadata), if any."""
+    for key in ("card", None):
+        meta = bundle.meta.get(key, {}) if key else bundle.meta
+        top1 = (meta.get("metrics") or {}).get("top1") if isinstance(meta, dict) else None
+        if top1 is not None:
+            return float(top1)
+    return None
+
+
+def load(request: LoadRequest, cancel: CancelToken) -> Generator[Any, None, Loaded]:
+    """Load the model and dataset, describe the layers and export ONNX for the graph view."""
+    from engine.inputs import fit_data
+
+    yield Progress("load", 0, 4, "reading the dataset")
+    raw = request.data if request.data is not None else load_dataset(request.data_spec)
+    cancel.check()
+    yield Progress("load", 1, 4, "reading the model")
+    bundle = request.bundle
+    if bundle is None:
+        bundle = load_model(request.model_src, trust=request.trust, num_classes=raw.num_classes)
+    data = fit_data(bundle, raw)
+    cancel.check()
+    yield Progress("load", 2, 4, "tracing layers and dependency groups")
+    shape = bundle.input_shape
+    head = classifier_head(bundle.model, bundle.num_classes) if not bundle.scripted else None
+    # the head is left alone by default, so it belongs to no dependency group in the table
+    layers = describe_layers(bundle.model, shape, ignored=(head,) if head else ()) if not bundle.scripted else []
+    size, compressed = size_on_disk(bundle.model)
+    summary: dict[str, Any] = {
+        "architecture": architecture_title(bundle), "source": bundle.source, "input_shape": shape,
+        "classes": bundle.num_classes, "params": count_params(bundle.model),
+        "macs": count_macs(bundle.model, shape), "size_bytes": size, "compressed_bytes": compressed,
+        "top1": recorded_top1(bundle), "top1_note": "recorded", "dataset": data.name,
+    }
+    if summary["top1"] is None:
+        # no recorded accuracy: measure on a slice of the test set so the card is never blank
+        for ev in evaluate(bundle.model, data, limit=QUICK_EVAL_IMAGES, speed=False, cancel=cancel):
+            if isinstance(ev, Progress):
+                yield Progress("load", 3, 4, f"measuring accuracy ({ev.done}/{ev.total})", ev.eta_s)
+            elif isinstance(ev, EvalDone):
+                summary["top1"] = ev.metrics.top1
+                summary["top1_note"] = f"first {QUICK_EVAL_IMAGES} test images"
+    onnx_path = onnx_error = None
+    if request.export_graph and not bundle.scripted:
+        yield Progress("load", 3, 4, "exporting ONNX for the graph view")
+        work = request.work_dir or Path(tempfile.mkdtemp(prefix="prunelab-"))
+        try:
+            onnx_path = export_onnx(bundle.model, shape, work / "original.onnx")
+        except Exception as exc:  # some user models do not export; the rest of the app still works
+            onnx_error = f"ONNX export failed: {type(exc).__name__}: {exc}"
+    yield Progress("load", 4, 4, "ready")
+    return Loaded(request, bundle, raw, data, layers, head, summary, onnx_path, onnx_error)
+
+
+def prune(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, export_graph: bool,
+          work_dir: Path, cancel: CancelToken) -> Generator[Any, None, PrunedModel]:
+    """One pruning run on a copy of `bundle` (its events pass through), then the result exported to ONNX."""
+    keep: list[ModelBundle] = []
+    done: RunDone | None = None
+    for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep):
+        if isinstance(ev, RunDone):
+            done = ev
+        yield ev
+    pruned = PrunedModel(run_id, keep[0] if keep else bundle.copy())
+    if export_graph and done is not None:
+        yield Progress("export", 0, 1, "exporting the pruned model to ONNX")
+        try:
+            pruned.onnx_path = export_onnx(pruned.bundle.model, pruned.bundle.input_shape,
+                                           work_dir / f"run{run_id}.onnx")
+        except Exception as exc:  # keep the run even when the graph cannot be shown
+            pruned.onnx_error = f"ONNX export failed: {type(exc).__name__}: {exc}"
+        yield Progress("export", 1, 1, "done")
+    return pruned
+
+
+def export(bundle: ModelBundle, target: Path, structured: bool, what: str,
+           cancel: CancelToken) -> Generator[Any, None, Exported]:
+    """Save a model into folder `target` (what="model": model, ONNX, metadata) or as one ONNX file."""
+    from engine.pruning import save_outputs
+
+    yield Progress("export", 0, 1, f"writing to {target}")
+    if what == "onnx":
+        files = {"onnx": str(export_onnx(bundle.model, bundle.input_shape, target))}
+    else:
+        files = save_outputs(bundle, target, structured=structured)
+    yield Progress("export", 1, 1, "written")
+    return Exported(files)
+
+
+def scan_sensitivity(bundle: ModelBundle, data: Dataset, method: str, target_ratio: float, round_to: int | None,
+                     max_layer_ratio: float, cancel: CancelToken) -> Generator[Any, None, Sensitivity]:
+    """Scan each dependency group's accuracy drop, then propose per-layer ratios for `target_ratio` overall."""
+    from engine.sensitivity import propose_layer_ratios, scan
+
+    done = None
+    for ev in scan(bundle, data, method=method, cancel=cancel):
+        if isinstance(ev, Progress):
+            yield Progress("sensitivity", ev.done, ev.total, ev.message, ev.eta_s)
+        else:
+            done = ev
+    yield Progress("sensitivity", 1, 1, f"choosing per-layer ratios for {target_ratio:.0%} overall")
+    proposal = propose_layer_ratios(done, target_ratio, bundle, round_to=round_to, max_layer_ratio=max_layer_ratio)
+    return Sensitivity(done, proposal, target_ratio)
