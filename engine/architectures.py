@@ -1,0 +1,336 @@
+"""What some architectures need before and after structured pruning, and the checks that a pruned
+model is correct (not just smaller).
+
+torch-pruning (1.6.1) prunes most classifiers as they are; three kinds go wrong quietly:
+- auxiliary heads (GoogLeNet, Inception v3) run only in train mode, so tracing in eval mode never
+  sees them: they keep their old widths and fine-tuning crashes. They are dropped before pruning,
+  as torchvision itself does for models built without them.
+- grouped convolutions: torch-pruning rounds a group's kept channels *per convolution group* with
+  the whole layer's channel count, so round_to=8 on a group width of 8 or 16 prunes all of each
+  group (the layer is skipped) or half of it. `_ArchitecturePruner` rounds per group instead.
+- torchvision's ViT records `hidden_dim` and each block's `num_heads`; pruning the residual stream
+  leaves them stale. Heads go whole (one head = head_dim channels of the stream) and the recorded
+  sizes are updated after each step.
+
+`prepare` is called on the working copy before the pruner is built; `check_pruned` after pruning.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+AUX_HEADS = ("aux1", "aux2", "AuxLogits")  # torchvision's GoogLeNet and Inception3 (timm's Inception v3 too)
+
+
+@dataclass
+class Preparation:
+    """What the pruning pipeline does differently for this model."""
+
+    notes: list[str] = field(default_factory=list)  # said in the run's notes
+    pruner_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the torch-pruning pruner
+    pruner_class: Callable[[type], type] = lambda base: base  # wraps the pipeline's pruner class
+    after_step: Callable[[nn.Module], list[str]] = lambda model: []  # fixes recorded sizes; returns notes
+    dropped_params: int = 0  # parameters removed by prepare itself (auxiliary heads)
+    units: dict = field(default_factory=dict)  # module -> channels per rounding step, filled while pruning
+
+
+def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Preparation:
+    """Adapt `model` (the working copy, changed in place) and say how the pruner must be built."""
+    prep = Preparation()
+    prep.dropped_params = _drop_aux_heads(model, prep.notes)
+    unused = _unused_modules(model, example)
+    if unused:
+        prep.notes.append(f"{len(unused)} layer(s) with weights are not used in eval mode and are left as they are "
+                          f"(e.g. {', '.join(unused[:3])}); if train mode uses them, fine-tuning will fail")
+    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units)
+    grouped = [(n, m) for n, m in model.named_modules()
+               if isinstance(m, nn.Conv2d) and 1 < m.groups < m.out_channels]
+    if grouped and round_to and round_to > 1:
+        widths = sorted({m.out_channels // m.groups for _, m in grouped})
+        prep.notes.append(
+            f"{len(grouped)} grouped convolution(s) (group widths {', '.join(map(str, widths))}): channels are kept "
+            f"per group, rounded to a multiple of max(1, {round_to} // groups) each, so such a layer moves in steps "
+            f"of about max({round_to}, groups) channels; a group width under {round_to} cannot keep multiples of "
+            f"{round_to}")
+    if _is_torchvision_vit(model):
+        heads = model.encoder.layers[0].num_heads
+        prep.notes.append(f"ViT: attention heads are pruned whole ({heads} heads of {model.hidden_dim // heads} "
+                          "channels share the hidden size), and hidden_dim / num_heads are updated after each step")
+        prep.after_step = _update_vit_sizes
+    return prep
+
+
+# ----------------------------------------------------------------------------- auxiliary heads
+
+def _drop_aux_heads(model: nn.Module, notes: list[str]) -> int:
+    """Drop GoogLeNet/Inception auxiliary classifiers; returns the parameters they held."""
+    if not isinstance(getattr(model, "aux_logits", None), bool):
+        return 0
+    heads = [(name, getattr(model, name)) for name in AUX_HEADS if isinstance(getattr(model, name, None), nn.Module)]
+    if not heads:
+        return 0
+    dropped = sum(p.numel() for _, m in heads for p in m.parameters())
+    for name, _ in heads:
+        setattr(model, name, None)
+    model.aux_logits = False
+    notes.append(f"dropped {type(model).__name__}'s auxiliary heads ({', '.join(n for n, _ in heads)}, "
+                 f"{dropped:,} parameters): they only help training, are unused in evaluation, and tracing in eval "
+                 "mode cannot prune them with the layers they read from")
+    return dropped
+
+
+def _unused_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of leaf layers with weights that one eval-mode forward pass never calls."""
+    seen: set[int] = set()
+    leaves = [(n, m) for n, m in model.named_modules()
+              if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+    hooks = [m.register_forward_hook(lambda mod, *_: seen.add(id(mod))) for _, m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [n for n, m in leaves if id(m) not in seen and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]
+
+
+# ----------------------------------------------------------------------------- the pruner
+
+def _architecture_pruner(base: type, units: dict) -> type:
+    """`base` (a torch-pruning pruner) with rounding per convolution group and whole attention heads."""
+
+    class ArchitecturePruner(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._round_group = None
+            if not self.round_to and any(isinstance(m, nn.MultiheadAttention) for m in self.model.modules()):
+                self.round_to = 1  # torch-pruning rounds only when round_to is set; heads need the rounding hook
+
+        # torch-pruning 1.6.1 calls this for each group right before rounding its count; remember the group.
+        def _is_atten_group(self, group):
+            self._round_group = group
+            return super()._is_atten_group(group)
+
+        def _round_to(self, n_pruned, current_channels, round_to):
+            group = self._round_group
+            if group is None or self.DG.get_out_channels(group[0].dep.target.module) != current_channels and \
+                    self.DG.get_in_channels(group[0].dep.target.module) != current_channels:
+                return super()._round_to(n_pruned, current_channels, round_to)
+            mha = _attention_in(group, self.DG)
+            if mha is not None:  # whole heads: the unit is one head's channels
+                keep_heads = max((current_channels - n_pruned) // mha.head_dim, 1)
+                _record(units, group, self.DG, mha.head_dim)
+                return current_channels - keep_heads * mha.head_dim
+            groups = self._get_channel_groups(group)
+            if groups <= 1:
+                return super()._round_to(n_pruned, current_channels, round_to)
+            # n_pruned counts channels of one convolution group; round that group's kept width.
+            width = current_channels // groups
+            unit = max(1, round_to // groups)
+            keep = width - n_pruned
+            keep = max(keep - keep % unit, min(unit, width))
+            _record(units, group, self.DG, unit * groups)
+            return max(width - keep, 0)
+
+        def estimate_importance(self, group):
+            imp = super().estimate_importance(group)
+            mha = _attention_in(group, self.DG)
+            if imp is None or mha is None or len(imp) != mha.embed_dim:
+                return imp
+            # One score per head, so that ranking and rounding take whole heads; a tiny ramp breaks ties.
+            heads = imp.view(mha.num_heads, mha.head_dim).mean(1)
+            spread = float(heads.max() - heads.min()) or 1.0
+            heads = heads + torch.arange(mha.num_heads, device=heads.device) * spread * 1e-6
+            return heads.repeat_interleave(mha.head_dim)
+
+        def _prune(self):
+            for group in super()._prune():
+                _set_head_counts(group, self.DG)
+                yield group
+
+    ArchitecturePruner.__name__ = f"Architecture{base.__name__}"
+    return ArchitecturePruner
+
+
+def _attention_in(group, graph) -> nn.MultiheadAttention | None:
+    """The first nn.MultiheadAttention whose embedding is pruned by this group, if any."""
+    for dep, _ in group:
+        module = dep.target.module
+        if isinstance(module, nn.MultiheadAttention) and graph.is_out_channel_pruning_fn(dep.handler):
+            return module
+    return None
+
+
+def _record(units: dict, group, graph, unit: int) -> None:
+    for dep, _ in group:
+        if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module):
+            units[dep.target.module] = unit
+
+
+def _set_head_counts(group, graph) -> None:
+    """Before the group is pruned: an attention layer losing whole heads keeps its head size, so its
+    head count falls (torch-pruning would otherwise keep the count and shrink every head)."""
+    for dep, idxs in group:
+        module = dep.target.module
+        if not isinstance(module, nn.MultiheadAttention) or not graph.is_out_channel_pruning_fn(dep.handler):
+            continue
+        heads = {i // module.head_dim for i in idxs}
+        if idxs and len(idxs) == len(heads) * module.head_dim:
+            module.num_heads -= len(heads)
+
+
+# ----------------------------------------------------------------------------- ViT
+
+def _is_torchvision_vit(model: nn.Module) -> bool:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return isinstance(model, VisionTransformer)
+
+
+def _update_vit_sizes(model: nn.Module) -> list[str]:
+    """torchvision's ViT reshapes with its recorded hidden_dim: copy the pruned sizes back."""
+    before = model.hidden_dim
+    model.hidden_dim = model.conv_proj.out_channels
+    for block in model.encoder.layers:
+        block.num_heads = block.self_attention.num_heads
+    first = model.encoder.layers[0]
+    model.mlp_dim = first.mlp[0].out_features
+    if model.hidden_dim == before:
+        return []
+    return [f"ViT hidden size {before} → {model.hidden_dim} ({first.num_heads} heads of "
+            f"{first.self_attention.head_dim}), MLP size {model.mlp_dim}"]
+
+
+# ----------------------------------------------------------------------------- checks
+
+def check_pruned(model: nn.Module, example: torch.Tensor, original_params: int, pruned_params: int,
+                 requested_ratio: float | None, *, original: nn.Module | None = None, round_to: int | None = None,
+                 units: dict | None = None, ignored: tuple[str, ...] = (), onnx: bool = True) -> list[str]:
+    """Problems of a structurally pruned model, empty when fine: eval and train forward passes, one
+    optimiser step, the ONNX export, and the kept-parameter share against the requested channel ratio.
+
+    `original_params` counts the model as pruning started (after `prepare`). With `original` (the
+    unpruned model), each layer's kept output channels are checked too.
+    """
+    problems = _run_checks(model, example, onnx)
+    if requested_ratio is not None and original_params:
+        problems += _share_problems(original_params, pruned_params, requested_ratio, original, model, round_to,
+                                    units or {}, set(ignored))
+    return problems
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def _run_checks(model: nn.Module, example: torch.Tensor, onnx: bool) -> list[str]:
+    problems: list[str] = []
+    trial = copy.deepcopy(model).cpu()  # the checks train a step; the caller's model stays as it is
+    x = example.detach().cpu()
+    x = torch.cat([x, torch.randn_like(x)]) if x.shape[0] == 1 else x  # train-mode BatchNorm needs two samples
+    try:
+        trial.eval()
+        with torch.no_grad():
+            out = trial(x)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or not torch.isfinite(out).all():
+            problems.append(f"eval forward gives {_describe(out)}, not finite logits of shape (batch, classes)")
+    except Exception as exc:  # noqa: BLE001 - any failure is the finding
+        problems.append(f"eval forward fails ({_first_line(exc)})")
+    try:
+        trial.train()
+        out = trial(x)
+        if not isinstance(out, torch.Tensor):
+            problems.append(f"train forward gives {_describe(out)}, not logits: fine-tuning needs one tensor")
+        else:
+            optimiser = torch.optim.SGD(trial.parameters(), lr=1e-3)
+            F.cross_entropy(out, torch.zeros(len(x), dtype=torch.long, device=out.device)).backward()
+            optimiser.step()
+            if not all(torch.isfinite(p).all() for p in trial.parameters()):
+                problems.append("one optimiser step leaves weights that are not finite")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"train forward / optimiser step fails ({_first_line(exc)})")
+    if onnx:
+        from engine.models import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                export_onnx(copy.deepcopy(model).cpu().eval(), tuple(example.shape[1:]), Path(tmp) / "model.onnx")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"ONNX export fails ({_first_line(exc)})")
+    return problems
+
+
+def _describe(out) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    return f"a {type(out).__name__}"
+
+
+def _out_size(module: nn.Module) -> int | None:
+    """Output channels of a layer torch-pruning prunes (containers may record stale sizes: skipped)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.Linear) and not isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
+        return module.out_features
+    if isinstance(module, nn.MultiheadAttention):
+        return module.embed_dim
+    return None
+
+
+def _share_problems(original_params: int, pruned_params: int, ratio: float, original: nn.Module | None,
+                    pruned: nn.Module, round_to: int | None, units: dict, ignored: set[str]) -> list[str]:
+    """The kept-parameter share, and with `original` each layer's kept channels.
+
+    Tolerance: under layer scope every pruned channel dimension keeps int((1 - ratio) × C) channels,
+    floor-rounded by at most one rounding unit u (round_to; per-group units for grouped convolutions;
+    a head for attention), and a layer never goes below min(u, C). So a layer keeps between
+    (1 - ratio) × C - u and max((1 - ratio) × C, min(u, C)) output channels. A weight has up to two
+    pruned dimensions, so the whole model keeps between (t - d)² and t + d of its parameters, with
+    t = 1 - ratio and d the parameter-weighted mean of u / C over the layers.
+    """
+    t = 1.0 - ratio
+    share = pruned_params / original_params
+    problems: list[str] = []
+    d = 0.0
+    if original is not None:
+        pruned_modules = dict(pruned.named_modules())
+        weighted = total = 0.0
+        unit_by_name = {n: units[m] for n, m in pruned.named_modules() if m in units}
+        for name, module in original.named_modules():
+            size = _out_size(module)
+            if size is None:
+                continue
+            weight = sum(p.numel() for p in module.parameters())
+            unit = unit_by_name.get(name, round_to or 1)
+            weighted, total = weighted + weight * min(1.0, unit / size), total + weight
+            if name in ignored or name not in pruned_modules:
+                continue
+            kept = _out_size(pruned_modules[name]) or 0
+            low, high = t * size - unit, max(t * size, min(unit, size))
+            if kept < low - 1e-9:
+                problems.append(f"{name} kept {kept}/{size} channels, fewer than {t:.0%} less one rounding unit "
+                                f"({unit})")
+            elif kept > high + 1e-9:
+                problems.append(f"{name} kept {kept}/{size} channels, more than the requested {t:.0%}"
+                                + (" (not pruned)" if kept == size else ""))
+        d = weighted / total if total else 0.0
+    low, high = max(0.0, t - d) ** 2, min(1.0, t + d)
+    if not low - 1e-9 <= share <= high + 1e-9:
+        problems.append(f"kept {share:.1%} of the parameters; ratio {ratio:g} should keep between {low:.1%} and "
+                        f"{high:.1%} (channels kept {t:.0%} ± one rounding unit, on one or two dimensions per "
+                        "weight)")
+    return problems
