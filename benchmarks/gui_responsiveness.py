@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             events["count"] += 1
             original(event)
 
-        window._on_progress = counting  # called by the window's _on_event slot, on the UI thread
+        window._on_progress = counting  # called by the window's _on_job_event slot, on the UI thread
         start = time.perf_counter()
         clock.start()
         ticker.start()
