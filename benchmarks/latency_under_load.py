@@ -22,7 +22,8 @@ from engine.events import drain  # noqa: E402
 from engine.metrics import (PairedSpeedup, machine_load, measure_latency, measure_paired_speedup,  # noqa: E402
                             usable_cores)
 from engine.models import DemoResNet, ModelBundle, load_model  # noqa: E402
-from engine.pruning import PruneConfig, run_pruning  # noqa: E402
+from engine.config import PruneConfig  # noqa: E402
+from engine.pruning import run_pruning  # noqa: E402
 
 TOLERANCE = 0.25
 

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data import load_fashion_mnist  # noqa: E402
 from engine.models import load_model  # noqa: E402
-from engine.pruning import PruneConfig, RunDone, run_pruning  # noqa: E402
+from engine.config import PruneConfig  # noqa: E402
+from engine.pruning import RunDone, run_pruning  # noqa: E402
 from engine.sensitivity import propose_layer_ratios, scan  # noqa: E402
 
 

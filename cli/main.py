@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -29,9 +29,6 @@ from engine.models import (DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, che
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
 from engine.paths import log_dir
 from engine.units import fmt_bytes, fmt_count
-
-if TYPE_CHECKING:
-    from engine.pruning import PruneConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -115,12 +112,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--std", type=floats, metavar="S1,S2,..", help="per-channel normalisation std")
 
 
-def add_data_args(p: argparse.ArgumentParser, device: bool = True) -> None:
-    """Dataset, device and batch size flags."""
+def add_data_args(p: argparse.ArgumentParser, device: bool = True, batch_size: bool = True) -> None:
+    """Dataset, device and batch size flags (prune takes the last two from its config's flags)."""
     p.add_argument("--data", required=True, metavar="SPEC", help="fashion-mnist, imagefolder:PATH or cifar10:PATH")
     if device:
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
-    p.add_argument("--batch-size", type=count, default=64, metavar="N", help="batch size (default 64)")
+    if batch_size:
+        p.add_argument("--batch-size", type=count, default=64, metavar="N", help="batch size (default 64)")
     add_memory_arg(p)
 
 
@@ -358,34 +356,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def prune_config(args: argparse.Namespace) -> PruneConfig:
-    """The PruneConfig described by the prune command's flags."""
-    from engine.pruning import PruneConfig
-
-    layer_ratios = {}
-    for item in args.layer_ratio or []:
-        name, sep, value = item.partition("=")
-        try:
-            layer_ratios[name] = float(value)
-        except ValueError:
-            raise UserError(f"--layer-ratio takes NAME=RATIO, got {item!r}") from None
-        if not sep:
-            raise UserError(f"--layer-ratio takes NAME=RATIO, got {item!r}")
-    return PruneConfig(
-        method=args.method, pruning_ratio=args.ratio, target_speedup=args.target_speedup, scope=args.scope,
-        layer_ratios=layer_ratios, ignored_layers=tuple(args.ignore or ()), keep_head=not args.prune_head,
-        max_layer_ratio=args.max_layer_ratio, round_to=args.round_to or None, steps=args.steps,
-        bn_recalibrate=args.bn_recalibrate, finetune_epochs=args.finetune_epochs,
-        finetune_batches=args.finetune_batches, finetune_lr=args.lr, distill=args.distill,
-        sparsity_reg=args.sparsity_reg, device=args.device, seed=args.seed, batch_size=args.batch_size,
-        eval_limit=args.eval_limit, threads=args.threads, measure_speed=not args.no_speed)
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune a model, print before/after, save the model and its ONNX export."""
     from engine.pruning import RunDone, StepDone, run_pruning
 
-    cfg = prune_config(args)
+    from cli.options import config_from_args
+
+    cfg = config_from_args(args)
     method = cfg.validate()
     out = Path(args.out) if args.out else Path("runs") / f"{method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_output_dir(out)
@@ -427,40 +404,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def add_prune_args(p: argparse.ArgumentParser) -> None:
-    """Flags of the prune command."""
+    """Flags of the prune command: model and data, then one flag per PruneConfig option."""
+    from cli.options import add_config_flags
     from engine.methods import REGISTRY
 
     add_model_args(p)
-    add_data_args(p)
-    p.add_argument("--method", required=True, help=f"one of: {', '.join(REGISTRY)} (see `methods`)")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--ratio", type=finite, metavar="R",
-                        help="share removed: channels for structured methods, weights for unstructured")
-    target.add_argument("--target-speedup", type=finite, metavar="S",
-                        help="prune until MACs are at least S times lower (structured methods; layer scope picks "
-                             "the smallest uniform ratio that gets there, global scope prunes in small steps)")
-    p.add_argument("--scope", default="layer", choices=("global", "layer"),
-                   help="layer: same ratio in every layer; global: rank channels across layers")
-    p.add_argument("--steps", type=count, default=1, help="iterative steps, each prune -> recover -> evaluate")
-    p.add_argument("--round-to", type=int, default=8, metavar="N",
-                   help="keep channel counts multiples of N (default 8, fast kernels; 0 or 1 = off)")
-    p.add_argument("--max-layer-ratio", type=finite, default=0.9, help="no layer loses more than this share")
-    p.add_argument("--layer-ratio", action="append", metavar="NAME=R", help="own ratio for a layer (repeatable)")
-    p.add_argument("--ignore", action="append", metavar="NAME", help="leave a layer alone (repeatable)")
-    p.add_argument("--prune-head", action="store_true", help="also prune the classifier head's inputs")
-    p.add_argument("--bn-recalibrate", action="store_true",
-                   help="re-estimate BatchNorm statistics on training batches after each step (seconds)")
-    p.add_argument("--finetune-epochs", type=finite, default=0.0, metavar="E", help="fine-tuning epochs per step")
-    p.add_argument("--finetune-batches", type=count, metavar="N", help="or a batch budget per step")
-    p.add_argument("--lr", type=finite, default=0.01, help="fine-tuning learning rate (default 0.01)")
-    p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
-    p.add_argument("--sparsity-reg", type=finite, default=0.0,
-                   help="bn-scale: L1 penalty on BatchNorm scales while fine-tuning (e.g. 1e-4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-limit", type=count, metavar="N", help="evaluate on the first N test images only")
-    p.add_argument("--no-speed", action="store_true",
-                   help="skip latency, throughput and memory measurement (much faster on large models)")
-    p.add_argument("--threads", type=count, help="CPU threads for latency (default: the cores other work leaves free)")
+    add_data_args(p, device=False, batch_size=False)
+    add_config_flags(p, method_help=f"; one of: {', '.join(REGISTRY)} (see `methods`)")
     p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--quiet", action="store_true")

@@ -16,7 +16,7 @@ from engine.layers import classifier_head, prunable_layers, untraceable_layers
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
-    from engine.pruning import PruneConfig
+    from engine.config import PruneConfig
 
 MAX_SIDE = 4096  # pixels: larger images are not what an image classifier is trained on
 MAX_CHANNELS = 16  # (and the memory check's probe forward at this size stays within a few GiB)

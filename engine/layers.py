@@ -127,27 +127,57 @@ def untraceable_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if any(k in type(m).__name__ for k in UNTRACEABLE)]
 
 
+@dataclass(frozen=True)
+class Group:
+    """One torch-pruning dependency group: layers that lose the same channels together."""
+
+    index: int
+    root: str | None  # the layer the group is rooted at (None: an unnamed module)
+    members: tuple[str, ...]  # prunable layers whose output channels go with the root's
+    channels: int
+    group: object  # the torch-pruning Group, for importance scores and pruning
+
+
+def ignored_modules(model: nn.Module, names=(), keep_head: bool = True,
+                    num_classes: int | None = None) -> list[nn.Module]:
+    """The modules pruning leaves alone: the named layers and, with keep_head, the classifier head."""
+    modules = dict(model.named_modules())
+    chosen = [n for n in names if n in modules]
+    head = classifier_head(model, num_classes) if keep_head else None
+    if head and head not in chosen:
+        chosen.append(head)
+    return [modules[n] for n in chosen]
+
+
+def walk_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[Group]:
+    """Every dependency group rooted at a prunable layer, in model order."""
+    import torch_pruning as tp
+
+    names = {m: n for n, m in model.named_modules()}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    out = []
+    for index, group in enumerate(graph.get_all_groups(ignored_layers=ignored or [], root_module_types=PRUNABLE)):
+        members: list[str] = []
+        for dep, _ in group:
+            m = dep.target.module
+            if isinstance(m, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler) and names.get(m) \
+                    and names[m] not in members:
+                members.append(names[m])
+        root = group[0].dep.target.module
+        out.append(Group(index, names.get(root), tuple(members), int(graph.get_out_channels(root) or 0), group))
+    return out
+
+
 def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> dict[str, int]:
     """Layer name -> index of the torch-pruning group it is pruned with (layers coupled by residuals
     or concatenation share an index). Ignored layers get no group; an untraceable model has none."""
-    import torch_pruning as tp
-
     if untraceable_layers(model):
         return {}
-    modules = dict(model.named_modules())
-    names = {m: n for n, m in modules.items()}
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    ignored_modules = [modules[n] for n in ignored if n in modules]
     result: dict[str, int] = {}
-    for index, group in enumerate(graph.get_all_groups(ignored_layers=ignored_modules,
-                                                       root_module_types=PRUNABLE)):
-        for dep, _ in group:
-            for module in (dep.target.module, dep.source.module):
-                name = names.get(module)
-                if name is not None and isinstance(module, PRUNABLE) and name not in result \
-                        and graph.is_out_channel_pruning_fn(dep.handler) and module is dep.target.module:
-                    result[name] = index
+    for g in walk_groups(model, example, ignored_modules(model, ignored, keep_head=False)):
+        for name in g.members:
+            result.setdefault(name, g.index)
     return result
 
 

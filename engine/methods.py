@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engine.calibration import GRADIENTS, PER_SAMPLE, Calibration
 from engine.errors import UserError
 
 STRUCTURED = "structured"
@@ -24,8 +25,12 @@ class Method:
     measures: str  # what the importance score measures
     description: str  # how it ranks, when it works well, what it costs
     paper: str
-    calibration: str = "none"  # "none", "gradients" (one pass) or "hessian" (per-sample gradients)
+    calibration: Calibration | None = None  # what the importance needs from training images first
+    options: tuple[str, ...] = ()  # PruneConfig fields only this method reads (shown with it in the GUI)
+    compared_by_default: bool = False  # ticked in a new experiment plan
     factory: Callable[[], Any] = field(default=None, repr=False, compare=False)
+    # torch-pruning's pruner class and its extra arguments, from the run's config (None: MetaPruner)
+    tp_pruner: Callable[[Any], tuple[str, dict]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def structured(self) -> bool:
@@ -50,7 +55,10 @@ REGISTRY: dict[str, Method] = {}
 
 
 def register_method(name: str, title: str, family: str, measures: str, description: str, paper: str,
-                    calibration: str = "none") -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+                    calibration: Calibration | None = None, options: tuple[str, ...] = (),
+                    compared_by_default: bool = False,
+                    tp_pruner: Callable[[Any], tuple[str, dict]] | None = None,
+                    ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Decorator: register the decorated factory (it builds the method's importance or strategy)."""
     if family not in (STRUCTURED, UNSTRUCTURED):
         raise ValueError(f"family must be {STRUCTURED!r} or {UNSTRUCTURED!r}, got {family!r}")
@@ -59,7 +67,7 @@ def register_method(name: str, title: str, family: str, measures: str, descripti
         if name in REGISTRY:
             raise ValueError(f"pruning method {name!r} is registered twice")
         REGISTRY[name] = Method(name, title, family, measures, " ".join(description.split()), paper, calibration,
-                                factory)
+                                tuple(options), compared_by_default, factory, tp_pruner)
         return factory
 
     return wrap
@@ -91,7 +99,7 @@ def _tp():
     """Ranks each output channel by the L1 norm of its filter and removes the smallest. Cheap (no data
     needed) and a strong baseline on CNNs trained with weight decay, where unimportant filters shrink.
     It looks at one layer at a time, so it can misjudge channels whose effect flows through residual links.""",
-    "Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017")
+    "Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017", compared_by_default=True)
 def _l1():
     return _tp().importance.GroupMagnitudeImportance(p=1, group_reduction="first")
 
@@ -102,7 +110,7 @@ def _l1():
     """Sums the squared weights of every layer that must lose the channel together (a convolution, its
     BatchNorm, the next layer's inputs, residual partners) and removes the weakest groups. No data
     needed, fast, and consistent across coupled layers; the default choice for most CNNs.""",
-    "Fang et al., DepGraph: Towards Any Structural Pruning, CVPR 2023")
+    "Fang et al., DepGraph: Towards Any Structural Pruning, CVPR 2023", compared_by_default=True)
 def _l2():
     return _tp().importance.GroupMagnitudeImportance(p=2)
 
@@ -122,9 +130,15 @@ def _random():
     """Each channel's BatchNorm γ says how much the channel contributes; small γ, small contribution.
     Works best after sparsity training (an L1 penalty on γ during fine-tuning, enabled with the sparsity
     regulariser), which pushes unneeded channels towards zero. Needs BatchNorm layers.""",
-    "Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017")
+    "Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017",
+    options=("sparsity_reg",), tp_pruner=lambda cfg: _slimming(cfg))
 def _bn_scale():
     return _tp().importance.BNScaleImportance()
+
+
+def _slimming(cfg: Any) -> tuple[str, dict]:
+    """With a sparsity penalty, torch-pruning's BNScalePruner adds the L1 term on γ while fine-tuning."""
+    return ("BNScalePruner", {"reg": cfg.sparsity_reg}) if cfg.sparsity_reg > 0 else ("MetaPruner", {})
 
 
 @register_method(
@@ -133,7 +147,8 @@ def _bn_scale():
     """Runs a few calibration batches, then scores each channel by |weight × gradient|, a first-order
     estimate of how much the loss would grow without it. Data-aware and usually better than magnitude
     at high ratios; costs one forward and backward pass over the calibration batches.""",
-    "Molchanov et al., Importance Estimation for Neural Network Pruning, CVPR 2019", calibration="gradients")
+    "Molchanov et al., Importance Estimation for Neural Network Pruning, CVPR 2019", calibration=GRADIENTS,
+    options=("calibration_batches",), compared_by_default=True)
 def _taylor():
     return _tp().importance.GroupTaylorImportance()
 
@@ -144,7 +159,8 @@ def _taylor():
     """Optimal Brain Damage: approximates the Hessian's diagonal with per-sample squared gradients and
     scores a channel by ½·w²·H. Accounts for curvature, so flat directions are pruned first; the most
     expensive method here (one backward pass per calibration image).""",
-    "LeCun et al., Optimal Brain Damage, NeurIPS 1989 (group form as in Torch-Pruning)", calibration="hessian")
+    "LeCun et al., Optimal Brain Damage, NeurIPS 1989 (group form as in Torch-Pruning)", calibration=PER_SAMPLE,
+    options=("calibration_batches",))
 def _hessian():
     return _tp().importance.GroupHessianImportance()
 
@@ -165,7 +181,7 @@ def _lamp():
     "each filter's distance to the geometric median of the layer's filters",
     """Filters close to the geometric median are redundant: the others can represent them. Removes
     those instead of the smallest ones, which helps when all norms are similar. No data needed.""",
-    "He et al., Filter Pruning via Geometric Median, CVPR 2019")
+    "He et al., Filter Pruning via Geometric Median, CVPR 2019", compared_by_default=True)
 def _fpgm():
     return _tp().importance.FPGMImportance(p=2)
 

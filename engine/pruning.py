@@ -8,140 +8,28 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.utils import prune as torch_prune
 
 from engine import versions
 from engine.checks import check_run
 from engine.data import Dataset
-from engine.errors import UserError
+from engine.config import PruneConfig
 from engine.events import CancelToken, EpochDone, EvalDone, Progress
-from engine.layers import LayerStat, classifier_head, histograms, layer_stats, prunable_layers, weight_snapshot
-from engine.methods import Method, UnstructuredStrategy, get_method
-from engine.metrics import Metrics, count_macs, evaluate, iter_paired_speedup, speedup_text
+from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
+from engine.metrics import Metrics, evaluate, iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
 from engine.outputs import atomic_dir
+from engine.pruners import make_pruner
 from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
-
-SCOPES = ("layer", "global")
-
 
 QUICK_CHECK_IMAGES = 2000  # validation images for the top-1 seen before and after recovery
 PAIRED_ROUNDS = 9  # rounds of the interleaved original/pruned timing: enough for a 95 % interval of the median
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Everything a user can set for one pruning run (shared by the GUI, the CLI and plans)."""
-
-    method: str = "l2"
-    pruning_ratio: float | None = 0.5  # channels (structured) or weights (unstructured) removed
-    target_speedup: float | None = None  # prune until MACs are at least this many times lower, instead of a ratio
-    scope: str = "layer"  # "layer": the same ratio everywhere; "global": ranked across layers
-    layer_ratios: dict = field(default_factory=dict)  # layer name -> its own ratio
-    ignored_layers: tuple = ()  # layer names left alone
-    keep_head: bool = True  # leave the classifier head alone
-    max_layer_ratio: float = 0.9  # no layer loses more than this share
-    round_to: int | None = 8  # keep channel counts multiples of this (real speed on CPU/GPU)
-    steps: int = 1  # iterative steps: prune -> recover -> evaluate each
-    bn_recalibrate: bool = False  # re-estimate BatchNorm statistics after each step
-    bn_batches: int = 40
-    finetune_epochs: float = 0.0  # fine-tuning after each step
-    finetune_batches: int | None = None  # or a batch budget per step
-    finetune_lr: float = 0.01
-    optimizer: str = "sgd"
-    distill: bool = False  # learn from the unpruned model's soft outputs while fine-tuning
-    distill_temperature: float = 4.0
-    distill_weight: float = 0.7
-    sparsity_reg: float = 0.0  # bn-scale: L1 penalty on BatchNorm scales while fine-tuning
-    calibration_batches: int = 4  # taylor: batches of gradients; hessian: images = 8 × this
-    device: str = "cpu"
-    seed: int = 0
-    batch_size: int = 64  # evaluation and latency batch size
-    eval_limit: int | None = None  # evaluate on the first N test images (None: all)
-    measure_speed: bool = True
-    latency_repeats: int = 30
-    threads: int | None = None
-
-    def validate(self) -> Method:
-        """Check the values and return the method; errors name the field and the fix."""
-        method = get_method(self.method)
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"{name} must be a finite number, got {value}")
-        for name, value in self.layer_ratios.items():
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"ratio for layer {name} must be a finite number, got {value!r}")
-        for name in ("batch_size", "eval_limit", "threads", "finetune_batches", "bn_batches", "calibration_batches",
-                     "latency_repeats"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UserError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if self.finetune_lr <= 0 or self.sparsity_reg < 0 or self.distill_temperature <= 0:
-            raise UserError("the fine-tuning learning rate and distillation temperature must be above 0, and the "
-                            f"sparsity penalty not negative (got {self.finetune_lr}, {self.distill_temperature}, "
-                            f"{self.sparsity_reg})")
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise UserError(f"distill_weight must be between 0 and 1, got {self.distill_weight}")
-        if (self.pruning_ratio is None) == (self.target_speedup is None):
-            raise UserError("give exactly one of a pruning ratio (--ratio) or a target speed-up (--target-speedup)")
-        if self.pruning_ratio is not None and not 0.0 < self.pruning_ratio < 1.0:
-            raise UserError(f"pruning ratio must be between 0 and 1 (exclusive), got {self.pruning_ratio}")
-        if self.target_speedup is not None:
-            if self.target_speedup <= 1.0:
-                raise UserError(f"target speed-up must be above 1.0, got {self.target_speedup}")
-            if not method.structured:
-                raise UserError(f"{method.name} is unstructured: zeroed weights do not reduce MACs; "
-                                "use --ratio, or a structured method for a speed-up target")
-        for name, r in self.layer_ratios.items():
-            if not 0.0 <= r < 1.0:
-                raise UserError(f"ratio for layer {name} must be in [0, 1), got {r}")
-        if self.scope not in SCOPES:
-            raise UserError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if not 0.0 < self.max_layer_ratio <= 1.0:
-            raise UserError(f"maximum layer ratio must be in (0, 1], got {self.max_layer_ratio}")
-        if self.steps < 1 or self.steps > 100:
-            raise UserError(f"steps must be between 1 and 100, got {self.steps}")
-        if self.round_to is not None and self.round_to < 1:
-            raise UserError(f"round_to must be a positive integer, got {self.round_to}")
-        if self.finetune_epochs < 0:
-            raise UserError(f"fine-tuning epochs cannot be negative, got {self.finetune_epochs}")
-        if self.distill and not self.recovers_by_training:
-            raise UserError("distillation needs fine-tuning: set fine-tuning epochs (--finetune-epochs) above 0")
-        return method
-
-    @property
-    def recovers_by_training(self) -> bool:
-        """True when fine-tuning runs after each step."""
-        return self.finetune_epochs > 0 or bool(self.finetune_batches)
-
-    def to_json(self) -> dict:
-        """Plain dict for JSON and the result store."""
-        d = asdict(self)
-        d["ignored_layers"] = list(self.ignored_layers)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "PruneConfig":
-        """Inverse of to_json; unknown keys are an error that names them."""
-        known = set(cls.__dataclass_fields__)
-        extra = set(d) - known
-        if extra:
-            raise UserError(f"unknown pruning options: {', '.join(sorted(extra))}; valid: {', '.join(sorted(known))}")
-        d = dict(d)
-        if "ignored_layers" in d:
-            d["ignored_layers"] = tuple(d["ignored_layers"])
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -237,226 +125,6 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, batches: int, device:
         model.eval()
 
 
-# ----------------------------------------------------------------------------- structured
-
-def _ignored_modules(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> list[nn.Module]:
-    modules = dict(model.named_modules())
-    unknown = [n for n in list(cfg.ignored_layers) + list(cfg.layer_ratios) if n not in modules]
-    if unknown:
-        raise UserError(f"unknown layer names: {', '.join(unknown)}; see the layer table for valid names")
-    names = set(cfg.ignored_layers)
-    if cfg.keep_head:
-        head = classifier_head(model, num_classes)
-        if head:
-            names.add(head)
-    return [modules[n] for n in names]
-
-
-def _floor_rounding(base: type) -> type:
-    """A torch-pruning pruner whose channel rounding never rounds a layer down to zero.
-
-    torch-pruning rounds the kept channels down to a multiple of round_to; below round_to that is 0,
-    and it then skips the whole group, so at high ratios the smallest layers were not pruned at all.
-    Here a layer keeps at least round_to channels (or all it has, when it has fewer).
-    """
-
-    class FloorRounding(base):
-        def _round_to(self, n_pruned, current_channels, round_to):
-            keep = current_channels - n_pruned
-            keep = max(keep - keep % round_to, min(round_to, current_channels))
-            return max(current_channels - keep, 0)
-
-    FloorRounding.__name__ = f"FloorRounding{base.__name__}"
-    return FloorRounding
-
-
-def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
-                  num_classes: int | None) -> int:
-    """MACs of `model` pruned at a layer-scope ratio (plus cfg's per-layer ratios), counted on a copy.
-    Under layer scope the kept channel counts do not depend on the ranking, so plain magnitude stands
-    in for the user's method."""
-    import torch_pruning as tp
-
-    trial = copy.deepcopy(model).to(example.device).eval()
-    modules = dict(trial.named_modules())
-    ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
-    pruner = _floor_rounding(tp.pruner.MetaPruner)(
-        trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-        pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio, global_pruning=False,
-        ignored_layers=_ignored_modules(trial, cfg, num_classes), round_to=cfg.round_to)
-    pruner.step()
-    return count_macs(trial, tuple(example.shape[1:]), example.device.type)
-
-
-def ratio_for_speedup(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None,
-                      base_macs: int, cancel: CancelToken) -> tuple[float, int, int]:
-    """The smallest uniform layer ratio whose pruned model has `cfg.target_speedup`× fewer MACs (or the
-    maximum layer ratio when none does), found by bisection on copies; returns (ratio, its MACs, the
-    MACs of the nearest configuration that falls short).
-
-    Searching the ratio, rather than pruning in small steps until the target is passed, keeps the
-    overshoot to one rounding unit: with round_to=8 every layer jumps by 8 channels at once, and the
-    step-wise search overshot a 4× target to 8.3× on the demo.
-    """
-    goal = float(cfg.target_speedup)
-    high = cfg.max_layer_ratio
-    macs_high = macs_at_ratio(model, cfg, high, example, num_classes)
-    if base_macs / max(1, macs_high) < goal:
-        return high, macs_high, macs_high
-    low, macs_low = 0.0, base_macs
-    for _ in range(14):  # 0.9 / 2**14: finer than one channel of a 10 000-channel layer
-        cancel.check()
-        mid = (low + high) / 2
-        macs = macs_at_ratio(model, cfg, mid, example, num_classes)
-        if base_macs / max(1, macs) >= goal:
-            high, macs_high = mid, macs
-        else:
-            low, macs_low = mid, macs
-    return high, macs_high, macs_low  # not rounded: a rounded ratio could fall short of the target
-
-
-class _StructuredPruner:
-    """Wraps a torch-pruning pruner; records which original channels survive, for the histograms."""
-
-    def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
-                 num_classes: int | None):
-        import torch_pruning as tp
-
-        self.tp, self.model, self.method, self.cfg = tp, model, method, cfg
-        self.importance = method.factory()
-        modules = dict(model.named_modules())
-        ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
-        speedup = cfg.target_speedup is not None
-        self.total_steps = 100 if speedup else cfg.steps
-        target = cfg.max_layer_ratio if speedup else cfg.pruning_ratio
-        kwargs = dict(importance=self.importance, global_pruning=cfg.scope == "global", pruning_ratio=target,
-                      pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio,
-                      iterative_steps=self.total_steps, ignored_layers=_ignored_modules(model, cfg, num_classes),
-                      round_to=cfg.round_to)
-        if method.name == "bn-scale" and cfg.sparsity_reg > 0:
-            self.pruner = _floor_rounding(tp.pruner.BNScalePruner)(model, example, reg=cfg.sparsity_reg, **kwargs)
-        else:
-            self.pruner = _floor_rounding(tp.pruner.MetaPruner)(model, example, **kwargs)
-        self.names = {m: n for n, m in model.named_modules()}
-        self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
-
-    @property
-    def exhausted(self) -> bool:
-        return self.pruner.current_step >= self.total_steps
-
-    def regularizer(self):
-        """Sparsity penalty for fine-tuning (Network Slimming), or None."""
-        if isinstance(self.pruner, self.tp.pruner.BNScalePruner):
-            return lambda model: self.pruner.regularize(model)
-        return None
-
-    def calibrate(self, data: Dataset, device: torch.device, cancel: CancelToken) -> Iterator[Progress]:
-        """Collect the gradients that Taylor and Hessian importance need."""
-        if self.method.calibration == "none":
-            return
-        model = self.model
-        model.eval()
-        model.zero_grad(set_to_none=True)
-        batches = self.cfg.calibration_batches
-        if self.method.calibration == "hessian":
-            self.importance.zero_grad()
-            loader = data.loader("train", 8, shuffle=True, seed=self.cfg.seed + 7)
-            for i, (x, y) in enumerate(loader):
-                if i >= batches:
-                    break
-                losses = F.cross_entropy(model(x.to(device)), y.to(device), reduction="none")
-                for loss in losses:
-                    cancel.check()
-                    model.zero_grad(set_to_none=True)
-                    loss.backward(retain_graph=True)
-                    self.importance.accumulate_grad(model)
-                yield Progress("calibrate", i + 1, batches, "per-sample gradients for the Hessian")
-        else:
-            loader = data.loader("train", 64, shuffle=True, seed=self.cfg.seed + 7)
-            for i, (x, y) in enumerate(loader):
-                if i >= batches:
-                    break
-                cancel.check()
-                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
-                yield Progress("calibrate", i + 1, batches, "gradients for the Taylor estimate")
-
-    def step(self, cancel: CancelToken) -> None:
-        """One pruning step; cancellation is checked between groups (a cancelled step leaves a
-        half-pruned copy, which is discarded)."""
-        for group in self.pruner.step(interactive=True):
-            cancel.check()
-            for dep, idxs in group:
-                if self.pruner.DG.is_out_channel_pruning_fn(dep.handler):
-                    name = self.names.get(dep.target.module)
-                    if name in self.alive:
-                        self.alive[name] = np.delete(self.alive[name], list(idxs))
-            group.prune()
-        self.model.zero_grad(set_to_none=True)
-
-    def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per layer, a bool per original output channel: still present."""
-        out = {}
-        for name, alive in self.alive.items():
-            mask = np.zeros(before[name].shape[0], dtype=bool)
-            mask[alive] = True
-            out[name] = mask
-        return out
-
-
-# ----------------------------------------------------------------------------- unstructured
-
-class _UnstructuredPruner:
-    """torch.nn.utils.prune with cumulative targets per step; masks are made permanent at the end."""
-
-    def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, num_classes: int | None):
-        self.model, self.cfg = model, cfg
-        self.strategy: UnstructuredStrategy = method.factory()
-        ignored = {id(m) for m in _ignored_modules(model, cfg, num_classes)}
-        self.targets = [(n, m) for n, m in prunable_layers(model) if id(m) not in ignored]
-        if not self.targets:
-            raise UserError("no layers are left to prune: every layer is ignored")
-        self.done = 0.0
-        self.current = 0
-
-    def _layer_target(self, name: str, step: int) -> float:
-        final = self.cfg.layer_ratios.get(name, self.cfg.pruning_ratio)
-        return min(final, self.cfg.max_layer_ratio) * step / self.cfg.steps
-
-    def step(self, cancel: CancelToken) -> None:
-        """Prune to the cumulative ratio of the next step (exact counts: torch rounds per tensor)."""
-        self.current += 1
-        k = self.current
-        if self.strategy.scope == "global" and not self.cfg.layer_ratios:
-            target = min(self.cfg.pruning_ratio, 1.0) * k / self.cfg.steps
-            total = sum(m.weight.numel() for _, m in self.targets)
-            already = sum(int((m.weight == 0).sum()) if hasattr(m, "weight_mask") else 0 for _, m in self.targets)
-            amount = int(round(target * total)) - already
-            cancel.check()
-            torch_prune.global_unstructured([(m, "weight") for _, m in self.targets],
-                                           pruning_method=torch_prune.L1Unstructured, amount=max(0, amount))
-            return
-        for name, m in self.targets:
-            cancel.check()
-            n = m.weight.numel()
-            want = int(round(self._layer_target(name, k) * n))
-            have = int((m.weight_mask == 0).sum()) if hasattr(m, "weight_mask") else 0
-            amount = max(0, want - have)
-            if self.strategy.criterion == "random":
-                torch_prune.random_unstructured(m, "weight", amount=amount)
-            else:
-                torch_prune.l1_unstructured(m, "weight", amount=amount)
-
-    def make_permanent(self) -> None:
-        """Fold the masks into the weights, so the model saves and exports as a plain model."""
-        for _, m in self.targets:
-            if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"):
-                torch_prune.remove(m, "weight")
-
-    def step_ratio(self) -> float:
-        """Weight ratio targeted by the last step."""
-        return (self.cfg.pruning_ratio or 0) * self.current / self.cfg.steps
-
-
 # ----------------------------------------------------------------------------- the pipeline
 
 def _measure(model: nn.Module, data: Dataset, cfg: PruneConfig, device: str, cancel: CancelToken,
@@ -512,111 +180,48 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         teacher = copy.deepcopy(bundle.model).to(dev).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    example = torch.zeros(1, *shape, device=dev)
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
-    plan_cfg = cfg  # what the pruner runs; cfg stays what the user asked for
-    if method.structured and cfg.target_speedup is not None and cfg.scope == "layer":
-        ratio, macs, macs_below = ratio_for_speedup(model, cfg, example, work.num_classes, baseline.macs or 1,
-                                                    cancel)
-        plan_cfg = replace(cfg, pruning_ratio=ratio, target_speedup=None)
-        reached, below = (baseline.macs or 1) / max(1, macs), (baseline.macs or 1) / max(1, macs_below)
-        text = f"target {cfg.target_speedup:g}× fewer MACs: uniform ratio {ratio:.3f} gives {reached:.2f}×"
-        if reached < cfg.target_speedup:
-            text += " (every layer at the maximum layer ratio; the target is out of reach)"
-        elif reached > 1.1 * cfg.target_speedup:
-            text += ("; no uniform ratio lands closer" + (f" (just below: {below:.2f}×)" if below > 1.0 else "")
-                     + f", because channel counts move in steps of {cfg.round_to or 1}. Smaller channel rounding "
-                     "(round_to) or global scope gets nearer")
-        notes.append(text)
-    if method.structured:
-        pruner = _StructuredPruner(model, method, plan_cfg, example, work.num_classes)
-    else:
-        pruner = _UnstructuredPruner(model, method, cfg, work.num_classes)
-    regularizer = pruner.regularizer() if method.structured else None
-    base_macs = baseline.macs or 1
+    pruner = make_pruner(model, method, cfg, torch.zeros(1, *shape, device=dev), work.num_classes,
+                         baseline.macs or 1, cancel)
+    notes.extend(pruner.notes)
+    if cfg.sparsity_reg > 0 and "sparsity_reg" not in method.options:
+        notes.append(f"the sparsity penalty applies to methods that read it; {method.name} does not, so it was "
+                     "not used")
     setup_seconds = time.perf_counter() - t_setup
     prune_seconds = 0.0
     steps: list[StepDone] = []
     current = baseline
     for step in range(1, cfg.steps + 1):
-        step_notes: list[str] = []
         t0 = time.perf_counter()
-        if method.structured:
-            yield from pruner.calibrate(data, dev, cancel)
-            if plan_cfg.target_speedup is None:
-                pruner.step(cancel)
-                ratio = float(plan_cfg.pruning_ratio * step / cfg.steps)
-            else:
-                goal = cfg.target_speedup ** (step / cfg.steps)
-                macs = count_macs(model, shape, device)
-                while base_macs / max(1, macs) < goal and not pruner.exhausted:
-                    pruner.step(cancel)
-                    macs = count_macs(model, shape, device)
-                    yield Progress("prune", min(99, int(100 * math.log(base_macs / macs) / math.log(goal))), 100,
-                                   f"{base_macs / macs:.2f}× of {goal:.2f}× fewer MACs")
-                if base_macs / max(1, macs) < goal:
-                    step_notes.append(f"reached only {base_macs / macs:.2f}× fewer MACs (target {goal:.2f}×): "
-                                      "every layer hit the maximum layer ratio")
-                ratio = float(pruner.pruner.per_step_pruning_ratio[pruner.pruner.current_step]
-                              if hasattr(pruner.pruner, "per_step_pruning_ratio") else 0.0)
-        else:
-            pruner.step(cancel)
-            ratio = pruner.step_ratio()
+        yield from pruner.calibrate(data, dev, cancel)
+        yield from pruner.step(step, cancel)
         step_time = time.perf_counter() - t0 + (setup_seconds if step == 1 else 0.0)
         prune_seconds += step_time
         yield Progress("prune", 1, 1, f"step {step}/{cfg.steps}: pruned in {step_time:.2f} s")
 
         t1 = time.perf_counter()
-        top1_pruned = top1_bn = None
-        # The before/after-recovery check is a quick look on validation images, capped like evaluation.
-        quick = min(QUICK_CHECK_IMAGES, cfg.eval_limit or QUICK_CHECK_IMAGES)
-        if cfg.bn_recalibrate or cfg.recovers_by_training:
-            top1_pruned = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
-        if cfg.bn_recalibrate:
-            yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
-            top1_bn = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
-        if cfg.recovers_by_training:
-            tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
-                               schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,
-                               device=device, distill_temperature=cfg.distill_temperature,
-                               distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4)
-            for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase="finetune"):
-                if isinstance(ev, Progress):
-                    yield Progress("finetune", ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
-                elif isinstance(ev, EpochDone):
-                    yield ev
+        checks: list = []
+        yield from _recover(model, data, cfg, dev, step, teacher, pruner.regularizer(), cancel, checks)
         recover_seconds = time.perf_counter() - t1
         model.eval()
         sink = []
         yield from _metrics_of(_measure(model, data, cfg, device, cancel, "evaluate"), sink)
         current = sink[0]
-        kept = pruner.kept(before_w) if method.structured else {}
-        done = StepDone(step, cfg.steps, ratio, current, layer_stats(before_w, model),
-                        histograms(before_w, model, kept), step_time, recover_seconds, top1_pruned, top1_bn,
-                        tuple(step_notes))
+        done = StepDone(step, cfg.steps, pruner.ratio, current, layer_stats(before_w, model),
+                        histograms(before_w, model, pruner.kept(before_w)), step_time, recover_seconds, *checks,
+                        tuple(pruner.step_notes))
         steps.append(done)
-        notes.extend(step_notes)
+        notes.extend(pruner.step_notes)
         yield done
-        if method.structured and plan_cfg.target_speedup is not None and pruner.exhausted:
+        if pruner.done:
             break
 
-    if not method.structured:
-        pruner.make_permanent()
-        notes.append("Unstructured pruning zeroes weights but keeps every tensor dense: the compressed file "
-                     "shrinks, dense latency and MACs do not change.")
+    pruner.finish()
+    notes.extend(n for n in pruner.notes if n not in notes)
     paired = None
     if cfg.measure_speed:
-        # The before and after figures were timed minutes apart, and load that comes and goes in between
-        # lands on one of them only; timed interleaved now, both see the same machine.
         original = teacher if teacher is not None else copy.deepcopy(bundle.model).to(dev).eval()
-        sizes = (1,) if cfg.batch_size == 1 else (1, cfg.batch_size)
-        for ev in iter_paired_speedup(original, model, shape, sizes, device, rounds=PAIRED_ROUNDS,
-                                      runs_per_round=max(3, cfg.latency_repeats // 6), threads=cfg.threads,
-                                      names=("original", "pruned"), cancel=cancel):
-            if isinstance(ev, Progress):
-                yield ev
-            else:
-                paired = ev.to_json()
+        paired = yield from _paired_speedup(original, model, shape, cfg, device, cancel)
         del original
     work.meta = {
         "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
@@ -635,6 +240,49 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         keep.append(work)
     yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
                   time.perf_counter() - start, prune_seconds, tuple(notes), paired)
+
+
+def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.device, step: int,
+             teacher: nn.Module | None, regularizer, cancel: CancelToken, checks: list) -> Iterator:
+    """BatchNorm re-estimation and/or fine-tuning after a step; appends (top-1 right after pruning,
+    top-1 after the BatchNorm re-estimation) to `checks`, each None when not measured."""
+    top1_pruned = top1_bn = None
+    # The before/after-recovery check is a quick look on validation images, capped like evaluation.
+    quick = min(QUICK_CHECK_IMAGES, cfg.eval_limit or QUICK_CHECK_IMAGES)
+    if cfg.bn_recalibrate or cfg.recovers_by_training:
+        top1_pruned = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
+    if cfg.bn_recalibrate:
+        yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
+        top1_bn = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
+    if cfg.recovers_by_training:
+        tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
+                           schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,
+                           device=dev.type, distill_temperature=cfg.distill_temperature,
+                           distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4)
+        for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase="finetune"):
+            if isinstance(ev, Progress):
+                yield Progress("finetune", ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
+            elif isinstance(ev, EpochDone):
+                yield ev
+    checks.extend((top1_pruned, top1_bn))
+
+
+def _paired_speedup(original: nn.Module, model: nn.Module, shape, cfg: PruneConfig, device: str,
+                    cancel: CancelToken) -> Iterator:
+    """The original and the pruned model timed interleaved; returns the pairs' JSON.
+
+    The before and after figures were timed minutes apart, and load that comes and goes in between
+    lands on one of them only; timed interleaved now, both see the same machine."""
+    paired = None
+    sizes = (1,) if cfg.batch_size == 1 else (1, cfg.batch_size)
+    for ev in iter_paired_speedup(original, model, shape, sizes, device, rounds=PAIRED_ROUNDS,
+                                  runs_per_round=max(3, cfg.latency_repeats // 6), threads=cfg.threads,
+                                  names=("original", "pruned"), cancel=cancel):
+        if isinstance(ev, Progress):
+            yield ev
+        else:
+            paired = ev.to_json()
+    return paired
 
 
 def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None,

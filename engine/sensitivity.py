@@ -17,13 +17,12 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from engine.checks import check_traceable
 from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import CancelToken, Eta, Progress
-from engine.layers import PRUNABLE, classifier_head
+from engine.layers import ignored_modules, walk_groups
 from engine.methods import get_method
 from engine.metrics import count_macs
 from engine.models import ModelBundle
@@ -109,70 +108,40 @@ def scan_key(identity: dict, dataset: str, options: dict) -> str:
     return "scan-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
-def _ignored(model: nn.Module, num_classes: int | None, keep_head: bool) -> list[nn.Module]:
-    head = classifier_head(model, num_classes) if keep_head else None
-    return [dict(model.named_modules())[head]] if head else []
-
-
 def layer_groups(model: nn.Module, input_shape, num_classes: int | None = None,
                  keep_head: bool = True) -> list[tuple[str, tuple[str, ...], int]]:
     """(root layer, member layers, channels) of every prunable dependency group, in model order."""
-    import torch_pruning as tp
-
-    names = {m: n for n, m in model.named_modules()}
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    out = []
-    for group in graph.get_all_groups(ignored_layers=_ignored(model, num_classes, keep_head),
-                                      root_module_types=PRUNABLE):
-        root = group[0].dep.target.module
-        members = []
-        for dep, _ in group:
-            m = dep.target.module
-            if isinstance(m, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler) and names.get(m) \
-                    and names[m] not in members:
-                members.append(names[m])
-        channels = graph.get_out_channels(root)
-        if names.get(root) and channels and channels > 1:
-            out.append((names[root], tuple(members), int(channels)))
-    return out
+    return [(g.root, g.members, g.channels)
+            for g in walk_groups(model, example, ignored_modules(model, (), keep_head, num_classes))
+            if g.root and g.channels > 1]
 
 
 def _importance(model: nn.Module, method_name: str, data: Dataset, input_shape, num_classes, keep_head: bool,
                 device: torch.device, cancel: CancelToken) -> dict[str, np.ndarray]:
     """Channel scores of every group's root under the chosen method (computed once, on the original)."""
-    import torch_pruning as tp
-
     method = get_method(method_name)
     if not method.structured:
         raise UserError(f"sensitivity scans remove channels; {method.name} is unstructured — use a structured "
                         "method such as l2")
-    if method.calibration == "hessian":
-        raise UserError(f"{method.name} needs per-sample gradients, too slow for a scan; use l2, taylor or fpgm")
+    if method.calibration is not None and method.calibration.per_image:
+        raise UserError(f"{method.name} needs {method.calibration.words}, too slow for a scan; use l2, taylor or "
+                        "fpgm")
     imp = method.factory()
-    names = {m: n for n, m in model.named_modules()}
-    if method.calibration == "gradients":
-        model.zero_grad(set_to_none=True)
-        for i, (x, y) in enumerate(data.loader("train", 64, shuffle=True, seed=7)):
-            if i >= 4:
-                break
-            cancel.check()
-            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+    if method.calibration is not None:
+        for _ in method.calibration.run(model, imp, data, device, batches=4, seed=0, cancel=cancel):
+            pass  # a few seconds; the scan's own progress follows
     example = torch.zeros(1, *input_shape, device=device)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     scores = {}
-    for group in graph.get_all_groups(ignored_layers=_ignored(model, num_classes, keep_head),
-                                      root_module_types=PRUNABLE):
-        root = names.get(group[0].dep.target.module)
+    for g in walk_groups(model, example, ignored_modules(model, (), keep_head, num_classes)):
         with torch.no_grad():
-            s = imp(group)
-        if root is None or s is None:
+            s = imp(g.group)
+        if g.root is None or s is None:
             continue
         s = s.detach().float().cpu().numpy()
-        channels = graph.get_out_channels(group[0].dep.target.module)
-        if channels and len(s) != channels and len(s) % channels == 0:
-            s = s.reshape(-1, channels).mean(0)
-        scores[root] = s
+        if g.channels and len(s) != g.channels and len(s) % g.channels == 0:
+            s = s.reshape(-1, g.channels).mean(0)
+        scores[g.root] = s
     model.zero_grad(set_to_none=True)
     return scores
 
@@ -265,7 +234,8 @@ class Proposal:
 def pruned_macs(bundle: ModelBundle, default_ratio: float, layer_ratios: dict | None = None,
                 round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True) -> int:
     """MACs of the model pruned as engine.pruning would prune it (layer scope), counted on a real copy."""
-    from engine.pruning import PruneConfig, macs_at_ratio
+    from engine.config import PruneConfig
+    from engine.pruners import macs_at_ratio
 
     cfg = PruneConfig(pruning_ratio=default_ratio, layer_ratios=dict(layer_ratios or {}), round_to=round_to,
                       max_layer_ratio=max_layer_ratio, keep_head=keep_head)

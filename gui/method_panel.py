@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QVBoxLayout, QWidget)
 
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, all_methods, get_method
-from engine.pruning import PruneConfig
+from engine.config import PruneConfig
 
 FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
 DEFAULT_METHOD = "l2"

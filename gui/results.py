@@ -18,7 +18,8 @@ import pyqtgraph as pg
 from engine.metrics import Metrics
 from engine.models import ModelBundle
 from engine.outputs import atomic_files
-from engine.pruning import PruneConfig, RunDone, StepDone
+from engine.config import PruneConfig
+from engine.pruning import RunDone, StepDone
 from engine.units import fmt_bytes, fmt_count
 from gui import theme
 

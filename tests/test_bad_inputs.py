@@ -138,7 +138,7 @@ CASES = [
     Case("lr-nan", prune_r("--lr", "nan"), "finite number"),
     Case("lr-zero", prune_r("--lr", "0", "--finetune-batches", "2"), "above 0"),
     Case("max-layer-ratio-zero", prune_r("--max-layer-ratio", "0"), "maximum layer ratio"),
-    Case("round-to-negative", prune_r("--round-to", "-1"), "round_to must be a positive integer"),
+    Case("round-to-negative", prune_r("--round-to", "-1"), "channel rounding (--round-to) must be a positive integer"),
     Case("sparsity-nan", prune_r("--sparsity-reg", "nan"), "finite number"),
     Case("distill-without-finetune", prune_r("--distill"), "distillation needs fine-tuning"),
     Case("std-zero", prune_r("--mean", "0.5", "--std", "0"), "--std values must be above 0"),

@@ -14,7 +14,8 @@ from engine.metrics import (SPREAD_LIMIT, Metrics, PairedSpeedup, default_thread
                             iter_paired_speedup, measure_latency, measure_paired_speedup, median_interval,
                             noise_note, relative_spread, speedup_text, usable_cores)
 from engine.models import DemoResNet, ModelBundle
-from engine.pruning import PAIRED_ROUNDS, PruneConfig, RunDone, run_pruning
+from engine.config import PruneConfig
+from engine.pruning import PAIRED_ROUNDS, RunDone, run_pruning
 
 SHAPE = (1, 28, 28)
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine.errors import UserError
 from engine.experiments import (CRITERION_KEYS, PLAN_SECTIONS, RECOVERY_KEYS, Plan, check_typed, parse_plan)
-from engine.pruning import PruneConfig
+from engine.config import PruneConfig
 
 BASE = "[model]\nsource = \"demo:resnet\"\n[sweep]\nmethods = [\"l2\"]\nratios = [0.5]\n"
 PRUNE_HINTS = typing.get_type_hints(PruneConfig)
@@ -101,12 +101,13 @@ def test_sensitivity_values_are_checked_naming_the_key(key, value, named):
 
 
 @pytest.mark.parametrize("snippet, named", [
-    ("[prune]\nbatch_size = 0", "batch_size"),
-    ("[prune]\nmax_layer_ratio = 1.5", "maximum layer ratio"),
-    ("[prune]\nsteps = 1000", "steps"),
-    ("[prune]\nscope = \"everywhere\"", "scope"),
+    ("[prune]\nbatch_size = 0", r"\[prune\] batch_size must be a whole number of at least 1"),
+    ("[prune]\nmax_layer_ratio = 1.5", r"\[prune\] max_layer_ratio must be in \(0, 1\]"),
+    ("[prune]\nsteps = 1000", r"\[prune\] steps must be between 1 and 100"),
+    ("[prune]\nscope = \"everywhere\"", r"\[prune\] scope must be one of layer, global"),
+    ("[prune]\noptimizer = \"adam\"", r"\[prune\] optimizer must be one of sgd, adamw"),
     ("[[recovery]]\ndistill = true", "distillation needs fine-tuning"),
-    ("[[recovery]]\nfinetune_lr = 0.0\nfinetune_batches = 5", "learning rate"),
+    ("[[recovery]]\nfinetune_lr = 0.0\nfinetune_batches = 5", r"finetune_lr must be above 0"),
 ])
 def test_ranges_are_checked_when_the_plan_is_read(snippet, named):
     """PruneConfig.validate() runs on every run's configuration at parse time, before any work."""

@@ -16,7 +16,8 @@ from engine.events import CancelToken, Progress
 from engine.layers import describe_layers, prunable_layers
 from engine.methods import REGISTRY, all_methods, get_method, register_method
 from engine.models import DemoResNet, DemoVGG, ModelBundle, load_model
-from engine.pruning import PruneConfig, RunDone, StepDone, run_pruning
+from engine.config import PruneConfig
+from engine.pruning import RunDone, StepDone, run_pruning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,8 +160,11 @@ def test_cancel_between_groups(tiny, fashion):
     (dict(layer_ratios={"nope": 0.5}), "--layer-ratio: no layer named 'nope'"),
     (dict(ignored_layers=("stem", "layer1", "layer2", "layer3")), "every prunable layer is ignored"),
     (dict(pruning_ratio=float("nan")), "finite"),
-    (dict(batch_size=0), "batch_size must be a whole number"),
-    (dict(eval_limit=0), "eval_limit"),
+    (dict(batch_size=0), r"batch size \(--batch-size\) must be a whole number"),
+    (dict(eval_limit=0), r"evaluation images \(--eval-limit\)"),
+    (dict(calibration_batches=True), "calibration batches must be a whole number"),
+    (dict(scope="everywhere"), "scope .* must be one of layer, global"),
+    (dict(device="gpu"), "device .* must be \"cpu\" or \"cuda\""),
     (dict(batch_size=10 ** 9), "would need about .* GiB for one forward pass"),
 ])
 def test_bad_configs_are_explained(tiny, fashion, bad, fix):

@@ -147,7 +147,8 @@ def test_budget_counts_the_same_rounding_as_real_runs(tiny, fashion):
     """At 0.8 with round_to=8 every group of the tiny model would round to 0 channels; real runs keep
     8, and the proposal's MACs budget must be counted the same way (else 'same MACs' is not true)."""
     from engine.metrics import count_macs
-    from engine.pruning import PruneConfig, run_pruning
+    from engine.config import PruneConfig
+    from engine.pruning import run_pruning
 
     kept: list = []
     cfg = PruneConfig(method="l2", pruning_ratio=0.8, round_to=8, eval_limit=64, measure_speed=False)

@@ -15,7 +15,7 @@ from engine.experiments.typed import (_expect, _key_name, _numbers, _shown, chec
                                       check_sensitivity_options)
 from engine.methods import all_methods, get_method
 from engine.outputs import check_writable
-from engine.pruning import PruneConfig
+from engine.config import RECOVERY, PruneConfig, options
 
 # ----------------------------------------------------------------------------- plans
 
@@ -30,8 +30,8 @@ PLAN_SECTIONS = {
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
     "criteria": None,
 }
-RECOVERY_KEYS = {"name", "bn_recalibrate", "bn_batches", "finetune_epochs", "finetune_batches", "finetune_lr",
-                 "optimizer", "distill", "distill_temperature", "distill_weight", "sparsity_reg", "steps"}
+# a recovery setting may also change the steps and the sparsity penalty (both shape the fine-tuning)
+RECOVERY_KEYS = {"name", "steps", "sparsity_reg", *options(RECOVERY)}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from engine.experiments.plans import Plan, Recovery
 from engine.experiments.ranking import Ranking, rank
 from engine.experiments.store import ClaimOwner, ResultStore, RunResult, run_label
 from engine.methods import get_method
-from engine.pruning import PruneConfig, RunDone
+from engine.config import PruneConfig
+from engine.pruning import RunDone
 
 POLL_S = 1.0  # how often a sweep that waits for another's runs looks at the store
 

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 from engine.errors import UserError
 from engine.metrics import Metrics
 from engine.paths import data_dir
-from engine.pruning import PruneConfig
+from engine.config import PruneConfig
 
 STORE_NAME = "results.sqlite"
 SCHEMA_VERSION = 2  # 2: header marks (application_id, user_version) and the claims table

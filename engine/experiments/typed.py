@@ -6,7 +6,7 @@ from typing import Any
 
 from engine.errors import UserError
 from engine.methods import get_method
-from engine.pruning import PruneConfig
+from engine.config import PruneConfig, check_value
 
 
 def _expect(value: Any, kind: type | tuple, where: str, hint: str) -> Any:
@@ -115,21 +115,14 @@ def check_typed(value: Any, hint: Any, where: str) -> Any:
 
 
 def check_prune_options(table: dict, where: str) -> dict:
-    """[prune] or [[recovery]] options, each checked against PruneConfig's annotation of that field."""
-    import re
+    """[prune] or [[recovery]] options, each checked against PruneConfig's annotation and bounds of that field."""
     import typing
-
-    from engine.training import OPTIMIZERS
 
     hints = typing.get_type_hints(PruneConfig)
     out = {}
     for key, value in table.items():
         value = check_typed(value, hints[key], f"{where} {key}")
-        if key == "optimizer" and value not in OPTIMIZERS:
-            raise UserError(f"{where} optimizer must be one of {', '.join(OPTIMIZERS)}, got {_shown(value)}")
-        if key == "device" and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
-            raise UserError(f"{where} device must be \"cpu\" or \"cuda\" (or \"cuda:N\"), got {_shown(value)}")
-        out[key] = value
+        out[key] = check_value(key, value, hints[key], f"{where} {key}")
     return out
 
 

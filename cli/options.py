@@ -1,0 +1,92 @@
+"""The prune command's option flags, generated from PruneConfig's field descriptions (engine.config)."""
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import fields
+from typing import Any, Callable
+
+from engine.config import PruneConfig, default_of, options
+from engine.errors import UserError
+
+# Which flags are required, and which pairs exclude each other, is the command's choice, not the config's.
+REQUIRED = ("method",)
+ONE_OF = ("pruning_ratio", "target_speedup")
+
+
+def _parse_type(name: str, hint: Any) -> Callable[[str], Any] | None:
+    from cli.main import at_least, finite
+
+    kinds = set(typing.get_args(hint) or (hint,)) - {type(None)}
+    opt = options()[name]
+    if kinds == {float}:
+        return finite
+    if kinds == {int}:
+        # counts are checked while parsing; a bound such as round_to's is PruneConfig.validate's message
+        return at_least(int(opt.low)) if opt.low is not None and opt.off is None else int
+    return None
+
+
+def _help(name: str) -> str:
+    opt, default = options()[name], default_of(name)
+    text = opt.help
+    if opt.choices:
+        text += f" ({' or '.join(map(str, opt.choices))})"
+    if default not in (None, (), {}) and not isinstance(default, bool) and name not in REQUIRED + ONE_OF:
+        text += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+    return text.replace("%", "%%")
+
+
+def add_config_flags(p: argparse.ArgumentParser, method_help: str = "") -> None:
+    """One flag per PruneConfig field that has one; dest is the field's name."""
+    hints = typing.get_type_hints(PruneConfig)
+    exclusive = p.add_mutually_exclusive_group(required=True)
+    for f in fields(PruneConfig):
+        opt = f.metadata["option"]
+        if not opt.flag:
+            continue
+        target = exclusive if f.name in ONE_OF else p
+        kw: dict[str, Any] = {"dest": f.name, "help": _help(f.name) + (method_help if f.name == "method" else "")}
+        hint = hints[f.name]
+        if hint is bool:
+            kw.update(action="store_false" if opt.negated else "store_true", default=default_of(f.name))
+        elif hint in (dict, tuple):
+            kw.update(action="append", metavar=opt.metavar, default=None)
+        else:
+            kw.update(type=_parse_type(f.name, hint), metavar=opt.metavar,
+                      default=None if f.name in ONE_OF + REQUIRED else default_of(f.name))
+            if f.name in REQUIRED:
+                kw["required"] = True
+        target.add_argument(opt.flag, **kw)
+
+
+def _layer_ratios(items: list[str] | None) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UserError(f"--layer-ratio takes NAME=RATIO, got {item!r}") from None
+        if not sep:
+            raise UserError(f"--layer-ratio takes NAME=RATIO, got {item!r}")
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> PruneConfig:
+    """The PruneConfig the parsed flags describe."""
+    hints = typing.get_type_hints(PruneConfig)
+    values = {}
+    for f in fields(PruneConfig):
+        opt = f.metadata["option"]
+        if not opt.flag:
+            continue
+        value = getattr(args, f.name)
+        if hints[f.name] is dict:
+            value = _layer_ratios(value)
+        elif hints[f.name] is tuple:
+            value = tuple(value or ())
+        elif opt.off is not None and value == opt.off:
+            value = None
+        values[f.name] = value
+    return PruneConfig(**values)

@@ -1,0 +1,242 @@
+"""PruneConfig: every option of a pruning run, described once.
+
+Each field carries an `Option` in its metadata (label, help, bounds, choices, CLI flag, GUI hints).
+The CLI's flags, the plan checks and the GUI's option widgets are generated from it, so a new option
+is added here and nowhere else.
+"""
+from __future__ import annotations
+
+import math
+import re
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from engine.errors import UserError
+from engine.methods import Method, get_method
+from engine.training import OPTIMIZERS
+
+SCOPES = ("layer", "global")
+DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
+
+# Groups say where an option belongs: the GUI builds one box per group and plans allow the
+# "recovery" group inside [[recovery]] tables.
+NOT_SET = object()  # an Option's gui_default when the GUI starts at the dataclass default
+
+TARGET, LAYERS, RECOVERY, METHOD, RUN = "target", "layers", "recovery", "method", "run"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one PruneConfig field is shown, parsed and checked."""
+
+    label: str  # words for messages and GUI labels
+    help: str  # tooltip and --help text
+    group: str = RUN
+    flag: str | None = None  # command-line flag; None: plans and GUI only
+    negated: bool = False  # a store_false flag (e.g. --no-speed for measure_speed)
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: `low` itself is not allowed
+    high_open: bool = False
+    choices: tuple = ()
+    choice_labels: tuple = ()  # words for the GUI's combo box, one per choice
+    rule: str = ""  # the bounds in words, when the numbers say it badly
+    metavar: str | None = None
+    off: Any = None  # the flag/widget value that means None ("off")
+    step: float | None = None  # GUI spin step
+    decimals: int = 2
+    suffix: str = ""
+    gui_default: Any = NOT_SET  # the GUI starts here when it differs from the dataclass default
+
+    def bounds_text(self) -> str:
+        """The accepted values in words."""
+        if self.rule:
+            return self.rule
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        low = None if self.low is None else f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        high = None if self.high is None else f"{'below' if self.high_open else 'at most'} {self.high:g}"
+        return " and ".join(p for p in (low, high) if p) or "a value"
+
+
+def option(default: Any = MISSING, *, factory: Any = MISSING, **kw: Any) -> Any:
+    """A dataclass field with its Option."""
+    meta = {"option": Option(**kw)}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _count(label: str, help: str, default: int | None, high: int | None = None, **kw: Any) -> Any:
+    rule = f"a whole number from 1 to {high}" if high else "a whole number of at least 1"
+    return option(default, label=label, help=help, low=1, high=high, rule=rule, metavar="N", **kw)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything a user can set for one pruning run (shared by the GUI, the CLI and plans)."""
+
+    method: str = option("l2", label="method", help="the pruning method", group=METHOD,
+                         flag="--method", metavar="NAME")
+    pruning_ratio: float | None = option(
+        0.5, label="pruning ratio", group=TARGET, flag="--ratio", low=0.0, high=1.0, low_open=True, high_open=True,
+        rule="between 0 and 1 (exclusive)", metavar="R",
+        help="share removed: channels for structured methods, weights for unstructured")
+    target_speedup: float | None = option(
+        None, label="target speed-up", group=TARGET, flag="--target-speedup", low=1.0, low_open=True, metavar="S",
+        help="prune until MACs are at least S times lower (structured methods; layer scope picks the smallest "
+             "uniform ratio that gets there, global scope prunes in small steps)")
+    scope: str = option("layer", label="scope", group=TARGET, flag="--scope", choices=SCOPES,
+                        choice_labels=("Per layer (same ratio everywhere)", "Global (ranked across layers)"),
+                        help="layer: every layer loses the same share; global: channels are ranked across layers, "
+                             "so redundant layers lose more")
+    layer_ratios: dict = option(factory=dict, label="layer ratios", group=LAYERS, flag="--layer-ratio",
+                                metavar="NAME=R", help="own ratio for a layer (repeatable)")
+    ignored_layers: tuple = option((), label="ignored layers", group=LAYERS, flag="--ignore", metavar="NAME",
+                                   help="leave a layer alone (repeatable)")
+    keep_head: bool = option(True, label="keep the classifier head", group=LAYERS, flag="--prune-head", negated=True,
+                             help="the classifier head keeps all its inputs; --prune-head prunes them too")
+    max_layer_ratio: float = option(
+        0.9, label="maximum layer ratio", group=LAYERS, flag="--max-layer-ratio", low=0.0, high=1.0, low_open=True,
+        rule="in (0, 1]", step=0.05, metavar="R", help="no layer loses more than this share, so no layer disappears")
+    round_to: int | None = option(
+        8, label="channel rounding", group=LAYERS, flag="--round-to", low=1, rule="a positive integer", off=0, metavar="N",
+        help="keep channel counts multiples of N (hardware runs such widths faster; 0 or 1 = exact counts)")
+    steps: int = option(1, label="steps", group=TARGET, flag="--steps", low=1, high=100, rule="between 1 and 100",
+                        gui_default=3, metavar="N",
+                        help="iterative steps to the target, each prune -> recover -> evaluate")
+    bn_recalibrate: bool = option(
+        False, label="re-estimate BatchNorm statistics", group=RECOVERY, flag="--bn-recalibrate", gui_default=True,
+        help="recompute BatchNorm means/variances on training images after each step (no weights change; "
+             "seconds, and often recovers much of the lost accuracy)")
+    bn_batches: int = _count("BatchNorm batches", "training batches for the BatchNorm re-estimation", 40,
+                             group=RECOVERY, gui_default=10)
+    finetune_epochs: float = option(
+        0.0, label="fine-tuning epochs", group=RECOVERY, flag="--finetune-epochs", low=0.0, high=1000.0, step=0.1,
+        suffix=" epochs", metavar="E",
+        help="fine-tune on the training set after each step (fractions of an epoch are fine); the strongest but "
+             "slowest recovery")
+    finetune_batches: int | None = _count("fine-tuning batches", "or a batch budget per step", None,
+                                          group=RECOVERY, flag="--finetune-batches")
+    finetune_lr: float = option(0.01, label="fine-tuning learning rate", group=RECOVERY, flag="--lr", low=0.0,
+                                low_open=True, rule="above 0", decimals=4, step=0.001, metavar="LR",
+                                help="learning rate while fine-tuning")
+    optimizer: str = option("sgd", label="optimizer", group=RECOVERY, choices=OPTIMIZERS,
+                            help="optimiser for fine-tuning")
+    distill: bool = option(False, label="distil from the original model", group=RECOVERY, flag="--distill",
+                           help="while fine-tuning, also learn the unpruned model's soft outputs (knowledge "
+                                "distillation); needs fine-tuning")
+    distill_temperature: float = option(4.0, label="distillation temperature", group=RECOVERY, low=0.0,
+                                        low_open=True, rule="above 0",
+                                        help="softens both models' outputs before they are compared")
+    distill_weight: float = option(0.7, label="distillation weight", group=RECOVERY, low=0.0, high=1.0,
+                                   rule="between 0 and 1", help="share of the loss that comes from the teacher")
+    sparsity_reg: float = option(
+        0.0, label="sparsity penalty", group=METHOD, flag="--sparsity-reg", low=0.0, rule="not negative",
+        decimals=5, step=1e-4, metavar="L",
+        help="L1 penalty on BatchNorm scales while fine-tuning (Network Slimming), e.g. 1e-4; needs fine-tuning")
+    calibration_batches: int = _count(
+        "calibration batches", "batches of training images the method's scores are computed from (Hessian: 8 images "
+        "each, one backward pass per image)", 4, group=METHOD, high=1000)
+    device: str = option("cpu", label="device", flag="--device", metavar="cpu|cuda", rule='"cpu" or "cuda" (or "cuda:N")',
+                         help="where pruning, fine-tuning and measurements run")
+    seed: int = option(0, label="seed", flag="--seed", low=0, metavar="N",
+                       help="seed for data order, calibration and fine-tuning (same seed, same figures)")
+    batch_size: int = _count("batch size", "evaluation and latency batch size", 64, flag="--batch-size")
+    eval_limit: int | None = _count("evaluation images", "evaluate on the first N test images only", None,
+                                    flag="--eval-limit")
+    measure_speed: bool = option(True, label="measure latency", flag="--no-speed", negated=True,
+                                 help="time the model (latency, throughput, memory); --no-speed skips it, much "
+                                      "faster on large models")
+    latency_repeats: int = _count("timed runs", "timed runs per latency figure (their median is reported)", 30,
+                                  gui_default=20)
+    threads: int | None = _count("threads", "CPU threads for latency (default: the cores other work leaves free)",
+                                 None, flag="--threads")
+
+    def validate(self) -> Method:
+        """Check the values and return the method; errors name the field and the fix."""
+        method = get_method(self.method)
+        hints = typing.get_type_hints(PruneConfig)
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name), hints[f.name])
+        for name, value in self.layer_ratios.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"ratio for layer {name} must be a finite number, got {value!r}")
+            if not 0.0 <= value < 1.0:
+                raise UserError(f"ratio for layer {name} must be in [0, 1), got {value}")
+        if (self.pruning_ratio is None) == (self.target_speedup is None):
+            raise UserError("give exactly one of a pruning ratio (--ratio) or a target speed-up (--target-speedup)")
+        if self.target_speedup is not None and not method.structured:
+            raise UserError(f"{method.name} is unstructured: zeroed weights do not reduce MACs; "
+                            "use --ratio, or a structured method for a speed-up target")
+        if self.distill and not self.recovers_by_training:
+            raise UserError("distillation needs fine-tuning: set fine-tuning epochs (--finetune-epochs) above 0")
+        return method
+
+    @property
+    def recovers_by_training(self) -> bool:
+        """True when fine-tuning runs after each step."""
+        return self.finetune_epochs > 0 or bool(self.finetune_batches)
+
+    def to_json(self) -> dict:
+        """Plain dict for JSON and the result store."""
+        d = asdict(self)
+        d["ignored_layers"] = list(self.ignored_layers)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PruneConfig":
+        """Inverse of to_json; unknown keys are an error that names them."""
+        known = set(cls.__dataclass_fields__)
+        extra = set(d) - known
+        if extra:
+            raise UserError(f"unknown pruning options: {', '.join(sorted(extra))}; valid: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "ignored_layers" in d:
+            d["ignored_layers"] = tuple(d["ignored_layers"])
+        return cls(**d)
+
+
+def options(group: str | None = None) -> dict[str, Option]:
+    """Field name -> Option, in declaration order, optionally of one group."""
+    return {f.name: f.metadata["option"] for f in fields(PruneConfig)
+            if group is None or f.metadata["option"].group == group}
+
+
+def default_of(name: str, gui: bool = False) -> Any:
+    """The field's default (the GUI's own start value with `gui`)."""
+    f = PruneConfig.__dataclass_fields__[name]
+    opt = f.metadata["option"]
+    if gui and opt.gui_default is not NOT_SET:
+        return opt.gui_default
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def check_value(name: str, value: Any, hint: Any = None, where: str = "") -> Any:
+    """`value` checked against the bounds and choices of field `name`; a UserError names the option.
+
+    Types are the caller's (dataclass annotations for plans, argparse for the CLI); this checks what a
+    well-typed value may be. `where` prefixes the message (e.g. "[prune] steps").
+    """
+    opt = options()[name]
+    say = where or (f"{opt.label} ({opt.flag})" if opt.flag and not opt.negated else opt.label)
+    if value is None:
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{say} must be a finite number, got {value}")
+    kinds = set(typing.get_args(hint) or (hint,)) - {type(None)}
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if (kinds == {int} and (not number or not isinstance(value, int))) or (float in kinds and not number):
+        raise UserError(f"{say} must be {opt.bounds_text() if kinds == {int} else 'a finite number'}, "
+                        f"got {value!r}")
+    if number:
+        too_low = opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low)
+        too_high = opt.high is not None and (value >= opt.high if opt.high_open else value > opt.high)
+        if too_low or too_high:
+            raise UserError(f"{say} must be {opt.bounds_text()}, got {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise UserError(f"{say} must be {opt.bounds_text()}, got {value!r}")
+    if name == "device" and not (isinstance(value, str) and re.fullmatch(DEVICE_PATTERN, value)):
+        raise UserError(f"{say} must be {opt.bounds_text()}, got {value!r}")
+    return value
