@@ -1,0 +1,171 @@
+"""engine.architectures on tiny models: an auxiliary head, a grouped convolution narrower than
+round_to, a transformer block; each pruned with MetaPruner + prepare passes check_pruned, and the
+failure without prepare shows where there is one."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+from torchvision.models.googlenet import GoogLeNet
+from torchvision.models.vision_transformer import VisionTransformer
+
+from engine.architectures import check_pruned, prepare
+
+try:  # the pruner classes are moving from engine.pruning to engine.pruners
+    from engine.pruners import _floor_rounding  # type: ignore[attr-defined]
+except ImportError:
+    from engine.pruning import _floor_rounding
+
+RATIO = 0.3
+
+
+class AuxNet(nn.Module):
+    """Like GoogLeNet: an auxiliary classifier used only in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_logits = True
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.aux1 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        aux = self.aux1(x) if self.aux1 is not None and self.training else None
+        x = self.fc(self.body(x).mean((2, 3)))
+        return (x, aux) if self.training and self.aux_logits else x
+
+
+class GroupedNet(nn.Module):
+    """A RegNet-like bottleneck whose grouped convolution has groups of 4 channels (round_to is 8)."""
+
+    def __init__(self, width: int = 48, group_width: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Sequential(nn.Conv2d(16, width, 1), nn.BatchNorm2d(width), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width // group_width),
+                               nn.BatchNorm2d(width), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(width, 64, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x):
+        return self.fc(self.c(self.b(self.a(self.stem(x)))).mean((2, 3)))
+
+
+def tiny_vit() -> VisionTransformer:
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64,
+                             num_classes=5)
+
+
+def _prune(model: nn.Module, example: torch.Tensor, head: nn.Module, with_prepare: bool, round_to: int = 8):
+    """Prune `model` in place at RATIO (layer scope); returns (params before, preparation or None, original)."""
+    prep = prepare(model, example, round_to) if with_prepare else None
+    before = sum(p.numel() for p in model.parameters())
+    original = copy.deepcopy(model)
+    base = _floor_rounding(tp.pruner.MetaPruner)
+    cls = prep.pruner_class(base) if prep else base
+    pruner = cls(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=RATIO,
+                 ignored_layers=[head], round_to=round_to, **(prep.pruner_kwargs if prep else {}))
+    pruner.step()
+    if prep:
+        prep.after_step(model)
+    return before, prep, original
+
+
+def _check(model, example, before, prep, original, round_to=8):
+    after = sum(p.numel() for p in model.parameters())
+    return check_pruned(model, example, before, after, RATIO, original=original, round_to=round_to,
+                        units=prep.units if prep else None, ignored=("fc", "heads.head"))
+
+
+def test_auxiliary_head_is_dropped_and_training_works():
+    example = torch.randn(1, 3, 16, 16)
+    plain = AuxNet().eval()
+    before, prep, original = _prune(plain, example, plain.fc, with_prepare=False)
+    problems = _check(plain, example, before, prep, original)
+    assert any("train forward" in p for p in problems), problems  # the aux head still expects 16 channels
+
+    model = AuxNet().eval()
+    before, prep, original = _prune(model, example, model.fc, with_prepare=True)
+    assert model.aux1 is None and not model.aux_logits
+    assert prep.dropped_params == 16 * 5 + 5 and any("auxiliary" in n for n in prep.notes)
+    assert _check(model, example, before, prep, original) == []
+
+
+def test_googlenet_drops_both_auxiliary_heads():
+    model = GoogLeNet(num_classes=5, aux_logits=True, init_weights=False).eval()
+    prep = prepare(model, torch.randn(1, 3, 64, 64), 8)
+    assert model.aux1 is None and model.aux2 is None and prep.dropped_params > 0
+    model.train()
+    assert isinstance(model(torch.randn(2, 3, 64, 64)), torch.Tensor)  # logits, not GoogLeNetOutputs
+
+
+def test_grouped_convolution_below_round_to_follows_the_ratio():
+    example = torch.randn(1, 3, 8, 8)
+    plain = GroupedNet().eval()
+    before, prep, original = _prune(plain, example, plain.fc, with_prepare=False)
+    # torch-pruning rounds the 4-channel groups with the layer's 48 channels: every group would go, so the
+    # whole grouped block is skipped.
+    assert plain.b[0].out_channels == 48
+    assert any("not pruned" in p for p in _check(plain, example, before, prep, original))
+
+    model = GroupedNet().eval()
+    before, prep, original = _prune(model, example, model.fc, with_prepare=True)
+    conv = model.b[0]
+    assert conv.groups == 12 and conv.out_channels == 12 * 2  # int(4 × 0.7) = 2 of 4 channels per group
+    assert prep.units[conv] == 12 and any("grouped convolution" in n for n in prep.notes)
+    assert _check(model, example, before, prep, original) == []
+
+
+def test_grouped_rounding_keeps_multiples_of_round_to_when_groups_allow():
+    example = torch.randn(1, 3, 8, 8)
+    model = GroupedNet(width=64, group_width=32).eval()  # 2 groups of 32: unit 4 per group, 8 per layer
+    before, prep, original = _prune(model, example, model.fc, with_prepare=True)
+    assert model.b[0].out_channels == 2 * 20  # int(32 × 0.7) = 22, floored to a multiple of 4
+    assert model.b[0].out_channels % 8 == 0
+    assert _check(model, example, before, prep, original) == []
+
+
+def test_vit_block_prunes_whole_heads_and_runs():
+    example = torch.randn(1, 3, 32, 32)
+    plain = tiny_vit().eval()
+    before, prep, original = _prune(plain, example, plain.heads.head, with_prepare=False)
+    assert any("eval forward fails" in p for p in _check(plain, example, before, prep, original))
+
+    model = tiny_vit().eval()
+    before, prep, original = _prune(model, example, model.heads.head, with_prepare=True)
+    attention = model.encoder.layers[0].self_attention
+    assert model.hidden_dim == model.conv_proj.out_channels == 16  # one whole head of 16 channels left
+    assert attention.num_heads == 1 and attention.head_dim == 16
+    assert model.encoder.layers[0].num_heads == 1
+    assert _check(model, example, before, prep, original) == []
+
+
+def test_check_pruned_flags_a_share_far_from_the_ratio():
+    model = GroupedNet().eval()
+    params = sum(p.numel() for p in model.parameters())
+    problems = check_pruned(model, torch.randn(1, 3, 8, 8), params, params, RATIO, onnx=False)
+    assert len(problems) == 1 and "kept 100.0% of the parameters" in problems[0]
+    assert check_pruned(model, torch.randn(1, 3, 8, 8), params, int(params * 0.55), RATIO, onnx=False) == []
+
+
+@pytest.mark.parametrize("ratio, heads", [(0.2, 3), (0.5, 2)])  # 4 heads of 8: 32 × 0.8 = 25.6 → 3 heads
+def test_tiny_vit_two_steps(ratio, heads):
+    """Iterative pruning: sizes are updated after each step, so the second step traces a consistent model."""
+    example = torch.randn(1, 3, 32, 32)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=4, hidden_dim=32, mlp_dim=64,
+                              num_classes=5).eval()
+    prep = prepare(model, example, 8)
+    cls = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))
+    pruner = cls(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+                 iterative_steps=2, ignored_layers=[model.heads.head], round_to=8)
+    for _ in range(2):
+        pruner.step()
+        prep.after_step(model)
+        model(example)
+    attention = model.encoder.layers[0].self_attention
+    assert attention.head_dim == 8 and attention.num_heads == model.hidden_dim // 8 == heads
