@@ -28,7 +28,7 @@ from engine.models import (DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, che
                            save_model)
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
 from engine.paths import log_dir
-from engine.units import fmt_bytes, fmt_count
+from engine.units import fmt_bytes, fmt_count, parse_numbers
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -76,8 +76,10 @@ count = at_least(1)
 def floats(text: str) -> tuple[float, ...]:
     """argparse type: comma-separated finite numbers."""
     try:
-        return tuple(finite(v) for v in text.split(","))
-    except argparse.ArgumentTypeError:
+        if any(not part.strip() for part in text.split(",")):
+            raise UserError("an empty entry")
+        return parse_numbers(text, "the list")
+    except UserError:
         raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}") from None
 
 

@@ -20,3 +20,40 @@ def fmt_count(n: float) -> str:
     if n >= 1e3:
         return f"{n / 1e3:.1f} k"
     return str(int(n))
+
+
+def check_numbers(values, what: str, low: float | None = None, high: float | None = None,
+                  hint: str = "") -> tuple[float, ...]:
+    """Finite numbers strictly between `low` and `high` (either may be None), as floats.
+
+    One UserError names `what` and the first bad value; booleans are not numbers (TOML's true would
+    otherwise pass as 1). Shared by command-line lists, plan files and the GUI's text fields.
+    """
+    import math
+
+    from engine.errors import UserError
+
+    out = []
+    for v in values:
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                or (low is not None and v <= low) or (high is not None and v >= high)):
+            bounds = hint or " and ".join(p for p in (f"above {low:g}" if low is not None else "",
+                                                      f"below {high:g}" if high is not None else "") if p)
+            shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+            raise UserError(f"{what} must hold finite numbers{' ' + bounds if bounds else ''}, got {shown}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def parse_numbers(text: str, what: str, low: float | None = None, high: float | None = None) -> tuple[float, ...]:
+    """Numbers typed as text, separated by commas or semicolons; empty parts are skipped."""
+    from engine.errors import UserError
+
+    values = []
+    for part in text.replace(";", ",").split(","):
+        if part.strip():
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise UserError(f"{what}: {part.strip()!r} is not a number") from None
+    return check_numbers(values, what, low, high)

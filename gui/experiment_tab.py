@@ -26,7 +26,7 @@ from PySide6.QtCore import Qt, Signal, Slot  # PySide6 before pyqtgraph, so pyqt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout,
                                QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
-                               QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
+                               QPushButton, QScrollArea, QSplitter, QTableWidget, QTableWidgetItem,
                                QTabWidget, QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
@@ -37,7 +37,9 @@ from engine.experiments import (DEFAULT_CRITERIA, METRICS, Criterion, Plan, Plan
                                 PlanRunFailed, PlanStarted, Recovery, ResultStore, RunResult, default_store_path,
                                 metric_value, pareto_front, rank)
 from engine.methods import all_methods
+from engine.units import parse_numbers
 from gui import theme
+from gui.options import OptionField
 
 PALETTE = theme.RUN_COLOURS + ("#1f77b4", "#d62728", "#2ca02c")
 PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)"),
@@ -45,22 +47,6 @@ PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)
 TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
                  "constraints")
 CRITERIA_COLUMNS = ("criterion", "metric", "weight", "max drop", "max value", "min speed-up")
-
-
-def _parse_floats(text: str, low: float, high: float | None, what: str) -> tuple[float, ...]:
-    values = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = float(part)
-        except ValueError:
-            raise UserError(f"{what}: {part!r} is not a number") from None
-        if v <= low or (high is not None and v >= high):
-            raise UserError(f"{what} must be above {low:g}" + (f" and below {high:g}" if high else "") + f", got {v:g}")
-        values.append(v)
-    return tuple(values)
 
 
 class ExperimentTab(QWidget):
@@ -103,7 +89,7 @@ class ExperimentTab(QWidget):
         for i, m in enumerate(all_methods()):
             box = QCheckBox(m.name)
             box.setToolTip(m.explain())
-            box.setChecked(m.structured and m.name in ("l1", "l2", "taylor", "fpgm"))
+            box.setChecked(m.compared_by_default)
             self.method_boxes[m.name] = box
             grid.addWidget(box, i // 2, i % 2)
         col.addWidget(methods)
@@ -119,29 +105,30 @@ class ExperimentTab(QWidget):
         self.speedups_edit.setToolTip("Target speed-ups in MACs (structured methods): prune until MACs are this "
                                       "many times lower")
         form.addRow("Target speed-ups", self.speedups_edit)
-        self.bn_check = QCheckBox("re-estimate BatchNorm statistics")
-        self.bn_check.setChecked(True)
+        # Generated from PruneConfig's descriptions; a plan's 0 batches or images means "none" and "all".
+        self.fields = {"bn_recalibrate": OptionField("bn_recalibrate"),
+                       "finetune_batches": OptionField("finetune_batches", low=0, high=100_000),
+                       "distill": OptionField("distill"), "eval_limit": OptionField("eval_limit", low=0),
+                       "measure_speed": OptionField("measure_speed"), "seed": OptionField("seed", high=2**31 - 1)}
+        self.bn_check = self.fields["bn_recalibrate"].widget
         form.addRow("Recovery", self.bn_check)
-        self.finetune_spin = QSpinBox()
-        self.finetune_spin.setRange(0, 100000)
+        self.finetune_spin = self.fields["finetune_batches"].widget
         self.finetune_spin.setValue(50)
-        self.finetune_spin.setToolTip("Fine-tuning batches after pruning (0: none)")
+        self.finetune_spin.setSpecialValueText("none")
         form.addRow("Fine-tune batches", self.finetune_spin)
-        self.distill_check = QCheckBox("distil from the original while fine-tuning")
+        self.distill_check = self.fields["distill"].widget
         form.addRow("", self.distill_check)
         self.guided_check = QCheckBox("add sensitivity-guided runs (same MACs)")
         self.guided_check.setToolTip("Scan per-layer sensitivity once, then also prune each structured method × "
                                      "ratio with per-layer ratios: sensitive layers pruned less")
         form.addRow("", self.guided_check)
-        self.eval_spin = QSpinBox()
-        self.eval_spin.setRange(0, 1_000_000)
+        self.eval_spin = self.fields["eval_limit"].widget
         self.eval_spin.setSpecialValueText("all test images")
         form.addRow("Evaluate on", self.eval_spin)
-        self.speed_check = QCheckBox("measure latency and memory")
-        self.speed_check.setChecked(True)
+        self.speed_check = self.fields["measure_speed"].widget
+        self.speed_check.setText("Measure latency and memory")
         form.addRow("", self.speed_check)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin = self.fields["seed"].widget
         form.addRow("Seed", self.seed_spin)
         store_row = QHBoxLayout()
         self.store_label = QLabel("")
@@ -337,22 +324,23 @@ class ExperimentTab(QWidget):
         methods = tuple(n for n, b in self.method_boxes.items() if b.isChecked())
         if not methods:
             raise UserError("tick at least one method")
-        ratios = _parse_floats(self.ratios_edit.text(), 0.0, 1.0, "ratios")
-        speedups = _parse_floats(self.speedups_edit.text(), 1.0, None, "target speed-ups")
+        ratios = parse_numbers(self.ratios_edit.text(), "ratios", 0.0, 1.0)
+        speedups = parse_numbers(self.speedups_edit.text(), "target speed-ups", 1.0)
         if not ratios and not speedups:
             raise UserError("give at least one ratio (e.g. 0.5) or target speed-up (e.g. 2)")
+        value = {name: fld.value() for name, fld in self.fields.items()}
         options: dict = {}
-        if self.bn_check.isChecked():
+        if value["bn_recalibrate"]:
             options["bn_recalibrate"] = True
-        if self.finetune_spin.value():
-            options["finetune_batches"] = self.finetune_spin.value()
-            options["distill"] = self.distill_check.isChecked()
-        prune = {"measure_speed": self.speed_check.isChecked()}
-        if self.eval_spin.value():
-            prune["eval_limit"] = self.eval_spin.value()
+        if value["finetune_batches"]:
+            options["finetune_batches"] = value["finetune_batches"]
+            options["distill"] = value["distill"]
+        prune = {"measure_speed": value["measure_speed"]}
+        if value["eval_limit"]:
+            prune["eval_limit"] = value["eval_limit"]
         plan = Plan(model=self._source, data=self._data_spec, methods=methods, ratios=ratios,
                     target_speedups=speedups, recoveries=(Recovery(Recovery(options=options).summary, options),),
-                    prune=prune, seed=self.seed_spin.value(), criteria=self.criteria(), name="gui",
+                    prune=prune, seed=value["seed"], criteria=self.criteria(), name="gui",
                     store=str(self._store_path), sensitivity_guided=self.guided_check.isChecked())
         plan.configs()  # validates every combination
         return plan

@@ -10,18 +10,24 @@ from typing import Any
 
 import torch
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QListWidget, QListWidgetItem, QSlider, QSpinBox, QStackedWidget, QTextBrowser,
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QListWidget, QListWidgetItem, QSlider, QStackedWidget, QTextBrowser,
                                QVBoxLayout, QWidget)
 
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, all_methods, get_method
-from engine.config import PruneConfig
+from engine.config import PruneConfig, default_of
+from gui.options import OptionField
 
 FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
 DEFAULT_METHOD = "l2"
 EVAL_CHOICES = ((500, "500 test images (fastest)"), (1000, "1 000 test images (fast)"),
                 (2000, "2 000 test images"), (5000, "5 000 test images"), (0, "all test images (exact)"))
 NAME_ROLE = Qt.ItemDataRole.UserRole
+# The PruneConfig fields this panel shows as generated widgets, and the GUI's own upper limits where the
+# engine's are far beyond what a click-driven run needs.
+GENERATED = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "measure_speed", "round_to",
+             "max_layer_ratio")
+FIELD_LIMITS = {"steps": 20, "finetune_epochs": 20, "round_to": 64}
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -111,40 +117,30 @@ class MethodPanel(QWidget):
         self.ratio_hint.setWordWrap(True)
         self.ratio_hint.setEnabled(False)  # shown greyed: a hint, not a control
         form.addRow("", self.ratio_hint)
-        self.scope_combo = QComboBox()
-        self.scope_combo.addItem("Per layer (same ratio everywhere)", "layer")
-        self.scope_combo.addItem("Global (ranked across layers)", "global")
-        self.scope_combo.setToolTip("Per layer: every layer loses the same share. Global: scores are compared "
-                                    "across layers, so redundant layers lose more")
+        self.fields = {name: OptionField(name, high=FIELD_LIMITS.get(name)) for name in GENERATED}
+        self.scope_combo = self.fields["scope"].widget
         form.addRow("Scope", self.scope_combo)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 20)
-        self.steps_spin.setValue(3)
-        self.steps_spin.setToolTip("Iterative pruning: reach the target in this many steps, recovering and "
-                                   "evaluating after each (one point per step in the plots)")
+        self.steps_spin = self.fields["steps"].widget
         form.addRow("Steps", self.steps_spin)
         layout.addWidget(amount_box)
 
+        # Options only some methods read (declared by the method in the registry), shown with it.
+        self.method_box = QGroupBox("Options of this method")
+        self.method_form = QFormLayout(self.method_box)
+        self.method_fields = {name: OptionField(name) for m in self.methods.values() for name in m.options}
+        for name, fld in self.method_fields.items():
+            self.method_form.addRow(fld.label, fld.widget)
+        layout.addWidget(self.method_box)
+
         recovery_box = QGroupBox("Recovery after each step")
         form = QFormLayout(recovery_box)
-        self.bn_check = QCheckBox("Re-estimate BatchNorm statistics")
-        self.bn_check.setChecked(True)
-        self.bn_check.setToolTip("Cheap repair: recompute BatchNorm means/variances on training images "
-                                 "(no weights change); often recovers much of the lost accuracy")
+        self.bn_check = self.fields["bn_recalibrate"].widget
         form.addRow(self.bn_check)
-        self.finetune_spin = QDoubleSpinBox()
-        self.finetune_spin.setRange(0.0, 20.0)
-        self.finetune_spin.setSingleStep(0.1)
-        self.finetune_spin.setDecimals(2)
+        self.finetune_spin = self.fields["finetune_epochs"].widget
         self.finetune_spin.setSpecialValueText("off")
-        self.finetune_spin.setSuffix(" epochs")
-        self.finetune_spin.setToolTip("Fine-tune the pruned model on the training set after each step "
-                                      "(fractions of an epoch are fine); the strongest but slowest recovery")
         self.finetune_spin.valueChanged.connect(self._on_finetune_changed)
         form.addRow("Fine-tuning", self.finetune_spin)
-        self.distill_check = QCheckBox("Distil from the original model")
-        self.distill_check.setToolTip("While fine-tuning, also learn the unpruned model's soft outputs "
-                                      "(knowledge distillation); needs fine-tuning above 0")
+        self.distill_check = self.fields["distill"].widget
         form.addRow(self.distill_check)
         layout.addWidget(recovery_box)
 
@@ -167,29 +163,21 @@ class MethodPanel(QWidget):
         self.eval_combo.setCurrentIndex(1)  # 1 000 images: ±1.5 points, fast enough to watch
         self.eval_combo.setToolTip("Accuracy is measured on this many test images after each step")
         form.addRow("Accuracy on", self.eval_combo)
-        self.speed_check = QCheckBox("Measure latency (batch 1 and batch 64)")
-        self.speed_check.setChecked(True)
-        self.speed_check.setToolTip("Time the model after each step (median of 30 runs); turn off for faster runs")
+        self.speed_check = self.fields["measure_speed"].widget
+        self.speed_check.setText("Measure latency (batch 1 and batch 64)")
         form.addRow(self.speed_check)
-        self.round_spin = QSpinBox()
-        self.round_spin.setRange(1, 64)
-        self.round_spin.setValue(8)
-        self.round_spin.setToolTip("Keep channel counts multiples of this (hardware runs such widths faster); "
-                                   "1 = exact counts")
+        self.round_spin = self.fields["round_to"].widget
         form.addRow("Round channels to", self.round_spin)
-        self.max_ratio_spin = QDoubleSpinBox()
-        self.max_ratio_spin.setRange(0.1, 1.0)
-        self.max_ratio_spin.setSingleStep(0.05)
-        self.max_ratio_spin.setValue(0.9)
-        self.max_ratio_spin.setToolTip("No layer loses more than this share, so no layer disappears")
+        self.max_ratio_spin = self.fields["max_layer_ratio"].widget
+        self.max_ratio_spin.setMinimum(0.1)
         form.addRow("Max. per layer", self.max_ratio_spin)
         layout.addWidget(run_box)
 
-        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged, self.steps_spin.valueChanged,
-                       self.scope_combo.currentIndexChanged, self.bn_check.toggled, self.distill_check.toggled,
+        for fld in (*self.fields.values(), *self.method_fields.values()):
+            fld.changed.connect(self.options_changed)
+        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged,
                        self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
-                       self.speed_check.toggled, self.round_spin.valueChanged, self.max_ratio_spin.valueChanged,
-                       self.finetune_spin.valueChanged, self.mode_combo.currentIndexChanged):
+                       self.mode_combo.currentIndexChanged):
             signal.connect(self.options_changed)
         self.select_method(DEFAULT_METHOD if DEFAULT_METHOD in self.methods else next(iter(self.methods)))
         self._on_finetune_changed(self.finetune_spin.value())
@@ -222,30 +210,26 @@ class MethodPanel(QWidget):
         speedup = self.mode_combo.currentData() == "speedup" and method.structured
         finetune = float(self.finetune_spin.value())
         eval_limit = int(self.eval_combo.currentData() or 0) or None
+        values = {name: fld.value() for name, fld in self.fields.items()}
+        values.update({name: self.method_fields[name].value() for name in method.options})
+        values["distill"] = values["distill"] and finetune > 0
         cfg = PruneConfig(
             method=method.name,
             pruning_ratio=None if speedup else self.ratio_slider.value() / 100.0,
             target_speedup=float(self.speedup_spin.value()) if speedup else None,
-            scope=self.scope_combo.currentData(), steps=int(self.steps_spin.value()),
-            bn_recalibrate=self.bn_check.isChecked(), finetune_epochs=finetune,
-            distill=self.distill_check.isChecked() and finetune > 0, device=self.device_combo.currentData(),
-            eval_limit=eval_limit, measure_speed=self.speed_check.isChecked(),
-            round_to=int(self.round_spin.value()) if self.round_spin.value() > 1 else None,
-            max_layer_ratio=float(self.max_ratio_spin.value()),
-            # interactive defaults: 10 batches estimate BatchNorm statistics well, 20 timed runs give a
-            # stable median; both keep a step to a few seconds on a laptop CPU
-            bn_batches=10, latency_repeats=20)
+            device=self.device_combo.currentData(), eval_limit=eval_limit,
+            # interactive defaults (the Options' gui_default): 10 batches estimate BatchNorm statistics
+            # well, 20 timed runs give a stable median; both keep a step to a few seconds on a laptop CPU
+            bn_batches=default_of("bn_batches", gui=True), latency_repeats=default_of("latency_repeats", gui=True),
+            **values)
         return replace(cfg, **overrides) if overrides else cfg
 
     def options(self) -> dict:
         """The controls' values as plain JSON (for QSettings)."""
+        fields = {name: fld.value() for name, fld in (*self.fields.items(), *self.method_fields.items())}
         return {"method": self.current_method().name, "mode": self.mode_combo.currentData(),
                 "ratio": self.ratio_slider.value(), "speedup": self.speedup_spin.value(),
-                "scope": self.scope_combo.currentData(), "steps": self.steps_spin.value(),
-                "bn": self.bn_check.isChecked(), "finetune": self.finetune_spin.value(),
-                "distill": self.distill_check.isChecked(), "eval": self.eval_combo.currentData(),
-                "speed": self.speed_check.isChecked(), "round_to": self.round_spin.value(),
-                "max_ratio": self.max_ratio_spin.value()}
+                "eval": self.eval_combo.currentData(), "fields": fields}
 
     def restore(self, options: dict) -> None:
         """Set the controls from options(); missing or invalid values keep their defaults."""
@@ -258,16 +242,14 @@ class MethodPanel(QWidget):
             if options.get("method") in self.methods:
                 self.select_method(options["method"])
             pick(self.mode_combo, options.get("mode"))
-            pick(self.scope_combo, options.get("scope"))
             pick(self.eval_combo, options.get("eval"))
-            for key, widget, kind in (("ratio", self.ratio_slider, int), ("speedup", self.speedup_spin, float),
-                                      ("steps", self.steps_spin, int), ("finetune", self.finetune_spin, float),
-                                      ("round_to", self.round_spin, int), ("max_ratio", self.max_ratio_spin, float)):
+            for key, widget, kind in (("ratio", self.ratio_slider, int), ("speedup", self.speedup_spin, float)):
                 if key in options:
                     widget.setValue(kind(options[key]))
-            for key, box in (("bn", self.bn_check), ("distill", self.distill_check), ("speed", self.speed_check)):
-                if key in options:
-                    box.setChecked(bool(options[key]))
+            saved = options.get("fields") or {}
+            for name, fld in (*self.fields.items(), *self.method_fields.items()):
+                if name in saved:
+                    fld.set_value(saved[name])
         except (TypeError, ValueError):
             pass  # stale settings from another version: keep the defaults
 
@@ -282,6 +264,9 @@ class MethodPanel(QWidget):
             f"<b>{method.title}</b> <i>({family})</i><br><b>Measures:</b> {method.measures}.<br>"
             f"{method.description}<br><small><b>Paper:</b> {method.paper}</small>")
         self.ratio_hint.setText(f"Ratio = {method.ratio_meaning}.")
+        for name, fld in self.method_fields.items():
+            self.method_form.setRowVisible(fld.widget, name in method.options)
+        self.method_box.setVisible(bool(method.options))
         speed_item = self.mode_combo.model().item(1)
         speed_item.setEnabled(method.structured)
         speed_item.setToolTip("" if method.structured else "Unstructured pruning keeps tensors dense: "

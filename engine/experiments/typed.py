@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from engine.errors import UserError
+from engine.units import check_numbers
 from engine.methods import get_method
 from engine.config import PruneConfig, check_value
 
@@ -21,13 +22,7 @@ def _numbers(value: Any, where: str, low: float, high: float | None, hint: str) 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     _expect(value, list, where, f"a list of numbers ({hint})")
-    out = []
-    for v in value:
-        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= low
-                or (high is not None and v >= high)):
-            raise UserError(f"{where} must hold finite numbers {hint}, got {_shown(v)}")
-        out.append(float(v))
-    return tuple(out)
+    return check_numbers(value, where, low, high, hint)
 
 
 # ----------------------------------------------------------------------------- typed values
