@@ -22,10 +22,9 @@ from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, Progress
-from engine.inputs import fit_data
+from engine.inputs import fit_data, model_for_data
 from engine.metrics import Metrics, evaluate
-from engine.models import (DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, load_model,
-                           save_model)
+from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, save_model
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
 from engine.paths import log_dir
 from engine.units import fmt_bytes, fmt_count, parse_numbers
@@ -144,9 +143,10 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0)
     for line in getattr(data, "warnings", ()):
         print(f"warning: {line}", file=sys.stderr)
-    bundle = load_model(args.model, weights=args.weights, model_code=args.model_code, model_kwargs=args.model_kwargs,
-                        trust=args.trust, input_shape=args.input_shape, num_classes=data.num_classes,
-                        partial_weights=args.partial_weights)
+    # torchvision:NAME and timm:NAME take channels, size and classes from the data; untrained ones from --seed
+    bundle = model_for_data(args.model, data, weights=args.weights, model_code=args.model_code,
+                            model_kwargs=args.model_kwargs, trust=args.trust, input_shape=args.input_shape,
+                            partial_weights=args.partial_weights, seed=getattr(args, "seed", 0) or 0)
     weights = bundle.meta.get("weights")
     if weights and (weights["missing"] or weights["unexpected"] or weights["misshaped"]):
         from engine.models import WeightsFit

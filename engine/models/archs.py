@@ -123,6 +123,9 @@ def size_kwargs(arch: str, shape: tuple[int, int, int]) -> dict:
         import timm
         import torch
 
+        if not timm.is_model(name):
+            return {}  # build_arch names the problem
+
         with torch.device("meta"):  # a probe without memory or time: what size was it made for?
             probe = timm.create_model(name, pretrained=False)
         default = list((getattr(probe, "pretrained_cfg", None) or {}).get("input_size", (3, *size))[1:])

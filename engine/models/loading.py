@@ -16,7 +16,7 @@ import torch.nn as nn
 from engine.data import Normalization, Shape
 from engine.errors import NeedsTrust, UserError
 
-from .archs import adapted_layers, build_arch
+from .archs import adapted_layers, build_arch, size_kwargs
 from .bundle import ModelBundle
 from .files import (UNREADABLE, _NeedsTrust, _safe_load, _trusted_load, find_state_dict, read_safetensors,
                     read_weights, recorded_arch, sniff)
@@ -40,13 +40,15 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 def load_model(src: str, *, weights: str | None = None, model_code: str | None = None,
                model_kwargs: dict | None = None, trust: bool = False, input_shape: Shape | None = None,
-               num_classes: int | None = None, partial_weights: bool = False, seed: int | None = None) -> ModelBundle:
-    """Load a model from a source spec (the README's "Your own model"): demo:NAME, torchvision:NAME, timm:NAME or a FILE.
+               num_classes: int | None = None, partial_weights: bool = False, seed: int | None = None,
+               default_shape: Shape | None = None) -> ModelBundle:
+    """Load a model from a source spec (README, "Your own model"): demo:NAME, torchvision:NAME, timm:NAME or a FILE.
 
     Files that hold code (TorchScript, pickled modules) load only with `trust`; weights that fill
     under half of the architecture are refused unless `partial_weights`. `model_code` is the
     architecture of a weights-only FILE: `PATH.py:Class`, `torchvision:NAME` or `timm:NAME`.
-    Untrained weights are drawn from `seed` when it is given.
+    Architectures built by name take `input_shape`, else `default_shape` (the data's), else one
+    channel; untrained weights are drawn from `seed` when it is given.
     """
     kind, _, name = src.partition(":")
     if kind == "demo":
@@ -60,6 +62,7 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
         bundle.source = src
         return bundle
     shape = tuple(input_shape) if input_shape else None
+    named_shape = shape or (tuple(default_shape) if default_shape else None)
     if kind in NAMED and name:
         state = None
         if weights:
@@ -70,14 +73,15 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
             if state is None:
                 raise UserError(f"{weights} holds no state_dict; pass a file saved with torch.save(model.state_dict())")
         with seeded(seed):
-            return _named(src, src, shape, num_classes, model_kwargs, state, weights or src, partial_weights)
+            return _named(src, src, named_shape, num_classes, model_kwargs, state, weights or src, partial_weights)
     with seeded(seed):
-        return _load_file(src, model_code, model_kwargs, trust, shape, num_classes, partial_weights)
+        return _load_file(src, model_code, model_kwargs, trust, shape, num_classes, partial_weights, named_shape)
 
 
 def _named(arch: str, source: str, shape: Shape | None, num_classes: int | None, kwargs: dict | None,
            state: dict | None, weights_source: str, partial: bool) -> ModelBundle:
     """A torchvision/timm architecture for `shape` and `num_classes`, filled with `state` where it fits."""
+    kwargs = {**(size_kwargs(arch, shape) if shape else {}), **(kwargs or {})}  # the user's own arguments win
     model = build_arch(arch, shape[0] if shape else 1, num_classes or 10, kwargs)
     meta: dict[str, Any] = {}
     if state is not None:
@@ -108,7 +112,7 @@ def _checked_path(src: str) -> tuple[Path, str]:
 
 
 def _load_file(src: str, model_code: str | None, model_kwargs: dict | None, trust: bool, shape: Shape | None,
-               num_classes: int | None, partial_weights: bool) -> ModelBundle:
+               num_classes: int | None, partial_weights: bool, named_shape: Shape | None) -> ModelBundle:
     path, kind = _checked_path(src)
     if kind == "torchscript":
         if not trust:
@@ -142,7 +146,7 @@ def _load_file(src: str, model_code: str | None, model_kwargs: dict | None, trus
                         "timm:NAME (--weights FILE with --model ARCH), or --model-code PATH.py:ClassName "
                         "(and --model-kwargs JSON)")
     if arch.partition(":")[0] in NAMED:
-        bundle = _named(arch, src, shape, num_classes, model_kwargs, state, src, partial_weights)
+        bundle = _named(arch, src, named_shape, num_classes, model_kwargs, state, src, partial_weights)
         if not model_code:
             bundle.meta["arch_from"] = "recorded in the file"
         return bundle
