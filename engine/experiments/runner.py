@@ -118,13 +118,12 @@ def baseline_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> 
 def load_inputs(plan: Plan):
     """Load the plan's dataset and model once and make them fit (shared by every run)."""
     from engine.data import load_dataset
-    from engine.inputs import fit_data
-    from engine.models import load_model
+    from engine.inputs import fit_data, model_for_data
 
     data = load_dataset(plan.data, input_shape=plan.input_shape, seed=plan.seed)
-    bundle = load_model(plan.model, weights=plan.weights, model_code=plan.model_code,
-                        model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
-                        num_classes=data.num_classes)
+    bundle = model_for_data(plan.model, data, weights=plan.weights, model_code=plan.model_code,
+                            model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
+                            seed=plan.seed)
     return bundle, fit_data(bundle, data, plan.mean, plan.std)
 
 
