@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from cli.main import main as cli_main
+from conftest import ROOT
 from engine.errors import UserError
 from engine.experiments import ResultStore, RunResult, load_plan, run_plan
 from engine.metrics import Metrics
 from engine.models import DemoResNet, ModelBundle, save_model
-from engine.report import Point, Series, confusion_svg, environment, nice_ticks, svg_plot, write_report
+from engine.report import (Point, Series, confusion_svg, environment, nice_ticks, svg_plot, templates_dir,
+                           write_report)
 
 PLAN = """
 [plan]
@@ -172,7 +174,8 @@ def hostile_run(key: str, top1: float, kind: str = "run", recovery: str = "") ->
 
 def test_markup_in_runs_and_plans_is_escaped(tmp_path):
     store = ResultStore(tmp_path / "s.sqlite")
-    base, runs = hostile_run("base", 0.9, "baseline"), [hostile_run("a", 0.8, recovery="ft"), hostile_run("b", 0.85, recovery="bn")]
+    base = hostile_run("base", 0.9, "baseline")
+    runs = [hostile_run("a", 0.8, recovery="ft"), hostile_run("b", 0.85, recovery="bn")]
     for r in (base, *runs):
         store.put(r)
     store.put_plan(f"plan{HOSTILE}", {"keys": [r.key for r in runs], "baseline": "base", "model": HOSTILE,
@@ -198,6 +201,14 @@ def test_templates_escape_and_refuse_missing_values():
     assert env.autoescape is True and env.undefined is jinja2.StrictUndefined
     with pytest.raises(jinja2.UndefinedError):
         env.get_template("report.html.j2").render(name="x")
+
+
+def test_the_bundle_carries_the_templates_where_the_report_looks(tmp_path, monkeypatch):
+    spec = (ROOT / "packaging" / "prunelab.spec").read_text()
+    source, target = re.search(r'\(str\(ROOT / ("[^)]*templates")\), "([^"]+)"\)', spec).groups()
+    assert ROOT.joinpath(*re.findall(r'"([^"]+)"', source)) == templates_dir()
+    monkeypatch.setattr("sys._MEIPASS", str(tmp_path), raising=False)
+    assert templates_dir() == tmp_path / target
 
 
 # ----------------------------------------------------------------------------- SVG helpers
