@@ -46,7 +46,7 @@ class Preparation:
 def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Preparation:
     """Adapt `model` (the working copy, changed in place) and say how the pruner must be built."""
     prep = Preparation()
-    prep.dropped_params = _drop_aux_heads(model, prep.notes)
+    prep.dropped_params = drop_aux_heads(model, prep.notes)
     unused = _unused_modules(model, example)
     if unused:
         prep.notes.append(f"{len(unused)} layer(s) with weights are not used in eval mode and are left as they are "
@@ -71,7 +71,7 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
 
 # ----------------------------------------------------------------------------- auxiliary heads
 
-def _drop_aux_heads(model: nn.Module, notes: list[str]) -> int:
+def drop_aux_heads(model: nn.Module, notes: list[str]) -> int:
     """Drop GoogLeNet/Inception auxiliary classifiers; returns the parameters they held."""
     if not isinstance(getattr(model, "aux_logits", None), bool):
         return 0
@@ -226,7 +226,7 @@ def check_pruned(model: nn.Module, example: torch.Tensor, original_params: int, 
     """
     problems = _run_checks(model, example, onnx)
     if requested_ratio is not None and original_params:
-        problems += _share_problems(original_params, pruned_params, requested_ratio, original, model, round_to,
+        problems += share_problems(original_params, pruned_params, requested_ratio, original, model, round_to,
                                     units or {}, set(ignored))
     return problems
 
@@ -291,7 +291,19 @@ def _out_size(module: nn.Module) -> int | None:
     return None
 
 
-def _share_problems(original_params: int, pruned_params: int, ratio: float, original: nn.Module | None,
+def layer_sizes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Layer name -> (output channels, parameters): what the share check needs of the unpruned model,
+    without keeping a copy of it."""
+    out = {}
+    for name, module in model.named_modules():
+        size = _out_size(module)
+        if size is not None:
+            out[name] = (size, sum(p.numel() for p in module.parameters()))
+    return out
+
+
+def share_problems(original_params: int, pruned_params: int, ratio: float,
+                   original: nn.Module | dict[str, tuple[int, int]] | None,
                     pruned: nn.Module, round_to: int | None, units: dict, ignored: set[str]) -> list[str]:
     """The kept-parameter share, and with `original` each layer's kept channels.
 
@@ -310,11 +322,8 @@ def _share_problems(original_params: int, pruned_params: int, ratio: float, orig
         pruned_modules = dict(pruned.named_modules())
         weighted = total = 0.0
         unit_by_name = {n: units[m] for n, m in pruned.named_modules() if m in units}
-        for name, module in original.named_modules():
-            size = _out_size(module)
-            if size is None:
-                continue
-            weight = sum(p.numel() for p in module.parameters())
+        sizes = layer_sizes(original) if isinstance(original, nn.Module) else original
+        for name, (size, weight) in sizes.items():
             unit = unit_by_name.get(name, round_to or 1)
             weighted, total = weighted + weight * min(1.0, unit / size), total + weight
             if name in ignored or name not in pruned_modules:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
+from engine.architectures import check_pruned, layer_sizes, prepare, share_problems
 from engine.config import PruneConfig
 from engine.data import Dataset
 from engine.errors import UserError
@@ -61,6 +62,11 @@ class Pruner:
     def finish(self) -> None:
         """Make the result a plain model (masks folded in); add what the user should know to `notes`."""
 
+    def check(self, example: torch.Tensor) -> list[str]:
+        """What is wrong with the pruned model (empty when it runs, trains and exports as it should);
+        a share of parameters off the requested ratio goes to `notes`."""
+        return []
+
 
 # ----------------------------------------------------------------------------- structured
 
@@ -90,13 +96,15 @@ def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: tor
     import torch_pruning as tp
 
     trial = copy.deepcopy(model).to(example.device).eval()
+    prep = prepare(trial, example, cfg.round_to)
     modules = dict(trial.named_modules())
     ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
-    pruner = _floor_rounding(tp.pruner.MetaPruner)(
+    pruner = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))(
         trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
         pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio, global_pruning=False,
-        ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to)
+        ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to, **prep.pruner_kwargs)
     pruner.step()
+    prep.after_step(trial)
     return count_macs(trial, tuple(example.shape[1:]), example.device.type)
 
 
@@ -141,6 +149,11 @@ class StructuredPruner(Pruner):
         import torch_pruning as tp
 
         self.shape, self.device, self.base_macs = tuple(example.shape[1:]), example.device.type, base_macs
+        # auxiliary heads, grouped convolutions and ViT's recorded sizes (engine/architectures.py)
+        self.prep = prepare(model, example, cfg.round_to)
+        self.notes.extend(self.prep.notes)
+        self.params_before = sum(p.numel() for p in model.parameters())
+        self.sizes_before = layer_sizes(model)
         if cfg.target_speedup is not None and cfg.scope == "layer":
             cfg = self._plan_speedup(example, num_classes, cancel)
         self.plan = cfg  # what the pruner runs; self.cfg stays what the user asked for
@@ -155,7 +168,8 @@ class StructuredPruner(Pruner):
                       iterative_steps=self.total_steps, ignored_layers=_ignored(model, cfg, num_classes),
                       round_to=cfg.round_to)
         name, extra = method.tp_pruner(cfg) if method.tp_pruner else ("MetaPruner", {})
-        self.pruner = _floor_rounding(getattr(tp.pruner, name))(model, example, **kwargs, **extra)
+        base = _floor_rounding(getattr(tp.pruner, name))
+        self.pruner = self.prep.pruner_class(base)(model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
 
@@ -224,6 +238,21 @@ class StructuredPruner(Pruner):
                         self.alive[name] = np.delete(self.alive[name], list(idxs))
             group.prune()
         self.model.zero_grad(set_to_none=True)
+        self.step_notes.extend(n for n in self.prep.after_step(self.model) if n not in self.step_notes)
+
+    def check(self, example: torch.Tensor) -> list[str]:
+        # ONNX is left to saving (a failed export is a note there, and the model itself is fine)
+        problems = check_pruned(self.model, example, self.params_before, 0, None, onnx=False)
+        cfg = self.plan
+        if cfg.scope == "layer" and not cfg.layer_ratios and cfg.target_speedup is None:
+            after = sum(p.numel() for p in self.model.parameters())
+            ignored = {n for n, m in self.model.named_modules() if m in self.pruner.ignored_layers}
+            off = share_problems(self.params_before, after, cfg.pruning_ratio, self.sizes_before, self.model,
+                                 cfg.round_to, self.prep.units, ignored)
+            if len(off) > 4:
+                off = off[:3] + [f"and {len(off) - 3} more layers off the requested ratio"]
+            self.notes.extend(off)
+        return problems
 
     def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from engine import versions
+from engine.architectures import drop_aux_heads
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig
@@ -27,6 +28,10 @@ from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module
 from engine.outputs import atomic_dir
 from engine.pruners import make_pruner
 from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
+
+class BrokenModel(RuntimeError):
+    """Pruning produced a model that does not run or train: a failed run, with the reason."""
+
 
 QUICK_CHECK_IMAGES = 2000  # validation images for the top-1 seen before and after recovery
 PAIRED_ROUNDS = 9  # rounds of the interleaved original/pruned timing: enough for a 95 % interval of the median
@@ -167,6 +172,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
 
     work = bundle.copy()  # the loaded original is never modified
     model = work.model.to(dev).eval()
+    drop_aux_heads(model, notes)  # before the baseline, so it does not count weights evaluation never uses
     if baseline is None:
         sink: list[Metrics] = []
         yield from _metrics_of(_measure(model, data, cfg, device, cancel, "baseline"), sink)
@@ -216,6 +222,10 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         if pruner.done:
             break
 
+    problems = pruner.check(torch.zeros(1, *shape, device=dev))
+    if problems:
+        raise BrokenModel("the pruned model is broken, so the run failed: " + "; ".join(problems)
+                          + ". Unstructured pruning (e.g. --method magnitude-global) keeps every shape")
     pruner.finish()
     notes.extend(n for n in pruner.notes if n not in notes)
     paired = None

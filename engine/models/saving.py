@@ -68,11 +68,17 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
     buf = io.BytesIO()
     # The TorchScript-based exporter is deprecated but needs no extra tracing machinery and handles
     # pruned (irregular-width) models reliably; silence its notice so users see only real problems.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
+    # nn.MultiheadAttention's eval fast path is a fused op with no ONNX form (ViT failed to export)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                              dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     with atomic_files(path) as (tmp,):

@@ -1,0 +1,108 @@
+"""Pruned models are correct, not just smaller: tiny models with an auxiliary head, a grouped convolution
+narrower than round_to and a transformer block go through the whole pipeline with fine-tuning, and
+two seeded runs give the same figures."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from torchvision.models.vision_transformer import VisionTransformer
+
+from engine.config import PruneConfig
+from engine.models import ModelBundle
+from engine.pruning import RunDone, run_pruning
+from tests.test_architectures import AuxNet, GroupedNet
+
+
+def _one_channel(model: nn.Module, first: str) -> nn.Module:
+    """The same model fed by Fashion-MNIST's single channel."""
+    old = dict(model.named_modules())[first]
+    parent, _, leaf = first.rpartition(".")
+    holder = dict(model.named_modules())[parent] if parent else model
+    setattr(holder, leaf, nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride, old.padding))
+    return model
+
+
+def aux_net() -> nn.Module:
+    return _one_channel(AuxNet(), "stem.0")
+
+
+def grouped_net() -> nn.Module:
+    return _one_channel(GroupedNet(), "stem")
+
+
+def vit() -> nn.Module:
+    model = VisionTransformer(image_size=28, patch_size=7, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64,
+                              num_classes=5)
+    return _one_channel(model, "conv_proj")
+
+
+def prune(b: ModelBundle, fashion, out_dir=None, **kw) -> tuple[RunDone, ModelBundle]:
+    cfg = PruneConfig(**{**dict(method="l2", pruning_ratio=0.3, round_to=8, eval_limit=64, measure_speed=False,
+                                finetune_batches=1, batch_size=16), **kw})
+    keep: list = []
+    done = list(run_pruning(b, fashion, cfg, keep=keep, out_dir=out_dir))[-1]
+    assert isinstance(done, RunDone)
+    return done, keep[0]
+
+
+@pytest.mark.parametrize("build", [aux_net, grouped_net, vit], ids=["aux-head", "grouped-conv", "vit-block"])
+def test_pruned_model_trains_runs_and_exports(build, fashion, tmp_path):
+    torch.manual_seed(0)
+    model = build()
+    if isinstance(model, VisionTransformer):
+        model.heads.head = nn.Linear(32, 10)
+    else:
+        model.fc = nn.Linear(model.fc.in_features, 10)
+    b = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    done, pruned = prune(b, fashion, out_dir=tmp_path / "out")  # fine-tuning ran: train mode works
+    assert done.after.params < done.before.params
+    assert "onnx" in done.files, done.notes  # ViT's attention exports too
+    net = pruned.model.train()
+    out = net(torch.zeros(2, 1, 28, 28))
+    logits = out[0] if isinstance(out, tuple) else out
+    assert logits.shape == (2, 10)
+    logits.sum().backward()  # gradients flow through every kept layer
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_aux_heads_are_dropped_before_the_baseline(fashion):
+    model = aux_net()
+    model.fc = nn.Linear(16, 10)
+    b = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    aux = sum(p.numel() for p in model.aux1.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    done, pruned = prune(b, fashion)
+    assert done.before.params == total - aux  # the baseline does not count weights evaluation never uses
+    assert pruned.model.aux1 is None and b.model.aux1 is not None  # the loaded original keeps its heads
+    assert any("auxiliary heads" in n for n in done.notes)
+
+
+def test_two_seeded_runs_give_the_same_figures(tiny_bundle_factory, fashion):
+    first, _ = prune(tiny_bundle_factory(), fashion, method="taylor", seed=3, finetune_batches=2)
+    second, _ = prune(tiny_bundle_factory(), fashion, method="taylor", seed=3, finetune_batches=2)
+    assert (first.after.top1, first.after.params, first.after.macs) == \
+        (second.after.top1, second.after.params, second.after.macs)
+
+
+@pytest.fixture
+def tiny_bundle_factory(fashion):
+    from tests.conftest import tiny_resnet
+
+    def make() -> ModelBundle:
+        torch.manual_seed(1)
+        return ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names)
+    return make
+
+
+def test_grouped_convolution_narrower_than_round_to_is_pruned(fashion):
+    model = grouped_net()
+    model.fc = nn.Linear(64, 10)
+    b = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    done, pruned = prune(b, fashion)
+    grouped = pruned.model.b[0]
+    assert grouped.out_channels < 48  # groups of 4 channels, round_to 8: rounded per group, not skipped
+    assert grouped.out_channels % grouped.groups == 0
+    assert not [n for n in done.notes if "of the parameters; ratio" in n]  # the share follows the ratio
