@@ -65,7 +65,7 @@ def count_items(ds: data.Dataset, split: str) -> int:
 @pytest.fixture
 def workers(monkeypatch) -> None:
     """Force one DataLoader worker process, so decoding happens outside the test process."""
-    monkeypatch.setattr(data, "num_workers", lambda: 1)
+    monkeypatch.setenv("PRUNELAB_LOADER_WORKERS", "1")
 
 
 # ----------------------------------------------------------------------------- ImageFolder: damaged files
@@ -470,7 +470,7 @@ def test_damaged_fashion_file_is_refused_naming_it(tmp_path, monkeypatch, name):
     root = write_fake_fashion(tmp_path / "fm")
     path = root / filename
     path.write_bytes(damage(path))
-    monkeypatch.setattr(data, "FASHION_DIR", root)  # what PRUNELAB_FASHION_DIR sets at import
+    monkeypatch.setattr(data.fashion, "FASHION_DIR", root)  # what PRUNELAB_FASHION_DIR sets at import
     message = refused(load_dataset, "fashion-mnist")
     assert str(path) in message and expected in message
 
