@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from engine.paths import log_dir
@@ -67,10 +67,22 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     QApplication.setOrganizationName("PruneLab")
     QApplication.setApplicationName("PruneLab")
     QApplication.setApplicationDisplayName("PruneLab")
+    QGuiApplication.setDesktopFileName("prunelab")  # Wayland finds the icon through prunelab.desktop
     app = QApplication(argv if argv is not None else sys.argv)
     # Fusion follows the system's light/dark palette on every platform and renders crisply at any DPI.
     app.setStyle("Fusion")
+    app.setWindowIcon(app_icon())
     return app
+
+
+def app_icon() -> QIcon:
+    """The application icon from its PNG renderings (no SVG plugin needed, crisp at every size)."""
+    from resources import resource_path
+
+    icon = QIcon()
+    for png in sorted(resource_path("icons").glob("prunelab-*.png")):
+        icon.addFile(str(png))
+    return icon
 
 
 def main() -> int:
