@@ -140,7 +140,9 @@ def add_memory_arg(p: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     """Load the dataset and model named by the flags and make them fit each other."""
-    data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0)
+    printer = ProgressPrinter(quiet=getattr(args, "quiet", False))
+    data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0,
+                        progress=lambda ev: ev.total and printer(ev))  # a folder scan; listing has no total yet
     for line in getattr(data, "warnings", ()):
         print(f"warning: {line}", file=sys.stderr)
     # torchvision:NAME and timm:NAME take channels, size and classes from the data; untrained ones from --seed

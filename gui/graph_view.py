@@ -23,8 +23,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QDoubleSpinBox, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QRadioButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
+                               QLabel, QLineEdit, QPushButton, QRadioButton, QSplitter, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from engine.layers import LayerInfo, LayerStat
 from engine.units import fmt_count
@@ -209,6 +210,8 @@ class LayerTable(QTableWidget):
 
     layer_selected = Signal(str)
     choices_changed = Signal()
+    layers_set = Signal()  # the rows were replaced: the filter's type list follows
+    ALL_TYPES = "All types"
     HEADERS = (("Layer", "Module name in the model"), ("Type", "Layer type"),
                ("Output", "Output shape for one image (channels × height × width)"),
                ("Params", "Parameters of the layer"), ("MACs", "Multiply-accumulates per image"),
@@ -241,6 +244,7 @@ class LayerTable(QTableWidget):
         self.layers: list[LayerInfo] = []
         self.head: str | None = None
         self._spins: dict[str, QDoubleSpinBox] = {}
+        self._filter = ("", self.ALL_TYPES)
         self.itemSelectionChanged.connect(self._on_selection)
         self.itemChanged.connect(self._on_item_changed)
 
@@ -302,6 +306,28 @@ class LayerTable(QTableWidget):
                 self.setItem(row, col, cell)
         self.blockSignals(False)
         self.resizeColumnsToContents()
+        self.set_filter(*self._filter)
+        self.layers_set.emit()
+
+    def kinds(self) -> list[str]:
+        """The layer types present, for the filter's type list."""
+        return sorted({info.kind for info in self.layers})
+
+    def set_filter(self, text: str, kind: str) -> int:
+        """Show only layers whose name contains `text` (any case) and whose type is `kind`; returns rows shown.
+
+        Rows are hidden rather than proxied: the ratio spin boxes are cell widgets of this table, and a
+        hidden row keeps its choices, so filtering never changes what a run prunes.
+        """
+        self._filter = (text, kind)
+        needle = text.strip().lower()
+        shown = 0
+        for row, info in enumerate(self.layers):
+            match = (not needle or needle in info.name.lower() or needle in info.kind.lower()) and \
+                (kind in ("", self.ALL_TYPES) or info.kind == kind)
+            self.setRowHidden(row, not match)
+            shown += match
+        return shown
 
     def needed_width(self) -> int:
         """Width that shows every column without scrolling."""
@@ -441,11 +467,52 @@ class GraphView(QWidget):
             self.splitter.addWidget(self.web_view)
             self.web_view.loadFinished.connect(self._paint_nodes)
         self.layer_table = LayerTable()
-        self.splitter.addWidget(self.layer_table)
+        self.splitter.addWidget(self._table_with_filter())
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setSizes([320, 680])  # the web view has no size hint; give it room from the start
+
+    def _table_with_filter(self) -> QWidget:
+        """The layer table under a name filter and a type list (ResNet-50 has 160+ rows)."""
+        box = QWidget()
+        column = QVBoxLayout(box)
+        column.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter layers by name…")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setToolTip("Show only layers whose name (or type) contains this text, e.g. layer3 or "
+                                    "downsample; hidden layers keep their choices")
+        self.type_combo = QComboBox()
+        self.type_combo.setToolTip("Show only layers of one type")
+        self.type_combo.addItem(LayerTable.ALL_TYPES)
+        self.filter_count = QLabel("")
+        row.addWidget(self.filter_edit, 1)
+        row.addWidget(self.type_combo)
+        row.addWidget(self.filter_count)
+        column.addLayout(row)
+        column.addWidget(self.layer_table, 1)
+        self.filter_edit.textChanged.connect(self._on_filter_changed)
+        self.type_combo.currentTextChanged.connect(self._on_filter_changed)
+        self.layer_table.layers_set.connect(self._on_layers_set)
+        return box
+
+    @Slot()
+    def _on_layers_set(self) -> None:
+        current = self.type_combo.currentText()
+        self.type_combo.blockSignals(True)
+        self.type_combo.clear()
+        self.type_combo.addItems([LayerTable.ALL_TYPES, *self.layer_table.kinds()])
+        self.type_combo.setCurrentText(current if current in self.layer_table.kinds() else LayerTable.ALL_TYPES)
+        self.type_combo.blockSignals(False)
+        self._on_filter_changed()
+
+    @Slot()
+    def _on_filter_changed(self, *_args) -> None:
+        shown = self.layer_table.set_filter(self.filter_edit.text(), self.type_combo.currentText())
+        total = len(self.layer_table.layers)
+        self.filter_count.setText("" if shown == total else f"{shown} of {total}")
 
     def fit_table(self) -> None:
         """Give the layer table the width it needs and the graph the rest (at least a quarter)."""
