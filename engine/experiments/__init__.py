@@ -6,6 +6,7 @@ the Pareto front and the ranking that names the best run in plain words; one job
 - store: run records and the SQLite store (marked, claims for sweeps that share it);
 - plans: the TOML model of an experiment;
 - runner: run_plan and its events (claims, the memory budget per run, resuming);
+- executors: where the runs execute, here or on a Ray cluster (the driver keeps the store either way);
 - ranking: the Pareto front, the ranking and the recommendation.
 
 A plan is plain data (a TOML file or the GUI's Experiment tab); `run_plan` turns it into one
@@ -22,14 +23,16 @@ from engine.experiments.store import (APPLICATION_ID, Claim, ClaimOwner, LEASE_S
 from engine.experiments.plans import (PLAN_SECTIONS, Plan, RECOVERY_KEYS, Recovery, load_plan, parse_plan)
 from engine.experiments.ranking import (RankedRun, Ranking, TIMED_METRICS, describe_gain, pareto_front, rank,
                                         recommendation)
-from engine.experiments.runner import (POLL_S, PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted,
-                                       PlanWaiting, baseline_key, load_inputs, plan_runs, run_key, run_plan,
+from engine.experiments.executors import LocalExecutor, RayExecutor, make_executor
+from engine.experiments.runner import (POLL_S, PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanRunStarted,
+                                       PlanStarted, PlanWaiting, baseline_key, load_inputs, plan_runs, run_key, run_plan,
                                        sensitivity_for_plan)
 
 __all__ = [
     "APPLICATION_ID", "CRITERION_KEYS", "Claim", "ClaimOwner", "Criterion", "DEFAULT_CRITERIA", "LEASE_S", "METRICS",
-    "MetricInfo", "OUR_TABLES", "PLAN_SECTIONS", "POLL_S", "Plan", "PlanDone", "PlanProgress", "PlanRunDone",
-    "PlanRunFailed", "PlanStarted", "PlanWaiting", "RECOVERY_KEYS", "RENEW_S", "RUN_COLUMNS", "RankedRun", "Ranking",
+    "LocalExecutor", "MetricInfo", "OUR_TABLES", "PLAN_SECTIONS", "POLL_S", "Plan", "PlanDone", "PlanProgress",
+    "PlanRunDone", "PlanRunFailed", "PlanRunStarted", "PlanStarted", "PlanWaiting", "RECOVERY_KEYS", "RENEW_S",
+    "RUN_COLUMNS", "RankedRun", "Ranking", "RayExecutor", "make_executor",
     "Recovery", "ResultStore", "RunResult", "SCHEMA_VERSION", "SQLITE_MAGIC", "STORE_NAME", "TIMED_METRICS",
     "baseline_key", "check_prune_options", "check_sensitivity_options", "check_typed", "claim_is_live",
     "criteria_from_toml", "default_store_path", "describe_gain", "inspect_store_file", "load_inputs", "load_plan",

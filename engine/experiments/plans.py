@@ -20,7 +20,8 @@ from engine.config import RECOVERY, PruneConfig, options
 # ----------------------------------------------------------------------------- plans
 
 PLAN_SECTIONS = {
-    "plan": {"name", "seed", "store", "out_dir", "save_models", "memory_limit"},
+    "plan": {"name", "seed", "store", "out_dir", "save_models", "memory_limit", "executor", "address", "cpus_per_run",
+             "gpus_per_run"},
     "model": {"source", "code", "kwargs", "weights", "trust", "input_shape", "mean", "std"},
     "data": {"spec"},
     "sweep": {"methods", "ratios", "target_speedups", "sensitivity_guided"},
@@ -87,6 +88,10 @@ class Plan:
     input_shape: tuple[int, int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    executor: str = "local"  # where the runs execute: "local" (this process) or "ray" (a Ray cluster)
+    address: str | None = None  # the Ray cluster: HOST:PORT, "auto", or None to start one on this machine
+    cpus_per_run: float = 1.0  # Ray resources each run asks for
+    gpus_per_run: float = 0.0
 
     def configs(self) -> list[tuple[PruneConfig, Recovery]]:
         """One PruneConfig per run (method × target × recovery), validated. Unstructured methods get no
@@ -171,6 +176,27 @@ def _file_digest(source: str) -> str | None:
     return h.hexdigest()[:16]
 
 
+EXECUTORS = ("local", "ray")
+
+
+def _executor_keys(plan: Plan, plan_t: dict) -> None:
+    """[plan] executor, address, cpus_per_run, gpus_per_run: where the runs execute (flags override them)."""
+    plan.executor = _expect(plan_t.get("executor", "local"), str, "[plan] executor", '"local" or "ray"')
+    if plan.executor not in EXECUTORS:
+        raise UserError(f"[plan] executor must be \"local\" or \"ray\", got {_shown(plan.executor)}")
+    if "address" in plan_t:
+        plan.address = _expect(plan_t["address"], str, "[plan] address", 'HOST:PORT of a Ray cluster, or "auto"')
+        if not plan.address.strip():
+            raise UserError('[plan] address is empty; give HOST:PORT of the Ray head, or "auto"')
+    for key in ("cpus_per_run", "gpus_per_run"):
+        if key in plan_t:
+            value = _expect(plan_t[key], (int, float), f"[plan] {key}", "a number of CPUs or GPUs (0 or more)")
+            if isinstance(value, bool) or not 0 <= value < 1e6:
+                raise UserError(f"[plan] {key} must be a number of 0 or more, got {_shown(value)}")
+            setattr(plan, key, float(value))
+    if plan.cpus_per_run == 0 and plan.gpus_per_run == 0:
+        raise UserError("[plan] cpus_per_run and gpus_per_run are both 0; each run needs at least one of them")
+
 
 def _methods(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -242,6 +268,7 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
             plan.memory_limit = parse_limit(limit)
         except UserError as exc:
             raise UserError(f"{source}: [plan] memory_limit: {exc}") from None
+    _executor_keys(plan, plan_t)
 
     if "source" not in model_t:
         raise UserError(f"{source}: [model] source is missing; e.g. source = \"demo:resnet\" or a model file")

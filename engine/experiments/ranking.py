@@ -74,9 +74,9 @@ def _pool_timed(results: Sequence[RunResult], table: list[dict], criteria: Seque
     """
     shapes: dict[tuple, list[int]] = {}
     for i, r in enumerate(results):
-        # same layer shapes, measured the same way (device, batch sizes, threads)
+        # same layer shapes, measured the same way (machine, device, batch sizes, threads)
         how = tuple(sorted((bs, v.get("threads")) for bs, v in r.metrics.latency_ms.items()))
-        shapes.setdefault((r.metrics.macs, r.metrics.params, r.device, how), []).append(i)
+        shapes.setdefault((r.metrics.macs, r.metrics.params, r.node, r.device, how), []).append(i)
     pooled = [dict(row) for row in table]
     for c in criteria:
         if c.metric not in TIMED_METRICS:

@@ -9,16 +9,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from engine import versions
-from engine.budget import BudgetError, guarded, parse_limit, rss_bytes
+from engine.budget import guarded, parse_limit, rss_bytes
 from engine.checks import check_run
-from engine.errors import resource_error
 from engine.events import CancelToken, Progress
-from engine.experiments.plans import Plan, Recovery
+from engine.experiments.executors import Job, Outcome, Started, device_text, make_executor, timed_threads
+from engine.experiments.plans import Plan
 from engine.experiments.ranking import Ranking, rank
 from engine.experiments.store import ClaimOwner, ResultStore, RunResult, run_label
 from engine.methods import get_method
 from engine.config import PruneConfig
-from engine.pruning import RunDone
 
 POLL_S = 1.0  # how often a sweep that waits for another's runs looks at the store
 
@@ -56,6 +55,17 @@ class PlanWaiting(PlanProgress):
 
     holders: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanRunStarted(PlanProgress):
+    """A submitted run began on a Ray worker (`node`, process `pid`; `attempt` > 1: retried after its
+    worker died). `running` lists the labels of every run in flight now."""
+
+    node: str = ""
+    pid: int = 0
+    attempt: int = 1
+    running: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,16 +135,6 @@ def load_inputs(plan: Plan):
                             model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
                             seed=plan.seed)
     return bundle, fit_data(bundle, data, plan.mean, plan.std)
-
-
-def _device_text(device: str) -> str:
-    import platform
-
-    import torch
-
-    if device == "cuda" and torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def plan_runs(plan: Plan, bundle=None, scan=None) -> list[tuple]:
@@ -252,16 +252,24 @@ def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, 
 
     Each run is held to the memory budget (`memory_limit`, else the plan's, else the default share of
     the machine): a run that reaches it ends as PlanRunFailed and the plan goes on with the next.
+
+    The plan's executor ([plan] executor, `sweep --executor`) decides where the runs execute: here, one
+    at a time, or on a Ray cluster, several at once (PlanRunStarted says where each began). This process
+    keeps the store either way and writes each result the moment it arrives.
     """
     cancel = cancel or CancelToken()
     owner = ClaimOwner.here()
     limit = memory_limit or plan.memory_limit or parse_limit(None)
-    with store.leases(owner):
-        yield from _run_plan(plan, store, cancel, bundle, data, owner, limit)
+    executor = make_executor(plan, limit, memory_limit or plan.memory_limit)
+    try:
+        with store.leases(owner):
+            yield from _run_plan(plan, store, cancel, bundle, data, owner, limit, executor)
+    finally:
+        executor.close()
 
 
 def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner,
-              limit: int) -> Iterator:
+              limit: int, executor) -> Iterator:
     start = time.perf_counter()
     from engine.metrics import evaluate
     from engine.pruning import run_pruning
@@ -307,92 +315,93 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
                 else:
                     sink.append(ev.metrics)
             baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
-                                        time.perf_counter() - t0, 0.0, 0.0, _device_text(first_cfg.device),
+                                        time.perf_counter() - t0, 0.0, 0.0, device_text(first_cfg.device),
                                         versions(), {"model": plan.model}, [], plan.model, plan.data,
-                                        time.strftime("%Y-%m-%dT%H:%M:%S")), owner)
+                                        time.strftime("%Y-%m-%dT%H:%M:%S"), {}, owner.host,
+                                        timed_threads(sink[0], first_cfg.device)), owner)
             store.put(baseline, owner)
         except BaseException:
             store.release(owner, b_key)
             raise
+    executor.open(plan, bundle, data, baseline, plan.models_dir(store.path) if plan.save_models else None)
     yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
                       tuple(plan.criteria))
-    ran = shared = 0
+    counts = {"ran": 0, "shared": 0}
     failed: list[str] = []
     pending = list(enumerate(runs, 1))
+    held, holders = [], []  # runs another live process computes: looked at again once this one is idle
     shown = ""
-    while pending:
-        waiting, holders = [], []
+    while pending or held or executor.running:
+        later = []
         for index, (key, label, cfg, rec, guided) in pending:
             cancel.check()
+            if executor.running >= executor.capacity:
+                later.append((index, (key, label, cfg, rec, guided)))
+                continue
             status, holder = ("stored", None) if key in done_keys else store.claim(key, owner)
             if status == "stored":
                 stored = store.get(key)
                 if stored is not None:  # (a stored row is never deleted; the check only guards the type)
                     by_other = key not in done_keys
-                    shared += by_other
+                    counts["shared"] += by_other
                     yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
                     continue
                 done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
             if status != "claimed":
-                waiting.append((index, (key, label, cfg, rec, guided)))
+                held.append((index, (key, label, cfg, rec, guided)))
                 if holder is not None:
                     holders.append(holder.owner.describe())
                 continue
-            yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}")
-            try:
-                out_dir = None
-                if plan.save_models:
-                    out_dir = plan.models_dir(store.path) / key
-                final = ev = None
-                for ev in guarded(run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline.metrics),
-                                  limit, ", leave large layers alone ([prune] ignored_layers)"):
-                    if isinstance(ev, RunDone):
-                        final = ev
-                    yield ev
-                result = _stamp(_result_of(final, key, label, cfg, rec, guided, plan), owner)
-                store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
-            except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
-                store.release(owner, key)  # another sweep, or a re-run, may take it
-                reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
-                if reason is None:
-                    raise
-                failed.append(f"{label}: {reason}")
-                final = ev = None
-                gc.collect()
-                yield PlanRunFailed(index, total, key, label, str(reason))
-                continue
-            except BaseException:
-                store.release(owner, key)  # failed or cancelled: another sweep may take it
-                raise
-            ran += 1
-            del final, ev
-            gc.collect()  # free the pruned copy, its optimiser and activations before the next run
-            yield PlanRunDone(index, total, result, rss_bytes=rss_bytes())
-        pending = waiting
-        if pending:
+            sent = "" if executor.name == "local" else " (submitted to the Ray cluster)"
+            yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}{sent}")
+            executor.submit(Job(index, total, key, label, cfg, rec, guided))
+        pending = later
+        if executor.running:
+            yield from _collect(executor, store, owner, cancel, skipped, counts, failed)
+            continue
+        if held:
             who = sorted(set(holders))
-            text = (f"{len(pending)} run{'s are' if len(pending) > 1 else ' is'} being computed by "
-                    f"{', '.join(who)}; waiting to include {'them' if len(pending) > 1 else 'it'} "
+            text = (f"{len(held)} run{'s are' if len(held) > 1 else ' is'} being computed by "
+                    f"{', '.join(who)}; waiting to include {'them' if len(held) > 1 else 'it'} "
                     "(cancel to stop: they are stored anyway, and a re-run includes them)")
             if text != shown:
                 shown = text
                 yield PlanWaiting(0, total, "", "waiting", skipped, text, tuple(who),
-                                  tuple(r[1][0] for r in pending))
+                                  tuple(r[1][0] for r in held))
             _pause(POLL_S, cancel)
+            pending, held, holders = held, [], []
+    ran, shared = counts["ran"], counts["shared"]
     results = tuple(store.results([r[0] for r in runs]))
     yield PlanDone(results, baseline, rank(results, plan.criteria, baseline, model=plan.model), str(store.path),
                    time.perf_counter() - start, ran, skipped, shared, tuple(failed))
 
 
-def _result_of(done: RunDone, key: str, label: str, cfg: PruneConfig, rec: Recovery, guided: bool,
-               plan: Plan) -> RunResult:
-    steps = [s.metrics.to_json(detail=False) | {"step": s.step, "ratio": s.ratio,
-                                                "top1_after_prune": s.top1_after_prune,
-                                                "top1_after_bn": s.top1_after_bn} for s in done.steps]
-    recover = sum(s.recover_seconds for s in done.steps)
-    return RunResult(key, "run", label, cfg.method, cfg.pruning_ratio, cfg.target_speedup, guided, cfg.to_json(),
-                     done.after, steps, done.seconds, done.prune_seconds, recover, _device_text(cfg.device),
-                     versions(), dict(done.files), list(done.notes), plan.model, plan.data,
-                     time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     {"recovery": rec.name, "recovery_summary": rec.summary, "plan": plan.name,
-                      "latency_speedup": done.paired})  # paired original/pruned timing (None: not measured)
+
+def _collect(executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToken, skipped: int, counts: dict,
+             failed: list) -> Iterator:
+    """Pass on the events of the runs in flight and store each result the moment it arrives."""
+    try:
+        for ev in executor.events(cancel):
+            if isinstance(ev, Started):
+                j = ev.job
+                again = f", attempt {ev.attempt} (its worker died)" if ev.attempt > 1 else ""
+                yield PlanRunStarted(j.index, j.total, j.key, j.label, skipped,
+                                     f"run {j.index}/{j.total}: {j.label} running on {ev.node}{again}",
+                                     ev.node, ev.pid, ev.attempt, executor.in_flight())
+            elif isinstance(ev, Outcome):
+                j = ev.job
+                if ev.result is None:
+                    store.release(owner, j.key)  # another sweep, or a re-run, may take it
+                    failed.append(f"{j.label}: {ev.failed}")
+                    yield PlanRunFailed(j.index, j.total, j.key, j.label, ev.failed)
+                    continue
+                result = _stamp(ev.result, owner)
+                store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
+                counts["ran"] += 1
+                yield PlanRunDone(j.index, j.total, result, rss_bytes=rss_bytes())
+            else:
+                yield ev
+    except BaseException:
+        for key in executor.keys():
+            store.release(owner, key)  # failed or cancelled: another sweep may take them
+        raise

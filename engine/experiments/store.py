@@ -16,7 +16,7 @@ from engine.paths import data_dir
 from engine.config import PruneConfig
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = 2  # 2: header marks (application_id, user_version) and the claims table
+SCHEMA_VERSION = 3  # 2: header marks (application_id, user_version) and the claims table; 3: where-timed columns
 
 # ----------------------------------------------------------------------------- results
 
@@ -46,6 +46,8 @@ class RunResult:
     dataset: str = ""
     created: str = ""
     extra: dict = field(default_factory=dict)  # recovery name, memory after the run, ...
+    node: str = ""  # where the run was timed: the machine (a Ray node's host name) ...
+    threads: int = 0  # ... and the CPU threads its latency used (0: a GPU, or not timed)
 
     @property
     def recovery(self) -> str:
@@ -73,7 +75,7 @@ class RunResult:
                                    "recover_seconds": self.recover_seconds}),
             "device": self.device, "versions": json.dumps(self.versions), "files": json.dumps(self.files),
             "notes": json.dumps(self.notes), "model": self.model, "dataset": self.dataset,
-            "created": self.created, "extra": json.dumps(self.extra),
+            "created": self.created, "extra": json.dumps(self.extra), "node": self.node, "threads": self.threads,
         }
 
     @classmethod
@@ -88,7 +90,8 @@ class RunResult:
                    json.loads(row["steps"]), t.get("seconds", 0.0), t.get("prune_seconds", 0.0),
                    t.get("recover_seconds", 0.0), row["device"], json.loads(row["versions"]),
                    json.loads(row["files"]), json.loads(row["notes"]), row["model"], row["dataset"],
-                   row["created"], json.loads(row["extra"] or "{}"))
+                   row["created"], json.loads(row["extra"] or "{}"),
+                   *((row["node"] or "", row["threads"] or 0) if "node" in row.keys() else ()))
 
     def csv_row(self) -> dict:
         """A flat dict of every figure, for the CSV export."""
@@ -103,7 +106,8 @@ class RunResult:
             row[f"latency_b{bs}_median_ms"] = m.latency(bs)
             row[f"latency_b{bs}_p95_ms"] = m.latency(bs, "p95")
         row.update(seconds=round(self.seconds, 3), prune_seconds=round(self.prune_seconds, 4),
-                   recover_seconds=round(self.recover_seconds, 3), device=self.device,
+                   recover_seconds=round(self.recover_seconds, 3), device=self.device, node=self.node,
+                   threads=self.threads,
                    versions=json.dumps(self.versions), model_file=self.files.get("model", ""),
                    model=self.model, dataset=self.dataset, created=self.created, config=json.dumps(self.config))
         return row
@@ -130,6 +134,8 @@ def default_store_path() -> Path:
 
 RUN_COLUMNS = ("key", "kind", "label", "method", "ratio", "target_speedup", "guided", "config", "metrics", "steps",
                "timings", "device", "versions", "files", "notes", "model", "dataset", "created", "extra")
+# Where a run was timed (schema 3), so the ranking pools latencies measured alike; older stores gain them empty.
+WHERE_COLUMNS = (("node", "TEXT"), ("threads", "INTEGER"))
 
 # The store marks itself in the SQLite header: PRAGMA application_id (offset 68) says "a PruneLab result
 # store" and PRAGMA user_version (offset 60) the schema version, so another program's database or a newer
@@ -333,6 +339,10 @@ class ResultStore:
                             f"PRAGMA application_id = {APPLICATION_ID}",
                             f"PRAGMA user_version = {SCHEMA_VERSION}"):
                     db.execute(sql)
+                have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+                for col, kind in WHERE_COLUMNS:
+                    if col not in have:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db = sqlite3.connect(self.path, timeout=30)
         try:
@@ -376,10 +386,11 @@ class ResultStore:
     def put(self, result: RunResult, owner: ClaimOwner | None = None) -> None:
         """Write (or replace) one run or baseline row and release `owner`'s claim on it, in one transaction."""
         row = result.to_row()
+        cols = RUN_COLUMNS + tuple(c for c, _ in WHERE_COLUMNS)
         with self._connect(write=True) as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
-            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}, seq) "
-                       f"VALUES ({', '.join('?' * len(RUN_COLUMNS))}, ?)", [row[c] for c in RUN_COLUMNS] + [seq])
+            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}, seq) "
+                       f"VALUES ({', '.join('?' * len(cols))}, ?)", [row[c] for c in cols] + [seq])
             if owner is not None:
                 db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (result.key, owner.token))
 

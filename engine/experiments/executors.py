@@ -1,0 +1,453 @@
+"""Where a plan's runs execute: here, one after another (LocalExecutor), or on a Ray cluster (RayExecutor).
+
+The runner claims runs in the store, submits them to an executor and writes each Outcome to the store the
+moment it arrives; an executor only runs them. Both build the same RunResult from the same seeded
+run_pruning, so accuracy, parameters and MACs do not depend on the executor; only the timings do, and each
+result records where it was timed (node, device, threads).
+
+On Ray the driver (this process) keeps the SQLite store; the model travels once through Ray's object store
+(no shared disk), the dataset spec is resolved on each worker (so a dataset must be reachable at the same
+path on every node), pruned model files come back as bytes, and progress comes back through a Ray queue.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from engine import versions
+from engine.budget import BudgetError, guarded, parse_limit
+from engine.config import PruneConfig
+from engine.errors import Cancelled, UserError, resource_error
+from engine.events import CancelToken, Progress
+from engine.experiments.plans import Plan, Recovery
+from engine.experiments.store import RunResult
+from engine.pruning import RunDone
+
+MEMORY_HINT = ", leave large layers alone ([prune] ignored_layers)"
+CANCEL_GRACE_S = 5.0  # a cancelled Ray run gets this long to stop by itself before its worker is killed
+PROGRESS_EVERY_S = 0.25  # at most this often a remote run sends its progress to the driver
+RAY_PIN = "ray==2.60.0"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed run: its place in the plan, key, label and configuration."""
+
+    index: int
+    total: int
+    key: str
+    label: str
+    cfg: PruneConfig
+    rec: Recovery
+    guided: bool
+
+
+@dataclass(frozen=True)
+class Started:
+    """A run began on `node` (a Ray worker picked it up; `attempt` > 1 after a worker died)."""
+
+    job: Job
+    node: str
+    pid: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A run ended: its result (not yet stored), or why it failed (`failed`, a one-line reason)."""
+
+    job: Job
+    result: RunResult | None = None
+    failed: str = ""
+
+
+# ----------------------------------------------------------------------------- results and where they were timed
+
+
+def device_text(device: str) -> str:
+    """'cpu (x86_64, 2 threads)' or 'cuda (NVIDIA H200)': the device a run used, as stored."""
+    import platform
+
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def timed_threads(done_metrics: Any, device: str) -> int:
+    """CPU threads the latency was measured with (from the metrics), else torch's count; 0 on a GPU."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return 0
+    for entry in (getattr(done_metrics, "latency_ms", None) or {}).values():
+        if isinstance(entry, dict) and entry.get("threads"):
+            return int(entry["threads"])
+    return torch.get_num_threads()
+
+
+def result_of(done: RunDone, job: Job, plan: Plan, executor: str) -> RunResult:
+    """The stored record of a finished run, stamped with where it was timed."""
+    cfg = job.cfg
+    steps = [s.metrics.to_json(detail=False) | {"step": s.step, "ratio": s.ratio,
+                                                "top1_after_prune": s.top1_after_prune,
+                                                "top1_after_bn": s.top1_after_bn} for s in done.steps]
+    recover = sum(s.recover_seconds for s in done.steps)
+    return RunResult(job.key, "run", job.label, cfg.method, cfg.pruning_ratio, cfg.target_speedup, job.guided,
+                     cfg.to_json(), done.after, steps, done.seconds, done.prune_seconds, recover,
+                     device_text(cfg.device), versions(), dict(done.files), list(done.notes), plan.model, plan.data,
+                     time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     {"recovery": job.rec.name, "recovery_summary": job.rec.summary, "plan": plan.name,
+                      "latency_speedup": done.paired,  # paired original/pruned timing (None: not measured)
+                      "executor": executor},
+                     socket.gethostname(), timed_threads(done.after, cfg.device))
+
+
+def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None, limit: int | None,
+             cancel: CancelToken, executor: str) -> Iterator:
+    """run_pruning under the memory budget; yields its events and returns the RunResult, or a failure
+    reason (str) when memory ran out. Shared by both executors, so both compute the same thing."""
+    final = None
+    try:
+        for ev in guarded(run_pruning_events(bundle, data, job.cfg, cancel, out_dir, baseline), limit, MEMORY_HINT):
+            if isinstance(ev, RunDone):
+                final = ev
+            yield ev
+        return result_of(final, job, plan, executor)
+    except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
+        reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
+        if reason is None:
+            raise
+        return str(reason)
+    finally:
+        del final
+        gc.collect()  # free the pruned copy, its optimiser and activations before the next run
+
+
+def run_pruning_events(bundle, data, cfg: PruneConfig, cancel: CancelToken, out_dir, baseline) -> Iterator:
+    """engine.pruning.run_pruning (imported late: it pulls in torch-pruning)."""
+    from engine.pruning import run_pruning
+
+    return run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline)
+
+
+# ----------------------------------------------------------------------------- local
+
+
+class LocalExecutor:
+    """Runs here, in this process, one at a time (a run claimed is a run started)."""
+
+    name = "local"
+    capacity = 1
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._queue: list[Job] = []
+
+    def open(self, plan: Plan, bundle, data, baseline, models_dir: Path | None) -> None:
+        """Remember what every run shares."""
+        self.plan, self.bundle, self.data, self.baseline, self.models_dir = plan, bundle, data, baseline, models_dir
+
+    @property
+    def running(self) -> int:
+        """Runs submitted and not ended."""
+        return len(self._queue)
+
+    def submit(self, job: Job) -> None:
+        """Queue a claimed run (it starts when events() is drained)."""
+        self._queue.append(job)
+
+    def events(self, cancel: CancelToken) -> Iterator:
+        """Run the next queued run: its engine events, then its Outcome."""
+        job = self._queue[0]
+        out_dir = self.models_dir / job.key if self.models_dir else None
+        got = yield from _run_one(self.bundle, self.data, job, self.plan, self.baseline.metrics, out_dir,
+                                  self.limit, cancel, self.name)
+        self._queue.pop(0)  # (kept on an exception, so the runner releases its claim)
+        yield Outcome(job, failed=got) if isinstance(got, str) else Outcome(job, result=got)
+
+    def keys(self) -> list[str]:
+        """Keys of the runs submitted and not ended."""
+        return [j.key for j in self._queue]
+
+    def in_flight(self) -> tuple[str, ...]:
+        """Labels of the runs submitted and not ended."""
+        return tuple(j.label for j in self._queue)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# ----------------------------------------------------------------------------- Ray (worker side)
+
+_WORKER_DATA: dict = {}  # per worker process: the dataset of the last spec, so its next run skips loading it
+
+
+def worker_node() -> str:
+    """'host (ip)' of the Ray node this worker runs on, for messages."""
+    try:
+        import ray
+
+        return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+    except Exception:  # noqa: BLE001 - only for a message
+        return socket.gethostname()
+
+
+def _worker_data(plan: Plan, bundle):
+    """Resolve the plan's dataset spec on this worker, once per process; a dataset missing here names the
+    node and the path, since every node must reach it at the same path."""
+    from engine.data import load_dataset
+    from engine.inputs import fit_data
+
+    key = (plan.data, plan.input_shape, plan.seed, plan.mean, plan.std)
+    if key not in _WORKER_DATA:
+        _WORKER_DATA.clear()
+        try:
+            data = load_dataset(plan.data, input_shape=plan.input_shape, seed=plan.seed)
+        except (UserError, OSError) as exc:
+            raise UserError(f"Ray worker on node {worker_node()} cannot load the dataset {plan.data!r}: {exc}; "
+                            "every node must reach the dataset at the same path (docs/cluster.md)") from None
+        _WORKER_DATA[key] = fit_data(bundle, data, plan.mean, plan.std)
+    return _WORKER_DATA[key]
+
+
+def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None) -> dict:
+    """One run on a Ray worker: progress goes to `queue`, the result (and model files, as bytes) back to
+    the driver, which stores it. A UserError comes back as {"error": line} so the driver can say it plainly."""
+    node = worker_node()
+    queue.put(("started", job.key, node, os.getpid()))
+    try:
+        data = _worker_data(plan, bundle)
+        last = 0.0
+        with tempfile.TemporaryDirectory(prefix="prunelab-ray-") as tmp:
+            out_dir = Path(tmp) / job.key if plan.save_models else None
+            runner = _run_one(bundle, data, job, plan, baseline, out_dir, limit or parse_limit(None), CancelToken(),
+                              "ray")
+            while True:
+                try:
+                    ev = next(runner)
+                except StopIteration as stop:
+                    got = stop.value
+                    break
+                now = time.monotonic()
+                if isinstance(ev, Progress) and (now - last >= PROGRESS_EVERY_S or ev.done >= ev.total):
+                    last = now
+                    queue.put(("progress", job.key, node, ev))
+            if isinstance(got, str):
+                return {"failed": got}
+            files = {name: (Path(p).relative_to(out_dir).as_posix(), Path(p).read_bytes())
+                     for name, p in got.files.items() if out_dir is not None and Path(p).is_file()}
+            return {"result": got, "files": files}
+    except UserError as exc:
+        return {"error": str(exc)}
+
+
+# ----------------------------------------------------------------------------- Ray (driver side)
+
+
+def import_ray():
+    """The ray module, or a UserError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"the Ray executor needs Ray; install it with `pip install {RAY_PIN}` (or run with "
+                        "--executor local)") from None
+    return ray
+
+
+class RayExecutor:
+    """Runs on a Ray cluster (or a Ray instance started here when no address is given), as many at once as
+    the cluster has room for (its CPUs / cpus_per_run, GPUs / gpus_per_run)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+                 limit: int | None = None) -> None:
+        self.address, self.cpus, self.gpus, self.limit = address, cpus_per_run, gpus_per_run, limit
+        self.capacity = 1
+        self._refs: dict = {}  # object ref -> Job
+        self._started = False
+        self._queue = None
+        self._attempts: dict[str, int] = {}
+
+    def open(self, plan: Plan, bundle, data, baseline, models_dir: Path | None) -> None:
+        """Connect (or start a local Ray), put the model in the object store, make the progress queue."""
+        ray = import_ray()
+        import logging
+
+        from ray.util.queue import Queue
+
+        if not ray.is_initialized():
+            import engine
+
+            kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False,
+                            # the engine package travels to every worker: no shared disk or install of PruneLab
+                            "runtime_env": {"py_modules": [str(Path(engine.__file__).parent)]}}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs["include_dashboard"] = False
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = self.address or "a local Ray instance"
+                raise UserError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0]}; start one "
+                                "with `ray start --head` (docs/cluster.md) or run with --executor local") from None
+            self._started = True
+        res = ray.cluster_resources()
+        slots = [res.get("CPU", 0) / self.cpus] if self.cpus else []
+        if self.gpus:
+            if not res.get("GPU"):
+                raise UserError(f"the Ray cluster has no GPUs, but --gpus-per-run is {self.gpus:g}; use "
+                                "--gpus-per-run 0 or add GPU nodes")
+            slots.append(res["GPU"] / self.gpus)
+        self.capacity = max(1, int(min(slots)))
+        self.plan, self.models_dir = plan, models_dir
+        _pickle_user_code_by_value(bundle)
+        self._model = ray.put(bundle)  # once; every run reads it from the object store
+        self._baseline = baseline.metrics
+        self._queue = Queue(actor_options={"num_cpus": 0})
+        self._task = ray.remote(remote_run).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=3)
+        self._ray = ray
+
+    @property
+    def running(self) -> int:
+        """Runs submitted and not ended."""
+        return len(self._refs)
+
+    def keys(self) -> list[str]:
+        """Keys of the runs submitted and not ended."""
+        return [j.key for j in self._refs.values()]
+
+    def in_flight(self) -> tuple[str, ...]:
+        """Labels of the runs submitted and not ended, those already running first."""
+        jobs = sorted(self._refs.values(), key=lambda j: (j.key not in self._attempts, j.index))
+        return tuple(j.label for j in jobs)
+
+    def submit(self, job: Job) -> None:
+        """Send a claimed run to the cluster."""
+        ref = self._task.remote(self._model, self.plan, job, self._baseline, self._queue, self.limit)
+        self._refs[ref] = job
+
+    def events(self, cancel: CancelToken) -> Iterator:
+        """Progress of the runs in flight until at least one ends, then every Outcome ready."""
+        ray = self._ray
+        while True:
+            yield from self._drain()
+            if cancel.cancelled:
+                yield from self._stop()
+                cancel.check()
+            ready, _ = ray.wait(list(self._refs), num_returns=1, timeout=0.2)
+            if ready:
+                ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+                yield from self._drain()
+                for ref in ready:
+                    yield self._outcome(ref)
+                return
+
+    def _drain(self) -> Iterator:
+        by_key = {j.key: j for j in self._refs.values()}
+        for item in self._queue.get_nowait_batch(self._queue.qsize()) if self._queue.qsize() else ():
+            job = by_key.get(item[1])
+            if job is None:
+                continue
+            if item[0] == "started":  # a second start of a key: Ray retried it after its worker died
+                self._attempts[job.key] = self._attempts.get(job.key, 0) + 1
+                yield Started(job, item[2], item[3], self._attempts[job.key])
+            else:
+                ev: Progress = item[3]
+                yield Progress(ev.phase, ev.done, ev.total, f"{job.label} on {item[2]}: {ev.message}", ev.eta_s)
+
+    def _outcome(self, ref) -> Outcome:
+        ray = self._ray
+        job = self._refs.pop(ref)
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            raise Cancelled("cancelled by the user") from None
+        except ray.exceptions.RayTaskError as exc:  # a bug in the run: stop the plan, as it would here
+            raise RuntimeError(f"run {job.label} failed on the Ray cluster: {exc}") from None
+        except ray.exceptions.RayError as exc:  # the worker or node died more often than Ray retries
+            return Outcome(job, failed=f"the Ray worker died ({type(exc).__name__}); a re-run retries it")
+        if "error" in out:
+            raise UserError(out["error"])
+        if "failed" in out:
+            return Outcome(job, failed=out["failed"])
+        return Outcome(job, result=self._write_files(out["result"], out["files"]))
+
+    def _write_files(self, result: RunResult, files: dict) -> RunResult:
+        """The run's model files, written whole beside the driver's store (workers share no disk with it)."""
+        if not files or self.models_dir is None:
+            result.files = {}
+            return result
+        from engine.outputs import atomic_dir
+
+        final = self.models_dir / result.key
+        with atomic_dir(final) as temp:
+            for name, (rel, blob) in files.items():
+                (temp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (temp / rel).write_bytes(blob)
+        result.files = {name: str(final / rel) for name, (rel, _) in files.items()}
+        return result
+
+    def _stop(self) -> Iterator:
+        """Cancel the runs in flight (ray.cancel); runs that finish meanwhile still come out to be stored."""
+        ray = self._ray
+        refs = list(self._refs)
+        for ref in refs:
+            ray.cancel(ref)
+        done, left = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for ref in left:
+            ray.cancel(ref, force=True)
+        for ref in done:
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayError:
+                self._refs.pop(ref, None)
+                continue
+            if isinstance(out, dict) and "result" in out:
+                yield self._outcome(ref)
+        self._refs.clear()
+
+    def close(self) -> None:
+        """Forget the queue and the model; shut Ray down when this executor started it."""
+        ray = getattr(self, "_ray", None)
+        if ray is None:
+            return
+        for ref in list(self._refs):
+            ray.cancel(ref, force=True)
+        self._refs.clear()
+        if self._queue is not None:
+            try:
+                ray.kill(self._queue.actor)
+            except Exception:  # noqa: BLE001 - the cluster may be gone already
+                pass
+        self._model = None
+        if self._started:
+            ray.shutdown()
+
+
+def _pickle_user_code_by_value(bundle) -> None:
+    """A model class from the user's own file exists only on this machine: send its code with the model."""
+    import sys
+
+    from ray import cloudpickle
+
+    for cls in type(bundle.model).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and cls.__module__.startswith("prunelab_user_"):
+            cloudpickle.register_pickle_by_value(module)
+
+
+def make_executor(plan: Plan, limit: int | None, explicit_limit: int | None):
+    """The executor the plan names ([plan] executor, or the sweep's --executor)."""
+    if plan.executor == "ray":
+        return RayExecutor(plan.address, plan.cpus_per_run, plan.gpus_per_run, explicit_limit)
+    return LocalExecutor(limit)
