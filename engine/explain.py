@@ -298,39 +298,57 @@ def coupling(model: nn.Module, input_shape: Shape, layer: str) -> tuple[Coupled,
 # ----------------------------------------------------------------------------- scores
 
 
-def _score(work: nn.Module, layer: str, method: Method, cfg: PruneConfig, example: torch.Tensor,
-           num_classes: int | None, data: Dataset | None, cancel: CancelToken, apply: bool = False
-           ) -> Generator[Progress, None, ChannelScores]:
-    """One interactive step of the method's own pruner on `work`; the scores and cut of `layer`.
+class _Session:
+    """A copy of the model and one pruner built with the run's options, shared by every criterion.
 
-    With `apply`, the step also prunes `work` (for the before/after predictions)."""
-    from engine.pruners import make_pruner
+    Building the dependency graph costs forward passes; the criteria differ only in the importance,
+    which is swapped in before each interactive step (everything else is the run's own pruner)."""
 
-    module = _module(work, layer)
-    if method.calibration is not None and data is None:
-        raise UserError(f"{method.name} scores channels from training images ({method.calibration.words}); "
-                        "load a dataset first")
-    torch.manual_seed(cfg.seed)  # the random criterion draws the same channels each time it is shown
-    pruner = make_pruner(work, method, cfg, example, num_classes, 1, cancel)
-    tp_pruner, graph = pruner.pruner, pruner.pruner.DG
-    if method.calibration is not None:
-        yield from pruner.calibrate(data, example.device, cancel)
-    n = int(module.weight.shape[0])  # before any pruning
-    recorder = _Recorder(tp_pruner.importance)
-    tp_pruner.importance = recorder
-    cut_idxs: list[int] = []
-    try:
-        for group in tp_pruner.step(interactive=True):
-            cancel.check()
-            cut_idxs = _idxs_of(group, module, graph) or cut_idxs
+    def __init__(self, model: nn.Module, input_shape: Shape, cfg: PruneConfig, num_classes: int | None,
+                 cancel: CancelToken) -> None:
+        from engine.pruners import make_pruner
+        from engine.training import resolve_device
+
+        device, _ = resolve_device(cfg.device)
+        self.work = copy.deepcopy(model).to(device).eval()
+        self.example = torch.zeros(1, *input_shape, device=device)
+        self.cfg, self.cancel = cfg, cancel
+        self.pruner = make_pruner(self.work, _structured(cfg.method), cfg, self.example, num_classes, 1, cancel)
+        self.tp, self.graph = self.pruner.pruner, self.pruner.pruner.DG
+        self.names = {m: n for n, m in self.work.named_modules()}
+
+    def step(self, module: nn.Module, method: Method, data: Dataset | None, apply: bool
+             ) -> Generator[Progress, None, tuple[_Recorder, list[int]]]:
+        """One interactive step with `method`'s importance: the recorded scores and `module`'s cut."""
+        if method.calibration is not None and data is None:
+            raise UserError(f"{method.name} scores channels from training images ({method.calibration.words}); "
+                            "load a dataset first")
+        torch.manual_seed(self.cfg.seed)  # the random criterion draws the same channels each time it is shown
+        importance = method.factory()
+        if method.calibration is not None:
+            yield from method.calibration.run(self.work, importance, data, self.example.device,
+                                              self.cfg.calibration_batches, self.cfg.seed, self.cancel)
+        recorder = _Recorder(importance)
+        self.tp.importance, self.tp.current_step = recorder, 0
+        cut: list[int] = []
+        for group in self.tp.step(interactive=True):
+            self.cancel.check()
+            cut = _idxs_of(group, module, self.graph) or cut
             if apply:
                 group.prune()
-    finally:
-        tp_pruner.importance = recorder.inner
-    if apply:
-        pruner.prep.after_step(work)
-    work.zero_grad(set_to_none=True)
-    names = {m: n for n, m in work.named_modules()}
+        if apply:
+            self.pruner.prep.after_step(self.work)
+        self.work.zero_grad(set_to_none=True)
+        return recorder, cut
+
+
+def _score(session: _Session, layer: str, method: Method, data: Dataset | None, apply: bool = False
+           ) -> Generator[Progress, None, ChannelScores]:
+    """`layer`'s scores and cut under `method` (with `apply`, the session's copy is pruned too)."""
+    module = _module(session.work, layer)
+    graph, names = session.graph, session.names
+    n = int(module.weight.shape[0])  # before any pruning
+    recorder, cut_idxs = yield from session.step(module, method, data, apply)
     notes: list[str] = []
     match = next(((g, imp) for g, imp in recorder.seen if _idxs_of(g, module, graph) is not None), None)
     pruned = match is not None and match[1] is not None
@@ -347,7 +365,7 @@ def _score(work: nn.Module, layer: str, method: Method, cfg: PruneConfig, exampl
         notes.append(f"{method.title} cannot score this layer: {method.measures} does not exist here")
     else:
         values = imp.detach().float().cpu()
-        groups = tp_pruner._get_channel_groups(group)
+        groups = session.tp._get_channel_groups(group)
         if groups > 1:  # grouped layers: the pruner ranks the average over the groups
             values = values.view(groups, -1).mean(0).repeat(groups)
         idxs = _idxs_of(group, module, graph) or []
@@ -365,17 +383,9 @@ def _score(work: nn.Module, layer: str, method: Method, cfg: PruneConfig, exampl
     order = np.lexsort((np.nan_to_num(scores, nan=np.inf), ~cut))
     ranks = np.empty(n, dtype=int)
     ranks[order] = np.arange(n)
-    tied = tuple(dict.fromkeys(c.layer for c in _couplings(graph, work, module, layer))) if not apply else ()
-    return ChannelScores(layer, method.name, float(cfg.pruning_ratio or 0.0), scores, cut, order, ranks, root,
-                         tied, pruned, tuple(notes))
-
-
-def _prepare(model: nn.Module, input_shape: Shape, cfg: PruneConfig) -> tuple[nn.Module, torch.Tensor]:
-    from engine.training import resolve_device
-
-    device, _ = resolve_device(cfg.device)
-    work = copy.deepcopy(model).to(device).eval()
-    return work, torch.zeros(1, *input_shape, device=device)
+    tied = () if apply else tuple(dict.fromkeys(c.layer for c in _couplings(graph, session.work, module, layer)))
+    return ChannelScores(layer, method.name, float(session.cfg.pruning_ratio or 0.0), scores, cut, order, ranks,
+                         root, tied, pruned, tuple(notes))
 
 
 def iter_channel_scores(model: nn.Module, layer: str, method: str, data: Dataset | None, input_shape: Shape,
@@ -386,10 +396,9 @@ def iter_channel_scores(model: nn.Module, layer: str, method: str, data: Dataset
     `cfg` carries the run's options (round_to, scope, ignored layers, calibration batches, seed);
     `ratio` overrides its pruning ratio. The model itself is never changed."""
     cfg = _config(cfg, method, ratio)
-    work, example = _prepare(model, input_shape, cfg)
-    _module(work, layer)
-    return (yield from _score(work, layer, _structured(method), cfg, example, num_classes, data,
-                              cancel or CancelToken()))
+    _module(model, layer)
+    session = _Session(model, input_shape, cfg, num_classes, cancel or CancelToken())
+    return (yield from _score(session, layer, _structured(method), data))
 
 
 def channel_scores(model: nn.Module, layer: str, method: str, data: Dataset | None, input_shape: Shape,
@@ -417,16 +426,17 @@ def iter_criteria(model: nn.Module, layer: str, data: Dataset | None, input_shap
     cancel = cancel or CancelToken()
     names = methods or [m.name for m in all_methods(STRUCTURED)
                         if m.calibration is None or data is not None]  # data-aware ones need data
-    base = _config(cfg, names[0] if names else "l1", ratio)
-    work, example = _prepare(model, input_shape, base)
-    _module(work, layer)
+    if not names:
+        raise UserError("no criteria to compare: give at least one structured method")
+    base = _config(cfg, names[0], ratio)
+    _module(model, layer)
+    yield Progress("explain", 0, len(names) + 1, "tracing the dependency graph")
+    session = _Session(model, input_shape, base, num_classes, cancel)
     scores: dict[str, ChannelScores] = {}
     for i, name in enumerate(names):
-        yield Progress("explain", i, len(names), f"scoring {layer} with {name}")
-        method = _structured(name)
-        scores[name] = yield from _score(work, layer, method, replace(base, method=name), example, num_classes,
-                                         data, cancel)
-    yield Progress("explain", len(names), len(names), "criteria compared")
+        yield Progress("explain", i + 1, len(names) + 1, f"scoring {layer} with {name}")
+        scores[name] = yield from _score(session, layer, _structured(name), data)
+    yield Progress("explain", len(names) + 1, len(names) + 1, "criteria compared")
     return Criteria(layer, tuple(names), scores, jaccard([scores[n].cut for n in names]))
 
 
@@ -510,17 +520,17 @@ def explain_image(model: nn.Module, layer: str, cfg: PruneConfig, data: Dataset,
     cancel = cancel or CancelToken()
     cfg = _config(cfg, cfg.method, cfg.pruning_ratio)
     image, label, picture = test_image(data, index)
-    work, example = _prepare(model, input_shape, cfg)
+    yield Progress("explain", 0, 2, f"pruning a copy with {cfg.method}")
+    session = _Session(model, input_shape, cfg, num_classes, cancel)
+    work = session.work
     maps = feature_maps(work, layer, image)
     original = top_predictions(work, image, data.class_names)
-    yield Progress("explain", 0, 2, f"pruning a copy with {cfg.method}")
-    scores = yield from _score(work, layer, _structured(cfg.method), cfg, example, num_classes, data, cancel,
-                               apply=True)
+    scores = yield from _score(session, layer, _structured(cfg.method), data, apply=True)
     pruned = top_predictions(work, image, data.class_names)
     recovered: tuple[Prediction, ...] = ()
     if cfg.bn_recalibrate:
         yield Progress("explain", 1, 2, "re-estimating BatchNorm on the pruned copy")
-        yield from recalibrate_batchnorm(work, data, cfg.bn_batches, example.device, cancel)
+        yield from recalibrate_batchnorm(work, data, cfg.bn_batches, session.example.device, cancel)
         recovered = top_predictions(work, image, data.class_names)
     yield Progress("explain", 2, 2, "done")
     name = data.class_names[label] if label < len(data.class_names) else str(label)
