@@ -30,19 +30,31 @@ def error_box(parent: QWidget, title: str, message: str, details: str, info: str
 
 def ask_trust(parent: QWidget, path: str, message: str, what: str = "pickle") -> bool:
     """Ask whether to load a file that holds code; explains the risk. True only on an explicit yes."""
+    return trust_box(parent, path, message, what).exec() == QMessageBox.StandardButton.Yes
+
+
+def trust_box(parent: QWidget, path: str, message: str, what: str = "pickle") -> QMessageBox:
+    """The trust question, not yet shown: No is the default button, so Enter never runs a file's code."""
     holds = {"torchscript": "a TorchScript program (code that runs while it loads), not just weights",
-             "code": "weights whose architecture is defined by a Python file, which would be imported (run)"
+             "code": "weights whose architecture is defined by a Python file, which would be imported (run)",
+             "python": "Python code: listing its model classes imports (runs) it"
              }.get(what, "a whole pickled Python object, not just weights")
     box = QMessageBox(QMessageBox.Icon.Warning, "Trust this model file?",
                       f"<b>{escape(Path(path).name)}</b> contains {holds}.",
                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
-    box.setInformativeText("Loading it runs code stored in the file, with your permissions: a malicious file "
-                           "can read or delete your data. Load it only if you created it or trust its source. "
-                           "Safer: save the model's state_dict instead.\n\nLoad and run this file?")
-    box.setDetailedText(message.split(" Pass --trust")[0].split("; pass --model-code")[0])  # no CLI advice
+    if what == "python":
+        box.setInformativeText("Importing it runs the file with your permissions: a malicious file can read or "
+                               "delete your data. Import it only if you wrote it or trust its source.\n\n"
+                               "Import and run this file?")
+    else:
+        box.setInformativeText("Loading it runs code stored in the file, with your permissions: a malicious file "
+                               "can read or delete your data. Load it only if you created it or trust its source. "
+                               "Safer: save the model's state_dict instead.\n\nLoad and run this file?")
+    if message:
+        box.setDetailedText(message.split(" Pass --trust")[0].split("; pass --model-code")[0])  # no CLI advice
     box.setDefaultButton(QMessageBox.StandardButton.No)
-    box.button(QMessageBox.StandardButton.Yes).setText("Trust and load")
-    return box.exec() == QMessageBox.StandardButton.Yes
+    box.button(QMessageBox.StandardButton.Yes).setText("Trust and load" if what != "python" else "Trust and import")
+    return box
 
 
 def limit_text(settings: Settings) -> str:

@@ -28,16 +28,17 @@ from gui import dialogs, theme
 from gui.jobs import Job, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar
 from gui.menus import build_actions, build_menus, open_model
+from gui.open_model import open_model_dialog, remember_recipe, remembered_recipe
 from gui.results import RunRecord
 from gui.settings import Settings
-from gui.source_panel import DEFAULT_DATA, OPEN_CIFAR, OPEN_FILE, OPEN_FOLDER
+from gui.source_panel import DEFAULT_DATA, OPEN_CIFAR, OPEN_FILE, OPEN_FOLDER, OPEN_NEW
 from gui.work import LoadRequest, Loaded, Sensitivity
 from gui.worker import Failure, Worker, start_worker
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "demo:resnet"
-MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar")
+MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar", ".safetensors")
 HINT_START = ("<b>Try it:</b> the demo model is loaded and <b>{method}</b> is selected. Press <b>Run</b> "
               "(Ctrl+R) and watch accuracy, size and speed change step by step. Then pick another method and run "
               "again: each run gets its own colour, and the <i>Results</i> tab compares them.")
@@ -102,20 +103,21 @@ class MainWindow(QMainWindow):
         self.load(os.environ.get("PRUNELAB_START_MODEL", DEFAULT_MODEL), DEFAULT_DATA, startup=True)
 
     def load(self, model_src: str | None, data_spec: str, trust: bool = False, bundle: ModelBundle | None = None,
-             startup: bool = False) -> bool:
-        """Load a model and dataset in the background; False when another job is running."""
+             startup: bool = False, recipe: Any = None) -> bool:
+        """Load a model and dataset in the background (as `recipe`, a ModelRecipe, says); False while busy."""
         if self.busy:
             self.statusBar().showMessage("Wait for the running job to finish (or cancel it) first", 5000)
             return False
         request = LoadRequest(model_src, data_spec, trust, bundle, self.raw_data_cache.get(data_spec),
-                              export_graph=self.graph_view.enabled, work_dir=self.work_dir)
+                              export_graph=self.graph_view.enabled, work_dir=self.work_dir, recipe=recipe)
         self.summary_label.setText(f"Loading <b>{model_src or bundle.source}</b> with {data_spec}…")
         self.start_job(LoadJob(self, request, startup))
         return True
 
     def open_model_file(self, path: str) -> bool:
-        """Load a model file with the current dataset."""
-        return self.load(path, self.current_data_spec())
+        """Load a model file with the current dataset, as it was opened last time (its remembered recipe)."""
+        recipe = remembered_recipe(self.settings, path)
+        return self.load(path, self.current_data_spec(), trust=bool(recipe and recipe.trust), recipe=recipe)
 
     def current_data_spec(self) -> str:
         """The dataset spec in use (or selected)."""
@@ -142,6 +144,8 @@ class MainWindow(QMainWindow):
         if src:
             if not src.startswith("demo:"):
                 self.settings.add_recent("models", src)
+            if loaded.request.recipe is not None:  # reopening from the recent list asks nothing
+                remember_recipe(self.settings, src, loaded.request.recipe)
             self.source.fill_models(src)
         if loaded.request.data_spec != DEFAULT_DATA:
             self.settings.add_recent("datasets", loaded.request.data_spec)
@@ -295,6 +299,7 @@ class MainWindow(QMainWindow):
         self.run_action.setEnabled(not busy and self.loaded is not None)
         self.cancel_action.setEnabled(busy)
         self.open_action.setEnabled(not busy)
+        self.new_model_action.setEnabled(not busy)
         self.model_combo.setEnabled(not busy)
         self.data_combo.setEnabled(not busy)
         run = self.selected_record()
@@ -405,6 +410,9 @@ class MainWindow(QMainWindow):
         data = self.model_combo.itemData(index)
         if data == OPEN_FILE:
             open_model(self)
+        elif data == OPEN_NEW:
+            self.source.fill_models(self.current_model_src())
+            open_model_dialog(self, untrained=True)
         elif data and data != self.current_model_src():
             self.load(data, self.current_data_spec())
 
@@ -460,7 +468,7 @@ class MainWindow(QMainWindow):
                 event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt override)
-        """A dropped file is opened as a model, a dropped folder as a dataset."""
+        """A dropped file opens the Open model dialog, a dropped folder is loaded as the dataset."""
         urls = event.mimeData().urls()
         if not urls:
             return
@@ -469,7 +477,7 @@ class MainWindow(QMainWindow):
             kind = "cifar10" if (path / "batches.meta").exists() else "imagefolder"
             self.load(self.current_model_src(), f"{kind}:{path}")
         else:
-            self.open_model_file(str(path))
+            open_model_dialog(self, str(path))
         event.acceptProposedAction()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)

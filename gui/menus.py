@@ -17,11 +17,11 @@ from engine.methods import get_method
 from engine.models import DEMO_ARCHS, DEMO_TITLES
 from gui import dialogs
 from gui.jobs import ExportJob
+from gui.open_model import MODEL_FILTER, open_model_dialog
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
-MODEL_FILTER = "PyTorch models (*.pt *.pth *.pkl *.ckpt *.bin);;All files (*)"
 
 
 def _action(win: MainWindow, text: str, tip: str, shortcut: Any = None, slot: Callable | None = None) -> QAction:
@@ -37,8 +37,11 @@ def _action(win: MainWindow, text: str, tip: str, shortcut: Any = None, slot: Ca
 
 def build_actions(win: MainWindow) -> None:
     """The window's actions (open, run, cancel, exports, quit, about), with their tips, shortcuts and icons."""
-    win.open_action = _action(win, "&Open model…", "Open a model file", QKeySequence.StandardKey.Open,
-                              lambda: open_model(win))
+    win.open_action = _action(win, "&Open model…", "Open a model file: a state_dict, a checkpoint, a .safetensors "
+                              "file, a PruneLab model…", QKeySequence.StandardKey.Open, lambda: open_model(win))
+    win.new_model_action = _action(win, "&New untrained architecture…", "A torchvision or timm architecture with "
+                                   "random weights, adapted to the dataset: for teaching and trying methods",
+                                   "Ctrl+N", lambda: open_model_dialog(win, untrained=True))
     win.run_action = _action(win, "&Run", "Prune a copy of the model with the selected method", "Ctrl+R",
                              win.start_run)
     win.run_action.setShortcuts([QKeySequence("Ctrl+R"), QKeySequence("F5")])
@@ -72,6 +75,7 @@ def build_menus(win: MainWindow, default_data: str) -> None:
     """File, Prune, View, Settings and Help menus, and the toolbar; the demo models load with `default_data`."""
     file_menu = win.menuBar().addMenu("&File")
     file_menu.addAction(win.open_action)
+    file_menu.addAction(win.new_model_action)
     demo_menu = file_menu.addMenu("Built-in &demo models")
     for name in DEMO_ARCHS:
         action = demo_menu.addAction(DEMO_TITLES.get(name, name))
@@ -119,13 +123,13 @@ def _fill_recent(menu: QMenu, win: MainWindow) -> None:
 
 
 def open_model(win: MainWindow) -> None:
-    """Choose a model file and load it (from the folder of the most recent one)."""
-    start = str(Path(win.settings.recent("models")[0]).parent) if win.settings.recent("models") else ""
-    path, _ = QFileDialog.getOpenFileName(win, "Open a model", start, MODEL_FILTER)
+    """Choose a model file (from the folder of the most recent one), then the Open model dialog says what it is."""
+    recent = [p for p in win.settings.recent("models") if Path(p).is_absolute()]
+    path, _ = QFileDialog.getOpenFileName(win, "Open a model", str(Path(recent[0]).parent) if recent else "",
+                                          MODEL_FILTER)
+    win.source.fill_models(win.current_model_src())
     if path:
-        win.open_model_file(path)
-    else:
-        win.source.fill_models(win.current_model_src())
+        open_model_dialog(win, path)
 
 
 def open_store(win: MainWindow) -> None:

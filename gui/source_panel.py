@@ -13,10 +13,11 @@ from gui.work import Loaded
 
 DEFAULT_DATA = "fashion-mnist"
 OPEN_FILE, OPEN_FOLDER, OPEN_CIFAR = "__open_file__", "__imagefolder__", "__cifar10__"
+OPEN_NEW = "__new_untrained__"
 
 
 class SourcePanel(QGroupBox):
-    """Two combo boxes (models: demos, recent files, open; datasets: built-in, recent folders, open) and a card."""
+    """Two combo boxes (models: demos, recent files, open, new untrained; datasets: built-in, recent folders, open) and a card."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__("Model and data")
@@ -40,7 +41,7 @@ class SourcePanel(QGroupBox):
         self.fill_data()
 
     def fill_models(self, current: str | None = None) -> None:
-        """Demo models, recent files and "Open…", with `current` selected (added when it is new)."""
+        """Demo models, recent files, "Open…" and "New untrained…", with `current` selected (added when it is new)."""
         combo = self.model_combo
         combo.blockSignals(True)
         combo.clear()
@@ -53,6 +54,7 @@ class SourcePanel(QGroupBox):
         if current and combo.findData(current) < 0:
             combo.addItem(Path(current).name, current)
         combo.addItem("Open a model file…", OPEN_FILE)
+        combo.addItem("New untrained architecture…", OPEN_NEW)
         if current:
             combo.setCurrentIndex(combo.findData(current))
         combo.blockSignals(False)

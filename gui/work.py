@@ -14,7 +14,7 @@ from engine.data import Dataset, load_dataset
 from engine.events import CancelToken, EvalDone, Progress
 from engine.layers import LayerInfo, classifier_head, describe_layers
 from engine.metrics import count_macs, count_params, evaluate, size_on_disk
-from engine.models import DEMO_TITLES, ModelBundle, export_onnx, load_model
+from engine.models import DEMO_TITLES, FileInfo, ModelBundle, describe_file, export_onnx, list_architectures
 from engine.pruning import PruneConfig, RunDone, run_pruning
 
 # Images used to measure the accuracy of a model that comes without a recorded one.
@@ -32,6 +32,7 @@ class LoadRequest:
     data: Dataset | None = None  # the raw dataset, when already loaded for this spec
     export_graph: bool = True  # write an ONNX file for the graph view
     work_dir: Path | None = None
+    recipe: Any = None  # an engine.inputs.ModelRecipe from the Open model dialog (or remembered with the file)
 
 
 @dataclass
@@ -97,16 +98,19 @@ def recorded_top1(bundle: ModelBundle) -> float | None:
 
 def load(request: LoadRequest, cancel: CancelToken) -> Generator[Any, None, Loaded]:
     """Load the model and dataset, describe the layers and export ONNX for the graph view."""
-    from engine.inputs import fit_data
+    from engine.inputs import fit_data, model_for_data, open_recipe
 
     yield Progress("load", 0, 4, "reading the dataset")
     raw = request.data if request.data is not None else load_dataset(request.data_spec)
     cancel.check()
     yield Progress("load", 1, 4, "reading the model")
-    bundle = request.bundle
-    if bundle is None:
-        bundle = load_model(request.model_src, trust=request.trust, num_classes=raw.num_classes)
-    data = fit_data(bundle, raw)
+    if request.recipe is not None:
+        bundle, data = open_recipe(request.recipe, raw)
+    else:
+        # model_for_data: torchvision:NAME and timm:NAME take the dataset's channels, size and classes
+        bundle = request.bundle if request.bundle is not None else \
+            model_for_data(request.model_src, raw, trust=request.trust)
+        data = fit_data(bundle, raw)
     cancel.check()
     yield Progress("load", 2, 4, "tracing layers and dependency groups")
     shape = bundle.input_shape
@@ -189,3 +193,41 @@ def scan_sensitivity(bundle: ModelBundle, data: Dataset, method: str, target_rat
     yield Progress("sensitivity", 1, 1, f"choosing per-layer ratios for {target_ratio:.0%} overall")
     proposal = propose_layer_ratios(done, target_ratio, bundle, round_to=round_to, max_layer_ratio=max_layer_ratio)
     return Sensitivity(done, proposal, target_ratio)
+
+
+@dataclass
+class Described:
+    """What the Open model dialog needs before the user chooses: the file, the dataset, the architectures."""
+
+    info: FileInfo | None  # None for a new untrained architecture
+    raw_data: Dataset
+    architectures: list[str]
+
+
+def describe(path: str | None, data_spec: str, raw: Dataset | None,
+             cancel: CancelToken) -> Generator[Any, None, Described]:
+    """Describe a model file (nothing from it runs), read the dataset and list the architectures by name."""
+    yield Progress("open", 0, 3, "reading the dataset")
+    raw = raw if raw is not None else load_dataset(data_spec)
+    cancel.check()
+    yield Progress("open", 1, 3, "reading the model file")
+    info = describe_file(path) if path else None
+    cancel.check()
+    yield Progress("open", 2, 3, "listing torchvision and timm architectures")
+    names = list_architectures()  # the first call imports timm (a few seconds), so not on the UI thread
+    yield Progress("open", 3, 3, "ready")
+    return Described(info, raw, names)
+
+
+def check_model(recipe: Any, raw: Dataset, limit: int, cancel: CancelToken) -> Generator[Any, None, Any]:
+    """The Open model dialog's check of `recipe` on `raw` (engine.inputs.check_recipe); returns RecipeChecked."""
+    from engine.inputs import RecipeChecked, check_recipe
+
+    checked = None
+    for ev in check_recipe(recipe, raw, limit=limit, cancel=cancel):
+        if isinstance(ev, RecipeChecked):
+            checked = ev
+        else:
+            yield ev
+        cancel.check()
+    return checked
