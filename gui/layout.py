@@ -18,6 +18,7 @@ from gui.method_panel import MethodPanel
 from gui.plots import LivePlots
 from gui.results import ResultsView
 from gui.source_panel import SourcePanel
+from gui.teach import TeachTab
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -64,6 +65,9 @@ def build_central(win: MainWindow) -> None:
     win.tabs.addTab(win.histograms, "Weights")
     win.tabs.addTab(win.results, "Results")
     win.tabs.addTab(win.experiment, "Experiment")
+    win.teach = TeachTab(win)
+    win.tabs.addTab(win.teach, "Teach")
+    win.tabs.setTabToolTip(win.tabs.indexOf(win.teach), "Why each channel goes: scores, criteria, groups, feature maps")
     for index, tip in enumerate(("The model's graph (Netron) and its prunable layers",
                                  "Accuracy, parameters, MACs and latency at each pruning step, one curve per run",
                                  "Weight histograms of the selected layer before and after pruning",

@@ -1,0 +1,61 @@
+"""The Teach tab's background jobs: the engine's explain generators run on the worker thread."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generator
+
+from engine.config import PruneConfig
+from engine.data import Dataset
+from engine.events import CancelToken
+from engine.explain import Explanation, ImageExplanation, explain_image, explain_layer
+from engine.models import ModelBundle
+from gui.jobs import Job
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+    from gui.teach.tab import TeachTab
+
+
+class ExplainJob(Job):
+    """Score one layer with the chosen method and every structured criterion; find its couplings."""
+
+    name, title = "explain", "Could not explain the layer"
+
+    def __init__(self, window: MainWindow, tab: TeachTab, bundle: ModelBundle, data: Dataset, layer: str,
+                 cfg: PruneConfig) -> None:
+        super().__init__(window)
+        self.tab, self.bundle, self.data, self.layer, self.cfg = tab, bundle, data, layer, cfg
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, Explanation]:
+        b = self.bundle
+        return (yield from explain_layer(b.model, self.layer, self.cfg, self.data, b.input_shape, b.num_classes,
+                                         cancel))
+
+    def on_success(self, result: Explanation) -> None:
+        self.tab.show_explanation(result)
+
+    def on_failure(self, failure) -> None:
+        self.tab.status_label.setText("Could not explain the layer: " + failure.message)
+        super().on_failure(failure)
+
+
+class ImageJob(Job):
+    """One test image through the layer, and the top-5 of the original and of a pruned copy."""
+
+    name, title = "explain-image", "Could not show the feature maps"
+
+    def __init__(self, window: MainWindow, tab: TeachTab, bundle: ModelBundle, data: Dataset, layer: str,
+                 cfg: PruneConfig, index: int) -> None:
+        super().__init__(window)
+        self.tab, self.bundle, self.data, self.layer, self.cfg, self.index = tab, bundle, data, layer, cfg, index
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, ImageExplanation]:
+        b = self.bundle
+        return (yield from explain_image(b.model, self.layer, self.cfg, self.data, self.index, b.input_shape,
+                                         b.num_classes, cancel))
+
+    def on_success(self, result: ImageExplanation) -> None:
+        self.tab.maps_view.show_image(result)
+
+    def on_failure(self, failure) -> None:
+        self.tab.status_label.setText("Could not show the feature maps: " + failure.message)
+        super().on_failure(failure)

@@ -1,0 +1,167 @@
+"""The Teach tab: pick a layer, press Explain, and see what the method sees.
+
+It reads the window's state (the loaded model and data, the Prune panel's options) when asked and
+runs the heavy work as the window's jobs; it owns no model.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
+
+from engine.errors import UserError
+from engine.explain import Explanation
+from gui.teach.jobs import ExplainJob, ImageJob
+from gui.teach.maps import FeatureMapView
+from gui.teach.views import CriteriaView, GroupView, WhyView
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+
+
+class TeachTab(QWidget):
+    """Why these channels, criteria side by side, dependency groups and feature maps for one layer."""
+
+    # the explained layer and every layer coupled to it: the window may highlight them elsewhere
+    coupled_layers = Signal(str, list)
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.window = window
+        self.explanation: Explanation | None = None
+        self._model = None  # the loaded model the layer list was filled from
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Layer:"))
+        self.layer_combo = QComboBox()
+        self.layer_combo.setMinimumContentsLength(22)
+        self.layer_combo.setToolTip("The layer to explain (selecting a layer in the Network tab picks it too)")
+        bar.addWidget(self.layer_combo)
+        self.method_label = QLabel("")
+        self.method_label.setToolTip("The method and ratio come from the Prune panel on the left")
+        bar.addWidget(self.method_label)
+        self.explain_button = QPushButton("Explain")
+        self.explain_button.setToolTip("Score this layer with the chosen method and with every structured "
+                                       "criterion, and find the layers tied to it")
+        self.explain_button.clicked.connect(self.explain)
+        bar.addWidget(self.explain_button)
+        bar.addStretch(1)
+        layout.addLayout(bar)
+        self.status_label = QLabel("Load a model, pick a layer and press Explain.")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+
+        self.views = QTabWidget()
+        self.why_view, self.criteria_view = WhyView(), CriteriaView()
+        self.group_view, self.maps_view = GroupView(), FeatureMapView()
+        for view, title, tip in (
+                (self.why_view, "Why these channels", "The scores the method actually used, sorted, with the cut line"),
+                (self.criteria_view, "Criteria side by side", "Every structured criterion on the same layer"),
+                (self.group_view, "Dependency group", "The layers that lose the same channels, and why"),
+                (self.maps_view, "Feature maps", "One test image through the layer; original vs pruned top-5")):
+            self.views.addTab(view, title)
+            self.views.setTabToolTip(self.views.count() - 1, tip)
+        layout.addWidget(self.views, 1)
+        self.group_view.layer_clicked.connect(self._explain_layer_named)
+        self.maps_view.show_button.clicked.connect(self.show_image)
+        window.job_stopped.connect(self._on_job_stopped)
+        QTimer.singleShot(0, self._connect_window)  # the Prune panel and layer table exist once the window is built
+
+    @Slot()
+    def _connect_window(self) -> None:
+        win = self.window
+        if hasattr(win, "method_panel"):
+            win.method_panel.options_changed.connect(self._refresh_method)
+        if hasattr(win, "graph_view"):
+            win.graph_view.layer_table.layer_selected.connect(self.select_layer)
+        self._refresh_method()
+        self._on_job_stopped("")
+
+    # --------------------------------------------------------------------- state from the window
+    def _config(self):
+        return self.window.method_panel.config()
+
+    @Slot()
+    def _refresh_method(self) -> None:
+        if not hasattr(self.window, "method_panel"):
+            return
+        cfg = self._config()
+        method = self.window.method_panel.current_method()
+        amount = f"{cfg.pruning_ratio:.0%}" if cfg.pruning_ratio is not None else f"{cfg.target_speedup:g}× speed-up"
+        self.method_label.setText(f"Method: <b>{method.title}</b> at {amount} ({cfg.scope} scope)")
+
+    @Slot(str)
+    def _on_job_stopped(self, _name: str) -> None:
+        loaded = self.window.loaded
+        busy = self.window.busy
+        self.explain_button.setEnabled(loaded is not None and not busy)
+        self.maps_view.show_button.setEnabled(loaded is not None and not busy)
+        if loaded is None or loaded is self._model:
+            return
+        self._model = loaded
+        current = self.layer_combo.currentText()
+        self.layer_combo.clear()
+        self.layer_combo.addItems([info.name for info in loaded.layers])
+        if current in [info.name for info in loaded.layers]:
+            self.layer_combo.setCurrentText(current)
+        self.maps_view.set_image_count(loaded.data.split_size("test"))
+        self.status_label.setText(f"{loaded.summary.get('architecture', 'Model')} loaded: pick a layer and press "
+                                  "Explain.")
+
+    @Slot(str)
+    def select_layer(self, name: str) -> None:
+        """Make `name` the layer to explain (unknown names are ignored)."""
+        index = self.layer_combo.findText(name)
+        if index >= 0:
+            self.layer_combo.setCurrentIndex(index)
+
+    # --------------------------------------------------------------------- actions
+    @Slot()
+    def explain(self) -> bool:
+        """Start the explain job for the chosen layer; False when it cannot start now."""
+        win, layer = self.window, self.layer_combo.currentText()
+        if win.loaded is None or not layer:
+            return False
+        try:
+            cfg = self._config()
+            win.loaded.bundle.require_prunable()
+        except UserError as exc:
+            self.status_label.setText(str(exc))
+            return False
+        started = win.start_job(ExplainJob(win, self, win.loaded.bundle, win.loaded.data, layer, cfg))
+        self.status_label.setText(f"Scoring {layer}…" if started else "Wait for the running job to finish first.")
+        return started
+
+    @Slot()
+    def show_image(self) -> bool:
+        """Start the feature-map job for the chosen layer and test image."""
+        win, layer = self.window, self.layer_combo.currentText()
+        if win.loaded is None or not layer:
+            return False
+        cfg = self._config()
+        started = win.start_job(ImageJob(win, self, win.loaded.bundle, win.loaded.data, layer, cfg,
+                                         self.maps_view.index_spin.value()))
+        self.status_label.setText(f"Running test image {self.maps_view.index_spin.value()} through {layer}…"
+                                  if started else "Wait for the running job to finish first.")
+        return started
+
+    @Slot(str)
+    def _explain_layer_named(self, name: str) -> None:
+        self.select_layer(name)
+        if self.layer_combo.currentText() == name:
+            self.explain()
+
+    # --------------------------------------------------------------------- results
+    def show_explanation(self, explanation: Explanation) -> None:
+        """Fill the views from a finished explanation."""
+        self.explanation = explanation
+        self.why_view.show_scores(explanation.chosen, explanation.method)
+        self.criteria_view.show_criteria(explanation.criteria)
+        self.group_view.show_group(explanation)
+        chosen = explanation.chosen
+        cut = f"{chosen.n_cut} of {len(chosen.scores)} channels go" if chosen is not None else "no channels go"
+        self.status_label.setText(f"<b>{explanation.layer}</b> under {explanation.method}: {cut}; "
+                                  f"{len(explanation.coupling)} layer(s) are tied to it.")
+        self.coupled_layers.emit(explanation.layer, [c.layer for c in explanation.coupling])

@@ -1,0 +1,234 @@
+"""Three Teach views fed by one engine.explain.Explanation: why these channels, criteria side by side,
+and the dependency group."""
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
+                               QToolTip, QVBoxLayout, QWidget)
+
+import pyqtgraph as pg
+
+from engine.explain import ChannelScores, Criteria, Explanation
+from engine.methods import get_method
+from gui import theme
+
+KEPT_COLOUR = theme.run_colour(0)
+
+
+def _words(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+def _bars(plot: pg.PlotItem, heights: np.ndarray, cut: np.ndarray) -> None:
+    """Kept channels in the run colour, removed ones in red, at x = 0..n-1."""
+    x = np.arange(len(heights))
+    h = np.nan_to_num(heights, nan=0.0)
+    plot.addItem(pg.BarGraphItem(x=x[~cut], height=h[~cut], width=0.8, brush=KEPT_COLOUR, pen=None))
+    plot.addItem(pg.BarGraphItem(x=x[cut], height=h[cut], width=0.8, brush=theme.REMOVED_COLOUR, pen=None))
+
+
+class WhyView(QWidget):
+    """The chosen method's scores for the layer, sorted, with the cut line; hover for a channel's facts."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.scores: ChannelScores | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setLabel("bottom", "channels, sorted: the first to go on the left")
+        self.plot.setLabel("left", "score")
+        self.plot.showGrid(y=True, alpha=0.2)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        layout.addWidget(self.plot_widget, 3)
+        self.hover_label = QLabel("Hover over a bar to see its channel, rank, score and the layers tied to it.")
+        self.hover_label.setWordWrap(True)
+        layout.addWidget(self.hover_label)
+        self.text = _words("Pick a layer and press <b>Explain</b>.")
+        layout.addWidget(self.text, 1)
+
+    def show_scores(self, scores: ChannelScores | None, method_name: str) -> None:
+        """Draw `scores` (None: the method is unstructured and has no channel scores)."""
+        self.scores = scores
+        self.plot.clear()
+        method = get_method(method_name)
+        if scores is None:
+            self.text.setText(f"<b>{escape(method.title)}</b> zeroes single weights and keeps every channel, so "
+                              "there are no channel scores to show. Pick a structured method in the Prune panel; "
+                              "<i>Criteria side by side</i> shows them all.")
+            return
+        order = scores.order
+        _bars(self.plot, scores.scores[order], scores.cut[order])
+        n, k = len(order), scores.n_cut
+        if k:
+            line = pg.InfiniteLine(pos=k - 0.5, angle=90, pen=pg.mkPen(theme.plot_foreground(), width=2,
+                                                                      style=Qt.PenStyle.DashLine),
+                                   label=f"cut line: {k} of {n} go", labelOpts={"position": 0.92})
+            self.plot.addItem(line)
+        self.plot.setTitle(f"{escape(scores.layer)}: {escape(method.title)} at {scores.ratio:.0%}")
+        self.text.setText(self.explain_text(scores))
+
+    @staticmethod
+    def explain_text(scores: ChannelScores) -> str:
+        """What the score measures and what the picture shows, in plain words."""
+        method = get_method(scores.method)
+        n, k = len(scores.scores), scores.n_cut
+        parts = [f"<b>{escape(method.title)}</b> measures <i>{escape(method.measures)}</i>. "
+                 f"Each bar is one output channel of <b>{escape(scores.layer)}</b>, sorted by that score."]
+        if scores.pruned:
+            parts.append(f"At a ratio of {scores.ratio:.0%}, <span style='color:{theme.REMOVED_COLOUR}'>"
+                         f"<b>{k} of {n} channels go (red)</b></span>: those left of the cut line, the ones the "
+                         "method scores lowest. The count is rounded as the run rounds it.")
+        if scores.root != scores.layer:
+            parts.append(f"This layer loses its channels together with {len(scores.tied)} other layer(s) (see "
+                         f"<i>Dependency group</i>), and the method scores the whole group, rooted at "
+                         f"<b>{escape(scores.root)}</b>: a channel with large weights here can still go when the "
+                         "group's score for it is low.")
+        parts += [escape(note[0].upper() + note[1:]) + "." for note in scores.notes]
+        return " ".join(parts)
+
+    def hover_text(self, position: int) -> str:
+        """The facts of the channel at sorted position `position` ('' outside the bars)."""
+        s = self.scores
+        if s is None or not 0 <= position < len(s.order):
+            return ""
+        channel = int(s.order[position])
+        score = s.scores[channel]
+        shown = "no score" if np.isnan(score) else f"score {score:.4g}"
+        fate = "removed" if s.cut[channel] else "kept"
+        tied = ", ".join(s.tied[:8]) + (", …" if len(s.tied) > 8 else "") if s.tied else "no other layer"
+        return (f"Channel {channel}: rank {s.ranks[channel] + 1} of {len(s.order)} (1 = first to go), {shown}, "
+                f"{fate}. Tied to: {tied}.")
+
+    def _on_mouse_moved(self, pos) -> None:
+        if self.scores is None or not self.plot.sceneBoundingRect().contains(pos):
+            return
+        x = self.plot.vb.mapSceneToView(pos).x()
+        text = self.hover_text(int(round(x)))
+        if text:
+            self.hover_label.setText(text)
+            QToolTip.showText(self.plot_widget.mapToGlobal(self.plot_widget.mapFromScene(pos).toPoint()), text)
+
+
+class CriteriaView(QWidget):
+    """One small bar chart per criterion (channels in index order, cut in red) and the Jaccard heat map."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.criteria: Criteria | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.canvas = pg.GraphicsLayoutWidget()
+        split.addWidget(self.canvas)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(QLabel("<b>Overlap of the cut sets</b> (Jaccard: shared ÷ either)"))
+        self.jaccard_table = QTableWidget()
+        self.jaccard_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.jaccard_table.setToolTip("1: both criteria cut exactly the same channels; 0: not one in common")
+        right_layout.addWidget(self.jaccard_table, 1)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout.addWidget(split, 1)
+        self.text = _words("Every structured criterion scores the same layer; the same channel sits at the same "
+                           "place in every chart, so you can see where they agree.")
+        layout.addWidget(self.text)
+
+    def show_criteria(self, criteria: Criteria) -> None:
+        """Draw the small multiples and the matrix."""
+        self.criteria = criteria
+        self.canvas.clear()
+        columns = 3 if len(criteria.methods) > 4 else 2
+        for i, name in enumerate(criteria.methods):
+            s = criteria.scores[name]
+            plot = self.canvas.addPlot(row=i // columns, col=i % columns)
+            plot.setTitle(f"{escape(name)}: {s.n_cut} cut", size="9pt")
+            plot.hideAxis("left")
+            plot.setMouseEnabled(x=False, y=False)
+            plot.getAxis("bottom").setStyle(tickLength=3)
+            _bars(plot, s.scores, s.cut)
+        self._fill_table(criteria)
+        self.text.setText(self.summary(criteria))
+
+    def _fill_table(self, criteria: Criteria) -> None:
+        names, matrix = criteria.methods, criteria.jaccard
+        table = self.jaccard_table
+        table.setRowCount(len(names))
+        table.setColumnCount(len(names))
+        table.setHorizontalHeaderLabels(list(names))
+        table.setVerticalHeaderLabels(list(names))
+        for i in range(len(names)):
+            for j in range(len(names)):
+                value = float(matrix[i, j])
+                item = QTableWidgetItem(f"{value:.2f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                item.setBackground(QColor(0, 114, 178, int(30 + 200 * value)))
+                item.setForeground(QColor("white") if value > 0.55 else theme.plot_foreground())
+                item.setToolTip(f"{names[i]} and {names[j]} share {value:.0%} of their cut channels")
+                table.setItem(i, j, item)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+
+    @staticmethod
+    def summary(criteria: Criteria) -> str:
+        """Which criteria agree most and least, in words."""
+        names, m = criteria.methods, criteria.jaccard
+        pairs = [(float(m[i, j]), names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+        if not pairs:
+            return "Only one criterion: nothing to compare."
+        hi, lo = max(pairs), min(pairs)
+        return (f"Most alike: <b>{hi[1]}</b> and <b>{hi[2]}</b> (they share {hi[0]:.0%} of their cut channels). "
+                f"Least alike: <b>{lo[1]}</b> and <b>{lo[2]}</b> ({lo[0]:.0%}). Red bars are the channels each "
+                "criterion would cut at this ratio; the same channel sits at the same place in every chart.")
+
+
+class GroupView(QWidget):
+    """The layers coupled to the selected one, each with the reason."""
+
+    layer_clicked = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.header = _words("Layers that must lose the same channels appear here.")
+        layout.addWidget(self.header)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Layer", "Loses", "Why"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setWordWrap(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.cellDoubleClicked.connect(lambda row, _col: self.layer_clicked.emit(self.table.item(row, 0).text()))
+        layout.addWidget(self.table, 1)
+
+    def show_group(self, explanation: Explanation) -> None:
+        """List the couplings of the explained layer."""
+        rows = explanation.coupling
+        self.header.setText(
+            f"<b>{escape(explanation.layer)}</b> cannot lose a channel alone: these {len(rows)} layer(s) lose the "
+            "same channel with it, or the network would no longer fit together. (Double-click a row to explain "
+            "that layer.)" if rows else f"<b>{escape(explanation.layer)}</b> is coupled to no other layer.")
+        self.table.setRowCount(len(rows))
+        for row, c in enumerate(rows):
+            for col, text in enumerate((c.layer, f"{c.side} channels", c.reason)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(c.reason)
+                self.table.setItem(row, col, item)
+        self.table.resizeRowsToContents()

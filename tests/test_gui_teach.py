@@ -1,0 +1,135 @@
+"""The Teach tab (pytest-qt, offscreen): it builds on a tiny demo model, explains a layer through the
+window's worker, and fills every view; the feature maps come from a second job."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from engine.methods import STRUCTURED, all_methods  # noqa: E402
+from engine.models import DemoResNet, ModelBundle  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from gui.settings import Settings  # noqa: E402
+from gui.teach import TeachTab  # noqa: E402
+
+TIMEOUT_MS = 90_000
+SCREENSHOT = os.environ.get("PRUNELAB_TEACH_SCREENSHOT")  # a path: save the tab there (docs/screenshot_teach.png)
+
+
+def tiny_bundle() -> ModelBundle:
+    model = DemoResNet(1, 10, widths=(8, 16, 32)).eval()
+    return ModelBundle(model, "test:tiny-resnet", "demo:resnet", (1, 28, 28), 10, arch_kwargs={"widths": [8, 16, 32]})
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    settings = Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat))
+    win = MainWindow(settings=settings, autoload=False, log_path=tmp_path / "prunelab.log")
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.busy:
+        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
+            win.cancel_job()
+    win.close()
+
+
+def load_tiny(qtbot, win: MainWindow, bundle: ModelBundle | None = None, data: str = "fashion-mnist") -> None:
+    with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+        assert win.load(None, data, bundle=bundle or tiny_bundle())
+    assert win.loaded is not None
+
+
+def test_teach_tab_explains_a_layer(qtbot, window):
+    tab = window.teach
+    assert isinstance(tab, TeachTab) and window.tabs.indexOf(tab) >= 0
+    assert not tab.explain_button.isEnabled()  # nothing loaded yet
+    load_tiny(qtbot, window)
+    assert tab.layer_combo.count() == len(window.loaded.layers)
+    window.method_panel.select_method("l2")
+    window.method_panel.ratio_slider.setValue(50)
+    # selecting a layer in the Network tab picks it here too
+    window.graph_view.layer_table.select_layer("layer2.0.conv2")
+    window.graph_view.layer_table.layer_selected.emit("layer2.0.conv2")
+    assert tab.layer_combo.currentText() == "layer2.0.conv2"
+    window.tabs.setCurrentWidget(tab)
+    with qtbot.waitSignal(tab.coupled_layers, timeout=TIMEOUT_MS) as coupled:
+        assert tab.explain()
+    layer, names = coupled.args
+    assert layer == "layer2.0.conv2" and "layer2.0.shortcut.0" in names and "layer2.0.bn2" in names
+    qtbot.waitUntil(lambda: not window.busy, timeout=10_000)
+
+    explanation = tab.explanation
+    chosen = explanation.chosen
+    assert chosen.method == "l2" and chosen.n_cut > 0
+    # Why: the text says what the score measures, in the registry's words; hover names rank, score, tied layers
+    words = tab.why_view.text.text()
+    assert "the L2 norm of all weights tied to a channel" in words
+    assert f"{chosen.n_cut} of 16 channels go" in words and "layer2.0.shortcut.0" in words
+    first = tab.why_view.hover_text(0)
+    assert f"Channel {chosen.order[0]}: rank 1 of {len(chosen.order)}" in first and "removed" in first
+    assert "layer2.0.shortcut.0" in first
+    assert "kept" in tab.why_view.hover_text(len(chosen.order) - 1)
+    assert tab.why_view.hover_text(len(chosen.order)) == ""
+    # Criteria: every structured method with data, and a Jaccard matrix with ones on the diagonal
+    names = tuple(m.name for m in all_methods(STRUCTURED))
+    assert explanation.criteria.methods == names
+    table = tab.criteria_view.jaccard_table
+    assert table.rowCount() == table.columnCount() == len(names)
+    assert all(table.item(i, i).text() == "1.00" for i in range(len(names)))
+    assert "Most alike" in tab.criteria_view.text.text()
+    # Dependency group: a row per coupled layer with its reason
+    rows = {tab.group_view.table.item(r, 0).text(): tab.group_view.table.item(r, 2).text()
+            for r in range(tab.group_view.table.rowCount())}
+    assert "residual add" in rows["layer2.0.shortcut.0"] and "BatchNorm" in rows["layer2.0.bn2"]
+
+    # Feature maps: a second job, the removed channels marked as in the Why view at the same ratio
+    tab.views.setCurrentWidget(tab.maps_view)
+    tab.maps_view.index_spin.setValue(2)
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+        assert tab.show_image()
+    result = tab.maps_view.result
+    assert result is not None and result.index == 2
+    assert result.maps.maps.shape[0] == 16
+    assert np.array_equal(result.cut, chosen.cut)
+    assert len(result.original) == len(result.pruned) == 5
+    assert "Pruned, before any recovery" in tab.maps_view.predictions_label.text()
+    if SCREENSHOT:
+        window.resize(1500, 950)
+        tab.views.setCurrentWidget(tab.why_view)
+        qtbot.wait(200)
+        Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
+        assert tab.grab().save(SCREENSHOT)
+
+
+def test_unstructured_method_says_why_there_are_no_channel_scores(qtbot, window):
+    load_tiny(qtbot, window)
+    window.method_panel.select_method("magnitude-global")
+    tab = window.teach
+    tab.select_layer("layer1.0.conv1")
+    with qtbot.waitSignal(tab.coupled_layers, timeout=TIMEOUT_MS):
+        assert tab.explain()
+    qtbot.waitUntil(lambda: not window.busy, timeout=10_000)
+    assert tab.explanation.chosen is None
+    assert "no channel scores" in tab.why_view.text.text()
+    assert tab.criteria_view.jaccard_table.rowCount() == len(all_methods(STRUCTURED))
+
+
+def test_explain_refuses_while_another_job_runs(qtbot, window):
+    load_tiny(qtbot, window)
+    tab = window.teach
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+        assert tab.explain()
+        assert not tab.explain()  # the window runs one job at a time
+        assert "Wait" in tab.status_label.text()
