@@ -8,7 +8,7 @@ QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ren
 	libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libasound2 \
 	libfontconfig1 libdbus-1-3
 
-.PHONY: venv dataset qtdeps run test bench
+.PHONY: venv dataset qtdeps run test bench bundle deb
 
 ## venv: the virtual environment, reinstalled only when a requirements file changes
 venv: $(VENV)/.installed
@@ -54,3 +54,11 @@ test: venv dataset qtdeps
 ## bench: every benchmark script, one after the other
 bench: venv dataset
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
+
+## bundle: dist/PruneLab (PyInstaller); only after the test suite and the bundle's own self-test pass
+bundle: test
+	bash packaging/build.sh --no-suite
+
+## deb: prunelab_VERSION_amd64.deb from dist/PruneLab (run `make bundle` first; test it with packaging/test_deb.sh)
+deb:
+	bash packaging/make_deb.sh
