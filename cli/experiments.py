@@ -17,6 +17,17 @@ def _ratios(text: str) -> tuple[float, ...]:
     return values
 
 
+def _resources(text: str) -> float:
+    """A Ray resource count: 0 or more, fractions allowed (0.5 GPU shares a GPU between two runs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- sensitivity
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -100,11 +111,12 @@ def _fmt(v) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
     from cli.main import CANCEL, ProgressPrinter
-    from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanWaiting, ResultStore,
-                                    inspect_store_file, load_inputs, load_plan, run_plan)
+    from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanRunStarted, PlanWaiting,
+                                    ResultStore, inspect_store_file, load_inputs, load_plan, run_plan)
 
     plan = load_plan(args.plan)
     plan.trust = args.trust
+    _executor_flags(plan, args)
     if args.report:  # checked before any run starts, not after an hour of them
         from engine.report import check_report_path
 
@@ -114,9 +126,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     plan.check_outputs(store_path)
     bundle, data = load_inputs(plan)  # a model or dataset that cannot load leaves no new store behind
     store = ResultStore(store_path)
+    where = "" if plan.executor == "local" else f"; runs on Ray ({plan.address or 'started here'})"
     print(f"plan {plan.name!r}: {len(plan.methods)} methods × {len(plan.ratios) + len(plan.target_speedups)} "
           f"targets × {len(plan.recoveries)} recovery settings"
-          + (" + sensitivity-guided runs" if plan.sensitivity_guided else "") + f"; store {store.path}", flush=True)
+          + (" + sensitivity-guided runs" if plan.sensitivity_guided else "") + f"; store {store.path}{where}", flush=True)
     printer = ProgressPrinter(quiet=args.quiet)
     start = time.time()
     done = None
@@ -124,6 +137,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         printer(ev)
         if isinstance(ev, PlanWaiting):  # runs another sweep on this store is computing
             print(ev.message, flush=True)
+        elif isinstance(ev, PlanRunStarted):  # a Ray worker picked the run up
+            print(f"[{ev.index}/{ev.total}] {ev.message}; in flight: {len(ev.running)}", flush=True)
         elif isinstance(ev, PlanRunFailed):
             print(f"[{ev.index}/{ev.total}] {ev.label}: failed, not stored ({ev.message})", flush=True)
         elif isinstance(ev, PlanProgress) and ev.index:
@@ -152,6 +167,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"{len(done.failed)} run(s) reached the memory limit and were not stored (first: "
                         f"{done.failed[0]}); the others are stored, and a re-run retries only these")
     return 0
+
+
+def _executor_flags(plan, args: argparse.Namespace) -> None:
+    """--executor, --address, --cpus-per-run and --gpus-per-run override the plan's [plan] keys."""
+    if args.executor:
+        plan.executor = args.executor
+    if args.address is not None:
+        if not args.address.strip():
+            raise UserError('--address is empty; give HOST:PORT of the Ray head, or "auto"')
+        plan.address = args.address
+        if not args.executor:
+            plan.executor = "ray"  # an address only means something to Ray
+    for name in ("cpus_per_run", "gpus_per_run"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(plan, name, value)
+    if plan.executor != "ray" and (args.address or args.cpus_per_run is not None or args.gpus_per_run is not None):
+        raise UserError("--address, --cpus-per-run and --gpus-per-run need --executor ray")
+    if plan.cpus_per_run == 0 and plan.gpus_per_run == 0:
+        raise UserError("--cpus-per-run and --gpus-per-run are both 0; each run needs at least one of them")
 
 
 # ----------------------------------------------------------------------------- report
@@ -200,6 +235,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust", action="store_true",
                    help="allow a model file that holds code (a pickled module or TorchScript; only for files you "
                         "trust)")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the runs execute: local (this process, one at a time; the default) or ray (a Ray "
+                        "cluster, several at once; this machine keeps the store). Default: the plan's [plan] executor")
+    p.add_argument("--address", metavar="HOST:PORT|auto",
+                   help="the Ray cluster's head (`ray start --head` prints it), or auto for the one on this machine; "
+                        "default: start a Ray instance here (see docs/cluster.md)")
+    p.add_argument("--cpus-per-run", type=_resources, metavar="N", help="CPUs each run asks Ray for (default 1)")
+    p.add_argument("--gpus-per-run", type=_resources, metavar="N", help="GPUs each run asks Ray for (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
