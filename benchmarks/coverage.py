@@ -1,0 +1,414 @@
+"""Coverage: prune every torchvision classifier and the smallest model of 25 timm families, untrained.
+
+    nice -n 10 .venv/bin/python benchmarks/coverage.py --json /tmp/coverage.json   # all; writes docs/coverage.md
+    .venv/bin/python benchmarks/coverage.py --only resnet18,timm:vit_tiny_patch16_224 --no-timm
+
+Each model goes through what a user gets: an ImageFolder (a few dozen synthetic RGB images, 10 classes),
+`engine.inputs.model_for_data` (channels, size and classes from the data), `engine.pruning.run_pruning`
+(l2 at ratio 0.3, layer scope, round_to 8, no BatchNorm re-estimation, a few evaluation images, no
+latency), then `engine.architectures.check_pruned` (eval and train forward, one optimiser step, ONNX
+export, kept-parameter share). A failing check is a failed row. A model refused before any work is
+tried unstructured (magnitude-global) to show that path still works. Every model runs in its own
+process (a crash or a leak stays there) under the memory budget of `engine.budget` and a time limit;
+the peak resident memory comes from the kernel's accounting of the finished child.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIO, ROUND_TO, EVAL_IMAGES = 0.3, 8, 4
+CLASSES, PER_CLASS, IMAGE_SIDE = 10, 4, 64  # 40 images: 32 train, 4 validation, 4 test
+TARGET = 0.95  # share of the torchvision list that must prune
+TORCH_PRUNING_REPORTS = "77 of 85"  # torch-pruning's own benchmark of torchvision classifiers
+TRANSFORMERS = ("vit", "deit", "swin", "maxvit", "levit", "efficientformer")  # fixed-size models: 224
+# The smallest variant of each family's main line (parameter counts from timm 1.0 on the meta device).
+TIMM = {
+    "ResNet": "resnet10t", "EfficientNet": "efficientnet_b0", "MobileNetV3": "mobilenetv3_small_050",
+    "ConvNeXt": "convnext_atto", "RegNet": "regnetx_002", "ViT": "vit_tiny_patch16_224",
+    "DeiT": "deit_tiny_patch16_224", "Swin": "swin_tiny_patch4_window7_224", "CSPNet": "cspnext_tiny",
+    "GhostNet": "ghostnet_050", "MixNet": "mixnet_s", "RexNet": "rexnet_100", "DenseNet": "densenet121",
+    "DPN": "dpn48b", "Res2Net": "res2net50_14w_8s", "ResNeSt": "resnest14d", "SE-ResNeXt": "seresnext26d_32x4d",
+    "NFNet": "eca_nfnet_l0", "EfficientFormer": "efficientformer_l1", "MobileViT": "mobilevit_xxs",
+    "LeViT": "levit_128s", "PoolFormer": "poolformer_s12", "TinyNet": "tinynet_e", "HRNet": "hrnet_w18_small",
+    "VGG": "vgg11",
+}
+
+
+def input_sizes(spec: str) -> list[int]:
+    """Sizes to try, natural first: 64 for convolutional networks (larger when 64 is too small), 224 for
+    the transformers, 299 for Inception v3."""
+    name = spec.partition(":")[2]
+    if name == "inception_v3":
+        return [299]
+    if any(name.startswith(t) for t in TRANSFORMERS):
+        return [224]
+    return [64, 128, 224]
+
+
+def model_list(use_timm: bool) -> list[tuple[str, str]]:
+    """(category, spec) for every model of the run."""
+    import torchvision
+
+    rows = [("torchvision", f"torchvision:{n}") for n in torchvision.models.list_models(module=torchvision.models)]
+    if use_timm:
+        rows += [(f"timm {family}", f"timm:{name}") for family, name in TIMM.items()]
+    return rows
+
+
+def write_dataset(root: Path) -> Path:
+    """A small RGB ImageFolder: each class a colour and a stripe direction, plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, IMAGE_SIDE)
+    for c in range(CLASSES):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = np.array([(c * 37) % 256, (c * 91) % 256, (c * 53) % 256], dtype=float)
+        stripes = np.sin(2 * np.pi * (3 + c % 4) * (ramp[:, None] if c % 2 else ramp[None, :]))
+        for i in range(PER_CLASS):
+            img = colour * (0.6 + 0.3 * stripes[..., None]) + rng.normal(0, 20, (IMAGE_SIDE, IMAGE_SIDE, 3))
+            Image.fromarray(img.clip(0, 255).astype("uint8")).save(folder / f"{i}.png")
+    return root
+
+
+# ----------------------------------------------------------------------------- the child process
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+
+
+def _under_budget(fn, limit: int):
+    """Call `fn` under the memory budget (guarded watches a generator, so wrap the call in one)."""
+    from engine.budget import guarded
+
+    def work():
+        yield fn()
+
+    return next(iter(guarded(work(), limit)))
+
+
+def _load(spec: str, folder: Path, limit: int, row: dict):
+    """The model and the data fitted to it, at the first size the model accepts (as the CLI resolves them)."""
+    from engine.data import load_dataset
+    from engine.errors import UserError
+    from engine.inputs import fit_data, model_for_data
+
+    sizes = input_sizes(spec)
+    for size in sizes:
+        shape = None if size == IMAGE_SIDE else (3, size, size)
+        data = load_dataset(f"imagefolder:{folder}", input_shape=shape)
+        try:
+            bundle = _under_budget(lambda: model_for_data(spec, data, input_shape=shape, seed=0), limit)
+            fitted = _under_budget(lambda: fit_data(bundle, data), limit)
+        except UserError as exc:
+            if "does not accept inputs" not in str(exc) or size == sizes[-1]:
+                raise
+            row.setdefault("notes", []).append(f"{size}×{size} is too small ({_first_line(exc)[:120]})")
+            continue
+        row["input"] = "×".join(map(str, bundle.input_shape))
+        return bundle, fitted
+    raise AssertionError("unreachable")
+
+
+def _prune(bundle, data, cfg, limit: int, captured: list, kept: list, row: dict) -> bool:
+    """Run the engine's pipeline; False (and row filled) when it refused before any work."""
+    from engine.budget import guarded
+    from engine.errors import UserError
+    from engine.pruning import RunDone, run_pruning
+
+    started = False
+    try:
+        for event in guarded(run_pruning(bundle, data, cfg, keep=kept), limit):
+            started = True
+            if isinstance(event, RunDone):
+                row.update(params=[event.before.params, event.after.params], macs=[event.before.macs, event.after.macs],
+                           nonzero=[event.before.nonzero_params, event.after.nonzero_params],
+                           run_notes=list(event.notes))
+    except UserError as exc:
+        if started:
+            raise
+        row.update(status="refused", reason=_first_line(exc).partition(": ")[2])
+        return False
+    return True
+
+
+def _check(bundle, captured: list, limit: int, row: dict) -> list[str]:
+    """check_pruned on the pruned model, with the pruner's own record of sizes and rounding units."""
+    import torch
+
+    from engine.architectures import check_pruned
+
+    pruner = captured[-1]
+    model = bundle.model.eval()
+    example = torch.randn(1, *bundle.input_shape, generator=torch.Generator().manual_seed(0))
+    ignored = tuple(n for n, m in model.named_modules() if m in pruner.pruner.ignored_layers)
+    after = sum(p.numel() for p in model.parameters())
+    row["kept_share"] = after / pruner.params_before
+    return _under_budget(lambda: check_pruned(
+        model, example, pruner.params_before, after, RATIO, original=pruner.sizes_before, round_to=ROUND_TO,
+        units=pruner.prep.units, ignored=ignored, onnx=True), limit)
+
+
+def child(spec: str, folder: Path, limit: int) -> dict:
+    """Prune one model; the row the parent records."""
+    import torch
+
+    import engine.pruning as pruning
+    from engine.config import PruneConfig
+
+    torch.manual_seed(0)
+    row: dict = {"status": "failed"}
+    cfg = PruneConfig(method="l2", pruning_ratio=RATIO, scope="layer", round_to=ROUND_TO, bn_recalibrate=False,
+                      eval_limit=EVAL_IMAGES, batch_size=EVAL_IMAGES, measure_speed=False, seed=0)
+    captured: list = []
+    make = pruning.make_pruner
+
+    def keeping(*args, **kwargs):  # the same pruner, kept for the share check's sizes and rounding units
+        captured.append(make(*args, **kwargs))
+        return captured[-1]
+
+    pruning.make_pruner = keeping
+    try:
+        bundle, data = _load(spec, folder, limit, row)
+        kept: list = []
+        if not _prune(bundle, data, cfg, limit, captured, kept, row):
+            row["unstructured"] = _unstructured(bundle, data, cfg, limit)
+            return row
+        row["problems"] = problems = _check(kept[0], captured, limit, row)
+        if problems:
+            row["reason"] = "check_pruned: " + "; ".join(problems)
+        else:
+            row["status"] = "pruned"
+    except BaseException as exc:  # noqa: BLE001 - every failure is a row with its reason
+        row["reason"] = _first_line(exc)
+        row["trace"] = traceback.format_exc()[-3000:]
+    return row
+
+
+def _unstructured(bundle, data, cfg, limit: int) -> str:
+    """Prune a refused model unstructured (magnitude-global, fewer images): what still works."""
+    from engine.budget import guarded
+    from engine.pruning import RunDone, run_pruning
+
+    reduced = replace(cfg, method="magnitude-global", eval_limit=2, batch_size=2)
+    try:
+        for event in guarded(run_pruning(bundle, data, reduced), limit):
+            if isinstance(event, RunDone):
+                zero = 1 - event.after.nonzero_params / event.before.nonzero_params
+                return f"works: magnitude-global at {RATIO} zeroed {zero:.0%} of the parameters"
+    except BaseException as exc:  # noqa: BLE001
+        return f"fails too: {_first_line(exc)}"
+    return "fails too: no result"
+
+
+# ----------------------------------------------------------------------------- the parent
+
+def run_one(spec: str, category: str, folder: Path, args: argparse.Namespace) -> dict:
+    """One model in a child process: its row plus seconds, peak RSS and the load average at its start."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", spec, "--data", str(folder),
+           "--memory-limit", str(args.limit)]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > args.timeout and not timed_out:
+                os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: only what it started
+                timed_out = True
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        lines = [x for x in out.read().splitlines() if x.startswith("RESULT ")]
+        stderr = err.read()
+    if lines:
+        row = json.loads(lines[-1][7:])
+    elif timed_out:
+        row = {"status": "failed", "reason": f"over the time limit of {args.timeout:.0f} s"}
+    else:
+        tail = [x for x in stderr.strip().splitlines() if x.strip()]
+        row = {"status": "failed", "reason": f"the process died (exit {proc.returncode}): "
+                                             f"{tail[-1][:300] if tail else 'no message'}",
+               "trace": stderr[-3000:]}
+    peak = usage.ru_maxrss * 1024
+    row.update(model=spec, category=category, seconds=round(seconds, 1), peak_rss=peak, load=round(load, 2),
+               within_budget=peak <= args.limit * 1.05)  # sampled every few ms: one allocation may pass it
+    return row
+
+
+def count(n: float) -> str:
+    """12.3M, 456K."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def summary(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Per category group (torchvision, timm): how many pruned, were refused, failed."""
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        group = out.setdefault(row["category"].split()[0], {"pruned": 0, "refused": 0, "failed": 0})
+        group[row["status"]] += 1
+    return out
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The Markdown table, one row per model."""
+    lines = ["| model | family | input | parameters | MACs | s | peak RSS | result |",
+             "|---|---|---|---|---|---:|---:|---|"]
+    for r in rows:
+        params = f"{count(r['params'][0])} → {count(r['params'][1])}" if r.get("params") else ""
+        macs = f"{count(r['macs'][0])} → {count(r['macs'][1])}" if r.get("macs") else ""
+        family = r["category"].partition(" ")[2] or "torchvision"
+        result = r["status"] + (f" ({r['kept_share']:.0%} kept)" if r["status"] == "pruned" else "")
+        peak = f"{r['peak_rss'] / 2 ** 30:.2f} GiB" + ("" if r["within_budget"] else " OVER")
+        lines.append(f"| {r['model'].partition(':')[2]} | {family} | {r.get('input', '')} | {params} | {macs} | "
+                     f"{r['seconds']:.0f} | {peak} | {result} |")
+    return lines
+
+
+def machine(rows: list[dict], jobs: int) -> str:
+    """Cores, CPU, memory and whether other work shared the machine."""
+    import psutil
+    import torch
+
+    cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                if x.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    loads = [r["load"] for r in rows] or [0.0]
+    text = (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2 ** 30:.0f} GiB memory, "
+            f"{'CUDA available but unused' if torch.cuda.is_available() else 'CPU only'}; {jobs} model(s) at a "
+            f"time. 1-minute load average at each model's start: mean {sum(loads) / len(loads):.1f}, max "
+            f"{max(loads):.1f}")
+    if max(loads) > jobs + 0.5:
+        text += " — other jobs were running on the machine, so the seconds are longer than on a quiet one"
+    return text + "."
+
+
+def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: str) -> str:
+    """docs/coverage.md."""
+    groups = summary(rows)
+    tv = groups.get("torchvision", {})
+    n_tv = sum(tv.values())
+    out = ["# Coverage: which architectures PruneLab prunes", "",
+           f"Written by `benchmarks/coverage.py` (do not edit by hand). Command: `{command}`; started {started}.", "",
+           f"Machine: {machine(rows, args.jobs)}", "",
+           f"Every model untrained (no downloads), built by `engine.inputs.model_for_data` for a synthetic RGB "
+           f"ImageFolder of {CLASSES * PER_CLASS} images in {CLASSES} classes, then pruned by "
+           f"`engine.pruning.run_pruning`: l2, ratio {RATIO}, layer scope, round_to {ROUND_TO}, no BatchNorm "
+           f"re-estimation, {EVAL_IMAGES} evaluation images, no latency. Each pruned model then passes "
+           "`engine.architectures.check_pruned` (eval and train forward, one optimiser step, ONNX export, "
+           "kept-parameter share against the ratio) or its row fails. Each model runs in its own process under a "
+           f"memory budget of {args.limit / 2 ** 30:.1f} GiB and a time limit of {args.timeout:.0f} s; peak RSS is "
+           "the child's own high-water mark. Inputs: 64×64 for convolutional networks (larger when 64 is too "
+           "small), 224 for the transformers, 299 for Inception v3; timm: the smallest variant of each family.", "",
+           "## Summary", ""]
+    for name, g in groups.items():
+        total = sum(g.values())
+        out.append(f"- {name}: {g['pruned']} of {total} prune ({g['pruned'] / total:.0%}), {g['refused']} refused "
+                   f"before any work, {g['failed']} fail.")
+    if n_tv:
+        share = tv["pruned"] / n_tv
+        out.append(f"- Target: at least {TARGET:.0%} of the torchvision list prunes — "
+                   f"{'met' if share >= TARGET else 'not met'} ({share:.1%}); torch-pruning reports "
+                   f"{TORCH_PRUNING_REPORTS}.")
+    out += ["", "## Every model", "", *table(rows), ""]
+    refused = [r for r in rows if r["status"] == "refused"]
+    if refused:
+        out += ["## Refused before any work", ""]
+        out += [f"- **{r['model']}**: {r['reason']} Unstructured pruning {r.get('unstructured', '')}." for r in refused]
+        out.append("")
+    failed = [r for r in rows if r["status"] == "failed"]
+    out += ["## Failures", ""]
+    out += [f"- **{r['model']}** ({r.get('input', '?')}): {r.get('reason', '')}" for r in failed] or ["None."]
+    noted = [r for r in rows if r.get("notes")]
+    if noted:
+        out += ["", "## Input sizes above the natural one", ""]
+        out += [f"- {r['model']}: {'; '.join(r['notes'])}" for r in noted]
+    return "\n".join(out) + "\n"
+
+
+def print_row(row: dict) -> None:
+    """One line per finished model."""
+    params = f"{count(row['params'][0])}→{count(row['params'][1])}" if row.get("params") else ""
+    message = row.get("reason", "") if row["status"] != "pruned" else f"{row['kept_share']:.0%} kept"
+    print(f"{row['model']:<44} {row.get('input', ''):>11} {params:>15} {row['seconds']:6.0f}s "
+          f"{row['peak_rss'] / 2 ** 30:5.2f}G {row['status']:<8} {message[:160]}", flush=True)
+
+
+def main() -> int:
+    """Run every model (or --only) and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated names (resnet18, timm:resnet10t)")
+    parser.add_argument("--timm", action=argparse.BooleanOptionalAction, default=True, help="include timm families")
+    parser.add_argument("--jobs", type=int, default=1, help="models at a time (default 1)")
+    parser.add_argument("--out", default=None, help="Markdown output (default docs/coverage.md; none with --only)")
+    parser.add_argument("--json", default="", help="also write the rows as JSON (after every model)")
+    parser.add_argument("--memory-limit", default="8G", help="budget per model (engine.budget; default 8G)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per model (default 900)")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--data", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from engine.budget import parse_limit
+
+    args.limit = parse_limit(args.memory_limit)
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, Path(args.data), args.limit)), flush=True)
+        return 0
+    models = model_list(args.timm)
+    if args.only:
+        wanted = [w if ":" in w else f"torchvision:{w}" for w in args.only.split(",")]
+        unknown = [w for w in wanted if w not in {s for _, s in models}]
+        if unknown:
+            parser.error(f"not in the list: {', '.join(unknown)}")
+        models = [(c, s) for c, s in models if s in wanted]
+    out = args.out if args.out is not None else ("" if args.only else str(ROOT / "docs" / "coverage.md"))
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix().replace(str(ROOT) + "/", ""), *sys.argv[1:]])
+    started = time.strftime("%Y-%m-%d %H:%M")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        folder = write_dataset(Path(tmp) / "coverage")
+        futures = [pool.submit(run_one, spec, category, folder, args) for category, spec in models]
+        for future in futures:
+            rows.append(future.result())
+            print_row(rows[-1])
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1))
+    groups = summary(rows)
+    for name, g in groups.items():
+        print(f"{name}: {g['pruned']} of {sum(g.values())} prune, {g['refused']} refused, {g['failed']} fail")
+    tv = groups.get("torchvision", {})
+    ok = not tv or tv["pruned"] / sum(tv.values()) >= TARGET
+    print(f"torchvision target {TARGET:.0%}: {'met' if ok else 'not met'} (torch-pruning reports "
+          f"{TORCH_PRUNING_REPORTS})")
+    if out:
+        Path(out).write_text(markdown(rows, args, command, started))
+        print(f"wrote {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
