@@ -21,7 +21,7 @@ from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded, parse_limit
 from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
-from engine.events import CancelToken, EpochDone, Progress
+from engine.events import CancelToken, EpochDone, Progress, drain
 from engine.inputs import fit_data, model_for_data
 from engine.metrics import Metrics, evaluate
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, save_model
@@ -163,44 +163,58 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
 # ----------------------------------------------------------------------------- output helpers
 
 class ProgressPrinter:
-    """A one-line progress bar on stderr (plain lines every few seconds when not a terminal)."""
+    """Progress events on stderr: a tqdm bar per phase on a terminal; in a log, a plain line every 5 s and
+    at the end of each phase (a bar redrawn with carriage returns would fill a log file)."""
 
     def __init__(self, stream=None, quiet: bool = False):
         self.stream, self.quiet = stream or sys.stderr, quiet  # looked up now, so redirection works
         self.tty = self.stream.isatty()
+        self.bar = None
+        self.key: tuple | None = None
         self.last = 0.0
 
     def __call__(self, event) -> None:
         if self.quiet or not isinstance(event, Progress):
             return
-        now = time.monotonic()
-        final = event.done >= event.total
-        if not self.tty and not final and now - self.last < 5:
-            return
-        if self.tty and not final and now - self.last < 0.1:
-            return
-        self.last = now
-        width = 24
-        filled = int(width * event.fraction)
-        eta = f" ETA {event.eta_s:4.0f}s" if event.eta_s is not None and not final else ""
-        line = f"{event.phase:>10} [{'#' * filled}{'.' * (width - filled)}] {event.fraction:4.0%} {event.message}{eta}"
         if self.tty:
-            self.stream.write("\r" + line[:110].ljust(110) + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self._draw(event)
+            return
+        now, final = time.monotonic(), event.done >= event.total
+        if final or now - self.last >= 5:
+            self.last = now
+            eta = f", ETA {event.eta_s:.0f} s" if event.eta_s is not None and not final else ""
+            self.stream.write(f"{event.phase:>10} {event.fraction:4.0%} {event.message}{eta}\n")
+            self.stream.flush()
+
+    def _draw(self, event: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.key != (event.phase, event.total) or self.bar is None or event.done < self.bar.n:
+            self.close()
+            self.bar = tqdm(total=event.total, desc=f"{event.phase:>10}", file=self.stream, leave=True,
+                            mininterval=0.1, ncols=110, bar_format="{desc} |{bar:24}| {percentage:3.0f}%{postfix}")
+            self.key = (event.phase, event.total)
+        self.bar.set_postfix_str(event.message[:60], refresh=False)
+        self.bar.update(event.done - self.bar.n)
+        if event.done >= event.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def run_events(events, printer: Callable | None = None, on_event: Callable | None = None,
                limit: int | None = None, hint: str = ""):
     """Drain an engine generator under the memory budget `limit` (bytes), printing progress; returns the last event."""
-    last = None
-    for last in guarded(events, limit, hint):
+    def both(event) -> None:
         if printer:
-            printer(last)
+            printer(event)
         if on_event:
-            on_event(last)
-    return last
+            on_event(event)
+
+    return drain(guarded(events, limit, hint), both)
 
 
 METRIC_ROWS: list[tuple[str, Callable[[Metrics], str]]] = [

@@ -98,3 +98,19 @@ def drain(events, on_event=None):
         if on_event is not None:
             on_event(last)
     return last
+
+
+def relay(events, phase: str | None = None, keep=(EpochDone,)):
+    """Pass a sub-job's Progress on (renamed to `phase` when given) and return its last other event.
+
+    Use as `result = yield from relay(sub_job(...), "baseline")`; events of the `keep` types are passed
+    on as they are (fine-tuning epochs reach the plots)."""
+    result = None
+    for ev in events:
+        if isinstance(ev, Progress):
+            yield ev if phase is None else Progress(phase, ev.done, ev.total, ev.message, ev.eta_s)
+        elif isinstance(ev, keep):
+            yield ev
+        else:
+            result = ev
+    return result

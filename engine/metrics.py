@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from engine.data import Dataset, Shape
-from engine.events import CancelToken, EvalDone, Eta, Progress
+from engine.events import CancelToken, EvalDone, Eta, Progress, drain, relay
 
 
 @dataclass
@@ -503,10 +503,7 @@ def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Sha
 
 def measure_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Shape, **kwargs) -> PairedSpeedup:
     """iter_paired_speedup without the Progress events."""
-    result = None
-    for event in iter_paired_speedup(model_a, model_b, input_shape, **kwargs):
-        result = event
-    return result
+    return drain(iter_paired_speedup(model_a, model_b, input_shape, **kwargs))
 
 
 def speedup_text(paired: dict, what: str = "latency") -> str:
@@ -603,12 +600,7 @@ def evaluate(model: nn.Module, data: Dataset, *, device: str = "cpu", batch_size
     """Measure everything: yields Progress events, then EvalDone(Metrics)."""
     cancel = cancel or CancelToken()
     model = model.to(device).eval()
-    scores = None
-    for event in evaluate_quality(model, data, split, device, max(batch_size, 128), limit, cancel):
-        if isinstance(event, Progress):
-            yield event
-        else:
-            scores = event
+    scores = yield from relay(evaluate_quality(model, data, split, device, max(batch_size, 128), limit, cancel))
     yield Progress("measure", 0, 3, "size and MACs")
     m = Metrics(device=device)
     for key in ("top1", "top5", "precision_macro", "recall_macro", "f1_macro"):

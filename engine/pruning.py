@@ -21,7 +21,7 @@ from engine.architectures import drop_aux_heads
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig
-from engine.events import CancelToken, EpochDone, EvalDone, Progress
+from engine.events import CancelToken, EpochDone, Progress, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, evaluate, iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
@@ -134,21 +134,11 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, batches: int, device:
 
 def _measure(model: nn.Module, data: Dataset, cfg: PruneConfig, device: str, cancel: CancelToken,
              phase: str) -> Iterator:
-    for ev in evaluate(model, data, device=device, batch_size=cfg.batch_size, limit=cfg.eval_limit,
-                       speed=cfg.measure_speed, threads=cfg.threads, repeats=cfg.latency_repeats, cancel=cancel):
-        if isinstance(ev, Progress):
-            yield Progress(phase, ev.done, ev.total, ev.message, ev.eta_s)
-        else:
-            yield ev
-
-
-def _metrics_of(events: Iterator, sink: list) -> Iterator:
-    """Pass Progress through; keep the Metrics of the final EvalDone in `sink`."""
-    for ev in events:
-        if isinstance(ev, EvalDone):
-            sink.append(ev.metrics)
-        else:
-            yield ev
+    """Evaluate as the run's options say; returns the Metrics."""
+    done = yield from relay(evaluate(model, data, device=device, batch_size=cfg.batch_size, limit=cfg.eval_limit,
+                                     speed=cfg.measure_speed, threads=cfg.threads, repeats=cfg.latency_repeats,
+                                     cancel=cancel), phase)
+    return done.metrics
 
 
 def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
@@ -174,9 +164,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     model = work.model.to(dev).eval()
     drop_aux_heads(model, notes)  # before the baseline, so it does not count weights evaluation never uses
     if baseline is None:
-        sink: list[Metrics] = []
-        yield from _metrics_of(_measure(model, data, cfg, device, cancel, "baseline"), sink)
-        baseline = sink[0]
+        baseline = yield from _measure(model, data, cfg, device, cancel, "baseline")
     before_w = weight_snapshot(model)
     step0 = StepDone(0, cfg.steps, 0.0, baseline, layer_stats(before_w, model), histograms(before_w, model, {}))
     yield step0
@@ -210,9 +198,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         yield from _recover(model, data, cfg, dev, step, teacher, pruner.regularizer(), cancel, checks)
         recover_seconds = time.perf_counter() - t1
         model.eval()
-        sink = []
-        yield from _metrics_of(_measure(model, data, cfg, device, cancel, "evaluate"), sink)
-        current = sink[0]
+        current = yield from _measure(model, data, cfg, device, cancel, "evaluate")
         done = StepDone(step, cfg.steps, pruner.ratio, current, layer_stats(before_w, model),
                         histograms(before_w, model, pruner.kept(before_w)), step_time, recover_seconds, *checks,
                         tuple(pruner.step_notes))
@@ -270,7 +256,7 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
                            device=dev.type, distill_temperature=cfg.distill_temperature,
                            distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4)
         for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase="finetune"):
-            if isinstance(ev, Progress):
+            if isinstance(ev, Progress):  # the step number joins the message, so not relay()
                 yield Progress("finetune", ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
             elif isinstance(ev, EpochDone):
                 yield ev
@@ -283,16 +269,11 @@ def _paired_speedup(original: nn.Module, model: nn.Module, shape, cfg: PruneConf
 
     The before and after figures were timed minutes apart, and load that comes and goes in between
     lands on one of them only; timed interleaved now, both see the same machine."""
-    paired = None
     sizes = (1,) if cfg.batch_size == 1 else (1, cfg.batch_size)
-    for ev in iter_paired_speedup(original, model, shape, sizes, device, rounds=PAIRED_ROUNDS,
-                                  runs_per_round=max(3, cfg.latency_repeats // 6), threads=cfg.threads,
-                                  names=("original", "pruned"), cancel=cancel):
-        if isinstance(ev, Progress):
-            yield ev
-        else:
-            paired = ev.to_json()
-    return paired
+    done = yield from relay(iter_paired_speedup(original, model, shape, sizes, device, rounds=PAIRED_ROUNDS,
+                                                runs_per_round=max(3, cfg.latency_repeats // 6),
+                                                threads=cfg.threads, names=("original", "pruned"), cancel=cancel))
+    return done.to_json()
 
 
 def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None,

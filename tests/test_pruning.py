@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -117,17 +119,41 @@ def test_target_speedup_is_reached(tiny, fashion):
     assert done.before.macs / done.after.macs < 3.0  # small steps: it stops soon after the target
 
 
-def test_finetune_with_distillation_runs(tiny, fashion):
-    done, events = run(tiny, fashion, fast(method="taylor", pruning_ratio=0.3, finetune_batches=3, distill=True,
-                                           bn_recalibrate=True))
+def test_finetune_with_distillation_learns_from_the_teacher(tiny, fashion, monkeypatch):
+    import engine.training
+
+    calls = []
+    real = engine.training.distillation_loss
+
+    def spy(student, teacher, temperature):
+        calls.append(temperature)
+        return real(student, teacher, temperature)
+
+    monkeypatch.setattr(engine.training, "distillation_loss", spy)
+    cfg = fast(method="taylor", pruning_ratio=0.3, finetune_batches=3, distill=True, bn_recalibrate=True,
+               distill_temperature=2.5)
+    keep: list = []
+    events = list(run_pruning(tiny, fashion, cfg, keep=keep))
     step = [e for e in events if isinstance(e, StepDone)][-1]
     assert step.top1_after_prune is not None and step.top1_after_bn is not None
-    assert any(isinstance(e, Progress) and e.phase == "finetune" for e in events)
+    assert calls == [2.5] * 3  # every fine-tuning batch compared with the teacher at the chosen temperature
+    plain: list = []
+    list(run_pruning(tiny, fashion, replace(cfg, distill=False), keep=plain))
+    distilled, alone = keep[0].model.state_dict(), plain[0].model.state_dict()
+    assert any(not torch.equal(distilled[k], alone[k]) for k in distilled)  # the teacher changed what was learnt
 
 
-def test_bn_scale_with_sparsity_regulariser(tiny, fashion):
-    done, _ = run(tiny, fashion, fast(method="bn-scale", pruning_ratio=0.4, finetune_batches=2, sparsity_reg=1e-4))
-    assert done.after.params < done.before.params
+def test_bn_scale_sparsity_penalty_shrinks_batchnorm_scales(tiny, fashion):
+    """Network Slimming's L1 term on γ: with the penalty the kept γ end smaller than without it."""
+    def gammas(reg: float) -> float:
+        keep: list = []
+        list(run_pruning(tiny, fashion, fast(method="bn-scale", pruning_ratio=0.4, finetune_batches=2,
+                                             sparsity_reg=reg), keep=keep))
+        model = keep[0].model
+        assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in tiny.model.parameters())
+        return sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    assert gammas(0.05) < gammas(0.0) - 1e-3
 
 
 def test_cancel_leaves_original_untouched(tiny, fashion):
