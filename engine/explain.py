@@ -255,6 +255,10 @@ def _reason(module: nn.Module, side: str, via: list[str], before: str | None, la
     return "other", f"{type(module).__name__} keeps per-channel parameters, so it loses the channel too"
 
 
+# the order a student reads them in: what shares the output first, then what reads it
+KIND_ORDER = ("residual", "concat", "depthwise", "output", "batchnorm", "other", "next-input")
+
+
 def _couplings(graph: Any, model: nn.Module, module: nn.Module, layer: str) -> tuple[Coupled, ...]:
     """Every named module in the dependency group of `module`'s output channels, with a reason."""
     names = {m: n for n, m in model.named_modules()}
@@ -281,7 +285,7 @@ def _couplings(graph: Any, model: nn.Module, module: nn.Module, layer: str) -> t
             before = next((f for f in feeding if f), None)
         kind, words = _reason(target, side, _via(dep.target, parent, root), before, layer)
         found[(name, side)] = Coupled(name, kind, words, side)
-    return tuple(found.values())
+    return tuple(sorted(found.values(), key=lambda c: KIND_ORDER.index(c.kind)))
 
 
 def coupling(model: nn.Module, input_shape: Shape, layer: str) -> tuple[Coupled, ...]:

@@ -55,6 +55,9 @@ class ImageJob(Job):
 
     def on_success(self, result: ImageExplanation) -> None:
         self.tab.maps_view.show_image(result)
+        removed = int(result.cut.sum())
+        self.tab.status_label.setText(f"Test image {result.index} ({result.label_name}) through {self.layer}: "
+                                      f"{removed} of {len(result.cut)} channels removed by {self.cfg.method}.")
 
     def on_failure(self, failure) -> None:
         self.tab.status_label.setText("Could not show the feature maps: " + failure.message)

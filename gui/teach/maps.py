@@ -22,7 +22,7 @@ def _prediction_html(title: str, predictions: tuple[Prediction, ...], truth: int
     return f"<b>{escape(title)}</b><table cellspacing='4'>{rows}</table>"
 
 
-class FeatureMapView(QWidget):
+class FeatureMapView(theme.PaletteWidget):
     """Pick a test image; see the layer's channels and what the original and the pruned model predict."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -66,6 +66,11 @@ class FeatureMapView(QWidget):
         self.text.setWordWrap(True)
         layout.addWidget(self.text)
         self.colormap = pg.colormap.get("viridis")
+        self._apply_palette()
+
+    def _apply_palette(self) -> None:
+        for view in (self.image_view, self.grid):
+            view.setBackground(theme.plot_background())
 
     def set_image_count(self, count: int) -> None:
         """How many test images there are to pick from."""

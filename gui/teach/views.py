@@ -27,6 +27,16 @@ def _words(text: str) -> QLabel:
     return label
 
 
+def _style(plot: pg.PlotItem, title: str = "", size: str = "11pt") -> None:
+    """Axes and title in the palette's text colour (plots follow light and dark mode)."""
+    fg = theme.plot_foreground()
+    for side in ("left", "bottom"):
+        plot.getAxis(side).setPen(fg)
+        plot.getAxis(side).setTextPen(fg)
+    if title:
+        plot.setTitle(title, color=fg.name(), size=size)
+
+
 def _bars(plot: pg.PlotItem, heights: np.ndarray, cut: np.ndarray) -> None:
     """Kept channels in the run colour, removed ones in red, at x = 0..n-1."""
     x = np.arange(len(heights))
@@ -35,7 +45,7 @@ def _bars(plot: pg.PlotItem, heights: np.ndarray, cut: np.ndarray) -> None:
     plot.addItem(pg.BarGraphItem(x=x[cut], height=h[cut], width=0.8, brush=theme.REMOVED_COLOUR, pen=None))
 
 
-class WhyView(QWidget):
+class WhyView(theme.PaletteWidget):
     """The chosen method's scores for the layer, sorted, with the cut line; hover for a channel's facts."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -51,12 +61,17 @@ class WhyView(QWidget):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        layout.addWidget(self.plot_widget, 3)
+        layout.addWidget(self.plot_widget, 1)
         self.hover_label = QLabel("Hover over a bar to see its channel, rank, score and the layers tied to it.")
         self.hover_label.setWordWrap(True)
         layout.addWidget(self.hover_label)
         self.text = _words("Pick a layer and press <b>Explain</b>.")
-        layout.addWidget(self.text, 1)
+        layout.addWidget(self.text)
+        self._apply_palette()
+
+    def _apply_palette(self) -> None:
+        self.plot_widget.setBackground(theme.plot_background())
+        _style(self.plot)
 
     def show_scores(self, scores: ChannelScores | None, method_name: str) -> None:
         """Draw `scores` (None: the method is unstructured and has no channel scores)."""
@@ -74,9 +89,10 @@ class WhyView(QWidget):
         if k:
             line = pg.InfiniteLine(pos=k - 0.5, angle=90, pen=pg.mkPen(theme.plot_foreground(), width=2,
                                                                       style=Qt.PenStyle.DashLine),
-                                   label=f"cut line: {k} of {n} go", labelOpts={"position": 0.92})
+                                   label=f"cut line: {k} of {n} go",
+                                   labelOpts={"position": 0.92, "color": theme.plot_foreground()})
             self.plot.addItem(line)
-        self.plot.setTitle(f"{escape(scores.layer)}: {escape(method.title)} at {scores.ratio:.0%}")
+        _style(self.plot, f"{escape(scores.layer)}: {escape(method.title)} at {scores.ratio:.0%}")
         self.text.setText(self.explain_text(scores))
 
     @staticmethod
@@ -121,7 +137,7 @@ class WhyView(QWidget):
             QToolTip.showText(self.plot_widget.mapToGlobal(self.plot_widget.mapFromScene(pos).toPoint()), text)
 
 
-class CriteriaView(QWidget):
+class CriteriaView(theme.PaletteWidget):
     """One small bar chart per criterion (channels in index order, cut in red) and the Jaccard heat map."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -143,10 +159,15 @@ class CriteriaView(QWidget):
         split.addWidget(right)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([600, 440])
         layout.addWidget(split, 1)
         self.text = _words("Every structured criterion scores the same layer; the same channel sits at the same "
                            "place in every chart, so you can see where they agree.")
         layout.addWidget(self.text)
+        self._apply_palette()
+
+    def _apply_palette(self) -> None:
+        self.canvas.setBackground(theme.plot_background())
 
     def show_criteria(self, criteria: Criteria) -> None:
         """Draw the small multiples and the matrix."""
@@ -156,7 +177,7 @@ class CriteriaView(QWidget):
         for i, name in enumerate(criteria.methods):
             s = criteria.scores[name]
             plot = self.canvas.addPlot(row=i // columns, col=i % columns)
-            plot.setTitle(f"{escape(name)}: {s.n_cut} cut", size="9pt")
+            _style(plot, f"{escape(name)}: {s.n_cut} cut", size="9pt")
             plot.hideAxis("left")
             plot.setMouseEnabled(x=False, y=False)
             plot.getAxis("bottom").setStyle(tickLength=3)
@@ -180,7 +201,8 @@ class CriteriaView(QWidget):
                 item.setForeground(QColor("white") if value > 0.55 else theme.plot_foreground())
                 item.setToolTip(f"{names[i]} and {names[j]} share {value:.0%} of their cut channels")
                 table.setItem(i, j, item)
-        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        table.horizontalHeader().setMinimumSectionSize(36)
 
     @staticmethod
     def summary(criteria: Criteria) -> str:
