@@ -485,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.experiments import register as register_experiments
 
     register_experiments(sub)  # sensitivity, sweep, report
+    from cli.explain import register as register_explain
+
+    register_explain(sub)  # explain: the Teach tab's facts as JSON
     return parser
 
 
