@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import platform
 import shlex
 import signal
@@ -17,84 +16,25 @@ from typing import Callable, Sequence
 import torch
 
 from engine import __version__, versions
-from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded, parse_limit
+from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded
 from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, Progress, drain
 from engine.inputs import fit_data, model_for_data
 from engine.metrics import Metrics, evaluate
-from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, check_model_kwargs, demo_card, save_model
+from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, save_model
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
 from engine.paths import log_dir
-from engine.units import fmt_bytes, fmt_count, parse_numbers
+from engine.units import fmt_bytes, fmt_count
+
+# the value types are imported from here by the experiments commands
+from cli.types import at_least, count, finite, floats, json_obj, memory_limit, shape  # noqa: F401, E402
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 # ----------------------------------------------------------------------------- shared argument groups
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        parts = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape must be C,H,W integers, got {text!r}") from None
-    if len(parts) != 3 or min(parts) <= 0:
-        raise argparse.ArgumentTypeError(f"--input-shape must be three positive integers C,H,W, got {text!r}")
-    return parts
-
-
-def finite(text: str) -> float:
-    """argparse type: a finite number (nan and inf are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: a whole number of at least `minimum`."""
-    def whole(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
-        return value
-
-    return whole
-
-
-count = at_least(1)
-
-
-def floats(text: str) -> tuple[float, ...]:
-    """argparse type: comma-separated finite numbers."""
-    try:
-        if any(not part.strip() for part in text.split(",")):
-            raise UserError("an empty entry")
-        return parse_numbers(text, "the list")
-    except UserError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}") from None
-
-
-def _json_obj(text: str) -> dict:
-    if len(text) > 10_000:
-        raise argparse.ArgumentTypeError("--model-kwargs is longer than 10000 characters; pass only the "
-                                         "constructor's arguments")
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise argparse.ArgumentTypeError(f"--model-kwargs is not valid JSON: {str(exc)[:80]}") from None
-    try:
-        return check_model_kwargs(obj)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Model source flags shared by evaluate, prune, sensitivity."""
@@ -102,13 +42,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="demo:resnet, demo:vgg, torchvision:NAME, or a model FILE")
     p.add_argument("--weights", help="local weights (state_dict) for torchvision:NAME")
     p.add_argument("--model-code", metavar="PATH.py:ClassName", help="architecture for a state_dict FILE")
-    p.add_argument("--model-kwargs", type=_json_obj, metavar="JSON", help="arguments for --model-code's class")
+    p.add_argument("--model-kwargs", type=json_obj, metavar="JSON", help="arguments for --model-code's class")
     p.add_argument("--trust", action="store_true",
                    help="allow loading a FILE that holds code: a pickled module or TorchScript (runs code from it; "
                         "only for files you trust)")
     p.add_argument("--partial-weights", action="store_true",
                    help="load --weights even when they fill under half of the architecture (prints the counts)")
-    p.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="input shape when it cannot be inferred")
+    p.add_argument("--input-shape", type=shape, metavar="C,H,W", help="input shape when it cannot be inferred")
     p.add_argument("--mean", type=floats, metavar="M1,M2,..", help="per-channel normalisation mean")
     p.add_argument("--std", type=floats, metavar="S1,S2,..", help="per-channel normalisation std")
 
@@ -121,14 +61,6 @@ def add_data_args(p: argparse.ArgumentParser, device: bool = True, batch_size: b
     if batch_size:
         p.add_argument("--batch-size", type=count, default=64, metavar="N", help="batch size (default 64)")
     add_memory_arg(p)
-
-
-def memory_limit(text: str) -> int:
-    """argparse type: a memory budget such as 8G, 1500M or 70% (of this machine), in bytes."""
-    try:
-        return parse_limit(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_memory_arg(p: argparse.ArgumentParser) -> None:
@@ -164,14 +96,14 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
 
 class ProgressPrinter:
     """Progress events on stderr: a tqdm bar per phase on a terminal; in a log, a plain line every 5 s and
-    at the end of each phase (a bar redrawn with carriage returns would fill a log file)."""
+    at the end of each phase that took 2 s or more (a bar redrawn with carriage returns would fill a log)."""
 
     def __init__(self, stream=None, quiet: bool = False):
         self.stream, self.quiet = stream or sys.stderr, quiet  # looked up now, so redirection works
         self.tty = self.stream.isatty()
         self.bar = None
         self.key: tuple | None = None
-        self.last = 0.0
+        self.last = self.started = 0.0
 
     def __call__(self, event) -> None:
         if self.quiet or not isinstance(event, Progress):
@@ -180,6 +112,10 @@ class ProgressPrinter:
             self._draw(event)
             return
         now, final = time.monotonic(), event.done >= event.total
+        if self.key != (event.phase, event.total):
+            self.key, self.started = (event.phase, event.total), now
+        if now - self.started < 2:
+            return  # a phase that ends within 2 s gets no line: a log keeps what took time
         if final or now - self.last >= 5:
             self.last = now
             eta = f", ETA {event.eta_s:.0f} s" if event.eta_s is not None and not final else ""
@@ -464,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=finite, default=5e-4)
     p.add_argument("--label-smoothing", type=finite, default=0.0)
     p.add_argument("--no-augment", action="store_true", help="no random shifts and flips")
-    p.add_argument("--input-shape", type=_shape, metavar="C,H,W")
+    p.add_argument("--input-shape", type=shape, metavar="C,H,W")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -6,6 +6,7 @@ import typing
 from dataclasses import fields
 from typing import Any, Callable
 
+from cli.types import at_least, finite
 from engine.config import PruneConfig, default_of, options
 from engine.errors import UserError
 
@@ -15,8 +16,6 @@ ONE_OF = ("pruning_ratio", "target_speedup")
 
 
 def _parse_type(name: str, hint: Any) -> Callable[[str], Any] | None:
-    from cli.main import at_least, finite
-
     kinds = set(typing.get_args(hint) or (hint,)) - {type(None)}
     opt = options()[name]
     if kinds == {float}:

@@ -230,7 +230,7 @@ def parsed_or_none(parse, text):
 def test_number_options_are_finite_or_one_line_usage_errors(text):
     import math
 
-    from cli.main import finite
+    from cli.types import finite
 
     value = parsed_or_none(finite, text)
     assert value is None or math.isfinite(value)
@@ -239,7 +239,7 @@ def test_number_options_are_finite_or_one_line_usage_errors(text):
 @FAST
 @given(st.text(max_size=30) | st.integers(-10 ** 12, 10 ** 12).map(str))
 def test_count_options_are_at_least_one_or_one_line_usage_errors(text):
-    from cli.main import count
+    from cli.types import count
 
     value = parsed_or_none(count, text)
     assert value is None or (isinstance(value, int) and value >= 1)
@@ -254,7 +254,7 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @given(st.text(max_size=200) | JSON_VALUES.map(lambda v: __import__("json").dumps(v)))
 @example("[" * 5000 + "]" * 5000)
 def test_model_kwargs_are_a_small_object_or_one_line_usage_errors(text):
-    from cli.main import _json_obj
+    from cli.types import json_obj as _json_obj
 
     value = parsed_or_none(_json_obj, text)
     assert value is None or isinstance(value, dict)
@@ -275,7 +275,7 @@ def test_memory_limits_are_sizes_or_one_line_user_errors(text):
 @example("3,224,224")
 @example("1,28")
 def test_input_shapes_are_three_positive_sides_or_one_line_usage_errors(text):
-    from cli.main import _shape
+    from cli.types import shape as _shape
 
     shape = parsed_or_none(_shape, text)
     assert shape is None or (len(shape) == 3 and min(shape) > 0)
