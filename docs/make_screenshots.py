@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-sensitivity", action="store_true", help="no sensitivity scan screenshot")
     parser.add_argument("--only-sensitivity", action="store_true", help="stop after the sensitivity screenshot")
     parser.add_argument("--skip-experiment", action="store_true", help="no Experiment tab screenshot")
+    parser.add_argument("--only-open-model", action="store_true",
+                        help="only the Open model dialog: a state_dict with its Python file, and a timm model")
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="prunelab-shots-")
     os.environ.setdefault("PRUNELAB_SETTINGS_DIR", tmp)
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         screen.grabWindow(0).save(str(path))
         print("wrote", path)
 
+    if args.only_open_model:
+        open_model_shots(window, Path(tmp), out, args.suffix, pause, wait_job)
+        window.close()
+        return 0
     window.load(args.model, "fashion-mnist")
     wait_job()
     if window.loaded is None:
@@ -124,6 +130,97 @@ def main(argv: list[str] | None = None) -> int:
         shot("screenshot_experiment")
     window.close()
     return 0
+
+
+USER_CODE = '''"""The model of a training script: a small CNN for 28x28 grey images."""
+import torch.nn as nn
+
+
+class PartsNet(nn.Module):
+    def __init__(self, width=16, num_classes=10, dropout=0.0):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class Augment(nn.Module):
+    def forward(self, x):
+        return x
+'''
+
+
+def quick_train(model, data, steps: int):
+    """A few hundred Adam steps, so the screenshots show a model that learned something (not chance)."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for i, (x, y) in enumerate(data.loader("train", 128, shuffle=True)):
+        if i >= steps:
+            break
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def open_model_shots(window, tmp: Path, out: Path, suffix: str, pause, wait_job) -> None:
+    """The Open model dialog twice: a state_dict with the Python file of its class, and a timm state_dict."""
+    import runpy
+
+    import torch
+
+    from engine.models import build_arch
+    from gui.open_model import open_model_dialog
+
+    from engine.data import load_dataset
+
+    window._ask_trust = lambda path, message, what: True  # the script's own files: answer the question for it
+    project = tmp / "my-project"
+    project.mkdir()
+    code = project / "parts_net.py"
+    code.write_text(USER_CODE)
+    data = load_dataset("fashion-mnist")
+    window.raw_data_cache["fashion-mnist"] = data
+    torch.manual_seed(0)
+    net = quick_train(runpy.run_path(str(code))["PartsNet"](width=24), data, 300)
+    torch.save(net.state_dict(), project / "parts_net_best.pth")
+    timm_net = quick_train(build_arch("timm:mobilenetv3_small_050", 1, 10), data, 300)
+    torch.save({"epoch": 30, "state_dict": timm_net.state_dict()}, project / "mobilenetv3_parts.ckpt")
+
+    def shot(dialog, name: str) -> None:
+        dialog.resize(780, 860)
+        pause(1.0)
+        path = out / f"{name}{suffix}.png"
+        dialog.grab().save(str(path))
+        print("wrote", path)
+
+    dialog = open_model_dialog(window, str(project / "parts_net_best.pth"))
+    wait_job()
+    dialog.picker.load_code(str(code))
+    dialog.picker.class_combo.setCurrentText("PartsNet")
+    dialog.picker.kwargs_edit.setText('{"width": 24}')
+    dialog.norm_combo.setCurrentIndex(dialog.norm_combo.findData("fashion-mnist"))
+    dialog.start_check()
+    wait_job()
+    shot(dialog, "screenshot_open_model_code")
+    dialog.reject()
+    dialog = open_model_dialog(window, str(project / "mobilenetv3_parts.ckpt"))
+    wait_job()
+    dialog.picker.filter_edit.setText("mobilenetv3 small")
+    dialog.picker.select("timm:mobilenetv3_small_050")
+    dialog.start_check()
+    wait_job()
+    shot(dialog, "screenshot_open_model_timm")
+    dialog.reject()
 
 
 if __name__ == "__main__":

@@ -230,6 +230,7 @@ class OpenModelDialog(QDialog):
         self.found_label = QLabel("Choose a model file: a state_dict, a training checkpoint, a .safetensors file, "
                                   "a PruneLab model, TorchScript or a pickled model.")
         self.found_label.setWordWrap(True)
+        self.found_label.setTextFormat(Qt.TextFormat.RichText)
         self.found_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("Found", self.found_label)
         return box
@@ -299,6 +300,7 @@ class OpenModelDialog(QDialog):
         """A job of the dialog ended (whatever the outcome)."""
         self.running = None
         self.progress.setValue(0)
+        self.progress.setFormat("")
         if self.close_when_stopped:
             super().reject()
             return
@@ -346,7 +348,7 @@ class OpenModelDialog(QDialog):
         self.path, self.info, self.trusted, self.checked = path, described.info, False, None
         self.file_edit.setText(path)
         info = described.info
-        text = escape(info.summary[:1].upper() + info.summary[1:]) + "."
+        text = escape(info.summary[:1].upper() + info.summary[1:], quote=False) + "."
         if info.head_outputs and info.head_outputs != data.num_classes and info.needs_arch:
             text += (f" Its last layer has {info.head_outputs} outputs, the dataset {data.num_classes} classes: "
                      "the head will be new (untrained).")

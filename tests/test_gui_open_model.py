@@ -18,7 +18,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QMenu, QMessageBox  # noqa: E402
 
-from engine.models import build_arch, list_architectures  # noqa: E402
+from engine.models import build_arch, first_conv, list_architectures  # noqa: E402
 from gui import dialogs  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.menus import _fill_recent  # noqa: E402
@@ -242,17 +242,16 @@ def test_filtering_matches_the_engine_and_cancel_stops_a_check(window, qtbot):
 
 def test_new_untrained_architecture_takes_the_datasets_channels(window, qtbot):
     dialog = open_dialog(window, qtbot, untrained=True)
-    dialog.picker.filter_edit.setText("torchvision:resnet18")
+    dialog.picker.filter_edit.setText(ARCH)
     text = check(dialog, qtbot)
     assert "untrained" in text and "1×28×28" in text
     open_checked(dialog, qtbot)
-    conv = window.loaded.bundle.model.conv1
-    assert conv.in_channels == 1 and window.loaded.bundle.arch == "torchvision:resnet18"
-    assert window.settings.recent("models")[0] == "torchvision:resnet18"
+    assert first_conv(window.loaded.bundle.model)[1].in_channels == 1 and window.loaded.bundle.arch == ARCH
+    assert window.settings.recent("models")[0] == ARCH
 
 
 def test_torchvision_by_name_from_the_gui_takes_the_datasets_channels(window, qtbot):
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
-        assert window.load("torchvision:resnet18", "fashion-mnist")
+        assert window.load(ARCH, "fashion-mnist")
     assert window.loaded is not None, window.error_box.text() if window.error_box else ""
-    assert window.loaded.bundle.model.conv1.in_channels == 1 and window.loaded.bundle.num_classes == 10
+    assert first_conv(window.loaded.bundle.model)[1].in_channels == 1 and window.loaded.bundle.num_classes == 10
