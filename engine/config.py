@@ -93,6 +93,11 @@ class PruneConfig:
                              "so redundant layers lose more")
     layer_ratios: dict = option(factory=dict, label="layer ratios", group=LAYERS, flag="--layer-ratio",
                                 metavar="NAME=R", help="own ratio for a layer (repeatable)")
+    manual_channels: dict = option(
+        factory=dict, label="manual channels", group=LAYERS, metavar="NAME=I,J,...",
+        rule="layer name -> list of output channel indices (from 0)",
+        help="the channels the manual method removes, per layer (ticked in the Teach tab's Why view); every "
+             "channel tied to them goes too")
     ignored_layers: tuple = option((), label="ignored layers", group=LAYERS, flag="--ignore", metavar="NAME",
                                    help="leave a layer alone (repeatable)")
     keep_head: bool = option(True, label="keep the classifier head", group=LAYERS, flag="--prune-head", negated=True,
@@ -165,7 +170,11 @@ class PruneConfig:
                 raise UserError(f"ratio for layer {name} must be a finite number, got {value!r}")
             if not 0.0 <= value < 1.0:
                 raise UserError(f"ratio for layer {name} must be in [0, 1), got {value}")
-        if (self.pruning_ratio is None) == (self.target_speedup is None):
+        check_manual_channels(self.manual_channels, method)
+        if method.manual:
+            if self.target_speedup is not None:
+                raise UserError("the manual method removes the channels you tick; drop the target speed-up")
+        elif (self.pruning_ratio is None) == (self.target_speedup is None):
             raise UserError("give exactly one of a pruning ratio (--ratio) or a target speed-up (--target-speedup)")
         if self.target_speedup is not None and not method.structured:
             raise UserError(f"{method.name} is unstructured: zeroed weights do not reduce MACs; "
@@ -196,6 +205,21 @@ class PruneConfig:
         if "ignored_layers" in d:
             d["ignored_layers"] = tuple(d["ignored_layers"])
         return cls(**d)
+
+
+def check_manual_channels(channels: dict, method: Method) -> None:
+    """The shape of `manual_channels` (layer names and channel ranges need the model: engine.pruners)."""
+    if method.manual and not channels:
+        raise UserError("the manual method needs channels to remove: tick them in Teach ▸ Why these channels")
+    if channels and not method.manual:
+        raise UserError(f"manual channels are read by the manual method only, not by {method.name}; "
+                        "choose --method manual or drop them")
+    for name, idxs in channels.items():
+        ok = isinstance(idxs, (list, tuple)) and idxs and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idxs)
+        if not isinstance(name, str) or not ok:
+            raise UserError(f"manual channels for layer {name!r} must be a non-empty list of channel indices "
+                            f"(whole numbers from 0), got {idxs!r}")
 
 
 def options(group: str | None = None) -> dict[str, Option]:

@@ -76,6 +76,57 @@ class CancelToken:
             raise Cancelled("cancelled by the user")
 
 
+@dataclass(frozen=True)
+class PhaseDone:
+    """One phase of a pruning step finished ("prune", "bn-recalibrate", "finetune", "evaluate").
+
+    `top1` is a quick look on validation images (the full test figure for "evaluate"), None where the
+    run did not measure it; `next_phase` is what a step-through run waits to start (None: nothing)."""
+
+    step: int
+    phase: str
+    top1: float | None
+    params: int
+    next_phase: str | None = None
+
+
+class StepGate:
+    """Holds a step-through run between phases until release(); open() lets it run on without stopping.
+
+    The engine waits on it from the worker thread; the front end releases it (a button). Waiting checks
+    the CancelToken, so a paused run still answers Cancel."""
+
+    POLL_S = 0.05
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._open = False
+
+    def release(self) -> None:
+        """Let the waiting run start its next phase."""
+        self._event.set()
+
+    def open(self) -> None:
+        """Stop pausing: this and every later wait returns at once."""
+        self._open = True
+        self._event.set()
+
+    @property
+    def is_open(self) -> bool:
+        """True once open() was called."""
+        return self._open
+
+    def wait(self, cancel: CancelToken | None = None) -> None:
+        """Block until release() or open(); raise Cancelled if `cancel` is set meanwhile."""
+        while not self._event.wait(self.POLL_S):
+            if cancel is not None:
+                cancel.check()
+        if not self._open:
+            self._event.clear()  # one release, one phase
+        if cancel is not None:
+            cancel.check()
+
+
 class Eta:
     """Estimates the time left from the average pace so far."""
 

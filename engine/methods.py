@@ -31,6 +31,9 @@ class Method:
     factory: Callable[[], Any] = field(default=None, repr=False, compare=False)
     # torch-pruning's pruner class and its extra arguments, from the run's config (None: MetaPruner)
     tp_pruner: Callable[[Any], tuple[str, dict]] | None = field(default=None, repr=False, compare=False)
+    # True: the user picks the channels (PruneConfig.manual_channels); no score ranks them, so the method is
+    # left out where methods are listed to be compared or chosen automatically (all_methods)
+    manual: bool = False
 
     @property
     def structured(self) -> bool:
@@ -57,7 +60,7 @@ REGISTRY: dict[str, Method] = {}
 def register_method(name: str, title: str, family: str, measures: str, description: str, paper: str,
                     calibration: Calibration | None = None, options: tuple[str, ...] = (),
                     compared_by_default: bool = False,
-                    tp_pruner: Callable[[Any], tuple[str, dict]] | None = None,
+                    tp_pruner: Callable[[Any], tuple[str, dict]] | None = None, manual: bool = False,
                     ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Decorator: register the decorated factory (it builds the method's importance or strategy)."""
     if family not in (STRUCTURED, UNSTRUCTURED):
@@ -67,7 +70,7 @@ def register_method(name: str, title: str, family: str, measures: str, descripti
         if name in REGISTRY:
             raise ValueError(f"pruning method {name!r} is registered twice")
         REGISTRY[name] = Method(name, title, family, measures, " ".join(description.split()), paper, calibration,
-                                tuple(options), compared_by_default, factory, tp_pruner)
+                                tuple(options), compared_by_default, factory, tp_pruner, manual)
         return factory
 
     return wrap
@@ -81,9 +84,10 @@ def get_method(name: str) -> Method:
         raise UserError(f"unknown pruning method {name!r}; valid methods: {', '.join(REGISTRY)}") from None
 
 
-def all_methods(family: str | None = None) -> list[Method]:
-    """Registered methods in registration order, optionally of one family."""
-    return [m for m in REGISTRY.values() if family is None or m.family == family]
+def all_methods(family: str | None = None, manual: bool = False) -> list[Method]:
+    """Registered methods in registration order, optionally of one family; methods whose channels the
+    user picks only with `manual` (a plan, a criteria comparison or a method list cannot tick channels)."""
+    return [m for m in REGISTRY.values() if (family is None or m.family == family) and (manual or not m.manual)]
 
 
 # ----------------------------------------------------------------------------- structured (torch-pruning)
@@ -184,6 +188,16 @@ def _lamp():
     "He et al., Filter Pruning via Geometric Median, CVPR 2019", compared_by_default=True)
 def _fpgm():
     return _tp().importance.FPGMImportance(p=2)
+
+
+@register_method(
+    "manual", "Manual (your channels)", STRUCTURED, "nothing: you tick the channels that go",
+    """Removes exactly the channels you tick in the Teach tab's Why view, together with every channel tied to
+    them (the BatchNorm after the convolution, residual partners, the next layer's inputs). Compare your
+    choice with a criterion's at the same size: can you beat L2 or random?""",
+    "Schlegel et al., ViNNPruner: Visual Interactive Pruning for Deep Learning, 2022 (manual pruning)", manual=True)
+def _manual():
+    return None  # no importance: the pruner removes the ticked channels through the dependency graph
 
 
 # ----------------------------------------------------------------------------- unstructured (torch.nn.utils.prune)

@@ -342,9 +342,9 @@ def measure_latency(model: nn.Module, input_shape: Shape, batch_sizes: tuple[int
                     device: str = "cpu", warmup: int = 5, repeats: int = 30, min_seconds: float = 0.5,
                     max_seconds: float = 10.0, threads: int | None = None,
                     cancel: CancelToken | None = None) -> dict[str, dict[str, float]]:
-    """Median and p95 forward latency in ms per batch size: warm-up, then timed runs until both
-    `repeats` runs and `min_seconds` are reached (capped by `max_seconds`). On CPU without `threads`,
-    the threads other work leaves free (default_threads); the count used is recorded."""
+    """Median, p5 and p95 forward latency in ms per batch size (p5–p95: the band the GUI draws): warm-up,
+    then timed runs until both `repeats` runs and `min_seconds` are reached (capped by `max_seconds`). On
+    CPU without `threads`, the threads other work leaves free (default_threads); the count used is recorded."""
     dev = torch.device(device)
     if dev.type == "cpu" and not threads:
         threads = default_threads()
@@ -355,9 +355,9 @@ def measure_latency(model: nn.Module, input_shape: Shape, batch_sizes: tuple[int
             x = torch.randn(bs, *input_shape, device=dev)
             _warm_up(model, x, dev, warmup)
             times = sorted(_timed_runs(model, x, dev, repeats, min_seconds, max_seconds, cancel))
-            p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-            out[str(bs)] = {"median": round(statistics.median(times), 4), "p95": round(p95, 4), "runs": len(times),
-                            "threads": torch.get_num_threads() if dev.type == "cpu" else 0}
+            p5, p95 = (times[min(len(times) - 1, int(round(q * (len(times) - 1))))] for q in (0.05, 0.95))
+            out[str(bs)] = {"median": round(statistics.median(times), 4), "p5": round(p5, 4), "p95": round(p95, 4),
+                            "runs": len(times), "threads": torch.get_num_threads() if dev.type == "cpu" else 0}
     return out
 
 

@@ -263,6 +263,90 @@ class StructuredPruner(Pruner):
         return out
 
 
+# ----------------------------------------------------------------------------- manual
+
+def check_manual_channels(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> None:
+    """Every ticked layer exists, may be pruned, and keeps at least one channel; every index is in range."""
+    layers = dict(prunable_layers(model))
+    left_alone = {id(m) for m in _ignored(model, cfg, num_classes)}
+    for name, idxs in cfg.manual_channels.items():
+        if name not in layers:
+            shown = ", ".join(list(layers)[:6]) + (", …" if len(layers) > 6 else "")
+            raise UserError(f"manual channels: {name!r} is not a convolution or linear layer of this model; "
+                            f"pick one of {shown}")
+        if id(layers[name]) in left_alone:
+            raise UserError(f"manual channels: {name} is left alone (the classifier head or an ignored layer); "
+                            "tick channels of another layer")
+        n = int(layers[name].weight.shape[0])
+        bad = sorted(i for i in set(idxs) if i >= n)
+        if bad:
+            raise UserError(f"manual channels: {name} has channels 0 to {n - 1}, so {bad[0]} does not exist")
+        if len(set(idxs)) >= n:
+            raise UserError(f"manual channels: {name} would lose all its {n} channels; leave at least one")
+
+
+class ManualPruner(Pruner):
+    """Removes exactly the channels in cfg.manual_channels, each with its dependency group (DepGraph).
+
+    Ticked indices are original channel numbers: as coupled layers shrink, `alive` maps them to the
+    current positions, so ticking channels of two coupled layers removes both sets."""
+
+    def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
+                 num_classes: int | None, base_macs: int, cancel: CancelToken):
+        super().__init__(model, method, cfg, example, num_classes, base_macs, cancel)
+        import torch_pruning as tp
+
+        check_manual_channels(model, cfg, num_classes)
+        self.prep = prepare(model, example, cfg.round_to)
+        self.notes.extend(self.prep.notes)
+        self.params_before = sum(p.numel() for p in model.parameters())
+        self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        self.names = {m: n for n, m in model.named_modules()}
+        self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
+        self.pruned_once = False
+        if cfg.steps > 1:
+            self.notes.append("the manual method removes your channels in one step; the later steps were skipped")
+
+    @property
+    def done(self) -> bool:
+        return self.pruned_once
+
+    def step(self, step: int, cancel: CancelToken) -> Iterator[Progress]:
+        self.step_notes = []
+        modules = dict(self.model.named_modules())
+        ticked = total = 0
+        for name, idxs in self.cfg.manual_channels.items():
+            cancel.check()
+            module = modules[name]
+            total += len(self.alive[name])
+            positions = [int(p) for p in np.flatnonzero(np.isin(self.alive[name], sorted(set(idxs))))]
+            ticked += len(set(idxs))
+            if not positions:  # already removed with a coupled layer's channels
+                continue
+            group = self.graph.get_pruning_group(module, self.graph.get_pruner_of_module(module).prune_out_channels,
+                                                 positions)
+            for dep, group_idxs in group:
+                if self.graph.is_out_channel_pruning_fn(dep.handler):
+                    target = self.names.get(dep.target.module)
+                    if target in self.alive:
+                        if len(set(group_idxs)) >= len(self.alive[target]):
+                            raise UserError(f"manual channels: {target} (tied to {name}) would lose all its "
+                                            "channels; untick some")
+                        self.alive[target] = np.delete(self.alive[target], list(group_idxs))
+            group.prune()
+        self.model.zero_grad(set_to_none=True)
+        self.step_notes.extend(n for n in self.prep.after_step(self.model) if n not in self.step_notes)
+        self.ratio = ticked / max(1, total)  # share of the ticked layers' channels
+        self.pruned_once = True
+        return iter(())
+
+    def check(self, example: torch.Tensor) -> list[str]:
+        return check_pruned(self.model, example, self.params_before, 0, None, onnx=False)
+
+    def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return StructuredPruner.kept(self, before)
+
+
 # ----------------------------------------------------------------------------- unstructured
 
 class UnstructuredPruner(Pruner):
@@ -316,5 +400,6 @@ PRUNERS: dict[str, type[Pruner]] = {STRUCTURED: StructuredPruner, UNSTRUCTURED: 
 
 def make_pruner(model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
                 num_classes: int | None, base_macs: int, cancel: CancelToken) -> Pruner:
-    """The pruner of `method`'s family, set up on `model`."""
-    return PRUNERS[method.family](model, method, cfg, example, num_classes, base_macs, cancel)
+    """The pruner of `method`'s family (or the manual one), set up on `model`."""
+    kind = ManualPruner if method.manual else PRUNERS[method.family]
+    return kind(model, method, cfg, example, num_classes, base_macs, cancel)

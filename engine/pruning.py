@@ -21,12 +21,12 @@ from engine.architectures import drop_aux_heads
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig
-from engine.events import CancelToken, EpochDone, Progress, relay
+from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, evaluate, iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
 from engine.outputs import atomic_dir
-from engine.pruners import make_pruner
+from engine.pruners import check_manual_channels, make_pruner
 from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
 
 class BrokenModel(RuntimeError):
@@ -141,17 +141,60 @@ def _measure(model: nn.Module, data: Dataset, cfg: PruneConfig, device: str, can
     return done.metrics
 
 
+class _Phases:
+    """Says when each phase of a step is done (PhaseDone) and, with a gate, waits there for the user.
+
+    Stepping through, every phase gets a quick top-1, so the drop after pruning and each recovery's
+    jump are seen on their own; the time spent waiting is kept out of the run's timings."""
+
+    def __init__(self, model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.device,
+                 gate: StepGate | None, cancel: CancelToken) -> None:
+        self.model, self.data, self.dev, self.gate, self.cancel = model, data, dev, gate, cancel
+        self.quick = min(QUICK_CHECK_IMAGES, cfg.eval_limit or QUICK_CHECK_IMAGES)
+        self.waited = 0.0
+
+    @property
+    def stepping(self) -> bool:
+        """True when the run pauses after each phase."""
+        return self.gate is not None and not self.gate.is_open
+
+    def top1(self) -> float:
+        """Top-1 on the first validation images (the quick look before and after recovery)."""
+        return quick_top1(self.model, self.data, "val", self.dev, limit=self.quick, cancel=self.cancel)
+
+    def done(self, step: int, phase: str, top1: float | None, next_phase: str | None) -> Iterator:
+        """Yield the PhaseDone; stepping through, wait for the gate before `next_phase` starts."""
+        if top1 is None and self.stepping:
+            top1 = self.top1()
+        params = sum(p.numel() for p in self.model.parameters())
+        waits = self.stepping and next_phase is not None
+        yield PhaseDone(step, phase, top1, params, next_phase if waits else None)
+        if waits:
+            t0 = time.perf_counter()
+            self.gate.wait(self.cancel)
+            self.waited += time.perf_counter() - t0
+
+
+def _after_prune(cfg: PruneConfig) -> str:
+    return "bn-recalibrate" if cfg.bn_recalibrate else "finetune" if cfg.recovers_by_training else "evaluate"
+
+
 def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
                 out_dir: str | Path | None = None, baseline: Metrics | None = None,
-                keep: list | None = None) -> Iterator:
-    """Prune a copy of `bundle.model`; yields Progress, StepDone (step 0 = original), then RunDone.
+                keep: list | None = None, gate: StepGate | None = None) -> Iterator:
+    """Prune a copy of `bundle.model`; yields Progress, PhaseDone after each phase, StepDone (step 0 =
+    original), then RunDone.
 
     `baseline` reuses metrics of the unpruned model measured earlier (plans share it). Events never
-    carry the model; a caller that wants the pruned ModelBundle passes a list as `keep`.
+    carry the model; a caller that wants the pruned ModelBundle passes a list as `keep`. With `gate`,
+    the run waits after each phase (prune, BatchNorm re-estimation, fine-tuning, evaluation) until the
+    gate is released: step-through for teaching.
     """
     method = cfg.validate()
     bundle.require_prunable()
     check_run(cfg, bundle)  # before the baseline: bad layer names or a batch too big fail in a second
+    if method.manual:
+        check_manual_channels(bundle.model, cfg, bundle.num_classes)
     cancel = cancel or CancelToken()
     dev, note = resolve_device(cfg.device)
     device = dev.type
@@ -185,6 +228,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     prune_seconds = 0.0
     steps: list[StepDone] = []
     current = baseline
+    phases = _Phases(model, data, cfg, dev, gate, cancel)
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
         yield from pruner.calibrate(data, dev, cancel)
@@ -193,10 +237,10 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         prune_seconds += step_time
         yield Progress("prune", 1, 1, f"step {step}/{cfg.steps}: pruned in {step_time:.2f} s")
 
-        t1 = time.perf_counter()
+        t1, waited = time.perf_counter(), phases.waited
         checks: list = []
-        yield from _recover(model, data, cfg, dev, step, teacher, pruner.regularizer(), cancel, checks)
-        recover_seconds = time.perf_counter() - t1
+        yield from _recover(model, data, cfg, dev, step, teacher, pruner.regularizer(), cancel, checks, phases)
+        recover_seconds = time.perf_counter() - t1 - (phases.waited - waited)
         model.eval()
         current = yield from _measure(model, data, cfg, device, cancel, "evaluate")
         done = StepDone(step, cfg.steps, pruner.ratio, current, layer_stats(before_w, model),
@@ -205,7 +249,9 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         steps.append(done)
         notes.extend(pruner.step_notes)
         yield done
-        if pruner.done:
+        last = pruner.done or step == cfg.steps
+        yield from phases.done(step, "evaluate", current.top1, None if last else "prune")
+        if last:
             break
 
     problems = pruner.check(torch.zeros(1, *shape, device=dev))
@@ -239,17 +285,19 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
 
 
 def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.device, step: int,
-             teacher: nn.Module | None, regularizer, cancel: CancelToken, checks: list) -> Iterator:
-    """BatchNorm re-estimation and/or fine-tuning after a step; appends (top-1 right after pruning,
-    top-1 after the BatchNorm re-estimation) to `checks`, each None when not measured."""
+             teacher: nn.Module | None, regularizer, cancel: CancelToken, checks: list, phases: _Phases) -> Iterator:
+    """BatchNorm re-estimation and/or fine-tuning after a step, each phase ending in a PhaseDone; appends
+    (top-1 right after pruning, top-1 after the BatchNorm re-estimation) to `checks`, None when not measured."""
     top1_pruned = top1_bn = None
     # The before/after-recovery check is a quick look on validation images, capped like evaluation.
-    quick = min(QUICK_CHECK_IMAGES, cfg.eval_limit or QUICK_CHECK_IMAGES)
     if cfg.bn_recalibrate or cfg.recovers_by_training:
-        top1_pruned = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
+        top1_pruned = phases.top1()
+    yield from phases.done(step, "prune", top1_pruned, _after_prune(cfg))
     if cfg.bn_recalibrate:
         yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
-        top1_bn = quick_top1(model, data, "val", dev, limit=quick, cancel=cancel)
+        top1_bn = phases.top1()
+        yield from phases.done(step, "bn-recalibrate", top1_bn,
+                               "finetune" if cfg.recovers_by_training else "evaluate")
     if cfg.recovers_by_training:
         tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
                            schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,
@@ -260,6 +308,7 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
                 yield Progress("finetune", ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
             elif isinstance(ev, EpochDone):
                 yield ev
+        yield from phases.done(step, "finetune", None, "evaluate")
     checks.extend((top1_pruned, top1_bn))
 
 

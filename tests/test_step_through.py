@@ -1,0 +1,112 @@
+"""Step-through: a run pauses after each phase on a gate, shows a quick top-1 per phase, and still cancels."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.config import PruneConfig
+from engine.errors import Cancelled
+from engine.events import CancelToken, PhaseDone, StepGate
+from engine.models import DemoResNet, ModelBundle
+from engine.pruning import RunDone, StepDone, run_pruning
+
+PHASES = ["prune", "bn-recalibrate", "finetune", "evaluate"]
+
+
+@pytest.fixture()
+def tiny(fashion) -> ModelBundle:
+    torch.manual_seed(0)
+    model = DemoResNet(widths=(4, 8, 16)).eval()
+    return ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
+                       arch_kwargs={"widths": [4, 8, 16]})
+
+
+def stepping(**kw) -> PruneConfig:
+    base = dict(method="l2", pruning_ratio=0.5, eval_limit=64, measure_speed=False, round_to=None,
+                bn_recalibrate=True, bn_batches=1, finetune_batches=1, steps=1)
+    base.update(kw)
+    return PruneConfig(**base)
+
+
+def in_thread(events) -> tuple[queue.Queue, threading.Thread]:
+    """Drain `events` on a thread (as the GUI's worker does); the queue gets each event, then the error or None."""
+    out: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            for ev in events:
+                out.put(ev)
+            out.put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            out.put(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return out, thread
+
+
+def next_phase(out: queue.Queue, timeout: float = 60) -> PhaseDone:
+    while True:
+        ev = out.get(timeout=timeout)
+        if isinstance(ev, (PhaseDone, Exception)) or ev is None:
+            return ev
+
+
+def test_phases_come_in_order_and_each_waits_for_the_gate(tiny, fashion):
+    gate = StepGate()
+    out, thread = in_thread(run_pruning(tiny, fashion, stepping(), gate=gate))
+    seen = []
+    for expected in PHASES:
+        ev = next_phase(out)
+        assert isinstance(ev, PhaseDone), ev
+        seen.append(ev)
+        assert ev.phase == expected and ev.step == 1 and ev.top1 is not None and ev.params > 0
+        if expected != "evaluate":
+            assert ev.next_phase == PHASES[PHASES.index(expected) + 1]
+            time.sleep(0.3)
+            assert out.empty(), "the run went on without the gate"  # it waits for the user
+            gate.release()
+    assert seen[-1].next_phase is None  # the last phase of the last step does not wait
+    thread.join(60)
+    rest = []
+    while not out.empty():
+        rest.append(out.get())
+    assert any(isinstance(e, RunDone) for e in rest) and rest[-1] is None
+    assert seen[0].params == seen[-1].params < sum(p.numel() for p in tiny.model.parameters())  # pruned at once
+    done = next(e for e in rest if isinstance(e, RunDone))
+    assert done.steps[1].top1_after_prune == seen[0].top1  # the same quick look the step records
+
+
+def test_cancel_while_waiting_ends_the_run(tiny, fashion):
+    gate, cancel = StepGate(), CancelToken()
+    out, thread = in_thread(run_pruning(tiny, fashion, stepping(), cancel=cancel, gate=gate))
+    ev = next_phase(out)
+    assert isinstance(ev, PhaseDone) and ev.next_phase == "bn-recalibrate"
+    t0 = time.perf_counter()
+    cancel.cancel()
+    thread.join(10)
+    assert not thread.is_alive() and time.perf_counter() - t0 < 2
+    assert isinstance(out.get_nowait(), Cancelled)
+
+
+def test_without_a_gate_phases_are_reported_and_nothing_waits(tiny, fashion):
+    events = list(run_pruning(tiny, fashion, stepping(finetune_batches=None, steps=2)))
+    phases = [(e.step, e.phase) for e in events if isinstance(e, PhaseDone)]
+    assert phases == [(1, "prune"), (1, "bn-recalibrate"), (1, "evaluate"),
+                      (2, "prune"), (2, "bn-recalibrate"), (2, "evaluate")]
+    assert all(e.next_phase is None for e in events if isinstance(e, PhaseDone))
+    steps = [e for e in events if isinstance(e, StepDone)]
+    evaluate = [e for e in events if isinstance(e, PhaseDone) and e.phase == "evaluate"]
+    assert [e.top1 for e in evaluate] == [s.metrics.top1 for s in steps[1:]]
+
+
+def test_an_opened_gate_lets_the_run_finish():
+    gate = StepGate()
+    gate.open()
+    gate.wait(CancelToken())  # returns at once, and again
+    gate.wait(CancelToken())
+    assert gate.is_open
