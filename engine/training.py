@@ -127,15 +127,21 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken
     if teacher is not None:
         teacher.to(device).eval()
     opt = _optimizer(model, cfg)
-    batches = len(data.loader("train", cfg.batch_size, drop_last=True))
+    images = data.split_size("train")
+    if images < 2:
+        raise UserError(f"the training split holds {images} image(s): fine-tuning needs at least 2 (BatchNorm "
+                        "needs a batch); add training images or turn fine-tuning off")
+    # a small dataset still fine-tunes: the batch shrinks to what the split holds
+    batch_size = min(cfg.batch_size, images)
+    batches = len(data.loader("train", batch_size, drop_last=True))
     if cfg.max_batches:
         batches = min(batches, cfg.max_batches)
     whole = int(math.ceil(cfg.epochs))
     total = max(1, int(round(cfg.epochs * batches)))
     eta = Eta(total)
-    step, history = 0, []
+    step, history, lr = 0, [], cfg.lr
     for epoch in range(whole):
-        loader = data.loader("train", cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch,
+        loader = data.loader("train", batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch,
                              drop_last=True)
         loss_sum = correct = seen = 0.0
         for i, (x, y) in enumerate(loader):

@@ -106,3 +106,15 @@ def test_grouped_convolution_narrower_than_round_to_is_pruned(fashion):
     assert grouped.out_channels < 48  # groups of 4 channels, round_to 8: rounded per group, not skipped
     assert grouped.out_channels % grouped.groups == 0
     assert not [n for n in done.notes if "of the parameters; ratio" in n]  # the share follows the ratio
+
+
+def test_a_small_training_split_still_fine_tunes(image_folder):
+    """18 images: the training split is smaller than a fine-tuning batch of 64, so the batch shrinks."""
+    from engine.data import load_dataset
+    from tests.conftest import tiny_resnet
+
+    data = load_dataset(f"imagefolder:{image_folder}")
+    model = tiny_resnet(in_channels=3, num_classes=3)
+    b = ModelBundle(model, "tiny", "demo:resnet", data.input_shape, 3, data.norm, data.class_names)
+    done, _ = prune(b, data, finetune_batches=2, batch_size=4)
+    assert any(s.top1_after_prune is not None for s in done.steps[1:])  # recovery ran
