@@ -116,14 +116,49 @@ def _load(spec: str, folder: Path, limit: int, row: dict):
         try:
             bundle = _under_budget(lambda: model_for_data(spec, data, input_shape=shape, seed=0), limit)
             fitted = _under_budget(lambda: fit_data(bundle, data), limit)
+            small = _pooling_too_small(bundle.model, bundle.input_shape) if size != sizes[-1] else ""
         except UserError as exc:
             if "does not accept inputs" not in str(exc) or size == sizes[-1]:
                 raise
-            row.setdefault("notes", []).append(f"{size}×{size} is too small ({_first_line(exc)[:120]})")
+            small = _first_line(exc)[:120]
+        if small:
+            row.setdefault("notes", []).append(f"{size}×{size} is too small ({small})")
             continue
         row["input"] = "×".join(map(str, bundle.input_shape))
         return bundle, fitted
     raise AssertionError("unreachable")
+
+
+def _pooling_too_small(model, shape) -> str:
+    """Why this input is too small for the ONNX export ('' when it is not): an adaptive pooling layer
+    whose input is not a multiple of its output (AlexNet and VGG pool to 6×6 or 7×7 whatever they get)."""
+    import torch
+    import torch.nn.functional as F
+
+    found: list[str] = []
+    names = ("adaptive_avg_pool2d", "adaptive_max_pool2d")
+    saved = {name: getattr(F, name) for name in names}
+
+    def watching(name):  # the functions, not the modules: timm's VGG head calls them directly
+        def pool(x, output_size, *args, **kwargs):
+            out = saved[name](x, output_size, *args, **kwargs)
+            y = out[0] if isinstance(out, tuple) else out
+            got, want = tuple(x.shape[-2:]), tuple(y.shape[-2:])
+            if any(g % w for g, w in zip(got, want)):
+                found.append(f"{name} from {got[0]}×{got[1]} to {want[0]}×{want[1]}, which the ONNX export cannot "
+                             "express")
+            return out
+        return pool
+
+    try:
+        for name in names:
+            setattr(F, name, watching(name))
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))
+    finally:
+        for name, fn in saved.items():
+            setattr(F, name, fn)
+    return found[0] if found else ""
 
 
 def _prune(bundle, data, cfg, limit: int, captured: list, kept: list, row: dict) -> bool:
@@ -197,7 +232,7 @@ def child(spec: str, folder: Path, limit: int) -> dict:
             row["status"] = "pruned"
     except BaseException as exc:  # noqa: BLE001 - every failure is a row with its reason
         row["reason"] = _first_line(exc)
-        row["trace"] = traceback.format_exc()[-3000:]
+        row["trace"] = traceback.format_exc()[-20000:]
     return row
 
 
@@ -307,14 +342,16 @@ def machine(rows: list[dict], jobs: int) -> str:
     return text + "."
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: str) -> str:
-    """docs/coverage.md."""
+def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: str, planned: int) -> str:
+    """docs/coverage.md (`planned` models in the run; fewer rows: the run is still going or was stopped)."""
     groups = summary(rows)
     tv = groups.get("torchvision", {})
     n_tv = sum(tv.values())
     out = ["# Coverage: which architectures PruneLab prunes", "",
            f"Written by `benchmarks/coverage.py` (do not edit by hand). Command: `{command}`; started {started}.", "",
            f"Machine: {machine(rows, args.jobs)}", "",
+           *([f"**Partial: {len(rows)} of {planned} models measured** (the run was still going or was stopped; "
+              "the summary counts only these).", ""] if len(rows) < planned else []),
            f"Every model untrained (no downloads), built by `engine.inputs.model_for_data` for a synthetic RGB "
            f"ImageFolder of {CLASSES * PER_CLASS} images in {CLASSES} classes, then pruned by "
            f"`engine.pruning.run_pruning`: l2, ratio {RATIO}, layer scope, round_to {ROUND_TO}, no BatchNorm "
@@ -367,7 +404,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="Markdown output (default docs/coverage.md; none with --only)")
     parser.add_argument("--json", default="", help="also write the rows as JSON (after every model)")
     parser.add_argument("--memory-limit", default="8G", help="budget per model (engine.budget; default 8G)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per model (default 900)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--data", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -397,6 +434,8 @@ def main() -> int:
             print_row(rows[-1])
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=1))
+            if out:  # after every model, so a stopped run still leaves what it measured
+                Path(out).write_text(markdown(rows, args, command, started, len(models)))
     groups = summary(rows)
     for name, g in groups.items():
         print(f"{name}: {g['pruned']} of {sum(g.values())} prune, {g['refused']} refused, {g['failed']} fail")
@@ -405,7 +444,6 @@ def main() -> int:
     print(f"torchvision target {TARGET:.0%}: {'met' if ok else 'not met'} (torch-pruning reports "
           f"{TORCH_PRUNING_REPORTS})")
     if out:
-        Path(out).write_text(markdown(rows, args, command, started))
         print(f"wrote {out}")
     return 0 if ok else 1
 
