@@ -44,6 +44,7 @@ class Context:
     work: Path
     bundle: object = None
     data: object = None
+    baseline: object = None  # the evaluate check's metrics, reused by the prune check
     files: dict = field(default_factory=dict)
 
 
@@ -92,6 +93,7 @@ def engine_checks(ctx: Context) -> list[tuple[str, Check]]:
         if m.samples != EVAL_IMAGES or m.top1 < MIN_TOP1:
             raise AssertionError(f"top-1 {m.top1:.1%} on {m.samples} images; expected at least {MIN_TOP1:.0%} "
                                  f"on {EVAL_IMAGES}")
+        ctx.baseline = m
         return f"top-1 {m.top1:.1%} on {m.samples} test images"
 
     def prune() -> str:
@@ -102,7 +104,7 @@ def engine_checks(ctx: Context) -> list[tuple[str, Check]]:
         # BatchNorm re-estimation (a few batches) keeps the pruned accuracy readable; no fine-tuning, no timing
         cfg = PruneConfig(method="l2", pruning_ratio=0.3, steps=1, eval_limit=EVAL_IMAGES, measure_speed=False,
                           bn_recalibrate=True, bn_batches=10)
-        done = _last(run_pruning(ctx.bundle, ctx.data, cfg, out_dir=ctx.work / "pruned"))
+        done = _last(run_pruning(ctx.bundle, ctx.data, cfg, out_dir=ctx.work / "pruned", baseline=ctx.baseline))
         if not done.after.params < done.before.params:
             raise AssertionError(f"parameters did not shrink ({done.before.params} -> {done.after.params})")
         ctx.files.update(done.files)  # the same dict the GUI checks were handed

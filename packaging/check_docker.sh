@@ -31,7 +31,13 @@ chmod -R a+rX "$APP" "$VENV"
 HOME_DIR=$(mktemp -d /tmp/prunelab-home-XXXXXX)
 chmod 777 "$HOME_DIR"
 as_user=()
-if [[ $(id -u) == 0 ]]; then as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups); fi  # like USER 10001
+if [[ $(id -u) == 0 ]]; then  # like the image's USER 10001, when this machine's Python lets another user run it
+    if (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env -i "$VENV/bin/python" -c "") 2>/dev/null; then
+        as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    else
+        echo "note: $VENV's interpreter lives where an unprivileged user cannot read it; running as root"
+    fi
+fi
 run() { (cd "$HOME_DIR" && "${as_user[@]}" env -i PATH=/usr/bin:/bin HOME="$HOME_DIR" \
     PRUNELAB_DATA_DIR="$HOME_DIR/data" "$VENV/bin/python" "$APP/main.py" "$@"); }
 echo "== HEALTHCHECK: main.py --self-test --headless"
