@@ -15,13 +15,13 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QRadioButton, QVBoxLayout, QWidget)
 
 from engine.data import Dataset
-from engine.errors import UserError
+from engine.errors import NeedsTrust, UserError
 from engine.events import CancelToken, Progress
 from engine.inputs import NORM_TITLES, ModelRecipe, RecipeChecked
 from engine.units import fmt_count, parse_numbers
@@ -155,6 +155,10 @@ class CheckJob(Job):
         self.dialog.show_checked(self.recipe, checked)
 
     def on_failure(self, failure: Failure) -> None:
+        if isinstance(failure.exception, NeedsTrust) and not self.recipe.trust:
+            # a PruneLab file built from the user's code: ask, as for any file that runs code
+            self.dialog.trust_question = (failure.message, failure.exception.what)
+            return
         self.dialog.show_failure("The check failed", failure)
 
     def on_cancel(self) -> None:
@@ -179,6 +183,7 @@ class OpenModelDialog(QDialog):
         self.checked: ModelRecipe | None = None  # the recipe the last successful check was for
         self.running: Job | None = None
         self.close_when_stopped = False
+        self.trust_question: tuple[str, str] | None = None  # (message, what), asked once the check stopped
         self.setWindowTitle("Open model")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setMinimumWidth(620)
@@ -305,6 +310,17 @@ class OpenModelDialog(QDialog):
             super().reject()
             return
         self.refresh()
+        if self.trust_question is not None:
+            QTimer.singleShot(0, self._ask_trust_and_check)  # a new check needs the window idle
+
+    def _ask_trust_and_check(self) -> None:
+        message, what = self.trust_question
+        self.trust_question = None
+        if self.win._ask_trust(self.path, message, what):
+            self.trusted = True
+            self.start_check()
+        else:
+            self.result_label.setText("Not checked: you did not trust the file, so none of its code ran.")
 
     def show_progress(self, event: Progress) -> None:
         """A job's progress, in the dialog's own bar."""
@@ -360,8 +376,8 @@ class OpenModelDialog(QDialog):
         recipe = remembered_recipe(self.win.settings, path)
         if recipe is not None:
             self.apply_recipe(recipe)
-        elif info.arch:
-            self.picker.select(info.arch)
+        elif info.arch and info.needs_arch and not info.arch.startswith("code:"):
+            self.picker.select(info.arch)  # never a Python file unasked: selecting it would import it
 
     def apply_recipe(self, recipe: ModelRecipe) -> None:
         """Show a remembered recipe's choices."""
@@ -469,7 +485,7 @@ class OpenModelDialog(QDialog):
 def checked_html(c: RecipeChecked, dataset: str) -> str:
     """The check's findings as a small table: weights, forward pass, classes, top-1, size and cost."""
     if c.tensors_total is None:
-        weights = f"{OK} a whole model: nothing to match"
+        weights = f"{OK} the file holds its own architecture: nothing to match"
     elif c.untrained:
         weights = f"{OK} untrained: random weights"
     else:

@@ -255,3 +255,39 @@ def test_torchvision_by_name_from_the_gui_takes_the_datasets_channels(window, qt
         assert window.load(ARCH, "fashion-mnist")
     assert window.loaded is not None, window.error_box.text() if window.error_box else ""
     assert first_conv(window.loaded.bundle.model)[1].in_channels == 1 and window.loaded.bundle.num_classes == 10
+
+
+def test_a_prunelab_file_built_from_code_asks_trust_before_its_check(window, qtbot, tmp_path, code_file):
+    from engine.models import ModelBundle, save_model
+
+    model = __import__("runpy").run_path(str(code_file))["TinyNet"]()
+    path = save_model(ModelBundle(model, "x", f"code:{code_file}:TinyNet", (1, 28, 28), 10), tmp_path / "own.pt")
+    code_file.with_suffix(".imported").unlink()
+    window.trust_answer = False
+    dialog = open_dialog(window, qtbot, path)
+    assert "PruneLab model" in dialog.found_label.text() and not dialog.arch_box.isVisible()
+    check(dialog, qtbot)
+    qtbot.waitUntil(lambda: window.asked == ["code"], timeout=5_000)
+    assert "did not trust" in dialog.result_label.text() and not code_file.with_suffix(".imported").exists()
+    window.trust_answer = True
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):  # asked again, yes: checked
+        qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.checked is not None and not window.busy, timeout=TIMEOUT_MS)
+    assert "nothing to match" in dialog.result_label.text() and "10 outputs" in dialog.result_label.text()
+    open_checked(dialog, qtbot)
+    assert window.loaded.request.trust and window.loaded.bundle.arch == f"code:{code_file}:TinyNet"
+
+
+def test_dropping_a_file_opens_the_dialog_with_it(window, qtbot, rgb_state):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(rgb_state))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+        window.dropEvent(event)
+    dialog = window.open_model_dialog
+    assert dialog.isVisible() and dialog.path == str(rgb_state) and "state_dict" in dialog.found_label.text()
+    assert window.loaded is None  # nothing opens before the user accepts
