@@ -37,12 +37,14 @@ def _method_names(text: str | None) -> list[str]:
     names = [part.strip() for part in text.split(",")]
     if not all(names):
         raise UserError(f"--methods takes comma-separated method names such as l1,l2,random, got {text!r}")
-    structured = [m.name for m in all_methods(STRUCTURED)]
+    structured = [m.name for m in all_methods(STRUCTURED)]  # the ones that score channels
     for name in names:
-        get_method(name)  # an unknown name lists the valid ones
-        if name not in structured:
-            raise UserError(f"--methods: {name} is unstructured (it zeroes single weights, not channels), so it has "
-                            f"no channel scores; pick structured methods: {', '.join(structured)}")
+        method = get_method(name)  # an unknown name lists the valid ones
+        if name in structured:
+            continue
+        why = ("is unstructured (it zeroes single weights, not channels)" if not method.structured else
+               "scores nothing (you tick its channels in the Teach tab)")
+        raise UserError(f"--methods: {name} {why}, so it has no channel scores; pick from {', '.join(structured)}")
     return list(dict.fromkeys(names))
 
 

@@ -594,3 +594,101 @@ class GraphView(QWidget):
         log.info("showing %s graph from %s at %s", which, path, url.toString())
         fresh_page(self.web_view)
         self.web_view.setUrl(url)
+
+    # --------------------------------------------------------------------- coupled layers (the Teach tab)
+    # Outlines Netron's node boxes (ids "node-name-<ONNX node name>", as PAINT_SCRIPT finds them) with a
+    # class, so the sensitivity fill stays visible; an SVG <title> gives the reason on hover. Netron draws
+    # asynchronously, so it retries for a few seconds, then centres the explained layer.
+    HIGHLIGHT_SCRIPT = """
+(function (marks) {
+  var style = document.getElementById('prunelab-highlight');
+  if (!style) {
+    style = document.createElement('style');
+    style.id = 'prunelab-highlight';
+    style.textContent = '.prunelab-coupled .node-item path { stroke: #E69F00 !important; stroke-width: 5px !important; }'
+      + ' .prunelab-selected .node-item path { stroke: #0072B2 !important; stroke-width: 6px !important; }';
+    document.head.appendChild(style);
+  }
+  var tries = 0;
+  var mark = function () {
+    Array.from(document.querySelectorAll('.prunelab-coupled, .prunelab-selected')).forEach(function (n) {
+      n.classList.remove('prunelab-coupled', 'prunelab-selected');
+      Array.from(n.querySelectorAll('title.prunelab')).forEach(function (t) { t.remove(); });
+    });
+    var missing = 0, centre = null;
+    Object.keys(marks).forEach(function (name) {
+      var node = document.getElementById('node-name-' + name);
+      if (!node) { missing++; return; }
+      node.classList.add('prunelab-' + marks[name][0]);
+      var title = document.createElementNS('http://www.w3.org/2000/svg', 'title');
+      title.setAttribute('class', 'prunelab');
+      title.textContent = marks[name][1];
+      node.insertBefore(title, node.firstChild);
+      if (marks[name][0] === 'selected') { centre = node; }
+    });
+    if (missing && ++tries < 40) { setTimeout(mark, 250); return; }
+    if (centre && centre.scrollIntoView) { centre.scrollIntoView({block: 'center', inline: 'center'}); }
+  };
+  mark();
+})(%s);
+"""
+
+    def highlight_layers(self, names: list[str], reasons: dict[str, str], selected: str | None = None) -> int:
+        """Mark `selected` and the layers coupled to it in the layer table and on the graph; returns rows marked.
+
+        `reasons` gives each coupled layer's tooltip (why it loses the same channels). Layers without a row
+        (BatchNorm) are only listed in the Teach tab; an empty `names` and no `selected` clears the marks."""
+        table = self.layer_table
+        if not getattr(self, "_highlight_wired", False):  # a new model or a new page drops or repaints the marks
+            self._highlight_wired = True
+            self._highlight: dict[str, tuple[str, str]] = {}
+            table.layers_set.connect(lambda: self.highlight_layers([], {}))
+            if self.web_view is not None:
+                self.web_view.loadFinished.connect(self._highlight_nodes)
+        graph_note = "" if self.web_view is not None else f" ({self.disabled_reason.rstrip('.')}, so only this " \
+                                                          "table shows the coupling.)"
+        marks = {name: ("coupled", reasons.get(name, "coupled to the selected layer")) for name in names}
+        if selected:
+            marks[selected] = ("selected", f"{selected}: the explained layer; the marked layers lose the same "
+                                           "channels")
+        self._highlight = marks
+        colours = {"coupled": QColor(230, 159, 0, 110), "selected": QColor(0, 114, 178, 110)}
+        marked = 0
+        table.blockSignals(True)
+        for row, info in enumerate(table.layers):
+            kind, reason = marks.get(info.name, (None, ""))
+            brush = QBrush(colours[kind]) if kind else QBrush()
+            for col in range(table.COL_GROUP):  # the group, pruned and drop cells keep their own colours
+                item = table.item(row, col)
+                if item is not None:
+                    item.setBackground(brush)
+                    if col == table.COL_NAME:
+                        item.setToolTip(reason + graph_note if kind else "")
+            marked += kind is not None
+        table.blockSignals(False)
+        coupled = len([n for n in names if n != selected])
+        note = f"{selected}: {coupled} coupled layer(s) marked" if selected else ""
+        if note or self.note_label.text() == getattr(self, "_highlight_note", None):  # never clear another note
+            self.note_label.setText(note)
+            self._highlight_note = note
+        self.note_label.setToolTip("Blue: the layer explained in the Teach tab; amber: the layers that lose the same "
+                                   "channels (hover a row for the reason). BatchNorm layers have no row; the Teach "
+                                   "tab's Dependency group lists them." + graph_note)
+        self._highlight_nodes()
+        return marked
+
+    def highlighted(self) -> dict[str, str]:
+        """Layer -> "selected" or "coupled", as marked by highlight_layers."""
+        return {name: kind for name, (kind, _) in getattr(self, "_highlight", {}).items()}
+
+    @Slot()
+    def _highlight_nodes(self, *_args) -> None:
+        if self.web_view is None or self.server.path is None:
+            return
+        try:
+            by_module = node_modules(self.server.path)
+        except Exception:  # an unreadable export only costs the marks on the graph
+            log.debug("could not read %s for node marks", self.server.path, exc_info=True)
+            return
+        marks = {node: self._highlight[module] for node, module in by_module.items() if module in self._highlight}
+        self.web_view.page().runJavaScript(self.HIGHLIGHT_SCRIPT % json.dumps(marks))

@@ -17,6 +17,7 @@ from engine.methods import get_method
 from engine.models import DEMO_ARCHS, DEMO_TITLES
 from gui import dialogs
 from gui.jobs import ExportJob
+from gui.lesson import show_lessons
 from gui.open_model import MODEL_FILTER, open_model_dialog
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ def build_menus(win: MainWindow, default_data: str) -> None:
     settings_menu = win.menuBar().addMenu("&Settings")
     settings_menu.addAction("&Memory limit…", win.ask_memory_limit)
     help_menu = win.menuBar().addMenu("&Help")
+    help_menu.addAction("&Lessons", lambda: show_lessons(win)).setStatusTip(
+        "A lab for a course: short steps with Show me, questions and answers (a side panel)")
     help_menu.addAction(win.about_action)
     toolbar = win.addToolBar("Main")
     toolbar.setObjectName("main_toolbar")

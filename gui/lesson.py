@@ -1,0 +1,505 @@
+"""The Lesson panel: a lab for a course, one short step at a time, with a "Show me" that drives the window.
+
+Lessons are data (resources/lessons/*.toml, or a teacher's own file): a title, then steps with text, a
+question, its answer, and `show_me` actions from the small fixed vocabulary in ACTIONS. A file is checked
+whole when it is opened, so a typo is reported as one line naming the file, the step and the key, never
+in the middle of a class. "Show me" only uses the widgets' public methods; it never starts a pruning
+run or a plan (the student presses Run), only the quick jobs that put something on screen (loading the
+demo, Explain).
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget, QPushButton,
+                               QScrollArea, QVBoxLayout, QWidget)
+
+from engine.errors import UserError
+from engine.methods import REGISTRY, get_method
+from engine.models import DEMO_ARCHS, demo_card
+from resources import resource_path
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+
+LESSON_DIR = resource_path("lessons")
+TABS = ("Network", "Live plots", "Weights", "Results", "Experiment", "Teach")
+VIEWS = ("why", "criteria", "group", "maps")  # the Teach tab's views, in their order
+POINTS = ("run", "explain", "show_image", "run_plan", "scan")  # buttons "Show me" can point at
+PANEL_OPTIONS = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "round_to", "max_layer_ratio")
+PLAN_OPTIONS = ("bn_recalibrate", "finetune_batches")
+
+
+# ----------------------------------------------------------------------------- the file format
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where} must be non-empty text")
+    return value.strip()
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], Any]:
+    def check(value: Any, where: str) -> Any:
+        if value not in choices:
+            raise UserError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return check
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _ratio(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.05 <= value <= 0.95:
+        raise UserError(f"{where} must be a number from 0.05 to 0.95 (the ratio slider's range), got {value!r}")
+    return float(value)
+
+
+def _index(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{where} must be a whole number of 0 or more, got {value!r}")
+    return value
+
+
+def _method(value: Any, where: str) -> str:
+    if not isinstance(value, str) or value not in REGISTRY:
+        raise UserError(f"{where} must name a method: {', '.join(REGISTRY)}; got {value!r}")
+    return value
+
+
+def _config_values(allowed: tuple[str, ...]) -> Callable[[Any, str], dict]:
+    """A table of PruneConfig options, each checked by PruneConfig itself."""
+    def check(value: Any, where: str) -> dict:
+        from engine.config import PruneConfig, default_of
+
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a table such as {{ {allowed[0]} = ... }}")
+        for name, v in value.items():
+            if name not in allowed:
+                raise UserError(f"{where}: {name!r} is not an option here; use {', '.join(allowed)}")
+            if isinstance(default_of(name), bool) != isinstance(v, bool):
+                raise UserError(f"{where}.{name} has the wrong type: {v!r}")
+        try:
+            PruneConfig(**value).validate()
+        except (UserError, TypeError) as exc:
+            raise UserError(f"{where}: {exc}") from None
+        return dict(value)
+    return check
+
+
+def _experiment(value: Any, where: str) -> dict:
+    if not isinstance(value, dict) or not set(value) <= {"methods", "ratios", *PLAN_OPTIONS}:
+        raise UserError(f"{where} must be a table with methods, ratios, {', '.join(PLAN_OPTIONS)}")
+    for name in value.get("methods", []) if isinstance(value.get("methods", []), list) else [None]:
+        _method(name, f"{where}.methods")
+    ratios = value.get("ratios", [])
+    if not isinstance(ratios, list) or any(isinstance(r, bool) or not isinstance(r, (int, float))
+                                           or not 0 < r < 1 for r in ratios):
+        raise UserError(f"{where}.ratios must be a list of numbers between 0 and 1, got {ratios!r}")
+    if "bn_recalibrate" in value:
+        _flag(value["bn_recalibrate"], f"{where}.bn_recalibrate")
+    if "finetune_batches" in value:
+        _index(value["finetune_batches"], f"{where}.finetune_batches")
+    return dict(value)
+
+
+# The show_me vocabulary: key -> its check. Applied in this order by LessonPanel.show_me.
+ACTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "load": _choice(tuple(f"demo:{name}" for name in DEMO_ARCHS)),
+    "method": _method, "ratio": _ratio, "options": _config_values(PANEL_OPTIONS),
+    "tab": _choice(TABS), "view": _choice(VIEWS),
+    "layer": _text, "image": _index, "experiment": _experiment,
+    "explain": _flag, "point": _choice(POINTS),
+}
+STEP_KEYS = ("title", "text", "show_me", "question", "answer")
+LESSON_KEYS = ("title", "intro", "minutes", "steps")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a lesson."""
+
+    title: str
+    text: str  # Markdown
+    show_me: dict = field(default_factory=dict)
+    question: str = ""
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """A lesson file, checked."""
+
+    title: str
+    steps: tuple[Step, ...]
+    intro: str = ""
+    minutes: int | None = None
+    path: Path | None = None
+
+
+def _step(raw: Any, where: str) -> Step:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a table ([[steps]])")
+    unknown = set(raw) - set(STEP_KEYS)
+    if unknown:
+        raise UserError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}; a step has {', '.join(STEP_KEYS)}")
+    show_me = raw.get("show_me", {})
+    if not isinstance(show_me, dict):
+        raise UserError(f"{where}.show_me must be a table such as {{ tab = \"Teach\", layer = \"layer2.0.conv1\" }}")
+    checked = {}
+    for key, value in show_me.items():
+        if key not in ACTIONS:
+            raise UserError(f"{where}.show_me: unknown action {key!r}; the actions are {', '.join(ACTIONS)}")
+        checked[key] = ACTIONS[key](value, f"{where}.show_me.{key}")
+    question = _text(raw["question"], f"{where}.question") if "question" in raw else ""
+    if question and "answer" not in raw:
+        raise UserError(f"{where} asks a question but gives no answer")
+    answer = _text(raw["answer"], f"{where}.answer") if "answer" in raw else ""
+    return Step(_text(raw.get("title"), f"{where}.title"), _text(raw.get("text"), f"{where}.text"), checked,
+                question, answer)
+
+
+def parse_lesson(text: str, name: str = "lesson") -> Lesson:
+    """A lesson from TOML text; a bad one raises UserError naming `name`, the step and the key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{name} is not valid TOML: {exc}") from None
+    try:
+        unknown = set(raw) - set(LESSON_KEYS)
+        if unknown:
+            raise UserError(f"unknown key(s) {', '.join(sorted(unknown))}; a lesson has {', '.join(LESSON_KEYS)}")
+        steps = raw.get("steps")
+        if not isinstance(steps, list) or not steps:
+            raise UserError("it has no steps; add [[steps]] tables with title and text")
+        minutes = raw.get("minutes")
+        if minutes is not None:
+            _index(minutes, "minutes")
+        return Lesson(_text(raw.get("title"), "title"), tuple(_step(s, f"step {i + 1}") for i, s in enumerate(steps)),
+                      raw["intro"].strip() if isinstance(raw.get("intro"), str) else "", minutes)
+    except UserError as exc:
+        raise UserError(f"{name}: {exc}") from None
+
+
+def load_lesson(path: str | Path) -> Lesson:
+    """Read and check a lesson file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the lesson {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    lesson = parse_lesson(text, path.name)
+    return Lesson(lesson.title, lesson.steps, lesson.intro, lesson.minutes, path)
+
+
+def builtin_lessons() -> list[Path]:
+    """The lesson files shipped with PruneLab."""
+    return sorted(LESSON_DIR.glob("*.toml")) if LESSON_DIR.is_dir() else []
+
+
+# ----------------------------------------------------------------------------- the panel
+
+
+def _label(text: str = "", markdown: bool = True) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.MarkdownText if markdown else Qt.TextFormat.PlainText)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+    return label
+
+
+class LessonPanel(QWidget):
+    """One lesson: the list of steps, the current step's text, Show me, the question and its hidden answer."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.window = window
+        self.lesson: Lesson | None = None
+        self.index = 0
+        self._pending: dict | None = None  # actions waiting for the demo to load
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
+        self.lesson_combo = QComboBox()
+        self.lesson_combo.setToolTip("The lessons shipped with PruneLab")
+        for path in builtin_lessons():
+            try:
+                title = load_lesson(path).title
+            except UserError:
+                title = path.stem  # opening it says what is wrong
+            self.lesson_combo.addItem(title, str(path))
+        self.lesson_combo.activated.connect(lambda _i: self.open_lesson(self.lesson_combo.currentData()))
+        row.addWidget(self.lesson_combo, 1)
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Open your own lesson file (TOML; see docs/teaching.md for the format)")
+        self.open_button.clicked.connect(self._ask_file)
+        row.addWidget(self.open_button)
+        layout.addLayout(row)
+        self.title_label = _label()
+        self.intro_label = _label()
+        layout.addWidget(self.title_label)
+        layout.addWidget(self.intro_label)
+        self.step_list = QListWidget()
+        self.step_list.setToolTip("Every step of the lesson; click one to go there")
+        self.step_list.setMaximumHeight(150)
+        self.step_list.currentRowChanged.connect(self.go_to)
+        layout.addWidget(self.step_list)
+
+        body = QWidget()
+        column = QVBoxLayout(body)
+        column.setContentsMargins(0, 0, 0, 0)
+        self.step_label = _label()
+        self.text_label = _label()
+        column.addWidget(self.step_label)
+        column.addWidget(self.text_label)
+        self.show_button = QPushButton("Show me")
+        self.show_button.setToolTip("Take the window to the place this step talks about (tab, layer, method, "
+                                    "ratio); you still press Run yourself")
+        self.show_button.clicked.connect(self.show_me)
+        column.addWidget(self.show_button)
+        self.status_label = _label(markdown=False)
+        self.status_label.setEnabled(False)  # greyed: what Show me did
+        column.addWidget(self.status_label)
+        self.question_label = _label()
+        column.addWidget(self.question_label)
+        self.reveal_button = QPushButton("Reveal the answer")
+        self.reveal_button.setToolTip("Try to answer first: run it, look at the plots, then check")
+        self.reveal_button.clicked.connect(self.reveal_answer)
+        column.addWidget(self.reveal_button)
+        self.answer_label = _label()
+        self.answer_label.setFrameShape(QLabel.Shape.StyledPanel)
+        self.answer_label.setMargin(6)
+        column.addWidget(self.answer_label)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(body)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout.addWidget(scroll, 1)
+
+        nav = QHBoxLayout()
+        self.back_button = QPushButton("◀ Back")
+        self.back_button.clicked.connect(lambda: self.go_to(self.index - 1))
+        self.next_button = QPushButton("Next ▶")
+        self.next_button.clicked.connect(lambda: self.go_to(self.index + 1))
+        nav.addWidget(self.back_button)
+        nav.addStretch(1)
+        nav.addWidget(self.next_button)
+        layout.addLayout(nav)
+        window.job_stopped.connect(self._on_job_stopped)
+        self._show_step()
+
+    # --------------------------------------------------------------------- lessons
+    def open_lesson(self, path: str | Path) -> bool:
+        """Open a lesson file; a bad one shows an error and keeps the current lesson."""
+        try:
+            lesson = load_lesson(path)
+        except UserError as exc:
+            self.window.show_error("Lesson not opened", str(exc), info="The current lesson stays open; "
+                                   "docs/teaching.md describes the lesson format.")
+            return False
+        self.set_lesson(lesson)
+        return True
+
+    def set_lesson(self, lesson: Lesson) -> None:
+        """Show `lesson` from its first step."""
+        self.lesson, self._pending = lesson, None
+        minutes = f" ({lesson.minutes} minutes)" if lesson.minutes else ""
+        self.title_label.setText(f"### {lesson.title}{minutes}")
+        self.intro_label.setText(lesson.intro)
+        self.intro_label.setVisible(bool(lesson.intro))
+        index = self.lesson_combo.findData(str(lesson.path)) if lesson.path else -1
+        if index >= 0:
+            self.lesson_combo.setCurrentIndex(index)
+        self.step_list.blockSignals(True)
+        self.step_list.clear()
+        self.step_list.addItems([f"{i + 1}. {s.title}" for i, s in enumerate(lesson.steps)])
+        self.step_list.blockSignals(False)
+        self.index = -1
+        self.go_to(0)
+
+    @Slot()
+    def _ask_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a lesson", str(LESSON_DIR), "Lessons (*.toml)")
+        if path:
+            self.open_lesson(path)
+
+    # --------------------------------------------------------------------- steps
+    @property
+    def step(self) -> Step | None:
+        """The step on screen."""
+        return self.lesson.steps[self.index] if self.lesson and 0 <= self.index < len(self.lesson.steps) else None
+
+    @Slot(int)
+    def go_to(self, index: int) -> None:
+        """Show step `index` (out-of-range indices are ignored), its answer hidden."""
+        if self.lesson is None or not 0 <= index < len(self.lesson.steps) or index == self.index:
+            return
+        self.index = index
+        self._pending = None
+        self.step_list.blockSignals(True)
+        self.step_list.setCurrentRow(index)
+        self.step_list.blockSignals(False)
+        self._show_step()
+
+    def _show_step(self) -> None:
+        step = self.step
+        self.back_button.setEnabled(step is not None and self.index > 0)
+        self.next_button.setEnabled(step is not None and self.index < len(self.lesson.steps) - 1)
+        self.show_button.setEnabled(bool(step and step.show_me))
+        self.status_label.setText("")
+        if step is None:
+            self.step_label.setText("")
+            self.text_label.setText("Pick a lesson above.")
+        else:
+            self.step_label.setText(f"**Step {self.index + 1} of {len(self.lesson.steps)}: {step.title}**")
+            self.text_label.setText(step.text)
+        question = step.question if step else ""
+        self.question_label.setText(f"**Question:** {question}" if question else "")
+        self.question_label.setVisible(bool(question))
+        self.reveal_button.setVisible(bool(question))
+        self.reveal_button.setEnabled(True)
+        self.answer_label.setText(f"**Answer:** {step.answer}" if step and step.answer else "")
+        self.answer_label.setVisible(False)
+
+    @Slot()
+    def reveal_answer(self) -> None:
+        """Show the current step's answer."""
+        if self.step and self.step.answer:
+            self.answer_label.setVisible(True)
+            self.reveal_button.setEnabled(False)
+
+    # --------------------------------------------------------------------- show me
+    @Slot()
+    def show_me(self) -> bool:
+        """Drive the window to what the current step talks about; False when something could not be done."""
+        step = self.step
+        if step is None:
+            return False
+        actions = dict(step.show_me)
+        source = actions.pop("load", None)
+        win = self.window
+        if source and (win.loaded is None or win.loaded.bundle.source != source):
+            if win.busy:
+                self.status_label.setText("Wait for the running job to finish (or cancel it) first.")
+                return False
+            data = demo_card(source.partition(":")[2]).get("dataset_spec", "fashion-mnist")
+            if not win.load(source, data):
+                self.status_label.setText("The window is busy: try again when the job ends.")
+                return False
+            self._pending = actions
+            self.status_label.setText(f"Loading {source}…")
+            return True
+        return self._apply(actions)
+
+    @Slot(str)
+    def _on_job_stopped(self, name: str) -> None:
+        if self._pending is not None and name == "load":
+            actions, self._pending = self._pending, None
+            if self.window.loaded is not None:
+                self._apply(actions)
+
+    def _apply(self, actions: dict) -> bool:
+        """Apply the non-loading actions in the vocabulary's order; report what could not be done."""
+        win, problems, done = self.window, [], []
+        panel, teach = win.method_panel, win.teach
+        if "method" in actions:
+            panel.select_method(actions["method"])
+            done.append(get_method(actions["method"]).title)
+        if "ratio" in actions:
+            panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("ratio"))
+            panel.ratio_slider.setValue(round(actions["ratio"] * 100))
+            done.append(f"ratio {actions['ratio']:.0%}")
+        for name, value in actions.get("options", {}).items():
+            panel.fields[name].set_value(value)
+        if "tab" in actions:
+            titles = [win.tabs.tabText(i).replace("&", "") for i in range(win.tabs.count())]
+            if actions["tab"] in titles:
+                win.tabs.setCurrentIndex(titles.index(actions["tab"]))
+            else:
+                problems.append(f"This window has no {actions['tab']} tab.")
+        if "view" in actions:
+            views = (teach.why_view, teach.criteria_view, teach.group_view, teach.maps_view)
+            teach.views.setCurrentWidget(views[VIEWS.index(actions["view"])])
+        if "layer" in actions:
+            problems += self._select_layer(actions["layer"])
+        if "image" in actions:
+            teach.maps_view.index_spin.setValue(actions["image"])
+        if "experiment" in actions:
+            self._set_plan(actions["experiment"])
+        if actions.get("explain") and not problems:
+            if not teach.explain():
+                problems.append("Explain could not start (is a job running, or no model loaded?)")
+        if "point" in actions:
+            self._point_at(actions["point"])
+        self.status_label.setText(" ".join(problems) or ("Done: " + ", ".join(done) if done else "Done."))
+        return not problems
+
+    def _select_layer(self, name: str) -> list[str]:
+        win = self.window
+        if win.loaded is None:
+            return [f"Load a model first (step 1): {name} is one of the demo's layers."]
+        if name not in [info.name for info in win.loaded.layers]:
+            return [f"The loaded model has no layer {name}; this step is written for the demo (step 1)."]
+        table = win.graph_view.layer_table
+        table.select_layer(name)
+        table.layer_selected.emit(name)  # the Weights tab and the Teach tab follow, as after a click
+        return []
+
+    def _set_plan(self, plan: dict) -> None:
+        tab = self.window.experiment
+        if "methods" in plan:
+            tab.set_methods(plan["methods"])
+        if "ratios" in plan:
+            tab.ratios_edit.setText(", ".join(f"{r:g}" for r in plan["ratios"]))
+        for name in PLAN_OPTIONS:
+            if name in plan:
+                tab.fields[name].set_value(plan[name])
+
+    def _point_at(self, what: str) -> None:
+        """Draw a frame around the button the student presses next, for a moment."""
+        win = self.window
+        widget = {"run": getattr(win, "run_button", None), "explain": win.teach.explain_button,
+                  "show_image": win.teach.maps_view.show_button, "run_plan": win.experiment.run_button,
+                  "scan": win.graph_view.scan_button}[what]
+        if widget is None:
+            return
+        old = widget.styleSheet()
+        widget.setStyleSheet(old + "; border: 3px solid #E69F00; border-radius: 4px;")
+        widget.setFocus()
+        QTimer.singleShot(2500, lambda: widget.setStyleSheet(old))
+
+
+class LessonDock(QDockWidget):
+    """The Lesson side panel (Help ▸ Lessons)."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__("Lesson", window)
+        self.setObjectName("lesson_dock")
+        self.panel = LessonPanel(window)
+        self.setWidget(self.panel)
+        self.panel.setMinimumWidth(320)
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self)
+        lessons = builtin_lessons()
+        if lessons:
+            self.panel.open_lesson(lessons[0])
+
+
+def show_lessons(window: MainWindow) -> LessonDock:
+    """Show the Lesson panel, creating it the first time."""
+    dock = getattr(window, "lesson_dock", None)
+    if dock is None:
+        dock = window.lesson_dock = LessonDock(window)
+    dock.show()
+    dock.raise_()
+    return dock

@@ -1,0 +1,225 @@
+"""The Lesson panel (pytest-qt, offscreen): lessons are checked TOML files, every step's Show me drives the
+window on a tiny demo model, answers stay hidden until revealed, a broken file is an error dialog; and the
+Teach tab's coupled layers are marked in the layer table."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
+
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+
+from engine.errors import UserError  # noqa: E402
+from engine.models import DemoResNet, ModelBundle  # noqa: E402
+from gui.lesson import ACTIONS, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from gui.settings import Settings  # noqa: E402
+
+TIMEOUT_MS = 120_000
+GOOD_STEP = '[[steps]]\ntitle = "One"\ntext = "Look."\n'
+
+
+def tiny_bundle() -> ModelBundle:
+    """The demo's graph (same layer names) with 8/16/32 channels: what the GUI tests load."""
+    model = DemoResNet(1, 10, widths=(8, 16, 32)).eval()
+    return ModelBundle(model, "test:tiny-resnet", "demo:resnet", (1, 28, 28), 10, arch_kwargs={"widths": [8, 16, 32]})
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    settings = Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat))
+    win = MainWindow(settings=settings, autoload=False, log_path=tmp_path / "prunelab.log")
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.busy:
+        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
+            win.cancel_job()
+    win.close()
+
+
+# ----------------------------------------------------------------------------- the file format
+
+
+def test_builtin_lessons_are_valid_and_cover_the_lab():
+    paths = builtin_lessons()
+    assert paths, "resources/lessons/ holds no lesson"
+    for path in paths:
+        lesson = load_lesson(path)
+        assert len(lesson.steps) >= 6, path
+        assert all(step.show_me for step in lesson.steps), "every step has a Show me"
+        assert all(step.answer for step in lesson.steps if step.question)
+    first = load_lesson(paths[0])
+    used = {key for step in first.steps for key in step.show_me}
+    assert {"load", "tab", "layer", "method", "ratio", "explain", "experiment"} <= used
+
+
+@pytest.mark.parametrize("text, words", [
+    ("title = 'x'\n[[steps]\n", "not valid TOML"),
+    ("title = 'x'\n", "no steps"),
+    ("title = 'x'\ncolour = 1\n" + GOOD_STEP, "unknown key(s) colour"),
+    ("title = 'x'\n" + GOOD_STEP + "show_me = { tab = 'Teach', fly = true }\n", "step 1.show_me: unknown action 'fly'"),
+    ("title = 'x'\n" + GOOD_STEP + "show_me = { method = 'l7' }\n", "step 1.show_me.method must name a method"),
+    ("title = 'x'\n" + GOOD_STEP + "show_me = { ratio = 1.5 }\n", "ratio must be a number from 0.05 to 0.95"),
+    ("title = 'x'\n" + GOOD_STEP + "show_me = { tab = 'Pictures' }\n", "tab must be one of Network"),
+    ("title = 'x'\n" + GOOD_STEP + "show_me = { options = { steps = 0 } }\n", "steps"),
+    ("title = 'x'\n" + GOOD_STEP + "show_me = { options = { bn_recalibrate = 1 } }\n", "wrong type"),
+    ("title = 'x'\n" + GOOD_STEP + "question = 'Why?'\n", "asks a question but gives no answer"),
+    ("title = 'x'\n[[steps]]\ntitle = 'One'\n", "step 1.text must be non-empty text"),
+])
+def test_bad_lesson_text_says_what_and_where(text, words):
+    with pytest.raises(UserError, match="^mine.toml[: ]") as raised:
+        parse_lesson(text, "mine.toml")
+    assert words in str(raised.value)
+    assert "\n" not in str(raised.value).strip()
+
+
+def test_a_good_lesson_uses_the_whole_vocabulary():
+    text = "title = 'All'\n" + GOOD_STEP + (
+        "show_me = { load = 'demo:resnet', method = 'l1', ratio = 0.3, options = { bn_recalibrate = true }, "
+        "tab = 'Teach', view = 'maps', layer = 'stem.0', image = 2, explain = false, point = 'run', "
+        "experiment = { methods = ['l1', 'random'], ratios = [0.3, 0.5], finetune_batches = 10 } }\n"
+        "question = 'Why?'\nanswer = 'Because.'\n")
+    step = parse_lesson(text).steps[0]
+    assert set(step.show_me) == set(ACTIONS)
+    assert step.show_me["ratio"] == 0.3 and step.answer == "Because."
+
+
+# ----------------------------------------------------------------------------- the panel
+
+
+def test_every_step_of_the_lesson_drives_the_window(qtbot, window, monkeypatch):
+    loads = []
+    real_load = MainWindow.load
+
+    def load_tiny(src, data, **kwargs):  # the demo's layers at a few thousand parameters: the test stays fast
+        loads.append((src, data))
+        return real_load(window, None, data, bundle=tiny_bundle())
+
+    monkeypatch.setattr(window, "load", load_tiny)
+    dock = show_lessons(window)
+    panel = dock.panel
+    assert dock.isVisible() and panel.lesson is not None
+    assert show_lessons(window) is dock  # Help ▸ Lessons again shows the same panel
+    lesson = panel.lesson
+    for index, step in enumerate(lesson.steps):
+        panel.go_to(index)
+        assert panel.step is step
+        assert step.title in panel.step_label.text()
+        if step.question:  # hidden until revealed
+            assert not panel.answer_label.isVisibleTo(panel) and panel.reveal_button.isVisibleTo(panel)
+        actions = step.show_me
+        if "load" in actions:
+            with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+                assert panel.show_me()
+            qtbot.waitUntil(lambda: "Loading" not in panel.status_label.text(), timeout=10_000)
+            assert loads and loads[-1][0] == actions["load"]
+        elif actions.get("explain"):
+            with qtbot.waitSignal(window.teach.coupled_layers, timeout=TIMEOUT_MS):
+                assert panel.show_me(), panel.status_label.text()
+            qtbot.waitUntil(lambda: not window.busy, timeout=TIMEOUT_MS)
+            marked = window.graph_view.highlighted()
+            assert marked[actions["layer"]] == "selected"
+            coupled = [c.layer for c in window.teach.explanation.coupling]
+            rows = {info.name for info in window.loaded.layers}
+            assert {n for n, kind in marked.items() if kind == "coupled"} == set(coupled)
+            assert any(n in rows for n in coupled)
+        else:
+            assert panel.show_me(), panel.status_label.text()
+        check_state(window, actions)
+        if step.question:
+            panel.reveal_button.click()
+            assert panel.answer_label.isVisibleTo(panel) and step.answer.split()[0] in panel.answer_label.text()
+    assert not panel.next_button.isEnabled()
+    panel.back_button.click()
+    assert panel.index == len(lesson.steps) - 2
+    assert not panel.answer_label.isVisibleTo(panel)  # going back hides the answer again
+    assert not window.busy and window.run_action.isEnabled()
+
+
+def check_state(window: MainWindow, actions: dict) -> None:
+    """The window shows what the step's Show me asked for."""
+    if "tab" in actions:
+        assert window.tabs.tabText(window.tabs.currentIndex()).replace("&", "") == actions["tab"]
+    if "method" in actions:
+        assert window.method_panel.current_method().name == actions["method"]
+    if "ratio" in actions:
+        assert window.method_panel.config().pruning_ratio == pytest.approx(actions["ratio"])
+    for name, value in actions.get("options", {}).items():
+        assert getattr(window.method_panel.config(), name) == value
+    if "layer" in actions:
+        assert window.teach.layer_combo.currentText() == actions["layer"]
+        rows = window.graph_view.layer_table.selectedItems()
+        assert rows and rows[0].text() == actions["layer"]
+    if "experiment" in actions:
+        plan = actions["experiment"]
+        ticked = {name for name, box in window.experiment.method_boxes.items() if box.isChecked()}
+        assert ticked == set(plan["methods"])
+        assert window.experiment.ratios_edit.text() == ", ".join(f"{r:g}" for r in plan["ratios"])
+
+
+def test_a_broken_lesson_file_is_an_error_and_the_window_stays_usable(qtbot, window, tmp_path):
+    panel = show_lessons(window).panel
+    before = panel.lesson
+    broken = tmp_path / "broken.toml"
+    broken.write_text("title = 'Broken'\n[[steps]]\ntitle = 'One'\ntext = 'x'\nshow_me = { tab = 'Nowhere' }\n")
+    assert not panel.open_lesson(broken)
+    box = window.error_box
+    assert box is not None and box.isVisible()
+    assert "broken.toml" in box.text() and "Nowhere" in box.text()
+    box.close()
+    assert panel.lesson is before  # the lesson on screen stays
+    assert not panel.open_lesson(tmp_path / "missing.toml")
+    assert "cannot read the lesson" in window.error_box.text()
+    window.error_box.close()
+    good = tmp_path / "good.toml"
+    good.write_text("title = 'Mine'\n" + GOOD_STEP + "show_me = { tab = 'Results' }\n")
+    assert panel.open_lesson(good) and panel.lesson.title == "Mine"
+    assert panel.show_me() and window.tabs.tabText(window.tabs.currentIndex()) == "Results"
+    assert window.open_action.isEnabled()
+    assert "Lessons" in [a.text().replace("&", "") for a in window.menuBar().actions()[-1].menu().actions()]
+
+
+def test_layer_steps_say_so_before_a_model_is_loaded(window):
+    panel = show_lessons(window).panel
+    step = next(i for i, s in enumerate(panel.lesson.steps) if "layer" in s.show_me and "load" not in s.show_me)
+    panel.go_to(step)
+    assert not panel.show_me()
+    assert "Load a model first" in panel.status_label.text()
+
+
+# ----------------------------------------------------------------------------- coupled layers on the table
+
+
+def test_highlight_layers_marks_rows_with_reasons_and_a_new_model_clears_them(qtbot):
+    from engine.layers import describe_layers
+    from gui.graph_view import GraphView, LayerTable
+
+    view = GraphView()
+    qtbot.addWidget(view)
+    bundle = tiny_bundle()
+    layers = describe_layers(bundle.model, bundle.input_shape)
+    view.layer_table.set_layers(layers, "fc")
+    names = [info.name for info in layers]
+    marked = view.highlight_layers(["layer2.0.shortcut.0", "layer2.0.bn2", "layer3.0.conv1"],
+                                   {"layer2.0.shortcut.0": "residual add: same channels"}, selected="layer2.0.conv2")
+    assert marked == 3  # the BatchNorm has no row
+    table = view.layer_table
+    row = names.index("layer2.0.shortcut.0")
+    assert table.item(row, LayerTable.COL_NAME).background().style() != Qt.BrushStyle.NoBrush
+    assert "residual add" in table.item(row, LayerTable.COL_NAME).toolTip()
+    assert "graph view is turned off" in table.item(row, LayerTable.COL_NAME).toolTip()  # said where it is
+    assert "coupled to the selected layer" in table.item(names.index("layer3.0.conv1"), 0).toolTip()
+    plain = names.index("layer1.0.conv1")
+    assert table.item(plain, 0).background().style() == Qt.BrushStyle.NoBrush and table.item(plain, 0).toolTip() == ""
+    assert view.highlighted()["layer2.0.conv2"] == "selected"
+    assert view.note_label.text() == "layer2.0.conv2: 3 coupled layer(s) marked"
+    view.layer_table.set_layers(layers, "fc")  # another model: the marks go
+    assert view.highlighted() == {} and view.note_label.text() == ""
