@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QWidget
 
 from engine.data import Dataset
 from engine.errors import NeedsTrust
-from engine.events import CancelToken, EpochDone, Progress
+from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate
 from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted, ResultStore,
                                 run_plan)
 from engine.models import ModelBundle
@@ -136,8 +136,15 @@ class LoadJob(Job):
             win.summary_label.setText("No model loaded. Open a model file (Ctrl+O).")
 
 
+PHASE_WORDS = {"prune": "pruning", "bn-recalibrate": "BatchNorm re-estimation", "finetune": "fine-tuning",
+               "evaluate": "evaluation"}
+
+
 class RunJob(Job):
-    """One pruning run of the session: fills its record, the live plots, the histograms and the results."""
+    """One pruning run of the session: fills its record, the live plots, the histograms and the results.
+
+    With the method panel's "Step through phases" ticked, the run waits on a gate after each phase and
+    the panel's "Next phase" button releases it; unticking the box lets the run go on by itself."""
 
     name, title = "run", "The pruning run failed"
 
@@ -147,10 +154,36 @@ class RunJob(Job):
         self.record = record
         self.bundle, self.data = bundle, data
         self.export_graph, self.work_dir = export_graph, work_dir
+        panel = window.method_panel
+        self.gate = StepGate() if panel.step_check.isChecked() else None
+        if self.gate is not None:
+            panel.next_button.clicked.connect(self._on_next_phase)
+            panel.step_check.toggled.connect(self._on_step_toggled)
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, PrunedModel]:
         return (yield from work.prune(self.record.run_id, self.bundle, self.data, self.record.config,
-                                      self.export_graph, self.work_dir, cancel))
+                                      self.export_graph, self.work_dir, cancel, self.gate))
+
+    def _on_next_phase(self) -> None:
+        self.window.method_panel.next_button.setEnabled(False)
+        self.gate.release()
+
+    def _on_step_toggled(self, checked: bool) -> None:
+        if not checked:  # let the paused run go on by itself
+            self.window.method_panel.next_button.setEnabled(False)
+            self.gate.open()
+
+    def _on_phase_done(self, phase: PhaseDone) -> None:
+        win = self.window
+        win.plots.add_phase(self.record.run_id, phase.step, phase.phase, phase.top1)
+        if phase.next_phase is None:
+            return
+        seen = f": top-1 {phase.top1:.1%} on validation images" if phase.top1 is not None else ""
+        button = win.method_panel.next_button
+        button.setText(f"Next: {PHASE_WORDS.get(phase.next_phase, phase.next_phase)}")
+        button.setEnabled(True)
+        win.phase_label.setText(f"Run {self.record.label}, step {phase.step}: {PHASE_WORDS.get(phase.phase)} done"
+                                f"{seen}. Press Next phase")
 
     def progress_prefix(self) -> str:
         record = self.record
@@ -161,6 +194,8 @@ class RunJob(Job):
     def on_event(self, event: object) -> None:
         if isinstance(event, StepDone):
             self._on_step_done(event)
+        elif isinstance(event, PhaseDone):
+            self._on_phase_done(event)
         elif isinstance(event, EpochDone):
             self.window.statusBar().showMessage(f"Fine-tuning epoch {event.epoch}/{event.epochs}: loss "
                                                 f"{event.train_loss:.3f}, train top-1 {event.train_top1:.1%}", 4000)
@@ -195,6 +230,7 @@ class RunJob(Job):
         record.onnx_path = pruned.onnx_path
         if win.selected_run == record.run_id:
             win.graph_view.set_pruned(pruned.onnx_path, record.label)
+        win.results.update_continue()  # the pruned model exists now: it can be continued from
         win.run_finished.emit(record.run_id)
 
     def on_failure(self, failure: Failure) -> None:
@@ -203,6 +239,14 @@ class RunJob(Job):
 
     def on_cancel(self) -> None:
         self.record.status = "cancelled"
+
+    def on_stopped(self) -> None:
+        if self.gate is not None:
+            panel = self.window.method_panel
+            panel.next_button.clicked.disconnect(self._on_next_phase)
+            panel.step_check.toggled.disconnect(self._on_step_toggled)
+            panel.next_button.setText("Next phase")
+            panel.next_button.setEnabled(False)
 
 
 class SensitivityJob(Job):

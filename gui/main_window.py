@@ -205,31 +205,40 @@ class MainWindow(QMainWindow):
         """True while a background job runs."""
         return self.worker is not None
 
-    def start_run(self) -> bool:
-        """Start a pruning run with the panel's options; False when it cannot start."""
+    def start_run(self, *, parent: int | None = None, manual_channels: dict | None = None) -> bool:
+        """Start a pruning run with the panel's options; False when it cannot start. `parent` continues
+        from that finished run's pruned model; `manual_channels` runs the manual method on those channels."""
         if self.busy:
+            self.statusBar().showMessage("Wait for the running job to finish (or cancel it) first", 5000)
             return False
         if self.loaded is None:
             self.show_error("Nothing to prune", "Load a model first (File ▸ Open model, or a demo model).")
             return False
+        source = self.runs.get(parent) if parent is not None else None
+        if parent is not None and (source is None or source.pruned is None):
+            self.show_error("Cannot continue from this run", "Only a finished run has a pruned model to continue from.")
+            return False
+        bundle = source.pruned if source is not None else self.loaded.bundle
         ignored, ratios = self.graph_view.layer_table.choices()
+        manual = dict(method="manual", manual_channels=manual_channels, pruning_ratio=None,
+                      target_speedup=None) if manual_channels else {}
         try:
-            cfg = self.method_panel.config(ignored_layers=ignored, layer_ratios=ratios)
+            cfg = self.method_panel.config(ignored_layers=ignored, layer_ratios=ratios, **manual)
             cfg.validate()
-            self.loaded.bundle.require_prunable()
+            bundle.require_prunable()
         except UserError as exc:
             self.show_error("Cannot start this run", str(exc))
             return False
         run_id = (max(self.runs) + 1) if self.runs else 1
-        record = RunRecord(run_id, f"#{run_id}", theme.run_colour(run_id - 1), cfg)
+        record = RunRecord(run_id, f"#{run_id}", theme.run_colour(run_id - 1), cfg, parent=parent)
         self.runs[run_id] = record
         self.current_run = self.selected_run = run_id
-        self.plots.add_run(run_id, f"#{run_id} {get_method(cfg.method).title}", record.colour)
+        lineage = f" ← {source.label}" if source is not None else ""
+        self.plots.add_run(run_id, f"#{run_id}{lineage} {get_method(cfg.method).title}", record.colour)
         self.tabs.setCurrentWidget(self.plots)
         self.settings.save_options("method", self.method_panel.options())
-        log.info("run %d: %s", run_id, cfg.to_json())
-        self.start_job(RunJob(self, record, self.loaded.bundle, self.loaded.data, self.graph_view.enabled,
-                              self.work_dir))
+        log.info("run %d%s: %s", run_id, f" from run {parent}" if parent else "", cfg.to_json())
+        self.start_job(RunJob(self, record, bundle, self.loaded.data, self.graph_view.enabled, self.work_dir))
         return True
 
     def start_sensitivity_scan(self) -> bool:

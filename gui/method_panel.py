@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QListWidget, QListWidgetItem, QSlider, QStackedWidget, QTextBrowser,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QListWidget, QListWidgetItem, QPushButton, QSlider, QStackedWidget,
+                               QTextBrowser, QVBoxLayout, QWidget)
 
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, all_methods, get_method
 from engine.config import PruneConfig, default_of
@@ -20,6 +20,9 @@ from gui.options import OptionField
 
 FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
 DEFAULT_METHOD = "l2"
+# 30 % with BatchNorm re-estimation: the first run shows a visible drop and a visible recovery, where 50 %
+# without recovery ended near chance on the demo and taught "pruning destroys models"
+DEFAULT_RATIO = 30
 EVAL_CHOICES = ((500, "500 test images (fastest)"), (1000, "1 000 test images (fast)"),
                 (2000, "2 000 test images"), (5000, "5 000 test images"), (0, "all test images (exact)"))
 NAME_ROLE = Qt.ItemDataRole.UserRole
@@ -96,9 +99,9 @@ class MethodPanel(QWidget):
         self.ratio_slider.setRange(5, 95)
         self.ratio_slider.setSingleStep(5)
         self.ratio_slider.setPageStep(10)
-        self.ratio_slider.setValue(50)
+        self.ratio_slider.setValue(DEFAULT_RATIO)
         self.ratio_slider.setToolTip("Share of channels (structured) or weights (unstructured) to remove")
-        self.ratio_label = QLabel("50 %")
+        self.ratio_label = QLabel(f"{DEFAULT_RATIO} %")
         self.ratio_label.setMinimumWidth(40)
         self.ratio_slider.valueChanged.connect(self._on_ratio_changed)
         ratio_layout.addWidget(self.ratio_slider, 1)
@@ -142,6 +145,19 @@ class MethodPanel(QWidget):
         form.addRow("Fine-tuning", self.finetune_spin)
         self.distill_check = self.fields["distill"].widget
         form.addRow(self.distill_check)
+        # Step-through: the run waits after each phase, so each recovery's effect is seen on its own
+        step_row = QWidget()
+        step_layout = QHBoxLayout(step_row)
+        step_layout.setContentsMargins(0, 0, 0, 0)
+        self.step_check = QCheckBox("Step through phases")
+        self.step_check.setToolTip("The run pauses after each phase (prune → re-estimate BatchNorm → fine-tune → "
+                                   "evaluate); the accuracy plot gets a point per phase. Untick to let it run on")
+        self.next_button = QPushButton("Next phase")
+        self.next_button.setToolTip("Start the next phase of the paused run")
+        self.next_button.setEnabled(False)
+        step_layout.addWidget(self.step_check)
+        step_layout.addWidget(self.next_button, 1)
+        form.addRow(step_row)
         layout.addWidget(recovery_box)
 
         run_box = QGroupBox("Device and evaluation")

@@ -1,14 +1,17 @@
 """Live plots: top-1 accuracy, parameters, MACs and latency against pruning step, one curve per run.
 
 Each curve is created once (when its run starts) and only fed with setData afterwards. Redraws
-are coalesced by a timer, so a fast stream of events never stalls the UI thread.
+are coalesced by a timer, so a fast stream of events never stalls the UI thread. The accuracy plot
+also gets a dotted point per phase (after pruning, after the BatchNorm re-estimation, after
+fine-tuning), so recovery shows as its own jump; latency is drawn at the run's batch size with its
+p5–p95 band (batch 1 on request: on a tiny model it is mostly timer noise).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QTimer, Slot  # PySide6 first, so pyqtgraph binds it
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
 
@@ -16,6 +19,9 @@ from engine.metrics import Metrics
 from gui import theme
 
 REDRAW_INTERVAL_MS = 100
+# where a phase's point sits between step s-1 and step s: the evaluation lands on the step itself
+PHASE_X = {"prune": 0.25, "bn-recalibrate": 0.5, "finetune": 0.75, "evaluate": 1.0}
+PHASE_LABELS = {"prune": "pruned", "bn-recalibrate": "BN", "finetune": "fine-tuned"}
 
 
 @dataclass(frozen=True)
@@ -26,8 +32,9 @@ class Series:
     title: str
     axis: str
 
-    def value(self, m: Metrics) -> float | None:
-        """The raw quantity (counts, %, ms), or None when not measured."""
+    def value(self, m: Metrics, batch: int | None = None, stat: str = "median") -> float | None:
+        """The raw quantity (counts, %, ms), or None when not measured; latency at `batch` (None: the
+        largest measured, the run's own batch size), as `stat` (median, p5, p95)."""
         if self.key == "top1":
             return m.top1 * 100
         if self.key == "params":
@@ -37,7 +44,12 @@ class Series:
         if self.key == "macs":
             return float(m.macs)
         if self.key == "latency":
-            return m.latency(1) if m.latency_ms else None
+            if not m.latency_ms:
+                return None
+            key = str(batch) if batch is not None else max(m.latency_ms, key=int)
+            figures = m.latency_ms.get(key) or {}
+            value = figures.get(stat, figures.get("median"))  # older figures have no p5: a band of zero width
+            return float(value) if value is not None else None
         raise KeyError(self.key)
 
 
@@ -55,7 +67,7 @@ def count_scale(largest: float) -> tuple[float, str]:
 SERIES = (Series("top1", "Top-1 accuracy", "top-1 accuracy (%)"),
           Series("params", "Parameters (non-zero: dashed)", "parameters"),
           Series("macs", "MACs per image", "MACs"),
-          Series("latency", "Latency, batch 1", "latency (ms)"))
+          Series("latency", "Latency (p5–p95 band)", "latency per batch (ms)"))
 NONZERO = Series("nonzero", "", "")
 SERIES_BY_KEY = {s.key: s for s in SERIES}
 
@@ -67,6 +79,10 @@ class _RunCurves:
     steps: list[int] = field(default_factory=list)
     metrics: list[Metrics] = field(default_factory=list)
     items: dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    phases: list[tuple[float, float, str]] = field(default_factory=list)  # (x, top-1 %, phase) per phase
+    band: pg.FillBetweenItem | None = None
+    band_edges: tuple = ()
+    phase_labels: list[pg.TextItem] = field(default_factory=list)
 
 
 class LivePlots(theme.PaletteWidget):
@@ -76,6 +92,18 @@ class LivePlots(theme.PaletteWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        bar = QHBoxLayout()
+        bar.setContentsMargins(6, 2, 6, 0)
+        self.batch1_check = QCheckBox("Latency at batch 1")
+        self.batch1_check.setToolTip("Show latency for one image instead of the run's batch size (on a small model "
+                                     "a single image takes microseconds, and the figure is mostly timer noise)")
+        self.batch1_check.toggled.connect(self._on_batch_toggled)
+        self.phase_note = QLabel("Dotted points: top-1 after each phase (pruned, BN re-estimated, fine-tuned) on "
+                                 "validation images")
+        self.phase_note.setEnabled(False)  # greyed: a legend, not a control
+        bar.addWidget(self.phase_note, 1)
+        bar.addWidget(self.batch1_check)
+        layout.addLayout(bar)
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setToolTip("One curve per run: compare methods at a glance. Drag to pan, wheel to zoom, "
                                "right-click for options")
@@ -116,6 +144,16 @@ class LivePlots(theme.PaletteWidget):
             curves.items[series.key] = item
         curves.items["nonzero"] = self.plots["params"].plot(
             [], [], pen=pg.mkPen(colour, width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine))
+        curves.items["phases"] = self.plots["top1"].plot(
+            [], [], pen=pg.mkPen(colour, width=1, style=pg.QtCore.Qt.PenStyle.DotLine), symbol="t", symbolSize=8,
+            symbolBrush=None, symbolPen=pg.mkPen(colour, width=1.5))
+        low = self.plots["latency"].plot([], [], pen=None)
+        high = self.plots["latency"].plot([], [], pen=None)
+        band_colour = pg.mkColor(colour)
+        band_colour.setAlpha(60)
+        curves.band = pg.FillBetweenItem(low, high, brush=pg.mkBrush(band_colour))
+        curves.band_edges = (low, high)
+        self.plots["latency"].addItem(curves.band)
         self.runs[run_id] = curves
         self.select_run(run_id)
 
@@ -130,6 +168,31 @@ class LivePlots(theme.PaletteWidget):
         if not self._timer.isActive():
             self._timer.start()
 
+    def add_phase(self, run_id: int, step: int, phase: str, top1: float | None) -> None:
+        """Record one PhaseDone of step `step`: a point at its place between step-1 and step (none when
+        the phase's top-1 was not measured)."""
+        curves = self.runs.get(run_id)
+        if curves is None or top1 is None or phase not in PHASE_X:
+            return
+        if not curves.phases and curves.steps:  # start the dotted path at the step before
+            curves.phases.append((float(curves.steps[-1]), SERIES_BY_KEY["top1"].value(curves.metrics[-1]), ""))
+        curves.phases.append((step - 1 + PHASE_X[phase], top1 * 100, phase))
+        self._dirty.add(run_id)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def phase_count(self, run_id: int) -> int:
+        """Number of phase points drawn for a run (for tests)."""
+        curves = self.runs.get(run_id)
+        if curves is None:
+            return 0
+        x, _ = curves.items["phases"].getData()
+        return 0 if x is None else sum(1 for p in curves.phases if p[2])
+
+    def latency_batch(self) -> int | None:
+        """The batch size the latency plot shows (None: each run's own, the largest it measured)."""
+        return 1 if self.batch1_check.isChecked() else None
+
     def select_run(self, run_id: int | None) -> None:
         """Emphasise one run's curves (thicker line)."""
         self.selected = run_id
@@ -137,8 +200,13 @@ class LivePlots(theme.PaletteWidget):
             width = 3.5 if rid == run_id else 1.5
             for key, item in curves.items.items():
                 style = pg.QtCore.Qt.PenStyle.DashLine if key == "nonzero" else pg.QtCore.Qt.PenStyle.SolidLine
-                item.setPen(pg.mkPen(curves.colour, width=width, style=style))
+                if key == "phases":
+                    style = pg.QtCore.Qt.PenStyle.DotLine
+                item.setPen(pg.mkPen(curves.colour, width=width if key != "phases" else 1, style=style))
                 item.setZValue(10 if rid == run_id else 0)
+        self._dirty.update(self.runs)  # phase labels follow the selected run
+        if not self._timer.isActive():
+            self._timer.start()
 
     def point_count(self, run_id: int) -> int:
         """Number of points drawn for a run (for tests)."""
@@ -166,17 +234,28 @@ class LivePlots(theme.PaletteWidget):
                     self.scales["nonzero"] = divisor
                 self._dirty.update(self.runs)  # a new scale redraws every run
             self.plots[key].setLabel("left", f"{SERIES_BY_KEY[key].axis} ({word})" if word else SERIES_BY_KEY[key].axis)
+        batch = self.latency_batch()
         for run_id in list(self._dirty):
             curves = self.runs.get(run_id)
             if curves is None:
                 continue
             for key, item in curves.items.items():
-                series = NONZERO if key == "nonzero" else next(s for s in SERIES if s.key == key)
-                points = [(s, series.value(m)) for s, m in zip(curves.steps, curves.metrics)]
+                if key == "phases":
+                    self._draw_phases(run_id, curves)
+                    continue
+                series = NONZERO if key == "nonzero" else SERIES_BY_KEY[key]
+                points = [(s, series.value(m, batch)) for s, m in zip(curves.steps, curves.metrics)]
                 divisor = self.scales.get(key, 1.0) if key in COUNT_KEYS else 1.0
                 points = [(s, v / divisor) for s, v in points if v is not None]
                 item.setData([p[0] for p in points], [p[1] for p in points])
+            for edge, stat in zip(curves.band_edges, ("p5", "p95")):
+                points = [(s, SERIES_BY_KEY["latency"].value(m, batch, stat)) for s, m in zip(curves.steps,
+                                                                                                curves.metrics)]
+                points = [p for p in points if p[1] is not None]
+                edge.setData([p[0] for p in points], [p[1] for p in points])
         self._dirty.clear()
+        self.plots["latency"].setTitle(f"Latency at batch {batch or 'size of the run'} (p5–p95 band)",
+                                       color=theme.plot_foreground().name(), size="11pt")
         for curves in self.runs.values():
             x, _ = curves.items["latency"].getData()
             measured_latency |= x is not None and len(x) > 0
@@ -185,6 +264,26 @@ class LivePlots(theme.PaletteWidget):
         if self.latency_note.isVisible():
             view = self.plots["latency"].viewRange()
             self.latency_note.setPos((view[0][0] + view[0][1]) / 2, (view[1][0] + view[1][1]) / 2)
+
+    def _draw_phases(self, run_id: int, curves: _RunCurves) -> None:
+        """The dotted path through the phase points; its words only on the selected run (less clutter)."""
+        curves.items["phases"].setData([p[0] for p in curves.phases], [p[1] for p in curves.phases])
+        for label in curves.phase_labels:
+            self.plots["top1"].removeItem(label)
+        curves.phase_labels = []
+        if run_id != self.selected:
+            return
+        for x, y, phase in curves.phases:
+            if phase in PHASE_LABELS:
+                label = pg.TextItem(PHASE_LABELS[phase], color=theme.plot_foreground(), anchor=(0.5, 1.2))
+                label.setPos(x, y)
+                self.plots["top1"].addItem(label)
+                curves.phase_labels.append(label)
+
+    @Slot(bool)
+    def _on_batch_toggled(self, _checked: bool) -> None:
+        self._dirty.update(self.runs)
+        self._on_redraw()
 
     def _apply_palette(self) -> None:
         fg = theme.plot_foreground()

@@ -1,7 +1,8 @@
-"""The runs of this session: a sortable table and a scatter of accuracy against latency.
+"""The runs of this session: a sortable tree (a run continued from another sits under it) and a scatter
+of accuracy against latency.
 
 Clicking a run (row or point) emits run_selected, and the main window shows that run's plots,
-histograms and graph.
+histograms and graph; "Continue from this run" emits continue_requested.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal, Slot  # PySide6 first for pyqtgraph
 from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QSplitter, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMenu, QPushButton, QSplitter,
+                               QTreeView, QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
 
@@ -40,10 +42,14 @@ class RunRecord:
     pruned: ModelBundle | None = None
     onnx_path: Path | None = None
     status: str = "running"  # running, done, cancelled, failed
+    parent: int | None = None  # the run whose pruned model this one started from (None: the loaded model)
 
     @property
     def amount(self) -> str:
         """The requested amount, as a user reads it."""
+        if self.config.manual_channels:
+            n = sum(len(set(c)) for c in self.config.manual_channels.values())
+            return f"{n} channel{'s' if n != 1 else ''} ticked"
         if self.config.target_speedup is not None:
             return f"{self.config.target_speedup:.2f}× fewer MACs"
         return f"{self.config.pruning_ratio:.0%}"
@@ -74,12 +80,13 @@ def _speedup_tip(r: RunRecord) -> str:
 COLUMNS = (
     ("Run", "Order of the runs in this session", lambda r: r.label, lambda r: r.run_id),
     ("Method", "Pruning method", lambda r: r.config.method, lambda r: r.config.method),
-    ("Amount", "Requested pruning ratio or speed-up", lambda r: r.amount,
+    ("Amount", "Requested pruning ratio or speed-up (manual runs: the channels ticked)", lambda r: r.amount,
      lambda r: r.config.pruning_ratio or r.config.target_speedup or 0),
     ("Top-1", "Top-1 accuracy after pruning and recovery", lambda r: f"{r.done.after.top1:.2%}",
      lambda r: r.done.after.top1),
-    ("Δ top-1", "Change of top-1 accuracy against the original model (points)",
-     lambda r: f"{(r.done.after.top1 - r.done.before.top1) * 100:+.2f}",
+    ("Δ top-1", "Change of top-1 accuracy against the model the run started from (points): the original, or "
+     "for a continued run its parent",
+     lambda r: f"{(r.done.after.top1 - r.done.before.top1) * 100:+.2f}",  # a child: against its parent
      lambda r: r.done.after.top1 - r.done.before.top1),
     ("F1", "Macro-averaged F1 score", lambda r: f"{r.done.after.f1_macro:.3f}", lambda r: r.done.after.f1_macro),
     ("Params", "Parameters after pruning (non-zero in brackets when different)",
@@ -113,9 +120,10 @@ class _SortProxy(QSortFilterProxyModel):
 
 
 class ResultsView(theme.PaletteWidget):
-    """Table of finished runs and a scatter of top-1 accuracy against latency (or MACs)."""
+    """Tree of finished runs (parent → child) and a scatter of top-1 accuracy against latency (or MACs)."""
 
     run_selected = Signal(int)
+    continue_requested = Signal(int)  # prune further, starting from this run's pruned model
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -132,18 +140,37 @@ class ResultsView(theme.PaletteWidget):
             self.model.setHorizontalHeaderItem(col, item)
         self.proxy = _SortProxy(self)
         self.proxy.setSourceModel(self.model)
-        self.table = QTableView()
+        # a tree, not a table: a run continued from another is shown under it (its lineage)
+        self.table = QTreeView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table.setRootIsDecorated(True)
+        self.table.setItemsExpandable(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Runs of this session; click a header to sort, a row to show that run everywhere")
+        self.table.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setToolTip("Runs of this session; click a header to sort, a row to show that run everywhere. "
+                              "A run continued from another sits under it; right-click a run to continue from it")
         self.table.selectionModel().currentRowChanged.connect(self._on_row_changed)
-        splitter.addWidget(self.table)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_context_menu)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.table, 1)
+        buttons = QHBoxLayout()
+        self.continue_button = QPushButton("Continue from this run")
+        self.continue_button.setToolTip("Prune the selected run's pruned model further, with the Prune panel's "
+                                        "options; the new run is shown under it")
+        self.continue_button.setEnabled(False)
+        self.continue_button.clicked.connect(self._on_continue_clicked)
+        buttons.addWidget(self.continue_button)
+        buttons.addStretch(1)
+        top_layout.addLayout(buttons)
+        splitter.addWidget(top)
         self.scatter_widget = pg.PlotWidget()
         self.scatter_widget.setToolTip("Each point is a run (the star is the original model); up-left is better. "
                                        "Click a point to select its run")
@@ -162,9 +189,10 @@ class ResultsView(theme.PaletteWidget):
 
     # --------------------------------------------------------------------- feeding
     def add_run(self, run: RunRecord) -> None:
-        """Append a finished run to the table and the scatter."""
+        """Add a finished run to the tree (under its parent, when it has one) and to the scatter."""
         self.runs[run.run_id] = run
-        self.baseline = run.done.before
+        if run.parent is None:
+            self.baseline = run.done.before  # a child's "before" is its parent's result, not the original
         row = []
         for col, (header, tip, text, sort) in enumerate(COLUMNS):
             item = QStandardItem(text(run))
@@ -176,27 +204,58 @@ class ResultsView(theme.PaletteWidget):
             if col > 2:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             row.append(item)
-        self.model.appendRow(row)
+        parent = self._item_of(run.parent) if run.parent is not None else None
+        (parent if parent is not None else self.model.invisibleRootItem()).appendRow(row)
+        if parent is not None:
+            self.table.expand(self.proxy.mapFromSource(parent.index()))
         self._on_redraw_scatter()
 
     def row_count(self) -> int:
-        """Number of runs in the table."""
-        return self.model.rowCount()
+        """Number of runs in the tree, children included."""
+        return len(self.runs)
+
+    def _item_of(self, run_id: int) -> QStandardItem | None:
+        """The first-column item of a run, at any depth."""
+        for item in self.model.findItems("", Qt.MatchFlag.MatchContains | Qt.MatchFlag.MatchRecursive, 0):
+            if item.data(RUN_ROLE) == run_id:
+                return item
+        return None
+
+    def parent_of(self, run_id: int) -> int | None:
+        """The run shown above `run_id` in the tree (None: a top-level run)."""
+        item = self._item_of(run_id)
+        parent = item.parent() if item is not None else None
+        return parent.data(RUN_ROLE) if parent is not None else None
 
     def select_run(self, run_id: int) -> None:
         """Select a run's row without emitting run_selected again."""
-        for row in range(self.proxy.rowCount()):
-            if self.proxy.index(row, 0).data(RUN_ROLE) == run_id:
-                self.table.selectionModel().blockSignals(True)
-                self.table.selectRow(row)
-                self.table.selectionModel().blockSignals(False)
-                break
+        item = self._item_of(run_id)
+        if item is not None:
+            index = self.proxy.mapFromSource(item.index())
+            self.table.selectionModel().blockSignals(True)
+            self.table.setCurrentIndex(index)
+            self.table.selectionModel().blockSignals(False)
+        self.continue_button.setEnabled(self._can_continue(run_id))
         self._on_redraw_scatter(run_id)
+
+    def selected_run(self) -> int | None:
+        """The run of the current row, if any."""
+        index = self.table.currentIndex()
+        run_id = index.siblingAtColumn(0).data(RUN_ROLE) if index.isValid() else None
+        return int(run_id) if run_id is not None else None
+
+    def update_continue(self) -> None:
+        """Enable "Continue from this run" when the selected run has its pruned model (set after RunDone)."""
+        self.continue_button.setEnabled(self._can_continue(self.selected_run()))
+
+    def _can_continue(self, run_id: int | None) -> bool:
+        run = self.runs.get(run_id) if run_id is not None else None
+        return run is not None and run.pruned is not None
 
     def write_csv(self, path: str | Path) -> Path:
         """Write the runs as CSV: raw numbers, one row per run, with the original model first."""
         path = Path(path)
-        fields = ["run", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
+        fields = ["run", "parent", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
                   "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
                   "size_bytes", "compressed_bytes", "latency_ms_b1", "speedup_macs", "speedup_latency",
                   "speedup_latency_low", "speedup_latency_high", "speedup_latency_note"]
@@ -209,7 +268,9 @@ class ResultsView(theme.PaletteWidget):
                 speed = run.done.speedups() if run else {}
                 paired = (run.done.paired if run else None) or {}
                 writer.writerow({
-                    "run": run.label if run else "original", "method": run.config.method if run else "",
+                    "run": run.label if run else "original",
+                    "parent": self.runs[run.parent].label if run and run.parent in self.runs else "",
+                    "method": run.config.method if run else "",
                     "pruning_ratio": run.config.pruning_ratio if run else "",
                     "target_speedup": run.config.target_speedup if run else "",
                     "scope": run.config.scope if run else "", "steps": run.config.steps if run else "",
@@ -228,9 +289,28 @@ class ResultsView(theme.PaletteWidget):
     @Slot()
     def _on_row_changed(self, current, _previous) -> None:
         run_id = current.data(RUN_ROLE) if current.isValid() else None
+        self.continue_button.setEnabled(self._can_continue(run_id))
         if run_id is not None:
             self._on_redraw_scatter(run_id)
             self.run_selected.emit(int(run_id))
+
+    @Slot()
+    def _on_continue_clicked(self) -> None:
+        run_id = self.selected_run()
+        if self._can_continue(run_id):
+            self.continue_requested.emit(run_id)
+
+    def _on_context_menu(self, pos) -> None:
+        index = self.table.indexAt(pos)
+        run_id = index.siblingAtColumn(0).data(RUN_ROLE) if index.isValid() else None
+        if run_id is None:
+            return
+        menu = QMenu(self)
+        action = menu.addAction("Continue from this run")
+        action.setToolTip("Prune this run's pruned model further with the Prune panel's options")
+        action.setEnabled(self._can_continue(run_id))
+        action.triggered.connect(lambda: self.continue_requested.emit(int(run_id)))
+        menu.popup(self.table.viewport().mapToGlobal(pos))
 
     def _on_point_clicked(self, _item, points, _event=None) -> None:
         if len(points):

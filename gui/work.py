@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Generator
 
 from engine.data import Dataset, load_dataset
-from engine.events import CancelToken, EvalDone, Progress
+from engine.events import CancelToken, EvalDone, Progress, StepGate
 from engine.layers import LayerInfo, classifier_head, describe_layers
 from engine.metrics import count_macs, count_params, evaluate, size_on_disk
 from engine.models import DEMO_TITLES, FileInfo, ModelBundle, describe_file, export_onnx, list_architectures
@@ -145,11 +145,12 @@ def load(request: LoadRequest, cancel: CancelToken) -> Generator[Any, None, Load
 
 
 def prune(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, export_graph: bool,
-          work_dir: Path, cancel: CancelToken) -> Generator[Any, None, PrunedModel]:
-    """One pruning run on a copy of `bundle` (its events pass through), then the result exported to ONNX."""
+          work_dir: Path, cancel: CancelToken, gate: StepGate | None = None) -> Generator[Any, None, PrunedModel]:
+    """One pruning run on a copy of `bundle` (its events pass through; with `gate`, it pauses after each
+    phase), then the result exported to ONNX."""
     keep: list[ModelBundle] = []
     done: RunDone | None = None
-    for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep):
+    for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep, gate=gate):
         if isinstance(ev, RunDone):
             done = ev
         yield ev

@@ -65,6 +65,7 @@ class TeachTab(QWidget):
             self.views.setTabToolTip(self.views.count() - 1, tip)
         layout.addWidget(self.views, 1)
         self.group_view.layer_clicked.connect(self._explain_layer_named)
+        self.why_view.manual_requested.connect(lambda channels: window.start_run(manual_channels=channels))
         self.maps_view.show_button.clicked.connect(self.show_image)
         window.job_stopped.connect(self._on_job_stopped)
         QTimer.singleShot(0, self._connect_window)  # the Prune panel and layer table exist once the window is built

@@ -1,5 +1,6 @@
 """Three Teach views fed by one engine.explain.Explanation: why these channels, criteria side by side,
-and the dependency group."""
+and the dependency group. In the Why view a student can also tick channels and run them as the
+"manual" method, compared with the others in Results."""
 from __future__ import annotations
 
 from html import escape
@@ -7,8 +8,8 @@ from html import escape
 import numpy as np
 from PySide6.QtCore import Qt, Signal  # PySide6 first, so pyqtgraph binds it
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
-                               QToolTip, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QToolTip, QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
 
@@ -17,6 +18,7 @@ from engine.methods import get_method
 from gui import theme
 
 KEPT_COLOUR = theme.run_colour(0)
+TICK_COLOUR = "#E69F00"  # Okabe–Ito orange: apart from the kept blue and the removed red
 
 
 def _words(text: str) -> QLabel:
@@ -46,11 +48,15 @@ def _bars(plot: pg.PlotItem, heights: np.ndarray, cut: np.ndarray) -> None:
 
 
 class WhyView(theme.PaletteWidget):
-    """The chosen method's scores for the layer, sorted, with the cut line; hover for a channel's facts."""
+    """The chosen method's scores for the layer, sorted, with the cut line; hover for a channel's facts,
+    click a bar to tick its channel, and run the ticked channels as the manual method."""
+
+    manual_requested = Signal(dict)  # layer name -> sorted channel indices
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.scores: ChannelScores | None = None
+        self.ticked: dict[str, set[int]] = {}  # kept across layers: one manual run may cut several
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.plot_widget = pg.PlotWidget()
@@ -61,22 +67,98 @@ class WhyView(theme.PaletteWidget):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.plot_widget.scene().sigMouseClicked.connect(self._on_mouse_clicked)
         layout.addWidget(self.plot_widget, 1)
+        self.tick_marks = pg.ScatterPlotItem(symbol="t1", size=11, brush=pg.mkBrush(TICK_COLOUR), pen=None)
+        row = QHBoxLayout()
+        self.tick_label = QLabel("Click bars to tick channels, then run them as the manual method.")
+        self.tick_label.setWordWrap(True)
+        row.addWidget(self.tick_label, 1)
+        self.tick_cut_button = QPushButton("Tick the method's cut")
+        self.tick_cut_button.setToolTip("Start from the channels the method removes (red), then change them")
+        self.tick_cut_button.clicked.connect(self.tick_method_cut)
+        self.clear_button = QPushButton("Clear ticks")
+        self.clear_button.setToolTip("Untick every channel, in every layer")
+        self.clear_button.clicked.connect(self.clear_ticks)
+        self.run_button = QPushButton("Run ticked channels")
+        self.run_button.setToolTip("Prune exactly the ticked channels (and every channel tied to them) as the "
+                                   "manual method; the run appears in Results beside the others")
+        self.run_button.clicked.connect(self._on_run_clicked)
+        for button in (self.tick_cut_button, self.clear_button, self.run_button):
+            row.addWidget(button)
+        layout.addLayout(row)
         self.hover_label = QLabel("Hover over a bar to see its channel, rank, score and the layers tied to it.")
         self.hover_label.setWordWrap(True)
         layout.addWidget(self.hover_label)
         self.text = _words("Pick a layer and press <b>Explain</b>.")
         layout.addWidget(self.text)
         self._apply_palette()
+        self._refresh_ticks()
 
     def _apply_palette(self) -> None:
         self.plot_widget.setBackground(theme.plot_background())
         _style(self.plot)
 
+    # --------------------------------------------------------------------- ticks (manual pruning)
+    def manual_channels(self) -> dict[str, list[int]]:
+        """The ticked channels as PruneConfig.manual_channels."""
+        return {layer: sorted(chs) for layer, chs in self.ticked.items() if chs}
+
+    def toggle(self, channel: int) -> None:
+        """Tick or untick one channel of the shown layer."""
+        if self.scores is None or not 0 <= channel < len(self.scores.scores):
+            return
+        chs = self.ticked.setdefault(self.scores.layer, set())
+        chs.symmetric_difference_update({channel})
+        self._refresh_ticks()
+
+    def tick_method_cut(self) -> None:
+        """Tick exactly the channels the method removes in the shown layer."""
+        if self.scores is not None:
+            self.ticked[self.scores.layer] = {int(i) for i in np.flatnonzero(self.scores.cut)}
+            self._refresh_ticks()
+
+    def clear_ticks(self) -> None:
+        """Untick everything."""
+        self.ticked.clear()
+        self._refresh_ticks()
+
+    def _refresh_ticks(self) -> None:
+        chosen = self.manual_channels()
+        self.tick_marks.setData([], [])
+        if self.scores is not None:
+            mine = self.ticked.get(self.scores.layer, set())
+            heights = np.nan_to_num(self.scores.scores, nan=0.0)
+            xs = [int(self.scores.ranks[c]) for c in sorted(mine)]
+            self.tick_marks.setData(xs, [max(float(heights[c]), 0.0) for c in sorted(mine)])
+        total = sum(len(v) for v in chosen.values())
+        where = "; ".join(f"{escape(layer)}: {', '.join(map(str, chs[:12]))}{', …' if len(chs) > 12 else ''}"
+                          for layer, chs in chosen.items())
+        self.tick_label.setText(f"<b>{total} channel(s) ticked</b> ({where}). Click a bar to tick or untick it."
+                                if total else "Click bars to tick channels (an orange mark), then run them as the "
+                                "manual method.")
+        self.run_button.setEnabled(total > 0)
+        self.tick_cut_button.setEnabled(self.scores is not None)
+
+    def _on_run_clicked(self) -> None:
+        chosen = self.manual_channels()
+        if chosen:
+            self.manual_requested.emit(chosen)
+
+    def _on_mouse_clicked(self, event) -> None:
+        if self.scores is None or not self.plot.sceneBoundingRect().contains(event.scenePos()):
+            return
+        position = int(round(self.plot.vb.mapSceneToView(event.scenePos()).x()))
+        if 0 <= position < len(self.scores.order):
+            self.toggle(int(self.scores.order[position]))
+
     def show_scores(self, scores: ChannelScores | None, method_name: str) -> None:
         """Draw `scores` (None: the method is unstructured and has no channel scores)."""
         self.scores = scores
         self.plot.clear()
+        self.plot.addItem(self.tick_marks)  # clear() removed it; the marks sit on top of the bars
+        self.tick_marks.setZValue(10)
+        self._refresh_ticks()
         method = get_method(method_name)
         if scores is None:
             self.text.setText(f"<b>{escape(method.title)}</b> zeroes single weights and keeps every channel, so "
@@ -123,6 +205,8 @@ class WhyView(theme.PaletteWidget):
         score = s.scores[channel]
         shown = "no score" if np.isnan(score) else f"score {score:.4g}"
         fate = "removed" if s.cut[channel] else "kept"
+        if channel in self.ticked.get(s.layer, ()):
+            fate += ", ticked by you"
         tied = ", ".join(s.tied[:8]) + (", …" if len(s.tied) > 8 else "") if s.tied else "no other layer"
         return (f"Channel {channel}: rank {s.ranks[channel] + 1} of {len(s.order)} (1 = first to go), {shown}, "
                 f"{fate}. Tied to: {tied}.")
