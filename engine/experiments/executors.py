@@ -262,6 +262,34 @@ def import_ray():
     return ray
 
 
+def connect(address: str | None) -> bool:
+    """Join the Ray cluster at `address` ("auto": the one on this machine), or start a Ray instance here
+    when None; True when this call did so (False: this process was connected already)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    import logging
+
+    import engine
+
+    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False,
+                    # the engine package travels to every worker: no shared disk or install of PruneLab there
+                    "runtime_env": {"py_modules": [str(Path(engine.__file__).parent)]}}
+    if address:
+        kwargs["address"] = address
+        _token_auth_when_available()
+    else:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray instance"
+        raise UserError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0]}; start one with "
+                        "`ray start --head` and copy its token here (`ray get-auth-token` there, RAY_AUTH_TOKEN "
+                        "here; docs/cluster.md), or run with --executor local") from None
+    return True
+
+
 class RayExecutor:
     """Runs on a Ray cluster (or a Ray instance started here when no address is given), as many at once as
     the cluster has room for (its CPUs / cpus_per_run, GPUs / gpus_per_run)."""
@@ -280,27 +308,9 @@ class RayExecutor:
     def open(self, plan: Plan, bundle, data, baseline, models_dir: Path | None) -> None:
         """Connect (or start a local Ray), put the model in the object store, make the progress queue."""
         ray = import_ray()
-        import logging
-
         from ray.util.queue import Queue
 
-        if not ray.is_initialized():
-            import engine
-
-            kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False,
-                            # the engine package travels to every worker: no shared disk or install of PruneLab
-                            "runtime_env": {"py_modules": [str(Path(engine.__file__).parent)]}}
-            if self.address:
-                kwargs["address"] = self.address
-            else:
-                kwargs["include_dashboard"] = False
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = self.address or "a local Ray instance"
-                raise UserError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0]}; start one "
-                                "with `ray start --head` (docs/cluster.md) or run with --executor local") from None
-            self._started = True
+        self._started = connect(self.address)
         res = ray.cluster_resources()
         slots = [res.get("CPU", 0) / self.cpus] if self.cpus else []
         if self.gpus:
@@ -432,6 +442,23 @@ class RayExecutor:
         self._model = None
         if self._started:
             ray.shutdown()
+
+
+def _token_auth_when_available() -> None:
+    """Ray 2.5x+ heads require a token by default, yet a driver given an explicit address only sends one when
+    told to: with a token at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and no mode
+    chosen, choose token mode, so `--address HOST:PORT` works as `ray start` prints it."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray reads its configuration once, at import: make it look again (what `ray start` does)
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):
+            pass
 
 
 def _pickle_user_code_by_value(bundle) -> None:

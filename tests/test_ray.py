@@ -1,0 +1,268 @@
+"""The Ray executor against a real Ray cluster on 127.0.0.1 (a head with two worker slots, started and stopped
+here): the same results as the local executor except timings, a killed driver resumes, a killed worker's
+run is retried, cancel stops the runs in flight and keeps the finished ones; and the executor's flags and
+plan keys. Ray failing to start fails the tests (set PRUNELAB_RAY_OPTIONAL=1 to skip them instead)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from cli.main import main as cli_main
+from engine.errors import Cancelled, UserError
+from engine.events import CancelToken
+from engine.experiments import (PlanDone, PlanRunDone, PlanRunStarted, ResultStore, load_plan, parse_plan,
+                                run_plan)
+from engine.models import DemoResNet, ModelBundle, save_model
+
+PLAN = """
+[plan]
+name = "ray"
+save_models = {save}
+[model]
+source = "{model}"
+[sweep]
+methods = ["l1", "l2"]
+ratios = [0.3, 0.5]
+[prune]
+eval_limit = 128
+measure_speed = false
+round_to = 4
+bn_batches = 2
+[[recovery]]
+name = "ft"
+finetune_batches = {batches}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cannot_start(why: str):
+    if os.environ.get("PRUNELAB_RAY_OPTIONAL") == "1":
+        pytest.skip(f"Ray cannot start here: {why}")
+    pytest.fail(f"Ray cannot start here, so the Ray executor is untested: {why} (set PRUNELAB_RAY_OPTIONAL=1 to "
+                "skip instead)")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """`ray start --head --block` on 127.0.0.1 with 2 CPUs; its process group is ended after the module."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        _cannot_start(str(exc))
+    port = _free_port()
+    ray_bin = Path(sys.executable).parent / "ray"
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    with open(log, "wb") as out:
+        head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0",
+                                 f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                                 "--disable-usage-stats"], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=tmp_path_factory.getbasetemp())
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    ready = False
+    while time.monotonic() < deadline and head.poll() is None:
+        if b"Ray runtime started" in log.read_bytes():
+            ready = True
+            break
+        time.sleep(0.3)
+    if not ready:
+        os.killpg(head.pid, signal.SIGTERM) if head.poll() is None else None
+        _cannot_start(log.read_text(errors="replace")[-2000:])
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)  # the head, its daemons and workers: the group `ray start` leads
+    try:
+        head.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+
+
+@pytest.fixture(scope="module")
+def driver(cluster):
+    """This process joined to the cluster once, so its tests share warm workers (the CLI test joins alone)."""
+    import ray
+
+    from engine.experiments.executors import connect
+
+    assert connect(cluster)
+    yield cluster
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, fashion):
+    """A tiny model file and the data, shared by the module's tests."""
+    torch.manual_seed(0)
+    bundle = ModelBundle(DemoResNet(widths=(4, 8, 16)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
+                         fashion.class_names, arch_kwargs={"widths": [4, 8, 16]})
+    path = save_model(bundle, tmp_path_factory.mktemp("model") / "tiny.pt")
+    return path, bundle, fashion
+
+
+def plan_file(tmp_path: Path, model: Path, save: bool = False, batches: int = 3, extra: str = "") -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(PLAN.format(model=model, save=str(save).lower(), batches=batches) + extra)
+    return path
+
+
+def ray_plan(tmp_path, model, address, **kw):
+    plan = load_plan(plan_file(tmp_path, model, **kw))
+    plan.executor, plan.address = "ray", address
+    return plan
+
+
+def figures(result) -> tuple:
+    m = result.metrics
+    return (m.top1, m.top5, m.f1_macro, m.params, m.nonzero_params, m.macs, m.size_bytes)
+
+
+# ----------------------------------------------------------------------------- the cluster
+
+
+def test_ray_results_equal_local_and_files_come_back(tmp_path, driver, tiny):
+    model, bundle, data = tiny
+    local_plan = load_plan(plan_file(tmp_path, model))
+    local = [ev for ev in run_plan(local_plan, ResultStore(tmp_path / "local.sqlite"), bundle=bundle, data=data)][-1]
+    plan = ray_plan(tmp_path, model, driver, save=True)
+    store = ResultStore(tmp_path / "ray.sqlite")
+    events = list(run_plan(plan, store, bundle=bundle, data=data))
+    done = events[-1]
+    assert isinstance(done, PlanDone) and done.ran == 4 and not done.failed
+    started = [ev for ev in events if isinstance(ev, PlanRunStarted)]
+    assert len({ev.key for ev in started}) == 4 and all(ev.node and ev.pid != os.getpid() for ev in started)
+    assert max(len(ev.running) for ev in started) == 2  # two runs in flight on two CPUs
+    by_key = {r.key: r for r in local.results}
+    assert set(by_key) == {r.key for r in done.results}  # same keys: either executor resumes the other's plan
+    for r in done.results:
+        assert figures(r) == figures(by_key[r.key]), r.label
+        assert r.steps[-1]["top1"] == by_key[r.key].steps[-1]["top1"]
+        assert r.extra["executor"] == "ray" and by_key[r.key].extra["executor"] == "local"
+        assert r.node == socket.gethostname() and r.threads == 1  # where it was timed
+        model_file = Path(r.files["model"])  # written by the driver beside its store, not on the worker
+        assert model_file.is_file() and model_file.parent.parent == tmp_path / "models"
+    again = ResultStore(tmp_path / "ray.sqlite", read_only=True).results()
+    assert [(r.node, r.threads) for r in again] == [(r.node, r.threads) for r in done.results]
+
+
+def test_driver_killed_mid_plan_resumes_on_the_cluster(tmp_path, cluster, tiny):
+    model, _, _ = tiny
+    path = plan_file(tmp_path, model, batches=20)
+    store = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "main.py", "sweep", str(path), "--store", str(store), "--executor", "ray", "--address",
+           cluster, "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None and not stored:
+        time.sleep(0.2)
+        if store.exists():
+            try:
+                with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+                    stored = db.execute("SELECT COUNT(*) FROM runs WHERE kind = 'run'").fetchone()[0]
+            except sqlite3.Error:
+                pass
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r.key for r in ResultStore(store, read_only=True).results()}
+    assert 1 <= len(before) < 4
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{4 - len(before)} runs done, {len(before)} already stored" in out.stdout
+    final = ResultStore(store, read_only=True)
+    keys = [r.key for r in final.results()]
+    assert len(keys) == len(set(keys)) == 4 and before <= set(keys) and final.claims() == []
+
+
+def test_killed_worker_run_is_retried(tmp_path, driver, tiny):
+    model, bundle, data = tiny
+    plan = ray_plan(tmp_path, model, driver, batches=10)
+    killed = None
+    events = []
+    for ev in run_plan(plan, ResultStore(tmp_path / "s.sqlite"), bundle=bundle, data=data):
+        events.append(ev)
+        if isinstance(ev, PlanRunStarted) and killed is None:
+            killed = ev
+            os.kill(ev.pid, signal.SIGKILL)  # a worker process of the cluster this module started
+    done = events[-1]
+    assert isinstance(done, PlanDone) and done.ran == 4 and not done.failed
+    again = [ev for ev in events if isinstance(ev, PlanRunStarted) and ev.key == killed.key and ev.attempt == 2]
+    assert again and again[0].pid != killed.pid and "attempt 2" in again[0].message
+    assert killed.key in {r.key for r in done.results}
+
+
+def test_cancel_stops_runs_in_flight_and_keeps_finished_ones(tmp_path, driver, tiny):
+    model, bundle, data = tiny
+    plan = ray_plan(tmp_path, model, driver, batches=20)
+    store = ResultStore(tmp_path / "s.sqlite")
+    cancel = CancelToken()
+    finished = []
+    with pytest.raises(Cancelled):
+        for ev in run_plan(plan, store, cancel, bundle=bundle, data=data):
+            if isinstance(ev, PlanRunDone):
+                finished.append(ev.result.key)
+                cancel.cancel()
+    stored = {r.key for r in store.results()}
+    assert finished and set(finished) <= stored and len(stored) < 4 and store.claims() == []
+    time.sleep(2)  # a cancelled run must not complete and appear later
+    assert {r.key for r in store.results()} == stored
+    done = list(run_plan(plan, store, bundle=bundle, data=data))[-1]
+    assert done.skipped == len(stored) and done.ran == 4 - len(stored)
+
+
+# ----------------------------------------------------------------------------- flags and plan keys (no cluster)
+
+
+def test_plan_names_the_executor_and_flags_override_it(tmp_path, tiny, monkeypatch):
+    model, _, _ = tiny
+    plan = load_plan(plan_file(tmp_path, model).with_name("plan.toml"))
+    assert plan.executor == "local" and plan.address is None
+    text = plan_file(tmp_path, model).read_text().replace('name = "ray"', 'name = "ray"\nexecutor = "ray"\n'
+                                                          'address = "10.0.0.5:6379"\ngpus_per_run = 0.5')
+    plan = parse_plan(text, tmp_path)
+    assert (plan.executor, plan.address, plan.cpus_per_run, plan.gpus_per_run) == ("ray", "10.0.0.5:6379", 1.0, 0.5)
+    for bad, words in (('executor = "slurm"', '"local" or "ray"'), ("cpus_per_run = -1", "0 or more"),
+                       ("cpus_per_run = 0", "both 0"), ('address = ""', "address is empty")):
+        with pytest.raises(UserError, match=words):
+            parse_plan(plan_file(tmp_path, model).read_text().replace('name = "ray"', f'name = "ray"\n{bad}'),
+                       tmp_path)
+    seen = {}
+    import engine.experiments as ex
+
+    def fake_run_plan(plan, *args, **kw):
+        seen.update(executor=plan.executor, address=plan.address, cpus=plan.cpus_per_run, gpus=plan.gpus_per_run)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(ex, "run_plan", fake_run_plan)
+    path = plan_file(tmp_path, model)
+    store = str(tmp_path / "f.sqlite")
+    assert cli_main(["sweep", str(path), "--store", store, "--address", "auto", "--gpus-per-run", "1"]) == 2
+    assert seen == {"executor": "ray", "address": "auto", "cpus": 1.0, "gpus": 1.0}
+    assert cli_main(["sweep", str(path), "--store", store, "--executor", "local", "--cpus-per-run", "2"]) == 2
+    assert cli_main(["sweep", str(path), "--store", store, "--executor", "ray", "--cpus-per-run", "0"]) == 2
+
+
+def test_missing_dataset_on_a_worker_names_the_node_and_path(tmp_path, tiny):
+    from engine.experiments.executors import _worker_data
+
+    _, bundle, _ = tiny
+    plan = parse_plan(plan_file(tmp_path, tiny[0]).read_text().replace("[sweep]", '[data]\nspec = '
+                                                                      f'"imagefolder:{tmp_path}/nowhere"\n[sweep]'),
+                      tmp_path)
+    with pytest.raises(UserError, match=rf"node {socket.gethostname()}.*nowhere.*every node"):
+        _worker_data(plan, bundle)
