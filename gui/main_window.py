@@ -28,7 +28,8 @@ from gui import dialogs, theme
 from gui.jobs import Job, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar
 from gui.menus import build_actions, build_menus, open_model
-from gui.open_model import open_model_dialog, remember_recipe, remembered_recipe
+from gui.open_model import open_model_dialog
+from gui.open_model_recipe import remember_recipe, remembered_recipe
 from gui.results import RunRecord
 from gui.settings import Settings
 from gui.source_panel import DEFAULT_DATA, OPEN_CIFAR, OPEN_FILE, OPEN_FOLDER, OPEN_NEW

@@ -22,7 +22,8 @@ from engine.models import build_arch, first_conv, list_architectures  # noqa: E4
 from gui import dialogs  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.menus import _fill_recent  # noqa: E402
-from gui.open_model import OpenModelDialog, open_model_dialog, remembered_recipe  # noqa: E402
+from gui.open_model import OpenModelDialog, open_model_dialog  # noqa: E402
+from gui.open_model_recipe import parse_shape, plain, remembered_recipe  # noqa: E402
 from gui.settings import Settings  # noqa: E402
 
 TIMEOUT_MS = 90_000
@@ -291,3 +292,12 @@ def test_dropping_a_file_opens_the_dialog_with_it(window, qtbot, rgb_state):
     dialog = window.open_model_dialog
     assert dialog.isVisible() and dialog.path == str(rgb_state) and "state_dict" in dialog.found_label.text()
     assert window.loaded is None  # nothing opens before the user accepts
+
+
+def test_shapes_and_messages_in_the_dialogs_words():
+    assert parse_shape("3, 224,224") == (3, 224, 224) and parse_shape("1x28x28") == (1, 28, 28)
+    assert parse_shape("  ") is None
+    for bad in ("3,224", "0,28,28", "a,b,c", "3,2.5,4"):
+        with pytest.raises(Exception, match="three positive whole numbers"):
+            parse_shape(bad)
+    assert "--" not in plain("the model does not accept inputs of shape (1, 2, 2): x; pass --input-shape C,H,W")

@@ -1,0 +1,105 @@
+"""The Open model dialog's memory and words: recipes remembered with their files (QSettings), the input
+shape as typed, engine messages in the dialog's terms, and the check's findings as a small table."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from html import escape
+
+from engine.errors import UserError
+from engine.inputs import ModelRecipe, RecipeChecked
+from engine.units import fmt_count
+from gui.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECIPES_KEY = "models/recipes"
+ERR = "<span style='color:#D55E00'>{}</span>"
+OK, NO = "<span style='color:#009E73'>✔</span>", "<span style='color:#D55E00'>✘</span>"
+
+# The engine's errors name command-line flags; the dialog names its own fields instead.
+PLAIN_WORDS = (("pass --partial-weights to load them anyway", "tick “Accept a partial match” to load them anyway"),
+               ("--model-code/--model-kwargs", "a Python file and its arguments"),
+               ("pass --input-shape C,H,W", "set the input shape"), ("--input-shape", "the input shape"),
+               ("pass --mean/--std with one value per channel", "choose a normalisation with one value per channel"),
+               ("--mean and --std", "the mean and std"), ("--model-kwargs JSON", "the arguments (JSON)"),
+               ("--std", "std"), ("--model-kwargs", "the arguments"))
+
+
+def plain(message: str) -> str:
+    """An engine message with the dialog's words in place of command-line flags."""
+    for flag, words in PLAIN_WORDS:
+        message = message.replace(flag, words)
+    return message
+
+
+# ===================================================================== recipes remembered with the file
+def _recipes(settings: Settings) -> dict:
+    try:
+        found = json.loads(settings.value(RECIPES_KEY, "{}", str))
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def remembered_recipe(settings: Settings, source: str) -> ModelRecipe | None:
+    """The recipe the model `source` was last opened with; None if none (or a damaged one, which is logged)."""
+    obj = _recipes(settings).get(source)
+    if obj is None:
+        return None
+    try:
+        return ModelRecipe.from_json(obj)
+    except UserError as exc:
+        log.warning("ignoring the remembered recipe of %s: %s", source, exc)
+        return None
+
+
+def remember_recipe(settings: Settings, source: str, recipe: ModelRecipe) -> None:
+    """Keep `recipe` for `source`, and recipes only for what is still in the recent list."""
+    keep = set(settings.recent("models")) | {source}
+    recipes = {k: v for k, v in _recipes(settings).items() if k in keep}
+    recipes[source] = recipe.to_json()
+    settings.set_value(RECIPES_KEY, json.dumps(recipes))
+
+
+def parse_shape(text: str) -> tuple[int, int, int] | None:
+    """"C,H,W" (or 3x224x224) as three integers; None when empty (the dataset's shape)."""
+    parts = [p for p in re.split(r"[\s,x×]+", text.strip()) if p]
+    if not parts:
+        return None
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"the input shape must be three positive whole numbers C,H,W such as 3,224,224, got {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def checked_html(c: RecipeChecked, dataset: str) -> str:
+    """The check's findings as a small table: weights, forward pass, classes, top-1, size and cost."""
+    if c.tensors_total is None:
+        weights = f"{OK} the file holds its own architecture: nothing to match"
+    elif c.untrained:
+        weights = f"{OK} untrained: random weights"
+    else:
+        mark = OK if c.tensors_filled == c.tensors_total else "<span style='color:#E69F00'>●</span>"
+        weights = f"{mark} {c.tensors_filled} of {c.tensors_total} tensors matched"
+        if c.unmatched:
+            shown = ", ".join(escape(n) for n in c.unmatched[:6])
+            weights += f"; not matched: {shown}" + (f" and {len(c.unmatched) - 6} more" if len(c.unmatched) > 6
+                                                    else "")
+    shape = "×".join(map(str, c.input_shape))
+    classes = (f"{OK if c.output_classes == c.dataset_classes else NO} {c.output_classes} outputs for "
+               f"{c.dataset_classes} classes of {escape(dataset)}")
+    chance = 1 / max(1, c.dataset_classes)
+    top1 = f"{c.top1:.1%} on {c.images} validation images"
+    if not c.untrained and c.top1 < 1.5 * chance:
+        top1 += (f" <span style='color:#E69F00'>(about chance, {chance:.0%}: the weights may not fit this data, "
+                 "or the normalisation may be wrong)</span>")
+    norm = ", ".join(f"{m:.3g}" for m in c.norm_mean) + " / " + ", ".join(f"{s:.3g}" for s in c.norm_std)
+    rows = [("Architecture", escape(c.arch)), ("Weights", weights), ("Forward pass", f"{OK} runs on {shape} images"),
+            ("Output", classes), ("Top-1", top1), ("Size", f"{fmt_count(c.params)} parameters, "
+                                                           f"{fmt_count(c.macs)} MACs per image"),
+            ("Mean / std", norm)]
+    html = "<table cellspacing='0' cellpadding='1'>" + "".join(
+        f"<tr><td style='padding-right:8px'><i>{k}</i></td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    notes = "".join(f"<br><small>{escape(n)}</small>" for n in c.notes)
+    return html + notes + f"<br><small>Checked in {c.seconds:.1f} s.</small>"
