@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
                                QLabel, QLineEdit, QPushButton, QRadioButton, QSplitter, QTableWidget, QTableWidgetItem,
@@ -212,6 +212,7 @@ class LayerTable(QTableWidget):
     choices_changed = Signal()
     layers_set = Signal()  # the rows were replaced: the filter's type list follows
     ALL_TYPES = "All types"
+    SPINS_PER_TURN = 12
     HEADERS = (("Layer", "Module name in the model"), ("Type", "Layer type"),
                ("Output", "Output shape for one image (channels × height × width)"),
                ("Params", "Parameters of the layer"), ("MACs", "Multiply-accumulates per image"),
@@ -245,16 +246,21 @@ class LayerTable(QTableWidget):
         self.head: str | None = None
         self._spins: dict[str, QDoubleSpinBox] = {}
         self._filter = ("", self.ALL_TYPES)
+        self._pending: list[tuple[int, str]] = []  # (row, layer) still without a Ratio spin box
         self.itemSelectionChanged.connect(self._on_selection)
         self.itemChanged.connect(self._on_item_changed)
 
     def set_layers(self, layers: list[LayerInfo], head: str | None) -> None:
         """Fill the table from describe_layers() (clears the per-layer choices)."""
+        # Sizing to contents after every cell, and repainting, made 160 rows stall the UI thread for ~300 ms.
+        self.setUpdatesEnabled(False)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.blockSignals(True)
         self.layers, self.head = layers, head
         self.clearContents()
         self.setRowCount(len(layers))
         self._spins.clear()
+        self._pending = []
         members: dict[int, list[str]] = {}
         for info in layers:
             members.setdefault(info.group, []).append(info.name)
@@ -286,6 +292,29 @@ class LayerTable(QTableWidget):
             include.setToolTip("The classifier head is kept so the number of classes stays the same" if is_head
                                else "Untick to leave this layer alone")
             self.setItem(row, self.COL_INCLUDE, include)
+            if not is_head:
+                self._pending.append((row, info.name))
+            for col in (self.COL_PRUNED, self.COL_SENSITIVITY):
+                cell = QTableWidgetItem("")
+                cell.setData(NAME_ROLE, info.name)
+                cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.setItem(row, col, cell)
+        self.blockSignals(False)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.setUpdatesEnabled(True)
+        self.set_filter(*self._filter)
+        self.layers_set.emit()
+        QTimer.singleShot(0, self._make_spins_later)
+
+    def _make_spins(self, count: int | None = None) -> None:
+        """Create the Ratio spin boxes still missing (at most `count`); a row without one reads 'default'.
+
+        A spin box costs about a millisecond to create and place, so 160 of them made at once would
+        stall the UI thread; they are made a few dozen per event-loop turn instead, or all at once
+        when something needs them (`cellWidget`, `set_ratios`).
+        """
+        batch, self._pending = self._pending[:count], self._pending[count:] if count else []
+        for row, name in batch:
             spin = QDoubleSpinBox()
             spin.setRange(-0.05, 0.95)
             spin.setSingleStep(0.05)
@@ -293,21 +322,23 @@ class LayerTable(QTableWidget):
             spin.setSpecialValueText("default")
             spin.setValue(-0.05)
             spin.setFrame(False)
-            spin.setEnabled(not is_head)
             spin.setToolTip("This layer's own ratio; 'default' follows the method panel. Structured methods "
                             "apply it to the layer's whole dependency group")
             spin.valueChanged.connect(self.choices_changed)
             self.setCellWidget(row, self.COL_RATIO, spin)
-            self._spins[info.name] = spin
-            for col in (self.COL_PRUNED, self.COL_SENSITIVITY):
-                cell = QTableWidgetItem("")
-                cell.setData(NAME_ROLE, info.name)
-                cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.setItem(row, col, cell)
-        self.blockSignals(False)
-        self.resizeColumnsToContents()
-        self.set_filter(*self._filter)
-        self.layers_set.emit()
+            self._spins[name] = spin
+
+    @Slot()
+    def _make_spins_later(self) -> None:
+        if self._pending:
+            self._make_spins(self.SPINS_PER_TURN)
+            QTimer.singleShot(0, self._make_spins_later)
+
+    def cellWidget(self, row: int, column: int) -> QWidget | None:  # noqa: N802 - Qt's name
+        """The cell's widget; Ratio spin boxes not made yet are made first."""
+        if column == self.COL_RATIO and self._pending:
+            self._make_spins()
+        return super().cellWidget(row, column)
 
     def kinds(self) -> list[str]:
         """The layer types present, for the filter's type list."""
@@ -366,6 +397,7 @@ class LayerTable(QTableWidget):
 
     def set_ratios(self, ratios: dict[str, float]) -> None:
         """Put per-layer ratios into the Ratio column (layers not named go back to 'default')."""
+        self._make_spins()
         for name, spin in self._spins.items():
             if spin.isEnabled():
                 spin.setValue(ratios.get(name, -0.05))
