@@ -170,3 +170,27 @@ def test_unticking_step_lets_a_paused_run_finish(window, qtbot, fashion):
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         panel.step_check.setChecked(False)
     assert window.runs[window.current_run].status == "done"
+
+
+def test_latency_plot_shows_the_run_batch_with_a_band_and_batch_1_on_request(qtbot):
+    pytest.importorskip("pytestqt")
+    from gui_helpers import qt_environment
+
+    qt_environment()
+    from engine.metrics import Metrics
+    from gui.plots import LivePlots
+
+    plots = LivePlots()
+    qtbot.addWidget(plots)
+    plots.add_run(1, "#1", "#0072B2")
+    for step, ms in ((0, 10.0), (1, 6.0)):
+        plots.add_step(1, step, Metrics(top1=0.9, params=100, macs=100, latency_ms={
+            "1": {"median": ms / 50, "p5": ms / 60, "p95": ms / 40},
+            "64": {"median": ms, "p5": ms - 1, "p95": ms + 2}}))
+    plots.flush()
+    curves = plots.runs[1]
+    assert list(curves.items["latency"].getData()[1]) == [10.0, 6.0]  # the run's batch (64), not batch 1
+    low, high = (edge.getData()[1] for edge in curves.band_edges)
+    assert list(low) == [9.0, 5.0] and list(high) == [12.0, 8.0]
+    plots.batch1_check.setChecked(True)
+    assert list(curves.items["latency"].getData()[1]) == [0.2, 0.12]
