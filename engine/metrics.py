@@ -180,9 +180,12 @@ def serialized_state(model: nn.Module) -> bytes:
 
 
 def size_on_disk(model: nn.Module) -> tuple[int, int]:
-    """(bytes of the saved weights, bytes after zlib compression, where zeros cost almost nothing)."""
+    """(bytes of the saved weights, bytes after zlib compression, where zeros cost almost nothing).
+
+    Level 1: zeros still cost almost nothing, and ResNet-50's 100 MB compress in about a second instead of
+    eight (loading a large model waited on it)."""
     raw = serialized_state(model)
-    return len(raw), len(zlib.compress(raw, 6))
+    return len(raw), len(zlib.compress(raw, 1))
 
 
 # ----------------------------------------------------------------------------- speed and memory

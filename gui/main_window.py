@@ -335,6 +335,7 @@ class MainWindow(QMainWindow):
 
     def _on_progress(self, event: Progress) -> None:
         self.phase_label.setText(f"{self.job.progress_prefix()}{event.phase}: {event.message}")
+        self.progress_bar.setRange(0, 100 if event.total > 0 else 0)  # no total yet (a folder listing): busy
         self.progress_bar.setValue(int(event.fraction * 100))
         self.progress_bar.setFormat(f"{event.phase} %p%")
         self.eta_label.setText(f"ETA {event.eta_s:.0f} s" if event.eta_s is not None and event.done < event.total

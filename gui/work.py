@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator
 
-from engine.data import Dataset, load_dataset
-from engine.events import CancelToken, EvalDone, Progress, StepGate
+from engine.data import Dataset, load_dataset, load_dataset_events
+from engine.events import CancelToken, Progress, StepGate
 from engine.layers import LayerInfo, classifier_head, describe_layers
-from engine.metrics import count_macs, count_params, evaluate, size_on_disk
+from engine.metrics import count_macs, count_params, size_on_disk
 from engine.models import DEMO_TITLES, FileInfo, ModelBundle, describe_file, export_onnx, list_architectures
 from engine.pruning import PruneConfig, RunDone, run_pruning
+from engine.training import quick_top1
 
 # Images used to measure the accuracy of a model that comes without a recorded one.
 QUICK_EVAL_IMAGES = 1000
@@ -101,7 +102,7 @@ def load(request: LoadRequest, cancel: CancelToken) -> Generator[Any, None, Load
     from engine.inputs import fit_data, model_for_data, open_recipe
 
     yield Progress("load", 0, 4, "reading the dataset")
-    raw = request.data if request.data is not None else load_dataset(request.data_spec)
+    raw = request.data if request.data is not None else (yield from load_dataset_events(request.data_spec))
     cancel.check()
     yield Progress("load", 1, 4, "reading the model")
     if request.recipe is not None:
@@ -126,12 +127,11 @@ def load(request: LoadRequest, cancel: CancelToken) -> Generator[Any, None, Load
     }
     if summary["top1"] is None:
         # no recorded accuracy: measure on a slice of the test set so the card is never blank
-        for ev in evaluate(bundle.model, data, limit=QUICK_EVAL_IMAGES, speed=False, cancel=cancel):
-            if isinstance(ev, Progress):
-                yield Progress("load", 3, 4, f"measuring accuracy ({ev.done}/{ev.total})", ev.eta_s)
-            elif isinstance(ev, EvalDone):
-                summary["top1"] = ev.metrics.top1
-                summary["top1_note"] = f"first {QUICK_EVAL_IMAGES} test images"
+        # top-1 only: the full metric set would count MACs and compress the weights a second time
+        yield Progress("load", 3, 4, f"measuring accuracy on {QUICK_EVAL_IMAGES} test images")
+        summary["top1"] = quick_top1(bundle.model, data, "test", limit=QUICK_EVAL_IMAGES, batch_size=64,
+                                     cancel=cancel)
+        summary["top1_note"] = f"first {QUICK_EVAL_IMAGES} test images"
     onnx_path = onnx_error = None
     if request.export_graph and not bundle.scripted:
         yield Progress("load", 3, 4, "exporting ONNX for the graph view")

@@ -94,7 +94,7 @@ def test_main_window_opens_and_closes(qtbot, tmp_path):
     qtbot.addWidget(win)
     win.show()
     assert win.isVisible()
-    assert win.tabs.count() == 5
+    assert win.tabs.count() == 6  # graph, weights, plots, results, experiment, teach
     assert not win.run_action.isEnabled()  # nothing loaded yet
     win.close()
     assert not win.isVisible()
