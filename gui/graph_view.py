@@ -585,6 +585,7 @@ class GraphView(QWidget):
     def set_original(self, path: Path | None, error: str | None = None) -> None:
         """Show the loaded model's graph (forgets the pruned one and the sensitivity colours)."""
         self.paths = {"original": path, "pruned": None}
+        self.server.path = None  # a new model is exported to the same file name: show it, not the old page
         self.layer_colours = {}
         self.pruned_radio.setEnabled(False)
         self.pruned_radio.setText("Pruned model")
@@ -700,9 +701,11 @@ class GraphView(QWidget):
         table.blockSignals(False)
         coupled = len([n for n in names if n != selected])
         note = f"{selected}: {coupled} coupled layer(s) marked" if selected else ""
-        if note or self.note_label.text() == getattr(self, "_highlight_note", None):  # never clear another note
-            self.note_label.setText(note)
-            self._highlight_note = note
+        current = self.note_label.text()
+        # another note (an export error) stays in front of ours; ours replaces only itself
+        base = getattr(self, "_highlight_base", "") if current == getattr(self, "_highlight_note", None) else current
+        self._highlight_base, self._highlight_note = base, " · ".join(t for t in (base, note) if t)
+        self.note_label.setText(self._highlight_note)
         self.note_label.setToolTip("Blue: the layer explained in the Teach tab; amber: the layers that lose the same "
                                    "channels (hover a row for the reason). BatchNorm layers have no row; the Teach "
                                    "tab's Dependency group lists them." + graph_note)
