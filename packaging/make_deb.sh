@@ -71,7 +71,7 @@ Recommends: hicolor-icon-theme, desktop-file-utils
 Description: prune trained image classifiers and compare the methods
  A desktop application (Qt) and a command line that prune PyTorch image
  classifiers with structured and unstructured methods and show accuracy,
- size, MACs and latency before and after. Run `prunelab --self-test` once
+ size, MACs and latency before and after. Run "prunelab --self-test" once
  per machine to check that everything works (CUDA included, where present).
 EOF
 

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     if "--json" in argv:
         print(json.dumps({"parts": totals, "total": total}))
         return 0
-    print(f"{argv[0]}: {total / 1e9:.2f} GB")
+    print(f"{argv[0]}: {total / 1e9:.2f} GB ({total / 2**30:.2f} GiB, what `du -sh` shows)")
     for name, size in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<26} {size / 1e6:8.0f} MB  {size / total:5.1%}")
     return 0
