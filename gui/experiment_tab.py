@@ -34,8 +34,8 @@ import pyqtgraph as pg
 from engine.errors import UserError
 from engine.events import Progress
 from engine.experiments import (DEFAULT_CRITERIA, METRICS, Criterion, Plan, PlanDone, PlanProgress, PlanRunDone,
-                                PlanRunFailed, PlanStarted, Recovery, ResultStore, RunResult, default_store_path,
-                                metric_value, pareto_front, rank)
+                                PlanRunFailed, PlanRunStarted, PlanStarted, Recovery, ResultStore, RunResult,
+                                default_store_path, metric_value, pareto_front, rank)
 from engine.methods import all_methods
 from engine.units import parse_numbers
 from gui import theme
@@ -141,6 +141,7 @@ class ExperimentTab(QWidget):
         self.choose_button.clicked.connect(self._on_choose_store)
         store_row.addWidget(self.choose_button)
         form.addRow("Result store", store_row)
+        form.addRow("Run on", self._build_run_on())
         col.addWidget(form_box)
 
         crit_box = QGroupBox("Criteria (weights and constraints; edits re-rank at once)")
@@ -174,11 +175,47 @@ class ExperimentTab(QWidget):
         self.status_label.setTextFormat(Qt.TextFormat.RichText)  # messages are escaped HTML
         self.status_label.setWordWrap(True)
         col.addWidget(self.status_label)
+        col.addWidget(self.in_flight_label)  # runs on the Ray cluster now
         col.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(panel)
         return scroll
+
+    def _build_run_on(self) -> QWidget:
+        """"this computer" or "Ray cluster at ADDRESS", remembered in the settings; the window stays a client
+        (the runs go to the cluster, the store stays here)."""
+        from gui.settings import Settings
+
+        self._settings = Settings()
+        row = QWidget()
+        line = QHBoxLayout(row)
+        line.setContentsMargins(0, 0, 0, 0)
+        self.run_on_combo = QComboBox()
+        self.run_on_combo.addItem("this computer", "local")
+        self.run_on_combo.addItem("Ray cluster at", "ray")
+        self.run_on_combo.setToolTip("Where the plan's runs execute. A Ray cluster runs several at once; this "
+                                     "computer keeps the result store either way (docs/cluster.md)")
+        self.address_edit = QLineEdit(self._settings.value("experiment/ray_address", "auto", str))
+        self.address_edit.setPlaceholderText("HOST:PORT, or auto")
+        self.address_edit.setToolTip("The Ray head's address as `ray start --head` prints it (HOST:6379), or auto "
+                                     "for the cluster started on this computer with `ray start --head`")
+        line.addWidget(self.run_on_combo)
+        line.addWidget(self.address_edit, 1)
+        self.in_flight_label = QLabel("")
+        self.in_flight_label.setWordWrap(True)
+        self.run_on_combo.setCurrentIndex(max(0, self.run_on_combo.findData(
+            self._settings.value("experiment/executor", "local", str))))
+        self.run_on_combo.currentIndexChanged.connect(self._on_run_on_changed)
+        self.address_edit.editingFinished.connect(self._on_run_on_changed)
+        self.address_edit.setEnabled(self.run_on_combo.currentData() == "ray")
+        return row
+
+    @Slot()
+    def _on_run_on_changed(self, *_args) -> None:
+        self.address_edit.setEnabled(self.run_on_combo.currentData() == "ray")
+        self._settings.set_value("experiment/executor", self.run_on_combo.currentData())
+        self._settings.set_value("experiment/ray_address", self.address_edit.text().strip())
 
     def _build_results(self) -> QWidget:
         panel = QWidget()
@@ -341,7 +378,8 @@ class ExperimentTab(QWidget):
         plan = Plan(model=self._source, data=self._data_spec, methods=methods, ratios=ratios,
                     target_speedups=speedups, recoveries=(Recovery(Recovery(options=options).summary, options),),
                     prune=prune, seed=value["seed"], criteria=self.criteria(), name="gui",
-                    store=str(self._store_path), sensitivity_guided=self.guided_check.isChecked())
+                    store=str(self._store_path), sensitivity_guided=self.guided_check.isChecked(),
+                    executor=self.run_on_combo.currentData(), address=self.address_edit.text().strip() or None)
         plan.configs()  # validates every combination
         return plan
 
@@ -364,6 +402,10 @@ class ExperimentTab(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.choose_button.setEnabled(not running)
+        self.run_on_combo.setEnabled(not running)
+        self.address_edit.setEnabled(not running and self.run_on_combo.currentData() == "ray")
+        if not running:
+            self.in_flight_label.setText("")
 
     @Slot()
     def _on_choose_store(self) -> None:
@@ -428,6 +470,9 @@ class ExperimentTab(QWidget):
             self._baseline = event.baseline
             self.status_label.setText(f"{len(event.keys)} runs, {event.skipped} already stored")
             self._refresh()
+        elif isinstance(event, PlanRunStarted):  # a Ray worker began a run
+            self.status_label.setText(escape(event.message))
+            self.in_flight_label.setText(escape(f"In flight ({len(event.running)}): " + ", ".join(event.running)))
         elif isinstance(event, PlanProgress):
             self.status_label.setText(escape(event.message or event.label))
         elif isinstance(event, Progress):
