@@ -337,7 +337,10 @@ def share_problems(original_params: int, pruned_params: int, ratio: float,
                 problems.append(f"{name} kept {kept}/{size} channels, more than the requested {t:.0%}"
                                 + (" (not pruned)" if kept == size else ""))
         d = weighted / total if total else 0.0
-    low, high = max(0.0, t - d) ** 2, min(1.0, t + d)
+    # A layer's input dimension follows the rounding of the layer that feeds it, which `d` does not see
+    # (AlexNet's first classifier layer holds 2/3 of the weights and moves in steps of 8/256 of its
+    # input): the lower bound gets 5 % of itself as slack for that.
+    low, high = 0.95 * max(0.0, t - d) ** 2, min(1.0, t + d)
     if not low - 1e-9 <= share <= high + 1e-9:
         problems.append(f"kept {share:.1%} of the parameters; ratio {ratio:g} should keep between {low:.1%} and "
                         f"{high:.1%} (channels kept {t:.0%} ± one rounding unit, on one or two dimensions per "

@@ -369,6 +369,14 @@ class UnstructuredPruner(Pruner):
         """Prune to the cumulative ratio of step `step` (exact counts: torch rounds per tensor)."""
         self.step_notes = []
         self.ratio = (self.cfg.pruning_ratio or 0) * step / self.cfg.steps
+        # Without no_grad the masked weight carries autograd history, and a layer the model calls through a
+        # function (Swin's attention: F.linear(x, self.qkv.weight)) never recomputes it, so copying the
+        # model fails ("only tensors created explicitly by the user support the deepcopy protocol").
+        with torch.no_grad():
+            self._mask(step, cancel)
+        return iter(())
+
+    def _mask(self, step: int, cancel: CancelToken) -> None:
         if self.strategy.scope == "global" and not self.cfg.layer_ratios:
             target = min(self.cfg.pruning_ratio, 1.0) * step / self.cfg.steps
             total = sum(m.weight.numel() for _, m in self.targets)
@@ -377,7 +385,7 @@ class UnstructuredPruner(Pruner):
             torch_prune.global_unstructured([(m, "weight") for _, m in self.targets],
                                            pruning_method=torch_prune.L1Unstructured,
                                            amount=max(0, int(round(target * total)) - already))
-            return iter(())
+            return
         for name, m in self.targets:
             cancel.check()
             want = int(round(self._layer_target(name, step) * m.weight.numel()))
@@ -385,7 +393,6 @@ class UnstructuredPruner(Pruner):
             prune = torch_prune.random_unstructured if self.strategy.criterion == "random" \
                 else torch_prune.l1_unstructured
             prune(m, "weight", amount=max(0, want - have))
-        return iter(())
 
     def finish(self) -> None:
         for _, m in self.targets:

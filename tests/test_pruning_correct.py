@@ -118,3 +118,25 @@ def test_a_small_training_split_still_fine_tunes(image_folder):
     b = ModelBundle(model, "tiny", "demo:resnet", data.input_shape, 3, data.norm, data.class_names)
     done, _ = prune(b, data, finetune_batches=2, batch_size=4)
     assert any(s.top1_after_prune is not None for s in done.steps[1:])  # recovery ran
+
+
+class FunctionalLinear(nn.Module):
+    """Calls a layer's weight through a function, as Swin's attention does: the prune hook never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.proj = nn.Linear(8, 8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.conv(x).mean((2, 3))
+        return self.fc(torch.nn.functional.linear(x, self.proj.weight, self.proj.bias))
+
+
+@pytest.mark.parametrize("method", ["magnitude-layer", "magnitude-global"])
+def test_unstructured_pruning_of_a_layer_used_through_a_function(method, fashion):
+    b = ModelBundle(FunctionalLinear(), "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    done, pruned = prune(b, fashion, method=method, finetune_batches=None, keep_head=False)
+    assert done.after.nonzero_params < done.before.nonzero_params
+    assert (pruned.model.proj.weight == 0).float().mean() > 0.2  # the functional layer was masked too

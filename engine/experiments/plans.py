@@ -25,8 +25,9 @@ PLAN_SECTIONS = {
     "model": {"source", "code", "kwargs", "weights", "trust", "input_shape", "mean", "std"},
     "data": {"spec"},
     "sweep": {"methods", "ratios", "target_speedups", "sensitivity_guided"},
+    # manual channels are ticked on one model in the Teach tab, not swept
     "prune": set(PruneConfig.__dataclass_fields__) - {"method", "pruning_ratio", "target_speedup", "layer_ratios",
-                                                      "seed"},
+                                                      "seed", "manual_channels"},
     "recovery": None,  # an array of tables, checked separately
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
     "criteria": None,
