@@ -477,7 +477,7 @@ class LessonPanel(QWidget):
         old = widget.styleSheet()
         widget.setStyleSheet(old + "; border: 3px solid #E69F00; border-radius: 4px;")
         widget.setFocus()
-        QTimer.singleShot(2500, lambda: widget.setStyleSheet(old))
+        QTimer.singleShot(2500, widget, lambda: widget.setStyleSheet(old))  # dropped if the widget goes first
 
 
 class LessonDock(QDockWidget):
