@@ -92,6 +92,10 @@ def main() -> int:
     import torch
 
     log.info("PruneLab starting: %s", versions())
+    # Imported here, on the main thread: torchvision pulls in triton, and importing that first inside the
+    # worker thread while QtWebEngine ran crashed the process (seen in a screenshot script).
+    import torch_pruning  # noqa: F401
+    import torchvision  # noqa: F401
     # leave a core for the UI thread on small machines, so plots stay smooth while the worker computes
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from gui.main_window import MainWindow
