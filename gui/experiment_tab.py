@@ -196,10 +196,10 @@ class ExperimentTab(QWidget):
         self.run_on_combo.addItem("Ray cluster at", "ray")
         self.run_on_combo.setToolTip("Where the plan's runs execute. A Ray cluster runs several at once; this "
                                      "computer keeps the result store either way (docs/cluster.md)")
-        self.address_edit = QLineEdit(self._settings.value("experiment/ray_address", "auto", str))
-        self.address_edit.setPlaceholderText("HOST:PORT, or auto")
-        self.address_edit.setToolTip("The Ray head's address as `ray start --head` prints it (HOST:6379), or auto "
-                                     "for the cluster started on this computer with `ray start --head`")
+        self.address_edit = QLineEdit(self._settings.value("experiment/ray_address", "", str))
+        self.address_edit.setPlaceholderText("HOST:PORT, auto, or empty: start Ray here")
+        self.address_edit.setToolTip("The Ray head's address as `ray start --head` prints it (HOST:6379), auto "
+                                     "for the cluster started on this computer, or empty to start Ray here")
         line.addWidget(self.run_on_combo)
         line.addWidget(self.address_edit, 1)
         self.in_flight_label = QLabel("")

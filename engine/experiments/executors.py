@@ -278,12 +278,8 @@ def connect(address: str | None) -> bool:
     if address:
         kwargs["address"] = address
         _token_auth_when_available()
-    else:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():  # Ray 2.60 hangs starting a node there
-            raise UserError("Ray cannot be started from the window's worker; start it with `ray start --head` "
-                            "and run on the Ray cluster at auto (or its HOST:PORT)")
+    else:  # "local": a new instance, never a stale one named in /tmp/ray by a cluster that is gone
+        kwargs["address"] = "local"
         kwargs["include_dashboard"] = False
     try:
         ray.init(**kwargs)
