@@ -11,6 +11,10 @@ torch-pruning (1.6.1) prunes most classifiers as they are; three kinds go wrong 
 - torchvision's ViT records `hidden_dim` and each block's `num_heads`; pruning the residual stream
   leaves them stale. Heads go whole (one head = head_dim channels of the stream) and the recorded
   sizes are updated after each step.
+- timm's attention (ViT, DeiT, MobileViT, ...: a fused `qkv` Linear, `num_heads`, `head_dim`, `proj`)
+  reshapes with its recorded head count and size. torch-pruning is told the heads (its `num_heads`
+  option, as its own timm ViT example does), so it keeps q, k and v aligned; heads go whole, so
+  `head_dim` and `scale` stay as trained, and `num_heads` is updated after each step.
 
 `prepare` is called on the working copy before the pruner is built; `check_pruned` after pruning.
 """
@@ -51,7 +55,6 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
     if unused:
         prep.notes.append(f"{len(unused)} layer(s) with weights are not used in eval mode and are left as they are "
                           f"(e.g. {', '.join(unused[:3])}); if train mode uses them, fine-tuning will fail")
-    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units)
     grouped = [(n, m) for n, m in model.named_modules()
                if isinstance(m, nn.Conv2d) and 1 < m.groups < m.out_channels]
     if grouped and round_to and round_to > 1:
@@ -66,6 +69,15 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
         prep.notes.append(f"ViT: attention heads are pruned whole ({heads} heads of {model.hidden_dim // heads} "
                           "channels share the hidden size), and hidden_dim / num_heads are updated after each step")
         prep.after_step = _update_vit_sizes
+    attentions = qkv_attentions(model)
+    if attentions:
+        prep.pruner_kwargs["num_heads"] = {qkv: attn.num_heads for qkv, attn in attentions.items()}
+        sizes = sorted({(a.num_heads, a.head_dim) for a in attentions.values()})
+        prep.notes.append(f"{len(attentions)} attention layer(s) with a fused qkv projection "
+                          f"({', '.join(f'{h} heads of {d}' for h, d in sizes)}): heads are pruned whole, so each "
+                          "head keeps its size and scale, and num_heads is updated after each step")
+        prep.after_step = _update_attention_sizes(list(attentions.values()), prep.after_step)
+    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units, attentions)
     return prep
 
 
@@ -108,14 +120,26 @@ def _unused_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 # ----------------------------------------------------------------------------- the pruner
 
-def _architecture_pruner(base: type, units: dict) -> type:
-    """`base` (a torch-pruning pruner) with rounding per convolution group and whole attention heads."""
+def _architecture_pruner(base: type, units: dict, attentions: dict | None = None) -> type:
+    """`base` (a torch-pruning pruner) with rounding per convolution group and whole attention heads.
+    `attentions` maps each fused qkv Linear to its timm-style attention module."""
+    owners = attentions or {}
 
     class ArchitecturePruner(base):
         def __init__(self, *args, **kwargs):
+            # torch-pruning 1.6.1 fills these dicts in place and their defaults are shared between
+            # instances: every pruned model would stay referenced by the next one. Fresh ones per pruner.
+            kwargs.setdefault("in_channel_groups", {})
+            kwargs.setdefault("out_channel_groups", {})
             super().__init__(*args, **kwargs)
             self._round_group = None
-            if not self.round_to and any(isinstance(m, nn.MultiheadAttention) for m in self.model.modules()):
+            self._owners = owners
+            # torch-pruning records the head count as qkv's channel groups, which would prune the same
+            # dimensions of every head; heads go whole here instead (see estimate_importance, _round_to).
+            for qkv in owners:
+                self.out_channel_groups.pop(qkv, None)
+            if not self.round_to and (owners or any(isinstance(m, nn.MultiheadAttention)
+                                                    for m in self.model.modules())):
                 self.round_to = 1  # torch-pruning rounds only when round_to is set; heads need the rounding hook
 
         # torch-pruning 1.6.1 calls this for each group right before rounding its count; remember the group.
@@ -128,11 +152,12 @@ def _architecture_pruner(base: type, units: dict) -> type:
             if group is None or self.DG.get_out_channels(group[0].dep.target.module) != current_channels and \
                     self.DG.get_in_channels(group[0].dep.target.module) != current_channels:
                 return super()._round_to(n_pruned, current_channels, round_to)
-            mha = _attention_in(group, self.DG)
-            if mha is not None:  # whole heads: the unit is one head's channels
-                keep_heads = max((current_channels - n_pruned) // mha.head_dim, 1)
-                _record(units, group, self.DG, mha.head_dim)
-                return current_channels - keep_heads * mha.head_dim
+            heads = _heads_in(group, self.DG, self._owners)
+            if heads is not None:  # whole heads: the unit is one head's channels
+                head_dim = heads[1]
+                keep_heads = max((current_channels - n_pruned) // head_dim, 1)
+                _record(units, group, self.DG, head_dim, width=current_channels)
+                return current_channels - keep_heads * head_dim
             groups = self._get_channel_groups(group)
             if groups <= 1:
                 return super()._round_to(n_pruned, current_channels, round_to)
@@ -146,14 +171,15 @@ def _architecture_pruner(base: type, units: dict) -> type:
 
         def estimate_importance(self, group):
             imp = super().estimate_importance(group)
-            mha = _attention_in(group, self.DG)
-            if imp is None or mha is None or len(imp) != mha.embed_dim:
+            found = _heads_in(group, self.DG, self._owners)
+            if imp is None or found is None or len(imp) != found[0] * found[1]:
                 return imp
+            num_heads, head_dim = found
             # One score per head, so that ranking and rounding take whole heads; a tiny ramp breaks ties.
-            heads = imp.view(mha.num_heads, mha.head_dim).mean(1)
+            heads = imp.view(num_heads, head_dim).mean(1)
             spread = float(heads.max() - heads.min()) or 1.0
-            heads = heads + torch.arange(mha.num_heads, device=heads.device) * spread * 1e-6
-            return heads.repeat_interleave(mha.head_dim)
+            heads = heads + torch.arange(num_heads, device=heads.device) * spread * 1e-6
+            return heads.repeat_interleave(head_dim)
 
         def _prune(self):
             for group in super()._prune():
@@ -164,19 +190,28 @@ def _architecture_pruner(base: type, units: dict) -> type:
     return ArchitecturePruner
 
 
-def _attention_in(group, graph) -> nn.MultiheadAttention | None:
-    """The first nn.MultiheadAttention whose embedding is pruned by this group, if any."""
+def _heads_in(group, graph, owners: dict) -> tuple[int, int] | None:
+    """(heads, head size) of the first attention whose heads this group prunes, if any: an
+    nn.MultiheadAttention's embedding, or a timm-style attention's qkv output."""
     for dep, _ in group:
         module = dep.target.module
-        if isinstance(module, nn.MultiheadAttention) and graph.is_out_channel_pruning_fn(dep.handler):
-            return module
+        if not graph.is_out_channel_pruning_fn(dep.handler):
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            return module.num_heads, module.head_dim
+        if module in owners:
+            return owners[module].num_heads, owners[module].head_dim
     return None
 
 
-def _record(units: dict, group, graph, unit: int) -> None:
+def _record(units: dict, group, graph, unit: int, width: int | None = None) -> None:
+    """Remember each pruned layer's rounding unit; with `width` (the group's channels), a layer with k
+    times as many outputs (a fused qkv) moves k units at a time."""
     for dep, _ in group:
-        if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module):
-            units[dep.target.module] = unit
+        module = dep.target.module
+        if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(module, nn.Module):
+            size = _out_size(module) if width else None
+            units[module] = unit * (size // width if size and size % width == 0 else 1)
 
 
 def _set_head_counts(group, graph) -> None:
@@ -211,6 +246,52 @@ def _update_vit_sizes(model: nn.Module) -> list[str]:
         return []
     return [f"ViT hidden size {before} → {model.hidden_dim} ({first.num_heads} heads of "
             f"{first.self_attention.head_dim}), MLP size {model.mlp_dim}"]
+
+
+# ----------------------------------------------------------------------------- timm-style attention
+
+def qkv_attentions(model: nn.Module) -> dict[nn.Linear, nn.Module]:
+    """qkv Linear -> its attention module, for every module that reshapes a fused qkv projection with a
+    recorded head count and size (timm's Attention and its kind). A module with weights of its own (a
+    per-head relative position table, as in Swin) is left out: torch-pruning would not prune it with
+    the heads."""
+    found = {}
+    for module in model.modules():
+        qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
+        heads, head_dim = getattr(module, "num_heads", None), getattr(module, "head_dim", None)
+        if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(heads, int)
+                and isinstance(head_dim, int)) or isinstance(module, nn.MultiheadAttention):
+            continue
+        width = heads * head_dim
+        if qkv.out_features == 3 * width and proj.in_features == width and \
+                not any(True for _ in module.parameters(recurse=False)):
+            found[qkv] = module
+    return found
+
+
+def _update_attention_sizes(attentions: list[nn.Module], before: Callable[[nn.Module], list[str]]
+                            ) -> Callable[[nn.Module], list[str]]:
+    """after_step for timm-style attention (run after `before`): the head count from the pruned proj."""
+
+    def update(model: nn.Module) -> list[str]:
+        notes = before(model)
+        changed = []
+        for attn in attentions:
+            width = attn.proj.in_features
+            if width % attn.head_dim or attn.qkv.out_features != 3 * width:  # the check will fail the run
+                notes.append(f"an attention layer kept {width} channels, not whole heads of {attn.head_dim}")
+                continue
+            if width // attn.head_dim != attn.num_heads:
+                changed.append(f"{attn.num_heads}→{width // attn.head_dim}")
+                attn.num_heads = width // attn.head_dim
+            if isinstance(getattr(attn, "attn_dim", None), int):
+                attn.attn_dim = width  # timm's Attention reshapes its output with it
+        if changed:
+            notes.append(f"attention heads (of {attentions[0].head_dim} channels) per layer: "
+                         f"{', '.join(dict.fromkeys(changed))}")
+        return notes
+
+    return update
 
 
 # ----------------------------------------------------------------------------- checks

@@ -169,3 +169,100 @@ def test_tiny_vit_two_steps(ratio, heads):
         model(example)
     attention = model.encoder.layers[0].self_attention
     assert attention.head_dim == 8 and attention.num_heads == model.hidden_dim // 8 == heads
+
+
+# ----------------------------------------------------------------------------- timm attention
+
+def tiny_timm_vit(num_heads: int = 2, **kw):
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    return TimmViT(**{**dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=num_heads, num_classes=5),
+                      **kw}).eval()
+
+
+def test_timm_vit_prunes_whole_heads_and_runs():
+    example = torch.randn(1, 3, 32, 32)
+    plain = tiny_timm_vit()
+    before, prep, original = _prune(plain, example, plain.head, with_prepare=False)
+    # timm reshapes qkv with the recorded num_heads and head_dim, which torch-pruning leaves as they were
+    assert any("eval forward fails" in p for p in _check(plain, example, before, prep, original))
+
+    model = tiny_timm_vit()
+    scale = model.blocks[0].attn.scale
+    before, prep, original = _prune(model, example, model.head, with_prepare=True)
+    attn = model.blocks[0].attn
+    assert attn.num_heads == 1 and attn.head_dim == 16 and attn.scale == scale  # one whole head of 16 left
+    assert attn.qkv.out_features == 3 * 16 and attn.proj.in_features == attn.attn_dim == 16
+    assert prep.units[attn.qkv] == 3 * 16 and any("fused qkv" in n for n in prep.notes)
+    assert _check(model, example, before, prep, original) == []
+
+
+def test_timm_vit_keeps_the_strongest_head_with_its_q_k_and_v():
+    """Heads go whole by their score, and a kept head keeps its own q, k and v rows."""
+    example = torch.randn(1, 3, 32, 32)
+    model = tiny_timm_vit(num_heads=4)  # 4 heads of 8: ratio 0.3 keeps 2
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        for part in range(3):  # head 1's rows in q, k and v
+            attn.qkv.weight[part * 32 + 8:part * 32 + 16].mul_(100)
+        attn.proj.weight[:, 8:16].mul_(100)
+    _prune(model, example, model.head, with_prepare=True)
+    attn = model.blocks[0].attn
+    assert attn.num_heads == 2 and attn.head_dim == 8 and attn.proj.in_features == 16
+    big = [h for h in range(2) if attn.proj.weight[:, h * 8:(h + 1) * 8].abs().mean() > 0.3]
+    assert len(big) == 1
+    for part in range(3):
+        rows = attn.qkv.weight[part * 16:(part + 1) * 16].abs().mean(1)
+        assert (rows[big[0] * 8:(big[0] + 1) * 8] > 0.3).all() and (rows.view(2, 8).mean(1) > 0.3).sum() == 1
+
+
+@pytest.mark.parametrize("ratio, heads", [(0.2, 3), (0.5, 2)])  # 4 heads of 8, as torchvision's two-step test
+def test_timm_vit_two_steps(ratio, heads):
+    example = torch.randn(1, 3, 32, 32)
+    model = tiny_timm_vit(num_heads=4)
+    prep = prepare(model, example, 8)
+    cls = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))
+    pruner = cls(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+                 iterative_steps=2, ignored_layers=[model.head], round_to=8, **prep.pruner_kwargs)
+    for _ in range(2):
+        pruner.step()
+        prep.after_step(model)
+        model(example)
+    attn = model.blocks[0].attn
+    assert attn.head_dim == 8 and attn.num_heads == attn.proj.in_features // 8 == heads
+
+
+def test_pruner_does_not_keep_models_alive_through_shared_defaults():
+    """torch-pruning's default channel-group dicts are shared between pruners and filled in place."""
+    example = torch.randn(1, 3, 8, 8)
+    model = GroupedNet().eval()
+    prep = prepare(model, example, 8)
+    pruner = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))(
+        model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=RATIO,
+        ignored_layers=[model.fc], round_to=8)
+    assert model.b[0] in pruner.in_channel_groups
+    fresh = tp.pruner.MetaPruner.__init__.__defaults__
+    assert not any(isinstance(d, dict) and model.b[0] in d for d in fresh)
+
+
+def test_timm_vit_through_the_pipeline(fashion):
+    """run_pruning (with one fine-tuning batch) on a tiny timm ViT: the pruned model passes check_pruned."""
+    from engine.config import PruneConfig
+    from engine.models import ModelBundle
+    from engine.pruning import RunDone, run_pruning
+
+    torch.manual_seed(0)
+    model = tiny_timm_vit(img_size=28, patch_size=7, in_chans=1, num_classes=10)
+    bundle = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    cfg = PruneConfig(method="l2", pruning_ratio=RATIO, round_to=8, eval_limit=64, measure_speed=False,
+                      finetune_batches=1, batch_size=16)
+    keep: list = []
+    done = list(run_pruning(bundle, fashion, cfg, keep=keep))[-1]
+    assert isinstance(done, RunDone), done
+    assert done.after.params < done.before.params
+    pruned = keep[0].model
+    attn = pruned.blocks[0].attn
+    assert attn.num_heads == 1 and attn.head_dim == 16 and attn.attn_dim == 16
+    # the pipeline checked the share with its own rounding units (a failure would be in the notes)
+    assert not any("the parameters; ratio" in n or "channels, " in n for n in done.notes), done.notes
+    assert check_pruned(pruned, torch.randn(1, 1, 28, 28), done.before.params, done.after.params, None) == []
