@@ -50,8 +50,8 @@ def window(qtbot, tmp_path, monkeypatch):
     qtbot.addWidget(win)
     win.show()
     yield win
-    if win.busy:
-        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
+    if win.busy:  # a cancelled job ends at its next event: a slow one on a loaded machine takes a while
+        with qtbot.waitSignal(win.job_stopped, timeout=RUN_TIMEOUT_MS):
             win.cancel_job()
     win.close()
 
