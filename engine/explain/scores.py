@@ -1,0 +1,235 @@
+"""The scores each method uses for a layer's channels, the cut it makes, and criteria side by side."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Generator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.config import PruneConfig
+from engine.data import Dataset, Shape
+from engine.errors import UserError
+from engine.events import CancelToken, Progress
+from engine.methods import STRUCTURED, Method, all_methods, get_method
+from engine.explain.common import Recorder, how_combined, indices_of, layer_module, result_of, run_config, structured_method
+from engine.explain.coupling import Coupled, coupling, couplings_in
+
+
+@dataclass(frozen=True)
+class ChannelScores:
+    """The scores one method gave the channels of one layer, and which of them the ratio removes."""
+
+    layer: str
+    method: str
+    ratio: float
+    scores: np.ndarray  # per output channel of `layer` (NaN where the method has no score)
+    cut: np.ndarray  # bool per channel: removed at `ratio`
+    order: np.ndarray  # channel indices, first to go first (the cut ones, then by score)
+    ranks: np.ndarray  # per channel: its position in `order` (0 = first to go)
+    root: str  # the layer the method's group is rooted at (its scores are the group's)
+    tied: tuple[str, ...]  # the other layers that lose the same channels
+    pruned: bool  # False when the pruner leaves this layer alone (the head, an ignored layer)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_cut(self) -> int:
+        """How many channels go."""
+        return int(self.cut.sum())
+
+    def to_json(self) -> dict:
+        """Scores, ranks and the cut set as plain lists (NaN as null)."""
+        return {"scores": [None if np.isnan(s) else float(s) for s in self.scores],
+                "ranks": [int(r) for r in self.ranks], "cut": [int(i) for i in np.flatnonzero(self.cut)],
+                "root": self.root, "pruned": self.pruned, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """One layer scored by several criteria, with the overlap of their cut sets."""
+
+    layer: str
+    methods: tuple[str, ...]
+    scores: dict  # method name -> ChannelScores
+    jaccard: np.ndarray  # methods × methods: |A ∩ B| / |A ∪ B| of the cut sets (1 when both are empty)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the Teach tab shows for one layer: the method's scores, every criterion, the couplings."""
+
+    layer: str
+    method: str
+    chosen: ChannelScores | None  # None for an unstructured method
+    criteria: Criteria
+    coupling: tuple[Coupled, ...]
+
+    def to_json(self) -> dict:
+        """The `explain --json` object: layer, group, methods, jaccard."""
+        return {"layer": self.layer, "group": [{"layer": c.layer, "reason": c.reason} for c in self.coupling],
+                "methods": {m: s.to_json() for m, s in self.criteria.scores.items()},
+                "jaccard": {"methods": list(self.criteria.methods), "matrix": self.criteria.jaccard.tolist()}}
+
+
+class Session:
+    """A copy of the model and one pruner built with the run's options, shared by every criterion.
+
+    Building the dependency graph costs forward passes; the criteria differ only in the importance,
+    which is swapped in before each interactive step (everything else is the run's own pruner)."""
+
+    def __init__(self, model: nn.Module, input_shape: Shape, cfg: PruneConfig, num_classes: int | None,
+                 cancel: CancelToken) -> None:
+        from engine.pruners import make_pruner
+        from engine.training import resolve_device
+
+        device, _ = resolve_device(cfg.device)
+        self.work = copy.deepcopy(model).to(device).eval()
+        self.example = torch.zeros(1, *input_shape, device=device)
+        self.cfg, self.cancel = cfg, cancel
+        self.pruner = make_pruner(self.work, structured_method(cfg.method), cfg, self.example, num_classes, 1, cancel)
+        self.tp, self.graph = self.pruner.pruner, self.pruner.pruner.DG
+        self.names = {m: n for n, m in self.work.named_modules()}
+
+    def step(self, module: nn.Module, method: Method, data: Dataset | None, apply: bool
+             ) -> Generator[Progress, None, tuple[Recorder, list[int]]]:
+        """One interactive step with `method`'s importance: the recorded scores and `module`'s cut."""
+        if method.calibration is not None and data is None:
+            raise UserError(f"{method.name} scores channels from training images ({method.calibration.words}); "
+                            "load a dataset first")
+        torch.manual_seed(self.cfg.seed)  # the random criterion draws the same channels each time it is shown
+        importance = method.factory()
+        if method.calibration is not None:
+            yield from method.calibration.run(self.work, importance, data, self.example.device,
+                                              self.cfg.calibration_batches, self.cfg.seed, self.cancel)
+        recorder = Recorder(importance)
+        self.tp.importance, self.tp.current_step = recorder, 0
+        cut: list[int] = []
+        for group in self.tp.step(interactive=True):
+            self.cancel.check()
+            cut = indices_of(group, module, self.graph) or cut
+            if apply:
+                group.prune()
+        if apply:
+            self.pruner.prep.after_step(self.work)
+        self.work.zero_grad(set_to_none=True)
+        return recorder, cut
+
+
+def score_layer(session: Session, layer: str, method: Method, data: Dataset | None, apply: bool = False
+           ) -> Generator[Progress, None, ChannelScores]:
+    """`layer`'s scores and cut under `method` (with `apply`, the session's copy is pruned too)."""
+    module = layer_module(session.work, layer)
+    graph, names = session.graph, session.names
+    n = int(module.weight.shape[0])  # before any pruning
+    recorder, cut_idxs = yield from session.step(module, method, data, apply)
+    notes: list[str] = []
+    match = next(((g, imp) for g, imp in recorder.seen if indices_of(g, module, graph) is not None), None)
+    pruned = match is not None and match[1] is not None
+    if match is None:  # the pruner leaves this layer alone: show what the method would have said
+        group = graph.get_pruning_group(module, graph.get_pruner_of_module(module).prune_out_channels,
+                                        list(range(n)))
+        match = (group, recorder.inner(group))
+        notes.append("this layer is left alone (the classifier head, an ignored layer, or at the maximum layer "
+                     "ratio): nothing is cut; the scores are what the method would have used")
+    group, imp = match
+    root = names.get(group[0].dep.target.module, layer)
+    scores = np.full(n, np.nan)
+    if imp is None:
+        notes.append(f"{method.title} cannot score this layer: {method.measures} does not exist here")
+    else:
+        values = imp.detach().float().cpu()
+        groups = session.tp._get_channel_groups(group)
+        if groups > 1:  # grouped layers: the pruner ranks the average over the groups
+            values = values.view(groups, -1).mean(0).repeat(groups)
+        idxs = indices_of(group, module, graph) or []
+        if len(idxs) == len(values):
+            scores[np.asarray(idxs)] = values.numpy()
+        elif len(values) == n:
+            scores[:] = values.numpy()
+        else:
+            notes.append(f"the group's scores ({len(values)}) do not map one to one onto this layer's {n} channels")
+    how = how_combined(recorder.inner, root, layer)
+    if how:
+        notes.append(how)
+    cut = np.zeros(n, dtype=bool)
+    cut[np.asarray(cut_idxs, dtype=int)] = True
+    order = np.lexsort((np.nan_to_num(scores, nan=np.inf), ~cut))
+    ranks = np.empty(n, dtype=int)
+    ranks[order] = np.arange(n)
+    tied = () if apply else tuple(dict.fromkeys(c.layer for c in couplings_in(graph, session.work, module, layer)))
+    return ChannelScores(layer, method.name, float(session.cfg.pruning_ratio or 0.0), scores, cut, order, ranks,
+                         root, tied, pruned, tuple(notes))
+
+
+def iter_channel_scores(model: nn.Module, layer: str, method: str, data: Dataset | None, input_shape: Shape,
+                        num_classes: int | None, cfg: PruneConfig | None = None, ratio: float | None = None,
+                        cancel: CancelToken | None = None) -> Generator[Progress, None, ChannelScores]:
+    """Yield calibration progress; return the scores `method` gives `layer`'s channels and its cut set.
+
+    `cfg` carries the run's options (round_to, scope, ignored layers, calibration batches, seed);
+    `ratio` overrides its pruning ratio. The model itself is never changed."""
+    cfg = run_config(cfg, method, ratio)
+    layer_module(model, layer)
+    session = Session(model, input_shape, cfg, num_classes, cancel or CancelToken())
+    return (yield from score_layer(session, layer, structured_method(method), data))
+
+
+def channel_scores(model: nn.Module, layer: str, method: str, data: Dataset | None, input_shape: Shape,
+                   num_classes: int | None, cfg: PruneConfig | None = None, ratio: float | None = None
+                   ) -> ChannelScores:
+    """The scores `method` gives `layer`'s channels, sorted, with the channels the ratio removes."""
+    return result_of(iter_channel_scores(model, layer, method, data, input_shape, num_classes, cfg, ratio))
+
+
+def jaccard(cuts: list[np.ndarray]) -> np.ndarray:
+    """Pairwise |A ∩ B| / |A ∪ B| of boolean cut masks (1 when both are empty)."""
+    k = len(cuts)
+    out = np.ones((k, k))
+    for i in range(k):
+        for j in range(k):
+            union = np.logical_or(cuts[i], cuts[j]).sum()
+            out[i, j] = np.logical_and(cuts[i], cuts[j]).sum() / union if union else 1.0
+    return out
+
+
+def iter_criteria(model: nn.Module, layer: str, data: Dataset | None, input_shape: Shape, num_classes: int | None,
+                  cfg: PruneConfig | None = None, ratio: float | None = None, methods: list[str] | None = None,
+                  cancel: CancelToken | None = None) -> Generator[Progress, None, Criteria]:
+    """Score `layer` with every structured criterion of the registry (or `methods`); return them all."""
+    cancel = cancel or CancelToken()
+    names = methods or [m.name for m in all_methods(STRUCTURED)
+                        if m.calibration is None or data is not None]  # data-aware ones need data
+    if not names:
+        raise UserError("no criteria to compare: give at least one structured method")
+    base = run_config(cfg, names[0], ratio)
+    layer_module(model, layer)
+    yield Progress("explain", 0, len(names) + 1, "tracing the dependency graph")
+    session = Session(model, input_shape, base, num_classes, cancel)
+    scores: dict[str, ChannelScores] = {}
+    for i, name in enumerate(names):
+        yield Progress("explain", i + 1, len(names) + 1, f"scoring {layer} with {name}")
+        scores[name] = yield from score_layer(session, layer, structured_method(name), data)
+    yield Progress("explain", len(names) + 1, len(names) + 1, "criteria compared")
+    return Criteria(layer, tuple(names), scores, jaccard([scores[n].cut for n in names]))
+
+
+def criteria_side_by_side(model: nn.Module, layer: str, data: Dataset | None, input_shape: Shape,
+                          num_classes: int | None, cfg: PruneConfig | None = None, ratio: float | None = None,
+                          methods: list[str] | None = None) -> Criteria:
+    """`layer` scored by every structured criterion, which channels each cuts, and their Jaccard matrix."""
+    return result_of(iter_criteria(model, layer, data, input_shape, num_classes, cfg, ratio, methods))
+
+
+def explain_layer(model: nn.Module, layer: str, cfg: PruneConfig, data: Dataset | None, input_shape: Shape,
+                  num_classes: int | None, cancel: CancelToken | None = None
+                  ) -> Generator[Progress, None, Explanation]:
+    """Everything the Teach tab shows for `layer` under `cfg` (its method, every criterion, the couplings)."""
+    criteria = yield from iter_criteria(model, layer, data, input_shape, num_classes, cfg, cfg.pruning_ratio,
+                                        cancel=cancel)
+    chosen = criteria.scores.get(cfg.method)
+    if chosen is None and get_method(cfg.method).structured:
+        chosen = yield from iter_channel_scores(model, layer, cfg.method, data, input_shape, num_classes, cfg,
+                                                cancel=cancel)
+    return Explanation(layer, cfg.method, chosen, criteria, coupling(copy.deepcopy(model).cpu(), input_shape, layer))
