@@ -1,4 +1,4 @@
-"""The network graph (Netron in a QWebEngineView) beside a native layer table.
+"""The network graph (Netron in a QWebEngineView) beside the layer table (gui/layer_table.py).
 
 Netron is served by the `netron` package on localhost only. Its page would otherwise ask for
 cookie consent, look up the user's country at ipinfo.io and send Google Analytics telemetry;
@@ -21,19 +21,16 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import QCoreApplication, Qt, QUrl, Slot
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
-                               QLabel, QLineEdit, QPushButton, QRadioButton, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QHBoxLayout, QLabel, QPushButton, QRadioButton, QSplitter, QVBoxLayout,
+                               QWidget)
 
-from engine.layers import LayerInfo, LayerStat
-from engine.units import fmt_count
 from gui import theme
+from gui.layer_table import FilteredLayerTable, LayerTable  # noqa: F401 (LayerTable: re-exported for callers)
 
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
-NAME_ROLE = Qt.ItemDataRole.UserRole
 
 CONSENT_SCRIPT = """
 (function () {
@@ -205,239 +202,6 @@ def fresh_page(view: QWidget) -> None:
         old.deleteLater()
 
 
-class LayerTable(QTableWidget):
-    """Every prunable layer: shape, size, channels before → after, group, include box, own ratio, pruned share."""
-
-    layer_selected = Signal(str)
-    choices_changed = Signal()
-    layers_set = Signal()  # the rows were replaced: the filter's type list follows
-    ALL_TYPES = "All types"
-    SPINS_PER_TURN = 12
-    HEADERS = (("Layer", "Module name in the model"), ("Type", "Layer type"),
-               ("Output", "Output shape for one image (channels × height × width)"),
-               ("Params", "Parameters of the layer"), ("MACs", "Multiply-accumulates per image"),
-               ("Channels", "Output channels before → after the selected run"),
-               ("Group", "Dependency group: layers with the same colour must lose the same channels "
-                         "(residual connections couple them); torch-pruning prunes them together"),
-               ("Prune", "Untick to leave this layer alone"),
-               ("Ratio", "This layer's own pruning ratio ('default' uses the method panel's ratio)"),
-               ("Pruned", "Share of the layer's weights removed or zeroed by the selected run"),
-               ("Drop", "Sensitivity: mean top-1 drop (points) when this layer's dependency group alone is pruned at "
-                               "10–90 % — run 'Scan sensitivity'; red layers deserve lower ratios"))
-    (COL_NAME, COL_TYPE, COL_OUT, COL_PARAMS, COL_MACS, COL_CHANNELS, COL_GROUP, COL_INCLUDE, COL_RATIO, COL_PRUNED,
-     COL_SENSITIVITY) = range(11)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(0, len(self.HEADERS), parent)
-        for col, (text, tip) in enumerate(self.HEADERS):
-            item = QTableWidgetItem(text)
-            item.setToolTip(tip)
-            self.setHorizontalHeaderItem(col, item)
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
-        header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.setToolTip("Prunable layers. Select a row to show its weights; untick or give a ratio to "
-                        "customise the run")
-        self.layers: list[LayerInfo] = []
-        self.head: str | None = None
-        self._spins: dict[str, QDoubleSpinBox] = {}
-        self._filter = ("", self.ALL_TYPES)
-        self._pending: list[tuple[int, str]] = []  # (row, layer) still without a Ratio spin box
-        self.itemSelectionChanged.connect(self._on_selection)
-        self.itemChanged.connect(self._on_item_changed)
-
-    def set_layers(self, layers: list[LayerInfo], head: str | None) -> None:
-        """Fill the table from describe_layers() (clears the per-layer choices)."""
-        # Sizing to contents after every cell, and repainting, made 160 rows stall the UI thread for ~300 ms.
-        self.setUpdatesEnabled(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.blockSignals(True)
-        self.layers, self.head = layers, head
-        self.clearContents()
-        self.setRowCount(len(layers))
-        self._spins.clear()
-        self._pending = []
-        members: dict[int, list[str]] = {}
-        for info in layers:
-            members.setdefault(info.group, []).append(info.name)
-        for row, info in enumerate(layers):
-            shape = "×".join(str(d) for d in info.out_shape)
-            cells = [info.name, info.kind, shape, fmt_count(info.params), fmt_count(info.macs),
-                     str(info.out_channels), f"G{info.group}" if info.group >= 0 else "–"]
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setData(NAME_ROLE, info.name)
-                if col >= self.COL_PARAMS:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.setItem(row, col, item)
-            group_item = self.item(row, self.COL_GROUP)
-            if info.group >= 0:
-                group_item.setBackground(QBrush(theme.group_colour(info.group)))
-                others = [n for n in members[info.group] if n != info.name]
-                group_item.setToolTip(f"Group {info.group}: pruned together with " + (", ".join(others) or "no other "
-                                      "prunable layer") + " (and their BatchNorms)")
-            else:
-                group_item.setToolTip("Not pruned: this is the classifier head or an ignored layer")
-            include = QTableWidgetItem()
-            include.setData(NAME_ROLE, info.name)
-            is_head = info.name == head
-            flags = Qt.ItemFlag.ItemIsSelectable | (Qt.ItemFlag.NoItemFlags if is_head else
-                                                    Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-            include.setFlags(flags)
-            include.setCheckState(Qt.CheckState.Unchecked if is_head else Qt.CheckState.Checked)
-            include.setToolTip("The classifier head is kept so the number of classes stays the same" if is_head
-                               else "Untick to leave this layer alone")
-            self.setItem(row, self.COL_INCLUDE, include)
-            if not is_head:
-                self._pending.append((row, info.name))
-            for col in (self.COL_PRUNED, self.COL_SENSITIVITY):
-                cell = QTableWidgetItem("")
-                cell.setData(NAME_ROLE, info.name)
-                cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.setItem(row, col, cell)
-        self.blockSignals(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.setUpdatesEnabled(True)
-        self.set_filter(*self._filter)
-        self.layers_set.emit()
-        QTimer.singleShot(0, self._make_spins_later)
-
-    def _make_spins(self, count: int | None = None) -> None:
-        """Create the Ratio spin boxes still missing (at most `count`); a row without one reads 'default'.
-
-        A spin box costs about a millisecond to create and place, so 160 of them made at once would
-        stall the UI thread; they are made a few dozen per event-loop turn instead, or all at once
-        when something needs them (`cellWidget`, `set_ratios`).
-        """
-        batch, self._pending = self._pending[:count], self._pending[count:] if count else []
-        for row, name in batch:
-            spin = QDoubleSpinBox()
-            spin.setRange(-0.05, 0.95)
-            spin.setSingleStep(0.05)
-            spin.setDecimals(2)
-            spin.setSpecialValueText("default")
-            spin.setValue(-0.05)
-            spin.setFrame(False)
-            spin.setToolTip("This layer's own ratio; 'default' follows the method panel. Structured methods "
-                            "apply it to the layer's whole dependency group")
-            spin.valueChanged.connect(self.choices_changed)
-            self.setCellWidget(row, self.COL_RATIO, spin)
-            self._spins[name] = spin
-
-    @Slot()
-    def _make_spins_later(self) -> None:
-        if self._pending:
-            self._make_spins(self.SPINS_PER_TURN)
-            QTimer.singleShot(0, self._make_spins_later)
-
-    def cellWidget(self, row: int, column: int) -> QWidget | None:  # noqa: N802 - Qt's name
-        """The cell's widget; Ratio spin boxes not made yet are made first."""
-        if column == self.COL_RATIO and self._pending:
-            self._make_spins()
-        return super().cellWidget(row, column)
-
-    def kinds(self) -> list[str]:
-        """The layer types present, for the filter's type list."""
-        return sorted({info.kind for info in self.layers})
-
-    def set_filter(self, text: str, kind: str) -> int:
-        """Show only layers whose name contains `text` (any case) and whose type is `kind`; returns rows shown.
-
-        Rows are hidden rather than proxied: the ratio spin boxes are cell widgets of this table, and a
-        hidden row keeps its choices, so filtering never changes what a run prunes.
-        """
-        self._filter = (text, kind)
-        needle = text.strip().lower()
-        shown = 0
-        for row, info in enumerate(self.layers):
-            match = (not needle or needle in info.name.lower() or needle in info.kind.lower()) and \
-                (kind in ("", self.ALL_TYPES) or info.kind == kind)
-            self.setRowHidden(row, not match)
-            shown += match
-        return shown
-
-    def needed_width(self) -> int:
-        """Width that shows every column without scrolling."""
-        columns = sum(self.columnWidth(c) for c in range(self.columnCount()))
-        return columns + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth() + 4
-
-    def show_stats(self, stats: tuple[LayerStat, ...] | None) -> None:
-        """Show channels before → after and the pruned share of one run (None: the original model)."""
-        by_name = {s.name: s for s in stats or ()}
-        self.blockSignals(True)
-        for row, info in enumerate(self.layers):
-            stat = by_name.get(info.name)
-            channels = self.item(row, self.COL_CHANNELS)
-            pruned = self.item(row, self.COL_PRUNED)
-            if stat is None:
-                channels.setText(str(info.out_channels))
-                pruned.setText("")
-                pruned.setBackground(QBrush(QColor(0, 0, 0, 0)))
-                continue
-            channels.setText(f"{stat.channels_before} → {stat.channels_after}" if stat.channels_after !=
-                             stat.channels_before else str(stat.channels_before))
-            pruned.setText(f"{stat.pruned_share:.0%}")
-            pruned.setBackground(QBrush(theme.share_colour(stat.pruned_share)))
-        self.blockSignals(False)
-
-    def show_sensitivity(self, scores: dict[str, float]) -> None:
-        """Colour each layer by its group's mean accuracy drop (points); 20 points or more is full red."""
-        self.blockSignals(True)
-        for row, info in enumerate(self.layers):
-            cell = self.item(row, self.COL_SENSITIVITY)
-            score = scores.get(info.name)
-            cell.setText("" if score is None else f"{score:.0f} pt" if abs(score) >= 10 else f"{score:.1f} pt")
-            cell.setBackground(QBrush(theme.share_colour(0 if score is None else max(0.0, score) / 20.0)))
-        self.blockSignals(False)
-        self.resizeColumnToContents(self.COL_SENSITIVITY)
-
-    def set_ratios(self, ratios: dict[str, float]) -> None:
-        """Put per-layer ratios into the Ratio column (layers not named go back to 'default')."""
-        self._make_spins()
-        for name, spin in self._spins.items():
-            if spin.isEnabled():
-                spin.setValue(ratios.get(name, -0.05))
-
-    def choices(self) -> tuple[tuple[str, ...], dict[str, float]]:
-        """(ignored layers, per-layer ratios) as the user set them (the head is handled by keep_head)."""
-        ignored, ratios = [], {}
-        for row, info in enumerate(self.layers):
-            if info.name == self.head:
-                continue
-            if self.item(row, self.COL_INCLUDE).checkState() != Qt.CheckState.Checked:
-                ignored.append(info.name)
-                continue
-            spin = self._spins.get(info.name)
-            if spin is not None and spin.value() >= 0:
-                ratios[info.name] = round(float(spin.value()), 2)
-        return tuple(ignored), ratios
-
-    def select_layer(self, name: str) -> None:
-        """Select a layer's row without emitting layer_selected."""
-        for row, info in enumerate(self.layers):
-            if info.name == name:
-                self.blockSignals(True)
-                self.selectRow(row)
-                self.blockSignals(False)
-                self.scrollToItem(self.item(row, 0))
-                return
-
-    @Slot()
-    def _on_selection(self) -> None:
-        items = self.selectedItems()
-        if items and items[0].data(NAME_ROLE):
-            self.layer_selected.emit(items[0].data(NAME_ROLE))
-
-    @Slot(QTableWidgetItem)
-    def _on_item_changed(self, item: QTableWidgetItem) -> None:
-        if item.column() == self.COL_INCLUDE:
-            self.choices_changed.emit()
-
-
 class GraphView(QWidget):
     """Netron graph of the original or a pruned model, beside the layer table."""
 
@@ -449,6 +213,23 @@ class GraphView(QWidget):
         self.layer_colours: dict[str, str] = {}  # layer -> sensitivity colour, painted on the original graph
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self._build_bar())
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        layout.addWidget(self.splitter, 1)
+        self.splitter.addWidget(self._build_graph())
+        self.layer_panel = FilteredLayerTable()
+        self.layer_table = self.layer_panel.table
+        # the filter's widgets, where callers have always found them
+        self.filter_edit, self.type_combo = self.layer_panel.filter_edit, self.layer_panel.type_combo
+        self.filter_count = self.layer_panel.filter_count
+        self.splitter.addWidget(self.layer_panel)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setSizes([320, 680])  # the web view has no size hint; give it room from the start
+
+    def _build_bar(self) -> QHBoxLayout:
+        """Original/pruned choice, the note, and the sensitivity buttons above the graph."""
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Show:"))
         self.original_radio = QRadioButton("Original model")
@@ -476,10 +257,10 @@ class GraphView(QWidget):
                                      "no more MACs than the panel's uniform ratio")
         self.apply_button.setEnabled(False)
         bar.addWidget(self.apply_button)
-        layout.addLayout(bar)
+        return bar
 
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        layout.addWidget(self.splitter, 1)
+    def _build_graph(self) -> QWidget:
+        """The Netron web view, or a label saying why there is none."""
         self.disabled_reason = webengine_disabled_reason()
         self.web_view: QWidget | None = None
         if self.disabled_reason is None:
@@ -489,62 +270,14 @@ class GraphView(QWidget):
             except Exception as exc:  # QtWebEngine present but unable to start (no GPU/GL, sandbox...)
                 log.exception("QtWebEngine could not start")
                 self.disabled_reason = f"The graph view could not start QtWebEngine: {exc}"
-        if self.web_view is None:
-            self.placeholder = QLabel(self.disabled_reason + "\nThe layer table on the right still lists every "
-                                      "layer, its dependency group and how much of it was pruned.")
-            self.placeholder.setWordWrap(True)
-            self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            self.splitter.addWidget(self.placeholder)
-        else:
-            self.splitter.addWidget(self.web_view)
+        if self.web_view is not None:
             self.web_view.loadFinished.connect(self._paint_nodes)
-        self.layer_table = LayerTable()
-        self.splitter.addWidget(self._table_with_filter())
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([320, 680])  # the web view has no size hint; give it room from the start
-
-    def _table_with_filter(self) -> QWidget:
-        """The layer table under a name filter and a type list (ResNet-50 has 160+ rows)."""
-        box = QWidget()
-        column = QVBoxLayout(box)
-        column.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
-        self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("Filter layers by name…")
-        self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.setToolTip("Show only layers whose name (or type) contains this text, e.g. layer3 or "
-                                    "downsample; hidden layers keep their choices")
-        self.type_combo = QComboBox()
-        self.type_combo.setToolTip("Show only layers of one type")
-        self.type_combo.addItem(LayerTable.ALL_TYPES)
-        self.filter_count = QLabel("")
-        row.addWidget(self.filter_edit, 1)
-        row.addWidget(self.type_combo)
-        row.addWidget(self.filter_count)
-        column.addLayout(row)
-        column.addWidget(self.layer_table, 1)
-        self.filter_edit.textChanged.connect(self._on_filter_changed)
-        self.type_combo.currentTextChanged.connect(self._on_filter_changed)
-        self.layer_table.layers_set.connect(self._on_layers_set)
-        return box
-
-    @Slot()
-    def _on_layers_set(self) -> None:
-        current = self.type_combo.currentText()
-        self.type_combo.blockSignals(True)
-        self.type_combo.clear()
-        self.type_combo.addItems([LayerTable.ALL_TYPES, *self.layer_table.kinds()])
-        self.type_combo.setCurrentText(current if current in self.layer_table.kinds() else LayerTable.ALL_TYPES)
-        self.type_combo.blockSignals(False)
-        self._on_filter_changed()
-
-    @Slot()
-    def _on_filter_changed(self, *_args) -> None:
-        shown = self.layer_table.set_filter(self.filter_edit.text(), self.type_combo.currentText())
-        total = len(self.layer_table.layers)
-        self.filter_count.setText("" if shown == total else f"{shown} of {total}")
+            return self.web_view
+        self.placeholder = QLabel(self.disabled_reason + "\nThe layer table on the right still lists every "
+                                  "layer, its dependency group and how much of it was pruned.")
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        return self.placeholder
 
     def fit_table(self) -> None:
         """Give the layer table the width it needs and the graph the rest (at least a quarter)."""
