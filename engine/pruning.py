@@ -212,11 +212,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     step0 = StepDone(0, cfg.steps, 0.0, baseline, layer_stats(before_w, model), histograms(before_w, model, {}))
     yield step0
 
-    teacher = None
-    if cfg.distill:
-        teacher = copy.deepcopy(bundle.model).to(dev).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    teacher = _teacher(bundle, dev) if cfg.distill else None
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
     pruner = make_pruner(model, method, cfg, torch.zeros(1, *shape, device=dev), work.num_classes,
                          baseline.macs or 1, cancel)
@@ -254,12 +250,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         if last:
             break
 
-    problems = pruner.check(torch.zeros(1, *shape, device=dev))
-    if problems:
-        raise BrokenModel("the pruned model is broken, so the run failed: " + "; ".join(problems)
-                          + ". Unstructured pruning (e.g. --method magnitude-global) keeps every shape")
-    pruner.finish()
-    notes.extend(n for n in pruner.notes if n not in notes)
+    _finish(pruner, shape, dev, notes)
     paired = None
     if cfg.measure_speed:
         original = teacher if teacher is not None else copy.deepcopy(bundle.model).to(dev).eval()
@@ -270,18 +261,41 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    files: dict[str, str] = {}
-    if out_dir is not None:
-        yield Progress("save", 0, 1, "saving model and ONNX")
-        files = save_outputs(work, Path(out_dir), structured=method.structured,
-                             check_batches=data.loader("test", min(256, cfg.batch_size), limit=1024),
-                             notes=notes)  # the user's batch size: 256 large images would need gigabytes
-        yield Progress("save", 1, 1, "saved")
+    files = (yield from _save(work, data, cfg, method.structured, Path(out_dir), notes)) if out_dir is not None else {}
     model.cpu()
     if keep is not None:
         keep.append(work)
     yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
                   time.perf_counter() - start, prune_seconds, tuple(notes), paired)
+
+
+def _save(work: ModelBundle, data: Dataset, cfg: PruneConfig, structured: bool, out_dir: Path,
+          notes: list[str]) -> Iterator:
+    """save_outputs with progress; returns the paths written."""
+    yield Progress("save", 0, 1, "saving model and ONNX")
+    files = save_outputs(work, out_dir, structured=structured,
+                         check_batches=data.loader("test", min(256, cfg.batch_size), limit=1024),
+                         notes=notes)  # the user's batch size: 256 large images would need gigabytes
+    yield Progress("save", 1, 1, "saved")
+    return files
+
+
+def _teacher(bundle: ModelBundle, dev: torch.device) -> nn.Module:
+    """A frozen copy of the unpruned model, for distillation (and later the paired timing)."""
+    teacher = copy.deepcopy(bundle.model).to(dev).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _finish(pruner, shape, dev: torch.device, notes: list[str]) -> None:
+    """Check the pruned model (a broken one fails the run with the reason), then make it a plain model."""
+    problems = pruner.check(torch.zeros(1, *shape, device=dev))
+    if problems:
+        raise BrokenModel("the pruned model is broken, so the run failed: " + "; ".join(problems)
+                          + ". Unstructured pruning (e.g. --method magnitude-global) keeps every shape")
+    pruner.finish()
+    notes.extend(n for n in pruner.notes if n not in notes)
 
 
 def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.device, step: int,
