@@ -53,7 +53,24 @@ class MethodPanel(QWidget):
         self.methods: dict[str, Method] = {m.name: m for m in all_methods()}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._build_method_list_box(), 1)
+        self.fields = {name: OptionField(name, high=FIELD_LIMITS.get(name)) for name in GENERATED}
+        layout.addWidget(self._build_amount_box())
+        layout.addWidget(self._build_options_box())
+        layout.addWidget(self._build_recovery_box())
+        layout.addWidget(self._build_run_box())
+        for fld in (*self.fields.values(), *self.method_fields.values()):
+            fld.changed.connect(self.options_changed)
+        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged,
+                       self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
+                       self.mode_combo.currentIndexChanged):
+            signal.connect(self.options_changed)
+        self.select_method(DEFAULT_METHOD if DEFAULT_METHOD in self.methods else next(iter(self.methods)))
+        self._on_finetune_changed(self.finetune_spin.value())
 
+    # --------------------------------------------------------------------- builders
+    def _build_method_list_box(self) -> QGroupBox:
+        """The method list, grouped by family, above the selected method's explanation."""
         method_box = QGroupBox("Pruning method")
         box_layout = QVBoxLayout(method_box)
         self.method_list = QListWidget()
@@ -80,8 +97,10 @@ class MethodPanel(QWidget):
         self.explain_view.setToolTip("What the selected method measures, how it works and where it comes from")
         self.explain_view.setMinimumHeight(150)
         box_layout.addWidget(self.explain_view, 1)
-        layout.addWidget(method_box, 1)
+        return method_box
 
+    def _build_amount_box(self) -> QGroupBox:
+        """Ratio or speed-up target, with scope and steps."""
         amount_box = QGroupBox("How much")
         form = QFormLayout(amount_box)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -91,6 +110,19 @@ class MethodPanel(QWidget):
         self.mode_combo.setToolTip("Prune a fixed share, or prune until the model needs this many times fewer MACs")
         self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         form.addRow("Target", self.mode_combo)
+        form.addRow("Amount", self._build_amount_stack())
+        self.ratio_hint = QLabel()
+        self.ratio_hint.setWordWrap(True)
+        self.ratio_hint.setEnabled(False)  # shown greyed: a hint, not a control
+        form.addRow("", self.ratio_hint)
+        self.scope_combo = self.fields["scope"].widget
+        form.addRow("Scope", self.scope_combo)
+        self.steps_spin = self.fields["steps"].widget
+        form.addRow("Steps", self.steps_spin)
+        return amount_box
+
+    def _build_amount_stack(self) -> QStackedWidget:
+        """The ratio slider or the speed-up spin box, whichever the target mode needs."""
         self.amount_stack = QStackedWidget()
         ratio_row = QWidget()
         ratio_layout = QHBoxLayout(ratio_row)
@@ -115,26 +147,19 @@ class MethodPanel(QWidget):
         self.speedup_spin.setToolTip("Prune step by step until MACs drop by this factor (structured methods only)")
         self.amount_stack.addWidget(self.speedup_spin)
         self.amount_stack.setMaximumHeight(self.speedup_spin.sizeHint().height() + 4)
-        form.addRow("Amount", self.amount_stack)
-        self.ratio_hint = QLabel()
-        self.ratio_hint.setWordWrap(True)
-        self.ratio_hint.setEnabled(False)  # shown greyed: a hint, not a control
-        form.addRow("", self.ratio_hint)
-        self.fields = {name: OptionField(name, high=FIELD_LIMITS.get(name)) for name in GENERATED}
-        self.scope_combo = self.fields["scope"].widget
-        form.addRow("Scope", self.scope_combo)
-        self.steps_spin = self.fields["steps"].widget
-        form.addRow("Steps", self.steps_spin)
-        layout.addWidget(amount_box)
+        return self.amount_stack
 
-        # Options only some methods read (declared by the method in the registry), shown with it.
+    def _build_options_box(self) -> QGroupBox:
+        """Options only some methods read (declared by the method in the registry), shown with it."""
         self.method_box = QGroupBox("Options of this method")
         self.method_form = QFormLayout(self.method_box)
         self.method_fields = {name: OptionField(name) for m in self.methods.values() for name in m.options}
         for name, fld in self.method_fields.items():
             self.method_form.addRow(fld.label, fld.widget)
-        layout.addWidget(self.method_box)
+        return self.method_box
 
+    def _build_recovery_box(self) -> QGroupBox:
+        """BatchNorm re-estimation, fine-tuning, distillation and the step-through switch."""
         recovery_box = QGroupBox("Recovery after each step")
         form = QFormLayout(recovery_box)
         self.bn_check = self.fields["bn_recalibrate"].widget
@@ -158,8 +183,10 @@ class MethodPanel(QWidget):
         step_layout.addWidget(self.step_check)
         step_layout.addWidget(self.next_button, 1)
         form.addRow(step_row)
-        layout.addWidget(recovery_box)
+        return recovery_box
 
+    def _build_run_box(self) -> QGroupBox:
+        """Device, evaluation size, latency, channel rounding and the per-layer cap."""
         run_box = QGroupBox("Device and evaluation")
         form = QFormLayout(run_box)
         self.device_combo = QComboBox()
@@ -187,16 +214,8 @@ class MethodPanel(QWidget):
         self.max_ratio_spin = self.fields["max_layer_ratio"].widget
         self.max_ratio_spin.setMinimum(0.1)
         form.addRow("Max. per layer", self.max_ratio_spin)
-        layout.addWidget(run_box)
+        return run_box
 
-        for fld in (*self.fields.values(), *self.method_fields.values()):
-            fld.changed.connect(self.options_changed)
-        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged,
-                       self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
-                       self.mode_combo.currentIndexChanged):
-            signal.connect(self.options_changed)
-        self.select_method(DEFAULT_METHOD if DEFAULT_METHOD in self.methods else next(iter(self.methods)))
-        self._on_finetune_changed(self.finetune_spin.value())
 
     # --------------------------------------------------------------------- queries
     def method_names(self) -> list[str]:
