@@ -1,4 +1,4 @@
-"""How the main window is laid out: the hint and tabs, the side dock, the status bar.
+"""How the main window is laid out: the hint and tabs, the side dock, the status bar, the saved geometry.
 
 Built Qt-Designer style: these functions set the widgets as attributes of the window and connect
 them to its slots; the window keeps the state and the behaviour.
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QProgressBar, QScrollArea, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
@@ -29,6 +30,23 @@ def build_central(win: MainWindow) -> None:
     central = QWidget()
     layout = QVBoxLayout(central)
     layout.setContentsMargins(6, 6, 6, 0)
+    layout.addWidget(_build_hint(win))
+    layout.addWidget(_build_tabs(win), 1)
+    win.setCentralWidget(central)
+
+    win.graph_view.layer_table.layer_selected.connect(win._on_layer_selected)
+    win.histograms.layer_selected.connect(win._on_layer_selected)
+    win.results.run_selected.connect(win._on_run_selected)
+    win.results.continue_requested.connect(lambda run_id: win.start_run(parent=run_id))
+    win.graph_view.scan_button.clicked.connect(win.start_sensitivity_scan)
+    win.graph_view.apply_button.clicked.connect(win._on_apply_suggested_ratios)
+    win.experiment.run_requested.connect(win.start_plan)
+    win.experiment.cancel_requested.connect(win.cancel_job)
+    win.experiment.run_selected.connect(win._on_plan_run_selected)
+
+
+def _build_hint(win: MainWindow) -> QWidget:
+    """The "what to try next" line, on the alternate background, with a button to hide it."""
     hint_row = QHBoxLayout()
     win.hint_label = QLabel()
     win.hint_label.setWordWrap(True)
@@ -48,8 +66,11 @@ def build_central(win: MainWindow) -> None:
     close_hint.clicked.connect(win.hint_frame.hide)
     hint_row.addWidget(close_hint, 0, Qt.AlignmentFlag.AlignTop)
     win.hint_frame.setLayout(hint_row)
-    layout.addWidget(win.hint_frame)
+    return win.hint_frame
 
+
+def _build_tabs(win: MainWindow) -> QTabWidget:
+    """The tabs, each a view of the window's state."""
     win.tabs = QTabWidget()
     win.tabs.setDocumentMode(True)
     win.graph_view = GraphView()
@@ -76,18 +97,7 @@ def build_central(win: MainWindow) -> None:
                                  "All runs of this session: table, scatter, export",
                                  "Compare several methods and ratios in one plan, rank them by your criteria")):
         win.tabs.setTabToolTip(index, tip)
-    layout.addWidget(win.tabs, 1)
-    win.setCentralWidget(central)
-
-    win.graph_view.layer_table.layer_selected.connect(win._on_layer_selected)
-    win.histograms.layer_selected.connect(win._on_layer_selected)
-    win.results.run_selected.connect(win._on_run_selected)
-    win.results.continue_requested.connect(lambda run_id: win.start_run(parent=run_id))
-    win.graph_view.scan_button.clicked.connect(win.start_sensitivity_scan)
-    win.graph_view.apply_button.clicked.connect(win._on_apply_suggested_ratios)
-    win.experiment.run_requested.connect(win.start_plan)
-    win.experiment.cancel_requested.connect(win.cancel_job)
-    win.experiment.run_selected.connect(win._on_plan_run_selected)
+    return win.tabs
 
 
 def build_side_dock(win: MainWindow) -> None:
@@ -159,3 +169,20 @@ def build_status_bar(win: MainWindow) -> None:
     bar.addPermanentWidget(win.eta_label)
     bar.addPermanentWidget(win.progress_bar)
     win.progress_bar.hide()
+
+
+def restore_layout(win: MainWindow) -> None:
+    """The window's saved size, place and dock layout; the first start fills most of the screen, centred."""
+    geometry = win.settings.geometry()
+    if geometry is None or not win.restoreGeometry(geometry):
+        screen = QGuiApplication.primaryScreen()
+        area = screen.availableGeometry() if screen else None
+        if area is not None:
+            size = QSize(min(1600, int(area.width() * 0.96)), min(1000, int(area.height() * 0.94)))
+            win.resize(size)
+            win.move(area.center().x() - size.width() // 2, area.center().y() - size.height() // 2)
+        else:
+            win.resize(1280, 800)
+    state = win.settings.window_state()
+    if state is not None:
+        win.restoreState(state)

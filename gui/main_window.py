@@ -14,8 +14,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, QTimer, Signal, Slot
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from engine.data import Dataset
@@ -26,7 +26,7 @@ from engine.models import ModelBundle
 from engine.units import fmt_count
 from gui import dialogs, theme
 from gui.jobs import Job, LoadJob, PlanJob, RunJob, SensitivityJob
-from gui.layout import build_central, build_side_dock, build_status_bar
+from gui.layout import build_central, build_side_dock, build_status_bar, restore_layout
 from gui.menus import build_actions, build_menus, open_model
 from gui.open_model import open_model_dialog
 from gui.open_model_recipe import remember_recipe, remembered_recipe
@@ -76,27 +76,11 @@ class MainWindow(QMainWindow):
         build_side_dock(self)
         build_status_bar(self)
         build_menus(self, DEFAULT_DATA)
-        self._restore_settings()
+        restore_layout(self)
+        self.method_panel.restore(self.settings.options("method"))
         self._update_actions()
         if autoload:
             QTimer.singleShot(0, self.load_startup_model)
-
-    # ===================================================================== construction
-    def _restore_settings(self) -> None:
-        geometry = self.settings.geometry()
-        if geometry is None or not self.restoreGeometry(geometry):
-            screen = QGuiApplication.primaryScreen()
-            area = screen.availableGeometry() if screen else None
-            if area is not None:
-                size = QSize(min(1600, int(area.width() * 0.96)), min(1000, int(area.height() * 0.94)))
-                self.resize(size)
-                self.move(area.center().x() - size.width() // 2, area.center().y() - size.height() // 2)
-            else:
-                self.resize(1280, 800)
-        state = self.settings.window_state()
-        if state is not None:
-            self.restoreState(state)
-        self.method_panel.restore(self.settings.options("method"))
 
     # ===================================================================== loading
     def load_startup_model(self) -> None:
