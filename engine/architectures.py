@@ -15,6 +15,9 @@ torch-pruning (1.6.1) prunes most classifiers as they are; three kinds go wrong 
   reshapes with its recorded head count and size. torch-pruning is told the heads (its `num_heads`
   option, as its own timm ViT example does), so it keeps q, k and v aligned; heads go whole, so
   `head_dim` and `scale` stay as trained, and `num_heads` is updated after each step.
+- torchvision's MaxViT: torch-pruning's walk from an attention's `to_qkv` through the window
+  partition never ends (10 GiB after 4 minutes). Its attention layers are held back (`to_qkv`,
+  `merge`, and so the residual stream `merge` writes to); the MBConv and MLP widths are pruned.
 
 `prepare` is called on the working copy before the pruner is built; `check_pruned` after pruning.
 """
@@ -77,7 +80,12 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
                           f"({', '.join(f'{h} heads of {d}' for h, d in sizes)}): heads are pruned whole, so each "
                           "head keeps its size and scale, and num_heads is updated after each step")
         prep.after_step = _update_attention_sizes(list(attentions.values()), prep.after_step)
-    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units, attentions)
+    held = held_attention(model)
+    if held:
+        prep.notes.append(f"MaxViT: its {len(held)} window/grid attention layers and the residual stream they write to "
+                          "are not pruned (torch-pruning's dependency walk through their window partition does not end "
+                          "in bounded memory); the MBConv and MLP widths are pruned")
+    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units, attentions, held)
     return prep
 
 
@@ -120,9 +128,11 @@ def _unused_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 # ----------------------------------------------------------------------------- the pruner
 
-def _architecture_pruner(base: type, units: dict, attentions: dict | None = None) -> type:
+def _architecture_pruner(base: type, units: dict, attentions: dict | None = None,
+                         held: list[tuple[nn.Linear, nn.Linear]] = ()) -> type:
     """`base` (a torch-pruning pruner) with rounding per convolution group and whole attention heads.
-    `attentions` maps each fused qkv Linear to its timm-style attention module."""
+    `attentions` maps each fused qkv Linear to its timm-style attention module; `held` are (qkv, output)
+    pairs of attention layers that must not be pruned."""
     owners = attentions or {}
 
     class ArchitecturePruner(base):
@@ -131,7 +141,11 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             # instances: every pruned model would stay referenced by the next one. Fresh ones per pruner.
             kwargs.setdefault("in_channel_groups", {})
             kwargs.setdefault("out_channel_groups", {})
+            if held:
+                kwargs["ignored_layers"] = [*(kwargs.get("ignored_layers") or []), *(m for pair in held for m in pair)]
             super().__init__(*args, **kwargs)
+            if held:
+                _record_held(self.DG, held, units)
             self._round_group = None
             self._owners = owners
             # torch-pruning records the head count as qkv's channel groups, which would prune the same
@@ -292,6 +306,30 @@ def _update_attention_sizes(attentions: list[nn.Module], before: Callable[[nn.Mo
         return notes
 
     return update
+
+
+# ----------------------------------------------------------------------------- MaxViT
+
+def held_attention(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
+    """(to_qkv, merge) of each torchvision MaxViT attention layer."""
+    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+
+    return [(m.to_qkv, m.merge) for m in model.modules() if isinstance(m, RelativePositionalMultiHeadAttention)]
+
+
+def _record_held(graph, held: list[tuple[nn.Linear, nn.Linear]], units: dict) -> None:
+    """Every layer that cannot move because it shares channels with a held layer gets its whole width
+    as its rounding unit, so the share check expects it unpruned."""
+    outputs = {merge for _, merge in held}
+    for qkv, merge in held:
+        units[qkv], units[merge] = qkv.out_features, merge.out_features
+    for group in graph.get_all_groups(ignored_layers=[qkv for qkv, _ in held]):  # qkv: the walk that never ends
+        pruned = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+        if any(m in outputs for m in pruned):
+            for module in pruned:
+                size = _out_size(module) if isinstance(module, nn.Module) else None
+                if size:
+                    units[module] = size
 
 
 # ----------------------------------------------------------------------------- checks

@@ -266,3 +266,21 @@ def test_timm_vit_through_the_pipeline(fashion):
     # the pipeline checked the share with its own rounding units (a failure would be in the notes)
     assert not any("the parameters; ratio" in n or "channels, " in n for n in done.notes), done.notes
     assert check_pruned(pruned, torch.randn(1, 1, 28, 28), done.before.params, done.after.params, None) == []
+
+
+def test_maxvit_holds_its_attention_and_prunes_the_rest():
+    """torch-pruning's walk from MaxViT's to_qkv never ends (10 GiB at 224×224): attention and the stream
+    it writes to stay, the MBConv and MLP widths go, and the share check expects exactly that."""
+    from torchvision.models import MaxVit
+
+    example = torch.randn(1, 3, 32, 32)
+    model = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
+                   block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=5).eval()
+    before, prep, original = _prune(model, example, model.classifier[-1], with_prepare=True)
+    attn = [m for m in model.modules() if type(m).__name__ == "RelativePositionalMultiHeadAttention"]
+    assert len(attn) == 4 and all(a.to_qkv.out_features == 3 * a.merge.in_features for a in attn)
+    assert [a.merge.out_features for a in attn] == [16, 16, 32, 32]  # the residual stream is kept
+    mlp = model.blocks[0].layers[0].layers.window_attention.mlp_layer[1]
+    assert mlp.out_features == 40  # 64 × 0.7 = 44.8, floored to a multiple of 8
+    assert prep.units[attn[0].merge] == 16 and any("MaxViT" in n for n in prep.notes)
+    assert _check(model, example, before, prep, original) == []
