@@ -405,6 +405,8 @@ def main() -> int:
     parser.add_argument("--json", default="", help="also write the rows as JSON (after every model)")
     parser.add_argument("--memory-limit", default="8G", help="budget per model (engine.budget; default 8G)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
+    parser.add_argument("--resume", default="", help="rows of a stopped run (its --json): models that pruned there "
+                                                      "are kept, the rest run again")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--data", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -426,6 +428,15 @@ def main() -> int:
     command = "python " + " ".join([Path(sys.argv[0]).as_posix().replace(str(ROOT) + "/", ""), *sys.argv[1:]])
     started = time.strftime("%Y-%m-%d %H:%M")
     rows: list[dict] = []
+    if args.resume:
+        order = [s for _, s in models]
+        rows = [r for r in json.loads(Path(args.resume).read_text()) if r["status"] == "pruned" and r["model"] in order]
+        done = {r["model"] for r in rows}
+        models = [(c, s) for c, s in models if s not in done]
+        print(f"resuming: {len(rows)} pruned rows kept from {args.resume}, {len(models)} models to run", flush=True)
+        total = len(rows) + len(models)
+    else:
+        total = len(models)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
         folder = write_dataset(Path(tmp) / "coverage")
         futures = [pool.submit(run_one, spec, category, folder, args) for category, spec in models]
@@ -435,7 +446,7 @@ def main() -> int:
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=1))
             if out:  # after every model, so a stopped run still leaves what it measured
-                Path(out).write_text(markdown(rows, args, command, started, len(models)))
+                Path(out).write_text(markdown(rows, args, command, started, total))
     groups = summary(rows)
     for name, g in groups.items():
         print(f"{name}: {g['pruned']} of {sum(g.values())} prune, {g['refused']} refused, {g['failed']} fail")
