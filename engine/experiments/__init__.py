@@ -3,7 +3,8 @@ the Pareto front and the ranking that names the best run in plain words; one job
 
 - criteria: the metric catalogue and the criteria runs are ranked by;
 - typed: plan values checked against the annotations of what consumes them;
-- store: run records and the SQLite store (marked, claims for sweeps that share it);
+- store: run records and the SQLite store (marked, refused when foreign);
+- claims: who computes a run in a shared store, its lease, and whether its owner lives;
 - plans: the TOML model of an experiment;
 - runner: run_plan and its events (claims, the memory budget per run, resuming);
 - executors: where the runs execute, here or on a Ray cluster (the driver keeps the store either way);
