@@ -1,7 +1,7 @@
 """What some architectures need before and after structured pruning, and the checks that a pruned
 model is correct (not just smaller).
 
-torch-pruning (1.6.1) prunes most classifiers as they are; three kinds go wrong quietly:
+torch-pruning (1.6.1) prunes most classifiers as they are; a few kinds go wrong quietly:
 - auxiliary heads (GoogLeNet, Inception v3) run only in train mode, so tracing in eval mode never
   sees them: they keep their old widths and fine-tuning crashes. They are dropped before pruning,
   as torchvision itself does for models built without them.
