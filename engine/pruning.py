@@ -214,6 +214,8 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
 
     teacher = _teacher(bundle, dev) if cfg.distill else None
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
+    # said before the graph is traced, so a memory stop while tracing names the right phase
+    yield Progress("prune", 0, 1, "tracing the dependency graph")
     pruner = make_pruner(model, method, cfg, torch.zeros(1, *shape, device=dev), work.num_classes,
                          baseline.macs or 1, cancel)
     notes.extend(pruner.notes)
