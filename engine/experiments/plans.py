@@ -5,7 +5,7 @@ import hashlib
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.budget import parse_limit
 from engine.errors import UserError
@@ -219,11 +219,8 @@ def _methods(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> Plan:
-    """Build a Plan from TOML text; relative paths are resolved against `base_dir`.
-
-    Every error is a UserError naming the bad key and how to fix it.
-    """
+def _read_toml(text: str, source: str) -> dict:
+    """The plan's TOML document, with only known sections and keys."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -241,8 +238,11 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
             if bad:
                 raise UserError(f"{source}: unknown key(s) in [{section}]: {', '.join(map(_key_name, sorted(bad)))}; "
                                 f"valid: {', '.join(sorted(keys))}")
-    base = Path(base_dir)
+    return doc
 
+
+def _path_resolver(base: Path) -> Callable[[Any, str], str]:
+    """A checker turning a plan's path value into a path string, relative ones resolved against `base`."""
     def path(value: Any, where: str) -> str:
         _expect(value, str, where, "a path string")
         if not value or "\x00" in value:
@@ -252,10 +252,11 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         except RuntimeError:  # ~name of a user this machine does not know
             raise UserError(f"{where}: cannot find the home folder in {_shown(value)}; write the full path") from None
         return str(p if p.is_absolute() else base / p)
+    return path
 
-    plan_t, model_t, data_t = doc.get("plan", {}), doc.get("model", {}), doc.get("data", {})
-    sweep_t, prune_t = doc.get("sweep", {}), doc.get("prune", {})
-    plan = Plan()
+
+def _plan_keys(plan: Plan, plan_t: dict, path: Callable, source: str) -> None:
+    """[plan]: name, seed, where results and models go, the memory budget and the executor."""
     plan.name = _expect(plan_t.get("name", Path(source).stem), str, "[plan] name", "a string")
     plan.seed = _expect(plan_t.get("seed", 0), int, "[plan] seed", "an integer")
     if "store" in plan_t:
@@ -271,6 +272,9 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
             raise UserError(f"{source}: [plan] memory_limit: {exc}") from None
     _executor_keys(plan, plan_t)
 
+
+def _model_keys(plan: Plan, model_t: dict, path: Callable, source: str) -> None:
+    """[model]: the source, its code and weights, and the input it expects (never trust)."""
     if "source" not in model_t:
         raise UserError(f"{source}: [model] source is missing; e.g. source = \"demo:resnet\" or a model file")
     src = _expect(model_t["source"], str, "[model] source", "a string such as \"demo:resnet\"")
@@ -298,11 +302,9 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
             setattr(plan, key, _numbers(model_t[key], f"[model] {key}", low, None,
                                         "per channel" + (", above 0" if key == "std" else "")))
 
-    plan.data = _expect(data_t.get("spec", "fashion-mnist"), str, "[data] spec", "a dataset spec string")
-    kind, sep, rest = plan.data.partition(":")
-    if sep and rest and kind in ("imagefolder", "cifar10"):
-        plan.data = f"{kind}:{path(rest, '[data] spec')}"
 
+def _sweep_keys(plan: Plan, sweep_t: dict, source: str) -> None:
+    """[sweep]: the methods, ratios and target speed-ups crossed, and whether guided runs are added."""
     if "methods" not in sweep_t:
         raise UserError(f"{source}: [sweep] methods is missing; e.g. methods = [\"l1\", \"l2\"] or \"structured\"")
     plan.methods = _methods(sweep_t["methods"])
@@ -313,9 +315,10 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         raise UserError(f"{source}: [sweep] needs ratios (e.g. [0.3, 0.5, 0.7]) or target_speedups (e.g. [2.0])")
     plan.sensitivity_guided = _expect(sweep_t.get("sensitivity_guided", False), bool, "[sweep] sensitivity_guided",
                                       "true or false")
-    plan.sensitivity = check_sensitivity_options(dict(doc.get("sensitivity", {})))
 
-    plan.prune = check_prune_options(dict(prune_t), "[prune]")
+
+def _recoveries(doc: dict, source: str) -> tuple[Recovery, ...]:
+    """[[recovery]] tables (one table alone is accepted too), each named, the names distinct."""
     recoveries = doc.get("recovery", [{"name": "none"}])
     if isinstance(recoveries, dict):
         recoveries = [recoveries]
@@ -334,7 +337,27 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         recs.append(Recovery(str(r.get("name") or Recovery(options=opts).summary), opts))
     if len({r.name for r in recs}) != len(recs):
         raise UserError(f"{source}: two [[recovery]] tables share a name; give each a distinct name")
-    plan.recoveries = tuple(recs)
+    return tuple(recs)
+
+
+def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> Plan:
+    """Build a Plan from TOML text; relative paths are resolved against `base_dir`.
+
+    Every error is a UserError naming the bad key and how to fix it.
+    """
+    doc = _read_toml(text, source)
+    path = _path_resolver(Path(base_dir))
+    plan = Plan()
+    _plan_keys(plan, doc.get("plan", {}), path, source)
+    _model_keys(plan, doc.get("model", {}), path, source)
+    plan.data = _expect(doc.get("data", {}).get("spec", "fashion-mnist"), str, "[data] spec", "a dataset spec string")
+    kind, sep, rest = plan.data.partition(":")
+    if sep and rest and kind in ("imagefolder", "cifar10"):
+        plan.data = f"{kind}:{path(rest, '[data] spec')}"
+    _sweep_keys(plan, doc.get("sweep", {}), source)
+    plan.sensitivity = check_sensitivity_options(dict(doc.get("sensitivity", {})))
+    plan.prune = check_prune_options(dict(doc.get("prune", {})), "[prune]")
+    plan.recoveries = _recoveries(doc, source)
     if "criteria" in doc:
         plan.criteria = criteria_from_toml(doc["criteria"])
     plan.configs()  # validates every combination now, before any work starts
