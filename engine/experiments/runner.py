@@ -1,7 +1,6 @@
 """Running a plan: its events, claims in the store, the memory budget per run, and resuming."""
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import time
@@ -271,58 +270,15 @@ def run_plan(plan: Plan, store: ResultStore, cancel: CancelToken | None = None, 
 def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner,
               limit: int, executor) -> Iterator:
     start = time.perf_counter()
-    from engine.metrics import evaluate
-    from engine.pruning import run_pruning
-
-    if bundle is None or data is None:
-        yield Progress("plan", 0, 1, "loading model and dataset")
-        bundle, data = load_inputs(plan)
-    bundle.require_prunable()
-    plan.check_outputs(store.path)
-    probed = set()  # one memory probe per batch size and device, however many runs share them
-    for cfg, _ in plan.configs():  # layer names, memory: before the scan and the baseline, not at run 17
-        check_run(cfg, bundle, memory=(cfg.batch_size, cfg.device) not in probed)
-        probed.add((cfg.batch_size, cfg.device))
-    scan = None
-    if plan.sensitivity_guided:
-        for ev in guarded(sensitivity_for_plan(plan, bundle, data, store, cancel, owner), limit):
-            scan = ev
-            yield ev
+    bundle, data, scan = yield from _prepare(plan, store, cancel, bundle, data, owner, limit)
     runs = plan_runs(plan, bundle, scan)
-    identity = plan.model_identity()
     total = len(runs)
-    first_cfg = runs[0][2]
-    b_key = baseline_key(plan, first_cfg, identity)
+    b_key = baseline_key(plan, runs[0][2], plan.model_identity())
     store.put_plan(plan.name, dict(plan.to_json(), keys=[r[0] for r in runs], baseline=b_key))
     done_keys = store.keys("run")
     skipped = sum(1 for r in runs if r[0] in done_keys)
-
-    baseline = store.get(b_key)
-    if baseline is None and not (yield from _acquire(store, b_key, owner, cancel, "the original model's "
-                                                     "evaluation", total=total, skipped=skipped)):
-        baseline = store.get(b_key)  # another sweep evaluated it while this one waited
-    if baseline is None:
-        yield PlanProgress(0, total, b_key, "original model", skipped, "evaluating the original model once")
-        try:
-            sink = []
-            t0 = time.perf_counter()
-            for ev in guarded(evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
-                                       limit=first_cfg.eval_limit, speed=first_cfg.measure_speed,
-                                       threads=first_cfg.threads, repeats=first_cfg.latency_repeats, cancel=cancel),
-                              limit):
-                if isinstance(ev, Progress):
-                    yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
-                else:
-                    sink.append(ev.metrics)
-            baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
-                                        time.perf_counter() - t0, 0.0, 0.0, device_text(first_cfg.device),
-                                        versions(), {"model": plan.model}, [], plan.model, plan.data,
-                                        time.strftime("%Y-%m-%dT%H:%M:%S"), {}, owner.host,
-                                        timed_threads(sink[0], first_cfg.device)), owner)
-            store.put(baseline, owner)
-        except BaseException:
-            store.release(owner, b_key)
-            raise
+    baseline = yield from _baseline(plan, store, cancel, bundle, data, owner, limit, b_key, runs[0][2], total,
+                                    skipped)
     executor.open(plan, bundle, data, baseline, plan.models_dir(store.path) if plan.save_models else None)
     yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
                       tuple(plan.criteria))
@@ -332,30 +288,8 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     held, holders = [], []  # runs another live process computes: looked at again once this one is idle
     shown = ""
     while pending or held or executor.running:
-        later = []
-        for index, (key, label, cfg, rec, guided) in pending:
-            cancel.check()
-            if executor.running >= executor.capacity:
-                later.append((index, (key, label, cfg, rec, guided)))
-                continue
-            status, holder = ("stored", None) if key in done_keys else store.claim(key, owner)
-            if status == "stored":
-                stored = store.get(key)
-                if stored is not None:  # (a stored row is never deleted; the check only guards the type)
-                    by_other = key not in done_keys
-                    counts["shared"] += by_other
-                    yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
-                    continue
-                done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
-            if status != "claimed":
-                held.append((index, (key, label, cfg, rec, guided)))
-                if holder is not None:
-                    holders.append(holder.owner.describe())
-                continue
-            sent = "" if executor.name == "local" else " (submitted to the Ray cluster)"
-            yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}{sent}")
-            executor.submit(Job(index, total, key, label, cfg, rec, guided))
-        pending = later
+        pending = yield from _submit(pending, executor, store, owner, cancel, done_keys, counts, held, holders,
+                                     total, skipped)
         if executor.running:
             yield from _collect(executor, store, owner, cancel, skipped, counts, failed)
             continue
@@ -375,6 +309,94 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     yield PlanDone(results, baseline, rank(results, plan.criteria, baseline, model=plan.model), str(store.path),
                    time.perf_counter() - start, ran, skipped, shared, tuple(failed))
 
+
+def _prepare(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner,
+             limit: int) -> Iterator:
+    """Load the inputs, check every run before any work, and scan sensitivity when the plan is guided;
+    returns (bundle, data, scan or None)."""
+    from engine.pruning import run_pruning  # noqa: F401  (the core loads before any work starts)
+
+    if bundle is None or data is None:
+        yield Progress("plan", 0, 1, "loading model and dataset")
+        bundle, data = load_inputs(plan)
+    bundle.require_prunable()
+    plan.check_outputs(store.path)
+    probed = set()  # one memory probe per batch size and device, however many runs share them
+    for cfg, _ in plan.configs():  # layer names, memory: before the scan and the baseline, not at run 17
+        check_run(cfg, bundle, memory=(cfg.batch_size, cfg.device) not in probed)
+        probed.add((cfg.batch_size, cfg.device))
+    scan = None
+    if plan.sensitivity_guided:
+        for ev in guarded(sensitivity_for_plan(plan, bundle, data, store, cancel, owner), limit):
+            scan = ev
+            yield ev
+    return bundle, data, scan
+
+
+def _baseline(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner, limit: int,
+              b_key: str, first_cfg: PruneConfig, total: int, skipped: int) -> Iterator:
+    """The original model's row: from the store, from another sweep that claimed it, or evaluated once here
+    (with the first run's settings) and stored; returns it."""
+    from engine.metrics import evaluate
+
+    baseline = store.get(b_key)
+    if baseline is None and not (yield from _acquire(store, b_key, owner, cancel, "the original model's "
+                                                     "evaluation", total=total, skipped=skipped)):
+        baseline = store.get(b_key)  # another sweep evaluated it while this one waited
+    if baseline is not None:
+        return baseline
+    yield PlanProgress(0, total, b_key, "original model", skipped, "evaluating the original model once")
+    try:
+        sink = []
+        t0 = time.perf_counter()
+        for ev in guarded(evaluate(bundle.model, data, device=first_cfg.device, batch_size=first_cfg.batch_size,
+                                   limit=first_cfg.eval_limit, speed=first_cfg.measure_speed,
+                                   threads=first_cfg.threads, repeats=first_cfg.latency_repeats, cancel=cancel),
+                          limit):
+            if isinstance(ev, Progress):
+                yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
+            else:
+                sink.append(ev.metrics)
+        baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
+                                    time.perf_counter() - t0, 0.0, 0.0, device_text(first_cfg.device),
+                                    versions(), {"model": plan.model}, [], plan.model, plan.data,
+                                    time.strftime("%Y-%m-%dT%H:%M:%S"), {}, owner.host,
+                                    timed_threads(sink[0], first_cfg.device)), owner)
+        store.put(baseline, owner)
+    except BaseException:
+        store.release(owner, b_key)
+        raise
+    return baseline
+
+
+def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToken, done_keys: set,
+            counts: dict, held: list, holders: list, total: int, skipped: int) -> Iterator:
+    """Claim and submit pending runs while the executor has room; a run already stored is passed on as
+    PlanRunDone, one another live sweep holds goes to `held`. Returns the runs left for later."""
+    later = []
+    for index, (key, label, cfg, rec, guided) in pending:
+        cancel.check()
+        if executor.running >= executor.capacity:
+            later.append((index, (key, label, cfg, rec, guided)))
+            continue
+        status, holder = ("stored", None) if key in done_keys else store.claim(key, owner)
+        if status == "stored":
+            stored = store.get(key)
+            if stored is not None:  # (a stored row is never deleted; the check only guards the type)
+                by_other = key not in done_keys
+                counts["shared"] += by_other
+                yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
+                continue
+            done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
+        if status != "claimed":
+            held.append((index, (key, label, cfg, rec, guided)))
+            if holder is not None:
+                holders.append(holder.owner.describe())
+            continue
+        sent = "" if executor.name == "local" else " (submitted to the Ray cluster)"
+        yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}{sent}")
+        executor.submit(Job(index, total, key, label, cfg, rec, guided))
+    return later
 
 
 def _collect(executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToken, skipped: int, counts: dict,
