@@ -16,6 +16,8 @@ Public API (for gui/main_window.py, which owns the worker and embeds this widget
     tab.write_report(path)                          # HTML + CSV (also the "Save report…" button)
 
 Changing weights or constraints in the criteria editor re-ranks the results at once, without re-running.
+The tab holds the state; the criteria editor, the comparison table and the plots are their own modules
+(gui/criteria_table.py, gui/comparison_table.py, gui/experiment_plots.py).
 """
 from __future__ import annotations
 
@@ -23,30 +25,25 @@ from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot  # PySide6 before pyqtgraph, so pyqtgraph binds it
-from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout,
-                               QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox,
-                               QPushButton, QScrollArea, QSplitter, QTableWidget, QTableWidgetItem,
-                               QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QMessageBox, QPushButton, QScrollArea, QSplitter, QTabWidget,
+                               QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
 
 from engine.errors import UserError
 from engine.events import Progress
-from engine.experiments import (DEFAULT_CRITERIA, METRICS, Criterion, Plan, PlanDone, PlanProgress, PlanRunDone,
+from engine.experiments import (DEFAULT_CRITERIA, Criterion, Plan, PlanDone, PlanProgress, PlanRunDone,
                                 PlanRunFailed, PlanRunStarted, PlanStarted, Recovery, ResultStore, RunResult,
-                                default_store_path, metric_value, pareto_front, rank)
+                                default_store_path, rank)
 from engine.methods import all_methods
 from engine.units import parse_numbers
-from gui import theme
+from gui.comparison_table import ComparisonTable
+from gui.criteria_table import CriteriaTable
+from gui.experiment_plots import (PALETTE, ParetoView, draw_ratio_curves, draw_sensitivity, ratio_plot,
+                                  sensitivity_plot)
 from gui.options import OptionField
-
-PALETTE = theme.RUN_COLOURS + ("#1f77b4", "#d62728", "#2ca02c")
-PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)"),
-               ("compressed_bytes", "compressed size (MB)"), ("macs", "MACs (M)"))
-TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
-                 "constraints")
-CRITERIA_COLUMNS = ("criterion", "metric", "weight", "max drop", "max value", "min speed-up")
 
 
 class ExperimentTab(QWidget):
@@ -83,6 +80,31 @@ class ExperimentTab(QWidget):
     def _build_editor(self) -> QWidget:
         panel = QWidget()
         col = QVBoxLayout(panel)
+        col.addWidget(self._build_methods())
+        col.addWidget(self._build_options())
+        col.addWidget(self._build_criteria())
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run plan")
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested.emit)
+        self.report_button = QPushButton("Save report…")
+        self.report_button.clicked.connect(self._on_report_clicked)
+        for b in (self.run_button, self.cancel_button, self.report_button):
+            buttons.addWidget(b)
+        col.addLayout(buttons)
+        self.status_label = QLabel("")
+        self.status_label.setTextFormat(Qt.TextFormat.RichText)  # messages are escaped HTML
+        self.status_label.setWordWrap(True)
+        col.addWidget(self.status_label)
+        col.addWidget(self.in_flight_label)  # runs on the Ray cluster now
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(panel)
+        return scroll
+
+    def _build_methods(self) -> QGroupBox:
         methods = QGroupBox("Methods")
         grid = QGridLayout(methods)
         self.method_boxes: dict[str, QCheckBox] = {}
@@ -92,8 +114,9 @@ class ExperimentTab(QWidget):
             box.setChecked(m.compared_by_default)
             self.method_boxes[m.name] = box
             grid.addWidget(box, i // 2, i % 2)
-        col.addWidget(methods)
+        return methods
 
+    def _build_options(self) -> QGroupBox:
         form_box = QGroupBox("Ratios and recovery")
         form = QFormLayout(form_box)
         self.ratios_edit = QLineEdit("0.3, 0.5, 0.7")
@@ -130,6 +153,11 @@ class ExperimentTab(QWidget):
         form.addRow("", self.speed_check)
         self.seed_spin = self.fields["seed"].widget
         form.addRow("Seed", self.seed_spin)
+        form.addRow("Result store", self._build_store_row())
+        form.addRow("Run on", self._build_run_on())
+        return form_box
+
+    def _build_store_row(self) -> QHBoxLayout:
         store_row = QHBoxLayout()
         self.store_label = QLabel("")
         self.store_label.setWordWrap(True)
@@ -140,47 +168,19 @@ class ExperimentTab(QWidget):
                                       "add to or resume)")
         self.choose_button.clicked.connect(self._on_choose_store)
         store_row.addWidget(self.choose_button)
-        form.addRow("Result store", store_row)
-        form.addRow("Run on", self._build_run_on())
-        col.addWidget(form_box)
+        return store_row
 
+    def _build_criteria(self) -> QGroupBox:
         crit_box = QGroupBox("Criteria (weights and constraints; edits re-rank at once)")
         crit_layout = QVBoxLayout(crit_box)
-        self.criteria_table = QTableWidget(0, len(CRITERIA_COLUMNS))
-        self.criteria_table.setHorizontalHeaderLabels(CRITERIA_COLUMNS)
-        self.criteria_table.verticalHeader().setVisible(False)
-        self.criteria_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.criteria_table.setToolTip("Weight 0: shown, not scored. Max drop: points lost against the original "
-                                       "(higher-is-better metrics). Max value: an absolute limit in the unit shown. "
-                                       "Min speed-up: at least N× lower than the original.")
+        self.criteria_table = CriteriaTable()
         self.set_criteria(DEFAULT_CRITERIA)
         self.criteria_table.itemChanged.connect(self._on_criteria_changed)
         crit_layout.addWidget(self.criteria_table)
         self.criteria_error = QLabel("")
         self.criteria_error.setStyleSheet("color: #b00020")
         crit_layout.addWidget(self.criteria_error)
-        col.addWidget(crit_box)
-
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run plan")
-        self.run_button.clicked.connect(self._on_run_clicked)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_requested.emit)
-        self.report_button = QPushButton("Save report…")
-        self.report_button.clicked.connect(self._on_report_clicked)
-        for b in (self.run_button, self.cancel_button, self.report_button):
-            buttons.addWidget(b)
-        col.addLayout(buttons)
-        self.status_label = QLabel("")
-        self.status_label.setTextFormat(Qt.TextFormat.RichText)  # messages are escaped HTML
-        self.status_label.setWordWrap(True)
-        col.addWidget(self.status_label)
-        col.addWidget(self.in_flight_label)  # runs on the Ray cluster now
-        col.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(panel)
-        return scroll
+        return crit_box
 
     def _build_run_on(self) -> QWidget:
         """"this computer" or "Ray cluster at ADDRESS", remembered in the settings; the window stays a client
@@ -228,72 +228,29 @@ class ExperimentTab(QWidget):
         self.recommendation_label.setFont(font)
         col.addWidget(self.recommendation_label)
 
-        self.table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table = ComparisonTable()
         self.table.cellClicked.connect(self._on_table_clicked)
-
-        tabs = QTabWidget()
-        pareto = QWidget()
-        pcol = QVBoxLayout(pareto)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Accuracy against"))
-        self.pareto_axis = QComboBox()
-        for key, label in PARETO_AXES:
-            self.pareto_axis.addItem(label, key)
-        self.pareto_axis.currentIndexChanged.connect(lambda _: self._refresh_pareto())
-        row.addWidget(self.pareto_axis)
-        row.addStretch(1)
-        pcol.addLayout(row)
-        self.pareto_plot = self._plot_widget()
-        self.pareto_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.pareto_plot.setLabel("left", "top-1 accuracy (%)")
-        self.pareto_plot.setToolTip("Each point is a run (hollow: breaks a constraint; star: the original). "
-                                    "The line is the Pareto front. Click a point to select its run.")
-        self.front_curve = self.pareto_plot.plot([], [], pen=pg.mkPen("#6e7781", width=1.5,
-                                                                      style=Qt.PenStyle.DashLine))
-        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True)
-        self.scatter.sigClicked.connect(self._on_points_clicked)
-        self.pareto_plot.addItem(self.scatter)
-        self.original_point = pg.ScatterPlotItem(size=16, symbol="star", brush=pg.mkBrush("#222"))
-        self.pareto_plot.addItem(self.original_point)
-        pcol.addWidget(self.pareto_plot)
-        tabs.addTab(pareto, "Pareto front")
-
-        self.ratio_plot = self._plot_widget()
-        self.ratio_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.ratio_plot.setLabel("bottom", "pruning ratio (0 = original)")
-        self.ratio_plot.setLabel("left", "top-1 accuracy (%)")
-        self.ratio_plot.addLegend(offset=(10, -10))
-        tabs.addTab(self.ratio_plot, "Accuracy vs ratio")
-
-        self.sensitivity_plot = self._plot_widget()
-        self.sensitivity_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.sensitivity_plot.setLabel("bottom", "share of the group's channels removed")
-        self.sensitivity_plot.setLabel("left", "top-1 drop (points)")
-        self.sensitivity_plot.addLegend(offset=(10, 10))
-        tabs.addTab(self.sensitivity_plot, "Sensitivity")
-        self.result_tabs = tabs
-
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(tabs)
+        split.addWidget(self._build_result_tabs())
         col.addWidget(split, 1)
         return panel
 
-    @staticmethod
-    def _plot_widget() -> pg.PlotWidget:
-        widget = pg.PlotWidget(background=theme.plot_background())
-        fg = theme.plot_foreground()
-        for side in ("left", "bottom"):
-            widget.getAxis(side).setPen(fg)
-            widget.getAxis(side).setTextPen(fg)
-            widget.getAxis(side).enableAutoSIPrefix(False)
-        return widget
+    def _build_result_tabs(self) -> QTabWidget:
+        tabs = QTabWidget()
+        pareto = ParetoView()
+        self.pareto_axis, self.pareto_plot = pareto.axis, pareto.plot
+        self.front_curve, self.scatter, self.original_point = pareto.front_curve, pareto.scatter, pareto.original_point
+        self.pareto_axis.currentIndexChanged.connect(lambda _: self._refresh_pareto())
+        self.scatter.sigClicked.connect(self._on_points_clicked)
+        self.pareto_view = pareto
+        tabs.addTab(pareto, "Pareto front")
+        self.ratio_plot = ratio_plot()
+        tabs.addTab(self.ratio_plot, "Accuracy vs ratio")
+        self.sensitivity_plot = sensitivity_plot()
+        tabs.addTab(self.sensitivity_plot, "Sensitivity")
+        self.result_tabs = tabs
+        return tabs
 
     # --------------------------------------------------------------------- inputs
     def set_model_source(self, source: str, data_spec: str = "fashion-mnist") -> None:
@@ -320,41 +277,11 @@ class ExperimentTab(QWidget):
 
     def set_criteria(self, criteria) -> None:
         """Fill the criteria editor."""
-        self.criteria_table.blockSignals(True)
-        self.criteria_table.setRowCount(0)
-        self._criteria_meta = list(criteria)
-        for c in criteria:
-            r = self.criteria_table.rowCount()
-            self.criteria_table.insertRow(r)
-            values = (c.name, f"{c.metric} ({c.unit}, {'↑' if c.direction == 'max' else '↓'})", f"{c.weight:g}", "" if c.max_drop is None else f"{c.max_drop:g}",
-                      "" if c.max_value is None else f"{c.max_value:g}",
-                      "" if c.min_speedup is None else f"{c.min_speedup:g}")
-            for col, text in enumerate(values):
-                item = QTableWidgetItem(text)
-                if col < 2:
-                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                    item.setToolTip(f"{METRICS[c.metric].label}: {'higher' if c.direction == 'max' else 'lower'} "
-                                    "is better")
-                self.criteria_table.setItem(r, col, item)
-        self.criteria_table.blockSignals(False)
+        self.criteria_table.set_criteria(criteria)
 
     def criteria(self) -> tuple[Criterion, ...]:
         """The criteria as edited (raises UserError naming the bad cell)."""
-        out = []
-        for r, base in enumerate(self._criteria_meta):
-            def number(col: int, what: str):
-                text = (self.criteria_table.item(r, col).text() if self.criteria_table.item(r, col) else "").strip()
-                if not text:
-                    return None
-                try:
-                    return float(text)
-                except ValueError:
-                    raise UserError(f"{base.name}: {what} must be a number, got {text!r}") from None
-            weight = number(2, "weight")
-            out.append(Criterion(base.name, base.metric, base.direction, base.unit,
-                                 0.0 if weight is None else weight, number(3, "max drop"), number(4, "max value"),
-                                 base.min_value, number(5, "min speed-up")))
-        return tuple(out)
+        return self.criteria_table.criteria()
 
     def plan(self) -> Plan:
         """The plan the widgets describe (raises UserError with a message for the user)."""
@@ -548,85 +475,16 @@ class ExperimentTab(QWidget):
         self._refresh_ratio_curves()
 
     def _refresh_table(self) -> None:
-        rows: list[tuple[RunResult, object]] = ([(self._baseline, None)] if self._baseline else [])
-        if self._ranking:
-            rows += [(e.result, e) for e in self._ranking.entries]
-        self.table.setRowCount(len(rows))
-        b = self._baseline.metrics if self._baseline else None
-        for i, (r, e) in enumerate(rows):
-            m = r.metrics
-            speed = r.latency_speedup(self._baseline) if e is not None else None
-            cells = ("–" if e is None else str(e.rank), r.label, f"{m.top1 * 100:.2f}",
-                     f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", f"{m.f1_macro * 100:.2f}",
-                     f"{m.latency():.3f}" if m.latency() else "–", f"{speed:.2f}×" if speed else "–",
-                     f"{m.size_bytes / 1e6:.3f}", f"{m.macs / 1e6:.2f}", "–" if e is None else f"{e.score:.3f}",
-                     "original" if e is None else ("✓" if e.feasible else "✗ " + "; ".join(e.violations)))
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if e is not None and not e.feasible:
-                    item.setBackground(QColor("#fde2e2"))
-                    item.setToolTip("breaks: " + "; ".join(e.violations))
-                elif e is not None and self._ranking.best is e:
-                    item.setBackground(QColor("#dff2df"))
-                    f = item.font()
-                    f.setBold(True)
-                    item.setFont(f)
-                self.table.setItem(i, col, item)
+        self.table.show_ranking(self._ranking, self._baseline)
 
     def _refresh_pareto(self) -> None:
-        key = self.pareto_axis.currentData() or "latency_ms"
-        results = self._ranking.entries if self._ranking else ()
-        if key == "latency_ms" and results and not any(metric_value(e.result, key) for e in results):
-            self.pareto_axis.setCurrentIndex(self.pareto_axis.findData("macs"))  # latency was not measured
-            return  # the index change redraws
-        info = METRICS[key]
-        self.pareto_plot.setLabel("bottom", f"{info.label} ({info.unit}), lower is better")
-        entries = [e for e in (self._ranking.entries if self._ranking else ()) if metric_value(e.result, key)]
-        pts = [(metric_value(e.result, key), e.result.metrics.top1 * 100) for e in entries]
-        spots = []
-        for e, (x, y) in zip(entries, pts):
-            colour = self._colours.get(e.result.method, "#333")
-            spots.append({"pos": (x, y), "data": e.result.key,
-                          "brush": pg.mkBrush(colour if e.feasible else "#ffffff"),
-                          "pen": pg.mkPen("#2ca02c" if self._ranking.best is e else colour,
-                                          width=3 if self._ranking.best is e else 1.5),
-                          "symbol": "o", "size": 14 if self._ranking.best is e else 11})
-        self.scatter.setData(spots)
-        front = pareto_front(pts, ("min", "max"))
-        self.front_curve.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
-        bv = metric_value(self._baseline, key) if self._baseline else None
-        if bv:
-            self.original_point.setData([bv], [self._baseline.metrics.top1 * 100])
-        else:
-            self.original_point.setData([], [])
+        self.pareto_view.draw(self._ranking, self._baseline, self._colours)
 
     def _refresh_ratio_curves(self) -> None:
-        groups: dict[tuple, list[RunResult]] = {}
-        for k in self._order:
-            r = self._results[k]
-            if r.ratio is not None:
-                groups.setdefault((r.method, r.guided), []).append(r)
-        base = self._baseline.metrics.top1 * 100 if self._baseline else None
-        for (method, guided), runs in groups.items():
-            runs.sort(key=lambda r: r.ratio)
-            xs = ([0.0] if base is not None else []) + [r.ratio for r in runs]
-            ys = ([base] if base is not None else []) + [r.metrics.top1 * 100 for r in runs]
-            item = self._ratio_curves.get((method, guided))
-            if item is None:  # each curve is created once, then fed with setData
-                colour = self._colours.get(method, "#333")
-                pen = pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine if guided else Qt.PenStyle.SolidLine)
-                item = self.ratio_plot.plot([], [], pen=pen, symbol="o", symbolSize=7, symbolBrush=colour,
-                                            name=method + (" (guided)" if guided else ""))
-                self._ratio_curves[(method, guided)] = item
-            item.setData(xs, ys)
+        draw_ratio_curves(self.ratio_plot, self._ratio_curves, [self._results[k] for k in self._order],
+                          self._baseline, self._colours)
 
     def show_sensitivity(self, result) -> None:
         """Draw a scan (engine.sensitivity.SensitivityDone): drop against ratio, one curve per layer group."""
-        self.sensitivity_plot.clear()
-        self.sensitivity_plot.addLegend(offset=(10, 10))
-        for i, g in enumerate(sorted(result.groups, key=lambda g: -g.score)):
-            colour = PALETTE[i % len(PALETTE)]
-            self.sensitivity_plot.plot([0.0, *map(float, result.ratios)], [0.0, *map(float, g.drops)],
-                                       pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
-                                       symbolBrush=colour, name=f"{g.name} ({g.score:.1f} pt)")
+        draw_sensitivity(self.sensitivity_plot, result)
         self.result_tabs.setCurrentWidget(self.sensitivity_plot)
