@@ -335,6 +335,44 @@ def _grid_search(groups: list[GroupSensitivity], k0: dict, floor: dict, ceiling:
     return choice if macs_of(choice) <= budget else None  # the real count has the last word
 
 
+def _greedy_search(groups: list[GroupSensitivity], kept: dict, floor: dict, ceiling: dict, units: dict, cost, macs_of,
+                   uniform: int, max_moves: int) -> tuple[dict, int]:
+    """Move one unit of channels at a time to the group whose drop it lowers most (from a group that loses
+    less, or from the MACs slack), keeping real MACs within `uniform`; returns the kept counts and their MACs."""
+    macs = macs_of(kept)
+    for _ in range(max_moves):
+        moves = []
+        for a in groups:  # give group a one unit more channels ...
+            up = min(ceiling[a.name], kept[a.name] + units[a.name])
+            if up == kept[a.name]:
+                continue
+            gain = cost(a, kept[a.name]) - cost(a, up)
+            for b in [None, *groups]:  # ... taking one unit from group b (or from the MACs slack)
+                if b is a:
+                    continue
+                loss = 0.0
+                if b is not None:
+                    down = kept[b.name] - units[b.name]
+                    if down < floor[b.name]:
+                        continue
+                    loss = cost(b, down) - cost(b, kept[b.name])
+                if gain - loss > 1e-6:
+                    moves.append((gain - loss, a.name, up, b.name if b else None,
+                                  kept[b.name] - units[b.name] if b else None))
+        moved = False
+        for _, a, up, b, down in sorted(moves, key=lambda m: -m[0]):
+            trial = dict(kept, **{a: up})
+            if b is not None:
+                trial[b] = down
+            m = macs_of(trial)
+            if m <= uniform:
+                kept, macs, moved = trial, m, True
+                break
+        if not moved:
+            break
+    return kept, macs
+
+
 def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: ModelBundle,
                          round_to: int | None = 8, max_layer_ratio: float = 0.9, keep_head: bool = True,
                          max_moves: int = 400, max_shift: float | None = None) -> Proposal:
@@ -380,37 +418,7 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     found = _grid_search(groups, kept, floor, ceiling, units, cost, macs_of, uniform)
     if found is not None:
         kept, max_moves = found, 0
-    macs = macs_of(kept)
-    for _ in range(max_moves):
-        moves = []
-        for a in groups:  # give group a one unit more channels ...
-            up = min(ceiling[a.name], kept[a.name] + units[a.name])
-            if up == kept[a.name]:
-                continue
-            gain = cost(a, kept[a.name]) - cost(a, up)
-            for b in [None, *groups]:  # ... taking one unit from group b (or from the MACs slack)
-                if b is a:
-                    continue
-                loss = 0.0
-                if b is not None:
-                    down = kept[b.name] - units[b.name]
-                    if down < floor[b.name]:
-                        continue
-                    loss = cost(b, down) - cost(b, kept[b.name])
-                if gain - loss > 1e-6:
-                    moves.append((gain - loss, a.name, up, b.name if b else None,
-                                  kept[b.name] - units[b.name] if b else None))
-        moved = False
-        for _, a, up, b, down in sorted(moves, key=lambda m: -m[0]):
-            trial = dict(kept, **{a: up})
-            if b is not None:
-                trial[b] = down
-            m = macs_of(trial)
-            if m <= uniform:
-                kept, macs, moved = trial, m, True
-                break
-        if not moved:
-            break
+    kept, macs = _greedy_search(groups, kept, floor, ceiling, units, cost, macs_of, uniform, max_moves)
     group_ratios = {g.name: _ratio_for(g.channels, kept[g.name]) for g in groups}
     estimated = sum(cost(g, kept[g.name]) for g in groups)
     return Proposal(layers_of(kept), group_ratios, int(macs), int(uniform), int(result.base_macs),
