@@ -110,6 +110,38 @@ def quick_top1(model: nn.Module, data: Dataset, split: str = "val", device: torc
     return correct / max(1, total)
 
 
+def _batches_per_epoch(data: Dataset, cfg: TrainConfig) -> tuple[int, int]:
+    """(batch size, batches per epoch); a small dataset still fine-tunes: the batch shrinks to what the
+    split holds."""
+    images = data.split_size("train")
+    if images < 2:
+        raise UserError(f"the training split holds {images} image(s): fine-tuning needs at least 2 (BatchNorm "
+                        "needs a batch); add training images or turn fine-tuning off")
+    batch_size = min(cfg.batch_size, images)
+    batches = len(data.loader("train", batch_size, drop_last=True))
+    if cfg.max_batches:
+        batches = min(batches, cfg.max_batches)
+    return batch_size, batches
+
+
+def _step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, teacher: nn.Module | None,
+          regularizer: Callable[[nn.Module], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step (with the teacher's soft targets when distilling); returns outputs and loss."""
+    out = model(x)
+    loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+    if teacher is not None:
+        with torch.no_grad():
+            soft = teacher(x)
+        w = cfg.distill_weight
+        loss = (1 - w) * loss + w * distillation_loss(out, soft, cfg.distill_temperature)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if regularizer is not None:
+        regularizer(model)
+    opt.step()
+    return out, loss
+
+
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken | None = None,
           teacher: nn.Module | None = None, regularizer: Callable[[nn.Module], None] | None = None,
           phase: str = "train") -> Iterator:
@@ -127,15 +159,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken
     if teacher is not None:
         teacher.to(device).eval()
     opt = _optimizer(model, cfg)
-    images = data.split_size("train")
-    if images < 2:
-        raise UserError(f"the training split holds {images} image(s): fine-tuning needs at least 2 (BatchNorm "
-                        "needs a batch); add training images or turn fine-tuning off")
-    # a small dataset still fine-tunes: the batch shrinks to what the split holds
-    batch_size = min(cfg.batch_size, images)
-    batches = len(data.loader("train", batch_size, drop_last=True))
-    if cfg.max_batches:
-        batches = min(batches, cfg.max_batches)
+    batch_size, batches = _batches_per_epoch(data, cfg)
     whole = int(math.ceil(cfg.epochs))
     total = max(1, int(round(cfg.epochs * batches)))
     eta = Eta(total)
@@ -152,18 +176,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            if teacher is not None:
-                with torch.no_grad():
-                    soft = teacher(x)
-                w = cfg.distill_weight
-                loss = (1 - w) * loss + w * distillation_loss(out, soft, cfg.distill_temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if regularizer is not None:
-                regularizer(model)
-            opt.step()
+            out, loss = _step(model, opt, x, y, cfg, teacher, regularizer)
             step += 1
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
