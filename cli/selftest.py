@@ -70,9 +70,24 @@ class Skipped(Exception):
 
 # ----------------------------------------------------------------------------- the headless checks
 
+def _cuda() -> str:
+    """The CUDA check: a real kernel on the first GPU (it needs none of the other checks' context)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise Skipped(f"no CUDA device (torch built for CUDA {torch.version.cuda or 'none'}); the CPU is used")
+    name = torch.cuda.get_device_name(0)
+    x = torch.randn(8, 1, 28, 28, device="cuda")
+    conv = torch.nn.Conv2d(1, 8, 3).cuda()
+    y = conv(x).sum().item()  # a real kernel: catches a driver too old for the bundled CUDA
+    if y != y:
+        raise AssertionError("a convolution on the GPU returned NaN")
+    total = torch.cuda.get_device_properties(0).total_memory
+    return f"{name}, {total / 2**30:.0f} GiB, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+
+
 def engine_checks(ctx: Context) -> list[tuple[str, Check]]:
     """Demo, evaluation, pruning, ONNX and CUDA: what the CLI and the headless image rely on."""
-    import torch
 
     def demo() -> str:
         from engine.data import load_dataset
@@ -124,19 +139,7 @@ def engine_checks(ctx: Context) -> list[tuple[str, Check]]:
         return (f"onnxruntime agrees with PyTorch on {result['agreement']:.1%} of {result['images']} images "
                 f"(largest difference {result['max_abs_diff']:.1e})")
 
-    def cuda() -> str:
-        if not torch.cuda.is_available():
-            raise Skipped(f"no CUDA device (torch built for CUDA {torch.version.cuda or 'none'}); the CPU is used")
-        name = torch.cuda.get_device_name(0)
-        x = torch.randn(8, 1, 28, 28, device="cuda")
-        conv = torch.nn.Conv2d(1, 8, 3).cuda()
-        y = conv(x).sum().item()  # a real kernel: catches a driver too old for the bundled CUDA
-        if y != y:
-            raise AssertionError("a convolution on the GPU returned NaN")
-        total = torch.cuda.get_device_properties(0).total_memory
-        return f"{name}, {total / 2**30:.0f} GiB, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
-
-    return [("demo", demo), ("evaluate", evaluate), ("prune", prune), ("onnx", onnx), ("cuda", cuda)]
+    return [("demo", demo), ("evaluate", evaluate), ("prune", prune), ("onnx", onnx), ("cuda", _cuda)]
 
 
 def _need(value: object, check: str) -> None:
