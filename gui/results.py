@@ -133,6 +133,12 @@ class ResultsView(theme.PaletteWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         splitter = QSplitter(Qt.Orientation.Vertical)
         layout.addWidget(splitter)
+        splitter.addWidget(self._build_tree())
+        splitter.addWidget(self._build_scatter())
+        splitter.setSizes([200, 300])
+        self._apply_palette()
+
+    def _build_tree(self) -> QWidget:
         self.model = QStandardItemModel(0, len(COLUMNS), self)
         for col, (header, tip, _, _) in enumerate(COLUMNS):
             item = QStandardItem(header)
@@ -170,7 +176,9 @@ class ResultsView(theme.PaletteWidget):
         buttons.addWidget(self.continue_button)
         buttons.addStretch(1)
         top_layout.addLayout(buttons)
-        splitter.addWidget(top)
+        return top
+
+    def _build_scatter(self) -> pg.PlotWidget:
         self.scatter_widget = pg.PlotWidget()
         self.scatter_widget.setToolTip("Each point is a run (the star is the original model); up-left is better. "
                                        "Click a point to select its run")
@@ -183,9 +191,7 @@ class ResultsView(theme.PaletteWidget):
         self.baseline_point = pg.ScatterPlotItem(size=18, symbol="star")
         self.scatter_plot.addItem(self.baseline_point)
         self.labels: list[pg.TextItem] = []
-        splitter.addWidget(self.scatter_widget)
-        splitter.setSizes([200, 300])
-        self._apply_palette()
+        return self.scatter_widget
 
     # --------------------------------------------------------------------- feeding
     def add_run(self, run: RunRecord) -> None:
