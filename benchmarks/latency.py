@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.metrics import measure_latency  # noqa: E402
+from engine.timing import measure_latency  # noqa: E402
 from engine.models import DemoResNet, ModelBundle, load_model  # noqa: E402
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data import load_dataset  # noqa: E402
 from engine.events import drain  # noqa: E402
-from engine.metrics import (PairedSpeedup, machine_load, measure_latency, measure_paired_speedup,  # noqa: E402
+from engine.timing import (PairedSpeedup, machine_load, measure_latency, measure_paired_speedup,  # noqa: E402
                             usable_cores)
 from engine.models import DemoResNet, ModelBundle, load_model  # noqa: E402
 from engine.config import PruneConfig  # noqa: E402

@@ -24,7 +24,8 @@ from engine.data import load_fashion_mnist  # noqa: E402
 from engine.events import drain  # noqa: E402
 from engine.layers import classifier_head, prunable_layers  # noqa: E402
 from engine.methods import all_methods  # noqa: E402
-from engine.metrics import count_macs, count_params, measure_latency, size_on_disk  # noqa: E402
+from engine.metrics import count_macs, count_params, size_on_disk  # noqa: E402
+from engine.timing import measure_latency  # noqa: E402
 from engine.models import DemoResNet, ModelBundle, load_model  # noqa: E402
 from engine.config import PruneConfig  # noqa: E402
 from engine.pruning import run_pruning  # noqa: E402

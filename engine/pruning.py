@@ -23,7 +23,8 @@ from engine.data import Dataset
 from engine.config import PruneConfig
 from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
-from engine.metrics import Metrics, evaluate, iter_paired_speedup, speedup_text
+from engine.metrics import Metrics, evaluate
+from engine.timing import iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
 from engine.outputs import atomic_dir
 from engine.pruners import check_manual_channels, make_pruner

@@ -10,9 +10,10 @@ import torch.nn as nn
 
 from engine.errors import Cancelled
 from engine.events import CancelToken, Progress
-from engine.metrics import (SPREAD_LIMIT, Metrics, PairedSpeedup, default_threads, free_threads,
-                            iter_paired_speedup, measure_latency, measure_paired_speedup, median_interval,
-                            noise_note, relative_spread, speedup_text, usable_cores)
+from engine.metrics import Metrics
+from engine.timing import (SPREAD_LIMIT, PairedSpeedup, default_threads, free_threads, iter_paired_speedup,
+                           measure_latency, measure_paired_speedup, median_interval, noise_note, relative_spread,
+                           speedup_text, usable_cores)
 from engine.models import DemoResNet, ModelBundle
 from engine.config import PruneConfig
 from engine.pruning import PAIRED_ROUNDS, RunDone, run_pruning

@@ -16,7 +16,8 @@ from engine.errors import Cancelled
 from engine.models import DemoResNet
 from engine.events import CancelToken, EvalDone, Progress
 from engine.metrics import (Metrics, classification_scores, confusion_matrix, count_macs, count_nonzero,
-                            count_params, measure_latency, measure_peak_memory, size_on_disk, topk_correct)
+                            count_params, size_on_disk, topk_correct)
+from engine.timing import measure_latency, measure_peak_memory
 
 # A known case: 4 classes, class 3 is never predicted.
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
