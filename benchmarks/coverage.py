@@ -170,7 +170,8 @@ def _prune(bundle, data, cfg, limit: int, captured: list, kept: list, row: dict)
     started = False
     try:
         for event in guarded(run_pruning(bundle, data, cfg, keep=kept), limit):
-            started = True
+            # the run says it is tracing the graph before it does; a refusal there is still before any work
+            started = started or getattr(event, "phase", None) != "prune" or getattr(event, "done", 1) != 0
             if isinstance(event, RunDone):
                 row.update(params=[event.before.params, event.after.params], macs=[event.before.macs, event.after.macs],
                            nonzero=[event.before.nonzero_params, event.after.nonzero_params],

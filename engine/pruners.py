@@ -169,7 +169,15 @@ class StructuredPruner(Pruner):
                       round_to=cfg.round_to)
         name, extra = method.tp_pruner(cfg) if method.tp_pruner else ("MetaPruner", {})
         base = _floor_rounding(getattr(tp.pruner, name))
-        self.pruner = self.prep.pruner_class(base)(model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
+        try:
+            self.pruner = self.prep.pruner_class(base)(model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
+        except (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, TypeError) as exc:
+            # torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in
+            # its reshape rule) ends here, before any measurement, with what the user can still do
+            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise UserError(f"structured pruning cannot trace this model: torch-pruning's dependency graph failed "
+                            f"({type(exc).__name__}: {text}); unstructured pruning (e.g. --method magnitude-global) "
+                            "still works") from exc
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
 

@@ -23,7 +23,7 @@ from engine.data import Dataset
 from engine.config import PruneConfig
 from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
-from engine.metrics import Metrics, evaluate
+from engine.metrics import Metrics, count_macs, evaluate
 from engine.timing import iter_paired_speedup, speedup_text
 from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
 from engine.outputs import atomic_dir
@@ -207,23 +207,26 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     work = bundle.copy()  # the loaded original is never modified
     model = work.model.to(dev).eval()
     drop_aux_heads(model, notes)  # before the baseline, so it does not count weights evaluation never uses
-    if baseline is None:
-        baseline = yield from _measure(model, data, cfg, device, cancel, "baseline")
-    before_w = weight_snapshot(model)
-    step0 = StepDone(0, cfg.steps, 0.0, baseline, layer_stats(before_w, model), histograms(before_w, model, {}))
-    yield step0
-
-    teacher = _teacher(bundle, dev) if cfg.distill else None
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
-    # said before the graph is traced, so a memory stop while tracing names the right phase
+    # The pruner is built before the baseline is measured, so a model torch-pruning cannot trace is refused
+    # before any work; it is said first, so a memory stop while tracing names the right phase.
     yield Progress("prune", 0, 1, "tracing the dependency graph")
+    base_macs = 1  # only a speed-up target needs the original's MACs
+    if cfg.target_speedup is not None:
+        base_macs = baseline.macs if baseline is not None else count_macs(model, shape, device)
     pruner = make_pruner(model, method, cfg, torch.zeros(1, *shape, device=dev), work.num_classes,
-                         baseline.macs or 1, cancel)
+                         base_macs or 1, cancel)
     notes.extend(pruner.notes)
     if cfg.sparsity_reg > 0 and "sparsity_reg" not in method.options:
         notes.append(f"the sparsity penalty applies to methods that read it; {method.name} does not, so it was "
                      "not used")
     setup_seconds = time.perf_counter() - t_setup
+    if baseline is None:
+        baseline = yield from _measure(model, data, cfg, device, cancel, "baseline")
+    before_w = weight_snapshot(model)
+    step0 = StepDone(0, cfg.steps, 0.0, baseline, layer_stats(before_w, model), histograms(before_w, model, {}))
+    yield step0
+    teacher = _teacher(bundle, dev) if cfg.distill else None
     prune_seconds = 0.0
     steps: list[StepDone] = []
     current = baseline

@@ -140,3 +140,23 @@ def test_unstructured_pruning_of_a_layer_used_through_a_function(method, fashion
     done, pruned = prune(b, fashion, method=method, finetune_batches=None, keep_head=False)
     assert done.after.nonzero_params < done.before.nonzero_params
     assert (pruned.model.proj.weight == 0).float().mean() > 0.2  # the functional layer was masked too
+
+
+def test_a_model_torch_pruning_cannot_trace_is_refused_before_any_work(fashion):
+    """ShuffleNet's channel shuffle breaks torch-pruning's reshape rule: one line, before the baseline."""
+    from torchvision.models import shufflenet_v2_x0_5
+
+    from engine.errors import UserError
+    from engine.pruning import StepDone
+
+    model = shufflenet_v2_x0_5(num_classes=10)
+    model.conv1[0] = nn.Conv2d(1, 24, 3, 2, 1, bias=False)
+    b = ModelBundle(model.eval(), "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    events = []
+    cfg = PruneConfig(method="l2", pruning_ratio=0.3, eval_limit=64, measure_speed=False)
+    with pytest.raises(UserError, match="cannot trace this model.*magnitude-global"):
+        for ev in run_pruning(b, fashion, cfg):
+            events.append(ev)
+    assert not any(isinstance(ev, StepDone) for ev in events)  # nothing was measured
+    done, _ = prune(b, fashion, method="magnitude-global", finetune_batches=None)  # what still works
+    assert done.after.nonzero_params < done.before.nonzero_params
