@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from engine import versions
 from engine.budget import BudgetError, guarded, parse_limit
 from engine.config import PruneConfig
@@ -73,8 +75,6 @@ class Outcome:
 def device_text(device: str) -> str:
     """'cpu (x86_64, 2 threads)' or 'cuda (NVIDIA H200)': the device a run used, as stored."""
     import platform
-
-    import torch
 
     if device == "cuda" and torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
@@ -218,10 +218,14 @@ def _worker_data(plan: Plan, bundle):
     return _WORKER_DATA[key]
 
 
-def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None) -> dict:
+def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None, threads: int = 0) -> dict:
     """One run on a Ray worker: progress goes to `queue`, the result (and model files, as bytes) back to
     the driver, which stores it. A UserError comes back as {"error": line} so the driver can say it plainly."""
     node = worker_node()
+    if threads:
+        # the driver's thread count: fine-tuning's float sums depend on it, so the same count gives the same
+        # accuracy as a run on the driver (Ray starts workers with one thread per reserved CPU)
+        torch.set_num_threads(threads)
     queue.put(("started", job.key, node, os.getpid()))
     try:
         data = _worker_data(plan, bundle)
@@ -327,6 +331,7 @@ class RayExecutor:
         self._queue = Queue(actor_options={"num_cpus": 0})
         self._task = ray.remote(remote_run).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=3)
         self._ray = ray
+        self._threads = torch.get_num_threads()
 
     @property
     def running(self) -> int:
@@ -344,7 +349,7 @@ class RayExecutor:
 
     def submit(self, job: Job) -> None:
         """Send a claimed run to the cluster."""
-        ref = self._task.remote(self._model, self.plan, job, self._baseline, self._queue, self.limit)
+        ref = self._task.remote(self._model, self.plan, job, self._baseline, self._queue, self.limit, self._threads)
         self._refs[ref] = job
 
     def events(self, cancel: CancelToken) -> Iterator:
