@@ -151,6 +151,17 @@ def drain(events, on_event=None):
     return last
 
 
+def result_of(events, on_event=None):
+    """Run a generator that *returns* its result to its end; `on_event` (optional) sees each event."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(event)
+
+
 def relay(events, phase: str | None = None, keep=(EpochDone,)):
     """Pass a sub-job's Progress on (renamed to `phase` when given) and return its last other event.
 

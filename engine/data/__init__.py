@@ -24,7 +24,7 @@ from engine.data.folders import (_FolderImages, _decode, _native_shape, image_fo
 from engine.data.loading import FolderTransform, decode, num_workers
 from engine.data.tensors import (TensorLoader, TensorSplit, _split_indices, _stats, convert_batch, cover_size,
                                  random_crop_flip, resize_crop)
-from engine.events import Progress
+from engine.events import Progress, result_of
 
 __all__ = [
     "CIFAR_FIX", "FASHION_CLASSES", "FASHION_DIR", "FASHION_HINT", "IMAGE_EXTENSIONS", "MAX_PATH_CHARS",
@@ -58,11 +58,4 @@ def load_dataset(spec: str, *, input_shape: Shape | None = None, seed: int = 0,
 
     `progress`, when given, is called with each Progress event of a folder scan.
     """
-    events = load_dataset_events(spec, input_shape=input_shape, seed=seed)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as done:
-            return done.value
-        if progress is not None:
-            progress(event)
+    return result_of(load_dataset_events(spec, input_shape=input_shape, seed=seed), progress)

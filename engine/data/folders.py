@@ -19,7 +19,7 @@ from engine.data.dataset import Dataset
 from engine.data.loading import decode
 from engine.data.tensors import convert_batch
 from engine.errors import UserError
-from engine.events import Progress
+from engine.events import Progress, result_of
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last bytes of every complete PNG
@@ -267,14 +267,7 @@ def image_folder_events(path: Path, val_fraction: float = 0.1, test_fraction: fl
 def load_image_folder(path: Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                       input_shape: Shape | None = None, progress=None) -> Dataset:
     """`image_folder_events` run to its end; `progress` (optional) is called with each Progress event."""
-    events = image_folder_events(path, val_fraction, test_fraction, seed, input_shape)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as done:
-            return done.value
-        if progress is not None:
-            progress(event)
+    return result_of(image_folder_events(path, val_fraction, test_fraction, seed, input_shape), progress)
 
 
 def _native_shape(samples: Sequence[tuple[str, int]]) -> Shape:

@@ -9,7 +9,7 @@ Results are plain dataclasses with numpy arrays; no module ever leaves this pack
 `scores` (per method, criteria side by side), `coupling` (tied layers and why), `images` (feature maps,
 predictions).
 """
-from engine.explain.common import result_of
+from engine.events import result_of
 from engine.explain.coupling import Coupled, coupling
 from engine.explain.scores import ChannelScores, Criteria, Explanation, channel_scores, criteria_side_by_side, explain_layer, iter_channel_scores, iter_criteria, jaccard
 from engine.explain.images import FeatureMaps, ImageExplanation, Prediction, activation_stats, explain_image, feature_maps, test_image, top_predictions

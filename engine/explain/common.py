@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Generator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -11,15 +11,6 @@ from engine.config import PruneConfig
 from engine.errors import UserError
 from engine.layers import PRUNABLE, prunable_layers
 from engine.methods import STRUCTURED, Method, all_methods, get_method
-
-
-def result_of(events: Generator) -> Any:
-    """Run an explain generator to its end and return its result (for scripts and tests)."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            return stop.value
 
 
 def layer_module(model: nn.Module, layer: str) -> nn.Module:

@@ -12,9 +12,9 @@ import torch.nn as nn
 from engine.config import PruneConfig
 from engine.data import Dataset, Shape
 from engine.errors import UserError
-from engine.events import CancelToken, Progress
+from engine.events import CancelToken, Progress, result_of
 from engine.methods import STRUCTURED, Method, all_methods, get_method
-from engine.explain.common import Recorder, how_combined, indices_of, layer_module, result_of, run_config, structured_method
+from engine.explain.common import Recorder, how_combined, indices_of, layer_module, run_config, structured_method
 from engine.explain.coupling import Coupled, coupling, couplings_in
 
 
