@@ -106,11 +106,17 @@ class Session:
         recorder = Recorder(importance)
         self.tp.importance, self.tp.current_step = recorder, 0
         cut: list[int] = []
+        # Under layer scope each group is cut on its own, so once the layer's group is scored the rest need
+        # not be (a 512-channel layer of ResNet-18 took seconds when every group was scored).
+        alone = not apply and self.cfg.scope == "layer"
         for group in self.tp.step(interactive=True):
             self.cancel.check()
-            cut = indices_of(group, module, self.graph) or cut
+            mine = indices_of(group, module, self.graph)
+            cut = mine or cut
             if apply:
                 group.prune()
+            elif alone and mine is not None:
+                break
         if apply:
             self.pruner.prep.after_step(self.work)
         self.work.zero_grad(set_to_none=True)
@@ -172,8 +178,28 @@ def iter_channel_scores(model: nn.Module, layer: str, method: str, data: Dataset
     `ratio` overrides its pruning ratio. The model itself is never changed."""
     cfg = run_config(cfg, method, ratio)
     layer_module(model, layer)
-    session = Session(model, input_shape, cfg, num_classes, cancel or CancelToken())
+    session = _session(model, input_shape, cfg, num_classes, cancel or CancelToken())
     return (yield from score_layer(session, layer, structured_method(method), data))
+
+
+_LAST: list = []  # (weak reference to the model, key, Session): the Teach tab explains layer after layer
+
+
+def _session(model: nn.Module, input_shape: Shape, cfg: PruneConfig, num_classes: int | None,
+             cancel: CancelToken) -> Session:
+    """The traced copy of the last call when model, shape and options are the same (nothing applies cuts to
+    it, so it stays the unpruned model); copying and tracing again cost most of a call."""
+    import json
+    import weakref
+
+    key = (tuple(input_shape), num_classes, json.dumps(cfg.to_json(), sort_keys=True, default=str))
+    if _LAST and _LAST[0][0]() is model and _LAST[0][1] == key:
+        session = _LAST[0][2]
+        session.cancel = cancel
+        return session
+    session = Session(model, input_shape, cfg, num_classes, cancel)
+    _LAST[:] = [(weakref.ref(model), key, session)]
+    return session
 
 
 def channel_scores(model: nn.Module, layer: str, method: str, data: Dataset | None, input_shape: Shape,
