@@ -17,18 +17,15 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings  # noqa: E402
 
 from engine.methods import STRUCTURED, all_methods  # noqa: E402
-from engine.models import DemoResNet, ModelBundle  # noqa: E402
+from engine.models import ModelBundle  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings  # noqa: E402
+from tests.gui_helpers import tiny_bundle  # noqa: E402
 from gui.teach import TeachTab  # noqa: E402
 
 TIMEOUT_MS = 90_000
 SCREENSHOT = os.environ.get("PRUNELAB_TEACH_SCREENSHOT")  # a path: save the tab there (docs/screenshot_teach.png)
 
-
-def tiny_bundle() -> ModelBundle:
-    model = DemoResNet(1, 10, widths=(8, 16, 32)).eval()
-    return ModelBundle(model, "test:tiny-resnet", "demo:resnet", (1, 28, 28), 10, arch_kwargs={"widths": [8, 16, 32]})
 
 
 @pytest.fixture

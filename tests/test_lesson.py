@@ -16,19 +16,14 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from engine.errors import UserError  # noqa: E402
-from engine.models import DemoResNet, ModelBundle  # noqa: E402
 from gui.lesson import ACTIONS, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings  # noqa: E402
+from tests.gui_helpers import tiny_bundle  # noqa: E402
 
 TIMEOUT_MS = 120_000
 GOOD_STEP = '[[steps]]\ntitle = "One"\ntext = "Look."\n'
 
-
-def tiny_bundle() -> ModelBundle:
-    """The demo's graph (same layer names) with 8/16/32 channels: what the GUI tests load."""
-    model = DemoResNet(1, 10, widths=(8, 16, 32)).eval()
-    return ModelBundle(model, "test:tiny-resnet", "demo:resnet", (1, 28, 28), 10, arch_kwargs={"widths": [8, 16, 32]})
 
 
 @pytest.fixture
