@@ -58,6 +58,22 @@ def test_explained_cut_is_what_the_run_removes(fashion, method, round_to, layer)
     assert sorted(explained.ranks[explained.cut]) == list(range(explained.n_cut))
 
 
+
+@pytest.mark.parametrize("method", ["taylor", "hessian"])
+def test_data_aware_scores_are_the_runs_and_reused(fashion, method):
+    """Only the layer's group gets gradients and they are kept for the next call: the cut is still the run's,
+    and the scores of a second call (another layer explained in between) are the first call's."""
+    model = small_resnet()
+    cfg = PruneConfig(method=method, pruning_ratio=0.4, round_to=None, calibration_batches=2, eval_limit=64,
+                      measure_speed=False)
+    first = channel_scores(model, "layer2.0.conv2", method, fashion, SHAPE, 10, cfg)
+    assert np.array_equal(first.cut, removed_by_run(model, fashion, cfg, "layer2.0.conv2"))
+    other = channel_scores(model, "layer1.0.conv1", method, fashion, SHAPE, 10, cfg)
+    assert np.array_equal(other.cut, removed_by_run(model, fashion, cfg, "layer1.0.conv1"))
+    again = channel_scores(model, "layer2.0.conv2", method, fashion, SHAPE, 10, cfg)
+    assert np.array_equal(again.scores, first.scores) and np.array_equal(again.cut, first.cut)
+    assert np.isfinite(first.scores).all() and first.scores.std() > 0
+
 def test_l1_scores_are_the_group_roots_filter_norms():
     model = small_resnet()
     explained = channel_scores(model, "layer2.0.conv2", "l1", None, SHAPE, 10, ratio=0.5)

@@ -91,6 +91,65 @@ class Session:
         self.pruner = make_pruner(self.work, structured_method(cfg.method), cfg, self.example, num_classes, 1, cancel)
         self.tp, self.graph = self.pruner.pruner, self.pruner.pruner.DG
         self.names = {m: n for n, m in self.work.named_modules()}
+        self.groups: dict[nn.Module, list] = {}  # module -> [the pruner's group holding its output channels]
+        self.calibrated: dict = {}  # calibration key -> Calibrated (gradients reused for the same data)
+        self.pending: tuple | None = None  # a calibration not yet scored with (kept once it has been)
+
+    def _own_group(self, module: nn.Module) -> list:
+        """The group the pruner itself forms for `module`'s output channels (its root is the pruner's, which
+        decides what "first" means), or [] when the pruner leaves the module alone; found once per module."""
+        if module not in self.groups:
+            tp = self.tp
+            found = (g for g in self.graph.get_all_groups(ignored_layers=tp.ignored_layers,
+                                                          root_module_types=tp.root_module_types)
+                     if indices_of(g, module, self.graph) is not None)
+            self.groups[module] = [g for g in found][:1]
+        return self.groups[module]
+
+    def _needed(self, module: nn.Module) -> set[nn.Parameter]:
+        """The parameters whose gradients a group-wise importance reads for `module`'s group."""
+        groups = list(self._own_group(module))
+        out_fn = self.graph.get_pruner_of_module(module).prune_out_channels
+        n = int(module.weight.shape[0])
+        groups.append(self.graph.get_pruning_group(module, out_fn, list(range(n))))
+        return {p for g in groups for dep, _ in g for p in dep.target.module.parameters(recurse=False)}
+
+    def calibrate(self, method: Method, data: Dataset, module: nn.Module | None
+                  ) -> Generator[Progress, None, object]:
+        """`method`'s importance after its calibration; for one layer (`module`) only the gradients of that
+        layer's group are computed (the same values: backward simply stops there), and they are kept, so
+        explaining the layer again or another criterion of the same kind reuses them."""
+        cal = method.calibration
+        key = (cal, id(data), self.cfg.calibration_batches, self.cfg.seed)
+        params = dict(self.work.named_parameters())
+        everything = set(params.values())
+        needed = everything if module is None else self._needed(module)
+        kept = self.calibrated.get(key)
+        if kept is not None and kept.data is data and needed <= kept.params:
+            kept.restore()
+            return kept.importance
+        if kept is not None and kept.data is data:
+            needed = needed | kept.params  # a new group: compute it together with what is kept
+        importance, self.pending = method.factory(), None
+        flags = {p: p.requires_grad for p in everything}
+        try:
+            for p in everything:
+                p.requires_grad_(p in needed and flags[p])
+            yield from cal.run(self.work, importance, data, self.example.device, self.cfg.calibration_batches,
+                               self.cfg.seed, self.cancel)
+        finally:
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+        self.pending = (key, Calibrated(data, importance, needed, {}))
+        return importance
+
+    def settle(self) -> None:
+        """Keep the gradients of a calibration just scored with, as the importance left them (Hessian turns its
+        squared per-image gradients into `.grad` on its first call), for the next call to reuse."""
+        if self.pending is not None:
+            key, kept = self.pending
+            kept.grads = {p: p.grad.detach().clone() for p in kept.params if p.grad is not None}
+            self.calibrated[key], self.pending = kept, None
 
     def step(self, module: nn.Module, method: Method, data: Dataset | None, apply: bool
              ) -> Generator[Progress, None, tuple[Recorder, list[int]]]:
@@ -99,28 +158,46 @@ class Session:
             raise UserError(f"{method.name} scores channels from training images ({method.calibration.words}); "
                             "load a dataset first")
         torch.manual_seed(self.cfg.seed)  # the random criterion draws the same channels each time it is shown
-        importance = method.factory()
+        # Under layer scope each group is cut on its own, so only the layer's group needs scoring (a
+        # 512-channel layer of ResNet-18 took seconds when every group was scored).
+        alone = not apply and self.cfg.scope == "layer"
         if method.calibration is not None:
-            yield from method.calibration.run(self.work, importance, data, self.example.device,
-                                              self.cfg.calibration_batches, self.cfg.seed, self.cancel)
+            importance = yield from self.calibrate(method, data, module if alone else None)
+        else:
+            importance = method.factory()
         recorder = Recorder(importance)
         self.tp.importance, self.tp.current_step = recorder, 0
         cut: list[int] = []
-        # Under layer scope each group is cut on its own, so once the layer's group is scored the rest need
-        # not be (a 512-channel layer of ResNet-18 took seconds when every group was scored).
-        alone = not apply and self.cfg.scope == "layer"
-        for group in self.tp.step(interactive=True):
-            self.cancel.check()
-            mine = indices_of(group, module, self.graph)
-            cut = mine or cut
-            if apply:
-                group.prune()
-            elif alone and mine is not None:
-                break
+        if alone:
+            own = self._own_group(module)
+            self.graph.get_all_groups = lambda *args, **kwargs: iter(own)
+        try:
+            for group in self.tp.step(interactive=True):
+                self.cancel.check()
+                cut = indices_of(group, module, self.graph) or cut
+                if apply:
+                    group.prune()
+        finally:
+            if alone:
+                del self.graph.get_all_groups  # the instance attribute hid the method
         if apply:
             self.pruner.prep.after_step(self.work)
-        self.work.zero_grad(set_to_none=True)
         return recorder, cut
+
+
+@dataclass
+class Calibrated:
+    """A calibrated importance and the gradients it reads, for the parameters they were computed for."""
+
+    data: Dataset
+    importance: object
+    params: set
+    grads: dict
+
+    def restore(self) -> None:
+        """Put the kept gradients back (scoring reads them from `.grad`)."""
+        for p, g in self.grads.items():
+            p.grad = g.clone()
 
 
 def score_layer(session: Session, layer: str, method: Method, data: Dataset | None, apply: bool = False
@@ -164,6 +241,8 @@ def score_layer(session: Session, layer: str, method: Method, data: Dataset | No
     order = np.lexsort((np.nan_to_num(scores, nan=np.inf), ~cut))
     ranks = np.empty(n, dtype=int)
     ranks[order] = np.arange(n)
+    session.settle()
+    session.work.zero_grad(set_to_none=True)  # after the scores: a layer left alone is scored from them above
     tied = () if apply else tuple(dict.fromkeys(c.layer for c in couplings_in(graph, session.work, module, layer)))
     return ChannelScores(layer, method.name, float(session.cfg.pruning_ratio or 0.0), scores, cut, order, ranks,
                          root, tied, pruned, tuple(notes))
@@ -192,7 +271,11 @@ def _session(model: nn.Module, input_shape: Shape, cfg: PruneConfig, num_classes
     import json
     import weakref
 
-    key = (tuple(input_shape), num_classes, json.dumps(cfg.to_json(), sort_keys=True, default=str))
+    # the criteria share the session (only the importance is swapped in), so the method is no part of the key
+    # unless it picks another torch-pruning pruner class
+    method = structured_method(cfg.method)
+    options = dict(cfg.to_json(), method=method.tp_pruner(cfg)[0] if method.tp_pruner else "MetaPruner")
+    key = (tuple(input_shape), num_classes, json.dumps(options, sort_keys=True, default=str))
     if _LAST and _LAST[0][0]() is model and _LAST[0][1] == key:
         session = _LAST[0][2]
         session.cancel = cancel
@@ -232,7 +315,7 @@ def iter_criteria(model: nn.Module, layer: str, data: Dataset | None, input_shap
     base = run_config(cfg, names[0], ratio)
     layer_module(model, layer)
     yield Progress("explain", 0, len(names) + 1, "tracing the dependency graph")
-    session = Session(model, input_shape, base, num_classes, cancel)
+    session = _session(model, input_shape, base, num_classes, cancel)
     scores: dict[str, ChannelScores] = {}
     for i, name in enumerate(names):
         yield Progress("explain", i + 1, len(names) + 1, f"scoring {layer} with {name}")
