@@ -15,6 +15,7 @@ torch-pruning (1.6.1) prunes most classifiers as they are; a few kinds go wrong 
   reshapes with its recorded head count and size. torch-pruning is told the heads (its `num_heads`
   option, as its own timm ViT example does), so it keeps q, k and v aligned; heads go whole, so
   `head_dim` and `scale` stay as trained, and `num_heads` is updated after each step.
+- torchvision's Swin: window attention and patch merging are pruned as units (engine/windows.py).
 - torchvision's MaxViT: torch-pruning's walk from an attention's `to_qkv` through the window
   partition never ends (10 GiB after 4 minutes). Its attention layers are held back (`to_qkv`,
   `merge`, and so the residual stream `merge` writes to); the MBConv and MLP widths are pruned.
@@ -34,6 +35,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from engine import windows
 
 AUX_HEADS = ("aux1", "aux2", "AuxLogits")  # torchvision's GoogLeNet and Inception3 (timm's Inception v3 too)
 
@@ -80,6 +83,16 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
                           f"({', '.join(f'{h} heads of {d}' for h, d in sizes)}): heads are pruned whole, so each "
                           "head keeps its size and scale, and num_heads is updated after each step")
         prep.after_step = _update_attention_sizes(list(attentions.values()), prep.after_step)
+    swin_attentions, mergings = windows.window_blocks(model)
+    if swin_attentions:
+        chunks = windows.head_chunks(model)
+        prep.pruner_kwargs["customized_pruners"] = windows.customized_pruners(model)
+        prep.pruner_kwargs["in_channel_groups"] = dict(chunks)
+        prep.pruner_kwargs["out_channel_groups"] = dict(chunks)
+        prep.notes.append(f"Swin: {len(swin_attentions)} window attention and {len(mergings)} patch-merging layer(s) are "
+                          "pruned as units; the residual stream keeps the same channels in q, k and v, removed "
+                          "equally from every head, so each stage keeps its head count with smaller heads")
+        prep.after_step = _record_window_units(prep.units, prep.after_step)
     held = held_attention(model)
     if held:
         prep.notes.append(f"MaxViT: its {len(held)} window/grid attention layers and the residual stream they write to "
@@ -143,7 +156,8 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             kwargs.setdefault("out_channel_groups", {})
             if held:
                 kwargs["ignored_layers"] = [*(kwargs.get("ignored_layers") or []), *(m for pair in held for m in pair)]
-            super().__init__(*args, **kwargs)
+            with windows.tracing(args[0] if args else kwargs["model"]):
+                super().__init__(*args, **kwargs)
             if held:
                 _record_held(self.DG, held, units)
             self._round_group = None
@@ -303,6 +317,15 @@ def _update_attention_sizes(attentions: list[nn.Module], before: Callable[[nn.Mo
         if changed:
             notes.append(f"attention heads (of {attentions[0].head_dim} channels) per layer: "
                          f"{', '.join(dict.fromkeys(changed))}")
+        return notes
+
+    return update
+
+
+def _record_window_units(units: dict, before: Callable[[nn.Module], list[str]]) -> Callable[[nn.Module], list[str]]:
+    def update(model: nn.Module) -> list[str]:
+        notes = before(model)
+        windows.record_units(model, units)
         return notes
 
     return update

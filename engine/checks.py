@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from engine.errors import UserError
-from engine.layers import classifier_head, prunable_layers, untraceable_layers
+from engine.layers import classifier_head, prunable_layers
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
@@ -95,22 +95,10 @@ def check_batch_memory(model: nn.Module, shape: tuple[int, ...], batch_size: int
                         f"more than the {free / 2 ** 30:.1f} GiB free on {device}; use --batch-size {fits} or less")
 
 
-def check_traceable(model: nn.Module, what: str = "structured pruning") -> None:
-    """Refuse, in a second, a model whose dependency graph torch-pruning cannot build in bounded memory."""
-    blocking = untraceable_layers(model)
-    if blocking:
-        shown = ", ".join(blocking[:3]) + (f" and {len(blocking) - 3} more" if len(blocking) > 3 else "")
-        raise UserError(f"{what} needs torch-pruning's dependency graph, which it cannot build for this model's "
-                        f"shifted-window attention ({shown}) without exhausting memory, even with those layers "
-                        "ignored; use an unstructured method (e.g. --method magnitude-global)")
-
-
 def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True) -> None:
     """Everything about a pruning run that can be checked before the baseline is measured
     (`memory=False` skips the batch-memory probe, for configurations whose batch size was checked)."""
-    method = cfg.validate()
-    if method.structured and not bundle.scripted:
-        check_traceable(bundle.model)
+    cfg.validate()
     if bundle.input_shape:
         check_input_shape(tuple(bundle.input_shape))
     if not bundle.scripted:

@@ -119,14 +119,6 @@ def describe_layers(model: nn.Module, input_shape: Shape, ignored: tuple[str, ..
 # Layers whose graph torch-pruning cannot trace in bounded memory: its shape inference follows the
 # window partition's reshapes without end (swin_t at 224×224 passed 8 GiB after 95 s, still growing;
 # ignoring these layers or unwrapping their position tables does not help, as the whole graph is traced).
-UNTRACEABLE = ("WindowAttention",)  # torchvision ShiftedWindowAttention(V2), timm WindowAttention
-
-
-def untraceable_layers(model: nn.Module) -> list[str]:
-    """Names of the layers that keep torch-pruning from tracing `model` (empty for most models)."""
-    return [n for n, m in model.named_modules() if any(k in type(m).__name__ for k in UNTRACEABLE)]
-
-
 @dataclass(frozen=True)
 class Group:
     """One torch-pruning dependency group: layers that lose the same channels together."""
@@ -151,10 +143,10 @@ def ignored_modules(model: nn.Module, names=(), keep_head: bool = True,
 
 def walk_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[Group]:
     """Every dependency group rooted at a prunable layer, in model order."""
-    import torch_pruning as tp
+    from engine.windows import dependency_graph
 
     names = {m: n for n, m in model.named_modules()}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = dependency_graph(model, example)
     out = []
     for index, group in enumerate(graph.get_all_groups(ignored_layers=ignored or [], root_module_types=PRUNABLE)):
         members: list[str] = []
@@ -170,9 +162,7 @@ def walk_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module
 
 def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> dict[str, int]:
     """Layer name -> index of the torch-pruning group it is pruned with (layers coupled by residuals
-    or concatenation share an index). Ignored layers get no group; an untraceable model has none."""
-    if untraceable_layers(model):
-        return {}
+    or concatenation share an index). Ignored layers get no group."""
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
     result: dict[str, int] = {}
     for g in walk_groups(model, example, ignored_modules(model, ignored, keep_head=False)):

@@ -22,6 +22,7 @@ from engine.events import CancelToken, Progress
 from engine.layers import ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
+from engine.windows import dependency_graph
 
 
 def _ignored(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> list[nn.Module]:
@@ -302,13 +303,11 @@ class ManualPruner(Pruner):
     def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
                  num_classes: int | None, base_macs: int, cancel: CancelToken):
         super().__init__(model, method, cfg, example, num_classes, base_macs, cancel)
-        import torch_pruning as tp
-
         check_manual_channels(model, cfg, num_classes)
         self.prep = prepare(model, example, cfg.round_to)
         self.notes.extend(self.prep.notes)
         self.params_before = sum(p.numel() for p in model.parameters())
-        self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        self.graph = dependency_graph(model, example)
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
         self.pruned_once = False

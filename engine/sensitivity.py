@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.checks import check_traceable
 from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import CancelToken, Eta, Progress
@@ -148,10 +147,10 @@ def _importance(model: nn.Module, method_name: str, data: Dataset, input_shape, 
 
 def _prune_group(model: nn.Module, root: str, idxs: list[int], example: torch.Tensor) -> None:
     """Remove output channels `idxs` of `root` and everything coupled to it, in place."""
-    import torch_pruning as tp
+    from engine.windows import dependency_graph
 
     module = dict(model.named_modules())[root]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = dependency_graph(model, example)
     fn = graph.get_pruner_of_module(module).prune_out_channels
     graph.get_pruning_group(module, fn, idxs).prune()
 
@@ -174,7 +173,6 @@ def scan(bundle: ModelBundle, data: Dataset, ratios: Sequence[float] = DEFAULT_R
         raise UserError(f"sensitivity ratios must be between 0 and 1 (exclusive), got {list(ratios)}")
     ratios = tuple(sorted(set(ratios)))
     bundle.require_prunable()
-    check_traceable(bundle.model, "the sensitivity scan")
     dev, _ = resolve_device(device)
     start = time.perf_counter()
     shape = tuple(bundle.input_shape or data.input_shape)

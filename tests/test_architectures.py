@@ -284,3 +284,73 @@ def test_maxvit_holds_its_attention_and_prunes_the_rest():
     assert mlp.out_features == 40  # 64 × 0.7 = 44.8, floored to a multiple of 8
     assert prep.units[attn[0].merge] == 16 and any("MaxViT" in n for n in prep.notes)
     assert _check(model, example, before, prep, original) == []
+
+
+def _tiny_swin(v2: bool) -> nn.Module:
+    from torchvision.models.swin_transformer import (PatchMergingV2, SwinTransformer, SwinTransformerBlockV2)
+
+    extra = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    return SwinTransformer(patch_size=[4, 4], embed_dim=48, depths=[2, 2], num_heads=[3, 6], window_size=[2, 2],
+                           stochastic_depth_prob=0.0, num_classes=5, **extra).eval()
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["swin", "swin_v2"])
+def test_swin_prunes_its_stream_with_equal_heads(v2):
+    """torchvision's Swin (whose dependency walk ran out of memory) prunes: window attention and patch
+    merging are units, every head keeps the same size, and the result matches a forward pass."""
+    from engine.windows import window_blocks
+
+    torch.manual_seed(0)
+    example = torch.randn(2, 3, 32, 32)
+    model = _tiny_swin(v2)
+    before, prep, original = _prune(model, example, model.head, with_prepare=True)
+    attentions, mergings = window_blocks(model)
+    assert [a.num_heads for a in attentions] == [3, 3, 6, 6]  # head counts stay
+    for attn in attentions:
+        width = attn.qkv.in_features
+        assert width < 48 * (2 if attn.num_heads == 6 else 1)  # the stream was pruned
+        assert width % attn.num_heads == 0 and attn.qkv.out_features == 3 * width == 3 * attn.proj.in_features
+    merging = mergings[0]
+    assert merging.reduction.in_features == 4 * merging.dim == 4 * attentions[0].proj.out_features
+    assert merging.reduction.out_features == attentions[2].qkv.in_features
+    assert any("Swin" in n for n in prep.notes)
+    assert _check(model, example, before, prep, original) == []
+    assert model(example).shape == (2, 5)
+
+
+def test_swin_attention_keeps_the_kept_channels_weights():
+    """The stream's kept channels are the same in q, k, v and the projection: their weights are the originals'."""
+    from engine.windows import window_blocks
+
+    torch.manual_seed(0)
+    example = torch.randn(2, 3, 32, 32)
+    model = _tiny_swin(False)
+    original = copy.deepcopy(model)
+    _prune(model, example, model.head, with_prepare=True)
+    embed_old, embed_new = original.features[0][0].weight, model.features[0][0].weight  # the patch embedding
+    kept = [next(i for i in range(48) if torch.equal(embed_old[i], row)) for row in embed_new]
+    old, new = window_blocks(original)[0][0], window_blocks(model)[0][0]
+    assert torch.equal(new.qkv.weight.view(3, len(kept), len(kept)), old.qkv.weight.view(3, 48, 48)[:, kept][:, :, kept])
+    assert torch.equal(new.proj.weight, old.proj.weight[kept][:, kept])
+
+
+def test_timm_swin_prunes_the_stream_and_keeps_the_attention_width():
+    """timm's Swin partitions windows in the block: the block's attention is one unit; its own width
+    (q, k, v) stays, the stream and MLP widths go."""
+    import timm
+
+    from engine.windows import window_blocks
+
+    torch.manual_seed(0)
+    example = torch.randn(2, 3, 32, 32)
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, window_size=2,
+                              embed_dim=48, depths=(2, 2), num_heads=(3, 6), num_classes=5).eval()
+    before, prep, original = _prune(model, example, model.head.fc, with_prepare=True)
+    attentions, mergings = window_blocks(model)
+    assert len(attentions) == 4 and len(mergings) == 1
+    assert [a.qkv.out_features for a in attentions] == [144, 144, 288, 288]  # the attention's own width stays
+    assert attentions[0].qkv.in_features < 48 and attentions[0].proj.out_features == attentions[0].qkv.in_features
+    assert mergings[0].reduction.in_features == 4 * mergings[0].dim
+    after = sum(p.numel() for p in model.parameters())
+    assert check_pruned(model, example, before, after, RATIO, original=original, round_to=8, units=prep.units,
+                        ignored=("head.fc",)) == []

@@ -103,10 +103,9 @@ def couplings_in(graph: Any, model: nn.Module, module: nn.Module, layer: str) ->
 
 def coupling(model: nn.Module, input_shape: Shape, layer: str) -> tuple[Coupled, ...]:
     """Every layer coupled to `layer`'s output channels, with the reason (residual add, BatchNorm, ...)."""
-    import torch_pruning as tp
+    from engine.windows import dependency_graph
 
     module = layer_module(model, layer)
     device = next(model.parameters()).device
-    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=torch.zeros(1, *input_shape,
-                                                                                           device=device))
+    graph = dependency_graph(model.eval(), torch.zeros(1, *input_shape, device=device))
     return couplings_in(graph, model, module, layer)
