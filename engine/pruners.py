@@ -89,24 +89,95 @@ def _floor_rounding(base: type) -> type:
     return FloorRounding
 
 
-def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
-                  num_classes: int | None) -> int:
-    """MACs of `model` pruned at a layer-scope ratio (plus cfg's per-layer ratios), counted on a copy.
-    Under layer scope the kept channel counts do not depend on the ranking, so plain magnitude stands
-    in for the user's method."""
+def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
+                num_classes: int | None) -> nn.Module:
+    """A copy of `model` pruned at a layer-scope ratio (plus cfg's per-layer ratios). Under layer scope
+    the kept channel counts do not depend on the ranking, so plain magnitude stands in for the user's
+    method. A failure inside torch-pruning is a UserError naming the layer whose group it was pruning."""
     import torch_pruning as tp
 
     trial = copy.deepcopy(model).to(example.device).eval()
     prep = prepare(trial, example, cfg.round_to)
     modules = dict(trial.named_modules())
+    names = {m: n for n, m in modules.items()}
     ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
-    pruner = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))(
-        trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-        pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio, global_pruning=False,
-        ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to, **prep.pruner_kwargs)
-    pruner.step()
+    current: list = [None]  # the group being scored or pruned, to name its layer if torch-pruning fails
+
+    class Tracked(prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))):
+        def estimate_importance(self, group):
+            current[0] = group
+            return super().estimate_importance(group)
+
+    pruner = _build(Tracked, trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                    pruning_ratio=ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio,
+                    global_pruning=False, ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to,
+                    **prep.pruner_kwargs)
+    try:
+        for group in pruner.step(interactive=True):
+            current[0] = group
+            group.prune()
+    except TRACING_ERRORS as exc:
+        root = current[0][0].dep.target.module if current[0] else None
+        where = f" at layer {names[root]}" if root in names else ""
+        raise UserError(f"structured pruning fails on this model{where}: torch-pruning cannot follow "
+                        f"{_blocking_op(exc)} ({_first_line(exc)}); unstructured pruning (e.g. --method "
+                        "magnitude-global) still works") from exc
     prep.after_step(trial)
-    return count_macs(trial, tuple(example.shape[1:]), example.device.type)
+    return trial
+
+
+def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None) -> None:
+    """Prune a copy at the run's ratio and run it once, so that a model torch-pruning cannot prune is
+    refused before the baseline is measured, with the layer or operation that blocks it."""
+    trial = trial_prune(model, cfg, cfg.pruning_ratio, example, num_classes)
+    try:
+        with torch.no_grad():
+            trial(example)
+    except Exception as exc:  # noqa: BLE001 - any failure of the pruned copy is the finding
+        raise UserError(f"structured pruning breaks this model: the pruned copy fails in its forward pass "
+                        f"({_first_line(exc)}), an operation torch-pruning cannot follow; unstructured pruning "
+                        "(e.g. --method magnitude-global) still works") from exc
+
+
+def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
+                  num_classes: int | None) -> int:
+    """MACs of `model` pruned at a layer-scope ratio, counted on a copy (see trial_prune)."""
+    return count_macs(trial_prune(model, cfg, ratio, example, num_classes), tuple(example.shape[1:]),
+                      example.device.type)
+
+
+# torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in its
+# reshape rule, a split with recorded sizes indexes past the end) raises one of these
+TRACING_ERRORS = (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, TypeError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def _blocking_op(exc: BaseException) -> str:
+    """The kind of operation torch-pruning failed on, read from where in torch-pruning it failed."""
+    kinds = {"reshape": "a reshape that regroups channels (such as a channel shuffle)", "concat": "a concatenation",
+             "split": "a split of the channels", "slice": "a slice of the channels", "flatten": "a flatten"}
+    tb = exc.__traceback__
+    found = "the operations around it"
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_name
+        if "torch_pruning" in tb.tb_frame.f_code.co_filename:
+            found = next((text for key, text in kinds.items() if key in name), found)
+        tb = tb.tb_next
+    return found
+
+
+def _build(cls: type, model: nn.Module, example: torch.Tensor, **kwargs):
+    """The torch-pruning pruner; a dependency graph it cannot build is a UserError before any measurement."""
+    try:
+        return cls(model, example, **kwargs)
+    except TRACING_ERRORS as exc:
+        raise UserError(f"structured pruning cannot trace this model: torch-pruning's dependency graph cannot "
+                        f"follow {_blocking_op(exc)} ({_first_line(exc)}); unstructured pruning (e.g. --method "
+                        "magnitude-global) still works") from exc
 
 
 def ratio_for_speedup(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None,
@@ -156,7 +227,9 @@ class StructuredPruner(Pruner):
         self.params_before = sum(p.numel() for p in model.parameters())
         self.sizes_before = layer_sizes(model)
         if cfg.target_speedup is not None and cfg.scope == "layer":
-            cfg = self._plan_speedup(example, num_classes, cancel)
+            cfg = self._plan_speedup(example, num_classes, cancel)  # its trials are the preflight
+        elif cfg.target_speedup is None:
+            preflight(model, cfg, example, num_classes)
         self.plan = cfg  # what the pruner runs; self.cfg stays what the user asked for
         self.importance = method.factory()
         modules = dict(model.named_modules())
@@ -170,15 +243,7 @@ class StructuredPruner(Pruner):
                       round_to=cfg.round_to)
         name, extra = method.tp_pruner(cfg) if method.tp_pruner else ("MetaPruner", {})
         base = _floor_rounding(getattr(tp.pruner, name))
-        try:
-            self.pruner = self.prep.pruner_class(base)(model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
-        except (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, TypeError) as exc:
-            # torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in
-            # its reshape rule) ends here, before any measurement, with what the user can still do
-            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise UserError(f"structured pruning cannot trace this model: torch-pruning's dependency graph failed "
-                            f"({type(exc).__name__}: {text}); unstructured pruning (e.g. --method magnitude-global) "
-                            "still works") from exc
+        self.pruner = _build(self.prep.pruner_class(base), model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
 

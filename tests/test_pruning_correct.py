@@ -160,3 +160,53 @@ def test_a_model_torch_pruning_cannot_trace_is_refused_before_any_work(fashion):
     assert not any(isinstance(ev, StepDone) for ev in events)  # nothing was measured
     done, _ = prune(b, fashion, method="magnitude-global", finetune_batches=None)  # what still works
     assert done.after.nonzero_params < done.before.nonzero_params
+
+
+class _FixedSplit(nn.Module):
+    """Splits its channels with sizes recorded at construction (as MixNet's mixed convolution does):
+    torch-pruning prunes the convolution before it, and the recorded sizes no longer add up."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.sizes = [8, 8]
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        left, right = torch.split(self.conv(x), self.sizes, dim=1)
+        y = torch.cat([self.a(left), self.b(right)], 1)
+        return self.head(y.mean((2, 3)))
+
+
+def test_a_model_that_breaks_when_pruned_is_refused_before_any_work(fashion):
+    """The pruned copy of the preflight fails its forward pass: one line naming the failure, before the
+    baseline is measured, and the unstructured methods that still work."""
+    from engine.errors import UserError
+    from engine.pruning import StepDone
+
+    b = ModelBundle(_FixedSplit().eval(), "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    events = []
+    cfg = PruneConfig(method="l2", pruning_ratio=0.5, round_to=None, eval_limit=64, measure_speed=False)
+    with pytest.raises(UserError, match="breaks this model.*split_with_sizes.*magnitude-global") as err:
+        for ev in run_pruning(b, fashion, cfg):
+            events.append(ev)
+    assert "\n" not in str(err.value)
+    assert not any(isinstance(ev, StepDone) for ev in events)
+
+
+def test_a_failure_inside_torch_pruning_names_the_layer(fashion, monkeypatch):
+    """An error while torch-pruning prunes a group is refused with that group's layer."""
+    import torch_pruning as tp
+
+    from engine.errors import UserError
+
+    def broken(layer, idxs):
+        raise IndexError("index 99 is out of bounds for dimension 0 with size 16")
+
+    monkeypatch.setattr(tp.pruner.function.LinearPruner, "prune_in_channels", lambda self, layer, idxs: broken(layer, idxs))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    b = ModelBundle(model.eval(), "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    cfg = PruneConfig(method="l2", pruning_ratio=0.5, round_to=None, eval_limit=64, measure_speed=False)
+    with pytest.raises(UserError, match=r"fails on this model at layer 1: .*IndexError: index 99"):
+        list(run_pruning(b, fashion, cfg))
