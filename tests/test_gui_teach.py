@@ -16,7 +16,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings  # noqa: E402
 
-from engine.methods import STRUCTURED, all_methods  # noqa: E402
+from engine.methods import STRUCTURED, all_methods, get_method  # noqa: E402
 from engine.models import ModelBundle  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.settings import Settings  # noqa: E402
@@ -85,6 +85,11 @@ def test_teach_tab_explains_a_layer(qtbot, window):
     table = tab.criteria_view.jaccard_table
     assert table.rowCount() == table.columnCount() == len(names)
     assert all(table.item(i, i).text() == "1.00" for i in range(len(names)))
+    # no column may shrink below its whole name, even in a narrow pane (the table scrolls instead)
+    header = table.horizontalHeader()
+    for i, name in enumerate(names):
+        assert header.minimumSectionSize() >= header.fontMetrics().horizontalAdvance(name) + 8, name
+        assert table.horizontalHeaderItem(i).toolTip() == get_method(name).title
     assert "Most alike" in tab.criteria_view.text.text()
     # Dependency group: a row per coupled layer with its reason
     rows = {tab.group_view.table.item(r, 0).text(): tab.group_view.table.item(r, 2).text()

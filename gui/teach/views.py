@@ -274,8 +274,11 @@ class CriteriaView(theme.PaletteWidget):
         table = self.jaccard_table
         table.setRowCount(len(names))
         table.setColumnCount(len(names))
-        table.setHorizontalHeaderLabels(list(names))
-        table.setVerticalHeaderLabels(list(names))
+        for i, name in enumerate(names):
+            for place in (table.setHorizontalHeaderItem, table.setVerticalHeaderItem):
+                label = QTableWidgetItem(name)
+                label.setToolTip(get_method(name).title)
+                place(i, label)
         for i in range(len(names)):
             for j in range(len(names)):
                 value = float(matrix[i, j])
@@ -285,8 +288,12 @@ class CriteriaView(theme.PaletteWidget):
                 item.setForeground(QColor("white") if value > 0.55 else theme.plot_foreground())
                 item.setToolTip(f"{names[i]} and {names[j]} share {value:.0%} of their cut channels")
                 table.setItem(i, j, item)
-        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        table.horizontalHeader().setMinimumSectionSize(36)
+        # Equal columns keep the matrix square, but never narrower than the longest name: the table
+        # scrolls sideways rather than cut "bn-scale" to "n-scal".
+        header = table.horizontalHeader()
+        widest = max((header.fontMetrics().horizontalAdvance(name) for name in names), default=0)
+        header.setMinimumSectionSize(max(36, widest + 14))
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
 
     @staticmethod
     def summary(criteria: Criteria) -> str:
