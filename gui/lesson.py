@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget, QPushButton,
-                               QScrollArea, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+                               QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from engine.errors import UserError
 from engine.methods import get_method
 from engine.models import demo_card
 from gui.lesson_file import LESSON_DIR, PLAN_OPTIONS, VIEWS, Lesson, Step, builtin_lessons, load_lesson
 from gui.lesson_file import ACTIONS, parse_lesson  # noqa: F401 (re-exported: callers import them from here)
+from gui.options import OptionField
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -30,6 +31,18 @@ def _label(text: str = "", markdown: bool = True) -> QLabel:
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
     return label
+
+
+def _setting(field: OptionField) -> str:
+    """A field as the student reads it on screen ("fine-tuning 0.30 epochs", "re-estimate ... on")."""
+    widget, label = field.widget, field.opt.label
+    if isinstance(widget, QCheckBox):
+        return f"{label} {'on' if widget.isChecked() else 'off'}"
+    text = widget.currentText() if isinstance(widget, QComboBox) else widget.text()
+    unit = field.opt.suffix.strip()
+    if unit and label.endswith(" " + unit) and text != "off":
+        label = label[: -len(unit) - 1]  # "fine-tuning epochs 0.30 epochs" reads twice
+    return f"{label} {text}"
 
 
 class LessonPanel(QWidget):
@@ -247,6 +260,7 @@ class LessonPanel(QWidget):
             done.append(f"ratio {actions['ratio']:.0%}")
         for name, value in actions.get("options", {}).items():
             panel.fields[name].set_value(value)
+            done.append(_setting(panel.fields[name]))
         if "tab" in actions:
             titles = [win.tabs.tabText(i).replace("&", "") for i in range(win.tabs.count())]
             if actions["tab"] in titles:
@@ -261,7 +275,7 @@ class LessonPanel(QWidget):
         if "image" in actions:
             teach.maps_view.index_spin.setValue(actions["image"])
         if "experiment" in actions:
-            self._set_plan(actions["experiment"])
+            done.append(self._set_plan(actions["experiment"]))
         if actions.get("explain") and not problems:
             if not teach.explain():
                 problems.append("Explain could not start (is a job running, or no model loaded?)")
@@ -281,24 +295,38 @@ class LessonPanel(QWidget):
         table.layer_selected.emit(name)  # the Weights tab and the Teach tab follow, as after a click
         return []
 
-    def _set_plan(self, plan: dict) -> None:
-        tab = self.window.experiment
+    def _set_plan(self, plan: dict) -> str:
+        """Fill the Experiment tab; what was set, in words."""
+        tab, words = self.window.experiment, []
         if "methods" in plan:
             tab.set_methods(plan["methods"])
+            words.append(", ".join(plan["methods"]))
         if "ratios" in plan:
             tab.ratios_edit.setText(", ".join(f"{r:g}" for r in plan["ratios"]))
+            words.append("at " + ", ".join(f"{r:.0%}" for r in plan["ratios"]))
         for name in PLAN_OPTIONS:
             if name in plan:
                 tab.fields[name].set_value(plan[name])
+                words.append(_setting(tab.fields[name]))
+        return "plan: " + " ".join(words[:2]) + ("; " + ", ".join(words[2:]) if words[2:] else "")
+
+    def pointed(self, what: str) -> QWidget | None:
+        """The button a `point` action names."""
+        win = self.window
+        return {"run": getattr(win, "run_button", None), "explain": win.teach.explain_button,
+                "show_image": win.teach.maps_view.show_button, "run_plan": win.experiment.run_button,
+                "scan": win.graph_view.scan_button}[what]
 
     def _point_at(self, what: str) -> None:
-        """Draw a frame around the button the student presses next, for a moment."""
-        win = self.window
-        widget = {"run": getattr(win, "run_button", None), "explain": win.teach.explain_button,
-                  "show_image": win.teach.maps_view.show_button, "run_plan": win.experiment.run_button,
-                  "scan": win.graph_view.scan_button}[what]
+        """Scroll the button the student presses next into sight and frame it for a moment."""
+        widget = self.pointed(what)
         if widget is None:
             return
+        parent = widget.parentWidget()
+        while parent is not None:  # a framed button scrolled out of sight points at nothing
+            if isinstance(parent, QScrollArea):
+                parent.ensureWidgetVisible(widget)
+            parent = parent.parentWidget()
         old = widget.styleSheet()
         widget.setStyleSheet(old + "; border: 3px solid #E69F00; border-radius: 4px;")
         widget.setFocus()

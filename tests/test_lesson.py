@@ -16,8 +16,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from engine.errors import UserError  # noqa: E402
-from gui.lesson import ACTIONS, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
+from gui.lesson import ACTIONS, _setting, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
+from gui.options import OptionField  # noqa: E402
 from gui.settings import Settings  # noqa: E402
 from tests.gui_helpers import tiny_bundle  # noqa: E402
 
@@ -129,6 +130,7 @@ def test_every_step_of_the_lesson_drives_the_window(qtbot, window, monkeypatch):
         else:
             assert panel.show_me(), panel.status_label.text()
         check_state(window, actions)
+        check_said(panel, actions)
         if step.question:
             panel.reveal_button.click()
             assert panel.answer_label.isVisibleTo(panel) and step.answer.split()[0] in panel.answer_label.text()
@@ -158,6 +160,32 @@ def check_state(window: MainWindow, actions: dict) -> None:
         ticked = {name for name, box in window.experiment.method_boxes.items() if box.isChecked()}
         assert ticked == set(plan["methods"])
         assert window.experiment.ratios_edit.text() == ", ".join(f"{r:g}" for r in plan["ratios"])
+
+
+def check_said(panel, actions: dict) -> None:
+    """The panel says what Show me set, and the button it frames is in sight (not scrolled away)."""
+    said = panel.status_label.text()
+    if "ratio" in actions:
+        assert f"ratio {actions['ratio']:.0%}" in said
+    for name in actions.get("options", {}):
+        assert _setting(panel.window.method_panel.fields[name]) in said
+    plan = actions.get("experiment", {})
+    assert all(method in said for method in plan.get("methods", ()))
+    if "finetune_batches" in plan:
+        assert f"fine-tuning batches {plan['finetune_batches']}" in said
+    if "point" in actions:
+        button = panel.pointed(actions["point"])
+        assert button is not None and not button.visibleRegion().isEmpty(), actions["point"]
+
+
+def test_setting_reads_as_on_screen(qtbot):
+    fields = {name: OptionField(name) for name in ("finetune_epochs", "bn_recalibrate", "round_to")}
+    fields["finetune_epochs"].set_value(0.3)
+    fields["round_to"].set_value(None)
+    assert _setting(fields["finetune_epochs"]) == "fine-tuning 0.30 epochs"
+    fields["bn_recalibrate"].set_value(False)
+    assert _setting(fields["bn_recalibrate"]) == "re-estimate BatchNorm statistics off"
+    assert _setting(fields["round_to"]) == "channel rounding off"
 
 
 def test_a_broken_lesson_file_is_an_error_and_the_window_stays_usable(qtbot, window, tmp_path):
