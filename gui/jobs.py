@@ -26,7 +26,7 @@ from engine.pruning import RunDone, StepDone
 from engine.sensitivity import SensitivityDone
 from gui import work
 from gui.results import RunRecord
-from gui.work import Exported, LoadRequest, Loaded, PrunedModel, Sensitivity
+from gui.work import Detail, Exported, LoadRequest, Loaded, PrunedModel, Sensitivity
 from gui.worker import Failure
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class Job:
     name = "job"  # in the log, and the argument of MainWindow.job_stopped
     title = "Error"  # of the dialog that reports a failure
     guarded = True  # held to the memory budget as a whole (a plan holds each of its runs itself)
+    background = False  # a background job leaves the window usable and gives way to any other job
 
     def __init__(self, window: MainWindow) -> None:
         self.window = window
@@ -134,6 +135,44 @@ class LoadJob(Job):
             win.show_current_source()
         else:
             win.summary_label.setText("No model loaded. Open a model file (Ctrl+O).")
+
+
+class DetailsJob(Job):
+    """The loaded model's slower facts (graph, size, measured top-1), found in the background after Ready.
+
+    Any other job started meanwhile cancels it and goes first; the window starts it again for the
+    facts still pending once it is idle."""
+
+    name, title = "details", "Could not describe the model"
+    background = True
+
+    def __init__(self, window: MainWindow, loaded: Loaded) -> None:
+        super().__init__(window)
+        self.loaded = loaded
+        self.names = tuple(loaded.pending)  # a copy: the worker never reads what the UI thread changes
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, None]:
+        return (yield from work.details(self.loaded, self.names, cancel))
+
+    def progress_prefix(self) -> str:
+        return "In the background: "
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, Detail):
+            loaded = self.loaded
+            if event.name in loaded.pending:
+                loaded.pending.remove(event.name)
+            if event.name == work.DETAIL_GRAPH:
+                loaded.onnx_path, loaded.onnx_error = event.values["onnx_path"], event.values["onnx_error"]
+            else:
+                loaded.summary.update(event.values)
+            if self.window.loaded is loaded:  # a model loaded meanwhile has its own card and graph
+                self.window.show_detail(event.name)
+
+    def on_failure(self, failure: Failure) -> None:
+        self.loaded.pending.clear()  # said once, in the log and the status bar; not tried again
+        self.window.statusBar().showMessage("Could not describe the model fully: " + failure.message, 10000)
+        log.warning("details of %s: %s", self.loaded.bundle.source, failure.details or failure.message)
 
 
 PHASE_WORDS = {"prune": "pruning", "bn-recalibrate": "BatchNorm re-estimation", "finetune": "fine-tuning",

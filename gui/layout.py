@@ -18,7 +18,7 @@ from gui.histograms import HistogramView
 from gui.method_panel import MethodPanel
 from gui.plots import LivePlots
 from gui.results import ResultsView
-from gui.source_panel import SourcePanel
+from gui.source_panel import SourcePanel, on_data_chosen, on_model_chosen
 from gui.teach import TeachTab
 
 if TYPE_CHECKING:
@@ -108,8 +108,8 @@ def build_side_dock(win: MainWindow) -> None:
     win.source = SourcePanel(win.settings)
     win.model_combo, win.data_combo = win.source.model_combo, win.source.data_combo
     win.summary_label = win.source.summary_label
-    win.model_combo.activated.connect(win._on_model_combo)
-    win.data_combo.activated.connect(win._on_data_combo)
+    win.model_combo.activated.connect(lambda index: on_model_chosen(win, index))
+    win.data_combo.activated.connect(lambda index: on_data_chosen(win, index))
     layout.addWidget(win.source)
     win.method_panel = MethodPanel()
     layout.addWidget(win.method_panel, 1)

@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QMainWindow, QMessageBox
 
 from engine.data import Dataset
 from engine.errors import UserError
@@ -25,14 +25,14 @@ from engine.methods import get_method
 from engine.models import ModelBundle
 from engine.units import fmt_count
 from gui import dialogs, theme
-from gui.jobs import Job, LoadJob, PlanJob, RunJob, SensitivityJob
+from gui.jobs import DetailsJob, Job, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar, restore_layout
-from gui.menus import build_actions, build_menus, open_model
+from gui.menus import build_actions, build_menus
 from gui.open_model import open_model_dialog
 from gui.open_model_recipe import remember_recipe, remembered_recipe
 from gui.results import RunRecord
 from gui.settings import Settings
-from gui.source_panel import DEFAULT_DATA, OPEN_CIFAR, OPEN_FILE, OPEN_FOLDER, OPEN_NEW
+from gui.source_panel import DEFAULT_DATA
 from gui.work import LoadRequest, Loaded, Sensitivity
 from gui.worker import Failure, Worker, start_worker
 
@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self.current_run: int | None = None  # the latest run started
         self.sensitivity: Sensitivity | None = None
         self.job: Job | None = None  # the running job; with it, its worker and thread
+        self.next_job: Job | None = None  # waits for a background job to give way
         self.worker: Worker | None = None
         self.job_thread = None
         self.error_box: QMessageBox | None = None
@@ -150,6 +151,18 @@ class MainWindow(QMainWindow):
             self.graph_view.layer_table.select_layer(loaded.layers[0].name)
             self.histograms.select_layer(loaded.layers[0].name)
 
+    def show_detail(self, name: str) -> None:
+        """A fact found in the background after Ready: the graph, or a line of the card."""
+        if name != "graph":
+            self.source.show_summary(self.loaded)
+            return
+        self.graph_view.set_original(self.loaded.onnx_path, self.loaded.onnx_error)
+        run = self.selected_record()  # set_original forgets the pruned graph and the colours: give them back
+        if run is not None and run.onnx_path is not None:
+            self.graph_view.set_pruned(run.onnx_path, run.label)
+        if self.sensitivity is not None:
+            self.graph_view.show_sensitivity(self.sensitivity.result.layer_scores())
+
     def show_current_source(self) -> None:
         """Show the loaded model again in the combo box and card (after a load that did not replace it)."""
         if self.loaded is not None:
@@ -187,8 +200,8 @@ class MainWindow(QMainWindow):
     # ===================================================================== starting jobs
     @property
     def busy(self) -> bool:
-        """True while a background job runs."""
-        return self.worker is not None
+        """True while a job runs or waits to run (a background job alone leaves the window usable)."""
+        return self.worker is not None and (not self.job.background or self.next_job is not None)
 
     def start_run(self, *, parent: int | None = None, manual_channels: dict | None = None) -> bool:
         """Start a pruning run with the panel's options; False when it cannot start. `parent` continues
@@ -262,9 +275,18 @@ class MainWindow(QMainWindow):
         return True
 
     def start_job(self, job: Job) -> bool:
-        """Run `job` on the worker thread and route the worker's signals to it; False while another runs."""
+        """Run `job` on the worker thread and route the worker's signals to it; False while another runs.
+
+        A background job running now is cancelled and `job` starts as soon as its thread is gone."""
         if self.busy:
             return False
+        if self.worker is not None:  # a background job: it stops at its next check
+            if job.background:
+                return False
+            self.next_job = job
+            self.worker.cancel()
+            self._update_actions()
+            return True
         self.job = job
         # No automatic cyclic GC while a job runs: a full collection holds the GIL for 50–200 ms on a busy
         # machine and the UI thread would stall with it. Jobs free nearly everything by reference counting;
@@ -275,16 +297,28 @@ class MainWindow(QMainWindow):
         self.worker.finished.connect(self._on_job_finished)
         self.worker.failed.connect(self._on_job_failed)
         self.worker.cancelled.connect(self._on_job_cancelled)
-        self.job_thread = start_worker(self.worker)
-        self.job_thread.finished.connect(self._on_thread_done)
+        self.job_thread = start_worker(self.worker, on_thread_done=self._on_thread_done)
         self.progress_bar.setValue(0)
-        self.progress_bar.show()
+        self.progress_bar.setVisible(not job.background)
         self._update_actions()
         return True
 
+    def start_details(self) -> bool:
+        """Find the loaded model's pending facts in the background, when the window is idle (and shown: a closed
+        window's last queued signals must not start a thread that nothing would stop)."""
+        if self.worker is not None or self.loaded is None or not self.loaded.pending or not self.isVisible():
+            return False
+        return self.start_job(DetailsJob(self, self.loaded))
+
     def cancel_job(self) -> None:
         """Ask the running job to stop (answers at the engine's next check, well within a second or two)."""
-        if self.worker is not None:
+        if self.next_job is not None:  # not started yet: it ends here
+            job, self.next_job = self.next_job, None
+            self._on_job_cancelled(job)
+            self._update_actions()
+            self.job_stopped.emit(job.name)
+            job.on_stopped()
+        elif self.worker is not None and not self.job.background:
             self.worker.cancel()
             self.phase_label.setText("Cancelling…")
 
@@ -307,7 +341,8 @@ class MainWindow(QMainWindow):
         self.experiment.cancel_button.setEnabled(False)
         self.experiment.choose_button.setEnabled(not busy)
         self.open_store_action.setEnabled(not busy)
-        for control in self.job.controls() if self.job is not None else ():
+        job = self.next_job or self.job  # the job waiting for a background one to give way is the user's
+        for control in job.controls() if job is not None else ():
             control.setEnabled(True)  # the job's own controls (the plan's Cancel) work while it runs
 
     # ===================================================================== worker slots
@@ -318,6 +353,9 @@ class MainWindow(QMainWindow):
         self.job.on_event(event)
 
     def _on_progress(self, event: Progress) -> None:
+        if self.job.background:  # the phase, bar and ETA belong to the work the user asked for
+            self.eta_label.setText(f"{self.job.progress_prefix()}{event.message}" if event.done < event.total else "")
+            return
         self.phase_label.setText(f"{self.job.progress_prefix()}{event.phase}: {event.message}")
         self.progress_bar.setRange(0, 100 if event.total > 0 else 0)  # no total yet (a folder listing): busy
         self.progress_bar.setValue(int(event.fraction * 100))
@@ -327,18 +365,22 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_job_finished(self, result: Any) -> None:
-        self.phase_label.setText("Ready")
+        if not self.job.background:
+            self.phase_label.setText("Ready")
         self.job.on_success(result)
 
     @Slot(object)
     def _on_job_failed(self, failure: Failure) -> None:
-        self.phase_label.setText("Failed")
+        if not self.job.background:
+            self.phase_label.setText("Failed")
         self.job.on_failure(failure)
 
     @Slot()
-    def _on_job_cancelled(self) -> None:
-        self.phase_label.setText("Cancelled — the loaded model is unchanged")
-        self.job.on_cancel()
+    def _on_job_cancelled(self, job: Job | None = None) -> None:
+        job = job or self.job
+        if not job.background:
+            self.phase_label.setText("Cancelled — the loaded model is unchanged")
+        job.on_cancel()
 
     @Slot()
     def _on_thread_done(self) -> None:
@@ -350,8 +392,14 @@ class MainWindow(QMainWindow):
         self.progress_bar.hide()
         self.eta_label.setText("")
         self._update_actions()
-        self.job_stopped.emit(job.name)
+        if not job.background:  # a background job's end is no news: nobody asked for it
+            self.job_stopped.emit(job.name)
         job.on_stopped()
+        waiting, self.next_job = self.next_job, None
+        if waiting is not None and not self.start_job(waiting):
+            self.next_job = waiting  # a handler of job_stopped started another job: this one goes next
+        if self.worker is None:
+            self.start_details()
 
     # ===================================================================== selection
     @Slot()
@@ -399,31 +447,6 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_options_changed(self) -> None:
         self.settings.save_options("method", self.method_panel.options())
-
-    @Slot(int)
-    def _on_model_combo(self, index: int) -> None:
-        data = self.model_combo.itemData(index)
-        if data == OPEN_FILE:
-            open_model(self)
-        elif data == OPEN_NEW:
-            self.source.fill_models(self.current_model_src())
-            open_model_dialog(self, untrained=True)
-        elif data and data != self.current_model_src():
-            self.load(data, self.current_data_spec())
-
-    @Slot(int)
-    def _on_data_combo(self, index: int) -> None:
-        data = self.data_combo.itemData(index)
-        if data in (OPEN_FOLDER, OPEN_CIFAR):
-            folder = QFileDialog.getExistingDirectory(self, "Choose a CIFAR-10 folder (cifar-10-batches-py)"
-                                                      if data == OPEN_CIFAR else "Choose an ImageFolder "
-                                                      "(one sub-folder per class)")
-            if not folder:
-                self.source.fill_data(self.current_data_spec())
-                return
-            data = f"{'cifar10' if data == OPEN_CIFAR else 'imagefolder'}:{folder}"
-        if data and data != (self.loaded.request.data_spec if self.loaded else None):
-            self.load(self.current_model_src(), data)
 
     # ===================================================================== export
     def selected_record(self) -> RunRecord | None:
@@ -477,6 +500,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
         """Save the layout and options; stop a running job cleanly (never terminate the thread)."""
+        self.next_job = None
         if self.worker is not None and self.job_thread is not None:
             self.worker.cancel()
             self.job_thread.wait(30_000)  # cancel answers within ~2 s; never destroy a running QThread

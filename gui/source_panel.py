@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
+from PySide6.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QLabel
 
 from engine.models import DEMO_ARCHS, DEMO_TITLES
 from engine.units import fmt_bytes, fmt_count
 from gui.settings import Settings
 from gui.work import Loaded
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
 
 DEFAULT_DATA = "fashion-mnist"
 OPEN_FILE, OPEN_FOLDER, OPEN_CIFAR = "__open_file__", "__imagefolder__", "__cifar10__"
@@ -81,15 +85,49 @@ class SourcePanel(QGroupBox):
     def show_summary(self, loaded: Loaded) -> None:
         """The card: architecture, source, input, size, cost per image, accuracy and dataset."""
         s = loaded.summary
-        top1 = f"{s['top1']:.2%} <small>({s['top1_note']})</small>" if s.get("top1") is not None else "unknown"
+        waiting = "<small>measuring…</small>"  # found in the background after Ready (gui.work.details)
+        top1 = f"{s['top1']:.2%} <small>({s['top1_note']})</small>" if s.get("top1") is not None else \
+            waiting if "top1" in loaded.pending else "unknown"
+        size = waiting if s.get("size_bytes") is None else \
+            f"{fmt_bytes(s['size_bytes'])} ({fmt_bytes(s['compressed_bytes'])} zipped)"
         shape = "×".join(str(d) for d in s["input_shape"])
         rows = [("Architecture", s["architecture"]), ("Source", s["source"]), ("Input", f"{shape}, "
                 f"{s['classes']} classes"), ("Parameters", fmt_count(s["params"])),
                 ("MACs / image", fmt_count(s["macs"])),
-                ("Size", f"{fmt_bytes(s['size_bytes'])} ({fmt_bytes(s['compressed_bytes'])} zipped)"),
+                ("Size", size),
                 ("Top-1", top1), ("Dataset", s["dataset"])]
         html = "<table cellspacing='0' cellpadding='1'>" + "".join(
             f"<tr><td style='padding-right:8px'><i>{k}</i></td><td><b>{v}</b></td></tr>" for k, v in rows) + "</table>"
         if loaded.bundle.scripted:
             html += "<p style='color:#D55E00'>TorchScript models can be evaluated but not pruned.</p>"
         self.summary_label.setText(html)
+
+
+def on_model_chosen(win: MainWindow, index: int) -> None:
+    """A model picked in the combo box: open a file, a new architecture, or load the one picked."""
+    from gui.menus import open_model
+    from gui.open_model import open_model_dialog
+
+    data = win.model_combo.itemData(index)
+    if data == OPEN_FILE:
+        open_model(win)
+    elif data == OPEN_NEW:
+        win.source.fill_models(win.current_model_src())
+        open_model_dialog(win, untrained=True)
+    elif data and data != win.current_model_src():
+        win.load(data, win.current_data_spec())
+
+
+def on_data_chosen(win: MainWindow, index: int) -> None:
+    """A dataset picked in the combo box: ask for a folder if need be, then load the model with it."""
+    data = win.data_combo.itemData(index)
+    if data in (OPEN_FOLDER, OPEN_CIFAR):
+        folder = QFileDialog.getExistingDirectory(win, "Choose a CIFAR-10 folder (cifar-10-batches-py)"
+                                                  if data == OPEN_CIFAR else "Choose an ImageFolder "
+                                                  "(one sub-folder per class)")
+        if not folder:
+            win.source.fill_data(win.current_data_spec())
+            return
+        data = f"{'cifar10' if data == OPEN_CIFAR else 'imagefolder'}:{folder}"
+    if data and data != (win.loaded.request.data_spec if win.loaded else None):
+        win.load(win.current_model_src(), data)

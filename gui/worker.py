@@ -124,17 +124,21 @@ def lower_thread_priority() -> None:
             log.debug("could not lower the worker's priority", exc_info=True)
 
 
-def start_worker(worker: Worker, parent: QObject | None = None) -> QThread:
+def start_worker(worker: Worker, parent: QObject | None = None,
+                 on_thread_done: Callable[[], None] | None = None) -> QThread:
     """Move `worker` to a new QThread and start it; the thread quits when the job stops.
 
-    The caller keeps both objects and drops them after `finished` and a `wait()`: they are owned by
-    Python, so deleteLater would race with Python's own deletion, and a QThread must never be
-    destroyed while its thread is still winding down.
+    `on_thread_done` is connected to the thread's `finished` before the thread starts, so no end can
+    come before its connection. The caller keeps both objects and drops them after `finished` and a
+    `wait()`: they are owned by Python, so deleteLater would race with Python's own deletion, and a
+    QThread must never be destroyed while its thread is still winding down.
     """
     thread = QThread(parent)
     thread.setObjectName(f"prunelab-{worker.name}")
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
     worker.stopped.connect(thread.quit)
+    if on_thread_done is not None:
+        thread.finished.connect(on_thread_done)
     thread.start()
     return thread
