@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from engine.errors import UserError
-from engine.layers import classifier_head, prunable_layers
+from engine.layers import classifier_head, partial_shortcuts, prunable_layers
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
@@ -95,10 +95,23 @@ def check_batch_memory(model: nn.Module, shape: tuple[int, ...], batch_size: int
                         f"more than the {free / 2 ** 30:.1f} GiB free on {device}; use --batch-size {fits} or less")
 
 
+def check_walkable(model: nn.Module, what: str = "structured pruning") -> None:
+    """Refuse, in a second, a model whose dependency walk would not end."""
+    blocks = partial_shortcuts(model)
+    if blocks:
+        name, short, width = blocks[0]
+        more = f" (and {len(blocks) - 1} more blocks)" if len(blocks) > 1 else ""
+        raise UserError(f"{what} cannot handle layer {name}{more}: it adds its shortcut to the first {short} of its "
+                        f"{width} channels and concatenates the rest, and torch-pruning's dependency walk through "
+                        "that never ends; use an unstructured method (e.g. --method magnitude-global)")
+
+
 def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True) -> None:
     """Everything about a pruning run that can be checked before the baseline is measured
     (`memory=False` skips the batch-memory probe, for configurations whose batch size was checked)."""
-    cfg.validate()
+    method = cfg.validate()
+    if method.structured and not bundle.scripted:
+        check_walkable(bundle.model)
     if bundle.input_shape:
         check_input_shape(tuple(bundle.input_shape))
     if not bundle.scripted:

@@ -119,6 +119,15 @@ def describe_layers(model: nn.Module, input_shape: Shape, ignored: tuple[str, ..
 # Layers whose graph torch-pruning cannot trace in bounded memory: its shape inference follows the
 # window partition's reshapes without end (swin_t at 224×224 passed 8 GiB after 95 s, still growing;
 # ignoring these layers or unwrapping their position tables does not help, as the whole graph is traced).
+def partial_shortcuts(model: nn.Module) -> list[tuple[str, int, int]]:
+    """(name, shortcut channels, block channels) of blocks that add their shortcut to only the first
+    channels and concatenate the rest (timm's ReXNet): torch-pruning's dependency walk through that
+    slice-add-concat never finishes."""
+    return [(n, m.in_channels, m.out_channels) for n, m in model.named_modules()
+            if getattr(m, "use_shortcut", False) is True and isinstance(getattr(m, "in_channels", None), int)
+            and isinstance(getattr(m, "out_channels", None), int) and m.in_channels < m.out_channels]
+
+
 @dataclass(frozen=True)
 class Group:
     """One torch-pruning dependency group: layers that lose the same channels together."""
@@ -162,7 +171,9 @@ def walk_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module
 
 def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> dict[str, int]:
     """Layer name -> index of the torch-pruning group it is pruned with (layers coupled by residuals
-    or concatenation share an index). Ignored layers get no group."""
+    or concatenation share an index). Ignored layers get no group; a model whose walk would not end has none."""
+    if partial_shortcuts(model):
+        return {}
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
     result: dict[str, int] = {}
     for g in walk_groups(model, example, ignored_modules(model, ignored, keep_head=False)):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from engine.checks import check_walkable
 from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import CancelToken, Eta, Progress
@@ -173,6 +174,7 @@ def scan(bundle: ModelBundle, data: Dataset, ratios: Sequence[float] = DEFAULT_R
         raise UserError(f"sensitivity ratios must be between 0 and 1 (exclusive), got {list(ratios)}")
     ratios = tuple(sorted(set(ratios)))
     bundle.require_prunable()
+    check_walkable(bundle.model, "the sensitivity scan")
     dev, _ = resolve_device(device)
     start = time.perf_counter()
     shape = tuple(bundle.input_shape or data.input_shape)

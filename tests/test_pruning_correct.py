@@ -210,3 +210,37 @@ def test_a_failure_inside_torch_pruning_names_the_layer(fashion, monkeypatch):
     cfg = PruneConfig(method="l2", pruning_ratio=0.5, round_to=None, eval_limit=64, measure_speed=False)
     with pytest.raises(UserError, match=r"fails on this model at layer 1: .*IndexError: index 99"):
         list(run_pruning(b, fashion, cfg))
+
+
+class _PartialShortcut(nn.Module):
+    """A ReXNet block: the shortcut is added to the first channels only, the rest concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_channels, self.out_channels, self.use_shortcut = 8, 16, True
+        self.conv = nn.Conv2d(8, 16, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.cat([y[:, :self.in_channels] + x, y[:, self.in_channels:]], 1)
+
+
+def test_a_partial_shortcut_is_refused_in_a_second(fashion):
+    """torch-pruning's walk through ReXNet's slice-add-concat never ends: refused before it starts,
+    naming the block, by the run, the sensitivity scan and the teaching views alike."""
+    from engine.errors import UserError
+    from engine.explain import channel_scores
+    from engine.layers import dependency_groups
+    from engine.sensitivity import scan
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), _PartialShortcut(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 10)).eval()
+    b = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    cfg = PruneConfig(method="l2", pruning_ratio=0.3, eval_limit=64, measure_speed=False)
+    for attempt in (lambda: list(run_pruning(b, fashion, cfg)), lambda: list(scan(b, fashion, limit=32)),
+                    lambda: channel_scores(model, "0", "l1", None, (1, 28, 28), 10)):
+        with pytest.raises(UserError, match=r"layer 1: it adds its shortcut to the first 8 of its 16 channels"):
+            attempt()
+    assert dependency_groups(model, (1, 28, 28)) == {}  # the layer table shows no groups rather than hang
+    done, _ = prune(b, fashion, method="magnitude-global", finetune_batches=None)
+    assert done.after.nonzero_params < done.before.nonzero_params

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from engine.checks import check_walkable
 from engine.config import PruneConfig
 from engine.errors import UserError
 from engine.layers import PRUNABLE, prunable_layers
@@ -19,6 +20,7 @@ def layer_module(model: nn.Module, layer: str) -> nn.Module:
         names = [n for n, _ in prunable_layers(model)]
         shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
         raise UserError(f"{layer!r} is not a convolution or linear layer of this model; pick one of {shown}")
+    check_walkable(model, "the teaching views")
     return modules[layer]
 
 
