@@ -226,8 +226,8 @@ class RunJob(Job):
 
     def progress_prefix(self) -> str:
         record = self.record
-        if record.steps:
-            return f"Run {record.label}, step {len(record.steps)}/{record.config.steps} · "
+        if record.steps:  # steps[0] is the baseline, so during step k there are k entries; after the last, one more
+            return f"Run {record.label}, step {min(len(record.steps), record.config.steps)}/{record.config.steps} · "
         return f"Run {record.label} · "
 
     def on_event(self, event: object) -> None:
