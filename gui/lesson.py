@@ -45,6 +45,15 @@ def _setting(field: OptionField) -> str:
     return f"{label} {text}"
 
 
+def _scroll_into_sight(widget: QWidget) -> None:
+    """Scroll every scroll area holding `widget` so that it shows: a framed button out of sight points at nothing."""
+    parent = widget.parentWidget()
+    while parent is not None:
+        if isinstance(parent, QScrollArea):
+            parent.ensureWidgetVisible(widget)
+        parent = parent.parentWidget()
+
+
 class LessonPanel(QWidget):
     """One lesson: the list of steps, the current step's text, Show me, the question and its hidden answer."""
 
@@ -322,11 +331,9 @@ class LessonPanel(QWidget):
         widget = self.pointed(what)
         if widget is None:
             return
-        parent = widget.parentWidget()
-        while parent is not None:  # a framed button scrolled out of sight points at nothing
-            if isinstance(parent, QScrollArea):
-                parent.ensureWidgetVisible(widget)
-            parent = parent.parentWidget()
+        _scroll_into_sight(widget)
+        # a tab Show me just opened lays itself out later, which can move the button out of sight again
+        QTimer.singleShot(50, widget, lambda: _scroll_into_sight(widget))
         old = widget.styleSheet()
         widget.setStyleSheet(old + "; border: 3px solid #E69F00; border-radius: 4px;")
         widget.setFocus()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from html import escape
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal  # PySide6 first, so pyqtgraph binds it
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QRect, QSize, Qt, Signal  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter,
                                QTableWidget, QTableWidgetItem, QToolTip, QVBoxLayout, QWidget)
 
@@ -221,6 +221,24 @@ class WhyView(theme.PaletteWidget):
             QToolTip.showText(self.plot_widget.mapToGlobal(self.plot_widget.mapFromScene(pos).toPoint()), text)
 
 
+class UprightHeader(QHeaderView):
+    """Column names written bottom to top: a square matrix keeps narrow columns and whole names."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+
+    def sectionSizeFromContents(self, logical: int) -> QSize:
+        return super().sectionSizeFromContents(logical).transposed()
+
+    def paintSection(self, painter: QPainter, rect: QRect, logical: int) -> None:
+        painter.save()
+        painter.translate(rect.x(), rect.y() + rect.height())
+        painter.rotate(-90)
+        super().paintSection(painter, QRect(0, 0, rect.height(), rect.width()), logical)
+        painter.restore()
+
+
 class CriteriaView(theme.PaletteWidget):
     """One small bar chart per criterion (channels in index order, cut in red) and the Jaccard heat map."""
 
@@ -237,6 +255,7 @@ class CriteriaView(theme.PaletteWidget):
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(QLabel("<b>Overlap of the cut sets</b> (Jaccard: shared ÷ either)"))
         self.jaccard_table = QTableWidget()
+        self.jaccard_table.setHorizontalHeader(UprightHeader(self.jaccard_table))
         self.jaccard_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.jaccard_table.setToolTip("1: both criteria cut exactly the same channels; 0: not one in common")
         right_layout.addWidget(self.jaccard_table, 1)
@@ -288,11 +307,9 @@ class CriteriaView(theme.PaletteWidget):
                 item.setForeground(QColor("white") if value > 0.55 else theme.plot_foreground())
                 item.setToolTip(f"{names[i]} and {names[j]} share {value:.0%} of their cut channels")
                 table.setItem(i, j, item)
-        # Equal columns keep the matrix square, but never narrower than the longest name: the table
-        # scrolls sideways rather than cut "bn-scale" to "n-scal".
+        # Equal columns keep the matrix square; the upright names need only a cell's width ("1.00").
         header = table.horizontalHeader()
-        widest = max((header.fontMetrics().horizontalAdvance(name) for name in names), default=0)
-        header.setMinimumSectionSize(max(36, widest + 14))
+        header.setMinimumSectionSize(table.fontMetrics().horizontalAdvance("1.00") + 10)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
 
     @staticmethod
