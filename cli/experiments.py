@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from cli import types
 from engine.errors import UserError
 
 
@@ -15,17 +16,6 @@ def _ratios(text: str) -> tuple[float, ...]:
     if not values or any(not 0.0 < v < 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"--ratios must be numbers between 0 and 1 (exclusive), got {text!r}")
     return values
-
-
-def _resources(text: str) -> float:
-    """A Ray resource count: 0 or more, fractions allowed (0.5 GPU shares a GPU between two runs)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}") from None
-    if not 0 <= value < 1e6:
-        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------- sensitivity
@@ -241,8 +231,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", metavar="HOST:PORT|auto",
                    help="the Ray cluster's head (`ray start --head` prints it), or auto for the one on this machine; "
                         "default: start a Ray instance here (see docs/cluster.md)")
-    p.add_argument("--cpus-per-run", type=_resources, metavar="N", help="CPUs each run asks Ray for (default 1)")
-    p.add_argument("--gpus-per-run", type=_resources, metavar="N", help="GPUs each run asks Ray for (default 0)")
+    p.add_argument("--cpus-per-run", type=types.resources, metavar="N", help="CPUs each run asks Ray for (default 1)")
+    p.add_argument("--gpus-per-run", type=types.resources, metavar="N", help="GPUs each run asks Ray for (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 

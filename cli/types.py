@@ -80,3 +80,14 @@ def memory_limit(text: str) -> int:
         return parse_limit(text)
     except UserError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def resources(text: str) -> float:
+    """A Ray resource count: 0 or more, fractions allowed (0.5 GPU shares a GPU between two runs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}")
+    return value
