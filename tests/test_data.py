@@ -12,6 +12,7 @@ import torch
 from conftest import write_cifar, write_fake_fashion, write_idx, write_image_folder
 from engine import data
 from engine.data import Normalization, convert_batch, load_dataset, read_idx
+from engine.data.tensors import _split_indices as split_indices
 from engine.errors import UserError
 
 IDENTITY = Normalization((0.0,), (1.0,))
@@ -31,11 +32,11 @@ def test_fashion_splits_have_documented_sizes_and_do_not_overlap(fashion):
 
 
 def test_fashion_val_split_is_deterministic_and_seeded(fashion):
-    rest, held = data._split_indices(60000, 1 / 12, 0)
+    rest, held = split_indices(60000, 1 / 12, 0)
     assert torch.equal(fashion.splits["val"].indices, held)
     assert torch.equal(fashion.splits["train"].indices, rest)
-    again = data._split_indices(60000, 1 / 12, 0)[1]
-    other = data._split_indices(60000, 1 / 12, 1)[1]
+    again = split_indices(60000, 1 / 12, 0)[1]
+    other = split_indices(60000, 1 / 12, 1)[1]
     assert torch.equal(held, again)
     assert not torch.equal(held, other)
 

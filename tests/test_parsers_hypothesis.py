@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine import data
+from engine.data.cifar import _read_cifar_batch as read_cifar_batch
 from engine.errors import UserError
 
 # Hypothesis's own deadline trips on a busy shared machine; the examples are small, so no deadline.
@@ -176,7 +177,7 @@ def test_cifar_batch_reader_returns_checked_arrays_or_a_one_line_user_error(scra
     path = scratch / "data_batch_x"
     path.write_bytes(pickle.dumps(batch))
     try:
-        images, labels = data._read_cifar_batch(path)
+        images, labels = read_cifar_batch(path)
     except UserError as exc:
         assert str(path) in one_line(exc)
         return
@@ -202,7 +203,7 @@ def test_cifar_batch_reader_survives_any_bytes(scratch, raw):
     path = scratch / "data_batch_raw"
     path.write_bytes(raw)
     try:
-        data._read_cifar_batch(path)
+        read_cifar_batch(path)
     except UserError as exc:
         assert str(path) in one_line(exc)
 

@@ -14,16 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Generator
 
-from engine.data.cifar import CIFAR_FIX, _read_cifar_batch, _read_cifar_pickle, load_cifar10
+from engine.data.cifar import CIFAR_FIX, load_cifar10
 from engine.data.common import (IMAGE_EXTENSIONS, MAX_PATH_CHARS, SCHEME_ALIASES, SCHEMES, SPEC_HELP, DatasetSpec,
-                                Normalization, Shape, _folder, _reason, parse_dataset_spec, shown)
+                                Normalization, Shape, parse_dataset_spec, shown)
 from engine.data.dataset import Dataset
 from engine.data.fashion import FASHION_CLASSES, FASHION_DIR, FASHION_HINT, load_fashion_mnist, read_idx
-from engine.data.folders import (_FolderImages, _decode, _native_shape, image_folder_events, load_image_folder,
-                                 unreadable_reason)
+from engine.data.folders import image_folder_events, load_image_folder, unreadable_reason
 from engine.data.loading import FolderTransform, decode, num_workers
-from engine.data.tensors import (TensorLoader, TensorSplit, _split_indices, _stats, convert_batch, cover_size,
-                                 random_crop_flip, resize_crop)
+from engine.data.tensors import TensorLoader, TensorSplit, convert_batch, cover_size, random_crop_flip, resize_crop
 from engine.events import Progress, result_of
 
 __all__ = [
