@@ -5,6 +5,7 @@ them to its slots; the window keeps the state and the behaviour.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt
@@ -12,6 +13,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QProgressBar, QScrollArea, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
+from engine.units import fmt_count
 from gui.experiment_tab import ExperimentTab
 from gui.graph_view import GraphView
 from gui.histograms import HistogramView
@@ -42,7 +44,21 @@ def build_central(win: MainWindow) -> None:
     win.graph_view.apply_button.clicked.connect(win._on_apply_suggested_ratios)
     win.experiment.run_requested.connect(win.start_plan)
     win.experiment.cancel_requested.connect(win.cancel_job)
-    win.experiment.run_selected.connect(win._on_plan_run_selected)
+    win.experiment.run_selected.connect(lambda key: show_plan_run(win, key))
+
+
+def show_plan_run(win: MainWindow, key: str) -> None:
+    """A run clicked in the Experiment tab: summarise it and offer its pruned graph in the Network tab."""
+    result = win.experiment.result(key)
+    if result is None:
+        return
+    m = result.metrics
+    onnx = result.files.get("onnx")
+    if onnx and Path(onnx).is_file():
+        win.graph_view.set_pruned(Path(onnx), result.label)
+    where = f"; saved in {Path(result.files['model']).parent}" if result.files.get("model") else ""
+    win.statusBar().showMessage(f"{result.label}: top-1 {m.top1:.2%}, {fmt_count(m.params)} parameters, "
+                                f"{fmt_count(m.macs)} MACs{where}", 15000)
 
 
 def _build_hint(win: MainWindow) -> QWidget:

@@ -23,7 +23,6 @@ from engine.errors import UserError
 from engine.events import Progress
 from engine.methods import get_method
 from engine.models import ModelBundle
-from engine.units import fmt_count
 from gui import dialogs, theme
 from gui.jobs import DetailsJob, Job, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar, restore_layout
@@ -138,7 +137,8 @@ class MainWindow(QMainWindow):
         self.source.fill_data(loaded.request.data_spec)
         self.graph_view.layer_table.set_layers(loaded.layers, loaded.head)
         self.graph_view.fit_table()
-        self.graph_view.set_original(loaded.onnx_path, loaded.onnx_error)
+        self.graph_view.set_original(loaded.onnx_path, "Exporting the graph for Netron in the background…"
+                                     if "graph" in loaded.pending else loaded.onnx_error)
         self.histograms.set_layers([info.name for info in loaded.layers])
         self.histograms.set_steps([], theme.run_colour(0))
         self.histograms.set_data({}, (), theme.run_colour(0))
@@ -429,20 +429,6 @@ class MainWindow(QMainWindow):
             self.graph_view.layer_table.show_stats(last.layers if last.step > 0 else None)
         self.graph_view.set_pruned(record.onnx_path, record.label)
         self._update_actions()
-
-    @Slot(str)
-    def _on_plan_run_selected(self, key: str) -> None:
-        """A run clicked in the Experiment tab: summarise it and offer its pruned graph in the Network tab."""
-        result = self.experiment.result(key)
-        if result is None:
-            return
-        m = result.metrics
-        onnx = result.files.get("onnx")
-        if onnx and Path(onnx).is_file():
-            self.graph_view.set_pruned(Path(onnx), result.label)
-        where = f"; saved in {Path(result.files['model']).parent}" if result.files.get("model") else ""
-        self.statusBar().showMessage(f"{result.label}: top-1 {m.top1:.2%}, {fmt_count(m.params)} parameters, "
-                                     f"{fmt_count(m.macs)} MACs{where}", 15000)
 
     @Slot()
     def _on_options_changed(self) -> None:
