@@ -182,3 +182,19 @@ def test_image_through_original_and_pruned(fashion):
         image = next(iter(fashion.loader("test", 4)))[0][3:4]
         hooked = model.layer1[0].conv1(model.stem(image))
     assert np.allclose(result.maps.maps, hooked[0].numpy(), atol=1e-5)
+
+
+def test_swin_stream_couples_its_window_blocks_as_units():
+    """On a Swin model the patch embedding's channels run through window attention and patch merging,
+    which are pruned as units: the group names them with that reason, and the walk ends."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    from engine.explain import coupling
+
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[3, 6], window_size=[2, 2],
+                            num_classes=5).eval()
+    found = coupling(model, (3, 32, 32), "features.0.0")
+    reasons = {(c.layer, c.kind): c.reason for c in found}
+    assert reasons[("features.1.0.attn", "next-input")].startswith("window attention, pruned as one unit")
+    assert reasons[("features.2", "next-input")].startswith("patch merging, pruned as one unit")
+    assert ("features.1.1.mlp.3", "residual") in reasons

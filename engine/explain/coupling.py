@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 
 from engine.data import Shape
-from engine.layers import PRUNABLE
 from engine.explain.common import layer_module
+from engine.layers import PRUNABLE
+from engine.windows import window_blocks
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ def _via(node: Any, parent: dict, root: Any) -> list[str]:
 def _reason(module: nn.Module, side: str, via: list[str], before: str | None, layer: str) -> tuple[str, str]:
     """(kind, plain words) for one coupled module."""
     through = " (through the residual add)" if "add" in via else ""
+    attentions, mergings = window_blocks(module)
+    if attentions and side == "input":
+        return "next-input", (f"window attention, pruned as one unit: its q, k, v and projection read these "
+                              f"channels, and each head gives up the same number of them{through}")
+    if mergings and side == "input":
+        return "next-input", (f"patch merging, pruned as one unit: each of its four 2×2 neighbours loses these "
+                              f"channels{through}")
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         after = f" after {before}" if before else ""
         return "batchnorm", (f"BatchNorm{after}: its scale γ, shift β and running statistics are kept per channel, "
