@@ -15,7 +15,8 @@ torch-pruning (1.6.1) prunes most classifiers as they are; a few kinds go wrong 
   reshapes with its recorded head count and size. torch-pruning is told the heads (its `num_heads`
   option, as its own timm ViT example does), so it keeps q, k and v aligned; heads go whole, so
   `head_dim` and `scale` stay as trained, and `num_heads` is updated after each step.
-- torchvision's Swin: window attention and patch merging are pruned as units (engine/windows.py).
+- Swin (torchvision, timm): window attention and patch merging are pruned as units; ShuffleNet v2:
+  the stream around its channel shuffle is held (engine/tracing.py).
 - torchvision's MaxViT: torch-pruning's walk from an attention's `to_qkv` through the window
   partition never ends (10 GiB after 4 minutes). Its attention layers are held back (`to_qkv`,
   `merge`, and so the residual stream `merge` writes to); the MBConv and MLP widths are pruned.
@@ -36,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine import windows
+from engine import tracing
 
 AUX_HEADS = ("aux1", "aux2", "AuxLogits")  # torchvision's GoogLeNet and Inception3 (timm's Inception v3 too)
 
@@ -83,22 +84,26 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
                           f"({', '.join(f'{h} heads of {d}' for h, d in sizes)}): heads are pruned whole, so each "
                           "head keeps its size and scale, and num_heads is updated after each step")
         prep.after_step = _update_attention_sizes(list(attentions.values()), prep.after_step)
-    swin_attentions, mergings = windows.window_blocks(model)
+    swin_attentions, mergings = tracing.window_blocks(model)
     if swin_attentions:
-        chunks = windows.head_chunks(model)
-        prep.pruner_kwargs["customized_pruners"] = windows.customized_pruners(model)
+        chunks = tracing.head_chunks(model)
+        prep.pruner_kwargs["customized_pruners"] = tracing.customized_pruners(model)
         prep.pruner_kwargs["in_channel_groups"] = dict(chunks)
         prep.pruner_kwargs["out_channel_groups"] = dict(chunks)
         prep.notes.append(f"Swin: {len(swin_attentions)} window attention and {len(mergings)} patch-merging layer(s) are "
                           "pruned as units; the residual stream keeps the same channels in q, k and v, removed "
                           "equally from every head, so each stage keeps its head count with smaller heads")
         prep.after_step = _record_window_units(prep.units, prep.after_step)
+    whole = tracing.held_layers(model)
+    if whole:
+        prep.notes.append(f"ShuffleNet: the {len(whole)} layers that write the stream between blocks are not pruned (its "
+                          "channel shuffle is a permutation torch-pruning cannot follow); each branch's inner width is")
     held = held_attention(model)
     if held:
         prep.notes.append(f"MaxViT: its {len(held)} window/grid attention layers and the residual stream they write to "
                           "are not pruned (torch-pruning's dependency walk through their window partition does not end "
                           "in bounded memory); the MBConv and MLP widths are pruned")
-    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units, attentions, held)
+    prep.pruner_class = lambda base: _architecture_pruner(base, prep.units, attentions, held, whole)
     return prep
 
 
@@ -142,10 +147,10 @@ def _unused_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
 # ----------------------------------------------------------------------------- the pruner
 
 def _architecture_pruner(base: type, units: dict, attentions: dict | None = None,
-                         held: list[tuple[nn.Linear, nn.Linear]] = ()) -> type:
+                         held: list[tuple[nn.Linear, nn.Linear]] = (), whole: list[nn.Module] = ()) -> type:
     """`base` (a torch-pruning pruner) with rounding per convolution group and whole attention heads.
     `attentions` maps each fused qkv Linear to its timm-style attention module; `held` are (qkv, output)
-    pairs of attention layers that must not be pruned."""
+    pairs of attention layers that must not be pruned; `whole` are single layers that must not be."""
     owners = attentions or {}
 
     class ArchitecturePruner(base):
@@ -154,9 +159,11 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             # instances: every pruned model would stay referenced by the next one. Fresh ones per pruner.
             kwargs.setdefault("in_channel_groups", {})
             kwargs.setdefault("out_channel_groups", {})
-            if held:
-                kwargs["ignored_layers"] = [*(kwargs.get("ignored_layers") or []), *(m for pair in held for m in pair)]
-            with windows.tracing(args[0] if args else kwargs["model"]):
+            if held or whole:
+                kwargs["ignored_layers"] = [*(kwargs.get("ignored_layers") or []), *(m for pair in held for m in pair),
+                                            *whole]
+                units.update({m: _out_size(m) for m in whole})
+            with tracing.tracing(args[0] if args else kwargs["model"]):
                 super().__init__(*args, **kwargs)
             if held:
                 _record_held(self.DG, held, units)
@@ -325,7 +332,7 @@ def _update_attention_sizes(attentions: list[nn.Module], before: Callable[[nn.Mo
 def _record_window_units(units: dict, before: Callable[[nn.Module], list[str]]) -> Callable[[nn.Module], list[str]]:
     def update(model: nn.Module) -> list[str]:
         notes = before(model)
-        windows.record_units(model, units)
+        tracing.record_units(model, units)
         return notes
 
     return update

@@ -152,7 +152,7 @@ def ignored_modules(model: nn.Module, names=(), keep_head: bool = True,
 
 def walk_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[Group]:
     """Every dependency group rooted at a prunable layer, in model order."""
-    from engine.windows import dependency_graph
+    from engine.tracing import dependency_graph
 
     names = {m: n for n, m in model.named_modules()}
     graph = dependency_graph(model, example)

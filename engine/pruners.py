@@ -22,7 +22,7 @@ from engine.events import CancelToken, Progress
 from engine.layers import ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
-from engine.windows import dependency_graph
+from engine.tracing import dependency_graph
 
 
 def _ignored(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> list[nn.Module]:

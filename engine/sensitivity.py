@@ -148,7 +148,7 @@ def _importance(model: nn.Module, method_name: str, data: Dataset, input_shape, 
 
 def _prune_group(model: nn.Module, root: str, idxs: list[int], example: torch.Tensor) -> None:
     """Remove output channels `idxs` of `root` and everything coupled to it, in place."""
-    from engine.windows import dependency_graph
+    from engine.tracing import dependency_graph
 
     module = dict(model.named_modules())[root]
     graph = dependency_graph(model, example)

@@ -1,21 +1,27 @@
-"""Structured pruning of torchvision's Swin Transformers (v1 and v2).
+"""How PruneLab builds torch-pruning's dependency graph for blocks it cannot trace as they are.
 
-torch-pruning (1.6.1) traces channels through every tensor operation. Swin works on channels-last
-tensors (batch, height, width, channels) and slices and reshapes them to form windows and to merge
-patches; torch-pruning reads a slice of dimension 1 of a 4-D tensor as a slice of channels, and its
-index lists through the window reshapes grow without bound (a MemoryError at 10 GiB on swin_t).
+torch-pruning (1.6.1) traces channels through every tensor operation. Two families defeat it:
 
-So the two kinds of block that do those reshapes are pruned as units:
-- `ShiftedWindowAttention(V2)`: its input channels (the residual stream) are also removed from q, k,
-  v and the projection's input, because the attention reshapes its qkv output with the width of its
-  input. The stream is cut in `num_heads` equal chunks, the same positions in each chunk, so every
-  head keeps the same size (the head count stays). The score scale 1/sqrt(head size) follows the
-  new size in v1; v2's cosine attention has no such scale.
+Swin (torchvision v1 and v2, timm) works on channels-last tensors (batch, height, width, channels)
+and slices and reshapes them to form windows and to merge patches; torch-pruning reads a slice of
+dimension 1 of a 4-D tensor as a slice of channels, and its index lists through the window reshapes
+grow without bound (a MemoryError at 10 GiB on swin_t). So those blocks are pruned as units:
+- torchvision's `ShiftedWindowAttention(V2)`: its input channels (the residual stream) are also
+  removed from q, k, v and the projection's input, because the attention reshapes its qkv output with
+  the width of its input. The stream is cut in `num_heads` equal chunks, the same positions in each
+  chunk, so every head keeps the same size (the head count stays). The score scale 1/sqrt(head size)
+  follows the new size in v1; v2's cosine attention has no such scale. timm's `WindowAttention` has
+  its own width: only its stream side moves.
 - `PatchMerging(V2)`: its four concatenated 2×2 neighbours each lose the same input channels; its
   reduction's output channels are the next stage's stream.
 
-While a dependency graph is built, those blocks run a stand-in forward (same output shape, channels
-passed straight through) so torch-pruning sees a block as one node with plain input and output
+ShuffleNet v2 interleaves the two halves of every block's output (a channel shuffle: a reshape that
+torch-pruning's rule divides by zero on). No index rule follows a permutation through the pass-through
+halves, so the stream between blocks is held (`held_layers`) and each branch's inner width, which
+the shuffle never touches, is pruned.
+
+While a dependency graph is built, those blocks run a stand-in forward (same output shape; Swin's
+blocks pass channels straight through, ShuffleNet's leave out the shuffle) so torch-pruning sees plain
 channels; the real forward is back before anything else runs.
 """
 from __future__ import annotations
@@ -65,14 +71,42 @@ def _merging_stand_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.repeat(1, 1, 1, module.reduction.out_features // module.dim)
 
 
+def shuffle_blocks(model: nn.Module) -> list[nn.Module]:
+    """torchvision ShuffleNet v2's blocks (empty for other models)."""
+    return [m for m in model.modules()
+            if type(m).__name__ == "InvertedResidual" and type(m).__module__ == "torchvision.models.shufflenetv2"]
+
+
+def held_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers that write ShuffleNet's stream (the first convolution, each downsampling branch and
+    each block's last convolution), which pruning leaves whole."""
+    blocks = shuffle_blocks(model)
+    if not blocks:
+        return []
+    held = [model.conv1[0]] if isinstance(getattr(model, "conv1", None), nn.Sequential) else []
+    for block in blocks:
+        if len(block.branch1):
+            held += [block.branch1[0], block.branch1[2]]  # depthwise on the stream, then its projection
+        held.append(block.branch2[5])
+    return held
+
+
+def _shuffle_stand_in(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if block.stride == 1:
+        x1, x2 = x.chunk(2, dim=1)
+        return torch.cat((x1, block.branch2(x2)), dim=1)
+    return torch.cat((block.branch1(x), block.branch2(x)), dim=1)
+
+
 @contextmanager
 def tracing(model: nn.Module) -> Iterator[None]:
-    """Swin's window blocks run their stand-in forward inside the block (instance attributes, so
+    """Swin's window blocks and ShuffleNet's blocks run their stand-in forward (instance attributes, so
     nothing outside the model changes)."""
     attentions, mergings = window_blocks(model)
     patched = [(m, "forward", _attention_stand_in) for m in attentions] + \
         [(m, "forward", _merging_stand_in) for m in mergings] + \
-        [(m, "_attn", _timm_block_stand_in) for m in model.modules() if _is_timm(m, "SwinTransformerBlock")]
+        [(m, "_attn", _timm_block_stand_in) for m in model.modules() if _is_timm(m, "SwinTransformerBlock")] + \
+        [(m, "forward", _shuffle_stand_in) for m in shuffle_blocks(model)]
     try:
         for module, method, stand_in in patched:
             setattr(module, method, stand_in.__get__(module))
@@ -181,7 +215,7 @@ def record_units(model: nn.Module, units: dict) -> None:
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor):
-    """torch-pruning's dependency graph of `model`, with Swin's window blocks as single nodes."""
+    """torch-pruning's dependency graph of `model`, with the stand-ins above."""
     import torch_pruning as tp
 
     with tracing(model):

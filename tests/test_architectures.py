@@ -298,7 +298,7 @@ def _tiny_swin(v2: bool) -> nn.Module:
 def test_swin_prunes_its_stream_with_equal_heads(v2):
     """torchvision's Swin (whose dependency walk ran out of memory) prunes: window attention and patch
     merging are units, every head keeps the same size, and the result matches a forward pass."""
-    from engine.windows import window_blocks
+    from engine.tracing import window_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -320,7 +320,7 @@ def test_swin_prunes_its_stream_with_equal_heads(v2):
 
 def test_swin_attention_keeps_the_kept_channels_weights():
     """The stream's kept channels are the same in q, k, v and the projection: their weights are the originals'."""
-    from engine.windows import window_blocks
+    from engine.tracing import window_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -339,7 +339,7 @@ def test_timm_swin_prunes_the_stream_and_keeps_the_attention_width():
     (q, k, v) stays, the stream and MLP widths go."""
     import timm
 
-    from engine.windows import window_blocks
+    from engine.tracing import window_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -354,3 +354,27 @@ def test_timm_swin_prunes_the_stream_and_keeps_the_attention_width():
     after = sum(p.numel() for p in model.parameters())
     assert check_pruned(model, example, before, after, RATIO, original=original, round_to=8, units=prep.units,
                         ignored=("head.fc",)) == []
+
+
+def test_shufflenet_holds_its_stream_and_prunes_each_branch_inside():
+    """ShuffleNet v2's channel shuffle is a permutation torch-pruning cannot follow: the layers writing the
+    stream stay whole, and each branch's inner width loses the same channels in its three layers."""
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+
+    from engine.tracing import held_layers, shuffle_blocks
+
+    torch.manual_seed(0)
+    example = torch.randn(2, 3, 32, 32)
+    model = ShuffleNetV2([2, 1, 1], [8, 16, 32, 64, 128], num_classes=5).eval()
+    original = copy.deepcopy(model)
+    before, prep, _ = _prune(model, example, model.fc, with_prepare=True, round_to=None)
+    assert [m.out_channels for m in held_layers(model)] == [m.out_channels for m in held_layers(original)]
+    old, new = shuffle_blocks(original)[1], shuffle_blocks(model)[1]  # a stride-1 block
+    inner = new.branch2[0].out_channels
+    assert inner < old.branch2[0].out_channels
+    kept = [next(i for i in range(old.branch2[0].out_channels) if torch.equal(old.branch2[0].weight[i], row))
+            for row in new.branch2[0].weight]
+    assert torch.equal(new.branch2[3].weight, old.branch2[3].weight[kept])  # depthwise: one filter per channel
+    assert torch.equal(new.branch2[5].weight, old.branch2[5].weight[:, kept])
+    assert any("ShuffleNet" in n for n in prep.notes)
+    assert _check(model, example, before, prep, original, round_to=None) == []

@@ -10,7 +10,7 @@ import torch.nn as nn
 from engine.data import Shape
 from engine.explain.common import layer_module
 from engine.layers import PRUNABLE
-from engine.windows import window_blocks
+from engine.tracing import window_blocks
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def couplings_in(graph: Any, model: nn.Module, module: nn.Module, layer: str) ->
 
 def coupling(model: nn.Module, input_shape: Shape, layer: str) -> tuple[Coupled, ...]:
     """Every layer coupled to `layer`'s output channels, with the reason (residual add, BatchNorm, ...)."""
-    from engine.windows import dependency_graph
+    from engine.tracing import dependency_graph
 
     module = layer_module(model, layer)
     device = next(model.parameters()).device
