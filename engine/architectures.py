@@ -219,6 +219,7 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
         def _prune(self):
             for group in super()._prune():
                 _set_head_counts(group, self.DG)
+                _free_concat_members(group, self.DG, units)
                 yield group
 
     ArchitecturePruner.__name__ = f"Architecture{base.__name__}"
@@ -247,6 +248,25 @@ def _record(units: dict, group, graph, unit: int, width: int | None = None) -> N
         if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(module, nn.Module):
             size = _out_size(module) if width else None
             units[module] = unit * (size // width if size and size % width == 0 else 1)
+
+
+def _free_concat_members(group, graph, units: dict) -> None:
+    """A group that runs through a concatenation keeps its share of the joined channels, but the ranking
+    decides which input loses them (CSPNet's two halves can lose 16 and 0 of 24 each): each member's
+    unit becomes its whole width, so the share check judges only the model's total."""
+    from torch_pruning import ops
+
+    if not any(isinstance(dep.target.module, ops._ConcatOp) for dep, _ in group):
+        return
+    root, handler = group[0].dep.target.module, group[0].dep.handler
+    width = graph.get_out_channels(root) if graph.is_out_channel_pruning_fn(handler) else graph.get_in_channels(root)
+    if width:  # every member, also those the ranking left untouched (they are not in `group`)
+        group = graph.get_pruning_group(root, handler, list(range(width)))
+    for dep, _ in group:
+        module = dep.target.module
+        size = _out_size(module) if isinstance(module, nn.Module) else None
+        if size and graph.is_out_channel_pruning_fn(dep.handler):
+            units[module] = max(units.get(module, 0), size)
 
 
 def _set_head_counts(group, graph) -> None:

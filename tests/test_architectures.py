@@ -378,3 +378,20 @@ def test_shufflenet_holds_its_stream_and_prunes_each_branch_inside():
     assert torch.equal(new.branch2[5].weight, old.branch2[5].weight[:, kept])
     assert any("ShuffleNet" in n for n in prep.notes)
     assert _check(model, example, before, prep, original, round_to=None) == []
+
+
+def test_concatenated_layers_are_judged_by_the_group_not_each_alone():
+    """CSPNet gates its concatenated halves together, so both halves are one group and the ranking
+    decides which half loses the group's channels (one may lose two thirds, the other none): the
+    share check accepts that, and still checks the model's total."""
+    import timm
+
+    torch.manual_seed(0)
+    example = torch.randn(2, 3, 64, 64)
+    model = timm.create_model("cspnext_tiny", pretrained=False, num_classes=5).eval()
+    before, prep, original = _prune(model, example, model.head.fc, with_prepare=True)
+    halves = model.stages[0][1]
+    assert halves.short_conv.conv.out_channels != halves.main_conv.conv.out_channels  # unevenly cut
+    after = sum(p.numel() for p in model.parameters())
+    assert check_pruned(model, example, before, after, RATIO, original=original, round_to=8, units=prep.units,
+                        ignored=("head.fc",)) == []
