@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--finetune", type=float, default=0.05, help="fine-tuning epochs after each step")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--niceness", type=int, help="the worker thread's nice value (default: the app's own)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from gui.app import create_application, setup_logging
 
+        if args.niceness is not None:
+            import gui.worker
+
+            gui.worker.WORKER_NICENESS = args.niceness
         app = create_application([])
         setup_logging()
         import torch
