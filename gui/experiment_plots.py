@@ -2,10 +2,11 @@
 and a sensitivity scan's curves. Each draw takes the data it shows; the tab owns the state."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt  # PySide6 before pyqtgraph, so pyqtgraph binds it
+from PySide6.QtCore import QEvent, Qt  # PySide6 before pyqtgraph, so pyqtgraph binds it
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
+from pyqtgraph.graphicsItems.LegendItem import ItemSample
 
 from engine.experiments import METRICS, RunResult, metric_value, pareto_front
 from gui import theme
@@ -13,22 +14,73 @@ from gui import theme
 PALETTE = theme.RUN_COLOURS + ("#1f77b4", "#d62728", "#2ca02c")
 PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)"),
                ("compressed_bytes", "compressed size (MB)"), ("macs", "MACs (M)"))
+BEST_COLOUR = "#2ca02c"
 
 
-def plot_widget() -> pg.PlotWidget:
-    """A plot in the theme's colours, with plain axis units (no SI prefixes on top of MB or ms)."""
-    widget = pg.PlotWidget(background=theme.plot_background())
-    fg = theme.plot_foreground()
-    for side in ("left", "bottom"):
-        widget.getAxis(side).setPen(fg)
-        widget.getAxis(side).setTextPen(fg)
-        widget.getAxis(side).enableAutoSIPrefix(False)
-    return widget
+class ThemedPlot(pg.PlotWidget):
+    """A plot in the palette's colours (axes, background, legend text), restyled when the system switches
+    between light and dark; plain axis units (no SI prefixes on top of MB or ms)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, background=theme.plot_background())
+        for side in ("left", "bottom"):
+            self.getAxis(side).enableAutoSIPrefix(False)
+        self.apply_palette()
+
+    def add_legend(self, offset: tuple[int, int], **kwargs) -> pg.LegendItem:
+        """The plot's legend at `offset` (pyqtgraph's sign convention picks the corner), readable over data."""
+        legend = self.addLegend(offset=offset, **kwargs)
+        self.apply_palette()
+        return legend
+
+    def apply_palette(self) -> None:
+        """Recolour background, axes and legend from the current palette."""
+        fg, background = theme.plot_foreground(), theme.plot_background()
+        self.setBackground(background)
+        for side in ("left", "bottom"):
+            self.getAxis(side).setPen(fg)
+            self.getAxis(side).setTextPen(fg)
+        legend = self.getPlotItem().legend
+        if legend is not None:
+            background.setAlpha(225)
+            legend.setBrush(pg.mkBrush(background))  # readable where it overlaps a curve or the grid
+            legend.setPen(pg.mkPen(fg, width=0.5))
+            legend.setLabelTextColor(fg)  # pyqtgraph's default is a pale grey
+            for _sample, label in legend.items:
+                label.setText(label.text)  # pyqtgraph applies a new label colour only when the text is set
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
+        """Follow the system palette when it switches between light and dark."""
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) \
+                and self.plotItem is not None:  # not while pyqtgraph is still building the view, nor once closed
+            self.apply_palette()
+        super().changeEvent(event)
+
+
+def plot_widget() -> ThemedPlot:
+    """A plot in the theme's colours, with plain axis units."""
+    return ThemedPlot()
+
+
+def show_legend_if_filled(plot: pg.PlotWidget) -> None:
+    """An empty legend is a small stray box: show it only when it has entries."""
+    legend = plot.getPlotItem().legend
+    if legend is not None:
+        legend.setVisible(bool(legend.items))
+
+
+class _KeySample(ItemSample):
+    """A legend sample that only explains a colour or symbol: clicking it hides nothing."""
+
+    def mouseClickEvent(self, event) -> None:  # noqa: N802 (pyqtgraph override)
+        """Ignore clicks (the sample's item is not drawn in the plot)."""
+        event.ignore()
 
 
 class ParetoView(QWidget):
     """Accuracy against the cost chosen in `axis`: one point per run, the front as a dashed line, the original
-    as a star. The owner redraws when `axis` changes and listens to `scatter.sigClicked`."""
+    as a star, a legend of method colours. The owner redraws when `axis` changes and listens to
+    `scatter.sigClicked`; hovering a point names its run."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -46,12 +98,24 @@ class ParetoView(QWidget):
         self.plot.setLabel("left", "top-1 accuracy (%)")
         self.plot.setToolTip("Each point is a run (hollow: breaks a constraint; star: the original). "
                              "The line is the Pareto front. Click a point to select its run.")
+        # bottom-right: costly and inaccurate, the corner a Pareto plot leaves empty
+        self.legend = self.plot.add_legend(offset=(-10, -10), sampleType=_KeySample)
+        self.legend.setVisible(False)
         self.front_curve = self.plot.plot([], [], pen=pg.mkPen("#6e7781", width=1.5, style=Qt.PenStyle.DashLine))
-        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True)
+        self._tips: dict[str, str] = {}
+        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, tip=self._tip)
         self.plot.addItem(self.scatter)
-        self.original_point = pg.ScatterPlotItem(size=16, symbol="star", brush=pg.mkBrush("#222"))
+        self.original_point = pg.ScatterPlotItem(size=16, symbol="star")
         self.plot.addItem(self.original_point)
         col.addWidget(self.plot)
+
+    def _tip(self, x: float, y: float, data=None) -> str:
+        """The hovered run in words (pyqtgraph calls this with the spot's position and data)."""
+        return self._tips.get(data, f"{x:.3g}, top-1 {y:.2f} %")
+
+    def legend_labels(self) -> list[str]:
+        """The legend's entries, in order (for tests)."""
+        return [label.text for _sample, label in self.legend.items]
 
     def draw(self, ranking, baseline: RunResult | None, colours: dict[str, str]) -> None:
         """Show the ranked runs (the best one ringed in green, infeasible ones hollow) and the original."""
@@ -62,24 +126,60 @@ class ParetoView(QWidget):
             return  # the index change redraws
         info = METRICS[key]
         self.plot.setLabel("bottom", f"{info.label} ({info.unit}), lower is better")
-        entries = [e for e in (ranking.entries if ranking else ()) if metric_value(e.result, key)]
+        entries = [e for e in results if metric_value(e.result, key)]
         pts = [(metric_value(e.result, key), e.result.metrics.top1 * 100) for e in entries]
-        spots = []
+        hollow = theme.plot_background()  # hollow on a light or a dark background
+        spots, self._tips = [], {}
         for e, (x, y) in zip(entries, pts):
             colour = colours.get(e.result.method, "#333")
+            best = ranking.best is e
             spots.append({"pos": (x, y), "data": e.result.key,
-                          "brush": pg.mkBrush(colour if e.feasible else "#ffffff"),
-                          "pen": pg.mkPen("#2ca02c" if ranking.best is e else colour,
-                                          width=3 if ranking.best is e else 1.5),
-                          "symbol": "o", "size": 14 if ranking.best is e else 11})
+                          "brush": pg.mkBrush(colour if e.feasible else hollow),
+                          "pen": pg.mkPen(BEST_COLOUR if best else colour, width=3 if best else 1.5),
+                          "symbol": "o", "size": 14 if best else 11})
+            self._tips[e.result.key] = self._describe(e, x, y, info, best)
         self.scatter.setData(spots)
         front = pareto_front(pts, ("min", "max"))
         self.front_curve.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
         bv = metric_value(baseline, key) if baseline else None
+        self.original_point.setBrush(pg.mkBrush(theme.plot_foreground()))
+        self.original_point.setPen(pg.mkPen(theme.plot_foreground()))
         if bv:
             self.original_point.setData([bv], [baseline.metrics.top1 * 100])
         else:
             self.original_point.setData([], [])
+        self._fill_legend(entries, colours, ranking, bool(bv))
+
+    @staticmethod
+    def _describe(entry, x: float, y: float, info, best: bool) -> str:
+        """A hovered point's tooltip: the run, its two values and why it is ringed or hollow."""
+        r = entry.result
+        lines = [r.label + (f" ({r.recovery})" if r.recovery else ""), f"top-1 {y:.2f} %",
+                 f"{info.label} {x:.4g} {info.unit}"]
+        if best:
+            lines.append("best run for the criteria")
+        lines += [f"breaks: {v}" for v in entry.violations]
+        return "\n".join(lines)
+
+    def _fill_legend(self, entries, colours: dict[str, str], ranking, original: bool) -> None:
+        """One entry per method shown (its colour), then the marks that appear: hollow, best, original."""
+        self.legend.clear()
+        fg = theme.plot_foreground()
+        shown = {e.result.method for e in entries}
+        for method in [m for m in colours if m in shown] + sorted(shown - set(colours)):  # in colour order
+            colour = colours.get(method, "#333")
+            self.legend.addItem(pg.ScatterPlotItem(symbol="o", size=10, brush=pg.mkBrush(colour),
+                                                   pen=pg.mkPen(colour)), method)
+        if any(not e.feasible for e in entries):
+            self.legend.addItem(pg.ScatterPlotItem(symbol="o", size=10, brush=pg.mkBrush(theme.plot_background()),
+                                                   pen=pg.mkPen(fg, width=1.5)), "breaks a constraint")
+        if ranking is not None and ranking.best is not None and ranking.best in entries:
+            self.legend.addItem(pg.ScatterPlotItem(symbol="o", size=12, brush=pg.mkBrush(None),
+                                                   pen=pg.mkPen(BEST_COLOUR, width=3)), "best run")
+        if original and entries:
+            self.legend.addItem(pg.ScatterPlotItem(symbol="star", size=13, brush=pg.mkBrush(fg), pen=pg.mkPen(fg)),
+                                "original")
+        self.legend.setVisible(bool(entries))
 
 
 def ratio_plot() -> pg.PlotWidget:
@@ -88,7 +188,8 @@ def ratio_plot() -> pg.PlotWidget:
     plot.showGrid(x=True, y=True, alpha=0.25)
     plot.setLabel("bottom", "pruning ratio (0 = original)")
     plot.setLabel("left", "top-1 accuracy (%)")
-    plot.addLegend(offset=(10, -10))
+    plot.add_legend(offset=(10, -10))  # bottom-left: every curve starts at the original's accuracy, top-left
+    show_legend_if_filled(plot)
     return plot
 
 
@@ -113,6 +214,7 @@ def draw_ratio_curves(plot: pg.PlotWidget, curves: dict[tuple, pg.PlotDataItem],
                              name=method + (" (guided)" if guided else ""))
             curves[(method, guided)] = item
         item.setData(xs, ys)
+    show_legend_if_filled(plot)
 
 
 def sensitivity_plot() -> pg.PlotWidget:
@@ -121,15 +223,16 @@ def sensitivity_plot() -> pg.PlotWidget:
     plot.showGrid(x=True, y=True, alpha=0.25)
     plot.setLabel("bottom", "share of the group's channels removed")
     plot.setLabel("left", "top-1 drop (points)")
-    plot.addLegend(offset=(10, 10))
+    plot.add_legend(offset=(10, 10))  # top-left: drops grow with the share removed
+    show_legend_if_filled(plot)
     return plot
 
 
 def draw_sensitivity(plot: pg.PlotWidget, result) -> None:
     """Redraw a scan (engine.sensitivity.SensitivityDone): one curve per layer group, most sensitive first."""
     plot.clear()
-    plot.addLegend(offset=(10, 10))
     for i, g in enumerate(sorted(result.groups, key=lambda g: -g.score)):
         colour = PALETTE[i % len(PALETTE)]
         plot.plot([0.0, *map(float, result.ratios)], [0.0, *map(float, g.drops)], pen=pg.mkPen(colour, width=2),
                   symbol="o", symbolSize=6, symbolBrush=colour, name=f"{g.name} ({g.score:.1f} pt)")
+    show_legend_if_filled(plot)

@@ -27,7 +27,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal, Slot  # PySide6 before pyqtgraph, so pyqtgraph binds it
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QMessageBox, QPushButton, QScrollArea, QSplitter, QTabWidget,
+                               QLabel, QLineEdit, QMessageBox, QPushButton, QSizePolicy, QSplitter, QTabWidget,
                                QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
@@ -44,6 +44,7 @@ from gui.criteria_table import CriteriaTable
 from gui.experiment_plots import (PALETTE, ParetoView, draw_ratio_curves, draw_sensitivity, ratio_plot,
                                   sensitivity_plot)
 from gui.options import OptionField
+from gui.widgets import ElidedLabel, VerticalScrollArea
 
 
 class ExperimentTab(QWidget):
@@ -57,7 +58,7 @@ class ExperimentTab(QWidget):
         super().__init__(parent)
         self._source, self._data_spec = "demo:resnet", "fashion-mnist"
         self._store_path: Path = default_store_path()
-        self.store_label: QLabel | None = None
+        self.store_label: ElidedLabel | None = None
         self._results: dict[str, RunResult] = {}
         self._order: list[str] = []
         self._baseline: RunResult | None = None
@@ -71,6 +72,7 @@ class ExperimentTab(QWidget):
         self.set_store_path(self._store_path)
         split.addWidget(self._build_results())
         split.setStretchFactor(1, 3)
+        split.setCollapsible(0, False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(split)
@@ -95,14 +97,15 @@ class ExperimentTab(QWidget):
         col.addLayout(buttons)
         self.status_label = QLabel("")
         self.status_label.setTextFormat(Qt.TextFormat.RichText)  # messages are escaped HTML
-        self.status_label.setWordWrap(True)
         col.addWidget(self.status_label)
         col.addWidget(self.in_flight_label)  # runs on the Ray cluster now
+        wrapping = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        wrapping.setHeightForWidth(True)  # as many lines as the text needs at the pane's width
+        for label in (self.status_label, self.in_flight_label):
+            label.setWordWrap(True)
+            label.setSizePolicy(wrapping)  # a long message wraps, never widens the pane
         col.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(panel)
-        return scroll
+        return VerticalScrollArea(panel)
 
     def _build_methods(self) -> QGroupBox:
         methods = QGroupBox("Methods")
@@ -141,9 +144,10 @@ class ExperimentTab(QWidget):
         form.addRow("Fine-tune batches", self.finetune_spin)
         self.distill_check = self.fields["distill"].widget
         form.addRow("", self.distill_check)
-        self.guided_check = QCheckBox("add sensitivity-guided runs (same MACs)")
-        self.guided_check.setToolTip("Scan per-layer sensitivity once, then also prune each structured method × "
-                                     "ratio with per-layer ratios: sensitive layers pruned less")
+        self.guided_check = QCheckBox("add sensitivity-guided runs")
+        self.guided_check.setToolTip("Add sensitivity-guided runs (same MACs): scan per-layer sensitivity once, "
+                                     "then also prune each structured method × ratio with per-layer ratios: "
+                                     "sensitive layers pruned less")
         form.addRow("", self.guided_check)
         self.eval_spin = self.fields["eval_limit"].widget
         self.eval_spin.setSpecialValueText("all test images")
@@ -159,9 +163,7 @@ class ExperimentTab(QWidget):
 
     def _build_store_row(self) -> QHBoxLayout:
         store_row = QHBoxLayout()
-        self.store_label = QLabel("")
-        self.store_label.setWordWrap(True)
-        self.store_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.store_label = ElidedLabel()  # a long path would widen the pane; the tooltip has it whole
         store_row.addWidget(self.store_label, 1)
         self.choose_button = QPushButton("Choose…")
         self.choose_button.setToolTip("Store this plan's runs in another file (a new one, or an existing store to "
@@ -261,9 +263,9 @@ class ExperimentTab(QWidget):
         """Where plans store their runs."""
         self._store_path = Path(path)
         if self.store_label is not None:
-            self.store_label.setText(str(self._store_path))
-            self.store_label.setToolTip("Every finished run is written here at once; running the same plan "
-                                        "again skips the runs already stored")
+            self.store_label.set_full_text(str(self._store_path))
+            self.store_label.setToolTip(f"{escape(str(self._store_path))}<br><br>Every finished run is written "
+                                        "here at once; running the same plan again skips the runs already stored")
 
     def store_path(self) -> Path:
         """The result store the next plan writes to."""
@@ -412,7 +414,8 @@ class ExperimentTab(QWidget):
         elif isinstance(event, PlanDone):
             self._baseline = event.baseline
             self.status_label.setText(escape(f"done: {event.ran} runs, {event.skipped} already stored, "
-                                             f"{event.seconds:.0f} s; store {event.store}"))
+                                             f"{event.seconds:.0f} s; stored in {Path(event.store).name}"))
+            self.status_label.setToolTip(escape(str(event.store)))
             self.set_running(False)
             self._refresh()
 

@@ -85,8 +85,16 @@ class _RunCurves:
     phase_labels: list[pg.TextItem] = field(default_factory=list)
 
 
+class _FigureLegend(pg.LegendItem):
+    """A legend that sits in the canvas's layout: dragging it would lift it out of its row."""
+
+    def mouseDragEvent(self, ev) -> None:  # noqa: N802 (pyqtgraph override)
+        """Stay in place."""
+        ev.ignore()
+
+
 class LivePlots(theme.PaletteWidget):
-    """Four plots in a grid, a curve per run, a legend on the accuracy plot."""
+    """Four plots in a grid, a curve per run, one legend above them for all four."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -108,9 +116,15 @@ class LivePlots(theme.PaletteWidget):
         self.canvas.setToolTip("One curve per run: compare methods at a glance. Drag to pan, wheel to zoom, "
                                "right-click for options")
         layout.addWidget(self.canvas)
+        # One legend for all four plots (a run has the same colour in each), in a row of its own above them:
+        # inside a plot it covered curves and the phase labels. Hidden while empty.
+        self.legend = _FigureLegend(frame=False, horSpacing=4, labelTextSize="9pt")
+        self.canvas.addItem(self.legend, row=0, col=0, colspan=2)
+        self.canvas.ci.layout.setAlignment(self.legend, pg.QtCore.Qt.AlignmentFlag.AlignHCenter)
+        self.legend.setVisible(False)
         self.plots: dict[str, pg.PlotItem] = {}
         for index, series in enumerate(SERIES):
-            plot = self.canvas.addPlot(row=index // 2, col=index % 2, title=series.title)
+            plot = self.canvas.addPlot(row=1 + index // 2, col=index % 2, title=series.title)
             plot.setLabel("bottom", "pruning step")
             plot.setLabel("left", series.axis)
             plot.showGrid(x=True, y=True, alpha=0.25)
@@ -119,7 +133,6 @@ class LivePlots(theme.PaletteWidget):
                 plot.getAxis(side).enableAutoSIPrefix(False)  # we scale counts ourselves, with words
             plot.setMenuEnabled(True)
             self.plots[series.key] = plot
-        self.legend = self.plots["top1"].addLegend(offset=(10, -10))  # bottom-left: accuracy falls to the right
         self.scales: dict[str, float] = {}
         self.latency_note = pg.TextItem("latency not measured", anchor=(0.5, 0.5))
         self.latency_note.setVisible(False)
@@ -138,10 +151,12 @@ class LivePlots(theme.PaletteWidget):
         """Create the curves of a new run (once; later events only call setData)."""
         curves = _RunCurves(label, colour)
         for series in SERIES:
-            item = self.plots[series.key].plot([], [], name=label if series.key == "top1" else None,
-                                               pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7,
+            item = self.plots[series.key].plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7,
                                                symbolBrush=colour, symbolPen=None)
             curves.items[series.key] = item
+        self.legend.addItem(curves.items["top1"], label)
+        self.legend.setVisible(True)
+        self._fit_legend()
         curves.items["nonzero"] = self.plots["params"].plot(
             [], [], pen=pg.mkPen(colour, width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine))
         curves.items["phases"] = self.plots["top1"].plot(
@@ -188,6 +203,24 @@ class LivePlots(theme.PaletteWidget):
             return 0
         x, _ = curves.items["phases"].getData()
         return 0 if x is None else sum(1 for p in curves.phases if p[2])
+
+    def legend_labels(self) -> list[str]:
+        """The legend's entries, in order (for tests)."""
+        return [label.text for _sample, label in self.legend.items]
+
+    def _fit_legend(self) -> None:
+        """As many legend columns as the canvas width holds, so the legend stays a line or two high."""
+        if not self.legend.items:
+            return
+        widest = max(sample.width() + label.width() + 12 for sample, label in self.legend.items)
+        columns = max(1, min(len(self.legend.items), int((self.canvas.width() - 40) // max(widest, 1))))
+        self.legend.setColumnCount(columns)
+        self.legend.updateGeometry()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        """Re-flow the legend's columns to the new width."""
+        super().resizeEvent(event)
+        self._fit_legend()
 
     def latency_batch(self) -> int | None:
         """The batch size the latency plot shows (None: each run's own, the largest it measured)."""
@@ -273,9 +306,12 @@ class LivePlots(theme.PaletteWidget):
         curves.phase_labels = []
         if run_id != self.selected:
             return
+        fill = theme.plot_background()
+        fill.setAlpha(190)  # readable where a word sits on a curve, which still shows through
         for x, y, phase in curves.phases:
             if phase in PHASE_LABELS:
-                label = pg.TextItem(PHASE_LABELS[phase], color=theme.plot_foreground(), anchor=(0.5, 1.2))
+                label = pg.TextItem(PHASE_LABELS[phase], color=theme.plot_foreground(), anchor=(0.5, 1.2),
+                                    fill=pg.mkBrush(fill))
                 label.setPos(x, y)
                 self.plots["top1"].addItem(label)
                 curves.phase_labels.append(label)
@@ -295,10 +331,6 @@ class LivePlots(theme.PaletteWidget):
                 axis = plot.getAxis(side)
                 axis.setPen(fg)
                 axis.setTextPen(fg)
-        background = theme.plot_background()
-        background.setAlpha(215)
-        self.legend.setBrush(pg.mkBrush(background))  # readable where it overlaps a curve
-        self.legend.setPen(pg.mkPen(fg, width=0.5))
         self.legend.setLabelTextColor(fg)
         for _sample, label in self.legend.items:
             label.setText(label.text)  # pyqtgraph applies a new label colour only when the text is set

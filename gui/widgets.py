@@ -1,0 +1,85 @@
+"""Small widgets that fit a narrow pane: a label that elides in the middle, a scroll area that never scrolls sideways.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QLabel, QScrollArea, QSizePolicy, QWidget
+
+
+class ElidedLabel(QLabel):
+    """One line of text elided in the middle when the space is short ("/root/.lo…/prunelab/results.sqlite"): a
+    path keeps its start and its whole file name. The full text is `full_text()`; the owner puts it in the tooltip."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.set_full_text(text)
+
+    def set_full_text(self, text: str) -> None:
+        """Show `text`, elided to the label's width."""
+        self._full = text
+        self.updateGeometry()
+        self._elide()
+
+    def full_text(self) -> str:
+        """The text before eliding."""
+        return self._full
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """Room for the whole text when there is room."""
+        hint = super().sizeHint()
+        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """A few characters: the label gives way before anything else does."""
+        return QSize(self.fontMetrics().horizontalAdvance("…" * 8), super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt override)
+        """Elide again for the new width."""
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width, metrics = max(0, self.contentsRect().width()), self.fontMetrics()
+        text = self._full
+        head, sep, tail = text.rpartition("/") if "/" in text else text.rpartition("\\")
+        tail_width = metrics.horizontalAdvance(sep + tail)
+        if sep and metrics.horizontalAdvance(text) > width and tail_width + metrics.horizontalAdvance("…" * 4) < width:
+            text = metrics.elidedText(head, Qt.TextElideMode.ElideMiddle, width - tail_width) + sep + tail  # whole name
+        super().setText(metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, width))
+
+
+class VerticalScrollArea(QScrollArea):
+    """A scroll area for a column of controls: as wide as its content needs (so a splitter cannot squeeze it
+    into a sideways scroll bar that hides the left edge), scrolling only up and down."""
+
+    def __init__(self, widget: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(widget)
+        widget.installEventFilter(self)
+
+    def _extra(self) -> int:
+        """The width around the content: frame and vertical scroll bar (counted even when hidden, so showing it
+        later never needs a sideways one)."""
+        return 2 * self.frameWidth() + self.verticalScrollBar().sizeHint().width()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """The content's minimum width plus the scroll bar; any height."""
+        inner = self.widget().minimumSizeHint() if self.widget() else QSize()
+        return QSize(inner.width() + self._extra(), super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """The content's preferred width plus the scroll bar."""
+        inner = self.widget().sizeHint() if self.widget() else QSize()
+        return QSize(max(inner.width(), self.minimumSizeHint().width() - self._extra()) + self._extra(),
+                     super().sizeHint().height())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
+        """When the content's layout changes, its minimum width may too: tell the splitter."""
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
