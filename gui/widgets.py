@@ -46,8 +46,9 @@ class ElidedLabel(QLabel):
         text = self._full
         head, sep, tail = text.rpartition("/") if "/" in text else text.rpartition("\\")
         tail_width = metrics.horizontalAdvance(sep + tail)
-        if sep and metrics.horizontalAdvance(text) > width and tail_width + metrics.horizontalAdvance("…" * 4) < width:
-            text = metrics.elidedText(head, Qt.TextElideMode.ElideMiddle, width - tail_width) + sep + tail  # whole name
+        room_for_name = tail_width + metrics.horizontalAdvance("…" * 4) < width
+        if sep and metrics.horizontalAdvance(text) > width and room_for_name:  # keep the file name whole
+            text = metrics.elidedText(head, Qt.TextElideMode.ElideMiddle, width - tail_width) + sep + tail
         super().setText(metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, width))
 
 
