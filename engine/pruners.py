@@ -90,7 +90,7 @@ def _floor_rounding(base: type) -> type:
 
 
 def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
-                num_classes: int | None) -> nn.Module:
+                num_classes: int | None, cancel: CancelToken | None = None) -> nn.Module:
     """A copy of `model` pruned at a layer-scope ratio (plus cfg's per-layer ratios). Under layer scope
     the kept channel counts do not depend on the ranking, so plain magnitude stands in for the user's
     method. A failure inside torch-pruning is a UserError naming the layer whose group it was pruning."""
@@ -114,6 +114,8 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
                     **prep.pruner_kwargs)
     try:
         for group in pruner.step(interactive=True):
+            if cancel is not None:
+                cancel.check()
             current[0] = group
             group.prune()
     except TRACING_ERRORS as exc:
@@ -126,10 +128,11 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
     return trial
 
 
-def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None) -> None:
+def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None,
+              cancel: CancelToken | None = None) -> None:
     """Prune a copy at the run's ratio and run it once, so that a model torch-pruning cannot prune is
     refused before the baseline is measured, with the layer or operation that blocks it."""
-    trial = trial_prune(model, cfg, cfg.pruning_ratio, example, num_classes)
+    trial = trial_prune(model, cfg, cfg.pruning_ratio, example, num_classes, cancel)
     try:
         with torch.no_grad():
             trial(example)
@@ -229,7 +232,7 @@ class StructuredPruner(Pruner):
         if cfg.target_speedup is not None and cfg.scope == "layer":
             cfg = self._plan_speedup(example, num_classes, cancel)  # its trials are the preflight
         elif cfg.target_speedup is None:
-            preflight(model, cfg, example, num_classes)
+            preflight(model, cfg, example, num_classes, cancel)
         self.plan = cfg  # what the pruner runs; self.cfg stays what the user asked for
         self.importance = method.factory()
         modules = dict(model.named_modules())

@@ -210,7 +210,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
     # The pruner is built before the baseline is measured, so a model torch-pruning cannot trace is refused
     # before any work; it is said first, so a memory stop while tracing names the right phase.
-    yield Progress("prune", 0, 1, "tracing the dependency graph")
+    yield Progress("prune", 0, 1, "tracing the dependency graph and trying the cut on a copy")
     base_macs = 1  # only a speed-up target needs the original's MACs
     if cfg.target_speedup is not None:
         base_macs = baseline.macs if baseline is not None else count_macs(model, shape, device)
