@@ -42,9 +42,11 @@ class ComparisonTable(QTableWidget):
                 item = QTableWidgetItem(text)
                 if e is not None and not e.feasible:
                     item.setBackground(QColor("#fde2e2"))
+                    item.setForeground(QColor("#1a1a1a"))  # a light tint needs dark text, also in a dark theme
                     item.setToolTip("breaks: " + "; ".join(e.violations))
                 elif e is not None and ranking.best is e:
                     item.setBackground(QColor("#dff2df"))
+                    item.setForeground(QColor("#1a1a1a"))
                     f = item.font()
                     f.setBold(True)
                     item.setFont(f)
