@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="prunelab-shots-")
     os.environ.setdefault("PRUNELAB_SETTINGS_DIR", tmp)
     os.environ.setdefault("PRUNELAB_LOG_DIR", tmp)
+    os.environ.setdefault("PRUNELAB_DATA_DIR", tmp)  # never the user's own result store
 
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     app = create_application([])
     setup_logging()
     import torch
+    # As gui.app.main does: torchvision pulls in triton, whose first import in a worker thread segfaults.
+    import torch_pruning  # noqa: F401
+    import torchvision  # noqa: F401
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from gui.main_window import MainWindow
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         window.tabs.setCurrentWidget(tab)
         tab.run_button.click()
         wait_job()
+        tab.result_tabs.setCurrentWidget(tab.pareto_view)  # a sensitivity scan would have left its tab in front
         shot("screenshot_experiment")
     window.close()
     return 0
