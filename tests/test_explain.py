@@ -198,3 +198,41 @@ def test_swin_stream_couples_its_window_blocks_as_units():
     assert reasons[("features.1.0.attn", "next-input")].startswith("window attention, pruned as one unit")
     assert reasons[("features.2", "next-input")].startswith("patch merging, pruned as one unit")
     assert ("features.1.1.mlp.3", "residual") in reasons
+
+
+@pytest.mark.parametrize("method", ["l1", "hessian"])
+def test_explain_yields_the_chosen_scores_first_and_the_same_result(fashion, method):
+    """The Teach tab fills its first views from ChosenScores; scoring the chosen method first and the data-free
+    criteria before the calibrated ones changes nothing in the result (compared with the registry's order)."""
+    from engine.explain import ChosenScores, CriteriaSoFar, iter_criteria
+    from engine.explain import scores as explain_scores
+    from engine.events import Progress
+
+    cfg = PruneConfig(method=method, pruning_ratio=0.5, round_to=None, calibration_batches=1)
+    model, layer = small_resnet(), "layer2.0.conv2"
+    events: list = []
+    explain_scores._LAST.clear()
+    result = result_of(explain_layer(model, layer, cfg, fashion, SHAPE, 10), events.append)
+    scored = [e.message.split(" with ")[1].split(" ")[0] for e in events
+              if isinstance(e, Progress) and " with " in e.message]
+    first = next(i for i, e in enumerate(events) if isinstance(e, ChosenScores))
+    assert scored[0] == method and sum(1 for e in events[:first] if isinstance(e, Progress)
+                                      and " with " in e.message) == 1  # nothing else scored before it
+    chosen = events[first]
+    assert chosen.scores is result.chosen and chosen.coupling == result.coupling
+    later = scored[1:]
+    assert set(later) | {method} == set(result.criteria.methods) and len(later) == len(set(later))
+    calibrated = [n in ("taylor", "hessian") for n in later]
+    assert calibrated == sorted(calibrated) and any(calibrated)  # the data-free ones first
+    so_far = [e for e in events if isinstance(e, CriteriaSoFar)]
+    assert [len(e.criteria.methods) for e in so_far] == list(range(2, len(result.criteria.methods) + 1))
+    assert so_far[-1].pending == () and so_far[0].pending == tuple(later[1:])
+
+    explain_scores._LAST.clear()  # a fresh session, scored in the registry's order as `explain --json` scores it
+    reference = result_of(iter_criteria(model, layer, fashion, SHAPE, 10, cfg, cfg.pruning_ratio))
+    assert result.criteria.methods == reference.methods
+    assert np.array_equal(result.criteria.jaccard, reference.jaccard)
+    for name in reference.methods:
+        a, b = result.criteria.scores[name], reference.scores[name]
+        assert np.array_equal(a.scores, b.scores, equal_nan=True) and np.array_equal(a.cut, b.cut), name
+        assert np.array_equal(a.order, b.order) and a.notes == b.notes and a.tied == b.tied, name

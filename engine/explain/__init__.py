@@ -11,7 +11,7 @@ predictions).
 """
 from engine.events import result_of
 from engine.explain.coupling import Coupled, coupling
-from engine.explain.scores import ChannelScores, Criteria, Explanation, channel_scores, criteria_side_by_side, explain_layer, iter_channel_scores, iter_criteria, jaccard
+from engine.explain.scores import ChannelScores, ChosenScores, Criteria, CriteriaSoFar, Explanation, channel_scores, criteria_side_by_side, explain_layer, iter_channel_scores, iter_criteria, jaccard
 from engine.explain.images import FeatureMaps, ImageExplanation, Prediction, activation_stats, explain_image, feature_maps, test_image, top_predictions
 
-__all__ = ['ChannelScores', 'Coupled', 'Criteria', 'Explanation', 'FeatureMaps', 'ImageExplanation', 'Prediction', 'activation_stats', 'channel_scores', 'coupling', 'criteria_side_by_side', 'explain_image', 'explain_layer', 'feature_maps', 'iter_channel_scores', 'iter_criteria', 'jaccard', 'result_of', 'test_image', 'top_predictions']
+__all__ = ['ChannelScores', 'ChosenScores', 'Coupled', 'Criteria', 'CriteriaSoFar', 'Explanation', 'FeatureMaps', 'ImageExplanation', 'Prediction', 'activation_stats', 'channel_scores', 'coupling', 'criteria_side_by_side', 'explain_image', 'explain_layer', 'feature_maps', 'iter_channel_scores', 'iter_criteria', 'jaccard', 'result_of', 'test_image', 'top_predictions']

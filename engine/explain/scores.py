@@ -331,14 +331,66 @@ def criteria_side_by_side(model: nn.Module, layer: str, data: Dataset | None, in
     return result_of(iter_criteria(model, layer, data, input_shape, num_classes, cfg, ratio, methods))
 
 
+@dataclass(frozen=True)
+class ChosenScores:
+    """Yielded by `explain_layer` as soon as the chosen method has scored the layer, before the other criteria
+    (Taylor's and Hessian's calibration can take most of a minute), so the first views need not wait."""
+
+    layer: str
+    method: str
+    scores: ChannelScores | None  # None for an unstructured method
+    coupling: tuple[Coupled, ...]
+
+
+@dataclass(frozen=True)
+class CriteriaSoFar:
+    """Yielded by `explain_layer` after each further criterion: those scored so far (in the registry's order,
+    with their Jaccard matrix) and those still to come, in the order they will be scored."""
+
+    criteria: Criteria
+    pending: tuple[str, ...]
+
+
+def _criteria(layer: str, names: list[str], scores: dict[str, ChannelScores]) -> Criteria:
+    """The criteria of `names` already in `scores`, in the order of `names` (the registry's)."""
+    done = [n for n in names if n in scores]
+    return Criteria(layer, tuple(done), {n: scores[n] for n in done}, jaccard([scores[n].cut for n in done]))
+
+
 def explain_layer(model: nn.Module, layer: str, cfg: PruneConfig, data: Dataset | None, input_shape: Shape,
                   num_classes: int | None, cancel: CancelToken | None = None
-                  ) -> Generator[Progress, None, Explanation]:
-    """Everything the Teach tab shows for `layer` under `cfg` (its method, every criterion, the couplings)."""
-    criteria = yield from iter_criteria(model, layer, data, input_shape, num_classes, cfg, cfg.pruning_ratio,
-                                        cancel=cancel)
-    chosen = criteria.scores.get(cfg.method)
-    if chosen is None and get_method(cfg.method).structured:
+                  ) -> Generator[Progress | ChosenScores | CriteriaSoFar, None, Explanation]:
+    """Everything the Teach tab shows for `layer` under `cfg` (its method, every criterion, the couplings).
+
+    The chosen method is scored first and yielded as ChosenScores with the couplings; then the other
+    criteria, data-free ones first, each followed by CriteriaSoFar. The result is what scoring them in the
+    registry's order gives (each step reseeds and starts from the unpruned copy)."""
+    cancel = cancel or CancelToken()
+    names = [m.name for m in all_methods(STRUCTURED) if m.calibration is None or data is not None]
+    base = run_config(cfg, names[0], cfg.pruning_ratio)  # the session iter_criteria would build
+    layer_module(model, layer)
+    total = len(names) + 1
+    yield Progress("explain", 0, total, "tracing the dependency graph")
+    session = _session(model, input_shape, base, num_classes, cancel)
+    scores: dict[str, ChannelScores] = {}
+    if cfg.method in names:
+        yield Progress("explain", 1, total, f"scoring {layer} with {cfg.method}")
+        scores[cfg.method] = yield from score_layer(session, layer, structured_method(cfg.method), data)
+        chosen = scores[cfg.method]
+    elif get_method(cfg.method).structured:
         chosen = yield from iter_channel_scores(model, layer, cfg.method, data, input_shape, num_classes, cfg,
                                                 cancel=cancel)
-    return Explanation(layer, cfg.method, chosen, criteria, coupling(copy.deepcopy(model).cpu(), input_shape, layer))
+    else:
+        chosen = None
+    group = coupling(copy.deepcopy(model).cpu(), input_shape, layer)
+    yield ChosenScores(layer, cfg.method, chosen, group)
+    # cheapest first: the data-free criteria take under a second, Taylor and Hessian calibrate on images
+    rest = sorted((n for n in names if n not in scores), key=lambda n: get_method(n).calibration is not None)
+    for i, name in enumerate(rest):
+        cancel.check()
+        calibrated = " (calibration on training images)" if get_method(name).calibration is not None else ""
+        yield Progress("explain", len(scores) + 1, total, f"scoring {layer} with {name}{calibrated}")
+        scores[name] = yield from score_layer(session, layer, structured_method(name), data)
+        yield CriteriaSoFar(_criteria(layer, names, scores), tuple(rest[i + 1:]))
+    yield Progress("explain", total, total, "criteria compared")
+    return Explanation(layer, cfg.method, chosen, _criteria(layer, names, scores), group)
