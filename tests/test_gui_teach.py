@@ -135,3 +135,51 @@ def test_explain_refuses_while_another_job_runs(qtbot, window):
         assert tab.explain()
         assert not tab.explain()  # the window runs one job at a time
         assert "Wait" in tab.status_label.text()
+
+
+def test_why_and_group_fill_before_the_other_criteria_are_scored(qtbot, window, monkeypatch):
+    """The chosen method's scores fill Why and Dependency group while the job still scores the other criteria;
+    the status line names the criterion being scored, and the comparison fills in as they arrive."""
+    import time
+
+    from engine.explain import CriteriaSoFar
+    from engine.explain import scores as explain_scores
+    from gui.teach.jobs import ExplainJob
+
+    load_tiny(qtbot, window)
+    window.method_panel.select_method("l1")
+    tab = window.teach
+    tab.select_layer("layer2.0.conv2")
+    seen: list[tuple[bool, int, str]] = []  # per CriteriaSoFar: Why filled, group rows, status line
+    drawn: list[tuple[int, bool]] = []  # per comparison drawn: how many criteria, job still running
+    original_event, original_draw, original_score = (ExplainJob.on_event, tab.criteria_view.show_criteria,
+                                                     explain_scores.score_layer)
+
+    def on_event(job, event):
+        original_event(job, event)
+        if isinstance(event, CriteriaSoFar):
+            seen.append((tab.why_view.scores is not None, tab.group_view.table.rowCount(), tab.status_label.text()))
+
+    def show_criteria(criteria):
+        drawn.append((len(criteria.methods), window.busy))
+        original_draw(criteria)
+
+    def slow_calibration(session, layer, method, data, apply=False):
+        if method.calibration is not None:  # a tiny model calibrates faster than a redraw is due
+            time.sleep(0.5)
+        return (yield from original_score(session, layer, method, data, apply))
+
+    monkeypatch.setattr(ExplainJob, "on_event", on_event)
+    monkeypatch.setattr(tab.criteria_view, "show_criteria", show_criteria)
+    monkeypatch.setattr(explain_scores, "score_layer", slow_calibration)
+    with qtbot.waitSignal(tab.coupled_layers, timeout=TIMEOUT_MS):
+        assert tab.explain()
+    qtbot.waitUntil(lambda: not window.busy, timeout=10_000)
+    assert seen and seen[0][0] and seen[0][1] > 0  # Why and the group filled before the second criterion's event
+    assert tab.why_view.scores is tab.explanation.chosen and tab.explanation.chosen.method == "l1"
+    assert any("Scoring taylor (calibration" in status for *_, status in seen)
+    total = len(all_methods(STRUCTURED))
+    assert any(busy and 1 < n < total for n, busy in drawn)  # a partial comparison while the job ran
+    assert drawn[-1][0] == total
+    assert tab.criteria_view.jaccard_table.rowCount() == total
+    assert "Scoring" not in tab.status_label.text()

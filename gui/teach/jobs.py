@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Generator
 from engine.config import PruneConfig
 from engine.data import Dataset
 from engine.events import CancelToken
-from engine.explain import Explanation, ImageExplanation, explain_image, explain_layer
+from engine.explain import ChosenScores, CriteriaSoFar, Explanation, ImageExplanation, explain_image, explain_layer
 from engine.models import ModelBundle
 from gui.jobs import Job
 
@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 
 class ExplainJob(Job):
-    """Score one layer with the chosen method and every structured criterion; find its couplings."""
+    """Score one layer with the chosen method and every structured criterion; find its couplings.
+
+    The chosen method's scores and the couplings arrive first and fill their views at once; the criteria
+    fill in as they are scored (Taylor's and Hessian's calibration last)."""
 
     name, title = "explain", "Could not explain the layer"
 
@@ -30,12 +33,23 @@ class ExplainJob(Job):
         return (yield from explain_layer(b.model, self.layer, self.cfg, self.data, b.input_shape, b.num_classes,
                                          cancel))
 
+    def on_event(self, event: object) -> None:
+        if isinstance(event, ChosenScores):
+            self.tab.show_chosen(event)
+        elif isinstance(event, CriteriaSoFar):
+            self.tab.show_criteria_so_far(event)
+
     def on_success(self, result: Explanation) -> None:
         self.tab.show_explanation(result)
 
     def on_failure(self, failure) -> None:
+        self.tab.forget_criteria_so_far()
         self.tab.status_label.setText("Could not explain the layer: " + failure.message)
         super().on_failure(failure)
+
+    def on_cancel(self) -> None:
+        self.tab.forget_criteria_so_far()
+        self.tab.status_label.setText(f"Explain of {self.layer} cancelled; the views show what was scored.")
 
 
 class ImageJob(Job):

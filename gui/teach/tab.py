@@ -11,7 +11,8 @@ from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from engine.errors import UserError
-from engine.explain import Explanation
+from engine.explain import ChannelScores, ChosenScores, Coupled, Criteria, CriteriaSoFar, Explanation
+from engine.methods import get_method
 from gui.teach.jobs import ExplainJob, ImageJob
 from gui.teach.maps import FeatureMapView
 from gui.teach.views import CriteriaView, GroupView, WhyView
@@ -29,7 +30,13 @@ class TeachTab(QWidget):
     def __init__(self, window: MainWindow) -> None:
         super().__init__()
         self.window = window
-        self.explanation: Explanation | None = None
+        self.explanation: Explanation | None = None  # the last finished one
+        self._criteria_so_far: Criteria | None = None  # drawn by the timer: criteria arrive faster than redraws
+        self._chosen_summary = ""  # the status line's first part while the other criteria are scored
+        self._criteria_timer = QTimer(self)
+        self._criteria_timer.setSingleShot(True)
+        self._criteria_timer.setInterval(150)
+        self._criteria_timer.timeout.connect(self._draw_criteria_so_far)
         self._model = None  # the loaded model the layer list was filled from
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -155,14 +162,54 @@ class TeachTab(QWidget):
             self.explain()
 
     # --------------------------------------------------------------------- results
+    @staticmethod
+    def _summary(layer: str, method: str, chosen: ChannelScores | None, coupled: tuple[Coupled, ...]) -> str:
+        cut = f"{chosen.n_cut} of {len(chosen.scores)} channels go" if chosen is not None else "no channels go"
+        return f"<b>{layer}</b> under {method}: {cut}; {len(coupled)} layer(s) are tied to it."
+
+    def show_chosen(self, event: ChosenScores) -> None:
+        """Fill Why and Dependency group from the chosen method's scores, before the other criteria exist."""
+        self._criteria_so_far = None
+        self._criteria_timer.stop()
+        self.why_view.show_scores(event.scores, event.method)
+        self.group_view.show_group(event)
+        self.criteria_view.show_pending(event.layer)
+        self._chosen_summary = self._summary(event.layer, event.method, event.scores, event.coupling)
+        self.status_label.setText(self._chosen_summary + " Scoring the other criteria…")
+
+    def show_criteria_so_far(self, event: CriteriaSoFar) -> None:
+        """One more criterion scored: say which comes next, and redraw the comparison soon."""
+        self._criteria_so_far = event.criteria
+        if not self._criteria_timer.isActive():
+            self._criteria_timer.start()
+        text = self._chosen_summary
+        if event.pending:
+            name = event.pending[0]
+            calibrated = " (calibration on training images)" if get_method(name).calibration is not None else ""
+            done = len(event.criteria.methods)
+            text += (f" Scoring {name}{calibrated}… {done} of {done + len(event.pending)} criteria compared "
+                     "(<i>Criteria side by side</i> fills in as they arrive).")
+        self.status_label.setText(text)
+
+    @Slot()
+    def _draw_criteria_so_far(self) -> None:
+        if self._criteria_so_far is not None:
+            self.criteria_view.show_criteria(self._criteria_so_far)
+            self._criteria_so_far = None
+
+    def forget_criteria_so_far(self) -> None:
+        """Drop a partial comparison not yet drawn (the job ended)."""
+        self._criteria_so_far = None
+        self._criteria_timer.stop()
+
     def show_explanation(self, explanation: Explanation) -> None:
-        """Fill the views from a finished explanation."""
+        """Fill the views from a finished explanation (the ones already filled from its events are kept)."""
+        self.forget_criteria_so_far()
         self.explanation = explanation
-        self.why_view.show_scores(explanation.chosen, explanation.method)
+        if self.why_view.scores is not explanation.chosen or explanation.chosen is None:
+            self.why_view.show_scores(explanation.chosen, explanation.method)
         self.criteria_view.show_criteria(explanation.criteria)
         self.group_view.show_group(explanation)
-        chosen = explanation.chosen
-        cut = f"{chosen.n_cut} of {len(chosen.scores)} channels go" if chosen is not None else "no channels go"
-        self.status_label.setText(f"<b>{explanation.layer}</b> under {explanation.method}: {cut}; "
-                                  f"{len(explanation.coupling)} layer(s) are tied to it.")
+        self.status_label.setText(self._summary(explanation.layer, explanation.method, explanation.chosen,
+                                                explanation.coupling))
         self.coupled_layers.emit(explanation.layer, [c.layer for c in explanation.coupling])

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 
 import pyqtgraph as pg
 
-from engine.explain import ChannelScores, Criteria, Explanation
+from engine.explain import ChannelScores, ChosenScores, Criteria, Explanation
 from engine.methods import get_method
 from gui import theme
 
@@ -288,6 +288,15 @@ class CriteriaView(theme.PaletteWidget):
         self._fill_table(criteria)
         self.text.setText(self.summary(criteria))
 
+    def show_pending(self, layer: str) -> None:
+        """Empty the comparison while the criteria for `layer` are being scored."""
+        self.criteria = None
+        self.canvas.clear()
+        self.jaccard_table.setRowCount(0)
+        self.jaccard_table.setColumnCount(0)
+        self.text.setText(f"Scoring <b>{escape(layer)}</b> with every structured criterion; the charts appear as "
+                          "they are scored, the data-free ones first (Taylor and Hessian calibrate on images).")
+
     def _fill_table(self, criteria: Criteria) -> None:
         names, matrix = criteria.methods, criteria.jaccard
         table = self.jaccard_table
@@ -348,8 +357,8 @@ class GroupView(QWidget):
         self.table.cellDoubleClicked.connect(lambda row, _col: self.layer_clicked.emit(self.table.item(row, 0).text()))
         layout.addWidget(self.table, 1)
 
-    def show_group(self, explanation: Explanation) -> None:
-        """List the couplings of the explained layer."""
+    def show_group(self, explanation: Explanation | ChosenScores) -> None:
+        """List the couplings of the explained layer (known before the criteria are scored)."""
         rows = explanation.coupling
         self.header.setText(
             f"<b>{escape(explanation.layer)}</b> cannot lose a channel alone: these {len(rows)} layer(s) lose the "
