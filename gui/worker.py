@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from engine.budget import BudgetExceeded, guarded
 from engine.errors import Cancelled, UserError, resource_error
@@ -137,7 +137,9 @@ def start_worker(worker: Worker, parent: QObject | None = None,
     thread.setObjectName(f"prunelab-{worker.name}")
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
-    worker.stopped.connect(thread.quit)
+    # Direct: quit from the worker's own thread. Queued, it would wait for the UI thread's event loop, and a
+    # UI thread blocked in thread.wait() (closing the window with a job running) would wait its full timeout.
+    worker.stopped.connect(thread.quit, Qt.ConnectionType.DirectConnection)
     if on_thread_done is not None:
         thread.finished.connect(on_thread_done)
     thread.start()

@@ -86,3 +86,16 @@ def test_a_closed_window_starts_no_background_job(qtbot, tmp_path, monkeypatch, 
     window.close()  # waits for that job; its end is still queued
     qtbot.wait(300)
     assert window.worker is None and window.job is None  # a thread started now would outlive the window
+
+
+def test_closing_during_a_job_does_not_wait_out_the_timeout(qtbot, tmp_path, monkeypatch, fashion):
+    """The worker quits its thread itself: a queued quit would need the UI thread's event loop, which is
+    blocked in closeEvent's wait, so every close during a job took the full 30 s."""
+    slow = SlowTop1()
+    monkeypatch.setattr("gui.work.quick_top1", slow)
+    window = open_window(qtbot, tmp_path, monkeypatch)
+    load_tiny(qtbot, window, fashion)
+    qtbot.waitUntil(lambda: slow.calls == 1, timeout=TIMEOUT_MS)  # a job is running now
+    start = time.monotonic()
+    window.close()
+    assert time.monotonic() - start < 10 and slow.cancelled.is_set()
