@@ -18,7 +18,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.architectures import check_pruned, prepare  # noqa: E402
+from engine.architectures import prepare  # noqa: E402
+from engine.verify import check_pruned  # noqa: E402
 
 try:  # the pruner classes are moving from engine.pruning to engine.pruners
     from engine.pruners import _floor_rounding  # type: ignore[attr-defined]  # noqa: E402

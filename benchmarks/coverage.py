@@ -6,7 +6,7 @@
 Each model goes through what a user gets: an ImageFolder (a few dozen synthetic RGB images, 10 classes),
 `engine.inputs.model_for_data` (channels, size and classes from the data), `engine.pruning.run_pruning`
 (l2 at ratio 0.3, layer scope, round_to 8, no BatchNorm re-estimation, a few evaluation images, no
-latency), then `engine.architectures.check_pruned` (eval and train forward, one optimiser step, ONNX
+latency), then `engine.verify.check_pruned` (eval and train forward, one optimiser step, ONNX
 export, kept-parameter share). A failing check is a failed row. A model refused before any work is
 tried unstructured (magnitude-global) to show that path still works. Every model runs in its own
 process (a crash or a leak stays there) under the memory budget of `engine.budget` and a time limit;
@@ -188,7 +188,7 @@ def _check(bundle, captured: list, limit: int, row: dict) -> list[str]:
     """check_pruned on the pruned model, with the pruner's own record of sizes and rounding units."""
     import torch
 
-    from engine.architectures import check_pruned
+    from engine.verify import check_pruned
 
     pruner = captured[-1]
     model = bundle.model.eval()
@@ -357,7 +357,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
            f"ImageFolder of {CLASSES * PER_CLASS} images in {CLASSES} classes, then pruned by "
            f"`engine.pruning.run_pruning`: l2, ratio {RATIO}, layer scope, round_to {ROUND_TO}, no BatchNorm "
            f"re-estimation, {EVAL_IMAGES} evaluation images, no latency. Each pruned model then passes "
-           "`engine.architectures.check_pruned` (eval and train forward, one optimiser step, ONNX export, "
+           "`engine.verify.check_pruned` (eval and train forward, one optimiser step, ONNX export, "
            "kept-parameter share against the ratio) or its row fails. Each model runs in its own process under a "
            f"memory budget of {args.limit / 2 ** 30:.1f} GiB and a time limit of {args.timeout:.0f} s; peak RSS is "
            "the child's own high-water mark. Inputs: 64×64 for convolutional networks (larger when 64 is too "

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
-from engine.architectures import check_pruned, layer_sizes, prepare, share_problems
+from engine.architectures import prepare
 from engine.config import PruneConfig
 from engine.data import Dataset
 from engine.errors import UserError
@@ -23,6 +23,7 @@ from engine.layers import ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
 from engine.tracing import dependency_graph
+from engine.verify import check_pruned, layer_sizes, share_problems
 
 
 def _ignored(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> list[nn.Module]:

@@ -12,7 +12,8 @@ import torch_pruning as tp
 from torchvision.models.googlenet import GoogLeNet
 from torchvision.models.vision_transformer import VisionTransformer
 
-from engine.architectures import check_pruned, prepare
+from engine.architectures import prepare
+from engine.verify import check_pruned
 
 try:  # the pruner classes are moving from engine.pruning to engine.pruners
     from engine.pruners import _floor_rounding  # type: ignore[attr-defined]
