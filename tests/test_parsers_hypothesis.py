@@ -195,6 +195,11 @@ PICKLE_BYTES = (
 )
 
 
+# Some random pickles build a bytearray with a memoryview on it; CPython reports freeing it through
+# sys.excepthook ("deallocated bytearray object has exported buffers") without raising anything to the
+# reader. pytest-qt would count that print as a failure of this test; what is tested is that the reader
+# raises nothing but a one-line UserError.
+@pytest.mark.qt_no_exception_capture
 @FAST
 @given(PICKLE_BYTES)
 @example(GOOD_BATCH[:-5])
