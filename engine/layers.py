@@ -116,16 +116,14 @@ def describe_layers(model: nn.Module, input_shape: Shape, ignored: tuple[str, ..
     return info
 
 
-# Layers whose graph torch-pruning cannot trace in bounded memory: its shape inference follows the
-# window partition's reshapes without end (swin_t at 224×224 passed 8 GiB after 95 s, still growing;
-# ignoring these layers or unwrapping their position tables does not help, as the whole graph is traced).
 def partial_shortcuts(model: nn.Module) -> list[tuple[str, int, int]]:
     """(name, shortcut channels, block channels) of blocks that add their shortcut to only the first
     channels and concatenate the rest (timm's ReXNet): torch-pruning's dependency walk through that
     slice-add-concat never finishes."""
     return [(n, m.in_channels, m.out_channels) for n, m in model.named_modules()
-            if getattr(m, "use_shortcut", False) is True and isinstance(getattr(m, "in_channels", None), int)
-            and isinstance(getattr(m, "out_channels", None), int) and m.in_channels < m.out_channels]
+            if type(m).__module__ == "timm.models.rexnet" and getattr(m, "use_shortcut", False) is True
+            and isinstance(getattr(m, "in_channels", None), int) and isinstance(getattr(m, "out_channels", None), int)
+            and m.in_channels < m.out_channels]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ has no branches on a method's family; a method's family picks its pruner class f
 from __future__ import annotations
 
 import copy
+import gc
 import math
 from typing import Callable, Iterator
 
@@ -17,12 +18,12 @@ from torch.nn.utils import prune as torch_prune
 from engine.architectures import prepare
 from engine.config import PruneConfig
 from engine.data import Dataset
-from engine.errors import UserError
+from engine.errors import UserError, resource_error
 from engine.events import CancelToken, Progress
 from engine.layers import ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
-from engine.tracing import dependency_graph
+from engine.tracing import cuts_heads, dependency_graph
 from engine.verify import check_pruned, layer_sizes, share_problems
 
 
@@ -120,6 +121,8 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
             current[0] = group
             group.prune()
     except TRACING_ERRORS as exc:
+        if resource_error(exc):
+            raise  # out of memory is said as such by the caller, not blamed on the model
         root = current[0][0].dep.target.module if current[0] else None
         where = f" at layer {names[root]}" if root in names else ""
         raise UserError(f"structured pruning fails on this model{where}: torch-pruning cannot follow "
@@ -138,9 +141,16 @@ def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_cla
         with torch.no_grad():
             trial(example)
     except Exception as exc:  # noqa: BLE001 - any failure of the pruned copy is the finding
+        if resource_error(exc):
+            raise
         raise UserError(f"structured pruning breaks this model: the pruned copy fails in its forward pass "
                         f"({_first_line(exc)}), an operation torch-pruning cannot follow; unstructured pruning "
                         "(e.g. --method magnitude-global) still works") from exc
+    finally:
+        # torch-pruning's graph holds the copy in reference cycles, and the GUI pauses the cycle collector
+        # while a job runs: without a collection the copy would stay for the whole run (twice the weights).
+        del trial
+        gc.collect()
 
 
 def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
@@ -179,6 +189,8 @@ def _build(cls: type, model: nn.Module, example: torch.Tensor, **kwargs):
     try:
         return cls(model, example, **kwargs)
     except TRACING_ERRORS as exc:
+        if resource_error(exc):
+            raise
         raise UserError(f"structured pruning cannot trace this model: torch-pruning's dependency graph cannot "
                         f"follow {_blocking_op(exc)} ({_first_line(exc)}); unstructured pruning (e.g. --method "
                         "magnitude-global) still works") from exc
@@ -377,6 +389,15 @@ class ManualPruner(Pruner):
         self.notes.extend(self.prep.notes)
         self.params_before = sum(p.numel() for p in model.parameters())
         self.graph = dependency_graph(model, example)
+        modules = dict(model.named_modules())
+        for name in cfg.manual_channels:  # before the baseline: Swin's stream can only be cut evenly by a run
+            layer = modules[name]
+            group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels,
+                                                 [0])
+            if cuts_heads(group):
+                raise UserError(f"manual channels: {name} is tied to Swin's residual stream, which must lose the "
+                                "same channels in every attention head; tick channels of an MLP layer, or prune "
+                                "the stream with a method")
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
         self.pruned_once = False

@@ -26,6 +26,7 @@ from engine.layers import ignored_modules, walk_groups
 from engine.methods import get_method
 from engine.metrics import count_macs
 from engine.models import ModelBundle
+from engine.tracing import cuts_heads, dependency_graph
 from engine.training import quick_top1
 
 DEFAULT_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -114,7 +115,7 @@ def layer_groups(model: nn.Module, input_shape, num_classes: int | None = None,
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
     return [(g.root, g.members, g.channels)
             for g in walk_groups(model, example, ignored_modules(model, (), keep_head, num_classes))
-            if g.root and g.channels > 1]
+            if g.root and g.channels > 1 and not cuts_heads(g.group)]  # Swin's stream: only a run cuts it evenly
 
 
 def _importance(model: nn.Module, method_name: str, data: Dataset, input_shape, num_classes, keep_head: bool,
@@ -148,8 +149,6 @@ def _importance(model: nn.Module, method_name: str, data: Dataset, input_shape, 
 
 def _prune_group(model: nn.Module, root: str, idxs: list[int], example: torch.Tensor) -> None:
     """Remove output channels `idxs` of `root` and everything coupled to it, in place."""
-    from engine.tracing import dependency_graph
-
     module = dict(model.named_modules())[root]
     graph = dependency_graph(model, example)
     fn = graph.get_pruner_of_module(module).prune_out_channels

@@ -65,10 +65,11 @@ def _timm_block_stand_in(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _merging_stand_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    # Halve height and width without slicing them (a 2×2 max pool on channels-first), then widen to
-    # the reduction's output size with a repeat that keeps channel i in position i.
+    # Halve height and width without slicing them (a 2×2 max pool on channels-first), then pad (or, after
+    # pruning, crop) to the reduction's output size, keeping channel i in position i: once stages are
+    # rounded separately the output need not be a multiple of the input.
     y = F.max_pool2d(x.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1)
-    return y.repeat(1, 1, 1, module.reduction.out_features // module.dim)
+    return F.pad(y, (0, module.reduction.out_features - y.shape[-1]))
 
 
 def shuffle_blocks(model: nn.Module) -> list[nn.Module]:
@@ -107,13 +108,17 @@ def tracing(model: nn.Module) -> Iterator[None]:
         [(m, "forward", _merging_stand_in) for m in mergings] + \
         [(m, "_attn", _timm_block_stand_in) for m in model.modules() if _is_timm(m, "SwinTransformerBlock")] + \
         [(m, "forward", _shuffle_stand_in) for m in shuffle_blocks(model)]
+    saved = [(module, method, module.__dict__.get(method)) for module, method, _ in patched]
     try:
         for module, method, stand_in in patched:
             setattr(module, method, stand_in.__get__(module))
         yield
     finally:
-        for module, method, _ in patched:
-            module.__dict__.pop(method, None)
+        for module, method, before in saved:  # an instance attribute the model had is put back
+            if before is None:
+                module.__dict__.pop(method, None)
+            else:
+                module.__dict__[method] = before
 
 
 def _prune_rows(linear: nn.Linear, idxs: list[int]) -> None:
@@ -184,9 +189,17 @@ def _pruners() -> dict:
 
 
 def customized_pruners(model: nn.Module) -> dict:
-    """torch-pruning's `customized_pruners` for this model (empty unless it is a torchvision Swin)."""
+    """torch-pruning's `customized_pruners` for this model (empty unless it is a Swin)."""
     attentions, mergings = window_blocks(model)
     return _pruners() if attentions or mergings else {}
+
+
+def cuts_heads(group) -> bool:
+    """Whether a torch-pruning group runs through a torchvision window attention, whose stream must lose
+    the same positions in every head (only the pruner's channel groups keep that; a cut of arbitrary
+    channels would shift the head boundaries)."""
+    attentions = _kinds()[0]
+    return any(isinstance(dep.target.module, attentions) for dep, _ in group)
 
 
 def head_chunks(model: nn.Module) -> dict[nn.Module, int]:

@@ -396,3 +396,39 @@ def test_concatenated_layers_are_judged_by_the_group_not_each_alone():
     after = sum(p.numel() for p in model.parameters())
     assert check_pruned(model, example, before, after, RATIO, original=original, round_to=8, units=prep.units,
                         ignored=("head.fc",)) == []
+
+
+def test_swin_stream_is_left_to_runs_by_the_scan_and_manual_ticks(fashion):
+    """A scan or a hand-picked cut removes arbitrary channels, which would shift Swin's head boundaries: the
+    scan leaves the stream's groups out, and ticking a stream layer is refused before any work."""
+    from engine.config import PruneConfig
+    from engine.errors import UserError
+    from engine.models import ModelBundle
+    from engine.pruning import run_pruning
+    from engine.sensitivity import layer_groups
+
+    model = _tiny_swin(False)
+    roots = [root for root, _, _ in layer_groups(model, (3, 32, 32), 5)]
+    assert roots and all(".mlp.0" in r for r in roots)  # only the MLPs' inner widths
+    bundle = ModelBundle(model, "test", "module", (3, 32, 32), 5, fashion.norm, None)
+    cfg = PruneConfig(method="manual", manual_channels={"features.0.0": [0, 1, 2]}, eval_limit=8,
+                      measure_speed=False)
+    with pytest.raises(UserError, match="features.0.0 is tied to Swin's residual stream"):
+        list(run_pruning(bundle, fashion, cfg))
+
+
+def test_a_pruned_swin_traces_again():
+    """Stages are rounded separately, so patch merging's output need not be a multiple of its input any
+    more (36 → 78 here): the model can still be traced (loaded, explained, pruned again)."""
+    from engine.config import PruneConfig
+    from engine.layers import describe_layers
+    from engine.pruners import trial_prune
+    from engine.tracing import window_blocks
+
+    example = torch.zeros(1, 3, 32, 32)
+    pruned = trial_prune(_tiny_swin(False), PruneConfig(method="l2", pruning_ratio=0.15, round_to=8), 0.15, example, 5)
+    merging = window_blocks(pruned)[1][0]
+    assert merging.reduction.out_features % merging.dim != 0
+    assert describe_layers(pruned, (3, 32, 32))  # traces, with groups
+    again = trial_prune(pruned, PruneConfig(method="l2", pruning_ratio=0.15, round_to=8), 0.15, example, 5)
+    assert sum(p.numel() for p in again.parameters()) < sum(p.numel() for p in pruned.parameters())

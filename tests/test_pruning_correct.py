@@ -216,35 +216,52 @@ def test_a_failure_inside_torch_pruning_names_the_layer(fashion, monkeypatch):
         list(run_pruning(b, fashion, cfg))
 
 
-class _PartialShortcut(nn.Module):
-    """A ReXNet block: the shortcut is added to the first channels only, the rest concatenated."""
-
-    def __init__(self):
-        super().__init__()
-        self.in_channels, self.out_channels, self.use_shortcut = 8, 16, True
-        self.conv = nn.Conv2d(8, 16, 3, padding=1)
-
-    def forward(self, x):
-        y = self.conv(x)
-        return torch.cat([y[:, :self.in_channels] + x, y[:, self.in_channels:]], 1)
-
-
 def test_a_partial_shortcut_is_refused_in_a_second(fashion):
     """torch-pruning's walk through ReXNet's slice-add-concat never ends: refused before it starts,
     naming the block, by the run, the sensitivity scan and the teaching views alike."""
+    import timm
+
     from engine.errors import UserError
     from engine.explain import channel_scores
     from engine.layers import dependency_groups
     from engine.sensitivity import scan
 
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), _PartialShortcut(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(16, 10)).eval()
+    model = timm.create_model("rexnet_100", pretrained=False, in_chans=1, num_classes=10).eval()
     b = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
     cfg = PruneConfig(method="l2", pruning_ratio=0.3, eval_limit=64, measure_speed=False)
     for attempt in (lambda: list(run_pruning(b, fashion, cfg)), lambda: list(scan(b, fashion, limit=32)),
-                    lambda: channel_scores(model, "0", "l1", None, (1, 28, 28), 10)):
-        with pytest.raises(UserError, match=r"layer 1: it adds its shortcut to the first 8 of its 16 channels"):
+                    lambda: channel_scores(model, "stem.conv", "l1", None, (1, 28, 28), 10)):
+        with pytest.raises(UserError, match=r"layer features\.\d+ \(and \d+ more blocks\): it adds its shortcut to the "
+                                            r"first \d+ of its \d+ channels"):
             attempt()
     assert dependency_groups(model, (1, 28, 28)) == {}  # the layer table shows no groups rather than hang
     done, _ = prune(b, fashion, method="magnitude-global", finetune_batches=None)
     assert done.after.nonzero_params < done.before.nonzero_params
+
+
+def test_the_preflight_copy_is_freed_with_the_collector_paused(monkeypatch):
+    """The GUI pauses the cycle collector during a job: the preflight's pruned copy (tied up in torch-pruning's
+    reference cycles) must still be gone when it returns, or a run would hold twice the weights."""
+    import gc
+    import weakref
+
+    import engine.pruners as pruners
+
+    copies = []
+    real = pruners.trial_prune
+
+    def spy(*args, **kwargs):
+        trial = real(*args, **kwargs)
+        copies.append(weakref.ref(trial))
+        return trial
+
+    monkeypatch.setattr(pruners, "trial_prune", spy)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    gc.disable()
+    try:
+        pruners.preflight(model, PruneConfig(method="l2", pruning_ratio=0.5, round_to=None), torch.zeros(1, 1, 8, 8),
+                          10)
+        assert copies and copies[0]() is None
+    finally:
+        gc.enable()
