@@ -89,8 +89,9 @@ def write_dataset(root: Path) -> Path:
 # ----------------------------------------------------------------------------- the child process
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+    from engine.errors import first_line
+
+    return first_line(exc, with_type=True, limit=400)
 
 
 def _under_budget(fn, limit: int):

@@ -17,6 +17,16 @@ class NeedsTrust(UserError):
         self.what = what  # "pickle" or "torchscript"
 
 
+def first_line(exc: BaseException, with_type: bool = False, limit: int = 200) -> str:
+    """The first line of an exception's message, cut at `limit` (its type name when it has no message),
+    for one-line errors; `with_type` puts the type name in front."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:limit] if lines else ""
+    if with_type:
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__
+
+
 def resource_error(exc: BaseException) -> "UserError | None":
     """The one-line UserError for running out of memory (CPU or GPU), or None for any other exception."""
     text = str(exc)

@@ -18,7 +18,7 @@ from torch.nn.utils import prune as torch_prune
 from engine.architectures import prepare
 from engine.config import PruneConfig
 from engine.data import Dataset
-from engine.errors import UserError, resource_error
+from engine.errors import UserError, first_line, resource_error
 from engine.events import CancelToken, Progress
 from engine.layers import ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
@@ -126,7 +126,7 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
         root = current[0][0].dep.target.module if current[0] else None
         where = f" at layer {names[root]}" if root in names else ""
         raise UserError(f"structured pruning fails on this model{where}: torch-pruning cannot follow "
-                        f"{_blocking_op(exc)} ({_first_line(exc)}); unstructured pruning (e.g. --method "
+                        f"{_blocking_op(exc)} ({first_line(exc, with_type=True, limit=160)}); unstructured pruning (e.g. --method "
                         "magnitude-global) still works") from exc
     prep.after_step(trial)
     return trial
@@ -144,7 +144,7 @@ def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_cla
         if resource_error(exc):
             raise
         raise UserError(f"structured pruning breaks this model: the pruned copy fails in its forward pass "
-                        f"({_first_line(exc)}), an operation torch-pruning cannot follow; unstructured pruning "
+                        f"({first_line(exc, with_type=True, limit=160)}), an operation torch-pruning cannot follow; unstructured pruning "
                         "(e.g. --method magnitude-global) still works") from exc
     finally:
         # torch-pruning's graph holds the copy in reference cycles, and the GUI pauses the cycle collector
@@ -163,11 +163,6 @@ def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: tor
 # torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in its
 # reshape rule, a split with recorded sizes indexes past the end) raises one of these
 TRACING_ERRORS = (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, TypeError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def _blocking_op(exc: BaseException) -> str:
@@ -192,7 +187,7 @@ def _build(cls: type, model: nn.Module, example: torch.Tensor, **kwargs):
         if resource_error(exc):
             raise
         raise UserError(f"structured pruning cannot trace this model: torch-pruning's dependency graph cannot "
-                        f"follow {_blocking_op(exc)} ({_first_line(exc)}); unstructured pruning (e.g. --method "
+                        f"follow {_blocking_op(exc)} ({first_line(exc, with_type=True, limit=160)}); unstructured pruning (e.g. --method "
                         "magnitude-global) still works") from exc
 
 

@@ -12,6 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.errors import first_line
+
+
 def check_pruned(model: nn.Module, example: torch.Tensor, original_params: int, pruned_params: int,
                  requested_ratio: float | None, *, original: nn.Module | None = None, round_to: int | None = None,
                  units: dict | None = None, ignored: tuple[str, ...] = (), onnx: bool = True) -> list[str]:
@@ -28,11 +31,6 @@ def check_pruned(model: nn.Module, example: torch.Tensor, original_params: int, 
     return problems
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
-
-
 def _run_checks(model: nn.Module, example: torch.Tensor, onnx: bool) -> list[str]:
     problems: list[str] = []
     trial = copy.deepcopy(model).cpu()  # the checks train a step; the caller's model stays as it is
@@ -45,7 +43,7 @@ def _run_checks(model: nn.Module, example: torch.Tensor, onnx: bool) -> list[str
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or not torch.isfinite(out).all():
             problems.append(f"eval forward gives {_describe(out)}, not finite logits of shape (batch, classes)")
     except Exception as exc:  # noqa: BLE001 - any failure is the finding
-        problems.append(f"eval forward fails ({_first_line(exc)})")
+        problems.append(f"eval forward fails ({first_line(exc, with_type=True)})")
     try:
         trial.train()
         out = trial(x)
@@ -58,7 +56,7 @@ def _run_checks(model: nn.Module, example: torch.Tensor, onnx: bool) -> list[str
             if not all(torch.isfinite(p).all() for p in trial.parameters()):
                 problems.append("one optimiser step leaves weights that are not finite")
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"train forward / optimiser step fails ({_first_line(exc)})")
+        problems.append(f"train forward / optimiser step fails ({first_line(exc, with_type=True)})")
     if onnx:
         from engine.models import export_onnx
 
@@ -67,7 +65,7 @@ def _run_checks(model: nn.Module, example: torch.Tensor, onnx: bool) -> list[str
             try:
                 export_onnx(copy.deepcopy(model).cpu().eval(), tuple(example.shape[1:]), Path(tmp) / "model.onnx")
             except Exception as exc:  # noqa: BLE001
-                problems.append(f"ONNX export fails ({_first_line(exc)})")
+                problems.append(f"ONNX export fails ({first_line(exc, with_type=True)})")
     return problems
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 from .zoo import DEMO_ARCHS
 
@@ -88,7 +88,7 @@ def _torchvision_model(name: str, in_channels: int, num_classes: int, kwargs: di
             model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"torchvision:{name} could not be built with {kwargs or 'its defaults'}: "
-                        f"{_first_line(exc)}") from exc
+                        f"{first_line(exc)}") from exc
     found = first_conv(model)
     if found and found[1].in_channels != in_channels:  # adapted only when the data differs
         cname, conv = found
@@ -108,7 +108,7 @@ def _timm_model(name: str, in_channels: int, num_classes: int, kwargs: dict) -> 
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
         raise UserError(f"timm:{name} could not be built with {kwargs or 'its defaults'}: "
-                        f"{_first_line(exc)}") from exc
+                        f"{first_line(exc)}") from exc
 
 
 def size_kwargs(arch: str, shape: tuple[int, int, int]) -> dict:
@@ -169,7 +169,7 @@ def _exec_user_file(file: Path):
         raise UserError(f"{file} called sys.exit({exc.code!r}) while being imported (a script, or one that parses "
                         "its command line); move that code under `if __name__ == '__main__':`") from None
     except Exception as exc:  # the user's file: report any failure plainly
-        raise UserError(f"importing {file} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise UserError(f"importing {file} failed: {first_line(exc, with_type=True)}") from exc
     finally:
         sys.argv = argv
     return module, spec.name
@@ -187,11 +187,6 @@ def code_classes(path: str | Path) -> list[str]:
         raise UserError(f"{file} is not a Python file; choose the .py file that defines the model's class")
     module, name = _exec_user_file(file)
     return _module_classes(module, name)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 MAX_KWARGS_CHARS = 10_000
@@ -243,5 +238,5 @@ def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: d
         except TypeError as exc:
             raise UserError(f"{name} could not be built with {kwargs}: {exc}; pass --model-kwargs JSON") from exc
         except Exception as exc:  # the user's constructor: report any failure plainly
-            raise UserError(f"building {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise UserError(f"building {name} failed: {first_line(exc, with_type=True)}") from exc
     raise UserError(f"unknown architecture {arch!r}; use {ARCH_HELP}")

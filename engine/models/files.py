@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 # Where training scripts keep the weights inside a checkpoint dict, in order of preference
 # (PyTorch Lightning: state_dict; tutorials: model_state_dict, model, net; EMA copies last).
@@ -142,12 +142,7 @@ def read_safetensors(path: Path) -> tuple[dict, dict]:
             meta = dict(fh.metadata() or {})
         return load_file(str(path), device="cpu"), meta
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is a damaged .safetensors file ({_first_line(exc)}); copy or save it again") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise UserError(f"{path} is a damaged .safetensors file ({first_line(exc)}); copy or save it again") from exc
 
 
 def read_weights(path: Path, flag: str = "--weights") -> Any:
