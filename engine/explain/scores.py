@@ -303,11 +303,10 @@ def jaccard(cuts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def iter_criteria(model: nn.Module, layer: str, data: Dataset | None, input_shape: Shape, num_classes: int | None,
-                  cfg: PruneConfig | None = None, ratio: float | None = None, methods: list[str] | None = None,
-                  cancel: CancelToken | None = None) -> Generator[Progress, None, Criteria]:
-    """Score `layer` with every structured criterion of the registry (or `methods`); return them all."""
-    cancel = cancel or CancelToken()
+def _start(model: nn.Module, layer: str, data: Dataset | None, input_shape: Shape, num_classes: int | None,
+           cfg: PruneConfig | None, ratio: float | None, methods: list[str] | None, cancel: CancelToken
+           ) -> Generator[Progress, None, tuple[list[str], Session]]:
+    """The criteria to score (the registry's structured ones, or `methods`) and the traced session."""
     names = methods or [m.name for m in all_methods(STRUCTURED)
                         if m.calibration is None or data is not None]  # data-aware ones need data
     if not names:
@@ -315,13 +314,21 @@ def iter_criteria(model: nn.Module, layer: str, data: Dataset | None, input_shap
     base = run_config(cfg, names[0], ratio)
     layer_module(model, layer)
     yield Progress("explain", 0, len(names) + 1, "tracing the dependency graph")
-    session = _session(model, input_shape, base, num_classes, cancel)
+    return names, _session(model, input_shape, base, num_classes, cancel)
+
+
+def iter_criteria(model: nn.Module, layer: str, data: Dataset | None, input_shape: Shape, num_classes: int | None,
+                  cfg: PruneConfig | None = None, ratio: float | None = None, methods: list[str] | None = None,
+                  cancel: CancelToken | None = None) -> Generator[Progress, None, Criteria]:
+    """Score `layer` with every structured criterion of the registry (or `methods`); return them all."""
+    cancel = cancel or CancelToken()
+    names, session = yield from _start(model, layer, data, input_shape, num_classes, cfg, ratio, methods, cancel)
     scores: dict[str, ChannelScores] = {}
     for i, name in enumerate(names):
         yield Progress("explain", i + 1, len(names) + 1, f"scoring {layer} with {name}")
         scores[name] = yield from score_layer(session, layer, structured_method(name), data)
     yield Progress("explain", len(names) + 1, len(names) + 1, "criteria compared")
-    return Criteria(layer, tuple(names), scores, jaccard([scores[n].cut for n in names]))
+    return _criteria(layer, names, scores)
 
 
 def criteria_side_by_side(model: nn.Module, layer: str, data: Dataset | None, input_shape: Shape,
@@ -366,12 +373,9 @@ def explain_layer(model: nn.Module, layer: str, cfg: PruneConfig, data: Dataset 
     criteria, data-free ones first, each followed by CriteriaSoFar. The result is what scoring them in the
     registry's order gives (each step reseeds and starts from the unpruned copy)."""
     cancel = cancel or CancelToken()
-    names = [m.name for m in all_methods(STRUCTURED) if m.calibration is None or data is not None]
-    base = run_config(cfg, names[0], cfg.pruning_ratio)  # the session iter_criteria would build
-    layer_module(model, layer)
+    names, session = yield from _start(model, layer, data, input_shape, num_classes, cfg, cfg.pruning_ratio, None,
+                                       cancel)  # the session iter_criteria would build
     total = len(names) + 1
-    yield Progress("explain", 0, total, "tracing the dependency graph")
-    session = _session(model, input_shape, base, num_classes, cancel)
     scores: dict[str, ChannelScores] = {}
     if cfg.method in names:
         yield Progress("explain", 1, total, f"scoring {layer} with {cfg.method}")
