@@ -93,7 +93,7 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
     whole = tracing.held_layers(model)
     if whole:
         prep.notes.append(f"ShuffleNet: the {len(whole)} layers that write the stream between blocks are not pruned (its "
-                          "channel shuffle is a permutation torch-pruning cannot follow); each branch's inner width is")
+                          "channel shuffle is a permutation torch-pruning cannot follow); each branch's inner width is pruned")
     held = held_attention(model)
     if held:
         prep.notes.append(f"MaxViT: its {len(held)} window/grid attention layers and the residual stream they write to "

@@ -121,12 +121,6 @@ def tracing(model: nn.Module) -> Iterator[None]:
                 module.__dict__[method] = before
 
 
-def _prune_rows(linear: nn.Linear, idxs: list[int]) -> None:
-    import torch_pruning as tp
-
-    tp.prune_linear_out_channels(linear, idxs)
-
-
 def _pruners() -> dict:
     import torch_pruning as tp
 
@@ -137,12 +131,12 @@ def _pruners() -> dict:
         def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
             width = layer.qkv.in_features
             tp.prune_linear_in_channels(layer.qkv, idxs)
-            _prune_rows(layer.qkv, [i + k * width for k in range(3) for i in idxs])  # q, k and v alike
+            tp.prune_linear_out_channels(layer.qkv, [i + k * width for k in range(3) for i in idxs])  # q, k and v alike
             tp.prune_linear_in_channels(layer.proj, idxs)
             return layer
 
         def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
-            _prune_rows(layer.proj, idxs)
+            tp.prune_linear_out_channels(layer.proj, idxs)
             return layer
 
         def get_in_channels(self, layer: nn.Module) -> int:
@@ -161,7 +155,7 @@ def _pruners() -> dict:
             return layer
 
         def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
-            _prune_rows(layer.reduction, idxs)
+            tp.prune_linear_out_channels(layer.reduction, idxs)
             if isinstance(layer, merging_v2):
                 tp.prune_layernorm_out_channels(layer.norm, idxs)
             return layer
