@@ -20,9 +20,20 @@ torch-pruning's rule divides by zero on). No index rule follows a permutation th
 halves, so the stream between blocks is held (`held_layers`) and each branch's inner width, which
 the shuffle never touches, is pruned.
 
+ResNeSt (timm's `SplitAttn`) runs its convolution's `radix` output splits side by side
+(channel r·C + c is split r of channel c), sums them for the attention, and softmaxes the attention
+across splits through a view and a transpose; torch-pruning's index lists through those reshapes are
+wrong (channel 0 maps to 16 channels of fc2). Each split attention is pruned as a unit: output channel
+c goes from every split of the convolution, its BatchNorm and fc2, and from fc1's input; the
+convolution is grouped by split, so its input loses the same positions in every split (its
+`in_channel_groups`). Only radix > 1 with cardinality 1 and a stride-1 convolution that keeps the
+size (every timm ResNeSt but resnest50d_4s2x40d and resnest50d_1s4x24d) is a unit; with any other
+split attention in the model, none is.
+
 While a dependency graph is built, those blocks run a stand-in forward (same output shape; Swin's
-blocks pass channels straight through, ShuffleNet's leave out the shuffle) so torch-pruning sees plain
-channels; the real forward is back before anything else runs.
+blocks pass channels straight through, ShuffleNet's leave out the shuffle, ResNeSt's pass channels
+through, padded or cropped to its output) so torch-pruning sees plain channels; the real forward is
+back before anything else runs.
 """
 from __future__ import annotations
 
@@ -99,15 +110,60 @@ def _shuffle_stand_in(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat((block.branch1(x), block.branch2(x)), dim=1)
 
 
+TIMM_SPLIT = "timm.layers.split_attn"
+
+
+def split_attentions(model: nn.Module) -> list[nn.Module]:
+    """timm's split attention layers (ResNeSt) pruned as units: all of them when each is of the kind
+    `_plain_split` accepts, none otherwise (torch-pruning's customized pruners go by type)."""
+    splits = [m for m in model.modules() if type(m).__module__ == TIMM_SPLIT and type(m).__name__ == "SplitAttn"]
+    return splits if splits and all(_plain_split(m) for m in splits) else []
+
+
+def _plain_split(m: nn.Module) -> bool:
+    """radix > 1, cardinality 1 (RadixSoftmax's transpose then keeps channel c of split r at r·C + c),
+    and a stride-1 convolution that keeps the size, so the stand-in's output has the real one's shape."""
+    conv, radix = m.conv, m.radix
+    return (radix > 1 and m.rsoftmax.cardinality == 1 and conv.groups == radix and m.fc1.groups == m.fc2.groups == 1
+            and conv.out_channels % radix == 0 and conv.in_channels % radix == 0 and isinstance(conv.padding, tuple)
+            and all(s == 1 for s in conv.stride)
+            and all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
+            and isinstance(m.bn0, (nn.Identity, nn.modules.batchnorm._BatchNorm)))
+
+
+def _split_stand_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    extra = module.conv.out_channels // module.radix - x.shape[1]
+    if not extra:
+        return x * 1.0  # one node, channels in == channels out, no reshapes
+    return F.pad(x, (0, 0, 0, 0, 0, extra))  # a pruned unit's sides differ: pad or crop, channel i stays i
+
+
+def split_chunks(model: nn.Module) -> dict[nn.Module, int]:
+    """Split attention layer -> its radix: the input channel groups (its convolution is grouped by split)."""
+    return {m: m.radix for m in split_attentions(model)}
+
+
+def root_module_types(model: nn.Module) -> list[type] | None:
+    """torch-pruning's group roots with the split attention unit added (its output channels are read only
+    by the next convolution's input, so no group of the default roots prunes them); None when there is none."""
+    splits = split_attentions(model)
+    if not splits:
+        return None
+    from torch_pruning import ops
+
+    return [ops.TORCH_CONV, ops.TORCH_LINEAR, ops.TORCH_LSTM, type(splits[0])]
+
+
 @contextmanager
 def tracing(model: nn.Module) -> Iterator[None]:
-    """Swin's window blocks and ShuffleNet's blocks run their stand-in forward (instance attributes, so
-    nothing outside the model changes)."""
+    """Swin's window blocks, ShuffleNet's blocks and ResNeSt's split attention units run their stand-in
+    forward (instance attributes, so nothing outside the model changes)."""
     attentions, mergings = window_blocks(model)
     patched = [(m, "forward", _attention_stand_in) for m in attentions] + \
         [(m, "forward", _merging_stand_in) for m in mergings] + \
         [(m, "_attn", _timm_block_stand_in) for m in model.modules() if _is_timm(m, "SwinTransformerBlock")] + \
-        [(m, "forward", _shuffle_stand_in) for m in shuffle_blocks(model)]
+        [(m, "forward", _shuffle_stand_in) for m in shuffle_blocks(model)] + \
+        [(m, "forward", _split_stand_in) for m in split_attentions(model)]
     saved = [(module, method, module.__dict__.get(method)) for module, method, _ in patched]
     try:
         for module, method, stand_in in patched:
@@ -182,10 +238,58 @@ def _pruners() -> dict:
     return kinds
 
 
+def _split_pruner():
+    import torch_pruning as tp
+
+    from engine.errors import UserError
+
+    class SplitAttnPruner(tp.BasePruningFunc):
+        """Unit channel c is channel c of every split: r·C + c in the convolution, its BatchNorm and fc2
+        (RadixSoftmax with cardinality 1 orders fc2's output as (split, channel)), c in fc1's input."""
+
+        def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
+            width = self.get_out_channels(layer)
+            rows = [r * width + c for r in range(layer.radix) for c in idxs]
+            tp.prune_conv_out_channels(layer.conv, rows)
+            if isinstance(layer.bn0, nn.modules.batchnorm._BatchNorm):
+                tp.prune_batchnorm_out_channels(layer.bn0, rows)
+            tp.prune_conv_in_channels(layer.fc1, idxs)
+            tp.prune_conv_out_channels(layer.fc2, rows)
+            return layer
+
+        def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
+            # Each split's filters read one chunk of the input (groups = radix): a channel can go only
+            # from the same position in every chunk, so the chunks keep one size.
+            conv, radix = layer.conv, layer.radix
+            chunk = conv.in_channels // radix
+            local = sorted({i % chunk for i in idxs})
+            if sorted(idxs) != [p + r * chunk for r in range(radix) for p in local]:
+                raise UserError(f"a ResNeSt split attention layer reads its input in {radix} chunks of {chunk} "
+                                "channels, which must lose the same positions in every chunk; prune its input "
+                                "with a run of a method, not with hand-picked channels")
+            gone = set(local)
+            conv.weight = self._prune_parameter_and_grad(conv.weight, [p for p in range(chunk) if p not in gone], 1)
+            conv.in_channels -= len(idxs)
+            return layer
+
+        def get_in_channels(self, layer: nn.Module) -> int:
+            return layer.conv.in_channels
+
+        def get_out_channels(self, layer: nn.Module) -> int:
+            return layer.conv.out_channels // layer.radix
+
+        def get_in_channel_groups(self, layer: nn.Module) -> int:
+            return layer.radix  # torch-pruning records it as the unit's in_channel_groups itself, too
+
+    return SplitAttnPruner()
+
+
 def customized_pruners(model: nn.Module) -> dict:
-    """torch-pruning's `customized_pruners` for this model (empty unless it is a Swin)."""
+    """torch-pruning's `customized_pruners` for this model (empty unless it is a Swin or a ResNeSt)."""
     attentions, mergings = window_blocks(model)
-    return _pruners() if attentions or mergings else {}
+    splits = split_attentions(model)
+    return {**(_pruners() if attentions or mergings else {}),
+            **({type(splits[0]): _split_pruner()} if splits else {})}
 
 
 def cuts_heads(group) -> bool:
@@ -203,8 +307,9 @@ def head_chunks(model: nn.Module) -> dict[nn.Module, int]:
 
 
 def record_units(model: nn.Module, units: dict) -> None:
-    """The rounding unit of each Linear inside a pruned window block, from the block's own unit (for
-    the share check): qkv moves three units at a time; the relative-position MLP of v2 is not pruned."""
+    """The rounding unit of each layer inside a pruned window block or split attention, from the unit's
+    own (for the share check): qkv moves three units at a time, a split attention's convolution and fc2
+    `radix`; the relative-position MLP of Swin v2 and a split attention's fc1 output are not pruned."""
     attentions, mergings = window_blocks(model)
     for attn in attentions:
         if type(attn).__module__ == TIMM_SWIN:
@@ -219,6 +324,10 @@ def record_units(model: nn.Module, units: dict) -> None:
     for merging in mergings:
         if merging in units:
             units[merging.reduction] = units[merging]
+    for split in split_attentions(model):  # fc1's output (the attention's own width) is not pruned
+        units[split.fc1] = split.fc1.out_channels
+        if split in units:  # the convolution and fc2 lose a unit channel from every split
+            units[split.conv] = units[split.fc2] = split.radix * units[split]
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor):
