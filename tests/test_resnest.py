@@ -151,6 +151,11 @@ def test_resnest14d_prunes_every_split_attention():
     from engine.pruners import _floor_rounding
 
     model = _resnest()
+    blocks = [(name, block) for name, block in model.named_modules() if hasattr(block, "conv2")]
+    with torch.no_grad():
+        for _, block in blocks:  # distinct values, to tell the kept channels by
+            block.bn1.weight.uniform_(0.5, 1.5)
+            block.conv2.bn0.weight.uniform_(0.5, 1.5)
     example = torch.randn(2, 3, 64, 64)
     prep = prepare(model, example, 8)
     before, original = sum(p.numel() for p in model.parameters()), copy.deepcopy(model)
@@ -164,7 +169,6 @@ def test_resnest14d_prunes_every_split_attention():
     assert check_pruned(model, example, before, after, RATIO, original=original, round_to=8, units=prep.units,
                         ignored=("fc",), onnx=False) == []
     assert model(example).shape == (2, 10)
-    blocks = [(name, block) for name, block in model.named_modules() if hasattr(block, "conv2")]
     old_blocks = dict(original.named_modules())
     assert len(blocks) == 4
     for name, block in blocks:
@@ -175,7 +179,7 @@ def test_resnest14d_prunes_every_split_attention():
         # which unit channels and which input positions were kept, from fc2's bias and the block's conv1
         kept = _kept_rows(old.fc2.bias[:old_width, None], split.fc2.bias[:width, None])
         rows = [r * old_width + c for r in range(2) for c in kept]
-        inputs = _kept_rows(old_blocks[name].conv1.weight, block.conv1.weight)
+        inputs = _kept_rows(old_blocks[name].bn1.weight[:, None], block.bn1.weight[:, None])
         chunk, half = old.conv.in_channels // 2, len(inputs) // 2
         assert inputs[half:] == [p + chunk for p in inputs[:half]]  # the same positions in both chunks
         assert torch.equal(split.conv.weight, old.conv.weight[rows][:, inputs[:half]])
