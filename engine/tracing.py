@@ -294,10 +294,17 @@ def customized_pruners(model: nn.Module) -> dict:
 
 def cuts_heads(group) -> bool:
     """Whether a torch-pruning group runs through a torchvision window attention, whose stream must lose
-    the same positions in every head (only the pruner's channel groups keep that; a cut of arbitrary
-    channels would shift the head boundaries)."""
+    the same positions in every head, or into a ResNeSt split attention's input, which must lose the same
+    positions in every split (only the pruner's channel groups keep that; a cut of arbitrary channels
+    would shift the head boundaries, or leave the splits' chunks unequal)."""
     attentions = _kinds()[0]
-    return any(isinstance(dep.target.module, attentions) for dep, _ in group)
+    return any(isinstance(dep.target.module, attentions) or _split_input(dep) for dep, _ in group)
+
+
+def _split_input(dep) -> bool:
+    module = dep.target.module
+    return type(module).__module__ == TIMM_SPLIT and type(module).__name__ == "SplitAttn" and \
+        getattr(dep.handler, "__name__", "") == "prune_in_channels"
 
 
 def head_chunks(model: nn.Module) -> dict[nn.Module, int]:

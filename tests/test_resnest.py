@@ -108,6 +108,23 @@ def test_a_pruned_split_attention_with_unequal_sides_traces_and_prunes_again():
     assert model(example).shape == (2, 5)
 
 
+def test_scans_and_hand_picked_cuts_leave_the_split_input_alone():
+    """A scan or a manual cut removes arbitrary channels: the groups feeding a split attention's input are
+    reported by cuts_heads (the scan leaves them out), its output group is not."""
+    from engine.sensitivity import layer_groups
+
+    model = _split_net()
+    example = torch.randn(1, 3, 8, 8)
+    graph = tracing.dependency_graph(model, example)
+
+    def group(layer):
+        return graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, [0])
+
+    assert tracing.cuts_heads(group(model.stem[0])) and not tracing.cuts_heads(group(model.split))
+    assert not tracing.cuts_heads(group(model.out))
+    assert [root for root, _, _ in layer_groups(model, (3, 8, 8), 5)] == ["out"]
+
+
 @pytest.mark.parametrize("kind", [dict(radix=4, groups=2), dict(radix=1), dict(stride=2)],
                          ids=["cardinality2", "radix1", "stride2"])
 def test_other_split_attentions_are_left_to_torch_pruning(kind):
