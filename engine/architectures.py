@@ -26,6 +26,8 @@ after pruning.
 """
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -169,9 +171,8 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             # dimensions of every head; heads go whole here instead (see estimate_importance, _round_to).
             for qkv in owners:
                 self.out_channel_groups.pop(qkv, None)
-            if not self.round_to and (owners or any(isinstance(m, nn.MultiheadAttention)
-                                                    for m in self.model.modules())):
-                self.round_to = 1  # torch-pruning rounds only when round_to is set; heads need the rounding hook
+            if not self.round_to:
+                self.round_to = 1  # torch-pruning rounds only when round_to is set; heads and ties need the hook
 
         # torch-pruning 1.6.1 calls this for each group right before rounding its count; remember the group.
         def _is_atten_group(self, group):
@@ -179,6 +180,20 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             return super()._is_atten_group(group)
 
         def _round_to(self, n_pruned, current_channels, round_to):
+            group = self._round_group
+            ties = getattr(group, "ties", None)
+            if ties is None or self._get_channel_groups(group) > 1:
+                return self._round_units(n_pruned, current_channels, round_to)
+            # Whole tied sets go; the widest layer of the group (which loses `spread` channels per
+            # set) keeps a multiple of round_to.
+            size, spread = ties
+            sets = current_channels // size
+            keep = (current_channels - n_pruned) // size
+            step = round_to // math.gcd(round_to, spread)
+            keep = max(keep - keep % step, min(step, sets))
+            return max(current_channels - keep * size, 0)
+
+        def _round_units(self, n_pruned, current_channels, round_to):
             group = self._round_group
             if group is None or self.DG.get_out_channels(group[0].dep.target.module) != current_channels and \
                     self.DG.get_in_channels(group[0].dep.target.module) != current_channels:
@@ -202,6 +217,8 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
 
         def estimate_importance(self, group):
             imp = super().estimate_importance(group)
+            if imp is not None:
+                imp = _tie_scores(group, self.DG, imp)
             found = _heads_in(group, self.DG, self._owners)
             if imp is None or found is None or len(imp) != found[0] * found[1]:
                 return imp
@@ -220,6 +237,64 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
 
     ArchitecturePruner.__name__ = f"Architecture{base.__name__}"
     return ArchitecturePruner
+
+
+def _tie_scores(group, graph, imp: torch.Tensor) -> torch.Tensor:
+    """Scores for a group whose channels are tied through a concatenation. GhostNet concatenates a
+    layer with its own depthwise copy and adds the result to the stream, so one cut removes stream
+    channels i and i + w together; torch-pruning counts and rounds the root's channels as if each went
+    alone (0.3 became 0.6, or, rounded, nothing went). The group is marked with its ties for
+    `_round_to`; when the root's own channels are tied, each tied set gets its mean score, with a
+    tiny ramp so a set stays together in the ranking."""
+    found = _tied_sets(group, graph, len(imp))
+    if found is None:
+        return imp
+    sets, spread = found
+    group.ties = (len(sets[0]), spread)
+    if len(sets[0]) == 1:
+        return imp
+    tied = imp.clone()
+    scale = float(imp.max() - imp.min()) or 1.0
+    for rank, members in enumerate(sets):
+        tied[members] = imp[members].mean() + rank * scale * 1e-6
+    return tied
+
+
+def _tied_sets(group, graph, width: int) -> tuple[list[list[int]], int] | None:
+    """(the root's channels that one cut removes together, as equal sets; the most channels one cut
+    removes from any member), or None when every cut removes one channel everywhere. Only a group
+    through a concatenation can tie channels."""
+    from torch_pruning import ops
+
+    def joins_itself(op, idxs) -> bool:  # the group reaches two inputs of this concatenation
+        offsets = op.offsets or []
+        return len({bisect.bisect_right(offsets, i) for i in idxs}) > 1
+
+    if width < 2 or not any(isinstance(dep.target.module, ops._ConcatOp) and joins_itself(dep.target.module, idxs)
+                            for dep, idxs in group):
+        return None
+    layer_types = {ops.OPTYPE.CONV, ops.OPTYPE.DEPTHWISE_CONV, ops.OPTYPE.LINEAR, ops.OPTYPE.BN}
+    root, handler = group[0].dep.target.module, group[0].dep.handler
+
+    def cut(i: int) -> tuple[list[int], int]:
+        probe = graph.get_pruning_group(root, handler, [i])
+        own = {j for dep, idxs in probe if dep.target.module is root and dep.handler == handler for j in idxs}
+        widths = [len(idxs) for dep, idxs in probe  # layers' own channels (not a flatten's positions)
+                  if dep.target.type in layer_types and graph.is_out_channel_pruning_fn(dep.handler)]
+        return sorted(own | {i}), max(widths, default=1)
+
+    if cut(0) == ([0], 1):
+        return None
+    sets, spreads, seen = [], set(), set()
+    for i in range(width):
+        if i not in seen:
+            members, spread = cut(i)
+            sets.append(members)
+            spreads.add(spread)
+            seen.update(members)
+    if len({len(s) for s in sets}) != 1 or len(spreads) != 1 or len(seen) != width:
+        return None  # uneven ties: leave the count to torch-pruning
+    return sets, spreads.pop()
 
 
 def _heads_in(group, graph, owners: dict) -> tuple[int, int] | None:

@@ -432,3 +432,38 @@ def test_a_pruned_swin_traces_again():
     assert describe_layers(pruned, (3, 32, 32))  # traces, with groups
     again = trial_prune(pruned, PruneConfig(method="l2", pruning_ratio=0.15, round_to=8), 0.15, example, 5)
     assert sum(p.numel() for p in again.parameters()) < sum(p.numel() for p in pruned.parameters())
+
+
+class GhostNet(nn.Module):
+    """Like GhostNet: a ghost module concatenates a layer with its own depthwise copy and adds the
+    stem, so the stem's channels i and i + 8 can only go together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.primary = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        a = self.primary(x)
+        return self.fc((x + torch.cat([a, self.cheap(a)], 1)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("round_to, kept_pairs", [(None, 5), (8, 4)])
+def test_ghost_channels_tied_by_a_concatenation_go_in_pairs(round_to, kept_pairs):
+    """At 0.3 the stem keeps int(16 × 0.7) = 11 channels, rounded down to whole pairs (10), or to
+    round_to (8): plain torch-pruning cut 6 stem channels and took their 6 partners with them."""
+    torch.manual_seed(0)
+    model, example = GhostNet().eval(), torch.randn(2, 3, 16, 16)
+    before, prep, original = _prune(model, example, model.fc, with_prepare=True, round_to=round_to)
+    assert model.primary[0].out_channels == model.cheap[0].out_channels == kept_pairs
+    assert model.stem[0].out_channels == 2 * kept_pairs
+    # the stem keeps both halves of each kept pair, with their original weights
+    rows = original.stem[0].weight.flatten(1)
+    kept = [int((rows - w).abs().sum(1).argmin()) for w in model.stem[0].weight.flatten(1)]
+    primary_kept = kept[:kept_pairs]
+    assert kept == primary_kept + [i + 8 for i in primary_kept]
+    assert torch.equal(model.stem[0].weight, original.stem[0].weight[kept])
+    assert _check(model, example, before, prep, original, round_to=round_to or 1) == []
