@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+VENV_GIB := 8
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 \
 	libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libasound2 \
@@ -14,6 +15,11 @@ QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ren
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt packaging/requirements-gui.txt packaging/requirements-core.txt
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt $(VENV_GIB) ]; then \
+		echo "only $$free GiB free here; the environment needs about $(VENV_GIB) GiB (torch with its CUDA libraries): free disk space, then run make again" >&2; \
+		exit 2; \
+	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
 	@touch $@
