@@ -91,7 +91,18 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
         prep.notes.append(f"Swin: {len(swin_attentions)} window attention and {len(mergings)} patch-merging layer(s) are "
                           "pruned as units; the residual stream keeps the same channels in q, k and v, removed "
                           "equally from every head, so each stage keeps its head count with smaller heads")
-        prep.after_step = _record_window_units(prep.units, prep.after_step)
+        prep.after_step = _record_unit_members(prep.units, prep.after_step)
+    splits = tracing.split_attentions(model)
+    if splits:
+        prep.pruner_kwargs.setdefault("customized_pruners", {}).update(tracing.customized_pruners(model))
+        prep.pruner_kwargs.setdefault("in_channel_groups", {}).update(tracing.split_chunks(model))
+        prep.pruner_kwargs["root_module_types"] = tracing.root_module_types(model)
+        prep.units.update(dict.fromkeys(splits, round_to or 1))  # the unit's own rounding; record_units spreads it
+        prep.notes.append(f"ResNeSt: {len(splits)} split attention layer(s) are pruned as units: a channel goes from all "
+                          f"{splits[0].radix} splits of the convolution, its BatchNorm and fc2 at once, and the input "
+                          "loses the same channels in every split (the convolution is grouped by split); the "
+                          "attention's own width (fc1's output) stays")
+        prep.after_step = _record_unit_members(prep.units, prep.after_step)
     whole = tracing.held_layers(model)
     if whole:
         prep.notes.append(f"ShuffleNet: the {len(whole)} layers that write the stream between blocks are not pruned (its "
@@ -420,7 +431,7 @@ def _update_attention_sizes(attentions: list[nn.Module], before: Callable[[nn.Mo
     return update
 
 
-def _record_window_units(units: dict, before: Callable[[nn.Module], list[str]]) -> Callable[[nn.Module], list[str]]:
+def _record_unit_members(units: dict, before: Callable[[nn.Module], list[str]]) -> Callable[[nn.Module], list[str]]:
     def update(model: nn.Module) -> list[str]:
         notes = before(model)
         tracing.record_units(model, units)

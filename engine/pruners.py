@@ -390,9 +390,9 @@ class ManualPruner(Pruner):
             group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels,
                                                  [0])
             if cuts_heads(group):
-                raise UserError(f"manual channels: {name} is tied to Swin's residual stream, which must lose the "
-                                "same channels in every attention head; tick channels of an MLP layer, or prune "
-                                "the stream with a method")
+                raise UserError(f"manual channels: {name} must lose the same channels in every attention head "
+                                "(Swin's residual stream) or split (ResNeSt's split attention); tick channels of "
+                                "another layer, or prune it with a method")
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
         self.pruned_once = False

@@ -413,7 +413,7 @@ def test_swin_stream_is_left_to_runs_by_the_scan_and_manual_ticks(fashion):
     bundle = ModelBundle(model, "test", "module", (3, 32, 32), 5, fashion.norm, None)
     cfg = PruneConfig(method="manual", manual_channels={"features.0.0": [0, 1, 2]}, eval_limit=8,
                       measure_speed=False)
-    with pytest.raises(UserError, match="features.0.0 is tied to Swin's residual stream"):
+    with pytest.raises(UserError, match="features.0.0 must lose the same channels in every attention head"):
         list(run_pruning(bundle, fashion, cfg))
 
 
