@@ -105,7 +105,7 @@ def _build_tabs(win: MainWindow) -> QTabWidget:
     win.teach = TeachTab(win)
     win.tabs.addTab(win.teach, "Teach")
     win.teach.coupled_layers.connect(lambda layer, names: win.graph_view.highlight_layers(
-        names, {c.layer: c.reason for c in win.teach.explanation.coupling}, selected=layer))
+        names, win.teach.coupling_reasons, selected=layer))
     win.tabs.setTabToolTip(win.tabs.indexOf(win.teach), "Why each channel goes: scores, criteria, groups, feature maps")
     for index, tip in enumerate(("The model's graph (Netron) and its prunable layers",
                                  "Accuracy, parameters, MACs and latency at each pruning step, one curve per run",

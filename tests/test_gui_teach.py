@@ -150,7 +150,7 @@ def test_why_and_group_fill_before_the_other_criteria_are_scored(qtbot, window, 
     window.method_panel.select_method("l1")
     tab = window.teach
     tab.select_layer("layer2.0.conv2")
-    seen: list[tuple[bool, int, str]] = []  # per CriteriaSoFar: Why filled, group rows, status line
+    seen: list[tuple[bool, int, str, dict]] = []  # per CriteriaSoFar: Why filled, group rows, status, graph marks
     drawn: list[tuple[int, bool]] = []  # per comparison drawn: how many criteria, job still running
     original_event, original_draw, original_score = (ExplainJob.on_event, tab.criteria_view.show_criteria,
                                                      explain_scores.score_layer)
@@ -158,7 +158,8 @@ def test_why_and_group_fill_before_the_other_criteria_are_scored(qtbot, window, 
     def on_event(job, event):
         original_event(job, event)
         if isinstance(event, CriteriaSoFar):
-            seen.append((tab.why_view.scores is not None, tab.group_view.table.rowCount(), tab.status_label.text()))
+            seen.append((tab.why_view.scores is not None, tab.group_view.table.rowCount(), tab.status_label.text(),
+                         window.graph_view.highlighted()))
 
     def show_criteria(criteria):
         drawn.append((len(criteria.methods), window.busy))
@@ -176,8 +177,10 @@ def test_why_and_group_fill_before_the_other_criteria_are_scored(qtbot, window, 
         assert tab.explain()
     qtbot.waitUntil(lambda: not window.busy, timeout=10_000)
     assert seen and seen[0][0] and seen[0][1] > 0  # Why and the group filled before the second criterion's event
+    marks = seen[0][3]  # and the Network tab marks the group already
+    assert marks.get("layer2.0.conv2") == "selected" and marks.get("layer2.0.shortcut.0") == "coupled"
     assert tab.why_view.scores is tab.explanation.chosen and tab.explanation.chosen.method == "l1"
-    assert any("Scoring taylor (calibration" in status for *_, status in seen)
+    assert any("Scoring taylor (calibration" in status for _, _, status, _ in seen)
     total = len(all_methods(STRUCTURED))
     assert any(busy and 1 < n < total for n, busy in drawn)  # a partial comparison while the job ran
     assert drawn[-1][0] == total

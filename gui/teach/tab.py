@@ -33,6 +33,8 @@ class TeachTab(QWidget):
         self.explanation: Explanation | None = None  # the last finished one
         self._criteria_so_far: Criteria | None = None  # drawn by the timer: criteria arrive faster than redraws
         self._chosen_summary = ""  # the status line's first part while the other criteria are scored
+        self._coupling_shown: tuple | None = None  # (layer, coupled layers) emitted from the chosen scores
+        self.coupling_reasons: dict[str, str] = {}  # coupled layer -> why, for the last coupled_layers
         self._criteria_timer = QTimer(self)
         self._criteria_timer.setSingleShot(True)
         self._criteria_timer.setInterval(150)
@@ -176,6 +178,10 @@ class TeachTab(QWidget):
         self.criteria_view.show_pending(event.layer)
         self._chosen_summary = self._summary(event.layer, event.method, event.scores, event.coupling)
         self.status_label.setText(self._chosen_summary + " Scoring the other criteria…")
+        # the coupling is known now: the Network tab need not wait for Taylor's calibration
+        self._coupling_shown = (event.layer, [c.layer for c in event.coupling])
+        self.coupling_reasons = {c.layer: c.reason for c in event.coupling}
+        self.coupled_layers.emit(*self._coupling_shown)
 
     def show_criteria_so_far(self, event: CriteriaSoFar) -> None:
         """One more criterion scored: say which comes next, and redraw the comparison soon."""
@@ -212,4 +218,8 @@ class TeachTab(QWidget):
         self.group_view.show_group(explanation)
         self.status_label.setText(self._summary(explanation.layer, explanation.method, explanation.chosen,
                                                 explanation.coupling))
-        self.coupled_layers.emit(explanation.layer, [c.layer for c in explanation.coupling])
+        coupling = (explanation.layer, [c.layer for c in explanation.coupling])
+        if coupling != self._coupling_shown:
+            self.coupling_reasons = {c.layer: c.reason for c in explanation.coupling}
+            self.coupled_layers.emit(*coupling)
+        self._coupling_shown = None
