@@ -7,7 +7,8 @@ from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QWidg
 from engine.errors import UserError
 from engine.experiments import METRICS, Criterion
 
-CRITERIA_COLUMNS = ("criterion", "metric", "weight", "max drop", "max value", "min speed-up")
+# two-line headers and the unit instead of the metric's key: all six columns fit the Experiment panel
+CRITERIA_COLUMNS = ("criterion", "unit", "weight", "max\ndrop", "max\nvalue", "min\nspeed-up")
 
 
 class CriteriaTable(QTableWidget):
@@ -19,6 +20,7 @@ class CriteriaTable(QTableWidget):
         self.setHorizontalHeaderLabels(CRITERIA_COLUMNS)
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setSectionResizeMode(len(CRITERIA_COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         self.setToolTip("Weight 0: shown, not scored. Max drop: points lost against the original "
                         "(higher-is-better metrics). Max value: an absolute limit in the unit shown. "
                         "Min speed-up: at least N× lower than the original.")
@@ -31,7 +33,7 @@ class CriteriaTable(QTableWidget):
         for c in criteria:
             r = self.rowCount()
             self.insertRow(r)
-            values = (c.name, f"{c.metric} ({c.unit}, {'↑' if c.direction == 'max' else '↓'})", f"{c.weight:g}",
+            values = (c.name, f"{c.unit} {'↑' if c.direction == 'max' else '↓'}", f"{c.weight:g}",
                       "" if c.max_drop is None else f"{c.max_drop:g}",
                       "" if c.max_value is None else f"{c.max_value:g}",
                       "" if c.min_speedup is None else f"{c.min_speedup:g}")
@@ -39,8 +41,8 @@ class CriteriaTable(QTableWidget):
                 item = QTableWidgetItem(text)
                 if col < 2:
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                    item.setToolTip(f"{METRICS[c.metric].label}: {'higher' if c.direction == 'max' else 'lower'} "
-                                    "is better")
+                    item.setToolTip(f"{METRICS[c.metric].label} ({c.metric}, {c.unit}): "
+                                    f"{'higher' if c.direction == 'max' else 'lower'} is better")
                 self.setItem(r, col, item)
         self.blockSignals(False)
 

@@ -100,6 +100,14 @@ def test_experiment_left_pane_never_needs_a_sideways_scroll_bar(tab, qtbot):
     assert label.fontMetrics().horizontalAdvance(label.text()) <= label.width()
     assert label.height() < 2 * label.fontMetrics().height()  # one line, not a half-hidden second one
     assert "done: 4 runs" in tab.status_label.text()
+    splitter.setSizes([1, 10_000])  # the plan editor as narrow as it goes (about what a 1400 px window gives it)
+    qtbot.wait(20)
+    criteria = tab.criteria_table  # every column of the criteria editor shows, headers whole
+    assert criteria.horizontalScrollBar().maximum() == 0, f"criteria scroll sideways at {criteria.width()} px"
+    header = criteria.horizontalHeader()
+    for col in range(criteria.columnCount()):
+        lines = criteria.horizontalHeaderItem(col).text().split("\n")
+        assert max(header.fontMetrics().horizontalAdvance(line) for line in lines) <= header.sectionSize(col)
 
 
 def test_pareto_plot_has_a_legend_per_method_and_hover_names_the_run(tab):
