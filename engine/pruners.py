@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -125,6 +126,11 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
             raise  # out of memory is said as such by the caller, not blamed on the model
         root = current[0][0].dep.target.module if current[0] else None
         where = f" at layer {names[root]}" if root in names else ""
+        if _ours(exc):
+            raise UserError(f"structured pruning fails on this model{where} in PruneLab's own handling of it "
+                            f"({first_line(exc, with_type=True, limit=160)}): a PruneLab bug, please report it with "
+                            "the model's architecture; unstructured pruning (e.g. --method magnitude-global) still "
+                            "works") from exc
         raise UserError(f"structured pruning fails on this model{where}: torch-pruning cannot follow "
                         f"{_blocking_op(exc)} ({first_line(exc, with_type=True, limit=160)}); unstructured pruning (e.g. --method "
                         "magnitude-global) still works") from exc
@@ -163,6 +169,22 @@ def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: tor
 # torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in its
 # reshape rule, a split with recorded sizes indexes past the end) raises one of these
 TRACING_ERRORS = (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, TypeError)
+
+
+def _ours(exc: BaseException) -> bool:
+    """Whether the innermost of PruneLab's and torch-pruning's frames is PruneLab's: then the failure is
+    ours (an architecture rule), not an operation torch-pruning cannot follow."""
+    engine = str(Path(__file__).resolve().parent)
+    last = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        if "torch_pruning" in path:
+            last = "torch-pruning"
+        elif path.startswith(engine):
+            last = "PruneLab"
+        tb = tb.tb_next
+    return last == "PruneLab"
 
 
 def _blocking_op(exc: BaseException) -> str:

@@ -216,6 +216,25 @@ def test_a_failure_inside_torch_pruning_names_the_layer(fashion, monkeypatch):
         list(run_pruning(b, fashion, cfg))
 
 
+def test_a_failure_in_prunelabs_own_rules_is_not_blamed_on_torch_pruning(fashion, monkeypatch):
+    """An error raised in PruneLab's own architecture rules is said to be PruneLab's, not an operation
+    torch-pruning cannot follow."""
+    import engine.architectures as architectures
+    from engine.errors import UserError
+
+    def broken(*args):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(architectures, "_heads_in", broken)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    b = ModelBundle(model.eval(), "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    cfg = PruneConfig(method="l2", pruning_ratio=0.5, round_to=None, eval_limit=64, measure_speed=False)
+    with pytest.raises(UserError, match=r"at layer 1 in PruneLab's own handling of it .*IndexError.*a PruneLab bug") \
+            as err:
+        list(run_pruning(b, fashion, cfg))
+    assert "torch-pruning cannot follow" not in str(err.value)
+
+
 def test_a_partial_shortcut_is_refused_in_a_second(fashion):
     """torch-pruning's walk through ReXNet's slice-add-concat never ends: refused before it starts,
     naming the block, by the run, the sensitivity scan and the teaching views alike."""
