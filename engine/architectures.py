@@ -112,8 +112,33 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
         prep.notes.append(f"MaxViT: its {len(held)} window/grid attention layers and the residual stream they write to "
                           "are not pruned (torch-pruning's dependency walk through their window partition does not end "
                           "in bounded memory); the MBConv and MLP widths are pruned")
+    if any(_recorded_shape(m) for m in model.modules()):
+        prep.after_step = _fixing_recorded_shapes(prep.after_step)
     prep.pruner_class = lambda base: _architecture_pruner(base, prep.units, attentions, held, whole)
     return prep
+
+
+def _recorded_shape(module: nn.Module) -> tuple[int, ...] | None:
+    """The `shape` a module views its one vector parameter to (timm MetaFormer's Scale: `scale.view(shape)`),
+    when it has one."""
+    shape = getattr(module, "shape", None)
+    params = list(module.parameters(recurse=False))
+    if not (isinstance(shape, tuple) and shape and all(isinstance(s, int) for s in shape)) or len(params) != 1:
+        return None
+    return shape if params[0].dim() == 1 and sum(s != 1 for s in shape) == 1 else None
+
+
+def _fixing_recorded_shapes(before: Callable[[nn.Module], list[str]]) -> Callable[[nn.Module], list[str]]:
+    """After a step: torch-pruning shortens the vector, the recorded shape must follow."""
+    def update(model: nn.Module) -> list[str]:
+        for module in model.modules():
+            shape = _recorded_shape(module)
+            if shape is not None:
+                size = next(module.parameters(recurse=False)).numel()
+                module.shape = tuple(size if s != 1 else 1 for s in shape)
+        return before(model)
+
+    return update
 
 
 # ----------------------------------------------------------------------------- auxiliary heads

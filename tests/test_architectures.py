@@ -467,3 +467,29 @@ def test_ghost_channels_tied_by_a_concatenation_go_in_pairs(round_to, kept_pairs
     assert kept == primary_kept + [i + 8 for i in primary_kept]
     assert torch.equal(model.stem[0].weight, original.stem[0].weight[kept])
     assert _check(model, example, before, prep, original, round_to=round_to or 1) == []
+
+
+def test_a_recorded_view_shape_follows_its_pruned_scale():
+    """timm MetaFormer's Scale views its vector to a shape recorded at construction: after pruning the
+    shape follows, and each kept channel keeps its own scale value."""
+    from timm.models.metaformer import Scale
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.scale = Scale(16, use_nchw=True)
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.fc(self.scale(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model, example = Scaled().eval(), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model.scale.scale.copy_(torch.arange(16.0) + 1)  # channel i scaled by i + 1
+    before, prep, original = _prune(model, example, model.fc, with_prepare=True)
+    kept = [int((original.conv.weight.flatten(1) - w).abs().sum(1).argmin()) for w in model.conv.weight.flatten(1)]
+    assert len(kept) < 16 and model.scale.shape == (len(kept), 1, 1)
+    assert model.scale.scale.tolist() == [i + 1.0 for i in kept]
+    model(example)  # runs with the pruned width
