@@ -90,14 +90,15 @@ _NODE_MODULES: dict[tuple[str, float], dict[str, str]] = {}  # (path, mtime) -> 
 
 
 def node_modules(onnx_path: Path) -> dict[str, str]:
-    """ONNX node name -> module path for the convolution and linear nodes (read once per file)."""
+    """ONNX node name -> module path for the convolution, linear and BatchNorm nodes (read once per file)."""
     import onnx
 
     key = (str(onnx_path), Path(onnx_path).stat().st_mtime)
     if key not in _NODE_MODULES:
         model = onnx.load(str(onnx_path), load_external_data=False)
         _NODE_MODULES[key] = {node.name: module_of_node(node.name) for node in model.graph.node
-                              if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and node.name}
+                              if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization")
+                              and node.name}
     return _NODE_MODULES[key]
 
 

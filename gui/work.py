@@ -164,7 +164,8 @@ def details(loaded: Loaded, names: tuple[str, ...], cancel: CancelToken) -> Gene
         if name == DETAIL_GRAPH:
             work = loaded.request.work_dir or Path(tempfile.mkdtemp(prefix="prunelab-"))
             try:
-                values = {"onnx_path": export_onnx(bundle.model, bundle.input_shape, work / "original.onnx"),
+                values = {"onnx_path": export_onnx(bundle.model, bundle.input_shape, work / "original.onnx",
+                                                   keep_batchnorm=True),
                           "onnx_error": None}
             except Exception as exc:  # some user models do not export; the rest of the app still works
                 values = {"onnx_path": None, "onnx_error": f"ONNX export failed: {type(exc).__name__}: {exc}"}
@@ -196,7 +197,7 @@ def prune(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, exp
         yield Progress("export", 0, 1, "exporting the pruned model to ONNX")
         try:
             pruned.onnx_path = export_onnx(pruned.bundle.model, pruned.bundle.input_shape,
-                                           work_dir / f"run{run_id}.onnx")
+                                           work_dir / f"run{run_id}.onnx", keep_batchnorm=True)
         except Exception as exc:  # keep the run even when the graph cannot be shown
             pruned.onnx_error = f"ONNX export failed: {type(exc).__name__}: {exc}"
         yield Progress("export", 1, 1, "done")

@@ -475,3 +475,29 @@ def test_cancelled_plan_keeps_finished_runs_and_resumes(loaded, qtbot, tmp_path)
         tab.run_button.click()
     assert f"{len(stored)} already stored" in tab.status_label.text()
     assert len(ResultStore(tmp_path / "plan.sqlite").keys("run")) == 4
+
+
+def test_the_graph_shows_every_batchnorm_and_no_shared_tensor_boxes(tmp_path):
+    """The Netron graph keeps BatchNorm layers (a deployment export folds them into the convolution) and
+    draws no Identity boxes for shared tensors; both exports compute the same as the model."""
+    import collections
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from engine.models import export_onnx
+    from gui.graph_view import node_modules
+
+    model = tiny_bundle().model.eval()
+    x = torch.randn(2, 1, 28, 28)
+    bns = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    kinds = {}
+    for keep in (False, True):
+        path = export_onnx(model, (1, 28, 28), tmp_path / f"keep{keep}.onnx", keep_batchnorm=keep)
+        kinds[keep] = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+        out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+        assert np.abs(out - model(x).detach().numpy()).max() < 1e-4
+    assert kinds[True]["BatchNormalization"] == len(bns) and kinds[True]["Identity"] == 0
+    assert kinds[False]["BatchNormalization"] == 0  # folded for deployment
+    assert sorted(m for m in node_modules(path).values() if m in bns) == bns  # each BatchNorm node names its layer

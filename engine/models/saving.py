@@ -57,8 +57,12 @@ def save_full_module(bundle: ModelBundle, path: str | Path) -> Path:
     return path
 
 
-def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: int = 17) -> Path:
-    """Export to ONNX with a dynamic batch axis and check the graph with onnx.checker."""
+def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: int = 17,
+                keep_batchnorm: bool = False) -> Path:
+    """Export to ONNX with a dynamic batch axis and check the graph with onnx.checker.
+
+    The exporter folds each BatchNorm into the convolution before it (right for deployment); the graph
+    a student reads beside the layer table keeps them (`keep_batchnorm`), so every layer shows."""
     import onnx
 
     path = Path(path)
@@ -76,14 +80,37 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                              dynamo=False)
+                              dynamo=False, do_constant_folding=not keep_batchnorm,
+                              training=torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     proto = onnx.load_from_string(buf.getvalue())
+    if keep_batchnorm:
+        _inline_identities(proto.graph)
     onnx.checker.check_model(proto)
     with atomic_files(path) as (tmp,):
-        tmp.write_bytes(buf.getvalue())
+        tmp.write_bytes(proto.SerializeToString() if keep_batchnorm else buf.getvalue())
     return path
+
+
+def _inline_identities(graph) -> None:
+    """Replace each Identity of a stored tensor by a copy of the tensor under the Identity's name: the
+    exporter shares equal tensors (an untrained model's BatchNorm statistics) through Identity nodes,
+    which a graph viewer draws as boxes of their own between the layers."""
+    import onnx
+
+    stored = {t.name: t for t in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in stored:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(stored[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def check_onnx(path: str | Path, model: nn.Module, batches) -> dict:
