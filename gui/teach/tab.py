@@ -76,7 +76,9 @@ class TeachTab(QWidget):
         self.group_view.layer_clicked.connect(self._explain_layer_named)
         self.why_view.manual_requested.connect(lambda channels: window.start_run(manual_channels=channels))
         self.maps_view.show_button.clicked.connect(self.show_image)
+        self.views.currentChanged.connect(lambda _index: self._fill_maps())
         window.job_stopped.connect(self._on_job_stopped)
+        self._maps_tried: tuple | None = None  # what the maps were last started for (no retry loop on an error)
         QTimer.singleShot(0, self._connect_window)  # the Prune panel and layer table exist once the window is built
 
     @Slot()
@@ -109,6 +111,7 @@ class TeachTab(QWidget):
         self.explain_button.setEnabled(loaded is not None and not busy)
         self.maps_view.show_button.setEnabled(loaded is not None and not busy)
         if loaded is None or loaded is self._model:
+            self._fill_maps()
             return
         self._model = loaded
         current = self.layer_combo.currentText()
@@ -119,6 +122,20 @@ class TeachTab(QWidget):
         self.maps_view.set_image_count(loaded.data.split_size("test"))
         self.status_label.setText(f"{loaded.summary.get('architecture', 'Model')} loaded: pick a layer and press "
                                   "Explain.")
+
+    def _fill_maps(self) -> None:
+        """Feature maps fill in like the other views: when they are on screen and were not drawn for the
+        chosen layer, image and method, and nothing else runs, the image job starts by itself (once per
+        choice, so a failing image is not retried in a loop)."""
+        win, layer = self.window, self.layer_combo.currentText()
+        if self.views.currentWidget() is not self.maps_view or win.loaded is None or not layer or win.busy:
+            return
+        if self._maps_key() != self._maps_tried:
+            self.show_image()
+
+    def _maps_key(self) -> tuple:
+        return (id(self.window.loaded), self.layer_combo.currentText(), self.maps_view.index_spin.value(),
+                self.method_label.text())
 
     @Slot(str)
     def select_layer(self, name: str) -> None:
@@ -153,6 +170,8 @@ class TeachTab(QWidget):
         cfg = self._config()
         started = win.start_job(ImageJob(win, self, win.loaded.bundle, win.loaded.data, layer, cfg,
                                          self.maps_view.index_spin.value()))
+        if started:
+            self._maps_tried = self._maps_key()
         self.status_label.setText(f"Running test image {self.maps_view.index_spin.value()} through {layer}…"
                                   if started else "Wait for the running job to finish first.")
         return started
