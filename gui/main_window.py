@@ -29,7 +29,7 @@ from gui.layout import build_central, build_side_dock, build_status_bar, restore
 from gui.menus import build_actions, build_menus
 from gui.open_model import open_model_dialog
 from gui.open_model_recipe import remember_recipe, remembered_recipe
-from gui.results import RunRecord
+from gui.results import RunRecord, context_of
 from gui.settings import Settings
 from gui.source_panel import DEFAULT_DATA
 from gui.work import LoadRequest, Loaded, Sensitivity
@@ -146,6 +146,9 @@ class MainWindow(QMainWindow):
         self.sensitivity = None  # a scan belongs to the model it was made on
         self.experiment.set_model_source(loaded.bundle.source or src or "model", loaded.request.data_spec)
         self.selected_run = None
+        context, name = context_of(loaded)  # runs belong to the model and dataset they were made on
+        self.results.set_context(context, name)
+        self.plots.set_context(context, name)
         self.statusBar().showMessage(f"Loaded {loaded.summary['architecture']} with {loaded.data.name}", 5000)
         if loaded.layers:
             self.graph_view.layer_table.select_layer(loaded.layers[0].name)

@@ -17,6 +17,7 @@ import pyqtgraph as pg
 
 from engine.metrics import Metrics
 from gui import theme
+from gui.results import kept_note
 
 REDRAW_INTERVAL_MS = 100
 # where a phase's point sits between step s-1 and step s: the evaluation lands on the step itself
@@ -83,6 +84,7 @@ class _RunCurves:
     band: pg.FillBetweenItem | None = None
     band_edges: tuple = ()
     phase_labels: list[pg.TextItem] = field(default_factory=list)
+    context: tuple[str, str] | None = None  # the (model, dataset) the run was made on
 
 
 class _FigureLegend(pg.LegendItem):
@@ -112,6 +114,11 @@ class LivePlots(theme.PaletteWidget):
         bar.addWidget(self.phase_note, 1)
         bar.addWidget(self.batch1_check)
         layout.addLayout(bar)
+        self.kept_note = QLabel("")  # runs of other models are kept aside, and this says so
+        self.kept_note.setWordWrap(True)
+        self.kept_note.setContentsMargins(6, 0, 6, 0)
+        self.kept_note.setVisible(False)
+        layout.addWidget(self.kept_note)
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setToolTip("One curve per run: compare methods at a glance. Drag to pan, wheel to zoom, "
                                "right-click for options")
@@ -137,7 +144,9 @@ class LivePlots(theme.PaletteWidget):
         self.latency_note = pg.TextItem("latency not measured", anchor=(0.5, 0.5))
         self.latency_note.setVisible(False)
         self.plots["latency"].addItem(self.latency_note)
-        self.runs: dict[int, _RunCurves] = {}
+        self.runs: dict[int, _RunCurves] = {}  # every run of the session; only the loaded context's are shown
+        self.context: tuple[str, str] | None = None
+        self.context_names: dict[tuple[str, str] | None, str] = {}
         self.selected: int | None = None
         self._dirty: set[int] = set()
         self._timer = QTimer(self)
@@ -149,7 +158,7 @@ class LivePlots(theme.PaletteWidget):
     # --------------------------------------------------------------------- feeding
     def add_run(self, run_id: int, label: str, colour: str) -> None:
         """Create the curves of a new run (once; later events only call setData)."""
-        curves = _RunCurves(label, colour)
+        curves = _RunCurves(label, colour, context=self.context)
         for series in SERIES:
             item = self.plots[series.key].plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7,
                                                symbolBrush=colour, symbolPen=None)
@@ -171,6 +180,33 @@ class LivePlots(theme.PaletteWidget):
         self.plots["latency"].addItem(curves.band)
         self.runs[run_id] = curves
         self.select_run(run_id)
+
+    def set_context(self, context: tuple[str, str], name: str) -> None:
+        """Draw only the runs made on `context` (model, dataset), called `name`: a 300 k-parameter demo and an
+        11 M-parameter ResNet on one axis compare nothing. The others are hidden, not dropped, and come back
+        when their model and dataset are loaded again."""
+        self.context = context
+        self.context_names[context] = name
+        self.legend.clear()
+        for curves in self.runs.values():
+            shown = curves.context == context
+            for item in (*curves.items.values(), curves.band, *curves.band_edges, *curves.phase_labels):
+                item.setVisible(shown)
+            if shown:
+                self.legend.addItem(curves.items["top1"], curves.label)
+        self.legend.setVisible(bool(self.legend.items))
+        self._fit_legend()
+        self.kept_note.setText(kept_note(self.runs.values(), context, self.context_names))
+        self.kept_note.setVisible(bool(self.kept_note.text()))
+        self.selected = None
+        self._dirty.update(self.shown_runs())
+        self.flush()
+        for plot in self.plots.values():
+            plot.enableAutoRange()
+
+    def shown_runs(self) -> dict[int, _RunCurves]:
+        """The runs drawn: those of the loaded model and dataset."""
+        return {rid: c for rid, c in self.runs.items() if c.context == self.context}
 
     def add_step(self, run_id: int, step: int, metrics: Metrics) -> None:
         """Record one StepDone; the curves are redrawn at most every REDRAW_INTERVAL_MS."""
@@ -258,19 +294,20 @@ class LivePlots(theme.PaletteWidget):
     @Slot()
     def _on_redraw(self) -> None:
         measured_latency = False
+        shown = self.shown_runs()
         for key in ("params", "macs"):
-            largest = max((SERIES_BY_KEY[key].value(m) or 0 for c in self.runs.values() for m in c.metrics), default=0)
+            largest = max((SERIES_BY_KEY[key].value(m) or 0 for c in shown.values() for m in c.metrics), default=0)
             divisor, word = count_scale(largest)
             if self.scales.get(key) != divisor:
                 self.scales[key] = divisor
                 if key == "params":
                     self.scales["nonzero"] = divisor
-                self._dirty.update(self.runs)  # a new scale redraws every run
+                self._dirty.update(shown)  # a new scale redraws every run
             self.plots[key].setLabel("left", f"{SERIES_BY_KEY[key].axis} ({word})" if word else SERIES_BY_KEY[key].axis)
         batch = self.latency_batch()
         for run_id in list(self._dirty):
-            curves = self.runs.get(run_id)
-            if curves is None:
+            curves = shown.get(run_id)
+            if curves is None:  # a hidden run is redrawn when it is shown again, on the scale of then
                 continue
             for key, item in curves.items.items():
                 if key == "phases":
@@ -289,10 +326,10 @@ class LivePlots(theme.PaletteWidget):
         self._dirty.clear()
         self.plots["latency"].setTitle(f"Latency at batch {batch or 'size of the run'} (p5–p95 band)",
                                        color=theme.plot_foreground().name(), size="11pt")
-        for curves in self.runs.values():
+        for curves in shown.values():
             x, _ = curves.items["latency"].getData()
             measured_latency |= x is not None and len(x) > 0
-        has_points = any(c.steps for c in self.runs.values())
+        has_points = any(c.steps for c in shown.values())
         self.latency_note.setVisible(has_points and not measured_latency)
         if self.latency_note.isVisible():
             view = self.plots["latency"].viewRange()

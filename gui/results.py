@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal, Slot  # PySide6 first for pyqtgraph
 from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMenu, QPushButton, QSplitter,
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QPushButton, QSplitter,
                                QTreeView, QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
@@ -43,6 +43,7 @@ class RunRecord:
     onnx_path: Path | None = None
     status: str = "running"  # running, done, cancelled, failed
     parent: int | None = None  # the run whose pruned model this one started from (None: the loaded model)
+    context: tuple[str, str] | None = None  # (model, dataset) it was made on; set when the views first see it
 
     @property
     def amount(self) -> str:
@@ -108,6 +109,28 @@ COLUMNS = (
 CELL_TIPS = {"Speed-up": _speedup_tip}
 
 
+def context_of(loaded) -> tuple[tuple[str, str], str]:
+    """The (model, dataset) a run is made on, and its name for people: the model's file name (or its
+    architecture) on the dataset's name."""
+    source = loaded.request.model_src or loaded.bundle.source or "model"
+    path = Path(source)
+    model = path.name if path.suffix else loaded.summary.get("architecture", source)
+    return (source, loaded.request.data_spec), f"{model} on {loaded.data.name}"
+
+
+def kept_note(runs, context: tuple[str, str] | None, names: dict) -> str:
+    """One line naming the runs kept aside because they were made on another model or dataset ('' if none)."""
+    others: dict = {}
+    for run in runs:
+        if run.context != context:
+            others[run.context] = others.get(run.context, 0) + 1
+    if not others:
+        return ""
+    parts = [f"{n} run{'s' if n != 1 else ''} of {names.get(c, 'another model')}" for c, n in others.items()]
+    return ("Showing the runs of the loaded model and dataset only. Kept for later: " + "; ".join(parts) +
+            " (load that model and dataset again to see them).")
+
+
 class _SortProxy(QSortFilterProxyModel):
     """Sorts by the numbers behind the texts."""
 
@@ -127,10 +150,16 @@ class ResultsView(theme.PaletteWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.runs: dict[int, RunRecord] = {}
-        self.baseline: Metrics | None = None
+        self.runs: dict[int, RunRecord] = {}  # every finished run of the session, of every model and dataset
+        self.baselines: dict[tuple[str, str] | None, Metrics] = {}  # the original's figures, per context
+        self.context: tuple[str, str] | None = None  # the loaded (model, dataset): only its runs are shown
+        self.context_names: dict[tuple[str, str] | None, str] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.kept_note = QLabel("")
+        self.kept_note.setWordWrap(True)
+        self.kept_note.setVisible(False)
+        layout.addWidget(self.kept_note)
         splitter = QSplitter(Qt.Orientation.Vertical)
         layout.addWidget(splitter)
         splitter.addWidget(self._build_tree())
@@ -194,11 +223,40 @@ class ResultsView(theme.PaletteWidget):
         return self.scatter_widget
 
     # --------------------------------------------------------------------- feeding
+    @property
+    def baseline(self) -> Metrics | None:
+        """The loaded model's own figures (the star), once a run of it has measured them."""
+        return self.baselines.get(self.context)
+
+    def set_context(self, context: tuple[str, str], name: str) -> None:
+        """Show only the runs made on `context` (model, dataset), called `name`; the others are kept and come
+        back when their model and dataset are loaded again (their numbers mean nothing next to this model's)."""
+        self.context = context
+        self.context_names[context] = name
+        self.model.removeRows(0, self.model.rowCount())
+        for run in sorted(self.shown_runs(), key=lambda r: r.run_id):  # parents before their children
+            self._add_row(run)
+        self.continue_button.setEnabled(False)
+        self.kept_note.setText(kept_note(self.runs.values(), context, self.context_names))
+        self.kept_note.setVisible(bool(self.kept_note.text()))
+        self._on_redraw_scatter()
+
+    def shown_runs(self) -> list[RunRecord]:
+        """The runs of the loaded model and dataset."""
+        return [run for run in self.runs.values() if run.context == self.context]
+
     def add_run(self, run: RunRecord) -> None:
-        """Add a finished run to the tree (under its parent, when it has one) and to the scatter."""
+        """Add a finished run (of the loaded model and dataset) to the tree, under its parent, and the scatter."""
+        if run.context is None:
+            run.context = self.context
         self.runs[run.run_id] = run
         if run.parent is None:
-            self.baseline = run.done.before  # a child's "before" is its parent's result, not the original
+            self.baselines[run.context] = run.done.before  # a child's "before" is its parent's result
+        if run.context == self.context:
+            self._add_row(run)
+            self._on_redraw_scatter()
+
+    def _add_row(self, run: RunRecord) -> None:
         row = []
         for col, (header, tip, text, sort) in enumerate(COLUMNS):
             item = QStandardItem(text(run))
@@ -214,11 +272,10 @@ class ResultsView(theme.PaletteWidget):
         (parent if parent is not None else self.model.invisibleRootItem()).appendRow(row)
         if parent is not None:
             self.table.expand(self.proxy.mapFromSource(parent.index()))
-        self._on_redraw_scatter()
 
     def row_count(self) -> int:
-        """Number of runs in the tree, children included."""
-        return len(self.runs)
+        """Number of runs in the tree (those of the loaded model and dataset), children included."""
+        return len(self.shown_runs())
 
     def _item_of(self, run_id: int) -> QStandardItem | None:
         """The first-column item of a run, at any depth."""
@@ -256,10 +313,12 @@ class ResultsView(theme.PaletteWidget):
 
     def _can_continue(self, run_id: int | None) -> bool:
         run = self.runs.get(run_id) if run_id is not None else None
-        return run is not None and run.pruned is not None
+        # a run of another model cannot go on from here: the panel's options and the data belong to this one
+        return run is not None and run.pruned is not None and run.context == self.context
 
     def write_csv(self, path: str | Path) -> Path:
-        """Write the runs as CSV: raw numbers, one row per run, with the original model first."""
+        """Write the runs shown (the loaded model and dataset's) as CSV: raw numbers, one row per run, with the
+        original model first."""
         path = Path(path)
         fields = ["run", "parent", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
                   "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
@@ -269,7 +328,7 @@ class ResultsView(theme.PaletteWidget):
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             rows = [(None, self.baseline)] if self.baseline else []
-            rows += [(run, run.done.after) for run in self.runs.values()]
+            rows += [(run, run.done.after) for run in self.shown_runs()]
             for run, m in rows:
                 speed = run.done.speedups() if run else {}
                 paired = (run.done.paired if run else None) or {}
@@ -328,7 +387,7 @@ class ResultsView(theme.PaletteWidget):
         return m.latency(1) if use_latency else m.macs / 1e6
 
     def _on_redraw_scatter(self, selected: int | None = None) -> None:
-        runs = list(self.runs.values())
+        runs = self.shown_runs()
         use_latency = bool(runs) and all(r.done.after.latency_ms for r in runs) and bool(
             self.baseline and self.baseline.latency_ms)
         self.scatter_plot.setLabel("bottom", "latency, batch 1 (ms)" if use_latency else "MACs (millions)")
@@ -358,6 +417,7 @@ class ResultsView(theme.PaletteWidget):
             label.setPos(self._x_of(m, use_latency), m.top1 * 100)
             self.scatter_plot.addItem(label)
             self.labels.append(label)
+        self.baseline_point.setData([])
         if self.baseline is not None:
             self.baseline_point.setData([{"pos": (self._x_of(self.baseline, use_latency), self.baseline.top1 * 100),
                                           "brush": pg.mkBrush(theme.before_colour())}])

@@ -1,0 +1,61 @@
+"""Runs belong to the model and dataset they were made on: after another model is loaded, Live plots and Results
+show only its runs (the others are kept, said so in one line, and come back when their model is loaded again),
+and "Continue from this run" is offered only for runs of the loaded model."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from gui_helpers import TIMEOUT_MS, close_window, load_tiny, open_window, quick_options, tiny_bundle  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch, fashion):
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    load_tiny(qtbot, win, fashion)
+    quick_options(win, steps=1, bn=False)
+    yield win
+    close_window(qtbot, win)
+
+
+def load_other(qtbot, win, source: str) -> None:
+    """The tiny model again under another source name: to the window, another model."""
+    bundle = tiny_bundle()
+    bundle.source = source
+    with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+        assert win.load(None, "fashion-mnist", bundle=bundle)
+
+
+def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtbot):
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+        assert window.start_run()
+    first = window.current_run
+    assert window.runs[first].status == "done"
+    results, plots = window.results, window.plots
+    assert results.row_count() == 1 and results.baseline is not None
+    assert len(plots.legend_labels()) == 1
+
+    load_other(qtbot, window, "test:another-model")
+    assert results.row_count() == 0 and results.model.rowCount() == 0
+    assert results.baseline is None and not results.baseline_point.data.size  # no star of the other model
+    assert plots.legend_labels() == []
+    assert not any(item.isVisible() for item in plots.runs[first].items.values())
+    assert not results._can_continue(first)  # a run of another model is not continued from here
+    assert results.kept_note.isVisibleTo(results) and "1 run of" in results.kept_note.text()
+    assert plots.kept_note.isVisibleTo(plots) and "load that model" in plots.kept_note.text()
+
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+        assert window.start_run()
+    second = window.current_run
+    assert results.row_count() == 1 and results.selected_run() == second
+    assert [label.split()[0] for label in plots.legend_labels()] == [f"#{second}"]
+
+    load_tiny(qtbot, window, window.raw_data_cache["fashion-mnist"])  # the first model again
+    assert results.row_count() == 1 and results.model.item(0, 0).text() == f"#{first}"
+    assert [label.split()[0] for label in plots.legend_labels()] == [f"#{first}"]
+    assert all(item.isVisible() for key, item in plots.runs[first].items.items())
+    assert not any(item.isVisible() for item in plots.runs[second].items.values())
+    results.select_run(first)
+    assert results._can_continue(first) and results.continue_button.isEnabled()
+    assert "another-model" in results.kept_note.text() or "1 run of" in results.kept_note.text()
