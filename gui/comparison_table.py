@@ -6,9 +6,16 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from engine.experiments import RunResult
+from gui.speed import run_batch
 
 TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
                  "constraints")
+LATENCY_COL, SPEEDUP_COL = 5, 6
+# Both at the plan's batch size (the largest measured), which the headers name once a run is known.
+HEADER_TIPS = {LATENCY_COL: "Median time for one batch of the size in the header, each model timed on its own",
+               SPEEDUP_COL: "How many times faster than the original at the same batch size as the latency column: "
+                            "the median of rounds timing both models interleaved (paired), or, when the plan did "
+                            "not pair them, the ratio of the separately timed latencies"}
 
 
 class ComparisonTable(QTableWidget):
@@ -22,6 +29,8 @@ class ComparisonTable(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        for col, tip in HEADER_TIPS.items():
+            self.horizontalHeaderItem(col).setToolTip(tip)
 
     def show_ranking(self, ranking, baseline: RunResult | None) -> None:
         """The original (when known) on the first row, then the ranked runs."""
@@ -30,6 +39,10 @@ class ComparisonTable(QTableWidget):
             rows += [(e.result, e) for e in ranking.entries]
         self.setRowCount(len(rows))
         b = baseline.metrics if baseline else None
+        batches = {run_batch(r.metrics) for r, _ in rows} - {None}
+        where = f", batch {batches.pop()}" if len(batches) == 1 else ""
+        self.horizontalHeaderItem(LATENCY_COL).setText(f"latency ms{where}")
+        self.horizontalHeaderItem(SPEEDUP_COL).setText(f"speed-up{where}")
         for i, (r, e) in enumerate(rows):
             m = r.metrics
             speed = r.latency_speedup(baseline) if e is not None else None

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal, Slot  # PySide6 first for pyqtgraph
 from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QPushButton, QSplitter,
-                               QTreeView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QMenu, QPushButton,
+                               QSplitter, QTreeView, QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
 
@@ -23,7 +23,7 @@ from engine.outputs import atomic_files
 from engine.config import PruneConfig
 from engine.pruning import RunDone, StepDone
 from engine.units import fmt_bytes, fmt_count
-from gui import theme
+from gui import speed, theme
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 RUN_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -56,27 +56,6 @@ class RunRecord:
         return f"{self.config.pruning_ratio:.0%}"
 
 
-def _latency_text(m: Metrics) -> str:
-    return f"{m.latency(1):.2f} ms" if m.latency_ms else "not measured"
-
-
-def _speedup_text(r: RunRecord) -> str:
-    """'2.79× [2.61–2.95] (3.90× MACs)': the paired median and its interval; 'noisy' inside the brackets
-    when the machine was busy while timing."""
-    speed = r.done.speedups()
-    macs = f"({speed['macs']:.2f}× MACs)"
-    paired = r.done.paired
-    if paired:
-        noisy = ", noisy" if paired.get("noisy") else ""
-        return f"{paired['median']:.2f}× [{paired['low']:.2f}–{paired['high']:.2f}{noisy}] {macs}"
-    return (f"{speed['latency']:.2f}× " if "latency" in speed else "– ") + macs
-
-
-def _speedup_tip(r: RunRecord) -> str:
-    """The whole figure: interval, rounds, threads, and why the machine counted as noisy."""
-    return r.done.speedup_text() or "latency not measured"
-
-
 # (header, tooltip, text(run), sort value(run))
 COLUMNS = (
     ("Run", "Order of the runs in this session", lambda r: r.label, lambda r: r.run_id),
@@ -94,19 +73,23 @@ COLUMNS = (
      lambda r: fmt_count(r.done.after.params) + (f" ({fmt_count(r.done.after.nonzero_params)})"
                                                  if r.done.after.nonzero_params != r.done.after.params else ""),
      lambda r: r.done.after.nonzero_params),
-    ("MACs", "Multiply-accumulates per image", lambda r: fmt_count(r.done.after.macs), lambda r: r.done.after.macs),
+    ("MACs", "Multiply-accumulates per image; in brackets how many times fewer than the model the run started "
+     "from (the same at every batch size)",
+     lambda r: f"{fmt_count(r.done.after.macs)} ({r.done.speedups()['macs']:.1f}× fewer)",
+     lambda r: r.done.after.macs),
     ("Size", "Size of the weights on disk (zlib-compressed in brackets)",
      lambda r: f"{fmt_bytes(r.done.after.size_bytes)} ({fmt_bytes(r.done.after.compressed_bytes)})",
      lambda r: r.done.after.compressed_bytes),
-    ("Latency", "Median latency at batch size 1", lambda r: _latency_text(r.done.after),
-     lambda r: r.done.after.latency(1) if r.done.after.latency_ms else 1e9),
-    ("Speed-up", "Measured latency speed-up: median of rounds timing the original and the pruned model "
-     "interleaved, its 95 % interval in square brackets ('noisy' when the machine was busy; hover a cell for "
-     "why); the MACs reduction in round brackets",
-     _speedup_text, lambda r: r.done.speedups().get("latency", r.done.speedups()["macs"])),
+    # The last two follow the batch chosen under the table (ResultsView._speed_cell), always the same for both.
+    ("Latency", "Median time for one batch of the size in the header, the pruned model timed on its own after the "
+     "run; hover a cell for its p5–p95 and threads", None, None),
+    ("Speed-up", "How many times faster than the model the run started from, at the same batch size as the Latency "
+     "column. Paired: the original and the pruned model timed interleaved in rounds at the end of the run; the "
+     "median of the rounds' ratios, its 95 % interval in square brackets ('noisy' when the machine was busy). "
+     "'separate': the ratio of the two separately timed medians (no paired figure at this batch). The two "
+     "estimates can differ by a few per cent; hover a cell for every batch size and both estimates", None, None),
 )
-# Columns whose cells explain their own figure, added under the column's tooltip.
-CELL_TIPS = {"Speed-up": _speedup_tip}
+SPEED_COLUMNS = {"Latency", "Speed-up"}
 
 
 def context_of(loaded) -> tuple[tuple[str, str], str]:
@@ -154,10 +137,13 @@ class ResultsView(theme.PaletteWidget):
         self.baselines: dict[tuple[str, str] | None, Metrics] = {}  # the original's figures, per context
         self.context: tuple[str, str] | None = None  # the loaded (model, dataset): only its runs are shown
         self.context_names: dict[tuple[str, str] | None, str] = {}
+        self.batch_mode = speed.RUN_BATCH  # the batch size Latency, Speed-up and the scatter show
+        self._header_batch = ("", False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.kept_note = QLabel("")
         self.kept_note.setWordWrap(True)
+        self.kept_note.setContentsMargins(6, 2, 6, 2)
         self.kept_note.setVisible(False)
         layout.addWidget(self.kept_note)
         splitter = QSplitter(Qt.Orientation.Vertical)
@@ -187,6 +173,7 @@ class ResultsView(theme.PaletteWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
         self.table.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.header().setStretchLastSection(False)  # a stretched Speed-up cell put its figure far from its header
         self.table.setToolTip("Runs of this session; click a header to sort, a row to show that run everywhere. "
                               "A run continued from another sits under it; right-click a run to continue from it")
         self.table.selectionModel().currentRowChanged.connect(self._on_row_changed)
@@ -204,6 +191,16 @@ class ResultsView(theme.PaletteWidget):
         self.continue_button.clicked.connect(self._on_continue_clicked)
         buttons.addWidget(self.continue_button)
         buttons.addStretch(1)
+        buttons.addWidget(QLabel("Latency and speed-up at"))
+        self.batch_combo = QComboBox()
+        self.batch_combo.addItem("the run's batch size", speed.RUN_BATCH)
+        self.batch_combo.addItem("batch 1", 1)
+        self.batch_combo.setToolTip("The batch size of the Latency and Speed-up columns and of the scatter, always "
+                                    "the same for all three. The run's batch size (Prune ▸ batch size) is the "
+                                    "figure the status line and the CLI quote; batch 1 is one image at a time, "
+                                    "mostly timer noise on a small model")
+        self.batch_combo.currentIndexChanged.connect(self._on_batch_changed)
+        buttons.addWidget(self.batch_combo)
         top_layout.addLayout(buttons)
         return top
 
@@ -233,13 +230,25 @@ class ResultsView(theme.PaletteWidget):
         back when their model and dataset are loaded again (their numbers mean nothing next to this model's)."""
         self.context = context
         self.context_names[context] = name
-        self.model.removeRows(0, self.model.rowCount())
-        for run in sorted(self.shown_runs(), key=lambda r: r.run_id):  # parents before their children
-            self._add_row(run)
+        self._refill()
         self.continue_button.setEnabled(False)
         self.kept_note.setText(kept_note(self.runs.values(), context, self.context_names))
         self.kept_note.setVisible(bool(self.kept_note.text()))
-        self._on_redraw_scatter()
+
+    def _refill(self) -> None:
+        """Rebuild the tree and scatter from the shown runs, with headers naming the batch size shown."""
+        selected = self.selected_run()
+        self._header_batch = speed.header_batch([r.done for r in self.shown_runs()], self.batch_mode)
+        for col, (header, *_rest) in enumerate(COLUMNS):
+            if header in SPEED_COLUMNS:
+                self.model.horizontalHeaderItem(col).setText(f"{header}, {self._header_batch[0]}")
+        self.model.removeRows(0, self.model.rowCount())
+        for run in sorted(self.shown_runs(), key=lambda r: r.run_id):  # parents before their children
+            self._add_row(run)
+        if selected is not None and self.runs.get(selected) in self.shown_runs():
+            self.select_run(selected)
+        else:
+            self._on_redraw_scatter()
 
     def shown_runs(self) -> list[RunRecord]:
         """The runs of the loaded model and dataset."""
@@ -252,17 +261,35 @@ class ResultsView(theme.PaletteWidget):
         self.runs[run.run_id] = run
         if run.parent is None:
             self.baselines[run.context] = run.done.before  # a child's "before" is its parent's result
-        if run.context == self.context:
+        if run.context != self.context:
+            return
+        if speed.header_batch([r.done for r in self.shown_runs()], self.batch_mode) != self._header_batch:
+            self._refill()  # a run at another batch size: every row now names its own
+        else:
             self._add_row(run)
             self._on_redraw_scatter()
+
+    def _speed_cell(self, header: str, run: RunRecord) -> tuple[str, str, float]:
+        """(text, tooltip, sort value) of the Latency or Speed-up cell, at the batch chosen for both."""
+        mixed = self._header_batch[1]
+        if header == "Latency":
+            text, tip = speed.latency_cell(run.done.after, self.batch_mode, mixed)
+            value = speed.latency_at(run.done.after, speed.batch_of(run.done.after, self.batch_mode))
+            return text, tip, value if value is not None else 1e9
+        return speed.speedup_cell(run.done, self.batch_mode, mixed)
 
     def _add_row(self, run: RunRecord) -> None:
         row = []
         for col, (header, tip, text, sort) in enumerate(COLUMNS):
-            item = QStandardItem(text(run))
-            item.setData(sort(run), SORT_ROLE)
+            if header in SPEED_COLUMNS:
+                shown, cell_tip, value = self._speed_cell(header, run)
+                tip = f"{cell_tip}\n\n{tip}"
+            else:
+                shown, value = text(run), sort(run)
+            item = QStandardItem(shown)
+            item.setData(value, SORT_ROLE)
             item.setData(run.run_id, RUN_ROLE)
-            item.setToolTip(f"{CELL_TIPS[header](run)}\n\n{tip}" if header in CELL_TIPS else tip)
+            item.setToolTip(tip)
             if col == 0:
                 item.setData(QColor(run.colour), Qt.ItemDataRole.DecorationRole)
             if col > 2:
@@ -322,16 +349,20 @@ class ResultsView(theme.PaletteWidget):
         path = Path(path)
         fields = ["run", "parent", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
                   "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
-                  "size_bytes", "compressed_bytes", "latency_ms_b1", "speedup_macs", "speedup_latency",
-                  "speedup_latency_low", "speedup_latency_high", "speedup_latency_note"]
+                  "size_bytes", "compressed_bytes", "latency_ms_b1", "batch_size", "latency_ms_batch", "speedup_macs",
+                  "speedup_latency", "speedup_latency_batch", "speedup_latency_estimate", "speedup_latency_low",
+                  "speedup_latency_high", "speedup_latency_note"]
         with atomic_files(path) as (tmp,), tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             rows = [(None, self.baseline)] if self.baseline else []
             rows += [(run, run.done.after) for run in self.shown_runs()]
             for run, m in rows:
-                speed = run.done.speedups() if run else {}
+                ratios = run.done.speedups() if run else {}
                 paired = (run.done.paired if run else None) or {}
+                batch = speed.run_batch(m)
+                # the speed-up's own batch: the paired headline's, or the separate medians' (the largest measured)
+                speedup_batch = paired.get("batch", batch) if "latency" in ratios else ""
                 writer.writerow({
                     "run": run.label if run else "original",
                     "parent": self.runs[run.parent].label if run and run.parent in self.runs else "",
@@ -343,9 +374,13 @@ class ResultsView(theme.PaletteWidget):
                     "top1": m.top1, "top5": m.top5, "f1_macro": m.f1_macro, "precision_macro": m.precision_macro,
                     "recall_macro": m.recall_macro, "params": m.params, "nonzero_params": m.nonzero_params,
                     "macs": m.macs, "size_bytes": m.size_bytes, "compressed_bytes": m.compressed_bytes,
-                    "latency_ms_b1": m.latency(1) if m.latency_ms else "",
-                    "speedup_macs": speed.get("macs", 1.0) if run else 1.0,
-                    "speedup_latency": speed.get("latency", "") if run else 1.0,
+                    "latency_ms_b1": m.latency(1) if m.latency_ms else "", "batch_size": batch or "",
+                    "latency_ms_batch": speed.latency_at(m, batch) or "",
+                    "speedup_macs": ratios.get("macs", 1.0) if run else 1.0,
+                    "speedup_latency": ratios.get("latency", "") if run else 1.0,
+                    "speedup_latency_batch": speedup_batch if run else "",
+                    "speedup_latency_estimate": ("paired" if paired else "separate") if run and speedup_batch
+                    else "",
                     "speedup_latency_low": paired.get("low", ""), "speedup_latency_high": paired.get("high", ""),
                     "speedup_latency_note": paired.get("note", "")})
         return path
@@ -377,6 +412,11 @@ class ResultsView(theme.PaletteWidget):
         action.triggered.connect(lambda: self.continue_requested.emit(int(run_id)))
         menu.popup(self.table.viewport().mapToGlobal(pos))
 
+    @Slot(int)
+    def _on_batch_changed(self, _index: int) -> None:
+        self.batch_mode = int(self.batch_combo.currentData())
+        self._refill()
+
     def _on_point_clicked(self, _item, points, _event=None) -> None:
         if len(points):
             run_id = int(points[0].data())
@@ -384,16 +424,18 @@ class ResultsView(theme.PaletteWidget):
             self.run_selected.emit(run_id)
 
     def _x_of(self, m: Metrics, use_latency: bool) -> float:
-        return m.latency(1) if use_latency else m.macs / 1e6
+        return speed.latency_at(m, speed.batch_of(m, self.batch_mode)) if use_latency else m.macs / 1e6
 
     def _on_redraw_scatter(self, selected: int | None = None) -> None:
         runs = self.shown_runs()
-        use_latency = bool(runs) and all(r.done.after.latency_ms for r in runs) and bool(
-            self.baseline and self.baseline.latency_ms)
-        self.scatter_plot.setLabel("bottom", "latency, batch 1 (ms)" if use_latency else "MACs (millions)")
+        use_latency = bool(runs) and self.baseline is not None and all(
+            speed.batch_of(m, self.batch_mode) is not None for m in (self.baseline, *(r.done.after for r in runs)))
+        self.scatter_plot.setLabel("bottom", f"latency, {self._header_batch[0]} (ms)" if use_latency
+                                   else "MACs (millions)")
         self.scatter_plot.setLabel("left", "top-1 accuracy (%)")
-        self.scatter_plot.setTitle("Accuracy against " + ("latency" if use_latency else "MACs (latency not measured)"),
-                                   color=theme.plot_foreground().name())
+        title = ("No runs of this model and dataset yet" if not runs else
+                 "Accuracy against " + ("latency" if use_latency else "MACs (latency not measured)"))
+        self.scatter_plot.setTitle(title, color=theme.plot_foreground().name())
         spots = []
         for run in runs:
             m = run.done.after

@@ -198,5 +198,7 @@ def test_results_table_shows_interval_and_noise(qtbot):
     view.add_run(record)
     col = [c[0] for c in COLUMNS].index("Speed-up")
     item = view.model.item(0, col)
-    assert item.text() == "2.79× [2.61–2.95, noisy] (4.00× MACs)"
+    assert view.model.horizontalHeaderItem(col).text() == "Speed-up, batch 1"
+    assert item.text() == "2.79× [2.61–2.95, noisy]"  # the MACs reduction is the MACs column's
+    assert "4.0× fewer" in view.model.item(0, [c[0] for c in COLUMNS].index("MACs")).text()
     assert "other work keeps 1.9 of 2 cores busy" in item.toolTip() and "9 paired rounds" in item.toolTip()

@@ -1,0 +1,117 @@
+"""Latency and speed-up figures as the Results tab shows them: each one says its batch size and how it was
+estimated, so a speed-up beside a latency is always the speed-up of that latency's batch.
+
+Two estimates exist (engine.timing): each model timed separately (median of many passes; the Latency
+column, the live plots) and the paired one, the original and the pruned model timed interleaved in rounds
+at the end of a run (median of the rounds' ratios, with an interval). They measure the same thing a little
+differently, so they can differ by a few per cent; the paired one is the better speed-up.
+"""
+from __future__ import annotations
+
+from engine.metrics import Metrics
+from engine.pruning import RunDone
+from engine.timing import speedup_text
+
+RUN_BATCH = 0  # the mode "each run's batch size" (the largest it measured), as opposed to a fixed batch
+
+
+def run_batch(m: Metrics) -> int | None:
+    """The largest batch size `m`'s latency was measured at (the run's own), or None when not measured."""
+    sizes = [int(k) for k in m.latency_ms if str(k).isdigit()]
+    return max(sizes) if sizes else None
+
+
+def batch_of(m: Metrics, mode: int) -> int | None:
+    """The batch size a figure is shown at: `mode` itself, or the run's own batch for RUN_BATCH."""
+    batch = run_batch(m) if mode == RUN_BATCH else mode
+    return batch if batch is not None and str(batch) in m.latency_ms else None
+
+
+def latency_at(m: Metrics, batch: int | None, stat: str = "median") -> float | None:
+    """Latency in ms at `batch` (timed separately), or None when not measured there."""
+    figures = m.latency_ms.get(str(batch)) if batch is not None else None
+    return float(figures.get(stat, figures.get("median"))) if figures else None
+
+
+def latency_cell(m: Metrics, mode: int, mixed: bool) -> tuple[str, str]:
+    """(text, tooltip) of a Latency cell; the text names the batch when the column mixes batch sizes."""
+    batch = batch_of(m, mode)
+    value = latency_at(m, batch)
+    if value is None:
+        return "not measured", "Latency was not measured for this run (Prune ▸ options: measure speed)"
+    text = f"{value:.2f} ms" + (f" (batch {batch})" if mixed else "")
+    figures = m.latency_ms[str(batch)]
+    threads = figures.get("threads")
+    tip = (f"Batch {batch}: median {value:.3f} ms per batch over {figures.get('runs', '?')} timed passes, "
+           f"p5–p95 {latency_at(m, batch, 'p5'):.3f}–{latency_at(m, batch, 'p95'):.3f} ms"
+           + (f", {threads} CPU thread{'s' if threads != 1 else ''}" if threads else "") +
+           ". Timed on its own after the run (not interleaved with the original).")
+    return text, tip
+
+
+def paired_at(done: RunDone, batch: int | None) -> dict | None:
+    """The paired (interleaved) figures at `batch`, in PairedSpeedup.to_json()'s top-level form, or None."""
+    paired = done.paired
+    if not paired or batch is None:
+        return None
+    one = (paired.get("per_batch") or {}).get(str(batch))
+    if one is not None:
+        return {**paired, **one}
+    # figures saved before per-batch ones were kept are the headline: the largest batch, the run's own
+    headline = paired.get("batch", run_batch(done.after))
+    return paired if headline == batch else None
+
+
+def speedup_at(done: RunDone, batch: int | None) -> tuple[float | None, str]:
+    """(times faster, estimate) at `batch`: the paired median when the run timed both models interleaved there,
+    else the ratio of the separately timed medians; (None, '') when latency was not measured at `batch`."""
+    paired = paired_at(done, batch)
+    if paired is not None:
+        return float(paired["median"]), "paired"
+    before, after = latency_at(done.before, batch), latency_at(done.after, batch)
+    if before and after:
+        return before / after, "separate"
+    return None, ""
+
+
+def speedup_cell(done: RunDone, mode: int, mixed: bool) -> tuple[str, str, float]:
+    """(text, tooltip, sort value) of a Speed-up cell at the same batch as the Latency cell beside it."""
+    batch = batch_of(done.after, mode)
+    value, estimate = speedup_at(done, batch)
+    if value is None:
+        return "–", "Latency was not measured for this run", 0.0
+    where = f" (batch {batch})" if mixed else ""
+    if estimate == "paired":
+        paired = paired_at(done, batch)
+        noisy = ", noisy" if paired.get("noisy") else ""
+        text = f"{value:.2f}× [{paired['low']:.2f}–{paired['high']:.2f}{noisy}]{where}"
+    else:
+        text = f"{value:.2f}× separate{where}"
+    return text, speedup_tip(done, batch), value
+
+
+def speedup_tip(done: RunDone, batch: int | None) -> str:
+    """Every speed-up the run measured, one line per batch size and estimate, the shown one first."""
+    sizes = sorted({int(k) for k in done.after.latency_ms if str(k).isdigit()} |
+                   {int(k) for k in ((done.paired or {}).get("per_batch") or {})}, key=lambda b: (b != batch, b))
+    lines = []
+    for size in sizes:
+        paired = paired_at(done, size)
+        if paired is not None:
+            lines.append(f"Batch {size}, paired: {speedup_text(paired)}")
+        before, after = latency_at(done.before, size), latency_at(done.after, size)
+        if before and after:
+            lines.append(f"Batch {size}, timed separately: {before:.3f} → {after:.3f} ms, {before / after:.2f}× "
+                         "lower")
+    return "\n".join(lines) or "latency not measured"
+
+
+def header_batch(runs: list[RunDone], mode: int) -> tuple[str, bool]:
+    """('batch 64', False) when every run shows the same batch size, ("each run's batch", True) when they
+    differ (each cell then names its own)."""
+    if mode != RUN_BATCH:
+        return f"batch {mode}", False
+    sizes = {run_batch(done.after) for done in runs} - {None}
+    if len(sizes) == 1:
+        return f"batch {sizes.pop()}", False
+    return ("each run's batch", True) if sizes else ("the run's batch", False)
