@@ -170,6 +170,7 @@ class MainWindow(QMainWindow):
         """Show the loaded model again in the combo box and card (after a load that did not replace it)."""
         if self.loaded is not None:
             self.source.fill_models(self.current_model_src())
+            self.source.fill_data(self.current_data_spec())
             self.source.show_summary(self.loaded)
 
     @Slot()

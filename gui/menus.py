@@ -126,10 +126,12 @@ def _fill_recent(menu: QMenu, win: MainWindow) -> None:
 
 
 def open_model(win: MainWindow) -> None:
-    """Choose a model file (from the folder of the most recent one), then the Open model dialog says what it is."""
+    """Choose a model file (from the folder chosen from last time), then the Open model dialog says what it is."""
+    from gui.pickers import pick_file
+
     recent = [p for p in win.settings.recent("models") if Path(p).is_absolute()]
-    path, _ = QFileDialog.getOpenFileName(win, "Open a model", str(Path(recent[0]).parent) if recent else "",
-                                          MODEL_FILTER)
+    path = pick_file(win, win.settings, "model", "Open a model", MODEL_FILTER,
+                     str(Path(recent[0]).parent) if recent else "")
     win.source.fill_models(win.current_model_src())
     if path:
         open_model_dialog(win, path)

@@ -2,7 +2,7 @@
 the architecture for weights-only files, the input and normalisation, and a background check before
 the user accepts.
 
-The check is a job like any other (engine.inputs.check_recipe on the worker thread); what the user
+The check is a job like any other (engine.inputs.check_recipe on the worker thread, gui.open_model_jobs); what the user
 chose is an engine.inputs.ModelRecipe, remembered with the file in the recent list so that reopening
 it asks nothing.
 """
@@ -11,110 +11,42 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
-                               QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QRadioButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QFrame,
+                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
+                               QScrollArea, QVBoxLayout, QWidget)
 
 from engine.data import Dataset
-from engine.errors import NeedsTrust, UserError
-from engine.events import CancelToken, Progress
-from engine.inputs import NORM_TITLES, ModelRecipe, RecipeChecked
+from engine.errors import UserError
+from engine.events import Progress
+from engine.inputs import NORM_PRESETS, NORM_TITLES, ModelRecipe, RecipeChecked
 from engine.units import parse_numbers
-from gui import work
+from gui.data_choice import data_title, fill_data_combo, resolve_choice
 from gui.jobs import Job
 from gui.open_model_arch import ArchitecturePicker
-from gui.open_model_recipe import ERR, checked_html, parse_shape, plain, remembered_recipe
+from gui.open_model_jobs import CHECK_IMAGES, CheckJob, DescribeJob
+from gui.open_model_recipe import ERR, checked_html, parse_shape, plain, remembered_recipe, stem_problem
+from gui.pickers import pick_file
 from gui.work import Described
 from gui.worker import Failure
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
-CHECK_IMAGES = 500  # validation images the check classifies: enough to tell a fitting file from a wrong one
 MODEL_FILTER = "PyTorch models (*.pt *.pth *.pkl *.ckpt *.bin *.tar *.safetensors);;All files (*)"
-
-
-# ===================================================================== the dialog's jobs
-class DescribeJob(Job):
-    """Read the dataset, describe the file and list the architectures; the dialog shows what was found."""
-
-    name = "describe"
-
-    def __init__(self, dialog: OpenModelDialog, path: str | None) -> None:
-        super().__init__(dialog.win)
-        self.dialog, self.path = dialog, path
-        self.data_spec = dialog.data_spec
-        self.raw = dialog.win.raw_data_cache.get(dialog.data_spec)
-
-    def work(self, cancel: CancelToken) -> Generator[Any, None, Described]:
-        return (yield from work.describe(self.path, self.data_spec, self.raw, cancel))
-
-    def on_event(self, event: object) -> None:
-        if isinstance(event, Progress):
-            self.dialog.show_progress(event)
-
-    def on_success(self, described: Described) -> None:
-        self.window.raw_data_cache[self.data_spec] = described.raw_data
-        self.dialog.show_described(self.path, described)
-
-    def on_failure(self, failure: Failure) -> None:
-        dialog = self.dialog
-        if self.path is not None:  # the file that failed is no longer the one to open
-            dialog.path, dialog.info, dialog.checked = None, None, None
-            dialog.file_edit.setText(self.path)
-        dialog.show_failure("Could not read this file", failure)
-
-    def on_cancel(self) -> None:
-        self.dialog.found_label.setText("Stopped.")
-
-    def on_stopped(self) -> None:
-        self.dialog.job_stopped()
-
-
-class CheckJob(Job):
-    """Open the recipe's model on the dataset and measure it (engine.inputs.check_recipe)."""
-
-    name = "check"
-
-    def __init__(self, dialog: OpenModelDialog, recipe: ModelRecipe, raw: Dataset) -> None:
-        super().__init__(dialog.win)
-        self.dialog, self.recipe, self.raw = dialog, recipe, raw
-
-    def work(self, cancel: CancelToken) -> Generator[Any, None, RecipeChecked]:
-        return (yield from work.check_model(self.recipe, self.raw, CHECK_IMAGES, cancel))
-
-    def on_event(self, event: object) -> None:
-        if isinstance(event, Progress):
-            self.dialog.show_progress(event)
-
-    def on_success(self, checked: RecipeChecked) -> None:
-        self.dialog.show_checked(self.recipe, checked)
-
-    def on_failure(self, failure: Failure) -> None:
-        if isinstance(failure.exception, NeedsTrust) and not self.recipe.trust:
-            # a PruneLab file built from the user's code: ask, as for any file that runs code
-            self.dialog.trust_question = (failure.message, failure.exception.what)
-            return
-        self.dialog.show_failure("The check failed", failure)
-
-    def on_cancel(self) -> None:
-        self.dialog.result_label.setText("Check stopped; nothing was opened.")
-
-    def on_stopped(self) -> None:
-        self.dialog.job_stopped()
 
 
 # ===================================================================== the dialog
 class OpenModelDialog(QDialog):
     """Choose a model file (or an untrained architecture), check it in the background, then open it."""
 
-    def __init__(self, win: MainWindow, path: str | None = None, untrained: bool = False) -> None:
+    def __init__(self, win: MainWindow, path: str | None = None, untrained: bool = False,
+                 data_spec: str | None = None) -> None:
         super().__init__(win)
         self.win = win
-        self.data_spec = win.current_data_spec()
+        self.data_spec = data_spec or win.current_data_spec()  # opened with it; the Dataset row changes it
         self.path: str | None = None
         self.info = None  # engine.models.FileInfo of the file
         self.raw: Dataset | None = None
@@ -123,17 +55,29 @@ class OpenModelDialog(QDialog):
         self.running: Job | None = None
         self.close_when_stopped = False
         self.trust_question: tuple[str, str] | None = None  # (message, what), asked once the check stopped
+        self.problem = ""  # why the checked recipe cannot be opened (open_model_recipe.stem_problem)
+        self.recheck = False  # check again once the new dataset is read
         self.setWindowTitle("Open model")
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setMinimumWidth(620)
         layout = QVBoxLayout(self)
-        layout.addWidget(self._source_box())
+        # Everything but the buttons scrolls: however long the check's findings, Open and Cancel stay in view.
+        self.body = QWidget()
+        body = QVBoxLayout(self.body)
+        body.setContentsMargins(0, 0, 0, 0)
+        body.addWidget(self._source_box())
         self.arch_box = QGroupBox("Architecture")
-        self.picker = ArchitecturePicker(win._ask_trust)
+        self.picker = ArchitecturePicker(win._ask_trust, settings=win.settings)
         QVBoxLayout(self.arch_box).addWidget(self.picker)
-        layout.addWidget(self.arch_box, 1)
-        layout.addWidget(self._input_box())
-        layout.addWidget(self._check_box())
+        body.addWidget(self.arch_box, 1)
+        body.addWidget(self._input_box())
+        body.addWidget(self._check_box())
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.body)
+        layout.addWidget(self.scroll, 1)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
         self.open_button = self.buttons.button(QDialogButtonBox.StandardButton.Open)
         self.open_button.setToolTip("Open the model in PruneLab (after a successful check)")
@@ -148,7 +92,11 @@ class OpenModelDialog(QDialog):
         self.new_radio.setChecked(untrained)
         self.file_radio.setChecked(not untrained)
         self.mode_group.idToggled.connect(self._on_mode)
+        self.fill_data()
+        self.data_combo.activated.connect(self._on_data_chosen)
+        self.shape_edit.textChanged.connect(self._fill_norms)
         self.refresh()
+        self.fit_screen()
         self.start(DescribeJob(self, path))
 
     def _source_box(self) -> QWidget:
@@ -180,8 +128,17 @@ class OpenModelDialog(QDialog):
         return box
 
     def _input_box(self) -> QWidget:
-        box = QGroupBox("Input")
+        box = QGroupBox("Dataset and input")
         form = QFormLayout(box)
+        self.data_combo = QComboBox()
+        self.data_combo.setToolTip("The dataset the model is checked and opened with; Open switches the window to "
+                                   "it. Its images are converted to the input shape below")
+        form.addRow("Dataset", self.data_combo)
+        self.data_label = QLabel()
+        self.data_label.setWordWrap(True)
+        self.data_label.setTextFormat(Qt.TextFormat.RichText)
+        self.data_label.setVisible(False)
+        form.addRow(self.data_label)
         self.shape_edit = QLineEdit()
         self.shape_edit.setToolTip("Channels, height and width of the images the model takes; the dataset's "
                                    "images are converted to it")
@@ -249,6 +206,7 @@ class OpenModelDialog(QDialog):
             super().reject()
             return
         self.refresh()
+        self.fit_screen()  # the architecture list or the findings may have made it taller
         if self.trust_question is not None:
             QTimer.singleShot(0, self._ask_trust_and_check)  # a new check needs the window idle
 
@@ -266,11 +224,70 @@ class OpenModelDialog(QDialog):
         self.progress.setValue(int(event.fraction * 100))
         self.progress.setFormat(f"{event.message} %p%")
 
-    def show_failure(self, title: str, failure: Failure) -> None:
+    def show_failure(self, title: str, failure: Failure, label: QLabel | None = None) -> None:
         """An error in plain words, in the dialog; the window and its loaded model are untouched."""
         text = plain(failure.message) if failure.user_error else f"{failure.message} (details in the log)"
-        label = self.found_label if isinstance(self.running, DescribeJob) else self.result_label
+        label = label or (self.found_label if isinstance(self.running, DescribeJob) else self.result_label)
         label.setText(f"<b>{escape(title)}.</b> " + ERR.format(escape(text)))
+        label.setVisible(True)
+
+    def fit_screen(self) -> None:
+        """As tall as the contents want, but inside the screen's free area (the body scrolls beyond it)."""
+        screen = self.screen() or self.win.screen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        frame = max(0, self.frameGeometry().height() - self.geometry().height()) or 32  # title bar (once shown)
+        margins = self.layout().contentsMargins()
+        want = (self.body.sizeHint().height() + self.buttons.sizeHint().height() + margins.top() + margins.bottom()
+                + self.layout().spacing() + 2)
+        height = min(max(want, self.height() if self.isVisible() else 0), area.height() - frame)
+        width = min(max(self.width(), self.body.sizeHint().width() + 40), area.width())
+        self.resize(width, height)
+        top = min(max(self.y(), area.top() + frame), area.bottom() - frame - height + 1)
+        left = min(max(self.x(), area.left()), area.right() - width + 1)
+        if self.isVisible() and (top, left) != (self.y(), self.x()):
+            self.move(left, top)
+
+    # ----------------------------------------------------------------- the dataset
+    def fill_data(self) -> None:
+        """The dataset combo: the window's choices, the dialog's dataset selected."""
+        fill_data_combo(self.data_combo, self.win.settings, self.data_spec)
+
+    def _on_data_chosen(self, index: int) -> None:
+        spec = None if self.running is not None else resolve_choice(self, self.win.settings,
+                                                                    self.data_combo.itemData(index))
+        if spec is None or spec == self.data_spec:
+            self.fill_data()
+            return
+        self.choose_data(spec)
+
+    def choose_data(self, spec: str) -> bool:
+        """Read dataset `spec` (in the background); the shape, normalisations and classes follow it, and a
+        recipe that could be checked is checked again on it."""
+        self.recheck = self.checked is not None or self.check_button.isEnabled()
+        self.checked = None
+        self.data_label.setVisible(False)
+        self.result_label.setText(f"Reading {escape(data_title(spec))}…")
+        return self.start(DescribeJob(self, None, spec))
+
+    def _fill_norms(self) -> None:
+        """Offer only the normalisations that fit the input's channels (a 1-channel preset fits any)."""
+        try:
+            shape = parse_shape(self.shape_edit.text())
+        except UserError:
+            return
+        channels = shape[0] if shape else (self.raw.input_shape[0] if self.raw is not None else None)
+        current = self.norm_combo.currentData()
+        self.norm_combo.blockSignals(True)
+        self.norm_combo.clear()
+        for key, title in NORM_TITLES.items():
+            preset = NORM_PRESETS.get(key)
+            if preset is None or channels is None or len(preset.mean) in (1, channels):
+                self.norm_combo.addItem(title[:1].upper() + title[1:], key)
+        self.norm_combo.setCurrentIndex(max(0, self.norm_combo.findData(current)))
+        self.norm_combo.blockSignals(False)
+        self.refresh()
 
     # ----------------------------------------------------------------- what was found
     def _on_mode(self, _id: int, checked: bool) -> None:
@@ -279,8 +296,8 @@ class OpenModelDialog(QDialog):
             self.refresh()
 
     def _choose_file(self) -> None:
-        start = str(Path(self.path).parent) if self.path else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Open a model", start, MODEL_FILTER)
+        path = pick_file(self, self.win.settings, "model", "Open a model", MODEL_FILTER,
+                         str(Path(self.path).parent) if self.path else "")
         if path:
             self.open_file(path)
 
@@ -289,16 +306,28 @@ class OpenModelDialog(QDialog):
         self.file_radio.setChecked(True)
         return self.start(DescribeJob(self, path))
 
-    def show_described(self, path: str | None, described: Described) -> None:
+    def show_described(self, path: str | None, described: Described, data_spec: str | None = None) -> None:
         """Fill the dialog from the file's description and the dataset."""
+        old = self.raw
         self.raw = described.raw_data
+        self.data_spec = data_spec or self.data_spec
+        self.fill_data()
         self.picker.set_names(described.architectures)
         data = self.raw
         names = ", ".join(data.class_names[:12]) + (f", … ({data.num_classes} in all)"
                                                      if data.num_classes > 12 else "")
-        self.classes_label.setText(f"{escape(names)} <small>(from {escape(data.name)})</small>")
-        self.shape_edit.setText(",".join(map(str, data.input_shape)))
+        self.classes_label.setText(f"{escape(names)} <small>(from {escape(data.name)}, "
+                                   f"{data.split_size('val'):,} validation images)</small>")
+        shown = self.shape_edit.text().strip()
+        if old is None or not shown or shown == ",".join(map(str, old.input_shape)):
+            self.shape_edit.setText(",".join(map(str, data.input_shape)))  # the dataset's shape follows the dataset
+        if self.info is not None and self.info.input_shape and path is None:
+            self.shape_edit.setText(",".join(map(str, self.info.input_shape)))  # recorded in the file: kept
+        self._fill_norms()
         if path is None:
+            if self.recheck:
+                self.recheck = False
+                QTimer.singleShot(0, self._recheck)  # the check needs the window idle
             return
         self.path, self.info, self.trusted, self.checked = path, described.info, False, None
         self.file_edit.setText(path)
@@ -377,8 +406,11 @@ class OpenModelDialog(QDialog):
         self.check_button.setToolTip(problem[:1].upper() + problem[1:] if problem else
                                      f"Load the model, run it once and classify {CHECK_IMAGES} validation images")
         self.stop_button.setEnabled(busy)
-        self.open_button.setEnabled(not busy and recipe is not None and recipe == self.checked)
-        self.open_button.setText("Open" if self.open_button.isEnabled() else "Open (check first)")
+        ok = not busy and recipe is not None and recipe == self.checked
+        self.open_button.setEnabled(ok)
+        self.open_button.setText("Open" if ok else "Open (check first)" if not self.problem else "Open (see Check)")
+        self.open_button.setToolTip("Open the model in PruneLab" + (f" with {self.raw.name}" if self.raw else "")
+                                    if ok else "Check first: Open is enabled for a model the check found usable")
 
     def start_check(self) -> bool:
         """Check the current recipe in the background; code-carrying files are trusted first (No by default)."""
@@ -394,14 +426,24 @@ class OpenModelDialog(QDialog):
                 return False
             self.trusted = True
             recipe = self.recipe()
-        self.checked = None
+        self.checked, self.problem = None, ""
         self.result_label.setText("Checking…")
         return self.start(CheckJob(self, recipe, self.raw))
 
+    def _recheck(self) -> None:
+        if self.running is None and self.check_button.isEnabled():
+            self.start_check()
+        else:
+            self.result_label.setText("The dataset changed: press Check.")
+
     def show_checked(self, recipe: ModelRecipe, c: RecipeChecked) -> None:
-        """The check's findings, one line each."""
-        self.checked = recipe
-        self.result_label.setText(checked_html(c, self.raw.name if self.raw else "the dataset"))
+        """The check's findings, one line each; a first layer made for other images keeps Open disabled."""
+        self.problem = stem_problem(c) if not c.untrained else ""
+        self.checked = None if self.problem else recipe
+        raw = self.raw
+        self.result_label.setText(checked_html(c, raw.name if raw else "the dataset",
+                                               raw.split_size("val") if raw else None, self.problem))
+        QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(self.result_label))  # once laid out
 
 
     # ----------------------------------------------------------------- closing
@@ -422,15 +464,17 @@ class OpenModelDialog(QDialog):
         super().reject()
 
 
-def open_model_dialog(win: MainWindow, path: str | None = None, untrained: bool = False) -> OpenModelDialog | None:
-    """Show the dialog (window-modal, not blocking); None while another job runs."""
+def open_model_dialog(win: MainWindow, path: str | None = None, untrained: bool = False,
+                      data_spec: str | None = None) -> OpenModelDialog | None:
+    """Show the dialog (window-modal, not blocking) for dataset `data_spec` (the window's by default); None while
+    another job runs."""
     if win.busy:
         win.statusBar().showMessage("Wait for the running job to finish (or cancel it) first", 5000)
         return None
     old = getattr(win, "open_model_dialog", None)
     if old is not None:
         old.deleteLater()  # one dialog at a time; the window owns it, so it would live as long as the window
-    dialog = OpenModelDialog(win, path, untrained)
+    dialog = OpenModelDialog(win, path, untrained, data_spec)
     win.open_model_dialog = dialog
     dialog.open()
     return dialog

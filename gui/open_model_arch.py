@@ -6,17 +6,20 @@ sizes, so filtering 1,451 names is a regular-expression pass in C++, not a Pytho
 """
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QRegularExpression, QSortFilterProxyModel, QStringListModel, Qt, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView,
-                               QPushButton, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView, QPushButton,
+                               QTabWidget, QVBoxLayout, QWidget)
 
 from engine.errors import UserError
 from engine.models import check_model_kwargs, code_classes
+from gui.pickers import pick_file
+from gui.settings import Settings
 
 AskTrust = Callable[[str, str, str], bool]  # (path, message, what) -> an explicit yes
 
@@ -33,10 +36,12 @@ class ArchitecturePicker(QWidget):
 
     changed = Signal()
 
-    def __init__(self, ask_trust: AskTrust, parent: QWidget | None = None) -> None:
+    def __init__(self, ask_trust: AskTrust, parent: QWidget | None = None, settings: Settings | None = None) -> None:
         super().__init__(parent)
         self.ask_trust = ask_trust
+        self.settings = settings or Settings()
         self.code_file: str | None = None  # imported with the user's consent
+        self.signatures: dict[str, str] = {}  # class name -> "MyNet(width=16, classes=10)"
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.tabs = QTabWidget()
@@ -53,8 +58,20 @@ class ArchitecturePicker(QWidget):
         self.kwargs_edit.setToolTip("Keyword arguments for the model's constructor, as a JSON object; leave "
                                     "empty for its defaults")
         self.kwargs_edit.textChanged.connect(lambda _t: self.changed.emit())
-        form.addRow("Arguments (JSON)", self.kwargs_edit)
+        row = QHBoxLayout()
+        row.addWidget(self.kwargs_edit, 1)
+        self.signature_label = QLabel()
+        self.signature_label.setTextFormat(Qt.TextFormat.RichText)
+        self.signature_label.setWordWrap(True)
+        self.signature_label.setMaximumWidth(360)
+        self.signature_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.signature_label.setToolTip("The class's constructor, as the Python file defines it: type the arguments "
+                                        "to change as JSON, e.g. {\"width\": 32}")
+        row.addWidget(self.signature_label)
+        form.addRow("Arguments (JSON)", row)
         layout.addLayout(form)
+        self.class_combo.currentIndexChanged.connect(self._show_signature)
+        self.tabs.currentChanged.connect(self._show_signature)
 
     def _named_page(self) -> QWidget:
         page = QWidget()
@@ -154,15 +171,15 @@ class ArchitecturePicker(QWidget):
 
     # ----------------------------------------------------------------- the user's Python file
     def _choose_code(self) -> None:
-        start = str(Path(self.code_file).parent) if self.code_file else ""
-        path, _ = QFileDialog.getOpenFileName(self, "The Python file that defines the model", start,
-                                              "Python files (*.py)")
+        path = pick_file(self, self.settings, "python", "The Python file that defines the model",
+                         "Python files (*.py)", str(Path(self.code_file).parent) if self.code_file else "")
         if path:
             self.load_code(path)
 
     def load_code(self, path: str, ask: bool = True) -> bool:
         """List the classes `path` defines; it is imported only after the trust question (No by default)."""
         self.code_edit.setText(path)
+        self.signatures = {}
         self.class_combo.clear()
         self.code_file = None
         if ask and not self.ask_trust(path, "", "python"):
@@ -180,12 +197,19 @@ class ArchitecturePicker(QWidget):
         finally:
             QGuiApplication.restoreOverrideCursor()
         self.code_file = path
+        self.signatures = constructor_signatures(path, classes)
         self.class_combo.addItems(classes)
         self.code_status.setText(f"{len(classes)} nn.Module class(es) in {Path(path).name}" if classes else
                                  "<span style='color:#D55E00'>This file defines no nn.Module class.</span>")
         self.tabs.setCurrentIndex(1)
         self.changed.emit()
         return bool(classes)
+
+    def _show_signature(self, *_args) -> None:
+        """The chosen class's constructor beside the arguments field, so the user knows what to type."""
+        cls = self.class_combo.currentText() if self.tabs.currentIndex() == 1 else ""
+        text = self.signatures.get(cls, "")
+        self.signature_label.setText(f"<code>{_escape(text)}</code>" if text else "")
 
     # ----------------------------------------------------------------- the choice
     def arch(self) -> str | None:
@@ -212,3 +236,28 @@ def _escape(text: str) -> str:
     from html import escape
 
     return escape(text)
+
+
+def constructor_signatures(path: str, classes: list[str]) -> dict[str, str]:
+    """Each class's constructor as "Name(width=16, classes=10)", read from the source (nothing runs).
+
+    A class without its own __init__ shows "Name()" when it derives from nn.Module directly, else
+    "Name(…)": its arguments are those of a base class.
+    """
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef) or node.name not in classes or node.name in found:
+            continue
+        init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+        if init is None:
+            plain_module = all(ast.unparse(b).split(".")[-1] == "Module" for b in node.bases)
+            found[node.name] = f"{node.name}()" if plain_module else f"{node.name}(…)"
+            continue
+        args = ast.unparse(init.args)
+        args = args.split(",", 1)[1].strip() if "," in args else ""  # without self
+        found[node.name] = f"{node.name}({args})"
+    return found

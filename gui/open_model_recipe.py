@@ -73,14 +73,55 @@ def parse_shape(text: str) -> tuple[int, int, int] | None:
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
-def checked_html(c: RecipeChecked, dataset: str) -> str:
-    """The check's findings as a small table: weights, forward pass, classes, top-1, size and cost."""
-    if c.tensors_total is None:
-        weights = f"{OK} the file holds its own architecture: nothing to match"
-    elif c.untrained:
-        weights = f"{OK} untrained: random weights"
+def images_words(limit: int, total: int, split: str) -> str:
+    """How many images of which split an accuracy was measured on: "on all 6 test images", "on the first
+    1,000 of 10,000 test images"."""
+    if limit >= total:
+        return f"on all {total:,} {split} images" if total != 1 else f"on the only {split} image"
+    return f"on the first {limit:,} of {total:,} {split} images"
+
+
+MISSHAPED = re.compile(r"^(\S+) \[([\d, ]+)\] vs \[([\d, ]+)\]$")  # engine.models.weights: name [file] vs [model]
+
+
+def stem_problem(c: RecipeChecked) -> str:
+    """Plain words when the file's first layer was made for images of other channels ("" when not).
+
+    Such a layer is left untrained and every later layer sees noise: unlike a new head (meant to be
+    retrained), this is almost never what the user wants. Found among the tensors that did not fit: a
+    convolution (or patch embedding) kernel whose input channels are the model's input channels in the
+    model, and something else in the file.
+    """
+    channels = c.input_shape[0] if c.input_shape else None
+    for entry in c.unmatched:
+        found = MISSHAPED.match(entry)
+        if not found:
+            continue
+        file_shape, model_shape = ([int(v) for v in g.split(",")] for g in found.group(2, 3))
+        if (len(file_shape) >= 3 and len(file_shape) == len(model_shape) and file_shape[0] == model_shape[0]
+                and model_shape[1] == channels and file_shape[1] != channels):
+            has = f"{channels} channel" + ("" if channels == 1 else "s")
+            return (f"the file's first layer ({found.group(1).rsplit('.', 1)[0]}) takes {file_shape[1]}-channel "
+                    f"images, the dataset's images have {has}: that layer would start untrained. Choose a dataset "
+                    f"of {file_shape[1]}-channel images, or set the input shape to {file_shape[1]},"
+                    f"{c.input_shape[1]},{c.input_shape[2]} to convert the images")
+    return ""
+
+
+def checked_html(c: RecipeChecked, dataset: str, val_total: int | None = None, problem: str = "") -> str:
+    """The check's findings as a small table: weights, forward pass, classes, top-1, size and cost; `problem`
+    (which keeps Open disabled) first, in red."""
+    notes = list(c.notes)
+    if c.untrained:
+        seed = next((m.group(1) for m in map(re.compile(r"\(seed (\d+)\)").search, notes) if m), None)
+        weights = f"{OK} untrained: weights are random" + (f" (seed {seed})" if seed else "")
+        notes = [n for n in notes if "is untrained" not in n]  # said in the row
+    elif c.tensors_total is None:
+        weights = f"{OK} the file holds the whole model (architecture and weights): nothing to match"
     else:
         mark = OK if c.tensors_filled == c.tensors_total else "<span style='color:#E69F00'>●</span>"
+        if problem:
+            mark = NO
         weights = f"{mark} {c.tensors_filled} of {c.tensors_total} tensors matched"
         if c.unmatched:
             shown = ", ".join(escape(n) for n in c.unmatched[:6])
@@ -90,7 +131,7 @@ def checked_html(c: RecipeChecked, dataset: str) -> str:
     classes = (f"{OK if c.output_classes == c.dataset_classes else NO} {c.output_classes} outputs for "
                f"{c.dataset_classes} classes of {escape(dataset)}")
     chance = 1 / max(1, c.dataset_classes)
-    top1 = f"{c.top1:.1%} on {c.images} validation images"
+    top1 = f"{c.top1:.1%} " + images_words(c.images, val_total if val_total is not None else c.images, "validation")
     if not c.untrained and c.top1 < 1.5 * chance:
         top1 += (f" <span style='color:#E69F00'>(about chance, {chance:.0%}: the weights may not fit this data, "
                  "or the normalisation may be wrong)</span>")
@@ -99,7 +140,8 @@ def checked_html(c: RecipeChecked, dataset: str) -> str:
             ("Output", classes), ("Top-1", top1), ("Size", f"{fmt_count(c.params)} parameters, "
                                                            f"{fmt_count(c.macs)} MACs per image"),
             ("Mean / std", norm)]
-    html = "<table cellspacing='0' cellpadding='1'>" + "".join(
+    head = f"<p><b>{NO} Cannot open:</b> {ERR.format(escape(problem, quote=False))}.</p>" if problem else ""
+    html = head + "<table cellspacing='0' cellpadding='1'>" + "".join(
         f"<tr><td style='padding-right:8px'><i>{k}</i></td><td>{v}</td></tr>" for k, v in rows) + "</table>"
-    notes = "".join(f"<br><small>{escape(n)}</small>" for n in c.notes)
-    return html + notes + f"<br><small>Checked in {c.seconds:.1f} s.</small>"
+    html += "".join(f"<br><small>{escape(n)}</small>" for n in notes)
+    return html + f"<br><small>Checked in {c.seconds:.1f} s.</small>"

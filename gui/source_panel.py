@@ -5,19 +5,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QLabel
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from engine.models import DEMO_ARCHS, DEMO_TITLES
 from engine.units import fmt_bytes, fmt_count
+from gui.data_choice import DEFAULT_DATA, OPEN_CIFAR, OPEN_FOLDER, fill_data_combo, resolve_choice, switch_data
+from gui.open_model_recipe import images_words
 from gui.settings import Settings
-from gui.work import Loaded
+from gui.work import QUICK_EVAL_IMAGES, Loaded
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
-DEFAULT_DATA = "fashion-mnist"
-OPEN_FILE, OPEN_FOLDER, OPEN_CIFAR = "__open_file__", "__imagefolder__", "__cifar10__"
-OPEN_NEW = "__new_untrained__"
+OPEN_FILE, OPEN_NEW = "__open_file__", "__new_untrained__"
+__all__ = ["DEFAULT_DATA", "OPEN_CIFAR", "OPEN_FILE", "OPEN_FOLDER", "OPEN_NEW", "SourcePanel", "on_data_chosen",
+           "on_model_chosen"]
 
 
 class SourcePanel(QGroupBox):
@@ -65,28 +67,13 @@ class SourcePanel(QGroupBox):
 
     def fill_data(self, current: str | None = None) -> None:
         """The built-in dataset, recent folders and "Open…", with `current` selected (added when it is new)."""
-        combo = self.data_combo
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItem("Fashion-MNIST (built-in)", DEFAULT_DATA)
-        specs = [s for s in self.settings.recent("datasets") if s != DEFAULT_DATA]
-        if current and current != DEFAULT_DATA and current not in specs:
-            specs.insert(0, current)
-        for spec in specs:
-            kind, _, path = spec.partition(":")
-            combo.addItem(f"{'CIFAR-10' if kind == 'cifar10' else 'ImageFolder'}: {Path(path).name}", spec)
-            combo.setItemData(combo.count() - 1, spec, Qt.ItemDataRole.ToolTipRole)
-        combo.addItem("Open an ImageFolder…", OPEN_FOLDER)
-        combo.addItem("Open a CIFAR-10 folder…", OPEN_CIFAR)
-        if current:
-            combo.setCurrentIndex(max(0, combo.findData(current)))
-        combo.blockSignals(False)
+        fill_data_combo(self.data_combo, self.settings, current)
 
     def show_summary(self, loaded: Loaded) -> None:
         """The card: architecture, source, input, size, cost per image, accuracy and dataset."""
         s = loaded.summary
         waiting = "<small>measuring…</small>"  # found in the background after Ready (gui.work.details)
-        top1 = f"{s['top1']:.2%} <small>({s['top1_note']})</small>" if s.get("top1") is not None else \
+        top1 = f"{s['top1']:.2%} <small>{top1_note(loaded)}</small>" if s.get("top1") is not None else \
             waiting if "top1" in loaded.pending else "unknown"
         size = waiting if s.get("size_bytes") is None else \
             f"{fmt_bytes(s['size_bytes'])} ({fmt_bytes(s['compressed_bytes'])} zipped)"
@@ -101,6 +88,16 @@ class SourcePanel(QGroupBox):
         if loaded.bundle.scripted:
             html += "<p style='color:#D55E00'>TorchScript models can be evaluated but not pruned.</p>"
         self.summary_label.setText(html)
+
+
+def top1_note(loaded: Loaded) -> str:
+    """Where the card's top-1 comes from, with the real image count: "on all 6 test images", "recorded in the file"."""
+    note = str(loaded.summary.get("top1_note", ""))
+    if note == "recorded":
+        return "recorded in the file"
+    if note.startswith("first ") and note.endswith(" test images"):  # gui.work measures a prefix of the test split
+        return images_words(QUICK_EVAL_IMAGES, loaded.data.split_size("test"), "test")
+    return f"({note})" if note else ""
 
 
 def on_model_chosen(win: MainWindow, index: int) -> None:
@@ -119,15 +116,9 @@ def on_model_chosen(win: MainWindow, index: int) -> None:
 
 
 def on_data_chosen(win: MainWindow, index: int) -> None:
-    """A dataset picked in the combo box: ask for a folder if need be, then load the model with it."""
-    data = win.data_combo.itemData(index)
-    if data in (OPEN_FOLDER, OPEN_CIFAR):
-        folder = QFileDialog.getExistingDirectory(win, "Choose a CIFAR-10 folder (cifar-10-batches-py)"
-                                                  if data == OPEN_CIFAR else "Choose an ImageFolder "
-                                                  "(one sub-folder per class)")
-        if not folder:
-            win.source.fill_data(win.current_data_spec())
-            return
-        data = f"{'cifar10' if data == OPEN_CIFAR else 'imagefolder'}:{folder}"
-    if data and data != (win.loaded.request.data_spec if win.loaded else None):
-        win.load(win.current_model_src(), data)
+    """A dataset picked in the combo box: ask for a folder if need be, then switch to it (gui.data_choice)."""
+    spec = resolve_choice(win, win.settings, win.data_combo.itemData(index))
+    if spec is None or spec == (win.loaded.request.data_spec if win.loaded else None):
+        win.source.fill_data(win.current_data_spec())  # cancelled, or the same: the combo shows what is in use
+        return
+    switch_data(win, spec)

@@ -83,6 +83,15 @@ def rgb_state(tmp_path) -> Path:
 
 
 @pytest.fixture
+def grey_state(tmp_path) -> Path:
+    """A state_dict of the architecture built for grey images and 10 classes: it fits Fashion-MNIST whole."""
+    torch.manual_seed(1)
+    path = tmp_path / "mobilenet_grey.pth"
+    torch.save(build_arch(ARCH, in_channels=1, num_classes=10).state_dict(), path)
+    return path
+
+
+@pytest.fixture
 def code_file(tmp_path) -> Path:
     path = tmp_path / "mynet.py"
     path.write_text(CODE)
@@ -137,17 +146,23 @@ def test_state_dict_opens_with_an_architecture_from_the_filtered_list(window, qt
     filled, total = map(int, MATCHED.search(text).groups())
     assert total // 2 < filled < total  # the RGB stem does not fit grey images: named, the rest loads
     assert "features.0.0.weight" in text and "10 outputs for 10 classes" in text
-    assert re.search(r"Top-1\s*\d+\.\d% on 500 validation images", text)
+    assert re.search(r"Top-1\s*\d+\.\d% on the first 500 of 5,000 validation images", text)
     assert "parameters" in text and "MACs" in text
+    # a stem left untrained is a problem, not a warning: Open stays disabled and the words say why
+    assert "takes 3-channel images, the dataset's images have 1 channel" in text and "start untrained" in text
+    assert not dialog.open_button.isEnabled()
+    dialog.shape_edit.setText("3,28,28")  # the grey images copied to three channels: the stem fits
+    filled, total = map(int, MATCHED.search(check(dialog, qtbot)).groups())
+    assert filled == total and dialog.problem == ""
     open_checked(dialog, qtbot)
-    assert window.loaded.bundle.arch == ARCH and window.loaded.bundle.input_shape == (1, 28, 28)
+    assert window.loaded.bundle.arch == ARCH and window.loaded.bundle.input_shape == (3, 28, 28)
     assert window.settings.recent("models")[0] == str(rgb_state)
     assert remembered_recipe(window.settings, str(rgb_state)).arch == ARCH
     assert window.asked == []  # weights only: nothing to trust
 
 
-def test_reopening_from_the_recent_list_asks_nothing(window, qtbot, rgb_state):
-    dialog = open_dialog(window, qtbot, rgb_state)
+def test_reopening_from_the_recent_list_asks_nothing(window, qtbot, grey_state):
+    dialog = open_dialog(window, qtbot, grey_state)
     pick_from_list(dialog, qtbot, "mobilenet v3 small", ARCH)
     dialog.norm_combo.setCurrentIndex(dialog.norm_combo.findData("mnist"))
     check(dialog, qtbot)
@@ -157,10 +172,10 @@ def test_reopening_from_the_recent_list_asks_nothing(window, qtbot, rgb_state):
     assert window.loaded.request.recipe is None
     menu = QMenu()
     _fill_recent(menu, window)
-    action = next(a for a in menu.actions() if a.text() == str(rgb_state))
+    action = next(a for a in menu.actions() if a.text() == str(grey_state))
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         action.trigger()
-    assert window.loaded.request.recipe is not None and window.loaded.request.model_src == str(rgb_state)
+    assert window.loaded.request.recipe is not None and window.loaded.request.model_src == str(grey_state)
     assert window.loaded.bundle.arch == ARCH
     assert window.loaded.data.norm.mean == (0.1307,)  # the remembered preset, not the dataset's own
     assert window.open_model_dialog is dialog and not dialog.isVisible()  # no dialog the second time
