@@ -14,6 +14,41 @@ from gui import theme
 NAME_ROLE = Qt.ItemDataRole.UserRole
 
 
+def _before_after(before: int, after: int) -> str:
+    return f"{before} → {after}" if after != before else str(before)
+
+
+def inputs_after(info: LayerInfo, stat: LayerStat) -> int:
+    """Input channels left after a run, from the weights each kept filter still has (LayerStat counts outputs
+    only): a filter's weights shrink with its inputs. A grouped convolution (depthwise) keeps a fixed input
+    count per filter and loses inputs with its groups, that is with its outputs."""
+    if not (stat.params_before and stat.channels_before and stat.channels_after):
+        return info.in_channels if stat.channels_after else 0
+    per_filter_before = stat.params_before / stat.channels_before
+    kept = (stat.params_after / stat.channels_after) / per_filter_before
+    if per_filter_before < info.in_channels:  # fewer weights per filter than inputs: grouped
+        kept *= stat.channels_after / stat.channels_before
+    return round(info.in_channels * kept)
+
+
+def removed_tip(info: LayerInfo, stat: LayerStat, ins_after: int, not_pruned: bool) -> str:
+    """The Weights removed cell explained: which cut (own outputs, lost inputs, zeroed weights) made its share."""
+    lines = [f"{info.name}: {stat.pruned_share:.0%} of its weights removed "
+             f"({fmt_count(stat.params_before)} → {fmt_count(stat.nonzero_after)} left)."]
+    if stat.channels_after != stat.channels_before:
+        lines.append(f"Its own outputs: {stat.channels_before} → {stat.channels_after} channels.")
+    else:
+        lines.append("Its own output channels are all kept" + (" (the classifier head, or a layer left out)."
+                                                              if not_pruned else "."))
+    if ins_after != info.in_channels:
+        lines.append(f"Its inputs: {info.in_channels} → {ins_after} channels, because the layer before it lost "
+                     "output channels: a weight needs both its input and its output channel.")
+    if stat.nonzero_after < stat.params_after:
+        lines.append(f"{fmt_count(stat.params_after - stat.nonzero_after)} of the weights left are zeroed "
+                     "(unstructured pruning: still stored, not faster).")
+    return "\n".join(lines)
+
+
 class LayerTable(QTableWidget):
     """Every prunable layer: shape, size, channels before → after, group, include box, own ratio, pruned share."""
 
@@ -25,16 +60,22 @@ class LayerTable(QTableWidget):
     HEADERS = (("Layer", "Module name in the model"), ("Type", "Layer type"),
                ("Output", "Output shape for one image (channels × height × width)"),
                ("Params", "Parameters of the layer"), ("MACs", "Multiply-accumulates per image"),
-               ("Channels", "Output channels before → after the selected run"),
+               ("In ch", "Input channels before → after the selected run: they go when the layer before this "
+                         "one loses output channels, whether or not this layer is pruned itself"),
+               ("Out ch", "Output channels before → after the selected run: this layer's own cut (with its "
+                          "dependency group)"),
                ("Group", "Dependency group: layers with the same colour must lose the same channels "
                          "(residual connections couple them); torch-pruning prunes them together"),
                ("Prune", "Untick to leave this layer alone"),
                ("Ratio", "This layer's own pruning ratio ('default' uses the method panel's ratio)"),
-               ("Pruned", "Share of the layer's weights removed or zeroed by the selected run"),
+               ("Weights removed", "Share of this layer's weights gone after the selected run: from its own output "
+                                   "channels and from the input channels the layer before it lost (kept outputs × "
+                                   "kept inputs remain, so 16/64 of each is 94 % removed), or zeroed by an "
+                                   "unstructured method. Hover a cell for the sum"),
                ("Drop", "Sensitivity: mean top-1 drop (points) when this layer's dependency group alone is pruned at "
                                "10–90 % — run 'Scan sensitivity'; red layers deserve lower ratios"))
-    (COL_NAME, COL_TYPE, COL_OUT, COL_PARAMS, COL_MACS, COL_CHANNELS, COL_GROUP, COL_INCLUDE, COL_RATIO, COL_PRUNED,
-     COL_SENSITIVITY) = range(11)
+    (COL_NAME, COL_TYPE, COL_OUT, COL_PARAMS, COL_MACS, COL_INPUTS, COL_CHANNELS, COL_GROUP, COL_INCLUDE, COL_RATIO,
+     COL_PRUNED, COL_SENSITIVITY) = range(12)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(0, len(self.HEADERS), parent)
@@ -58,6 +99,27 @@ class LayerTable(QTableWidget):
         self._pending: list[tuple[int, str]] = []  # (row, layer) still without a Ratio spin box
         self.itemSelectionChanged.connect(self._on_selection)
         self.itemChanged.connect(self._on_item_changed)
+        self._fix_ratio_width()
+
+    def _fix_ratio_width(self) -> None:
+        """Give the Ratio column the width its spin box needs: sizing to contents sees the (empty) cells, not
+        the cell widgets, and cut 'default' to 'fault'."""
+        spin = self._ratio_spin()
+        width = max(spin.sizeHint().width(), self.horizontalHeader().sectionSizeHint(self.COL_RATIO))
+        spin.deleteLater()
+        self.horizontalHeader().setSectionResizeMode(self.COL_RATIO, QHeaderView.ResizeMode.Fixed)
+        self.horizontalHeader().resizeSection(self.COL_RATIO, width)
+
+    def _ratio_spin(self) -> QDoubleSpinBox:
+        """A Ratio spin box: 'default' (the method panel's ratio) below 0, else this layer's own ratio."""
+        spin = QDoubleSpinBox()
+        spin.setRange(-0.05, 0.95)
+        spin.setSingleStep(0.05)
+        spin.setDecimals(2)
+        spin.setSpecialValueText("default")
+        spin.setValue(-0.05)
+        spin.setFrame(False)
+        return spin
 
     def set_layers(self, layers: list[LayerInfo], head: str | None) -> None:
         """Fill the table from describe_layers() (clears the per-layer choices)."""
@@ -76,7 +138,7 @@ class LayerTable(QTableWidget):
         for row, info in enumerate(layers):
             shape = "×".join(str(d) for d in info.out_shape)
             cells = [info.name, info.kind, shape, fmt_count(info.params), fmt_count(info.macs),
-                     str(info.out_channels), f"G{info.group}" if info.group >= 0 else "–"]
+                     str(info.in_channels), str(info.out_channels), f"G{info.group}" if info.group >= 0 else "–"]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(NAME_ROLE, info.name)
@@ -110,6 +172,7 @@ class LayerTable(QTableWidget):
                 self.setItem(row, col, cell)
         self.blockSignals(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self._fix_ratio_width()
         self.setUpdatesEnabled(True)
         self.set_filter(*self._filter)
         self.layers_set.emit()
@@ -124,13 +187,7 @@ class LayerTable(QTableWidget):
         """
         batch, self._pending = self._pending[:count], self._pending[count:] if count else []
         for row, name in batch:
-            spin = QDoubleSpinBox()
-            spin.setRange(-0.05, 0.95)
-            spin.setSingleStep(0.05)
-            spin.setDecimals(2)
-            spin.setSpecialValueText("default")
-            spin.setValue(-0.05)
-            spin.setFrame(False)
+            spin = self._ratio_spin()
             spin.setToolTip("This layer's own ratio; 'default' follows the method panel. Structured methods "
                             "apply it to the layer's whole dependency group")
             spin.valueChanged.connect(self.choices_changed)
@@ -180,16 +237,20 @@ class LayerTable(QTableWidget):
         self.blockSignals(True)
         for row, info in enumerate(self.layers):
             stat = by_name.get(info.name)
-            channels = self.item(row, self.COL_CHANNELS)
+            inputs, channels = self.item(row, self.COL_INPUTS), self.item(row, self.COL_CHANNELS)
             pruned = self.item(row, self.COL_PRUNED)
             if stat is None:
+                inputs.setText(str(info.in_channels))
                 channels.setText(str(info.out_channels))
                 pruned.setText("")
+                pruned.setToolTip(self.HEADERS[self.COL_PRUNED][1])
                 pruned.setBackground(QBrush(QColor(0, 0, 0, 0)))
                 continue
-            channels.setText(f"{stat.channels_before} → {stat.channels_after}" if stat.channels_after !=
-                             stat.channels_before else str(stat.channels_before))
+            ins = (info.in_channels, inputs_after(info, stat))
+            inputs.setText(_before_after(*ins))
+            channels.setText(_before_after(stat.channels_before, stat.channels_after))
             pruned.setText(f"{stat.pruned_share:.0%}")
+            pruned.setToolTip(removed_tip(info, stat, ins[1], info.name == self.head or info.group < 0))
             pruned.setBackground(QBrush(theme.share_colour(stat.pruned_share)))
         self.blockSignals(False)
 

@@ -330,10 +330,17 @@ class LivePlots(theme.PaletteWidget):
             x, _ = curves.items["latency"].getData()
             measured_latency |= x is not None and len(x) > 0
         has_points = any(c.steps for c in shown.values())
-        self.latency_note.setVisible(has_points and not measured_latency)
-        if self.latency_note.isVisible():
-            view = self.plots["latency"].viewRange()
-            self.latency_note.setPos((view[0][0] + view[0][1]) / 2, (view[1][0] + view[1][1]) / 2)
+        unmeasured = has_points and not measured_latency
+        plot = self.plots["latency"]
+        if unmeasured:
+            # nothing to range on: autorange shrank the axes to ±1e-146 and pushed the note into a corner
+            last = max((max(c.steps) for c in shown.values() if c.steps), default=1)
+            plot.disableAutoRange()
+            plot.setRange(xRange=(0, max(1, last)), yRange=(0, 1), padding=0.05)
+            self.latency_note.setPos(max(1, last) / 2, 0.5)
+        elif self.latency_note.isVisible():
+            plot.enableAutoRange()
+        self.latency_note.setVisible(unmeasured)
 
     def _draw_phases(self, run_id: int, curves: _RunCurves) -> None:
         """The dotted path through the phase points; its words only on the selected run (less clutter)."""

@@ -50,6 +50,8 @@ def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtb
     second = window.current_run
     assert results.row_count() == 1 and results.selected_run() == second
     assert [label.split()[0] for label in plots.legend_labels()] == [f"#{second}"]
+    plots.flush()  # no latency timed: the note sits mid-plot on a sane range, not in a corner of ±1e-146
+    assert plots.latency_note.isVisible() and plots.plots["latency"].viewRange()[1][1] > 0.5
 
     load_tiny(qtbot, window, window.raw_data_cache["fashion-mnist"])  # the first model again
     assert results.row_count() == 1 and results.model.item(0, 0).text() == f"#{first}"
