@@ -166,13 +166,11 @@ def count_macs(model: nn.Module, input_shape: Shape, device: str = "cpu") -> int
     return int(macs)
 
 
-def serialized_state(model: nn.Module) -> bytes:
-    """The model's weights as torch.save writes them (masks folded in)."""
+def _state(model: nn.Module) -> dict:
+    """The model's weights as they are saved (masks folded in)."""
     state = {name: p.detach().cpu() for name, p in _effective_params(model)}
     state.update({n: b.detach().cpu() for n, b in model.named_buffers() if not n.endswith("_mask")})
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
+    return state
 
 
 COMPRESS_CHUNK = 1 << 20
@@ -184,10 +182,28 @@ def size_on_disk(model: nn.Module) -> tuple[int, int]:
     Level 1: zeros still cost almost nothing, and ResNet-50's 100 MB compress in about a second instead of
     eight (loading a large model waited on it). In 1 MiB pieces: one `zlib.compress` call on 100 MB held
     the GIL long enough to freeze the GUI's event loop for 70 ms and more; the size is the same."""
-    raw = memoryview(serialized_state(model))
-    packer = zlib.compressobj(1)
-    compressed = sum(len(packer.compress(raw[i:i + COMPRESS_CHUNK])) for i in range(0, len(raw), COMPRESS_CHUNK))
-    return len(raw), compressed + len(packer.flush())
+    sink = _Measured()
+    torch.save(_state(model), sink)  # streamed: a large model's file is never held in memory whole
+    return sink.size, sink.compressed + len(sink.packer.flush())
+
+
+class _Measured(io.RawIOBase):
+    """A file that keeps nothing: it counts what is written and compresses it as it comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = self.compressed = 0
+        self.packer = zlib.compressobj(1)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        for i in range(0, len(view), COMPRESS_CHUNK):
+            self.compressed += len(self.packer.compress(view[i:i + COMPRESS_CHUNK]))
+        self.size += len(view)
+        return len(view)
 
 
 # ----------------------------------------------------------------------------- all together

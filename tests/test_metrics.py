@@ -263,3 +263,16 @@ def test_memory_measurement_leaves_the_allocator_fast():
     # One 256×4×28×28 activation is 3.2 MiB (800 pages); mapped afresh, each pass faults on several of
     # them (about 26 000 pages measured with the bug); reused, almost none.
     assert per_pass < 1000, per_pass
+
+
+def test_size_is_what_torch_save_writes_and_its_zlib_size():
+    """Streamed through a counting file, the sizes are those of the bytes torch.save writes."""
+    import io
+    import zlib
+
+    model = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
+    buf = io.BytesIO()
+    torch.save({k: v.detach() for k, v in model.state_dict().items()}, buf)
+    raw, packed = size_on_disk(model)
+    assert raw == len(buf.getvalue())
+    assert packed == len(zlib.compress(buf.getvalue(), 1))
