@@ -6,7 +6,6 @@ has no branches on a method's family; a method's family picks its pruner class f
 from __future__ import annotations
 
 import copy
-import gc
 import math
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,6 +16,7 @@ import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
 from engine.architectures import prepare
+from engine.budget import release_freed_memory
 from engine.config import PruneConfig
 from engine.data import Dataset
 from engine.errors import UserError, first_line, resource_error
@@ -156,7 +156,7 @@ def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_cla
         # torch-pruning's graph holds the copy in reference cycles, and the GUI pauses the cycle collector
         # while a job runs: without a collection the copy would stay for the whole run (twice the weights).
         del trial
-        gc.collect()
+        release_freed_memory()  # and glibc keeps the freed pages unless told: the copy's memory stays counted
 
 
 def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
