@@ -180,34 +180,52 @@ def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, 
     return result
 
 
-def weight_snapshot(model: nn.Module) -> dict[str, np.ndarray]:
-    """Copies of every prunable layer's weights (as the forward pass sees them)."""
+@dataclass(frozen=True)
+class WeightSummary:
+    """What the before/after views need of a layer's original weights, so that no copy of them is kept
+    through the run (vit_h_14's copy was 2.4 GB)."""
+
+    shape: tuple[int, ...]
+    size: int
+    edges: np.ndarray  # histogram bins, shared with the pruned weights
+    counts: np.ndarray
+    zeros: int
+    norms: np.ndarray  # L1 norm per output channel
+
+
+HISTOGRAM_BINS = 61  # odd: exact zeros fall in one bin
+
+
+def weight_snapshot(model: nn.Module) -> dict[str, WeightSummary]:
+    """Every prunable layer's original weights (as the forward pass sees them), summarised one layer
+    at a time."""
     snap = {}
     for name, m in prunable_layers(model):
-        snap[name] = m.weight.detach().float().cpu().numpy().copy()
+        w = m.weight.detach().float().cpu().numpy()
+        limit = float(np.abs(w).max()) if w.size else 0.0
+        edges = np.linspace(-(limit or 1.0), limit or 1.0, HISTOGRAM_BINS + 1)
+        counts, _ = np.histogram(np.clip(w, edges[0], edges[-1]), edges)
+        snap[name] = WeightSummary(tuple(w.shape), int(w.size), edges, counts, int((w == 0).sum()),
+                                   np.abs(w.reshape(w.shape[0], -1)).sum(1))
     return snap
 
 
-def histograms(before: dict[str, np.ndarray], model: nn.Module, kept: dict[str, np.ndarray],
-               bins: int = 61) -> dict[str, WeightHistogram]:
-    """Weight histograms before/after on shared bins (an odd bin count puts exact zeros in one bin)."""
+def histograms(before: dict[str, WeightSummary], model: nn.Module,
+               kept: dict[str, np.ndarray]) -> dict[str, WeightHistogram]:
+    """Weight histograms before/after on shared bins."""
     out = {}
     current = dict(prunable_layers(model))
     for name, w0 in before.items():
         if name not in current:
             continue
         w1 = current[name].weight.detach().float().cpu().numpy()
-        limit = float(np.abs(w0).max()) or 1.0
-        edges = np.linspace(-limit, limit, bins + 1)
-        h0, _ = np.histogram(np.clip(w0, -limit, limit), edges)
-        h1, _ = np.histogram(np.clip(w1, -limit, limit), edges)
-        norms = np.abs(w0.reshape(w0.shape[0], -1)).sum(1)
+        h1, _ = np.histogram(np.clip(w1, w0.edges[0], w0.edges[-1]), w0.edges)
         keep = kept.get(name, np.ones(w0.shape[0], dtype=bool))
-        out[name] = WeightHistogram(name, edges, h0, h1, int((w0 == 0).sum()), int((w1 == 0).sum()), norms, keep)
+        out[name] = WeightHistogram(name, w0.edges, w0.counts, h1, w0.zeros, int((w1 == 0).sum()), w0.norms, keep)
     return out
 
 
-def layer_stats(before: dict[str, np.ndarray], model: nn.Module) -> tuple[LayerStat, ...]:
+def layer_stats(before: dict[str, WeightSummary], model: nn.Module) -> tuple[LayerStat, ...]:
     """Channels and parameters of each prunable layer, before and now."""
     stats = []
     for name, m in prunable_layers(model):

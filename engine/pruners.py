@@ -21,7 +21,7 @@ from engine.config import PruneConfig
 from engine.data import Dataset
 from engine.errors import UserError, first_line, resource_error
 from engine.events import CancelToken, Progress
-from engine.layers import ignored_modules, prunable_layers
+from engine.layers import WeightSummary, ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
 from engine.tracing import cuts_heads, dependency_graph
@@ -59,7 +59,7 @@ class Pruner:
         """True when no further step can prune (a speed-up target met the maximum layer ratio)."""
         return False
 
-    def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def kept(self, before: dict[str, WeightSummary]) -> dict[str, np.ndarray]:
         """Per layer, a bool per original output channel: still present (empty: channels never go)."""
         return {}
 
@@ -361,7 +361,7 @@ class StructuredPruner(Pruner):
             self.notes.extend(off)
         return problems
 
-    def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def kept(self, before: dict[str, WeightSummary]) -> dict[str, np.ndarray]:
         out = {}
         for name, alive in self.alive.items():
             mask = np.zeros(before[name].shape[0], dtype=bool)
@@ -457,7 +457,7 @@ class ManualPruner(Pruner):
     def check(self, example: torch.Tensor) -> list[str]:
         return check_pruned(self.model, example, self.params_before, 0, None, onnx=False)
 
-    def kept(self, before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def kept(self, before: dict[str, WeightSummary]) -> dict[str, np.ndarray]:
         return StructuredPruner.kept(self, before)
 
 

@@ -224,6 +224,20 @@ def test_histograms_show_zero_spike_and_removed_channels(tiny, fashion):
     assert hist.after.sum() < hist.before.sum()
 
 
+def test_the_weight_snapshot_summarises_instead_of_copying():
+    """The run keeps what the before/after views need of the original weights, not a copy of them."""
+    from engine.layers import weight_snapshot
+
+    layer = torch.nn.Linear(512, 256)
+    summary = weight_snapshot(torch.nn.Sequential(layer))["0"]
+    w = layer.weight.detach().numpy()
+    assert summary.shape == (256, 512) and summary.size == w.size and summary.counts.sum() == w.size
+    assert np.allclose(summary.norms, np.abs(w).sum(1))
+    assert summary.edges[-1] == np.abs(w).max()
+    held = sum(a.nbytes for a in (summary.edges, summary.counts, summary.norms))
+    assert held < w.nbytes / 50
+
+
 def test_saved_model_reloads_in_fresh_process_and_onnx_matches(tiny, fashion, tmp_path):
     done, _ = run(tiny, fashion, fast(method="fpgm", pruning_ratio=0.5), out_dir=tmp_path)
     x = next(iter(fashion.loader("test", 64, limit=64)))[0]
