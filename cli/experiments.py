@@ -208,10 +208,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="re-estimate BatchNorm statistics after each cut (default; --no-bn-recalibrate to skip)")
     p.add_argument("--target-ratio", type=finite, metavar="R",
                    help="also propose per-layer ratios with the MACs of uniform pruning at R")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for data order, calibration and an untrained architecture's weights (default 0)")
     p.add_argument("--store", metavar="PATH", help="also keep the scan in a result store (for reports)")
     p.add_argument("--json", metavar="FILE", help="write the curves as JSON")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("sweep", help="run an experiment plan (methods × ratios × recovery) from a TOML file")

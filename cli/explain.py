@@ -148,7 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", type=int, metavar="N",
                    help="also write per-channel activation statistics for test image N (and its top-5 before and "
                         "after pruning with the first method)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for data order, calibration and an untrained architecture's weights (default 0)")
     p.add_argument("--json", required=True, metavar="FILE", help="where to write the facts")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)

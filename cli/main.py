@@ -26,10 +26,11 @@ from engine.metrics import Metrics, evaluate
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, save_model
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
 from engine.paths import log_dir
-from engine.units import fmt_bytes, fmt_count
+from engine.units import fmt_count
 
 # the value types are imported from here by the experiments commands
-from cli.types import at_least, count, finite, floats, json_obj, memory_limit, shape  # noqa: F401, E402
+from cli.summary import metrics_table
+from cli.types import at_least, count, data_spec, finite, floats, json_obj, memory_limit, shape  # noqa: F401, E402
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -39,8 +40,10 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Model source flags shared by evaluate, prune, sensitivity."""
     p.add_argument("--model", required=True, metavar="SRC",
-                   help="demo:resnet, demo:vgg, torchvision:NAME, or a model FILE")
-    p.add_argument("--weights", help="local weights (state_dict) for torchvision:NAME")
+                   help="demo:resnet, demo:vgg, torchvision:NAME, timm:NAME, or a model FILE")
+    p.add_argument("--weights", metavar="FILE",
+                   help="your trained weights (a state_dict or .safetensors file) for torchvision:NAME or timm:NAME; "
+                        "without them those architectures start from random weights")
     p.add_argument("--model-code", metavar="PATH.py:ClassName", help="architecture for a state_dict FILE")
     p.add_argument("--model-kwargs", type=json_obj, metavar="JSON", help="arguments for --model-code's class")
     p.add_argument("--trust", action="store_true",
@@ -55,7 +58,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_data_args(p: argparse.ArgumentParser, device: bool = True, batch_size: bool = True) -> None:
     """Dataset, device and batch size flags (prune takes the last two from its config's flags)."""
-    p.add_argument("--data", required=True, metavar="SPEC", help="fashion-mnist, imagefolder:PATH or cifar10:PATH")
+    p.add_argument("--data", required=True, type=data_spec, metavar="SPEC",
+                   help="fashion-mnist, imagefolder:DIR (a sub-folder of images per class) or cifar10:DIR")
     if device:
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     if batch_size:
@@ -87,9 +91,19 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
 
         fit = WeightsFit(**{k: tuple(v) if isinstance(v, list) else v for k, v in weights.items()})
         print(f"note: weights from {args.weights or args.model}: {fit.summary()}", file=sys.stderr)
+    if bundle.meta.get("untrained"):  # a figure from random weights looks like a result unless we say so
+        print(f"note: {untrained_note(args.model, getattr(args, 'seed', 0) or 0, args.command)}", file=sys.stderr)
     fitted = fit_data(bundle, data, args.mean, args.std)
     check_batch_memory(bundle.model, bundle.input_shape, args.batch_size, getattr(args, "device", "cpu") or "cpu")
     return bundle, fitted
+
+
+def untrained_note(model: str, seed: int, command: str | None) -> str:
+    """The warning for a named architecture without --weights: its figures come from random weights."""
+    verb = {"prune": "prune", "evaluate": "evaluate", "sensitivity": "scan", "explain": "explain"}.get(command or "",
+                                                                                                       "use")
+    return (f"{model} has no --weights: its weights are random (seed {seed}), so its accuracy means nothing; "
+            f"pass --weights FILE to {verb} your trained model")
 
 
 # ----------------------------------------------------------------------------- output helpers
@@ -153,38 +167,6 @@ def run_events(events, printer: Callable | None = None, on_event: Callable | Non
     return drain(guarded(events, limit, hint), both)
 
 
-METRIC_ROWS: list[tuple[str, Callable[[Metrics], str]]] = [
-    ("top-1 accuracy", lambda m: f"{m.top1 * 100:.2f} %"),
-    ("top-5 accuracy", lambda m: f"{m.top5 * 100:.2f} %"),
-    ("precision (macro)", lambda m: f"{m.precision_macro * 100:.2f} %"),
-    ("recall (macro)", lambda m: f"{m.recall_macro * 100:.2f} %"),
-    ("F1 (macro)", lambda m: f"{m.f1_macro * 100:.2f} %"),
-    ("parameters", lambda m: fmt_count(m.params)),
-    ("non-zero parameters", lambda m: f"{fmt_count(m.nonzero_params)} ({m.sparsity:.1%} zero)"),
-    ("MACs", lambda m: fmt_count(m.macs)),
-    ("size on disk", lambda m: fmt_bytes(m.size_bytes)),
-    ("compressed size", lambda m: fmt_bytes(m.compressed_bytes)),
-]
-
-
-def metrics_table(columns: dict[str, Metrics]) -> str:
-    """A plain-text table with one column per model."""
-    rows = [(label, [fn(m) for m in columns.values()]) for label, fn in METRIC_ROWS]
-    first = next(iter(columns.values()))
-    for bs in sorted(first.latency_ms, key=int):
-        rows.append((f"latency batch {bs} (median)", [f"{m.latency(bs):.2f} ms" for m in columns.values()]))
-        rows.append((f"latency batch {bs} (p95)", [f"{m.latency(bs, 'p95'):.2f} ms" for m in columns.values()]))
-    if first.latency_ms:
-        rows.append(("throughput", [f"{m.throughput_ips:.0f} img/s" for m in columns.values()]))
-        rows.append(("peak memory (forward)", [fmt_bytes(m.peak_memory_bytes) for m in columns.values()]))
-    w0 = max(len(r[0]) for r in rows)
-    widths = [max(len(name), *(len(r[1][i]) for r in rows)) for i, name in enumerate(columns)]
-    lines = ["  ".join([" " * w0] + [n.rjust(w) for n, w in zip(columns, widths)])]
-    for label, vals in rows:
-        lines.append("  ".join([label.ljust(w0)] + [v.rjust(w) for v, w in zip(vals, widths)]))
-    return "\n".join(lines)
-
-
 def write_json(path: str | Path, obj: dict) -> None:
     """Write JSON whole or not at all."""
     write_text_atomic(path, json.dumps(obj, indent=2))
@@ -219,7 +201,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bundle, data = resolve(args)
     device = _device(args.device)
     done = run_events(evaluate(bundle.model, data, device=device, batch_size=args.batch_size, threads=args.threads,
-                               cancel=CANCEL), ProgressPrinter(quiet=args.quiet), limit=args.memory_limit)
+                               limit=args.eval_limit, speed=args.measure_speed, cancel=CANCEL),
+                      ProgressPrinter(quiet=args.quiet), limit=args.memory_limit)
     metrics: Metrics = done.metrics
     print(f"{args.model} on {data.name} test set ({metrics.samples} images), device {device}"
           f"{_latency_threads(metrics)}")
@@ -315,6 +298,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from engine.pruning import RunDone, StepDone, run_pruning
 
     from cli.options import config_from_args
+    from cli.summary import latency_summary, paired_rows
 
     cfg = config_from_args(args)
     method = cfg.validate()
@@ -339,13 +323,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                limit=args.memory_limit, hint=", leave large layers alone (--ignore NAME)")
     print(f"\n{method.title}, {method.ratio_meaning} "
           f"{cfg.pruning_ratio if cfg.pruning_ratio is not None else 'for ' + str(cfg.target_speedup) + 'x'}")
-    print(metrics_table({"before": done.before, "after": done.after}))
+    print(metrics_table({"before": done.before, "after": done.after}, paired_rows(done)))
     sp = done.speedups()
     summary = f"MACs {sp['macs']:.2f}x lower, parameters {sp['params']:.2f}x lower, compressed size " \
               f"{sp['compressed']:.2f}x smaller"
     print(summary + f"; top-1 {100 * (done.after.top1 - done.before.top1):+.2f} pt")
-    if "latency" in sp:
-        print(f"{done.speedup_text()}; efficiency {sp['latency_efficiency']:.2f} (latency gain / MACs gain)")
+    for line in latency_summary(done):
+        print(line)
     print(f"pruning took {done.prune_seconds:.2f} s, the whole run {done.seconds:.1f} s")
     for note in done.notes:
         print(f"note: {note}")
@@ -366,8 +350,8 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p, device=False, batch_size=False)
     add_config_flags(p, method_help=f"; one of: {', '.join(REGISTRY)} (see `methods`)")
     p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
-    p.add_argument("--json", metavar="FILE")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", metavar="FILE", help="write before/after metrics, every step and the speed-ups as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prune)
 
 
@@ -388,27 +372,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train an architecture (the demo models are made with this)")
-    p.add_argument("--model", required=True, metavar="ARCH", help="demo:resnet, demo:vgg or torchvision:NAME")
-    p.add_argument("--data", required=True, metavar="SPEC")
-    p.add_argument("--epochs", type=finite, required=True, metavar="N")
-    p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", required=True, metavar="ARCH",
+                   help="demo:resnet, demo:vgg, torchvision:NAME or timm:NAME (trained from random weights)")
+    p.add_argument("--data", required=True, type=data_spec, metavar="SPEC",
+                   help="fashion-mnist, imagefolder:DIR (a sub-folder of images per class) or cifar10:DIR")
+    p.add_argument("--epochs", type=finite, required=True, metavar="N", help="passes over the training set")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the model file (.pt); its card (training figures, the command) goes beside it as .json")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for weights and data order (same seed, same model)")
     p.add_argument("--lr", type=finite, default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=count, default=128)
-    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "constant"))
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    p.add_argument("--weight-decay", type=finite, default=5e-4)
-    p.add_argument("--label-smoothing", type=finite, default=0.0)
+    p.add_argument("--batch-size", type=count, default=128, metavar="N", help="batch size (default 128)")
+    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "constant"),
+                   help="learning-rate schedule (default onecycle)")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"), help="optimizer (default sgd)")
+    p.add_argument("--weight-decay", type=finite, default=5e-4, metavar="W", help="weight decay (default 5e-4)")
+    p.add_argument("--label-smoothing", type=finite, default=0.0, metavar="S",
+                   help="label smoothing, 0 to 1 (default 0)")
     p.add_argument("--no-augment", action="store_true", help="no random shifts and flips")
-    p.add_argument("--input-shape", type=shape, metavar="C,H,W")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--input-shape", type=shape, metavar="C,H,W",
+                   help="convert the images to this shape (default: the dataset's own)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, precision/recall/F1, size, MACs, latency, memory")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--threads", type=count, help="CPU threads for latency (default: the cores other work leaves free)")
+    p.add_argument("--threads", type=count, metavar="N",
+                   help="CPU threads for latency (default: the cores other work leaves free)")
+    from cli.options import add_config_flag
+
+    add_config_flag(p, "eval_limit")
+    add_config_flag(p, "measure_speed")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

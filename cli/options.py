@@ -28,7 +28,7 @@ def _parse_type(name: str, hint: Any) -> Callable[[str], Any] | None:
 
 def _help(name: str) -> str:
     opt, default = options()[name], default_of(name)
-    text = opt.help
+    text = opt.flag_help or opt.help
     if opt.choices:
         text += f" ({' or '.join(map(str, opt.choices))})"
     if default not in (None, (), {}) and not isinstance(default, bool) and name not in REQUIRED + ONE_OF:
@@ -38,25 +38,28 @@ def _help(name: str) -> str:
 
 def add_config_flags(p: argparse.ArgumentParser, method_help: str = "") -> None:
     """One flag per PruneConfig field that has one; dest is the field's name."""
-    hints = typing.get_type_hints(PruneConfig)
     exclusive = p.add_mutually_exclusive_group(required=True)
     for f in fields(PruneConfig):
-        opt = f.metadata["option"]
-        if not opt.flag:
-            continue
-        target = exclusive if f.name in ONE_OF else p
-        kw: dict[str, Any] = {"dest": f.name, "help": _help(f.name) + (method_help if f.name == "method" else "")}
-        hint = hints[f.name]
-        if hint is bool:
-            kw.update(action="store_false" if opt.negated else "store_true", default=default_of(f.name))
-        elif hint in (dict, tuple):
-            kw.update(action="append", metavar=opt.metavar, default=None)
-        else:
-            kw.update(type=_parse_type(f.name, hint), metavar=opt.metavar,
-                      default=None if f.name in ONE_OF + REQUIRED else default_of(f.name))
-            if f.name in REQUIRED:
-                kw["required"] = True
-        target.add_argument(opt.flag, **kw)
+        if f.metadata["option"].flag:
+            add_config_flag(exclusive if f.name in ONE_OF else p, f.name,
+                            method_help if f.name == "method" else "")
+
+
+def add_config_flag(p: Any, name: str, extra_help: str = "") -> None:
+    """The flag of one PruneConfig field on `p` (a parser or group; dest is the field's name), as prune has it;
+    evaluate borrows a few, so they read the same in both commands."""
+    opt, hint = options()[name], typing.get_type_hints(PruneConfig)[name]
+    kw: dict[str, Any] = {"dest": name, "help": _help(name) + extra_help}
+    if hint is bool:
+        kw.update(action="store_false" if opt.negated else "store_true", default=default_of(name))
+    elif hint in (dict, tuple):
+        kw.update(action="append", metavar=opt.metavar, default=None)
+    else:
+        kw.update(type=_parse_type(name, hint), metavar=opt.metavar,
+                  default=None if name in ONE_OF + REQUIRED else default_of(name))
+        if name in REQUIRED:
+            kw["required"] = True
+    p.add_argument(opt.flag, **kw)
 
 
 def _layer_ratios(items: list[str] | None) -> dict[str, float]:

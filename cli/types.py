@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from typing import Callable
 
 from engine.budget import parse_limit
+from engine.data.common import parse_dataset_spec, shown
 from engine.errors import UserError
 from engine.models import check_model_kwargs
 from engine.units import parse_numbers
@@ -91,3 +93,30 @@ def resources(text: str) -> float:
     if not 0 <= value < 1e6:
         raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text!r}")
     return value
+
+
+def _spec_for_folder(path: str) -> str:
+    """The dataset spec a folder most likely is, from the files the loaders look for."""
+    for root in (path, os.path.join(path, "cifar-10-batches-py")):
+        if os.path.isfile(os.path.join(root, "data_batch_1")):
+            return f"cifar10:{path}"
+    if any(os.path.isfile(os.path.join(path, f"train-images-idx3-ubyte{ext}")) for ext in ("", ".gz")):
+        return f"fashion-mnist:{path}"
+    return f"imagefolder:{path}"
+
+
+def data_spec(text: str) -> str:
+    """argparse type: a dataset spec, left for the loader to check, except a bare path, which gets the spec it
+    needs as a suggestion (every dataset is a folder, so a file gets the specs and what they hold)."""
+    try:
+        parse_dataset_spec(text)
+        return text
+    except UserError:
+        if not os.path.exists(text):
+            return text  # the loader's own message lists the valid specs
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is a folder without a dataset type; "
+                                         f"try --data {shown(_spec_for_folder(text))}")
+    raise argparse.ArgumentTypeError(f"{shown(text)} is a file, but every dataset is a folder: imagefolder:DIR "
+                                     "(a sub-folder of images per class), cifar10:DIR (CIFAR-10's python batches) "
+                                     "or fashion-mnist:DIR (its idx files); extract an archive first")

@@ -35,6 +35,7 @@ class Option:
     group: str = RUN
     flag: str | None = None  # command-line flag; None: plans and GUI only
     negated: bool = False  # a store_false flag (e.g. --no-speed for measure_speed)
+    flag_help: str = ""  # --help text when the flag says the opposite of the option (a negated flag)
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # True: `low` itself is not allowed
@@ -101,7 +102,8 @@ class PruneConfig:
     ignored_layers: tuple = option((), label="ignored layers", group=LAYERS, flag="--ignore", metavar="NAME",
                                    help="leave a layer alone (repeatable)")
     keep_head: bool = option(True, label="keep the classifier head", group=LAYERS, flag="--prune-head", negated=True,
-                             help="the classifier head keeps all its inputs; --prune-head prunes them too")
+                             help="the classifier head keeps all its inputs; --prune-head prunes them too",
+                             flag_help="prune the classifier head's inputs too (by default it keeps them all)")
     max_layer_ratio: float = option(
         0.9, label="maximum layer ratio", group=LAYERS, flag="--max-layer-ratio", low=0.0, high=1.0, low_open=True,
         rule="in (0, 1]", step=0.05, metavar="R", help="no layer loses more than this share, so no layer disappears")
@@ -153,7 +155,9 @@ class PruneConfig:
                                     flag="--eval-limit")
     measure_speed: bool = option(True, label="measure latency", flag="--no-speed", negated=True,
                                  help="time the model (latency, throughput, memory); --no-speed skips it, much "
-                                      "faster on large models")
+                                      "faster on large models",
+                                 flag_help="skip timing the model (latency, throughput, memory): much faster on large "
+                                           "models")
     latency_repeats: int = _count("timed runs", "timed runs per latency figure (their median is reported)", 30,
                                   gui_default=20)
     threads: int | None = _count("threads", "CPU threads for latency (default: the cores other work leaves free)",

@@ -182,6 +182,10 @@ CASES = [
     Case("sweep-report-folder", sweep("plan_ok.toml", "--report", "{F}/somefolder"), "is a folder"),
     # --- data
     Case("data-unknown-scheme", ("evaluate", "--model", "{F}/tiny.pt", "--data", "mnist:/x"), "fashion-mnist"),
+    Case("data-bare-folder", ("evaluate", "--model", "{F}/tiny.pt", "--data", "{F}/badimages"),
+         "is a folder without a dataset type; try --data imagefolder:"),
+    Case("data-bare-file", ("prune", "--model", "{F}/tiny.pt", "--data", "{F}/text.pt", "--method", "l2", "--ratio",
+                            "0.5"), "every dataset is a folder"),
     Case("data-folder-missing", ("evaluate", "--model", "{F}/tiny.pt", "--data", "imagefolder:{F}/nodata"),
          "nodata"),
     Case("data-folder-is-file", ("evaluate", "--model", "{F}/tiny.pt", "--data", "imagefolder:{F}/text.pt"),
