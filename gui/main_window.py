@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "demo:resnet"
 MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin", ".tar", ".safetensors")
-HINT_START = ("<b>Try it:</b> the demo model is loaded and <b>{method}</b> is selected. Press <b>Run</b> "
+HINT_START = ("<b>Try it:</b> {model} is loaded and <b>{method}</b> is selected. Press <b>Run</b> "
               "(Ctrl+R) and watch accuracy, size and speed change step by step. Then pick another method and run "
               "again: each run gets its own colour, and the <i>Results</i> tab compares them.")
 
@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
         context, name = context_of(loaded)  # runs belong to the model and dataset they were made on
         self.results.set_context(context, name)
         self.plots.set_context(context, name)
+        self._refresh_start_hint(new_model=True)
         self.statusBar().showMessage(f"Loaded {loaded.summary['architecture']} with {loaded.data.name}", 5000)
         if loaded.layers:
             self.graph_view.layer_table.select_layer(loaded.layers[0].name)
@@ -174,12 +175,16 @@ class MainWindow(QMainWindow):
             self.source.show_summary(self.loaded)
 
     @Slot()
-    def _refresh_start_hint(self, *_args) -> None:
-        """The first hint names the method that is actually selected (until a run replaces the hint)."""
+    def _refresh_start_hint(self, *_args, new_model: bool = False) -> None:
+        """The first hint names the loaded model and the method actually selected (until a run replaces the
+        hint; loading another model brings it back, since that model has no run to look at yet)."""
         text = self.hint_label.text()
-        if not text or text.startswith("<b>Try it:</b>"):
+        if not text or text.startswith("<b>Try it:</b>") or (new_model and text.startswith("<b>Next:</b>")):
             title = self.method_panel.current_method().title.split(" (")[0]
-            self.hint_label.setText(HINT_START.format(method=escape(title)))
+            source = self.loaded.bundle.source if self.loaded is not None else "demo:"
+            model = ("the demo model" if (source or "demo:").startswith("demo:")
+                     else f"<b>{escape(self.loaded.summary.get('architecture', 'your model'))}</b>")
+            self.hint_label.setText(HINT_START.format(model=model, method=escape(title)))
 
     def memory_limit(self) -> int:
         """The memory budget of every job, in bytes (Settings ▸ Memory limit; default a share of the machine)."""

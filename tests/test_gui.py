@@ -357,6 +357,20 @@ def test_the_first_hint_names_the_selected_method(window):
     assert title in window.hint_label.text() and window.hint_label.text().startswith("<b>Try it:</b>")
 
 
+def test_loading_your_own_model_brings_back_a_start_hint_that_names_it(window, qtbot, fashion):
+    """After a run the hint points to the Weights tab; another model has no run yet, so the hint starts
+    over, naming that model rather than "the demo model"."""
+    from gui.jobs import HINT_AFTER_RUN
+
+    window.hint_label.setText(HINT_AFTER_RUN)
+    window.raw_data_cache["fashion-mnist"] = fashion
+    with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
+        assert window.load(None, "fashion-mnist", bundle=tiny_bundle())
+    text = window.hint_label.text()
+    assert text.startswith("<b>Try it:</b>") and "demo model" not in text
+    assert window.loaded.summary["architecture"] in text
+
+
 def test_options_and_recent_files_persist(qtbot, tmp_path):
     settings = make_settings(tmp_path)
     first = MainWindow(settings=settings, autoload=False)
