@@ -48,7 +48,8 @@ class HistogramView(theme.PaletteWidget):
         bar.addStretch(1)
         self.summary_label = QLabel("Run a pruning method to compare weights before and after.")
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        bar.addWidget(self.summary_label)
+        self.summary_label.setWordWrap(True)  # in a narrow window it wraps rather than widen every tab
+        bar.addWidget(self.summary_label, 1)
         layout.addLayout(bar)
 
         self.canvas = pg.GraphicsLayoutWidget()

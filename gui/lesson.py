@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
-                               QPushButton, QScrollArea, QVBoxLayout, QWidget)
+                               QMessageBox, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from engine.errors import UserError
 from engine.methods import get_method
@@ -240,6 +240,10 @@ class LessonPanel(QWidget):
             if win.busy:
                 self.status_label.setText("Wait for the running job to finish (or cancel it) first.")
                 return False
+            if not confirm_switch(win, source):
+                self.status_label.setText("Your model stays loaded; this step is written for the demo, so "
+                                          "some of it may not apply.")
+                return False
             data = demo_card(source.partition(":")[2]).get("dataset_spec", "fashion-mnist")
             if not win.load(source, data):
                 self.status_label.setText("The window is busy: try again when the job ends.")
@@ -340,6 +344,19 @@ class LessonPanel(QWidget):
         QTimer.singleShot(2500, widget, lambda: widget.setStyleSheet(old))  # dropped if the widget goes first
 
 
+def confirm_switch(window: MainWindow, wanted: str) -> bool:
+    """Before Show me replaces a model the user opened, ask (a demo model is replaced without asking)."""
+    loaded = window.loaded
+    if loaded is None or (loaded.bundle.source or "").startswith("demo:"):
+        return True
+    name = loaded.summary.get("architecture", "your model")
+    answer = QMessageBox.question(
+        window, "Load the demo model?",
+        f"This step uses the demo model ({wanted}). Load it in place of {name}?\n\nThe runs of {name} are "
+        "kept: they come back when you open it again.")
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class LessonDock(QDockWidget):
     """The Lesson side panel (Help ▸ Lessons)."""
 
@@ -358,8 +375,12 @@ class LessonDock(QDockWidget):
 def show_lessons(window: MainWindow) -> LessonDock:
     """Show the Lesson panel, creating it the first time."""
     dock = getattr(window, "lesson_dock", None)
+    side = window.findChild(QDockWidget, "side_dock")
+    side_width = side.width() if side is not None and side.isVisible() else 0
     if dock is None:
         dock = window.lesson_dock = LessonDock(window)
     dock.show()
     dock.raise_()
+    if side_width:  # the panel's width comes out of the tabs in the middle, not out of the Prune panel
+        window.resizeDocks([side, dock], [side_width, dock.panel.minimumWidth()], Qt.Orientation.Horizontal)
     return dock

@@ -68,7 +68,7 @@ def build_actions(win: MainWindow) -> None:
                            (win.export_csv_action, QStyle.StandardPixmap.SP_FileDialogListView)):
         action.setIcon(win.style().standardIcon(pixmap))
     win.quit_action = _action(win, "&Quit", "Close PruneLab", QKeySequence.StandardKey.Quit, win.close)
-    win.about_action = _action(win, "&About PruneLab", "Versions of PruneLab, PyTorch, Torch-Pruning and Qt", "F1",
+    win.about_action = _action(win, "&About PruneLab", "Versions of PruneLab, PyTorch, Torch-Pruning and Qt", None,
                                lambda: dialogs.show_about(win, win.log_path))
 
 
@@ -102,8 +102,9 @@ def build_menus(win: MainWindow, default_data: str) -> None:
     settings_menu = win.menuBar().addMenu("&Settings")
     settings_menu.addAction("&Memory limit…", win.ask_memory_limit)
     help_menu = win.menuBar().addMenu("&Help")
-    help_menu.addAction("&Lessons", lambda: show_lessons(win)).setStatusTip(
-        "A lab for a course: short steps with Show me, questions and answers (a side panel)")
+    win.lessons_action = help_menu.addAction("&Lessons", lambda: show_lessons(win))
+    win.lessons_action.setShortcut("F1")  # help: the lessons teach the tool
+    win.lessons_action.setStatusTip("A lab for a course: short steps with Show me, questions and answers (a side panel)")
     help_menu.addAction(win.about_action)
     toolbar = win.addToolBar("Main")
     toolbar.setObjectName("main_toolbar")

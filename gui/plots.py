@@ -111,6 +111,7 @@ class LivePlots(theme.PaletteWidget):
         self.phase_note = QLabel("Dotted points: top-1 after each phase (pruned, BN re-estimated, fine-tuned) on "
                                  "validation images")
         self.phase_note.setEnabled(False)  # greyed: a legend, not a control
+        self.phase_note.setWordWrap(True)  # in a narrow window it wraps rather than widen every tab
         bar.addWidget(self.phase_note, 1)
         bar.addWidget(self.batch1_check)
         layout.addLayout(bar)

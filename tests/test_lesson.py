@@ -16,6 +16,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from engine.errors import UserError  # noqa: E402
+import gui.lesson as lesson_mod  # noqa: E402
 from gui.lesson import ACTIONS, _setting, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.options import OptionField  # noqa: E402
@@ -100,6 +101,7 @@ def test_every_step_of_the_lesson_drives_the_window(qtbot, window, monkeypatch):
         return real_load(window, None, data, bundle=tiny_bundle())
 
     monkeypatch.setattr(window, "load", load_tiny)
+    monkeypatch.setattr(lesson_mod, "confirm_switch", lambda win, wanted: True)  # the tiny stand-in is not "demo:"
     dock = show_lessons(window)
     panel = dock.panel
     assert dock.isVisible() and panel.lesson is not None
@@ -179,6 +181,37 @@ def check_said(qtbot, panel, actions: dict) -> None:
         qtbot.waitUntil(lambda: not button.visibleRegion().isEmpty(), timeout=2_000)
 
 
+def test_show_me_asks_before_replacing_your_own_model(qtbot, window, monkeypatch, fashion):
+    """A step that loads the demo asks first when the user's own model is loaded; No keeps it."""
+    from PySide6.QtWidgets import QMessageBox
+
+    window.raw_data_cache["fashion-mnist"] = fashion
+    with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
+        assert window.load(None, "fashion-mnist", bundle=tiny_bundle())
+    own = window.loaded
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: asked.append(args[2]) or QMessageBox.StandardButton.No)
+    panel = show_lessons(window).panel
+    panel.go_to(0)  # "Load the demo"
+    assert not panel.show_me()
+    assert asked and "demo model" in asked[0] and window.loaded is own and not window.busy
+    assert "Your model stays loaded" in panel.status_label.text()
+
+
+def test_opening_the_lessons_keeps_the_prune_panel_readable(qtbot, window):
+    """The Lesson panel takes its width from the tabs in the middle, not from the Prune panel."""
+    from PySide6.QtWidgets import QDockWidget
+
+    window.resize(1400, 900)
+    qtbot.wait(50)
+    side = window.findChild(QDockWidget, "side_dock")
+    before = side.width()
+    show_lessons(window)
+    qtbot.wait(50)
+    assert side.width() >= before - 10  # (it fell to 158 px, cutting every label)
+    assert window.centralWidget().minimumSizeHint().width() <= 760  # every tab fits beside both panels
+
+
 def test_setting_reads_as_on_screen(qtbot):
     fields = {name: OptionField(name) for name in ("finetune_epochs", "bn_recalibrate", "round_to")}
     fields["finetune_epochs"].set_value(0.3)
@@ -247,3 +280,10 @@ def test_highlight_layers_marks_rows_with_reasons_and_a_new_model_clears_them(qt
     assert view.note_label.text() == "layer2.0.conv2: 3 coupled layer(s) marked"
     view.layer_table.set_layers(layers, "fc")  # another model: the marks go
     assert view.highlighted() == {} and view.note_label.text() == ""
+
+
+def test_f1_opens_the_lessons(window):
+    assert window.lessons_action.shortcut().toString() == "F1"
+    assert window.about_action.shortcut().isEmpty()
+    window.lessons_action.trigger()
+    assert window.lesson_dock.isVisible()

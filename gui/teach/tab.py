@@ -50,7 +50,8 @@ class TeachTab(QWidget):
         bar.addWidget(self.layer_combo)
         self.method_label = QLabel("")
         self.method_label.setToolTip("The method and ratio come from the Prune panel on the left")
-        bar.addWidget(self.method_label)
+        self.method_label.setWordWrap(True)  # in a narrow window it wraps rather than widen every tab
+        bar.addWidget(self.method_label, 1)
         self.explain_button = QPushButton("Explain")
         self.explain_button.setToolTip("Score this layer with the chosen method and with every structured "
                                        "criterion, and find the layers tied to it")
