@@ -7,7 +7,7 @@ VENV_GIB := 8
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 \
 	libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libasound2 \
-	libfontconfig1 libdbus-1-3
+	libfontconfig1 libdbus-1-3 fonts-wqy-microhei
 
 .PHONY: venv dataset qtdeps run test bench bundle deb
 

@@ -14,12 +14,14 @@ VERSION=$(.venv/bin/python -c "import engine; print(engine.__version__)")
 NAME=prunelab_${VERSION}_amd64
 ROOT=build/deb/$NAME
 # What Qt's xcb platform and QtWebEngine (Chromium) load from the system; alternatives name the t64
-# renames of Debian 13 / Ubuntu 24.04.
+# renames of Debian 13 / Ubuntu 24.04. The graph viewer writes tensor shapes between CJK angle brackets
+# (U+3008/3009), which DejaVu lacks: a small font with them, or the shapes show as boxes.
 DEPENDS="libc6 (>= 2.28), libstdc++6, libgcc-s1, libglib2.0-0t64 | libglib2.0-0, libdbus-1-3, libfontconfig1, \
 libfreetype6, libx11-6, libx11-xcb1, libxcb1, libxcb-cursor0, libxcb-icccm4, libxcb-image0, libxcb-keysyms1, \
 libxcb-randr0, libxcb-render-util0, libxcb-shape0, libxcb-xfixes0, libxcb-xkb1, libxkbcommon0, libxkbcommon-x11-0, \
 libxcomposite1, libxdamage1, libxrandr2, libxtst6, libxkbfile1, libxshmfence1, libxrender1, libxi6, libegl1, libgl1, \
-libopengl0, libgbm1, libdrm2, libnss3, libnspr4, libasound2t64 | libasound2, dataset-fashion-mnist"
+libopengl0, libgbm1, libdrm2, libnss3, libnspr4, libasound2t64 | libasound2, \
+fonts-wqy-microhei | fonts-noto-cjk | fonts-droid-fallback, dataset-fashion-mnist"
 
 rm -rf "$ROOT"
 mkdir -p "$ROOT/DEBIAN" "$ROOT/opt" "$ROOT/usr/bin" "$ROOT/usr/share/applications" \
