@@ -77,6 +77,8 @@ class OpenModelDialog(QDialog):
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(self.body)
+        self.follow_findings = False
+        self.scroll.verticalScrollBar().rangeChanged.connect(self._show_findings)
         layout.addWidget(self.scroll, 1)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
         self.open_button = self.buttons.button(QDialogButtonBox.StandardButton.Open)
@@ -209,6 +211,9 @@ class OpenModelDialog(QDialog):
         self.fit_screen()  # the architecture list or the findings may have made it taller
         if self.trust_question is not None:
             QTimer.singleShot(0, self._ask_trust_and_check)  # a new check needs the window idle
+        elif self.recheck:
+            self.recheck = False
+            QTimer.singleShot(0, self._recheck)
 
     def _ask_trust_and_check(self) -> None:
         message, what = self.trust_question
@@ -236,18 +241,20 @@ class OpenModelDialog(QDialog):
         screen = self.screen() or self.win.screen()
         if screen is None:
             return
-        area = screen.availableGeometry()
-        frame = max(0, self.frameGeometry().height() - self.geometry().height()) or 32  # title bar (once shown)
+        area, inner, outer = screen.availableGeometry(), self.geometry(), self.frameGeometry()
+        shown = self.isVisible() and outer != inner
+        above = inner.top() - outer.top() if shown else 32  # the title bar (known once shown)
+        below = outer.bottom() - inner.bottom() if shown else 4
         margins = self.layout().contentsMargins()
         want = (self.body.sizeHint().height() + self.buttons.sizeHint().height() + margins.top() + margins.bottom()
                 + self.layout().spacing() + 2)
-        height = min(max(want, self.height() if self.isVisible() else 0), area.height() - frame)
+        height = min(max(want, self.height() if self.isVisible() else 0), area.height() - above - below)
         width = min(max(self.width(), self.body.sizeHint().width() + 40), area.width())
         self.resize(width, height)
-        top = min(max(self.y(), area.top() + frame), area.bottom() - frame - height + 1)
-        left = min(max(self.x(), area.left()), area.right() - width + 1)
-        if self.isVisible() and (top, left) != (self.y(), self.x()):
-            self.move(left, top)
+        if self.isVisible():
+            top = min(max(inner.top(), area.top() + above), area.bottom() - below - height + 1)
+            left = min(max(inner.left(), area.left()), area.right() - width + 1)
+            self.move(left - (inner.left() - outer.left()), top - above)  # move() places the frame
 
     # ----------------------------------------------------------------- the dataset
     def fill_data(self) -> None:
@@ -324,10 +331,8 @@ class OpenModelDialog(QDialog):
         if self.info is not None and self.info.input_shape and path is None:
             self.shape_edit.setText(",".join(map(str, self.info.input_shape)))  # recorded in the file: kept
         self._fill_norms()
+        self.recheck = self.recheck and path is None  # checked again once this job is over (job_stopped)
         if path is None:
-            if self.recheck:
-                self.recheck = False
-                QTimer.singleShot(0, self._recheck)  # the check needs the window idle
             return
         self.path, self.info, self.trusted, self.checked = path, described.info, False, None
         self.file_edit.setText(path)
@@ -443,7 +448,17 @@ class OpenModelDialog(QDialog):
         raw = self.raw
         self.result_label.setText(checked_html(c, raw.name if raw else "the dataset",
                                                raw.split_size("val") if raw else None, self.problem))
-        QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(self.result_label))  # once laid out
+        # the findings' height is known only after a layout pass or two: follow the scroll range for a moment
+        self.follow_findings = True
+        self._show_findings()
+        QTimer.singleShot(500, lambda: setattr(self, "follow_findings", False))
+
+    def _show_findings(self, *_range) -> None:
+        """Scroll the Check box to the top, so as much of the findings shows as fits."""
+        if not self.follow_findings:
+            return
+        box = self.result_label.parentWidget()
+        self.scroll.verticalScrollBar().setValue(box.mapTo(self.body, box.rect().topLeft()).y())
 
 
     # ----------------------------------------------------------------- closing

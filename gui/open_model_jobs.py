@@ -58,6 +58,7 @@ class DescribeJob(Job):
 
     def on_failure(self, failure: Failure) -> None:
         dialog = self.dialog
+        dialog.recheck = False
         dialog.fill_data()  # the dataset in use stays the one the combo shows
         if isinstance(failure.exception, DatasetUnreadable):
             changed = self.data_spec != dialog.data_spec  # the user's new choice: said under the Dataset row

@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_resnet, write_image_folder
 from PySide6.QtCore import QPoint, QRect, QSettings
 from PySide6.QtWidgets import QMessageBox
-from test_gui_open_model import (ARCH, CODE, MATCHED, TIMEOUT_MS, check, code_file, open_checked,  # noqa: F401
+from test_gui_open_model import (ARCH, CODE, TIMEOUT_MS, check, code_file, open_checked,  # noqa: F401
                                  open_dialog, rgb_state, window)
 
 from engine.models import ModelBundle
