@@ -92,14 +92,24 @@ def _floor_rounding(base: type) -> type:
     return FloorRounding
 
 
+def _shared_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of `model` whose parameters share the original's memory (buffers, small, are copied).
+    Pruning never writes a weight in place, it selects the kept rows into new tensors, so the original
+    stays as it is, and the copy costs only its pruned weights (a full copy of vit_h_14 took a run past
+    16 GiB)."""
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo).to(device).eval()
+
+
 def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch.Tensor,
                 num_classes: int | None, cancel: CancelToken | None = None) -> nn.Module:
-    """A copy of `model` pruned at a layer-scope ratio (plus cfg's per-layer ratios). Under layer scope
-    the kept channel counts do not depend on the ranking, so plain magnitude stands in for the user's
-    method. A failure inside torch-pruning is a UserError naming the layer whose group it was pruning."""
+    """A copy of `model` (see _shared_copy) pruned at a layer-scope ratio (plus cfg's per-layer ratios).
+    Under layer scope the kept channel counts do not depend on the ranking, so plain magnitude stands in
+    for the user's method. A failure inside torch-pruning is a UserError naming the layer whose group it
+    was pruning."""
     import torch_pruning as tp
 
-    trial = copy.deepcopy(model).to(example.device).eval()
+    trial = _shared_copy(model, example.device)
     prep = prepare(trial, example, cfg.round_to)
     modules = dict(trial.named_modules())
     names = {m: n for n, m in modules.items()}

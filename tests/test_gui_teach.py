@@ -98,8 +98,12 @@ def test_teach_tab_explains_a_layer(qtbot, window):
 
     # Feature maps: a second job, the removed channels marked as in the Why view at the same ratio
     tab.maps_view.index_spin.setValue(2)
+    window.tabs.setCurrentIndex(0)
+    tab.views.setCurrentWidget(tab.maps_view)
+    qtbot.wait(100)
+    assert not window.busy  # Feature maps chosen but the Teach tab not on screen: nothing starts
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
-        tab.views.setCurrentWidget(tab.maps_view)  # they fill in by themselves, like the other views
+        window.tabs.setCurrentWidget(tab)  # on screen: they fill in by themselves, like the other views
     qtbot.wait(200)
     assert not window.busy  # once: its own end does not start it again
     result = tab.maps_view.result

@@ -11,7 +11,7 @@ import torch.nn as nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from engine.config import PruneConfig
-from engine.models import ModelBundle
+from engine.models import DemoResNet, ModelBundle
 from engine.pruning import RunDone, run_pruning
 from tests.test_architectures import AuxNet, GroupedNet
 
@@ -256,6 +256,34 @@ def test_a_partial_shortcut_is_refused_in_a_second(fashion):
     assert dependency_groups(model, (1, 28, 28)) == {}  # the layer table shows no groups rather than hang
     done, _ = prune(b, fashion, method="magnitude-global", finetune_batches=None)
     assert done.after.nonzero_params < done.before.nonzero_params
+
+
+@pytest.mark.parametrize("arch", ["resnet", "swin", "vit"])
+def test_the_preflight_copy_shares_the_weights_and_leaves_them_as_they_are(arch):
+    """The trial copy costs no second set of weights (an untouched layer keeps the original's memory),
+    and pruning it never writes into the original's weights or buffers."""
+    from engine.pruners import trial_prune
+
+    torch.manual_seed(0)
+    if arch == "resnet":
+        model, shape = DemoResNet(1, 10, widths=(8, 16, 32)), (1, 28, 28)
+    elif arch == "swin":
+        from torchvision.models.swin_transformer import SwinTransformer
+
+        model, shape = SwinTransformer([2, 2], 16, [1, 1], [2, 2], [2, 2], num_classes=5), (3, 16, 16)
+    else:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        model, shape = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32,
+                                         mlp_dim=64, num_classes=5), (3, 32, 32)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trial = trial_prune(model, PruneConfig(method="l2", pruning_ratio=0.5, round_to=None), 0.5,
+                        torch.zeros(1, *shape), 5 if arch != "resnet" else 10)
+    assert sum(p.numel() for p in trial.parameters()) < sum(p.numel() for p in model.parameters())
+    shared = {p.data_ptr() for p in model.parameters()} & {p.data_ptr() for p in trial.parameters()}
+    assert shared  # the layers the cut leaves whole (the head at least) are the original's memory
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_the_preflight_copy_is_freed_with_the_collector_paused(monkeypatch):

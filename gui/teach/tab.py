@@ -89,6 +89,8 @@ class TeachTab(QWidget):
             win.method_panel.options_changed.connect(self._refresh_method)
         if hasattr(win, "graph_view"):
             win.graph_view.layer_table.layer_selected.connect(self.select_layer)
+        if hasattr(win, "tabs"):  # coming back to this tab with Feature maps open fills them too
+            win.tabs.currentChanged.connect(lambda _index: QTimer.singleShot(0, self._fill_maps))
         self._refresh_method()
         self._on_job_stopped("")
 
@@ -129,8 +131,8 @@ class TeachTab(QWidget):
         chosen layer, image and method, and nothing else runs, the image job starts by itself (once per
         choice, so a failing image is not retried in a loop)."""
         win, layer = self.window, self.layer_combo.currentText()
-        if self.views.currentWidget() is not self.maps_view or win.loaded is None or not layer or win.busy:
-            return
+        if not self.maps_view.isVisible() or win.loaded is None or not layer or win.busy:
+            return  # (not on screen: another tab of the window, or another view of this one)
         if self._maps_key() != self._maps_tried:
             self.show_image()
 
