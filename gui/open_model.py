@@ -317,6 +317,7 @@ class OpenModelDialog(QDialog):
         """Fill the dialog from the file's description and the dataset."""
         old = self.raw
         self.raw = described.raw_data
+        self.data_label.setVisible(False)  # a dataset that could not be read earlier is no longer the question
         self.data_spec = data_spec or self.data_spec
         self.fill_data()
         self.picker.set_names(described.architectures)
@@ -413,6 +414,9 @@ class OpenModelDialog(QDialog):
         self.stop_button.setEnabled(busy)
         ok = not busy and recipe is not None and recipe == self.checked
         self.open_button.setEnabled(ok)
+        # Enter does the next thing to do: Check, then Open (a disabled default fell through to Cancel)
+        (self.open_button if ok else self.check_button).setDefault(True)
+        (self.check_button if ok else self.open_button).setDefault(False)
         self.open_button.setText("Open" if ok else "Open (check first)" if not self.problem else "Open (see Check)")
         self.open_button.setToolTip("Open the model in PruneLab" + (f" with {self.raw.name}" if self.raw else "")
                                     if ok else "Check first: Open is enabled for a model the check found usable")

@@ -62,6 +62,8 @@ class DescribeJob(Job):
         dialog.fill_data()  # the dataset in use stays the one the combo shows
         if isinstance(failure.exception, DatasetUnreadable):
             changed = self.data_spec != dialog.data_spec  # the user's new choice: said under the Dataset row
+            if changed:
+                dialog.result_label.setText("")  # its "Reading …" line: the dataset in use stays
             dialog.show_failure("Could not read this dataset" if changed else "Could not read the dataset", failure,
                                 dialog.data_label if changed else None)
             return

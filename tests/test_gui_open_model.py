@@ -131,6 +131,7 @@ def open_checked(dialog: OpenModelDialog, qtbot) -> None:
     """Press Open and wait for the window to load the model."""
     win = dialog.win
     assert dialog.open_button.isEnabled()
+    assert dialog.open_button.isDefault() and not dialog.check_button.isDefault()  # Enter opens, not Cancel
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
     assert win.loaded is not None, win.error_box.text() if win.error_box else "not loaded"

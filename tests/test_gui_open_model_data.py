@@ -87,6 +87,7 @@ def test_a_dataset_the_dialog_cannot_read_keeps_the_one_in_use(window, qtbot, tm
     choose_folder_in(window, qtbot, dialog.data_combo, folder_picker, empty, dialog.data_combo.activated.emit)
     assert dialog.data_combo.currentData() == "fashion-mnist" and dialog.data_spec == "fashion-mnist"
     assert "Could not read this dataset" in dialog.data_label.text() and dialog.raw.name == "Fashion-MNIST"
+    assert "Reading" not in dialog.result_label.text()  # no progress line left for a read that ended
 
 
 # ===================================================================== 1b and 6: switching the window's dataset
