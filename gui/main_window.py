@@ -150,6 +150,11 @@ class MainWindow(QMainWindow):
         self.results.set_context(context, name)
         self.plots.set_context(context, name)
         self._refresh_start_hint(new_model=True)
+        shown = self.results.shown_runs()
+        if shown:  # loaded again: its latest run fills Weights, the graph and the layer table, as after a click
+            latest = max(run.run_id for run in shown)
+            self.results.select_run(latest)
+            self._on_run_selected(latest)
         self.statusBar().showMessage(f"Loaded {loaded.summary['architecture']} with {loaded.data.name}", 5000)
         if loaded.layers:
             self.graph_view.layer_table.select_layer(loaded.layers[0].name)

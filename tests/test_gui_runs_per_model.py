@@ -58,6 +58,8 @@ def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtb
     assert [label.split()[0] for label in plots.legend_labels()] == [f"#{first}"]
     assert all(item.isVisible() for key, item in plots.runs[first].items.items())
     assert not any(item.isVisible() for item in plots.runs[second].items.values())
-    results.select_run(first)
+    # its run is selected again, so Weights and the layer table show it (they were blank until a click)
+    assert window.selected_run == first and results.selected_run() == first
+    assert window.histograms.step_combo.count() > 0
     assert results._can_continue(first) and results.continue_button.isEnabled()
     assert "another-model" in results.kept_note.text() or "1 run of" in results.kept_note.text()
