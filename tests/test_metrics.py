@@ -276,3 +276,37 @@ def test_size_is_what_torch_save_writes_and_its_zlib_size():
     raw, packed = size_on_disk(model)
     assert raw == len(buf.getvalue())
     assert packed == len(zlib.compress(buf.getvalue(), 1))
+
+
+def test_macs_are_counted_on_a_shape_only_copy_with_the_same_result():
+    """The counter deep-copies the model it is given: it gets a copy without weights (no memory), and
+    counts what it counts on the real one; a forward pass that reads a value falls back to the weights."""
+    import torch_pruning as tp
+
+    class ReadsValues(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y if float(y.sum()) > -1e30 else -y
+
+    seen = []
+    real = tp.utils.count_ops_and_params
+
+    def spy(model, example, *args, **kwargs):
+        seen.append(next(model.parameters()).device.type)
+        return real(model, example, *args, **kwargs)
+
+    for model in (nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 10)), ReadsValues()):
+        with torch.no_grad():
+            expected = real(model, torch.zeros(1, 1, 28, 28))[0]
+        seen.clear()
+        tp.utils.count_ops_and_params = spy
+        try:
+            assert count_macs(model, (1, 28, 28)) == int(expected)
+        finally:
+            tp.utils.count_ops_and_params = real
+        assert seen[0] == "meta"
+        assert seen[1:] == ([] if isinstance(model, nn.Sequential) else ["cpu"])
