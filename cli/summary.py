@@ -53,7 +53,7 @@ def paired_rows(done: RunDone) -> list[tuple[str, list[str]]]:
     summary's paired speed-up can be read off the table."""
     if not done.paired:
         return []
-    return [(f"latency batch {bs} (paired, fastest)", [f"{p['a_ms']:.2f} ms", f"{p['b_ms']:.2f} ms"])
+    return [(f"latency batch {bs} (paired rounds)", [f"{p['a_ms']:.2f} ms", f"{p['b_ms']:.2f} ms"])
             for bs, p in sorted(done.paired.get("per_batch", {}).items(), key=lambda kv: int(kv[0]))]
 
 
@@ -79,8 +79,9 @@ def latency_summary(done: RunDone) -> list[str]:
         # the noise note gets its own line below; here only the figures
         lines = [speedup_text({**paired, "noisy": False}, what=f"latency at batch {top_batch}:")
                  + "".join(f"; at batch {p['batch']}: {p['median']:.2f}x lower ({p['rounds']} rounds)" for p in others),
-                 "  paired: both models timed in turn, each round's fastest pass (the 'paired, fastest' rows); "
-                 "timed separately (the 'median' rows): " + separate]
+                 "  paired: both models timed in turn, round after round; the speed-up is the median of the "
+                 "rounds' ratios, so it can differ a little from the ratio of the 'paired rounds' rows (each "
+                 "model's median round); timed separately (the 'median' rows): " + separate]
     ratio = sp["latency_efficiency"]
     verdict = "more than" if ratio > 1.05 else "less than" if ratio < 0.95 else "about as much as"
     lines.append(f"latency gain / MACs gain at batch {top_batch}: {sp['latency']:.2f}x / {sp['macs']:.2f}x = "
