@@ -27,7 +27,8 @@ from gui.data_choice import data_title, fill_data_combo, resolve_choice
 from gui.jobs import Job
 from gui.open_model_arch import ArchitecturePicker
 from gui.open_model_jobs import CHECK_IMAGES, CheckJob, DescribeJob
-from gui.open_model_recipe import ERR, checked_html, parse_shape, plain, remembered_recipe, stem_problem
+from gui.open_model_recipe import (ERR, checked_html, found_text, parse_shape, plain, remembered_recipe,
+                                    stem_problem)
 from gui.pickers import pick_file
 from gui.work import Described
 from gui.worker import Failure
@@ -334,17 +335,13 @@ class OpenModelDialog(QDialog):
         self._fill_norms()
         self.recheck = self.recheck and path is None  # checked again once this job is over (job_stopped)
         if path is None:
+            if self.info is not None:  # another dataset: what the file means for it (its head) is said again
+                self.found_label.setText(found_text(self.info, data))
             return
         self.path, self.info, self.trusted, self.checked = path, described.info, False, None
         self.file_edit.setText(path)
         info = described.info
-        text = escape(info.summary[:1].upper() + info.summary[1:], quote=False) + "."
-        if info.head_outputs and info.head_outputs != data.num_classes and info.needs_arch:
-            text += (f" Its last layer has {info.head_outputs} outputs, the dataset {data.num_classes} classes: "
-                     "the head will be new (untrained).")
-        if info.needs_arch:
-            text += " Choose its architecture below." if not info.arch else " Check the architecture below."
-        self.found_label.setText(text)
+        self.found_label.setText(found_text(info, data))
         if info.input_shape:
             self.shape_edit.setText(",".join(map(str, info.input_shape)))
         recipe = remembered_recipe(self.win.settings, path)

@@ -84,6 +84,17 @@ def images_words(limit: int, total: int, split: str) -> str:
 MISSHAPED = re.compile(r"^(\S+) \[([\d, ]+)\] vs \[([\d, ]+)\]$")  # engine.models.weights: name [file] vs [model]
 
 
+def found_text(info, data) -> str:
+    """What the file holds (engine.models.FileInfo), and what that means on dataset `data`."""
+    text = escape(info.summary[:1].upper() + info.summary[1:], quote=False) + "."
+    if info.head_outputs and info.head_outputs != data.num_classes and info.needs_arch:
+        text += (f" Its last layer has {info.head_outputs} outputs, the dataset {data.num_classes} classes: "
+                 "the head will be new (untrained).")
+    if info.needs_arch:
+        text += " Choose its architecture below." if not info.arch else " Check the architecture below."
+    return text
+
+
 def stem_problem(c: RecipeChecked) -> str:
     """Plain words when the file's first layer was made for images of other channels ("" when not).
 

@@ -79,6 +79,17 @@ def test_the_dialogs_dataset_row_refills_the_input_and_opens_with_that_dataset(w
     assert window.loaded.bundle.num_classes == 3
 
 
+def test_what_the_file_means_is_said_again_for_another_dataset(window, qtbot, tmp_path, folder_picker, rgb_state):
+    """The file's head fits Fashion-MNIST's 10 classes; on a 3-class folder the dialog says it will be new."""
+    folder = write_image_folder(tmp_path / "rgb", classes=("cat", "dog", "fox"), per_class=8)
+    dialog = open_dialog(window, qtbot, rgb_state)
+    assert "head will be new" not in dialog.found_label.text()
+    choose_folder_in(window, qtbot, dialog.data_combo, folder_picker, folder, dialog.data_combo.activated.emit)
+    qtbot.waitUntil(lambda: dialog.raw is not None and dialog.raw.num_classes == 3 and not window.busy,
+                    timeout=TIMEOUT_MS)
+    assert "the dataset 3 classes: the head will be new" in dialog.found_label.text()
+
+
 def test_a_dataset_the_dialog_cannot_read_keeps_the_one_in_use(window, qtbot, tmp_path, folder_picker):
     empty = tmp_path / "empty"
     for name in ("cat", "dog"):
