@@ -202,7 +202,10 @@ class LivePlots(theme.PaletteWidget):
         self.selected = None
         self._dirty.update(self.shown_runs())
         self.flush()
+        empty = not self.shown_runs()
         for plot in self.plots.values():
+            if empty:  # nothing to fit: autorange would keep the last model's scales
+                plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             plot.enableAutoRange()
 
     def shown_runs(self) -> dict[int, _RunCurves]:

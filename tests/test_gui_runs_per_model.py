@@ -36,8 +36,12 @@ def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtb
     assert results.row_count() == 1 and results.baseline is not None
     assert len(plots.legend_labels()) == 1
 
+    params_range = plots.plots["params"].viewRange()[1]
     load_other(qtbot, window, "test:another-model")
     assert results.row_count() == 0 and results.model.rowCount() == 0
+    low, high = plots.plots["params"].viewRange()[1]  # no scales left from the other model's runs
+    span = params_range[1] - params_range[0]
+    assert abs(low - params_range[0]) > 0.05 * span or abs(high - params_range[1]) > 0.05 * span
     assert results.baseline is None and not results.baseline_point.data.size  # no star of the other model
     assert plots.legend_labels() == []
     assert not any(item.isVisible() for item in plots.runs[first].items.values())
