@@ -36,6 +36,8 @@ def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtb
     assert results.row_count() == 1 and results.baseline is not None
     assert len(plots.legend_labels()) == 1
 
+    plots.flush()  # drawn and fitted now, not at the next timer tick
+    plots.plots["params"].getViewBox().updateAutoRange()
     params_range = plots.plots["params"].viewRange()[1]
     load_other(qtbot, window, "test:another-model")
     assert results.row_count() == 0 and results.model.rowCount() == 0
