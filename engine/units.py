@@ -57,3 +57,11 @@ def parse_numbers(text: str, what: str, low: float | None = None, high: float | 
             except ValueError:
                 raise UserError(f"{what}: {part.strip()!r} is not a number") from None
     return check_numbers(values, what, low, high)
+
+
+def images_words(limit: int, total: int, split: str) -> str:
+    """How many images of which split an accuracy was measured on: "on all 6 test images", "on the first
+    1,000 of 10,000 test images"."""
+    if limit >= total:
+        return f"on all {total:,} {split} images" if total != 1 else f"on the only {split} image"
+    return f"on the first {limit:,} of {total:,} {split} images"

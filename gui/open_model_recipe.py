@@ -9,7 +9,7 @@ from html import escape
 
 from engine.errors import UserError
 from engine.inputs import ModelRecipe, RecipeChecked
-from engine.units import fmt_count
+from engine.units import fmt_count, images_words
 from gui.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,6 @@ def parse_shape(text: str) -> tuple[int, int, int] | None:
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise UserError(f"the input shape must be three positive whole numbers C,H,W such as 3,224,224, got {text!r}")
     return int(parts[0]), int(parts[1]), int(parts[2])
-
-
-def images_words(limit: int, total: int, split: str) -> str:
-    """How many images of which split an accuracy was measured on: "on all 6 test images", "on the first
-    1,000 of 10,000 test images"."""
-    if limit >= total:
-        return f"on all {total:,} {split} images" if total != 1 else f"on the only {split} image"
-    return f"on the first {limit:,} of {total:,} {split} images"
 
 
 MISSHAPED = re.compile(r"^(\S+) \[([\d, ]+)\] vs \[([\d, ]+)\]$")  # engine.models.weights: name [file] vs [model]

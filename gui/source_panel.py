@@ -10,9 +10,8 @@ from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 from engine.models import DEMO_ARCHS, DEMO_TITLES
 from engine.units import fmt_bytes, fmt_count
 from gui.data_choice import DEFAULT_DATA, OPEN_CIFAR, OPEN_FOLDER, fill_data_combo, resolve_choice, switch_data
-from gui.open_model_recipe import images_words
 from gui.settings import Settings
-from gui.work import QUICK_EVAL_IMAGES, Loaded
+from gui.work import Loaded
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -91,13 +90,9 @@ class SourcePanel(QGroupBox):
 
 
 def top1_note(loaded: Loaded) -> str:
-    """Where the card's top-1 comes from, with the real image count: "on all 6 test images", "recorded in the file"."""
+    """Where the card's top-1 comes from: "recorded in the file", or the images it was measured on."""
     note = str(loaded.summary.get("top1_note", ""))
-    if note == "recorded":
-        return "recorded in the file"
-    if note.startswith("first ") and note.endswith(" test images"):  # gui.work measures a prefix of the test split
-        return images_words(QUICK_EVAL_IMAGES, loaded.data.split_size("test"), "test")
-    return f"({note})" if note else ""
+    return "recorded in the file" if note == "recorded" else note
 
 
 def on_model_chosen(win: MainWindow, index: int) -> None:

@@ -17,6 +17,7 @@ from engine.metrics import count_macs, count_params, size_on_disk
 from engine.models import DEMO_TITLES, FileInfo, ModelBundle, describe_file, export_onnx, list_architectures
 from engine.pruning import PruneConfig, RunDone, run_pruning
 from engine.training import quick_top1
+from engine.units import images_words
 
 # Images used to measure the accuracy of a model that comes without a recorded one.
 QUICK_EVAL_IMAGES = 1000
@@ -177,7 +178,7 @@ def details(loaded: Loaded, names: tuple[str, ...], cancel: CancelToken) -> Gene
             # top-1 only: the full metric set would count MACs and compress the weights a second time
             values = {"top1": quick_top1(bundle.model, loaded.data, "test", limit=QUICK_EVAL_IMAGES, batch_size=64,
                                          cancel=cancel),
-                      "top1_note": f"first {QUICK_EVAL_IMAGES} test images"}
+                      "top1_note": images_words(QUICK_EVAL_IMAGES, loaded.data.split_size("test"), "test")}
         yield Detail(name, values)
     yield Progress("details", len(names), len(names), "done")
 
