@@ -63,3 +63,12 @@ def quick_options(win, steps: int = 1, bn: bool = True, finetune: float = 0.0) -
     panel.speed_check.setChecked(False)
     panel.bn_check.setChecked(bn)
     panel.finetune_spin.setValue(finetune)
+
+
+def quick_tiny_window(qtbot, tmp_path: Path, monkeypatch, fashion):
+    """A window with the tiny model loaded and quick one-step options (a fixture body: yields, then closes)."""
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    load_tiny(qtbot, win, fashion)
+    quick_options(win, steps=1, bn=False)
+    yield win
+    close_window(qtbot, win)

@@ -76,18 +76,18 @@ def window(qtbot, tmp_path, monkeypatch, fashion):
 @pytest.fixture
 def rgb_state(tmp_path) -> Path:
     """A state_dict of the architecture built for RGB images and 10 classes (the stem will not fit grey images)."""
-    torch.manual_seed(1)
-    path = tmp_path / "mobilenet_rgb.pth"
-    torch.save(build_arch(ARCH, in_channels=3, num_classes=10).state_dict(), path)
-    return path
+    return _saved_state(tmp_path / "mobilenet_rgb.pth", channels=3)
 
 
 @pytest.fixture
 def grey_state(tmp_path) -> Path:
     """A state_dict of the architecture built for grey images and 10 classes: it fits Fashion-MNIST whole."""
+    return _saved_state(tmp_path / "mobilenet_grey.pth", channels=1)
+
+
+def _saved_state(path: Path, channels: int) -> Path:
     torch.manual_seed(1)
-    path = tmp_path / "mobilenet_grey.pth"
-    torch.save(build_arch(ARCH, in_channels=1, num_classes=10).state_dict(), path)
+    torch.save(build_arch(ARCH, in_channels=channels, num_classes=10).state_dict(), path)
     return path
 
 

@@ -6,16 +6,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from gui_helpers import TIMEOUT_MS, close_window, load_tiny, open_window, quick_options  # noqa: E402
+from gui_helpers import TIMEOUT_MS, quick_tiny_window  # noqa: E402
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch, fashion):
-    win = open_window(qtbot, tmp_path, monkeypatch)
-    load_tiny(qtbot, win, fashion)
-    quick_options(win, steps=1, bn=False)
-    yield win
-    close_window(qtbot, win)
+window = pytest.fixture(quick_tiny_window, name="window")
 
 
 def run_and_wait(qtbot, win, **kw) -> int:
