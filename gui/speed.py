@@ -29,8 +29,9 @@ def batch_of(m: Metrics, mode: int) -> int | None:
 
 def latency_at(m: Metrics, batch: int | None, stat: str = "median") -> float | None:
     """Latency in ms at `batch` (timed separately), or None when not measured there."""
-    figures = m.latency_ms.get(str(batch)) if batch is not None else None
-    return float(figures.get(stat, figures.get("median"))) if figures else None
+    if batch is None or str(batch) not in m.latency_ms:
+        return None
+    return m.latency(batch, stat) or m.latency(batch)  # runs saved without percentiles: the median
 
 
 def latency_cell(m: Metrics, mode: int, mixed: bool) -> tuple[str, str]:
