@@ -319,12 +319,13 @@ def _tied_sets(group, graph, width: int) -> tuple[list[list[int]], int] | None:
                   if dep.target.type in layer_types and graph.is_out_channel_pruning_fn(dep.handler)]
         return sorted(own | {i}), max(widths, default=1)
 
-    if cut(0) == ([0], 1):
+    first = cut(0)
+    if first == ([0], 1):
         return None
     sets, spreads, seen = [], set(), set()
     for i in range(width):
         if i not in seen:
-            members, spread = cut(i)
+            members, spread = first if i == 0 else cut(i)
             sets.append(members)
             spreads.add(spread)
             seen.update(members)
