@@ -52,10 +52,11 @@ qtdeps:
 run: venv dataset qtdeps
 	$(PY) main.py
 
-## test: the import contracts (.importlinter), then the whole test suite, headless
+## test: the import contracts (.importlinter), then the whole test suite, headless; it ends with the 20 slowest
+## tests and the peak memory per test (tests/resource_report.py)
 test: venv dataset qtdeps
 	$(VENV)/bin/lint-imports
-	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q tests
+	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q --durations=20 tests
 
 ## bench: every benchmark script, one after the other
 bench: venv dataset

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
 
 from engine import data as data_mod  # noqa: E402
 from engine.models import DemoResNet, DemoVGG  # noqa: E402
+from resource_report import pytest_runtest_protocol, pytest_terminal_summary  # noqa: E402,F401  (hooks)
 
 TINY_WIDTHS = (4, 8, 16)
 
