@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QMainWindow, QMessageBox
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
 from engine.data import Dataset
 from engine.errors import UserError
@@ -32,6 +32,7 @@ from gui.open_model_recipe import remember_recipe, remembered_recipe
 from gui.results import RunRecord, context_of
 from gui.settings import Settings
 from gui.source_panel import DEFAULT_DATA
+from gui.widgets import install_wheel_guard
 from gui.work import LoadRequest, Loaded, Sensitivity
 from gui.worker import Failure, Worker, start_worker
 
@@ -52,6 +53,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings | None = None, autoload: bool = True, log_path: Path | None = None) -> None:
         super().__init__()
+        install_wheel_guard(QApplication.instance())
         self.settings = settings or Settings()
         self.log_path = log_path
         self.setWindowTitle("PruneLab")

@@ -1,10 +1,12 @@
-"""Small widgets that fit a narrow pane: a label that elides in the middle, a scroll area that never scrolls sideways.
+"""Small widgets that fit a narrow pane: a label that elides in the middle, a scroll area that never scrolls sideways;
+and the application-wide rule that the mouse wheel scrolls panels rather than changing values under the pointer.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QLabel, QScrollArea, QSizePolicy, QWidget
+from PySide6.QtWidgets import (QAbstractScrollArea, QAbstractSlider, QAbstractSpinBox, QApplication, QComboBox, QLabel, QScrollArea,
+                               QScrollBar, QSizePolicy, QWidget)
 
 
 class ElidedLabel(QLabel):
@@ -84,3 +86,40 @@ class VerticalScrollArea(QScrollArea):
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()
         return super().eventFilter(watched, event)
+
+
+class WheelGuard(QObject):
+    """Wheel events change a spin box, combo box or slider only when it has the keyboard focus (clicked or tabbed
+    into); otherwise they pass to the panel around it, which scrolls. Scrolling the Prune panel once switched
+    Target to "Target speed-up" under the pointer."""
+
+    GUARDED = (QAbstractSpinBox, QComboBox, QAbstractSlider)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
+        kind = event.type()
+        if kind not in (QEvent.Type.Wheel, QEvent.Type.Polish) or not isinstance(watched, self.GUARDED) \
+                or isinstance(watched, QScrollBar):
+            return False
+        if kind == QEvent.Type.Polish:  # the wheel must not give focus either, or the first turn would
+            if watched.focusPolicy() == Qt.FocusPolicy.WheelFocus:
+                watched.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            return False
+        if watched.hasFocus():
+            return False
+        area = watched.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is None:
+            event.ignore()  # not accepted: Qt offers a real wheel event to the parents
+        else:  # the panel scrolls, whether the event came from the mouse or was sent
+            QApplication.sendEvent(area.viewport(), event)
+        return True
+
+
+def install_wheel_guard(app: QApplication) -> WheelGuard:
+    """Install the one WheelGuard on `app` (again: the same one)."""
+    guard = app.findChild(WheelGuard)
+    if guard is None:
+        guard = WheelGuard(app)
+        app.installEventFilter(guard)
+    return guard

@@ -218,7 +218,8 @@ class WhyView(theme.PaletteWidget):
         text = self.hover_text(int(round(x)))
         if text:
             self.hover_label.setText(text)
-            QToolTip.showText(self.plot_widget.mapToGlobal(self.plot_widget.mapFromScene(pos).toPoint()), text)
+            # a QGraphicsView maps a scene point to a QPoint already (no toPoint, which only QPointF has)
+            QToolTip.showText(self.plot_widget.mapToGlobal(self.plot_widget.mapFromScene(pos)), text)
 
 
 class UprightHeader(QHeaderView):
