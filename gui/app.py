@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import select
+import signal
 import sys
+import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -56,6 +59,71 @@ def setup_logging() -> Path:
     return path
 
 
+def command_line() -> str:
+    """How this install runs the command line (the bundle is one executable)."""
+    return "PruneLab" if getattr(sys, "frozen", False) else "python main.py"
+
+
+def platform_problem(timeout_s: float = 30.0) -> str | None:
+    """Why Qt's window platform (QT_QPA_PLATFORM, or the system's) cannot start here, in one line; None when it can.
+
+    Qt aborts the whole process with five lines of plugin errors when it cannot, so a forked child tries first
+    and the parent reads what Qt said. Only on Linux (X11/Wayland); elsewhere the platform is always there."""
+    if not sys.platform.startswith("linux"):
+        return None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: open the platform, say nothing on success, never return into the caller
+        code = 3
+        try:
+            os.dup2(write_end, 2)
+            from PySide6.QtGui import QGuiApplication
+
+            QGuiApplication(["prunelab-probe"])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    said, deadline, status = b"", time.monotonic() + timeout_s, None
+    try:
+        while status is None and time.monotonic() < deadline:
+            if select.select([read_end], [], [], 0.05)[0]:
+                said += os.read(read_end, 65536)
+            done, code = os.waitpid(pid, os.WNOHANG)
+            status = code if done else None
+        if status is None:  # a display that never answers
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return _platform_line(f"the display {os.environ.get('DISPLAY', '')} did not answer in {timeout_s:.0f} s")
+    finally:
+        os.close(read_end)
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    return _platform_line(_what_is_missing(said.decode("utf-8", "replace")))
+
+
+def _what_is_missing(qt_said: str) -> str:
+    """Qt's plugin errors in a few words: the display, or the system library the plugin needs."""
+    parts = []
+    if "could not connect to display" in qt_said or "Failed to create wl_display" in qt_said:
+        display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        parts.append(f"it cannot connect to the display {display}" if display else
+                     "there is no display (DISPLAY and WAYLAND_DISPLAY are not set: no desktop session)")
+    for line in qt_said.splitlines():
+        if "is needed to load the Qt xcb platform plugin" in line:
+            library = line.split("From 6.5.0, ")[-1].split(" is needed")[0]
+            parts.append(f"Qt's xcb plugin needs the system library {library} (install it: `make qtdeps`)")
+    if not parts:
+        first = next((line for line in qt_said.splitlines() if line.strip()), "Qt gave no reason")
+        parts.append(f"Qt says: {first.strip()}")
+    return "; ".join(parts)
+
+
+def _platform_line(what: str) -> str:
+    return (f"PruneLab cannot open its window: {what}. Without a window, use the command line: "
+            f"`{command_line()} --help` (prune, evaluate, explain, sweep, report).")
+
+
 def create_application(argv: list[str] | None = None) -> QApplication:
     """The QApplication with our attributes (QtWebEngine prepared first, as it requires)."""
     app = QApplication.instance()
@@ -86,7 +154,11 @@ def app_icon() -> QIcon:
 
 
 def main() -> int:
-    """Open the main window and run the event loop; returns the exit code."""
+    """Open the main window and run the event loop; returns the exit code (2: no window can open here)."""
+    problem = platform_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     app = create_application()
     log_path = setup_logging()
     import torch

@@ -9,12 +9,13 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import tempfile
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
@@ -23,6 +24,7 @@ from engine.errors import UserError
 from engine.events import Progress
 from engine.methods import get_method
 from engine.models import ModelBundle
+from engine.outputs import HOST, _pid_alive
 from gui import dialogs, theme
 from gui.jobs import DetailsJob, Job, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar, restore_layout
@@ -45,6 +47,26 @@ HINT_START = ("<b>Try it:</b> {model} is loaded and <b>{method}</b> is selected.
               "again: each run gets its own colour, and the <i>Results</i> tab compares them.")
 
 
+WORK_PREFIX = "prunelab-gui-"  # + host.pid.random: the window's ONNX graphs and exports, removed on close
+ASK_BEFORE_CLOSING = {"run": "A pruning run", "plan": "An experiment plan", "sensitivity": "A sensitivity scan"}
+
+
+def make_work_dir() -> Path:
+    """A temporary folder of this process's own, after removing those of windows whose process is gone."""
+    remove_stale_work_dirs(Path(tempfile.gettempdir()))
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{HOST}.{os.getpid()}."))
+
+
+def remove_stale_work_dirs(root: Path) -> None:
+    """Remove the work folders a crashed or killed window left in `root` (its process is gone, on this host),
+    as engine.outputs does for a writer's temporaries; another live window's folder stays."""
+    for entry in root.glob(f"{WORK_PREFIX}*"):
+        parts = entry.name[len(WORK_PREFIX):].split(".")
+        if len(parts) == 3 and parts[0] == HOST and parts[1].isdigit() and int(parts[1]) != os.getpid() \
+                and not _pid_alive(int(parts[1])) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 class MainWindow(QMainWindow):
     """PruneLab's main window."""
 
@@ -58,7 +80,7 @@ class MainWindow(QMainWindow):
         self.log_path = log_path
         self.setWindowTitle("PruneLab")
         self.setAcceptDrops(True)
-        self.work_dir = Path(tempfile.mkdtemp(prefix="prunelab-gui-"))
+        self.work_dir = make_work_dir()
 
         # state
         self.loaded: Loaded | None = None
@@ -72,6 +94,8 @@ class MainWindow(QMainWindow):
         self.worker: Worker | None = None
         self.job_thread = None
         self.error_box: QMessageBox | None = None
+        self.close_box: QMessageBox | None = None  # "quit while a run is going?", while it is open
+        self.quit_confirmed = False
 
         build_actions(self)
         build_central(self)
@@ -500,8 +524,43 @@ class MainWindow(QMainWindow):
             open_model_dialog(self, str(path))
         event.acceptProposedAction()
 
+    def ask_before_closing(self) -> QMessageBox:
+        """Ask, without blocking, whether to stop the user's running work and quit; Cancel is the default."""
+        job = self.next_job or self.job
+        what = ASK_BEFORE_CLOSING.get(job.name, "A job")
+        if job.name == "run" and self.current_run is not None:
+            what += f" (#{self.current_run})"
+        box = QMessageBox(QMessageBox.Icon.Question, "Quit PruneLab?", f"{what} is still going. Quit anyway?",
+                          QMessageBox.StandardButton.Cancel, self)
+        box.setInformativeText("Stopping it keeps every run that has finished; the work in progress is lost.")
+        stop = box.addButton("Stop the run and quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setEscapeButton(QMessageBox.StandardButton.Cancel)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+
+        def answered(button) -> None:
+            self.close_box = None
+            if button is stop:
+                self.quit_confirmed = True
+                self.close()
+
+        box.buttonClicked.connect(answered)
+        box.rejected.connect(lambda: setattr(self, "close_box", None))
+        box.open()
+        self.close_box = box
+        return box
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
-        """Save the layout and options; stop a running job cleanly (never terminate the thread)."""
+        """Ask first when the user's work is running; then save the layout and options, stop a running job
+        cleanly (never terminate the thread) and remove the window's temporary folder."""
+        job = self.next_job or self.job
+        if job is not None and job.name in ASK_BEFORE_CLOSING and not self.quit_confirmed:
+            event.ignore()
+            if self.close_box is None:
+                self.ask_before_closing()
+            else:
+                self.close_box.raise_()
+            return
         self.next_job = None
         if self.worker is not None and self.job_thread is not None:
             self.worker.cancel()
@@ -511,5 +570,6 @@ class MainWindow(QMainWindow):
         self.settings.save_options("method", self.method_panel.options())
         self.settings.sync()
         self.graph_view.shutdown()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
         super().closeEvent(event)
 

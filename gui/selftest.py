@@ -24,16 +24,23 @@ def checks(window: bool, files: dict) -> list[tuple[str, Callable[[], str]]]:
 
 
 def qt_libraries() -> str:
-    """Import Qt's widgets and QtWebEngine: a missing system library (libxcb-*, libnss3, libEGL) fails here."""
+    """Import Qt's widgets and QtWebEngine, and start the window platform the user's `python main.py` would use:
+    a missing system library (libxcb-*, libnss3, libEGL) or a missing display fails here, in the app's words."""
     import PySide6
     from PySide6 import QtWidgets  # noqa: F401
     from PySide6.QtCore import qVersion
+
+    from gui.app import platform_problem
 
     try:
         from PySide6 import QtWebEngineWidgets  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(f"QtWebEngine does not load ({exc}); the graph view would be off") from exc
-    return f"Qt {qVersion()}, PySide6 {PySide6.__version__}, QtWebEngine loads"
+    problem = platform_problem()
+    if problem:
+        raise RuntimeError(problem)
+    platform = os.environ.get("QT_QPA_PLATFORM") or "the system's default"
+    return f"Qt {qVersion()}, PySide6 {PySide6.__version__}, QtWebEngine loads, platform {platform} starts"
 
 
 def netron_page(onnx_path: str | None) -> str:

@@ -79,3 +79,94 @@ def test_wheel_over_an_unfocused_control_scrolls_the_panel_instead(qtbot, tmp_pa
         assert spins[2].value() == 51
     finally:
         close_window(qtbot, win)
+
+
+def _no_display_env(**extra: str) -> dict:
+    """The environment of a session without a desktop: no display, Qt's default platform."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    return dict(env, **extra)
+
+
+def test_without_a_display_the_app_says_so_in_one_line_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "main.py")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=_no_display_env(PRUNELAB_LOG_DIR=str(tmp_path / "logs"),
+                                                           TMPDIR=str(tmp_path)))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot open its window" in lines[0] and "display" in lines[0] and "main.py --help" in lines[0]
+    assert not list(tmp_path.glob("prunelab-gui-*"))  # nothing left behind
+
+
+def test_self_test_checks_the_platform_the_user_will_use(monkeypatch):
+    from gui.selftest import qt_libraries
+
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    with pytest.raises(RuntimeError, match="cannot open its window"):
+        qt_libraries()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert "platform offscreen starts" in qt_libraries()
+
+
+def _endless_run(bundle, data, cfg, cancel=None, keep=None, gate=None):
+    """Stands in for run_pruning: a run that goes on until it is cancelled."""
+    import time
+
+    from engine.events import Progress
+
+    yield Progress("prune", 0, 1, "pruning")
+    while True:
+        cancel.check()
+        time.sleep(0.01)
+
+
+def test_closing_during_a_run_asks_and_cancel_keeps_the_window(qtbot, tmp_path, monkeypatch, fashion):
+    monkeypatch.setattr("gui.work.run_pruning", _endless_run)
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    load_tiny(qtbot, win, fashion)
+    qtbot.waitUntil(lambda: win.worker is None, timeout=60_000)  # the background facts are found
+    assert win.start_run() and win.busy
+    win.close()
+    box = win.close_box
+    assert box is not None and win.isVisible() and win.busy  # asked, nothing stopped yet
+    assert "#1" in box.text() and box.defaultButton() is box.button(box.StandardButton.Cancel)
+    box.button(box.StandardButton.Cancel).click()
+    qtbot.wait(100)
+    assert win.isVisible() and win.busy and win.close_box is None  # Cancel: the run goes on
+    win.close()
+    stop = next(b for b in win.close_box.buttons() if b.text() == "Stop the run and quit")
+    work = win.work_dir
+    assert work.is_dir()
+    stop.click()
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=30_000)
+    assert win.worker is None or not win.job_thread.isRunning()
+    assert not work.exists()  # the window's temporary folder goes with it
+
+
+def test_stale_work_folders_of_dead_windows_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from engine.outputs import HOST
+    from gui.main_window import WORK_PREFIX, remove_stale_work_dirs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f"{WORK_PREFIX}{HOST}.{dead_pid}.abc123"
+    alive = tmp_path / f"{WORK_PREFIX}{HOST}.{os.getppid()}.def456"  # a window still open
+    mine = tmp_path / f"{WORK_PREFIX}{HOST}.{os.getpid()}.ghi789"
+    elsewhere = tmp_path / f"{WORK_PREFIX}otherhost.{dead_pid}.jkl012"  # another machine's, on a shared /tmp
+    old_style = tmp_path / f"{WORK_PREFIX}x1y2z3"  # no owner in the name: never guessed at
+    for folder in (stale, alive, mine, elsewhere, old_style):
+        folder.mkdir()
+        (folder / "run1.onnx").write_bytes(b"graph")
+    remove_stale_work_dirs(tmp_path)
+    assert not stale.exists()
+    assert alive.exists() and mine.exists() and elsewhere.exists() and old_style.exists()
