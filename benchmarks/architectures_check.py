@@ -21,11 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.architectures import prepare  # noqa: E402
 from engine.verify import check_pruned  # noqa: E402
 
-try:  # the pruner classes are moving from engine.pruning to engine.pruners
-    from engine.pruners import _floor_rounding  # type: ignore[attr-defined]  # noqa: E402
-except ImportError:
-    from engine.pruning import _floor_rounding  # noqa: E402
-
 MODELS = {  # name -> (builder keyword arguments, image size)
     "googlenet": (dict(aux_logits=True, init_weights=False), 224),
     "inception_v3": (dict(aux_logits=True, init_weights=False), 299),
@@ -48,7 +43,7 @@ def prune_once(name: str, with_prepare: bool, onnx: bool) -> tuple[float, list[s
     example = torch.randn(1, 3, size, size)
     start = time.perf_counter()
     params = sum(p.numel() for p in model.parameters())
-    base = _floor_rounding(tp.pruner.MetaPruner)
+    base = tp.pruner.MetaPruner
     extra: dict = {}
     prep = None
     if with_prepare:

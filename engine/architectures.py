@@ -5,6 +5,10 @@ torch-pruning (1.6.1) prunes most classifiers as they are; a few kinds go wrong 
 - auxiliary heads (GoogLeNet, Inception v3) run only in train mode, so tracing in eval mode never
   sees them: they keep their old widths and fine-tuning crashes. They are dropped before pruning,
   as torchvision itself does for models built without them.
+- rounding: torch-pruning rounds the kept channels *down* to a multiple of round_to (from a count
+  it has already floored), so a ratio a hair above 0.5 took 32 channels to 8, and a layer below
+  round_to lost everything (and was skipped). `kept_channels` rounds to the nearest allowed count
+  instead, never below one unit nor below what the maximum layer ratio leaves, in every scope.
 - grouped convolutions: torch-pruning rounds a group's kept channels *per convolution group* with
   the whole layer's channel count, so round_to=8 on a group width of 8 or 16 prunes all of each
   group (the layer is skipped) or half of it. `_ArchitecturePruner` rounds per group instead.
@@ -178,6 +182,28 @@ def _unused_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [n for n, m in leaves if id(m) not in seen and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]
 
 
+# ----------------------------------------------------------------------------- rounding
+
+def kept_channels(keep: int, channels: int, unit: int, least: int = 0) -> int:
+    """The channels a layer of `channels` keeps when the ratio asks for `keep`: the nearest allowed
+    count (a multiple of `unit`, or the whole layer; half a unit rounds up, keeping more), never
+    below one unit (a layer never disappears) nor below `least` (what the maximum layer ratio
+    leaves, rounded up to a unit)."""
+    unit = max(1, int(unit))
+    if keep >= channels:
+        return channels
+    down = max(0, keep) // unit * unit
+    up = min(down + unit, channels)
+    kept = up if up - keep <= keep - down else down
+    floor = min(channels, max(unit, -(-least // unit) * unit))
+    return max(kept, floor)
+
+
+def least_kept(channels: int, max_ratio: float) -> int:
+    """The fewest of `channels` a layer may keep when it loses at most `max_ratio` of them."""
+    return math.ceil(channels * (1.0 - max_ratio) - 1e-9)
+
+
 # ----------------------------------------------------------------------------- the pruner
 
 def _architecture_pruner(base: type, units: dict, attentions: dict | None = None,
@@ -215,6 +241,9 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             self._round_group = group
             return super()._is_atten_group(group)
 
+        # torch-pruning 1.6.1's private hook for the count a group keeps: the one place PruneLab's
+        # rounding (kept_channels) replaces its own. Global scope has no per-layer target to round
+        # beforehand, so the count can only be rounded here, after the ranking chose it.
         def _round_to(self, n_pruned, current_channels, round_to):
             group = self._round_group
             ties = getattr(group, "ties", None)
@@ -224,32 +253,45 @@ def _architecture_pruner(base: type, units: dict, attentions: dict | None = None
             # set) keeps a multiple of round_to.
             size, spread = ties
             sets = current_channels // size
-            keep = (current_channels - n_pruned) // size
             step = round_to // math.gcd(round_to, spread)
-            keep = max(keep - keep % step, min(step, sets))
+            keep = kept_channels((current_channels - n_pruned) // size, sets, step,
+                                 -(-self._least(current_channels) // size))
             return max(current_channels - keep * size, 0)
+
+        def _least(self, channels: int) -> int:
+            """The fewest of `channels` (the root's count, or one convolution group's) the maximum layer
+            ratio lets the current group keep, measured against the layer's width before pruning."""
+            group = self._round_group
+            if group is None:
+                return 0
+            dep = group[0].dep
+            out = self.DG.is_out_channel_pruning_fn(dep.handler)
+            module = dep.target.module
+            first = (self.layer_init_out_ch if out else self.layer_init_in_ch).get(module)
+            now = self.DG.get_out_channels(module) if out else self.DG.get_in_channels(module)
+            if not first or not now:
+                return 0
+            return least_kept(first, self.max_pruning_ratio) * channels // now
 
         def _round_units(self, n_pruned, current_channels, round_to):
             group = self._round_group
+            least = self._least(current_channels)
             if group is None or self.DG.get_out_channels(group[0].dep.target.module) != current_channels and \
                     self.DG.get_in_channels(group[0].dep.target.module) != current_channels:
-                return super()._round_to(n_pruned, current_channels, round_to)
+                return current_channels - kept_channels(current_channels - n_pruned, current_channels, round_to, least)
             heads = _heads_in(group, self.DG, self._owners)
             if heads is not None:  # whole heads: the unit is one head's channels
                 head_dim = heads[1]
-                keep_heads = max((current_channels - n_pruned) // head_dim, 1)
                 _record(units, group, self.DG, head_dim, width=current_channels)
-                return current_channels - keep_heads * head_dim
+                return current_channels - kept_channels(current_channels - n_pruned, current_channels, head_dim, least)
             groups = self._get_channel_groups(group)
             if groups <= 1:
-                return super()._round_to(n_pruned, current_channels, round_to)
+                return current_channels - kept_channels(current_channels - n_pruned, current_channels, round_to, least)
             # n_pruned counts channels of one convolution group; round that group's kept width.
             width = current_channels // groups
             unit = max(1, round_to // groups)
-            keep = width - n_pruned
-            keep = max(keep - keep % unit, min(unit, width))
             _record(units, group, self.DG, unit * groups)
-            return max(width - keep, 0)
+            return max(width - kept_channels(width - n_pruned, width, unit, -(-least // groups)), 0)
 
         def estimate_importance(self, group):
             imp = super().estimate_importance(group)

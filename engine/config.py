@@ -211,6 +211,14 @@ class PruneConfig:
         return cls(**d)
 
 
+def rounding_words(round_to: int | None) -> str:
+    """How structured pruning rounds channel counts, in words (the GUI beside the amount, the run summary)."""
+    if not round_to or round_to <= 1:
+        return "channel counts are exact (not rounded)"
+    return (f"channel counts rounded to multiples of {round_to} (the nearest; every layer keeps at least "
+            f"{round_to})")
+
+
 def check_manual_channels(channels: dict, method: Method) -> None:
     """The shape of `manual_channels` (layer names and channel ranges need the model: engine.pruners)."""
     if method.manual and not channels:

@@ -17,7 +17,7 @@ from torch.nn.utils import prune as torch_prune
 
 from engine.architectures import prepare
 from engine.budget import release_freed_memory
-from engine.config import PruneConfig
+from engine.config import PruneConfig, rounding_words
 from engine.data import Dataset
 from engine.errors import UserError, first_line, resource_error
 from engine.events import CancelToken, Progress
@@ -25,7 +25,7 @@ from engine.layers import WeightSummary, ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
 from engine.tracing import cuts_heads, dependency_graph
-from engine.verify import check_pruned, layer_sizes, share_problems
+from engine.verify import check_pruned, layer_sizes, out_size, share_problems
 
 
 def _ignored(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> list[nn.Module]:
@@ -74,24 +74,6 @@ class Pruner:
 
 # ----------------------------------------------------------------------------- structured
 
-def _floor_rounding(base: type) -> type:
-    """A torch-pruning pruner whose channel rounding never rounds a layer down to zero.
-
-    torch-pruning rounds the kept channels down to a multiple of round_to; below round_to that is 0,
-    and it then skips the whole group, so at high ratios the smallest layers were not pruned at all.
-    Here a layer keeps at least round_to channels (or all it has, when it has fewer).
-    """
-
-    class FloorRounding(base):
-        def _round_to(self, n_pruned, current_channels, round_to):
-            keep = current_channels - n_pruned
-            keep = max(keep - keep % round_to, min(round_to, current_channels))
-            return max(current_channels - keep, 0)
-
-    FloorRounding.__name__ = f"FloorRounding{base.__name__}"
-    return FloorRounding
-
-
 def _shared_copy(model: nn.Module, device: torch.device) -> nn.Module:
     """A copy of `model` whose parameters share the original's memory (buffers, small, are copied).
     Pruning never writes a weight in place, it selects the kept rows into new tensors, so the original
@@ -116,7 +98,7 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
     ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
     current: list = [None]  # the group being scored or pruned, to name its layer if torch-pruning fails
 
-    class Tracked(prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))):
+    class Tracked(prep.pruner_class(tp.pruner.MetaPruner)):
         def estimate_importance(self, group):
             current[0] = group
             return super().estimate_importance(group)
@@ -285,7 +267,7 @@ class StructuredPruner(Pruner):
                       iterative_steps=self.total_steps, ignored_layers=_ignored(model, cfg, num_classes),
                       round_to=cfg.round_to)
         name, extra = method.tp_pruner(cfg) if method.tp_pruner else ("MetaPruner", {})
-        base = _floor_rounding(getattr(tp.pruner, name))
+        base = getattr(tp.pruner, name)
         self.pruner = _build(self.prep.pruner_class(base), model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
@@ -361,10 +343,18 @@ class StructuredPruner(Pruner):
         # ONNX is left to saving (a failed export is a note there, and the model itself is fine)
         problems = check_pruned(self.model, example, self.params_before, 0, None, onnx=False)
         cfg = self.plan
+        ignored = {n for n, m in self.model.named_modules() if m in self.pruner.ignored_layers}
+        if cfg.target_speedup is None and not cfg.layer_ratios:
+            sizes = {n: (size, out_size(m)) for n, m in self.model.named_modules()
+                     if n in self.sizes_before and n not in ignored and (size := self.sizes_before[n][0])}
+            off = share_off(cfg.pruning_ratio, sum(b for b, _ in sizes.values()), sum(a for _, a in sizes.values()),
+                            cfg, "of the pruned layers' channels")
+            if off:
+                self.notes.append(off)
         if cfg.scope == "layer" and not cfg.layer_ratios and cfg.target_speedup is None:
             after = sum(p.numel() for p in self.model.parameters())
-            ignored = {n for n, m in self.model.named_modules() if m in self.pruner.ignored_layers}
-            off = share_problems(self.params_before, after, cfg.pruning_ratio, self.sizes_before, self.model,
+            ratio = min(cfg.pruning_ratio, cfg.max_layer_ratio)  # no layer loses more than the maximum
+            off = share_problems(self.params_before, after, ratio, self.sizes_before, self.model,
                                  cfg.round_to, self.prep.units, ignored)
             if len(off) > 4:
                 off = off[:3] + [f"and {len(off) - 3} more layers off the requested ratio"]
@@ -378,6 +368,22 @@ class StructuredPruner(Pruner):
             mask[alive] = True
             out[name] = mask
         return out
+
+
+SHARE_SLACK = 0.05  # a removed share further than this from the request is said, in one line
+
+
+def share_off(requested: float, before: int, after: int, cfg: PruneConfig, what: str = "of its channels") -> str:
+    """One line when `after` of `before` channels is more than 5 points from the `requested` share
+    (rounding, or the maximum layer ratio, made it so), else ''."""
+    if not before:
+        return ""
+    removed = 1.0 - after / before
+    if abs(removed - requested) <= SHARE_SLACK:
+        return ""
+    why = (f"no layer loses more than the maximum layer ratio {cfg.max_layer_ratio:g}"
+           if requested > cfg.max_layer_ratio + SHARE_SLACK else rounding_words(cfg.round_to))
+    return f"removed {removed:.1%} {what} ({before} → {after}), not the {requested:.0%} asked for: {why}"
 
 
 # ----------------------------------------------------------------------------- manual
@@ -502,13 +508,7 @@ class UnstructuredPruner(Pruner):
 
     def _mask(self, step: int, cancel: CancelToken) -> None:
         if self.strategy.scope == "global" and not self.cfg.layer_ratios:
-            target = min(self.cfg.pruning_ratio, 1.0) * step / self.cfg.steps
-            total = sum(m.weight.numel() for _, m in self.targets)
-            already = sum(int((m.weight == 0).sum()) if hasattr(m, "weight_mask") else 0 for _, m in self.targets)
-            cancel.check()
-            torch_prune.global_unstructured([(m, "weight") for _, m in self.targets],
-                                           pruning_method=torch_prune.L1Unstructured,
-                                           amount=max(0, int(round(target * total)) - already))
+            self._mask_global(min(self.cfg.pruning_ratio, 1.0) * step / self.cfg.steps, cancel)
             return
         for name, m in self.targets:
             cancel.check()
@@ -517,6 +517,34 @@ class UnstructuredPruner(Pruner):
             prune = torch_prune.random_unstructured if self.strategy.criterion == "random" \
                 else torch_prune.l1_unstructured
             prune(m, "weight", amount=max(0, want - have))
+
+    def _mask_global(self, target: float, cancel: CancelToken) -> None:
+        """The smallest weights of the whole network, `target` of them, with no layer losing more than the
+        maximum layer ratio (torch's global_unstructured has no such cap: a layer could lose everything).
+        Only a layer's smallest max-ratio share can go, so the global pick is made among those."""
+        candidates, owners = [], []
+        for i, (_, m) in enumerate(self.targets):
+            cancel.check()
+            score = m.weight.detach().abs().flatten().float()
+            if hasattr(m, "weight_mask"):
+                score[m.weight_mask.flatten() == 0] = -1.0  # pruned before: stays pruned, within the cap
+            cap = int(self.cfg.max_layer_ratio * score.numel() + 1e-9)
+            values, idx = torch.topk(score, cap, largest=False)
+            candidates.append(values)
+            owners.append(idx)
+        values = torch.cat(candidates)
+        total = sum(m.weight.numel() for _, m in self.targets)
+        chosen = torch.topk(values, min(len(values), int(round(target * total))), largest=False).indices
+        picked = torch.zeros(len(values), dtype=torch.bool)
+        picked[chosen] = True
+        start = 0
+        for (_, m), idx in zip(self.targets, owners):
+            mask = torch.ones(m.weight.numel(), dtype=m.weight.dtype, device=m.weight.device)
+            mask[idx[picked[start:start + len(idx)].to(idx.device)]] = 0
+            start += len(idx)
+            if torch_prune.is_pruned(m):
+                torch_prune.remove(m, "weight")  # the new mask holds the old one; masks do not stack
+            torch_prune.custom_from_mask(m, "weight", mask.view_as(m.weight))
 
     def finish(self) -> None:
         for _, m in self.targets:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from engine.architectures import kept_channels
 from engine.checks import check_walkable
 from engine.data import Dataset
 from engine.errors import UserError
@@ -250,9 +251,8 @@ def drop_at(ratios: np.ndarray, drops: np.ndarray, ratio: float) -> float:
 
 
 def _uniform_kept(channels: int, ratio: float, unit: int) -> int:
-    """Channels torch-pruning keeps at a ratio: int(C·(1 − r)), rounded down to a multiple of round_to."""
-    kept = int(channels * (1.0 - ratio))
-    return max(unit, kept - kept % unit) if unit > 1 else max(1, kept)
+    """Channels a run keeps at a ratio: int(C·(1 − r)), rounded as engine.architectures.kept_channels does."""
+    return kept_channels(int(channels * (1.0 - ratio)), channels, unit)
 
 
 def _ratio_for(channels: int, kept: int) -> float:

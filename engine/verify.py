@@ -103,9 +103,10 @@ def share_problems(original_params: int, pruned_params: int, ratio: float,
     """The kept-parameter share, and with `original` each layer's kept channels.
 
     Tolerance: under layer scope every pruned channel dimension keeps int((1 - ratio) × C) channels,
-    floor-rounded by at most one rounding unit u (round_to; per-group units for grouped convolutions;
-    a head for attention), and a layer never goes below min(u, C). So a layer keeps between
-    (1 - ratio) × C - u and max((1 - ratio) × C, min(u, C)) output channels. A weight has up to two
+    rounded to the nearest rounding unit u (round_to; per-group units for grouped convolutions; a head
+    for attention), and a layer never goes below min(u, C) nor below what the maximum layer ratio
+    leaves, rounded up to a unit (`ratio` is the effective one, at most that maximum). So a layer keeps
+    between (1 - ratio) × C - u and max((1 - ratio) × C + u, min(u, C)) output channels. A weight has up to two
     pruned dimensions, so the whole model keeps between (t - d)² and t + d of its parameters, with
     t = 1 - ratio and d the parameter-weighted mean of u / C over the layers.
     """
@@ -124,7 +125,7 @@ def share_problems(original_params: int, pruned_params: int, ratio: float,
             if name in ignored or name not in pruned_modules:
                 continue
             kept = out_size(pruned_modules[name]) or 0
-            low, high = t * size - unit, max(t * size, min(unit, size))
+            low, high = t * size - unit, max(t * size + unit, min(unit, size))
             if kept < low - 1e-9:
                 problems.append(f"{name} kept {kept}/{size} channels, fewer than {t:.0%} less one rounding unit "
                                 f"({unit})")

@@ -15,11 +15,6 @@ from torchvision.models.vision_transformer import VisionTransformer
 from engine.architectures import prepare
 from engine.verify import check_pruned
 
-try:  # the pruner classes are moving from engine.pruning to engine.pruners
-    from engine.pruners import _floor_rounding  # type: ignore[attr-defined]
-except ImportError:
-    from engine.pruning import _floor_rounding
-
 RATIO = 0.3
 
 
@@ -67,7 +62,7 @@ def _prune(model: nn.Module, example: torch.Tensor, head: nn.Module, with_prepar
     prep = prepare(model, example, round_to) if with_prepare else None
     before = sum(p.numel() for p in model.parameters())
     original = copy.deepcopy(model)
-    base = _floor_rounding(tp.pruner.MetaPruner)
+    base = tp.pruner.MetaPruner
     cls = prep.pruner_class(base) if prep else base
     pruner = cls(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=RATIO,
                  ignored_layers=[head], round_to=round_to, **(prep.pruner_kwargs if prep else {}))
@@ -126,7 +121,7 @@ def test_grouped_rounding_keeps_multiples_of_round_to_when_groups_allow():
     example = torch.randn(1, 3, 8, 8)
     model = GroupedNet(width=64, group_width=32).eval()  # 2 groups of 32: unit 4 per group, 8 per layer
     before, prep, original = _prune(model, example, model.fc, with_prepare=True)
-    assert model.b[0].out_channels == 2 * 20  # int(32 × 0.7) = 22, floored to a multiple of 4
+    assert model.b[0].out_channels == 2 * 24  # int(32 × 0.7) = 22, to the nearest multiple of 4 (half up)
     assert model.b[0].out_channels % 8 == 0
     assert _check(model, example, before, prep, original) == []
 
@@ -161,7 +156,7 @@ def test_tiny_vit_two_steps(ratio, heads):
     model = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=4, hidden_dim=32, mlp_dim=64,
                               num_classes=5).eval()
     prep = prepare(model, example, 8)
-    cls = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))
+    cls = prep.pruner_class(tp.pruner.MetaPruner)
     pruner = cls(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
                  iterative_steps=2, ignored_layers=[model.heads.head], round_to=8)
     for _ in range(2):
@@ -222,7 +217,7 @@ def test_timm_vit_two_steps(ratio, heads):
     example = torch.randn(1, 3, 32, 32)
     model = tiny_timm_vit(num_heads=4)
     prep = prepare(model, example, 8)
-    cls = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))
+    cls = prep.pruner_class(tp.pruner.MetaPruner)
     pruner = cls(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
                  iterative_steps=2, ignored_layers=[model.head], round_to=8, **prep.pruner_kwargs)
     for _ in range(2):
@@ -238,7 +233,7 @@ def test_pruner_does_not_keep_models_alive_through_shared_defaults():
     example = torch.randn(1, 3, 8, 8)
     model = GroupedNet().eval()
     prep = prepare(model, example, 8)
-    pruner = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))(
+    pruner = prep.pruner_class(tp.pruner.MetaPruner)(
         model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=RATIO,
         ignored_layers=[model.fc], round_to=8)
     assert model.b[0] in pruner.in_channel_groups
@@ -453,7 +448,7 @@ class GhostNet(nn.Module):
 
 @pytest.mark.parametrize("round_to, kept_pairs", [(None, 5), (8, 4)])
 def test_ghost_channels_tied_by_a_concatenation_go_in_pairs(round_to, kept_pairs):
-    """At 0.3 the stem keeps int(16 × 0.7) = 11 channels, rounded down to whole pairs (10), or to
+    """At 0.3 the stem keeps int(16 × 0.7) = 11 channels, in whole pairs (10), or rounded to the nearest
     round_to (8): plain torch-pruning cut 6 stem channels and took their 6 partners with them."""
     torch.manual_seed(0)
     model, example = GhostNet().eval(), torch.randn(2, 3, 16, 16)

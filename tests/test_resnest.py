@@ -165,7 +165,6 @@ def test_resnest14d_prunes_every_split_attention():
     """Through prepare and its pruner (as the pipeline builds it): every split attention loses channels from
     every split, the model passes check_pruned with the recorded units, and the kept weights are the originals'."""
     from engine.architectures import prepare
-    from engine.pruners import _floor_rounding
 
     model = _resnest()
     blocks = [(name, block) for name, block in model.named_modules() if hasattr(block, "conv2")]
@@ -176,7 +175,7 @@ def test_resnest14d_prunes_every_split_attention():
     example = torch.randn(2, 3, 64, 64)
     prep = prepare(model, example, 8)
     before, original = sum(p.numel() for p in model.parameters()), copy.deepcopy(model)
-    pruner = prep.pruner_class(_floor_rounding(tp.pruner.MetaPruner))(
+    pruner = prep.pruner_class(tp.pruner.MetaPruner)(
         model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=RATIO,
         ignored_layers=[model.fc], round_to=8, **prep.pruner_kwargs)
     pruner.step()
