@@ -9,7 +9,7 @@ QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ren
 	libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libasound2 \
 	libfontconfig1 libdbus-1-3 fonts-wqy-microhei
 
-.PHONY: venv dataset qtdeps run test bench bundle deb
+.PHONY: venv dataset qtdeps run test bench bundle deb image
 
 ## venv: the virtual environment, reinstalled only when a requirements file changes
 venv: $(VENV)/.installed
@@ -69,3 +69,36 @@ bundle: test
 ## deb: prunelab_VERSION_amd64.deb from dist/PruneLab (run `make bundle` first; test it with packaging/test_deb.sh)
 deb:
 	bash packaging/make_deb.sh
+
+## image: the headless image $(IMAGE) from packaging/Dockerfile (test it with packaging/test_image.sh): docker
+## where its daemon runs, else buildah; a FROM image that cannot be pulled is first built locally
+## (packaging/make_base.sh). WHEELS=DIR: a host folder of wheels pip may take from; IMAGE_CERT=FILE: the CA
+## bundle pip needs behind a TLS-inspecting proxy (default: this shell's PIP_CERT); both buildah only.
+## REV=COMMIT: build that commit (git archive) instead of the working tree.
+IMAGE ?= prunelab
+WHEELS ?=
+IMAGE_CERT ?= $(PIP_CERT)
+REV ?=
+image:
+	@set -e; \
+	context=.; \
+	if [ -n "$(REV)" ]; then \
+		context=build/image-context; rm -rf $$context; mkdir -p $$context; \
+		git archive "$(REV)" | tar -x -C $$context; echo "context: $(REV) = $$(git rev-parse --short "$(REV)")"; \
+	fi; \
+	if docker info >/dev/null 2>&1; then \
+		[ -z "$(WHEELS)" ] || echo "note: WHEELS is for buildah; docker build takes its wheels from PyPI"; \
+		time docker build -f $$context/packaging/Dockerfile -t $(IMAGE) $$context; \
+		docker image ls $(IMAGE); exit 0; \
+	fi; \
+	command -v buildah >/dev/null || { echo "no Docker daemon and no buildah: apt-get install -y buildah debootstrap" >&2; exit 2; }; \
+	base=$$(awk '$$1 == "FROM" {print $$2; exit}' $$context/packaging/Dockerfile); \
+	if buildah inspect --type image "$$base" >/dev/null 2>&1; then :; \
+	elif buildah pull "$$base" >/dev/null; then :; \
+	else echo "$$base cannot be pulled: building a local one"; bash packaging/make_base.sh; fi; \
+	echo "base: $$base $$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.description"}}' "$$base")"; \
+	wheels=(); \
+	if [ -n "$(WHEELS)" ]; then wheels=(-v "$(abspath $(WHEELS)):/tmp/wheels:ro" --build-arg PIP_FIND_LINKS=/tmp/wheels); fi; \
+	if [ -n "$(IMAGE_CERT)" ]; then wheels+=(-v "$(abspath $(IMAGE_CERT)):/tmp/pip-ca.pem:ro" --build-arg PIP_CERT=/tmp/pip-ca.pem); fi; \
+	time buildah bud --isolation chroot --pull=never --layers --force-rm --format docker "$${wheels[@]}" -f $$context/packaging/Dockerfile -t $(IMAGE) $$context; \
+	buildah images $(IMAGE)
