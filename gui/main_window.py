@@ -30,7 +30,7 @@ from gui.jobs import DetailsJob, Job, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar, restore_layout
 from gui.menus import build_actions, build_menus
 from gui.open_model import open_model_dialog
-from gui.open_model_recipe import remember_recipe, remembered_recipe
+from gui.open_model_recipe import remember_recipe, remembered_dataset, remembered_recipe
 from gui.results import RunRecord, context_of
 from gui.settings import Settings
 from gui.source_panel import DEFAULT_DATA
@@ -126,9 +126,15 @@ class MainWindow(QMainWindow):
         return True
 
     def open_model_file(self, path: str) -> bool:
-        """Load a model file with the current dataset, as it was opened last time (its remembered recipe)."""
+        """Reopen a recent model file exactly as it was opened last time: its remembered recipe (architecture,
+        input, normalisation, trust) on its remembered dataset. A file with no recipe goes to the Open model
+        dialog, which asks what the file needs (never the command line's flags)."""
         recipe = remembered_recipe(self.settings, path)
-        return self.load(path, self.current_data_spec(), trust=bool(recipe and recipe.trust), recipe=recipe)
+        if recipe is None:
+            open_model_dialog(self, path)
+            return True
+        data = remembered_dataset(self.settings, path) or self.current_data_spec()
+        return self.load(path, data, trust=recipe.trust, recipe=recipe)
 
     def current_data_spec(self) -> str:
         """The dataset spec in use (or selected)."""
@@ -156,7 +162,7 @@ class MainWindow(QMainWindow):
             if not src.startswith("demo:"):
                 self.settings.add_recent("models", src)
             if loaded.request.recipe is not None:  # reopening from the recent list asks nothing
-                remember_recipe(self.settings, src, loaded.request.recipe)
+                remember_recipe(self.settings, src, loaded.request.recipe, loaded.request.data_spec)
             self.source.fill_models(src)
         if loaded.request.data_spec != DEFAULT_DATA:
             self.settings.add_recent("datasets", loaded.request.data_spec)
@@ -466,7 +472,7 @@ class MainWindow(QMainWindow):
         last = record.steps[-1] if record.steps else None
         if last is not None:
             self.histograms.set_steps(record.steps, record.colour)
-            self.graph_view.layer_table.show_stats(last.layers if last.step > 0 else None)
+            self.graph_view.layer_table.show_stats(last.layers if last.step > 0 else None, record.config)
         self.graph_view.set_pruned(record.onnx_path, record.label)
         self._update_actions()
 

@@ -15,6 +15,7 @@ from gui.settings import Settings
 log = logging.getLogger(__name__)
 
 RECIPES_KEY = "models/recipes"
+DATASETS_KEY = "models/recipe_datasets"  # the dataset each remembered model was opened with
 ERR = "<span style='color:#D55E00'>{}</span>"
 OK, NO = "<span style='color:#009E73'>✔</span>", "<span style='color:#D55E00'>✘</span>"
 
@@ -35,9 +36,9 @@ def plain(message: str) -> str:
 
 
 # ===================================================================== recipes remembered with the file
-def _recipes(settings: Settings) -> dict:
+def _recipes(settings: Settings, key: str = RECIPES_KEY) -> dict:
     try:
-        found = json.loads(settings.value(RECIPES_KEY, "{}", str))
+        found = json.loads(settings.value(key, "{}", str))
     except json.JSONDecodeError:
         return {}
     return found if isinstance(found, dict) else {}
@@ -55,12 +56,21 @@ def remembered_recipe(settings: Settings, source: str) -> ModelRecipe | None:
         return None
 
 
-def remember_recipe(settings: Settings, source: str, recipe: ModelRecipe) -> None:
-    """Keep `recipe` for `source`, and recipes only for what is still in the recent list."""
+def remembered_dataset(settings: Settings, source: str) -> str | None:
+    """The dataset spec the model `source` was last opened with (None: not remembered)."""
+    found = _recipes(settings, DATASETS_KEY).get(source)
+    return found if isinstance(found, str) and found else None
+
+
+def remember_recipe(settings: Settings, source: str, recipe: ModelRecipe, data_spec: str | None = None) -> None:
+    """Keep `recipe` (and the dataset it was opened with) for `source`, and only for what is still in the recent
+    list: a recent entry reopens exactly as it was opened, not with the window's dataset of the moment."""
     keep = set(settings.recent("models")) | {source}
-    recipes = {k: v for k, v in _recipes(settings).items() if k in keep}
-    recipes[source] = recipe.to_json()
-    settings.set_value(RECIPES_KEY, json.dumps(recipes))
+    for key, value in ((RECIPES_KEY, recipe.to_json()), (DATASETS_KEY, data_spec)):
+        kept = {k: v for k, v in _recipes(settings, key).items() if k in keep}
+        if value is not None:
+            kept[source] = value
+        settings.set_value(key, json.dumps(kept))
 
 
 def parse_shape(text: str) -> tuple[int, int, int] | None:

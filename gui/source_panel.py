@@ -107,7 +107,10 @@ def on_model_chosen(win: MainWindow, index: int) -> None:
         win.source.fill_models(win.current_model_src())
         open_model_dialog(win, untrained=True)
     elif data and data != win.current_model_src():
-        win.load(data, win.current_data_spec())
+        if data.startswith("demo:"):
+            win.load(data, win.current_data_spec())
+        else:  # a recent file: as it was opened (as File ▸ Recent models does)
+            win.open_model_file(data)
 
 
 def on_data_chosen(win: MainWindow, index: int) -> None:

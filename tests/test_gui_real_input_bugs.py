@@ -170,3 +170,67 @@ def test_stale_work_folders_of_dead_windows_are_removed(tmp_path):
     remove_stale_work_dirs(tmp_path)
     assert not stale.exists()
     assert alive.exists() and mine.exists() and elsewhere.exists() and old_style.exists()
+
+
+def test_a_recent_model_reopens_as_it_was_opened_from_the_model_box(qtbot, tmp_path, monkeypatch, fashion):
+    import torch
+
+    from engine.inputs import ModelRecipe
+    from engine.models import build_arch
+    from gui.menus import _fill_recent
+    from tests.gui_helpers import TIMEOUT_MS, tiny_bundle
+
+    arch = "torchvision:mobilenet_v3_small"
+    weights = tmp_path / "grey.pth"
+    torch.manual_seed(1)
+    torch.save(build_arch(arch, in_channels=1, num_classes=10).state_dict(), weights)
+    folder = _grey_folder(tmp_path / "shapes")
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    try:
+        win.raw_data_cache["fashion-mnist"] = fashion
+        with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):  # opened once, as the dialog opens it
+            win.load(str(weights), "fashion-mnist", recipe=ModelRecipe(str(weights), arch, norm="mnist"))
+        assert win.loaded is not None and win.loaded.bundle.arch == arch
+        with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):  # another model on another dataset
+            win.load(None, f"imagefolder:{folder}", bundle=tiny_bundle())
+        assert win.loaded.request.data_spec == f"imagefolder:{folder}", win.error_box and win.error_box.text()
+        index = win.model_combo.findData(str(weights))
+        assert index >= 0
+        with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+            win.model_combo.activated.emit(index)  # picked in the Model box
+        assert win.error_box is None or not win.error_box.isVisible(), win.error_box.text()
+        assert win.loaded.request.model_src == str(weights) and win.loaded.bundle.arch == arch
+        assert win.loaded.request.data_spec == "fashion-mnist"  # its own dataset, not the window's
+        assert win.loaded.data.norm.mean == (0.1307,)  # its remembered normalisation
+
+        # a recent file with no remembered recipe goes to the Open model dialog, never to a command-line hint
+        other = tmp_path / "other.pth"
+        torch.save(build_arch(arch, in_channels=1, num_classes=10).state_dict(), other)
+        win.settings.add_recent("models", str(other))
+        menu = _fill_recent_menu(win, _fill_recent)
+        next(a for a in menu.actions() if a.text() == str(other)).trigger()
+        qtbot.waitUntil(lambda: getattr(win, "open_model_dialog", None) is not None
+                        and win.open_model_dialog.isVisible(), timeout=10_000)
+        assert win.error_box is None or not win.error_box.isVisible()
+        win.open_model_dialog.reject()
+    finally:
+        close_window(qtbot, win)
+
+
+def _grey_folder(root):
+    """An ImageFolder of ten classes of 28×28 grey images (two each): another dataset the tiny model fits."""
+    from PIL import Image
+
+    for label in range(10):
+        (root / f"c{label}").mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (28, 28), 20 * label + i).save(root / f"c{label}" / f"{i}.png")
+    return root
+
+
+def _fill_recent_menu(win, fill):
+    from PySide6.QtWidgets import QMenu
+
+    menu = QMenu(win)
+    fill(menu, win)
+    return menu
