@@ -203,7 +203,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pruning ratios to try per group (default 0.1,0.3,0.5,0.7,0.9)")
     p.add_argument("--method", default="l2", help="structured method that picks the channels (default l2)")
     p.add_argument("--limit", type=at_least(0), default=1000, metavar="N",
-                   help="validation images per evaluation (default 1000; 0 = the whole split)")
+                   help="validation images per evaluation, a stratified seeded sample (default 1000; 0 = the "
+                        "whole split)")
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate BatchNorm statistics after each cut (default; --no-bn-recalibrate to skip)")
     p.add_argument("--target-ratio", type=finite, metavar="R",

@@ -151,7 +151,8 @@ class PruneConfig:
     seed: int = option(0, label="seed", flag="--seed", low=0, metavar="N",
                        help="seed for data order, calibration and fine-tuning (same seed, same figures)")
     batch_size: int = _count("batch size", "evaluation and latency batch size", 64, flag="--batch-size")
-    eval_limit: int | None = _count("evaluation images", "evaluate on the first N test images only", None,
+    eval_limit: int | None = _count("evaluation images", "evaluate on N test images only: a stratified, seeded "
+                                    "sample (every class in proportion, the same images in every run)", None,
                                     flag="--eval-limit")
     measure_speed: bool = option(True, label="measure latency", flag="--no-speed", negated=True,
                                  help="time the model (latency, throughput, memory); --no-speed skips it, much "

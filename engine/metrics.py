@@ -16,6 +16,7 @@ from engine.data import Dataset, Shape
 from engine.events import CancelToken, EvalDone, Eta, Progress, relay
 from engine.timing import measure_latency, measure_peak_memory
 
+from engine.units import wilson_interval
 
 @dataclass
 class Metrics:
@@ -37,11 +38,13 @@ class Metrics:
     per_class: dict = field(default_factory=dict)
     confusion: np.ndarray | None = None
     device: str = "cpu"
-    samples: int = 0
+    samples: int = 0  # the images evaluated: every interval rests on this count
+    f1_ci: tuple[float, float] | None = field(default=None, repr=False)  # computed once (a bootstrap)
 
     KEYS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "params", "nonzero_params", "macs",
             "size_bytes", "compressed_bytes", "latency_ms", "throughput_ips", "peak_memory_bytes")
 
+    INTERVALS = {"top1": "top1_interval", "top5": "top5_interval", "f1_macro": "f1_interval"}  # JSON names
     @property
     def sparsity(self) -> float:
         """Share of parameters that are exactly zero."""
@@ -55,24 +58,90 @@ class Metrics:
         return float(self.latency_ms.get(key, {}).get(stat, 0.0))
 
     def to_json(self, detail: bool = True) -> dict:
-        """The metrics object of `evaluate --json` (README), plus per-class figures and the confusion matrix when `detail`."""
+    def interval(self, key: str) -> tuple[float, float] | None:
+        """The 95 % interval of `top1`, `top5` or `f1_macro` from the images evaluated (None: count unknown).
+
+        Top-1 and top-5: Wilson's interval of a proportion; macro-F1: `macro_f1_interval`."""
+        if self.samples <= 0:
+            return None
+        if key == "f1_macro":
+            if self.f1_ci is None:
+                self.f1_ci = macro_f1_interval(self.confusion, self.f1_macro, self.samples)
+            return self.f1_ci
+        return wilson_interval(getattr(self, key), self.samples)
+
+        """The metrics object of `evaluate --json` (README): the figures, `eval_images` and each accuracy's
+        95 % interval, plus per-class figures (with `eval_images` again) and the confusion matrix when `detail`."""
         out = {k: getattr(self, k) for k in self.KEYS}
         if detail:
-            out["per_class"] = self.per_class
+        if self.samples > 0:
+            out["eval_images"] = self.samples
+            out.update({name: [round(v, 6) for v in self.interval(key)] for key, name in self.INTERVALS.items()})
+            out["per_class"] = dict(self.per_class, eval_images=self.samples) if self.per_class else self.per_class
             out["confusion"] = self.confusion.tolist() if self.confusion is not None else None
         return out
 
     @classmethod
     def from_json(cls, obj: dict) -> "Metrics":
-        """Inverse of to_json."""
+        """Inverse of to_json; JSON written before the intervals existed gets them from its image count."""
         m = cls(**{k: obj[k] for k in cls.KEYS if k in obj})
-        m.per_class = obj.get("per_class") or {}
+        m.per_class = {k: v for k, v in (obj.get("per_class") or {}).items() if k != "eval_images"}
         if obj.get("confusion") is not None:
             m.confusion = np.asarray(obj["confusion"], dtype=np.int64)
         return m
+        m.samples = int(obj.get("eval_images") or obj.get("samples") or 0)
+        if obj.get("f1_interval"):
+            m.f1_ci = tuple(float(v) for v in obj["f1_interval"])
 
 
 # ----------------------------------------------------------------------------- quality
+F1_BOOTSTRAP_REPS = 1000
+F1_BOOTSTRAP_SEED = 0
+F1_BOOTSTRAP_WORK = 5_000_000  # resamples × matrix cells: about a second; many classes get fewer resamples
+
+
+def macro_f1_interval(confusion: np.ndarray | None, f1: float, n: int,
+                      reps: int = F1_BOOTSTRAP_REPS, seed: int = F1_BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95 % interval of macro-F1: a seeded bootstrap over the `n` evaluated images (percentiles 2.5 and 97.5).
+
+    Resampling the images is resampling the confusion matrix's cells (a multinomial over its non-empty
+    cells), so no prediction needs to be kept; with very many non-empty cells fewer resamples are drawn
+    (at least 100), to keep it near a second. Where the resamples cannot vary (every image right) or
+    there is no confusion matrix, Wilson's interval of the F1 as a proportion of `n` images stands in, so
+    a perfect score on 60 images still shows its width.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if confusion is None or int(np.asarray(confusion).sum()) != n:
+        return wilson_interval(f1, n)
+    c = np.asarray(confusion, dtype=np.int64)
+    k = c.shape[0]
+    rows, cols = np.nonzero(c)
+    p = c[rows, cols] / n
+    reps = max(100, min(reps, F1_BOOTSTRAP_WORK // len(rows)))  # thousands of classes: a narrow interval anyway
+    diag = rows == cols
+    rng = np.random.Generator(np.random.PCG64(seed))
+    scores = []
+    for start in range(0, reps, 100):  # in chunks: reps × cells counts stay small for many classes
+        draws = rng.multinomial(n, p, size=min(100, reps - start)).astype(np.float64)
+        b = len(draws)
+        offset = (np.arange(b) * k)[:, None]
+
+        def per_class(index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            flat = (offset + index[None, :]).ravel()
+            return np.bincount(flat, weights=weights.ravel(), minlength=b * k).reshape(b, k)
+
+        tp = per_class(rows[diag], draws[:, diag])
+        both = per_class(rows, draws) + per_class(cols, draws)  # actual + predicted
+        f1s = np.divide(2 * tp, both, out=np.zeros_like(tp), where=both > 0)  # = 2PR/(P+R), 0 without a hit
+        scores.append(f1s.mean(1))
+    scores = np.concatenate(scores)
+    low, high = (float(v) for v in np.percentile(scores, [2.5, 97.5]))
+    if high - low < 1e-12:
+        return wilson_interval(f1, n)
+    return min(low, f1), max(high, f1)
+
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
@@ -245,6 +314,7 @@ def evaluate(model: nn.Module, data: Dataset, *, device: str = "cpu", batch_size
     m.size_bytes, m.compressed_bytes = size_on_disk(model)
     if speed:
         cancel.check()
+    m.interval("f1_macro")  # the bootstrap once, here, rather than in whichever view asks first
         yield Progress("measure", 1, 3, "latency")
         sizes = (1,) if batch_size == 1 else (1, batch_size)
         m.latency_ms = measure_latency(model, data.input_shape, sizes, device, threads=threads, repeats=repeats,

@@ -160,7 +160,7 @@ class _Phases:
         return self.gate is not None and not self.gate.is_open
 
     def top1(self) -> float:
-        """Top-1 on the first validation images (the quick look before and after recovery)."""
+        """Top-1 on a stratified sample of validation images (the quick look before and after recovery)."""
         return quick_top1(self.model, self.data, "val", self.dev, limit=self.quick, cancel=self.cancel)
 
     def done(self, step: int, phase: str, top1: float | None, next_phase: str | None) -> Iterator:

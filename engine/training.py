@@ -96,7 +96,7 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 @torch.no_grad()
 def quick_top1(model: nn.Module, data: Dataset, split: str = "val", device: torch.device | str = "cpu",
                limit: int | None = None, batch_size: int = 256, cancel: CancelToken | None = None) -> float:
-    """Top-1 accuracy on a split (or its first `limit` images), without the full metric set."""
+    """Top-1 accuracy on a split (or its stratified `limit`-image sample), without the full metric set."""
     was_training = model.training
     model.eval()
     correct = total = 0

@@ -60,11 +60,11 @@ def parse_numbers(text: str, what: str, low: float | None = None, high: float | 
 
 
 def images_words(limit: int, total: int, split: str) -> str:
-    """How many images of which split an accuracy was measured on: "on all 6 test images", "on the first
-    1,000 of 10,000 test images"."""
+    """How many images of which split an accuracy was measured on: "on all 6 test images", "on 1,000 of
+    10,000 test images (every class in proportion)" (the stratified sample of Dataset.sample)."""
     if limit >= total:
         return f"on all {total:,} {split} images" if total != 1 else f"on the only {split} image"
-    return f"on the first {limit:,} of {total:,} {split} images"
+    return f"on {limit:,} of {total:,} {split} images (every class in proportion)"
 
 
 def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:

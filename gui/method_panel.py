@@ -204,7 +204,9 @@ class MethodPanel(QWidget):
         for value, label in EVAL_CHOICES:
             self.eval_combo.addItem(label, value)
         self.eval_combo.setCurrentIndex(1)  # 1 000 images: ±1.5 points, fast enough to watch
-        self.eval_combo.setToolTip("Accuracy is measured on this many test images after each step")
+        self.eval_combo.setToolTip("Accuracy is measured on this many test images after each step: a "
+                                   "stratified sample (every class in proportion), the same images in every "
+                                   "run, so runs compare")
         form.addRow("Accuracy on", self.eval_combo)
         self.speed_check = self.fields["measure_speed"].widget
         self.speed_check.setText("Measure latency (batch 1 and batch 64)")

@@ -48,8 +48,10 @@ def test_fashion_loader_slice_matches_the_raw_files(fashion):
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
     assert x.shape == (256, 1, 28, 28) and x.dtype == torch.float32
-    raw_x = read_idx(data.FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:256]
-    raw_y = read_idx(data.FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:256]
+    picks = fashion.sample("test", 256)  # a limit takes the stratified sample, in file order
+    assert picks == sorted(picks) and len(set(picks)) == 256
+    raw_x = read_idx(data.FASHION_DIR / "t10k-images-idx3-ubyte.gz")[picks]
+    raw_y = read_idx(data.FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[picks]
     assert torch.equal(y, torch.from_numpy(raw_y.astype(np.int64)))
     assert torch.allclose(x[:, 0], torch.from_numpy(raw_x.copy()).float() / 255.0)
 

@@ -206,7 +206,7 @@ def test_a_python_files_classes_show_their_constructor(window, qtbot, tmp_path, 
 
 # ===================================================================== 7: accuracy in words
 def test_accuracy_says_the_real_image_count_and_split(window, qtbot, tmp_path):
-    assert images_words(1000, 10_000, "test") == "on the first 1,000 of 10,000 test images"
+    assert images_words(1000, 10_000, "test") == "on 1,000 of 10,000 test images (every class in proportion)"
     assert images_words(500, 6, "validation") == "on all 6 validation images"
     spec = f"imagefolder:{write_image_folder(tmp_path / 'rgb', per_class=8)}"
     load_tiny(window, qtbot, spec, channels=3, classes=3)

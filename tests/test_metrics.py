@@ -181,12 +181,13 @@ def test_measure_peak_memory_is_positive_and_grows_with_batch():
 
 # ----------------------------------------------------------------------------- evaluate()
 
-def first_test_labels(n: int) -> np.ndarray:
-    return read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:n].astype(np.int64)
+def sampled_test_labels(fashion, n: int) -> np.ndarray:
+    """The labels of the stratified sample a `limit=n` evaluation takes, read from the raw file."""
+    return read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[fashion.sample("test", n)].astype(np.int64)
 
 
 def test_evaluate_quality_of_a_constant_model_by_hand(fashion):
-    labels = first_test_labels(256)
+    labels = sampled_test_labels(fashion, 256)
     events = list(metrics.evaluate(ConstantRanking(), fashion, batch_size=8, limit=256, speed=False))
     assert all(isinstance(e, Progress) for e in events[:-1]) and isinstance(events[-1], EvalDone)
     assert [e.phase for e in events[:2]] == ["evaluate", "evaluate"]  # 256 images at batch 128

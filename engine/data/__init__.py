@@ -16,7 +16,8 @@ from typing import Callable, Generator
 
 from engine.data.cifar import CIFAR_FIX, load_cifar10
 from engine.data.common import (IMAGE_EXTENSIONS, MAX_PATH_CHARS, SCHEME_ALIASES, SCHEMES, SPEC_HELP, DatasetSpec,
-                                Normalization, Shape, parse_dataset_spec, shown)
+                                Normalization, Shape, parse_dataset_spec, shown,
+                                stratified_indices)
 from engine.data.dataset import Dataset
 from engine.data.fashion import FASHION_CLASSES, FASHION_DIR, FASHION_HINT, load_fashion_mnist, read_idx
 from engine.data.folders import image_folder_events, load_image_folder, unreadable_reason
@@ -29,7 +30,8 @@ __all__ = [
     "SCHEMES", "SCHEME_ALIASES", "SPEC_HELP", "Dataset", "DatasetSpec", "FolderTransform", "Normalization", "Shape",
     "TensorLoader", "TensorSplit", "convert_batch", "cover_size", "decode", "image_folder_events", "load_cifar10",
     "load_dataset", "load_dataset_events", "load_fashion_mnist", "load_image_folder", "num_workers",
-    "parse_dataset_spec", "random_crop_flip", "read_idx", "resize_crop", "shown", "unreadable_reason",
+    "parse_dataset_spec", "random_crop_flip", "read_idx", "resize_crop", "shown", "stratified_indices",
+    "unreadable_reason",
 ]
 
 

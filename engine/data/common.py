@@ -103,3 +103,41 @@ class Normalization:
         m = float(np.mean(self.mean))
         s = float(np.mean(self.std))
         return Normalization((m,) * channels, (s,) * channels)
+
+
+EVAL_SAMPLE_SEED = 0  # one fixed seed: a limited evaluation sees the same images in every run and process
+
+
+def stratified_indices(labels, limit: int, seed: int = EVAL_SAMPLE_SEED) -> np.ndarray:
+    """Sorted positions of a `limit`-image sample of `labels` with every class in proportion.
+
+    Each class gets its share of `limit` (largest remainders first) and at least one image when the
+    limit allows one per class; below that, as many classes as possible get one each (the largest). Which images of a class
+    are taken is drawn from `seed` with numpy's PCG64, so the sample depends only on the labels, the
+    limit and the seed: the same before and after pruning, across runs and processes (no hashing).
+    The whole split (in order) when `limit` covers it.
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    n = len(labels)
+    if limit >= n:
+        return np.arange(n)
+    if limit <= 0:
+        return np.zeros(0, dtype=np.int64)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    tie = rng.permutation(len(classes))  # a seeded order for classes with equal claims
+    quota = limit * counts / n
+    if limit < len(classes):  # fewer images than classes: one each for as many classes as can have one
+        take = np.zeros(len(classes), dtype=np.int64)
+        take[np.lexsort((tie, -counts))[:limit]] = 1
+    else:
+        take = np.maximum(np.floor(quota).astype(np.int64), 1)
+    while take.sum() < limit:  # one more image to the class furthest below its share that has one left
+        gap = np.where(take < counts, quota - take, -np.inf)
+        take[np.lexsort((tie, -gap))[0]] += 1
+    while take.sum() > limit:  # the minimum of one overshot: one fewer from the class furthest above its share
+        excess = np.where(take > 1, take - quota, -np.inf)
+        take[np.lexsort((tie, -excess))[0]] -= 1
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    picked = [m[rng.permutation(len(m))[:k]] for m, k in zip(members, take) if k]
+    return np.sort(np.concatenate(picked))

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from engine.data.common import Normalization, Shape
+from engine.data.common import Normalization, Shape, stratified_indices
 from engine.data.tensors import TensorLoader
 from engine.errors import UserError
 
@@ -47,17 +47,32 @@ class Dataset:
             raise UserError(f"unknown split {split!r}; valid: {', '.join(self.splits)}")
         return self.splits[split]
 
-    def loader(self, split: str, batch_size: int = 128, shuffle: bool = False, augment: bool = False,
-               limit: int | None = None, seed: int = 0, drop_last: bool = False, workers: int | None = None):
-        """An iterable of normalised (images, labels) batches; `limit` keeps a deterministic prefix.
+    def sample(self, split: str, limit: int | None) -> list[int] | None:
+        """The positions a `limit`-image evaluation of `split` uses (None: the whole split).
 
-        Folder datasets decode in worker processes (`workers`: None picks from the free cores, see
+        A stratified, seeded sample (`common.stratified_indices`): every class in proportion, the same
+        images for this split in every run, so figures before and after pruning are comparable.
+        """
+        data = self._split(split)
+        if limit is None or limit >= len(data):
+            return None
+        return stratified_indices(data.targets(), limit).tolist()
+
+    def loader(self, split: str, batch_size: int = 128, shuffle: bool = False, augment: bool = False,
+               limit: int | None = None, seed: int = 0, drop_last: bool = False, workers: int | None = None,
+               indices: list[int] | None = None):
+        """An iterable of normalised (images, labels) batches.
+
+        `limit` takes the stratified sample of `sample` (never the first N: folders are sorted by
+        class); `indices` names the positions outright (e.g. one image to show). Folder datasets decode
+        in worker processes (`workers`: None picks from the free cores, see
         `engine.data.loading.num_workers`); the batches are the same whatever the number of workers.
         """
         data = self._split(split)
+        picks = indices if indices is not None else self.sample(split, limit)
         if self.kind == "tensor":
-            if limit is not None and limit < len(data):
-                data = data.subset(torch.arange(limit))
+            if picks is not None:
+                data = data.subset(torch.as_tensor(picks, dtype=torch.long))
             return TensorLoader(data, batch_size, self.input_shape, self.norm, shuffle, augment, seed,
                                 drop_last, flip=self.flip)
         from engine.data.loading import FolderPool
@@ -65,7 +80,7 @@ class Dataset:
         pool = self._pool
         if not isinstance(pool, FolderPool) or not pool.serves(self.input_shape, self.norm, self.flip):
             pool = self._pool = FolderPool(self.splits, self.input_shape, self.norm, self.flip)
-        return pool.loader(split, batch_size, shuffle, augment, limit, seed, drop_last, workers)
+        return pool.loader(split, batch_size, shuffle, augment, picks, seed, drop_last, workers)
 
     def close(self) -> None:
         """Stop this dataset's loader workers now, rather than when it is garbage-collected."""

@@ -148,17 +148,19 @@ class FolderPool:
         """Whether this pool converts to the given shape and normalisation."""
         return self.key == (tuple(shape), norm, flip)
 
-    def loader(self, split: str, batch_size: int, shuffle: bool, augment: bool, limit: int | None, seed: int,
-               drop_last: bool, workers: int | None) -> "FolderLoader":
-        """A loader over `split`; its order and augmentation are fixed by `seed`."""
-        n = len(self.splits[split]) if limit is None else min(limit, len(self.splits[split]))
-        return FolderLoader(self, split, n, batch_size, shuffle, augment, seed, drop_last,
-                            num_workers(n) if workers is None else max(0, workers))
+    def loader(self, split: str, batch_size: int, shuffle: bool, augment: bool, picks: Sequence[int] | None,
+               seed: int, drop_last: bool, workers: int | None) -> "FolderLoader":
+        """A loader over `split` (only the positions `picks`, when given: see Dataset.sample); its order and
+        augmentation are fixed by `seed`."""
+        positions = list(range(len(self.splits[split]))) if picks is None else list(picks)
+        return FolderLoader(self, split, positions, batch_size, shuffle, augment, seed, drop_last,
+                            num_workers(len(positions)) if workers is None else max(0, workers))
 
-    def batches(self, split: str, n: int, batch_size: int, shuffle: bool, augment: bool,
+    def batches(self, split: str, positions: list[int], batch_size: int, shuffle: bool, augment: bool,
                 generator: torch.Generator, drop_last: bool) -> list[list[tuple[str, int, int | None]]]:
         """The indices of every batch, drawn here so that workers only decode."""
-        order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+        n = len(positions)
+        order = [positions[i] for i in torch.randperm(n, generator=generator).tolist()] if shuffle else positions
         seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator).tolist() if augment else [None] * n
         items = [(split, i, s) for i, s in zip(order, seeds)]
         count = n // batch_size if drop_last else -(-n // batch_size)
@@ -205,9 +207,10 @@ class FolderPool:
 class FolderLoader:
     """Batches of image files; files that turn out not to decode are left out of their batch."""
 
-    def __init__(self, pool: FolderPool, split: str, n: int, batch_size: int, shuffle: bool, augment: bool,
-                 seed: int, drop_last: bool, workers: int):
-        self.pool, self.split, self.n, self.batch_size = pool, split, n, batch_size
+    def __init__(self, pool: FolderPool, split: str, positions: list[int], batch_size: int, shuffle: bool,
+                 augment: bool, seed: int, drop_last: bool, workers: int):
+        self.pool, self.split, self.positions, self.batch_size = pool, split, positions, batch_size
+        self.n = len(positions)
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
         self.workers = workers
         self.generator = torch.Generator().manual_seed(seed)  # a second pass draws a new order, as torch's does
@@ -216,7 +219,7 @@ class FolderLoader:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        plan = self.pool.batches(self.split, self.n, self.batch_size, self.shuffle, self.augment, self.generator,
+        plan = self.pool.batches(self.split, self.positions, self.batch_size, self.shuffle, self.augment, self.generator,
                                  self.drop_last)
         for batch in self.pool.run(plan, self.workers):
             if batch is not None:

@@ -55,8 +55,10 @@ def test_image(data: Dataset, index: int) -> tuple[torch.Tensor, int, np.ndarray
     total = data.split_size("test")
     if not 0 <= index < total:
         raise UserError(f"image {index} does not exist: the test split has images 0 to {total - 1}")
-    for x, y in data.loader("test", batch_size=1, limit=index + 1):
-        image, label = x, int(y[0])
+    batch = next(iter(data.loader("test", batch_size=1, indices=[index])), None)
+    if batch is None:  # a folder image that passed the scan but does not decode
+        raise UserError(f"test image {index} cannot be decoded; choose another image")
+    image, label = batch[0], int(batch[1][0])
     mean = torch.tensor(data.norm.mean).view(-1, 1, 1)
     std = torch.tensor(data.norm.std).view(-1, 1, 1)
     picture = (image[0] * std + mean).clamp(0, 1).numpy()
