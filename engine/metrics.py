@@ -15,8 +15,8 @@ import torch.nn as nn
 from engine.data import Dataset, Shape
 from engine.events import CancelToken, EvalDone, Eta, Progress, relay
 from engine.timing import measure_latency, measure_peak_memory
-
 from engine.units import wilson_interval
+
 
 @dataclass
 class Metrics:
@@ -43,8 +43,8 @@ class Metrics:
 
     KEYS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "params", "nonzero_params", "macs",
             "size_bytes", "compressed_bytes", "latency_ms", "throughput_ips", "peak_memory_bytes")
-
     INTERVALS = {"top1": "top1_interval", "top5": "top5_interval", "f1_macro": "f1_interval"}  # JSON names
+
     @property
     def sparsity(self) -> float:
         """Share of parameters that are exactly zero."""
@@ -57,7 +57,6 @@ class Metrics:
         key = str(batch) if batch is not None else max(self.latency_ms, key=int)
         return float(self.latency_ms.get(key, {}).get(stat, 0.0))
 
-    def to_json(self, detail: bool = True) -> dict:
     def interval(self, key: str) -> tuple[float, float] | None:
         """The 95 % interval of `top1`, `top5` or `f1_macro` from the images evaluated (None: count unknown).
 
@@ -70,13 +69,14 @@ class Metrics:
             return self.f1_ci
         return wilson_interval(getattr(self, key), self.samples)
 
+    def to_json(self, detail: bool = True) -> dict:
         """The metrics object of `evaluate --json` (README): the figures, `eval_images` and each accuracy's
         95 % interval, plus per-class figures (with `eval_images` again) and the confusion matrix when `detail`."""
         out = {k: getattr(self, k) for k in self.KEYS}
-        if detail:
         if self.samples > 0:
             out["eval_images"] = self.samples
             out.update({name: [round(v, 6) for v in self.interval(key)] for key, name in self.INTERVALS.items()})
+        if detail:
             out["per_class"] = dict(self.per_class, eval_images=self.samples) if self.per_class else self.per_class
             out["confusion"] = self.confusion.tolist() if self.confusion is not None else None
         return out
@@ -88,13 +88,12 @@ class Metrics:
         m.per_class = {k: v for k, v in (obj.get("per_class") or {}).items() if k != "eval_images"}
         if obj.get("confusion") is not None:
             m.confusion = np.asarray(obj["confusion"], dtype=np.int64)
-        return m
         m.samples = int(obj.get("eval_images") or obj.get("samples") or 0)
         if obj.get("f1_interval"):
             m.f1_ci = tuple(float(v) for v in obj["f1_interval"])
+        return m
 
 
-# ----------------------------------------------------------------------------- quality
 F1_BOOTSTRAP_REPS = 1000
 F1_BOOTSTRAP_SEED = 0
 F1_BOOTSTRAP_WORK = 5_000_000  # resamples × matrix cells: about a second; many classes get fewer resamples
@@ -142,6 +141,7 @@ def macro_f1_interval(confusion: np.ndarray | None, f1: float, n: int,
     return min(low, f1), max(high, f1)
 
 
+# ----------------------------------------------------------------------------- quality
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
@@ -309,12 +309,12 @@ def evaluate(model: nn.Module, data: Dataset, *, device: str = "cpu", batch_size
     m.per_class = {k: scores[k] for k in ("precision", "recall", "f1", "support")}
     m.per_class["names"] = list(data.class_names)
     m.confusion, m.samples = scores["confusion"], scores["samples"]
+    m.interval("f1_macro")  # the bootstrap once, here, rather than in whichever view asks first
     m.params, m.nonzero_params = count_params(model), count_nonzero(model)
     m.macs = count_macs(model, data.input_shape, device)
     m.size_bytes, m.compressed_bytes = size_on_disk(model)
     if speed:
         cancel.check()
-    m.interval("f1_macro")  # the bootstrap once, here, rather than in whichever view asks first
         yield Progress("measure", 1, 3, "latency")
         sizes = (1,) if batch_size == 1 else (1, batch_size)
         m.latency_ms = measure_latency(model, data.input_shape, sizes, device, threads=threads, repeats=repeats,
