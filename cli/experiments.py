@@ -102,7 +102,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
     from cli.main import CANCEL, ProgressPrinter
     from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanRunStarted, PlanWaiting,
-                                    ResultStore, inspect_store_file, load_inputs, load_plan, run_plan)
+                                    ResultStore, inspect_store_file, load_inputs, load_plan, run_plan,
+                                    same_arch_text)
 
     plan = load_plan(args.plan)
     plan.trust = args.trust
@@ -152,6 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from engine.report import write_report
 
         html, csv = write_report(store, args.report, plan_name=plan.name)
+            lat += f" ({same_arch_text(r)})" if same_arch_text(r) else ""
         print(f"wrote {html} and {csv}")
     if done.failed:
         raise UserError(f"{len(done.failed)} run(s) reached the memory limit and were not stored (first: "
@@ -160,6 +162,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _executor_flags(plan, args: argparse.Namespace) -> None:
+    if done.latency_source:
+        print(done.latency_source)
     """--executor, --address, --cpus-per-run and --gpus-per-run override the plan's [plan] keys."""
     if args.executor:
         plan.executor = args.executor

@@ -352,6 +352,121 @@ def speedup_text(paired: dict, what: str = "latency") -> str:
     return text + (f" — {paired['note']}" if paired.get("noisy") else "")
 
 
+# ----------------------------------------------------------------------------- shared figures and comparison rounds
+
+def architecture_signature(model: nn.Module) -> str:
+    """A digest of every parameter's and buffer's name, shape and dtype and every module's type: models with
+    the same signature run the same operations on the same shapes, so they share one latency figure (their
+    separately timed figures differ only by the machine's noise)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, module in model.named_modules():
+        h.update(f"m {name} {type(module).__module__}.{type(module).__qualname__}\n".encode())
+    for kind, items in (("p", model.named_parameters()), ("b", model.named_buffers())):
+        for name, t in items:
+            h.update(f"{kind} {name} {tuple(t.shape)} {t.dtype}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RoundFigure:
+    """One model of a comparison round: its latency and its speed-up against the round's first model."""
+
+    name: str
+    median_ms: float  # median over the rounds of the model's round time (its fastest pass in the round)
+    low_ms: float  # median_interval of those round times
+    high_ms: float
+    speedup: float  # median over the rounds of first model's time / this model's time
+    speedup_low: float
+    speedup_high: float
+    spread: float  # relative_spread of the round times
+
+
+@dataclass(frozen=True)
+class ComparisonRound:
+    """Several models timed round-robin in one process, same threads, same batch (iter_comparison_round)."""
+
+    batch: int
+    figures: tuple[RoundFigure, ...]  # the first is the reference (the original)
+    rounds: int
+    coverage: float  # of every interval: the same number of rounds for all
+    threads: int
+    device: str
+    load_start: MachineLoad
+    load_end: MachineLoad
+    note: str
+
+    def paired_json(self, i: int) -> dict:
+        """Model `i`'s speed-up against the first in PairedSpeedup.to_json()'s top-level form (speedup_text
+        reads it), marked as coming from this round."""
+        f = self.figures[i]
+        return {"batch": self.batch, "median": round(f.speedup, 4), "low": round(f.speedup_low, 4),
+                "high": round(f.speedup_high, 4), "coverage": round(self.coverage, 4), "rounds": self.rounds,
+                "threads": self.threads, "noisy": bool(self.note), "note": self.note, "device": self.device,
+                "interval": PairedSpeedup.INTERVAL, "names": [self.figures[0].name, f.name],
+                "load_start": self.load_start.to_json(), "load_end": self.load_end.to_json(),
+                "source": "final round"}
+
+    def latency_json(self, i: int) -> dict:
+        """Model `i`'s latency entry for Metrics.latency_ms (median with its interval, marked)."""
+        f = self.figures[i]
+        return {"median": round(f.median_ms, 4), "low": round(f.low_ms, 4), "high": round(f.high_ms, 4),
+                "runs": self.rounds, "threads": self.threads, "source": "final round"}
+
+
+def iter_comparison_round(models, input_shape: Shape, batch: int, device: str = "cpu", rounds: int = 9,
+                          runs_per_round: int = 3, round_seconds: float = 0.02, warmup: int = 3,
+                          threads: int | None = None, max_seconds: float = 120.0,
+                          cancel: CancelToken | None = None) -> Iterator:
+    """Time `models` ((name, module) pairs, the reference first) round-robin on one input; yields Progress
+    per round, then a ComparisonRound.
+
+    iter_paired_speedup for more than two models: each round times every model (its fastest of
+    `runs_per_round` passes, see there why the fastest), starting one model later each round so order
+    effects and drifting load spread over all; the speed-up of a round is the reference's time over the
+    model's. Rounds stop early (never below MIN_ROUNDS) once `max_seconds` is spent."""
+    if len(models) < 1 or rounds < 1 or runs_per_round < 1:
+        raise ValueError("a comparison round needs models, rounds and runs_per_round")
+    dev = torch.device(device)
+    for _, m in models:
+        m.eval()
+    load_start = machine_load()
+    if dev.type == "cpu" and not threads:
+        threads = default_threads(load_start)
+    n = len(models)
+    times: list[list[float]] = [[] for _ in models]
+    with fixed_threads(threads if dev.type == "cpu" else None), torch.inference_mode():
+        used = torch.get_num_threads() if dev.type == "cpu" else 0
+        x = torch.randn(batch, *input_shape, device=dev)
+        for _, m in models:
+            _warm_up(m, x, dev, warmup)
+        start = time.perf_counter()
+        for r in range(rounds):
+            for j in range(n):
+                i = (r + j) % n
+                times[i].append(min(_timed_runs(models[i][1], x, dev, runs_per_round, round_seconds,
+                                                cancel=cancel)))
+            yield Progress("final-round", r + 1, rounds, f"{n} models round-robin, batch {batch}: round "
+                           f"{r + 1}/{rounds}")
+            if r + 1 >= MIN_ROUNDS and time.perf_counter() - start > max_seconds:
+                break
+    load_end = machine_load()
+    figures, spreads = [], {}
+    coverage = 0.0
+    for (name, _), t in zip(models, times):
+        low, high, coverage = median_interval(t)
+        ratios = [a / b if b > 0 else 0.0 for a, b in zip(times[0], t)]
+        s_low, s_high, _ = median_interval(ratios)
+        figures.append(RoundFigure(name, statistics.median(t), low, high, statistics.median(ratios), s_low, s_high,
+                                   relative_spread(t)))
+        spreads[f"{name} at batch {batch}"] = relative_spread(t)
+    busiest = max((load_start, load_end), key=lambda ld: ld.other_busy)
+    note = noise_note(spreads, busiest.cores, busiest.other_busy, load_start.load_avg, used) if dev.type == "cpu" \
+        else noise_note(spreads, 1, 0.0, None, 0)
+    yield ComparisonRound(batch, tuple(figures), len(times[0]), coverage, used, str(dev), load_start, load_end, note)
+
+
 def _clear_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) for this process; Linux only."""
     try:

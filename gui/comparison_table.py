@@ -5,7 +5,8 @@ from __future__ import annotations
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.experiments import RunResult
+from engine.experiments import RunResult, same_arch_text
+from engine.report.content import latency_text, speedup_text
 from gui.speed import run_batch
 
 TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
@@ -14,7 +15,8 @@ LATENCY_COL, SPEEDUP_COL = 5, 6
 # Both at the plan's batch size (the largest measured), which the headers name once a run is known.
 HEADER_TIPS = {LATENCY_COL: "Median time for one batch of the size in the header, each model timed on its own",
                SPEEDUP_COL: "How many times faster than the original at the same batch size as the latency column: "
-                            "the median of rounds timing both models interleaved (paired), or, when the plan did "
+                            "the median of rounds timing the models interleaved (the plan's final comparison round, "
+                            "else each run's paired rounds), its 95 % interval in brackets; or, when the plan did "
                             "not pair them, the ratio of the separately timed latencies"}
 
 
@@ -45,10 +47,10 @@ class ComparisonTable(QTableWidget):
         self.horizontalHeaderItem(SPEEDUP_COL).setText(f"speed-up{where}")
         for i, (r, e) in enumerate(rows):
             m = r.metrics
-            speed = r.latency_speedup(baseline) if e is not None else None
-            cells = ("–" if e is None else str(e.rank), r.label, f"{m.top1 * 100:.2f}",
+            same = same_arch_text(r)
+            cells = ("–" if e is None else str(e.rank), r.label + (f" ({same})" if same else ""), f"{m.top1 * 100:.2f}",
                      f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", f"{m.f1_macro * 100:.2f}",
-                     f"{m.latency():.3f}" if m.latency() else "–", f"{speed:.2f}×" if speed else "–",
+                     latency_text(m), "–" if e is None else speedup_text(r, baseline),
                      f"{m.size_bytes / 1e6:.3f}", f"{m.macs / 1e6:.2f}", "–" if e is None else f"{e.score:.3f}",
                      "original" if e is None else ("✓" if e.feasible else "✗ " + "; ".join(e.violations)))
             for col, text in enumerate(cells):

@@ -36,7 +36,7 @@ from engine.errors import UserError
 from engine.events import Progress
 from engine.experiments import (DEFAULT_CRITERIA, Criterion, Plan, PlanDone, PlanProgress, PlanRunDone,
                                 PlanRunFailed, PlanRunStarted, PlanStarted, Recovery, ResultStore, RunResult,
-                                default_store_path, rank)
+                                apply_final_round, default_store_path, rank)
 from engine.methods import all_methods
 from engine.units import parse_numbers
 from gui.comparison_table import ComparisonTable
@@ -371,8 +371,9 @@ class ExperimentTab(QWidget):
         plan = next((p for p in plans if p["name"] == plan_name), None) if plan_name else (plans[-1] if plans else None)
         self.clear_results()
         if plan:
-            self._baseline = store.get(plan.get("baseline", ""))
-            results = store.results(plan.get("keys"))
+            # latency and speed-up from the plan's final comparison round, as the report shows them
+            results, self._baseline = apply_final_round(store.results(plan.get("keys")),
+                                                        store.get(plan.get("baseline", "")), plan.get("final_round"))
             self.set_criteria(tuple(Criterion.from_json(c) for c in plan.get("criteria", [])) or DEFAULT_CRITERIA)
         else:
             results = store.results()
@@ -413,8 +414,11 @@ class ExperimentTab(QWidget):
             self.status_label.setText(escape(f"run {event.index}/{event.total} {event.label} failed: {event.message}"))
         elif isinstance(event, PlanDone):
             self._baseline = event.baseline
+            for r in event.results:  # their latency and speed-up now come from the final comparison round
+                self._add_result(r)
             self.status_label.setText(escape(f"done: {event.ran} runs, {event.skipped} already stored, "
-                                             f"{event.seconds:.0f} s; stored in {Path(event.store).name}"))
+                                             f"{event.seconds:.0f} s; stored in {Path(event.store).name}"
+                                             + (f". {event.latency_source}" if event.latency_source else "")))
             self.status_label.setToolTip(escape(str(event.store)))
             self.set_running(False)
             self._refresh()

@@ -28,6 +28,7 @@ from engine.experiments.executors import LocalExecutor, RayExecutor, make_execut
 from engine.experiments.runner import (POLL_S, PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanRunStarted,
                                        PlanStarted, PlanWaiting, baseline_key, load_inputs, plan_runs, run_key, run_plan,
                                        sensitivity_for_plan)
+from engine.experiments.runner import apply_final_round, latency_source_text, same_arch_text
 
 __all__ = [
     "APPLICATION_ID", "CRITERION_KEYS", "Claim", "ClaimOwner", "Criterion", "DEFAULT_CRITERIA", "LEASE_S", "METRICS",
@@ -38,5 +39,5 @@ __all__ = [
     "baseline_key", "check_prune_options", "check_sensitivity_options", "check_typed", "claim_is_live",
     "criteria_from_toml", "default_store_path", "describe_gain", "inspect_store_file", "load_inputs", "load_plan",
     "metric_value", "owner_alive", "pareto_front", "parse_plan", "plan_runs", "rank", "recommendation", "run_key",
-    "run_label", "run_plan", "sensitivity_for_plan",
+    "run_label", "run_plan", "sensitivity_for_plan", "apply_final_round", "latency_source_text", "same_arch_text",
 ]

@@ -32,6 +32,7 @@ from engine.experiments.store import RunResult
 from engine.pruning import RunDone
 
 MEMORY_HINT = ", leave large layers alone ([prune] ignored_layers)"
+from engine.timing import architecture_signature
 CANCEL_GRACE_S = 5.0  # a cancelled Ray run gets this long to stop by itself before its worker is killed
 PROGRESS_EVERY_S = 0.25  # at most this often a remote run sends its progress to the driver
 RAY_PIN = "ray==2.60.0"
@@ -111,31 +112,43 @@ def result_of(done: RunDone, job: Job, plan: Plan, executor: str) -> RunResult:
 
 
 def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None, limit: int | None,
-             cancel: CancelToken, executor: str) -> Iterator:
+             cancel: CancelToken, executor: str, models: dict | None = None) -> Iterator:
     """run_pruning under the memory budget; yields its events and returns the RunResult, or a failure
-    reason (str) when memory ran out. Shared by both executors, so both compute the same thing."""
+    reason (str) when memory ran out. Shared by both executors, so both compute the same thing.
+
+    The result records the pruned model's architecture signature (extra["arch"]); with `models`, the first
+    pruned model of each signature is kept there (on the CPU) for the plan's final comparison round."""
     final = None
     try:
-        for ev in guarded(run_pruning_events(bundle, data, job.cfg, cancel, out_dir, baseline), limit, MEMORY_HINT):
+        for ev in guarded(run_pruning_events(bundle, data, job.cfg, cancel, out_dir, baseline, keep), limit,
+                          MEMORY_HINT):
+    keep: list = []
             if isinstance(ev, RunDone):
                 final = ev
             yield ev
-        return result_of(final, job, plan, executor)
+        result = result_of(final, job, plan, executor)
+        if keep:
+            arch = architecture_signature(keep[0].model)
+            result.extra["arch"] = arch
+            if models is not None and arch not in models:
+                models[arch] = keep[0].model.cpu().eval()
+        return result
     except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
         reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
         if reason is None:
             raise
         return str(reason)
     finally:
-        del final
+        del final, keep
         gc.collect()  # free the pruned copy, its optimiser and activations before the next run
 
 
-def run_pruning_events(bundle, data, cfg: PruneConfig, cancel: CancelToken, out_dir, baseline) -> Iterator:
+def run_pruning_events(bundle, data, cfg: PruneConfig, cancel: CancelToken, out_dir, baseline,
+                       keep: list | None = None) -> Iterator:
     """engine.pruning.run_pruning (imported late: it pulls in torch-pruning)."""
     from engine.pruning import run_pruning
 
-    return run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline)
+    return run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline, keep=keep)
 
 
 # ----------------------------------------------------------------------------- local
@@ -152,6 +165,7 @@ class LocalExecutor:
         self._queue: list[Job] = []
 
     def open(self, plan: Plan, bundle, data, baseline, models_dir: Path | None) -> None:
+        self.models: dict = {}  # architecture signature -> a pruned model of it, for the final round
         """Remember what every run shares."""
         self.plan, self.bundle, self.data, self.baseline, self.models_dir = plan, bundle, data, baseline, models_dir
 
@@ -169,7 +183,7 @@ class LocalExecutor:
         job = self._queue[0]
         out_dir = self.models_dir / job.key if self.models_dir else None
         got = yield from _run_one(self.bundle, self.data, job, self.plan, self.baseline.metrics, out_dir,
-                                  self.limit, cancel, self.name)
+                                  self.limit, cancel, self.name, self.models)
         self._queue.pop(0)  # (kept on an exception, so the runner releases its claim)
         yield Outcome(job, failed=got) if isinstance(got, str) else Outcome(job, result=got)
 
@@ -388,6 +402,7 @@ class RayExecutor:
             out = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             raise Cancelled("cancelled by the user") from None
+        self.models: dict = {}  # pruned models stay on the workers; the final round rebuilds saved ones
         except ray.exceptions.RayTaskError as exc:  # a bug in the run: stop the plan, as it would here
             raise RuntimeError(f"run {job.label} failed on the Ray cluster: {exc}") from None
         except ray.exceptions.RayError as exc:  # the worker or node died more often than Ray retries

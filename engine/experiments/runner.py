@@ -1,10 +1,12 @@
 """Running a plan: its events, claims in the store, the memory budget per run, and resuming."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterator
 
 from engine import versions
@@ -16,6 +18,7 @@ from engine.experiments.plans import Plan
 from engine.experiments.ranking import Ranking, rank
 from engine.experiments.store import ClaimOwner, ResultStore, RunResult, run_label
 from engine.methods import get_method
+from engine.timing import architecture_signature, iter_comparison_round
 from engine.config import PruneConfig
 
 POLL_S = 1.0  # how often a sweep that waits for another's runs looks at the store
@@ -92,6 +95,7 @@ class PlanDone:
     skipped: int
     shared: int = 0  # runs another process sharing the store computed while this plan ran
     failed: tuple[str, ...] = ()  # "label: reason" of runs stopped by the memory budget (not stored)
+    latency_source: str = ""  # where the latency and speed-up figures come from (latency_source_text)
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,7 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     baseline = yield from _baseline(plan, store, cancel, bundle, data, owner, limit, b_key, runs[0][2], total,
                                     skipped)
     executor.open(plan, bundle, data, baseline, plan.models_dir(store.path) if plan.save_models else None)
+    share = ArchShare(baseline, architecture_signature(bundle.model), {r[0]: i for i, r in enumerate(runs, 1)})
     yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
                       tuple(plan.criteria))
     counts = {"ran": 0, "shared": 0}
@@ -289,9 +294,9 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     shown = ""
     while pending or held or executor.running:
         pending = yield from _submit(pending, executor, store, owner, cancel, done_keys, counts, held, holders,
-                                     total, skipped)
+                                     total, skipped, share)
         if executor.running:
-            yield from _collect(executor, store, owner, cancel, skipped, counts, failed)
+            yield from _collect(executor, store, owner, cancel, skipped, counts, failed, share)
             continue
         if held:
             who = sorted(set(holders))
@@ -305,9 +310,15 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
             _pause(POLL_S, cancel)
             pending, held, holders = held, [], []
     ran, shared = counts["ran"], counts["shared"]
-    results = tuple(store.results([r[0] for r in runs]))
-    yield PlanDone(results, baseline, rank(results, plan.criteria, baseline, model=plan.model), str(store.path),
-                   time.perf_counter() - start, ran, skipped, shared, tuple(failed))
+    keys = [r[0] for r in runs]
+    final = None
+    if runs[0][2].measure_speed:
+        final = yield from final_round(plan.name, keys, store, bundle, share.original_arch, executor.models,
+                                       runs[0][2], bundle.input_shape or data.input_shape, cancel)
+    results, baseline = apply_final_round(store.results(keys), baseline, final)
+    yield PlanDone(tuple(results), baseline, rank(results, plan.criteria, baseline, model=plan.model),
+                   str(store.path), time.perf_counter() - start, ran, skipped, shared, tuple(failed),
+                   latency_source_text(final, results))
 
 
 def _prepare(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner,
@@ -370,7 +381,7 @@ def _baseline(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
 
 
 def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToken, done_keys: set,
-            counts: dict, held: list, holders: list, total: int, skipped: int) -> Iterator:
+            counts: dict, held: list, holders: list, total: int, skipped: int, share: "ArchShare") -> Iterator:
     """Claim and submit pending runs while the executor has room; a run already stored is passed on as
     PlanRunDone, one another live sweep holds goes to `held`. Returns the runs left for later."""
     later = []
@@ -396,11 +407,12 @@ def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, canc
         sent = "" if executor.name == "local" else " (submitted to the Ray cluster)"
         yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}{sent}")
         executor.submit(Job(index, total, key, label, cfg, rec, guided))
+                share.see(stored)
     return later
 
 
 def _collect(executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToken, skipped: int, counts: dict,
-             failed: list) -> Iterator:
+             failed: list, share: "ArchShare") -> Iterator:
     """Pass on the events of the runs in flight and store each result the moment it arrives."""
     try:
         for ev in executor.events(cancel):
@@ -417,7 +429,7 @@ def _collect(executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToke
                     failed.append(f"{j.label}: {ev.failed}")
                     yield PlanRunFailed(j.index, j.total, j.key, j.label, ev.failed)
                     continue
-                result = _stamp(ev.result, owner)
+                result = share.apply(_stamp(ev.result, owner))
                 store.put(result, owner)  # the moment the run finishes: a later crash cannot lose it
                 counts["ran"] += 1
                 yield PlanRunDone(j.index, j.total, result, rss_bytes=rss_bytes())
@@ -427,3 +439,168 @@ def _collect(executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToke
         for key in executor.keys():
             store.release(owner, key)  # failed or cancelled: another sweep may take them
         raise
+
+
+# ----------------------------------------------------------------------------- shared figures and the final round
+
+TIMED_FIELDS = ("latency_ms", "throughput_ips")  # Metrics fields a run of the same architecture shares
+
+
+class ArchShare:
+    """Runs of one plan with the same architecture signature (engine.timing.architecture_signature) share
+    one latency figure: the first stored one's (or the original's, for unstructured runs, whose shapes do
+    not change). Their own figures differ from it only by the machine's noise; they are kept in
+    extra["own_latency"], and extra["same_arch_as"] names the run whose figure is shown."""
+
+    def __init__(self, baseline: RunResult, original_arch: str, index: dict[str, int]) -> None:
+        self.baseline, self.original_arch, self.index = baseline, original_arch, index
+        self.first: dict[str, RunResult] = {}
+
+    def see(self, result: RunResult) -> None:
+        """Remember a stored run as the holder of its architecture's figure, if it is the first."""
+        arch = result.extra.get("arch")
+        if arch and arch != self.original_arch and arch not in self.first and not result.extra.get("same_arch_as"):
+            self.first[arch] = result
+
+    def apply(self, result: RunResult) -> RunResult:
+        """Give a new run the figure of the first run (or the original) of its architecture; returns it."""
+        arch = result.extra.get("arch")
+        if not arch or not result.metrics.latency_ms:
+            return result
+        source = self.baseline if arch == self.original_arch else self.first.get(arch)
+        if source is None or not source.metrics.latency_ms:
+            self.see(result)
+            return result
+        m = result.metrics
+        result.extra["own_latency"] = {"latency_ms": m.latency_ms, "throughput_ips": m.throughput_ips,
+                                       "latency_speedup": result.extra.get("latency_speedup")}
+        for name in TIMED_FIELDS:
+            setattr(m, name, copy.deepcopy(getattr(source.metrics, name)))
+        is_original = source is self.baseline
+        # the original against itself: 1× by definition, not a noisy measurement of it
+        result.extra["latency_speedup"] = None if is_original else copy.deepcopy(source.extra.get("latency_speedup"))
+        result.extra["same_arch_as"] = {"key": source.key, "label": source.label,
+                                        "index": 0 if is_original else self.index.get(source.key, 0)}
+        return result
+
+
+def same_arch_text(result: RunResult) -> str:
+    """'same architecture as #2 (l1 @ 0.5)', 'same architecture as the original', or ''."""
+    same = result.extra.get("same_arch_as")
+    if not same:
+        return ""
+    if not same.get("index"):
+        return "same architecture as the original"
+    return f"same architecture as #{same['index']} ({same.get('label', '')})"
+
+
+def _rebuilt(bundle, result: RunResult):
+    """A stored run's pruned model, rebuilt from its saved weights.safetensors and model.json (no code from
+    the files runs), or None when they were not saved."""
+    from engine.deploy import rebuild
+
+    for path in result.files.values():
+        folder = Path(path).parent
+        if (folder / "model.json").is_file() and (folder / "weights.safetensors").is_file():
+            try:
+                return rebuild(copy.deepcopy(bundle.model).cpu(), folder)
+            except (KeyError, ValueError, RuntimeError, OSError):
+                return None
+    return None
+
+
+def final_round(name: str, keys: list[str], store: ResultStore, bundle, original_arch: str, models: dict,
+                cfg: PruneConfig, shape, cancel: CancelToken) -> Iterator:
+    """Time every distinct pruned architecture of a plan and the original together, round-robin in this
+    process (same threads, same batch), and store the figures with the plan; returns the stored record.
+
+    The record is written in one transaction once the round is complete, so an interrupted round leaves
+    the per-run figures, which latency_source_text labels as such. Models come from this process (the
+    local executor keeps one per architecture) or are rebuilt from saved files (runs of earlier sweeps,
+    Ray runs with save_models); the others are left out, by name."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in store.results(keys):
+        if r.metrics.latency_ms:
+            groups.setdefault(r.extra.get("arch") or f"key:{r.key}", []).append(r)
+    timed, left_out = [("original", bundle.model)], []
+    archs: list[str] = []
+    for arch, members in groups.items():
+        if arch == original_arch:
+            continue
+        model = models.get(arch)
+        if model is None:
+            model = next((m for m in (_rebuilt(bundle, r) for r in members) if m is not None), None)
+        if model is None:
+            left_out.extend(r.label for r in members)
+            continue
+        timed.append((members[0].label, model))
+        archs.append(arch)
+    yield Progress("final-round", 0, 1, f"final round: timing {len(archs)} architecture"
+                   f"{'s' if len(archs) > 1 else ''} and the original together")
+    done = None
+    for ev in iter_comparison_round(timed, shape, cfg.batch_size, cfg.device,
+                                    threads=cfg.threads, runs_per_round=max(3, cfg.latency_repeats // 10),
+                                    cancel=cancel):
+        if isinstance(ev, Progress):
+            yield ev
+        else:
+            done = ev
+    record = {"keys": list(keys), "batch": done.batch, "rounds": done.rounds, "threads": done.threads,
+              "device": done.device, "note": done.note, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "original": {"arch": original_arch, "latency": done.latency_json(0)},
+              "archs": {arch: {"keys": [r.key for r in groups[arch]], "label": timed[i + 1][0],
+                               "latency": done.latency_json(i + 1), "speedup": done.paired_json(i + 1)}
+                        for i, arch in enumerate(archs)},
+              "left_out": left_out}
+    store.put_final_round(name, record)
+    return record
+
+
+def apply_final_round(results, baseline: RunResult | None, final: dict | None):
+    """(results, baseline) with each run's latency and speed-up taken from the plan's final round: copies,
+    marked extra["latency_source"] = "final round" (or "per run" for runs the round did not time)."""
+    if not final:
+        return list(results), baseline
+    batch = str(final["batch"])
+    by_key = {k: a for a in final["archs"].values() for k in a["keys"]}
+    original = final["original"]["latency"]
+
+    def with_figures(r: RunResult, latency: dict | None, speedup: dict | None, source: str) -> RunResult:
+        r = copy.deepcopy(r)
+        r.extra["latency_source"] = source
+        if latency is not None:
+            r.metrics.latency_ms = {**r.metrics.latency_ms, batch: dict(latency)}
+            r.metrics.throughput_ips = round(int(batch) / (latency["median"] / 1000.0), 2) if latency["median"] else 0.0
+            r.extra["latency_speedup"] = speedup
+        return r
+
+    out = []
+    for r in results:
+        a = by_key.get(r.key)
+        if a is not None:
+            out.append(with_figures(r, a["latency"], a["speedup"], "final round"))
+        elif r.extra.get("arch") == final["original"].get("arch"):
+            out.append(with_figures(r, original, None, "final round"))
+        else:
+            out.append(with_figures(r, None, None, "per run"))
+    base = with_figures(baseline, original, None, "final round") if baseline is not None else None
+    return out, base
+
+
+def latency_source_text(final: dict | None, results=()) -> str:
+    """One line saying where the latency and speed-up figures shown come from."""
+    timed = [r for r in results if r.metrics.latency_ms]
+    if not timed:
+        return ""
+    if not final:
+        return ("latency and speed-up: per-run figures, each run timed on its own against the original (no final "
+                "comparison round stored: it was interrupted, or could not time the models)")
+    n = len(final["archs"])
+    text = (f"latency and speed-up: from the final comparison round ({n} pruned architecture{'s' if n != 1 else ''} "
+            f"and the original timed round-robin, {final['rounds']} rounds, batch {final['batch']}, "
+            f"{final['threads'] or final['device']} thread{'s' if final['threads'] != 1 else ''}; 95 % intervals)")
+    if final.get("left_out"):
+        text += f"; per-run figures for {', '.join(final['left_out'])} (model not kept or saved)"
+    if final.get("note"):
+        text += f" — {final['note']}"
+    return text

@@ -15,7 +15,7 @@ from typing import Sequence
 import jinja2
 
 from engine.errors import UserError
-from engine.experiments import DEFAULT_CRITERIA, Criterion, Ranking, ResultStore, RunResult, rank
+from engine.experiments import DEFAULT_CRITERIA, Criterion, Ranking, ResultStore, RunResult, apply_final_round, rank
 from engine.outputs import atomic_files, check_output_file
 from engine.report.content import model_name, report_context
 from engine.report.svg import Point, Series, confusion_svg, nice_ticks, svg_plot
@@ -84,6 +84,8 @@ def _plan_and_runs(store: ResultStore, plan_name: str | None, criteria: Sequence
     if plan:
         results = store.results(plan.get("keys"))
         baseline = store.get(plan.get("baseline", "")) if plan.get("baseline") else None
+        # latency and speed-up from the plan's final comparison round, when one was stored
+        results, baseline = apply_final_round(results, baseline, plan.get("final_round"))
         crit = criteria or tuple(Criterion.from_json(c) for c in plan.get("criteria", [])) or DEFAULT_CRITERIA
     else:
         results = store.results()

@@ -6,7 +6,8 @@ from typing import Sequence
 
 from markupsafe import Markup
 
-from engine.experiments import Criterion, Ranking, RunResult, describe_gain, metric_value
+from engine.experiments import (Criterion, Ranking, RunResult, describe_gain, latency_source_text, metric_value,
+                                same_arch_text)
 from engine.report.charts import LegendItem, curves_svg, method_colors, pareto_svg, sensitivity_svg
 from engine.report.svg import confusion_svg
 
@@ -102,17 +103,36 @@ def cell(v: float | None, digits: str = ".2f") -> str:
     return NONE if v is None else format(v, digits)
 
 
+def latency_text(m) -> str:
+    """The latency at the evaluation batch, with its 95 % interval when a comparison round measured it."""
+    value = m.latency() or None
+    low, high = m.latency(stat="low"), m.latency(stat="high")
+    return cell(value, ".3f") + (f" [{low:.3f}–{high:.3f}]" if value and high else "")
+
+
+def speedup_text(r: RunResult, baseline: RunResult | None) -> str:
+    """The stored speed-up (RunResult.latency_speedup, the one every view shows), with its interval."""
+    if r.kind == "baseline":
+        return "1.00"
+    speed = r.latency_speedup(baseline)
+    paired = r.extra.get("latency_speedup") or {}
+    if speed and paired.get("high"):
+        return f"{speed:.2f} [{paired['low']:.2f}–{paired['high']:.2f}]"
+    return cell(speed, ".2f")
+
+
 def comparison_row(r: RunResult, baseline: RunResult | None, rank: str, score: str, css: str,
                    constraints: str) -> ComparisonRow:
     """Every figure of one run, formatted for the table."""
     m, bm = r.metrics, baseline.metrics if baseline else None
     delta = (m.top1 - bm.top1) * 100 if bm else None
-    speed = bm.latency() / m.latency() if bm and m.latency() and bm.latency() else None
+    same = same_arch_text(r)
     return ComparisonRow(css, {
-        "rank": rank, "run": r.label, "recovery": r.extra.get("recovery_summary", r.recovery) or NONE,
+        "rank": rank, "run": r.label + (f" ({same})" if same else ""),
+        "recovery": r.extra.get("recovery_summary", r.recovery) or NONE,
         "score": score, "top1": f"{m.top1 * 100:.2f}", "delta": cell(delta, "+.2f"), "f1": f"{m.f1_macro * 100:.2f}",
         "precision": f"{m.precision_macro * 100:.2f}", "recall": f"{m.recall_macro * 100:.2f}",
-        "latency": cell(m.latency() or None, ".3f"), "speedup": cell(speed, ".2f"),
+        "latency": latency_text(m), "speedup": speedup_text(r, baseline),
         "throughput": cell(m.throughput_ips or None, ".0f"), "macs": f"{m.macs / 1e6:.2f}",
         "params": f"{m.params / 1e3:.1f}", "size": f"{m.size_bytes / 1e6:.3f}",
         "compressed": f"{m.compressed_bytes / 1e6:.3f}",
@@ -154,6 +174,7 @@ def setup(results: Sequence[RunResult], baseline: RunResult | None, plan: dict, 
         "device": baseline.device if baseline else (results[0].device if results else NONE),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "runs": f"{len(results)} stored, {total_s / 60:.1f} min of run time in total",
+        "latency figures": latency_source_text(plan.get("final_round"), results) or NONE,
         "evaluation images": str(baseline.metrics.samples or NONE) if baseline else NONE}
 
 

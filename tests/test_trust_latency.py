@@ -1,0 +1,172 @@
+"""Latency figures that are compared are measured together: identical architectures share one figure, a plan
+ends with one comparison round whose figures replace the per-run ones (store, report, ranking), an interrupted
+round leaves the per-run figures labelled, and the report, the store and the GUI show one speed-up."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from engine.errors import Cancelled
+from engine.events import CancelToken, drain
+from engine.experiments import (PlanDone, PlanRunDone, ResultStore, apply_final_round, load_plan, run_plan,
+                                same_arch_text)
+from engine.models import DemoResNet, ModelBundle, save_model
+from engine.timing import (ComparisonRound, architecture_signature, iter_comparison_round)
+
+PLAN = """
+[plan]
+name = "lat"
+save_models = false
+[model]
+source = "{model}"
+[sweep]
+methods = {methods}
+ratios = [0.5]
+[prune]
+eval_limit = 64
+measure_speed = true
+latency_repeats = 3
+batch_size = 8
+threads = 1
+round_to = 4
+bn_batches = 1
+"""
+
+
+@pytest.fixture()
+def tiny_bundle(fashion) -> ModelBundle:
+    torch.manual_seed(0)
+    return ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
+                       fashion.class_names, arch_kwargs={"widths": [8, 16, 32]})
+
+
+def plan_for(tmp_path, bundle, methods=("l1", "l2")):
+    model = save_model(bundle, tmp_path / "tiny.pt")
+    path = tmp_path / "plan.toml"
+    path.write_text(PLAN.format(model=model, methods=list(methods)).replace("'", '"'))
+    return load_plan(path)
+
+
+def test_signature_follows_layer_shapes_not_weights():
+    a, b = DemoResNet(widths=(8, 16, 32)), DemoResNet(widths=(8, 16, 32))
+    with torch.no_grad():
+        next(b.parameters()).mul_(3.0)
+    assert architecture_signature(a) == architecture_signature(b)
+    assert architecture_signature(a) != architecture_signature(DemoResNet(widths=(8, 16, 24)))
+
+
+def test_comparison_round_times_every_model_with_intervals():
+    fast, slow = torch.nn.Linear(8, 8), torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(40)])
+    done = drain(iter_comparison_round([("original", slow), ("pruned", fast)], (8,), 4, rounds=6,
+                                       runs_per_round=2, round_seconds=0.0, threads=1))
+    assert isinstance(done, ComparisonRound) and done.rounds == 6 and len(done.figures) == 2
+    ref, f = done.figures
+    assert ref.speedup == 1.0 and ref.low_ms <= ref.median_ms <= ref.high_ms
+    assert f.speedup_low <= f.speedup <= f.speedup_high and f.speedup > 1.0
+    assert done.paired_json(1)["source"] == "final round"
+
+
+def test_plan_shares_figures_and_final_round_replaces_them(tmp_path, tiny_bundle, fashion):
+    """l1 and l2 at 0.5 with layer scope give the same layer shapes: one figure, 'same architecture as #1';
+    the final round's figures are stored with the plan and are what the ranking and the report show."""
+    plan = plan_for(tmp_path, tiny_bundle)
+    store = ResultStore(tmp_path / "s.sqlite")
+    events = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    done = events[-1]
+    assert isinstance(done, PlanDone)
+    first, second = (store.get(k) for k in plan_keys(store))
+    assert first.extra["arch"] == second.extra["arch"]
+    assert second.extra["same_arch_as"]["index"] == 1 and same_arch_text(second).startswith("same architecture as #1")
+    assert second.metrics.latency_ms == first.metrics.latency_ms  # one figure, not two noisy ones
+    assert second.extra["latency_speedup"] == first.extra["latency_speedup"]
+    assert "own_latency" in second.extra  # its own measurement is kept, not shown
+    final = store.plans()[-1]["final_round"]
+    assert list(final["archs"]) == [first.extra["arch"]] and final["archs"][first.extra["arch"]]["keys"] == \
+        [first.key, second.key]
+    fig = final["archs"][first.extra["arch"]]
+    for r in done.results:  # the ranking's figures are the final round's
+        assert r.extra["latency_source"] == "final round"
+        assert r.metrics.latency() == fig["latency"]["median"]
+        assert r.latency_speedup(done.baseline) == fig["speedup"]["median"]
+    assert done.baseline.metrics.latency() == final["original"]["latency"]["median"]
+    assert "final comparison round" in done.latency_source
+    from engine.report import write_report
+
+    html, _ = write_report(ResultStore(store.path, read_only=True), tmp_path / "r.html")
+    text = html.read_text()
+    assert "final comparison round" in text
+    assert f"{fig['speedup']['median']:.2f} [{fig['speedup']['low']:.2f}–{fig['speedup']['high']:.2f}]" in text
+
+
+def plan_keys(store):
+    return store.plans()[-1]["keys"]
+
+
+def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny_bundle, fashion):
+    plan = plan_for(tmp_path, tiny_bundle)
+    store = ResultStore(tmp_path / "s.sqlite")
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        for ev in run_plan(plan, store, cancel, bundle=tiny_bundle, data=fashion):
+            if getattr(ev, "phase", "") == "final-round" and ev.done >= 1:
+                cancel.cancel()  # the round is cut short: nothing of it is stored
+    record = store.plans()[-1]
+    assert "final_round" not in record and len(store.results(record["keys"])) == 2
+    from engine.report import write_report
+
+    html, _ = write_report(ResultStore(store.path, read_only=True), tmp_path / "r.html")
+    assert "per-run figures" in html.read_text() and "interrupted" in html.read_text()
+    results, _ = apply_final_round(store.results(record["keys"]), None, record.get("final_round"))
+    assert all("latency_source" not in r.extra for r in results)
+
+
+def test_report_speedup_column_is_the_stored_figure_and_the_recommendation_s(tmp_path, tiny_bundle, fashion):
+    """The report's speed-up column once divided the separately timed medians (5.33 beside 2.97× in the
+    recommendation); every place now reads RunResult.latency_speedup."""
+    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))
+    store = ResultStore(tmp_path / "s.sqlite")
+    done = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    key = plan_keys(store)[0]
+    # make the separately timed medians disagree with the paired figure, as on a busy machine
+    stored = store.get(key)
+    stored.metrics.latency_ms = {k: dict(v, median=v["median"] / 7.0) for k, v in stored.metrics.latency_ms.items()}
+    store.put(stored)
+    record = store.plans()[-1]
+    del record["final_round"]  # compare the per-run figure itself (the round would replace both)
+    store.put_plan(record.pop("name"), {k: v for k, v in record.items() if k != "updated"})
+    from engine.report import write_report
+
+    html, _ = write_report(ResultStore(store.path, read_only=True), tmp_path / "r.html")
+    text = html.read_text()
+    speed = store.get(key).latency_speedup(done.baseline)
+    cells = re.findall(r"<td[^>]*>\s*([0-9.]+)(?: \[[0-9.]+–[0-9.]+\])?\s*</td>", text)
+    assert f"{speed:.2f}" in cells
+    assert f"{speed:.1f}× faster" in text  # the recommendation says the same figure
+    wrong = done.baseline.metrics.latency() / stored.metrics.latency()
+    assert f"{wrong:.2f}" not in cells
+
+
+def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bundle, fashion):
+    pytest.importorskip("pytestqt")
+    qtbot = request.getfixturevalue("qtbot")
+    from gui.experiment_tab import ExperimentTab
+
+    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))
+    store = ResultStore(tmp_path / "s.sqlite")
+    tab = ExperimentTab()
+    qtbot.addWidget(tab)
+    for ev in run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion):
+        tab.on_event(ev)
+    record = store.plans()[-1]
+    results, base = apply_final_round(store.results(record["keys"]), store.get(record["baseline"]),
+                                      record["final_round"])
+    speed = results[0].latency_speedup(base)
+    texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
+             if tab.table.item(r, c) is not None]
+    assert any(t.startswith(f"{speed:.2f}") for t in texts), texts
+    tab.load_store(store.path)  # read back from the store: the same figure
+    texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
+             if tab.table.item(r, c) is not None]
+    assert any(t.startswith(f"{speed:.2f}") for t in texts), texts
