@@ -6,13 +6,13 @@ spends minutes and then fails on something it could have said at the start.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 
 from engine.errors import UserError
-from engine.layers import classifier_head, partial_shortcuts, prunable_layers
+from engine.layers import classifier_head, ignored_modules, partial_shortcuts, prunable_layers
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
@@ -30,6 +30,13 @@ def check_input_shape(shape: tuple[int, ...], flag: str = "--input-shape") -> No
     if c > MAX_CHANNELS or max(h, w) > MAX_SIDE:
         raise UserError(f"{flag} {c},{h},{w} is outside what PruneLab handles (at most {MAX_CHANNELS} channels and "
                         f"{MAX_SIDE} pixels a side); resize the images")
+
+
+def check_normalization(mean: Sequence[float], std: Sequence[float], what: str, fix: str = "") -> None:
+    """Refuse a normalisation that divides by zero or holds a NaN: every pixel would become Inf or NaN."""
+    if any(not math.isfinite(v) for v in (*mean, *std)) or min(std) <= 0:
+        raise UserError(f"{what} must be above 0 and all values finite (got mean {list(mean)}, std {list(std)}); "
+                        f"a zero std would divide every pixel by zero{fix}")
 
 
 def check_layers(cfg: "PruneConfig", model: nn.Module, num_classes: int | None) -> None:
@@ -51,6 +58,30 @@ def check_layers(cfg: "PruneConfig", model: nn.Module, num_classes: int | None) 
     if not left:
         raise UserError("every prunable layer is ignored (--ignore and the kept classifier head), so nothing would "
                         "be pruned; ignore fewer layers")
+
+
+def check_layers_keep(cfg: "PruneConfig", model: nn.Module, num_classes: int | None, structured: bool,
+                      global_scope: bool) -> None:
+    """Refuse a ratio that would leave a layer with no channel (structured) or no weight (unstructured):
+    only a maximum layer ratio of (nearly) 1 allows it. Under global scope an unstructured layer may lose
+    up to that maximum, so the maximum itself is judged; a structured one keeps at least one rounding
+    unit there (engine.architectures.kept_channels), as nothing asks a share of it."""
+    if cfg.pruning_ratio is None or cfg.manual_channels or (structured and global_scope):
+        return
+    ignored = ignored_modules(model, cfg.ignored_layers, cfg.keep_head, num_classes)
+    left_alone = {id(m) for ig in ignored for m in ig.modules()}
+    for name, layer in prunable_layers(model):
+        if id(layer) in left_alone:
+            continue
+        ratio = cfg.max_layer_ratio if global_scope else min(cfg.layer_ratios.get(name, cfg.pruning_ratio),
+                                                             cfg.max_layer_ratio)
+        n = int(layer.weight.shape[0] if structured else layer.weight.numel())
+        keeps = int(n * (1.0 - ratio)) if structured else n - round(ratio * n)
+        if keeps < 1:
+            what = "channel" if structured else "weight"
+            raise UserError(f"ratio {ratio:g} would leave layer {name} ({n} {what}s) with no {what}; lower the ratio or "
+                            f"the maximum layer ratio (--max-layer-ratio, now {cfg.max_layer_ratio:g}) so that every "
+                            f"layer keeps at least one {what}")
 
 
 def _activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -116,5 +147,7 @@ def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True) ->
         check_input_shape(tuple(bundle.input_shape))
     if not bundle.scripted:
         check_layers(cfg, bundle.model, bundle.num_classes)
+        scope = cfg.scope if method.structured else getattr(method.factory(), "scope", "layer")
+        check_layers_keep(cfg, bundle.model, bundle.num_classes, method.structured, scope == "global")
     if memory and bundle.input_shape:
         check_batch_memory(bundle.model, tuple(bundle.input_shape), cfg.batch_size, cfg.device)

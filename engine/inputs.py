@@ -7,14 +7,13 @@ is what the Open model dialog collects (file, architecture, shape, normalisation
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
 
-from engine.checks import check_input_shape
+from engine.checks import check_input_shape, check_normalization
 from engine.data import Dataset, Normalization, Shape
 from engine.errors import UserError
 from engine.events import CancelToken, Progress
@@ -60,10 +59,11 @@ def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = 
     if mean or std:
         if not (mean and std) or len(mean) != len(std):
             raise UserError("--mean and --std must be given together with one value per channel")
-        if any(not math.isfinite(v) for v in (*mean, *std)) or min(std) <= 0:
-            raise UserError(f"--std values must be above 0 and all values finite (got mean {list(mean)}, std "
-                            f"{list(std)}); a zero std would divide every pixel by zero")
+        check_normalization(mean, std, "--std values")
         norm = Normalization(tuple(mean), tuple(std))
+    elif bundle.norm:  # a model file's own: refused as the flags are, with the flags as the way out
+        check_normalization(bundle.norm.mean, bundle.norm.std, f"{bundle.source}: its stored normalisation's std",
+                            "; pass --mean and --std to replace it")
     if len(norm.mean) not in (1, shape[0]):
         raise UserError(f"normalisation has {len(norm.mean)} channels but the model takes {shape[0]}; "
                         "pass --mean/--std with one value per channel")

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from engine.data import Dataset, Shape
+from engine.errors import UserError
 from engine.events import CancelToken, EvalDone, Eta, Progress, relay
 from engine.timing import measure_latency, measure_peak_memory
 from engine.units import wilson_interval
@@ -186,6 +187,10 @@ def evaluate_quality(model: nn.Module, data: Dataset, split: str = "test", devic
         for i, (x, y) in enumerate(loader):
             cancel.check()
             logits = model(x.to(dev, non_blocking=True)).float().cpu()
+            if not bool(torch.isfinite(logits).all()):  # argmax of NaN is class 0: a score that means nothing
+                raise UserError(f"the model's outputs on {split} batch {i + 1} of {total} are not finite (NaN or Inf), "
+                                "so its accuracy would mean nothing; a layer overflows or its weights diverged "
+                                "(fine-tuning: lower the learning rate)")
             preds.append(logits.argmax(1).numpy())
             labels.append(y.numpy())
             top5 += topk_correct(logits, y, 5)

@@ -94,9 +94,26 @@ class Plan:
     cpus_per_run: float = 1.0  # Ray resources each run asks for
     gpus_per_run: float = 0.0
 
+    def check(self) -> None:
+        """Refuse what makes a plan meaningless before it starts: a run listed twice (it would run twice,
+        one copy reported as "computed by another process"), criteria that all weigh nothing (nothing
+        could be ranked), a name too long to show or store."""
+        if len(self.name) > MAX_NAME:
+            raise UserError(f"[plan] name is {len(self.name)} characters long; keep it to {MAX_NAME} or fewer")
+        for key, values in (("methods", self.methods), ("ratios", self.ratios), ("target_speedups", self.target_speedups)):
+            seen: set = set()
+            twice = [v for v in values if v in seen or seen.add(v)]
+            if twice:
+                raise UserError(f"[sweep] {key} lists {twice[0]!r} twice, so the same runs would run twice; list each "
+                                "once")
+        if self.criteria and not any(c.weight > 0 for c in self.criteria):
+            raise UserError("[criteria]: every weight is 0, so no run could be ranked above another; give at least "
+                            "one criterion a weight above 0")
+
     def configs(self) -> list[tuple[PruneConfig, Recovery]]:
-        """One PruneConfig per run (method × target × recovery), validated. Unstructured methods get no
-        target-speed-up runs: zeroed weights do not reduce MACs."""
+        """One PruneConfig per run (method × target × recovery), validated (see `check`). Unstructured
+        methods get no target-speed-up runs: zeroed weights do not reduce MACs."""
+        self.check()
         out = []
         targets = [("pruning_ratio", r) for r in self.ratios] + [("target_speedup", s) for s in self.target_speedups]
         for method in self.methods:
@@ -178,6 +195,7 @@ def _file_digest(source: str) -> str | None:
 
 
 EXECUTORS = ("local", "ray")
+MAX_NAME = 200  # characters of a plan's name: it titles the report and names the store's rows
 
 
 def _executor_keys(plan: Plan, plan_t: dict) -> None:
@@ -214,8 +232,6 @@ def _methods(value: Any) -> tuple[str, ...]:
             get_method(name)
         except UserError as exc:
             raise UserError(f"[sweep] methods: {exc}") from None
-    if len(set(value)) != len(value):
-        raise UserError("[sweep] methods lists a method twice; list each once")
     return tuple(value)
 
 

@@ -48,8 +48,31 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
     under half of the architecture are refused unless `partial_weights`. `model_code` is the
     architecture of a weights-only FILE: `PATH.py:Class`, `torchvision:NAME` or `timm:NAME`.
     Architectures built by name take `input_shape`, else `default_shape` (the data's), else one
-    channel; untrained weights are drawn from `seed` when it is given.
+    channel; untrained weights are drawn from `seed` when it is given. Weights that are not finite
+    numbers are refused here, so every front end and plan says so before any figure is made.
     """
+    bundle = _load(src, weights, model_code, model_kwargs, trust, input_shape, num_classes, partial_weights, seed,
+                   default_shape)
+    check_finite(bundle.model, weights or src)
+    return bundle
+
+
+def check_finite(model: nn.Module, source: str) -> None:
+    """Refuse a model with one NaN or Inf in a parameter or buffer: it evaluates to arbitrary classes
+    (argmax of NaN logits is class 0, a perfect score on images of class 0) and prunes to NaN."""
+    for kind, named in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = ~torch.isfinite(tensor)
+                what = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+                raise UserError(f"{source}: {kind} {name} holds {int(bad.sum())} value(s) that are not finite ({what}), "
+                                "so every figure of this model would be meaningless; load a model whose weights are "
+                                "finite numbers (the file is damaged, or its training diverged)")
+
+
+def _load(src: str, weights: str | None, model_code: str | None, model_kwargs: dict | None, trust: bool,
+          input_shape: Shape | None, num_classes: int | None, partial_weights: bool, seed: int | None,
+          default_shape: Shape | None) -> ModelBundle:
     kind, _, name = src.partition(":")
     if kind == "demo":
         if name not in DEMO_ARCHS:
@@ -58,7 +81,7 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
         if not path.exists():
             raise UserError(f"demo weights {path} are missing; train them with "
                             f"`python main.py train --model demo:{name} --data fashion-mnist --out {path}`")
-        bundle = load_model(str(path))
+        bundle = _load(str(path), None, None, None, False, None, None, False, None, None)
         bundle.source = src
         return bundle
     shape = tuple(input_shape) if input_shape else None
