@@ -140,6 +140,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if ev.shared:
                 state = f"stored by process {r.extra.get('pid', '?')}"
             lat = f", latency {m.latency():.2f} ms" if m.latency() else ""
+            lat += f" ({same_arch_text(r)})" if same_arch_text(r) else ""
             print(f"[{ev.index}/{ev.total}] {r.label}: top-1 {m.top1:.2%}, MACs {m.macs / 1e6:.2f} M{lat} "
                   f"({state})", flush=True)
         elif isinstance(ev, PlanDone):
@@ -148,12 +149,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\n{done.ran} runs done, {done.skipped} already stored{shared}, {time.time() - start:.1f} s; "
           f"store {done.store}")
     print(ranking_table(done.ranking))
+    if done.latency_source:
+        print(done.latency_source)
     print("\n" + done.ranking.recommendation)
     if args.report:
         from engine.report import write_report
 
         html, csv = write_report(store, args.report, plan_name=plan.name)
-            lat += f" ({same_arch_text(r)})" if same_arch_text(r) else ""
         print(f"wrote {html} and {csv}")
     if done.failed:
         raise UserError(f"{len(done.failed)} run(s) reached the memory limit and were not stored (first: "
@@ -162,8 +164,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _executor_flags(plan, args: argparse.Namespace) -> None:
-    if done.latency_source:
-        print(done.latency_source)
     """--executor, --address, --cpus-per-run and --gpus-per-run override the plan's [plan] keys."""
     if args.executor:
         plan.executor = args.executor

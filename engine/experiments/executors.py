@@ -30,9 +30,9 @@ from engine.events import CancelToken, Progress
 from engine.experiments.plans import Plan, Recovery
 from engine.experiments.store import RunResult
 from engine.pruning import RunDone
+from engine.timing import architecture_signature
 
 MEMORY_HINT = ", leave large layers alone ([prune] ignored_layers)"
-from engine.timing import architecture_signature
 CANCEL_GRACE_S = 5.0  # a cancelled Ray run gets this long to stop by itself before its worker is killed
 PROGRESS_EVERY_S = 0.25  # at most this often a remote run sends its progress to the driver
 RAY_PIN = "ray==2.60.0"
@@ -119,10 +119,10 @@ def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None,
     The result records the pruned model's architecture signature (extra["arch"]); with `models`, the first
     pruned model of each signature is kept there (on the CPU) for the plan's final comparison round."""
     final = None
+    keep: list = []
     try:
         for ev in guarded(run_pruning_events(bundle, data, job.cfg, cancel, out_dir, baseline, keep), limit,
                           MEMORY_HINT):
-    keep: list = []
             if isinstance(ev, RunDone):
                 final = ev
             yield ev
@@ -163,9 +163,9 @@ class LocalExecutor:
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._queue: list[Job] = []
+        self.models: dict = {}  # architecture signature -> a pruned model of it, for the final round
 
     def open(self, plan: Plan, bundle, data, baseline, models_dir: Path | None) -> None:
-        self.models: dict = {}  # architecture signature -> a pruned model of it, for the final round
         """Remember what every run shares."""
         self.plan, self.bundle, self.data, self.baseline, self.models_dir = plan, bundle, data, baseline, models_dir
 
@@ -323,6 +323,7 @@ class RayExecutor:
         self._started = False
         self._queue = None
         self._attempts: dict[str, int] = {}
+        self.models: dict = {}  # pruned models stay on the workers; the final round rebuilds saved ones
 
     def open(self, plan: Plan, bundle, data, baseline, models_dir: Path | None) -> None:
         """Connect (or start a local Ray), put the model in the object store, make the progress queue."""
@@ -402,7 +403,6 @@ class RayExecutor:
             out = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             raise Cancelled("cancelled by the user") from None
-        self.models: dict = {}  # pruned models stay on the workers; the final round rebuilds saved ones
         except ray.exceptions.RayTaskError as exc:  # a bug in the run: stop the plan, as it would here
             raise RuntimeError(f"run {job.label} failed on the Ray cluster: {exc}") from None
         except ray.exceptions.RayError as exc:  # the worker or node died more often than Ray retries

@@ -396,6 +396,7 @@ def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, canc
             if stored is not None:  # (a stored row is never deleted; the check only guards the type)
                 by_other = key not in done_keys
                 counts["shared"] += by_other
+                share.see(stored)
                 yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
                 continue
             done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
@@ -407,7 +408,6 @@ def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, canc
         sent = "" if executor.name == "local" else " (submitted to the Ray cluster)"
         yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}{sent}")
         executor.submit(Job(index, total, key, label, cfg, rec, guided))
-                share.see(stored)
     return later
 
 

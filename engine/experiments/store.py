@@ -410,6 +410,16 @@ class ResultStore:
             db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?)",
                        (name, json.dumps(record), time.strftime("%Y-%m-%dT%H:%M:%S")))
 
+    def put_final_round(self, name: str, record: dict) -> None:
+        """Add a plan's final comparison round (runner.final_round) to its record, in one transaction: the
+        plan's record is rewritten without it when the plan starts again, so a round cut short leaves none."""
+        with self._connect(write=True) as db:
+            row = db.execute("SELECT plan FROM plans WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return
+            db.execute("UPDATE plans SET plan = ? WHERE name = ?",
+                       (json.dumps(dict(json.loads(row["plan"]), final_round=record)), name))
+
     def plans(self) -> list[dict]:
         """Stored plans, most recently updated last."""
         with self._connect() as db:
@@ -433,13 +443,3 @@ class ResultStore:
             else:
                 rows = db.execute("SELECT result FROM sensitivity ORDER BY created, rowid").fetchall()
         return [json.loads(r[0]) for r in rows]
-    def put_final_round(self, name: str, record: dict) -> None:
-        """Add a plan's final comparison round (runner.final_round) to its record, in one transaction: the
-        plan's record is rewritten without it when the plan starts again, so a round cut short leaves none."""
-        with self._connect(write=True) as db:
-            row = db.execute("SELECT plan FROM plans WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return
-            db.execute("UPDATE plans SET plan = ? WHERE name = ?",
-                       (json.dumps(dict(json.loads(row["plan"]), final_round=record)), name))
-
