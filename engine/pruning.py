@@ -7,7 +7,6 @@ permanent at the end. Cancellation is checked between batches and between prunin
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,9 @@ from engine.config import PruneConfig
 from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, count_macs, evaluate
-from engine.timing import iter_paired_speedup, speedup_text
-from engine.models import ModelBundle, check_onnx, export_onnx, save_full_module, save_model
-from engine.outputs import atomic_dir
+from engine.timing import architecture_signature, iter_paired_speedup, speedup_text
+from engine.deploy import original_identity, save_outputs
+from engine.models import ModelBundle
 from engine.pruners import check_manual_channels, make_pruner
 from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
 
@@ -69,6 +68,8 @@ class RunDone:
     prune_seconds: float
     notes: tuple[str, ...] = ()
     paired: dict | None = None  # PairedSpeedup.to_json() of original vs pruned, timed interleaved at the end
+    arch: str = ""  # architecture_signature of the result: runs with the same one share a latency figure
+    original_arch: str = ""  # ... and of the model it started from
 
     def speedups(self) -> dict[str, float]:
         """How many times smaller/faster the result is than the original (latency: the paired median
@@ -160,7 +161,7 @@ class _Phases:
         return self.gate is not None and not self.gate.is_open
 
     def top1(self) -> float:
-        """Top-1 on a stratified sample of validation images (the quick look before and after recovery)."""
+        """Top-1 on the first validation images (the quick look before and after recovery)."""
         return quick_top1(self.model, self.data, "val", self.dev, limit=self.quick, cancel=self.cancel)
 
     def done(self, step: int, phase: str, top1: float | None, next_phase: str | None) -> Iterator:
@@ -205,6 +206,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     shape = bundle.input_shape or data.input_shape
 
     work = bundle.copy()  # the loaded original is never modified
+    work.norm, work.class_names = data.norm, work.class_names or data.class_names  # as evaluated: saved with it
     model = work.model.to(dev).eval()
     drop_aux_heads(model, notes)  # before the baseline, so it does not count weights evaluation never uses
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
@@ -266,19 +268,22 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
         "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "evaluation": {"dataset": data.name, "split": "test", "images": current.samples, "device": current.device},
+        "latency_speedup": paired, "original": original_identity(bundle),
     }
     files = (yield from _save(work, data, cfg, method.structured, Path(out_dir), notes)) if out_dir is not None else {}
     model.cpu()
     if keep is not None:
         keep.append(work)
     yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
-                  time.perf_counter() - start, prune_seconds, tuple(notes), paired)
+                  time.perf_counter() - start, prune_seconds, tuple(notes), paired, architecture_signature(model),
+                  architecture_signature(bundle.model))
 
 
 def _save(work: ModelBundle, data: Dataset, cfg: PruneConfig, structured: bool, out_dir: Path,
           notes: list[str]) -> Iterator:
     """save_outputs with progress; returns the paths written."""
-    yield Progress("save", 0, 1, "saving model and ONNX")
+    yield Progress("save", 0, 1, "saving the model, its exports and model card")
     files = save_outputs(work, out_dir, structured=structured,
                          check_batches=data.loader("test", min(256, cfg.batch_size), limit=1024),
                          notes=notes)  # the user's batch size: 256 large images would need gigabytes
@@ -343,37 +348,3 @@ def _paired_speedup(original: nn.Module, model: nn.Module, shape, cfg: PruneConf
                                                 runs_per_round=max(3, cfg.latency_repeats // 6),
                                                 threads=cfg.threads, names=("original", "pruned"), cancel=cancel))
     return done.to_json()
-
-
-def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_batches=None,
-                 notes: list[str] | None = None) -> dict[str, str]:
-    """Save the pruned model (loads with weights_only=True) and its ONNX export; returns the final paths.
-
-    The set is written into a temporary folder beside `out_dir` and renamed into place whole. An ONNX
-    export that fails is a note (appended to `notes`), not a failure: the model file is still saved.
-    With `check_batches`, the ONNX file is run in onnxruntime and its top-1 recorded in model.json.
-    """
-    out_dir = Path(out_dir)
-    bundle.model.cpu().eval()
-    names: dict[str, str] = {}
-    with atomic_dir(out_dir) as tmp:
-        if bundle.arch in ("module",):
-            save_full_module(bundle, tmp / "model_full.pt")
-            names["model"] = "model_full.pt"
-        else:
-            save_model(bundle, tmp / "model.pt", pruned=structured)
-            names["model"] = "model.pt"
-        try:
-            export_onnx(bundle.model, bundle.input_shape, tmp / "model.onnx")
-            names["onnx"] = "model.onnx"
-        except Exception as exc:  # noqa: BLE001 - some layers have no ONNX form; the model itself is fine
-            text = f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); " \
-                   "the PyTorch model was saved, only model.onnx is missing"
-            bundle.meta["onnx_error"] = text
-            if notes is not None:
-                notes.append(text)
-        if check_batches is not None and "onnx" in names:
-            bundle.meta["onnx_check"] = check_onnx(tmp / "model.onnx", bundle.model, check_batches)
-        (tmp / "model.json").write_text(json.dumps(bundle.meta, indent=2, default=str))
-        names["meta"] = "model.json"
-    return {kind: str(out_dir / name) for kind, name in names.items()}

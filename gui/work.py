@@ -208,7 +208,7 @@ def prune(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, exp
 def export(bundle: ModelBundle, target: Path, structured: bool, what: str,
            cancel: CancelToken) -> Generator[Any, None, Exported]:
     """Save a model into folder `target` (what="model": model, ONNX, metadata) or as one ONNX file."""
-    from engine.pruning import save_outputs
+    from engine.deploy import save_outputs
 
     yield Progress("export", 0, 1, f"writing to {target}")
     if what == "onnx":

@@ -340,7 +340,8 @@ def test_a_failed_onnx_export_is_a_note_and_the_model_is_saved(fashion, tmp_path
                          arch_kwargs={"cfg": [4, "M", 8, "M"], "hidden": 16})
     done = list(run_pruning(bundle, fashion, fast(method="l2", pruning_ratio=0.5), out_dir=tmp_path / "out"))[-1]
     assert "onnx" not in done.files and any("ONNX export failed" in n for n in done.notes)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".prunelab-output", "model.json", "model.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".prunelab-output", "README.md", "model.json",
+                                                                     "model.pt", "model.pt2", "weights.safetensors"]
     assert load_model(done.files["model"]).model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 

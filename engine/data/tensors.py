@@ -38,13 +38,16 @@ def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[:, :, top:top + size[0], left:left + size[1]]
 
 
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # RGB to one channel (ITU-R 601 luma), recorded with exported models
+
+
 def convert_batch(x: torch.Tensor, shape: Shape) -> torch.Tensor:
     """Convert a float batch in [0, 1] to `shape`: channels, then the resize policy (`resize_crop`)."""
     c, h, w = shape
     if x.shape[1] != c:
         if c == 1:
             if x.shape[1] == 3:
-                weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+                weights = torch.tensor(GREY_WEIGHTS, dtype=x.dtype).view(1, 3, 1, 1)
                 x = (x * weights).sum(1, keepdim=True)
             else:
                 x = x.mean(1, keepdim=True)

@@ -109,6 +109,7 @@ def _named(arch: str, source: str, shape: Shape | None, num_classes: int | None,
     meta: dict[str, Any] = {}
     if state is not None:
         meta["weights"] = _load_state(model, state, weights_source, partial, adapted_layers(model)).to_json()
+        meta["weights_file"] = weights_source  # the original's identity in exported model cards
     else:
         meta["untrained"] = True
     return ModelBundle(model.eval(), source, arch, shape, num_classes or 10, arch_kwargs=dict(kwargs or {}),

@@ -1,11 +1,12 @@
-"""Writing models: PruneLab's own files (tensors, numbers and strings only), whole modules, ONNX."""
+"""Writing models: PruneLab's own files (tensors, numbers and strings only), whole modules, ONNX, and the
+standard files a deployment needs (a torch.export program, a traced TorchScript fallback, safetensors)."""
 from __future__ import annotations
 
 import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -58,11 +59,12 @@ def save_full_module(bundle: ModelBundle, path: str | Path) -> Path:
 
 
 def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: int = 17,
-                keep_batchnorm: bool = False) -> Path:
+                keep_batchnorm: bool = False, metadata: dict[str, str] | None = None) -> Path:
     """Export to ONNX with a dynamic batch axis and check the graph with onnx.checker.
 
     The exporter folds each BatchNorm into the convolution before it (right for deployment); the graph
-    a student reads beside the layer table keeps them (`keep_batchnorm`), so every layer shows."""
+    a student reads beside the layer table keeps them (`keep_batchnorm`), so every layer shows.
+    `metadata` goes into the file's metadata_props (onnxruntime: `get_modelmeta().custom_metadata_map`)."""
     import onnx
 
     path = Path(path)
@@ -87,9 +89,12 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
     proto = onnx.load_from_string(buf.getvalue())
     if keep_batchnorm:
         _inline_identities(proto.graph)
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     with atomic_files(path) as (tmp,):
-        tmp.write_bytes(proto.SerializeToString() if keep_batchnorm else buf.getvalue())
+        tmp.write_bytes(proto.SerializeToString() if keep_batchnorm or metadata else buf.getvalue())
     return path
 
 
@@ -113,23 +118,94 @@ def _inline_identities(graph) -> None:
     graph.node.extend(kept)
 
 
-def check_onnx(path: str | Path, model: nn.Module, batches) -> dict:
-    """Run the ONNX file in onnxruntime next to PyTorch on the same batches; returns both top-1s."""
+def onnx_runner(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ONNX file as a function of a batch, run in onnxruntime on the CPU."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def check_onnx(path: str | Path, model: nn.Module, batches) -> dict:
+    """Run the ONNX file in onnxruntime next to PyTorch on the same batches; returns both top-1s."""
+    return compare_runs(model, {"onnx": onnx_runner(path)}, batches)["onnx"]
+
+
+def compare_runs(model: nn.Module, runners: dict[str, Callable], batches) -> dict[str, dict]:
+    """Each runner (an exported copy of `model`) next to PyTorch on the same labelled batches, in one pass:
+    per runner the images, both top-1s, the share of equal predictions and the largest logit difference."""
     model = model.eval()
-    agree = torch_correct = onnx_correct = total = 0
-    max_diff = 0.0
+    stats = {name: {"agree": 0, "correct": 0, "diff": 0.0} for name in runners}
+    torch_correct = total = 0
     with torch.inference_mode():
         for x, y in batches:
             ours = model(x)
-            theirs = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-            max_diff = max(max_diff, float((ours - theirs).abs().max()))
             torch_correct += int((ours.argmax(1) == y).sum())
-            onnx_correct += int((theirs.argmax(1) == y).sum())
-            agree += int((ours.argmax(1) == theirs.argmax(1)).sum())
             total += len(y)
+            for name, run in runners.items():
+                theirs = run(x)
+                s = stats[name]
+                s["diff"] = max(s["diff"], float((ours - theirs).abs().max()))
+                s["correct"] += int((theirs.argmax(1) == y).sum())
+                s["agree"] += int((ours.argmax(1) == theirs.argmax(1)).sum())
     total = max(1, total)
-    return {"images": total, "torch_top1": torch_correct / total, "onnx_top1": onnx_correct / total,
-            "agreement": agree / total, "max_abs_diff": max_diff}
+    return {name: {"images": total, "torch_top1": torch_correct / total, f"{name}_top1": s["correct"] / total,
+                   "agreement": s["agree"] / total, "max_abs_diff": s["diff"]} for name, s in stats.items()}
+
+
+# ----------------------------------------------------------------------------- deployment files
+
+EXAMPLE_BATCH = 2  # exported with batch 2, so the batch is not specialised to 1; checked at 1 and 3
+MAX_BATCH = 4096
+
+
+def _check_batches(model: nn.Module, run: Callable, input_shape: Shape) -> None:
+    """Raise when `run` does not give `model`'s outputs at batch 1 and 3 (a batch baked into the file)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for batch in (1, 3):
+            x = torch.randn(batch, *input_shape, generator=generator)
+            ours, theirs = model(x), run(x)
+            if tuple(theirs.shape) != tuple(ours.shape):
+                raise RuntimeError(f"batch {batch} gives outputs of shape {tuple(theirs.shape)}, not "
+                                   f"{tuple(ours.shape)}")
+            diff = float((ours - theirs).abs().max())
+            if not diff <= 1e-4 * (1.0 + float(ours.abs().max())):
+                raise RuntimeError(f"batch {batch} gives outputs {diff:.2g} away from the model's")
+
+
+def export_program(model: nn.Module, input_shape: Shape, path: str | Path) -> Callable:
+    """Write a torch.export program of `model` for inference with a dynamic batch, loadable with
+    `torch.export.load(path).module()` alone; checked after a reload, which it returns (a callable)."""
+    from torch.export import Dim
+
+    model = model.eval()
+    example = torch.zeros(EXAMPLE_BATCH, *input_shape)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},))
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    _check_batches(model, loaded, input_shape)
+    return loaded
+
+
+def trace_torchscript(model: nn.Module, input_shape: Shape, path: str | Path) -> Callable:
+    """Write a traced TorchScript copy of `model` (the fallback where torch.export fails); checked after a
+    reload at other batch sizes, which it returns."""
+    model = model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings are checked below by running other batch sizes
+        traced = torch.jit.trace(model, torch.zeros(EXAMPLE_BATCH, *input_shape), check_trace=False)
+    torch.jit.save(traced, str(path))
+    loaded = torch.jit.load(str(path)).eval()  # our own file, written a moment ago
+    _check_batches(model, loaded, input_shape)
+    return loaded
+
+
+def write_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """The model's state_dict as safetensors (tensors only; a tensor shared by two names is stored under each)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.write_bytes(save(state, metadata=metadata))  # save_file would make the file private (mode 600)
+    return path
