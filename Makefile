@@ -8,8 +8,10 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 \
 	libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libxkbfile1 libasound2 \
 	libfontconfig1 libdbus-1-3 fonts-wqy-microhei
+# the real-window test (tests/test_real_window.py): a virtual X display, a window manager, real input, screenshots
+TEST_TOOLS := xvfb openbox xdotool imagemagick
 
-.PHONY: venv dataset qtdeps run test bench bundle deb image
+.PHONY: venv dataset qtdeps testdeps run test bench bundle deb image
 
 ## venv: the virtual environment, reinstalled only when a requirements file changes
 venv: $(VENV)/.installed
@@ -48,13 +50,25 @@ qtdeps:
 		fi; \
 	fi
 
+## testdeps: what the real-window test drives the app with; a no-op when all are present
+testdeps:
+	@if ! dpkg -s $(TEST_TOOLS) >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && apt-get install -y $(TEST_TOOLS); \
+		else \
+			echo "the real-window test's tools are missing; install them with:" >&2; \
+			echo "  sudo apt-get update && sudo apt-get install -y $(TEST_TOOLS)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
 ## run: the desktop application
 run: venv dataset qtdeps
 	$(PY) main.py
 
 ## test: the import contracts (.importlinter), then the whole test suite, headless; it ends with the 20 slowest
 ## tests and the peak memory per test (tests/resource_report.py)
-test: venv dataset qtdeps
+test: venv dataset qtdeps testdeps
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q --durations=20 tests
 

@@ -19,6 +19,7 @@ from engine.models import demo_card
 from gui.lesson_file import LESSON_DIR, PLAN_OPTIONS, VIEWS, Lesson, Step, builtin_lessons, load_lesson
 from gui.lesson_file import ACTIONS, parse_lesson  # noqa: F401 (re-exported: callers import them from here)
 from gui.options import OptionField
+from gui.widgets import guard_wheel
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -379,6 +380,7 @@ def show_lessons(window: MainWindow) -> LessonDock:
     side_width = side.width() if side is not None and side.isVisible() else 0
     if dock is None:
         dock = window.lesson_dock = LessonDock(window)
+        guard_wheel(dock)
     dock.show()
     dock.raise_()
     if side_width:  # the panel's width comes out of the tabs in the middle, not out of the Prune panel

@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QMainWindow, QMessageBox
 
 from engine.data import Dataset
 from engine.errors import UserError
@@ -34,7 +34,8 @@ from gui.open_model_recipe import remember_recipe, remembered_dataset, remembere
 from gui.results import RunRecord, context_of
 from gui.settings import Settings
 from gui.source_panel import DEFAULT_DATA
-from gui.widgets import install_wheel_guard
+from gui.watch import start_watch
+from gui.widgets import guard_wheel
 from gui.work import LoadRequest, Loaded, Sensitivity
 from gui.worker import Failure, Worker, start_worker
 
@@ -75,7 +76,6 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings | None = None, autoload: bool = True, log_path: Path | None = None) -> None:
         super().__init__()
-        install_wheel_guard(QApplication.instance())
         self.settings = settings or Settings()
         self.log_path = log_path
         self.setWindowTitle("PruneLab")
@@ -105,6 +105,8 @@ class MainWindow(QMainWindow):
         restore_layout(self)
         self.method_panel.restore(self.settings.options("method"))
         self._update_actions()
+        guard_wheel(self)  # the wheel scrolls panels; it changes a value only in the control that has focus
+        self.watch = start_watch(self)  # only under the real-window test (PRUNELAB_WATCH)
         if autoload:
             QTimer.singleShot(0, self.load_startup_model)
 

@@ -30,6 +30,7 @@ from gui.open_model_jobs import CHECK_IMAGES, CheckJob, DescribeJob
 from gui.open_model_recipe import (ERR, checked_html, found_text, parse_shape, plain, remembered_recipe,
                                     stem_problem)
 from gui.pickers import pick_file
+from gui.widgets import guard_wheel
 from gui.work import Described
 from gui.worker import Failure
 
@@ -491,6 +492,7 @@ def open_model_dialog(win: MainWindow, path: str | None = None, untrained: bool 
     if old is not None:
         old.deleteLater()  # one dialog at a time; the window owns it, so it would live as long as the window
     dialog = OpenModelDialog(win, path, untrained, data_spec)
+    guard_wheel(dialog)
     win.open_model_dialog = dialog
     dialog.open()
     return dialog

@@ -90,21 +90,17 @@ class VerticalScrollArea(QScrollArea):
 
 class WheelGuard(QObject):
     """Wheel events change a spin box, combo box or slider only when it has the keyboard focus (clicked or tabbed
-    into); otherwise they pass to the panel around it, which scrolls. Scrolling the Prune panel once switched
-    Target to "Target speed-up" under the pointer."""
+    into); otherwise they scroll the panel around it. Scrolling the Prune panel once switched Target to
+    "Target speed-up" under the pointer.
+
+    Installed on each control (`guard_wheel`), not on the application: an application-wide filter written in
+    Python sees every event of every object, and PySide6 crashed (endless recursion while wrapping QtWebEngine's
+    objects) as soon as the graph view started under a real X display."""
 
     GUARDED = (QAbstractSpinBox, QComboBox, QAbstractSlider)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
-        kind = event.type()
-        if kind not in (QEvent.Type.Wheel, QEvent.Type.Polish) or not isinstance(watched, self.GUARDED) \
-                or isinstance(watched, QScrollBar):
-            return False
-        if kind == QEvent.Type.Polish:  # the wheel must not give focus either, or the first turn would
-            if watched.focusPolicy() == Qt.FocusPolicy.WheelFocus:
-                watched.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-            return False
-        if watched.hasFocus():
+        if event.type() != QEvent.Type.Wheel or not isinstance(watched, QWidget) or watched.hasFocus():
             return False
         area = watched.parentWidget()
         while area is not None and not isinstance(area, QAbstractScrollArea):
@@ -116,10 +112,16 @@ class WheelGuard(QObject):
         return True
 
 
-def install_wheel_guard(app: QApplication) -> WheelGuard:
-    """Install the one WheelGuard on `app` (again: the same one)."""
+def guard_wheel(root: QWidget) -> None:
+    """Apply WheelGuard to every spin box, combo box and slider under `root` (scroll bars keep their wheel); the
+    wheel no longer gives them focus either, or the first turn would change the value. Call again for widgets
+    made later."""
+    app = QApplication.instance()
     guard = app.findChild(WheelGuard)
     if guard is None:
         guard = WheelGuard(app)
-        app.installEventFilter(guard)
-    return guard
+    for control in root.findChildren(QWidget):
+        if isinstance(control, WheelGuard.GUARDED) and not isinstance(control, QScrollBar):
+            control.installEventFilter(guard)  # installing twice keeps one
+            if control.focusPolicy() == Qt.FocusPolicy.WheelFocus:
+                control.setFocusPolicy(Qt.FocusPolicy.StrongFocus)

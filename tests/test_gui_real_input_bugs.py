@@ -48,7 +48,9 @@ def test_hovering_a_why_bar_shows_its_channel_without_an_error(qtbot):
 
 
 def test_wheel_over_an_unfocused_control_scrolls_the_panel_instead(qtbot, tmp_path, monkeypatch):
-    win = open_window(qtbot, tmp_path, monkeypatch)  # the window installs the guard for the whole application
+    from gui.widgets import guard_wheel
+
+    win = open_window(qtbot, tmp_path, monkeypatch)  # the window guards its own controls
     try:
         panel = win.method_panel
         combo = next(c for c in panel.findChildren(QComboBox) if c.count() > 1 and c.isVisible())
@@ -66,6 +68,7 @@ def test_wheel_over_an_unfocused_control_scrolls_the_panel_instead(qtbot, tmp_pa
             column.addWidget(spin)
         area.setWidget(body)
         area.resize(200, 200)
+        guard_wheel(area)
         qtbot.addWidget(area)
         area.show()
         qtbot.wait(20)

@@ -1,0 +1,128 @@
+"""A watch on the running window for the real-window test (tests/test_real_window.py), on only when the
+environment variable PRUNELAB_WATCH names a folder.
+
+Two things a test driving the window from outside (xdotool under Xvfb) cannot see by itself:
+- UI stalls: a timer on the GUI thread measures how late it fires; the worst lateness, with what the window
+  was doing, goes to `stall.json`;
+- where things are: when the test creates `ask` in the folder, the watch answers with `widgets.json`: the
+  screen, the tab bars and their tabs, the plots, tables and graph views, the buttons, the dialogs open, the
+  widgets shown outside the screen, and a few facts of the window's state (loaded, busy, runs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QRect, Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QApplication, QDockWidget, QGraphicsView, QMenu,
+                               QTabBar, QWidget)
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
+
+WATCH_ENV = "PRUNELAB_WATCH"
+TICK_S = 0.02
+NOTED_S = 0.1  # stalls longer than this are listed, with what the window was doing
+
+
+def start_watch(window: MainWindow) -> Watch | None:
+    """The watch, when PRUNELAB_WATCH is set (the real-window test); None otherwise."""
+    folder = os.environ.get(WATCH_ENV)
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Watch(window, Path(folder))
+
+
+def _rect(widget: QWidget, local: QRect | None = None) -> list[int]:
+    """`local` (the whole widget by default) in screen coordinates: x, y, width, height."""
+    local = local if local is not None else widget.rect()
+    corner = widget.mapToGlobal(local.topLeft())
+    return [corner.x(), corner.y(), local.width(), local.height()]
+
+
+def _write(path: Path, obj: Any) -> None:
+    """Whole or nothing: the test never reads half a file."""
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_text(json.dumps(obj, indent=1))
+    os.replace(temporary, path)
+
+
+class Watch(QObject):
+    """The stall timer and the answer to `ask` (see the module's docstring)."""
+
+    def __init__(self, window: MainWindow, folder: Path) -> None:
+        super().__init__(window)
+        self.window, self.folder = window, folder
+        self.worst, self.stalls = 0.0, []
+        self.started = self.last = time.perf_counter()
+        self.timer = QTimer(self)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(int(TICK_S * 1000))
+
+    def _doing(self) -> str:
+        win = self.window
+        tab = win.tabs.tabText(win.tabs.currentIndex()) if hasattr(win, "tabs") else "?"
+        job = win.job.name if win.job is not None else "idle"
+        return f"{time.perf_counter() - self.started:.1f} s after start, tab {tab}, job {job}"
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        late, self.last = now - self.last - TICK_S, now
+        if late > NOTED_S:
+            self.stalls.append({"ms": round(late * 1000), "while": self._doing()})
+        if late > self.worst:
+            self.worst = late
+        if late > NOTED_S or not (self.folder / "stall.json").exists():
+            _write(self.folder / "stall.json", {"worst_ms": round(self.worst * 1000), "stalls": self.stalls[-50:]})
+        ask = self.folder / "ask"
+        if ask.exists():
+            ask.unlink()
+            _write(self.folder / "widgets.json", self.describe())
+            self.last = time.perf_counter()  # describing the window is the test's time, not a stall
+
+    def describe(self) -> dict:
+        """Where things are on the screen, and what the window is doing."""
+        win = self.window
+        screen = QGuiApplication.primaryScreen().geometry()
+        shown = [w for w in win.findChildren(QWidget) if w.isVisible() and not w.visibleRegion().isEmpty()]
+        tab_bars = [{"tabs": [{"text": bar.tabText(i), "rect": _rect(bar, bar.tabRect(i)),
+                               "current": i == bar.currentIndex()} for i in range(bar.count())
+                              if bar.isTabVisible(i)]}
+                    for bar in shown if isinstance(bar, QTabBar)]
+        areas = []
+        for w in shown:
+            kind = ("web" if type(w).__name__ == "QWebEngineView" else "plot" if isinstance(w, QGraphicsView)
+                    else "table" if isinstance(w, QAbstractItemView) else None)
+            if kind:
+                areas.append({"kind": kind, "class": type(w).__name__, "name": w.objectName(), "rect": _rect(w)})
+        buttons = [{"text": b.text().replace("&", ""), "rect": _rect(b), "enabled": b.isEnabled()}
+                   for b in shown if isinstance(b, QAbstractButton) and b.text()]
+        docks = [{"title": d.windowTitle(), "rect": _rect(d)} for d in shown if isinstance(d, QDockWidget)]
+        outside = []
+        for w in shown:
+            part = w.visibleRegion().boundingRect()
+            corner = w.mapToGlobal(part.topLeft())
+            where = QRect(corner, part.size())
+            if not screen.contains(where):
+                outside.append({"class": type(w).__name__, "name": w.objectName(), "rect": _rect(w, part)})
+        dialogs = [{"class": type(t).__name__, "title": t.windowTitle(),
+                    "text": getattr(t, "text", lambda: "")() if callable(getattr(t, "text", None)) else ""}
+                   for t in QApplication.topLevelWidgets()
+                   if t.isVisible() and t is not win and not isinstance(t, QMenu)
+                   and type(t).__name__ not in ("QTipLabel", "QComboBoxPrivateContainer")]
+        finished = sum(1 for run in win.runs.values() if run.status == "done")
+        frame = win.frameGeometry()
+        return {"screen": [screen.width(), screen.height()],
+                "window": [frame.x(), frame.y(), frame.width(), frame.height()],
+                "window_inner": _rect(win), "tab_bars": tab_bars, "areas": areas, "buttons": buttons,
+                "docks": docks, "outside": outside[:20], "dialogs": dialogs,
+                "state": {"loaded": win.loaded is not None, "busy": win.busy, "worker": win.worker is not None,
+                          "runs": len(win.runs), "finished_runs": finished, "phase": win.phase_label.text(),
+                          "tab": win.tabs.tabText(win.tabs.currentIndex()), "options": win.method_panel.options(),
+                          "log": str(win.log_path or "")}}
