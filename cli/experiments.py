@@ -83,13 +83,25 @@ def ranking_table(ranking) -> str:
     crit = list(ranking.criteria)
     head = ["#", "run", "score"] + [f"{c.name} ({c.unit})" for c in crit] + ["constraints"]
     rows = [["-", "original", "-"] + [_fmt(ranking.baseline_values.get(c.name)) for c in crit] + [""]]
-    for e in ranking.entries:
-        rows.append([str(e.rank), e.result.label, f"{e.score:.3f}"] + [_fmt(e.values.get(c.name)) for c in crit]
+    for e in ranking.entries:  # '1=': tied with the leader within the evaluation's noise
+        rows.append([f"{e.rank}=" if ranking.is_tied(e) else str(e.rank), e.result.label, f"{e.score:.3f}"]
+                    + [_fmt(e.values.get(c.name)) + _interval(e.result, c) for c in crit]
                     + ["ok" if e.feasible else "BROKEN: " + "; ".join(e.violations)])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def _interval(result, criterion) -> str:
+    """' [low–high]' after an accuracy (its 95 % interval from the images evaluated) or a latency a comparison
+    round measured (its 95 % interval), else ''."""
+    accuracy = result.metrics.interval(criterion.metric) if criterion.metric in result.metrics.INTERVALS else None
+    if accuracy is not None:
+        return f" [{accuracy[0] * 100:.1f}–{accuracy[1] * 100:.1f}]"
+    if criterion.metric != "latency_ms" or not result.metrics.latency(stat="high"):
+        return ""
+    return f" [{_fmt(result.metrics.latency(stat='low'))}–{_fmt(result.metrics.latency(stat='high'))}]"
 
 
 def _fmt(v) -> str:
@@ -115,6 +127,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     store_path = plan.resolved_store(args.store)
     inspect_store_file(store_path)  # refuses a foreign file, untouched, before anything is loaded
     plan.check_outputs(store_path)
+    if plan.executor == "ray":  # the cluster answers before anything is loaded or created (no store, no baseline)
+        from engine.experiments.executors import connect
+
+        connect(plan.address, args.connect_timeout)
     bundle, data = load_inputs(plan)  # a model or dataset that cannot load leaves no new store behind
     store = ResultStore(store_path)
     where = "" if plan.executor == "local" else f"; runs on Ray ({plan.address or 'started here'})"
@@ -149,6 +165,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\n{done.ran} runs done, {done.skipped} already stored{shared}, {time.time() - start:.1f} s; "
           f"store {done.store}")
     print(ranking_table(done.ranking))
+    images = {e.result.metrics.samples for e in done.ranking.entries if e.result.metrics.samples}
+    if images:
+        print(f"accuracies in [brackets]: 95 % intervals from the {', '.join(f'{n:,}' for n in sorted(images))} "
+              "evaluation images (Wilson; macro-F1 bootstrapped); '1=' marks runs tied with the leader")
     if done.latency_source:
         print(done.latency_source)
     print("\n" + done.ranking.recommendation)
@@ -237,6 +257,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", metavar="HOST:PORT|auto",
                    help="the Ray cluster's head (`ray start --head` prints it), or auto for the one on this machine; "
                         "default: start a Ray instance here (see docs/cluster.md)")
+    p.add_argument("--connect-timeout", type=_connect_timeout, default=CONNECT_TIMEOUT_S, metavar="S",
+                   help=f"seconds to wait for the Ray head to answer before giving up (default {CONNECT_TIMEOUT_S:g})")
     p.add_argument("--cpus-per-run", type=types.resources, metavar="N", help="CPUs each run asks Ray for (default 1)")
     p.add_argument("--gpus-per-run", type=types.resources, metavar="N", help="GPUs each run asks Ray for (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -15,6 +15,7 @@ from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QMenu, QPushButton,
                                QSplitter, QTreeView, QVBoxLayout, QWidget)
 
+import numpy as np
 import pyqtgraph as pg
 
 from engine.metrics import Metrics
@@ -44,6 +45,7 @@ class RunRecord:
     status: str = "running"  # running, done, cancelled, failed
     parent: int | None = None  # the run whose pruned model this one started from (None: the loaded model)
     context: tuple[str, str] | None = None  # (model, dataset) it was made on; set when the views first see it
+    same_arch_as: int | None = None  # the run whose latency figure it shows (speed.same_arch_as; 0: the original)
 
     @property
     def amount(self) -> str:
@@ -216,6 +218,8 @@ class ResultsView(theme.PaletteWidget):
         self.scatter_plot.addItem(self.scatter)
         self.baseline_point = pg.ScatterPlotItem(size=18, symbol="star")
         self.scatter_plot.addItem(self.baseline_point)
+        self.error_bars = pg.ErrorBarItem(beam=0.0)  # each run's latency interval (speed.scatter_x)
+        self.scatter_plot.addItem(self.error_bars)
         self.labels: list[pg.TextItem] = []
         return self.scatter_widget
 
@@ -258,6 +262,9 @@ class ResultsView(theme.PaletteWidget):
         """Add a finished run (of the loaded model and dataset) to the tree, under its parent, and the scatter."""
         if run.context is None:
             run.context = self.context
+        earlier = {r.run_id: r.done for r in self.runs.values()
+                   if r.context == run.context and r.run_id != run.run_id and r.done is not None}
+        run.same_arch_as = speed.same_arch_as(run.done, earlier)
         self.runs[run.run_id] = run
         if run.parent is None:
             self.baselines[run.context] = run.done.before  # a child's "before" is its parent's result
@@ -271,12 +278,13 @@ class ResultsView(theme.PaletteWidget):
 
     def _speed_cell(self, header: str, run: RunRecord) -> tuple[str, str, float]:
         """(text, tooltip, sort value) of the Latency or Speed-up cell, at the batch chosen for both."""
-        mixed = self._header_batch[1]
-        if header == "Latency":
-            text, tip = speed.latency_cell(run.done.after, self.batch_mode, mixed)
-            value = speed.latency_at(run.done.after, speed.batch_of(run.done.after, self.batch_mode))
-            return text, tip, value if value is not None else 1e9
-        return speed.speedup_cell(run.done, self.batch_mode, mixed)
+        return speed.shared_cell(header, run.done, self._source(run), run.same_arch_as, self.batch_mode,
+                                 self._header_batch[1])
+
+    def _source(self, run: RunRecord) -> RunDone | None:
+        """The RunDone whose latency figure `run` shares (None: its own, or the original's)."""
+        source = self.runs.get(run.same_arch_as) if run.same_arch_as else None
+        return source.done if source is not None else None
 
     def _add_row(self, run: RunRecord) -> None:
         row = []
@@ -426,20 +434,40 @@ class ResultsView(theme.PaletteWidget):
     def _x_of(self, m: Metrics, use_latency: bool) -> float:
         return speed.latency_at(m, speed.batch_of(m, self.batch_mode)) if use_latency else m.macs / 1e6
 
+    def positions(self, runs: list[RunRecord], use_latency: bool) -> dict[int, tuple[float, float, float]]:
+        """Run id -> (x, low, high) of its scatter point: with latency, the original's latency over the run's
+        paired speed-up (a continued run: its parent's x over its own), so every point is compared through
+        rounds timed against the same original rather than through figures timed minutes apart."""
+        out: dict[int, tuple[float, float, float]] = {}
+        for run in sorted(runs, key=lambda r: r.run_id):  # parents first
+            m = run.done.after
+            if not use_latency:
+                out[run.run_id] = (m.macs / 1e6,) * 3
+                continue
+            batch = speed.batch_of(m, self.batch_mode)
+            parent = out.get(run.parent) if run.parent is not None else None
+            reference = parent[0] if parent else (speed.latency_at(self.baseline, batch)
+                                                  or speed.latency_at(run.done.before, batch) or 0.0)
+            got = speed.scatter_x(run.done, self._source(run), run.same_arch_as, reference, self.batch_mode)
+            out[run.run_id] = got or (reference,) * 3
+        return out
+
     def _on_redraw_scatter(self, selected: int | None = None) -> None:
         runs = self.shown_runs()
         use_latency = bool(runs) and self.baseline is not None and all(
             speed.batch_of(m, self.batch_mode) is not None for m in (self.baseline, *(r.done.after for r in runs)))
-        self.scatter_plot.setLabel("bottom", f"latency, {self._header_batch[0]} (ms)" if use_latency
+        self.scatter_plot.setLabel("bottom", f"latency, {self._header_batch[0]} (ms; the original's over the paired "
+                                   "speed-up, bars: 95 % interval)" if use_latency
                                    else "MACs (millions)")
         self.scatter_plot.setLabel("left", "top-1 accuracy (%)")
         title = ("No runs of this model and dataset yet" if not runs else
                  "Accuracy against " + ("latency" if use_latency else "MACs (latency not measured)"))
         self.scatter_plot.setTitle(title, color=theme.plot_foreground().name())
+        pos = self.positions(runs, use_latency)
         spots = []
         for run in runs:
             m = run.done.after
-            spots.append({"pos": (self._x_of(m, use_latency), m.top1 * 100), "data": run.run_id,
+            spots.append({"pos": (pos[run.run_id][0], m.top1 * 100), "data": run.run_id,
                           "brush": pg.mkBrush(run.colour),
                           "pen": pg.mkPen(theme.plot_foreground(), width=2.5) if run.run_id == selected else None,
                           "size": 17 if run.run_id == selected else 13})
@@ -447,16 +475,21 @@ class ResultsView(theme.PaletteWidget):
         for label in self.labels:
             self.scatter_plot.removeItem(label)
         self.labels = []
-        xs = [self._x_of(r.done.after, use_latency) for r in runs]
+        self.error_bars.setData(x=np.array([pos[r.run_id][0] for r in runs]),
+                                y=np.array([r.done.after.top1 * 100 for r in runs]),
+                                left=np.array([pos[r.run_id][0] - pos[r.run_id][1] for r in runs]),
+                                right=np.array([pos[r.run_id][2] - pos[r.run_id][0] for r in runs]),
+                                pen=pg.mkPen(theme.plot_foreground(), width=1))
+        xs = [pos[r.run_id][0] for r in runs]
         if self.baseline is not None:
             xs.append(self._x_of(self.baseline, use_latency))
         middle = (min(xs) + max(xs)) / 2 if xs else 0.0
         for run in runs:
             m = run.done.after
             # labels point inwards, so the ones at the right edge are not clipped
-            anchor = (1, 1) if self._x_of(m, use_latency) > middle else (0, 1)
+            anchor = (1, 1) if pos[run.run_id][0] > middle else (0, 1)
             label = pg.TextItem(f"{run.label} {run.config.method}", color=theme.plot_foreground(), anchor=anchor)
-            label.setPos(self._x_of(m, use_latency), m.top1 * 100)
+            label.setPos(pos[run.run_id][0], m.top1 * 100)
             self.scatter_plot.addItem(label)
             self.labels.append(label)
         self.baseline_point.setData([])

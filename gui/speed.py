@@ -116,3 +116,81 @@ def header_batch(runs: list[RunDone], mode: int) -> tuple[str, bool]:
     if len(sizes) == 1:
         return f"batch {sizes.pop()}", False
     return ("each run's batch", True) if sizes else ("the run's batch", False)
+
+
+# ----------------------------------------------------------------------------- one figure per architecture
+
+ORIGINAL = 0  # same_arch_as value: the run kept the original's layer shapes (unstructured pruning)
+
+
+def same_arch_as(done: RunDone, earlier: dict[int, RunDone]) -> int | None:
+    """The run whose latency figure `done` shares: ORIGINAL when it kept the shapes of the model it started
+    from, else the first of `earlier` (run id -> RunDone) with the same layer shapes, started from the same
+    architecture and timed at the same batch sizes and threads; None when it has its own figure.
+
+    Two runs with one architecture run the same operations, so their separately timed figures differ
+    only by the machine's noise: 26 ms beside 50.6 ms read as a real difference."""
+    if not done.arch or not done.after.latency_ms:
+        return None
+    if done.arch == done.original_arch:
+        return ORIGINAL
+    how = _timed_how(done.after)
+    for run_id in sorted(earlier):
+        other = earlier[run_id]
+        if other.arch == done.arch and other.original_arch == done.original_arch and _timed_how(other.after) == how:
+            return run_id
+    return None
+
+
+def _timed_how(m: Metrics) -> tuple:
+    return tuple(sorted((k, v.get("threads")) for k, v in m.latency_ms.items()))
+
+
+def same_arch_text(same: int | None) -> str:
+    """'same architecture as #3', 'same architecture as the original', or ''."""
+    if same is None:
+        return ""
+    return "same architecture as the original" if same == ORIGINAL else f"same architecture as #{same}"
+
+
+def shared_cell(header: str, done: RunDone, source: RunDone | None, same: int | None, mode: int,
+                mixed: bool) -> tuple[str, str, float]:
+    """(text, tooltip, sort value) of a Latency or Speed-up cell showing the shared figure of `source` (the
+    run named by `same`), or the run's own when it has none."""
+    note = same_arch_text(same)
+    if same == ORIGINAL:  # the original's own figure, and 1× by definition rather than a noisy ratio
+        if header == "Latency":
+            text, tip = latency_cell(done.before, mode, mixed)
+            value = latency_at(done.before, batch_of(done.before, mode))
+            return f"{text} ({note})", f"{tip}\n{note}: its layer shapes did not change", value or 1e9
+        return f"1.00× ({note})", f"{note}: the same operations on the same shapes run in the same time", 1.0
+    shown = source if source is not None and same is not None else done
+    if header == "Latency":
+        text, tip = latency_cell(shown.after, mode, mixed)
+        value = latency_at(shown.after, batch_of(shown.after, mode))
+        value = value if value is not None else 1e9
+    else:
+        text, tip, value = speedup_cell(shown, mode, mixed)
+    if note:
+        text, tip = f"{text} ({note})", f"{tip}\n{note}: one figure for both (this run's own timing differs only "\
+                                        "by the machine's noise)"
+    return text, tip, value
+
+
+def scatter_x(done: RunDone, source: RunDone | None, same: int | None, reference: float, mode: int) \
+        -> tuple[float, float, float] | None:
+    """(latency, low, high) in ms of a run's scatter point: the reference latency (the original's, the same
+    for every run) over the run's paired speed-up and its 95 % interval, so the points compare as the
+    paired rounds did; the separately timed median and p5–p95 where no paired figure exists."""
+    if same == ORIGINAL:
+        return reference, reference, reference
+    shown = source if source is not None and same is not None else done
+    batch = batch_of(shown.after, mode)
+    paired = paired_at(shown, batch)
+    if paired is not None and paired.get("median") and reference:
+        return (reference / paired["median"], reference / (paired.get("high") or paired["median"]),
+                reference / (paired.get("low") or paired["median"]))
+    value = latency_at(shown.after, batch)
+    if value is None:
+        return None
+    return value, latency_at(shown.after, batch, "p5") or value, latency_at(shown.after, batch, "p95") or value

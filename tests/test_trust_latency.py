@@ -170,3 +170,50 @@ def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bun
     texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
              if tab.table.item(r, c) is not None]
     assert any(t.startswith(f"{speed:.2f}") for t in texts), texts
+
+
+# ----------------------------------------------------------------------------- the GUI session
+
+
+def session_run(run_id: int, after_ms: float, ratio: float, arch: str, original_arch: str = "orig"):
+    from engine.config import PruneConfig
+    from engine.metrics import Metrics
+    from engine.pruning import RunDone
+    from gui.results import RunRecord
+
+    def lat(ms):
+        return {"64": {"median": ms, "p5": ms * 0.9, "p95": ms * 1.2, "runs": 30, "threads": 2}}
+
+    pairs = {"batch": 64, "median": ratio, "low": ratio * 0.9, "high": ratio * 1.1, "coverage": 0.96, "rounds": 9,
+             "threads": 2, "noisy": False, "note": "", "device": "cpu"}
+    before = Metrics(top1=0.95, macs=37_500_000, latency_ms=lat(150.0))
+    after = Metrics(top1=0.9, macs=9_500_000, latency_ms=lat(after_ms))
+    run = RunRecord(run_id, f"#{run_id}", "#1f77b4", PruneConfig())
+    run.done = RunDone("l2", {}, before, after, (), {}, 1.0, 0.5, (), pairs, arch, original_arch)
+    run.status = "done"
+    return run
+
+
+def test_gui_session_runs_of_one_architecture_share_one_figure(request):
+    pytest.importorskip("pytestqt")
+    qtbot = request.getfixturevalue("qtbot")
+    from gui.results import ResultsView
+
+    view = ResultsView()
+    qtbot.addWidget(view)
+    view.set_context(("demo:resnet", "fashion-mnist"), "demo")
+    view.add_run(session_run(1, 26.0, 5.8, "a"))
+    view.add_run(session_run(2, 50.6, 3.0, "a"))  # same shapes, timed while the machine was busy
+    view.add_run(session_run(3, 210.0, 0.7, "orig"))  # unstructured: the original's shapes
+    texts = {}
+    for row in range(3):
+        for col in range(view.model.columnCount()):
+            texts[(row, view.model.horizontalHeaderItem(col).text().split(",")[0])] = view.model.item(row, col).text()
+    assert texts[(1, "Latency")].startswith("26.00 ms") and "same architecture as #1" in texts[(1, "Latency")]
+    assert texts[(1, "Speed-up")].startswith("5.80×") and "same architecture as #1" in texts[(1, "Speed-up")]
+    assert texts[(2, "Speed-up")].startswith("1.00×") and "the original" in texts[(2, "Speed-up")]
+    pos = view.positions(view.shown_runs(), True)
+    assert pos[1] == pos[2]  # one point for one architecture
+    assert pos[1][0] == pytest.approx(150.0 / 5.8) and pos[1][1] < pos[1][0] < pos[1][2]  # with its interval
+    assert pos[3] == (150.0, 150.0, 150.0)
+    assert len(view.error_bars.opts["x"]) == 3

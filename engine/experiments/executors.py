@@ -30,7 +30,6 @@ from engine.events import CancelToken, Progress
 from engine.experiments.plans import Plan, Recovery
 from engine.experiments.store import RunResult
 from engine.pruning import RunDone
-from engine.timing import architecture_signature
 
 MEMORY_HINT = ", leave large layers alone ([prune] ignored_layers)"
 CANCEL_GRACE_S = 5.0  # a cancelled Ray run gets this long to stop by itself before its worker is killed
@@ -127,11 +126,9 @@ def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None,
                 final = ev
             yield ev
         result = result_of(final, job, plan, executor)
-        if keep:
-            arch = architecture_signature(keep[0].model)
-            result.extra["arch"] = arch
-            if models is not None and arch not in models:
-                models[arch] = keep[0].model.cpu().eval()
+        result.extra["arch"] = final.arch
+        if keep and models is not None and final.arch not in models:
+            models[final.arch] = keep[0].model.cpu().eval()
         return result
     except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
         reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
