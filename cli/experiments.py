@@ -141,6 +141,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     start = time.time()
     done = None
     for ev in run_plan(plan, store, CANCEL, bundle=bundle, data=data, memory_limit=args.memory_limit):
+    if bundle.meta.get("untrained"):  # said first, and again in the recommendation
+        from engine.experiments.runner import untrained_extra
+
+        print(f"note: {untrained_extra(plan, bundle)['untrained']}", flush=True)
         printer(ev)
         if isinstance(ev, PlanWaiting):  # runs another sweep on this store is computing
             print(ev.message, flush=True)

@@ -21,7 +21,7 @@ from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, Progress, drain
-from engine.inputs import fit_data, model_for_data
+from engine.inputs import fit_data, model_for_data, random_weights_note
 from engine.metrics import Metrics, evaluate
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, save_model
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
@@ -102,8 +102,7 @@ def untrained_note(model: str, seed: int, command: str | None) -> str:
     """The warning for a named architecture without --weights: its figures come from random weights."""
     verb = {"prune": "prune", "evaluate": "evaluate", "sensitivity": "scan", "explain": "explain"}.get(command or "",
                                                                                                        "use")
-    return (f"{model} has no --weights: its weights are random (seed {seed}), so its accuracy means nothing; "
-            f"pass --weights FILE to {verb} your trained model")
+    return random_weights_note(model, seed, fix=f"pass --weights FILE to {verb} your trained model")
 
 
 # ----------------------------------------------------------------------------- output helpers
@@ -298,7 +297,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from engine.pruning import RunDone, StepDone, run_pruning
 
     from cli.options import config_from_args
-    from cli.summary import latency_summary, paired_rows
+    from cli.summary import amount_line, latency_summary, paired_rows
 
     cfg = config_from_args(args)
     method = cfg.validate()
@@ -321,8 +320,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     done: RunDone = run_events(run_pruning(bundle, data, cfg, CANCEL, out_dir=out), printer, report,
                                limit=args.memory_limit, hint=", leave large layers alone (--ignore NAME)")
-    print(f"\n{method.title}, {method.ratio_meaning} "
-          f"{cfg.pruning_ratio if cfg.pruning_ratio is not None else 'for ' + str(cfg.target_speedup) + 'x'}")
+    print(f"\n{amount_line(method, cfg)}")
     print(metrics_table({"before": done.before, "after": done.after}, paired_rows(done)))
     sp = done.speedups()
     summary = f"MACs {sp['macs']:.2f}x lower, parameters {sp['params']:.2f}x lower, compressed size " \

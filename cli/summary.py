@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from engine.config import rounding_words
 from engine.metrics import Metrics
 from engine.timing import speedup_text
 from engine.units import fmt_bytes, fmt_count
@@ -42,6 +43,14 @@ def metrics_table(columns: dict[str, Metrics], latency_rows: Sequence[tuple[str,
     for label, vals in rows:
         lines.append("  ".join([label.ljust(w0)] + [v.rjust(w) for v, w in zip(vals, widths)]))
     return "\n".join(lines)
+
+
+def amount_line(method, cfg) -> str:
+    """The run's first summary line: the method, what it was asked for, and (structured) how channel counts
+    were rounded, so a removed share off the request is not a surprise."""
+    asked = cfg.pruning_ratio if cfg.pruning_ratio is not None else f"for {cfg.target_speedup}x"
+    line = f"{method.title}, {method.ratio_meaning} {asked}"
+    return line + f"; {rounding_words(cfg.round_to)}" if method.structured and not method.manual else line
 
 
 def _ratio(before: float, after: float) -> str:

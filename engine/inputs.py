@@ -82,6 +82,13 @@ def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = 
     return fitted
 
 
+def random_weights_note(model: str, seed: int, missing: str = "--weights",
+                        fix: str = "pass --weights FILE to use your trained model") -> str:
+    """The warning for a named architecture without weights: a figure from random weights looks like a
+    result, and a ranking of methods on it like advice, unless it is said (CLI, plans, store, report, GUI)."""
+    return f"{model} has no {missing}: its weights are random (seed {seed}), so its accuracy means nothing; {fix}"
+
+
 def model_for_data(src: str, data: Dataset, *, weights: str | None = None, model_code: str | None = None,
                    model_kwargs: dict | None = None, trust: bool = False, input_shape: Shape | None = None,
                    partial_weights: bool = False, seed: int = 0) -> ModelBundle:

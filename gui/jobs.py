@@ -247,7 +247,7 @@ class RunJob(Job):
         win.plots.add_step(record.run_id, step.step, step.metrics)
         if win.selected_run == record.run_id:
             win.histograms.set_steps(record.steps, record.colour)
-            win.graph_view.layer_table.show_stats(step.layers if step.step > 0 else None)
+            win.graph_view.layer_table.show_stats(step.layers if step.step > 0 else None, record.config)
 
     def _on_run_done(self, done: RunDone) -> None:
         win, record = self.window, self.record

@@ -7,7 +7,10 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.config import PruneConfig
 from engine.layers import LayerInfo, LayerStat
+from engine.methods import get_method
+from engine.pruners import share_off
 from engine.units import fmt_count
 from gui import theme
 
@@ -29,6 +32,16 @@ def inputs_after(info: LayerInfo, stat: LayerStat) -> int:
     if per_filter_before < info.in_channels:  # fewer weights per filter than inputs: grouped
         kept *= stat.channels_after / stat.channels_before
     return round(info.in_channels * kept)
+
+
+def asked_share(config: PruneConfig | None, name: str) -> float | None:
+    """The share of its channels a run asked of layer `name` (its own ratio or the default, at most the
+    maximum layer ratio); None where none is asked of one layer: not a structured ratio run under layer
+    scope, or an ignored layer."""
+    if config is None or config.pruning_ratio is None or config.scope != "layer" or config.manual_channels \
+            or name in config.ignored_layers or not get_method(config.method).structured:
+        return None
+    return min(config.layer_ratios.get(name, config.pruning_ratio), config.max_layer_ratio)
 
 
 def removed_tip(info: LayerInfo, stat: LayerStat, ins_after: int, not_pruned: bool) -> str:
@@ -231,14 +244,19 @@ class LayerTable(QTableWidget):
         columns = sum(self.columnWidth(c) for c in range(self.columnCount()))
         return columns + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth() + 4
 
-    def show_stats(self, stats: tuple[LayerStat, ...] | None) -> None:
-        """Show channels before → after and the pruned share of one run (None: the original model)."""
+    def show_stats(self, stats: tuple[LayerStat, ...] | None, config: PruneConfig | None = None) -> None:
+        """Show channels before → after and the pruned share of one run (None: the original model); with the
+        run's `config`, a layer whose removed share is more than 5 points off its ratio says so."""
         by_name = {s.name: s for s in stats or ()}
         self.blockSignals(True)
         for row, info in enumerate(self.layers):
             stat = by_name.get(info.name)
             inputs, channels = self.item(row, self.COL_INPUTS), self.item(row, self.COL_CHANNELS)
             pruned = self.item(row, self.COL_PRUNED)
+            asked = asked_share(config, info.name) if info.group >= 0 and info.name != self.head else None
+            off = share_off(asked, stat.channels_before, stat.channels_after, config) \
+                if stat is not None and asked is not None else ""
+            channels.setToolTip(off or self.HEADERS[self.COL_CHANNELS][1])
             if stat is None:
                 inputs.setText(str(info.in_channels))
                 channels.setText(str(info.out_channels))
@@ -248,7 +266,7 @@ class LayerTable(QTableWidget):
                 continue
             ins = (info.in_channels, inputs_after(info, stat))
             inputs.setText(_before_after(*ins))
-            channels.setText(_before_after(stat.channels_before, stat.channels_after))
+            channels.setText(_before_after(stat.channels_before, stat.channels_after) + (" ⚠" if off else ""))
             pruned.setText(f"{stat.pruned_share:.0%}")
             pruned.setToolTip(removed_tip(info, stat, ins[1], info.name == self.head or info.group < 0))
             pruned.setBackground(QBrush(theme.share_colour(stat.pruned_share)))

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, all_methods, get_method
-from engine.config import PruneConfig, default_of
+from engine.config import PruneConfig, default_of, rounding_words
 from gui.options import OptionField
 
 FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
@@ -65,6 +65,7 @@ class MethodPanel(QWidget):
                        self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
                        self.mode_combo.currentIndexChanged):
             signal.connect(self.options_changed)
+        self.fields["round_to"].changed.connect(self._update_ratio_hint)
         self.select_method(DEFAULT_METHOD if DEFAULT_METHOD in self.methods else next(iter(self.methods)))
         self._on_finetune_changed(self.finetune_spin.value())
 
@@ -300,7 +301,7 @@ class MethodPanel(QWidget):
         self.explain_view.setHtml(
             f"<b>{method.title}</b> <i>({family})</i><br><b>Measures:</b> {method.measures}.<br>"
             f"{method.description}<br><small><b>Paper:</b> {method.paper}</small>")
-        self.ratio_hint.setText(f"Ratio = {method.ratio_meaning}.")
+        self._update_ratio_hint()
         for name, fld in self.method_fields.items():
             self.method_form.setRowVisible(fld.widget, name in method.options)
         self.method_box.setVisible(bool(method.options))
@@ -312,6 +313,17 @@ class MethodPanel(QWidget):
             self.mode_combo.setCurrentIndex(0)
         self.method_changed.emit(method.name)
         self.options_changed.emit()
+
+    @Slot()
+    def _update_ratio_hint(self) -> None:
+        """Under the amount: what the ratio counts and, for structured methods, how channel counts are rounded
+        (40 % of 64 channels is 38.4: the nearest multiple of 8 is 40, so the layer keeps 40)."""
+        method = self.current_method()
+        text = f"Ratio = {method.ratio_meaning}."
+        if method.structured and not method.manual:
+            words = rounding_words(self.fields["round_to"].value())
+            text += f" {words[0].upper()}{words[1:]}."
+        self.ratio_hint.setText(text)
 
     @Slot(int)
     def _on_mode_changed(self, index: int) -> None:

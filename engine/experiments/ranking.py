@@ -163,9 +163,17 @@ def describe_gain(r: RunResult, baseline: RunResult | None) -> str:
 
 def recommendation(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseline: RunResult | None,
                    model: str = "this model") -> str:
-    """The plain-words verdict, built from the table's own numbers."""
+    """The plain-words verdict, built from the table's own numbers; on a model with random weights it
+    starts by saying so (no verdict on such a model goes without that sentence)."""
     if not entries:
         return "No runs yet: run the plan to get a recommendation."
+    untrained = (baseline.extra.get("untrained") if baseline else None) or ""
+    verdict = _verdict(entries, criteria, baseline, model)
+    return f"Careful: {untrained}. {verdict}" if untrained else verdict
+
+
+def _verdict(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseline: RunResult | None,
+             model: str) -> str:
     constraints = "; ".join(t for t in (c.constraint_text() for c in criteria) if t) or "no constraints"
     weights = ", ".join(f"{c.name} {c.weight:g}" for c in criteria if c.weight > 0)
     first = entries[0]

@@ -344,6 +344,17 @@ def _prepare(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, 
     return bundle, data, scan
 
 
+def untrained_extra(plan: Plan, bundle) -> dict:
+    """The original's row says when the model has random weights (`untrained`: the note), so the store, the
+    ranking's recommendation, the report and the GUI all say it."""
+    if not bundle.meta.get("untrained"):
+        return {}
+    from engine.inputs import random_weights_note
+
+    return {"untrained": random_weights_note(plan.model, plan.seed, "[model] weights", "set [model] weights to "
+                                             "your trained model's file before comparing methods on it")}
+
+
 def _baseline(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data, owner: ClaimOwner, limit: int,
               b_key: str, first_cfg: PruneConfig, total: int, skipped: int) -> Iterator:
     """The original model's row: from the store, from another sweep that claimed it, or evaluated once here
@@ -371,7 +382,7 @@ def _baseline(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
         baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
                                     time.perf_counter() - t0, 0.0, 0.0, device_text(first_cfg.device),
                                     versions(), {"model": plan.model}, [], plan.model, plan.data,
-                                    time.strftime("%Y-%m-%dT%H:%M:%S"), {}, owner.host,
+                                    time.strftime("%Y-%m-%dT%H:%M:%S"), untrained_extra(plan, bundle), owner.host,
                                     timed_threads(sink[0], first_cfg.device)), owner)
         store.put(baseline, owner)
     except BaseException:
