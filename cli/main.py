@@ -297,7 +297,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from engine.pruning import RunDone, StepDone, run_pruning
 
     from cli.options import config_from_args
-    from cli.summary import amount_line, latency_summary, paired_rows
+    from cli.summary import accuracy_change, amount_line, latency_summary, paired_rows
 
     cfg = config_from_args(args)
     method = cfg.validate()
@@ -325,7 +325,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     sp = done.speedups()
     summary = f"MACs {sp['macs']:.2f}x lower, parameters {sp['params']:.2f}x lower, compressed size " \
               f"{sp['compressed']:.2f}x smaller"
-    print(summary + f"; top-1 {100 * (done.after.top1 - done.before.top1):+.2f} pt")
+    print(summary + "; " + accuracy_change(done.before, done.after))
     for line in latency_summary(done):
         print(line)
     print(f"pruning took {done.prune_seconds:.2f} s, the whole run {done.seconds:.1f} s")

@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from engine.config import rounding_words
 from engine.metrics import Metrics
 from engine.timing import speedup_text
-from engine.units import fmt_bytes, fmt_count
+from engine.units import fmt_bytes, fmt_count, intervals_overlap
 
 if TYPE_CHECKING:
     from engine.pruning import RunDone
 
 METRIC_ROWS: list[tuple[str, Callable[[Metrics], str]]] = [
-    ("top-1 accuracy", lambda m: f"{m.top1 * 100:.2f} %"),
-    ("top-5 accuracy", lambda m: f"{m.top5 * 100:.2f} %"),
+    ("top-1 accuracy", lambda m: m.figure_text("top1")),
+    ("top-5 accuracy", lambda m: m.figure_text("top5")),
     ("precision (macro)", lambda m: f"{m.precision_macro * 100:.2f} %"),
     ("recall (macro)", lambda m: f"{m.recall_macro * 100:.2f} %"),
-    ("F1 (macro)", lambda m: f"{m.f1_macro * 100:.2f} %"),
+    ("F1 (macro)", lambda m: m.figure_text("f1_macro")),
     ("parameters", lambda m: fmt_count(m.params)),
     ("non-zero parameters", lambda m: f"{fmt_count(m.nonzero_params)} ({m.sparsity:.1%} zero)"),
     ("MACs", lambda m: fmt_count(m.macs)),
@@ -43,6 +43,16 @@ def metrics_table(columns: dict[str, Metrics], latency_rows: Sequence[tuple[str,
     for label, vals in rows:
         lines.append("  ".join([label.ljust(w0)] + [v.rjust(w) for v, w in zip(vals, widths)]))
     return "\n".join(lines)
+
+
+def accuracy_change(before: Metrics, after: Metrics) -> str:
+    """'top-1 −0.83 pt', and when the two 95 % intervals overlap, that the change is within their noise."""
+    text = f"top-1 {100 * (after.top1 - before.top1):+.2f} pt"
+    a, b = before.interval("top1"), after.interval("top1")
+    if a is not None and b is not None and intervals_overlap(a, b):
+        n = min(before.samples, after.samples)
+        text += f" (within the noise of {n:,} images: the 95 % intervals overlap)"
+    return text
 
 
 def amount_line(method, cfg) -> str:

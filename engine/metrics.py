@@ -70,6 +70,12 @@ class Metrics:
             return self.f1_ci
         return wilson_interval(getattr(self, key), self.samples)
 
+    def figure_text(self, key: str) -> str:
+        """'93.60 % (95 % CI 92.1–94.9, 1,000 images)': the figure with its interval, as every view shows it."""
+        text = f"{getattr(self, key) * 100:.2f} %"
+        ci = self.interval(key)
+        return text if ci is None else f"{text} ({interval_words(ci, self.samples)})"
+
     def to_json(self, detail: bool = True) -> dict:
         """The metrics object of `evaluate --json` (README): the figures, `eval_images` and each accuracy's
         95 % interval, plus per-class figures (with `eval_images` again) and the confusion matrix when `detail`."""
@@ -93,6 +99,11 @@ class Metrics:
         if obj.get("f1_interval"):
             m.f1_ci = tuple(float(v) for v in obj["f1_interval"])
         return m
+
+
+def interval_words(ci: tuple[float, float], n: int) -> str:
+    """'95 % CI 92.1–94.9, 1,000 images' for an interval of rates in [0, 1]."""
+    return f"95 % CI {ci[0] * 100:.1f}–{ci[1] * 100:.1f}, {n:,} image{'s' if n != 1 else ''}"
 
 
 F1_BOOTSTRAP_REPS = 1000
@@ -133,7 +144,7 @@ def macro_f1_interval(confusion: np.ndarray | None, f1: float, n: int,
 
         tp = per_class(rows[diag], draws[:, diag])
         both = per_class(rows, draws) + per_class(cols, draws)  # actual + predicted
-        f1s = np.divide(2 * tp, both, out=np.zeros_like(tp), where=both > 0)  # = 2PR/(P+R), 0 without a hit
+        f1s = np.divide(2.0 * tp, both, out=np.zeros(tp.shape), where=both > 0)  # = 2PR/(P+R), 0 without a hit
         scores.append(f1s.mean(1))
     scores = np.concatenate(scores)
     low, high = (float(v) for v in np.percentile(scores, [2.5, 97.5]))

@@ -10,6 +10,7 @@ from pyqtgraph.graphicsItems.LegendItem import ItemSample
 
 from engine.experiments import METRICS, RunResult, metric_value, pareto_front
 from gui import theme
+from gui.intervals import error_bars, set_bars
 
 PALETTE = theme.RUN_COLOURS + ("#1f77b4", "#d62728", "#2ca02c")
 PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)"),
@@ -96,7 +97,8 @@ class ParetoView(QWidget):
         self.plot = plot_widget()
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("left", "top-1 accuracy (%)")
-        self.plot.setToolTip("Each point is a run (hollow: breaks a constraint; star: the original). "
+        self.plot.setToolTip("Each point is a run (hollow: breaks a constraint; star: the original); the vertical "
+                             "bar is its top-1's 95 % interval from the images evaluated. "
                              "The line is the Pareto front. Click a point to select its run.")
         # bottom-right: costly and inaccurate, the corner a Pareto plot leaves empty
         self.legend = self.plot.add_legend(offset=(-10, -10), sampleType=_KeySample)
@@ -107,6 +109,8 @@ class ParetoView(QWidget):
         self.plot.addItem(self.scatter)
         self.original_point = pg.ScatterPlotItem(size=16, symbol="star")
         self.plot.addItem(self.original_point)
+        self.bars = error_bars("#8c959f")  # each point's top-1 95 % interval
+        self.plot.addItem(self.bars)
         col.addWidget(self.plot)
 
     def _tip(self, x: float, y: float, data=None) -> str:
@@ -142,6 +146,9 @@ class ParetoView(QWidget):
         front = pareto_front(pts, ("min", "max"))
         self.front_curve.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
         bv = metric_value(baseline, key) if baseline else None
+        with_base = [(bv, baseline)] if bv else []
+        set_bars(self.bars, [x for x, _ in pts] + [x for x, _ in with_base],
+                 [e.result.metrics for e in entries] + [b.metrics for _, b in with_base], beam=0)
         self.original_point.setBrush(pg.mkBrush(theme.plot_foreground()))
         self.original_point.setPen(pg.mkPen(theme.plot_foreground()))
         if bv:
@@ -154,7 +161,7 @@ class ParetoView(QWidget):
     def _describe(entry, x: float, y: float, info, best: bool) -> str:
         """A hovered point's tooltip: the run, its two values and why it is ringed or hollow."""
         r = entry.result
-        lines = [r.label + (f" ({r.recovery})" if r.recovery else ""), f"top-1 {y:.2f} %",
+        lines = [r.label + (f" ({r.recovery})" if r.recovery else ""), f"top-1 {r.metrics.figure_text('top1')}",
                  f"{info.label} {x:.4g} {info.unit}"]
         if best:
             lines.append("best run for the criteria")
@@ -214,6 +221,11 @@ def draw_ratio_curves(plot: pg.PlotWidget, curves: dict[tuple, pg.PlotDataItem],
                              name=method + (" (guided)" if guided else ""))
             curves[(method, guided)] = item
         item.setData(xs, ys)
+        bars = curves.get(("bars", method, guided))  # each point's top-1 95 % interval, in the curve's colour
+        if bars is None:
+            bars = curves[("bars", method, guided)] = error_bars(colours.get(method, "#333"))
+            plot.addItem(bars)
+        set_bars(bars, xs, ([baseline.metrics] if base is not None else []) + [r.metrics for r in runs], beam=0.01)
     show_legend_if_filled(plot)
 
 

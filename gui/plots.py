@@ -17,6 +17,7 @@ import pyqtgraph as pg
 
 from engine.metrics import Metrics
 from gui import theme
+from gui.intervals import error_bars, set_bars
 from gui.results import kept_note
 
 REDRAW_INTERVAL_MS = 100
@@ -65,7 +66,7 @@ def count_scale(largest: float) -> tuple[float, str]:
     return 1.0, ""
 
 
-SERIES = (Series("top1", "Top-1 accuracy", "top-1 accuracy (%)"),
+SERIES = (Series("top1", "Top-1 accuracy (95 % interval bars)", "top-1 accuracy (%)"),
           Series("params", "Parameters (non-zero: dashed)", "parameters"),
           Series("macs", "MACs per image", "MACs"),
           Series("latency", "Latency (p5–p95 band)", "latency per batch (ms)"))
@@ -83,6 +84,7 @@ class _RunCurves:
     phases: list[tuple[float, float, str]] = field(default_factory=list)  # (x, top-1 %, phase) per phase
     band: pg.FillBetweenItem | None = None
     band_edges: tuple = ()
+    top1_bars: pg.ErrorBarItem | None = None  # each step's 95 % interval (gui.intervals)
     phase_labels: list[pg.TextItem] = field(default_factory=list)
     context: tuple[str, str] | None = None  # the (model, dataset) the run was made on
 
@@ -179,6 +181,8 @@ class LivePlots(theme.PaletteWidget):
         curves.band = pg.FillBetweenItem(low, high, brush=pg.mkBrush(band_colour))
         curves.band_edges = (low, high)
         self.plots["latency"].addItem(curves.band)
+        curves.top1_bars = error_bars(colour)
+        self.plots["top1"].addItem(curves.top1_bars)
         self.runs[run_id] = curves
         self.select_run(run_id)
 
@@ -191,7 +195,8 @@ class LivePlots(theme.PaletteWidget):
         self.legend.clear()
         for curves in self.runs.values():
             shown = curves.context == context
-            for item in (*curves.items.values(), curves.band, *curves.band_edges, *curves.phase_labels):
+            for item in (*curves.items.values(), curves.band, *curves.band_edges, *curves.phase_labels,
+                         curves.top1_bars):
                 item.setVisible(shown)
             if shown:
                 self.legend.addItem(curves.items["top1"], curves.label)
@@ -322,6 +327,7 @@ class LivePlots(theme.PaletteWidget):
                 divisor = self.scales.get(key, 1.0) if key in COUNT_KEYS else 1.0
                 points = [(s, v / divisor) for s, v in points if v is not None]
                 item.setData([p[0] for p in points], [p[1] for p in points])
+            set_bars(curves.top1_bars, curves.steps, curves.metrics)
             for edge, stat in zip(curves.band_edges, ("p5", "p95")):
                 points = [(s, SERIES_BY_KEY["latency"].value(m, batch, stat)) for s, m in zip(curves.steps,
                                                                                                 curves.metrics)]

@@ -25,6 +25,8 @@ from engine.config import PruneConfig
 from engine.pruning import RunDone, StepDone
 from engine.units import fmt_bytes, fmt_count
 from gui import speed, theme
+from gui.class_view import ClassView
+from gui.intervals import error_bars, set_bars
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 RUN_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -64,13 +66,15 @@ COLUMNS = (
     ("Method", "Pruning method", lambda r: r.config.method, lambda r: r.config.method),
     ("Amount", "Requested pruning ratio or speed-up (manual runs: the channels ticked)", lambda r: r.amount,
      lambda r: r.config.pruning_ratio or r.config.target_speedup or 0),
-    ("Top-1", "Top-1 accuracy after pruning and recovery", lambda r: f"{r.done.after.top1:.2%}",
-     lambda r: r.done.after.top1),
+    ("Top-1", "Top-1 accuracy after pruning and recovery; in brackets its 95 % interval (Wilson) from the number "
+     "of images evaluated (hover a cell): with 60 images one image is 1.7 points",
+     lambda r: _with_interval(r.done.after, "top1"), lambda r: r.done.after.top1),
     ("Δ top-1", "Change of top-1 accuracy against the model the run started from (points): the original, or "
      "for a continued run its parent",
      lambda r: f"{(r.done.after.top1 - r.done.before.top1) * 100:+.2f}",  # a child: against its parent
      lambda r: r.done.after.top1 - r.done.before.top1),
-    ("F1", "Macro-averaged F1 score", lambda r: f"{r.done.after.f1_macro:.3f}", lambda r: r.done.after.f1_macro),
+    ("F1", "Macro-averaged F1 score, in % with its 95 % interval (a seeded bootstrap over the evaluated images)",
+     lambda r: _with_interval(r.done.after, "f1_macro"), lambda r: r.done.after.f1_macro),
     ("Params", "Parameters after pruning (non-zero in brackets when different)",
      lambda r: fmt_count(r.done.after.params) + (f" ({fmt_count(r.done.after.nonzero_params)})"
                                                  if r.done.after.nonzero_params != r.done.after.params else ""),
@@ -92,6 +96,12 @@ COLUMNS = (
      "estimates can differ by a few per cent; hover a cell for every batch size and both estimates", None, None),
 )
 SPEED_COLUMNS = {"Latency", "Speed-up"}
+
+
+def _with_interval(m: Metrics, key: str) -> str:
+    """'93.60 % [92.1–94.9]': a figure in % with its 95 % interval (Metrics.interval), as the report shows it."""
+    ci = m.interval(key)
+    return f"{getattr(m, key) * 100:.2f} %" + (f" [{ci[0] * 100:.1f}–{ci[1] * 100:.1f}]" if ci else "")
 
 
 def context_of(loaded) -> tuple[tuple[str, str], str]:
@@ -151,7 +161,12 @@ class ResultsView(theme.PaletteWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         layout.addWidget(splitter)
         splitter.addWidget(self._build_tree())
-        splitter.addWidget(self._build_scatter())
+        lower = QSplitter(Qt.Orientation.Horizontal)  # the scatter, and the selected run per class beside it
+        lower.addWidget(self._build_scatter())
+        self.class_view = ClassView()
+        lower.addWidget(self.class_view)
+        lower.setSizes([300, 220])
+        splitter.addWidget(lower)
         splitter.setSizes([200, 300])
         self._apply_palette()
 
@@ -218,6 +233,8 @@ class ResultsView(theme.PaletteWidget):
         self.scatter_plot.addItem(self.scatter)
         self.baseline_point = pg.ScatterPlotItem(size=18, symbol="star")
         self.scatter_plot.addItem(self.baseline_point)
+        self.top1_bars = error_bars(theme.plot_foreground(), 1.0)  # each run's top-1 95 % interval
+        self.scatter_plot.addItem(self.top1_bars)
         self.error_bars = pg.ErrorBarItem(beam=0.0)  # each run's latency interval (speed.scatter_x)
         self.scatter_plot.addItem(self.error_bars)
         self.labels: list[pg.TextItem] = []
@@ -236,6 +253,7 @@ class ResultsView(theme.PaletteWidget):
         self.context_names[context] = name
         self._refill()
         self.continue_button.setEnabled(False)
+        self._show_classes(self.selected_run())
         self.kept_note.setText(kept_note(self.runs.values(), context, self.context_names))
         self.kept_note.setVisible(bool(self.kept_note.text()))
 
@@ -335,6 +353,15 @@ class ResultsView(theme.PaletteWidget):
             self.table.selectionModel().blockSignals(False)
         self.continue_button.setEnabled(self._can_continue(run_id))
         self._on_redraw_scatter(run_id)
+        self._show_classes(run_id)
+
+    def _show_classes(self, run_id: int | None) -> None:
+        """The selected run's recall per class (beside the model it started from) and confusion matrix."""
+        run = self.runs.get(run_id) if run_id is not None else None
+        if run is None or run.done is None or run.context != self.context:
+            self.class_view.clear()
+            return
+        self.class_view.show_run(f"{run.label} {run.config.method}", run.done.after, run.done.before)
 
     def selected_run(self) -> int | None:
         """The run of the current row, if any."""
@@ -400,6 +427,7 @@ class ResultsView(theme.PaletteWidget):
         self.continue_button.setEnabled(self._can_continue(run_id))
         if run_id is not None:
             self._on_redraw_scatter(run_id)
+            self._show_classes(int(run_id))
             self.run_selected.emit(int(run_id))
 
     @Slot()
@@ -472,6 +500,7 @@ class ResultsView(theme.PaletteWidget):
                           "pen": pg.mkPen(theme.plot_foreground(), width=2.5) if run.run_id == selected else None,
                           "size": 17 if run.run_id == selected else 13})
         self.scatter.setData(spots)
+        set_bars(self.top1_bars, [s["pos"][0] for s in spots], [r.done.after for r in runs], beam=0)
         for label in self.labels:
             self.scatter_plot.removeItem(label)
         self.labels = []

@@ -131,20 +131,22 @@ def test_every_stored_run_is_a_row_with_its_figures_and_in_the_csv(store, tmp_pa
     assert sorted(table) == sorted(r.label for r in [baseline, *runs])
     for r in [baseline, *runs]:
         row = table[r.label]
-        assert row["top-1 %"] == f"{r.metrics.top1 * 100:.2f}", r.label
+        low, high = r.metrics.interval("top1")  # the interval travels with the figure (issue 21)
+        assert row["top-1 % [95 % CI]"] == f"{r.metrics.top1 * 100:.2f} [{low * 100:.1f}–{high * 100:.1f}]", \
+            r.label
         assert row["MACs M"] == f"{r.metrics.macs / 1e6:.2f}", r.label
         assert row["params k"] == f"{r.metrics.params / 1e3:.1f}", r.label
         assert row["Δ pt"] == f"{(r.metrics.top1 - baseline.metrics.top1) * 100:+.2f}", r.label
     assert table[baseline.label]["css"] == "base" and table[baseline.label]["#"] == "–"
-    ranks = sorted(int(row["#"]) for row in table.values() if row["css"] != "base")
+    ranks = sorted(int(row["#"].rstrip("=")) for row in table.values() if row["css"] != "base")  # 2=: tied
     assert ranks == list(range(1, len(runs) + 1))
     assert sum(row["css"] == "best" for row in table.values()) <= 1
     assert all(row["constraints"].startswith("✗") == (row["css"] == "broken") for row in table.values()
                if row["css"] != "base")
     rows = list(csv.DictReader(csv_path.open()))
     assert sorted(r["key"] for r in rows) == sorted(r.key for r in [baseline, *runs])
-    assert {r["label"]: r["rank"] for r in rows if r["kind"] == "run"} == {
-        label: row["#"] for label, row in table.items() if row["css"] != "base"}
+    assert {r["label"]: r["rank"] + ("=" if r["tied_with_first"] == "True" else "") for r in rows
+            if r["kind"] == "run"} == {label: row["#"] for label, row in table.items() if row["css"] != "base"}
 
 
 def test_report_cli_and_unknown_plan(store, tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from engine.experiments.criteria import DEFAULT_CRITERIA, Criterion, metric_value
+from engine.experiments.criteria import DEFAULT_CRITERIA, METRICS, Criterion, metric_value
 from engine.experiments.store import RunResult
 
 # ----------------------------------------------------------------------------- Pareto front and ranking
@@ -51,6 +51,11 @@ class Ranking:
     entries: tuple[RankedRun, ...]
     best: RankedRun | None
     recommendation: str
+    tied: tuple[RankedRun, ...] = ()  # the leader and the runs it beats only within the evaluation's noise
+
+    def is_tied(self, entry: RankedRun) -> bool:
+        """True when `entry` is the leader or tied with it (see _tied_with_leader)."""
+        return len(self.tied) > 1 and entry in self.tied
 
     def entry(self, key: str) -> RankedRun | None:
         """The ranked entry of a run key."""
@@ -108,7 +113,25 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
     base_vals = {c.name: metric_value(baseline, c.metric) if baseline else None for c in criteria}
     measured = [{c.name: metric_value(r, c.metric) for c in criteria} for r in results]
     table = _pool_timed(results, measured, criteria)
-    scores = [0.0] * len(results)
+    scores = _scores(table, criteria)
+    # Constraints judge what was measured (and shown); pooling only keeps noise out of the score.
+    viol = [tuple(v for c in criteria for v in c.violations(row[c.name], base_vals[c.name])) for row in measured]
+    # Runs meeting every constraint first, by score; then the others, closest to the constraints first.
+    excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in measured]
+    order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -round(scores[i], 9),
+                                                       results[i].metrics.macs, results[i].label))
+    entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1)
+                    for n, i in enumerate(order))
+    best = entries[0] if entries and entries[0].feasible else None
+    tied = _tied_with_leader(results, table, criteria, order, viol) if best else set()
+    tied_entries = tuple(e for e in entries if e.result.key in tied)
+    return Ranking(criteria, base_vals, entries, best,
+                   recommendation(entries, criteria, baseline, model, tied_entries), tied_entries)
+
+
+def _scores(table: list[dict], criteria: Sequence[Criterion]) -> list[float]:
+    """Each row's weighted mean of its criteria, each scaled to [0, 1] across the rows (1 = the best)."""
+    scores = [0.0] * len(table)
     weight_sum = 0.0
     for c in criteria:
         vals = [row[c.name] for row in table if row[c.name] is not None]
@@ -122,18 +145,45 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
                 continue
             norm = 1.0 if hi == lo else (v - lo) / (hi - lo)
             scores[i] += c.weight * (norm if c.direction == "max" else 1.0 - norm)
-    if weight_sum:
-        scores = [s / weight_sum for s in scores]
-    # Constraints judge what was measured (and shown); pooling only keeps noise out of the score.
-    viol = [tuple(v for c in criteria for v in c.violations(row[c.name], base_vals[c.name])) for row in measured]
-    # Runs meeting every constraint first, by score; then the others, closest to the constraints first.
-    excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in measured]
-    order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -round(scores[i], 9),
-                                                       results[i].metrics.macs, results[i].label))
-    entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1)
-                    for n, i in enumerate(order))
-    best = entries[0] if entries and entries[0].feasible else None
-    return Ranking(criteria, base_vals, entries, best, recommendation(entries, criteria, baseline, model))
+    return [s / weight_sum for s in scores] if weight_sum else scores
+
+
+def _tied_with_leader(results: Sequence[RunResult], table: list[dict], criteria: Sequence[Criterion],
+                      order: list[int], viol: list[tuple]) -> set[str]:
+    """Keys of the leader and of every run meeting the constraints that would score at least as well had each
+    accuracy figure (top-1, top-5, F1) been at the other end of its 95 % interval: the leader's at its low
+    end, the other's at its high end. Between those the ranking is decided by the noise of the evaluation
+    images, not by the models."""
+    lead = order[0]
+    tied = {results[lead].key}
+    noisy = [c for c in criteria if c.metric in results[lead].metrics.INTERVALS and c.weight > 0]
+    if not noisy:
+        return tied
+    for i in order[1:]:
+        if viol[i]:
+            continue
+        shifted = [dict(row) for row in table]
+        for c in noisy:
+            low, high = results[lead].metrics.interval(c.metric), results[i].metrics.interval(c.metric)
+            if low is None or high is None or table[lead][c.name] is None or table[i][c.name] is None:
+                continue
+            scale = METRICS[c.metric].scale
+            shifted[lead][c.name], shifted[i][c.name] = low[0] * scale, high[1] * scale
+        scores = _scores(shifted, criteria)
+        if scores[i] >= scores[lead] - 1e-9:
+            tied.add(results[i].key)
+    return tied
+
+
+def tie_words(tied: Sequence[RankedRun]) -> str:
+    """'l1 @ 0.5 and l2 @ 0.5 are tied within the noise of 60 images' ('' when the leader stands alone)."""
+    if len(tied) < 2:
+        return ""
+    names = [e.result.label for e in tied]
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    n = min(e.result.metrics.samples for e in tied)
+    return f"{listed} are tied within the noise of {n:,} images"
+
 
 
 def _target_text(r: RunResult) -> str:
@@ -162,18 +212,19 @@ def describe_gain(r: RunResult, baseline: RunResult | None) -> str:
 
 
 def recommendation(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseline: RunResult | None,
-                   model: str = "this model") -> str:
+                   model: str = "this model", tied: Sequence[RankedRun] = ()) -> str:
     """The plain-words verdict, built from the table's own numbers; on a model with random weights it
     starts by saying so (no verdict on such a model goes without that sentence)."""
     if not entries:
         return "No runs yet: run the plan to get a recommendation."
     untrained = (baseline.extra.get("untrained") if baseline else None) or ""
-    verdict = _verdict(entries, criteria, baseline, model)
+    verdict = _verdict(entries, criteria, baseline, model, tied)
     return f"Careful: {untrained}. {verdict}" if untrained else verdict
 
 
 def _verdict(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseline: RunResult | None,
-             model: str) -> str:
+             model: str, tied: Sequence[RankedRun] = ()) -> str:
+    """The verdict; leaders within each other's noise are named as tied, not one declared the winner."""
     constraints = "; ".join(t for t in (c.constraint_text() for c in criteria) if t) or "no constraints"
     weights = ", ".join(f"{c.name} {c.weight:g}" for c in criteria if c.weight > 0)
     first = entries[0]
@@ -183,6 +234,11 @@ def _verdict(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseli
         name += " with sensitivity-guided layer ratios"
     if r.recovery and r.recovery != "none":
         name += f" ({r.extra.get('recovery_summary', r.recovery)})"
+    if first.feasible and len(tied) > 1:
+        return (f"For {model}, under these constraints ({constraints}; weights: {weights}), {tie_words(tied)}: "
+                f"their 95 % intervals overlap, so this evaluation cannot tell them apart (evaluate on more images "
+                f"to separate them). Ranked first by a margin within that noise, {name}: "
+                f"{describe_gain(r, baseline)}.")
     if first.feasible:
         return (f"For {model}, under these constraints ({constraints}; weights: {weights}), {name} is best: "
                 f"{describe_gain(r, baseline)}.")

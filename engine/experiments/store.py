@@ -85,8 +85,7 @@ class RunResult:
         """Inverse of to_row."""
         t = json.loads(row["timings"])
         raw = json.loads(row["metrics"])
-        metrics = Metrics.from_json(raw)
-        metrics.samples = int(raw.get("samples") or 0)
+        metrics = Metrics.from_json(raw)  # older rows carry "samples" only: their intervals come from it
         return cls(row["key"], row["kind"], row["label"], row["method"], row["ratio"], row["target_speedup"],
                    bool(row["guided"]), json.loads(row["config"]), metrics,
                    json.loads(row["steps"]), t.get("seconds", 0.0), t.get("prune_seconds", 0.0),
@@ -104,6 +103,10 @@ class RunResult:
         for k in ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "params", "nonzero_params",
                   "macs", "size_bytes", "compressed_bytes", "throughput_ips", "peak_memory_bytes"):
             row[k] = getattr(m, k)
+        row["eval_images"] = m.samples
+        for key, name in Metrics.INTERVALS.items():  # 95 % intervals (engine.metrics.Metrics.interval)
+            low, high = m.interval(key) or ("", "")
+            row[f"{name}_low"], row[f"{name}_high"] = low, high
         for bs in sorted(m.latency_ms, key=int):
             row[f"latency_b{bs}_median_ms"] = m.latency(bs)
             row[f"latency_b{bs}_p95_ms"] = m.latency(bs, "p95")

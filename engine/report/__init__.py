@@ -59,6 +59,7 @@ def write_csv(results: Sequence[RunResult], path: str | Path, baseline: RunResul
     for row in rows:
         e = ranking.entry(row["key"]) if ranking else None
         row["rank"] = e.rank if e else ""
+        row["tied_with_first"] = ranking.is_tied(e) if e else ""  # within the evaluation's noise of the leader
         row["score"] = e.score if e else ""
         row["violations"] = "; ".join(e.violations) if e else ""
     fields = list(dict.fromkeys(k for row in rows for k in row))  # every column any row has, in order

@@ -23,7 +23,8 @@ class Column:
 
 
 COLUMNS = (Column("rank", "#"), Column("run", "run", True), Column("recovery", "recovery", True),
-           Column("score", "score"), Column("top1", "top-1 %"), Column("delta", "Δ pt"), Column("f1", "F1 %"),
+           Column("score", "score"), Column("top1", "top-1 % [95 % CI]"), Column("delta", "Δ pt"),
+           Column("f1", "F1 % [95 % CI]"),
            Column("precision", "prec. %"), Column("recall", "rec. %"), Column("latency", "latency ms"),
            Column("speedup", "speed-up"), Column("throughput", "img/s"), Column("macs", "MACs M"),
            Column("params", "params k"), Column("size", "size MB"), Column("compressed", "compr. MB"),
@@ -121,6 +122,12 @@ def speedup_text(r: RunResult, baseline: RunResult | None) -> str:
     return cell(speed, ".2f")
 
 
+def accuracy_cell(m, key: str) -> str:
+    """'93.60 [92.1–94.9]': an accuracy with its 95 % interval from the images evaluated (Metrics.interval)."""
+    ci = m.interval(key)
+    return f"{getattr(m, key) * 100:.2f}" + (f" [{ci[0] * 100:.1f}–{ci[1] * 100:.1f}]" if ci else "")
+
+
 def comparison_row(r: RunResult, baseline: RunResult | None, rank: str, score: str, css: str,
                    constraints: str) -> ComparisonRow:
     """Every figure of one run, formatted for the table."""
@@ -130,7 +137,8 @@ def comparison_row(r: RunResult, baseline: RunResult | None, rank: str, score: s
     return ComparisonRow(css, {
         "rank": rank, "run": r.label + (f" ({same})" if same else ""),
         "recovery": r.extra.get("recovery_summary", r.recovery) or NONE,
-        "score": score, "top1": f"{m.top1 * 100:.2f}", "delta": cell(delta, "+.2f"), "f1": f"{m.f1_macro * 100:.2f}",
+        "score": score, "top1": accuracy_cell(m, "top1"), "delta": cell(delta, "+.2f"),
+        "f1": accuracy_cell(m, "f1_macro"),
         "precision": f"{m.precision_macro * 100:.2f}", "recall": f"{m.recall_macro * 100:.2f}",
         "latency": latency_text(m), "speedup": speedup_text(r, baseline),
         "throughput": cell(m.throughput_ips or None, ".0f"), "macs": f"{m.macs / 1e6:.2f}",
@@ -148,7 +156,8 @@ def comparison(ranking: Ranking, baseline: RunResult | None) -> tuple[list[Colum
     for e in ranking.entries:
         css = "best" if ranking.best is e else ("broken" if not e.feasible else "")
         constraints = "✓ meets all" if e.feasible else "✗ " + "; ".join(e.violations)
-        rows.append(comparison_row(e.result, baseline, str(e.rank), f"{e.score:.3f}", css, constraints))
+        rank = f"{e.rank}=" if ranking.is_tied(e) else str(e.rank)  # tied with the leader within the noise
+        rows.append(comparison_row(e.result, baseline, rank, f"{e.score:.3f}", css, constraints))
     return columns, rows
 
 
@@ -230,7 +239,7 @@ def verdict(ranking: Ranking, baseline: RunResult | None) -> Verdict:
     for title, r in shown:
         if r is not None and r.metrics.confusion is not None:
             n = r.metrics.confusion.shape[0]
-            title = f"{title} (top-1 {r.metrics.top1 * 100:.2f} %)"
+            title = f"{title}: top-1 {r.metrics.figure_text('top1')}"
             v.charts.append(Chart(Markup(confusion_svg(r.metrics.confusion, names or [str(i) for i in range(n)],
                                                        title)), title))
     return v

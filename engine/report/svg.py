@@ -150,13 +150,18 @@ def _star(x: float, y: float, r: float = 8.0) -> str:
     return "M" + " L".join(pts) + " Z"
 
 
-def _confusion_fill(share: float, diagonal: bool) -> str:
-    """Blue for correct predictions, red for confusions; a few percent of confusion already shows."""
+def confusion_rgb(share: float, diagonal: bool) -> tuple[int, int, int]:
+    """Blue for correct predictions, red for confusions; a few percent of confusion already shows (the report's
+    matrix and the window's)."""
     if diagonal:
         shade = int(255 - 200 * share)
-        return f"rgb({shade},{min(255, shade + int(30 * share))},255)"
+        return shade, min(255, shade + int(30 * share)), 255
     light = int(255 - 180 * min(1.0, 4 * share))
-    return f"rgb(255,{light},{light})"
+    return 255, light, light
+
+
+def _confusion_fill(share: float, diagonal: bool) -> str:
+    return "rgb({},{},{})".format(*confusion_rgb(share, diagonal))
 
 
 def confusion_svg(matrix: np.ndarray, names: Sequence[str], title: str, cell: int = 34) -> str:
