@@ -71,7 +71,7 @@ class Metrics:
         return wilson_interval(getattr(self, key), self.samples)
 
     def figure_text(self, key: str) -> str:
-        """'93.60 % (95 % CI 92.1–94.9, 1,000 images)': the figure with its interval, as every view shows it."""
+        """'93.60 % (95 % CI 91.9–95.0, 1,000 images)': the figure with its interval, as every view shows it."""
         text = f"{getattr(self, key) * 100:.2f} %"
         ci = self.interval(key)
         return text if ci is None else f"{text} ({interval_words(ci, self.samples)})"
@@ -102,7 +102,7 @@ class Metrics:
 
 
 def interval_words(ci: tuple[float, float], n: int) -> str:
-    """'95 % CI 92.1–94.9, 1,000 images' for an interval of rates in [0, 1]."""
+    """'95 % CI 91.9–95.0, 1,000 images' for an interval of rates in [0, 1]."""
     return f"95 % CI {ci[0] * 100:.1f}–{ci[1] * 100:.1f}, {n:,} image{'s' if n != 1 else ''}"
 
 

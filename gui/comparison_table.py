@@ -6,14 +6,16 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from engine.experiments import RunResult, same_arch_text
-from engine.report.content import latency_text, speedup_text
+from engine.report.content import accuracy_cell, latency_text, speedup_text
 from gui.speed import run_batch
 
-TABLE_COLUMNS = ("#", "run", "top-1 %", "Δ pt", "F1 %", "latency ms", "speed-up", "size MB", "MACs M", "score",
-                 "constraints")
+TABLE_COLUMNS = ("#", "run", "top-1 % [95 % CI]", "Δ pt", "F1 % [95 % CI]", "latency ms", "speed-up", "size MB",
+                 "MACs M", "score", "constraints")
 LATENCY_COL, SPEEDUP_COL = 5, 6
 # Both at the plan's batch size (the largest measured), which the headers name once a run is known.
-HEADER_TIPS = {LATENCY_COL: "Median time for one batch of the size in the header, each model timed on its own",
+HEADER_TIPS = {2: "Top-1 accuracy with its 95 % interval from the images evaluated (Wilson); a rank marked '=' is "
+                  "tied with the first within that noise",
+               LATENCY_COL: "Median time for one batch of the size in the header, each model timed on its own",
                SPEEDUP_COL: "How many times faster than the original at the same batch size as the latency column: "
                             "the median of rounds timing the models interleaved (the plan's final comparison round, "
                             "else each run's paired rounds), its 95 % interval in brackets; or, when the plan did "
@@ -48,8 +50,9 @@ class ComparisonTable(QTableWidget):
         for i, (r, e) in enumerate(rows):
             m = r.metrics
             same = same_arch_text(r)
-            cells = ("–" if e is None else str(e.rank), r.label + (f" ({same})" if same else ""), f"{m.top1 * 100:.2f}",
-                     f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", f"{m.f1_macro * 100:.2f}",
+            rank = "–" if e is None else f"{e.rank}=" if ranking.is_tied(e) else str(e.rank)  # =: tied, noise
+            cells = (rank, r.label + (f" ({same})" if same else ""), accuracy_cell(m, "top1"),
+                     f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", accuracy_cell(m, "f1_macro"),
                      latency_text(m), "–" if e is None else speedup_text(r, baseline),
                      f"{m.size_bytes / 1e6:.3f}", f"{m.macs / 1e6:.2f}", "–" if e is None else f"{e.score:.3f}",
                      "original" if e is None else ("✓" if e.feasible else "✗ " + "; ".join(e.violations)))

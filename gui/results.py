@@ -99,7 +99,7 @@ SPEED_COLUMNS = {"Latency", "Speed-up"}
 
 
 def _with_interval(m: Metrics, key: str) -> str:
-    """'93.60 % [92.1–94.9]': a figure in % with its 95 % interval (Metrics.interval), as the report shows it."""
+    """'93.60 % [91.9–95.0]': a figure in % with its 95 % interval (Metrics.interval), as the report shows it."""
     ci = m.interval(key)
     return f"{getattr(m, key) * 100:.2f} %" + (f" [{ci[0] * 100:.1f}–{ci[1] * 100:.1f}]" if ci else "")
 

@@ -176,3 +176,19 @@ def test_results_show_intervals_bars_and_the_selected_runs_classes(qtbot):
     assert "60 images" in view.class_view.caption.text()
     view.select_run(1)  # selected from elsewhere (the scatter, the window)
     assert (view.class_view.matrix_counts() == first.confusion).all()
+
+
+def test_the_experiment_tabs_table_shows_intervals_and_the_tie(qtbot):
+    pytest.importorskip("pytestqt")
+    from gui.comparison_table import ComparisonTable
+
+    base = result("b", "none", None, metrics(57, 60), kind="baseline")
+    runs = [result("r1", "l1", 0.5, metrics(55, 60)), result("r2", "l2", 0.5, metrics(54, 60))]
+    table = ComparisonTable()
+    qtbot.addWidget(table)
+    table.show_ranking(rank(runs, CRITERIA, base, "demo"), base)
+    low, high = runs[0].metrics.interval("top1")
+    rows = {table.item(r, 1).text(): (table.item(r, 0).text(), table.item(r, 2).text())
+            for r in range(table.rowCount())}
+    assert rows["l1 @ 0.5"] == ("1=", f"{55 / 60 * 100:.2f} [{low * 100:.1f}–{high * 100:.1f}]")
+    assert rows["l2 @ 0.5"][0] == "2="

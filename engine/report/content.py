@@ -123,7 +123,7 @@ def speedup_text(r: RunResult, baseline: RunResult | None) -> str:
 
 
 def accuracy_cell(m, key: str) -> str:
-    """'93.60 [92.1–94.9]': an accuracy with its 95 % interval from the images evaluated (Metrics.interval)."""
+    """'93.60 [91.9–95.0]': an accuracy with its 95 % interval from the images evaluated (Metrics.interval)."""
     ci = m.interval(key)
     return f"{getattr(m, key) * 100:.2f}" + (f" [{ci[0] * 100:.1f}–{ci[1] * 100:.1f}]" if ci else "")
 
