@@ -3,7 +3,7 @@ count, the maximum layer ratio honoured in every scope), and broken or meaningle
 so (weights that are not finite, a stored zero std, random weights, plans that would mislead).
 
 Bad inputs go through the real command line, as in tests/test_bad_inputs.py (exit 2, one line on stderr,
-nothing left behind), a few processes at a time in one session fixture; the rest through the engine.
+nothing left behind), a few processes at a time in one module fixture; the rest through the engine.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,12 @@ from engine.data import Normalization
 from engine.errors import UserError
 from engine.models import DemoResNet, ModelBundle, load_model, save_model
 from engine.verify import out_size
+from tests.test_bad_inputs import Case  # a command line ({F}: the fixtures folder) and its one line
 
 ROOT = Path(__file__).resolve().parents[1]
 LANES = 3
 TIMEOUT_S = 180
 WIDE = (32, 64, 64)  # the demo's first widths: 0.5 keeps 16 of 32 and 32 of 64
-
-
-@dataclass(frozen=True)
-class Case:
-    """One command line ({F}: the fixtures folder) and the text its one line on stderr must hold."""
-
-    id: str
-    args: tuple[str, ...]
-    expect: str
 
 
 def _prune(model: str, *extra: str) -> tuple[str, ...]:
