@@ -18,6 +18,15 @@ def _ratios(text: str) -> tuple[float, ...]:
     return values
 
 
+def _connect_timeout(text: str) -> float:
+    from cli.main import finite
+
+    value = finite(text)
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"--connect-timeout must be above 0 and at most 600 seconds, got {text!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- sensitivity
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -132,6 +141,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         connect(plan.address, args.connect_timeout)
     bundle, data = load_inputs(plan)  # a model or dataset that cannot load leaves no new store behind
+    if bundle.meta.get("untrained"):  # said first, and again in the recommendation
+        from engine.experiments.runner import untrained_extra
+
+        print(f"note: {untrained_extra(plan, bundle)['untrained']}", flush=True)
     store = ResultStore(store_path)
     where = "" if plan.executor == "local" else f"; runs on Ray ({plan.address or 'started here'})"
     print(f"plan {plan.name!r}: {len(plan.methods)} methods × {len(plan.ratios) + len(plan.target_speedups)} "
@@ -141,10 +154,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     start = time.time()
     done = None
     for ev in run_plan(plan, store, CANCEL, bundle=bundle, data=data, memory_limit=args.memory_limit):
-    if bundle.meta.get("untrained"):  # said first, and again in the recommendation
-        from engine.experiments.runner import untrained_extra
-
-        print(f"note: {untrained_extra(plan, bundle)['untrained']}", flush=True)
         printer(ev)
         if isinstance(ev, PlanWaiting):  # runs another sweep on this store is computing
             print(ev.message, flush=True)
@@ -223,6 +232,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the main parser."""
     from cli.main import add_data_args, add_model_args, at_least, finite, memory_limit
+    from engine.experiments.executors import CONNECT_TIMEOUT_S
 
     p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
     add_model_args(p)

@@ -80,7 +80,7 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0,
                         progress=lambda ev: ev.total and printer(ev))  # a folder scan; listing has no total yet
     for line in getattr(data, "warnings", ()):
-        print(f"warning: {line}", file=sys.stderr)
+        hold(f"warning: {line}")
     # torchvision:NAME and timm:NAME take channels, size and classes from the data; untrained ones from --seed
     bundle = model_for_data(args.model, data, weights=args.weights, model_code=args.model_code,
                             model_kwargs=args.model_kwargs, trust=args.trust, input_shape=args.input_shape,
@@ -90,12 +90,26 @@ def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
         from engine.models import WeightsFit
 
         fit = WeightsFit(**{k: tuple(v) if isinstance(v, list) else v for k, v in weights.items()})
-        print(f"note: weights from {args.weights or args.model}: {fit.summary()}", file=sys.stderr)
+        hold(f"note: weights from {args.weights or args.model}: {fit.summary()}")
     if bundle.meta.get("untrained"):  # a figure from random weights looks like a result unless we say so
-        print(f"note: {untrained_note(args.model, getattr(args, 'seed', 0) or 0, args.command)}", file=sys.stderr)
+        hold(f"note: {untrained_note(args.model, getattr(args, 'seed', 0) or 0, args.command)}")
     fitted = fit_data(bundle, data, args.mean, args.std)
     check_batch_memory(bundle.model, bundle.input_shape, args.batch_size, getattr(args, "device", "cpu") or "cpu")
     return bundle, fitted
+
+
+HELD: list[str] = []  # notes and warnings about the inputs, printed once the work starts: a refusal stays one line
+
+
+def hold(line: str) -> None:
+    """A line for stderr, shown when the work starts (or the command ends well), dropped when it fails."""
+    HELD.append(line)
+
+
+def show_held() -> None:
+    """Print the held lines now."""
+    while HELD:
+        print(HELD.pop(0), file=sys.stderr)
 
 
 def untrained_note(model: str, seed: int, command: str | None) -> str:
@@ -158,6 +172,7 @@ def run_events(events, printer: Callable | None = None, on_event: Callable | Non
                limit: int | None = None, hint: str = ""):
     """Drain an engine generator under the memory budget `limit` (bytes), printing progress; returns the last event."""
     def both(event) -> None:
+        show_held()
         if printer:
             printer(event)
         if on_event:
@@ -442,8 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     previous = _terminate_as_cancel()
     try:
-        return int(args.func(args) or EXIT_OK)
+        code = int(args.func(args) or EXIT_OK)
+        show_held()
+        return code
     except UserError as exc:
+        HELD.clear()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):

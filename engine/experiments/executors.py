@@ -14,8 +14,10 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -277,9 +279,58 @@ def import_ray():
     return ray
 
 
-def connect(address: str | None) -> bool:
+CONNECT_TIMEOUT_S = 30.0  # the longest a sweep waits for a Ray head to answer (sweep --connect-timeout)
+
+
+def head_address(address: str) -> tuple[str, int]:
+    """(host, port) of the Ray head `address` names: HOST:PORT, ray://HOST:PORT, or "auto" (the cluster this
+    machine's RAY_ADDRESS or last `ray start` names); a UserError for anything else."""
+    text = address.strip()
+    if text == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        found = get_ray_address_from_environment("auto", None)
+        if not found:
+            raise UserError("--address auto found no Ray cluster on this machine; start one with `ray start --head` "
+                            "or give HOST:PORT of its head")
+        text = found
+    host, _, port = text.split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} is not HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), or \"auto\"")
+    return host, int(port)
+
+
+def wait_for_head(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Return once something listens at the head's address; a UserError after `timeout` seconds.
+
+    Ray itself retries an absent head for minutes, with Ctrl-C unheard while its C++ client waits, so the
+    port is tried here first: each try is short and the pauses between them are Python sleeps (Ctrl-C stops
+    them at once). A head that is starting may refuse for a moment, hence the retries until the deadline."""
+    host, port = head_address(address)
+    deadline = time.monotonic() + timeout
+    why = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=max(0.05, min(left, 1.0))):
+                return
+        except socket.gaierror:
+            raise UserError(f"cannot reach the Ray cluster at {address}: unknown host {host!r}; give HOST:PORT of "
+                            "its head (`ray start --head` prints it), or run with --executor local") from None
+        except OSError as exc:
+            why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or "no answer")
+        if deadline - time.monotonic() <= 0:
+            break
+        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    raise UserError(f"no Ray head answered at {address} within {timeout:g} s ({why}); start one with `ray start "
+                    "--head` there, raise --connect-timeout, or run with --executor local")
+
+
+def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """Join the Ray cluster at `address` ("auto": the one on this machine), or start a Ray instance here
-    when None; True when this call did so (False: this process was connected already)."""
+    when None; True when this call did so (False: this process was connected already). Ray's own log lines
+    go to the log file, not the terminal."""
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -291,19 +342,47 @@ def connect(address: str | None) -> bool:
                     # the engine package travels to every worker: no shared disk or install of PruneLab there
                     "runtime_env": {"py_modules": [str(Path(engine.__file__).parent)]}}
     if address:
+        wait_for_head(address, timeout)
         kwargs["address"] = address
+        # the head answered the port: one attempt of Ray's own (not its twenty) if it is not a Ray head after all
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")
         _token_auth_when_available()
     else:  # "local": a new instance, never a stale one named in /tmp/ray by a cluster that is gone
         kwargs["address"] = "local"
         kwargs["include_dashboard"] = False
     try:
-        ray.init(**kwargs)
+        with _stderr_to_log():
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise UserError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0]}; start one with "
                         "`ray start --head` and copy its token here (`ray get-auth-token` there, RAY_AUTH_TOKEN "
                         "here; docs/cluster.md), or run with --executor local") from None
     return True
+
+
+@contextmanager
+def _stderr_to_log():
+    """Point file descriptor 2 at the log file while Ray connects: its C++ client writes its retries there,
+    past Python's sys.stderr, and the user should see PruneLab's one line only."""
+    from engine.paths import log_dir
+
+    try:
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        log = open(folder / "ray.log", "ab")
+    except OSError:  # no log folder: Ray's lines stay where they were
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
 
 
 class RayExecutor:
@@ -327,7 +406,7 @@ class RayExecutor:
         ray = import_ray()
         from ray.util.queue import Queue
 
-        self._started = connect(self.address)
+        self._started = connect(self.address)  # (False when the sweep connected first: Ray ends with it)
         res = ray.cluster_resources()
         slots = [res.get("CPU", 0) / self.cpus] if self.cpus else []
         if self.gpus:

@@ -18,6 +18,7 @@ from engine.paths import data_dir
 from engine.config import PruneConfig
 
 STORE_NAME = "results.sqlite"
+NEW_STORE_BYTES = 1 << 20  # free space a new store needs up front (its tables, then a few runs)
 SCHEMA_VERSION = 3  # 2: header marks (application_id, user_version) and the claims table; 3: where-timed columns
 
 # ----------------------------------------------------------------------------- results
@@ -180,6 +181,7 @@ def inspect_store_file(path: str | Path) -> int | None:
         if version > SCHEMA_VERSION:
             raise UserError(f"{path} was written by a newer PruneLab (store schema {version}, this one knows "
                             f"{SCHEMA_VERSION}); update PruneLab or choose another file with --store PATH")
+        _check_intact(path)
         return max(version, 1)
     foreign = (f"{path} is an SQLite database of another program, not a PruneLab result store; it was left "
                "untouched: choose another file with --store PATH")
@@ -199,6 +201,40 @@ def inspect_store_file(path: str | Path) -> int | None:
     if not schema:
         raise UserError(foreign)
     return 1
+
+
+def _read_only_uri(path: Path) -> str:
+    """A read-only SQLite URI that creates nothing beside the file: immutable unless a sweep's WAL is there
+    (then plain read-only, which reads through it)."""
+    wal = Path(f"{path}-wal").exists()
+    return f"{path.absolute().as_uri()}?mode=ro{'' if wal else '&immutable=1'}"
+
+
+def _check_intact(path: Path) -> None:
+    """Refuse a store that was cut short or overwritten, in one line and before anything writes to it
+    (SQLite's quick_check reads every page; a store is small)."""
+    try:
+        db = sqlite3.connect(_read_only_uri(path), uri=True, timeout=30)
+        try:
+            found = [str(r[0]) for r in db.execute("PRAGMA quick_check(1)")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        found = [str(exc)]
+    if found != ["ok"]:
+        raise damaged_store(path, found[0] if found else "no pages")
+
+
+def damaged_store(path: Path, why: str) -> UserError:
+    """The one line for a store SQLite cannot read (or, when `why` says so, a full disk or a lock)."""
+    why = " ".join(why.replace("*** in database main ***", "").split())[:200]
+    if "full" in why:
+        return UserError(f"no space left on the disk of the result store {path} ({why}); free space there or "
+                         "choose another file with --store PATH")
+    if "locked" in why:
+        return UserError(f"result store {path} is locked by another program ({why}); close it and try again")
+    return UserError(f"{path} is a damaged result store ({why}); it was left untouched: restore it from a backup "
+                     "or choose another file with --store PATH")
 
 
 class ResultStore:
@@ -223,12 +259,18 @@ class ResultStore:
             return
         from engine.outputs import check_output_file
 
-        check_output_file(self.path, flag="result store")
+        new = version is None and not self.path.exists()
+        check_output_file(self.path, NEW_STORE_BYTES if new else 0, flag="result store")
         try:
             self._create_or_upgrade()
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path} is not a usable result store ({exc}); choose another file with "
-                            "--store PATH") from exc
+        except BaseException as exc:
+            if new:  # a store refused on creation (a full disk, say) leaves no empty file behind
+                for leftover in (self.path, Path(f"{self.path}-journal"), Path(f"{self.path}-wal"),
+                                 Path(f"{self.path}-shm")):
+                    leftover.unlink(missing_ok=True)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise damaged_store(self.path, str(exc)) from None
+            raise
         self.schema = SCHEMA_VERSION
 
     def _create_or_upgrade(self) -> None:
@@ -274,9 +316,7 @@ class ResultStore:
                 raise UserError(f"{self.path} was opened read-only; nothing can be stored in it here")
             # With no WAL file beside it the main file holds everything: immutable reads it without creating
             # one. While a sweep writes (WAL present), plain read-only mode reads through the existing WAL.
-            wal = Path(f"{self.path}-wal").exists()
-            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro{'' if wal else '&immutable=1'}",
-                                 uri=True, timeout=30, isolation_level=None)
+            db = sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=30, isolation_level=None)
         else:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
@@ -289,9 +329,18 @@ class ResultStore:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # a full disk or a lock: the store itself is fine
+            if "full" not in str(exc) and "locked" not in str(exc):
+                raise
+            raise damaged_store(self.path, str(exc)) from None
+        except sqlite3.DatabaseError as exc:  # damaged after it was checked (another program wrote into it)
+            if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError)):  # bugs of ours
+                raise
+            raise damaged_store(self.path, str(exc)) from None
         finally:
             db.close()
 

@@ -86,6 +86,10 @@ def _torchvision_model(name: str, in_channels: int, num_classes: int, kwargs: di
         with warnings.catch_warnings():  # googlenet/inception warn about a future change of their init
             warnings.simplefilter("ignore", FutureWarning)
             model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except AssertionError as exc:  # ViT: the input size is not a multiple of the patch size
+        size = kwargs.get("image_size") or kwargs.get("input_size") or 224
+        raise UserError(f"torchvision:{name} cannot take {size}-pixel inputs ({first_line(exc)}): it needs a side "
+                        "its patch size divides, e.g. --input-shape C,224,224") from None
     except (TypeError, ValueError) as exc:
         raise UserError(f"torchvision:{name} could not be built with {kwargs or 'its defaults'}: "
                         f"{first_line(exc)}") from exc
@@ -97,13 +101,25 @@ def _torchvision_model(name: str, in_channels: int, num_classes: int, kwargs: di
     return model
 
 
-def _timm_model(name: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+def check_timm_name(name: str) -> None:
+    """Refuse an unknown timm architecture, or a known one with a pretrained tag (NAME.TAG) timm does not have."""
     import timm
 
     if not timm.is_model(name):
         close = [n for n in timm_names() if name[:4].lower() in n][:8]
         raise UserError(f"unknown timm architecture {name!r}" + (f"; similar: {', '.join(close)}" if close else
                                                                  "; see `timm.list_models()`"))
+    base, _, tag = name.partition(".")
+    if tag and name not in timm.list_pretrained(f"{base}.*"):
+        tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{base}.*")][:6]
+        raise UserError(f"timm:{base} has no pretrained tag {tag!r}" + (f" (its tags: {', '.join(tags)})" if tags
+                                                                       else "") + f"; use timm:{base}")
+
+
+def _timm_model(name: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+    import timm
+
+    check_timm_name(name)
     try:  # pretrained=False: never download, the weights come from the user's file
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
@@ -123,8 +139,7 @@ def size_kwargs(arch: str, shape: tuple[int, int, int]) -> dict:
         import timm
         import torch
 
-        if not timm.is_model(name):
-            return {}  # build_arch names the problem
+        check_timm_name(name)
 
         with torch.device("meta"):  # a probe without memory or time: what size was it made for?
             probe = timm.create_model(name, pretrained=False)
@@ -223,7 +238,11 @@ def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: d
         if name not in DEMO_ARCHS:
             raise UserError(f"unknown demo model {name!r}; valid: {', '.join('demo:' + n for n in DEMO_ARCHS)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-        return DEMO_ARCHS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+        try:
+            return DEMO_ARCHS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:  # arguments from an edited file: name them
+            raise UserError(f"demo:{name} could not be built with {kwargs or 'its defaults'}: "
+                            f"{first_line(exc)}") from None
     if kind == "torchvision" and name:
         return _torchvision_model(name, in_channels, num_classes, check_model_kwargs(kwargs))
     if kind == "timm" and name:

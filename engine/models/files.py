@@ -5,6 +5,7 @@ for; pickled objects and TorchScript carry code and need the caller's trust (see
 """
 from __future__ import annotations
 
+import argparse
 import pickle
 import struct
 import warnings
@@ -89,18 +90,33 @@ def _is_state(obj: Any) -> bool:
             and all(torch.is_tensor(v) for v in obj.values()))
 
 
+def _tensors_of(obj: Any) -> dict | None:
+    """The tensors of a state_dict, which may carry a few other entries (Lightning and others keep counters or
+    flags there); None when `obj` is not mostly named tensors."""
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+        return None
+    tensors = {k: v for k, v in obj.items() if torch.is_tensor(v)}
+    return tensors if tensors and len(tensors) * 10 >= len(obj) * 9 else None
+
+
 def find_state_dict(obj: Any) -> tuple[dict | None, str]:
     """The state_dict in a loaded object and the checkpoint key holding it ("" when the object is one)."""
     if not isinstance(obj, dict):
         return None, ""
     for key in STATE_KEYS:
-        if _is_state(obj.get(key)):
-            return obj[key], key
-    return (obj, "") if _is_state(obj) else (None, "")
+        if (found := _tensors_of(obj.get(key))) is not None:
+            return found, key
+    found = _tensors_of(obj)
+    return (found, "") if found is not None else (None, "")
 
 
 def _state_dict_in(obj: Any) -> dict | None:
     return find_state_dict(obj)[0]
+
+
+# Plain attribute holders training scripts leave in checkpoints (Lightning's hyper_parameters often hold the
+# script's argparse.Namespace); rebuilding one only sets attributes, so reading it needs no trust.
+SAFE_GLOBALS = [argparse.Namespace]
 
 
 class _NeedsTrust(Exception):
@@ -109,7 +125,7 @@ class _NeedsTrust(Exception):
 
 def _safe_load(path: Path) -> Any:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(SAFE_GLOBALS):
             # A garbled header reads as an odd pickle protocol; the error below says it better.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -185,3 +201,53 @@ def state_summary(state: dict) -> dict:
     return {"tensors": len(state), "values": int(sum(v.numel() for v in state.values())),
             "head_outputs": int(heads[-1].shape[0]) if heads else None}
 
+
+
+MAX_CLASSES = 1_000_000
+MAX_SIDE = 100_000
+
+
+def _count(value: Any, top: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= top
+
+
+def check_payload(payload: dict, source: str) -> None:
+    """The fields of a PruneLab model file, checked before anything is built from them: the file is a plain
+    dict anyone can edit, and a missing or mistyped field must be named, not fail deep inside a constructor."""
+    def bad(name: str, what: str) -> UserError:
+        return UserError(f"{source} is a PruneLab model file whose '{name}' {what}; it was edited or damaged: "
+                         "save the model again from PruneLab")
+
+    arch = payload.get("arch")
+    if not isinstance(arch, str) or not arch.strip():
+        raise bad("arch", "is missing" if arch is None else f"is a {type(arch).__name__}, not an architecture name")
+    shape = payload.get("input_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and len(shape) == 3
+                                  and all(_count(v, MAX_SIDE) for v in shape)):
+        raise bad("input_shape", f"is {shape!r:.60}, not three positive sizes C, H, W")
+    classes = payload.get("num_classes")
+    if classes is not None and not _count(classes, MAX_CLASSES):
+        raise bad("num_classes", f"is {classes!r:.40}, not a class count between 1 and {MAX_CLASSES}")
+    if not isinstance(payload.get("arch_kwargs") or {}, dict):
+        raise bad("arch_kwargs", f"is a {type(payload['arch_kwargs']).__name__}, not the architecture's arguments")
+    norm = payload.get("norm")
+    if norm is not None and not (isinstance(norm, dict) and all(
+            isinstance(norm.get(k), (list, tuple)) and all(isinstance(v, (int, float)) for v in norm[k])
+            for k in ("mean", "std"))):
+        raise bad("norm", "is not a mean and std per channel")
+    names = payload.get("class_names")
+    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+        raise bad("class_names", "is not a list of names")
+    state = payload.get("state")
+    if not payload.get("pruned"):
+        if not _is_state(state):
+            raise bad("state", f"is a {type(state).__name__}, not a state_dict of named tensors")
+        return
+    if not isinstance(state, dict) or not _is_state(state.get("tensors")):
+        raise bad("state", "lacks the pruned model's tensors")
+    attrs = state.get("attrs")
+    if not isinstance(attrs, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) and all(
+                isinstance(a, str) and (_count(n, 1 << 24) or (isinstance(n, (list, tuple)) and all(
+                    _count(i, 1 << 24) for i in n))) for a, n in v.items()) for k, v in attrs.items()):
+        raise bad("state", "lacks the pruned layers' sizes (attrs: layer -> {size name: number})")

@@ -18,8 +18,8 @@ from engine.errors import NeedsTrust, UserError
 
 from .archs import adapted_layers, build_arch, size_kwargs
 from .bundle import ModelBundle
-from .files import (UNREADABLE, _NeedsTrust, _safe_load, _trusted_load, find_state_dict, read_safetensors,
-                    read_weights, recorded_arch, sniff)
+from .files import (UNREADABLE, _NeedsTrust, _safe_load, _trusted_load, check_payload, find_state_dict,
+                    read_safetensors, read_weights, recorded_arch, sniff)
 from .saving import FORMAT
 from .weights import _load_state, apply_pruned_state
 from .zoo import DEMO_ARCHS, demo_path
@@ -170,7 +170,13 @@ def _load_file(src: str, model_code: str | None, model_kwargs: dict | None, trus
                         "timm:NAME (--weights FILE with --model ARCH), or --model-code PATH.py:ClassName "
                         "(and --model-kwargs JSON)")
     if arch.partition(":")[0] in NAMED:
-        bundle = _named(arch, src, named_shape, num_classes, model_kwargs, state, src, partial_weights)
+        try:
+            bundle = _named(arch, src, named_shape, num_classes, model_kwargs, state, src, partial_weights)
+        except UserError as exc:
+            if model_code:
+                raise
+            raise UserError(f"{exc} (the architecture {arch} recorded in {path}; if it is another one, name it "
+                            "with --model-code)") from None
         if not model_code:
             bundle.meta["arch_from"] = "recorded in the file"
         return bundle
@@ -193,6 +199,7 @@ def _read_object(path: Path, trust: bool) -> Any:
 
 
 def _from_payload(payload: dict, source: str, model_code: str | None, trust: bool) -> ModelBundle:
+    check_payload(payload, source)
     arch = payload["arch"]
     shape = tuple(payload["input_shape"]) if payload.get("input_shape") else None
     num_classes = payload.get("num_classes") or 10
@@ -202,9 +209,15 @@ def _from_payload(payload: dict, source: str, model_code: str | None, trust: boo
         elif not trust:
             raise NeedsTrust(f"{source} was built from user code ({arch[5:]}); pass --model-code PATH.py:ClassName "
                              "to rebuild it, or --trust to import the recorded file (runs its code)", "code")
-    model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
+    try:
+        model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
+    except NeedsTrust:
+        raise
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}; its architecture or arguments were edited: save the model again "
+                        "from PruneLab") from None
     if payload.get("pruned"):
-        apply_pruned_state(model, payload["state"])
+        apply_pruned_state(model, payload["state"], source)
     else:
         report = _load_state(model, payload["state"], source)
         if report.filled != report.total or report.unexpected:

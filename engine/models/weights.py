@@ -90,21 +90,34 @@ def pruned_state(model: nn.Module) -> dict:
     return {"tensors": model.state_dict(), "attrs": attrs}
 
 
-def apply_pruned_state(model: nn.Module, state: dict) -> nn.Module:
-    """Shrink a freshly built architecture to the recorded sizes, then load the weights."""
+def apply_pruned_state(model: nn.Module, state: dict, source: str = "the model file") -> nn.Module:
+    """Shrink a freshly built architecture to the recorded sizes, then load the weights; a record naming layers
+    or sizes the architecture does not have is refused in one line (the file was edited, or is another model's)."""
     modules = dict(model.named_modules())
-    for name, found in state["attrs"].items():
-        if name in modules:
-            for key, value in found.items():
-                setattr(modules[name], key, tuple(value) if isinstance(value, list) else value)
     own = model.state_dict()
+    absent = [n for n in state["attrs"] if n not in modules]
+    absent += [k for k in state["tensors"] if k not in own]
+    unset = [k for k in own if k not in state["tensors"]]
+    if absent or unset:
+        what = (f"names layers the architecture does not have ({', '.join(absent[:3])})" if absent
+                else f"lacks tensors the architecture has ({', '.join(unset[:3])})")
+        raise UserError(f"{source}: its pruned-layer record {what}; it was edited or belongs to another "
+                        "architecture: save the model again from PruneLab")
+    for name, found in state["attrs"].items():
+        for key, value in found.items():
+            if key in SHAPE_ATTRS and hasattr(modules[name], key):
+                setattr(modules[name], key, tuple(value) if isinstance(value, list) else value)
     for key, tensor in state["tensors"].items():
-        if key in own and own[key].shape != tensor.shape:
+        if own[key].shape != tensor.shape:
             owner, _, leaf = key.rpartition(".")
             module = modules[owner]
             if leaf in module._parameters:
                 module._parameters[leaf] = nn.Parameter(torch.empty_like(tensor))
             elif leaf in module._buffers:
                 module._buffers[leaf] = torch.empty_like(tensor)
-    model.load_state_dict(state["tensors"])
+    try:
+        model.load_state_dict(state["tensors"])
+    except RuntimeError as exc:
+        raise UserError(f"{source}: its tensors do not fit the pruned architecture it records "
+                        f"({' '.join(str(exc).split())[:160]}); save the model again from PruneLab") from None
     return model
