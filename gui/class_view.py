@@ -95,7 +95,7 @@ class ClassView(QWidget):
         for row, name in enumerate(names):
             r = pc["recall"][row]
             b = before_recall[row] if before_recall is not None else None
-            cells = [_item(name), self._number(f"{support[row]}", support[row]),
+            cells = [self._number(name, row), self._number(f"{support[row]}", support[row]),
                      self._number(f"{r * 100:.1f} %", r),
                      self._number(f"{b * 100:.1f} %" if b is not None else "–", b if b is not None else -1.0),
                      self._number(f"{(r - b) * 100:+.1f}" if b is not None else "–",
@@ -107,9 +107,11 @@ class ClassView(QWidget):
                 cells[2].setToolTip("The evaluation held no image of this class: its recall is not measured")
             elif b is not None and b - r >= RECALL_DROP_MARK:
                 cells[4].setBackground(QColor(214, 39, 40, 90))
+            cells[0].setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             for col, item in enumerate(cells):
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
+        self.table.sortItems(0, Qt.SortOrder.AscendingOrder)  # the dataset's class order (the class index)
 
     @staticmethod
     def _number(text: str, value: float) -> QTableWidgetItem:
@@ -141,7 +143,8 @@ class ClassView(QWidget):
                              f"true {names[i]}, predicted {names[j]}: {int(m[i, j])} of {int(totals[i])} images")
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 item.setBackground(QColor(*confusion_rgb(share, i == j)))
-                item.setForeground(QColor(0, 0, 0))  # the fills are light in both palettes
+                dark = i == j and share > 0.6  # a deep blue cell: white text
+                item.setForeground(QColor(255, 255, 255) if dark else QColor(0, 0, 0))  # fills ignore the palette
                 self.matrix.setItem(i, j, item)
 
     def matrix_counts(self) -> np.ndarray:

@@ -500,7 +500,9 @@ class ResultsView(theme.PaletteWidget):
                           "pen": pg.mkPen(theme.plot_foreground(), width=2.5) if run.run_id == selected else None,
                           "size": 17 if run.run_id == selected else 13})
         self.scatter.setData(spots)
-        set_bars(self.top1_bars, [s["pos"][0] for s in spots], [r.done.after for r in runs], beam=0)
+        base = [(self._x_of(self.baseline, use_latency), self.baseline)] if self.baseline is not None else []
+        set_bars(self.top1_bars, [s["pos"][0] for s in spots] + [x for x, _ in base],
+                 [r.done.after for r in runs] + [m for _, m in base], beam=0)
         for label in self.labels:
             self.scatter_plot.removeItem(label)
         self.labels = []

@@ -165,7 +165,7 @@ def test_results_show_intervals_bars_and_the_selected_runs_classes(qtbot):
     low, high = first.interval("top1")
     assert view.model.item(0, headers.index("Top-1")).text() == f"90.00 % [{low * 100:.1f}–{high * 100:.1f}]"
     bars = view.top1_bars.opts
-    assert view.top1_bars.isVisible() and len(bars["x"]) == 2
+    assert view.top1_bars.isVisible() and len(bars["x"]) == 3  # both runs and the original
     assert bars["top"][0] + bars["bottom"][0] == pytest.approx((high - low) * 100)
 
     assert view.class_view.table.rowCount() == 0  # nothing selected yet
