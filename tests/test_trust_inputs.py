@@ -317,3 +317,45 @@ def test_the_experiment_tab_refuses_a_ratio_listed_twice(qtbot):
     tab.ratios_edit.setText("0.5, 0.5")
     with pytest.raises(UserError, match="lists 0.5 twice"):
         tab.plan()
+
+
+# ----------------------------------------------------------------------------- the rounding in the window
+
+def test_the_method_panel_names_the_rounding_beside_the_amount(qtbot):
+    pytest.importorskip("pytestqt")
+    from tests.gui_helpers import qt_environment
+
+    qt_environment()
+    from gui.method_panel import MethodPanel
+
+    panel = MethodPanel()
+    qtbot.addWidget(panel)
+    panel.select_method("l2")
+    assert "rounded to multiples of 8" in panel.ratio_hint.text()
+    panel.round_spin.setValue(16)
+    assert "rounded to multiples of 16" in panel.ratio_hint.text()
+    panel.select_method("magnitude-global")  # unstructured: single weights, nothing to round
+    assert "rounded" not in panel.ratio_hint.text()
+
+
+def test_the_layer_table_marks_a_layer_off_its_ratio(qtbot):
+    """40 % of 32 channels asked, 16 kept (50 % removed): the row says so; 64 → 40 (37.5 %) is within 5 points."""
+    pytest.importorskip("pytestqt")
+    from tests.gui_helpers import qt_environment
+
+    qt_environment()
+    from engine.layers import LayerInfo, LayerStat
+    from gui.layer_table import LayerTable
+
+    table = LayerTable()
+    qtbot.addWidget(table)
+    table.set_layers([LayerInfo("stem", "Conv2d", (32, 28, 28), 288, 0, 1, 32, 0),
+                      LayerInfo("body", "Conv2d", (64, 28, 28), 18432, 0, 32, 64, 1)], None)
+    stats = (LayerStat("stem", "Conv2d", 32, 16, 288, 144, 144), LayerStat("body", "Conv2d", 64, 40, 18432, 5760, 5760))
+    table.show_stats(stats, PruneConfig(pruning_ratio=0.4))
+    stem, body = table.item(0, table.COL_CHANNELS), table.item(1, table.COL_CHANNELS)
+    assert stem.text() == "32 → 16 ⚠" and "removed 50.0% of its channels (32 → 16), not the 40% asked for" in \
+        stem.toolTip() and "multiples of 8" in stem.toolTip()
+    assert body.text() == "64 → 40" and "removed" not in body.toolTip()
+    table.show_stats(stats, PruneConfig(method="magnitude-global", pruning_ratio=0.4))  # no channel share asked
+    assert table.item(0, table.COL_CHANNELS).text() == "32 → 16"
