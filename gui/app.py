@@ -166,6 +166,7 @@ def main() -> int:
     log.info("PruneLab starting: %s", versions())
     # Imported here, on the main thread: torchvision pulls in triton, and importing that first inside the
     # worker thread while QtWebEngine ran crashed the process (seen in a screenshot script).
+    import onnx  # noqa: F401  (its C extension loads holding the GIL: 1.7 s of frozen window in the worker)
     import torch_pruning  # noqa: F401
     import torchvision  # noqa: F401
     # leave a core for the UI thread on small machines, so plots stay smooth while the worker computes

@@ -22,6 +22,7 @@ from gui.plots import LivePlots
 from gui.results import ResultsView
 from gui.source_panel import SourcePanel, on_data_chosen, on_model_chosen
 from gui.teach import TeachTab
+from gui.widgets import VerticalScrollArea
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -85,9 +86,44 @@ def _build_hint(win: MainWindow) -> QWidget:
     return win.hint_frame
 
 
+class ScrollingTabs(QTabWidget):
+    """Tabs whose pages scroll when the window is smaller than a page needs, instead of the window growing past
+    the screen (at 1280×720 with the Lesson panel open, the widest page pushed the window to 1280 px and
+    squeezed the Prune panel to 145 px). `widget`, `currentWidget`, `indexOf` and `setCurrentWidget` speak of
+    the pages themselves, so callers never see the scroll areas."""
+
+    MIN_WIDTH, MIN_HEIGHT = 420, 260
+
+    def addTab(self, page: QWidget, title: str) -> int:  # noqa: N802 (Qt override)
+        area = QScrollArea()
+        area.setWidget(page)
+        area.setWidgetResizable(True)
+        area.setFrameShape(QScrollArea.Shape.NoFrame)
+        return super().addTab(area, title)
+
+    def widget(self, index: int) -> QWidget | None:
+        area = super().widget(index)
+        return area.widget() if isinstance(area, QScrollArea) else area
+
+    def currentWidget(self) -> QWidget | None:  # noqa: N802 (Qt override)
+        return self.widget(self.currentIndex())
+
+    def indexOf(self, page: QWidget) -> int:  # noqa: N802 (Qt override)
+        return next((i for i in range(self.count()) if self.widget(i) is page), super().indexOf(page))
+
+    def setCurrentWidget(self, page: QWidget) -> None:  # noqa: N802 (Qt override)
+        index = self.indexOf(page)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        """Small: a page that needs more scrolls (see the class)."""
+        return QSize(self.MIN_WIDTH, self.MIN_HEIGHT)
+
+
 def _build_tabs(win: MainWindow) -> QTabWidget:
     """The tabs, each a view of the window's state."""
-    win.tabs = QTabWidget()
+    win.tabs = ScrollingTabs()
     win.tabs.setDocumentMode(True)
     win.graph_view = GraphView()
     win.plots = LivePlots()
@@ -142,11 +178,9 @@ def build_side_dock(win: MainWindow) -> None:
     win.cancel_button.setDefaultAction(win.cancel_action)
     win.cancel_button.setMinimumHeight(34)
     win.cancel_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-    scroll = QScrollArea()
-    scroll.setWidget(panel)
-    scroll.setWidgetResizable(True)
+    # as wide as the panel needs (the Lesson panel beside it cannot squeeze its names), scrolling up and down
+    scroll = VerticalScrollArea(panel)
     scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     # Run/Cancel stay visible below the scrolling options, whatever the screen height
     dock_body = QWidget()
     dock_layout = QVBoxLayout(dock_body)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +67,20 @@ class Watch(QObject):
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.timer.start(int(TICK_S * 1000))
+        self.gui_thread = threading.get_ident()
+        self.seen: list[str] = []  # where the GUI thread was while late (a watchdog thread looks)
+        threading.Thread(target=self._look, name="watch", daemon=True).start()
+
+    def _look(self) -> None:
+        """While the GUI thread is late, note where it is: what a stall was spent on."""
+        while True:
+            time.sleep(TICK_S * 2)
+            if time.perf_counter() - self.last > NOTED_S:
+                frame = sys._current_frames().get(self.gui_thread)
+                if frame is not None:
+                    where = traceback.extract_stack(frame)[-4:]
+                    self.seen.append(" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                                                for f in reversed(where)))
 
     def _doing(self) -> str:
         win = self.window
@@ -74,12 +91,14 @@ class Watch(QObject):
     def _tick(self) -> None:
         now = time.perf_counter()
         late, self.last = now - self.last - TICK_S, now
+        seen, self.seen = self.seen, []
         if late > NOTED_S:
-            self.stalls.append({"ms": round(late * 1000), "while": self._doing()})
+            self.stalls.append({"ms": round(late * 1000), "at": time.time(), "while": self._doing(),
+                                "in": list(dict.fromkeys(seen))[:4]})
         if late > self.worst:
             self.worst = late
         if late > NOTED_S or not (self.folder / "stall.json").exists():
-            _write(self.folder / "stall.json", {"worst_ms": round(self.worst * 1000), "stalls": self.stalls[-50:]})
+            _write(self.folder / "stall.json", {"worst_ms": round(self.worst * 1000), "stalls": self.stalls[-200:]})
         ask = self.folder / "ask"
         if ask.exists():
             ask.unlink()
@@ -122,6 +141,7 @@ class Watch(QObject):
                 "window": [frame.x(), frame.y(), frame.width(), frame.height()],
                 "window_inner": _rect(win), "tab_bars": tab_bars, "areas": areas, "buttons": buttons,
                 "docks": docks, "outside": outside[:20], "dialogs": dialogs,
+                "minimum": [win.minimumSizeHint().width(), win.minimumSizeHint().height()],
                 "state": {"loaded": win.loaded is not None, "busy": win.busy, "worker": win.worker is not None,
                           "runs": len(win.runs), "finished_runs": finished, "phase": win.phase_label.text(),
                           "tab": win.tabs.tabText(win.tabs.currentIndex()), "options": win.method_panel.options(),

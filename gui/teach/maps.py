@@ -6,12 +6,13 @@ from html import escape
 
 import numpy as np
 from PySide6.QtCore import Qt  # PySide6 first, so pyqtgraph binds it
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
 
 from engine.explain import ImageExplanation, Prediction
 from gui import theme
+from gui.widgets import VerticalScrollArea
 
 MAX_MAPS = 64  # a grid beyond this is unreadable; the rest are summarised in words
 
@@ -42,7 +43,9 @@ class FeatureMapView(theme.PaletteWidget):
         bar.addStretch(1)
         layout.addLayout(bar)
         body = QHBoxLayout()
-        side = QVBoxLayout()
+        side_widget = QWidget()
+        side = QVBoxLayout(side_widget)
+        side.setContentsMargins(0, 0, 0, 0)
         self.image_view = pg.GraphicsLayoutWidget()
         self.image_view.setFixedSize(180, 180)
         self.image_box = self.image_view.addViewBox(lockAspect=True, invertY=True)
@@ -57,7 +60,9 @@ class FeatureMapView(theme.PaletteWidget):
         self.predictions_label.setTextFormat(Qt.TextFormat.RichText)
         self.predictions_label.setWordWrap(True)
         side.addWidget(self.predictions_label, 1)
-        body.addLayout(side)
+        # the picture and the predictions scroll: two or three top-5 tables are taller than a 720-pixel screen
+        # leaves, and the window must not grow past the screen to show them
+        body.addWidget(VerticalScrollArea(side_widget))
         self.grid = pg.GraphicsLayoutWidget()
         body.addWidget(self.grid, 1)
         layout.addLayout(body, 1)
@@ -90,25 +95,42 @@ class FeatureMapView(theme.PaletteWidget):
         self._draw_maps(result)
 
     def _draw_maps(self, result: ImageExplanation) -> None:
+        """Every channel's map in one mosaic image (each scaled to its own range, through the colour map), with
+        its number above and a red frame when it is removed: one image item instead of a view box per channel,
+        which took 0.4 s of frozen window for 32 channels on a busy machine."""
         self.grid.clear()
         maps = result.maps.maps
         n = min(len(maps), MAX_MAPS)
         columns = int(np.ceil(np.sqrt(n * 1.5)))
+        rows = int(np.ceil(n / columns))
+        h, w = maps.shape[1], maps.shape[2]
+        gap = max(2, round(0.3 * max(h, w)))  # room for the number above each map
+        cell_h, cell_w = h + gap, w + max(1, gap // 3)
+        mosaic = np.zeros((rows * cell_h, columns * cell_w, 4), dtype=np.ubyte)
+        box = self.grid.addViewBox(lockAspect=True, invertY=True)
+        box.setMouseEnabled(False, False)
+        foreground = theme.plot_foreground().name()
+        frames = []
         for c in range(n):
-            cut = bool(result.cut[c])
-            label = f"{c} ✕" if cut else str(c)
-            colour = theme.REMOVED_COLOUR if cut else theme.plot_foreground().name()
-            self.grid.addLabel(f"<span style='color:{colour}'>{label}</span>", row=2 * (c // columns),
-                               col=c % columns, size="8pt")
-            box = self.grid.addViewBox(row=2 * (c // columns) + 1, col=c % columns, lockAspect=True, invertY=True)
-            box.setMouseEnabled(False, False)
-            if cut:
-                box.setBorder(pg.mkPen(theme.REMOVED_COLOUR, width=2))
-            item = pg.ImageItem(maps[c].T)
-            item.setColorMap(self.colormap)
             low, high = float(maps[c].min()), float(maps[c].max())
-            item.setLevels((low, high if high > low else low + 1e-6))
-            box.addItem(item)
+            scaled = (maps[c] - low) / (high - low) if high > low else np.zeros_like(maps[c])
+            top, left = (c // columns) * cell_h + gap, (c % columns) * cell_w
+            mosaic[top:top + h, left:left + w] = self.colormap.map(scaled.ravel(), mode="byte").reshape(h, w, 4)
+            cut = bool(result.cut[c])
+            label = pg.TextItem(f"{c} ✕" if cut else str(c), color=theme.REMOVED_COLOUR if cut else foreground,
+                                anchor=(0.5, 1.0))
+            label.setPos(left + w / 2, top)
+            box.addItem(label)
+            if cut:
+                frames.append((left, top))
+        image = pg.ImageItem(mosaic.transpose(1, 0, 2))
+        box.addItem(image)
+        image.setZValue(-1)
+        for left, top in frames:
+            frame = QGraphicsRectItem(left - 0.5, top - 0.5, w + 1, h + 1)
+            frame.setPen(pg.mkPen(theme.REMOVED_COLOUR, width=2, cosmetic=True))
+            box.addItem(frame)
+        box.autoRange(padding=0.01)
         removed = int(result.cut.sum())
         more = f" Showing the first {n} of {len(maps)} channels." if len(maps) > n else ""
         self.text.setText(f"Each small picture is one output channel of {result.maps.layer} for this image (bright: "

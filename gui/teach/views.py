@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 
 import numpy as np
-from PySide6.QtCore import QRect, QSize, Qt, Signal  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtCore import QRect, QSize, Qt, QTimer, Signal  # PySide6 first, so pyqtgraph binds it
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter,
                                QTableWidget, QTableWidgetItem, QToolTip, QVBoxLayout, QWidget)
@@ -246,6 +246,9 @@ class CriteriaView(theme.PaletteWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.criteria: Criteria | None = None
+        self.plots: dict[str, pg.PlotItem] = {}  # method -> its chart, kept while the layer stays
+        self.drawn: dict[str, ChannelScores] = {}  # method -> the scores its chart shows
+        self.columns = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -274,25 +277,48 @@ class CriteriaView(theme.PaletteWidget):
         self.canvas.setBackground(theme.plot_background())
 
     def show_criteria(self, criteria: Criteria) -> None:
-        """Draw the small multiples and the matrix."""
+        """Draw the small multiples and the matrix. The charts already drawn are refilled, and each new one is
+        made on its own turn of the event loop: a pyqtgraph plot takes 50–100 ms to build on a busy machine,
+        and building nine at once froze the window for half a second on every partial result."""
         self.criteria = criteria
-        self.canvas.clear()
-        columns = 3 if len(criteria.methods) > 4 else 2
-        for i, name in enumerate(criteria.methods):
-            s = criteria.scores[name]
-            plot = self.canvas.addPlot(row=i // columns, col=i % columns)
-            _style(plot, f"{escape(name)}: {s.n_cut} cut", size="9pt")
-            plot.hideAxis("left")
-            plot.setMouseEnabled(x=False, y=False)
-            plot.getAxis("bottom").setStyle(tickLength=3)
-            _bars(plot, s.scores, s.cut)
         self._fill_table(criteria)
         self.text.setText(self.summary(criteria))
+        self._draw_next()
+
+    def _draw_next(self) -> None:
+        criteria = self.criteria
+        if criteria is None:
+            return
+        names = list(criteria.methods)
+        columns = 3 if len(names) > 4 else 2
+        if columns != self.columns or list(self.plots) != names[:len(self.plots)]:  # places changed: start over
+            self.canvas.clear()
+            self.plots, self.drawn, self.columns = {}, {}, columns
+        for i, name in enumerate(names):
+            scores = criteria.scores[name]
+            if self.drawn.get(name) is scores:
+                continue
+            plot = self.plots.get(name)
+            new = plot is None
+            if new:
+                plot = self.plots[name] = self.canvas.addPlot(row=i // columns, col=i % columns)
+                plot.hideAxis("left")
+                plot.setMouseEnabled(x=False, y=False)
+                plot.getAxis("bottom").setStyle(tickLength=3)
+            else:
+                plot.clear()
+            _style(plot, f"{escape(name)}: {scores.n_cut} cut", size="9pt")
+            _bars(plot, scores.scores, scores.cut)
+            self.drawn[name] = scores
+            if new and i + 1 < len(names):  # one new chart per turn of the event loop
+                QTimer.singleShot(0, self._draw_next)
+                return
 
     def show_pending(self, layer: str) -> None:
         """Empty the comparison while the criteria for `layer` are being scored."""
         self.criteria = None
         self.canvas.clear()
+        self.plots, self.drawn = {}, {}
         self.jaccard_table.setRowCount(0)
         self.jaccard_table.setColumnCount(0)
         self.text.setText(f"Scoring <b>{escape(layer)}</b> with every structured criterion; the charts appear as "
