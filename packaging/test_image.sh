@@ -14,14 +14,15 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 if docker info >/dev/null 2>&1; then
     ENGINE=docker
-    CONFIG=$(docker image inspect --format '{{json .Config}}' "$IMAGE") || fail "no image $IMAGE: make image"
+    INSPECT=$(docker image inspect "$IMAGE") || fail "no image $IMAGE: make image"
 else
     command -v buildah >/dev/null || fail "no Docker daemon and no buildah (apt-get install -y buildah)"
     ENGINE=buildah
-    # the Docker form of the configuration: the OCI form has no HEALTHCHECK
-    CONFIG=$(buildah inspect --type image --format '{{json .Docker.Config}}' "$IMAGE") \
-        || fail "no image $IMAGE: make image"
+    INSPECT=$(buildah inspect --type image "$IMAGE") || fail "no image $IMAGE: make image"
 fi
+# the Docker form of the configuration (the OCI form has no HEALTHCHECK)
+CONFIG=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1])
+print(json.dumps(d[0]["Config"] if isinstance(d, list) else (d.get("Docker") or {}).get("config")))' "$INSPECT")
 field() {  # a field of the image's configuration (a list: one item a line)
     python3 -c 'import json, sys
 value = json.loads(sys.argv[1])
@@ -37,6 +38,18 @@ echo "== $IMAGE ($ENGINE): user ${USER_IN:-root}, workdir $WORKDIR, entrypoint $
 [[ -n $USER_IN ]] || fail "the image runs as root"
 [[ ${HEALTH[0]:-} == CMD ]] || fail "the image has no HEALTHCHECK CMD (buildah: build with --format docker)"
 [[ ${#ENTRY[@]} -gt 0 ]] || fail "the image has no ENTRYPOINT"
+if [[ $ENGINE == docker ]]; then docker history "$IMAGE"; else
+    python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+sizes = [layer["size"] for layer in json.loads(d["Manifest"])["layers"]]
+steps = [h.get("created_by", "") for h in d["Docker"]["history"] if not h.get("empty_layer")]
+print(f"size {sum(sizes) / 1e9:.2f} GB in {len(sizes)} layers; the largest:")
+for size, step in sorted(zip(sizes, steps), reverse=True)[:4]:
+    print(f"  {size / 1e6:8.1f} MB  {step[:100]}")
+labels = d["Docker"]["config"].get("Labels") or {}
+print("base:", labels.get("org.opencontainers.image.description", "as pulled (no description label)"))' \
+        "$INSPECT"
+fi
 
 RUNS=$(mktemp -d /tmp/prunelab-image-runs-XXXXXX)
 RUNS_IN=$WORKDIR/runs
@@ -73,15 +86,16 @@ grep -q '^ *pass ' "$RUNS/selftest.txt" || fail "the health check printed no pas
 echo "(health check: $((SECONDS - start)) s)"
 
 echo "== a bad option: exit code 2 and one line"
-set +e
-in_image "${ENTRY[@]}" prune --model demo:resnet --data fashion-mnist --method no-such-method --ratio 0.5 \
-    > /dev/null 2> "$RUNS/bad.txt"
+set +e  # stderr goes to the mounted folder from inside, apart from what the engine itself prints
+in_image sh -c '"$@" > /dev/null 2> "$0"' "$RUNS_IN/bad.txt" \
+    "${ENTRY[@]}" prune --model demo:resnet --data fashion-mnist --method no-such-method --ratio 0.5 2> /dev/null
 rc=$?
 set -e
 cat "$RUNS/bad.txt"
 [[ $rc == 2 && $(grep -c . "$RUNS/bad.txt") == 1 ]] || fail "a bad method gave exit code $rc, not 2 with one line"
 
-PRUNE=(prune --model demo:resnet --data fashion-mnist --method l2 --ratio 0.5 --out runs/l2 --json runs/l2.json)
+PRUNE=(prune --model demo:resnet --data fashion-mnist --method l2 --ratio 0.5 --bn-recalibrate --out runs/l2
+       --json runs/l2.json)
 echo "== ${PRUNE[*]}"
 start=$SECONDS
 in_image "${ENTRY[@]}" "${PRUNE[@]}" || fail "prune failed"
