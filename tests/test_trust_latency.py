@@ -97,6 +97,7 @@ def test_plan_shares_figures_and_final_round_replaces_them(tmp_path, tiny_bundle
     html, _ = write_report(ResultStore(store.path, read_only=True), tmp_path / "r.html")
     text = html.read_text()
     assert "final comparison round" in text
+    assert re.search(r"\(95 % interval [0-9.]+–[0-9.]+ ms\)", text)  # the latency's spread drawn in the plot
     assert f"{fig['speedup']['median']:.2f} [{fig['speedup']['low']:.2f}–{fig['speedup']['high']:.2f}]" in text
 
 
@@ -107,8 +108,10 @@ def plan_keys(store):
 def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny_bundle, fashion):
     plan = plan_for(tmp_path, tiny_bundle)
     store = ResultStore(tmp_path / "s.sqlite")
+    list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    assert "final_round" in store.plans()[-1]  # a complete round is stored ...
     cancel = CancelToken()
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled):  # ... and the same plan again, its round cut short, leaves none (not a stale one)
         for ev in run_plan(plan, store, cancel, bundle=tiny_bundle, data=fashion):
             if getattr(ev, "phase", "") == "final-round" and ev.done >= 1:
                 cancel.cancel()  # the round is cut short: nothing of it is stored
@@ -160,9 +163,8 @@ def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bun
     for ev in run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion):
         tab.on_event(ev)
     record = store.plans()[-1]
-    results, base = apply_final_round(store.results(record["keys"]), store.get(record["baseline"]),
-                                      record["final_round"])
-    speed = results[0].latency_speedup(base)
+    (arch,) = record["final_round"]["archs"]
+    speed = record["final_round"]["archs"][arch]["speedup"]["median"]  # the stored field
     texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
              if tab.table.item(r, c) is not None]
     assert any(t.startswith(f"{speed:.2f}") for t in texts), texts
@@ -217,3 +219,17 @@ def test_gui_session_runs_of_one_architecture_share_one_figure(request):
     assert pos[1][0] == pytest.approx(150.0 / 5.8) and pos[1][1] < pos[1][0] < pos[1][2]  # with its interval
     assert pos[3] == (150.0, 150.0, 150.0)
     assert len(view.error_bars.opts["x"]) == 3
+
+
+def test_final_round_rebuilds_saved_models_when_the_sweep_did_not_run_them(tmp_path, tiny_bundle, fashion):
+    """A re-run (or the Ray driver, whose runs happened elsewhere) has no pruned model in memory: the round
+    rebuilds each architecture from its saved weights.safetensors, runs no code from the files."""
+    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))
+    plan.save_models = True
+    store = ResultStore(tmp_path / "s.sqlite")
+    list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    again = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    assert again.ran == 0 and again.skipped == 1
+    final = store.plans()[-1]["final_round"]
+    assert len(final["archs"]) == 1 and not final["left_out"]
+    assert "final comparison round" in again.latency_source and "per-run" not in again.latency_source

@@ -39,6 +39,12 @@ def _labelled(front: list[int], pts: list[tuple[float, float]], xs: list[float],
     return labelled
 
 
+def _latency_span(r: RunResult) -> tuple[float, float] | None:
+    """The 95 % interval of a latency a comparison round measured (engine.timing.ComparisonRound), in ms."""
+    low, high = r.metrics.latency(stat="low"), r.metrics.latency(stat="high")
+    return (low, high) if high else None
+
+
 def pareto_svg(ranking: Ranking, baseline: RunResult | None, metric: str, colors: dict[str, str],
                title: str) -> str:
     """Accuracy against one cost metric: every run, the front drawn, broken runs hollow, the best ringed."""
@@ -60,15 +66,20 @@ def pareto_svg(ranking: Ranking, baseline: RunResult | None, metric: str, colors
         tip = (f"{e.result.label}: top-1 {y:.2f} %, {info.label} {x:.4g} {info.unit}, rank {e.rank}"
                + ("" if e.feasible else " — " + "; ".join(e.violations)))
         label = e.result.label if n in labelled else ""
-        series.append(Series(e.result.label, [Point(x, y, tip, label)], color=colors.get(e.result.method, "#333"),
+        span = _latency_span(e.result) if metric == "latency_ms" else None
+        if span:
+            tip += f" (95 % interval {span[0]:.4g}–{span[1]:.4g} {info.unit})"
+        series.append(Series(e.result.label, [Point(x, y, tip, label, span)],
+                             color=colors.get(e.result.method, "#333"),
                              marker="dot" if e.feasible else "hollow"))
     if ranking.best is not None and ranking.best in entries:
         b = ranking.best.result
         series.append(Series("recommended", [Point(metric_value(b, metric), _top1(b), "recommended: " + b.label)],
                              color="#2ca02c", marker="ring"))
     if base_x is not None:
+        span = _latency_span(baseline) if metric == "latency_ms" else None
         series.append(Series("original", [Point(base_x, _top1(baseline), f"original: top-1 {_top1(baseline):.2f} %",
-                                                "original")], marker="star"))
+                                                "original", span)], marker="star"))
     return svg_plot(series, f"{info.label} ({info.unit}) — lower is better", "top-1 accuracy (%)", title=title)
 
 

@@ -24,6 +24,7 @@ class Point:
     y: float | None
     tip: str = ""
     label: str = ""
+    x_span: tuple[float, float] | None = None  # (low, high) of x, drawn as a horizontal bar (an interval)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def svg_plot(series: Sequence[Series], xlabel: str, ylabel: str, width: int = 60
         return (f'<svg xmlns="{SVG_NS}" width="{width}" height="60"><text x="10" y="30" fill="#57606a">'
                 f'no data for {escape(title)}</text></svg>')
     tx = math.log10 if xlog else (lambda v: v)
-    xt = nice_ticks(min(tx(p.x) for p in pts), max(tx(p.x) for p in pts))
+    x_all = [v for p in pts for v in (p.x, *(p.x_span or ()))]
+    xt = nice_ticks(min(tx(v) for v in x_all), max(tx(v) for v in x_all))
     yt = nice_ticks(min(p.y for p in pts), max(p.y for p in pts))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     x1 = x1 if x1 != x0 else x0 + 1
@@ -125,6 +127,9 @@ def _draw_series(s: Series, sx, sy) -> list[str]:
     for p in good:
         x, y = sx(p.x), sy(p.y)
         tip = f"<title>{escape(p.tip)}</title>" if p.tip else ""
+        if p.x_span:
+            out.append(f'<line x1="{sx(p.x_span[0]):.1f}" y1="{y:.1f}" x2="{sx(p.x_span[1]):.1f}" y2="{y:.1f}" '
+                       f'stroke="{color}" stroke-width="1.5"/>')
         if s.marker == "dot":
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{color}" stroke="#fff">{tip}</circle>')
         elif s.marker == "hollow":
