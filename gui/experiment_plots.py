@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, Qt  # PySide6 before pyqtgraph, so pyqtgraph binds it
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.graphicsItems.LegendItem import ItemSample
 
@@ -98,7 +99,9 @@ class ParetoView(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("left", "top-1 accuracy (%)")
         self.plot.setToolTip("Each point is a run (hollow: breaks a constraint; star: the original); the vertical "
-                             "bar is its top-1's 95 % interval from the images evaluated. "
+                             "bar is its top-1's 95 % interval from the images evaluated; on the latency axis "
+                             "the horizontal bar is the latency's 95 % interval from the plan's final comparison "
+                             "round. "
                              "The line is the Pareto front. Click a point to select its run.")
         # bottom-right: costly and inaccurate, the corner a Pareto plot leaves empty
         self.legend = self.plot.add_legend(offset=(-10, -10), sampleType=_KeySample)
@@ -111,6 +114,8 @@ class ParetoView(QWidget):
         self.plot.addItem(self.original_point)
         self.bars = error_bars("#8c959f")  # each point's top-1 95 % interval
         self.plot.addItem(self.bars)
+        self.latency_bars = pg.ErrorBarItem(beam=0, pen=pg.mkPen("#8c959f", width=1.2))  # the final round's
+        self.plot.addItem(self.latency_bars)
         col.addWidget(self.plot)
 
     def _tip(self, x: float, y: float, data=None) -> str:
@@ -149,6 +154,14 @@ class ParetoView(QWidget):
         with_base = [(bv, baseline)] if bv else []
         set_bars(self.bars, [x for x, _ in pts] + [x for x, _ in with_base],
                  [e.result.metrics for e in entries] + [b.metrics for _, b in with_base], beam=0)
+        spans = [(x, y, r.metrics.latency(stat="low"), r.metrics.latency(stat="high"))
+                 for (x, y), r in zip(pts + [(bv, b.metrics.top1 * 100) for _, b in with_base],
+                                      [e.result for e in entries] + [b for _, b in with_base])
+                 if key == "latency_ms" and r.metrics.latency(stat="high")]  # latency intervals, horizontal
+        self.latency_bars.setData(x=np.array([s[0] for s in spans]), y=np.array([s[1] for s in spans]),
+                                  left=np.array([s[0] - s[2] for s in spans]),
+                                  right=np.array([s[3] - s[0] for s in spans]))
+        self.latency_bars.setVisible(bool(spans))
         self.original_point.setBrush(pg.mkBrush(theme.plot_foreground()))
         self.original_point.setPen(pg.mkPen(theme.plot_foreground()))
         if bv:

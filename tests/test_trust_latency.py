@@ -168,6 +168,7 @@ def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bun
     texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
              if tab.table.item(r, c) is not None]
     assert any(t.startswith(f"{speed:.2f}") for t in texts), texts
+    assert len(tab.pareto_view.latency_bars.opts["x"]) == 2  # the run's and the original's latency intervals
     tab.load_store(store.path)  # read back from the store: the same figure
     texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
              if tab.table.item(r, c) is not None]
