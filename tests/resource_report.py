@@ -3,13 +3,13 @@
 A thread samples the resident memory of the pytest process and of its child processes (the CLI tests'
 interpreters) every few milliseconds. The peak while each test runs is recorded; the end of the run
 prints the whole run's peak and the tests with the largest peaks. `PRUNELAB_TEST_RSS_LIMIT_GB` (unset
-by default) stops the run with the offending test's name the moment the process passes that size,
+by default) interrupts the run and names the test the moment the process passes that size,
 which finds a runaway test without letting it take the machine down.
 """
 from __future__ import annotations
 
+import _thread
 import os
-import sys
 import threading
 import time
 
@@ -59,6 +59,7 @@ class _Sampler(threading.Thread):
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
+        self.exceeded = ""
 
     def run(self) -> None:
         tick = 0
@@ -68,11 +69,11 @@ class _Sampler(threading.Thread):
             if tick % 20 == 0:
                 kids = sum(_rss(c) for c in _children(self.pid))
                 self.child_peak = max(self.child_peak, kids)
-            if self.limit and own > self.limit:
-                sys.stderr.write(f"\nmemory limit: {own / _GIB:.1f} GiB > {self.limit / _GIB:.1f} GiB "
-                                 f"during {self.current}\n")
-                sys.stderr.flush()
-                os._exit(3)
+            if self.limit and own > self.limit and not self.exceeded:
+                # pytest captures file descriptor 2, so the message is printed by the summary hook; the
+                # interrupt stops the run where it is, with the test's traceback
+                self.exceeded = f"{own / _GIB:.1f} GiB > {self.limit / _GIB:.1f} GiB during {self.current}"
+                _thread.interrupt_main()
             tick += 1
             time.sleep(0.005)
 
@@ -104,6 +105,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("peak memory (resident; pytest process / its child processes)")
+    if _SAMPLER.exceeded:
+        tr.write_line(f"PRUNELAB_TEST_RSS_LIMIT_GB passed: {_SAMPLER.exceeded}", red=True)
     top_self = max(_PEAKS)
     top_child = max(_PEAKS, key=lambda p: p[1])
     tr.write_line(f"whole run: {_SAMPLER.run_self_peak / _GIB:.2f} GiB in pytest (during {top_self[2]}), "
