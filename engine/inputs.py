@@ -63,7 +63,8 @@ def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = 
         norm = Normalization(tuple(mean), tuple(std))
     elif bundle.norm:  # a model file's own: refused as the flags are, with the flags as the way out
         check_normalization(bundle.norm.mean, bundle.norm.std, f"{bundle.source}: its stored normalisation's std",
-                            "; pass --mean and --std to replace it")
+                            "; give your own mean and std instead (--mean/--std, or Normalisation in the Open model "
+                            "dialog)")
     if len(norm.mean) not in (1, shape[0]):
         raise UserError(f"normalisation has {len(norm.mean)} channels but the model takes {shape[0]}; "
                         "pass --mean/--std with one value per channel")
