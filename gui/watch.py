@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QRect, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QApplication, QDockWidget, QGraphicsView, QMenu,
-                               QTabBar, QWidget)
+from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractScrollArea, QApplication, QDockWidget,
+                               QGraphicsView, QTabBar, QWidget)
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -68,8 +68,18 @@ class Watch(QObject):
         self.timer.timeout.connect(self._tick)
         self.timer.start(int(TICK_S * 1000))
         self.gui_thread = threading.get_ident()
+        self.schedstat = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+        self.sched = self._sched()
         self.seen: list[str] = []  # where the GUI thread was while late (a watchdog thread looks)
         threading.Thread(target=self._look, name="watch", daemon=True).start()
+
+    def _sched(self) -> tuple[float, float]:
+        """The GUI thread's time on a CPU and waiting for one (Linux schedstat), in seconds; zeros elsewhere."""
+        try:
+            on_cpu, queued = self.schedstat.read_text().split()[:2]
+            return int(on_cpu) / 1e9, int(queued) / 1e9
+        except (OSError, ValueError):
+            return 0.0, 0.0
 
     def _look(self) -> None:
         """While the GUI thread is late, note where it is: what a stall was spent on."""
@@ -92,8 +102,11 @@ class Watch(QObject):
         now = time.perf_counter()
         late, self.last = now - self.last - TICK_S, now
         seen, self.seen = self.seen, []
-        if late > NOTED_S:
-            self.stalls.append({"ms": round(late * 1000), "at": time.time(), "while": self._doing(),
+        sched, self.sched = self.sched, self._sched()
+        if late > NOTED_S:  # on a CPU: the UI's own work; queued: the machine had no CPU free for it
+            self.stalls.append({"ms": round(late * 1000), "cpu_ms": round(1000 * (self.sched[0] - sched[0])),
+                                "queued_ms": round(1000 * (self.sched[1] - sched[1])), "at": time.time(),
+                                "while": self._doing(),
                                 "in": list(dict.fromkeys(seen))[:4]})
         if late > self.worst:
             self.worst = late
@@ -115,11 +128,16 @@ class Watch(QObject):
                               if bar.isTabVisible(i)]}
                     for bar in shown if isinstance(bar, QTabBar)]
         areas = []
-        for w in shown:
+        for w in win.findChildren(QAbstractScrollArea):  # plots, tables, the graph's page: their visible part
             kind = ("web" if type(w).__name__ == "QWebEngineView" else "plot" if isinstance(w, QGraphicsView)
                     else "table" if isinstance(w, QAbstractItemView) else None)
-            if kind:
-                areas.append({"kind": kind, "class": type(w).__name__, "name": w.objectName(), "rect": _rect(w)})
+            port = w.viewport()
+            part = port.visibleRegion().boundingRect() if kind and w.isVisible() else QRect()
+            if part.width() > 20 and part.height() > 20:
+                areas.append({"kind": kind, "class": type(w).__name__, "name": w.objectName(),
+                              "rect": _rect(port, part)})
+        areas += [{"kind": "web", "class": type(w).__name__, "name": w.objectName(), "rect": _rect(w)}
+                  for w in shown if type(w).__name__ == "QWebEngineView"]
         buttons = [{"text": b.text().replace("&", ""), "rect": _rect(b), "enabled": b.isEnabled()}
                    for b in shown if isinstance(b, QAbstractButton) and b.text()]
         docks = [{"title": d.windowTitle(), "rect": _rect(d)} for d in shown if isinstance(d, QDockWidget)]
@@ -133,8 +151,8 @@ class Watch(QObject):
         dialogs = [{"class": type(t).__name__, "title": t.windowTitle(),
                     "text": getattr(t, "text", lambda: "")() if callable(getattr(t, "text", None)) else ""}
                    for t in QApplication.topLevelWidgets()
-                   if t.isVisible() and t is not win and not isinstance(t, QMenu)
-                   and type(t).__name__ not in ("QTipLabel", "QComboBoxPrivateContainer")]
+                   if t.isVisible() and t is not win
+                   and t.windowType() not in (Qt.WindowType.ToolTip, Qt.WindowType.Popup)]
         finished = sum(1 for run in win.runs.values() if run.status == "done")
         frame = win.frameGeometry()
         return {"screen": [screen.width(), screen.height()],

@@ -5,7 +5,8 @@ window to the whole 1280×720 screen and back.
 
 It fails on an error dialog, an ERROR line in the app's log, a widget shown outside the screen, a control the
 wheel changed without focus, and a UI stall above 250 ms (the app's watch, gui/watch.py, times a timer on its GUI
-thread). Screenshots of each tab stay in a temporary folder, printed when the test fails.
+thread; the time that thread waited for a CPU on a loaded machine is not the window's). Screenshots of each tab
+stay in a temporary folder, printed when the test fails.
 
 Offscreen tests (QT_QPA_PLATFORM=offscreen) never see real mouse events, nor QtWebEngine under X: a hover that
 raised on every move and a crash at start-up under a real display were both found only this way.
@@ -19,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,29 +36,6 @@ MAX_STALL_MS = 250
 # what a short prune needs: one step, 500 test images, no latency timing, no recovery
 QUICK = {"method": "l2", "mode": "ratio", "ratio": 30, "eval": 500,
          "fields": {"steps": 1, "measure_speed": False, "bn_recalibrate": False, "finetune_epochs": 0.0}}
-
-
-class MachineDelay:
-    """How late a bare timer in this (idle) test process fires: the machine's own scheduling delay, which a
-    stall in the app can only be blamed on when the app was late by more than this at the same moment."""
-
-    def __init__(self) -> None:
-        self.late: list[tuple[float, float]] = []  # (when it fired, seconds late)
-        self.running = True
-        threading.Thread(target=self._tick, daemon=True).start()
-
-    def _tick(self) -> None:
-        last = time.monotonic()
-        while self.running:
-            time.sleep(0.02)
-            now = time.monotonic()
-            if now - last - 0.02 > 0.05:
-                self.late.append((time.time(), now - last - 0.02))
-            last = now
-
-    def during(self, end: float, seconds: float) -> float:
-        """The longest delay this timer saw in the `seconds` before `end` (wall clock)."""
-        return max((late for at, late in self.late if end - seconds - 0.1 <= at <= end + 0.1), default=0.0)
 
 
 def _free_display() -> int:
@@ -146,11 +123,11 @@ class Window:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"waited {timeout:.0f} s for {what}; the window says {found['state']}")
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     def settle(self, what: str, timeout: float = 60.0) -> dict:
         """After a click: the job it started (if any) has begun and ended."""
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 0.5  # a job a click starts is on the worker within a few event-loop turns
         while time.monotonic() < deadline and not self.ask()["state"]["worker"]:
             time.sleep(0.05)
         return self.wait_until(what, _idle, timeout)
@@ -177,16 +154,16 @@ class Window:
         x, y, w, h = rect
         self.xdo("mousemove", "--sync", x + w // 2, y + h // 2, "click", 1)
 
-    def sweep(self, rect: list[int], points: int = 9) -> None:
+    def sweep(self, rect: list[int], points: int = 7) -> None:
         """The mouse across `rect`: along the middle line, then the diagonal, a few hundredths of a second apart."""
         x, y, w, h = rect
         steps = []
         for i in range(points):
             f = (i + 0.5) / points
-            steps += ["mousemove", int(x + f * w), int(y + h // 2), "sleep", 0.02]
+            steps += ["mousemove", int(x + f * w), int(y + h // 2), "sleep", 0.01]
         for i in range(points):
             f = (i + 0.5) / points
-            steps += ["mousemove", int(x + f * w), int(y + f * h), "sleep", 0.02]
+            steps += ["mousemove", int(x + f * w), int(y + f * h), "sleep", 0.01]
         self.xdo(*steps)
 
     def wheel(self, rect: list[int], turns: int = 3) -> None:
@@ -256,7 +233,6 @@ def test_the_window_under_real_input():
     folder = Path(tempfile.mkdtemp(prefix="prunelab-real-window-"))
     win = Window(folder)
     timings: dict[str, float] = {}
-    machine = MachineDelay()
     passed = False
     try:
         start = time.monotonic()
@@ -313,19 +289,18 @@ def test_the_window_under_real_input():
         win.xdo("windowmove", "--sync", wid, frame[0], frame[1])
         win.ask()
 
+        # a stall is the window's own when it stays above the limit without the time its thread waited for a
+        # CPU (the machine's load, Linux schedstat); waiting for the worker's GIL counts as the window's
         stalls = [s for s in win.stalls()["stalls"] if s["at"] >= ready_at and s["ms"] > MAX_STALL_MS]
-        for stall in stalls:
-            stall["machine_ms"] = round(1000 * machine.during(stall["at"], stall["ms"] / 1000))
-        own = [s for s in stalls if s["ms"] - s["machine_ms"] > MAX_STALL_MS]
-        assert not own, f"the UI stalled (the machine's own delay at that moment in machine_ms): {own}"
+        own = [s for s in stalls if s["ms"] - s["queued_ms"] > MAX_STALL_MS]
+        assert not own, f"the UI stalled (ms: late; queued_ms: waiting for a CPU; in: where it was): {own}"
         assert not win.log_errors()
         timings["whole test"] = time.monotonic() - start
         print("\nreal window:", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
-              f"; stalls above {MAX_STALL_MS} ms after ready: {len(stalls)}, all within the machine's own delay "
-              f"{[(s['ms'], s['machine_ms']) for s in stalls]}; load average {os.getloadavg()[0]:.1f}")
+              f"; stalls above {MAX_STALL_MS} ms after ready (late, of which queued for a CPU): "
+              f"{[(s['ms'], s['queued_ms']) for s in stalls]}; load average {os.getloadavg()[0]:.1f}")
         passed = True
     finally:
-        machine.running = False
         win.stop()
         if passed and not os.environ.get("PRUNELAB_KEEP_SCREENSHOTS"):
             shutil.rmtree(folder, ignore_errors=True)

@@ -104,7 +104,7 @@ class FeatureMapView(theme.PaletteWidget):
         columns = int(np.ceil(np.sqrt(n * 1.5)))
         rows = int(np.ceil(n / columns))
         h, w = maps.shape[1], maps.shape[2]
-        gap = max(2, round(0.3 * max(h, w)))  # room for the number above each map
+        gap = max(3, round(0.5 * max(h, w)))  # room for the number above each map
         cell_h, cell_w = h + gap, w + max(1, gap // 3)
         mosaic = np.zeros((rows * cell_h, columns * cell_w, 4), dtype=np.ubyte)
         box = self.grid.addViewBox(lockAspect=True, invertY=True)
