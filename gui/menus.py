@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMenu, QStyle
+from PySide6.QtWidgets import QDialog, QFileDialog, QMenu, QStyle
 
 from engine.errors import UserError
 from engine.methods import get_method
 from engine.models import DEMO_ARCHS, DEMO_TITLES
+from engine.outputs import check_output_dir
 from gui import dialogs
 from gui.jobs import ExportJob
 from gui.lesson import show_lessons
 from gui.open_model import MODEL_FILTER, open_model_dialog
+from gui.pickers import last_folder, remember_folder
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -48,8 +50,9 @@ def build_actions(win: MainWindow) -> None:
     win.run_action.setShortcuts([QKeySequence("Ctrl+R"), QKeySequence("F5")])
     win.cancel_action = _action(win, "&Cancel", "Stop the running job (the loaded model is never changed)", "Esc",
                                 win.cancel_job)
-    win.export_model_action = _action(win, "Export pruned &model…", "Save the selected run's pruned model, its "
-                                      "ONNX export and metadata to a folder", "Ctrl+E", lambda: export_model(win))
+    win.export_model_action = _action(win, "Export pruned &model…", "Save the selected run's pruned model to a new "
+                                      "folder: PyTorch and ONNX files that load without PruneLab, the weights, "
+                                      "model.json and a model card", "Ctrl+E", lambda: export_model(win))
     win.export_onnx_action = _action(win, "Export &ONNX…", "Save the selected run's model (or the original) as "
                                      "ONNX", "Ctrl+Shift+E", lambda: export_onnx(win))
     win.export_plots_action = _action(win, "Export &plots…", "Save the plots of the current tab as PNG or SVG",
@@ -159,17 +162,62 @@ def save_report(win: MainWindow) -> None:
     win.experiment.report_button.click()
 
 
+EXPORT_PICKER = "export"  # the remembered folder of the export dialog (gui.pickers)
+
+
+def export_start_folder(win: MainWindow, source: str) -> Path:
+    """Where the export dialog opens: the folder of the model file the run pruned, else the last export's."""
+    path = Path(source)
+    if path.is_file():
+        return path.parent.absolute()
+    return Path(last_folder(win.settings, EXPORT_PICKER, str(Path.home())))
+
+
+class _FolderTarget(QFileDialog):
+    """A save dialog whose answer is a folder: a new name, or an existing folder's name typed in (which a
+    save dialog would open instead); whether that folder may be used is checked after."""
+
+    def accept(self) -> None:
+        chosen = self.selectedFiles()
+        if chosen and Path(chosen[0]).is_dir() and Path(chosen[0]) != Path(self.directory().absolutePath()):
+            QDialog.accept(self)
+            return
+        super().accept()
+
+
+def export_folder_dialog(win: MainWindow, start: Path, name: str) -> QFileDialog:
+    """A save dialog for a folder to create: a folder dialog answers "Directory not found" to a new name.
+    It opens in `start` and proposes `name`; the name typed is the folder the set is written to."""
+    dialog = _FolderTarget(win, "Export the pruned model: name a new folder")
+    dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+    dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+    # Qt's own dialog everywhere, so the labels below show; whether the folder may be used is checked after
+    dialog.setOptions(QFileDialog.Option.DontUseNativeDialog | QFileDialog.Option.DontConfirmOverwrite)
+    dialog.setLabelText(QFileDialog.DialogLabel.FileName, "New folder:")
+    dialog.setLabelText(QFileDialog.DialogLabel.Accept, "Export")
+    dialog.setDirectory(str(start))
+    dialog.selectFile(name)
+    return dialog
+
+
 def export_model(win: MainWindow) -> None:
-    """Save the selected run's pruned model, its ONNX export and metadata into a folder (in the background)."""
+    """Save the selected run's pruned model as a deployment set (engine.deploy) in a new folder, in the background."""
     record = win.selected_record()
     if record is None or record.pruned is None:
         win.show_error("Nothing to export", "Run a pruning method first; its pruned model can then be saved.")
         return
-    folder = QFileDialog.getExistingDirectory(win, "Folder for the pruned model, ONNX file and metadata")
-    if folder:
-        structured = get_method(record.config.method).structured
-        target = Path(folder) / f"run{record.run_id}_{record.config.method}"
-        win.start_job(ExportJob(win, record.pruned, target, structured, "model"))
+    dialog = export_folder_dialog(win, export_start_folder(win, record.pruned.source),
+                                  f"run{record.run_id}_{record.config.method}")
+    if not dialog.exec() or not dialog.selectedFiles():  # 0: cancelled
+        return
+    try:
+        target = check_output_dir(dialog.selectedFiles()[0], flag="the export folder")
+    except UserError as exc:
+        win.show_error("Cannot export to this folder", str(exc), info="Nothing was written.")
+        return
+    remember_folder(win.settings, EXPORT_PICKER, target.parent)
+    structured = get_method(record.config.method).structured
+    win.start_job(ExportJob(win, record.pruned, target, structured, "model"))
 
 
 def export_onnx(win: MainWindow) -> None:

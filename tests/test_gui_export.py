@@ -1,0 +1,102 @@
+"""The GUI's Export pruned model: a new folder chosen by name, the dialog opening beside the model file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
+
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QFileDialog  # noqa: E402
+
+from engine.data import Normalization  # noqa: E402
+from engine.models import DemoResNet, ModelBundle  # noqa: E402
+from gui import menus  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from gui.settings import Settings  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    win = MainWindow(settings=Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat)),
+                     autoload=False, log_path=tmp_path / "prunelab.log")
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+
+
+def _record(source: Path) -> SimpleNamespace:
+    """A finished run's record as the window keeps it: run id, its method, the pruned model."""
+    source.write_bytes(b"the model file the run pruned")
+    bundle = ModelBundle(DemoResNet(1, 10, widths=(8, 16, 32)).eval(), str(source), "demo:resnet", (1, 28, 28), 10,
+                         Normalization((0.5,), (0.25,)), tuple("abcdefghij"), {"widths": [8, 16, 32]})
+    return SimpleNamespace(run_id=3, config=SimpleNamespace(method="l1"), pruned=bundle)
+
+
+def _answer(window, name: str | None, seen: dict) -> None:
+    """When the export dialog opens: note where it opened, type `name` and accept (None: cancel)."""
+    def act() -> None:
+        shown = [d for d in window.findChildren(QFileDialog) if d.isVisible()]
+        if not shown:
+            QTimer.singleShot(20, act)
+            return
+        dialog = shown[0]
+        seen["directory"] = Path(dialog.directory().absolutePath())
+        seen["proposed"] = dialog.selectedFiles()
+        if name is None:
+            dialog.reject()
+            return
+        dialog.selectFile(name)
+        dialog.accept()
+
+    QTimer.singleShot(0, act)
+
+
+def test_export_writes_a_new_folder_named_in_the_dialog_beside_the_model(window, qtbot, tmp_path):
+    models = tmp_path / "my models"
+    models.mkdir()
+    record = _record(models / "net.pt")
+    window.selected_record = lambda: record
+    seen: dict = {}
+    _answer(window, "deploy me", seen)
+    with qtbot.waitSignal(window.job_stopped, timeout=120_000):
+        menus.export_model(window)
+    assert seen["directory"] == models  # opens where the model file is
+    assert seen["proposed"] == [str(models / "run3_l1")]
+    target = models / "deploy me"  # did not exist: the dialog created nothing, the export wrote it whole
+    assert window.error_box is None or not window.error_box.isVisible(), window.error_box.text()
+    assert {"model.pt2", "model.onnx", "weights.safetensors", "model.json", "README.md"} <= {
+        p.name for p in target.iterdir()}
+    assert json.loads((target / "model.json").read_text())["preprocessing"]["mean"] == [0.5]
+
+    # the next export opens there too; a folder of the user's is refused in a dialog, nothing written
+    (models / "theirs").mkdir()
+    (models / "theirs" / "keep.txt").write_text("mine")
+    _answer(window, "theirs", seen)
+    menus.export_model(window)
+    qtbot.waitUntil(lambda: window.error_box is not None and window.error_box.isVisible(), timeout=10_000)
+    assert "PruneLab did not write" in window.error_box.text()
+    assert sorted(p.name for p in (models / "theirs").iterdir()) == ["keep.txt"] and not window.busy
+
+
+def test_without_a_model_file_the_dialog_opens_in_the_last_export_folder(window, qtbot, tmp_path):
+    record = _record(tmp_path / "net.pt")
+    record.pruned.source = "demo:resnet"
+    last = tmp_path / "exports"
+    last.mkdir()
+    menus.remember_folder(window.settings, menus.EXPORT_PICKER, last)
+    window.selected_record = lambda: record
+    seen: dict = {}
+    _answer(window, None, seen)
+    menus.export_model(window)
+    assert seen["directory"] == last and not window.busy and not any(last.iterdir())
