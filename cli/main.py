@@ -321,8 +321,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, flag="--json")
     bundle, data = resolve(args)  # run_pruning checks the rest (layers, memory) before measuring anything
-    # the model file and its ONNX copy each hold every weight once; metadata is small
-    check_output_dir(out, 2 * sum(p.numel() * p.element_size() for p in bundle.model.parameters()) + 2 ** 20)
+    # model.pt, model.pt2, model.onnx and weights.safetensors each hold every weight once; the rest is small
+    check_output_dir(out, 4 * sum(p.numel() * p.element_size() for p in bundle.model.parameters()) + 2 ** 20)
     printer = ProgressPrinter(quiet=args.quiet)
 
     def report(event) -> None:
@@ -362,7 +362,10 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_data_args(p, device=False, batch_size=False)
     add_config_flags(p, method_help=f"; one of: {', '.join(REGISTRY)} (see `methods`)")
-    p.add_argument("--out", metavar="DIR", help="where to save model.pt, model.onnx (default runs/METHOD-TIME)")
+    p.add_argument("--out", metavar="DIR",
+                   help="the folder for the pruned model: model.pt2 and model.onnx that load without PruneLab, "
+                        "weights.safetensors, model.json, a README.md card and model.pt (default runs/METHOD-TIME; "
+                        "docs/deploy.md)")
     p.add_argument("--json", metavar="FILE", help="write before/after metrics, every step and the speed-ups as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prune)

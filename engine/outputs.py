@@ -91,7 +91,7 @@ def check_output_dir(target: str | Path, needed_bytes: int = 0, flag: str = "--o
     text = str(target)
     target = _normal(target, flag)
     if target.exists() and not target.is_dir():
-        raise UserError(f"{flag} {text} is a file; name a folder (it will hold model.pt, model.onnx, model.json)")
+        raise UserError(f"{flag} {text} is a file; name a folder (for model.pt2, model.onnx, model.json, …)")
     if Path.cwd() == target or target in Path.cwd().parents:
         raise UserError(f"{flag} {text} is the folder you are working in; name a new folder, e.g. {flag} run1")
     if target.is_dir() and any(target.iterdir()) and not is_prunelab_folder(target):
