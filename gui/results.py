@@ -386,7 +386,7 @@ class ResultsView(theme.PaletteWidget):
                   "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
                   "size_bytes", "compressed_bytes", "latency_ms_b1", "batch_size", "latency_ms_batch", "speedup_macs",
                   "speedup_latency", "speedup_latency_batch", "speedup_latency_estimate", "speedup_latency_low",
-                  "speedup_latency_high", "speedup_latency_note"]
+                  "speedup_latency_high", "speedup_latency_note", "same_arch_as"]
         with atomic_files(path) as (tmp,), tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -395,7 +395,16 @@ class ResultsView(theme.PaletteWidget):
             for run, m in rows:
                 ratios = run.done.speedups() if run else {}
                 paired = (run.done.paired if run else None) or {}
-                batch = speed.run_batch(m)
+                same = run.same_arch_as if run else None
+                timed = m  # the latency shown: a run of an architecture seen before shows that one's figure
+                if same == speed.ORIGINAL:
+                    timed, paired = run.done.before, {}
+                    ratios = dict(ratios, latency=1.0)
+                elif same is not None and self._source(run) is not None:
+                    source = self._source(run)
+                    timed, paired = source.after, source.paired or {}
+                    ratios = dict(ratios, latency=source.speedups().get("latency", ""))
+                batch = speed.run_batch(timed)
                 # the speed-up's own batch: the paired headline's, or the separate medians' (the largest measured)
                 speedup_batch = paired.get("batch", batch) if "latency" in ratios else ""
                 writer.writerow({
@@ -409,15 +418,15 @@ class ResultsView(theme.PaletteWidget):
                     "top1": m.top1, "top5": m.top5, "f1_macro": m.f1_macro, "precision_macro": m.precision_macro,
                     "recall_macro": m.recall_macro, "params": m.params, "nonzero_params": m.nonzero_params,
                     "macs": m.macs, "size_bytes": m.size_bytes, "compressed_bytes": m.compressed_bytes,
-                    "latency_ms_b1": m.latency(1) if m.latency_ms else "", "batch_size": batch or "",
-                    "latency_ms_batch": speed.latency_at(m, batch) or "",
+                    "latency_ms_b1": timed.latency(1) if timed.latency_ms else "", "batch_size": batch or "",
+                    "latency_ms_batch": speed.latency_at(timed, batch) or "",
                     "speedup_macs": ratios.get("macs", 1.0) if run else 1.0,
                     "speedup_latency": ratios.get("latency", "") if run else 1.0,
                     "speedup_latency_batch": speedup_batch if run else "",
                     "speedup_latency_estimate": ("paired" if paired else "separate") if run and speedup_batch
                     else "",
                     "speedup_latency_low": paired.get("low", ""), "speedup_latency_high": paired.get("high", ""),
-                    "speedup_latency_note": paired.get("note", "")})
+                    "speedup_latency_note": paired.get("note", ""), "same_arch_as": speed.same_arch_text(same)})
         return path
 
     # --------------------------------------------------------------------- slots

@@ -197,7 +197,7 @@ def session_run(run_id: int, after_ms: float, ratio: float, arch: str, original_
     return run
 
 
-def test_gui_session_runs_of_one_architecture_share_one_figure(request):
+def test_gui_session_runs_of_one_architecture_share_one_figure(request, tmp_path):
     pytest.importorskip("pytestqt")
     qtbot = request.getfixturevalue("qtbot")
     from gui.results import ResultsView
@@ -220,6 +220,11 @@ def test_gui_session_runs_of_one_architecture_share_one_figure(request):
     assert pos[1][0] == pytest.approx(150.0 / 5.8) and pos[1][1] < pos[1][0] < pos[1][2]  # with its interval
     assert pos[3] == (150.0, 150.0, 150.0)
     assert len(view.error_bars.opts["x"]) == 3
+    import csv
+
+    rows = list(csv.DictReader(view.write_csv(tmp_path / "r.csv").open()))  # the CSV says what the table says
+    assert [r["speedup_latency"] for r in rows[1:]] == ["5.8", "5.8", "1.0"]
+    assert rows[2]["latency_ms_batch"] == "26.0" and rows[2]["same_arch_as"] == "same architecture as #1"
 
 
 def test_final_round_rebuilds_saved_models_when_the_sweep_did_not_run_them(tmp_path, tiny_bundle, fashion):
