@@ -5,7 +5,8 @@
 #   3. the files the Dockerfile COPYs, copied alone to a temporary folder, pass the HEALTHCHECK's
 #      command (`main.py --self-test --headless`) as an unprivileged user, and the full self-test
 #      reports the GUI as not installed rather than failing.
-# Left untested: the base image, apt inside it, the USER/HEALTHCHECK semantics of a real engine.
+# Left untested here: the base image, apt inside it, the USER/HEALTHCHECK semantics of a real engine;
+# `make image` then packaging/test_image.sh check those on the built image.
 #     bash packaging/check_docker.sh [VENV]     (default /tmp/corevenv, created when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -109,8 +109,13 @@ from pathlib import Path
 
 runs, runs_in, uid = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 problems = []
-run = json.loads((runs / "l2.json").read_text())
-card = json.loads((runs / "l2" / "model.json").read_text())
+def read(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"FAIL: {path} does not read as JSON: {exc}")
+
+run, card = read(runs / "l2.json"), read(runs / "l2" / "model.json")
 before, after = run["before"], run["after"]
 print(f"{'':12} {'before':>14} {'after':>14}")
 print(f"{'top-1':12} {before['top1']:>14.2%} {after['top1']:>14.2%}   on {after.get('eval_images')} test images")
