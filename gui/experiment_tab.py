@@ -256,8 +256,29 @@ class ExperimentTab(QWidget):
 
     # --------------------------------------------------------------------- inputs
     def set_model_source(self, source: str, data_spec: str = "fashion-mnist") -> None:
-        """The model (a CLI source: demo:resnet, a file, ...) and dataset spec the plan will use."""
+        """The model (a CLI source: demo:resnet, a file, ...) and dataset spec the plan will use; the ranking,
+        Pareto front and curves show only the runs made on them, as Live plots and Results do."""
+        changed = (source, data_spec) != (self._source, self._data_spec)
         self._source, self._data_spec = source, data_spec
+        if changed:
+            self._forget_curves()  # the other model's curves
+            self._refresh()
+
+    def _belongs(self, result: RunResult | None) -> bool:
+        """A run (or the baseline) made on the model and dataset in use; one with neither recorded always is."""
+        return result is not None and (not result.model or result.model == self._source) and \
+            (not result.dataset or result.dataset == self._data_spec)
+
+    def _shown(self) -> list[RunResult]:
+        return [self._results[k] for k in self._order if self._belongs(self._results[k])]
+
+    def _shown_baseline(self) -> RunResult | None:
+        return self._baseline if self._belongs(self._baseline) else None
+
+    def _forget_curves(self) -> None:
+        for item in self._ratio_curves.values():
+            self.ratio_plot.removeItem(item)
+        self._ratio_curves.clear()
 
     def set_store_path(self, path: str | Path) -> None:
         """Where plans store their runs."""
@@ -388,9 +409,7 @@ class ExperimentTab(QWidget):
         self._order.clear()
         self._baseline = None
         self._ranking = None
-        for item in self._ratio_curves.values():
-            self.ratio_plot.removeItem(item)
-        self._ratio_curves.clear()
+        self._forget_curves()
         self._refresh()
 
     @Slot(object)
@@ -437,7 +456,7 @@ class ExperimentTab(QWidget):
     def keys(self) -> list[str]:
         """Shown run keys, in the ranking's order."""
         if self._ranking is None:
-            return list(self._order)
+            return [r.key for r in self._shown()]
         return [e.result.key for e in self._ranking.entries]
 
     def select_run(self, key: str) -> None:
@@ -466,30 +485,33 @@ class ExperimentTab(QWidget):
 
     # --------------------------------------------------------------------- views
     def _refresh(self) -> None:
-        results = [self._results[k] for k in self._order]
+        results = self._shown()
         try:
             criteria = self.criteria()
             self.criteria_error.setText("")
         except UserError as exc:
             self.criteria_error.setText(str(exc))
             return
-        model = self._source if not results else results[0].model
-        self._ranking = rank(results, criteria, self._baseline, model=model) if results else None
-        self.recommendation_label.setText(self._ranking.recommendation if self._ranking else
-                                          "Run a plan to compare methods.")
+        baseline = self._shown_baseline()
+        self._ranking = rank(results, criteria, baseline, model=self._source) if results else None
+        aside = len(self._order) - len(results)
+        note = (f" ({aside} run{'s' if aside != 1 else ''} of another model or dataset kept aside: load it to see "
+                f"{'them' if aside != 1 else 'it'})") if aside else ""
+        self.recommendation_label.setText((self._ranking.recommendation if self._ranking else
+                                           "Run a plan to compare methods.") + note)
         self._refresh_table()
         self._refresh_pareto()
         self._refresh_ratio_curves()
 
     def _refresh_table(self) -> None:
-        self.table.show_ranking(self._ranking, self._baseline)
+        self.table.show_ranking(self._ranking, self._shown_baseline())
 
     def _refresh_pareto(self) -> None:
-        self.pareto_view.draw(self._ranking, self._baseline, self._colours)
+        self.pareto_view.draw(self._ranking, self._shown_baseline(), self._colours)
 
     def _refresh_ratio_curves(self) -> None:
-        draw_ratio_curves(self.ratio_plot, self._ratio_curves, [self._results[k] for k in self._order],
-                          self._baseline, self._colours)
+        draw_ratio_curves(self.ratio_plot, self._ratio_curves, self._shown(),
+                          self._shown_baseline(), self._colours)
 
     def show_sensitivity(self, result) -> None:
         """Draw a scan (engine.sensitivity.SensitivityDone): drop against ratio, one curve per layer group."""

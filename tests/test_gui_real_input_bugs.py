@@ -237,3 +237,31 @@ def _fill_recent_menu(win, fill):
     menu = QMenu(win)
     fill(menu, win)
     return menu
+
+
+def test_experiment_tab_follows_the_loaded_model(qtbot):
+    from engine.experiments.store import RunResult
+    from engine.metrics import Metrics
+    from gui.experiment_tab import ExperimentTab
+
+    def result(key, model, method="l2", ratio=0.5, kind="run", top1=0.9):
+        m = Metrics(top1=top1, latency_ms={"64": {"median": 5.0, "p95": 5.0}}, size_bytes=1000, macs=1000,
+                    params=1000, compressed_bytes=1000)
+        r = RunResult(key, kind, f"{method} @ {ratio:g}", method, ratio, None, False, {}, m)
+        r.model, r.dataset = model, "fashion-mnist"
+        return r
+
+    tab = ExperimentTab()
+    qtbot.addWidget(tab)
+    tab.set_model_source("demo:resnet", "fashion-mnist")
+    tab._baseline = result("base", "demo:resnet", "none", 0.0, "baseline", 0.92)
+    for r in (result("a", "demo:resnet", "l1"), result("b", "demo:resnet", "l2")):
+        tab._add_result(r)
+    tab._refresh()
+    assert tab.table.rowCount() == 3 and set(tab.keys()) == {"a", "b"}
+    assert tab._ratio_curves  # a curve per method
+    tab.set_model_source("/models/other.pth", "fashion-mnist")  # another model loaded
+    assert tab.table.rowCount() == 0 and tab.keys() == [] and not tab._ratio_curves
+    assert "2 runs of another model or dataset kept aside" in tab.recommendation_label.text()
+    tab.set_model_source("demo:resnet", "fashion-mnist")  # loaded again: its runs come back
+    assert tab.table.rowCount() == 3 and set(tab.keys()) == {"a", "b"}
