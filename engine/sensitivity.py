@@ -21,6 +21,7 @@ import torch.nn as nn
 from engine.architectures import kept_channels
 from engine.checks import check_walkable
 from engine.data import Dataset
+from engine.data.common import EVAL_SAMPLING
 from engine.errors import UserError
 from engine.events import CancelToken, Eta, Progress
 from engine.layers import ignored_modules, walk_groups
@@ -106,7 +107,8 @@ def scan_key(identity: dict, dataset: str, options: dict) -> str:
     opts = {"ratios": [float(r) for r in options.get("ratios", DEFAULT_RATIOS)],
             "limit": options.get("limit", DEFAULT_LIMIT), "method": options.get("method", "l2"),
             "bn_recalibrate": bool(options.get("bn_recalibrate", True))}
-    raw = json.dumps({"model": identity, "data": dataset, "scan": opts}, sort_keys=True, default=str)
+    key = {"model": identity, "data": dataset, "scan": opts}
+    raw = json.dumps(dict(key, sample=EVAL_SAMPLING) if opts["limit"] else key, sort_keys=True, default=str)
     return "scan-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 

@@ -101,5 +101,24 @@ def test_evaluate_on_the_command_line_finds_every_class_with_eval_limit_20(tmp_p
     assert metrics["per_class"]["eval_images"] == metrics["eval_images"] == 20
 
 
+def test_stored_results_of_a_limited_evaluation_are_keyed_by_the_sampling(monkeypatch):
+    """A store filled when a limit took the first N images must not lend those figures to this sampling."""
+    from engine.config import PruneConfig
+    from engine.experiments import runner
+    from engine.experiments.plans import Plan
+    from engine.sensitivity import scan_key
+
+    plan = Plan(model="demo:resnet", data="fashion-mnist")
+    limited, whole = PruneConfig(method="l2", pruning_ratio=0.5, eval_limit=60), PruneConfig(method="l2",
+                                                                                              pruning_ratio=0.5)
+    keys = (runner.run_key(plan, limited), runner.baseline_key(plan, limited), runner.run_key(plan, whole),
+            scan_key({"source": "demo:resnet"}, "fashion-mnist", {"limit": 1000}))
+    monkeypatch.setattr(runner, "EVAL_SAMPLING", "first-n")
+    monkeypatch.setattr("engine.sensitivity.EVAL_SAMPLING", "first-n")
+    again = (runner.run_key(plan, limited), runner.baseline_key(plan, limited), runner.run_key(plan, whole),
+             scan_key({"source": "demo:resnet"}, "fashion-mnist", {"limit": 1000}))
+    assert [a != b for a, b in zip(keys, again)] == [True, True, False, True]  # the whole split: same images
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

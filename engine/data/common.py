@@ -106,6 +106,9 @@ class Normalization:
 
 
 EVAL_SAMPLE_SEED = 0  # one fixed seed: a limited evaluation sees the same images in every run and process
+# The sampling's name in the keys of stored results evaluated on a limited sample, so a result of another
+# sampling (the first N images, before this one) is never reused beside one of this sampling.
+EVAL_SAMPLING = f"stratified-pcg64-{EVAL_SAMPLE_SEED}"
 
 
 def stratified_indices(labels, limit: int, seed: int = EVAL_SAMPLE_SEED) -> np.ndarray:

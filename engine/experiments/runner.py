@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from engine import versions
 from engine.budget import guarded, parse_limit, rss_bytes
 from engine.checks import check_run
+from engine.data.common import EVAL_SAMPLING
 from engine.events import CancelToken, Progress
 from engine.experiments.executors import Job, Outcome, Started, device_text, make_executor, timed_threads
 from engine.experiments.plans import Plan
@@ -117,15 +118,18 @@ def _digest(obj: Any) -> str:
 
 
 def run_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
-    """Deterministic key of one run: model (with file digest) + dataset + the full PruneConfig."""
-    return _digest({"model": identity or plan.model_identity(), "data": plan.data, "config": cfg.to_json()})
+    """Deterministic key of one run: model (with file digest) + dataset + the full PruneConfig (+ the sampling of
+    a limited evaluation, see EVAL_SAMPLING)."""
+    key = {"model": identity or plan.model_identity(), "data": plan.data, "config": cfg.to_json()}
+    return _digest(dict(key, sample=EVAL_SAMPLING) if cfg.eval_limit else key)
 
 
 def baseline_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
     """Key of the original model's evaluation under the plan's evaluation settings."""
     settings = {k: getattr(cfg, k) for k in ("device", "batch_size", "eval_limit", "measure_speed",
                                              "latency_repeats", "threads")}
-    return "baseline-" + _digest({"model": identity or plan.model_identity(), "data": plan.data, "eval": settings})
+    key = {"model": identity or plan.model_identity(), "data": plan.data, "eval": settings}
+    return "baseline-" + _digest(dict(key, sample=EVAL_SAMPLING) if cfg.eval_limit else key)
 
 
 def load_inputs(plan: Plan):
