@@ -265,3 +265,31 @@ def test_experiment_tab_follows_the_loaded_model(qtbot):
     assert "2 runs of another model or dataset kept aside" in tab.recommendation_label.text()
     tab.set_model_source("demo:resnet", "fashion-mnist")  # loaded again: its runs come back
     assert tab.table.rowCount() == 3 and set(tab.keys()) == {"a", "b"}
+
+
+def test_teach_header_never_describes_a_chart_it_is_not_over(qtbot, tmp_path, monkeypatch, fashion):
+    from tests.gui_helpers import TIMEOUT_MS
+
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    try:
+        load_tiny(qtbot, win, fashion)
+        qtbot.waitUntil(lambda: win.worker is None, timeout=TIMEOUT_MS)
+        tab = win.teach
+        win.method_panel.select_method("l1")
+        win.method_panel.ratio_slider.setValue(30)
+        win.tabs.setCurrentWidget(tab)
+        with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+            assert tab.explain()
+        assert "under l1" in tab.status_label.text() and "out of date" not in tab.status_label.text()
+        # the lesson's next step sets another method and ratio; the feature maps follow them
+        win.method_panel.select_method("l2")
+        win.method_panel.ratio_slider.setValue(70)
+        with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+            tab.views.setCurrentWidget(tab.maps_view)
+        assert "removed by l2" in tab.status_label.text()
+        tab.views.setCurrentWidget(tab.why_view)  # back to the chart explained for l1 at 30 %
+        header = tab.status_label.text()
+        assert "under l1" in header and "out of date" in header and "70%" in header
+        assert "L1" in tab.why_view.plot.titleLabel.text  # the chart is still l1's: the header says so
+    finally:
+        close_window(qtbot, win)

@@ -5,6 +5,7 @@ runs the heavy work as the window's jobs; it owns no model.
 """
 from __future__ import annotations
 
+from html import escape
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QTimer, Signal, Slot
@@ -40,6 +41,8 @@ class TeachTab(QWidget):
         self._criteria_timer.setInterval(150)
         self._criteria_timer.timeout.connect(self._draw_criteria_so_far)
         self._model = None  # the loaded model the layer list was filled from
+        self._explaining: tuple[str, str] = ("", "")  # (layer, method words) an Explain was started for
+        self._explained: tuple[str, str] | None = None  # what the Why, Criteria and Group views show now
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         bar = QHBoxLayout()
@@ -78,6 +81,8 @@ class TeachTab(QWidget):
         self.why_view.manual_requested.connect(lambda channels: window.start_run(manual_channels=channels))
         self.maps_view.show_button.clicked.connect(self.show_image)
         self.views.currentChanged.connect(lambda _index: self._fill_maps())
+        self.views.currentChanged.connect(lambda _index: self._refresh_header())
+        self.layer_combo.currentTextChanged.connect(lambda _text: self._refresh_header())
         window.job_stopped.connect(self._on_job_stopped)
         self._maps_tried: tuple | None = None  # what the maps were last started for (no retry loop on an error)
         QTimer.singleShot(0, self._connect_window)  # the Prune panel and layer table exist once the window is built
@@ -106,6 +111,23 @@ class TeachTab(QWidget):
         method = self.window.method_panel.current_method()
         amount = f"{cfg.pruning_ratio:.0%}" if cfg.pruning_ratio is not None else f"{cfg.target_speedup:g}× speed-up"
         self.method_label.setText(f"Method: <b>{method.title}</b> at {amount} ({cfg.scope} scope)")
+        self._refresh_header()
+
+    def _method_words(self) -> str:
+        return self.method_label.text().removeprefix("Method: ")
+
+    def _refresh_header(self) -> None:
+        """The line above the views speaks of the view shown: the feature maps keep their own line; the other
+        views say what they were explained for, and say so plainly when the layer or the Prune panel's method
+        or ratio has changed since (the chart stays as it was until Explain)."""
+        if self.views.currentWidget() is self.maps_view or self._explained is None:
+            return
+        layer, words = self._explained
+        text = self._chosen_summary
+        if (layer, words) != (self.layer_combo.currentText(), self._method_words()):
+            text += (f" <b>These charts are out of date:</b> they show {escape(layer)} with {words}; press "
+                     f"<b>Explain</b> for {escape(self.layer_combo.currentText())} with {self._method_words()}.")
+        self.status_label.setText(text)
 
     @Slot(str)
     def _on_job_stopped(self, _name: str) -> None:
@@ -161,6 +183,8 @@ class TeachTab(QWidget):
             self.status_label.setText(str(exc))
             return False
         started = win.start_job(ExplainJob(win, self, win.loaded.bundle, win.loaded.data, layer, cfg))
+        if started:
+            self._explaining = (layer, self._method_words())
         self.status_label.setText(f"Scoring {layer}…" if started else "Wait for the running job to finish first.")
         return started
 
@@ -199,6 +223,7 @@ class TeachTab(QWidget):
         self.group_view.show_group(event)
         self.criteria_view.show_pending(event.layer)
         self._chosen_summary = self._summary(event.layer, event.method, event.scores, event.coupling)
+        self._explained = self._explaining
         self.status_label.setText(self._chosen_summary + " Scoring the other criteria…")
         # the coupling is known now: the Network tab need not wait for Taylor's calibration
         self._coupling_shown = (event.layer, [c.layer for c in event.coupling])
@@ -238,8 +263,10 @@ class TeachTab(QWidget):
             self.why_view.show_scores(explanation.chosen, explanation.method)
         self.criteria_view.show_criteria(explanation.criteria)
         self.group_view.show_group(explanation)
-        self.status_label.setText(self._summary(explanation.layer, explanation.method, explanation.chosen,
-                                                explanation.coupling))
+        self._chosen_summary = self._summary(explanation.layer, explanation.method, explanation.chosen,
+                                             explanation.coupling)
+        self._explained = self._explaining
+        self.status_label.setText(self._chosen_summary)
         coupling = (explanation.layer, [c.layer for c in explanation.coupling])
         if coupling != self._coupling_shown:
             self.coupling_reasons = {c.layer: c.reason for c in explanation.coupling}
