@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QProgressBar, QScrollArea, QTabWidget, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QScrollArea, QTabWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
+from engine.methods import get_method
 from engine.units import fmt_count
 from gui.experiment_tab import ExperimentTab
 from gui.graph_view import GraphView
@@ -40,12 +41,37 @@ def build_central(win: MainWindow) -> None:
     win.graph_view.layer_table.layer_selected.connect(win._on_layer_selected)
     win.histograms.layer_selected.connect(win._on_layer_selected)
     win.results.run_selected.connect(win._on_run_selected)
-    win.results.continue_requested.connect(lambda run_id: win.start_run(parent=run_id))
+    win.results.continue_requested.connect(lambda run_id: ask_continue(win, run_id))
     win.graph_view.scan_button.clicked.connect(win.start_sensitivity_scan)
     win.graph_view.apply_button.clicked.connect(win._on_apply_suggested_ratios)
     win.experiment.run_requested.connect(win.start_plan)
     win.experiment.cancel_requested.connect(win.cancel_job)
     win.experiment.run_selected.connect(lambda key: show_plan_run(win, key))
+
+
+def ask_continue(win: MainWindow, run_id: int) -> QMessageBox | None:
+    """*Continue from this run* asks first what to do with it: it once pruned run #7 again at once, with
+    whatever method and ratio the Prune panel happened to show. Window-modal, not blocking."""
+    record = win.runs.get(run_id)
+    if record is None or win.busy:
+        return None
+    cfg = win.method_panel.config()
+    amount = f"{cfg.pruning_ratio:.0%}" if cfg.pruning_ratio is not None else f"a {cfg.target_speedup:g}× speed-up"
+    recovery = (f"then fine-tune {cfg.finetune_epochs:g} epoch(s)" if cfg.finetune_epochs else
+                "then BatchNorm re-estimation" if cfg.bn_recalibrate else "with no recovery")
+    box = QMessageBox(QMessageBox.Icon.Question, f"Continue from {record.label}",
+                      f"Prune {record.label}'s pruned model further with <b>{get_method(cfg.method).title}</b> at "
+                      f"<b>{amount}</b> of what is left, {recovery}?", QMessageBox.StandardButton.Cancel, win)
+    box.setInformativeText("These are the Prune panel's settings now: change them there first if you meant "
+                           "something else. The new run is listed with its parent, and its changes are measured "
+                           f"against {record.label}.")
+    further = box.addButton("Prune further", QMessageBox.ButtonRole.AcceptRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.setWindowModality(Qt.WindowModality.WindowModal)
+    box.buttonClicked.connect(lambda button: win.start_run(parent=run_id) if button is further else None)
+    box.open()
+    win.continue_box = box
+    return box
 
 
 def show_plan_run(win: MainWindow, key: str) -> None:

@@ -293,3 +293,31 @@ def test_teach_header_never_describes_a_chart_it_is_not_over(qtbot, tmp_path, mo
         assert "L1" in tab.why_view.plot.titleLabel.text  # the chart is still l1's: the header says so
     finally:
         close_window(qtbot, win)
+
+
+def test_continue_from_a_run_asks_before_pruning_again(qtbot, tmp_path, monkeypatch, fashion):
+    from tests.gui_helpers import TIMEOUT_MS, quick_options
+
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    try:
+        load_tiny(qtbot, win, fashion)
+        quick_options(win, steps=1, bn=False)
+        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
+            assert win.start_run()
+        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        win.method_panel.select_method("l2")
+        win.method_panel.ratio_slider.setValue(70)
+        win.results.continue_requested.emit(1)  # the menu entry of run #1
+        box = win.continue_box
+        assert box.isVisible() and not win.busy and len(win.runs) == 1  # asked; nothing started
+        assert "#1" in box.text() and "70%" in box.text() and "Group L2" in box.text()
+        assert box.defaultButton() is box.button(box.StandardButton.Cancel)
+        box.button(box.StandardButton.Cancel).click()
+        assert not win.busy and len(win.runs) == 1
+        win.results.continue_requested.emit(1)
+        further = next(b for b in win.continue_box.buttons() if b.text() == "Prune further")
+        with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+            further.click()
+        assert len(win.runs) == 2 and win.runs[2].parent == 1
+    finally:
+        close_window(qtbot, win)
