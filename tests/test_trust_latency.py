@@ -106,12 +106,13 @@ def plan_keys(store):
 
 
 def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny_bundle, fashion):
-    plan = plan_for(tmp_path, tiny_bundle)
     store = ResultStore(tmp_path / "s.sqlite")
-    list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
-    assert "final_round" in store.plans()[-1]  # a complete round is stored ...
+    list(run_plan(plan_for(tmp_path, tiny_bundle, methods=("l1",)), store, CancelToken(), bundle=tiny_bundle,
+                  data=fashion))
+    assert "final_round" in store.plans()[-1]  # a complete round of l1 alone is stored ...
+    plan = plan_for(tmp_path, tiny_bundle)  # ... the same plan with l2 added: that round no longer covers it
     cancel = CancelToken()
-    with pytest.raises(Cancelled):  # ... and the same plan again, its round cut short, leaves none (not a stale one)
+    with pytest.raises(Cancelled):
         for ev in run_plan(plan, store, cancel, bundle=tiny_bundle, data=fashion):
             if getattr(ev, "phase", "") == "final-round" and ev.done >= 1:
                 cancel.cancel()  # the round is cut short: nothing of it is stored
@@ -123,6 +124,16 @@ def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny_
     assert "per-run figures" in html.read_text() and "interrupted" in html.read_text()
     results, _ = apply_final_round(store.results(record["keys"]), None, record.get("final_round"))
     assert all("latency_source" not in r.extra for r in results)
+
+
+def test_a_rerun_without_models_keeps_the_round_of_the_same_runs(tmp_path, tiny_bundle, fashion):
+    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))  # save_models = false: nothing to rebuild from
+    store = ResultStore(tmp_path / "s.sqlite")
+    list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    first = store.plans()[-1]["final_round"]
+    again = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    assert store.plans()[-1]["final_round"] == first and "final comparison round" in again.latency_source
+    assert again.results[0].extra["latency_source"] == "final round"
 
 
 def test_report_speedup_column_is_the_stored_figure_and_the_recommendation_s(tmp_path, tiny_bundle, fashion):

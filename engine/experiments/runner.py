@@ -282,7 +282,9 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     runs = plan_runs(plan, bundle, scan)
     total = len(runs)
     b_key = baseline_key(plan, runs[0][2], plan.model_identity())
-    store.put_plan(plan.name, dict(plan.to_json(), keys=[r[0] for r in runs], baseline=b_key))
+    record = dict(plan.to_json(), keys=[r[0] for r in runs], baseline=b_key)
+    earlier = _earlier_round(store, plan.name, record["keys"])
+    store.put_plan(plan.name, dict(record, final_round=earlier) if earlier else record)
     done_keys = store.keys("run")
     skipped = sum(1 for r in runs if r[0] in done_keys)
     baseline = yield from _baseline(plan, store, cancel, bundle, data, owner, limit, b_key, runs[0][2], total,
@@ -319,6 +321,8 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     if runs[0][2].measure_speed:
         final = yield from final_round(plan.name, keys, store, bundle, share.original_arch, executor.models,
                                        runs[0][2], bundle.input_shape or data.input_shape, cancel)
+        if earlier and (final is None or not final["archs"]):
+            final = earlier  # the same runs, timed together by an earlier sweep: still their comparison
     results, baseline = apply_final_round(store.results(keys), baseline, final)
     yield PlanDone(tuple(results), baseline, rank(results, plan.criteria, baseline, model=plan.model),
                    str(store.path), time.perf_counter() - start, ran, skipped, shared, tuple(failed),
@@ -524,10 +528,20 @@ def _rebuilt(bundle, result: RunResult):
     return None
 
 
+def _earlier_round(store: ResultStore, name: str, keys: list[str]) -> dict | None:
+    """The final round an earlier sweep of this plan stored, when it timed exactly these runs (a plan with
+    other runs gets none: its round would leave some out, so it is dropped until a new one completes)."""
+    old = next((p for p in store.plans() if p["name"] == name), None)
+    final = (old or {}).get("final_round")
+    return final if final and final.get("keys") == keys else None
+
+
 def final_round(name: str, keys: list[str], store: ResultStore, bundle, original_arch: str, models: dict,
                 cfg: PruneConfig, shape, cancel: CancelToken) -> Iterator:
     """Time every distinct pruned architecture of a plan and the original together, round-robin in this
-    process (same threads, same batch), and store the figures with the plan; returns the stored record.
+    process (same threads, same batch), and store the figures with the plan; returns the stored record
+    (None when the plan has no pruned architecture; {"archs": {}, "left_out": labels}, not stored, when no
+    pruned model could be had).
 
     The record is written in one transaction once the round is complete, so an interrupted round leaves
     the per-run figures, which latency_source_text labels as such. Models come from this process (the
@@ -550,6 +564,8 @@ def final_round(name: str, keys: list[str], store: ResultStore, bundle, original
             continue
         timed.append((members[0].label, model))
         archs.append(arch)
+    if not archs:  # nothing to compare (not stored: the runs keep and label their own figures)
+        return {"archs": {}, "left_out": left_out} if left_out else None
     yield Progress("final-round", 0, 1, f"final round: timing {len(archs)} architecture"
                    f"{'s' if len(archs) > 1 else ''} and the original together")
     done = None
@@ -574,7 +590,7 @@ def final_round(name: str, keys: list[str], store: ResultStore, bundle, original
 def apply_final_round(results, baseline: RunResult | None, final: dict | None):
     """(results, baseline) with each run's latency and speed-up taken from the plan's final round: copies,
     marked extra["latency_source"] = "final round" (or "per run" for runs the round did not time)."""
-    if not final:
+    if not final or not final.get("archs"):
         return list(results), baseline
     batch = str(final["batch"])
     by_key = {k: a for a in final["archs"].values() for k in a["keys"]}
@@ -610,6 +626,10 @@ def latency_source_text(final: dict | None, results=()) -> str:
     if not final:
         return ("latency and speed-up: per-run figures, each run timed on its own against the original (no final "
                 "comparison round stored: it was interrupted, or could not time the models)")
+    if not final["archs"]:
+        return ("latency and speed-up: per-run figures, each run timed on its own against the original; the final "
+                f"comparison round could not time {', '.join(final['left_out'])}: their models were neither kept in "
+                "this process nor saved (on Ray, set save_models = true)")
     n = len(final["archs"])
     text = (f"latency and speed-up: from the final comparison round ({n} pruned architecture{'s' if n != 1 else ''} "
             f"and the original timed round-robin, {final['rounds']} rounds, batch {final['batch']}, "

@@ -463,8 +463,8 @@ class ResultStore:
                        (name, json.dumps(record), time.strftime("%Y-%m-%dT%H:%M:%S")))
 
     def put_final_round(self, name: str, record: dict) -> None:
-        """Add a plan's final comparison round (runner.final_round) to its record, in one transaction: the
-        plan's record is rewritten without it when the plan starts again, so a round cut short leaves none."""
+        """Add a plan's final comparison round (runner.final_round) to its record, in one transaction, once the
+        round is complete: a round cut short leaves the record as it was."""
         with self._connect(write=True) as db:
             row = db.execute("SELECT plan FROM plans WHERE name = ?", (name,)).fetchone()
             if row is None:
