@@ -171,6 +171,7 @@ def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bun
     store = ResultStore(tmp_path / "s.sqlite")
     tab = ExperimentTab()
     qtbot.addWidget(tab)
+    tab.set_model_source(plan.model, plan.data)
     for ev in run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion):
         tab.on_event(ev)
     record = store.plans()[-1]
@@ -184,6 +185,11 @@ def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bun
     texts = [tab.table.item(r, c).text() for r in range(tab.table.rowCount()) for c in range(tab.table.columnCount())
              if tab.table.item(r, c) is not None]
     assert any(t.startswith(f"{speed:.2f}") for t in texts), texts
+    from engine.report import write_report
+
+    html = write_report(ResultStore(store.path, read_only=True), tmp_path / "r.html")[0].read_text()
+    cells = re.findall(r"<td[^>]*>\s*([0-9.]+)(?: \[[0-9.]+–[0-9.]+\])?\s*</td>", html)
+    assert f"{speed:.2f}" in cells and f"{speed:.1f}× faster" in html  # the report's column and its recommendation
 
 
 # ----------------------------------------------------------------------------- the GUI session
