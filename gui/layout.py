@@ -42,6 +42,7 @@ def build_central(win: MainWindow) -> None:
     win.histograms.layer_selected.connect(win._on_layer_selected)
     win.results.run_selected.connect(win._on_run_selected)
     win.results.continue_requested.connect(lambda run_id: ask_continue(win, run_id))
+    win.results.remove_requested.connect(win.remove_run)
     win.graph_view.scan_button.clicked.connect(win.start_sensitivity_scan)
     win.graph_view.apply_button.clicked.connect(win._on_apply_suggested_ratios)
     win.experiment.run_requested.connect(win.start_plan)

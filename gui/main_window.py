@@ -478,6 +478,23 @@ class MainWindow(QMainWindow):
         self.graph_view.set_pruned(record.onnx_path, record.label)
         self._update_actions()
 
+    @Slot(int)
+    def remove_run(self, run_id: int) -> bool:
+        """Take a finished, cancelled or failed run out of the session (not the one running, not one that runs
+        were continued from): Results, the scatter and the live plots forget it."""
+        record = self.runs.get(run_id)
+        running = self.job is not None and self.current_run == run_id and self.job.name == "run"
+        if record is None or running or any(r.parent == run_id for r in self.runs.values()):
+            return False
+        del self.runs[run_id]
+        self.results.remove_run(run_id)
+        self.plots.remove_run(run_id)
+        if self.selected_run == run_id:
+            self.selected_run = None
+        self._update_actions()
+        self.statusBar().showMessage(f"{record.label} removed from this session", 5000)
+        return True
+
     @Slot()
     def _on_options_changed(self) -> None:
         self.settings.save_options("method", self.method_panel.options())

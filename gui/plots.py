@@ -213,6 +213,18 @@ class LivePlots(theme.PaletteWidget):
                 plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             plot.enableAutoRange()
 
+    def remove_run(self, run_id: int) -> None:
+        """Forget a run the user removed from the session: its curves and its legend entry."""
+        curves = self.runs.pop(run_id, None)
+        if curves is None:
+            return
+        for item in (*curves.items.values(), curves.band, *curves.band_edges, *curves.phase_labels,
+                     curves.top1_bars):
+            if item is not None and item.scene() is not None:
+                item.scene().removeItem(item)
+        self._dirty.discard(run_id)
+        self.set_context(self.context, self.context_names.get(self.context, ""))  # the legend without it
+
     def shown_runs(self) -> dict[int, _RunCurves]:
         """The runs drawn: those of the loaded model and dataset."""
         return {rid: c for rid, c in self.runs.items() if c.context == self.context}

@@ -66,12 +66,16 @@ COLUMNS = (
     ("Method", "Pruning method", lambda r: r.config.method, lambda r: r.config.method),
     ("Amount", "Requested pruning ratio or speed-up (manual runs: the channels ticked)", lambda r: r.amount,
      lambda r: r.config.pruning_ratio or r.config.target_speedup or 0),
+    ("Recovery", "What won back accuracy after each pruning step: fine-tuning (epochs, or a batch budget), "
+     "distillation from the original, BatchNorm re-estimation; and the steps and scope when not the defaults. Hover "
+     "a run's first cells for its whole configuration", lambda r: recovery_words(r.config),
+     lambda r: (r.config.finetune_epochs or 0) + (r.config.finetune_batches or 0) / 1e6),
     ("Top-1", "Top-1 accuracy after pruning and recovery; in brackets its 95 % interval (Wilson) from the number "
      "of images evaluated (hover a cell): with 60 images one image is 1.7 points",
      lambda r: _with_interval(r.done.after, "top1"), lambda r: r.done.after.top1),
     ("Δ top-1", "Change of top-1 accuracy against the model the run started from (points): the original, or "
      "for a continued run its parent",
-     lambda r: f"{(r.done.after.top1 - r.done.before.top1) * 100:+.2f}",  # a child: against its parent
+     lambda r: f"{(r.done.after.top1 - r.done.before.top1) * 100:+.2f}{_against(r)}",  # a child: its parent
      lambda r: r.done.after.top1 - r.done.before.top1),
     ("F1", "Macro-averaged F1 score, in % with its 95 % interval (a seeded bootstrap over the evaluated images)",
      lambda r: _with_interval(r.done.after, "f1_macro"), lambda r: r.done.after.f1_macro),
@@ -81,7 +85,7 @@ COLUMNS = (
      lambda r: r.done.after.nonzero_params),
     ("MACs", "Multiply-accumulates per image; in brackets how many times fewer than the model the run started "
      "from (the same at every batch size)",
-     lambda r: f"{fmt_count(r.done.after.macs)} ({r.done.speedups()['macs']:.1f}× fewer)",
+     lambda r: f"{fmt_count(r.done.after.macs)} ({r.done.speedups()['macs']:.1f}× fewer{_against(r)})",
      lambda r: r.done.after.macs),
     ("Size", "Size of the weights on disk (zlib-compressed in brackets)",
      lambda r: f"{fmt_bytes(r.done.after.size_bytes)} ({fmt_bytes(r.done.after.compressed_bytes)})",
@@ -96,6 +100,37 @@ COLUMNS = (
      "estimates can differ by a few per cent; hover a cell for every batch size and both estimates", None, None),
 )
 SPEED_COLUMNS = {"Latency", "Speed-up"}
+CONFIG_COLUMNS = 4  # Run, Method, Amount, Recovery: their tooltip is the run's whole configuration
+
+
+def _against(run: RunRecord) -> str:
+    """Whom a continued run's changes are measured against (its parent); nothing for the original's."""
+    return f" vs #{run.parent}" if run.parent is not None else ""
+
+
+def recovery_words(cfg: PruneConfig) -> str:
+    """The recovery, and the steps and scope when they are not the defaults, in a few words ("none" if none)."""
+    parts = []
+    if cfg.finetune_epochs:
+        parts.append(f"fine-tune {cfg.finetune_epochs:g} ep")
+    elif cfg.finetune_batches:
+        parts.append(f"fine-tune {cfg.finetune_batches} batches")
+    if cfg.recovers_by_training and cfg.distill:
+        parts.append("distil")
+    if cfg.bn_recalibrate:
+        parts.append("BN re-est.")
+    extra = ([f"{cfg.steps} steps"] if cfg.steps != 1 else []) + ([f"{cfg.scope} scope"] if cfg.scope != "layer"
+                                                                 else [])
+    return ", ".join(parts or ["none"]) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def config_tip(run: RunRecord) -> str:
+    """Every option of the run, one per line: two runs that read alike in the table differ here."""
+    lines = [f"{run.label}: the whole configuration"]
+    if run.parent is not None:
+        lines.append(f"continued from #{run.parent}: its changes are measured against #{run.parent}")
+    lines += [f"{key}: {value}" for key, value in run.config.to_json().items() if value not in ({}, [], None)]
+    return "\n".join(lines)
 
 
 def _with_interval(m: Metrics, key: str) -> str:
@@ -142,6 +177,7 @@ class ResultsView(theme.PaletteWidget):
 
     run_selected = Signal(int)
     continue_requested = Signal(int)  # prune further, starting from this run's pruned model
+    remove_requested = Signal(int)  # take this run out of the session (table, scatter, live plots)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -315,7 +351,7 @@ class ResultsView(theme.PaletteWidget):
             item = QStandardItem(shown)
             item.setData(value, SORT_ROLE)
             item.setData(run.run_id, RUN_ROLE)
-            item.setToolTip(tip)
+            item.setToolTip(config_tip(run) if col < CONFIG_COLUMNS else tip)
             if col == 0:
                 item.setData(QColor(run.colour), Qt.ItemDataRole.DecorationRole)
             if col > 2:
@@ -455,7 +491,20 @@ class ResultsView(theme.PaletteWidget):
         action.setToolTip("Prune this run's pruned model further with the Prune panel's options")
         action.setEnabled(self._can_continue(run_id))
         action.triggered.connect(lambda: self.continue_requested.emit(int(run_id)))
+        remove = menu.addAction("Remove from this session")
+        children = [r.label for r in self.runs.values() if r.parent == run_id]
+        remove.setToolTip(f"Remove {', '.join(children)} first: they were continued from this run" if children
+                          else "Take the run out of the table, the scatter and the live plots (files you exported "
+                               "stay)")
+        remove.setEnabled(not children)
+        remove.triggered.connect(lambda: self.remove_requested.emit(int(run_id)))
+        menu.setToolTipsVisible(True)
         menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def remove_run(self, run_id: int) -> None:
+        """Forget a run (one with no continued runs of its own) and redraw without it."""
+        if self.runs.pop(run_id, None) is not None:
+            self._refill()
 
     @Slot(int)
     def _on_batch_changed(self, _index: int) -> None:

@@ -321,3 +321,43 @@ def test_continue_from_a_run_asks_before_pruning_again(qtbot, tmp_path, monkeypa
         assert len(win.runs) == 2 and win.runs[2].parent == 1
     finally:
         close_window(qtbot, win)
+
+
+def test_results_say_recovery_reference_and_configuration_and_runs_can_be_removed(qtbot, tmp_path, monkeypatch,
+                                                                                   fashion):
+    from gui.results import COLUMNS
+    from tests.gui_helpers import TIMEOUT_MS, quick_options
+
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    try:
+        load_tiny(qtbot, win, fashion)
+        quick_options(win, steps=1, bn=False)
+        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
+            assert win.start_run()
+        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        win.method_panel.bn_check.setChecked(True)
+        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
+            assert win.start_run(parent=1)
+        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        names = [c[0] for c in COLUMNS]
+        model = win.results.model
+        first, child = model.item(0, 0), model.item(0, 0).child(0, 0)
+        assert child is not None and child.text() == "#2"
+
+        def cell(parent_row, header):
+            col = names.index(header)
+            return model.item(0, col) if parent_row is None else model.item(0, 0).child(0, col)
+
+        assert cell(None, "Recovery").text() == "none" and cell(0, "Recovery").text() == "BN re-est."
+        assert cell(0, "Δ top-1").text().endswith("vs #1") and "fewer vs #1" in cell(0, "MACs").text()
+        assert not cell(None, "Δ top-1").text().endswith("#1")
+        tip = child.toolTip()
+        assert "continued from #1" in tip and "bn_recalibrate: True" in tip and "method: " in tip
+        assert first.toolTip() != child.toolTip()
+        # remove: not a run others continued from; then the child, from every view
+        assert not win.remove_run(1)
+        assert win.remove_run(2)
+        assert 2 not in win.runs and win.results.row_count() == 1
+        assert not any(label.startswith("#2") for label in win.plots.legend_labels())
+    finally:
+        close_window(qtbot, win)

@@ -29,8 +29,10 @@ def test_a_continued_run_starts_from_its_parent_and_shows_as_its_child(window, q
     assert results.continue_button.isEnabled()  # the selected run has its pruned model
     results.select_run(first)
     assert results.selected_run() == first
+    results.continue_button.click()  # asks first what to do (gui.layout.ask_continue)
+    further = next(b for b in window.continue_box.buttons() if b.text() == "Prune further")
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
-        results.continue_button.click()
+        further.click()
     child = window.current_run
     record = window.runs[child]
     assert record.status == "done" and record.parent == first
