@@ -140,7 +140,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from engine.experiments.executors import connect
 
         connect(plan.address, args.connect_timeout)
-    bundle, data = load_inputs(plan)  # a model or dataset that cannot load leaves no new store behind
+    from cli.main import LOAD_HINT
+    from engine.budget import call_guarded
+
+    # a model or dataset that cannot load (or fit the memory limit) leaves no new store behind
+    bundle, data = call_guarded(lambda: load_inputs(plan), args.memory_limit or plan.memory_limit, LOAD_HINT)
     if bundle.meta.get("untrained"):  # said first, and again in the recommendation
         from engine.experiments.runner import untrained_extra
 

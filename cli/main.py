@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from engine import __version__, versions
-from engine.budget import DEFAULT_SHARE, BudgetExceeded, guarded
+from engine.budget import DEFAULT_SHARE, BudgetExceeded, call_guarded, guarded
 from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
@@ -75,7 +75,15 @@ def add_memory_arg(p: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
-    """Load the dataset and model named by the flags and make them fit each other."""
+    """Load the dataset and model named by the flags and make them fit each other, under the same memory
+    budget as the job that follows (a file or folder can ask for more than the machine has)."""
+    return call_guarded(lambda: _resolve(args), getattr(args, "memory_limit", None), LOAD_HINT)
+
+
+LOAD_HINT = ", a smaller model or images"
+
+
+def _resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     printer = ProgressPrinter(quiet=getattr(args, "quiet", False))
     data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0,
                         progress=lambda ev: ev.total and printer(ev))  # a folder scan; listing has no total yet
@@ -459,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_OK
     previous = _terminate_as_cancel()
+    _warnings_to_log()
     try:
         code = int(args.func(args) or EXIT_OK)
         show_held()
@@ -482,6 +491,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _warnings_to_log() -> None:
+    """Python warnings from the libraries (PIL's palette and size warnings, torch-pruning's, the ONNX
+    exporter's) go to the log file: on the terminal the user sees PruneLab's own lines only."""
+    logging.captureWarnings(True)
+    logger = logging.getLogger("py.warnings")
+    logger.propagate = False
+    if not logger.handlers:
+        handler = _LogFile(log_dir() / "cli-warnings.log", delay=True, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+
+
+class _LogFile(logging.FileHandler):
+    """A log file whose folder is made when the first line comes (and a line that cannot be written is lost,
+    never printed)."""
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 def _terminate_as_cancel():

@@ -77,6 +77,37 @@ def parse_limit(text: str | int | float | None) -> int:
     return value
 
 
+_ACTIVE = threading.local()  # .limit: the budget of the guarded job running in this thread
+
+
+def current_limit() -> int:
+    """The memory budget of the job running in this thread, else the default share of the machine."""
+    return getattr(_ACTIVE, "limit", None) or parse_limit(None)
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, `what` needing `nbytes` on top of what the process uses when that passes the
+    budget: the watchdog stops a job only between operations, and one allocation can be most of the machine."""
+    limit, used = current_limit(), rss_bytes()
+    if used + nbytes > limit:
+        raise BudgetError(f"{what} needs about {fmt_bytes(nbytes)}, more than the memory limit of {fmt_bytes(limit)} "
+                        f"leaves ({fmt_bytes(used)} in use); it was refused before anything was allocated: use a "
+                        "smaller input, or raise the limit (--memory-limit; in the application Settings ▸ Memory limit)")
+
+
+def call_guarded(fn, limit: int | None, hint: str = ""):
+    """`fn()` under the memory budget (loading a model, scanning a folder): same watchdog as a job."""
+    box = []
+
+    def job() -> Iterator:
+        box.append(fn())
+        yield from ()
+
+    for _ in guarded(job(), limit, hint):
+        pass
+    return box[0]
+
+
 def _raise_in(thread_id: int, exc_type: type) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
 
@@ -149,13 +180,16 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
     dog = _Watchdog(threading.get_ident(), limit)
     dog.start()
     stopped = False
+    outer = getattr(_ACTIVE, "limit", None)
     try:
         while True:
             dog.arm(True)
+            _ACTIVE.limit = limit
             try:
                 event = next(events)
             finally:
                 dog.arm(False)
+                _ACTIVE.limit = outer
             if dog.tripped_at is not None:
                 raise BudgetExceeded  # the job caught the watchdog's exception and went on: stop it here
             if isinstance(event, Progress):

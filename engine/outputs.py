@@ -7,6 +7,7 @@ the next time something is written beside it (its name carries the writer's proc
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,12 +17,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 from engine.units import fmt_bytes
 
 TEMP_TAG = ".prunelab-tmp"
 MARKER = ".prunelab-output"  # marks a folder PruneLab wrote, so it may replace it later
 HEADROOM = 16 * 1024 * 1024  # free space kept on top of an estimate
+MIN_FREE = 1024 * 1024  # any output needs this much free space, checked before the work (a JSON file, a report)
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_full(exc: BaseException, folder: Path) -> bool:
+    """True for an error from a disk that filled up: ENOSPC itself, or a library's own write error (torch.save
+    says "file write failed") while the folder has next to no space left."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL
+    if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
+        try:
+            return shutil.disk_usage(_existing_ancestor(folder)).free < MIN_FREE
+        except OSError:
+            return False
+    return False
+
+
+def full_disk(target: Path, exc: BaseException) -> UserError:
+    """The one line for a disk (or quota) that filled up while `target` was written."""
+    why = getattr(exc, "strerror", None) or first_line(exc)
+    return UserError(f"no space left on the disk of {target} ({why}) while writing it; nothing was written: free "
+                     "space there or choose another place")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -44,11 +67,11 @@ def check_writable(target: str | Path, needed_bytes: int = 0, flag: str = "--out
             readonly = False
         why = "is on a read-only file system" if readonly else "is not writable"
         raise UserError(f"{flag} {target}: {base} {why}; choose a folder you can write to")
-    if needed_bytes:
-        free = shutil.disk_usage(base).free
-        if free < needed_bytes + HEADROOM:
-            raise UserError(f"{flag} {target}: only {fmt_bytes(free)} free on {base}, about "
-                            f"{fmt_bytes(needed_bytes + HEADROOM)} needed; free space or choose another disk")
+    free = shutil.disk_usage(base).free
+    needed = needed_bytes + HEADROOM if needed_bytes else MIN_FREE
+    if free < needed:
+        raise UserError(f"{flag} {target}: only {fmt_bytes(free)} free on {base}, about "
+                        f"{fmt_bytes(needed)} needed; free space or choose another disk")
     return target
 
 
@@ -184,6 +207,10 @@ def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
                 os.replace(temp, final)
         for folder in {f.parent for f in finals}:
             _fsync_path(folder)
+    except (OSError, RuntimeError) as exc:
+        if not is_full(exc, finals[0].parent):
+            raise
+        raise full_disk(finals[0], exc) from None
     finally:
         for temp in temps:
             if temp.exists():
@@ -218,9 +245,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
                 os.replace(final, old)
             os.replace(temp, final)
         _fsync_path(final.parent)
-    except BaseException:
+    except BaseException as exc:
         if old is not None and not final.exists():
             os.replace(old, final)  # put the previous set back
+        if is_full(exc, final.parent):
+            raise full_disk(final, exc) from None
         raise
     finally:
         if temp.exists():

@@ -49,7 +49,7 @@ def unreadable_reason(path: str) -> str | None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO named x.png must not hang us
         try:
             size = os.fstat(fd).st_size
-            head = os.pread(fd, 16, 0)
+            head = os.pread(fd, 24, 0)
             tail = os.pread(fd, 16, max(0, size - 16))
         finally:
             os.close(fd)
@@ -59,13 +59,15 @@ def unreadable_reason(path: str) -> str | None:
         return "empty file"
     if size >= MIN_IMAGE_BYTES:
         if head.startswith(PNG_SIGNATURE) and tail.endswith(PNG_END):
-            return None
+            return size_reason(int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))
         if head.startswith(JPEG_START) and JPEG_END in tail:
-            return None
+            return _jpeg_size_reason(path)
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            if (too_big := size_reason(*img.size)) is not None:
+                return too_big
             if head.startswith((PNG_SIGNATURE, JPEG_START)):
                 img.load()  # no end marker: only a full decode can tell a truncated file from trailing bytes
             else:
@@ -78,6 +80,38 @@ def unreadable_reason(path: str) -> str | None:
         return _reason(exc)
     return None
 
+
+
+MAX_ASPECT = 50  # longer side over shorter: past this, resizing the shorter side makes an enormous image
+
+
+def size_reason(width: int, height: int) -> str | None:
+    """Why an image of this size (from its header) is left out, or None: above PIL's decompression-bomb limit,
+    too elongated for the resize policy, or more than the memory budget could decode."""
+    from PIL import Image
+
+    from engine.budget import current_limit
+
+    pixels = width * height
+    limit = Image.MAX_IMAGE_PIXELS or pixels
+    if pixels > limit:
+        return f"{width}×{height} pixels, above the {limit / 1e6:.0f}-megapixel limit (a decompression bomb?)"
+    if min(width, height) == 0 or max(width, height) > MAX_ASPECT * min(width, height):
+        return f"{width}×{height} pixels, too elongated to resize (more than {MAX_ASPECT}:1)"
+    if pixels * 3 * 4 * 2 > current_limit():  # 8-bit decode, float copy and a resized copy
+        return f"{width}×{height} pixels, more than the memory limit can decode"
+    return None
+
+
+def _jpeg_size_reason(path: str) -> str | None:
+    """size_reason for a JPEG, whose size PIL reads from its header without decoding."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return size_reason(*img.size)
+    except Exception:  # noqa: BLE001 - the loader drops what cannot be opened
+        return None
 
 
 class _FolderImages:
@@ -128,23 +162,45 @@ class _ScanLog:
 
     seen: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)  # links that lead out of the dataset's folder, not followed
 
     def warning(self, root: Path) -> tuple[str, ...]:
-        """One line for Dataset.warnings, or none when nothing was skipped."""
-        n = len(self.skipped)
-        if not n:
-            return ()
-        return (f"skipped {n} damaged image file{'s' if n > 1 else ''} of {self.seen} in {shown(root)} "
-                f"(first {shown(self.skipped[0][0])}: {self.skipped[0][1]})",)
+        """Lines for Dataset.warnings (none when nothing was left out)."""
+        lines = []
+        if n := len(self.skipped):
+            lines.append(f"skipped {n} damaged or oversized image file{'s' if n > 1 else ''} of {self.seen} in "
+                         f"{shown(root)} (first {shown(self.skipped[0][0])}: {self.skipped[0][1]})")
+        if n := len(self.outside):
+            lines.append(f"left out {n} link{'s' if n > 1 else ''} leading out of {shown(root)} (first "
+                         f"{shown(self.outside[0])}): a dataset is read from its own folder only")
+        return tuple(lines)
 
 
-def _class_folders(root: Path) -> list[str]:
-    return sorted(e.name for e in _list_dir(root) if not e.name.startswith(".") and e.is_dir())
+def _inside(path: str, top: str) -> bool:
+    """True when `path`, links resolved, lies in the folder `top` (already resolved)."""
+    real = os.path.realpath(path)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
-def _list_images(roots: dict[str, Path], classes: list[str]) -> Generator[Progress, None, dict]:
-    """Candidate image files of every class under every root: {key: [[path, ...] per class]}."""
-    listed, found = {}, 0
+def _class_folders(root: Path, log: _ScanLog | None = None, top: Path | None = None) -> list[str]:
+    """Class folder names under `root`; a link to a folder outside `top` (the dataset) is left out and logged."""
+    names, real_top = [], os.path.realpath(top or root)
+    for e in _list_dir(root):
+        if e.name.startswith(".") or not e.is_dir():
+            continue
+        if e.is_symlink() and not _inside(e.path, real_top):
+            if log is not None:
+                log.outside.append(e.path)
+            continue
+        names.append(e.name)
+    return sorted(names)
+
+
+def _list_images(roots: dict[str, Path], classes: list[str], log: _ScanLog,
+                 top: Path) -> Generator[Progress, None, dict]:
+    """Candidate image files of every class under every root: {key: [[path, ...] per class]}; files that are
+    links leading out of `top` are left out (and logged)."""
+    listed, found, real_top = {}, 0, os.path.realpath(top)
     tick = _Ticker("scan", 0, "listing image files")
     yield from tick(0, force=True)
     for key, root in roots.items():
@@ -153,8 +209,14 @@ def _list_images(roots: dict[str, Path], classes: list[str]) -> Generator[Progre
             paths = []
             for dirpath, _, files in sorted(os.walk(root / name, onerror=_raise_walk_error)):
                 # Dot files are not images even with an image extension (macOS writes "._x.png" metadata).
-                paths += [os.path.join(dirpath, f) for f in sorted(files)
-                          if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+                for f in sorted(files):
+                    if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
+                        continue
+                    path = os.path.join(dirpath, f)
+                    if os.path.islink(path) and not _inside(path, real_top):
+                        log.outside.append(path)
+                    else:
+                        paths.append(path)
             listed[key].append(paths)
             found += len(paths)
             yield from tick(found, f"listing image files ({found} found)")
@@ -205,22 +267,23 @@ def _samples(root: Path, classes: list[str], checked: list, log: _ScanLog, train
     return samples
 
 
-def _roots(root: Path) -> tuple[dict[str, Path], list[str]]:
+def _roots(root: Path, log: _ScanLog) -> tuple[dict[str, Path], list[str]]:
     """Where the splits live ({"train": .., "val": .., "test": ..} or {"all": ..}) and the class names."""
-    sub = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    sub = {name: root / name for name in ("train", "val", "test")
+           if (root / name).is_dir() and _inside(str(root / name), os.path.realpath(root))}
     if "train" in sub and len(sub) > 1:
-        classes = _class_folders(sub["train"])
+        classes = _class_folders(sub["train"], log, root)
         if not classes:
             raise UserError(f"{shown(sub['train'])} has no class folders; expected PATH/<class>/<image>.png")
         for name in ("val", "test"):
-            if name in sub and _class_folders(sub[name]) != classes:
+            if name in sub and _class_folders(sub[name], top=root) != classes:
                 raise UserError(f"{shown(sub[name])} has other class folders than {shown(sub['train'])}; "
                                 "make them match")
         roots = sub
     else:
         # A lone train/ folder holds the class folders: split it by seed (not one class named "train").
-        base = sub["train"] if _class_folders(root) == ["train"] else root
-        roots, classes = {"all": base}, _class_folders(base)
+        base = sub["train"] if _class_folders(root, top=root) == ["train"] else root
+        roots, classes = {"all": base}, _class_folders(base, log, root)
         if not classes:
             raise UserError(f"{shown(base)} has no class folders; expected PATH/<class>/<image>.png")
     return roots, classes
@@ -235,8 +298,8 @@ def image_folder_events(path: Path, val_fraction: float = 0.1, test_fraction: fl
     """
     root = _folder(Path(path), "an image folder")
     log = _ScanLog()
-    roots, classes = _roots(root)
-    listed = yield from _list_images(roots, classes)
+    roots, classes = _roots(root, log)
+    listed = yield from _list_images(roots, classes, log, root)
     checked = yield from _check_images(listed, log)
     if "all" not in roots:
         splits = {"train": _samples(roots["train"], classes, checked["train"], log, train=True)}

@@ -64,6 +64,11 @@ def decode(path: str, target: tuple[int, int] | None = None) -> torch.Tensor | N
             if target is not None and img.format == "JPEG":
                 h, w = cover_size(img.height, img.width, target)
                 img.draft("RGB", (w, h))
+            if img.mode.startswith("I"):  # 16-bit grey: scaled to 8 bits (convert() would clip it at 255)
+                grey = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if img.mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+                grey = np.clip(np.rint(grey * (255.0 / top)), 0, 255).astype(np.uint8)
+                return torch.from_numpy(grey)[None].expand(3, -1, -1).contiguous()
             rgb = img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy an RGB image
             return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
     except Exception:  # noqa: BLE001 - PIL plugins raise many types on bad data; a bad file must not kill a worker

@@ -230,7 +230,27 @@ def check_model_kwargs(kwargs: Any, where: str = "--model-kwargs") -> dict:
 
 
 def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: dict | None = None) -> nn.Module:
-    """Instantiate an untrained architecture: `demo:NAME`, `torchvision:NAME`, `timm:NAME` or `code:PATH.py:Class`."""
+    """Instantiate an untrained architecture: `demo:NAME`, `torchvision:NAME`, `timm:NAME` or `code:PATH.py:Class`.
+
+    A named architecture is first built on the meta device (shapes, no memory) and refused when its weights
+    alone would pass the memory budget, so arguments asking for huge layers cost nothing."""
+    if arch.partition(":")[0] in ("demo", "torchvision", "timm") or arch in DEMO_ARCHS:
+        import torch
+
+        from engine.budget import check_fits
+        from engine.units import fmt_count
+
+        with torch.device("meta"):
+            probe = _build(arch, in_channels, num_classes, kwargs)
+        tensors = [*probe.parameters(), *probe.buffers()]
+        params = sum(t.numel() for t in probe.parameters())
+        check_fits(sum(t.numel() * t.element_size() for t in tensors),
+                   f"{arch} with {dict(kwargs or {}) or 'its defaults'} ({fmt_count(params)} parameters)")
+        del probe, tensors
+    return _build(arch, in_channels, num_classes, kwargs)
+
+
+def _build(arch: str, in_channels: int, num_classes: int, kwargs: dict | None) -> nn.Module:
     kwargs = dict(kwargs or {})
     kind, _, name = arch.partition(":")
     if kind == "demo" or (not name and kind in DEMO_ARCHS):

@@ -123,7 +123,26 @@ class _NeedsTrust(Exception):
     """The file needs full unpickling (it holds Python objects, not just tensors)."""
 
 
+def check_archive(path: Path) -> None:
+    """Refuse a torch.save archive whose records would unpack to more than the memory budget, from the sizes
+    its directory records (torch's reader allocates each record at that size), before anything is inflated."""
+    from engine.budget import check_fits
+    from engine.units import fmt_bytes
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            records = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not an archive: torch.load says what it is
+    total = sum(r.file_size for r in records)
+    biggest = max(records, key=lambda r: r.file_size, default=None)
+    if biggest is not None:
+        check_fits(total, f"{path} ({fmt_bytes(path.stat().st_size)} on disk; its record {biggest.filename} "
+                          f"unpacks to {fmt_bytes(biggest.file_size)})")
+
+
 def _safe_load(path: Path) -> Any:
+    check_archive(path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(SAFE_GLOBALS):
             # A garbled header reads as an odd pickle protocol; the error below says it better.
@@ -142,6 +161,7 @@ def _safe_load(path: Path) -> Any:
 
 
 def _trusted_load(path: Path) -> Any:
+    check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # arbitrary unpickling errors: report, never crash

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from engine.data import Normalization, Shape
+from engine.budget import BudgetError
 from engine.errors import NeedsTrust, UserError
 
 from .archs import adapted_layers, build_arch, size_kwargs
@@ -213,6 +214,8 @@ def _from_payload(payload: dict, source: str, model_code: str | None, trust: boo
         model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
     except NeedsTrust:
         raise
+    except BudgetError as exc:  # the file asks for more memory than the limit: not necessarily an edit
+        raise BudgetError(f"{source}: {exc}") from None
     except UserError as exc:
         raise UserError(f"{source}: {exc}; its architecture or arguments were edited: save the model again "
                         "from PruneLab") from None
