@@ -12,8 +12,9 @@ from engine.errors import Cancelled
 from engine.events import CancelToken, drain
 from engine.experiments import (PlanDone, PlanRunDone, ResultStore, apply_final_round, load_plan, run_plan,
                                 same_arch_text)
-from engine.models import DemoResNet, ModelBundle, save_model
-from engine.timing import (ComparisonRound, architecture_signature, iter_comparison_round)
+from engine.models import DemoResNet, save_model
+from engine.timing import ComparisonRound, architecture_signature, iter_comparison_round
+from test_experiments import tiny_bundle  # noqa: F401  (the fixture: a DemoResNet of 8/16/32 channels)
 
 PLAN = """
 [plan]
@@ -33,13 +34,6 @@ threads = 1
 round_to = 4
 bn_batches = 1
 """
-
-
-@pytest.fixture()
-def tiny_bundle(fashion) -> ModelBundle:
-    torch.manual_seed(0)
-    return ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
-                       fashion.class_names, arch_kwargs={"widths": [8, 16, 32]})
 
 
 def plan_for(tmp_path, bundle, methods=("l1", "l2")):
