@@ -568,8 +568,13 @@ def final_round(name: str, keys: list[str], store: ResultStore, bundle, original
         return {"archs": {}, "left_out": left_out} if left_out else None
     yield Progress("final-round", 0, 1, f"final round: timing {len(archs)} architecture"
                    f"{'s' if len(archs) > 1 else ''} and the original together")
+    from engine.training import resolve_device
+
+    dev, _ = resolve_device(cfg.device)
+    if dev.type != "cpu":  # copies on the device: the loaded original stays where it is
+        timed = [(label, copy.deepcopy(m).to(dev)) for label, m in timed]
     done = None
-    for ev in iter_comparison_round(timed, shape, cfg.batch_size, cfg.device,
+    for ev in iter_comparison_round(timed, shape, cfg.batch_size, str(dev),
                                     threads=cfg.threads, runs_per_round=max(3, cfg.latency_repeats // 10),
                                     cancel=cancel):
         if isinstance(ev, Progress):
