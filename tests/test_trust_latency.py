@@ -10,8 +10,7 @@ import torch
 
 from engine.errors import Cancelled
 from engine.events import CancelToken, drain
-from engine.experiments import (PlanDone, PlanRunDone, ResultStore, apply_final_round, load_plan, run_plan,
-                                same_arch_text)
+from engine.experiments import PlanDone, ResultStore, apply_final_round, load_plan, run_plan, same_arch_text
 from engine.models import DemoResNet, save_model
 from engine.timing import ComparisonRound, architecture_signature, iter_comparison_round
 from test_experiments import tiny_bundle  # noqa: F401  (the fixture: a DemoResNet of 8/16/32 channels)
