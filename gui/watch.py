@@ -2,8 +2,9 @@
 environment variable PRUNELAB_WATCH names a folder.
 
 Two things a test driving the window from outside (xdotool under Xvfb) cannot see by itself:
-- UI stalls: a timer on the GUI thread measures how late it fires; the worst lateness, with what the window
-  was doing, goes to `stall.json`;
+- UI stalls: a timer on the GUI thread measures how late it fires; each stall, with what the window was doing,
+  where the GUI thread was and how long the app's threads waited for a CPU meanwhile, goes to `stall.json`
+  (written by a thread of the watch's own: the GUI thread does no file work for it);
 - where things are: when the test creates `ask` in the folder, the watch answers with `widgets.json`: the
   screen, the tab bars and their tabs, the plots, tables and graph views, the buttons, the dialogs open, the
   widgets shown outside the screen, and a few facts of the window's state (loaded, busy, runs).
@@ -19,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QRect, Qt, QTimer
+from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractScrollArea, QApplication, QDockWidget,
                                QGraphicsView, QTabBar, QWidget)
@@ -48,6 +49,17 @@ def _rect(widget: QWidget, local: QRect | None = None) -> list[int]:
     return [corner.x(), corner.y(), local.width(), local.height()]
 
 
+def _queued(tasks: Path) -> dict[str, float]:
+    """Seconds each thread of this process has spent waiting for a CPU (Linux schedstat; empty elsewhere)."""
+    found = {}
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        try:
+            found[task.name] = int((task / "schedstat").read_text().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
 def _write(path: Path, obj: Any) -> None:
     """Whole or nothing: the test never reads half a file."""
     temporary = path.with_name(path.name + ".part")
@@ -58,65 +70,81 @@ def _write(path: Path, obj: Any) -> None:
 class Watch(QObject):
     """The stall timer and the answer to `ask` (see the module's docstring)."""
 
+    asked = Signal()  # from the watch thread: the test asked where things are
+
     def __init__(self, window: MainWindow, folder: Path) -> None:
         super().__init__(window)
         self.window, self.folder = window, folder
-        self.worst, self.stalls = 0.0, []
+        self.worst, self.stalls = 0.0, []  # stalls: appended on the GUI thread, written by the watch thread
         self.started = self.last = time.perf_counter()
+        self.gui_thread = threading.get_ident()
+        self.seen: list[str] = []  # where the GUI thread was while late
+        self.queued: list[tuple[float, dict[str, float]]] = []  # (when, every thread's time queued for a CPU)
+        self.answer: dict | None = None
+        self.asked.connect(self._describe_now, Qt.ConnectionType.QueuedConnection)
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.timer.start(int(TICK_S * 1000))
-        self.gui_thread = threading.get_ident()
-        self.schedstat = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
-        self.sched = self._sched()
-        self.seen: list[str] = []  # where the GUI thread was while late (a watchdog thread looks)
         threading.Thread(target=self._look, name="watch", daemon=True).start()
 
-    def _sched(self) -> tuple[float, float]:
-        """The GUI thread's time on a CPU and waiting for one (Linux schedstat), in seconds; zeros elsewhere."""
-        try:
-            on_cpu, queued = self.schedstat.read_text().split()[:2]
-            return int(on_cpu) / 1e9, int(queued) / 1e9
-        except (OSError, ValueError):
-            return 0.0, 0.0
+    def _tick(self) -> None:
+        """On the GUI thread, and nothing but arithmetic: a file written here once blocked it 1.4 s."""
+        now = time.perf_counter()
+        late, self.last = now - self.last - TICK_S, now
+        if late > NOTED_S:
+            seen, self.seen = self.seen, []
+            self.stalls.append({"ms": round(late * 1000), "from": now - late - TICK_S, "to": now, "at": time.time(),
+                                "while": self._doing(), "in": list(dict.fromkeys(seen))[:4]})
+        self.worst = max(self.worst, late)
 
     def _look(self) -> None:
-        """While the GUI thread is late, note where it is: what a stall was spent on."""
+        """The watch thread: every 40 ms, every thread's time queued for a CPU (Linux schedstat); where the GUI
+        thread is while it is late; the stalls to stall.json; the test's questions."""
+        tasks, written = Path("/proc/self/task"), -1
         while True:
             time.sleep(TICK_S * 2)
-            if time.perf_counter() - self.last > NOTED_S:
+            now = time.perf_counter()
+            self.queued = [q for q in self.queued if q[0] > now - 30] + [(now, _queued(tasks))]
+            if now - self.last > NOTED_S:
                 frame = sys._current_frames().get(self.gui_thread)
                 if frame is not None:
                     where = traceback.extract_stack(frame)[-4:]
                     self.seen.append(" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
                                                 for f in reversed(where)))
+            for stall in self.stalls:
+                if "queued_ms" not in stall and stall["to"] < now - TICK_S * 2:
+                    stall["queued_ms"] = round(1000 * self._queued_during(stall["from"], stall["to"]))
+            done = [s for s in self.stalls if "queued_ms" in s]
+            if len(done) != written or not (self.folder / "stall.json").exists():
+                _write(self.folder / "stall.json", {"worst_ms": round(self.worst * 1000), "stalls": done[-200:]})
+                written = len(done)
+            if self.answer is not None:
+                _write(self.folder / "widgets.json", self.answer)
+                self.answer = None
+            elif (self.folder / "ask").exists():
+                (self.folder / "ask").unlink()
+                self.asked.emit()
+
+    def _queued_during(self, start: float, end: float) -> float:
+        """The longest any thread of the app waited for a CPU between `start` and `end`: the GUI thread itself,
+        or the thread holding the GIL it waits for. That much of a stall is the machine's load."""
+        before = [q for when, q in self.queued if when <= start]
+        after = [q for when, q in self.queued if when >= end]
+        if not before or not after:
+            return 0.0
+        return max((after[0][tid] - before[-1].get(tid, after[0][tid]) for tid in after[0]), default=0.0)
+
+    @Slot()
+    def _describe_now(self) -> None:
+        self.answer = self.describe()
+        self.last = time.perf_counter()  # describing the window is the test's time, not a stall
 
     def _doing(self) -> str:
         win = self.window
         tab = win.tabs.tabText(win.tabs.currentIndex()) if hasattr(win, "tabs") else "?"
         job = win.job.name if win.job is not None else "idle"
         return f"{time.perf_counter() - self.started:.1f} s after start, tab {tab}, job {job}"
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        late, self.last = now - self.last - TICK_S, now
-        seen, self.seen = self.seen, []
-        sched, self.sched = self.sched, self._sched()
-        if late > NOTED_S:  # on a CPU: the UI's own work; queued: the machine had no CPU free for it
-            self.stalls.append({"ms": round(late * 1000), "cpu_ms": round(1000 * (self.sched[0] - sched[0])),
-                                "queued_ms": round(1000 * (self.sched[1] - sched[1])), "at": time.time(),
-                                "while": self._doing(),
-                                "in": list(dict.fromkeys(seen))[:4]})
-        if late > self.worst:
-            self.worst = late
-        if late > NOTED_S or not (self.folder / "stall.json").exists():
-            _write(self.folder / "stall.json", {"worst_ms": round(self.worst * 1000), "stalls": self.stalls[-200:]})
-        ask = self.folder / "ask"
-        if ask.exists():
-            ask.unlink()
-            _write(self.folder / "widgets.json", self.describe())
-            self.last = time.perf_counter()  # describing the window is the test's time, not a stall
 
     def describe(self) -> dict:
         """Where things are on the screen, and what the window is doing."""

@@ -289,8 +289,9 @@ def test_the_window_under_real_input():
         win.xdo("windowmove", "--sync", wid, frame[0], frame[1])
         win.ask()
 
-        # a stall is the window's own when it stays above the limit without the time its thread waited for a
-        # CPU (the machine's load, Linux schedstat); waiting for the worker's GIL counts as the window's
+        # a stall is the window's own when it stays above the limit without the time the app's threads waited
+        # for a CPU meanwhile (the machine's load, Linux schedstat: the GUI thread's own wait, or the wait of the
+        # thread holding the GIL it needs); the rest (drawing, the worker holding the GIL) is the window's
         stalls = [s for s in win.stalls()["stalls"] if s["at"] >= ready_at and s["ms"] > MAX_STALL_MS]
         own = [s for s in stalls if s["ms"] - s["queued_ms"] > MAX_STALL_MS]
         assert not own, f"the UI stalled (ms: late; queued_ms: waiting for a CPU; in: where it was): {own}"
