@@ -182,7 +182,9 @@ class LocalExecutor:
         job = self._queue[0]
         out_dir = self.models_dir / job.key if self.models_dir else None
         got = yield from _run_one(self.bundle, self.data, job, self.plan, self.baseline.metrics, out_dir,
-                                  self.limit, cancel, self.name, self.models)
+                                  self.limit, cancel, self.name,
+                                  # saved models are rebuilt for the final round: none is held in memory
+                                  self.models if self.models_dir is None else None)
         self._queue.pop(0)  # (kept on an exception, so the runner releases its claim)
         yield Outcome(job, failed=got) if isinstance(got, str) else Outcome(job, result=got)
 
