@@ -25,7 +25,7 @@ from tests.test_bad_inputs import Case, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 LANES = 3
-TIMEOUT_S = 120
+TIMEOUT_S = 300  # generous: the machine these run on may be very busy
 
 PLAN = """[plan]\nname = "p"\nsave_models = false\n[model]\nsource = "{model}"\n[data]\nspec = "fashion-mnist"\n
 [sweep]\nmethods = ["l2"]\nratios = [0.5]\n"""
@@ -448,7 +448,7 @@ def test_oversized_images_are_counted_and_named(tmp_path):
     write_images(tmp_path / "made")
     (root / "b" / "bomb.png").write_bytes((tmp_path / "made" / "bombs" / "b" / "big.png").read_bytes())
     data = load_dataset(f"imagefolder:{root}")
-    assert any("skipped 1 damaged or oversized image file of 7" in w and "bomb.png: 12000×12000" in w
+    assert any("skipped 1 damaged image file of 7" in w and "bomb.png: 12000×12000" in w
                for w in data.warnings), data.warnings
 
 

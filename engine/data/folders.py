@@ -168,7 +168,7 @@ class _ScanLog:
         """Lines for Dataset.warnings (none when nothing was left out)."""
         lines = []
         if n := len(self.skipped):
-            lines.append(f"skipped {n} damaged or oversized image file{'s' if n > 1 else ''} of {self.seen} in "
+            lines.append(f"skipped {n} damaged image file{'s' if n > 1 else ''} of {self.seen} in "
                          f"{shown(root)} (first {shown(self.skipped[0][0])}: {self.skipped[0][1]})")
         if n := len(self.outside):
             lines.append(f"left out {n} link{'s' if n > 1 else ''} leading out of {shown(root)} (first "
