@@ -523,7 +523,7 @@ class UnstructuredPruner(Pruner):
         maximum layer ratio (torch's global_unstructured has no such cap: a layer could lose everything).
         Only a layer's smallest max-ratio share can go, so the global pick is made among those."""
         candidates, owners = [], []
-        for i, (_, m) in enumerate(self.targets):
+        for _, m in self.targets:
             cancel.check()
             score = m.weight.detach().abs().flatten().float()
             if hasattr(m, "weight_mask"):

@@ -63,6 +63,7 @@ RUNS = [
                                            "{W}/hair"), ""),
     Case("max-layer-ratio-in-layer-scope", _prune("wide.pt", "--method", "l2", "--ratio", "0.95",
                                                   "--max-layer-ratio", "0.5", "--out", "{W}/capped"), ""),
+    Case("sweep-on-random-weights", ("sweep", "{F}/plan_untrained.toml", "--store", "{W}/untrained.sqlite"), ""),
 ]
 PLAN = ('[plan]\nname = "{name}"\nsave_models = false\n[model]\nsource = "{F}/tiny.pt"\n[data]\nspec = "fashion-mnist"\n'
         '[sweep]\nmethods = ["l2"]\nratios = {ratios}\n')
@@ -89,7 +90,10 @@ def write_fixtures(folder: Path) -> None:
     plans = {"plan_ratios": PLAN.format(name="p", F=folder, ratios="[0.5, 0.3, 0.5]"),
              "plan_weights": PLAN.format(name="p", F=folder, ratios="[0.5]")
              + "".join(f"[criteria.{c}]\nweight = 0\n" for c in ("accuracy", "latency", "size", "memory")),
-             "plan_name": PLAN.format(name="n" * 201, F=folder, ratios="[0.5]")}
+             "plan_name": PLAN.format(name="n" * 201, F=folder, ratios="[0.5]"),
+             "plan_untrained": PLAN.format(name="p", F=folder, ratios="[0.5]").replace(
+                 f"{folder}/tiny.pt", "torchvision:mobilenet_v3_small")
+             + "[prune]\neval_limit = 20\nmeasure_speed = false\n"}
     for name, text in plans.items():
         (folder / f"{name}.toml").write_text(text)
 
@@ -149,6 +153,16 @@ def test_the_maximum_layer_ratio_holds_in_layer_scope_and_the_summary_says_so(cl
     assert kept["stem.0"] == kept["layer1.0.conv1"] == 16 and kept["layer2.0.conv1"] == kept["layer3.0.conv1"] == 32, kept
     notes = [line for line in stdout.splitlines() if "not the 95% asked for" in line]
     assert len(notes) == 1 and "removed 50.0%" in notes[0] and "maximum layer ratio 0.5" in notes[0], stdout
+
+
+def test_a_sweep_on_random_weights_says_so_first_and_in_its_recommendation(cli):
+    """`sweep` on torchvision:NAME without weights printed no note and recommended a method anyway."""
+    code, stdout, stderr, _ = cli["results"]["sweep-on-random-weights"]
+    assert code == 0, stderr[-1500:]
+    sentence = "torchvision:mobilenet_v3_small has no [model] weights: its weights are random (seed 0)"
+    lines = stdout.splitlines()
+    assert lines[0].startswith(f"note: {sentence}"), stdout[:500]
+    assert any(line.startswith(f"Careful: {sentence}") for line in lines), stdout[-1500:]
 
 
 # ----------------------------------------------------------------------------- rounding, through the engine
@@ -286,6 +300,7 @@ def test_a_plan_on_random_weights_says_so_in_the_store_the_ranking_the_report_an
 
     tab = ExperimentTab()
     qtbot.addWidget(tab)
+    tab.set_model_source(plan.model, plan.data)  # the tab shows the runs of the loaded model only
     tab.load_store(tmp_path / "store.sqlite", "random")
     assert tab.recommendation_label.text().startswith(f"Careful: {sentence}")
 
