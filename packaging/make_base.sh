@@ -49,11 +49,26 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 
+# as in the official Debian images: apt keeps no downloaded packages and no package caches in the image
+cat > "$ROOT/etc/apt/apt.conf.d/docker-clean" <<'CLEAN'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CLEAN
+echo 'APT::AutoRemove::SuggestsImportant "false";' > "$ROOT/etc/apt/apt.conf.d/docker-autoremove-suggests"
+rm -f "$ROOT"/var/cache/apt/*.bin
+
 echo "== into a container image"
 CTR=$(buildah from scratch)
 MNT=$(buildah mount "$CTR")
 tar -C "$ROOT" --numeric-owner -cf - . | tar -C "$MNT" --numeric-owner -xpf -
 buildah umount "$CTR" >/dev/null
+# the point releases and security fixes since the release (debootstrap takes the release alone)
+buildah run --isolation chroot "$CTR" -- sh -c \
+    'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get upgrade -qy && rm -rf /var/lib/apt/lists/*' \
+    > "$ROOT.log" 2>&1 || { tail -20 "$ROOT.log" >&2; exit 1; }
+rm -f "$ROOT.log"
 buildah run --isolation chroot "$CTR" -- python3 -m venv /usr/local/python
 buildah run --isolation chroot "$CTR" -- sh -c 'rm -rf /root/.cache /var/log/apt/* && find /usr -name __pycache__ -prune -exec rm -rf {} +'
 buildah config --env PATH=/usr/local/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
