@@ -69,16 +69,16 @@ def platform_problem(timeout_s: float = 30.0) -> str | None:
 
     Qt aborts the whole process with five lines of plugin errors when it cannot, so a forked child tries first
     and the parent reads what Qt said. Only on Linux (X11/Wayland); elsewhere the platform is always there."""
-    if not sys.platform.startswith("linux"):
-        return None
+    from PySide6.QtGui import QGuiApplication
+
+    if not sys.platform.startswith("linux") or QGuiApplication.instance() is not None:
+        return None  # (an application that exists has started its platform already)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: open the platform, say nothing on success, never return into the caller
         code = 3
         try:
             os.dup2(write_end, 2)
-            from PySide6.QtGui import QGuiApplication
-
             QGuiApplication(["prunelab-probe"])
             code = 0
         finally:

@@ -106,16 +106,23 @@ def test_without_a_display_the_app_says_so_in_one_line_and_exits_2(tmp_path):
     assert not list(tmp_path.glob("prunelab-gui-*"))  # nothing left behind
 
 
-def test_self_test_checks_the_platform_the_user_will_use(monkeypatch):
-    from gui.selftest import qt_libraries
+def test_self_test_checks_the_platform_the_user_will_use(tmp_path):
+    """As the self-test runs it: in a process of its own, before any Qt application exists."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
-    with pytest.raises(RuntimeError, match="cannot open its window"):
-        qt_libraries()
-    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
-    assert "platform offscreen starts" in qt_libraries()
+    root = Path(__file__).resolve().parent.parent
+    check = "from gui.selftest import qt_libraries; print(qt_libraries())"
+
+    def run(platform: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True, text=True, timeout=120,
+                              env=_no_display_env(QT_QPA_PLATFORM=platform, PRUNELAB_NO_WEBENGINE="1"))
+
+    failed = run("xcb")
+    assert failed.returncode != 0 and "cannot open its window" in failed.stderr and "display" in failed.stderr
+    passed = run("offscreen")
+    assert passed.returncode == 0 and "platform offscreen starts" in passed.stdout, passed.stderr
 
 
 def _endless_run(bundle, data, cfg, cancel=None, keep=None, gate=None):
