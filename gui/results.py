@@ -48,6 +48,7 @@ class RunRecord:
     parent: int | None = None  # the run whose pruned model this one started from (None: the loaded model)
     context: tuple[str, str] | None = None  # (model, dataset) it was made on; set when the views first see it
     same_arch_as: int | None = None  # the run whose latency figure it shows (speed.same_arch_as; 0: the original)
+    note: str = ""  # the user's own words about the run (the Results table's Note column)
 
     @property
     def amount(self) -> str:
@@ -98,6 +99,8 @@ COLUMNS = (
      "median of the rounds' ratios, its 95 % interval in square brackets ('noisy' when the machine was busy). "
      "'separate': the ratio of the two separately timed medians (no paired figure at this batch). The two "
      "estimates can differ by a few per cent; hover a cell for every batch size and both estimates", None, None),
+    ("Note", "Your own words about the run (double-click to write them): what you tried, what you saw",
+     lambda r: r.note, lambda r: r.note),
 )
 SPEED_COLUMNS = {"Latency", "Speed-up"}
 CONFIG_COLUMNS = 4  # Run, Method, Amount, Recovery: their tooltip is the run's whole configuration
@@ -223,7 +226,9 @@ class ResultsView(theme.PaletteWidget):
         self.table.setItemsExpandable(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked  # the Note column only
+                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.model.itemChanged.connect(self._on_item_changed)
         self.table.setAlternatingRowColors(True)
         self.table.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.header().setStretchLastSection(False)  # a stretched Speed-up cell put its figure far from its header
@@ -352,6 +357,7 @@ class ResultsView(theme.PaletteWidget):
             item.setData(value, SORT_ROLE)
             item.setData(run.run_id, RUN_ROLE)
             item.setToolTip(config_tip(run) if col < CONFIG_COLUMNS else tip)
+            item.setEditable(header == "Note")
             if col == 0:
                 item.setData(QColor(run.colour), Qt.ItemDataRole.DecorationRole)
             if col > 2:
@@ -500,6 +506,12 @@ class ResultsView(theme.PaletteWidget):
         remove.triggered.connect(lambda: self.remove_requested.emit(int(run_id)))
         menu.setToolTipsVisible(True)
         menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def _on_item_changed(self, item: QStandardItem) -> None:
+        """A note written in the table stays with its run (and comes back when the table is rebuilt)."""
+        run = self.runs.get(item.data(RUN_ROLE))
+        if run is not None and COLUMNS[item.column()][0] == "Note":
+            run.note = item.text()
 
     def remove_run(self, run_id: int) -> None:
         """Forget a run (one with no continued runs of its own) and redraw without it."""

@@ -368,3 +368,27 @@ def test_results_say_recovery_reference_and_configuration_and_runs_can_be_remove
         assert not any(label.startswith("#2") for label in win.plots.legend_labels())
     finally:
         close_window(qtbot, win)
+
+
+def test_a_note_written_in_results_stays_with_its_run(qtbot, tmp_path, monkeypatch, fashion):
+    from gui.results import COLUMNS
+    from tests.gui_helpers import TIMEOUT_MS, quick_options
+
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    try:
+        load_tiny(qtbot, win, fashion)
+        quick_options(win, steps=1, bn=False)
+        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
+            assert win.start_run()
+        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        names = [c[0] for c in COLUMNS]
+        model = win.results.model
+        assert not model.item(0, names.index("Top-1")).isEditable()  # figures cannot be typed over
+        note = model.item(0, names.index("Note"))
+        assert note.isEditable()
+        note.setText("no recovery: the baseline for the lab")
+        assert win.runs[1].note == "no recovery: the baseline for the lab"
+        win.results._refill()  # rebuilt (another batch size, another model loaded and back): the note is kept
+        assert model.item(0, names.index("Note")).text() == "no recovery: the baseline for the lab"
+    finally:
+        close_window(qtbot, win)
