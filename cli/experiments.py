@@ -91,11 +91,13 @@ def ranking_table(ranking) -> str:
     """The ranking as plain text: rank, run, score, each criterion's value, broken constraints."""
     crit = list(ranking.criteria)
     head = ["#", "run", "score"] + [f"{c.name} ({c.unit})" for c in crit] + ["constraints"]
-    rows = [["-", "original", "-"] + [_fmt(ranking.baseline_values.get(c.name)) for c in crit] + [""]]
+    base = ranking.baseline
+    rows = [["-", "original", "-"] + [_fmt(ranking.baseline_values.get(c.name)) + (_interval(base, c) if base else "")
+                                      for c in crit] + [""]]
     for e in ranking.entries:  # '1=': tied with the leader within the evaluation's noise
-        rows.append([f"{e.rank}=" if ranking.is_tied(e) else str(e.rank), e.result.label, f"{e.score:.3f}"]
+        rows.append([ranking.rank_text(e), e.result.label, f"{e.score:.3f}"]
                     + [_fmt(e.values.get(c.name)) + _interval(e.result, c) for c in crit]
-                    + ["ok" if e.feasible else "BROKEN: " + "; ".join(e.violations)])
+                    + [("ok" if e.feasible else "BROKEN: " + "; ".join(e.violations)) + e.noise_text])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
@@ -185,7 +187,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     images = {e.result.metrics.samples for e in done.ranking.entries if e.result.metrics.samples}
     if images:
         print(f"accuracies in [brackets]: 95 % intervals from the {', '.join(f'{n:,}' for n in sorted(images))} "
-              "evaluation images (Wilson; macro-F1 bootstrapped); '1=' marks runs tied with the leader")
+              "evaluation images (Wilson; macro-F1 bootstrapped); '=' after a rank marks a run tied with the first")
     if done.latency_source:
         print(done.latency_source)
     print("\n" + done.ranking.recommendation)

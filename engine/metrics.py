@@ -76,6 +76,15 @@ class Metrics:
         ci = self.interval(key)
         return text if ci is None else f"{text} ({interval_words(ci, self.samples)})"
 
+    def interval_columns(self) -> dict:
+        """`eval_images` and each accuracy's 95 % interval as CSV columns (`top1_interval_low`, …; empty when the
+        image count is unknown): one naming for the store's, the report's and the window's CSV."""
+        row: dict = {"eval_images": self.samples or ""}
+        for key, name in self.INTERVALS.items():
+            low, high = self.interval(key) or ("", "")
+            row[f"{name}_low"], row[f"{name}_high"] = low, high
+        return row
+
     def to_json(self, detail: bool = True) -> dict:
         """The metrics object of `evaluate --json` (README): the figures, `eval_images` and each accuracy's
         95 % interval, plus per-class figures (with `eval_images` again) and the confusion matrix when `detail`."""

@@ -84,6 +84,18 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def difference_interval(a: float, a_ci: tuple[float, float], b: float, b_ci: tuple[float, float]
+                        ) -> tuple[float, float]:
+    """95 % interval of a − b from the two figures' own 95 % intervals (Newcombe's hybrid score method).
+
+    It treats the two evaluations as independent; when both models saw the same images (as PruneLab's
+    stratified sample ensures) the true interval is narrower, so this one errs on the side of "noise"."""
+    import math
+
+    d = a - b
+    return (d - math.hypot(a - a_ci[0], b_ci[1] - b), d + math.hypot(a_ci[1] - a, b - b_ci[0]))
+
+
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """True when two intervals share a point: the figures are tied within their noise."""
     return a[0] <= b[1] and b[0] <= a[1]

@@ -50,12 +50,12 @@ class ComparisonTable(QTableWidget):
         for i, (r, e) in enumerate(rows):
             m = r.metrics
             same = same_arch_text(r)
-            rank = "–" if e is None else f"{e.rank}=" if ranking.is_tied(e) else str(e.rank)  # =: tied, noise
+            rank = "–" if e is None else ranking.rank_text(e)
             cells = (rank, r.label + (f" ({same})" if same else ""), accuracy_cell(m, "top1"),
                      f"{(m.top1 - b.top1) * 100:+.2f}" if b else "–", accuracy_cell(m, "f1_macro"),
                      latency_text(m), "–" if e is None else speedup_text(r, baseline),
                      f"{m.size_bytes / 1e6:.3f}", f"{m.macs / 1e6:.2f}", "–" if e is None else f"{e.score:.3f}",
-                     "original" if e is None else ("✓" if e.feasible else "✗ " + "; ".join(e.violations)))
+                     "original" if e is None else ("✓" if e.feasible else "✗ " + "; ".join(e.violations)) + e.noise_text)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if e is not None and not e.feasible:

@@ -425,7 +425,8 @@ class ResultsView(theme.PaletteWidget):
         original model first."""
         path = Path(path)
         fields = ["run", "parent", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
-                  "top1", "top5", "f1_macro", "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
+                  "top1", "top5", "f1_macro", *Metrics().interval_columns(),  # the store's CSV names
+                  "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
                   "size_bytes", "compressed_bytes", "latency_ms_b1", "batch_size", "latency_ms_batch", "speedup_macs",
                   "speedup_latency", "speedup_latency_batch", "speedup_latency_estimate", "speedup_latency_low",
                   "speedup_latency_high", "speedup_latency_note", "same_arch_as"]
@@ -458,6 +459,7 @@ class ResultsView(theme.PaletteWidget):
                     "scope": run.config.scope if run else "", "steps": run.config.steps if run else "",
                     "finetune_epochs": run.config.finetune_epochs if run else "",
                     "top1": m.top1, "top5": m.top5, "f1_macro": m.f1_macro, "precision_macro": m.precision_macro,
+                    **m.interval_columns(),
                     "recall_macro": m.recall_macro, "params": m.params, "nonzero_params": m.nonzero_params,
                     "macs": m.macs, "size_bytes": m.size_bytes, "compressed_bytes": m.compressed_bytes,
                     "latency_ms_b1": timed.latency(1) if timed.latency_ms else "", "batch_size": batch or "",

@@ -396,5 +396,5 @@ def test_two_sweeps_on_one_store_share_the_work(tmp_path, tiny_setup):
         if kind == "run":
             assert key in by_pid[pid]  # the row names the process that printed it as computed
     assert sum(kind == "baseline" for _, kind, _ in rows) == 1
-    for out, _ in outs:  # each sweep ranks the whole plan, its own runs and the other's
-        assert len(re.findall(r"^\d+\s+\S+ @ ", out, re.M)) == len(keys)
+    for out, _ in outs:  # each sweep ranks the whole plan, its own runs and the other's ('2=': tied with the first)
+        assert len(re.findall(r"^\d+=?\s+\S+ @ ", out, re.M)) == len(keys)

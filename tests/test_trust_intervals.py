@@ -192,3 +192,67 @@ def test_the_experiment_tabs_table_shows_intervals_and_the_tie(qtbot):
             for r in range(table.rowCount())}
     assert rows["l1 @ 0.5"] == ("1=", f"{55 / 60 * 100:.2f} [{low * 100:.1f}–{high * 100:.1f}]")
     assert rows["l2 @ 0.5"][0] == "2="
+
+
+def test_the_windows_csv_names_the_intervals_as_the_stores_csv_does(qtbot, tmp_path):
+    pytest.importorskip("pytestqt")
+    import csv
+
+    from gui.results import ResultsView
+
+    view = ResultsView()
+    qtbot.addWidget(view)
+    view.set_context(("demo", "data"), "demo on data")
+    before, after = metrics(58, 60), metrics(54, 60)
+    view.add_run(_gui_record(1, before, after))
+    rows = list(csv.DictReader(view.write_csv(tmp_path / "r.csv").open()))
+    store_row = result("k", "l2", 0.5, after).csv_row()
+    for row, m in zip(rows, (before, after)):  # the original first, then the run
+        assert int(row["eval_images"]) == 60
+        for key, name in Metrics.INTERVALS.items():
+            assert (float(row[f"{name}_low"]), float(row[f"{name}_high"])) == pytest.approx(m.interval(key))
+            assert f"{name}_low" in store_row and f"{name}_high" in store_row  # one naming everywhere
+
+
+# ----------------------------------------------------------------------------- the sweep's table
+
+def test_the_sweep_tables_original_row_carries_its_interval():
+    from cli.experiments import ranking_table
+
+    base = result("b", "none", None, metrics(57, 60), kind="baseline")
+    runs = [result("r1", "l1", 0.5, metrics(55, 60))]
+    lines = ranking_table(rank(runs, CRITERIA, base, "demo")).splitlines()
+    original = next(line for line in lines if " original " in line)
+    low, high = base.metrics.interval("top1")
+    assert f"95 [{low * 100:.1f}–{high * 100:.1f}]" in original
+
+
+# ----------------------------------------------------------------------------- constraints near the noise
+
+ONE_POINT = (Criterion("accuracy", "top1", weight=1.0, max_drop=1.0), Criterion("latency", "latency_ms", weight=1.0))
+
+
+def test_a_constraint_verdict_inside_the_noise_is_said_so():
+    """60 images: a 0.0 pt and a 3.3 pt drop both have drop intervals across the 1 pt limit. The verdict still
+    judges the measured drop (one meets, one breaks), and the table and the recommendation say it is noise."""
+    base = result("b", "none", None, metrics(57, 60), kind="baseline")
+    runs = [result("r1", "l1", 0.5, metrics(57, 60, latency=4.0)), result("r2", "l2", 0.5, metrics(55, 60))]
+    ranking = rank(runs, ONE_POINT, base, "demo")
+    first, second = ranking.entries
+    assert first.result.key == "r1" and first.feasible and not second.feasible
+    assert "accuracy drop 0.00 pt" in first.noise[0] and "within the noise of its 1 pt limit" in first.noise[0]
+    assert "accuracy drop 3.33 pt" in second.noise[0]
+    assert "Whether it meets the constraints is within the noise" in ranking.recommendation
+    from cli.experiments import ranking_table
+
+    table = ranking_table(ranking)
+    assert "ok (within the noise: accuracy drop 0.00 pt" in table
+    assert "BROKEN: accuracy drop 3.33 pt > 1 pt (within the noise" in table
+
+
+def test_a_verdict_clear_of_the_noise_says_nothing_more():
+    base = result("b", "none", None, metrics(9_500, 10_000), kind="baseline")
+    runs = [result("r1", "l1", 0.5, metrics(9_498, 10_000)), result("r2", "l2", 0.5, metrics(8_000, 10_000))]
+    ranking = rank(runs, ONE_POINT, base, "demo")
+    assert all(not e.noise for e in ranking.entries) and "noise" not in ranking.recommendation
+    assert ranking.entries[0].feasible and not ranking.entries[1].feasible

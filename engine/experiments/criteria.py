@@ -142,6 +142,31 @@ class Criterion:
             out.append(f"{self.name} only {baseline / value:.2f}× lower < {self.min_speedup:g}×")
         return out
 
+    def noise(self, result: "RunResult", baseline: "RunResult | None") -> list[str]:
+        """The accuracy constraints this run's verdict rests on noise for: the 95 % interval of the drop
+        (or of the figure, for min_value) reaches across the limit, so the evaluation images cannot tell
+        whether the run meets it. The verdict itself still judges the measured figure."""
+        m = result.metrics
+        ci = m.interval(self.metric) if self.metric in m.INTERVALS else None
+        if ci is None:
+            return []
+        from engine.units import difference_interval
+
+        scale, out = METRICS[self.metric].scale, []
+        value = getattr(m, self.metric) * scale
+        base_ci = baseline.metrics.interval(self.metric) if baseline is not None else None
+        if self.max_drop is not None and base_ci is not None:
+            b = getattr(baseline.metrics, self.metric)
+            low, high = (v * scale for v in difference_interval(b, base_ci, value / scale, ci))
+            if low <= self.max_drop <= high:
+                out.append(f"{self.name} drop {b * scale - value:.2f} pt (95 % CI {low:.1f} to {high:.1f} pt, "
+                           f"{min(m.samples, baseline.metrics.samples):,} images) is within the noise of its "
+                           f"{self.max_drop:g} pt limit")
+        if self.min_value is not None and ci[0] * scale <= self.min_value <= ci[1] * scale:
+            out.append(f"{self.name} {value:.2f} % (95 % CI {ci[0] * scale:.1f}–{ci[1] * scale:.1f}, "
+                       f"{m.samples:,} images) is within the noise of its {self.min_value:g} % limit")
+        return out
+
     def excess(self, value: float | None, baseline: float | None) -> float:
         """How far a value is past the constraints, relative to each limit (0 when it meets them)."""
         if value is None:

@@ -35,11 +35,17 @@ class RankedRun:
     values: dict  # criterion name -> value in display units (None: not measured)
     violations: tuple[str, ...]
     rank: int
+    noise: tuple[str, ...] = ()  # constraints whose verdict the evaluation's noise could turn (Criterion.noise)
 
     @property
     def feasible(self) -> bool:
         """True when the run meets every constraint."""
         return not self.violations
+
+    @property
+    def noise_text(self) -> str:
+        """' (within the noise: …)' after a constraint verdict the evaluation images cannot settle, else ''."""
+        return f" (within the noise: {'; '.join(self.noise)})" if self.noise else ""
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,15 @@ class Ranking:
     best: RankedRun | None
     recommendation: str
     tied: tuple[RankedRun, ...] = ()  # the leader and the runs it beats only within the evaluation's noise
+    baseline: RunResult | None = None  # the original the runs are compared with (its figures: baseline_values)
 
     def is_tied(self, entry: RankedRun) -> bool:
         """True when `entry` is the leader or tied with it (see _tied_with_leader)."""
         return len(self.tied) > 1 and entry in self.tied
+
+    def rank_text(self, entry: RankedRun) -> str:
+        """'2=' for a run tied with the first within the evaluation's noise, '2' otherwise (every table's '#')."""
+        return f"{entry.rank}=" if self.is_tied(entry) else str(entry.rank)
 
     def entry(self, key: str) -> RankedRun | None:
         """The ranked entry of a run key."""
@@ -120,13 +131,14 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
     excess = [sum(c.excess(row[c.name], base_vals[c.name]) for c in criteria) for row in measured]
     order = sorted(range(len(results)), key=lambda i: (bool(viol[i]), round(excess[i], 9), -round(scores[i], 9),
                                                        results[i].metrics.macs, results[i].label))
-    entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1)
+    entries = tuple(RankedRun(results[i], round(scores[i], 4), measured[i], viol[i], n + 1,
+                              tuple(t for c in criteria for t in c.noise(results[i], baseline)))
                     for n, i in enumerate(order))
     best = entries[0] if entries and entries[0].feasible else None
     tied = _tied_with_leader(results, table, criteria, order, viol) if best else set()
     tied_entries = tuple(e for e in entries if e.result.key in tied)
     return Ranking(criteria, base_vals, entries, best,
-                   recommendation(entries, criteria, baseline, model, tied_entries), tied_entries)
+                   recommendation(entries, criteria, baseline, model, tied_entries), tied_entries, baseline)
 
 
 def _scores(table: list[dict], criteria: Sequence[Criterion]) -> list[float]:
@@ -234,13 +246,17 @@ def _verdict(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseli
         name += " with sensitivity-guided layer ratios"
     if r.recovery and r.recovery != "none":
         name += f" ({r.extra.get('recovery_summary', r.recovery)})"
+    # a verdict on a constraint the evaluation cannot settle says so (the verdict judges the measured figure)
+    noise = (f" Whether it {'meets' if first.feasible else 'breaks'} the constraints is within the noise: "
+             f"{'; '.join(first.noise)} (evaluate on more images to settle it).") if first.noise else ""
     if first.feasible and len(tied) > 1:
         return (f"For {model}, under these constraints ({constraints}; weights: {weights}), {tie_words(tied)}: "
                 f"their 95 % intervals overlap, so this evaluation cannot tell them apart (evaluate on more images "
                 f"to separate them). Ranked first by a margin within that noise, {name}: "
-                f"{describe_gain(r, baseline)}.")
+                f"{describe_gain(r, baseline)}.{noise}")
     if first.feasible:
         return (f"For {model}, under these constraints ({constraints}; weights: {weights}), {name} is best: "
-                f"{describe_gain(r, baseline)}.")
+                f"{describe_gain(r, baseline)}.{noise}")
     return (f"For {model}, no run meets the constraints ({constraints}). The closest is {name}: "
-            f"{describe_gain(r, baseline)}, but {', '.join(first.violations)}. Relax the constraints or prune less.")
+            f"{describe_gain(r, baseline)}, but {', '.join(first.violations)}. Relax the constraints or prune less."
+            f"{noise}")

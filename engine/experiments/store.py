@@ -104,10 +104,7 @@ class RunResult:
         for k in ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "params", "nonzero_params",
                   "macs", "size_bytes", "compressed_bytes", "throughput_ips", "peak_memory_bytes"):
             row[k] = getattr(m, k)
-        row["eval_images"] = m.samples
-        for key, name in Metrics.INTERVALS.items():  # 95 % intervals (engine.metrics.Metrics.interval)
-            low, high = m.interval(key) or ("", "")
-            row[f"{name}_low"], row[f"{name}_high"] = low, high
+        row.update(m.interval_columns())
         for bs in sorted(m.latency_ms, key=int):
             row[f"latency_b{bs}_median_ms"] = m.latency(bs)
             row[f"latency_b{bs}_p95_ms"] = m.latency(bs, "p95")

@@ -155,8 +155,8 @@ def comparison(ranking: Ranking, baseline: RunResult | None) -> tuple[list[Colum
     rows = [comparison_row(baseline, baseline, NONE, NONE, "base", "original model")] if baseline else []
     for e in ranking.entries:
         css = "best" if ranking.best is e else ("broken" if not e.feasible else "")
-        constraints = "✓ meets all" if e.feasible else "✗ " + "; ".join(e.violations)
-        rank = f"{e.rank}=" if ranking.is_tied(e) else str(e.rank)  # tied with the leader within the noise
+        constraints = ("✓ meets all" if e.feasible else "✗ " + "; ".join(e.violations)) + e.noise_text
+        rank = ranking.rank_text(e)
         rows.append(comparison_row(e.result, baseline, rank, f"{e.score:.3f}", css, constraints))
     return columns, rows
 
