@@ -222,7 +222,8 @@ def _program(model: nn.Module, shape, tmp: Path, names: dict, runners: dict, not
         runners["torchscript"] = trace_torchscript(model, shape, tmp / TORCHSCRIPT)
         names["torchscript"] = TORCHSCRIPT
         notes.append(f"torch.export failed ({facts['export_error']}); wrote a traced TorchScript copy, {TORCHSCRIPT}")
-        return {**facts, "file": TORCHSCRIPT, "kind": "torchscript (traced)", "load": f"torch.jit.load('{TORCHSCRIPT}')"}
+        return {**facts, "file": TORCHSCRIPT, "kind": "torchscript (traced)",
+                "load": f"torch.jit.load('{TORCHSCRIPT}')"}
     except Exception as exc:  # noqa: BLE001 - both failing is said in the card and the notes
         (tmp / TORCHSCRIPT).unlink(missing_ok=True)
         facts["trace_error"] = _why(exc)
@@ -311,7 +312,8 @@ def _figure_lines(meta: dict) -> list[str]:
     if sp:
         threads = f", {sp['threads']} threads" if sp.get("threads") else ""
         lines.append(f"- Speed-up, original and pruned timed in turn: {sp['latency']:.2f}x (interval "
-                     f"{sp['interval'][0]:.2f}–{sp['interval'][1]:.2f}, {sp['rounds']} rounds) at batch {sp['batch']} "
+                     f"{sp['interval'][0]:.2f}–{sp['interval'][1]:.2f}, {sp['rounds']} rounds) "
+                     f"at batch {sp['batch']} "
                      f"on {sp['device']}{threads}." + (f" {sp['note']}" if sp.get("noisy") and sp.get("note") else ""))
     return lines
 
@@ -387,7 +389,8 @@ def model_card(meta: dict) -> str:
     build = meta.get("build")
     lines += (["From the weights, with the architecture's own code (`rebuild` gives every layer the pruned width "
                "and the weights' shapes, a first convolution adapted to the channels included):", "", "```python",
-               REBUILD_CODE.rstrip(), "", *_import_line(meta), f"model = rebuild({build}, '.')", "```", ""] if build else
+               REBUILD_CODE.rstrip(), "", *_import_line(meta), f"model = rebuild({build}, '.')", "```", ""]
+              if build else
               [f"`{WEIGHTS}` fits PruneLab's own {meta['architecture']} network; use the files above.", ""])
     lines += ["Where to run it and what speed-up to expect: PruneLab's docs/deploy.md.", ""]
     return "\n".join(lines)

@@ -144,9 +144,9 @@ def _fashion_pngs(folder: Path, limit: int) -> tuple[list, object]:
     return images, data
 
 
-def _prune(out: Path, argv: list[str]) -> dict:
-    code = main(["prune", *argv, "--method", "l1", "--ratio", "0.5", "--no-speed", "--quiet", "--out", str(out),
-                 "--json", str(out.parent / f"{out.name}.json")])
+def _prune(out: Path, argv: list[str], speed: bool = False) -> dict:
+    code = main(["prune", *argv, "--method", "l1", "--ratio", "0.5", *([] if speed else ["--no-speed"]), "--quiet",
+                 "--out", str(out), "--json", str(out.parent / f"{out.name}.json")])
     assert code == 0
     return json.loads((out.parent / f"{out.name}.json").read_text())
 
@@ -245,9 +245,15 @@ def test_the_card_and_json_say_what_a_user_needs(tmp_path):
     from engine.units import wilson_interval
 
     out = tmp_path / "set"
-    report = _prune(out, ["--model", "demo:resnet", "--data", "fashion-mnist", "--eval-limit", "100"])
+    report = _prune(out, ["--model", "demo:resnet", "--data", "fashion-mnist", "--eval-limit", "100",
+                          "--batch-size", "8"], speed=True)
     meta = json.loads((out / "model.json").read_text())
     fig = meta["figures"]
+    paired = report["latency_speedup"]
+    assert fig["speedup"]["latency"] == paired["median"] and fig["speedup"]["batch"] == paired["batch"] == 8
+    assert fig["speedup"]["device"] == "cpu" and fig["speedup"]["interval"] == [paired["low"], paired["high"]]
+    assert set(fig["latency_ms"]) == {"1", "8"}
+    assert fig["latency_ms"]["8"] == report["after"]["latency_ms"]["8"]["median"]
     assert fig["images"] == 100 and fig["top1"] == report["after"]["top1"]
     assert fig["top1_interval_95"] == [round(v, 4) for v in wilson_interval(fig["top1"], 100)]
     assert fig["macs"] == report["after"]["macs"] and fig["params"] == report["after"]["params"]
@@ -259,6 +265,7 @@ def test_the_card_and_json_say_what_a_user_needs(tmp_path):
     assert meta["layers"] and all(isinstance(v, dict) for v in meta["layers"].values())
     card = (out / "README.md").read_text()
     assert f"{100 * fig['top1']:.2f} %" in card and "100 test images" in card
+    assert f"{paired['median']:.2f}x" in card and "at batch 8 on cpu" in card
     assert "torch.export.load('model.pt2').module()" in card and "ort.InferenceSession('model.onnx'" in card
     assert "model.pt`: PruneLab's own file" in card
 

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
-from PySide6.QtWidgets import QFileDialog  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 
 from engine.data import Normalization  # noqa: E402
 from engine.models import DemoResNet, ModelBundle  # noqa: E402
@@ -45,6 +45,13 @@ def _record(source: Path) -> SimpleNamespace:
 
 def _answer(window, name: str | None, seen: dict) -> None:
     """When the export dialog opens: note where it opened, type `name` and accept (None: cancel)."""
+    def close_refusal(dialog: QFileDialog) -> None:
+        """A folder dialog refuses a new name in a message box ("Directory not found"): note it and close it."""
+        for box in dialog.findChildren(QMessageBox):
+            if box.isVisible():
+                seen["stuck"] = box.text()
+                box.reject()
+
     def act() -> None:
         shown = [d for d in window.findChildren(QFileDialog) if d.isVisible()]
         if not shown:
@@ -57,7 +64,11 @@ def _answer(window, name: str | None, seen: dict) -> None:
             dialog.reject()
             return
         dialog.selectFile(name)
+        QTimer.singleShot(3000, lambda: close_refusal(dialog))
         dialog.accept()
+        if dialog.isVisible():  # it opened the folder instead of answering: close it, so the test fails, not hangs
+            seen["stuck"] = True
+            dialog.reject()
 
     QTimer.singleShot(0, act)
 
@@ -69,8 +80,10 @@ def test_export_writes_a_new_folder_named_in_the_dialog_beside_the_model(window,
     window.selected_record = lambda: record
     seen: dict = {}
     _answer(window, "deploy me", seen)
-    with qtbot.waitSignal(window.job_stopped, timeout=120_000):
-        menus.export_model(window)
+    menus.export_model(window)
+    assert "stuck" not in seen, seen.get("stuck")
+    assert window.busy  # the export job started (the window sees its end only after this test yields)
+    qtbot.waitUntil(lambda: not window.busy, timeout=120_000)
     assert seen["directory"] == models  # opens where the model file is
     assert seen["proposed"] == [str(models / "run3_l1")]
     target = models / "deploy me"  # did not exist: the dialog created nothing, the export wrote it whole
@@ -84,6 +97,7 @@ def test_export_writes_a_new_folder_named_in_the_dialog_beside_the_model(window,
     (models / "theirs" / "keep.txt").write_text("mine")
     _answer(window, "theirs", seen)
     menus.export_model(window)
+    assert "stuck" not in seen, "typing an existing folder's name opened it instead of choosing it"
     qtbot.waitUntil(lambda: window.error_box is not None and window.error_box.isVisible(), timeout=10_000)
     assert "PruneLab did not write" in window.error_box.text()
     assert sorted(p.name for p in (models / "theirs").iterdir()) == ["keep.txt"] and not window.busy
