@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,37 +28,7 @@ from engine.deploy import save_outputs  # noqa: E402
 from engine.events import drain  # noqa: E402
 from engine.inputs import fit_data, model_for_data  # noqa: E402
 from engine.pruning import run_pruning  # noqa: E402
-
-USER_CODE = '''
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, num_classes=3, width=16):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.head = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean((2, 3)))
-'''
-
-
-def _folder(root: Path) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("test", 4)):
-        for k, name in enumerate(("circle", "square", "stripes")):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
-                img[:, :, k] += np.uint8(120)
-                Image.fromarray(img).save(root / split / name / f"{i}.png")
-    return root
-
+from tests.test_deploy import USER_CODE, rgb_folder  # noqa: E402 - the test's models and folder
 
 def _pruned(src: str, spec: str, shape, code: str | None = None):
     data = load_dataset(spec, input_shape=shape)
@@ -76,7 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="prunelab-export-"))
-    folder = f"imagefolder:{_folder(tmp / 'folder')}"
+    folder = f"imagefolder:{rgb_folder(tmp / 'folder', {'train': 8, 'test': 4})}"
     (tmp / "net.py").write_text(USER_CODE)
     import importlib.util
 

@@ -113,7 +113,7 @@ class Net(nn.Module):
 CLASSES = ("circle", "square", "stripes")
 
 
-def _rgb_folder(root: Path, per_class: dict[str, int]) -> Path:
+def rgb_folder(root: Path, per_class: dict[str, int]) -> Path:
     """train/ and test/ of three classes of 40×48 RGB images (not the model's size: the resize is used)."""
     from PIL import Image
 
@@ -188,7 +188,7 @@ def test_the_set_works_without_prunelab(case, tmp_path):
         spec, model_args = "fashion-mnist", {}
         report = _prune(out, ["--model", "demo:resnet", "--data", spec, "--eval-limit", str(limit)])
     else:
-        root = _rgb_folder(tmp_path / "folder", {"train": 8, "test": 4})
+        root = rgb_folder(tmp_path / "folder", {"train": 8, "test": 4})
         spec = f"imagefolder:{root}"
         images = [(str(root / "test" / name / f"{i}.png"), k) for k, name in enumerate(CLASSES) for i in range(4)]
         model_args = {"input_shape": (3, 32, 32)}
