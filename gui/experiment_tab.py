@@ -85,6 +85,13 @@ class ExperimentTab(QWidget):
         col.addWidget(self._build_methods())
         col.addWidget(self._build_options())
         col.addWidget(self._build_criteria())
+        col.addStretch(1)
+        # Run plan, Cancel and the plan's progress stay in sight below the scrolling editor (at 720 px high they
+        # were below the fold, as the Prune panel's Run would be without the same arrangement)
+        editor = QWidget()
+        outer = QVBoxLayout(editor)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(VerticalScrollArea(panel), 1)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run plan")
         self.run_button.clicked.connect(self._on_run_clicked)
@@ -94,18 +101,17 @@ class ExperimentTab(QWidget):
         self.report_button.clicked.connect(self._on_report_clicked)
         for b in (self.run_button, self.cancel_button, self.report_button):
             buttons.addWidget(b)
-        col.addLayout(buttons)
+        outer.addLayout(buttons)
         self.status_label = QLabel("")
         self.status_label.setTextFormat(Qt.TextFormat.RichText)  # messages are escaped HTML
-        col.addWidget(self.status_label)
-        col.addWidget(self.in_flight_label)  # runs on the Ray cluster now
+        outer.addWidget(self.status_label)
+        outer.addWidget(self.in_flight_label)  # runs on the Ray cluster now
         wrapping = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         wrapping.setHeightForWidth(True)  # as many lines as the text needs at the pane's width
         for label in (self.status_label, self.in_flight_label):
             label.setWordWrap(True)
             label.setSizePolicy(wrapping)  # a long message wraps, never widens the pane
-        col.addStretch(1)
-        return VerticalScrollArea(panel)
+        return editor
 
     def _build_methods(self) -> QGroupBox:
         methods = QGroupBox("Methods")
@@ -123,6 +129,7 @@ class ExperimentTab(QWidget):
         form_box = QGroupBox("Ratios and recovery")
         form = QFormLayout(form_box)
         self.ratios_edit = QLineEdit("0.3, 0.5, 0.7")
+        self.ratios_edit.setObjectName("plan_ratios")  # named: the real-window test types into these
         self.ratios_edit.setToolTip("Pruning ratios, comma-separated: share of channels (structured) or weights "
                                     "(unstructured) removed")
         form.addRow("Ratios", self.ratios_edit)
@@ -140,6 +147,7 @@ class ExperimentTab(QWidget):
         form.addRow("Recovery", self.bn_check)
         self.finetune_spin = self.fields["finetune_batches"].widget
         self.finetune_spin.setValue(50)
+        self.finetune_spin.setObjectName("plan_finetune_batches")
         self.finetune_spin.setSpecialValueText("none")
         form.addRow("Fine-tune batches", self.finetune_spin)
         self.distill_check = self.fields["distill"].widget
@@ -151,6 +159,7 @@ class ExperimentTab(QWidget):
         form.addRow("", self.guided_check)
         self.eval_spin = self.fields["eval_limit"].widget
         self.eval_spin.setSpecialValueText("all test images")
+        self.eval_spin.setObjectName("plan_eval_images")
         form.addRow("Evaluate on", self.eval_spin)
         self.speed_check = self.fields["measure_speed"].widget
         self.speed_check.setText("Measure latency and memory")

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractScrollArea, QApplication, QDockWidget,
-                               QGraphicsView, QTabBar, QWidget)
+from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractScrollArea, QAbstractSpinBox, QApplication,
+                               QDockWidget, QGraphicsView, QLineEdit, QTabBar, QWidget)
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -81,6 +81,7 @@ class Watch(QObject):
         self.seen: list[str] = []  # where the GUI thread was while late
         self.queued: list[tuple[float, dict[str, float]]] = []  # (when, every thread's time queued for a CPU)
         self.answer: dict | None = None
+        self.excused = 0.0  # seconds of the GUI thread spent answering the test since the last tick
         self.asked.connect(self._describe_now, Qt.ConnectionType.QueuedConnection)
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -91,7 +92,8 @@ class Watch(QObject):
     def _tick(self) -> None:
         """On the GUI thread, and nothing but arithmetic: a file written here once blocked it 1.4 s."""
         now = time.perf_counter()
-        late, self.last = now - self.last - TICK_S, now
+        late, self.last = now - self.last - TICK_S - self.excused, now
+        self.excused = 0.0
         if late > NOTED_S:
             seen, self.seen = self.seen, []
             self.stalls.append({"ms": round(late * 1000), "from": now - late - TICK_S, "to": now, "at": time.time(),
@@ -137,8 +139,9 @@ class Watch(QObject):
 
     @Slot()
     def _describe_now(self) -> None:
+        start = time.perf_counter()
         self.answer = self.describe()
-        self.last = time.perf_counter()  # describing the window is the test's time, not a stall
+        self.excused += time.perf_counter() - start  # describing the window is the test's time, not a stall
 
     def _doing(self) -> str:
         win = self.window
@@ -166,8 +169,10 @@ class Watch(QObject):
                               "rect": _rect(port, part)})
         areas += [{"kind": "web", "class": type(w).__name__, "name": w.objectName(), "rect": _rect(w)}
                   for w in shown if type(w).__name__ == "QWebEngineView"]
-        buttons = [{"text": b.text().replace("&", ""), "rect": _rect(b), "enabled": b.isEnabled()}
-                   for b in shown if isinstance(b, QAbstractButton) and b.text()]
+        buttons = [{"text": b.text().replace("&", ""), "rect": _rect(b), "enabled": b.isEnabled(),
+                    "checked": b.isChecked()} for b in shown if isinstance(b, QAbstractButton) and b.text()]
+        fields = {w.objectName(): {"rect": _rect(w), "text": w.text()} for w in shown
+                  if isinstance(w, (QLineEdit, QAbstractSpinBox)) and w.objectName()}
         docks = [{"title": d.windowTitle(), "rect": _rect(d)} for d in shown if isinstance(d, QDockWidget)]
         outside = []
         for w in shown:
@@ -185,9 +190,10 @@ class Watch(QObject):
         frame = win.frameGeometry()
         return {"screen": [screen.width(), screen.height()],
                 "window": [frame.x(), frame.y(), frame.width(), frame.height()],
-                "window_inner": _rect(win), "tab_bars": tab_bars, "areas": areas, "buttons": buttons,
+                "window_inner": _rect(win), "tab_bars": tab_bars, "areas": areas, "buttons": buttons, "fields": fields,
                 "docks": docks, "outside": outside[:20], "dialogs": dialogs,
                 "minimum": [win.minimumSizeHint().width(), win.minimumSizeHint().height()],
+                "plan_runs": len(win.experiment.keys()),
                 "state": {"loaded": win.loaded is not None, "busy": win.busy, "worker": win.worker is not None,
                           "runs": len(win.runs), "finished_runs": finished, "phase": win.phase_label.text(),
                           "tab": win.tabs.tabText(win.tabs.currentIndex()), "options": win.method_panel.options(),

@@ -1,7 +1,7 @@
 """The window as a person uses it: the real app under Xvfb with a window manager (openbox), driven with real
 input (xdotool). It opens every tab and sub-tab, moves the mouse across every plot, chart, table and the graph
 view, turns the wheel over every panel, explains a layer, runs one short prune, opens the lessons and resizes the
-window to the whole 1280×720 screen and back.
+window to the whole 1280×720 screen and back; it also runs a two-run plan from the Experiment tab.
 
 It fails on an error dialog, an ERROR line in the app's log, a widget shown outside the screen, a control the
 wheel changed without focus, and a UI stall above 250 ms (the app's watch, gui/watch.py, times a timer on its GUI
@@ -72,6 +72,7 @@ class Window:
         app_env = {k: v for k, v in self.env.items() if not k.startswith(("QT_", "PRUNELAB_"))}
         app_env.update(QT_QPA_PLATFORM="xcb", QTWEBENGINE_DISABLE_SANDBOX="1", TMPDIR=str(self.folder),
                        PRUNELAB_SETTINGS_DIR=str(self.folder / "settings"), PRUNELAB_LOG_DIR=str(self.folder / "logs"),
+                       PRUNELAB_DATA_DIR=str(self.folder / "data"),
                        PRUNELAB_WATCH=str(self.watch))
         self.app = self._spawn([sys.executable, str(ROOT / "main.py")], "app", app_env)
 
@@ -209,6 +210,35 @@ def _idle(found: dict) -> bool:
     return found["state"]["loaded"] and not found["state"]["worker"]
 
 
+def run_two_run_plan(win: Window, timings: dict) -> None:
+    """Experiment: l1 and l2 at 30 %, no fine-tuning, 200 test images, no timing; typed and ticked as a person
+    would, then *Run plan*."""
+    from engine.methods import all_methods
+
+    names = {m.name for m in all_methods()}
+    tab = next(t for t in _tabs(win.ask(), main=True) if t["text"] == "Experiment")
+    win.click(tab["rect"])
+    found = win.wait_until("the Experiment tab", lambda f: f["state"]["tab"] == "Experiment")
+    start = time.monotonic()
+    for box in found["buttons"]:
+        wanted = box["text"] in ("l1", "l2") if box["text"] in names else \
+            False if box["text"] == "Measure latency and memory" else box["checked"]
+        if box["checked"] != wanted:  # on the box itself: a check box ignores clicks right of its words
+            x, y, _w, h = box["rect"]
+            win.xdo("mousemove", "--sync", x + 8, y + h // 2, "click", 1)
+    for name, text in (("plan_ratios", "0.3"), ("plan_finetune_batches", "0"), ("plan_eval_images", "200")):
+        win.click(found["fields"][name]["rect"])
+        win.xdo("key", "ctrl+a", "type", text)
+        win.xdo("key", "Tab")
+    found = win.ask()
+    ticked = {b["text"] for b in found["buttons"] if b["checked"] and b["text"] in names}
+    assert ticked == {"l1", "l2"}, f"the plan's methods: {ticked}"
+    assert [found["fields"][n]["text"] for n in ("plan_ratios", "plan_eval_images")] == ["0.3", "200"]
+    win.click(_button(found, "Run plan")["rect"])
+    win.wait_until("the plan's two runs", lambda f: f["plan_runs"] == 2 and _idle(f), timeout=150)
+    timings["two-run plan"] = time.monotonic() - start
+
+
 def visit_every_tab(win: Window, timings: dict) -> None:
     """Each main tab and each of its sub-tabs: screenshot, the mouse across every area, the wheel over it."""
     start = time.monotonic()
@@ -266,6 +296,7 @@ def test_the_window_under_real_input():
         win.wait_until("the run to finish", lambda f: f["state"]["finished_runs"] == 1 and _idle(f), timeout=120)
         timings["prune"] = time.monotonic() - t0
 
+        run_two_run_plan(win, timings)
         visit_every_tab(win, timings)
 
         # the whole 1280×720 screen (frame included), then back to where it was
