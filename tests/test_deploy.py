@@ -304,3 +304,25 @@ def test_a_bad_out_is_refused_before_any_work(tmp_path, capsys):
     code = main(["prune", "--model", "demo:resnet", "--data", "fashion-mnist", "--method", "l1", "--ratio", "0.5",
                  "--out", str(tmp_path / "afile"), "--quiet"])
     assert code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_a_plan_with_save_models_writes_the_set_per_run(tmp_path, fashion):
+    """Plans save each run's model through the same writer as prune --out."""
+    from engine.data import Normalization
+    from engine.models import DemoResNet, ModelBundle, save_model
+
+    torch.manual_seed(0)
+    save_model(ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10,
+                           Normalization((0.3,), (0.35,)), fashion.class_names, {"widths": [8, 16, 32]}),
+               tmp_path / "tiny.pt")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'[plan]\nname = "p"\nsave_models = true\nout_dir = "{tmp_path / "models"}"\n'
+                    f'[model]\nsource = "{tmp_path / "tiny.pt"}"\n[sweep]\nmethods = ["l1"]\nratios = [0.5]\n'
+                    "[prune]\neval_limit = 64\nmeasure_speed = false\nround_to = 4\n")
+    assert main(["sweep", str(plan), "--store", str(tmp_path / "s.sqlite"), "--quiet"]) == 0
+    (run,) = list((tmp_path / "models").iterdir())
+    assert {"model.pt2", "model.onnx", "weights.safetensors", "model.json", "README.md", "model.pt"} <= {
+        p.name for p in run.iterdir()}
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["preprocessing"]["mean"] == [0.3] and meta["figures"]["images"] == 64
+    assert meta["original"]["sha256"] and meta["pruning"]["method"] == "l1"
