@@ -156,7 +156,11 @@ class MainWindow(QMainWindow):
         self.loaded = loaded
         # Move everything alive now (Qt wrappers, torch, the model, the dataset) out of the cyclic GC's
         # reach: a full collection triggered by the worker would otherwise scan it all while holding the
-        # GIL, freezing the UI for ~200 ms (measured by benchmarks/gui_responsiveness.py).
+        # GIL, freezing the UI for ~200 ms (measured by benchmarks/gui_responsiveness.py). Unfreeze and collect
+        # first, once per load: frozen objects are never collected, so the previous model's reference cycles
+        # (torch-pruning's graph, Qt wrappers) and any garbage not yet collected would otherwise stay for good.
+        gc.unfreeze()
+        gc.collect()
         gc.freeze()
         self.raw_data_cache = {loaded.request.data_spec: loaded.raw_data}  # one dataset in memory at a time
         src = loaded.request.model_src

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models, a session-wide Fashion-MNIST, tiny ImageFolder and CIFAR-10 trees."""
 from __future__ import annotations
 
+import gc
 import gzip
 import pickle
 import struct
@@ -32,10 +33,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _seeded() -> None:
+def _seeded():
     """Every test starts from the same random state, so failures repeat."""
     torch.manual_seed(0)
     np.random.seed(0)
+    yield
+    # A window freezes the collector's objects at each load and pauses it during jobs; a test that ends
+    # there must not leave the rest of the run with uncollectable garbage (memory grew test after test).
+    gc.unfreeze()
+    gc.enable()
 
 
 @pytest.fixture(scope="session")

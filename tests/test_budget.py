@@ -141,12 +141,16 @@ def test_cli_prune_past_the_budget_exits_2_with_one_line(tmp_path, hungry_code):
 HUNGER = {"on": False}
 
 
+HOARD_CHUNKS = 24  # 768 MiB a batch: past the tests' margins of 400-600 MiB, yet bounded when the watchdog is
+# slow to get a CPU on a busy machine (400 chunks took the test process to 13 GB before the job was stopped)
+
+
 class HungryResNet(DemoResNet):
     """A tiny DemoResNet that, once HUNGER is on, hoards memory on every batch (its pruned copies too)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if HUNGER["on"] and x.shape[0] > 1:
-            hoard = [torch.ones(CHUNK // 4) for _ in range(400)]
+            hoard = [torch.ones(CHUNK // 4) for _ in range(HOARD_CHUNKS)]
             del hoard
         return super().forward(x)
 

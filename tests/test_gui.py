@@ -226,7 +226,7 @@ def test_a_run_past_the_memory_limit_fails_alone(window, qtbot, fashion):
     with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS):
         assert window.start_run()
     qtbot.waitUntil(lambda: not window.busy, timeout=RUN_TIMEOUT_MS)
-    window.settings.set_value("memory/limit", str(rss_bytes() + 600 * 2 ** 20))
+    window.settings.set_value("memory/limit", str(rss_bytes() + 400 * 2 ** 20))
     HUNGER["on"] = True
     try:
         with qtbot.waitSignal(window.job_stopped, timeout=RUN_TIMEOUT_MS):
