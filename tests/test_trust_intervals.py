@@ -240,7 +240,7 @@ def test_a_constraint_verdict_inside_the_noise_is_said_so():
     ranking = rank(runs, ONE_POINT, base, "demo")
     first, second = ranking.entries
     assert first.result.key == "r1" and first.feasible and not second.feasible
-    assert "accuracy drop 0.00 pt" in first.noise[0] and "within the noise of its 1 pt limit" in first.noise[0]
+    assert "accuracy drop 0.00 pt" in first.noise[0] and "95 % CI -9.3 to 9.3 pt over 60 images, spans the 1 pt limit" in first.noise[0]
     assert "accuracy drop 3.33 pt" in second.noise[0]
     assert "Whether it meets the constraints is within the noise" in ranking.recommendation
     from cli.experiments import ranking_table

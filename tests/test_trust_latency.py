@@ -73,6 +73,7 @@ def test_plan_shares_figures_and_final_round_replaces_them(tmp_path, tiny_bundle
     assert first.extra["arch"] == second.extra["arch"]
     assert second.extra["same_arch_as"]["index"] == 1 and same_arch_text(second).startswith("same architecture as #1")
     assert second.metrics.latency_ms == first.metrics.latency_ms  # one figure, not two noisy ones
+    assert second.metrics.peak_memory_bytes == first.metrics.peak_memory_bytes > 0  # memory is measured too
     assert second.extra["latency_speedup"] == first.extra["latency_speedup"]
     assert "own_latency" in second.extra  # its own measurement is kept, not shown
     final = store.plans()[-1]["final_round"]

@@ -159,12 +159,11 @@ class Criterion:
             b = getattr(baseline.metrics, self.metric)
             low, high = (v * scale for v in difference_interval(b, base_ci, value / scale, ci))
             if low <= self.max_drop <= high:
-                out.append(f"{self.name} drop {b * scale - value:.2f} pt (95 % CI {low:.1f} to {high:.1f} pt, "
-                           f"{min(m.samples, baseline.metrics.samples):,} images) is within the noise of its "
-                           f"{self.max_drop:g} pt limit")
+                out.append(f"{self.name} drop {b * scale - value:.2f} pt, 95 % CI {low:.1f} to {high:.1f} pt over "
+                           f"{min(m.samples, baseline.metrics.samples):,} images, spans the {self.max_drop:g} pt limit")
         if self.min_value is not None and ci[0] * scale <= self.min_value <= ci[1] * scale:
-            out.append(f"{self.name} {value:.2f} % (95 % CI {ci[0] * scale:.1f}–{ci[1] * scale:.1f}, "
-                       f"{m.samples:,} images) is within the noise of its {self.min_value:g} % limit")
+            out.append(f"{self.name} {value:.2f} %, 95 % CI {ci[0] * scale:.1f}–{ci[1] * scale:.1f} over "
+                       f"{m.samples:,} images, spans the {self.min_value:g} % limit")
         return out
 
     def excess(self, value: float | None, baseline: float | None) -> float:

@@ -462,7 +462,9 @@ def _collect(executor, store: ResultStore, owner: ClaimOwner, cancel: CancelToke
 
 # ----------------------------------------------------------------------------- shared figures and the final round
 
-TIMED_FIELDS = ("latency_ms", "throughput_ips")  # Metrics fields a run of the same architecture shares
+# Metrics fields a run of the same architecture shares: timed on the machine, so between equal shapes they
+# differ by noise only (a forward pass's peak memory too: 8.4 and 10.7 MB for one resnet18 shape)
+TIMED_FIELDS = ("latency_ms", "throughput_ips", "peak_memory_bytes")
 
 
 class ArchShare:
@@ -491,7 +493,7 @@ class ArchShare:
             self.see(result)
             return result
         m = result.metrics
-        result.extra["own_latency"] = {"latency_ms": m.latency_ms, "throughput_ips": m.throughput_ips,
+        result.extra["own_latency"] = {**{name: getattr(m, name) for name in TIMED_FIELDS},
                                        "latency_speedup": result.extra.get("latency_speedup")}
         for name in TIMED_FIELDS:
             setattr(m, name, copy.deepcopy(getattr(source.metrics, name)))
