@@ -5,8 +5,10 @@ from __future__ import annotations
 from html import escape
 
 import numpy as np
-from PySide6.QtCore import Qt  # PySide6 first, so pyqtgraph binds it
-from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtCore import QRectF, Qt  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtGui import QPainterPath, QTransform
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsSimpleTextItem, QHBoxLayout, QLabel,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 import pyqtgraph as pg
 
@@ -109,27 +111,33 @@ class FeatureMapView(theme.PaletteWidget):
         mosaic = np.zeros((rows * cell_h, columns * cell_w, 4), dtype=np.ubyte)
         box = self.grid.addViewBox(lockAspect=True, invertY=True)
         box.setMouseEnabled(False, False)
+        image = pg.ImageItem()
         foreground = theme.plot_foreground().name()
-        frames = []
+        frames = QPainterPath()
+        words: list[tuple[str, str, float, float]] = []
         for c in range(n):
             low, high = float(maps[c].min()), float(maps[c].max())
             scaled = (maps[c] - low) / (high - low) if high > low else np.zeros_like(maps[c])
             top, left = (c // columns) * cell_h + gap, (c % columns) * cell_w
             mosaic[top:top + h, left:left + w] = self.colormap.map(scaled.ravel(), mode="byte").reshape(h, w, 4)
             cut = bool(result.cut[c])
-            label = pg.TextItem(f"{c} ✕" if cut else str(c), color=theme.REMOVED_COLOUR if cut else foreground,
-                                anchor=(0.5, 1.0))
-            label.setPos(left + w / 2, top)
-            box.addItem(label)
+            colour = theme.REMOVED_COLOUR if cut else foreground
+            words.append((f"{c} ✕" if cut else str(c), colour, left + w / 2, top))
             if cut:
-                frames.append((left, top))
-        image = pg.ImageItem(mosaic.transpose(1, 0, 2))
+                frames.addRect(QRectF(left - 0.5, top - 0.5, w + 1, h + 1))
+        image.setImage(mosaic.transpose(1, 0, 2))
         box.addItem(image)
-        image.setZValue(-1)
-        for left, top in frames:
-            frame = QGraphicsRectItem(left - 0.5, top - 0.5, w + 1, h + 1)
-            frame.setPen(pg.mkPen(theme.REMOVED_COLOUR, width=2, cosmetic=True))
-            box.addItem(frame)
+        # plain Qt items as the image's children, not pyqtgraph items: adding 32 labels and frames to the view
+        # box one by one took most of a second; these cost a few milliseconds and keep their size in pixels
+        outline = QGraphicsPathItem(frames, image)
+        outline.setPen(pg.mkPen(theme.REMOVED_COLOUR, width=2, cosmetic=True))
+        for text, colour, x, y in words:
+            label = QGraphicsSimpleTextItem(text, image)
+            label.setBrush(pg.mkBrush(colour))
+            label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            size = label.boundingRect()
+            label.setTransform(QTransform.fromTranslate(-size.width() / 2, -size.height()))
+            label.setPos(x, y)
         box.autoRange(padding=0.01)
         removed = int(result.cut.sum())
         more = f" Showing the first {n} of {len(maps)} channels." if len(maps) > n else ""
