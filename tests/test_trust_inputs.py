@@ -19,6 +19,7 @@ import torch
 from engine.config import PruneConfig
 from engine.data import Normalization
 from engine.errors import UserError
+from engine.experiments.plans import Recovery
 from engine.models import DemoResNet, ModelBundle, load_model, save_model
 from engine.verify import out_size
 from tests.test_bad_inputs import Case  # a command line ({F}: the fixtures folder) and its one line
@@ -310,6 +311,8 @@ def test_a_plan_on_random_weights_says_so_in_the_store_the_ranking_the_report_an
     (dict(ratios=(0.5, 0.5)), "[sweep] ratios lists 0.5 twice"),
     (dict(target_speedups=(2.0, 2.0)), "[sweep] target_speedups lists 2.0 twice"),
     (dict(name="x" * 201), "201 characters"),
+    (dict(recoveries=(Recovery("a", {"bn_recalibrate": True}), Recovery("b", {"bn_recalibrate": True}))),
+     "[[recovery]] 'a' and 'b' give the same settings"),
 ])
 def test_a_plan_built_in_code_is_checked_as_a_file_is(change, words):
     """The GUI's Experiment tab builds Plan objects and checks them with configs(), as parse_plan does."""

@@ -132,6 +132,10 @@ class Plan:
                         raise UserError(f"plan: bad pruning option ({exc})") from exc
                     except UserError as exc:
                         raise UserError(f"plan: {method} at {kind.replace('_', ' ')} {value}: {exc}") from exc
+                    twin = next((r for c, r in out if c == cfg), None)
+                    if twin is not None:  # same settings, same run key: it would run once and be listed twice
+                        raise UserError(f"[[recovery]] {twin.name!r} and {rec.name!r} give the same settings, so "
+                                        "the same runs would run twice; keep one, or make them differ")
                     out.append((cfg, rec))
         if not out:
             raise UserError("plan: no runs; give [sweep] methods and ratios (or target_speedups)")
