@@ -1,19 +1,26 @@
-"""The catalogue of bad inputs: every case through the real command line, in a subprocess.
+"""The catalogue of bad inputs: every case through the command line's own entry point.
 
 Each case must end with exit code 2 and exactly one line on stderr that names the problem (no
 traceback), and must leave nothing behind: its working folder stays empty and no fixture file
-(models, stores, plans, someone else's folders) changes by a byte. The cases run a few at a time
-in one session fixture, so the catalogue costs about what its slowest lanes cost.
+(models, stores, plans, someone else's folders) changes by a byte. Most cases call `cli.main.main`
+in this process (with its own working folder, environment, argv and file descriptor 2), since each
+interpreter's start-up (importing torch) cost seconds and proved nothing more; the SUBPROCESS cases
+run `python main.py` for real, for what only a process shows: the exit status, user code calling
+sys.exit, deep recursion, and the TorchScript archive's code not running.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import pickle
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,8 +34,11 @@ from PIL import Image
 from engine.models import ModelBundle, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
-LANES = 3  # concurrent subprocesses: each is mostly start-up (importing torch), so a few overlap well
+LANES = 2  # concurrent subprocesses: each is mostly start-up (importing torch), so two overlap well
 TIMEOUT_S = 120
+# the cases that run as real processes (the rest run in-process, see the module's docstring)
+SUBPROCESS = {"model-random-bytes", "torchscript-evaluate", "torchscript-sweep", "pickled-module", "code-sys-exit",
+              "code-parses-argv", "kwargs-deep", "ratio-nan", "out-foreign-folder", "command-unknown"}
 
 
 @dataclass(frozen=True)
@@ -319,17 +329,69 @@ def catalogue(tmp_path_factory, request) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(base / "home"), PRUNELAB_DATA_DIR=str(base / "data"),
                PRUNELAB_LOG_DIR=str(base / "logs"), OMP_NUM_THREADS="1")
 
-    def run(case: Case):
+    def prepare(case: Case) -> tuple[Path, list[str]]:
         cwd = base / "work" / case.id
         cwd.mkdir(parents=True)
-        args = [a.replace("{F}", str(fixtures)) for a in case.args]
+        return cwd, [a.replace("{F}", str(fixtures)) for a in case.args]
+
+    def run(case: Case):
+        cwd, args = prepare(case)
         proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=TIMEOUT_S)
         return case.id, (proc.returncode, proc.stderr, sorted(p.name for p in cwd.iterdir()))
 
-    with ThreadPoolExecutor(LANES) as pool:
-        results = dict(pool.map(run, CASES))
+    with ThreadPoolExecutor(LANES) as pool:  # the real processes run meanwhile (their threads only wait)
+        pending = pool.map(run, [c for c in CASES if c.id in SUBPROCESS])
+        results = {}
+        for case in CASES:
+            if case.id not in SUBPROCESS:
+                cwd, args = prepare(case)
+                code, stderr = run_in_process(args, cwd, env)
+                results[case.id] = (code, stderr, sorted(p.name for p in cwd.iterdir()))
+        results.update(pending)
     return {"results": results, "before": before, "after": fingerprint(fixtures), "marker": hostile[1]}
+
+
+def run_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """`python main.py ARGS` in this process: returns (exit code, everything written to stderr).
+
+    The working folder, environment and sys.argv are the command's while it runs, and stderr is taken at
+    the file descriptor too (a library's C code writes there); all of it is put back afterwards, including
+    the log handler the command installs for library warnings."""
+    from cli.main import main
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    warn_log = logging.getLogger("py.warnings")
+    saved_handlers, saved_propagate = list(warn_log.handlers), warn_log.propagate
+    text = io.StringIO()
+    with tempfile.TemporaryFile() as raw:
+        sys.stderr.flush()
+        fd2 = os.dup(2)
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = [str(ROOT / "main.py"), *args]
+        os.dup2(raw.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(text), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    code = main(args)
+                except SystemExit as exc:  # what the interpreter would turn into the exit status
+                    code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os.dup2(fd2, 2)
+            os.close(fd2)
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            sys.argv = saved_argv
+            logging.captureWarnings(False)
+            for handler in set(warn_log.handlers) - set(saved_handlers):
+                warn_log.removeHandler(handler)
+                handler.close()
+            warn_log.propagate = saved_propagate
+        raw.seek(0)
+        return code, text.getvalue() + raw.read().decode(errors="replace")
 
 
 @pytest.fixture(scope="session")
