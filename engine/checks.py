@@ -137,17 +137,19 @@ def check_walkable(model: nn.Module, what: str = "structured pruning") -> None:
                         "that never ends; use an unstructured method (e.g. --method magnitude-global)")
 
 
-def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True) -> None:
+def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True, cut: bool = True) -> None:
     """Everything about a pruning run that can be checked before the baseline is measured
-    (`memory=False` skips the batch-memory probe, for configurations whose batch size was checked)."""
+    (`memory=False` skips the batch-memory probe, for configurations whose batch size was checked;
+    `cut=False`, recovering only, skips what only cutting needs)."""
     method = cfg.validate()
-    if method.structured and not bundle.scripted:
+    if method.structured and not bundle.scripted and cut:
         check_walkable(bundle.model)
     if bundle.input_shape:
         check_input_shape(tuple(bundle.input_shape))
     if not bundle.scripted:
         check_layers(cfg, bundle.model, bundle.num_classes)
         scope = cfg.scope if method.structured else getattr(method.factory(), "scope", "layer")
-        check_layers_keep(cfg, bundle.model, bundle.num_classes, method.structured, scope == "global")
+        if cut:
+            check_layers_keep(cfg, bundle.model, bundle.num_classes, method.structured, scope == "global")
     if memory and bundle.input_shape:
         check_batch_memory(bundle.model, tuple(bundle.input_shape), cfg.batch_size, cfg.device)

@@ -554,11 +554,40 @@ class UnstructuredPruner(Pruner):
                           "shrinks, dense latency and MACs do not change.")
 
 
+class NoCut(Pruner):
+    """Recover only: one step that removes nothing, so a run can fine-tune, distil or re-estimate BatchNorm
+    on a pruned model further. Weights already zero stay zero while training (an unstructured run's sparsity
+    would otherwise grow back), through masks folded in at the end."""
+
+    def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
+                 num_classes: int | None, base_macs: int, cancel: CancelToken):
+        super().__init__(model, method, cfg, example, num_classes, base_macs, cancel)
+        self.masked: list[nn.Module] = []
+
+    @property
+    def done(self) -> bool:
+        return True
+
+    def step(self, step: int, cancel: CancelToken) -> Iterator[Progress]:
+        with torch.no_grad():
+            for _, m in prunable_layers(self.model):
+                if bool((m.weight == 0).any()):
+                    torch_prune.custom_from_mask(m, "weight", (m.weight != 0).to(m.weight.dtype))
+                    self.masked.append(m)
+        return iter(())
+
+    def finish(self) -> None:
+        for m in self.masked:
+            torch_prune.remove(m, "weight")
+        self.notes.append("Recover only: nothing was cut; the run recovered a copy of the model it started from "
+                          "(weights that were zero stayed zero).")
+
+
 PRUNERS: dict[str, type[Pruner]] = {STRUCTURED: StructuredPruner, UNSTRUCTURED: UnstructuredPruner}
 
 
 def make_pruner(model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
-                num_classes: int | None, base_macs: int, cancel: CancelToken) -> Pruner:
-    """The pruner of `method`'s family (or the manual one), set up on `model`."""
-    kind = ManualPruner if method.manual else PRUNERS[method.family]
+                num_classes: int | None, base_macs: int, cancel: CancelToken, recover_only: bool = False) -> Pruner:
+    """The pruner of `method`'s family (or the manual one; NoCut to recover only), set up on `model`."""
+    kind = NoCut if recover_only else ManualPruner if method.manual else PRUNERS[method.family]
     return kind(model, method, cfg, example, num_classes, base_macs, cancel)

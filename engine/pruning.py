@@ -20,6 +20,7 @@ from engine.architectures import drop_aux_heads
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig
+from engine.errors import UserError
 from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, count_macs, evaluate
@@ -161,7 +162,7 @@ class _Phases:
         return self.gate is not None and not self.gate.is_open
 
     def top1(self) -> float:
-        """Top-1 on the first validation images (the quick look before and after recovery)."""
+        """Top-1 on a stratified sample of validation images (the quick look before and after recovery)."""
         return quick_top1(self.model, self.data, "val", self.dev, limit=self.quick, cancel=self.cancel)
 
     def done(self, step: int, phase: str, top1: float | None, next_phase: str | None) -> Iterator:
@@ -183,19 +184,25 @@ def _after_prune(cfg: PruneConfig) -> str:
 
 def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
                 out_dir: str | Path | None = None, baseline: Metrics | None = None,
-                keep: list | None = None, gate: StepGate | None = None) -> Iterator:
+                keep: list | None = None, gate: StepGate | None = None, recover_only: bool = False,
+                teacher: ModelBundle | None = None) -> Iterator:
     """Prune a copy of `bundle.model`; yields Progress, PhaseDone after each phase, StepDone (step 0 =
     original), then RunDone.
 
     `baseline` reuses metrics of the unpruned model measured earlier (plans share it). Events never
     carry the model; a caller that wants the pruned ModelBundle passes a list as `keep`. With `gate`,
     the run waits after each phase (prune, BatchNorm re-estimation, fine-tuning, evaluation) until the
-    gate is released: step-through for teaching.
+    gate is released: step-through for teaching. `recover_only` cuts nothing: the recovery phases and the
+    evaluation run on a copy of `bundle` (a pruned model trained further). Distillation learns from `teacher`
+    (default: `bundle`), e.g. the original a pruned model came from.
     """
     method = cfg.validate()
+    if recover_only and not (cfg.bn_recalibrate or cfg.recovers_by_training):
+        raise UserError("recovering only needs a recovery: set fine-tuning epochs (--finetune-epochs) or "
+                        "BatchNorm re-estimation (--bn-recalibrate)")
     bundle.require_prunable()
-    check_run(cfg, bundle)  # before the baseline: bad layer names or a batch too big fail in a second
-    if method.manual:
+    check_run(cfg, bundle, cut=not recover_only)  # before the baseline: bad layer names, a batch too big
+    if method.manual and not recover_only:
         check_manual_channels(bundle.model, cfg, bundle.num_classes)
     cancel = cancel or CancelToken()
     dev, note = resolve_device(cfg.device)
@@ -214,10 +221,10 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     # before any work; it is said first, so a memory stop while tracing names the right phase.
     yield Progress("prune", 0, 1, "tracing the dependency graph and trying the cut on a copy")
     base_macs = 1  # only a speed-up target needs the original's MACs
-    if cfg.target_speedup is not None:
+    if cfg.target_speedup is not None and not recover_only:
         base_macs = baseline.macs if baseline is not None else count_macs(model, shape, device)
     pruner = make_pruner(model, method, cfg, torch.zeros(1, *shape, device=dev), work.num_classes,
-                         base_macs or 1, cancel)
+                         base_macs or 1, cancel, recover_only)
     notes.extend(pruner.notes)
     if cfg.sparsity_reg > 0 and "sparsity_reg" not in method.options:
         notes.append(f"the sparsity penalty applies to methods that read it; {method.name} does not, so it was "
@@ -228,7 +235,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     before_w = weight_snapshot(model)
     step0 = StepDone(0, cfg.steps, 0.0, baseline, layer_stats(before_w, model), histograms(before_w, model, {}))
     yield step0
-    teacher = _teacher(bundle, dev) if cfg.distill else None
+    teacher_model = _teacher(teacher or bundle, dev) if cfg.distill else None
     prune_seconds = 0.0
     steps: list[StepDone] = []
     current = baseline
@@ -243,7 +250,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
 
         t1, waited = time.perf_counter(), phases.waited
         checks: list = []
-        yield from _recover(model, data, cfg, dev, step, teacher, pruner.regularizer(), cancel, checks, phases)
+        yield from _recover(model, data, cfg, dev, step, teacher_model, pruner.regularizer(), cancel, checks, phases)
         recover_seconds = time.perf_counter() - t1 - (phases.waited - waited)
         model.eval()
         current = yield from _measure(model, data, cfg, device, cancel, "evaluate")
@@ -261,7 +268,8 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     _finish(pruner, shape, dev, notes)
     paired = None
     if cfg.measure_speed:
-        original = teacher if teacher is not None else copy.deepcopy(bundle.model).to(dev).eval()
+        original = (teacher_model if teacher_model is not None and teacher is None
+                    else copy.deepcopy(bundle.model).to(dev).eval())  # timed against the model it started from
         paired = yield from _paired_speedup(original, model, shape, cfg, device, cancel)
         del original
     work.meta = {
@@ -270,6 +278,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "evaluation": {"dataset": data.name, "split": "test", "images": current.samples, "device": current.device},
         "latency_speedup": paired, "original": original_identity(bundle),
+        **({"recover_only": True} if recover_only else {}),
     }
     files = (yield from _save(work, data, cfg, method.structured, Path(out_dir), notes)) if out_dir is not None else {}
     model.cpu()

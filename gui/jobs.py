@@ -200,8 +200,10 @@ class RunJob(Job):
             panel.step_check.toggled.connect(self._on_step_toggled)
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, PrunedModel]:
+        teacher = self.window.loaded.bundle if self.record.recover_only else None  # distil from the original
         return (yield from work.prune(self.record.run_id, self.bundle, self.data, self.record.config,
-                                      self.export_graph, self.work_dir, cancel, self.gate))
+                                      self.export_graph, self.work_dir, cancel, self.gate, self.record.recover_only,
+                                      teacher))
 
     def _on_next_phase(self) -> None:
         self.window.method_panel.next_button.setEnabled(False)

@@ -64,12 +64,21 @@ def ask_continue(win: MainWindow, run_id: int) -> QMessageBox | None:
                       f"Prune {record.label}'s pruned model further with <b>{get_method(cfg.method).title}</b> at "
                       f"<b>{amount}</b> of what is left, {recovery}?", QMessageBox.StandardButton.Cancel, win)
     box.setInformativeText("These are the Prune panel's settings now: change them there first if you meant "
-                           "something else. The new run is listed with its parent, and its changes are measured "
-                           f"against {record.label}.")
+                           "something else. <i>Recover only</i> cuts nothing and runs just the recovery. The new "
+                           f"run is listed with its parent, and its changes are measured against {record.label}.")
     further = box.addButton("Prune further", QMessageBox.ButtonRole.AcceptRole)
+    recover = box.addButton("Recover only", QMessageBox.ButtonRole.AcceptRole)
+    if cfg.recovers_by_training or cfg.bn_recalibrate:
+        distil = ", distilling from the original" if cfg.recovers_by_training and cfg.distill else ""
+        recover.setToolTip(f"Cut nothing: {recovery.removeprefix('then ')}{distil} on a copy of "
+                           f"{record.label}'s model, listed as a new run")
+    else:
+        recover.setEnabled(False)
+        recover.setToolTip("Set fine-tuning epochs or BatchNorm re-estimation in the Prune panel first")
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.setWindowModality(Qt.WindowModality.WindowModal)
-    box.buttonClicked.connect(lambda button: win.start_run(parent=run_id) if button is further else None)
+    box.buttonClicked.connect(lambda button: win.start_run(parent=run_id) if button is further else
+                              win.start_run(parent=run_id, recover_only=True) if button is recover else None)
     box.open()
     win.continue_box = box
     return box

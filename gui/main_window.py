@@ -255,9 +255,11 @@ class MainWindow(QMainWindow):
         """True while a job runs or waits to run (a background job alone leaves the window usable)."""
         return self.worker is not None and (not self.job.background or self.next_job is not None)
 
-    def start_run(self, *, parent: int | None = None, manual_channels: dict | None = None) -> bool:
+    def start_run(self, *, parent: int | None = None, manual_channels: dict | None = None,
+                  recover_only: bool = False) -> bool:
         """Start a pruning run with the panel's options; False when it cannot start. `parent` continues
-        from that finished run's pruned model; `manual_channels` runs the manual method on those channels."""
+        from that finished run's pruned model (`recover_only`: its recovery only, nothing cut);
+        `manual_channels` runs the manual method on those channels."""
         if self.busy:
             self.statusBar().showMessage("Wait for the running job to finish (or cancel it) first", 5000)
             return False
@@ -280,11 +282,13 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot start this run", str(exc))
             return False
         run_id = (max(self.runs) + 1) if self.runs else 1
-        record = RunRecord(run_id, f"#{run_id}", theme.run_colour(run_id - 1), cfg, parent=parent)
+        record = RunRecord(run_id, f"#{run_id}", theme.run_colour(run_id - 1), cfg, parent=parent,
+                           recover_only=recover_only and parent is not None)
         self.runs[run_id] = record
         self.current_run = self.selected_run = run_id
         lineage = f" ← {source.label}" if source is not None else ""
-        self.plots.add_run(run_id, f"#{run_id}{lineage} {get_method(cfg.method).title}", record.colour)
+        what = "recover only" if record.recover_only else get_method(cfg.method).title
+        self.plots.add_run(run_id, f"#{run_id}{lineage} {what}", record.colour)
         self.tabs.setCurrentWidget(self.plots)
         self.settings.save_options("method", self.method_panel.options())
         log.info("run %d%s: %s", run_id, f" from run {parent}" if parent else "", cfg.to_json())

@@ -49,10 +49,13 @@ class RunRecord:
     context: tuple[str, str] | None = None  # (model, dataset) it was made on; set when the views first see it
     same_arch_as: int | None = None  # the run whose latency figure it shows (speed.same_arch_as; 0: the original)
     note: str = ""  # the user's own words about the run (the Results table's Note column)
+    recover_only: bool = False  # continued without cutting: only the recovery ran on the parent's model
 
     @property
     def amount(self) -> str:
         """The requested amount, as a user reads it."""
+        if self.recover_only:
+            return "recover only"
         if self.config.manual_channels:
             n = sum(len(set(c)) for c in self.config.manual_channels.values())
             return f"{n} channel{'s' if n != 1 else ''} ticked"

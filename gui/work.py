@@ -184,12 +184,14 @@ def details(loaded: Loaded, names: tuple[str, ...], cancel: CancelToken) -> Gene
 
 
 def prune(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, export_graph: bool,
-          work_dir: Path, cancel: CancelToken, gate: StepGate | None = None) -> Generator[Any, None, PrunedModel]:
+          work_dir: Path, cancel: CancelToken, gate: StepGate | None = None, recover_only: bool = False,
+          teacher: ModelBundle | None = None) -> Generator[Any, None, PrunedModel]:
     """One pruning run on a copy of `bundle` (its events pass through; with `gate`, it pauses after each
-    phase), then the result exported to ONNX."""
+    phase; `recover_only` and `teacher` as run_pruning's), then the result exported to ONNX."""
     keep: list[ModelBundle] = []
     done: RunDone | None = None
-    for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep, gate=gate):
+    for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep, gate=gate, recover_only=recover_only,
+                          teacher=teacher):
         if isinstance(ev, RunDone):
             done = ev
         yield ev
