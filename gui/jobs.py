@@ -282,6 +282,11 @@ class RunJob(Job):
         self.record.status = "cancelled"
 
     def on_stopped(self) -> None:
+        record = self.record
+        if record.status in ("cancelled", "failed"):  # Results lists finished runs only: Live plots too
+            self.window.plots.remove_run(record.run_id)
+            self.window.statusBar().showMessage(f"Run {record.label} {record.status}: not kept in Live plots or "
+                                                "Results", 8000)
         if self.gate is not None:
             panel = self.window.method_panel
             panel.next_button.clicked.disconnect(self._on_next_phase)
