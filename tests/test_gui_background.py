@@ -98,4 +98,5 @@ def test_closing_during_a_job_does_not_wait_out_the_timeout(qtbot, tmp_path, mon
     qtbot.waitUntil(lambda: slow.calls == 1, timeout=TIMEOUT_MS)  # a job is running now
     start = time.monotonic()
     window.close()
-    assert time.monotonic() - start < 10 and slow.cancelled.is_set()
+    # the bug waited out closeEvent's 30 s timeout; a busy machine may take some seconds, not that
+    assert time.monotonic() - start < 25 and slow.cancelled.is_set()
