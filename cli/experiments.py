@@ -225,10 +225,20 @@ def _executor_flags(plan, args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- report
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write the self-contained HTML report and the CSV of all runs from a result store."""
+    """Write the self-contained HTML report and the CSV of all runs from a result store, or (--session) the
+    session report of `prune --json` files."""
     from engine.experiments import ResultStore
     from engine.report import check_report_path, write_report
 
+    if (args.store is None) == (args.session is None):
+        raise UserError("give exactly one of --store PATH (an experiment's result store) or --session FILE... "
+                        "(`prune --json` files, or folders of them)")
+    if args.session is not None:
+        from engine.report.session import check_session_path, load_session, write_session_report
+
+        check_session_path(args.out)
+        print(f"wrote {write_session_report(load_session(args.session), args.out)}")
+        return 0
     out = check_report_path(args.out, flag="--out")
     html, csv = write_report(ResultStore(args.store, read_only=True), out, plan_name=args.plan)
     print(f"wrote {html} and {csv}")
@@ -284,10 +294,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="write a self-contained HTML report and a CSV from a result store")
-    p.add_argument("--store", required=True, metavar="PATH",
+    p = sub.add_parser("report", help="write a self-contained HTML report and a CSV from a result store, or a "
+                       "session report of single runs")
+    p.add_argument("--store", metavar="PATH",
                    help="the result store written by `sweep` (opened read-only: never changed)")
-    p.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file (FILE.csv is written beside it)")
+    p.add_argument("--session", nargs="+", metavar="FILE",
+                   help="instead of --store: a session report of single runs, one HTML file (no CSV) from the files "
+                        "`prune --json FILE` wrote, or folders of them (every *.json, by name), in the order given")
+    p.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file (with --store, FILE.csv is "
+                   "written beside it)")
     p.add_argument("--plan", metavar="NAME", help="which plan of the store (default: the most recent)")
     p.set_defaults(func=cmd_report)
 

@@ -212,6 +212,35 @@ class PruneConfig:
         return cls(**d)
 
 
+def recovery_words(cfg: PruneConfig) -> str:
+    """The recovery of a run, and the steps and scope when they are not the defaults, in a few words ("none" if
+    none): the Results table and the session report."""
+    parts = []
+    if cfg.finetune_epochs:
+        parts.append(f"fine-tune {cfg.finetune_epochs:g} ep")
+    elif cfg.finetune_batches:
+        parts.append(f"fine-tune {cfg.finetune_batches} batches")
+    if cfg.recovers_by_training and cfg.distill:
+        parts.append("distil")
+    if cfg.bn_recalibrate:
+        parts.append("BN re-est.")
+    extra = ([f"{cfg.steps} steps"] if cfg.steps != 1 else []) + ([f"{cfg.scope} scope"] if cfg.scope != "layer"
+                                                                 else [])
+    return ", ".join(parts or ["none"]) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def amount_words(cfg: PruneConfig, recover_only: bool = False) -> str:
+    """The requested amount, as a user reads it."""
+    if recover_only:
+        return "recover only"
+    if cfg.manual_channels:
+        n = sum(len(set(c)) for c in cfg.manual_channels.values())
+        return f"{n} channel{'s' if n != 1 else ''} ticked"
+    if cfg.target_speedup is not None:
+        return f"{cfg.target_speedup:.2f}× fewer MACs"
+    return f"{cfg.pruning_ratio:.0%}"
+
+
 def rounding_words(round_to: int | None) -> str:
     """How structured pruning rounds channel counts, in words (the GUI beside the amount, the run summary)."""
     if not round_to or round_to <= 1:

@@ -21,7 +21,7 @@ import pyqtgraph as pg
 from engine.metrics import Metrics
 from engine.models import ModelBundle
 from engine.outputs import atomic_files
-from engine.config import PruneConfig
+from engine.config import PruneConfig, amount_words, recovery_words
 from engine.pruning import RunDone, StepDone
 from engine.units import fmt_bytes, fmt_count
 from gui import speed, theme
@@ -54,14 +54,7 @@ class RunRecord:
     @property
     def amount(self) -> str:
         """The requested amount, as a user reads it."""
-        if self.recover_only:
-            return "recover only"
-        if self.config.manual_channels:
-            n = sum(len(set(c)) for c in self.config.manual_channels.values())
-            return f"{n} channel{'s' if n != 1 else ''} ticked"
-        if self.config.target_speedup is not None:
-            return f"{self.config.target_speedup:.2f}× fewer MACs"
-        return f"{self.config.pruning_ratio:.0%}"
+        return amount_words(self.config, self.recover_only)
 
 
 # (header, tooltip, text(run), sort value(run))
@@ -112,22 +105,6 @@ CONFIG_COLUMNS = 4  # Run, Method, Amount, Recovery: their tooltip is the run's 
 def _against(run: RunRecord) -> str:
     """Whom a continued run's changes are measured against (its parent); nothing for the original's."""
     return f" vs #{run.parent}" if run.parent is not None else ""
-
-
-def recovery_words(cfg: PruneConfig) -> str:
-    """The recovery, and the steps and scope when they are not the defaults, in a few words ("none" if none)."""
-    parts = []
-    if cfg.finetune_epochs:
-        parts.append(f"fine-tune {cfg.finetune_epochs:g} ep")
-    elif cfg.finetune_batches:
-        parts.append(f"fine-tune {cfg.finetune_batches} batches")
-    if cfg.recovers_by_training and cfg.distill:
-        parts.append("distil")
-    if cfg.bn_recalibrate:
-        parts.append("BN re-est.")
-    extra = ([f"{cfg.steps} steps"] if cfg.steps != 1 else []) + ([f"{cfg.scope} scope"] if cfg.scope != "layer"
-                                                                 else [])
-    return ", ".join(parts or ["none"]) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def config_tip(run: RunRecord) -> str:
