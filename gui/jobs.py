@@ -375,7 +375,7 @@ class PlanJob(Job):
 
 
 class ExportJob(Job):
-    """Save a model (the pruned one, with ONNX and metadata, or one ONNX file)."""
+    """Save a model (the pruned one as a deployment set, engine.deploy, or one ONNX file)."""
 
     name, title = "export", "Export failed"
 
@@ -387,4 +387,8 @@ class ExportJob(Job):
         return (yield from work.export(*self.args, cancel))
 
     def on_success(self, exported: Exported) -> None:
-        self.window.statusBar().showMessage("Wrote " + ", ".join(exported.files.values()), 8000)
+        paths = [Path(p) for p in exported.files.values()]
+        folders = {p.parent for p in paths}
+        text = (f"Wrote {', '.join(p.name for p in paths)} in {folders.pop()} (README.md says how to use them)"
+                if len(paths) > 1 and len(folders) == 1 else "Wrote " + ", ".join(map(str, paths)))
+        self.window.statusBar().showMessage(text, 12000)

@@ -91,6 +91,8 @@ def test_export_writes_a_new_folder_named_in_the_dialog_beside_the_model(window,
     assert {"model.pt2", "model.onnx", "weights.safetensors", "model.json", "README.md"} <= {
         p.name for p in target.iterdir()}
     assert json.loads((target / "model.json").read_text())["preprocessing"]["mean"] == [0.5]
+    assert "model.pt2, model.onnx" in window.statusBar().currentMessage() and str(target) in \
+        window.statusBar().currentMessage()
 
     # the next export opens there too; a folder of the user's is refused in a dialog, nothing written
     (models / "theirs").mkdir()
