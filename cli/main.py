@@ -468,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     previous = _terminate_as_cancel()
     _warnings_to_log()
+    HELD.clear()  # (main() may run more than once in a process: tests, the catalogue)
     try:
         code = int(args.func(args) or EXIT_OK)
         show_held()
