@@ -21,6 +21,7 @@ from gui.jobs import ExportJob
 from gui.lesson import show_lessons
 from gui.open_model import MODEL_FILTER, open_model_dialog
 from gui.pickers import last_folder, remember_folder
+from gui.session_report import save_session_report
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -61,6 +62,9 @@ def build_actions(win: MainWindow) -> None:
                                     "Ctrl+Shift+C", lambda: export_csv(win))
     win.report_action = _action(win, "Save experiment &report…", "Write the Experiment tab's comparison as a "
                                 "self-contained HTML report plus CSV", "Ctrl+Shift+R", lambda: save_report(win))
+    win.session_report_action = _action(win, "Save &session report…", "Every finished run of this session and the "
+                                        "teach views you opened, as one self-contained HTML file to hand in",
+                                        None, lambda: save_session_report(win))
     win.open_store_action = _action(win, "Open result &store…", "Show the runs of an earlier experiment plan "
                                     "(a PruneLab .sqlite result store)", None, lambda: open_store(win))
     for action, pixmap in ((win.open_action, QStyle.StandardPixmap.SP_DialogOpenButton),
@@ -88,7 +92,8 @@ def build_menus(win: MainWindow, default_data: str) -> None:
     recent_menu = file_menu.addMenu("&Recent models")
     recent_menu.aboutToShow.connect(lambda: _fill_recent(recent_menu, win))
     file_menu.addSeparator()
-    for action in (win.export_model_action, win.export_onnx_action, win.export_plots_action, win.export_csv_action):
+    for action in (win.export_model_action, win.export_onnx_action, win.export_plots_action, win.export_csv_action,
+                   win.session_report_action):
         file_menu.addAction(action)
     file_menu.addSeparator()
     file_menu.addAction(win.open_store_action)

@@ -35,3 +35,27 @@ def test_a_cancelled_run_leaves_live_plots_as_it_is_not_in_results(win, qtbot):
     assert "cancelled" in win.statusBar().currentMessage()
     assert win.remove_run(1)  # removed from the session: gone from both
     assert legend_labels(win) == [] and win.results.row_count() == 0
+
+
+def test_save_session_report_has_every_run_and_the_teach_views_opened(win, qtbot, tmp_path):
+    from gui.session_report import save_session_report
+
+    assert save_session_report(win, tmp_path / "empty.html") is None  # nothing finished yet: said, not written
+    assert "no finished run" in win.error_box.text() and not (tmp_path / "empty.html").exists()
+    win.error_box.close()
+    with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+        assert win.start_run()
+    win.results.runs[1].note = "my first cut"
+    tab = win.teach
+    win.tabs.setCurrentWidget(tab)
+    tab.select_layer("layer1.0.conv2")
+    with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
+        assert tab.explain()
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+    tab.views.setCurrentWidget(tab.criteria_view)
+    assert win.session_report_action in win.menuBar().actions()[0].menu().actions()
+    out = save_session_report(win, tmp_path / "session.html")
+    html = out.read_text(encoding="utf-8")
+    assert "#1" in html and "my first cut" in html and "95 % CI" in html and "Per class" in html
+    assert "Why these channels" in html and "Criteria side by side" in html  # the two views opened
+    assert "Dependency group</h3>" not in html and html.count("data:image/png;base64,") == 2

@@ -9,6 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QTimer, Signal, Slot
+from PySide6.QtGui import QTextDocumentFragment
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from engine.errors import UserError
@@ -82,6 +83,8 @@ class TeachTab(QWidget):
         self.maps_view.show_button.clicked.connect(self.show_image)
         self.views.currentChanged.connect(lambda _index: self._fill_maps())
         self.views.currentChanged.connect(lambda _index: self._refresh_header())
+        self.views.currentChanged.connect(lambda _index: self._note_opened())
+        self._opened: dict[QWidget, str] = {}  # view -> the line above it when last seen: the session report
         self.layer_combo.currentTextChanged.connect(lambda _text: self._refresh_header())
         window.job_stopped.connect(self._on_job_stopped)
         self._maps_tried: tuple | None = None  # what the maps were last started for (no retry loop on an error)
@@ -96,6 +99,7 @@ class TeachTab(QWidget):
             win.graph_view.layer_table.layer_selected.connect(self.select_layer)
         if hasattr(win, "tabs"):  # coming back to this tab with Feature maps open fills them too
             win.tabs.currentChanged.connect(lambda _index: QTimer.singleShot(0, self._fill_maps))
+            win.tabs.currentChanged.connect(lambda _index: self._note_opened())
         self._refresh_method()
         self._on_job_stopped("")
 
@@ -116,6 +120,21 @@ class TeachTab(QWidget):
     def _method_words(self) -> str:
         return self.method_label.text().removeprefix("Method: ")
 
+    def _note_opened(self) -> None:
+        """Remember the view shown, with its line, once there is something in it: the session report has it."""
+        win = self.window
+        view = self.views.currentWidget()
+        if getattr(win, "tabs", None) is None or win.tabs.currentWidget() is not self:
+            return
+        if self._explained is None and not (view is self.maps_view and self._maps_tried):
+            return
+        self._opened[view] = QTextDocumentFragment.fromHtml(self.status_label.text()).toPlainText()
+
+    def opened_views(self) -> list[tuple[str, str, QWidget]]:
+        """(title, the line above it when last seen, the view) of every view the student opened, in tab order."""
+        return [(self.views.tabText(i), self._opened[self.views.widget(i)], self.views.widget(i))
+                for i in range(self.views.count()) if self.views.widget(i) in self._opened]
+
     def _refresh_header(self) -> None:
         """The line above the views speaks of the view shown: the feature maps keep their own line; the other
         views say what they were explained for, and say so plainly when the layer or the Prune panel's method
@@ -131,6 +150,7 @@ class TeachTab(QWidget):
 
     @Slot(str)
     def _on_job_stopped(self, _name: str) -> None:
+        self._note_opened()  # an explanation or feature maps just arrived in the view shown
         loaded = self.window.loaded
         busy = self.window.busy
         self.explain_button.setEnabled(loaded is not None and not busy)
