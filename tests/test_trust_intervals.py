@@ -256,3 +256,21 @@ def test_a_verdict_clear_of_the_noise_says_nothing_more():
     ranking = rank(runs, ONE_POINT, base, "demo")
     assert all(not e.noise for e in ranking.entries) and "noise" not in ranking.recommendation
     assert ranking.entries[0].feasible and not ranking.entries[1].feasible
+
+
+def test_the_reports_plots_draw_each_accuracy_interval_as_a_vertical_bar():
+    import re
+
+    from engine.report.charts import curves_svg, method_colors, pareto_svg
+
+    base = result("b", "none", None, metrics(57, 60), kind="baseline")
+    runs = [result("r1", "l1", 0.5, metrics(55, 60)), result("r2", "l2", 0.5, metrics(45, 60))]
+    colors = method_colors(runs)
+    pareto = pareto_svg(rank(runs, CRITERIA, base, "demo"), base, "macs", colors, "t")
+    curves = curves_svg(runs, base, colors, "top1", "t")
+    for r in [base, *runs]:
+        low, high = (v * 100 for v in r.metrics.interval("top1"))
+        assert f"top-1 {r.metrics.top1 * 100:.2f} % (95 % interval {low:.4g}–{high:.4g} %)" in pareto, r.label
+    bar = r'<line x1="([\d.]+)" y1="[\d.]+" x2="\1" y2="[\d.]+" stroke="#(?!eaeef2)'  # vertical, not a grid line
+    assert len(re.findall(bar, pareto)) == 3  # both runs and the original
+    assert len(re.findall(bar, curves)) == 4  # each method's line: the original and its run

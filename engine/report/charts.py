@@ -45,6 +45,16 @@ def _latency_span(r: RunResult) -> tuple[float, float] | None:
     return (low, high) if high else None
 
 
+def _accuracy_span(r: RunResult, metric: str = "top1") -> tuple[float, float] | None:
+    """The 95 % interval of an accuracy from the images evaluated (Metrics.interval), in display units."""
+    ci = r.metrics.interval(metric) if metric in r.metrics.INTERVALS else None
+    return None if ci is None else (ci[0] * METRICS[metric].scale, ci[1] * METRICS[metric].scale)
+
+
+def _span_words(span: tuple[float, float] | None, unit: str) -> str:
+    return f" (95 % interval {span[0]:.4g}–{span[1]:.4g} {unit})" if span else ""
+
+
 def pareto_svg(ranking: Ranking, baseline: RunResult | None, metric: str, colors: dict[str, str],
                title: str) -> str:
     """Accuracy against one cost metric: every run, the front drawn, broken runs hollow, the best ringed."""
@@ -63,13 +73,12 @@ def pareto_svg(ranking: Ranking, baseline: RunResult | None, metric: str, colors
         ys.append(_top1(baseline))
     labelled = _labelled(front, pts, xs, ys)
     for n, (e, (x, y)) in enumerate(zip(entries, pts)):
-        tip = (f"{e.result.label}: top-1 {y:.2f} %, {info.label} {x:.4g} {info.unit}, rank {e.rank}"
-               + ("" if e.feasible else " — " + "; ".join(e.violations)))
-        label = e.result.label if n in labelled else ""
         span = _latency_span(e.result) if metric == "latency_ms" else None
-        if span:
-            tip += f" (95 % interval {span[0]:.4g}–{span[1]:.4g} {info.unit})"
-        series.append(Series(e.result.label, [Point(x, y, tip, label, span)],
+        top1_span = _accuracy_span(e.result)
+        tip = (f"{e.result.label}: top-1 {y:.2f} %{_span_words(top1_span, '%')}, {info.label} {x:.4g} {info.unit}"
+               f"{_span_words(span, info.unit)}, rank {e.rank}" + ("" if e.feasible else " — " + "; ".join(e.violations)))
+        label = e.result.label if n in labelled else ""
+        series.append(Series(e.result.label, [Point(x, y, tip, label, span, top1_span)],
                              color=colors.get(e.result.method, "#333"),
                              marker="dot" if e.feasible else "hollow"))
     if ranking.best is not None and ranking.best in entries:
@@ -78,8 +87,10 @@ def pareto_svg(ranking: Ranking, baseline: RunResult | None, metric: str, colors
                              color="#2ca02c", marker="ring"))
     if base_x is not None:
         span = _latency_span(baseline) if metric == "latency_ms" else None
-        series.append(Series("original", [Point(base_x, _top1(baseline), f"original: top-1 {_top1(baseline):.2f} %",
-                                                "original", span)], marker="star"))
+        top1_span = _accuracy_span(baseline)
+        series.append(Series("original", [Point(base_x, _top1(baseline), f"original: top-1 {_top1(baseline):.2f} %"
+                                                f"{_span_words(top1_span, '%')}", "original", span, top1_span)],
+                             marker="star"))
     return svg_plot(series, f"{info.label} ({info.unit}) — lower is better", "top-1 accuracy (%)", title=title)
 
 
@@ -95,8 +106,10 @@ def curves_svg(results: Sequence[RunResult], baseline: RunResult | None, colors:
     series = []
     for (method, guided, recovery), runs in groups.items():
         name = method + (" guided" if guided else "") + (f" [{recovery}]" if len(recoveries) > 1 else "")
-        pts = [Point(0.0, metric_value(baseline, metric), "original")] if baseline is not None else []
-        pts += [Point(r.ratio, metric_value(r, metric), f"{r.label}: {metric_value(r, metric) or 0:.4g} {info.unit}")
+        pts = [Point(0.0, metric_value(baseline, metric), "original", y_span=_accuracy_span(baseline, metric))
+               ] if baseline is not None else []
+        pts += [Point(r.ratio, metric_value(r, metric), f"{r.label}: {metric_value(r, metric) or 0:.4g} {info.unit}"
+                      f"{_span_words(_accuracy_span(r, metric), info.unit)}", y_span=_accuracy_span(r, metric))
                 for r in sorted(runs, key=lambda r: r.ratio)]
         series.append(Series(name, pts, color=colors.get(method, "#333"), line=True, dash=guided))
     return svg_plot(series, "pruning ratio (0 = original)", f"{info.label} ({info.unit})", title=title)

@@ -25,6 +25,7 @@ class Point:
     tip: str = ""
     label: str = ""
     x_span: tuple[float, float] | None = None  # (low, high) of x, drawn as a horizontal bar (an interval)
+    y_span: tuple[float, float] | None = None  # (low, high) of y, drawn as a vertical bar (an accuracy's interval)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def svg_plot(series: Sequence[Series], xlabel: str, ylabel: str, width: int = 60
     tx = math.log10 if xlog else (lambda v: v)
     x_all = [v for p in pts for v in (p.x, *(p.x_span or ()))]
     xt = nice_ticks(min(tx(v) for v in x_all), max(tx(v) for v in x_all))
-    yt = nice_ticks(min(p.y for p in pts), max(p.y for p in pts))
+    y_all = [v for p in pts for v in (p.y, *(p.y_span or ()))]
+    yt = nice_ticks(min(y_all), max(y_all))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     x1 = x1 if x1 != x0 else x0 + 1
     y1 = y1 if y1 != y0 else y0 + 1
@@ -129,6 +131,9 @@ def _draw_series(s: Series, sx, sy) -> list[str]:
         tip = f"<title>{escape(p.tip)}</title>" if p.tip else ""
         if p.x_span:
             out.append(f'<line x1="{sx(p.x_span[0]):.1f}" y1="{y:.1f}" x2="{sx(p.x_span[1]):.1f}" y2="{y:.1f}" '
+                       f'stroke="{color}" stroke-width="1.5"/>')
+        if p.y_span:
+            out.append(f'<line x1="{x:.1f}" y1="{sy(p.y_span[0]):.1f}" x2="{x:.1f}" y2="{sy(p.y_span[1]):.1f}" '
                        f'stroke="{color}" stroke-width="1.5"/>')
         if s.marker == "dot":
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{color}" stroke="#fff">{tip}</circle>')
