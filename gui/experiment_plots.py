@@ -12,6 +12,7 @@ from pyqtgraph.graphicsItems.LegendItem import ItemSample
 from engine.experiments import METRICS, RunResult, metric_value, pareto_front
 from gui import theme
 from gui.intervals import error_bars, set_bars
+from gui.plot_range import SteadyViewBox
 
 PALETTE = theme.RUN_COLOURS + ("#1f77b4", "#d62728", "#2ca02c")
 PARETO_AXES = (("latency_ms", "latency (ms)"), ("size_bytes", "size on disk (MB)"),
@@ -24,7 +25,7 @@ class ThemedPlot(pg.PlotWidget):
     between light and dark; plain axis units (no SI prefixes on top of MB or ms)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, background=theme.plot_background())
+        super().__init__(parent, background=theme.plot_background(), viewBox=SteadyViewBox())
         for side in ("left", "bottom"):
             self.getAxis(side).enableAutoSIPrefix(False)
         self.apply_palette()
@@ -34,6 +35,38 @@ class ThemedPlot(pg.PlotWidget):
         legend = self.addLegend(offset=offset, **kwargs)
         self.apply_palette()
         return legend
+
+    def keep_legend_clear(self, points: list[tuple[float, float]]) -> None:
+        """Put the legend in a corner where none of `points` (data coordinates) lies, preferring bottom-right,
+        and again whenever the view changes: the original's star sat under a bottom-right legend when
+        recovered runs beat the original's accuracy."""
+        self._legend_points = points
+        vb = self.getPlotItem().getViewBox()
+        if not getattr(self, "_legend_follows", False):
+            vb.sigRangeChanged.connect(lambda *_: self._place_legend())
+            vb.sigResized.connect(lambda *_: self._place_legend())
+            self._legend_follows = True
+        vb.updateAutoRange()
+        self._place_legend()
+
+    def _place_legend(self) -> None:
+        legend, vb = self.getPlotItem().legend, self.getPlotItem().getViewBox()
+        if legend is None or not legend.isVisible():
+            return
+        box, size = vb.sceneBoundingRect(), legend.sceneBoundingRect().size()
+        dots = [vb.mapViewToScene(pg.QtCore.QPointF(x, y)) for x, y in getattr(self, "_legend_points", [])]
+        best = None
+        for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):  # bottom-right, bottom-left, top-left, top-right
+            left = box.left() + 10 if sx > 0 else box.right() - 10 - size.width()
+            top = box.top() + 10 if sy > 0 else box.bottom() - 10 - size.height()
+            area = pg.QtCore.QRectF(left, top, size.width(), size.height()).adjusted(-9, -9, 9, 9)
+            covered = sum(area.contains(d) for d in dots)
+            if best is None or covered < best[0]:
+                best = (covered, (10 * sx, 10 * sy))
+            if not covered:
+                break
+        if best is not None and tuple(legend.opts["offset"]) != best[1]:
+            legend.setOffset(best[1])
 
     def apply_palette(self) -> None:
         """Recolour background, axes and legend from the current palette."""
@@ -169,6 +202,7 @@ class ParetoView(QWidget):
         else:
             self.original_point.setData([], [])
         self._fill_legend(entries, colours, ranking, bool(bv))
+        self.plot.keep_legend_clear(pts + ([(bv, baseline.metrics.top1 * 100)] if bv else []))
 
     @staticmethod
     def _describe(entry, x: float, y: float, info, best: bool) -> str:

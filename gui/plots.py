@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from engine.metrics import Metrics
 from gui import theme
 from gui.intervals import error_bars, set_bars
+from gui.plot_range import SteadyViewBox
 from gui.results import kept_note
 
 REDRAW_INTERVAL_MS = 100
@@ -134,7 +135,7 @@ class LivePlots(theme.PaletteWidget):
         self.legend.setVisible(False)
         self.plots: dict[str, pg.PlotItem] = {}
         for index, series in enumerate(SERIES):
-            plot = self.canvas.addPlot(row=1 + index // 2, col=index % 2, title=series.title)
+            plot = self.canvas.addPlot(row=1 + index // 2, col=index % 2, title=series.title, viewBox=SteadyViewBox())
             plot.setLabel("bottom", "pruning step")
             plot.setLabel("left", series.axis)
             plot.showGrid(x=True, y=True, alpha=0.25)

@@ -27,6 +27,7 @@ from engine.units import fmt_bytes, fmt_count
 from gui import speed, theme
 from gui.class_view import ClassView
 from gui.intervals import error_bars, set_bars
+from gui.plot_range import SteadyViewBox
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 RUN_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -243,7 +244,7 @@ class ResultsView(theme.PaletteWidget):
         return top
 
     def _build_scatter(self) -> pg.PlotWidget:
-        self.scatter_widget = pg.PlotWidget()
+        self.scatter_widget = pg.PlotWidget(viewBox=SteadyViewBox())
         self.scatter_widget.setToolTip("Each point is a run (the star is the original model); up-left is better. "
                                        "Click a point to select its run")
         self.scatter_plot = self.scatter_widget.getPlotItem()
