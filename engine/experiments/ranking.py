@@ -135,7 +135,10 @@ def rank(results: Sequence[RunResult], criteria: Sequence[Criterion] = DEFAULT_C
                               tuple(t for c in criteria for t in c.noise(results[i], baseline)))
                     for n, i in enumerate(order))
     best = entries[0] if entries and entries[0].feasible else None
-    tied = _tied_with_leader(results, table, criteria, order, viol) if best else set()
+    if best:
+        tied = _tied_with_leader(results, table, criteria, order, viol)
+    else:  # no run meets the constraints: which comes closest can be noise too
+        tied = _tied_closest(results, measured, criteria, base_vals, order) if entries else set()
     tied_entries = tuple(e for e in entries if e.result.key in tied)
     return Ranking(criteria, base_vals, entries, best,
                    recommendation(entries, criteria, baseline, model, tied_entries), tied_entries, baseline)
@@ -172,17 +175,44 @@ def _tied_with_leader(results: Sequence[RunResult], table: list[dict], criteria:
     if not noisy:
         return tied
     for i in order[1:]:
-        if viol[i]:
+        shifted = None if viol[i] else _shifted(results, table, criteria, lead, i)
+        if shifted is None:
             continue
-        shifted = [dict(row) for row in table]
-        for c in noisy:
-            low, high = results[lead].metrics.interval(c.metric), results[i].metrics.interval(c.metric)
-            if low is None or high is None or table[lead][c.name] is None or table[i][c.name] is None:
-                continue
-            scale = METRICS[c.metric].scale
-            shifted[lead][c.name], shifted[i][c.name] = low[0] * scale, high[1] * scale
         scores = _scores(shifted, criteria)
         if scores[i] >= scores[lead] - 1e-9:
+            tied.add(results[i].key)
+    return tied
+
+
+def _shifted(results: Sequence[RunResult], table: list[dict], criteria: Sequence[Criterion], lead: int,
+             other: int) -> list[dict] | None:
+    """`table` with each accuracy figure of the leader at the low end of its 95 % interval and the other run's
+    at the high end (None when neither has an interval to shift)."""
+    shifted, moved = [dict(row) for row in table], False
+    for c in criteria:
+        if c.metric not in results[lead].metrics.INTERVALS:
+            continue
+        low, high = results[lead].metrics.interval(c.metric), results[other].metrics.interval(c.metric)
+        if low is None or high is None or table[lead][c.name] is None or table[other][c.name] is None:
+            continue
+        scale = METRICS[c.metric].scale
+        shifted[lead][c.name], shifted[other][c.name] = low[0] * scale, high[1] * scale
+        moved = True
+    return shifted if moved else None
+
+
+def _tied_closest(results: Sequence[RunResult], measured: list[dict], criteria: Sequence[Criterion],
+                  base_vals: dict, order: list[int]) -> set[str]:
+    """When every run breaks a constraint: keys of the closest run and of every run that would be as close
+    (or closer) had the accuracies been at the other ends of their intervals, as in _tied_with_leader."""
+    lead = order[0]
+    tied = {results[lead].key}
+    for i in order[1:]:
+        shifted = _shifted(results, measured, criteria, lead, i)
+        if shifted is None:
+            continue
+        excess = [sum(c.excess(shifted[k][c.name], base_vals[c.name]) for c in criteria) for k in (lead, i)]
+        if excess[1] <= excess[0] + 1e-9:
             tied.add(results[i].key)
     return tied
 
@@ -257,6 +287,7 @@ def _verdict(entries: Sequence[RankedRun], criteria: Sequence[Criterion], baseli
     if first.feasible:
         return (f"For {model}, under these constraints ({constraints}; weights: {weights}), {name} is best: "
                 f"{describe_gain(r, baseline)}.{noise}")
+    closest = f" Which run comes closest is noise: {tie_words(tied)}." if len(tied) > 1 else ""
     return (f"For {model}, no run meets the constraints ({constraints}). The closest is {name}: "
-            f"{describe_gain(r, baseline)}, but {', '.join(first.violations)}. Relax the constraints or prune less."
-            f"{noise}")
+            f"{describe_gain(r, baseline)}, but {', '.join(first.violations)}.{closest} Relax the constraints or "
+            f"prune less.{noise}")
