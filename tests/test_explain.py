@@ -18,13 +18,6 @@ from engine.pruning import StepDone, run_pruning
 SHAPE = (1, 28, 28)
 
 
-@pytest.fixture(scope="module")
-def fashion():
-    from engine.data import load_fashion_mnist
-
-    return load_fashion_mnist()
-
-
 def small_resnet() -> DemoResNet:
     torch.manual_seed(1)
     model = DemoResNet(widths=(8, 16, 32)).eval()

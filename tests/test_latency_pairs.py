@@ -136,13 +136,6 @@ def test_speedup_text_names_interval_rounds_threads_and_note():
 
 # ----------------------------------------------------------------------------- in a pruning run
 
-@pytest.fixture(scope="module")
-def fashion():
-    from engine.data import load_fashion_mnist
-
-    return load_fashion_mnist()
-
-
 def tiny_bundle(data) -> ModelBundle:
     torch.manual_seed(0)
     return ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", SHAPE, 10, data.norm,

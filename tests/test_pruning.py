@@ -24,11 +24,6 @@ from engine.pruning import RunDone, StepDone, run_pruning
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def fashion():
-    return load_fashion_mnist()
-
-
 @pytest.fixture()
 def tiny(fashion) -> ModelBundle:
     torch.manual_seed(0)
