@@ -23,7 +23,7 @@ from gui.plots import LivePlots
 from gui.results import ResultsView
 from gui.source_panel import SourcePanel, on_data_chosen, on_model_chosen
 from gui.teach import TeachTab
-from gui.widgets import VerticalScrollArea
+from gui.widgets import StatusLabel, VerticalScrollArea
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -242,8 +242,7 @@ def build_side_dock(win: MainWindow) -> None:
 def build_status_bar(win: MainWindow) -> None:
     """The job's phase, time left and progress, in permanent widgets."""
     bar = win.statusBar()
-    win.phase_label = QLabel("Ready")
-    win.phase_label.setToolTip("What the background job is doing")
+    win.phase_label = StatusLabel("Ready")  # what the job is doing: elided, whole in its tooltip
     win.progress_bar = QProgressBar()
     win.progress_bar.setMaximumWidth(260)
     win.progress_bar.setTextVisible(True)

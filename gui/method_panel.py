@@ -172,18 +172,14 @@ class MethodPanel(QWidget):
         self.distill_check = self.fields["distill"].widget
         form.addRow(self.distill_check)
         # Step-through: the run waits after each phase, so each recovery's effect is seen on its own
-        step_row = QWidget()
-        step_layout = QHBoxLayout(step_row)
-        step_layout.setContentsMargins(0, 0, 0, 0)
         self.step_check = QCheckBox("Step through phases")
         self.step_check.setToolTip("The run pauses after each phase (prune → re-estimate BatchNorm → fine-tune → "
                                    "evaluate); the accuracy plot gets a point per phase. Untick to let it run on")
         self.next_button = QPushButton("Next phase")
         self.next_button.setToolTip("Start the next phase of the paused run")
         self.next_button.setEnabled(False)
-        step_layout.addWidget(self.step_check)
-        step_layout.addWidget(self.next_button, 1)
-        form.addRow(step_row)
+        form.addRow(self.step_check)
+        form.addRow(self.next_button)  # a row of its own: beside the box its words were cut ("t: BatchNorm re-estima")
         return recovery_box
 
     def _build_run_box(self) -> QGroupBox:

@@ -54,6 +54,25 @@ class ElidedLabel(QLabel):
         super().setText(metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, width))
 
 
+class StatusLabel(ElidedLabel):
+    """The status bar's job line: one line elided to a bounded width, whole in its tooltip and in `text()`, so
+    the temporary messages beside it keep their room (the two once ran into each other)."""
+
+    MAX_WIDTH = 460
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)  # its text's width, up to
+        self.setMaximumWidth(self.MAX_WIDTH)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt override)
+        self.set_full_text(text)
+        self.setToolTip(text)
+
+    def text(self) -> str:
+        return self.full_text()
+
+
 class VerticalScrollArea(QScrollArea):
     """A scroll area for a column of controls: as wide as its content needs (so a splitter cannot squeeze it
     into a sideways scroll bar that hides the left edge), scrolling only up and down."""

@@ -50,3 +50,41 @@ def test_an_axis_of_one_value_gets_a_readable_span(qtbot):
     live = LivePlots()
     qtbot.addWidget(live)
     assert all(type(p.getViewBox()).__name__ == "SteadyViewBox" for p in live.plots.values())
+
+
+def test_next_phase_button_and_status_line_show_their_words_whole(qtbot, tmp_path, monkeypatch, fashion):
+    from tests.gui_helpers import TIMEOUT_MS, quick_tiny_window
+
+    fixture = quick_tiny_window(qtbot, tmp_path, monkeypatch, fashion)
+    win = next(fixture)
+    try:
+        from PySide6.QtCore import Qt
+
+        from gui.lesson import show_lessons
+
+        win.resize(1280, 720)
+        show_lessons(win)  # the lesson open: the Prune panel as narrow as a class sees it
+        win.resizeDocks([win.side_dock], [1], Qt.Orientation.Horizontal)
+        qtbot.wait(50)
+        win.method_panel.bn_check.setChecked(True)
+        win.method_panel.step_check.setChecked(True)
+        button = win.method_panel.next_button
+        assert win.start_run()
+        seen = []
+        while win.busy:
+            qtbot.waitUntil(lambda: button.isEnabled() or not win.busy, timeout=TIMEOUT_MS)
+            if button.isEnabled():
+                seen.append(button.text())
+                needed = button.fontMetrics().horizontalAdvance(button.text())
+                assert needed < button.width() - 8, f"{button.text()!r} needs {needed} px of {button.width()}"
+                button.click()
+        assert "Next: BatchNorm re-estimation" in seen  # the words once cut to "t: BatchNorm re-estima"
+        long = "Run #1, step 1/1 · finetune: " + "step 1/1, epoch 1/1, batch 17/100, loss 0.4321 " * 4
+        win.phase_label.setText(long)
+        win.statusBar().showMessage("Wrote /tmp/some/folder/prunelab_results.csv", 5000)
+        qtbot.wait(20)
+        label = win.phase_label
+        assert label.text() == long and label.toolTip() == long
+        assert label.width() <= label.MAX_WIDTH and "…" in super(type(label), label).text()
+    finally:
+        next(fixture, None)
