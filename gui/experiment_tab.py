@@ -164,6 +164,11 @@ class ExperimentTab(QWidget):
         self.speed_check = self.fields["measure_speed"].widget
         self.speed_check.setText("Measure latency and memory")
         form.addRow("", self.speed_check)
+        self.save_check = QCheckBox("Save each run's model files")
+        self.save_check.setChecked(True)
+        self.save_check.setToolTip("Keep every run's deployment set (PyTorch, ONNX, weights, model card) beside the "
+                                   "result store; off keeps only the figures (faster: a lesson's plan leaves it off)")
+        form.addRow("", self.save_check)
         self.seed_spin = self.fields["seed"].widget
         form.addRow("Seed", self.seed_spin)
         form.addRow("Result store", self._build_store_row())
@@ -337,6 +342,7 @@ class ExperimentTab(QWidget):
         plan = Plan(model=self._source, data=self._data_spec, methods=methods, ratios=ratios,
                     target_speedups=speedups, recoveries=(Recovery(Recovery(options=options).summary, options),),
                     prune=prune, seed=value["seed"], criteria=self.criteria(), name="gui",
+                    save_models=self.save_check.isChecked(),
                     store=str(self._store_path), sensitivity_guided=self.guided_check.isChecked(),
                     executor=self.run_on_combo.currentData(), address=self.address_edit.text().strip() or None)
         plan.configs()  # validates every combination

@@ -77,6 +77,9 @@ class LessonPanel(QWidget):
         self.step_list.currentRowChanged.connect(self.go_to)
         layout.addWidget(self.step_list)
         layout.addWidget(self._build_step_view(), 1)
+        # Show me and what it did stay in sight below the scrolling text (step 6's was below the fold at 720 px)
+        layout.addWidget(self.show_button)
+        layout.addWidget(self.status_label)
         layout.addLayout(self._build_nav())
         window.job_stopped.connect(self._on_job_stopped)
         self._show_step()
@@ -101,7 +104,8 @@ class LessonPanel(QWidget):
         return row
 
     def _build_step_view(self) -> QScrollArea:
-        """The current step: its text, Show me, the question and the hidden answer, scrolling as one."""
+        """The current step: its text, the question and the hidden answer, scrolling as one (Show me stays
+        below it, in sight)."""
         body = QWidget()
         column = QVBoxLayout(body)
         column.setContentsMargins(0, 0, 0, 0)
@@ -113,10 +117,8 @@ class LessonPanel(QWidget):
         self.show_button.setToolTip("Take the window to the place this step talks about (tab, layer, method, "
                                     "ratio); you still press Run yourself")
         self.show_button.clicked.connect(self.show_me)
-        column.addWidget(self.show_button)
         self.status_label = _label(markdown=False)
         self.status_label.setEnabled(False)  # greyed: what Show me did
-        column.addWidget(self.status_label)
         self.question_label = _label()
         column.addWidget(self.question_label)
         self.reveal_button = QPushButton("Reveal the answer")
@@ -322,6 +324,9 @@ class LessonPanel(QWidget):
             if name in plan:
                 tab.fields[name].set_value(plan[name])
                 words.append(_setting(tab.fields[name]))
+        if "save_models" in plan:
+            tab.save_check.setChecked(plan["save_models"])
+            words.append("model files saved" if plan["save_models"] else "no model files saved")
         return "plan: " + " ".join(words[:2]) + ("; " + ", ".join(words[2:]) if words[2:] else "")
 
     def pointed(self, what: str) -> QWidget | None:

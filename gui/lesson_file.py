@@ -21,7 +21,7 @@ TABS = ("Network", "Live plots", "Weights", "Results", "Experiment", "Teach")
 VIEWS = ("why", "criteria", "group", "maps")  # the Teach tab's views, in their order
 POINTS = ("run", "explain", "show_image", "run_plan", "scan")  # buttons "Show me" can point at
 PANEL_OPTIONS = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "round_to", "max_layer_ratio")
-PLAN_OPTIONS = ("bn_recalibrate", "finetune_batches")
+PLAN_OPTIONS = ("bn_recalibrate", "finetune_batches", "eval_limit", "measure_speed")  # the Experiment tab's fields
 
 
 
@@ -84,8 +84,8 @@ def _config_values(allowed: tuple[str, ...]) -> Callable[[Any, str], dict]:
 
 
 def _experiment(value: Any, where: str) -> dict:
-    if not isinstance(value, dict) or not set(value) <= {"methods", "ratios", *PLAN_OPTIONS}:
-        raise UserError(f"{where} must be a table with methods, ratios, {', '.join(PLAN_OPTIONS)}")
+    if not isinstance(value, dict) or not set(value) <= {"methods", "ratios", "save_models", *PLAN_OPTIONS}:
+        raise UserError(f"{where} must be a table with methods, ratios, {', '.join(PLAN_OPTIONS)}, save_models")
     for name in value.get("methods", []) if isinstance(value.get("methods", []), list) else [None]:
         _method(name, f"{where}.methods")
     ratios = value.get("ratios", [])
@@ -94,8 +94,12 @@ def _experiment(value: Any, where: str) -> dict:
         raise UserError(f"{where}.ratios must be a list of numbers between 0 and 1, got {ratios!r}")
     if "bn_recalibrate" in value:
         _flag(value["bn_recalibrate"], f"{where}.bn_recalibrate")
-    if "finetune_batches" in value:
-        _index(value["finetune_batches"], f"{where}.finetune_batches")
+    for name in ("finetune_batches", "eval_limit"):
+        if name in value:
+            _index(value[name], f"{where}.{name}")
+    for name in ("measure_speed", "save_models"):
+        if name in value:
+            _flag(value[name], f"{where}.{name}")
     return dict(value)
 
 
