@@ -8,9 +8,8 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget
 
 from engine.metrics import Metrics, interval_words
-from engine.report.svg import confusion_rgb
+from engine.report.svg import MAX_MATRIX_CLASSES, confusion_rgb
 
-MAX_MATRIX_CLASSES = 40  # beyond this a cell per pair of classes is unreadable: the per-class table stays
 RECALL_DROP_MARK = 0.10  # a class that lost this much recall is marked in the table
 
 

@@ -20,11 +20,10 @@ from engine.config import PruneConfig, amount_words, recovery_words
 from engine.errors import UserError
 from engine.metrics import Metrics
 from engine.outputs import atomic_files, check_output_file
-from engine.report.svg import PALETTE, Point, Series, confusion_svg, svg_plot
+from engine.report.svg import MAX_MATRIX_CLASSES, PALETTE, Point, Series, confusion_svg, svg_plot
 from engine.timing import speedup_text
 from engine.units import fmt_bytes, fmt_count
 
-MAX_MATRIX_CLASSES = 40  # beyond this a confusion matrix is unreadable: the per-class table stays
 
 
 @dataclass

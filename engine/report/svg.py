@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+MAX_MATRIX_CLASSES = 40  # beyond this a cell per pair of classes is unreadable: the per-class table stays
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f", "#393b79", "#637939")
 SVG_NS = "http://www.w3.org/2000/svg"
