@@ -17,6 +17,13 @@ class NeedsTrust(UserError):
         self.what = what  # "pickle" or "torchscript"
 
 
+class NeedsArchitecture(UserError):
+    """The file holds only weights: the model's architecture must be named before it can be built.
+
+    Its own class so the window can answer it with the Open model dialog instead of the command line's
+    flags, which the message names."""
+
+
 def first_line(exc: BaseException, with_type: bool = False, limit: int = 200) -> str:
     """The first line of an exception's message, cut at `limit` (its type name when it has no message),
     for one-line errors; `with_type` puts the type name in front."""

@@ -17,7 +17,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
 from engine.data import Dataset
-from engine.errors import NeedsTrust
+from engine.errors import NeedsArchitecture, NeedsTrust
 from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate
 from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanStarted, ResultStore,
                                 run_plan)
@@ -88,6 +88,7 @@ class LoadJob(Job):
         self.request = request
         self.startup = startup  # the first screen's demo: a failure is explained in place, not in a dialog
         self.trust_question: tuple[str, str] | None = None  # (message, what) to ask once the thread is gone
+        self.needs_dialog = False  # the file holds only weights: the Open model dialog asks for its architecture
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, Loaded]:
         return (yield from work.load(self.request, cancel))
@@ -101,6 +102,9 @@ class LoadJob(Job):
                 and not request.model_src.startswith("demo:")):
             self.trust_question = (failure.message, failure.exception.what)  # asked in on_stopped
             win.phase_label.setText("Waiting for your answer")
+            return
+        if isinstance(failure.exception, NeedsArchitecture) and request.recipe is None and request.model_src:
+            self.needs_dialog = True  # opened in on_stopped; never the command line's flags in the window
             return
         if self.startup and win.loaded is None:
             win.summary_label.setText(
@@ -123,6 +127,11 @@ class LoadJob(Job):
     def on_stopped(self) -> None:
         if self.trust_question is not None:
             QTimer.singleShot(0, self._ask_trust_and_retry)  # a new load needs the window idle
+        elif self.needs_dialog:
+            from gui.open_model import open_model_dialog  # the dialog's module starts jobs of its own
+
+            self.window.show_current_source()
+            QTimer.singleShot(0, lambda: open_model_dialog(self.window, self.request.model_src))
 
     def _ask_trust_and_retry(self) -> None:
         win, request = self.window, self.request

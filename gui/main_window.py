@@ -129,12 +129,12 @@ class MainWindow(QMainWindow):
 
     def open_model_file(self, path: str) -> bool:
         """Reopen a recent model file exactly as it was opened last time: its remembered recipe (architecture,
-        input, normalisation, trust) on its remembered dataset. A file with no recipe goes to the Open model
-        dialog, which asks what the file needs (never the command line's flags)."""
+        input, normalisation, trust) on its remembered dataset. A file with no recipe is loaded as it is (a
+        PruneLab file or a whole model, with the trust question where it holds code); one that holds only
+        weights then goes to the Open model dialog, which asks for the architecture (see LoadJob)."""
         recipe = remembered_recipe(self.settings, path)
         if recipe is None:
-            open_model_dialog(self, path)
-            return True
+            return self.load(path, self.current_data_spec())
         data = remembered_dataset(self.settings, path) or self.current_data_spec()
         return self.load(path, data, trust=recipe.trust, recipe=recipe)
 

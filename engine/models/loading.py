@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from engine.data import Normalization, Shape
 from engine.budget import BudgetError
-from engine.errors import NeedsTrust, UserError
+from engine.errors import NeedsArchitecture, NeedsTrust, UserError
 
 from .archs import adapted_layers, build_arch, size_kwargs
 from .bundle import ModelBundle
@@ -167,7 +167,7 @@ def _load_file(src: str, model_code: str | None, model_kwargs: dict | None, trus
         raise UserError(f"{path} holds neither a model nor a state_dict; save one with torch.save(model.state_dict())")
     arch = model_code or recorded_arch(obj, file_meta)
     if not arch:
-        raise UserError(f"{path} holds only weights (a state_dict); name its architecture: torchvision:NAME or "
+        raise NeedsArchitecture(f"{path} holds only weights (a state_dict); name its architecture: torchvision:NAME or "
                         "timm:NAME (--weights FILE with --model ARCH), or --model-code PATH.py:ClassName "
                         "(and --model-kwargs JSON)")
     if arch.partition(":")[0] in NAMED:
