@@ -394,9 +394,10 @@ def test_layer_table_choices_reach_the_run(loaded, qtbot):
     names = [info.name for info in table.layers]
     skip = "layer3.0.conv1"  # its own dependency group: leaving it alone keeps all its channels
     table.item(names.index(skip), table.COL_INCLUDE).setCheckState(Qt.CheckState.Unchecked)
-    table.cellWidget(names.index("layer2.0.conv1"), table.COL_RATIO).setValue(0.25)
+    # 0.5 of 16 keeps 8, a multiple of 8 (0.25 would keep 12, which rounds to the nearest allowed count: 16)
+    table.cellWidget(names.index("layer2.0.conv1"), table.COL_RATIO).setValue(0.5)
     ignored, ratios = table.choices()
-    assert ignored == (skip,) and ratios == {"layer2.0.conv1": 0.25}
+    assert ignored == (skip,) and ratios == {"layer2.0.conv1": 0.5}
     fast_options(loaded, steps=1)
     with qtbot.waitSignal(loaded.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
         assert loaded.start_run()
