@@ -147,7 +147,7 @@ def test_state_dict_opens_with_an_architecture_from_the_filtered_list(window, qt
     filled, total = map(int, MATCHED.search(text).groups())
     assert total // 2 < filled < total  # the RGB stem does not fit grey images: named, the rest loads
     assert "features.0.0.weight" in text and "10 outputs for 10 classes" in text
-    assert re.search(r"Top-1\s*\d+\.\d% on the first 500 of 5,000 validation images", text)
+    assert re.search(r"Top-1\s*\d+\.\d% on 500 of 5,000 validation images \(every class in proportion\)", text)
     assert "parameters" in text and "MACs" in text
     # a stem left untrained is a problem, not a warning: Open stays disabled and the words say why
     assert "takes 3-channel images, the dataset's images have 1 channel" in text and "start untrained" in text
