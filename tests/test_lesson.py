@@ -287,3 +287,31 @@ def test_f1_opens_the_lessons(window):
     assert window.about_action.shortcut().isEmpty()
     window.lessons_action.trigger()
     assert window.lesson_dock.isVisible()
+
+
+def test_every_steps_show_me_is_in_sight_at_720_px(qtbot, window):
+    """Step 6's long text pushed Show me below the fold at 1280×720 with the lesson open."""
+    window.resize(1280, 720)
+    dock = show_lessons(window).panel
+    qtbot.wait(50)
+    for index in range(len(dock.lesson.steps)):
+        dock.go_to(index)
+        qtbot.wait(10)
+        button = dock.show_button
+        assert button.isVisible() and not button.visibleRegion().isEmpty(), f"step {index + 1}"
+        assert button.visibleRegion().boundingRect().height() == button.height(), f"step {index + 1} cut"
+        bottom = button.mapTo(window, button.rect().bottomLeft()).y()
+        assert bottom <= window.height(), f"step {index + 1}: Show me at {bottom} px"
+
+
+def test_step_6_plan_is_the_short_one(qtbot, window):
+    """The lesson's plan fits a 45-minute lab: 8 runs on 2 000 images, no latency timing, no model files."""
+    panel = show_lessons(window).panel
+    panel.go_to(5)
+    panel.show_me()
+    tab = window.experiment
+    ticked = [name for name, box in tab.method_boxes.items() if box.isChecked()]
+    assert sorted(ticked) == ["fpgm", "l1", "l2", "random"] and tab.ratios_edit.text() == "0.3, 0.7"
+    assert tab.eval_spin.value() == 2000 and not tab.speed_check.isChecked() and not tab.save_check.isChecked()
+    assert "no model files saved" in panel.status_label.text()
+    assert "8 runs" in panel.text_label.text() and "STEP6" not in panel.text_label.text()
