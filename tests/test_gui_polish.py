@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QRectF  # noqa: E402
-from PySide6.QtWidgets import QScrollArea  # noqa: E402
+from PySide6.QtWidgets import QScrollArea, QSplitter  # noqa: E402
 
 from engine.experiments import DEFAULT_CRITERIA, PlanDone, PlanRunDone, PlanStarted, RunResult  # noqa: E402
 from engine.metrics import Metrics  # noqa: E402
@@ -87,7 +87,9 @@ def test_experiment_left_pane_never_needs_a_sideways_scroll_bar(tab, qtbot):
     scroll = tab.findChild(QScrollArea)
     panel = scroll.widget()
     feed_plan(tab)  # the status line now names the store
-    splitter = scroll.parentWidget()
+    splitter = scroll.parentWidget()  # the plan editor sits in a column (Run plan below it) inside the splitter
+    while not isinstance(splitter, QSplitter):
+        splitter = splitter.parentWidget()
     for sizes in ([10_000, 10_000], [1, 10_000]):  # as laid out, and dragged as far left as it goes
         splitter.setSizes(sizes)
         qtbot.wait(20)
