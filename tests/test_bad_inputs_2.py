@@ -493,3 +493,48 @@ def test_library_warnings_go_to_the_log_not_the_terminal(tmp_path):
     assert "Warning" not in proc.stderr and "warnings.warn" not in proc.stderr, proc.stderr
     assert all(line.startswith(("warning:", "note:")) for line in proc.stderr.strip().splitlines()), proc.stderr
     assert "Palette images with Transparency" in (tmp_path / "logs" / "cli-warnings.log").read_text()
+
+
+UNWRAPPED_NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.scale = nn.Parameter(torch.ones(8))  # used outside a module: torch-pruning warns about it
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x)) * self.scale.view(1, -1, 1, 1)
+        return self.head(torch.relu(self.conv2(x)).mean((2, 3)))
+'''
+
+
+def test_torch_prunings_warning_goes_to_the_log_during_a_prune_with_exports(tmp_path):
+    """torch-pruning's "will prune the last non-singleton dimension" warning (a parameter used outside a module)
+    and whatever the exporters warn while `prune --out` writes model.pt2 and model.onnx reach the log file, not
+    the terminal: a successful run leaves stderr to PruneLab's own progress line."""
+    from tests.conftest import write_image_folder
+
+    (tmp_path / "mynet.py").write_text(UNWRAPPED_NET)
+    write_image_folder(tmp_path / "imgs")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from mynet import Net
+
+        torch.save(Net().state_dict(), tmp_path / "w.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("mynet", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "prune", "--model", "w.pt", "--model-code",
+                           "mynet.py:Net", "--data", "imagefolder:imgs", "--method", "l2", "--ratio", "0.5",
+                           "--no-speed", "--out", "out"], cwd=tmp_path, env=env_for(tmp_path), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "out" / "model.pt2").exists()
+    assert "warn" not in proc.stderr.lower(), proc.stderr
+    assert "last non-singleton dimension" in (tmp_path / "logs" / "cli-warnings.log").read_text()
