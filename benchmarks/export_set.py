@@ -44,7 +44,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="prunelab-export-"))
+    with tempfile.TemporaryDirectory(prefix="prunelab-export-") as name:  # removed however the run ends
+        _run(Path(name), args.repeats)
+
+
+def _run(tmp: Path, repeats: int) -> None:
+    """Write the set `repeats` times for each model under `tmp` and print the median time and file sizes."""
     folder = f"imagefolder:{rgb_folder(tmp / 'folder', {'train': 8, 'test': 4})}"
     (tmp / "net.py").write_text(USER_CODE)
     import importlib.util
@@ -65,7 +70,7 @@ def main() -> None:
     for k, (label, (src, data_spec, shape, code)) in enumerate(cases.items()):
         work, data = _pruned(src, data_spec, shape, code)
         times = []
-        for i in range(args.repeats):
+        for i in range(repeats):
             out = tmp / f"set{k}-{i}"
             t0 = time.perf_counter()
             files = save_outputs(work, out, structured=True, check_batches=data.loader("test", 64, limit=1024))
