@@ -64,7 +64,8 @@ def _answer(window, name: str | None, seen: dict) -> None:
             dialog.reject()
             return
         dialog.selectFile(name)
-        QTimer.singleShot(3000, lambda: close_refusal(dialog))
+        # the dialog is the timer's context: once it is deleted the timer is dropped, never fired into a later test
+        QTimer.singleShot(3000, dialog, lambda: close_refusal(dialog))
         dialog.accept()
         if dialog.isVisible():  # it opened the folder instead of answering: close it, so the test fails, not hangs
             seen["stuck"] = True
