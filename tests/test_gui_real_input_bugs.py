@@ -302,16 +302,23 @@ def test_teach_header_never_describes_a_chart_it_is_not_over(qtbot, tmp_path, mo
         close_window(qtbot, win)
 
 
-def test_continue_from_a_run_asks_before_pruning_again(qtbot, tmp_path, monkeypatch, fashion):
+def _one_quick_run(qtbot, win, fashion) -> None:
+    """The tiny model loaded and pruned once (one step, no BatchNorm re-estimation), the window idle again."""
     from tests.gui_helpers import TIMEOUT_MS, quick_options
+
+    load_tiny(qtbot, win, fashion)
+    quick_options(win, steps=1, bn=False)
+    with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
+        assert win.start_run()
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+
+
+def test_continue_from_a_run_asks_before_pruning_again(qtbot, tmp_path, monkeypatch, fashion):
+    from tests.gui_helpers import TIMEOUT_MS
 
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
-        load_tiny(qtbot, win, fashion)
-        quick_options(win, steps=1, bn=False)
-        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
-            assert win.start_run()
-        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        _one_quick_run(qtbot, win, fashion)
         win.method_panel.select_method("l2")
         win.method_panel.ratio_slider.setValue(70)
         win.results.continue_requested.emit(1)  # the menu entry of run #1
@@ -333,15 +340,11 @@ def test_continue_from_a_run_asks_before_pruning_again(qtbot, tmp_path, monkeypa
 def test_results_say_recovery_reference_and_configuration_and_runs_can_be_removed(qtbot, tmp_path, monkeypatch,
                                                                                    fashion):
     from gui.results import COLUMNS
-    from tests.gui_helpers import TIMEOUT_MS, quick_options
+    from tests.gui_helpers import TIMEOUT_MS
 
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
-        load_tiny(qtbot, win, fashion)
-        quick_options(win, steps=1, bn=False)
-        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
-            assert win.start_run()
-        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        _one_quick_run(qtbot, win, fashion)
         win.method_panel.bn_check.setChecked(True)
         with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
             assert win.start_run(parent=1)
@@ -372,15 +375,10 @@ def test_results_say_recovery_reference_and_configuration_and_runs_can_be_remove
 
 def test_a_note_written_in_results_stays_with_its_run(qtbot, tmp_path, monkeypatch, fashion):
     from gui.results import COLUMNS
-    from tests.gui_helpers import TIMEOUT_MS, quick_options
 
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
-        load_tiny(qtbot, win, fashion)
-        quick_options(win, steps=1, bn=False)
-        with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
-            assert win.start_run()
-        qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
+        _one_quick_run(qtbot, win, fashion)
         names = [c[0] for c in COLUMNS]
         model = win.results.model
         assert not model.item(0, names.index("Top-1")).isEditable()  # figures cannot be typed over
