@@ -11,7 +11,7 @@ QT_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-ren
 # the real-window test (tests/test_real_window.py): a virtual X display, a window manager, real input, screenshots
 TEST_TOOLS := xvfb openbox xdotool imagemagick
 
-.PHONY: venv dataset qtdeps testdeps run test bench bundle deb image
+.PHONY: venv dataset qtdeps testdeps run test bench bundle deb image check-structure
 
 ## venv: the virtual environment, reinstalled only when a requirements file changes
 venv: $(VENV)/.installed
@@ -71,6 +71,11 @@ run: venv dataset qtdeps
 test: venv dataset qtdeps testdeps
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q --durations=20 tests
+
+## check-structure: no import cycle inside gui/ or cli/ (function-level and TYPE_CHECKING imports counted);
+## benchmarks/structure.py without --check-cycles prints the whole picture
+check-structure:
+	$(PY) benchmarks/structure.py --check-cycles gui,cli
 
 ## bench: every benchmark script, one after the other
 bench: venv dataset
