@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         from gui.app import create_application, setup_logging
 
         if args.niceness is not None:
-            import gui.worker
+            import gui.worker_thread
 
-            gui.worker.WORKER_NICENESS = args.niceness
+            gui.worker_thread.WORKER_NICENESS = args.niceness
         app = create_application([])
         setup_logging()
         import torch

@@ -15,14 +15,14 @@ from PySide6.QtWidgets import QComboBox, QMessageBox, QWidget
 
 from engine.data import Dataset, load_dataset_events
 from engine.events import CancelToken
-from gui.jobs import Job
+from gui.jobs import WorkerJob
 from gui.pickers import pick_folder
 from gui.settings import Settings
-from gui.worker import Failure
+from gui.worker_thread import Failure
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
-    from gui.work import Loaded
+    from gui.engine_calls import Loaded
 
 DEFAULT_DATA = "fashion-mnist"
 OPEN_FOLDER, OPEN_CIFAR = "__imagefolder__", "__cifar10__"
@@ -83,7 +83,7 @@ def misfit(loaded: Loaded, raw: Dataset) -> tuple[str, bool]:
     return "", False
 
 
-class DataProbeJob(Job):
+class DataProbeJob(WorkerJob):
     """Read a dataset the user picked for the window, then load it with the model or ask what to do."""
 
     name, title = "dataset", "Could not open the dataset"

@@ -1,6 +1,6 @@
 """The window's background jobs as objects (Anki's QueryOp shape).
 
-A job pairs its work (a generator run on the worker thread, from gui/work.py: it yields the
+A job pairs its work (a generator run on the worker thread, from gui/engine_calls.py: it yields the
 engine's plain events and returns its result) with what the window does on the UI thread:
 `on_event` for each event, then exactly one of `on_success(result)`, `on_failure(failure)` or
 `on_cancel()`, and `on_stopped()` once the thread is gone. The window starts a job and routes the
@@ -24,10 +24,10 @@ from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFail
 from engine.models import ModelBundle
 from engine.pruning import RunDone, StepDone
 from engine.sensitivity import SensitivityDone
-from gui import work
+from gui import engine_calls
 from gui.results import RunRecord
-from gui.work import Detail, Exported, LoadRequest, Loaded, PrunedModel, Sensitivity
-from gui.worker import Failure
+from gui.engine_calls import Detail, Exported, LoadRequest, Loaded, PrunedModel, Sensitivity
+from gui.worker_thread import Failure
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -38,7 +38,7 @@ HINT_AFTER_RUN = ("<b>Next:</b> open <i>Weights</i> to see what was removed (red
                   "unstructured methods), <i>Network</i> to compare the graphs, or run another method to compare.")
 
 
-class Job:
+class WorkerJob:
     """One background job: its work (worker thread, no Qt) and its handlers (UI thread)."""
 
     name = "job"  # in the log, and the argument of MainWindow.job_stopped
@@ -78,7 +78,7 @@ class Job:
         """The worker thread is gone and the window idle again: a follow-up job may start now."""
 
 
-class LoadJob(Job):
+class LoadJob(WorkerJob):
     """Load a model and dataset; the result becomes the window's loaded model."""
 
     name, title = "load", "Could not load the model"
@@ -91,7 +91,7 @@ class LoadJob(Job):
         self.needs_dialog = False  # the file holds only weights: the Open model dialog asks for its architecture
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, Loaded]:
-        return (yield from work.load(self.request, cancel))
+        return (yield from engine_calls.load(self.request, cancel))
 
     def on_success(self, loaded: Loaded) -> None:
         self.window.set_loaded(loaded)
@@ -146,7 +146,7 @@ class LoadJob(Job):
             win.summary_label.setText("No model loaded. Open a model file (Ctrl+O).")
 
 
-class DetailsJob(Job):
+class DetailsJob(WorkerJob):
     """The loaded model's slower facts (graph, size, measured top-1), found in the background after Ready.
 
     Any other job started meanwhile cancels it and goes first; the window starts it again for the
@@ -161,7 +161,7 @@ class DetailsJob(Job):
         self.names = tuple(loaded.pending)  # a copy: the worker never reads what the UI thread changes
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, None]:
-        return (yield from work.details(self.loaded, self.names, cancel))
+        return (yield from engine_calls.details(self.loaded, self.names, cancel))
 
     def progress_prefix(self) -> str:
         return "In the background: "
@@ -171,7 +171,7 @@ class DetailsJob(Job):
             loaded = self.loaded
             if event.name in loaded.pending:
                 loaded.pending.remove(event.name)
-            if event.name == work.DETAIL_GRAPH:
+            if event.name == engine_calls.DETAIL_GRAPH:
                 loaded.onnx_path, loaded.onnx_error = event.values["onnx_path"], event.values["onnx_error"]
             else:
                 loaded.summary.update(event.values)
@@ -188,7 +188,7 @@ PHASE_WORDS = {"prune": "pruning", "bn-recalibrate": "BatchNorm re-estimation", 
                "evaluate": "evaluation"}
 
 
-class RunJob(Job):
+class RunJob(WorkerJob):
     """One pruning run of the session: fills its record, the live plots, the histograms and the results.
 
     With the method panel's "Step through phases" ticked, the run waits on a gate after each phase and
@@ -210,7 +210,7 @@ class RunJob(Job):
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, PrunedModel]:
         teacher = self.window.loaded.bundle if self.record.recover_only else None  # distil from the original
-        return (yield from work.prune(self.record.run_id, self.bundle, self.data, self.record.config,
+        return (yield from engine_calls.prune(self.record.run_id, self.bundle, self.data, self.record.config,
                                       self.export_graph, self.work_dir, cancel, self.gate, self.record.recover_only,
                                       teacher))
 
@@ -304,7 +304,7 @@ class RunJob(Job):
             panel.next_button.setEnabled(False)
 
 
-class SensitivityJob(Job):
+class SensitivityJob(WorkerJob):
     """A per-layer sensitivity scan: colours the layers and offers per-layer ratios."""
 
     name, title = "sensitivity", "The sensitivity scan failed"
@@ -315,7 +315,7 @@ class SensitivityJob(Job):
         self.args = (bundle, data, method, target_ratio, round_to, max_layer_ratio)
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, Sensitivity]:
-        return (yield from work.scan_sensitivity(*self.args, cancel))
+        return (yield from engine_calls.scan_sensitivity(*self.args, cancel))
 
     def on_success(self, sensitivity: Sensitivity) -> None:
         win = self.window
@@ -326,7 +326,7 @@ class SensitivityJob(Job):
                                     "the most accuracy when pruned", 10000)
 
 
-class PlanJob(Job):
+class PlanJob(WorkerJob):
     """An experiment plan from the Experiment tab, run on the loaded model; its events go to that tab."""
 
     name, title = "plan", "The experiment plan failed"
@@ -383,7 +383,7 @@ class PlanJob(Job):
                                                     "to resume where it stopped.")
 
 
-class ExportJob(Job):
+class ExportJob(WorkerJob):
     """Save a model (the pruned one as a deployment set, engine.deploy, or one ONNX file)."""
 
     name, title = "export", "Export failed"
@@ -393,7 +393,7 @@ class ExportJob(Job):
         self.args = (bundle, target, structured, what)
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, Exported]:
-        return (yield from work.export(*self.args, cancel))
+        return (yield from engine_calls.export(*self.args, cancel))
 
     def on_success(self, exported: Exported) -> None:
         paths = [Path(p) for p in exported.files.values()]

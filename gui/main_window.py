@@ -1,7 +1,7 @@
 """The main window: model & data, method panel, graph, live plots, histograms, results, experiments.
 
 Widgets react to state through `_on_<event>` slots; the window owns the state (the loaded model,
-the runs of the session) and hands long work to the one worker (gui/worker.py) as job objects
+the runs of the session) and hands long work to the one worker (gui/worker_thread.py) as job objects
 (gui/jobs.py), which handle their own events and outcome.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from engine.methods import get_method
 from engine.models import ModelBundle
 from engine.outputs import HOST, _pid_alive
 from gui import dialogs, theme
-from gui.jobs import DetailsJob, Job, LoadJob, PlanJob, RunJob, SensitivityJob
+from gui.jobs import DetailsJob, WorkerJob, LoadJob, PlanJob, RunJob, SensitivityJob
 from gui.layout import build_central, build_side_dock, build_status_bar, restore_layout
 from gui.menus import build_actions, build_menus
 from gui.open_model import open_model_dialog
@@ -36,8 +36,8 @@ from gui.settings import Settings
 from gui.source_panel import DEFAULT_DATA
 from gui.watch import start_watch
 from gui.widgets import guard_wheel
-from gui.work import LoadRequest, Loaded, Sensitivity
-from gui.worker import Failure, Worker, start_worker
+from gui.engine_calls import LoadRequest, Loaded, Sensitivity
+from gui.worker_thread import Failure, Worker, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class MainWindow(QMainWindow):
         self.selected_run: int | None = None
         self.current_run: int | None = None  # the latest run started
         self.sensitivity: Sensitivity | None = None
-        self.job: Job | None = None  # the running job; with it, its worker and thread
-        self.next_job: Job | None = None  # waits for a background job to give way
+        self.job: WorkerJob | None = None  # the running job; with it, its worker and thread
+        self.next_job: WorkerJob | None = None  # waits for a background job to give way
         self.worker: Worker | None = None
         self.job_thread = None
         self.error_box: QMessageBox | None = None
@@ -330,7 +330,7 @@ class MainWindow(QMainWindow):
         self.start_job(PlanJob(self, plan, store_path, self.loaded.bundle, self.loaded.data, self.memory_limit()))
         return True
 
-    def start_job(self, job: Job) -> bool:
+    def start_job(self, job: WorkerJob) -> bool:
         """Run `job` on the worker thread and route the worker's signals to it; False while another runs.
 
         A background job running now is cancelled and `job` starts as soon as its thread is gone."""
@@ -432,7 +432,7 @@ class MainWindow(QMainWindow):
         self.job.on_failure(failure)
 
     @Slot()
-    def _on_job_cancelled(self, job: Job | None = None) -> None:
+    def _on_job_cancelled(self, job: WorkerJob | None = None) -> None:
         job = job or self.job
         if not job.background:
             self.phase_label.setText("Cancelled — the loaded model is unchanged")

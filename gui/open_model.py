@@ -24,15 +24,15 @@ from engine.events import Progress
 from engine.inputs import NORM_PRESETS, NORM_TITLES, ModelRecipe, RecipeChecked
 from engine.units import parse_numbers
 from gui.data_choice import data_title, fill_data_combo, resolve_choice
-from gui.jobs import Job
+from gui.jobs import WorkerJob
 from gui.open_model_arch import ArchitecturePicker
 from gui.open_model_jobs import CHECK_IMAGES, CheckJob, DescribeJob
 from gui.open_model_recipe import (ERR, checked_html, found_text, parse_shape, plain, remembered_recipe,
                                     stem_problem)
 from gui.pickers import pick_file
 from gui.widgets import guard_wheel
-from gui.work import Described
-from gui.worker import Failure
+from gui.engine_calls import Described
+from gui.worker_thread import Failure
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -54,7 +54,7 @@ class OpenModelDialog(QDialog):
         self.raw: Dataset | None = None
         self.trusted = False
         self.checked: ModelRecipe | None = None  # the recipe the last successful check was for
-        self.running: Job | None = None
+        self.running: WorkerJob | None = None
         self.close_when_stopped = False
         self.trust_question: tuple[str, str] | None = None  # (message, what), asked once the check stopped
         self.problem = ""  # why the checked recipe cannot be opened (open_model_recipe.stem_problem)
@@ -193,7 +193,7 @@ class OpenModelDialog(QDialog):
         return box
 
     # ----------------------------------------------------------------- jobs
-    def start(self, job: Job) -> bool:
+    def start(self, job: WorkerJob) -> bool:
         """Run one of the dialog's jobs on the window's worker."""
         if not self.win.start_job(job):
             return False

@@ -12,10 +12,10 @@ from engine.data import load_dataset_events
 from engine.errors import NeedsTrust, UserError
 from engine.events import CancelToken, Progress
 from engine.inputs import ModelRecipe, RecipeChecked
-from gui import work
-from gui.jobs import Job
-from gui.work import Described
-from gui.worker import Failure
+from gui import engine_calls
+from gui.jobs import WorkerJob
+from gui.engine_calls import Described
+from gui.worker_thread import Failure
 
 if TYPE_CHECKING:
     from gui.open_model import OpenModelDialog
@@ -27,7 +27,7 @@ class DatasetUnreadable(UserError):
     """The dataset, not the model file, could not be read (the dialog says which)."""
 
 
-class DescribeJob(Job):
+class DescribeJob(WorkerJob):
     """Read the dataset, describe the file and list the architectures; the dialog shows what was found."""
 
     name = "describe"
@@ -46,7 +46,7 @@ class DescribeJob(Job):
                 raw = yield from load_dataset_events(self.data_spec)
             except UserError as exc:
                 raise DatasetUnreadable(str(exc)) from exc
-        return (yield from work.describe(self.path, self.data_spec, raw, cancel))
+        return (yield from engine_calls.describe(self.path, self.data_spec, raw, cancel))
 
     def on_event(self, event: object) -> None:
         if isinstance(event, Progress):
@@ -81,7 +81,7 @@ class DescribeJob(Job):
         self.dialog.job_stopped()
 
 
-class CheckJob(Job):
+class CheckJob(WorkerJob):
     """Open the recipe's model on the dataset and measure it (engine.inputs.check_recipe)."""
 
     name = "check"
@@ -91,7 +91,7 @@ class CheckJob(Job):
         self.dialog, self.recipe, self.raw = dialog, recipe, raw
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, RecipeChecked]:
-        return (yield from work.check_model(self.recipe, self.raw, CHECK_IMAGES, cancel))
+        return (yield from engine_calls.check_model(self.recipe, self.raw, CHECK_IMAGES, cancel))
 
     def on_event(self, event: object) -> None:
         if isinstance(event, Progress):

@@ -11,7 +11,7 @@ from engine.models import DEMO_ARCHS, DEMO_TITLES
 from engine.units import fmt_bytes, fmt_count
 from gui.data_choice import DEFAULT_DATA, OPEN_CIFAR, OPEN_FOLDER, fill_data_combo, resolve_choice, switch_data
 from gui.settings import Settings
-from gui.work import Loaded
+from gui.engine_calls import Loaded
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
@@ -71,7 +71,7 @@ class SourcePanel(QGroupBox):
     def show_summary(self, loaded: Loaded) -> None:
         """The card: architecture, source, input, size, cost per image, accuracy and dataset."""
         s = loaded.summary
-        waiting = "<small>measuring…</small>"  # found in the background after Ready (gui.work.details)
+        waiting = "<small>measuring…</small>"  # found in the background after Ready (gui.engine_calls.details)
         top1 = f"{s['top1']:.2%} <small>{top1_note(loaded)}</small>" if s.get("top1") is not None else \
             waiting if "top1" in loaded.pending else "unknown"
         size = waiting if s.get("size_bytes") is None else \

@@ -247,9 +247,9 @@ def test_jobs_are_objects_a_failing_one_gets_on_failure_and_the_window_stays_usa
     return value to on_success, an exception to on_failure (whose default shows the job's title)."""
     from engine.errors import UserError
     from engine.events import Progress
-    from gui.jobs import Job
+    from gui.jobs import WorkerJob
 
-    class Probe(Job):
+    class Probe(WorkerJob):
         name, title = "probe", "The probe failed"
 
         def __init__(self, win, fail: bool) -> None:

@@ -52,7 +52,7 @@ def test_ready_first_then_the_card_fills_in_the_background(win, qtbot, fashion):
 
 def test_a_run_started_meanwhile_goes_first_and_the_facts_resume(win, qtbot, fashion, monkeypatch):
     slow = SlowTop1()
-    monkeypatch.setattr("gui.work.quick_top1", slow)
+    monkeypatch.setattr("gui.engine_calls.quick_top1", slow)
     load_tiny(qtbot, win, fashion)
     qtbot.waitUntil(lambda: slow.calls == 1, timeout=TIMEOUT_MS)  # the background job measures top-1 now
     quick_options(win, bn=False)
@@ -67,7 +67,7 @@ def test_a_run_started_meanwhile_goes_first_and_the_facts_resume(win, qtbot, fas
 
 def test_cancelling_a_job_still_waiting_ends_it_at_once(win, qtbot, fashion, monkeypatch):
     slow = SlowTop1()
-    monkeypatch.setattr("gui.work.quick_top1", slow)
+    monkeypatch.setattr("gui.engine_calls.quick_top1", slow)
     load_tiny(qtbot, win, fashion)
     qtbot.waitUntil(lambda: slow.calls == 1, timeout=TIMEOUT_MS)
     quick_options(win, bn=False)
@@ -92,7 +92,7 @@ def test_closing_during_a_job_does_not_wait_out_the_timeout(qtbot, tmp_path, mon
     """The worker quits its thread itself: a queued quit would need the UI thread's event loop, which is
     blocked in closeEvent's wait, so every close during a job took the full 30 s."""
     slow = SlowTop1()
-    monkeypatch.setattr("gui.work.quick_top1", slow)
+    monkeypatch.setattr("gui.engine_calls.quick_top1", slow)
     window = open_window(qtbot, tmp_path, monkeypatch)
     load_tiny(qtbot, window, fashion)
     qtbot.waitUntil(lambda: slow.calls == 1, timeout=TIMEOUT_MS)  # a job is running now

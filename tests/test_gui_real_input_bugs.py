@@ -138,7 +138,7 @@ def _endless_run(bundle, data, cfg, cancel=None, keep=None, gate=None, **_option
 
 
 def test_closing_during_a_run_asks_and_cancel_keeps_the_window(qtbot, tmp_path, monkeypatch, fashion):
-    monkeypatch.setattr("gui.work.run_pruning", _endless_run)
+    monkeypatch.setattr("gui.engine_calls.run_pruning", _endless_run)
     win = open_window(qtbot, tmp_path, monkeypatch)
     load_tiny(qtbot, win, fashion)
     qtbot.waitUntil(lambda: win.worker is None, timeout=60_000)  # the background facts are found

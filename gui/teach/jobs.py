@@ -8,14 +8,14 @@ from engine.data import Dataset
 from engine.events import CancelToken
 from engine.explain import ChosenScores, CriteriaSoFar, Explanation, ImageExplanation, explain_image, explain_layer
 from engine.models import ModelBundle
-from gui.jobs import Job
+from gui.jobs import WorkerJob
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
     from gui.teach.tab import TeachTab
 
 
-class ExplainJob(Job):
+class ExplainJob(WorkerJob):
     """Score one layer with the chosen method and every structured criterion; find its couplings.
 
     The chosen method's scores and the couplings arrive first and fill their views at once; the criteria
@@ -52,7 +52,7 @@ class ExplainJob(Job):
         self.tab.status_label.setText(f"Explain of {self.layer} cancelled; the views show what was scored.")
 
 
-class ImageJob(Job):
+class ImageJob(WorkerJob):
     """One test image through the layer, and the top-5 of the original and of a pruned copy."""
 
     name, title = "explain-image", "Could not show the feature maps"
