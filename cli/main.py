@@ -21,7 +21,7 @@ from engine.checks import check_batch_memory
 from engine.data import Dataset, load_dataset
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, EpochDone, Progress, drain
-from engine.inputs import fit_data, model_for_data, random_weights_note
+from engine.inputs import load_inputs, random_weights_note
 from engine.metrics import Metrics, evaluate
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, save_model
 from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
@@ -85,14 +85,14 @@ LOAD_HINT = ", a smaller model or images"
 
 def _resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
     printer = ProgressPrinter(quiet=getattr(args, "quiet", False))
-    data = load_dataset(args.data, input_shape=getattr(args, "input_shape", None), seed=getattr(args, "seed", 0) or 0,
-                        progress=lambda ev: ev.total and printer(ev))  # a folder scan; listing has no total yet
-    for line in getattr(data, "warnings", ()):
-        hold(f"warning: {line}")
     # torchvision:NAME and timm:NAME take channels, size and classes from the data; untrained ones from --seed
-    bundle = model_for_data(args.model, data, weights=args.weights, model_code=args.model_code,
-                            model_kwargs=args.model_kwargs, trust=args.trust, input_shape=args.input_shape,
-                            partial_weights=args.partial_weights, seed=getattr(args, "seed", 0) or 0)
+    inputs = load_inputs(args.model, args.data, weights=args.weights, model_code=args.model_code,
+                         model_kwargs=args.model_kwargs, trust=args.trust, input_shape=args.input_shape,
+                         partial_weights=args.partial_weights, seed=getattr(args, "seed", 0) or 0, mean=args.mean,
+                         std=args.std, progress=lambda ev: ev.total and printer(ev))  # listing has no total yet
+    bundle = inputs.bundle
+    for line in getattr(inputs.raw, "warnings", ()):
+        hold(f"warning: {line}")
     weights = bundle.meta.get("weights")
     if weights and (weights["missing"] or weights["unexpected"] or weights["misshaped"]):
         from engine.models import WeightsFit
@@ -101,9 +101,8 @@ def _resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
         hold(f"note: weights from {args.weights or args.model}: {fit.summary()}")
     if bundle.meta.get("untrained"):  # a figure from random weights looks like a result unless we say so
         hold(f"note: {untrained_note(args.model, getattr(args, 'seed', 0) or 0, args.command)}")
-    fitted = fit_data(bundle, data, args.mean, args.std)
     check_batch_memory(bundle.model, bundle.input_shape, args.batch_size, getattr(args, "device", "cpu") or "cpu")
-    return bundle, fitted
+    return bundle, inputs.data
 
 
 HELD: list[str] = []  # notes and warnings about the inputs, printed once the work starts: a refusal stays one line
@@ -444,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.explain import register as register_explain
 
     register_explain(sub)  # explain: the Teach tab's facts as JSON
+    from cli.profile import register as register_profile
+
+    register_profile(sub)  # profile: where the time goes
     return parser
 
 

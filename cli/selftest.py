@@ -89,14 +89,12 @@ def engine_checks(ctx: Context) -> list[tuple[str, Check]]:
     """Demo, evaluation, pruning, ONNX and CUDA: what the CLI and the headless image rely on."""
 
     def demo() -> str:
-        from engine.data import load_dataset
-        from engine.inputs import fit_data, model_for_data
+        from engine.inputs import load_inputs
 
-        raw = load_dataset(DEMO_DATA)
-        ctx.bundle = model_for_data(DEMO_MODEL, raw)
-        ctx.data = fit_data(ctx.bundle, raw)
+        inputs = load_inputs(DEMO_MODEL, DEMO_DATA)
+        ctx.bundle, ctx.data = inputs.bundle, inputs.data
         params = sum(p.numel() for p in ctx.bundle.model.parameters())
-        return f"{DEMO_MODEL} ({params:,} parameters) with {raw.name}"
+        return f"{DEMO_MODEL} ({params:,} parameters) with {inputs.raw.name}"
 
     def evaluate() -> str:
         from engine.metrics import evaluate as run

@@ -20,6 +20,7 @@ from engine.data.tensors import GREY_WEIGHTS
 from engine.models import (ModelBundle, compare_runs, demo_path, export_onnx, export_program, onnx_runner,
                            pruned_state, save_full_module, save_model, trace_torchscript, write_safetensors)
 from engine.outputs import atomic_dir
+from engine.sources import NAMED, ModelKind, ModelSource
 from engine.units import fmt_count, wilson_interval
 
 FORMAT = "prunelab-deploy"
@@ -85,13 +86,13 @@ def _file_facts(path: str | Path | None) -> dict:
 def original_identity(bundle: ModelBundle) -> dict:
     """The unpruned model's identity: its source, architecture, and the file (name, sha256) its weights came
     from (None for random weights); for user code, the code file too."""
-    kind, _, name = bundle.source.partition(":")
-    weights = demo_path(name) if kind == "demo" else bundle.meta.get("weights_file") or (
-        None if kind in ("torchvision", "timm") else bundle.source)
+    source, arch = ModelSource.parse(bundle.source), ModelSource.parse(bundle.arch)
+    weights = demo_path(source.name) if source.is_demo else bundle.meta.get("weights_file") or (
+        None if source.kind in NAMED else bundle.source)
     ident = {"source": bundle.source, "architecture": bundle.arch, **_file_facts(weights),
              "untrained": bool(bundle.meta.get("untrained"))}
-    if bundle.arch.startswith("code:"):
-        code = _file_facts(bundle.arch[5:].rpartition(":")[0])
+    if arch.kind is ModelKind.CODE:
+        code = _file_facts(arch.code_file)
         ident.update(code_file=code["file"], code_sha256=code["sha256"])
     return ident
 
@@ -168,15 +169,16 @@ def _plain(obj):
 
 def build_hint(bundle: ModelBundle) -> str | None:
     """The Python expression that builds the unpruned architecture as PruneLab did (None: PruneLab's own code)."""
-    kind, _, name = bundle.arch.partition(":")
+    arch = ModelSource.parse(bundle.arch)
+    kind, name = arch.kind, arch.name
     kwargs = "".join(f", {k}={v!r}" for k, v in (bundle.arch_kwargs or {}).items())
-    if kind == "torchvision":
+    if kind is ModelKind.TORCHVISION:
         return f"torchvision.models.get_model({name!r}, weights=None, num_classes={bundle.num_classes}{kwargs})"
-    if kind == "timm":
+    if kind is ModelKind.TIMM:
         return (f"timm.create_model({name!r}, pretrained=False, num_classes={bundle.num_classes}, "
                 f"in_chans={bundle.input_shape[0]}{kwargs})")
-    if kind == "code":
-        return f"{name.rpartition(':')[2]}({kwargs[2:]})"  # the class from the file named in `original`
+    if kind is ModelKind.CODE:
+        return f"{arch.code_class}({kwargs[2:]})"  # the class from the file named in `original`
     return None
 
 

@@ -1,7 +1,8 @@
 """Fitting a dataset to a model: input shape, channels, normalisation and the class count.
 
 Shared by the command line, plans and the GUI, so a model and a dataset are matched the same way
-everywhere; the checks run a single image through the model, before any real work. A `ModelRecipe`
+everywhere; the checks run a single image through the model, before any real work. `load_inputs` is
+the one "load the data and the model, then fit them" sequence every front end and plan runs. A `ModelRecipe`
 is what the Open model dialog collects (file, architecture, shape, normalisation, trust), and
 `check_recipe` is the background check it shows before the user accepts.
 """
@@ -9,15 +10,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import torch
 
 from engine.checks import check_input_shape, check_normalization
-from engine.data import Dataset, Normalization, Shape
+from engine.data import Dataset, Normalization, Shape, load_dataset_events
 from engine.errors import UserError
-from engine.events import CancelToken, Progress
+from engine.events import CancelToken, Progress, result_of
 from engine.models import ModelBundle, load_model
+from engine.sources import NAMED, DataSource, ModelKind, ModelSource
 
 # Normalisation presets: the statistics a model was trained with, when the file does not record them.
 NORM_PRESETS: dict[str, Normalization] = {
@@ -102,6 +104,46 @@ def model_for_data(src: str, data: Dataset, *, weights: str | None = None, model
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """A model and a dataset fitted to each other."""
+
+    bundle: ModelBundle
+    data: Dataset  # converted to the model's input shape and normalisation
+    raw: Dataset  # as loaded (with `input_shape`, at that shape), before fitting
+
+
+def load_inputs_events(model: ModelSource | str | ModelBundle, data: DataSource | str | Dataset, *,
+                       weights: str | None = None, model_code: str | None = None, model_kwargs: dict | None = None,
+                       trust: bool = False, input_shape: Shape | None = None, partial_weights: bool = False,
+                       seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                       norm: str = "auto") -> Generator[Progress, None, Inputs]:
+    """Load the data, then the model for it, then fit them: Progress while a folder is scanned, returns Inputs.
+
+    `model` and `data` may be loaded already (a bundle sent to a Ray worker, the window's dataset); `norm`
+    is a NORM_TITLES preset (the Open model dialog's), `mean`/`std` the flags' own values.
+    """
+    if isinstance(data, Dataset):
+        raw = data
+        if input_shape:
+            check_input_shape(tuple(input_shape))
+            raw = data.adapted(tuple(input_shape))
+    else:
+        raw = yield from load_dataset_events(str(data), input_shape=input_shape, seed=seed)
+    bundle = model if isinstance(model, ModelBundle) else model_for_data(
+        str(model), raw, weights=weights, model_code=model_code, model_kwargs=model_kwargs, trust=trust,
+        input_shape=input_shape, partial_weights=partial_weights, seed=seed)
+    if norm != "auto":  # "auto" passes the flags on as they are, so a lone --mean is refused by fit_data
+        mean, std = preset_norm(norm, raw, mean, std)
+    return Inputs(bundle, fit_data(bundle, raw, mean, std), raw)
+
+
+def load_inputs(model: ModelSource | str | ModelBundle, data: DataSource | str | Dataset, *,
+                progress: Callable[[Progress], Any] | None = None, **options: Any) -> Inputs:
+    """`load_inputs_events` run to its end; `progress` sees each Progress event."""
+    return result_of(load_inputs_events(model, data, **options), progress)
+
+
+@dataclass(frozen=True)
 class ModelRecipe:
     """How to open a model again without asking: kept with the file in the recent-files list.
 
@@ -141,26 +183,24 @@ class ModelRecipe:
         return recipe
 
     def load_args(self) -> dict:
-        """Arguments for `model_for_data`."""
-        arch = self.arch[5:] if self.arch and self.arch.startswith("code:") else self.arch
+        """Arguments for `load_inputs`."""
+        source = ModelSource.parse(self.arch) if self.arch else None
+        arch = source.name if source is not None and source.kind is ModelKind.CODE else self.arch
         if self.file is None:
-            if not arch or arch.partition(":")[0] not in ("torchvision", "timm"):
+            if source is None or source.kind not in NAMED:
                 raise UserError("a new untrained model needs an architecture: torchvision:NAME or timm:NAME")
             src, code = arch, None
         else:
             src, code = self.file, arch
-        return {"src": src, "model_code": code, "model_kwargs": dict(self.model_kwargs) or None, "trust": self.trust,
-                "input_shape": self.input_shape, "partial_weights": self.partial_weights}
+        return {"model": src, "model_code": code, "model_kwargs": dict(self.model_kwargs) or None,
+                "trust": self.trust, "input_shape": self.input_shape, "partial_weights": self.partial_weights,
+                "norm": self.norm, "mean": self.mean, "std": self.std}
 
 
 def open_recipe(recipe: ModelRecipe, data: Dataset, seed: int = 0) -> tuple[ModelBundle, Dataset]:
     """The model a recipe describes, fitted to `data` (the data converted to its shape and normalisation)."""
-    if recipe.input_shape:
-        check_input_shape(tuple(recipe.input_shape))
-        data = data.adapted(tuple(recipe.input_shape))
-    bundle = model_for_data(data=data, seed=seed, **recipe.load_args())
-    mean, std = preset_norm(recipe.norm, data, recipe.mean, recipe.std)
-    return bundle, fit_data(bundle, data, mean, std)
+    inputs = load_inputs(data=data, seed=seed, **recipe.load_args())
+    return inputs.bundle, inputs.data
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,11 @@ class DatasetSpec:
     def __str__(self) -> str:
         return self.scheme if self.path is None else f"{self.scheme}:{self.path}"
 
+    @classmethod
+    def parse(cls, spec: str) -> "DatasetSpec":
+        """`parse_dataset_spec`, the one parser of dataset specs."""
+        return parse_dataset_spec(spec)
+
 
 def parse_dataset_spec(spec: str) -> DatasetSpec:
     """Parse `fashion-mnist[:DIR]`, `imagefolder:PATH` or `cifar10:PATH`; touches no file."""

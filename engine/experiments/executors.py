@@ -219,7 +219,7 @@ def _worker_data(plan: Plan, bundle):
     """Resolve the plan's dataset spec on this worker, once per process; a dataset missing here names the
     node and the path, since every node must reach it at the same path."""
     from engine.data import load_dataset
-    from engine.inputs import fit_data
+    from engine.inputs import load_inputs
 
     key = (plan.data, plan.input_shape, plan.seed, plan.mean, plan.std)
     if key not in _WORKER_DATA:
@@ -229,7 +229,7 @@ def _worker_data(plan: Plan, bundle):
         except (UserError, OSError) as exc:
             raise UserError(f"Ray worker on node {worker_node()} cannot load the dataset {plan.data!r}: {exc}; "
                             "every node must reach the dataset at the same path (docs/cluster.md)") from None
-        _WORKER_DATA[key] = fit_data(bundle, data, plan.mean, plan.std)
+        _WORKER_DATA[key] = load_inputs(bundle, data, mean=plan.mean, std=plan.std).data
     return _WORKER_DATA[key]
 
 

@@ -15,6 +15,7 @@ from engine.experiments.typed import (_expect, _key_name, _numbers, _shown, chec
                                       check_sensitivity_options)
 from engine.methods import all_methods, get_method
 from engine.outputs import check_writable
+from engine.sources import DataSource, ModelKind, ModelSource, split_code
 from engine.config import RECOVERY, PruneConfig, options
 
 # ----------------------------------------------------------------------------- plans
@@ -182,12 +183,12 @@ class Plan:
 def _file_digest(source: str) -> str | None:
     """sha256 prefix of a model file (demo sources: their weights file), so retrained weights get new keys."""
     path = None
-    kind, _, name = source.partition(":")
-    if kind == "demo":
+    parsed = ModelSource.parse(source)
+    if parsed.is_demo:
         from engine.models import demo_path
 
-        path = demo_path(name)
-    elif kind != "torchvision":
+        path = demo_path(parsed.name)
+    elif parsed.kind is not ModelKind.TORCHVISION:
         path = Path(source)
     if path is None or not path.is_file():
         return None
@@ -298,13 +299,13 @@ def _model_keys(plan: Plan, model_t: dict, path: Callable, source: str) -> None:
     if "source" not in model_t:
         raise UserError(f"{source}: [model] source is missing; e.g. source = \"demo:resnet\" or a model file")
     src = _expect(model_t["source"], str, "[model] source", "a string such as \"demo:resnet\"")
-    if ":" not in src or Path(src).suffix in (".pt", ".pth") or src.startswith((".", "/")):
+    if ModelSource.parse(src).is_file or Path(src).suffix in (".pt", ".pth") or src.startswith((".", "/")):
         src = path(src, "[model] source")
     plan.model = src
     if "code" in model_t:
         code = _expect(model_t["code"], str, "[model] code", "PATH.py:ClassName")
-        file, sep, cls = code.rpartition(":")
-        plan.model_code = f"{path(file, '[model] code')}:{cls}" if sep else code
+        file, cls = split_code(code)
+        plan.model_code = f"{path(file, '[model] code')}:{cls}" if ":" in code else code
     if "kwargs" in model_t:
         plan.model_kwargs = _expect(model_t["kwargs"], dict, "[model] kwargs", "a table of arguments")
     if "weights" in model_t:
@@ -371,9 +372,7 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
     _plan_keys(plan, doc.get("plan", {}), path, source)
     _model_keys(plan, doc.get("model", {}), path, source)
     plan.data = _expect(doc.get("data", {}).get("spec", "fashion-mnist"), str, "[data] spec", "a dataset spec string")
-    kind, sep, rest = plan.data.partition(":")
-    if sep and rest and kind in ("imagefolder", "cifar10"):
-        plan.data = f"{kind}:{path(rest, '[data] spec')}"
+    plan.data = _resolved_data(plan.data, path)
     _sweep_keys(plan, doc.get("sweep", {}), source)
     plan.sensitivity = check_sensitivity_options(dict(doc.get("sensitivity", {})))
     plan.prune = check_prune_options(dict(doc.get("prune", {})), "[prune]")
@@ -382,6 +381,18 @@ def parse_plan(text: str, base_dir: str | Path = ".", source: str = "plan") -> P
         plan.criteria = criteria_from_toml(doc["criteria"])
     plan.configs()  # validates every combination now, before any work starts
     return plan
+
+
+def _resolved_data(spec: str, path: Callable) -> str:
+    """A folder dataset's path resolved against the plan's folder; anything else as written (a bad spec is
+    refused when the data is loaded, as from the command line)."""
+    try:
+        data = DataSource.parse(spec)
+    except UserError:
+        return spec
+    if data.path and data.scheme in ("imagefolder", "cifar10"):
+        return str(DataSource(data.scheme, str(path(data.path, "[data] spec"))))
+    return spec
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -134,14 +134,12 @@ def baseline_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> 
 
 def load_inputs(plan: Plan):
     """Load the plan's dataset and model once and make them fit (shared by every run)."""
-    from engine.data import load_dataset
-    from engine.inputs import fit_data, model_for_data
+    from engine.inputs import load_inputs
 
-    data = load_dataset(plan.data, input_shape=plan.input_shape, seed=plan.seed)
-    bundle = model_for_data(plan.model, data, weights=plan.weights, model_code=plan.model_code,
-                            model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
-                            seed=plan.seed)
-    return bundle, fit_data(bundle, data, plan.mean, plan.std)
+    inputs = load_inputs(plan.model, plan.data, weights=plan.weights, model_code=plan.model_code,
+                         model_kwargs=plan.model_kwargs, trust=plan.trust, input_shape=plan.input_shape,
+                         seed=plan.seed, mean=plan.mean, std=plan.std)
+    return inputs.bundle, inputs.data
 
 
 def plan_runs(plan: Plan, bundle=None, scan=None) -> list[tuple]:

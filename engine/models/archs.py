@@ -18,6 +18,7 @@ from typing import Any
 import torch.nn as nn
 
 from engine.errors import UserError, first_line
+from engine.sources import ModelKind, ModelSource, split_code
 
 from .zoo import DEMO_ARCHS
 
@@ -129,13 +130,14 @@ def _timm_model(name: str, in_channels: int, num_classes: int, kwargs: dict) -> 
 
 def size_kwargs(arch: str, shape: tuple[int, int, int]) -> dict:
     """Constructor arguments a transformer needs for an input size other than its default (CNNs need none)."""
-    kind, _, name = arch.partition(":")
+    source = ModelSource.parse(arch)
+    kind, name = source.kind, source.name
     size = [int(shape[1]), int(shape[2])]
-    if kind == "torchvision" and name.startswith("vit_") and size != [224, 224]:
+    if kind is ModelKind.TORCHVISION and name.startswith("vit_") and size != [224, 224]:
         return {"image_size": size[0]}
-    if kind == "torchvision" and name.startswith("maxvit") and size != [224, 224]:
+    if kind is ModelKind.TORCHVISION and name.startswith("maxvit") and size != [224, 224]:
         return {"input_size": size}
-    if kind == "timm":
+    if kind is ModelKind.TIMM:
         import timm
         import torch
 
@@ -151,8 +153,8 @@ def size_kwargs(arch: str, shape: tuple[int, int, int]) -> dict:
 
 def _import_class(code: str) -> type:
     """Import `PATH.py:ClassName`; this runs the user's own Python file, which they named explicitly."""
-    path, sep, cls = code.rpartition(":")
-    if not sep or not path.endswith(".py"):
+    path, cls = split_code(code)
+    if not path.endswith(".py"):
         raise UserError(f"--model-code must look like PATH.py:ClassName, got {code!r}")
     file = Path(path)
     if not file.exists():
@@ -234,7 +236,7 @@ def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: d
 
     A named architecture is first built on the meta device (shapes, no memory) and refused when its weights
     alone would pass the memory budget, so arguments asking for huge layers cost nothing."""
-    if arch.partition(":")[0] in ("demo", "torchvision", "timm") or arch in DEMO_ARCHS:
+    if ModelSource.architecture(arch, DEMO_ARCHS).kind in (ModelKind.DEMO, ModelKind.TORCHVISION, ModelKind.TIMM):
         import torch
 
         from engine.budget import check_fits
@@ -252,9 +254,9 @@ def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: d
 
 def _build(arch: str, in_channels: int, num_classes: int, kwargs: dict | None) -> nn.Module:
     kwargs = dict(kwargs or {})
-    kind, _, name = arch.partition(":")
-    if kind == "demo" or (not name and kind in DEMO_ARCHS):
-        name = name or kind
+    source = ModelSource.architecture(arch, DEMO_ARCHS)
+    kind, name = source.kind, source.name
+    if kind is ModelKind.DEMO:
         if name not in DEMO_ARCHS:
             raise UserError(f"unknown demo model {name!r}; valid: {', '.join('demo:' + n for n in DEMO_ARCHS)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
@@ -263,11 +265,11 @@ def _build(arch: str, in_channels: int, num_classes: int, kwargs: dict | None) -
         except (TypeError, ValueError, RuntimeError) as exc:  # arguments from an edited file: name them
             raise UserError(f"demo:{name} could not be built with {kwargs or 'its defaults'}: "
                             f"{first_line(exc)}") from None
-    if kind == "torchvision" and name:
+    if kind is ModelKind.TORCHVISION and name:
         return _torchvision_model(name, in_channels, num_classes, check_model_kwargs(kwargs))
-    if kind == "timm" and name:
+    if kind is ModelKind.TIMM and name:
         return _timm_model(name, in_channels, num_classes, check_model_kwargs(kwargs))
-    if kind == "code" and name:
+    if kind is ModelKind.CODE and name:
         cls = _import_class(name)
         check_model_kwargs(kwargs)
         try:

@@ -16,6 +16,7 @@ import torch.nn as nn
 from engine.data import Normalization, Shape
 from engine.budget import BudgetError
 from engine.errors import NeedsArchitecture, NeedsTrust, UserError
+from engine.sources import NAMED, ModelSource
 
 from .archs import adapted_layers, build_arch, size_kwargs
 from .bundle import ModelBundle
@@ -24,9 +25,6 @@ from .files import (UNREADABLE, _NeedsTrust, _safe_load, _trusted_load, check_pa
 from .saving import FORMAT
 from .weights import _load_state, apply_pruned_state
 from .zoo import DEMO_ARCHS, demo_path
-
-NAMED = ("torchvision", "timm")  # architectures built by name, adapted to the data
-
 
 @contextlib.contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
@@ -74,8 +72,9 @@ def check_finite(model: nn.Module, source: str) -> None:
 def _load(src: str, weights: str | None, model_code: str | None, model_kwargs: dict | None, trust: bool,
           input_shape: Shape | None, num_classes: int | None, partial_weights: bool, seed: int | None,
           default_shape: Shape | None) -> ModelBundle:
-    kind, _, name = src.partition(":")
-    if kind == "demo":
+    source = ModelSource.parse(src)
+    name = source.name
+    if source.is_demo:
         if name not in DEMO_ARCHS:
             raise UserError(f"unknown demo model {src!r}; valid: {', '.join('demo:' + n for n in DEMO_ARCHS)}")
         path = demo_path(name)
@@ -87,7 +86,7 @@ def _load(src: str, weights: str | None, model_code: str | None, model_kwargs: d
         return bundle
     shape = tuple(input_shape) if input_shape else None
     named_shape = shape or (tuple(default_shape) if default_shape else None)
-    if kind in NAMED and name:
+    if source.is_named:
         state = None
         if weights:
             wpath = Path(weights)
@@ -170,7 +169,7 @@ def _load_file(src: str, model_code: str | None, model_kwargs: dict | None, trus
         raise NeedsArchitecture(f"{path} holds only weights (a state_dict); name its architecture: torchvision:NAME or "
                         "timm:NAME (--weights FILE with --model ARCH), or --model-code PATH.py:ClassName "
                         "(and --model-kwargs JSON)")
-    if arch.partition(":")[0] in NAMED:
+    if ModelSource.parse(arch).kind in NAMED:
         try:
             bundle = _named(arch, src, named_shape, num_classes, model_kwargs, state, src, partial_weights)
         except UserError as exc:
