@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -91,41 +90,35 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
     was pruning."""
     import torch_pruning as tp
 
+    from engine import tp_compat
+
     trial = _shared_copy(model, example.device)
     prep = prepare(trial, example, cfg.round_to)
     modules = dict(trial.named_modules())
     names = {m: n for n, m in modules.items()}
     ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
-    current: list = [None]  # the group being scored or pruned, to name its layer if torch-pruning fails
-
-    class Tracked(prep.pruner_class(tp.pruner.MetaPruner)):
-        def estimate_importance(self, group):
-            current[0] = group
-            return super().estimate_importance(group)
-
-    pruner = _build(Tracked, trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                    pruning_ratio=ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio,
-                    global_pruning=False, ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to,
-                    **prep.pruner_kwargs)
+    pruner = _build(prep.pruner_class(tp.pruner.MetaPruner), trial, example,
+                    importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+                    pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio, global_pruning=False,
+                    ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to, **prep.pruner_kwargs)
     try:
-        for group in pruner.step(interactive=True):
+        for group in pruner.step(interactive=True):  # prep.current: the group being scored or pruned
             if cancel is not None:
                 cancel.check()
-            current[0] = group
             group.prune()
-    except TRACING_ERRORS as exc:
+    except tp_compat.TRACING_ERRORS as exc:
         if resource_error(exc):
             raise  # out of memory is said as such by the caller, not blamed on the model
-        root = current[0][0].dep.target.module if current[0] else None
+        root = prep.current[0].dep.target.module if prep.current else None
         where = f" at layer {names[root]}" if root in names else ""
-        if _ours(exc):
+        if tp_compat.failure_is_prunelabs(exc):
             raise UserError(f"structured pruning fails on this model{where} in PruneLab's own handling of it "
                             f"({first_line(exc, with_type=True, limit=160)}): a PruneLab bug, please report it with "
                             "the model's architecture; unstructured pruning (e.g. --method magnitude-global) still "
                             "works") from exc
         raise UserError(f"structured pruning fails on this model{where}: torch-pruning cannot follow "
-                        f"{_blocking_op(exc)} ({first_line(exc, with_type=True, limit=160)}); unstructured pruning (e.g. --method "
-                        "magnitude-global) still works") from exc
+                        f"{tp_compat.failed_operation(exc)} ({first_line(exc, with_type=True, limit=160)}); "
+                        "unstructured pruning (e.g. --method magnitude-global) still works") from exc
     prep.after_step(trial)
     return trial
 
@@ -158,50 +151,17 @@ def macs_at_ratio(model: nn.Module, cfg: PruneConfig, ratio: float, example: tor
                       example.device.type)
 
 
-# torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in its
-# reshape rule, a split with recorded sizes indexes past the end) raises one of these
-TRACING_ERRORS = (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, TypeError)
-
-
-def _ours(exc: BaseException) -> bool:
-    """Whether the innermost of PruneLab's and torch-pruning's frames is PruneLab's: then the failure is
-    ours (an architecture rule), not an operation torch-pruning cannot follow."""
-    engine = str(Path(__file__).resolve().parent)
-    last = None
-    tb = exc.__traceback__
-    while tb is not None:
-        path = tb.tb_frame.f_code.co_filename
-        if "torch_pruning" in path:
-            last = "torch-pruning"
-        elif path.startswith(engine):
-            last = "PruneLab"
-        tb = tb.tb_next
-    return last == "PruneLab"
-
-
-def _blocking_op(exc: BaseException) -> str:
-    """The kind of operation torch-pruning failed on, read from where in torch-pruning it failed."""
-    kinds = {"reshape": "a reshape that regroups channels (such as a channel shuffle)", "concat": "a concatenation",
-             "split": "a split of the channels", "slice": "a slice of the channels", "flatten": "a flatten"}
-    tb = exc.__traceback__
-    found = "the operations around it"
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_name
-        if "torch_pruning" in tb.tb_frame.f_code.co_filename:
-            found = next((text for key, text in kinds.items() if key in name), found)
-        tb = tb.tb_next
-    return found
-
-
 def _build(cls: type, model: nn.Module, example: torch.Tensor, **kwargs):
     """The torch-pruning pruner; a dependency graph it cannot build is a UserError before any measurement."""
+    from engine import tp_compat
+
     try:
         return cls(model, example, **kwargs)
-    except TRACING_ERRORS as exc:
+    except tp_compat.TRACING_ERRORS as exc:
         if resource_error(exc):
             raise
         raise UserError(f"structured pruning cannot trace this model: torch-pruning's dependency graph cannot "
-                        f"follow {_blocking_op(exc)} ({first_line(exc, with_type=True, limit=160)}); unstructured pruning (e.g. --method "
+                        f"follow {tp_compat.failed_operation(exc)} ({first_line(exc, with_type=True, limit=160)}); unstructured pruning (e.g. --method "
                         "magnitude-global) still works") from exc
 
 
@@ -246,7 +206,7 @@ class StructuredPruner(Pruner):
         import torch_pruning as tp
 
         self.shape, self.device, self.base_macs = tuple(example.shape[1:]), example.device.type, base_macs
-        # auxiliary heads, grouped convolutions and ViT's recorded sizes (engine/architectures.py)
+        # what the model's families need (engine/architectures.py, engine/families/)
         self.prep = prepare(model, example, cfg.round_to)
         self.notes.extend(self.prep.notes)
         self.params_before = sum(p.numel() for p in model.parameters())
@@ -290,7 +250,9 @@ class StructuredPruner(Pruner):
 
     @property
     def done(self) -> bool:
-        return self.plan.target_speedup is not None and self.pruner.current_step >= self.total_steps
+        from engine import tp_compat
+
+        return self.plan.target_speedup is not None and tp_compat.steps_taken(self.pruner) >= self.total_steps
 
     def regularizer(self) -> Callable[[nn.Module], None] | None:
         import torch_pruning as tp
@@ -322,8 +284,10 @@ class StructuredPruner(Pruner):
         if base / max(1, macs) < goal:
             self.step_notes.append(f"reached only {base / macs:.2f}× fewer MACs (target {goal:.2f}×): "
                                    "every layer hit the maximum layer ratio")
+        from engine import tp_compat
+
         per_step = getattr(self.pruner, "per_step_pruning_ratio", None)
-        self.ratio = float(per_step[self.pruner.current_step]) if per_step else 0.0
+        self.ratio = float(per_step[tp_compat.steps_taken(self.pruner)]) if per_step else 0.0
 
     def _prune_once(self, cancel: CancelToken) -> None:
         """One torch-pruning step; cancellation is checked between groups (a cancelled step leaves a

@@ -294,7 +294,7 @@ def _tiny_swin(v2: bool) -> nn.Module:
 def test_swin_prunes_its_stream_with_equal_heads(v2):
     """torchvision's Swin (whose dependency walk ran out of memory) prunes: window attention and patch
     merging are units, every head keeps the same size, and the result matches a forward pass."""
-    from engine.tracing import window_blocks
+    from engine.families.swin import window_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -316,7 +316,7 @@ def test_swin_prunes_its_stream_with_equal_heads(v2):
 
 def test_swin_attention_keeps_the_kept_channels_weights():
     """The stream's kept channels are the same in q, k, v and the projection: their weights are the originals'."""
-    from engine.tracing import window_blocks
+    from engine.families.swin import window_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -335,7 +335,7 @@ def test_timm_swin_prunes_the_stream_and_keeps_the_attention_width():
     (q, k, v) stays, the stream and MLP widths go."""
     import timm
 
-    from engine.tracing import window_blocks
+    from engine.families.swin import window_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -357,7 +357,7 @@ def test_shufflenet_holds_its_stream_and_prunes_each_branch_inside():
     stream stay whole, and each branch's inner width loses the same channels in its three layers."""
     from torchvision.models.shufflenetv2 import ShuffleNetV2
 
-    from engine.tracing import held_layers, shuffle_blocks
+    from engine.families.shufflenet import held_layers, shuffle_blocks
 
     torch.manual_seed(0)
     example = torch.randn(2, 3, 32, 32)
@@ -418,7 +418,7 @@ def test_a_pruned_swin_traces_again():
     from engine.config import PruneConfig
     from engine.layers import describe_layers
     from engine.pruners import trial_prune
-    from engine.tracing import window_blocks
+    from engine.families.swin import window_blocks
 
     example = torch.zeros(1, 3, 32, 32)
     pruned = trial_prune(_tiny_swin(False), PruneConfig(method="l2", pruning_ratio=0.15, round_to=8), 0.15, example, 5)

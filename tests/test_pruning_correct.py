@@ -219,13 +219,13 @@ def test_a_failure_inside_torch_pruning_names_the_layer(fashion, monkeypatch):
 def test_a_failure_in_prunelabs_own_rules_is_not_blamed_on_torch_pruning(fashion, monkeypatch):
     """An error raised in PruneLab's own architecture rules is said to be PruneLab's, not an operation
     torch-pruning cannot follow."""
-    import engine.architectures as architectures
+    import engine.families.concatenations as concatenations
     from engine.errors import UserError
 
     def broken(*args):
         raise IndexError("list index out of range")
 
-    monkeypatch.setattr(architectures, "_heads_in", broken)
+    monkeypatch.setattr(concatenations, "tied_sets", broken)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
     b = ModelBundle(model.eval(), "test", "module", (1, 28, 28), 10, fashion.norm, None)
     cfg = PruneConfig(method="l2", pruning_ratio=0.5, round_to=None, eval_limit=64, measure_speed=False)

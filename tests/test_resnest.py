@@ -1,4 +1,4 @@
-"""ResNeSt's split attention (timm's SplitAttn) pruned as one unit (engine/tracing.py): the channel order
+"""ResNeSt's split attention (timm's SplitAttn) pruned as one unit (engine/families/resnest.py): the channel order
 through its radix splits, its grouped input, the units the share check uses, and resnest14d through the
 engine (the last two go through engine.architectures.prepare, which passes the unit's pruner on)."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from engine import tracing
+from engine.families import resnest
 from engine.errors import UserError
 from engine.verify import check_pruned
 
@@ -130,8 +131,8 @@ def test_scans_and_hand_picked_cuts_leave_the_split_input_alone():
 def test_other_split_attentions_are_left_to_torch_pruning(kind):
     """No stand-in and no pruner for a kind the unit does not cover (torch-pruning traces it as it is)."""
     model = SplitNet(**kind).eval()
-    assert tracing.split_attentions(model) == [] and tracing.customized_pruners(model) == {}
-    assert tracing.root_module_types(model) is None and tracing.split_chunks(model) == {}
+    assert resnest.split_attentions(model) == [] and tracing.customized_pruners(model) == {}
+    assert resnest.root_module_types(model) is None and resnest.split_chunks(model) == {}
     with tracing.tracing(model):
         assert "forward" not in model.split.__dict__
 
@@ -142,8 +143,8 @@ def test_units_and_the_stand_in_follow_the_radix():
     units = {split: 8}
     tracing.record_units(model, units)
     assert units[split.conv] == units[split.fc2] == 16 and units[split.fc1] == split.fc1.out_channels
-    assert tracing.split_chunks(model) == {split: 2}
-    assert tracing.root_module_types(model)[-1] is SplitAttn
+    assert resnest.split_chunks(model) == {split: 2}
+    assert resnest.root_module_types(model)[-1] is SplitAttn
     x = torch.randn(1, 16, 5, 5)
     with tracing.tracing(model):
         assert split(x).shape == (1, 16, 5, 5)
@@ -212,6 +213,6 @@ def test_a_pruned_resnest_prunes_again():
     cfg = PruneConfig(method="l2", pruning_ratio=0.2, round_to=8)
     once = trial_prune(_resnest(), cfg, 0.2, example, 10)
     twice = trial_prune(once, cfg, 0.2, example, 10)
-    widths = [[m.conv.out_channels for m in tracing.split_attentions(model)] for model in (once, twice)]
+    widths = [[m.conv.out_channels for m in resnest.split_attentions(model)] for model in (once, twice)]
     assert all(a > b for a, b in zip(*widths)) and len(widths[1]) == 4
     assert twice(example).shape == (1, 10)

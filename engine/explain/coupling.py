@@ -10,7 +10,6 @@ import torch.nn as nn
 from engine.data import Shape
 from engine.explain.common import layer_module
 from engine.layers import PRUNABLE
-from engine.tracing import window_blocks
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,8 @@ def _via(node: Any, parent: dict, root: Any) -> list[str]:
 
 def _reason(module: nn.Module, side: str, via: list[str], before: str | None, layer: str) -> tuple[str, str]:
     """(kind, plain words) for one coupled module."""
+    from engine.families.swin import window_blocks
+
     through = " (through the residual add)" if "add" in via else ""
     attentions, mergings = window_blocks(module)
     if attentions and side == "input":

@@ -1,6 +1,7 @@
 """The scores each method uses for a layer's channels, the cut it makes, and criteria side by side."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Generator
@@ -165,21 +166,17 @@ class Session:
             importance = yield from self.calibrate(method, data, module if alone else None)
         else:
             importance = method.factory()
+        from engine import tp_compat
+
         recorder = Recorder(importance)
-        self.tp.importance, self.tp.current_step = recorder, 0
+        tp_compat.restart(self.tp, recorder)
         cut: list[int] = []
-        if alone:
-            own = self._own_group(module)
-            self.graph.get_all_groups = lambda *args, **kwargs: iter(own)
-        try:
+        with tp_compat.only_groups(self.graph, self._own_group(module)) if alone else contextlib.nullcontext():
             for group in self.tp.step(interactive=True):
                 self.cancel.check()
                 cut = indices_of(group, module, self.graph) or cut
                 if apply:
                     group.prune()
-        finally:
-            if alone:
-                del self.graph.get_all_groups  # the instance attribute hid the method
         if apply:
             self.pruner.prep.after_step(self.work)
         return recorder, cut
@@ -223,7 +220,9 @@ def score_layer(session: Session, layer: str, method: Method, data: Dataset | No
         notes.append(f"{method.title} cannot score this layer: {method.measures} does not exist here")
     else:
         values = imp.detach().float().cpu()
-        groups = session.tp._get_channel_groups(group)
+        from engine import tp_compat
+
+        groups = tp_compat.channel_groups(session.tp, group)
         if groups > 1:  # grouped layers: the pruner ranks the average over the groups
             values = values.view(groups, -1).mean(0).repeat(groups)
         idxs = indices_of(group, module, graph) or []
