@@ -107,4 +107,6 @@ def latency_summary(done: RunDone) -> list[str]:
                  f"{ratio:.2f} (latency fell {verdict} MACs)")
     if paired and paired.get("noisy") and paired.get("note"):
         lines.append(f"note: {paired['note']}")
+    if done.onnxruntime:  # what most users deploy, timed the same way on both ONNX exports
+        lines.append(speedup_text(done.onnxruntime, what=f"onnxruntime latency at batch {done.onnxruntime['batch']}:"))
     return lines

@@ -25,6 +25,7 @@ from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate,
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, count_macs, evaluate
 from engine.timing import architecture_signature, iter_paired_speedup, speedup_text
+from engine.latency_target import iter_onnxruntime_speedup
 from engine.deploy import original_identity, save_outputs
 from engine.models import ModelBundle
 from engine.pruners import check_manual_channels, make_pruner
@@ -71,6 +72,7 @@ class RunDone:
     paired: dict | None = None  # PairedSpeedup.to_json() of original vs pruned, timed interleaved at the end
     arch: str = ""  # architecture_signature of the result: runs with the same one share a latency figure
     original_arch: str = ""  # ... and of the model it started from
+    onnxruntime: dict | None = None  # the same paired timing in onnxruntime on both ONNX exports (None: not measured)
 
     def speedups(self) -> dict[str, float]:
         """How many times smaller/faster the result is than the original (latency: the paired median
@@ -100,7 +102,7 @@ class RunDone:
                 "after": self.after.to_json(), "steps": [s.metrics.to_json(detail=False) for s in self.steps[1:]],
                 "files": self.files, "speedups": self.speedups(), "seconds": round(self.seconds, 2),
                 "prune_seconds": round(self.prune_seconds, 3), "notes": list(self.notes),
-                "latency_speedup": self.paired}
+                "latency_speedup": self.paired, "onnxruntime_speedup": self.onnxruntime}
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -266,18 +268,21 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
             break
 
     _finish(pruner, shape, dev, notes)
-    paired = None
+    paired = onnxruntime = None
     if cfg.measure_speed:
         original = (teacher_model if teacher_model is not None and teacher is None
                     else copy.deepcopy(bundle.model).to(dev).eval())  # timed against the model it started from
         paired = yield from _paired_speedup(original, model, shape, cfg, device, cancel)
+        onnxruntime = yield from relay(iter_onnxruntime_speedup(
+            original, model, shape, paired_sizes(cfg), device, cfg.threads, PAIRED_ROUNDS,
+            max(3, cfg.latency_repeats // 6), notes, cancel))
         del original
     work.meta = {
         "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
         "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "evaluation": {"dataset": data.name, "split": "test", "images": current.samples, "device": current.device},
-        "latency_speedup": paired, "original": original_identity(bundle),
+        "latency_speedup": paired, "onnxruntime_speedup": onnxruntime, "original": original_identity(bundle),
         **({"recover_only": True} if recover_only else {}),
     }
     files = (yield from _save(work, data, cfg, method.structured, Path(out_dir), notes)) if out_dir is not None else {}
@@ -286,7 +291,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         keep.append(work)
     yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
                   time.perf_counter() - start, prune_seconds, tuple(notes), paired, architecture_signature(model),
-                  architecture_signature(bundle.model))
+                  architecture_signature(bundle.model), onnxruntime=onnxruntime)
 
 
 def _save(work: ModelBundle, data: Dataset, cfg: PruneConfig, structured: bool, out_dir: Path,
@@ -346,14 +351,18 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
     checks.extend((top1_pruned, top1_bn))
 
 
+def paired_sizes(cfg: PruneConfig) -> tuple[int, ...]:
+    """The batch sizes the end of a run times the original and the pruned model at: 1 and the run's own."""
+    return (1,) if cfg.batch_size == 1 else (1, cfg.batch_size)
+
+
 def _paired_speedup(original: nn.Module, model: nn.Module, shape, cfg: PruneConfig, device: str,
                     cancel: CancelToken) -> Iterator:
     """The original and the pruned model timed interleaved; returns the pairs' JSON.
 
     The before and after figures were timed minutes apart, and load that comes and goes in between
     lands on one of them only; timed interleaved now, both see the same machine."""
-    sizes = (1,) if cfg.batch_size == 1 else (1, cfg.batch_size)
-    done = yield from relay(iter_paired_speedup(original, model, shape, sizes, device, rounds=PAIRED_ROUNDS,
+    done = yield from relay(iter_paired_speedup(original, model, shape, paired_sizes(cfg), device, rounds=PAIRED_ROUNDS,
                                                 runs_per_round=max(3, cfg.latency_repeats // 6),
                                                 threads=cfg.threads, names=("original", "pruned"), cancel=cancel))
     return done.to_json()

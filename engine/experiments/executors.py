@@ -108,6 +108,7 @@ def result_of(done: RunDone, job: Job, plan: Plan, executor: str) -> RunResult:
                      time.strftime("%Y-%m-%dT%H:%M:%S"),
                      {"recovery": job.rec.name, "recovery_summary": job.rec.summary, "plan": plan.name,
                       "latency_speedup": done.paired,  # paired original/pruned timing (None: not measured)
+                      "onnxruntime_speedup": done.onnxruntime,  # the same in onnxruntime (None: not measured)
                       "executor": executor},
                      socket.gethostname(), timed_threads(done.after, cfg.device))
 
