@@ -352,8 +352,10 @@ def catalogue(tmp_path_factory, request) -> dict:
     return {"results": results, "before": before, "after": fingerprint(fixtures), "marker": hostile[1]}
 
 
-def run_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    """`python main.py ARGS` in this process: returns (exit code, everything written to stderr).
+def run_in_process(args: list[str], cwd: Path, env: dict[str, str],
+                   stdout: io.StringIO | None = None) -> tuple[int, str]:
+    """`python main.py ARGS` in this process: returns (exit code, everything written to stderr); what it
+    prints goes to `stdout` when given.
 
     The working folder, environment and sys.argv are the command's while it runs, and stderr is taken at
     the file descriptor too (a library's C code writes there); all of it is put back afterwards, including
@@ -373,7 +375,7 @@ def run_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int
         sys.argv = [str(ROOT / "main.py"), *args]
         os.dup2(raw.fileno(), 2)
         try:
-            with contextlib.redirect_stderr(text), contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stderr(text), contextlib.redirect_stdout(io.StringIO() if stdout is None else stdout):
                 try:
                     code = main(args)
                 except SystemExit as exc:  # what the interpreter would turn into the exit status

@@ -2,15 +2,13 @@
 count, the maximum layer ratio honoured in every scope), and broken or meaningless models are said to be
 so (weights that are not finite, a stored zero std, random weights, plans that would mislead).
 
-Bad inputs go through the real command line, as in tests/test_bad_inputs.py (exit 2, one line on stderr,
-nothing left behind), a few processes at a time in one module fixture; the rest through the engine.
+Bad inputs go through the command line's entry point in this process, as in tests/test_bad_inputs.py (exit 2,
+one line on stderr, nothing left behind), all in one module fixture; the rest through the engine.
 """
 from __future__ import annotations
 
+import io
 import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,11 +20,9 @@ from engine.errors import UserError
 from engine.experiments.plans import Recovery
 from engine.models import DemoResNet, ModelBundle, load_model, save_model
 from engine.verify import out_size
-from tests.test_bad_inputs import Case  # a command line ({F}: the fixtures folder) and its one line
+from tests.test_bad_inputs import Case, run_in_process  # a command line ({F}: the fixtures folder), its one line
 
 ROOT = Path(__file__).resolve().parents[1]
-LANES = 3
-TIMEOUT_S = 180
 WIDE = (32, 64, 64)  # the demo's first widths: 0.5 keeps 16 of 32 and 32 of 64
 
 
@@ -101,7 +97,7 @@ def write_fixtures(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory) -> dict:
-    """Every case run once, a few at a time: {id: (returncode, stdout, stderr, leftovers)}, and the folders."""
+    """Every case run once: {id: (returncode, stdout, stderr, leftovers)}, and the folders."""
     base = tmp_path_factory.mktemp("trust")
     fixtures, outputs = base / "fixtures", base / "outputs"
     write_fixtures(fixtures)
@@ -113,12 +109,11 @@ def cli(tmp_path_factory) -> dict:
         cwd = base / "work" / case.id
         cwd.mkdir(parents=True)
         args = [a.replace("{F}", str(fixtures)).replace("{W}", str(outputs)) for a in case.args]
-        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT_S)
-        return case.id, (proc.returncode, proc.stdout, proc.stderr, sorted(p.name for p in cwd.iterdir()))
+        stdout = io.StringIO()
+        code, stderr = run_in_process(args, cwd, env, stdout)
+        return case.id, (code, stdout.getvalue(), stderr, sorted(p.name for p in cwd.iterdir()))
 
-    with ThreadPoolExecutor(LANES) as pool:
-        results = dict(pool.map(run, RUNS + REFUSED))  # the two real runs first: they take longest
+    results = dict(run(case) for case in RUNS + REFUSED)
     return {"results": results, "outputs": outputs, "fixtures": fixtures}
 
 
@@ -263,10 +258,10 @@ def test_the_gui_says_non_finite_weights_in_a_dialog(qtbot, tmp_path, monkeypatc
         broken.model.fc.bias[3] = float("inf")
     save_model(broken, tmp_path / "broken.pt")
     win = open_window(qtbot, tmp_path, monkeypatch)
-    win.raw_data_cache["fashion-mnist"] = fashion
+    win.session.raw_data_cache["fashion-mnist"] = fashion
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
         assert win.load(str(tmp_path / "broken.pt"), "fashion-mnist")
-    assert win.loaded is None and win.error_box is not None
+    assert win.session.loaded is None and win.error_box is not None
     assert "weight fc.bias holds 1 value(s) that are not finite (Inf)" in win.error_box.text()
     assert not win.busy  # the window stays usable
     close_window(qtbot, win)
