@@ -169,8 +169,7 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
     memory it used and what to try; its memory is released, and the caller (window, plan) goes on.
     """
     if limit is None:
-        yield from events
-        return
+        return (yield from events)  # a job that returns its result (a pruned model) returns it through here
     used = rss_bytes()
     if used > limit:
         raise UserError(f"PruneLab already uses {fmt_bytes(used)}, more than the memory limit of "
@@ -195,8 +194,8 @@ def guarded(events: Iterator, limit: int | None, hint: str = "") -> Iterator:
             if isinstance(event, Progress):
                 phase = event.phase
             yield event
-    except StopIteration:
-        return
+    except StopIteration as done:
+        return done.value
     except BudgetExceeded:
         stopped = True  # handled below: the traceback holds the job's frames (and their memory) until then
     finally:

@@ -105,8 +105,8 @@ def _activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, in
 
 def available_memory(device: str = "cpu") -> int:
     """Bytes free for a new allocation on the device."""
-    if device == "cuda" and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info()[0])
+    if device.startswith("cuda") and torch.cuda.is_available():  # "cuda" or "cuda:N"
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
     import psutil
 
     return int(psutil.virtual_memory().available)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from engine.errors import Cancelled
@@ -76,18 +77,27 @@ class CancelToken:
             raise Cancelled("cancelled by the user")
 
 
+class Phase(StrEnum):
+    """The phases of a pruning step, in order; also the Progress phase names while they run."""
+
+    PRUNE = "prune"
+    BN_RECALIBRATE = "bn-recalibrate"
+    FINETUNE = "finetune"
+    EVALUATE = "evaluate"
+
+
 @dataclass(frozen=True)
 class PhaseDone:
-    """One phase of a pruning step finished ("prune", "bn-recalibrate", "finetune", "evaluate").
+    """One phase of a pruning step finished (a Phase).
 
     `top1` is a quick look on validation images (the full test figure for "evaluate"), None where the
     run did not measure it; `next_phase` is what a step-through run waits to start (None: nothing)."""
 
     step: int
-    phase: str
+    phase: Phase
     top1: float | None
     params: int
-    next_phase: str | None = None
+    next_phase: Phase | None = None
 
 
 class StepGate:

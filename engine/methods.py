@@ -6,6 +6,7 @@ decorated factory here and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Callable
 
 from engine.calibration import GRADIENTS, PER_SAMPLE, Calibration
@@ -202,12 +203,26 @@ def _manual():
 
 # ----------------------------------------------------------------------------- unstructured (torch.nn.utils.prune)
 
+class UnstructuredScope(StrEnum):
+    """Which weights an unstructured method compares: all layers' at once, or each layer's alone."""
+
+    GLOBAL = "global"
+    LAYER = "layer"
+
+
+class UnstructuredCriterion(StrEnum):
+    """What an unstructured method keeps: the largest weights, or random ones (the baseline)."""
+
+    L1 = "l1"
+    RANDOM = "random"
+
+
 @dataclass(frozen=True)
 class UnstructuredStrategy:
     """How torch.nn.utils.prune chooses weights: over all layers at once or per layer."""
 
-    scope: str  # "global" or "layer"
-    criterion: str  # "l1" or "random"
+    scope: UnstructuredScope
+    criterion: UnstructuredCriterion
 
 
 @register_method(
@@ -218,7 +233,7 @@ class UnstructuredStrategy:
     CPU runs exactly as fast as before.""",
     "Han et al., Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015")
 def _magnitude_global():
-    return UnstructuredStrategy("global", "l1")
+    return UnstructuredStrategy(UnstructuredScope.GLOBAL, UnstructuredCriterion.L1)
 
 
 @register_method(
@@ -229,7 +244,7 @@ def _magnitude_global():
     variant.""",
     "Han et al., Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015")
 def _magnitude_layer():
-    return UnstructuredStrategy("layer", "l1")
+    return UnstructuredStrategy(UnstructuredScope.LAYER, UnstructuredCriterion.L1)
 
 
 @register_method(
@@ -238,4 +253,4 @@ def _magnitude_layer():
     is worth.""",
     "Frankle & Carbin, The Lottery Ticket Hypothesis, ICLR 2019 (random baseline)")
 def _random_unstructured():
-    return UnstructuredStrategy("layer", "random")
+    return UnstructuredStrategy(UnstructuredScope.LAYER, UnstructuredCriterion.RANDOM)

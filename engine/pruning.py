@@ -10,7 +10,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Generator, Iterator
 
 import torch
 import torch.nn as nn
@@ -21,11 +21,11 @@ from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig
 from engine.errors import UserError
-from engine.events import CancelToken, EpochDone, PhaseDone, Progress, StepGate, relay
+from engine.events import CancelToken, EpochDone, Phase, PhaseDone, Progress, StepGate, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, count_macs, evaluate
 from engine.timing import architecture_signature, iter_paired_speedup, speedup_text
-from engine.latency_target import iter_onnxruntime_speedup
+from engine.latency_target import check_latency_target, iter_onnxruntime_speedup, plan_latency_target
 from engine.deploy import original_identity, save_outputs
 from engine.models import ModelBundle
 from engine.pruners import check_manual_channels, make_pruner
@@ -73,6 +73,7 @@ class RunDone:
     arch: str = ""  # architecture_signature of the result: runs with the same one share a latency figure
     original_arch: str = ""  # ... and of the model it started from
     onnxruntime: dict | None = None  # the same paired timing in onnxruntime on both ONNX exports (None: not measured)
+    latency_target: dict | None = None  # a target latency: the plan, the measured figure with its interval, met
 
     def speedups(self) -> dict[str, float]:
         """How many times smaller/faster the result is than the original (latency: the paired median
@@ -102,7 +103,24 @@ class RunDone:
                 "after": self.after.to_json(), "steps": [s.metrics.to_json(detail=False) for s in self.steps[1:]],
                 "files": self.files, "speedups": self.speedups(), "seconds": round(self.seconds, 2),
                 "prune_seconds": round(self.prune_seconds, 3), "notes": list(self.notes),
-                "latency_speedup": self.paired, "onnxruntime_speedup": self.onnxruntime}
+                "latency_speedup": self.paired, "onnxruntime_speedup": self.onnxruntime,
+                "latency_target": self.latency_target}
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `run_pruning` returns: the last event and the pruned model (on the CPU), with its metadata."""
+
+    run: RunDone
+    bundle: ModelBundle
+
+
+@dataclass(frozen=True)
+class RecoveryChecks:
+    """The quick top-1 looks of one step's recovery (None: not measured)."""
+
+    top1_after_prune: float | None = None
+    top1_after_bn: float | None = None
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -128,7 +146,7 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, batches: int, device:
             cancel.check()
             model(x.to(device))
             if (i + 1) % 5 == 0 or i + 1 == total:
-                yield Progress("bn-recalibrate", i + 1, total, "re-estimating BatchNorm statistics")
+                yield Progress(Phase.BN_RECALIBRATE, i + 1, total, "re-estimating BatchNorm statistics")
     finally:
         for m, mom in zip(norms, saved):
             m.momentum = mom
@@ -180,19 +198,23 @@ class _Phases:
             self.waited += time.perf_counter() - t0
 
 
-def _after_prune(cfg: PruneConfig) -> str:
-    return "bn-recalibrate" if cfg.bn_recalibrate else "finetune" if cfg.recovers_by_training else "evaluate"
+def _after_prune(cfg: PruneConfig) -> Phase:
+    if cfg.bn_recalibrate:
+        return Phase.BN_RECALIBRATE
+    return Phase.FINETUNE if cfg.recovers_by_training else Phase.EVALUATE
 
 
 def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
                 out_dir: str | Path | None = None, baseline: Metrics | None = None,
                 keep: list | None = None, gate: StepGate | None = None, recover_only: bool = False,
-                teacher: ModelBundle | None = None) -> Iterator:
+                teacher: ModelBundle | None = None) -> Generator[Any, None, Pruned]:
     """Prune a copy of `bundle.model`; yields Progress, PhaseDone after each phase, StepDone (step 0 =
-    original), then RunDone.
+    original), then RunDone, and *returns* `Pruned` (the RunDone and the pruned ModelBundle).
 
     `baseline` reuses metrics of the unpruned model measured earlier (plans share it). Events never
-    carry the model; a caller that wants the pruned ModelBundle passes a list as `keep`. With `gate`,
+    carry the model: take it from the return value (`pruned = yield from run_pruning(...)`, or
+    `engine.events.result_of`). `keep`, a list the pruned bundle is appended to, is the older way, left
+    until gui/ takes the return value. With `gate`,
     the run waits after each phase (prune, BatchNorm re-estimation, fine-tuning, evaluation) until the
     gate is released: step-through for teaching. `recover_only` cuts nothing: the recovery phases and the
     evaluation run on a copy of `bundle` (a pruned model trained further). Distillation learns from `teacher`
@@ -221,12 +243,15 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     t_setup = time.perf_counter()  # building the dependency graph is part of pruning's cost
     # The pruner is built before the baseline is measured, so a model torch-pruning cannot trace is refused
     # before any work; it is said first, so a memory stop while tracing names the right phase.
-    yield Progress("prune", 0, 1, "tracing the dependency graph and trying the cut on a copy")
+    yield Progress(Phase.PRUNE, 0, 1, "tracing the dependency graph and trying the cut on a copy")
     base_macs = 1  # only a speed-up target needs the original's MACs
     if cfg.target_speedup is not None and not recover_only:
         base_macs = baseline.macs if baseline is not None else count_macs(model, shape, device)
-    pruner = make_pruner(model, method, cfg, torch.zeros(1, *shape, device=dev), work.num_classes,
-                         base_macs or 1, cancel, recover_only)
+    latency_plan = None  # a target latency becomes ratios found by timing pruned copies (engine.latency_target)
+    if cfg.target_latency is not None and not recover_only:
+        latency_plan = yield from relay(plan_latency_target(model, cfg, shape, device, work.num_classes, notes, cancel))
+    pruner = make_pruner(model, method, latency_plan.plan if latency_plan else cfg, torch.zeros(1, *shape, device=dev),
+                         work.num_classes, base_macs or 1, cancel, recover_only)
     notes.extend(pruner.notes)
     if cfg.sparsity_reg > 0 and "sparsity_reg" not in method.options:
         notes.append(f"the sparsity penalty applies to methods that read it; {method.name} does not, so it was "
@@ -248,22 +273,24 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         yield from pruner.step(step, cancel)
         step_time = time.perf_counter() - t0 + (setup_seconds if step == 1 else 0.0)
         prune_seconds += step_time
-        yield Progress("prune", 1, 1, f"step {step}/{cfg.steps}: pruned in {step_time:.2f} s")
+        yield Progress(Phase.PRUNE, 1, 1, f"step {step}/{cfg.steps}: pruned in {step_time:.2f} s")
 
         t1, waited = time.perf_counter(), phases.waited
-        checks: list = []
-        yield from _recover(model, data, cfg, dev, step, teacher_model, pruner.regularizer(), cancel, checks, phases)
+        checks = yield from _recover(model, data, cfg, dev, step, teacher_model, pruner.regularizer(), cancel, phases)
         recover_seconds = time.perf_counter() - t1 - (phases.waited - waited)
         model.eval()
-        current = yield from _measure(model, data, cfg, device, cancel, "evaluate")
-        done = StepDone(step, cfg.steps, pruner.ratio, current, layer_stats(before_w, model),
-                        histograms(before_w, model, pruner.kept(before_w)), step_time, recover_seconds, *checks,
-                        tuple(pruner.step_notes))
+        current = yield from _measure(model, data, cfg, device, cancel, Phase.EVALUATE)
+        done = StepDone(step=step, steps=cfg.steps, ratio=pruner.ratio, metrics=current,
+                        layers=layer_stats(before_w, model), histograms=histograms(before_w, model,
+                                                                                   pruner.kept(before_w)),
+                        prune_seconds=step_time, recover_seconds=recover_seconds,
+                        top1_after_prune=checks.top1_after_prune, top1_after_bn=checks.top1_after_bn,
+                        notes=tuple(pruner.step_notes))
         steps.append(done)
         notes.extend(pruner.step_notes)
         yield done
         last = pruner.done or step == cfg.steps
-        yield from phases.done(step, "evaluate", current.top1, None if last else "prune")
+        yield from phases.done(step, Phase.EVALUATE, current.top1, None if last else Phase.PRUNE)
         if last:
             break
 
@@ -277,21 +304,28 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
             original, model, shape, paired_sizes(cfg), device, cfg.threads, PAIRED_ROUNDS,
             max(3, cfg.latency_repeats // 6), notes, cancel))
         del original
+    latency_target = None if latency_plan is None else (yield from relay(check_latency_target(
+        latency_plan, bundle.model, model, shape, device, cfg.threads,
+        onnxruntime if latency_plan.runtime == "onnxruntime" else paired, notes, cancel)))
     work.meta = {
         "method": method.name, "config": cfg.to_json(), "parent": bundle.source, "parent_arch": bundle.arch,
         "metrics": current.to_json(detail=False), "baseline": baseline.to_json(detail=False),
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "evaluation": {"dataset": data.name, "split": "test", "images": current.samples, "device": current.device},
         "latency_speedup": paired, "onnxruntime_speedup": onnxruntime, "original": original_identity(bundle),
+        "latency_target": latency_target,
         **({"recover_only": True} if recover_only else {}),
     }
     files = (yield from _save(work, data, cfg, method.structured, Path(out_dir), notes)) if out_dir is not None else {}
     model.cpu()
     if keep is not None:
         keep.append(work)
-    yield RunDone(method.name, cfg.to_json(), baseline, current, (step0, *steps), files,
-                  time.perf_counter() - start, prune_seconds, tuple(notes), paired, architecture_signature(model),
-                  architecture_signature(bundle.model), onnxruntime=onnxruntime)
+    run = RunDone(method=method.name, config=cfg.to_json(), before=baseline, after=current, steps=(step0, *steps),
+                  files=files, seconds=time.perf_counter() - start, prune_seconds=prune_seconds, notes=tuple(notes),
+                  paired=paired, arch=architecture_signature(model), original_arch=architecture_signature(bundle.model),
+                  onnxruntime=onnxruntime, latency_target=latency_target)
+    yield run
+    return Pruned(run, work)
 
 
 def _save(work: ModelBundle, data: Dataset, cfg: PruneConfig, structured: bool, out_dir: Path,
@@ -324,31 +358,32 @@ def _finish(pruner, shape, dev: torch.device, notes: list[str]) -> None:
 
 
 def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.device, step: int,
-             teacher: nn.Module | None, regularizer, cancel: CancelToken, checks: list, phases: _Phases) -> Iterator:
-    """BatchNorm re-estimation and/or fine-tuning after a step, each phase ending in a PhaseDone; appends
-    (top-1 right after pruning, top-1 after the BatchNorm re-estimation) to `checks`, None when not measured."""
+             teacher: nn.Module | None, regularizer, cancel: CancelToken,
+             phases: _Phases) -> Generator[Any, None, RecoveryChecks]:
+    """BatchNorm re-estimation and/or fine-tuning after a step, each phase ending in a PhaseDone; returns the
+    top-1 right after pruning and after the BatchNorm re-estimation."""
     top1_pruned = top1_bn = None
     # The before/after-recovery check is a quick look on validation images, capped like evaluation.
     if cfg.bn_recalibrate or cfg.recovers_by_training:
         top1_pruned = phases.top1()
-    yield from phases.done(step, "prune", top1_pruned, _after_prune(cfg))
+    yield from phases.done(step, Phase.PRUNE, top1_pruned, _after_prune(cfg))
     if cfg.bn_recalibrate:
         yield from recalibrate_batchnorm(model, data, cfg.bn_batches, dev, cancel)
         top1_bn = phases.top1()
-        yield from phases.done(step, "bn-recalibrate", top1_bn,
-                               "finetune" if cfg.recovers_by_training else "evaluate")
+        yield from phases.done(step, Phase.BN_RECALIBRATE, top1_bn,
+                               Phase.FINETUNE if cfg.recovers_by_training else Phase.EVALUATE)
     if cfg.recovers_by_training:
         tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
                            schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,
                            device=dev.type, distill_temperature=cfg.distill_temperature,
                            distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4)
-        for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase="finetune"):
+        for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase=Phase.FINETUNE):
             if isinstance(ev, Progress):  # the step number joins the message, so not relay()
-                yield Progress("finetune", ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
+                yield Progress(Phase.FINETUNE, ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
             elif isinstance(ev, EpochDone):
                 yield ev
-        yield from phases.done(step, "finetune", None, "evaluate")
-    checks.extend((top1_pruned, top1_bn))
+        yield from phases.done(step, Phase.FINETUNE, None, Phase.EVALUATE)
+    return RecoveryChecks(top1_pruned, top1_bn)
 
 
 def paired_sizes(cfg: PruneConfig) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ import torch
 
 from engine.data import load_fashion_mnist
 from engine.errors import Cancelled, UserError
-from engine.events import CancelToken, Progress
+from engine.events import CancelToken, Progress, result_of
 from engine.layers import describe_layers, prunable_layers
 from engine.methods import REGISTRY, all_methods, get_method, register_method
 from engine.models import DemoResNet, DemoVGG, ModelBundle, load_model
@@ -39,9 +39,17 @@ def fast(**kw) -> PruneConfig:
 
 
 def run(bundle, data, cfg, **kw) -> tuple[RunDone, list]:
-    events = list(run_pruning(bundle, data, cfg, **kw))
-    assert isinstance(events[-1], RunDone)
-    return events[-1], events
+    done, events, _ = pruned(bundle, data, cfg, **kw)
+    return done, events
+
+
+def pruned(bundle, data, cfg, **kw) -> tuple[RunDone, list, ModelBundle]:
+    """The run's last event, every event, and the pruned bundle run_pruning returns."""
+    events: list = []
+    result = result_of(run_pruning(bundle, data, cfg, **kw), events.append)
+    assert isinstance(events[-1], RunDone) and result.run is events[-1]
+    assert result.bundle.model is not bundle.model  # a copy: the loaded original is never pruned
+    return events[-1], events, result.bundle
 
 
 def state_copy(model):
@@ -127,24 +135,20 @@ def test_finetune_with_distillation_learns_from_the_teacher(tiny, fashion, monke
     monkeypatch.setattr(engine.training, "distillation_loss", spy)
     cfg = fast(method="taylor", pruning_ratio=0.3, finetune_batches=3, distill=True, bn_recalibrate=True,
                distill_temperature=2.5)
-    keep: list = []
-    events = list(run_pruning(tiny, fashion, cfg, keep=keep))
+    _, events, distilled = pruned(tiny, fashion, cfg)
     step = [e for e in events if isinstance(e, StepDone)][-1]
     assert step.top1_after_prune is not None and step.top1_after_bn is not None
     assert calls == [2.5] * 3  # every fine-tuning batch compared with the teacher at the chosen temperature
-    plain: list = []
-    list(run_pruning(tiny, fashion, replace(cfg, distill=False), keep=plain))
-    distilled, alone = keep[0].model.state_dict(), plain[0].model.state_dict()
+    alone = pruned(tiny, fashion, replace(cfg, distill=False))[2].model.state_dict()
+    distilled = distilled.model.state_dict()
     assert any(not torch.equal(distilled[k], alone[k]) for k in distilled)  # the teacher changed what was learnt
 
 
 def test_bn_scale_sparsity_penalty_shrinks_batchnorm_scales(tiny, fashion):
     """Network Slimming's L1 term on γ: with the penalty the kept γ end smaller than without it."""
     def gammas(reg: float) -> float:
-        keep: list = []
-        list(run_pruning(tiny, fashion, fast(method="bn-scale", pruning_ratio=0.4, finetune_batches=2,
-                                             sparsity_reg=reg), keep=keep))
-        model = keep[0].model
+        model = pruned(tiny, fashion, fast(method="bn-scale", pruning_ratio=0.4, finetune_batches=2,
+                                           sparsity_reg=reg))[2].model
         assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in tiny.model.parameters())
         return sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
@@ -304,9 +308,8 @@ def test_rounding_keeps_at_least_round_to_channels(tiny, fashion):
     model = DemoResNet(widths=(16, 32, 64)).eval()
     bundle = ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
                          arch_kwargs={"widths": [16, 32, 64]})
-    kept: list = []
-    run(bundle, fashion, fast(method="l1", pruning_ratio=0.8, round_to=8, bn_recalibrate=False), keep=kept)
-    after = {n: m.weight.shape[0] for n, m in prunable_layers(kept[0].model) if n != "fc"}
+    kept = pruned(bundle, fashion, fast(method="l1", pruning_ratio=0.8, round_to=8, bn_recalibrate=False))[2]
+    after = {n: m.weight.shape[0] for n, m in prunable_layers(kept.model) if n != "fc"}
     before = {n: m.weight.shape[0] for n, m in prunable_layers(model) if n != "fc"}
     for name, channels in after.items():
         assert channels % 8 == 0 and channels >= 8, (name, channels)

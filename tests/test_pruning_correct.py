@@ -11,6 +11,7 @@ import torch.nn as nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from engine.config import PruneConfig
+from engine.events import result_of
 from engine.models import DemoResNet, ModelBundle
 from engine.pruning import RunDone, run_pruning
 from tests.test_architectures import AuxNet, GroupedNet
@@ -42,10 +43,10 @@ def vit() -> nn.Module:
 def prune(b: ModelBundle, fashion, out_dir=None, **kw) -> tuple[RunDone, ModelBundle]:
     cfg = PruneConfig(**{**dict(method="l2", pruning_ratio=0.3, round_to=8, eval_limit=64, measure_speed=False,
                                 finetune_batches=1, batch_size=16), **kw})
-    keep: list = []
-    done = list(run_pruning(b, fashion, cfg, keep=keep, out_dir=out_dir))[-1]
-    assert isinstance(done, RunDone)
-    return done, keep[0]
+    events: list = []
+    result = result_of(run_pruning(b, fashion, cfg, out_dir=out_dir), events.append)
+    assert isinstance(events[-1], RunDone) and result.run is events[-1]
+    return result.run, result.bundle
 
 
 @pytest.mark.parametrize("build", [aux_net, grouped_net, vit], ids=["aux-head", "grouped-conv", "vit-block"])

@@ -306,7 +306,7 @@ def tiny_setup(tmp_path, fashion):
 
 
 def _keys(plan_path: Path, bundle) -> list[str]:
-    return [r[0] for r in ex.plan_runs(load_plan(plan_path), bundle)]
+    return [r.key for r in ex.plan_runs(load_plan(plan_path), bundle)]
 
 
 @pytest.mark.parametrize("outcome", ["stored by the other", "lease expires", "owner dead"])
@@ -403,3 +403,32 @@ def test_two_sweeps_on_one_store_share_the_work(tmp_path, tiny_setup):
     assert sum(kind == "baseline" for _, kind, _ in rows) == 1
     for out, _ in outs:  # each sweep ranks the whole plan, its own runs and the other's ('2=': tied with the first)
         assert len(re.findall(r"^\d+=?\s+\S+ @ ", out, re.M)) == len(keys)
+
+
+def test_a_store_written_before_the_typed_values_still_loads(tmp_path):
+    """A store written by e48adf0 (RunResult built from 22 positional values, kinds and claim states as text),
+    rebuilt from its SQL dump with its header marks: every row loads by keyword, kinds compare as RunKind."""
+    from engine.experiments import ClaimStatus, RunKind
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript((Path(__file__).parent / "data" / "store_e48adf0.sql").read_text())
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = ResultStore(path)
+    run, = store.results()
+    base = store.get("baseline-abc")
+    assert run.kind == RunKind.RUN and base.kind == RunKind.BASELINE and isinstance(run.kind, str)
+    assert (run.key, run.label, run.method, run.ratio, run.guided) == ("0123456789abcdef0123", "l2 @ 0.5", "l2", 0.5,
+                                                                      False)
+    assert (run.seconds, run.prune_seconds, run.recover_seconds) == (9.0, 0.3, 4.0)
+    assert run.steps[0]["top1_after_prune"] == 0.5 and run.notes == ["a note"] and run.extra["arch"] == "sig"
+    assert (run.model, run.dataset, run.node, run.threads) == ("demo:resnet", "fashion-mnist", "old-host", 2)
+    assert run.metrics.top1 == 0.88 and base.metrics.latency(1) == 2.0 and base.files == {"model": "demo:resnet"}
+    assert run.latency_speedup(base) == 2.0
+    assert store.claim(run.key, ClaimOwner.here()) == (ClaimStatus.STORED, None)
+    again = ResultStore(tmp_path / "new.sqlite")
+    again.put(run, ClaimOwner.here())  # written back as it was read
+    assert again.get(run.key).to_row() == run.to_row()

@@ -18,20 +18,23 @@ interrupted plan loses at most the run in progress and a restart skips what is a
 from engine.experiments.criteria import (CRITERION_KEYS, Criterion, DEFAULT_CRITERIA, METRICS, MetricInfo,
                                          criteria_from_toml, metric_value)
 from engine.experiments.typed import (check_prune_options, check_sensitivity_options, check_typed)
+from engine.experiments.claims import ClaimStatus
 from engine.experiments.store import (APPLICATION_ID, Claim, ClaimOwner, LEASE_S, OUR_TABLES, RENEW_S, RUN_COLUMNS,
-                                      ResultStore, RunResult, SCHEMA_VERSION, SQLITE_MAGIC, STORE_NAME, claim_is_live,
-                                      default_store_path, inspect_store_file, owner_alive, run_label)
+                                      ResultStore, RunKind, RunResult, SCHEMA_VERSION, SQLITE_MAGIC, STORE_NAME,
+                                      claim_is_live, default_store_path, inspect_store_file, owner_alive, run_label)
 from engine.experiments.plans import (PLAN_SECTIONS, Plan, RECOVERY_KEYS, Recovery, load_plan, parse_plan)
 from engine.experiments.ranking import (RankedRun, Ranking, TIMED_METRICS, describe_gain, pareto_front, rank,
                                         recommendation)
-from engine.experiments.executors import LocalExecutor, RayExecutor, make_executor
+from engine.experiments.executors import (LocalExecutor, Outcome, PlannedRun, RayExecutor, RemoteEvent, RemoteReply,
+                                          RunStatus, make_executor)
 from engine.experiments.runner import (POLL_S, PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanRunStarted,
                                        PlanStarted, PlanWaiting, baseline_key, load_inputs, plan_runs, run_key, run_plan,
                                        sensitivity_for_plan)
 from engine.experiments.runner import apply_final_round, latency_source_text, same_arch_text
 
 __all__ = [
-    "APPLICATION_ID", "CRITERION_KEYS", "Claim", "ClaimOwner", "Criterion", "DEFAULT_CRITERIA", "LEASE_S", "METRICS",
+    "APPLICATION_ID", "CRITERION_KEYS", "Claim", "ClaimOwner", "ClaimStatus", "Outcome", "PlannedRun", "RemoteEvent",
+    "RemoteReply", "RunKind", "RunStatus", "Criterion", "DEFAULT_CRITERIA", "LEASE_S", "METRICS",
     "LocalExecutor", "MetricInfo", "OUR_TABLES", "PLAN_SECTIONS", "POLL_S", "Plan", "PlanDone", "PlanProgress",
     "PlanRunDone", "PlanRunFailed", "PlanRunStarted", "PlanStarted", "PlanWaiting", "RECOVERY_KEYS", "RENEW_S",
     "RUN_COLUMNS", "RankedRun", "Ranking", "RayExecutor", "make_executor",

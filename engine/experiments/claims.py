@@ -6,6 +6,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 # Claims let several sweeps share one store. Every holder renews its leases every RENEW_S seconds from a
 # background thread, so a claim lives as long as its process whatever the run is doing. On the same host a
@@ -14,6 +15,14 @@ from dataclasses import dataclass
 # patient with a loaded machine or a slow disk, yet a crashed remote sweep's run is taken over soon.
 LEASE_S = 120.0
 RENEW_S = 30.0
+
+
+class ClaimStatus(StrEnum):
+    """What trying to claim a key found (ResultStore.claim)."""
+
+    STORED = "stored"  # already computed: nothing to claim
+    BUSY = "busy"  # another owner's claim is live
+    CLAIMED = "claimed"  # ours now (new, renewed, or taken over from a dead or silent owner)
 
 
 def _host() -> str:

@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +31,7 @@ from engine.config import PruneConfig
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, Progress
 from engine.experiments.plans import Plan, Recovery
-from engine.experiments.store import RunResult
+from engine.experiments.store import RunKind, RunResult
 from engine.pruning import RunDone
 
 MEMORY_HINT = ", leave large layers alone ([prune] ignored_layers)"
@@ -53,6 +54,29 @@ class Job:
 
 
 @dataclass(frozen=True)
+class PlannedRun:
+    """One run a plan asks for, before it is claimed: its key, label, configuration and recovery."""
+
+    key: str
+    label: str
+    cfg: PruneConfig
+    rec: Recovery
+    guided: bool = False  # its layer ratios come from the plan's sensitivity scan
+
+    def job(self, index: int, total: int) -> Job:
+        """The claimed run, numbered `index` of `total`."""
+        return Job(index, total, self.key, self.label, self.cfg, self.rec, self.guided)
+
+
+class RunStatus(StrEnum):
+    """How a run ended."""
+
+    DONE = "done"  # a result to store
+    FAILED = "failed"  # out of memory, or its Ray worker died: this run fails, the plan goes on
+    REFUSED = "refused"  # bad input (a UserError on a Ray worker): the plan stops with its one line
+
+
+@dataclass(frozen=True)
 class Started:
     """A run began on `node` (a Ray worker picked it up; `attempt` > 1 after a worker died)."""
 
@@ -70,6 +94,31 @@ class Outcome:
     result: RunResult | None = None
     failed: str = ""
 
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus.DONE if self.result is not None else RunStatus.FAILED
+
+
+@dataclass(frozen=True)
+class RemoteReply:
+    """What a Ray worker sends back for one run: the result and its model files (name -> (relative path,
+    bytes)), or why it failed (`reason`)."""
+
+    status: RunStatus
+    result: RunResult | None = None
+    files: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteEvent:
+    """An item of the Ray progress queue: a run started on `node` (`progress` None) or its progress."""
+
+    key: str
+    node: str
+    pid: int = 0
+    progress: Progress | None = None
+
 
 # ----------------------------------------------------------------------------- results and where they were timed
 
@@ -78,8 +127,8 @@ def device_text(device: str) -> str:
     """'cpu (x86_64, 2 threads)' or 'cuda (NVIDIA H200)': the device a run used, as stored."""
     import platform
 
-    if device == "cuda" and torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if device.startswith("cuda") and torch.cuda.is_available():  # "cuda" or "cuda:N"
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -87,7 +136,7 @@ def timed_threads(done_metrics: Any, device: str) -> int:
     """CPU threads the latency was measured with (from the metrics), else torch's count; 0 on a GPU."""
     import torch
 
-    if device == "cuda" and torch.cuda.is_available():
+    if device.startswith("cuda") and torch.cuda.is_available():
         return 0
     for entry in (getattr(done_metrics, "latency_ms", None) or {}).values():
         if isinstance(entry, dict) and entry.get("threads"):
@@ -102,15 +151,17 @@ def result_of(done: RunDone, job: Job, plan: Plan, executor: str) -> RunResult:
                                                 "top1_after_prune": s.top1_after_prune,
                                                 "top1_after_bn": s.top1_after_bn} for s in done.steps]
     recover = sum(s.recover_seconds for s in done.steps)
-    return RunResult(job.key, "run", job.label, cfg.method, cfg.pruning_ratio, cfg.target_speedup, job.guided,
-                     cfg.to_json(), done.after, steps, done.seconds, done.prune_seconds, recover,
-                     device_text(cfg.device), versions(), dict(done.files), list(done.notes), plan.model, plan.data,
-                     time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     {"recovery": job.rec.name, "recovery_summary": job.rec.summary, "plan": plan.name,
-                      "latency_speedup": done.paired,  # paired original/pruned timing (None: not measured)
-                      "onnxruntime_speedup": done.onnxruntime,  # the same in onnxruntime (None: not measured)
-                      "executor": executor},
-                     socket.gethostname(), timed_threads(done.after, cfg.device))
+    return RunResult(key=job.key, kind=RunKind.RUN, label=job.label, method=cfg.method, ratio=cfg.pruning_ratio,
+                     target_speedup=cfg.target_speedup, guided=job.guided, config=cfg.to_json(), metrics=done.after,
+                     steps=steps, seconds=done.seconds, prune_seconds=done.prune_seconds, recover_seconds=recover,
+                     device=device_text(cfg.device), versions=versions(), files=dict(done.files),
+                     notes=list(done.notes), model=plan.model, dataset=plan.data,
+                     created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     extra={"recovery": job.rec.name, "recovery_summary": job.rec.summary, "plan": plan.name,
+                            "latency_speedup": done.paired,  # paired original/pruned timing (None: not measured)
+                            "onnxruntime_speedup": done.onnxruntime,  # the same in onnxruntime (None: not measured)
+                            "executor": executor},
+                     node=socket.gethostname(), threads=timed_threads(done.after, cfg.device))
 
 
 def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None, limit: int | None,
@@ -120,18 +171,14 @@ def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None,
 
     The result records the pruned model's architecture signature (extra["arch"]); with `models`, the first
     pruned model of each signature is kept there (on the CPU) for the plan's final comparison round."""
-    final = None
-    keep: list = []
+    pruned = None
     try:
-        for ev in guarded(run_pruning_events(bundle, data, job.cfg, cancel, out_dir, baseline, keep), limit,
-                          MEMORY_HINT):
-            if isinstance(ev, RunDone):
-                final = ev
-            yield ev
-        result = result_of(final, job, plan, executor)
-        result.extra["arch"] = final.arch
-        if keep and models is not None and final.arch not in models:
-            models[final.arch] = keep[0].model.cpu().eval()
+        pruned = yield from guarded(run_pruning_events(bundle, data, job.cfg, cancel, out_dir, baseline), limit,
+                                    MEMORY_HINT)
+        result = result_of(pruned.run, job, plan, executor)
+        result.extra["arch"] = pruned.run.arch
+        if models is not None and pruned.run.arch not in models:
+            models[pruned.run.arch] = pruned.bundle.model.cpu().eval()
         return result
     except Exception as exc:  # noqa: BLE001 - out of memory (budget, CUDA) fails this run only
         reason = exc if isinstance(exc, BudgetError) else resource_error(exc)
@@ -139,16 +186,15 @@ def _run_one(bundle, data, job: Job, plan: Plan, baseline, out_dir: Path | None,
             raise
         return str(reason)
     finally:
-        del final, keep
+        del pruned
         gc.collect()  # free the pruned copy, its optimiser and activations before the next run
 
 
-def run_pruning_events(bundle, data, cfg: PruneConfig, cancel: CancelToken, out_dir, baseline,
-                       keep: list | None = None) -> Iterator:
-    """engine.pruning.run_pruning (imported late: it pulls in torch-pruning)."""
+def run_pruning_events(bundle, data, cfg: PruneConfig, cancel: CancelToken, out_dir, baseline) -> Iterator:
+    """engine.pruning.run_pruning (imported late: it pulls in torch-pruning); returns its `Pruned`."""
     from engine.pruning import run_pruning
 
-    return run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline, keep=keep)
+    return run_pruning(bundle, data, cfg, cancel, out_dir=out_dir, baseline=baseline)
 
 
 # ----------------------------------------------------------------------------- local
@@ -234,15 +280,15 @@ def _worker_data(plan: Plan, bundle):
     return _WORKER_DATA[key]
 
 
-def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None, threads: int = 0) -> dict:
-    """One run on a Ray worker: progress goes to `queue`, the result (and model files, as bytes) back to
-    the driver, which stores it. A UserError comes back as {"error": line} so the driver can say it plainly."""
+def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None, threads: int = 0) -> RemoteReply:
+    """One run on a Ray worker: RemoteEvents go to `queue`, the result (and model files, as bytes) back to
+    the driver, which stores it. A UserError comes back REFUSED with its line, so the driver can say it plainly."""
     node = worker_node()
     if threads:
         # the driver's thread count: fine-tuning's float sums depend on it, so the same count gives the same
         # accuracy as a run on the driver (Ray starts workers with one thread per reserved CPU)
         torch.set_num_threads(threads)
-    queue.put(("started", job.key, node, os.getpid()))
+    queue.put(RemoteEvent(job.key, node, os.getpid()))
     try:
         data = _worker_data(plan, bundle)
         last = 0.0
@@ -259,14 +305,14 @@ def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None,
                 now = time.monotonic()
                 if isinstance(ev, Progress) and (now - last >= PROGRESS_EVERY_S or ev.done >= ev.total):
                     last = now
-                    queue.put(("progress", job.key, node, ev))
+                    queue.put(RemoteEvent(job.key, node, progress=ev))
             if isinstance(got, str):
-                return {"failed": got}
+                return RemoteReply(RunStatus.FAILED, reason=got)
             files = {name: (Path(p).relative_to(out_dir).as_posix(), Path(p).read_bytes())
                      for name, p in got.files.items() if out_dir is not None and Path(p).is_file()}
-            return {"result": got, "files": files}
+            return RemoteReply(RunStatus.DONE, got, files)
     except UserError as exc:
-        return {"error": str(exc)}
+        return RemoteReply(RunStatus.REFUSED, reason=str(exc))
 
 
 # ----------------------------------------------------------------------------- Ray (driver side)
@@ -465,15 +511,16 @@ class RayExecutor:
     def _drain(self) -> Iterator:
         by_key = {j.key: j for j in self._refs.values()}
         for item in self._queue.get_nowait_batch(self._queue.qsize()) if self._queue.qsize() else ():
-            job = by_key.get(item[1])
+            item: RemoteEvent
+            job = by_key.get(item.key)
             if job is None:
                 continue
-            if item[0] == "started":  # a second start of a key: Ray retried it after its worker died
+            if item.progress is None:  # a second start of a key: Ray retried it after its worker died
                 self._attempts[job.key] = self._attempts.get(job.key, 0) + 1
-                yield Started(job, item[2], item[3], self._attempts[job.key])
+                yield Started(job, item.node, item.pid, self._attempts[job.key])
             else:
-                ev: Progress = item[3]
-                yield Progress(ev.phase, ev.done, ev.total, f"{job.label} on {item[2]}: {ev.message}", ev.eta_s)
+                ev = item.progress
+                yield Progress(ev.phase, ev.done, ev.total, f"{job.label} on {item.node}: {ev.message}", ev.eta_s)
 
     def _outcome(self, ref) -> Outcome:
         ray = self._ray
@@ -486,11 +533,11 @@ class RayExecutor:
             raise RuntimeError(f"run {job.label} failed on the Ray cluster: {exc}") from None
         except ray.exceptions.RayError as exc:  # the worker or node died more often than Ray retries
             return Outcome(job, failed=f"the Ray worker died ({type(exc).__name__}); a re-run retries it")
-        if "error" in out:
-            raise UserError(out["error"])
-        if "failed" in out:
-            return Outcome(job, failed=out["failed"])
-        return Outcome(job, result=self._write_files(out["result"], out["files"]))
+        if out.status is RunStatus.REFUSED:
+            raise UserError(out.reason)
+        if out.status is RunStatus.FAILED:
+            return Outcome(job, failed=out.reason)
+        return Outcome(job, result=self._write_files(out.result, out.files))
 
     def _write_files(self, result: RunResult, files: dict) -> RunResult:
         """The run's model files, written whole beside the driver's store (workers share no disk with it)."""
@@ -522,7 +569,7 @@ class RayExecutor:
             except ray.exceptions.RayError:
                 self._refs.pop(ref, None)
                 continue
-            if isinstance(out, dict) and "result" in out:
+            if isinstance(out, RemoteReply) and out.status is RunStatus.DONE:
                 yield self._outcome(ref)
         self._refs.clear()
 

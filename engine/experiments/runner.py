@@ -14,10 +14,12 @@ from engine.budget import guarded, parse_limit, rss_bytes
 from engine.checks import check_run
 from engine.data.common import EVAL_SAMPLING
 from engine.events import CancelToken, Progress
-from engine.experiments.executors import Job, Outcome, Started, device_text, make_executor, timed_threads
+from engine.experiments.claims import ClaimStatus
+from engine.experiments.executors import (Outcome, PlannedRun, Started, device_text, make_executor,
+                                          timed_threads)
 from engine.experiments.plans import Plan
 from engine.experiments.ranking import Ranking, rank
-from engine.experiments.store import ClaimOwner, ResultStore, RunResult, run_label
+from engine.experiments.store import ClaimOwner, ResultStore, RunKind, RunResult, run_label
 from engine.methods import get_method
 from engine.timing import architecture_signature, iter_comparison_round
 from engine.config import PruneConfig
@@ -142,14 +144,14 @@ def load_inputs(plan: Plan):
     return inputs.bundle, inputs.data
 
 
-def plan_runs(plan: Plan, bundle=None, scan=None) -> list[tuple]:
-    """Every run of the plan as (key, label, config, recovery, guided); sensitivity-guided runs need the
-    plan's scan (`scan`, a SensitivityDone) and the model to count MACs."""
+def plan_runs(plan: Plan, bundle=None, scan=None) -> list[PlannedRun]:
+    """Every run of the plan; sensitivity-guided runs need the plan's scan (`scan`, a SensitivityDone) and
+    the model to count MACs."""
     identity = plan.model_identity()
     runs = []
     for cfg, rec in plan.configs():
         label = run_label(cfg, rec.name if len(plan.recoveries) > 1 else "")
-        runs.append((run_key(plan, cfg, identity), label, cfg, rec, False))
+        runs.append(PlannedRun(run_key(plan, cfg, identity), label, cfg, rec))
     if plan.sensitivity_guided:
         if scan is None or bundle is None:
             raise ValueError("sensitivity-guided runs need the scan and the model")
@@ -165,7 +167,7 @@ def plan_runs(plan: Plan, bundle=None, scan=None) -> list[tuple]:
                     keep_head=cfg.keep_head).layer_ratios
             g = replace(cfg, layer_ratios=dict(proposals[cfg.pruning_ratio]))
             label = run_label(g, rec.name if len(plan.recoveries) > 1 else "", guided=True)
-            runs.append((run_key(plan, g, identity), label, g, rec, True))
+            runs.append(PlannedRun(run_key(plan, g, identity), label, g, rec, guided=True))
     return runs
 
 
@@ -190,8 +192,8 @@ def _acquire(store: ResultStore, key: str, owner: ClaimOwner, cancel: CancelToke
     while True:
         cancel.check()
         status, holder = store.claim(key, owner, table)
-        if status != "busy":
-            return status == "claimed"
+        if status is not ClaimStatus.BUSY:
+            return status is ClaimStatus.CLAIMED
         who = holder.owner.describe()
         if who != shown:
             shown = who
@@ -279,17 +281,17 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
     bundle, data, scan = yield from _prepare(plan, store, cancel, bundle, data, owner, limit)
     runs = plan_runs(plan, bundle, scan)
     total = len(runs)
-    b_key = baseline_key(plan, runs[0][2], plan.model_identity())
-    record = dict(plan.to_json(), keys=[r[0] for r in runs], baseline=b_key)
+    b_key = baseline_key(plan, runs[0].cfg, plan.model_identity())
+    record = dict(plan.to_json(), keys=[r.key for r in runs], baseline=b_key)
     earlier = _earlier_round(store, plan.name, record["keys"])
     store.put_plan(plan.name, dict(record, final_round=earlier) if earlier else record)
     done_keys = store.keys("run")
-    skipped = sum(1 for r in runs if r[0] in done_keys)
-    baseline = yield from _baseline(plan, store, cancel, bundle, data, owner, limit, b_key, runs[0][2], total,
+    skipped = sum(1 for r in runs if r.key in done_keys)
+    baseline = yield from _baseline(plan, store, cancel, bundle, data, owner, limit, b_key, runs[0].cfg, total,
                                     skipped)
     executor.open(plan, bundle, data, baseline, plan.models_dir(store.path) if plan.save_models else None)
-    share = ArchShare(baseline, architecture_signature(bundle.model), {r[0]: i for i, r in enumerate(runs, 1)})
-    yield PlanStarted(plan.name, tuple(r[0] for r in runs), tuple(r[1] for r in runs), baseline, skipped,
+    share = ArchShare(baseline, architecture_signature(bundle.model), {r.key: i for i, r in enumerate(runs, 1)})
+    yield PlanStarted(plan.name, tuple(r.key for r in runs), tuple(r.label for r in runs), baseline, skipped,
                       tuple(plan.criteria))
     counts = {"ran": 0, "shared": 0}
     failed: list[str] = []
@@ -310,15 +312,15 @@ def _run_plan(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
             if text != shown:
                 shown = text
                 yield PlanWaiting(0, total, "", "waiting", skipped, text, tuple(who),
-                                  tuple(r[1][0] for r in held))
+                                  tuple(run.key for _, run in held))
             _pause(POLL_S, cancel)
             pending, held, holders = held, [], []
     ran, shared = counts["ran"], counts["shared"]
-    keys = [r[0] for r in runs]
+    keys = [r.key for r in runs]
     final = None
-    if runs[0][2].measure_speed:
+    if runs[0].cfg.measure_speed:
         final = yield from final_round(plan.name, keys, store, bundle, share.original_arch, executor.models,
-                                       runs[0][2], bundle.input_shape or data.input_shape, cancel)
+                                       runs[0].cfg, bundle.input_shape or data.input_shape, cancel)
         if earlier and (final is None or not final["archs"]):
             final = earlier  # the same runs, timed together by an earlier sweep: still their comparison
     results, baseline = apply_final_round(store.results(keys), baseline, final)
@@ -385,11 +387,13 @@ def _baseline(plan: Plan, store: ResultStore, cancel: CancelToken, bundle, data,
                 yield Progress("baseline", ev.done, ev.total, ev.message, ev.eta_s)
             else:
                 sink.append(ev.metrics)
-        baseline = _stamp(RunResult(b_key, "baseline", "original", "none", 0.0, None, False, {}, sink[0], [],
-                                    time.perf_counter() - t0, 0.0, 0.0, device_text(first_cfg.device),
-                                    versions(), {"model": plan.model}, [], plan.model, plan.data,
-                                    time.strftime("%Y-%m-%dT%H:%M:%S"), untrained_extra(plan, bundle), owner.host,
-                                    timed_threads(sink[0], first_cfg.device)), owner)
+        baseline = _stamp(RunResult(
+            key=b_key, kind=RunKind.BASELINE, label="original", method="none", ratio=0.0, target_speedup=None,
+            guided=False, config={}, metrics=sink[0], steps=[], seconds=time.perf_counter() - t0,
+            device=device_text(first_cfg.device), versions=versions(), files={"model": plan.model},
+            model=plan.model, dataset=plan.data, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            extra=untrained_extra(plan, bundle), node=owner.host, threads=timed_threads(sink[0], first_cfg.device)),
+            owner)
         store.put(baseline, owner)
     except BaseException:
         store.release(owner, b_key)
@@ -402,13 +406,14 @@ def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, canc
     """Claim and submit pending runs while the executor has room; a run already stored is passed on as
     PlanRunDone, one another live sweep holds goes to `held`. Returns the runs left for later."""
     later = []
-    for index, (key, label, cfg, rec, guided) in pending:
+    for index, run in pending:
         cancel.check()
+        key = run.key
         if executor.running >= executor.capacity:
-            later.append((index, (key, label, cfg, rec, guided)))
+            later.append((index, run))
             continue
-        status, holder = ("stored", None) if key in done_keys else store.claim(key, owner)
-        if status == "stored":
+        status, holder = (ClaimStatus.STORED, None) if key in done_keys else store.claim(key, owner)
+        if status is ClaimStatus.STORED:
             stored = store.get(key)
             if stored is not None:  # (a stored row is never deleted; the check only guards the type)
                 by_other = key not in done_keys
@@ -417,14 +422,14 @@ def _submit(pending: list, executor, store: ResultStore, owner: ClaimOwner, canc
                 yield PlanRunDone(index, total, stored, skipped=True, shared=by_other)
                 continue
             done_keys.discard(key)  # deleted by hand since the plan started: claim it next time round
-        if status != "claimed":
-            held.append((index, (key, label, cfg, rec, guided)))
+        if status is not ClaimStatus.CLAIMED:
+            held.append((index, run))
             if holder is not None:
                 holders.append(holder.owner.describe())
             continue
         sent = "" if executor.name == "local" else " (submitted to the Ray cluster)"
-        yield PlanProgress(index, total, key, label, skipped, f"run {index}/{total}: {label}{sent}")
-        executor.submit(Job(index, total, key, label, cfg, rec, guided))
+        yield PlanProgress(index, total, key, run.label, skipped, f"run {index}/{total}: {run.label}{sent}")
+        executor.submit(run.job(index, total))
     return later
 
 

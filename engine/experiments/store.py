@@ -7,11 +7,12 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from engine.errors import UserError
-from engine.experiments.claims import LEASE_S, RENEW_S, Claim, ClaimOwner, _claim_of, claim_is_live
+from engine.experiments.claims import LEASE_S, RENEW_S, Claim, ClaimOwner, ClaimStatus, _claim_of, claim_is_live
 from engine.experiments.claims import owner_alive  # noqa: F401  (kept importable from here)
 from engine.metrics import Metrics
 from engine.paths import data_dir
@@ -24,12 +25,19 @@ SCHEMA_VERSION = 3  # 2: header marks (application_id, user_version) and the cla
 # ----------------------------------------------------------------------------- results
 
 
+class RunKind(StrEnum):
+    """A row of the runs table: a pruning run or the original model's evaluation (stored as the text)."""
+
+    RUN = "run"
+    BASELINE = "baseline"
+
+
 @dataclass
 class RunResult:
     """One stored run (or the baseline row): its configuration, metrics, timings and files."""
 
     key: str
-    kind: str  # "run" or "baseline"
+    kind: str  # a RunKind
     label: str
     method: str
     ratio: float | None
@@ -87,13 +95,15 @@ class RunResult:
         t = json.loads(row["timings"])
         raw = json.loads(row["metrics"])
         metrics = Metrics.from_json(raw)  # older rows carry "samples" only: their intervals come from it
-        return cls(row["key"], row["kind"], row["label"], row["method"], row["ratio"], row["target_speedup"],
-                   bool(row["guided"]), json.loads(row["config"]), metrics,
-                   json.loads(row["steps"]), t.get("seconds", 0.0), t.get("prune_seconds", 0.0),
-                   t.get("recover_seconds", 0.0), row["device"], json.loads(row["versions"]),
-                   json.loads(row["files"]), json.loads(row["notes"]), row["model"], row["dataset"],
-                   row["created"], json.loads(row["extra"] or "{}"),
-                   *((row["node"] or "", row["threads"] or 0) if "node" in row.keys() else ()))
+        where = {"node": row["node"] or "", "threads": row["threads"] or 0} if "node" in row.keys() else {}
+        return cls(key=row["key"], kind=row["kind"], label=row["label"], method=row["method"], ratio=row["ratio"],
+                   target_speedup=row["target_speedup"], guided=bool(row["guided"]),
+                   config=json.loads(row["config"]), metrics=metrics, steps=json.loads(row["steps"]),
+                   seconds=t.get("seconds", 0.0), prune_seconds=t.get("prune_seconds", 0.0),
+                   recover_seconds=t.get("recover_seconds", 0.0), device=row["device"],
+                   versions=json.loads(row["versions"]), files=json.loads(row["files"]),
+                   notes=json.loads(row["notes"]), model=row["model"], dataset=row["dataset"], created=row["created"],
+                   extra=json.loads(row["extra"] or "{}"), **where)
 
     def csv_row(self) -> dict:
         """A flat dict of every figure, for the CSV export."""
@@ -385,25 +395,25 @@ class ResultStore:
 
     # claims
     def claim(self, key: str, owner: ClaimOwner, table: str = "runs", lease_s: float = LEASE_S,
-              now: float | None = None) -> tuple[str, Claim | None]:
-        """Try to claim `key` for `owner` in one transaction: ('stored', None) when `table` already holds it,
-        ('busy', holder) when another owner's claim is live, else ('claimed', our claim) (taking over a claim
+              now: float | None = None) -> tuple[ClaimStatus, Claim | None]:
+        """Try to claim `key` for `owner` in one transaction: (STORED, None) when `table` already holds it,
+        (BUSY, holder) when another owner's claim is live, else (CLAIMED, our claim) (taking over a claim
         whose owner is dead or whose lease expired)."""
         if table not in ("runs", "sensitivity"):
             raise ValueError(f"unknown table {table!r}")
         now = time.time() if now is None else now
         with self._connect(write=True) as db:
             if db.execute(f"SELECT 1 FROM {table} WHERE key = ?", (key,)).fetchone():
-                return "stored", None
+                return ClaimStatus.STORED, None
             row = db.execute("SELECT * FROM claims WHERE key = ?", (key,)).fetchone()
             if row is not None and row["owner"] != owner.token:
                 holder = _claim_of(row)
                 if claim_is_live(holder, now):
-                    return "busy", holder
+                    return ClaimStatus.BUSY, holder
             mine = Claim(key, owner, now + lease_s, now)
             db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (key, owner.token, owner.pid, owner.host, owner.proc_start, mine.expires, now))
-            return "claimed", mine
+            return ClaimStatus.CLAIMED, mine
 
     def renew(self, owner: ClaimOwner, lease_s: float = LEASE_S, now: float | None = None) -> int:
         """Extend every lease `owner` holds; returns how many."""

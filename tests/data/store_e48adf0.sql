@@ -1,0 +1,10 @@
+BEGIN TRANSACTION;
+CREATE TABLE claims (key TEXT PRIMARY KEY, owner TEXT, pid INTEGER, host TEXT, proc_start REAL, expires REAL, claimed REAL);
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT);
+INSERT INTO "meta" VALUES('schema','3');
+CREATE TABLE plans (name TEXT PRIMARY KEY, plan TEXT, updated TEXT);
+CREATE TABLE runs (key TEXT PRIMARY KEY, kind, label, method, ratio, target_speedup, guided, config, metrics, steps, timings, device, versions, files, notes, model, dataset, created, extra, seq INTEGER, node TEXT, threads INTEGER);
+INSERT INTO "runs" VALUES('baseline-abc','baseline','original','none',0.0,NULL,0,'{}','{"top1": 0.91, "top5": 0.0, "precision_macro": 0.0, "recall_macro": 0.0, "f1_macro": 0.0, "params": 100, "nonzero_params": 0, "macs": 2000, "size_bytes": 1000, "compressed_bytes": 900, "latency_ms": {"1": {"median": 2.0, "p95": 2.5}}, "throughput_ips": 0.0, "peak_memory_bytes": 0, "per_class": {}, "confusion": null, "samples": 0}','[]','{"seconds": 1.5, "prune_seconds": 0.0, "recover_seconds": 0.0}','cpu (x86_64, 2 threads)','{"torch": "2"}','{"model": "demo:resnet"}','[]','demo:resnet','fashion-mnist','2026-12-01T10:00:00','{}',1,'old-host',2);
+INSERT INTO "runs" VALUES('0123456789abcdef0123','run','l2 @ 0.5','l2',0.5,NULL,0,'{"method": "l2", "pruning_ratio": 0.5}','{"top1": 0.88, "top5": 0.0, "precision_macro": 0.0, "recall_macro": 0.0, "f1_macro": 0.0, "params": 50, "nonzero_params": 0, "macs": 1000, "size_bytes": 500, "compressed_bytes": 450, "latency_ms": {"1": {"median": 1.0, "p95": 1.2}}, "throughput_ips": 0.0, "peak_memory_bytes": 0, "per_class": {}, "confusion": null, "samples": 0}','[{"step": 1, "ratio": 0.5, "top1": 0.88, "top1_after_prune": 0.5, "top1_after_bn": 0.8}]','{"seconds": 9.0, "prune_seconds": 0.3, "recover_seconds": 4.0}','cpu (x86_64, 2 threads)','{"torch": "2"}','{}','["a note"]','demo:resnet','fashion-mnist','2026-12-01T10:01:00','{"recovery": "bn", "plan": "p", "latency_speedup": null, "executor": "local", "arch": "sig"}',2,'old-host',2);
+CREATE TABLE sensitivity (key TEXT PRIMARY KEY, result TEXT, created TEXT);
+COMMIT;
