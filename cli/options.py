@@ -12,7 +12,7 @@ from engine.errors import UserError
 
 # Which flags are required, and which pairs exclude each other, is the command's choice, not the config's.
 REQUIRED = ("method",)
-ONE_OF = ("pruning_ratio", "target_speedup")
+ONE_OF = ("pruning_ratio", "target_speedup", "target_latency")
 
 
 def _parse_type(name: str, hint: Any) -> Callable[[str], Any] | None:

@@ -17,6 +17,8 @@ from engine.methods import Method, get_method
 from engine.training import OPTIMIZERS
 
 SCOPES = ("layer", "global")
+RUNTIMES = ("torch", "onnxruntime")  # what a latency is measured on (engine.runtimes)
+ALLOCATIONS = ("uniform", "latency")  # how a latency target is shared among layers (engine.latency_target)
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
 
 # Groups say where an option belongs: the GUI builds one box per group and plans allow the
@@ -88,6 +90,23 @@ class PruneConfig:
         None, label="target speed-up", group=TARGET, flag="--target-speedup", low=1.0, low_open=True, metavar="S",
         help="prune until MACs are at least S times lower (structured methods; layer scope picks the smallest "
              "uniform ratio that gets there, global scope prunes in small steps)")
+    target_latency: float | None = option(
+        None, label="target latency", group=TARGET, flag="--target-latency", low=0.0, low_open=True, metavar="MS",
+        suffix=" ms", rule="above 0 (milliseconds)",
+        help="prune until the measured latency at the run's batch size is at most MS milliseconds on the runtime "
+             "(--runtime); checked against the original in paired rounds at the end (structured methods, layer "
+             "scope)")
+    runtime: str = option("torch", label="runtime", group=TARGET, flag="--runtime", choices=RUNTIMES,
+                          choice_labels=("PyTorch", "onnxruntime (the ONNX export)"),
+                          help="what a target latency is measured on: PyTorch, or onnxruntime running the ONNX "
+                               "export (what most deployments run)")
+    allocation: str = option("uniform", label="allocation", group=TARGET, flag="--allocation", choices=ALLOCATIONS,
+                             choice_labels=("Uniform (one ratio for every layer)",
+                                            "Latency-aware (per-layer ratios from the profile)"),
+                             help="how a target latency is shared among layers: uniform, one ratio everywhere; "
+                                  "latency, per-layer ratios from the measured profile that keep the most "
+                                  "importance per millisecond saved, channel counts snapped to widths that are fast "
+                                  "on the runtime")
     scope: str = option("layer", label="scope", group=TARGET, flag="--scope", choices=SCOPES,
                         choice_labels=("Per layer (same ratio everywhere)", "Global (ranked across layers)"),
                         help="layer: every layer loses the same share; global: channels are ranked across layers, "
@@ -179,8 +198,12 @@ class PruneConfig:
         if method.manual:
             if self.target_speedup is not None:
                 raise UserError("the manual method removes the channels you tick; drop the target speed-up")
-        elif (self.pruning_ratio is None) == (self.target_speedup is None):
-            raise UserError("give exactly one of a pruning ratio (--ratio) or a target speed-up (--target-speedup)")
+        elif sum(x is not None for x in (self.pruning_ratio, self.target_speedup, self.target_latency)) != 1:
+            raise UserError("give exactly one of a pruning ratio (--ratio), a target speed-up (--target-speedup) "
+                            "or a target latency (--target-latency)")
+        if self.target_latency is not None and (not method.structured or self.scope != "layer"):
+            raise UserError("a target latency needs a structured method under layer scope (--scope layer): it "
+                            "is met by choosing per-layer channel counts")
         if self.target_speedup is not None and not method.structured:
             raise UserError(f"{method.name} is unstructured: zeroed weights do not reduce MACs; "
                             "use --ratio, or a structured method for a speed-up target")
@@ -238,6 +261,8 @@ def amount_words(cfg: PruneConfig, recover_only: bool = False) -> str:
         return f"{n} channel{'s' if n != 1 else ''} ticked"
     if cfg.target_speedup is not None:
         return f"{cfg.target_speedup:.2f}× fewer MACs"
+    if cfg.target_latency is not None:
+        return f"≤ {cfg.target_latency:g} ms on {cfg.runtime}"
     return f"{cfg.pruning_ratio:.0%}"
 
 

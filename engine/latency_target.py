@@ -5,13 +5,19 @@ on the runtime the user named, and the run's end checks the result against the o
 """
 from __future__ import annotations
 
+import math
+import statistics
+from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
+import torch
 import torch.nn as nn
 
+from engine.config import PruneConfig
 from engine.data import Shape
-from engine.events import CancelToken, relay
-from engine.runtimes import ExportFailed, OrtModel, check_runtime, onnx_file, ort_session
+from engine.events import CancelToken, Progress, relay
+from engine.runtimes import ONNXRUNTIME, TORCH, ExportFailed, OrtModel, check_runtime, on_runtime, onnx_file, ort_session
 from engine.timing import default_threads, iter_paired_speedup
 
 
@@ -46,4 +52,258 @@ def iter_onnxruntime_speedup(original: nn.Module, pruned: nn.Module, input_shape
     out = done.to_json()
     out["runtime"] = "onnxruntime"
     out["device"] = device
+    yield out
+
+
+# ----------------------------------------------------------------------------- a latency target
+
+SEARCH_STEPS = 7  # bisection steps on copies: 1/128 of the range, finer than the timing noise
+TRIAL_ROUNDS = 5  # rounds per trial timing (each the fastest of TRIAL_PASSES passes)
+TRIAL_PASSES = 2
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """How a latency target is to be met: the ratio configuration the run prunes with, and how it was found."""
+
+    plan: PruneConfig  # the configuration the pruner runs (a ratio, or per-layer ratios)
+    target_ms: float
+    runtime: str
+    batch: int
+    allocation: str
+    original_ms: float
+    predicted_ms: float  # the chosen copy's trial time
+    reachable: bool  # False: even the maximum layer ratio stays above the target
+    trials: tuple[tuple[float, float], ...]  # (knob, ms) of each copy timed during the search
+
+    def to_json(self) -> dict:
+        """Plain dict for JSON."""
+        return {"target_ms": self.target_ms, "runtime": self.runtime, "batch": self.batch,
+                "allocation": self.allocation, "original_ms": round(self.original_ms, 4),
+                "trial_ms": round(self.predicted_ms, 4), "reachable": self.reachable,
+                "ratio": self.plan.pruning_ratio, "layer_ratios": dict(self.plan.layer_ratios),
+                "trials": [[round(k, 4), round(ms, 4)] for k, ms in self.trials]}
+
+
+def _trial_ms(model: nn.Module, shape: Shape, batch: int, runtime: str, device: str, threads: int,
+              cancel: CancelToken) -> float:
+    """One model's latency on `runtime`: the median over rounds of the fastest pass of each round."""
+    from engine.timing import _timed_runs, _warm_up, fixed_threads
+
+    dev = torch.device(device)
+    with on_runtime(model, shape, runtime, threads, device) as run, fixed_threads(threads or None), \
+            torch.inference_mode():
+        x = torch.randn(batch, *shape, device=dev if runtime == TORCH else torch.device("cpu"))
+        where = x.device
+        _warm_up(run, x, where, 2)
+        return statistics.median(min(_timed_runs(run, x, where, TRIAL_PASSES, cancel=cancel))
+                                 for _ in range(TRIAL_ROUNDS))
+
+
+def _group_scores(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None):
+    """Per dependency group (rooted at a prunable layer pruning may touch): (root, members, channel
+    importance). The method's own scores where they need no calibration data, else L2 magnitude."""
+    import torch_pruning as tp
+
+    from engine.layers import ignored_modules, walk_groups
+    from engine.methods import get_method
+
+    method = get_method(cfg.method)
+    importance = method.factory() if method.calibration is None else None
+    fallback = tp.importance.GroupMagnitudeImportance(p=2)
+    ignored = ignored_modules(model, cfg.ignored_layers, cfg.keep_head, num_classes)
+    out = []
+    for g in walk_groups(model, example, ignored):
+        if not g.root or not g.members or g.channels < 2:
+            continue
+        scores = None
+        for imp in (importance, fallback):
+            if imp is None:
+                continue
+            try:
+                scores = imp(g.group)
+            except Exception:  # noqa: BLE001 - an importance that cannot score this group: the fallback
+                scores = None
+            if scores is not None:
+                break
+        if scores is None:
+            continue
+        out.append((g.root, g.members, g.channels,
+                    np.clip(scores.detach().float().cpu().numpy().astype(np.float64), 0.0, None)))
+    return out
+
+
+def latency_moves(profile, groups, max_layer_ratio: float) -> list[tuple[str, int]]:
+    """The order in which channels are taken, for the latency allocation: greedily, the step (down the
+    measured widths of the group's root) that loses the least share of its group's importance per millisecond
+    the curves say it saves. Returns (group root, width after the move)."""
+    state = {}
+    for root, members, channels, scores in groups:
+        curves = [profile.curves.get(m) for m in members]
+        curves = [c for c in curves if c is not None]
+        if not curves:
+            continue
+        floor = max(1, int(math.ceil(channels * (1.0 - max_layer_ratio))))
+        widths = sorted({w for c in curves for w in c.widths if floor <= w < channels}, reverse=True)
+        total = float(scores.sum()) or 1.0
+        order = np.sort(scores)  # the weakest go first, as the method itself would take them
+
+        def cost(width, order=order, channels=channels, total=total):
+            return float(order[: channels - width].sum()) / total
+
+        def ms(width, curves=curves, channels=channels):
+            return sum(c.at(width * c.widths[-1] / channels) for c in curves)
+
+        state[root] = {"width": channels, "widths": widths, "cost": cost, "ms": ms}
+    moves = []
+    while True:
+        best, best_value = None, math.inf
+        for root, st in state.items():
+            nxt = next((w for w in st["widths"] if w < st["width"]), None)
+            if nxt is None:
+                continue
+            saved = st["ms"](st["width"]) - st["ms"](nxt)
+            lost = st["cost"](nxt) - st["cost"](st["width"])
+            value = lost / saved if saved > 1e-9 else math.inf
+            if value < best_value or best is None:
+                best, best_value = (root, nxt), value
+        if best is None:
+            return moves
+        state[best[0]]["width"] = best[1]
+        moves.append(best)
+
+
+def ratios_after(moves: list[tuple[str, int]], count: int, channels: dict[str, int], profile) -> dict[str, float]:
+    """Per-group-root ratios after the first `count` moves, each width snapped up to the most channels that
+    cost no more on this runtime (the curve's steps)."""
+    width = dict(channels)
+    for root, w in moves[:count]:
+        width[root] = w
+    out = {}
+    for root, w in width.items():
+        curve = profile.curves.get(root)
+        if curve is not None and w < channels[root]:
+            w = min(channels[root], int(round(curve.snap(int(round(w * curve.widths[-1] / channels[root])))
+                                              * channels[root] / curve.widths[-1])))
+        out[root] = round(1.0 - w / channels[root], 6)
+    return out
+
+
+def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device: str, num_classes: int | None,
+                        notes: list[str], cancel: CancelToken | None = None) -> Iterator:
+    """Find the configuration whose pruned copy runs within `cfg.target_latency` ms on `cfg.runtime` at the
+    run's batch size; yields Progress, returns a LatencyPlan.
+
+    One knob from 0 (nothing pruned) to 1 (the most pruning allowed) is bisected, each candidate pruned on a
+    copy and timed: the knob is the uniform ratio (scaled to the maximum layer ratio) or, with the latency
+    allocation, how far along the profile's greedy order of moves the copy goes. Timing the copies, rather
+    than trusting the curves, takes in what the curves leave out (the next layer's narrower input)."""
+    from dataclasses import replace
+
+    from engine.pruners import trial_prune
+
+    cancel = cancel or CancelToken()
+    check_runtime(cfg.runtime, device)
+    threads = (cfg.threads or default_threads()) if device == "cpu" else 0
+    example = torch.zeros(1, *shape, device=device)
+    batch, target = cfg.batch_size, float(cfg.target_latency)
+    yield Progress("latency target", 0, SEARCH_STEPS + 2, f"timing the original on {cfg.runtime}")
+    original_ms = _trial_ms(model, shape, batch, cfg.runtime, device, threads, cancel)
+    base = replace(cfg, target_latency=None, pruning_ratio=0.0, target_speedup=None)
+    if cfg.allocation == "latency":
+        from engine.profile import iter_profile
+
+        profile = None
+        for ev in iter_profile(model, shape, batch, cfg.runtime, device, threads or None, cancel=cancel):
+            if isinstance(ev, Progress):
+                yield Progress("latency target", 0, SEARCH_STEPS + 2, f"profile: {ev.message}")
+            else:
+                profile = ev
+        groups = _group_scores(model, cfg, example, num_classes)
+        moves = latency_moves(profile, groups, cfg.max_layer_ratio)
+        channels = {root: n for root, _, n, _ in groups}
+
+        def configure(knob: float) -> PruneConfig:
+            ratios = ratios_after(moves, int(round(knob * len(moves))), channels, profile)
+            return replace(base, layer_ratios={**ratios, **cfg.layer_ratios}, round_to=None,
+                           pruning_ratio=max(list(ratios.values()) + [1e-6]))
+    else:
+        def configure(knob: float) -> PruneConfig:
+            return replace(base, pruning_ratio=max(1e-6, knob * cfg.max_layer_ratio))
+
+    def timed(knob: float) -> float:
+        plan = configure(knob)
+        trial = trial_prune(model, plan, plan.pruning_ratio if cfg.allocation == "uniform" else 0.0, example,
+                            num_classes, cancel)
+        try:
+            return _trial_ms(trial, shape, batch, cfg.runtime, device, threads, cancel)
+        finally:
+            del trial
+
+    trials: list[tuple[float, float]] = []
+    high_ms = timed(1.0)
+    trials.append((1.0, high_ms))
+    yield Progress("latency target", 1, SEARCH_STEPS + 2, f"the most pruning allowed: {high_ms:.3f} ms")
+    reachable = high_ms <= target
+    low, high, chosen_ms = 0.0, 1.0, high_ms
+    if original_ms <= target:
+        high, chosen_ms = 0.0, original_ms
+    elif reachable:
+        for i in range(SEARCH_STEPS):
+            cancel.check()
+            mid = (low + high) / 2
+            ms = timed(mid)
+            trials.append((mid, ms))
+            if ms <= target:
+                high, chosen_ms = mid, ms
+            else:
+                low = mid
+            yield Progress("latency target", i + 2, SEARCH_STEPS + 2, f"{ms:.3f} ms at {mid:.3f} (target {target:g})")
+    plan = configure(high) if high > 0 else replace(base, pruning_ratio=1e-6)
+    words = f"target {target:g} ms on {cfg.runtime} at batch {batch} (original {original_ms:.3f} ms)"
+    if not reachable:
+        notes.append(f"{words}: out of reach, every layer at the maximum layer ratio ({cfg.max_layer_ratio:g}) "
+                     f"still takes {high_ms:.3f} ms; pruned that far")
+    elif high == 0.0:
+        notes.append(f"{words}: the original already meets it, so nothing was pruned")
+    else:
+        how = (f"uniform ratio {plan.pruning_ratio:.3f}" if cfg.allocation == "uniform" else
+               f"per-layer ratios from the profile ({len(plan.layer_ratios)} groups, {min(plan.layer_ratios.values()):.2f}"
+               f"–{max(plan.layer_ratios.values()):.2f}, widths snapped to fast ones)")
+        notes.append(f"{words}: {how}, {chosen_ms:.3f} ms on a copy")
+    yield LatencyPlan(plan, target, cfg.runtime, batch, cfg.allocation, original_ms, chosen_ms, reachable,
+                      tuple(trials))
+
+
+def check_latency_target(lp: LatencyPlan, original: nn.Module, pruned: nn.Module, shape: Shape, device: str,
+                         threads: int | None, measured: dict | None, notes: list[str],
+                         cancel: CancelToken | None = None) -> Iterator:
+    """The pruned model's latency on the target's runtime and batch, paired with the original (reusing the
+    run's own paired figures when it timed that runtime), against the target; yields Progress, then a dict
+    for the JSON, and says in `notes` whether the target was met."""
+    if measured is None or str(lp.batch) not in measured.get("per_batch", {}):
+        import copy
+
+        original = copy.deepcopy(original).to(device).eval()  # the caller's model stays where it is
+        if lp.runtime == ONNXRUNTIME:
+            measured = yield from relay(iter_onnxruntime_speedup(original, pruned, shape, (lp.batch,), device,
+                                                                 threads, notes=notes, cancel=cancel))
+        else:
+            done = yield from relay(iter_paired_speedup(original, pruned, shape, (lp.batch,), device, threads=threads,
+                                                        names=("original", "pruned"), cancel=cancel))
+            measured = done.to_json()
+    out = lp.to_json()
+    if not measured:
+        out.update(measured_ms=None, met=None)
+        yield out
+        return
+    pair = measured["per_batch"][str(lp.batch)]
+    met = pair["b_ms"] <= lp.target_ms
+    out.update(measured_ms=pair["b_ms"], low=pair["b_low"], high=pair["b_high"], original_measured_ms=pair["a_ms"],
+               rounds=pair["rounds"], met=met, within_10_percent=abs(pair["b_ms"] - lp.target_ms) <= 0.1 * lp.target_ms)
+    verdict = "met" if met else ("not met: out of reach within the maximum layer ratio" if not lp.reachable
+                                 else "not met at the end (the copies were timed under other load)")
+    notes.append(f"target latency {lp.target_ms:g} ms on {lp.runtime} at batch {lp.batch}: measured "
+                 f"{pair['b_ms']:.3f} ms (95 % interval {pair['b_low']:.3f}–{pair['b_high']:.3f}, {pair['rounds']} "
+                 f"paired rounds; the original {pair['a_ms']:.3f} ms): {verdict}")
     yield out

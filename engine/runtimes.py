@@ -18,8 +18,9 @@ import torch.nn as nn
 from engine.data import Shape
 from engine.errors import Cancelled, UserError, first_line
 
-TORCH, ONNXRUNTIME = "torch", "onnxruntime"
-RUNTIMES = (TORCH, ONNXRUNTIME)
+from engine.config import RUNTIMES
+
+TORCH, ONNXRUNTIME = RUNTIMES
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 

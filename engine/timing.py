@@ -234,13 +234,19 @@ class PairedRatio:
     a_spread: float  # relative_spread of A's round times
     b_spread: float
     ratios: tuple[float, ...]
+    a_low: float = 0.0  # median_interval of A's round times (a latency with its interval: the latency target)
+    a_high: float = 0.0
+    b_low: float = 0.0
+    b_high: float = 0.0
 
     def to_json(self) -> dict:
         """Plain dict for JSON."""
         return {"batch": self.batch, "median": round(self.median, 4), "low": round(self.low, 4),
                 "high": round(self.high, 4), "coverage": round(self.coverage, 4), "rounds": self.rounds,
                 "a_ms": round(self.a_ms, 4), "b_ms": round(self.b_ms, 4), "a_spread": round(self.a_spread, 4),
-                "b_spread": round(self.b_spread, 4), "ratios": [round(r, 4) for r in self.ratios]}
+                "b_spread": round(self.b_spread, 4), "ratios": [round(r, 4) for r in self.ratios],
+                "a_low": round(self.a_low, 4), "a_high": round(self.a_high, 4), "b_low": round(self.b_low, 4),
+                "b_high": round(self.b_high, 4)}
 
 
 @dataclass(frozen=True)
@@ -324,7 +330,8 @@ def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Sha
             low, high, coverage = median_interval(ratios)
             results.append(PairedRatio(bs, statistics.median(ratios), low, high, coverage, len(ratios),
                                        statistics.median(a_ms), statistics.median(b_ms), relative_spread(a_ms),
-                                       relative_spread(b_ms), tuple(ratios)))
+                                       relative_spread(b_ms), tuple(ratios), *median_interval(a_ms)[:2],
+                                       *median_interval(b_ms)[:2]))
             spreads[f"{names[0]} at batch {bs}"] = relative_spread(a_ms)
             spreads[f"{names[1]} at batch {bs}"] = relative_spread(b_ms)
             spreads[f"ratio at batch {bs}"] = relative_spread(ratios)

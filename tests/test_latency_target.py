@@ -1,6 +1,7 @@
 """Pruning for the machine it runs on: onnxruntime figures of a run, the latency target, the allocation."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,90 @@ def test_a_model_without_onnx_form_gets_a_note_not_a_failure(tiny, fashion, monk
     done = last(run_pruning(tiny, fashion, fast(pruning_ratio=0.5, measure_speed=True, latency_repeats=6)))
     assert done.onnxruntime is None and done.paired is not None
     assert any("onnxruntime latency not measured" in n and "aten::weird" in n for n in done.notes)
+
+
+# ----------------------------------------------------------------------------- the latency target
+
+def macs_ms(model, shape, batch, runtime, device, threads, cancel) -> float:
+    """A stand-in for timing: 'milliseconds' that are the model's MACs in millions, so the search is exact."""
+    from engine.metrics import count_macs
+
+    return count_macs(model, shape) / 1e6
+
+
+def plan(model, cfg, notes):
+    from engine.events import drain
+    from engine.latency_target import plan_latency_target
+
+    return drain(plan_latency_target(model, cfg, (1, 28, 28), "cpu", 10, notes))
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "latency"])
+def test_the_search_lands_at_or_just_below_the_target(tiny, allocation, monkeypatch, tmp_path):
+    import engine.latency_target as lt
+    from engine.metrics import count_macs
+
+    monkeypatch.setenv("PRUNELAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lt, "_trial_ms", macs_ms)
+    full = count_macs(tiny.model, (1, 28, 28)) / 1e6
+    notes: list[str] = []
+    lp = plan(tiny.model, fast(target_latency=0.5 * full, pruning_ratio=None, allocation=allocation), notes)
+    assert lp.reachable and lp.original_ms == pytest.approx(full)
+    assert lp.predicted_ms <= 0.5 * full and lp.predicted_ms >= 0.35 * full  # close below, not far below
+    assert len(lp.trials) == 1 + lt.SEARCH_STEPS and "target" in notes[-1]
+    if allocation == "uniform":
+        assert 0 < lp.plan.pruning_ratio < 0.9 and not lp.plan.layer_ratios
+    else:
+        ratios = lp.plan.layer_ratios
+        assert ratios and lp.plan.round_to is None and all(0.0 <= r <= 0.9 for r in ratios.values())
+        assert len(set(ratios.values())) > 1  # not uniform
+    assert lp.plan.target_latency is None
+
+
+def test_an_unreachable_target_and_one_already_met_are_said(tiny, monkeypatch):
+    import engine.latency_target as lt
+
+    monkeypatch.setattr(lt, "_trial_ms", macs_ms)
+    notes: list[str] = []
+    lp = plan(tiny.model, fast(target_latency=1e-6, pruning_ratio=None), notes)
+    assert not lp.reachable and lp.plan.pruning_ratio == pytest.approx(0.9) and "out of reach" in notes[-1]
+    lp = plan(tiny.model, fast(target_latency=1e6, pruning_ratio=None), notes)
+    assert lp.reachable and lp.plan.pruning_ratio < 1e-3 and "already meets it" in notes[-1]
+
+
+def test_latency_moves_take_cheap_importance_per_millisecond_first():
+    from engine.latency_target import latency_moves
+    from engine.profile import Profile, WidthCurve
+
+    flat = WidthCurve("a", (2, 4, 6, 8), (1.0, 1.0, 1.0, 1.0), (1.0,) * 4, (1.0,) * 4)  # width costs nothing here
+    steep = WidthCurve("b", (2, 4, 6, 8), (1.0, 2.0, 3.0, 4.0), (1.0,) * 4, (4.0,) * 4)
+    profile = Profile("torch", "cpu", 1, 1, (1, 8, 8), 5.0, 5.0, 5.0, (), 0.0, 0.0, {"a": flat, "b": steep})
+    same = np.ones(8)
+    moves = latency_moves(profile, [("a", ("a",), 8, same), ("b", ("b",), 8, same)], max_layer_ratio=0.75)
+    assert moves[0] == ("b", 6) and [m for m in moves if m[0] == "b"] == [("b", 6), ("b", 4), ("b", 2)]
+    assert all(w >= 2 for _, w in moves)  # the maximum layer ratio: 8 * (1 - 0.75)
+
+
+def test_a_run_with_a_target_latency_reports_the_paired_check(tiny, fashion):
+    done = last(run_pruning(tiny, fashion, fast(pruning_ratio=None, target_latency=1e-6)))
+    t = done.latency_target
+    assert t["runtime"] == "torch" and t["batch"] == 4 and t["reachable"] is False
+    assert t["low"] <= t["measured_ms"] <= t["high"] and t["met"] is False and t["rounds"] >= 5
+    assert done.to_json()["latency_target"] == t
+    assert any("target latency" in n and "not met: out of reach" in n for n in done.notes)
+    assert done.after.params < done.before.params
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(method="magnitude-global"), "structured method"),
+    (dict(scope="global"), "layer scope"),
+    (dict(pruning_ratio=0.5), "exactly one of"),
+    (dict(runtime="tensorrt"), "runtime"),
+    (dict(allocation="best"), "allocation"),
+])
+def test_target_latency_options_are_checked(kw, words):
+    from engine.errors import UserError
+
+    cfg = fast(**{"pruning_ratio": None, "target_latency": 5.0, **kw})
+    with pytest.raises(UserError, match=words):
+        cfg.validate()
