@@ -9,19 +9,15 @@ from engine.errors import UserError
 
 
 def _ratios(text: str) -> tuple[float, ...]:
-    from cli.main import floats
-
     parts = [part for part in text.split(",") if part.strip()]
-    values = floats(",".join(parts)) if parts else ()
+    values = types.floats(",".join(parts)) if parts else ()
     if not values or any(not 0.0 < v < 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"--ratios must be numbers between 0 and 1 (exclusive), got {text!r}")
     return values
 
 
 def _connect_timeout(text: str) -> float:
-    from cli.main import finite
-
-    value = finite(text)
+    value = types.finite(text)
     if not 0 < value <= 600:
         raise argparse.ArgumentTypeError(f"--connect-timeout must be above 0 and at most 600 seconds, got {text!r}")
     return value
@@ -31,7 +27,8 @@ def _connect_timeout(text: str) -> float:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Prune each layer group alone at several ratios and print the accuracy drop table."""
-    from cli.main import CANCEL, ProgressPrinter, fmt_count, resolve, run_events, write_json
+    from cli.running import CANCEL, ProgressPrinter, resolve, run_events, write_json
+    from engine.units import fmt_count
     from engine.sensitivity import SensitivityDone, propose_layer_ratios, scan
 
     from engine.experiments import inspect_store_file
@@ -123,7 +120,7 @@ def _fmt(v) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every pending run of a plan, storing each as it finishes; print the ranking."""
-    from cli.main import CANCEL, ProgressPrinter
+    from cli.running import CANCEL, ProgressPrinter
     from engine.experiments import (PlanDone, PlanProgress, PlanRunDone, PlanRunFailed, PlanRunStarted, PlanWaiting,
                                     ResultStore, inspect_store_file, load_inputs, load_plan, run_plan,
                                     same_arch_text)
@@ -142,7 +139,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from engine.experiments.executors import connect
 
         connect(plan.address, args.connect_timeout)
-    from cli.main import LOAD_HINT
+    from cli.running import LOAD_HINT
     from engine.budget import call_guarded
 
     # a model or dataset that cannot load (or fit the memory limit) leaves no new store behind
@@ -247,7 +244,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the main parser."""
-    from cli.main import add_data_args, add_model_args, at_least, finite, memory_limit
+    from cli.args import (add_data_args, add_memory_arg, add_model_args, add_quiet_arg, add_seed_arg,
+                          add_trust_arg)
+    from cli.types import at_least, finite
     from engine.experiments.executors import CONNECT_TIMEOUT_S
 
     p = sub.add_parser("sensitivity", help="per-layer sensitivity: prune each layer group alone, measure the drop")
@@ -263,11 +262,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="re-estimate BatchNorm statistics after each cut (default; --no-bn-recalibrate to skip)")
     p.add_argument("--target-ratio", type=finite, metavar="R",
                    help="also propose per-layer ratios with the MACs of uniform pruning at R")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed for data order, calibration and an untrained architecture's weights (default 0)")
+    add_seed_arg(p)
     p.add_argument("--store", metavar="PATH", help="also keep the scan in a result store (for reports)")
     p.add_argument("--json", metavar="FILE", help="write the curves as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("sweep", help="run an experiment plan (methods × ratios × recovery) from a TOML file")
@@ -275,12 +273,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", metavar="PATH", help="result store (default: the plan's, else the user data folder)")
     p.add_argument("--report", metavar="FILE.html", help="write the HTML report (and CSV) when done; checked "
                    "before the first run")
-    p.add_argument("--memory-limit", type=memory_limit, metavar="SIZE",
-                   help="stop a run (not the machine) when PruneLab's memory reaches SIZE: 8G, 1500M or 50%% of this "
-                        "machine (default: the plan's memory_limit, else 70%%)")
-    p.add_argument("--trust", action="store_true",
-                   help="allow a model file that holds code (a pickled module or TorchScript; only for files you "
-                        "trust)")
+    add_memory_arg(p, "run", plan_default=True)
+    add_trust_arg(p)
     p.add_argument("--executor", choices=("local", "ray"),
                    help="where the runs execute: local (this process, one at a time; the default) or ray (a Ray "
                         "cluster, several at once; this machine keeps the store). Default: the plan's [plan] executor")
@@ -291,7 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"seconds to wait for the Ray head to answer before giving up (default {CONNECT_TIMEOUT_S:g})")
     p.add_argument("--cpus-per-run", type=types.resources, metavar="N", help="CPUs each run asks Ray for (default 1)")
     p.add_argument("--gpus-per-run", type=types.resources, metavar="N", help="GPUs each run asks Ray for (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="write a self-contained HTML report and a CSV from a result store, or a "

@@ -65,7 +65,7 @@ def check_layer(model: nn.Module, layer: str) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Score one layer with each method, list its couplings, and write the facts as JSON."""
-    from cli.main import CANCEL, ProgressPrinter, resolve, run_events, write_json
+    from cli.running import CANCEL, ProgressPrinter, resolve, run_events, write_json
     from engine.config import PruneConfig
     from engine.explain import (Explanation, activation_stats, coupling, explain_image, iter_criteria,
                                 test_image)
@@ -127,7 +127,8 @@ def _summary(out: dict, layer: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the explain command to the main parser."""
-    from cli.main import add_data_args, add_model_args, at_least, finite
+    from cli.args import add_data_args, add_model_args, add_quiet_arg, add_seed_arg
+    from cli.types import at_least, finite
     from engine.config import default_of
 
     ratio, round_to, batches = (default_of(n) for n in ("pruning_ratio", "round_to", "calibration_batches"))
@@ -148,8 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", type=int, metavar="N",
                    help="also write per-channel activation statistics for test image N (and its top-5 before and "
                         "after pruning with the first method)")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed for data order, calibration and an untrained architecture's weights (default 0)")
+    add_seed_arg(p)
     p.add_argument("--json", required=True, metavar="FILE", help="where to write the facts")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(func=cmd_explain)

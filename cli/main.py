@@ -11,186 +11,29 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from engine import __version__, versions
-from engine.budget import DEFAULT_SHARE, BudgetExceeded, call_guarded, guarded
-from engine.checks import check_batch_memory
-from engine.data import Dataset, load_dataset
+from engine.budget import BudgetExceeded
+from engine.data import load_dataset
 from engine.errors import Cancelled, UserError, resource_error
-from engine.events import CancelToken, EpochDone, Progress, drain
-from engine.inputs import load_inputs, random_weights_note
+from engine.events import EpochDone
 from engine.metrics import Metrics, evaluate
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, save_model
-from engine.outputs import atomic_files, check_output_dir, check_output_file, write_text_atomic
+from engine.outputs import atomic_files, check_output_dir, check_output_file
 from engine.paths import log_dir
 from engine.units import fmt_count
 
-# the value types are imported from here by the experiments commands
+from cli.args import (ARCH_HELP, add_batch_size_arg, add_data_arg, add_data_args, add_device_arg, add_model_args,
+                      add_quiet_arg, add_seed_arg)
+from cli.running import (CANCEL, HELD, ProgressPrinter, device_for, resolve, run_events, show_held,  # noqa: F401
+                         untrained_note, write_json)
 from cli.summary import metrics_table
-from cli.types import at_least, count, data_spec, finite, floats, json_obj, memory_limit, shape  # noqa: F401, E402
+from cli.types import count, finite, shape
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
-
-
-# ----------------------------------------------------------------------------- shared argument groups
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Model source flags shared by evaluate, prune, sensitivity."""
-    p.add_argument("--model", required=True, metavar="SRC",
-                   help="demo:resnet, demo:vgg, torchvision:NAME, timm:NAME, or a model FILE")
-    p.add_argument("--weights", metavar="FILE",
-                   help="your trained weights (a state_dict or .safetensors file) for torchvision:NAME or timm:NAME; "
-                        "without them those architectures start from random weights")
-    p.add_argument("--model-code", metavar="PATH.py:ClassName", help="architecture for a state_dict FILE")
-    p.add_argument("--model-kwargs", type=json_obj, metavar="JSON", help="arguments for --model-code's class")
-    p.add_argument("--trust", action="store_true",
-                   help="allow loading a FILE that holds code: a pickled module or TorchScript (runs code from it; "
-                        "only for files you trust)")
-    p.add_argument("--partial-weights", action="store_true",
-                   help="load --weights even when they fill under half of the architecture (prints the counts)")
-    p.add_argument("--input-shape", type=shape, metavar="C,H,W", help="input shape when it cannot be inferred")
-    p.add_argument("--mean", type=floats, metavar="M1,M2,..", help="per-channel normalisation mean")
-    p.add_argument("--std", type=floats, metavar="S1,S2,..", help="per-channel normalisation std")
-
-
-def add_data_args(p: argparse.ArgumentParser, device: bool = True, batch_size: bool = True) -> None:
-    """Dataset, device and batch size flags (prune takes the last two from its config's flags)."""
-    p.add_argument("--data", required=True, type=data_spec, metavar="SPEC",
-                   help="fashion-mnist, imagefolder:DIR (a sub-folder of images per class) or cifar10:DIR")
-    if device:
-        p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
-    if batch_size:
-        p.add_argument("--batch-size", type=count, default=64, metavar="N", help="batch size (default 64)")
-    add_memory_arg(p)
-
-
-def add_memory_arg(p: argparse.ArgumentParser) -> None:
-    """The --memory-limit flag of every command that runs a job."""
-    p.add_argument("--memory-limit", type=memory_limit, default=f"{DEFAULT_SHARE:.0%}", metavar="SIZE",
-                   help=f"stop the job (not the machine) when PruneLab's memory reaches SIZE: 8G, 1500M or a share "
-                        f"of this machine such as 50%% (default {DEFAULT_SHARE:.0%}%)")
-
-
-def resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
-    """Load the dataset and model named by the flags and make them fit each other, under the same memory
-    budget as the job that follows (a file or folder can ask for more than the machine has)."""
-    return call_guarded(lambda: _resolve(args), getattr(args, "memory_limit", None), LOAD_HINT)
-
-
-LOAD_HINT = ", a smaller model or images"
-
-
-def _resolve(args: argparse.Namespace) -> tuple[ModelBundle, Dataset]:
-    printer = ProgressPrinter(quiet=getattr(args, "quiet", False))
-    # torchvision:NAME and timm:NAME take channels, size and classes from the data; untrained ones from --seed
-    inputs = load_inputs(args.model, args.data, weights=args.weights, model_code=args.model_code,
-                         model_kwargs=args.model_kwargs, trust=args.trust, input_shape=args.input_shape,
-                         partial_weights=args.partial_weights, seed=getattr(args, "seed", 0) or 0, mean=args.mean,
-                         std=args.std, progress=lambda ev: ev.total and printer(ev))  # listing has no total yet
-    bundle = inputs.bundle
-    for line in getattr(inputs.raw, "warnings", ()):
-        hold(f"warning: {line}")
-    weights = bundle.meta.get("weights")
-    if weights and (weights["missing"] or weights["unexpected"] or weights["misshaped"]):
-        from engine.models import WeightsFit
-
-        fit = WeightsFit(**{k: tuple(v) if isinstance(v, list) else v for k, v in weights.items()})
-        hold(f"note: weights from {args.weights or args.model}: {fit.summary()}")
-    if bundle.meta.get("untrained"):  # a figure from random weights looks like a result unless we say so
-        hold(f"note: {untrained_note(args.model, getattr(args, 'seed', 0) or 0, args.command)}")
-    check_batch_memory(bundle.model, bundle.input_shape, args.batch_size, getattr(args, "device", "cpu") or "cpu")
-    return bundle, inputs.data
-
-
-HELD: list[str] = []  # notes and warnings about the inputs, printed once the work starts: a refusal stays one line
-
-
-def hold(line: str) -> None:
-    """A line for stderr, shown when the work starts (or the command ends well), dropped when it fails."""
-    HELD.append(line)
-
-
-def show_held() -> None:
-    """Print the held lines now."""
-    while HELD:
-        print(HELD.pop(0), file=sys.stderr)
-
-
-def untrained_note(model: str, seed: int, command: str | None) -> str:
-    """The warning for a named architecture without --weights: its figures come from random weights."""
-    verb = {"prune": "prune", "evaluate": "evaluate", "sensitivity": "scan", "explain": "explain"}.get(command or "",
-                                                                                                       "use")
-    return random_weights_note(model, seed, fix=f"pass --weights FILE to {verb} your trained model")
-
-
-# ----------------------------------------------------------------------------- output helpers
-
-class ProgressPrinter:
-    """Progress events on stderr: a tqdm bar per phase on a terminal; in a log, a plain line every 5 s and
-    at the end of each phase that took 2 s or more (a bar redrawn with carriage returns would fill a log)."""
-
-    def __init__(self, stream=None, quiet: bool = False):
-        self.stream, self.quiet = stream or sys.stderr, quiet  # looked up now, so redirection works
-        self.tty = self.stream.isatty()
-        self.bar = None
-        self.key: tuple | None = None
-        self.last = self.started = 0.0
-
-    def __call__(self, event) -> None:
-        if self.quiet or not isinstance(event, Progress):
-            return
-        if self.tty:
-            self._draw(event)
-            return
-        now, final = time.monotonic(), event.done >= event.total
-        if self.key != (event.phase, event.total):
-            self.key, self.started = (event.phase, event.total), now
-        if now - self.started < 2:
-            return  # a phase that ends within 2 s gets no line: a log keeps what took time
-        if final or now - self.last >= 5:
-            self.last = now
-            eta = f", ETA {event.eta_s:.0f} s" if event.eta_s is not None and not final else ""
-            self.stream.write(f"{event.phase:>10} {event.fraction:4.0%} {event.message}{eta}\n")
-            self.stream.flush()
-
-    def _draw(self, event: Progress) -> None:
-        from tqdm import tqdm
-
-        if self.key != (event.phase, event.total) or self.bar is None or event.done < self.bar.n:
-            self.close()
-            self.bar = tqdm(total=event.total, desc=f"{event.phase:>10}", file=self.stream, leave=True,
-                            mininterval=0.1, ncols=110, bar_format="{desc} |{bar:24}| {percentage:3.0f}%{postfix}")
-            self.key = (event.phase, event.total)
-        self.bar.set_postfix_str(event.message[:60], refresh=False)
-        self.bar.update(event.done - self.bar.n)
-        if event.done >= event.total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def run_events(events, printer: Callable | None = None, on_event: Callable | None = None,
-               limit: int | None = None, hint: str = ""):
-    """Drain an engine generator under the memory budget `limit` (bytes), printing progress; returns the last event."""
-    def both(event) -> None:
-        show_held()
-        if printer:
-            printer(event)
-        if on_event:
-            on_event(event)
-
-    return drain(guarded(events, limit, hint), both)
-
-
-def write_json(path: str | Path, obj: dict) -> None:
-    """Write JSON whole or not at all."""
-    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -220,7 +63,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, flag="--json")
     bundle, data = resolve(args)
-    device = _device(args.device)
+    device = device_for(args.device)
     done = run_events(evaluate(bundle.model, data, device=device, batch_size=args.batch_size, threads=args.threads,
                                limit=args.eval_limit, speed=args.measure_speed, cancel=CANCEL),
                       ProgressPrinter(quiet=args.quiet), limit=args.memory_limit)
@@ -233,15 +76,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                "metrics": metrics.to_json()})
         print(f"wrote {args.json}")
     return EXIT_OK
-
-
-def _device(name: str) -> str:
-    from engine.training import resolve_device
-
-    dev, note = resolve_device(name)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    return dev.type
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -257,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     arch = args.model if ":" in args.model else f"demo:{args.model}"
     model = build_arch(arch, data.input_shape[0], data.num_classes)
     check_output_file(out, 2 * sum(p.numel() * p.element_size() for p in model.parameters()), flag="--out")
-    device = _device(args.device)
+    device = device_for(args.device)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                       optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed, device=device,
                       label_smoothing=args.label_smoothing, augment=not args.no_augment)
@@ -374,13 +208,11 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                         "weights.safetensors, model.json, a README.md card and model.pt (default runs/METHOD-TIME; "
                         "docs/deploy.md)")
     p.add_argument("--json", metavar="FILE", help="write before/after metrics, every step and the speed-ups as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(func=cmd_prune)
 
 
 # ----------------------------------------------------------------------------- entry point
-
-CANCEL = CancelToken()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,17 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train an architecture (the demo models are made with this)")
-    p.add_argument("--model", required=True, metavar="ARCH",
-                   help="demo:resnet, demo:vgg, torchvision:NAME or timm:NAME (trained from random weights)")
-    p.add_argument("--data", required=True, type=data_spec, metavar="SPEC",
-                   help="fashion-mnist, imagefolder:DIR (a sub-folder of images per class) or cifar10:DIR")
+    p.add_argument("--model", required=True, metavar="ARCH", help=ARCH_HELP)
+    add_data_arg(p)
     p.add_argument("--epochs", type=finite, required=True, metavar="N", help="passes over the training set")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the model file (.pt); its card (training figures, the command) goes beside it as .json")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed for weights and data order (same seed, same model)")
+    add_seed_arg(p, "seed for weights and data order (same seed, same model)")
     p.add_argument("--lr", type=finite, default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=count, default=128, metavar="N", help="batch size (default 128)")
+    add_batch_size_arg(p, 128)
     p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "constant"),
                    help="learning-rate schedule (default onecycle)")
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"), help="optimizer (default sgd)")
@@ -415,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="no random shifts and flips")
     p.add_argument("--input-shape", type=shape, metavar="C,H,W",
                    help="convert the images to this shape (default: the dataset's own)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_arg(p)
+    add_quiet_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, precision/recall/F1, size, MACs, latency, memory")
@@ -429,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flag(p, "eval_limit")
     add_config_flag(p, "measure_speed")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("methods", help="pruning methods with their teaching descriptions")

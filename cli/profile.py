@@ -38,7 +38,7 @@ def profile_lines(profile) -> list[str]:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Measure (or read from the cache) where one forward pass spends its time."""
-    from cli.main import CANCEL, ProgressPrinter, _device, resolve, run_events, write_json
+    from cli.running import CANCEL, ProgressPrinter, device_for, resolve, run_events, write_json
     from engine.outputs import check_output_file
     from engine.profile import iter_profile
     from engine.runtimes import check_runtime
@@ -47,7 +47,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         check_output_file(args.json, flag="--json")
     check_runtime(args.runtime, args.device)
     bundle, data = resolve(args)
-    device = _device(args.device)
+    device = device_for(args.device)
     profile = run_events(iter_profile(bundle.model, bundle.input_shape or data.input_shape, batch=args.batch_size,
                                       runtime=args.runtime, device=device, threads=args.threads,
                                       curves=not args.no_curves, use_cache=not args.fresh, cancel=CANCEL),
@@ -63,7 +63,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the profile command to the main parser."""
-    from cli.main import add_data_args, add_model_args, count
+    from cli.args import add_data_args, add_model_args
+    from cli.types import count
     from engine.runtimes import RUNTIMES
 
     p = sub.add_parser("profile", help="where the time goes: each layer's measured time and share, and its time "

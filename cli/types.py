@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import os
+import re
 from typing import Callable
 
 from engine.budget import parse_limit
@@ -22,6 +23,15 @@ def shape(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or min(parts) <= 0:
         raise argparse.ArgumentTypeError(f"--input-shape must be three positive integers C,H,W, got {text!r}")
     return parts
+
+
+def device(text: str) -> str:
+    """argparse type: cpu, cuda or cuda:N, as PruneConfig's device option says (prune's own flag is checked there)."""
+    from engine.config import DEVICE_PATTERN, options
+
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"--device must be {options()['device'].bounds_text()}, got {text!r}")
+    return text
 
 
 def finite(text: str) -> float:

@@ -165,7 +165,7 @@ class PruneConfig:
     calibration_batches: int = _count(
         "calibration batches", "batches of training images the method's scores are computed from (Hessian: 8 images "
         "each, one backward pass per image)", 4, group=METHOD, high=1000)
-    device: str = option("cpu", label="device", flag="--device", metavar="cpu|cuda", rule='"cpu" or "cuda" (or "cuda:N")',
+    device: str = option("cpu", label="device", flag="--device", metavar="cpu|cuda[:N]", rule='"cpu" or "cuda" (or "cuda:N")',
                          help="where pruning, fine-tuning and measurements run")
     seed: int = option(0, label="seed", flag="--seed", low=0, metavar="N",
                        help="seed for data order, calibration and fine-tuning (same seed, same figures)")

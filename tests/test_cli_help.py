@@ -168,3 +168,40 @@ def test_a_bare_file_is_told_datasets_are_folders(tmp_path, capsys):
     assert cli.main(["prune", "--model", "demo:resnet", "--data", str(path), "--method", "l2", "--ratio", "0.3"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "every dataset is a folder: imagefolder:DIR" in line and "extract an archive first" in line, line
+
+
+# ----------------------------------------------------------------------------- flags said once
+
+def test_device_is_one_flag_that_takes_cuda_n(capsys):
+    helps = {c: flag_help(c, "--device") for c in ("evaluate", "train", "sensitivity", "explain", "profile")}
+    assert len(set(helps.values())) == 1 and "cuda:N" in helps["evaluate"], helps
+    args = subparsers()["evaluate"].parse_args(["--model", "demo:resnet", "--data", "fashion-mnist", "--device",
+                                                "cuda:1"])
+    assert args.device == "cuda:1"
+    assert cli.main(["evaluate", "--model", "demo:resnet", "--data", "fashion-mnist", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and '--device must be "cpu" or "cuda" (or "cuda:N"), got \'tpu\'' in err, err
+
+
+def test_shared_flags_read_the_same_in_every_command():
+    for flag in ("--model", "--data", "--seed", "--quiet", "--memory-limit", "--trust"):
+        texts = {flag_help(c, flag) for c in ("evaluate", "prune", "sensitivity", "explain", "profile", "sweep")
+                 if any(flag in a.option_strings for a in subparsers()[c]._actions)}
+        assert len(texts) == 1 or flag in ("--memory-limit", "--seed"), (flag, texts)
+    job, run = flag_help("evaluate", "--memory-limit"), flag_help("sweep", "--memory-limit")
+    assert job.replace("the job", "the run").split(" (default")[0] == run.split(" (default")[0]  # one text
+    assert "the plan's memory_limit" in run and "the plan's" not in job
+
+
+def test_no_command_module_imports_the_entry_point():
+    """cli.main registers the commands; they take shared flags and helpers from cli.args and cli.running, so
+    cli/ has no import cycle (imports inside functions counted)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(cli.__file__).parent
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and path.name != "main.py":
+                assert node.module != "cli.main" and not (node.module == "cli" and any(
+                    a.name == "main" for a in node.names)), f"{path.name}:{node.lineno} imports cli.main"

@@ -104,9 +104,9 @@ def test_profile_command_and_its_cache(tmp_path, cache):
     (["--json", "{tmp}"], "--json"),
 ])
 def test_profile_bad_input_is_one_line_before_loading(args, words, tmp_path, cache, monkeypatch):
-    import cli.main
+    import cli.running
 
-    monkeypatch.setattr(cli.main, "resolve", lambda *a: pytest.fail("loaded the model before refusing"))
+    monkeypatch.setattr(cli.running, "resolve", lambda *a: pytest.fail("loaded the model before refusing"))
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     code, _, stderr = run_cli(["profile", "--model", "demo:resnet", "--data", "fashion-mnist", *args], tmp_path)
     assert code == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, stderr
