@@ -138,3 +138,19 @@ def test_target_latency_options_are_checked(kw, words):
     cfg = fast(**{"pruning_ratio": None, "target_latency": 5.0, **kw})
     with pytest.raises(UserError, match=words):
         cfg.validate()
+
+
+def test_plans_sweep_target_latencies():
+    from engine.errors import UserError
+    from engine.experiments.plans import parse_plan
+
+    head = '[model]\nsource = "demo:resnet"\n[data]\nspec = "fashion-mnist"\n'
+    text = (head + '[sweep]\nmethods = ["l1", "magnitude-global"]\ntarget_latencies = [20.0, 5]\n'
+            '[prune]\nruntime = "onnxruntime"\nallocation = "latency"\nbatch_size = 8\n')
+    configs = [c for c, _ in parse_plan(text).configs()]
+    assert [(c.method, c.target_latency) for c in configs] == [("l1", 20.0), ("l1", 5.0)]  # structured only
+    assert all(c.runtime == "onnxruntime" and c.allocation == "latency" and c.pruning_ratio is None for c in configs)
+    with pytest.raises(UserError, match="target_latencies"):
+        parse_plan(head + '[sweep]\nmethods = ["l1"]\ntarget_latencies = [0]\n')
+    with pytest.raises(UserError, match="runtime"):
+        parse_plan(head + '[sweep]\nmethods = ["l1"]\ntarget_latencies = [3]\n[prune]\nruntime = "tflite"\n').configs()

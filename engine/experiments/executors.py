@@ -160,6 +160,7 @@ def result_of(done: RunDone, job: Job, plan: Plan, executor: str) -> RunResult:
                      extra={"recovery": job.rec.name, "recovery_summary": job.rec.summary, "plan": plan.name,
                             "latency_speedup": done.paired,  # paired original/pruned timing (None: not measured)
                             "onnxruntime_speedup": done.onnxruntime,  # the same in onnxruntime (None: not measured)
+                            "latency_target": done.latency_target,  # a target latency's plan and check (or None)
                             "executor": executor},
                      node=socket.gethostname(), threads=timed_threads(done.after, cfg.device))
 

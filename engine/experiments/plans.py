@@ -25,9 +25,10 @@ PLAN_SECTIONS = {
              "gpus_per_run"},
     "model": {"source", "code", "kwargs", "weights", "trust", "input_shape", "mean", "std"},
     "data": {"spec"},
-    "sweep": {"methods", "ratios", "target_speedups", "sensitivity_guided"},
+    "sweep": {"methods", "ratios", "target_speedups", "target_latencies", "sensitivity_guided"},
     # manual channels are ticked on one model in the Teach tab, not swept
-    "prune": set(PruneConfig.__dataclass_fields__) - {"method", "pruning_ratio", "target_speedup", "layer_ratios",
+    "prune": set(PruneConfig.__dataclass_fields__) - {"method", "pruning_ratio", "target_speedup", "target_latency",
+                                                      "layer_ratios",
                                                       "seed", "manual_channels"},
     "recovery": None,  # an array of tables, checked separately
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
@@ -72,6 +73,7 @@ class Plan:
     methods: tuple[str, ...] = ("l2",)
     ratios: tuple[float, ...] = (0.5,)
     target_speedups: tuple[float, ...] = ()
+    target_latencies: tuple[float, ...] = ()  # ms on [prune] runtime at [prune] batch_size (engine.latency_target)
     recoveries: tuple[Recovery, ...] = (Recovery(),)
     prune: dict = field(default_factory=dict)  # PruneConfig fields shared by every run
     seed: int = 0
@@ -101,7 +103,8 @@ class Plan:
         could be ranked), a name too long to show or store."""
         if len(self.name) > MAX_NAME:
             raise UserError(f"[plan] name is {len(self.name)} characters long; keep it to {MAX_NAME} or fewer")
-        for key, values in (("methods", self.methods), ("ratios", self.ratios), ("target_speedups", self.target_speedups)):
+        for key, values in (("methods", self.methods), ("ratios", self.ratios), ("target_speedups", self.target_speedups),
+                             ("target_latencies", self.target_latencies)):
             seen: set = set()
             twice = [v for v in values if v in seen or seen.add(v)]
             if twice:
@@ -116,15 +119,17 @@ class Plan:
         methods get no target-speed-up runs: zeroed weights do not reduce MACs."""
         self.check()
         out = []
-        targets = [("pruning_ratio", r) for r in self.ratios] + [("target_speedup", s) for s in self.target_speedups]
+        targets = [("pruning_ratio", r) for r in self.ratios] + [("target_speedup", s) for s in self.target_speedups] \
+            + [("target_latency", t) for t in self.target_latencies]
         for method in self.methods:
             for kind, value in targets:
-                if kind == "target_speedup" and not get_method(method).structured:
+                if kind in ("target_speedup", "target_latency") and not get_method(method).structured:
                     continue
                 for rec in self.recoveries:
                     kw = dict(self.prune)
                     kw.update(rec.options)
-                    kw.update(method=method, seed=self.seed, pruning_ratio=None, target_speedup=None)
+                    kw.update(method=method, seed=self.seed, pruning_ratio=None, target_speedup=None,
+                              target_latency=None)
                     kw[kind] = float(value)
                     try:
                         cfg = PruneConfig(**kw)
@@ -332,8 +337,11 @@ def _sweep_keys(plan: Plan, sweep_t: dict, source: str) -> None:
     plan.ratios = _numbers(sweep_t.get("ratios", []), "[sweep] ratios", 0.0, 1.0, "between 0 and 1 (exclusive)")
     plan.target_speedups = _numbers(sweep_t.get("target_speedups", []), "[sweep] target_speedups", 1.0, None,
                                     "above 1.0")
-    if not plan.ratios and not plan.target_speedups:
-        raise UserError(f"{source}: [sweep] needs ratios (e.g. [0.3, 0.5, 0.7]) or target_speedups (e.g. [2.0])")
+    plan.target_latencies = _numbers(sweep_t.get("target_latencies", []), "[sweep] target_latencies", 0.0, None,
+                                     "above 0 (milliseconds)")
+    if not plan.ratios and not plan.target_speedups and not plan.target_latencies:
+        raise UserError(f"{source}: [sweep] needs ratios (e.g. [0.3, 0.5, 0.7]), target_speedups (e.g. [2.0]) or "
+                        "target_latencies (milliseconds, e.g. [20.0])")
     plan.sensitivity_guided = _expect(sweep_t.get("sensitivity_guided", False), bool, "[sweep] sensitivity_guided",
                                       "true or false")
 
