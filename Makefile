@@ -66,10 +66,12 @@ testdeps:
 run: venv dataset qtdeps
 	$(PY) main.py
 
-## test: the import contracts (.importlinter), then the whole test suite, headless; it ends with the 20 slowest
+## test: the import contracts (.importlinter), torch-pruning's private API only in engine/tp_compat.py
+## (tools/check_tp_private.py), then the whole test suite, headless; it ends with the 20 slowest
 ## tests and the peak memory per test (tests/resource_report.py)
 test: venv dataset qtdeps testdeps
 	$(VENV)/bin/lint-imports
+	$(PY) tools/check_tp_private.py
 	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q --durations=20 tests
 
 ## check-structure: no import cycle inside gui/ or cli/ (function-level and TYPE_CHECKING imports counted);
