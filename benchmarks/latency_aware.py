@@ -1,0 +1,137 @@
+"""A measured latency target, uniform against latency-aware allocation (#27).
+
+For each model, runtime and batch size: time the original, ask for 0.5× its latency (`--target-latency`),
+once with the uniform allocation and once with the latency-aware one, with BatchNorm re-estimation as the
+only recovery. Per row: the target, the pruned model's latency measured against the original in paired
+rounds (median and 95 % interval), whether it lands within ±10 % of the target, MACs, top-1 after the
+BatchNorm re-estimation (with its interval; untrained torchvision models are at chance, so their top-1 is
+not a result) and the efficiency (latency gain ÷ MACs gain). With --same-macs, each latency-aware result is
+also matched by a uniform run at the same MACs (`--target-speedup`), timed paired against the original.
+
+The machine's load average is printed with every row: figures from a busy machine are noisy, say so.
+
+Run: .venv/bin/python benchmarks/latency_aware.py [--models demo:resnet ...] [--runtimes torch onnxruntime]
+     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--same-macs] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.config import PruneConfig  # noqa: E402
+from engine.events import drain  # noqa: E402
+from engine.inputs import load_inputs  # noqa: E402
+from engine.latency_target import _trial_ms  # noqa: E402
+from engine.pruning import RunDone, run_pruning  # noqa: E402
+
+DEFAULT_MODELS = ("demo:resnet", "demo:vgg", "torchvision:resnet18", "torchvision:mobilenet_v2")
+SHAPE_64 = (3, 64, 64)  # torchvision models at 64×64 (Fashion-MNIST converted to 3 channels)
+
+
+def load(model: str):
+    """The model and Fashion-MNIST fitted to it (torchvision ones at 64×64 with random weights)."""
+    shape = SHAPE_64 if model.startswith("torchvision:") else None
+    inputs = load_inputs(model, "fashion-mnist", input_shape=shape)
+    return inputs.bundle, inputs.data
+
+
+def prune(bundle, data, args, **options) -> RunDone:
+    kw = dict(method=args.method, bn_recalibrate=True, bn_batches=args.bn_batches, measure_speed=False,
+              eval_limit=args.eval_limit, threads=args.threads, pruning_ratio=None)
+    kw.update(options)
+    return drain(run_pruning(bundle, data, PruneConfig(**kw)))
+
+
+def same_macs(bundle, data, args, runtime: str, batch: int, done: RunDone) -> str:
+    """Uniform pruning at the MACs the latency-aware run reached, timed paired against the original."""
+    twin = prune(bundle, data, args, target_speedup=done.before.macs / done.after.macs, batch_size=batch,
+                 measure_speed=True, latency_repeats=12)
+    paired = twin.onnxruntime if runtime == "onnxruntime" else twin.paired
+    if not paired:
+        return "uniform at the same MACs: latency not measured"
+    p = paired["per_batch"][str(batch)]
+    return (f"uniform at the same MACs ({twin.after.macs / 1e6:.2f} M): {p['median']:.2f}x faster "
+            f"({p['low']:.2f}–{p['high']:.2f}), top-1 {100 * twin.after.top1:.2f} %")
+
+
+def load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: float, done: RunDone) -> dict:
+    t = done.latency_target or {}
+    b, a = done.before, done.after
+    macs_gain = b.macs / a.macs if a.macs else 0.0
+    latency_gain = (t.get("original_measured_ms") or 0.0) / t["measured_ms"] if t.get("measured_ms") else 0.0
+    ci = a.interval("top1") if hasattr(a, "interval") else None
+    return {"model": model, "runtime": runtime, "batch": batch, "allocation": allocation,
+            "original_ms": round(original_ms, 3), "target_ms": t.get("target_ms"),
+            "measured_ms": t.get("measured_ms"), "low": t.get("low"), "high": t.get("high"),
+            "within_10": t.get("within_10_percent"), "met": t.get("met"), "reachable": t.get("reachable"),
+            "macs_m": round(a.macs / 1e6, 3), "macs_gain": round(macs_gain, 3), "latency_gain": round(latency_gain, 3),
+            "efficiency": round(latency_gain / macs_gain, 3) if macs_gain else None,
+            "top1": round(a.top1, 4), "top1_ci": [round(v, 4) for v in ci] if ci else None,
+            "images": a.samples, "seconds": round(done.seconds, 1), "load_avg": load_avg()}
+
+
+def show(r: dict) -> None:
+    ci = f"{100 * r['top1_ci'][0]:.1f}–{100 * r['top1_ci'][1]:.1f}" if r.get("top1_ci") else "-"
+    measured = (f"{r['measured_ms']:.3f} ({r['low']:.3f}–{r['high']:.3f})" if r.get("measured_ms") is not None
+                else "not measured")
+    print(f"{r['model']:<24} {r['runtime']:<11} {r['batch']:>5} {r['allocation']:<8} {r['original_ms']:>9.3f} "
+          f"{r['target_ms']:>9.3f} {measured:>28} {str(r['within_10']):>6} {r['macs_m']:>8.2f} "
+          f"{100 * r['top1']:>6.2f} {ci:>11} {r['efficiency'] or 0:>5.2f} {r['load_avg']:>5}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1])
+    parser.add_argument("--allocations", nargs="+", default=["uniform", "latency"])
+    parser.add_argument("--factor", type=float, default=0.5, help="target = factor × the original's latency")
+    parser.add_argument("--method", default="l2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-limit", type=int, default=2000)
+    parser.add_argument("--bn-batches", type=int, default=20)
+    parser.add_argument("--same-macs", action="store_true",
+                        help="also run uniform at the MACs each latency-aware result reached (paired speed-up)")
+    parser.add_argument("--json", help="write the rows as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {args.method}, BN re-estimation ({args.bn_batches} batches), "
+          f"{args.threads} threads, top-1 on {args.eval_limit} test images, load average at start {load_avg()}")
+    print(f"{'model':<24} {'runtime':<11} {'batch':>5} {'alloc':<8} {'orig ms':>9} {'target':>9} "
+          f"{'measured ms (95 % interval)':>28} {'±10%':>6} {'MACs M':>8} {'top-1':>6} {'top-1 CI':>11} "
+          f"{'eff.':>5} {'load':>5}")
+    rows = []
+    for model in args.models:
+        bundle, data = load(model)
+        shape = bundle.input_shape
+        for runtime in args.runtimes:
+            for batch in args.batches:
+                original_ms = _trial_ms(bundle.model.eval(), shape, batch, runtime, "cpu", args.threads, None)
+                for allocation in args.allocations:
+                    done = prune(bundle, data, args, target_latency=args.factor * original_ms, runtime=runtime,
+                                 allocation=allocation, batch_size=batch)
+                    row = row_of(model, runtime, batch, allocation, original_ms, done)
+                    rows.append(row)
+                    show(row)
+                    if args.same_macs and allocation == "latency" and done.after.macs < done.before.macs:
+                        row["same_macs_uniform"] = same_macs(bundle, data, args, runtime, batch, done)
+                        print(f"    {row['same_macs_uniform']}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
