@@ -145,7 +145,7 @@ def test_unstructured_pruning_of_a_layer_used_through_a_function(method, fashion
 
 def test_a_model_torch_pruning_cannot_trace_is_refused_before_any_work(fashion):
     """A channel shuffle breaks torch-pruning's reshape rule: one line naming it, before the baseline.
-    (torchvision's own ShuffleNet blocks are held by engine/tracing.py; a block of one's own is not.)"""
+    (torchvision's own ShuffleNet blocks are held by engine/families/shufflenet.py; a block of one's own is not.)"""
     from torchvision.models.shufflenetv2 import InvertedResidual, ShuffleNetV2
 
     from engine.errors import UserError
