@@ -488,3 +488,40 @@ def test_a_recorded_view_shape_follows_its_pruned_scale():
     assert len(kept) < 16 and model.scale.shape == (len(kept), 1, 1)
     assert model.scale.scale.tolist() == [i + 1.0 for i in kept]
     model(example)  # runs with the pruned width
+
+
+def test_families_are_registered_modules_and_a_new_one_is_one_file():
+    """Every module of engine/families registers its family; prepare walks the registry in order, so a family
+    registered anywhere is used without touching prepare."""
+    import pkgutil
+
+    import engine.families as families
+
+    names = [f.name for f in families.all_families()]
+    modules = [m.name for m in pkgutil.iter_modules(families.__path__) if not m.name.startswith("_")]
+    assert len(names) == len(modules) == len(set(names)) >= 11
+    assert {"Swin", "ResNeSt", "ShuffleNet", "MaxViT", "auxiliary heads", "attention heads", "concatenations",
+            "grouped convolutions", "torchvision ViT", "recorded shapes"} <= set(names)
+    orders = [f.order for f in families.all_families()]
+    assert orders == sorted(orders) and names.index("auxiliary heads") == 0
+
+    @families.register_family
+    class Marked(families.Family):
+        name = "marked for the test"
+
+        def detect(self, model):
+            return getattr(model, "marked", False)
+
+        def prepare(self, model, found, prep, example, round_to):
+            prep.notes.append("a family of its own")
+
+    try:
+        model = GroupedNet().eval()
+        assert "a family of its own" not in prepare(model, torch.randn(1, 3, 8, 8), 8).notes
+        model.marked = True
+        prep = prepare(model, torch.randn(1, 3, 8, 8), 8)
+        assert "a family of its own" in prep.notes and prep.found["marked for the test"] is True
+        with pytest.raises(ValueError, match="name of its own"):
+            families.register_family(Marked)
+    finally:
+        families.REGISTRY[:] = [f for f in families.REGISTRY if f.name != "marked for the test"]

@@ -91,6 +91,8 @@ def all_families() -> list[Family]:
         for info in pkgutil.iter_modules(__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{__name__}.{info.name}")
+        if not REGISTRY:  # a bundle that left the modules out would otherwise prune every family wrongly
+            raise RuntimeError("no model family modules found in engine/families: the installation is incomplete")
         _loaded.append(True)
     return list(REGISTRY)
 
