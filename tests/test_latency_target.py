@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from engine.config import PruneConfig
-from engine.models import DemoResNet, ModelBundle
 from engine.pruning import RunDone, run_pruning
-
-
-@pytest.fixture()
-def tiny(fashion) -> ModelBundle:
-    torch.manual_seed(0)
-    model = DemoResNet(widths=(8, 16, 32)).eval()
-    return ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
-                       arch_kwargs={"widths": [8, 16, 32]})
+from test_pruning import tiny  # noqa: F401 - the fixture: a DemoResNet with 8/16/32 channels
 
 
 def fast(**kw) -> PruneConfig:
