@@ -1,0 +1,37 @@
+"""The "where the time goes" chart: the costliest layers by measured time, before and after pruning."""
+from __future__ import annotations
+
+import pytest
+
+from engine.profile import LayerTime, Profile
+
+
+def profile(times: dict[str, float], other: float) -> Profile:
+    total = sum(times.values()) + other
+    layers = tuple(LayerTime(n, "Conv2d", 8, ms, ms, ms, ms / total) for n, ms in times.items())
+    return Profile("torch", "cpu", 2, 64, (3, 32, 32), total, total, total, layers, other, other / total)
+
+
+def test_rows_rank_by_measured_time_and_group_the_rest():
+    from gui.time_chart import OTHER, chart_rows
+
+    before = profile({"a": 1.0, "b": 5.0, "c": 3.0, "d": 0.5}, other=2.0)
+    after = profile({"a": 0.5, "b": 2.0, "c": 1.0, "d": 0.25}, other=1.5)
+    rows = chart_rows(before, after, most=2)
+    assert [r[0] for r in rows] == ["b", "c", OTHER]
+    assert rows[0][1:] == (5.0, 2.0)
+    assert rows[-1] == (OTHER, pytest.approx(2.0 + 1.0 + 0.5), pytest.approx(1.5 + 0.5 + 0.25))
+    assert chart_rows(before)[0][2] is None
+
+
+def test_the_chart_draws_before_and_after(qtbot):
+    from gui.time_chart import TimeChart
+
+    chart = TimeChart()
+    qtbot.addWidget(chart)
+    assert chart.rows == [] and "profile" in chart.title.text()
+    chart.show_profiles(profile({"a": 1.0, "b": 5.0}, 2.0))
+    assert len(chart.plot.getPlotItem().items) == 1 and "original 8.00 ms" in chart.title.text()
+    chart.show_profiles(profile({"a": 1.0, "b": 5.0}, 2.0), profile({"a": 0.4, "b": 2.0}, 1.0))
+    assert len(chart.plot.getPlotItem().items) == 2 and "pruned 3.40 ms" in chart.title.text()
+    assert [r[0] for r in chart.rows] == ["b", "a", "everything else"]
