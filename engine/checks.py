@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from engine.errors import UserError
-from engine.layers import classifier_head, ignored_modules, partial_shortcuts, prunable_layers
+from engine.layers import classifier_head, ignored_modules, prunable_layers
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
@@ -127,14 +127,12 @@ def check_batch_memory(model: nn.Module, shape: tuple[int, ...], batch_size: int
 
 
 def check_walkable(model: nn.Module, what: str = "structured pruning") -> None:
-    """Refuse, in a second, a model whose dependency walk would not end."""
-    blocks = partial_shortcuts(model)
-    if blocks:
-        name, short, width = blocks[0]
-        more = f" (and {len(blocks) - 1} more blocks)" if len(blocks) > 1 else ""
-        raise UserError(f"{what} cannot handle layer {name}{more}: it adds its shortcut to the first {short} of its "
-                        f"{width} channels and concatenates the rest, and torch-pruning's dependency walk through "
-                        "that never ends; use an unstructured method (e.g. --method magnitude-global)")
+    """Refuse, in a second, a model whose dependency walk would not end (engine/families/)."""
+    from engine.families import endless_walk
+
+    reason = endless_walk(model)
+    if reason:
+        raise UserError(f"{what} cannot handle {reason}; use an unstructured method (e.g. --method magnitude-global)")
 
 
 def check_run(cfg: "PruneConfig", bundle: "ModelBundle", memory: bool = True, cut: bool = True) -> None:

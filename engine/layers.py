@@ -116,16 +116,6 @@ def describe_layers(model: nn.Module, input_shape: Shape, ignored: tuple[str, ..
     return info
 
 
-def partial_shortcuts(model: nn.Module) -> list[tuple[str, int, int]]:
-    """(name, shortcut channels, block channels) of blocks that add their shortcut to only the first
-    channels and concatenate the rest (timm's ReXNet): torch-pruning's dependency walk through that
-    slice-add-concat never finishes."""
-    return [(n, m.in_channels, m.out_channels) for n, m in model.named_modules()
-            if type(m).__module__ == "timm.models.rexnet" and getattr(m, "use_shortcut", False) is True
-            and isinstance(getattr(m, "in_channels", None), int) and isinstance(getattr(m, "out_channels", None), int)
-            and m.in_channels < m.out_channels]
-
-
 @dataclass(frozen=True)
 class Group:
     """One torch-pruning dependency group: layers that lose the same channels together."""
@@ -170,7 +160,9 @@ def walk_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module
 def dependency_groups(model: nn.Module, input_shape: Shape, ignored: tuple[str, ...] = ()) -> dict[str, int]:
     """Layer name -> index of the torch-pruning group it is pruned with (layers coupled by residuals
     or concatenation share an index). Ignored layers get no group; a model whose walk would not end has none."""
-    if partial_shortcuts(model):
+    from engine.families import endless_walk
+
+    if endless_walk(model):
         return {}
     example = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
     result: dict[str, int] = {}

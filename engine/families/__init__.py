@@ -38,6 +38,11 @@ class Family:
                 round_to: int | None) -> None:
         """Adapt the working copy and `prep` (notes, pruner_kwargs, fixes, units, held layers)."""
 
+    def endless_walk(self, model: nn.Module) -> str | None:
+        """Which layer torch-pruning's dependency walk would never finish on, and why (None: it finishes):
+        the model is refused in a second instead (engine.checks.check_walkable)."""
+        return None
+
     def stand_ins(self, model: nn.Module) -> list[tuple[nn.Module, str, Callable]]:
         """(module, method name, function) to run instead while a dependency graph is traced."""
         return []
@@ -100,3 +105,8 @@ def all_families() -> list[Family]:
 def get_family(name: str) -> Family:
     """The registered family called `name`."""
     return next(f for f in all_families() if f.name == name)
+
+
+def endless_walk(model: nn.Module) -> str | None:
+    """The first family's reason torch-pruning's dependency walk would never finish on `model`, or None."""
+    return next((reason for family in all_families() if (reason := family.endless_walk(model))), None)
