@@ -9,7 +9,7 @@ anywhere else; tests/test_tp_compat.py fails on an upgrade that moved one):
 - a group's channel groups (`_get_channel_groups`), the groups as they are pruned (`_prune`);
 - a parameter cut along one dimension with its gradient (`BasePruningFunc._prune_parameter_and_grad`);
 - a concatenation node's offsets (`ops._ConcatOp`);
-- the step counter and the importance of a built pruner, restarted to score again (`current_step`);
+- the step counter and the importance of a built pruner (`current_step`, read; `reset`, to score again);
 - the groups one pruning pass walks (`DependencyGraph.get_all_groups`, replaced on the instance);
 - the shared mutable defaults of the pruner's channel-group dicts;
 - which operation failed, read from the names of torch-pruning's functions in the traceback.
@@ -154,7 +154,7 @@ def steps_taken(pruner) -> int:
 def restart(pruner, importance) -> None:
     """Score the next step with `importance`, from the first step of the schedule again."""
     pruner.importance = importance
-    pruner.current_step = 0
+    pruner.reset()  # the step counter back to 0
 
 
 @contextmanager
