@@ -42,15 +42,16 @@ def installed_version() -> str:
 
 
 def check_version(found: str | None = None) -> None:
-    """Refuse another torch-pruning than the one PruneLab's hooks are written for, in one line."""
+    """Refuse another torch-pruning than the one PruneLab's hooks are written for, in one line. Without
+    package metadata (a bundle that left it out) the hooks themselves are looked for instead."""
     found = found or installed_version()
+    if found == "unknown" and all(hasattr(owner, name) for owner, names in PRIVATE_HOOKS.items() for name in names):
+        return
     if found != SUPPORTED:
         raise UserError(f"torch-pruning {found} is installed, but PruneLab supports torch-pruning {SUPPORTED} only "
                         f"(it relies on parts of it that change between versions): "
                         f"pip install torch-pruning=={SUPPORTED}")
 
-
-check_version()
 
 # The private names used below, by owner: tests/test_tp_compat.py asserts each still exists.
 PRIVATE_HOOKS = {
@@ -58,6 +59,8 @@ PRIVATE_HOOKS = {
     tp.BasePruningFunc: ("_prune_parameter_and_grad",),
     ops: ("_ConcatOp",),
 }
+
+check_version()
 
 # torch-pruning traces every op; one it cannot map (ShuffleNet's channel shuffle divides by zero in its
 # reshape rule, a split with recorded sizes indexes past the end) raises one of these

@@ -93,6 +93,14 @@ def test_the_supported_version_is_installed_and_another_is_refused_in_one_line()
     assert "\n" not in text and "1.7.0" in text and "torch-pruning==1.6.1" in text
 
 
+def test_without_package_metadata_the_hooks_are_looked_for(monkeypatch):
+    """A bundle without torch-pruning's metadata still prunes when the hooks are there, and not otherwise."""
+    tp_compat.check_version("unknown")
+    monkeypatch.delattr(tp.pruner.BasePruner, "_round_to")
+    with pytest.raises(UserError, match="supports torch-pruning 1.6.1 only"):
+        tp_compat.check_version("unknown")
+
+
 @pytest.mark.parametrize("owner,name", [(o, n) for o, names in tp_compat.PRIVATE_HOOKS.items() for n in names],
                          ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", "?"))
 def test_each_private_hook_still_exists(owner, name):
