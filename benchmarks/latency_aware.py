@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.config import PruneConfig  # noqa: E402
 from engine.events import drain  # noqa: E402
 from engine.inputs import load_inputs  # noqa: E402
-from engine.latency_target import _trial_ms  # noqa: E402
+from engine.latency_target import latency_ms  # noqa: E402
 from engine.pruning import RunDone, run_pruning  # noqa: E402
 
 DEFAULT_MODELS = ("demo:resnet", "demo:vgg", "torchvision:resnet18", "torchvision:mobilenet_v2")
@@ -118,7 +118,7 @@ def main() -> None:
         shape = bundle.input_shape
         for runtime in args.runtimes:
             for batch in args.batches:
-                original_ms = _trial_ms(bundle.model.eval(), shape, batch, runtime, "cpu", args.threads, None)
+                original_ms = latency_ms(bundle.model.eval(), shape, batch, runtime, "cpu", args.threads, None)
                 for allocation in args.allocations:
                     done = prune(bundle, data, args, target_latency=args.factor * original_ms, runtime=runtime,
                                  allocation=allocation, batch_size=batch)

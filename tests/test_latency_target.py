@@ -46,11 +46,13 @@ def test_a_model_without_onnx_form_gets_a_note_not_a_failure(tiny, fashion, monk
 
 # ----------------------------------------------------------------------------- the latency target
 
-def macs_ms(model, shape, batch, runtime, device, threads, cancel) -> float:
-    """A stand-in for timing: 'milliseconds' that are the model's MACs in millions, so the search is exact."""
+def macs_ms(original, original_rt, trial, shape, batch, runtime, device, threads, cancel):
+    """A stand-in for the paired timing: 'milliseconds' that are the models' MACs in millions, so the search is
+    exact."""
     from engine.metrics import count_macs
 
-    return count_macs(model, shape) / 1e6
+    a, b = count_macs(original, shape) / 1e6, count_macs(trial, shape) / 1e6
+    return a, b, a / b
 
 
 def plan(model, cfg, notes):
@@ -66,7 +68,7 @@ def test_the_search_lands_at_or_just_below_the_target(tiny, allocation, monkeypa
     from engine.metrics import count_macs
 
     monkeypatch.setenv("PRUNELAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(lt, "_trial_ms", macs_ms)
+    monkeypatch.setattr(lt, "_paired_trial", macs_ms)
     full = count_macs(tiny.model, (1, 28, 28)) / 1e6
     notes: list[str] = []
     lp = plan(tiny.model, fast(target_latency=0.5 * full, pruning_ratio=None, allocation=allocation), notes)
@@ -85,7 +87,7 @@ def test_the_search_lands_at_or_just_below_the_target(tiny, allocation, monkeypa
 def test_an_unreachable_target_and_one_already_met_are_said(tiny, monkeypatch):
     import engine.latency_target as lt
 
-    monkeypatch.setattr(lt, "_trial_ms", macs_ms)
+    monkeypatch.setattr(lt, "_paired_trial", macs_ms)
     notes: list[str] = []
     lp = plan(tiny.model, fast(target_latency=1e-6, pruning_ratio=None), notes)
     assert not lp.reachable and lp.plan.pruning_ratio == pytest.approx(0.9) and "out of reach" in notes[-1]
@@ -106,10 +108,11 @@ def test_latency_moves_take_cheap_importance_per_millisecond_first():
     assert all(w >= 2 for _, w in moves)  # the maximum layer ratio: 8 * (1 - 0.75)
 
 
-def test_a_run_with_a_target_latency_reports_the_paired_check(tiny, fashion):
-    done = last(run_pruning(tiny, fashion, fast(pruning_ratio=None, target_latency=1e-6)))
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_a_run_with_a_target_latency_reports_the_paired_check(tiny, fashion, runtime):
+    done = last(run_pruning(tiny, fashion, fast(pruning_ratio=None, target_latency=1e-6, runtime=runtime)))
     t = done.latency_target
-    assert t["runtime"] == "torch" and t["batch"] == 4 and t["reachable"] is False
+    assert t["runtime"] == runtime and t["batch"] == 4 and t["reachable"] is False and t["speedup"] > 0
     assert t["low"] <= t["measured_ms"] <= t["high"] and t["met"] is False and t["rounds"] >= 5
     assert done.to_json()["latency_target"] == t
     assert any("target latency" in n and "not met: out of reach" in n for n in done.notes)
