@@ -49,6 +49,17 @@ CONSENT_SCRIPT = """
 })();
 """
 
+# Netron's menu button (≡) is fixed over the top-left corner of the scrolling graph, so nodes scrolled or
+# centred there were drawn under it; the graph now starts below a strip of the button's height.
+LAYOUT_SCRIPT = """
+(function () {
+  var style = document.createElement('style');
+  style.id = 'prunelab-layout';
+  style.textContent = '.target { box-sizing: border-box; border-top: 32px solid transparent; }';
+  document.head.appendChild(style);
+})();
+"""
+
 
 # Paints Netron's node boxes (ids "node-name-<ONNX node name>") once they exist; Netron renders
 # asynchronously after the page loads, so it retries for a few seconds.
@@ -182,6 +193,12 @@ def _make_web_view(parent: QWidget) -> QWidget:
     script.setRunsOnSubFrames(True)
     script.setSourceCode(CONSENT_SCRIPT)
     profile.scripts().insert(script)
+    layout = QWebEngineScript()
+    layout.setName("prunelab-netron-layout")
+    layout.setInjectionPoint(QWebEngineScript.InjectionPoint.DocumentReady)
+    layout.setWorldId(QWebEngineScript.ScriptWorldId.MainWorld)
+    layout.setSourceCode(LAYOUT_SCRIPT)
+    profile.scripts().insert(layout)
     view._keep = (profile, interceptor, None)  # Python must keep these alive as long as the view
     fresh_page(view)
     return view
