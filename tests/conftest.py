@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import gc
 import gzip
+import os
 import pickle
+import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,9 @@ if str(ROOT) not in sys.path:
 
 from engine import data as data_mod  # noqa: E402
 from engine.models import DemoResNet, DemoVGG  # noqa: E402
-from resource_report import pytest_runtest_protocol, pytest_terminal_summary  # noqa: E402,F401  (hooks)
+from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport,  # noqa: E402,F401  (hooks)
+                             pytest_runtest_protocol, pytest_sessionfinish, pytest_sessionstart,
+                             pytest_terminal_summary, pytest_testnodedown)
 
 TINY_WIDTHS = (4, 8, 16)
 
@@ -27,9 +32,40 @@ TINY_WIDTHS = (4, 8, 16)
 torch.set_num_threads(1)
 
 
+# Modules whose tests must not overlap one another under pytest-xdist: memory by design (budgets, memory
+# limits), a Ray cluster, the real window's X display. They run on one worker, one after the other (see
+# pytest_xdist_make_scheduler); tests elsewhere run beside them.
+ALONE = ("test_budget.py", "test_ray.py", "test_real_window.py", "test_bad_inputs_2.py")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register our markers so `-m "not slow"` works without a pytest.ini."""
+    """Register our markers so `-m "not slow"` works without a pytest.ini; give this process (an xdist worker,
+    or the one pytest) PruneLab folders of its own, so parallel workers never share a store, a log or settings."""
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        return  # the xdist controller runs no test
+    own = Path(tempfile.mkdtemp(prefix=f"prunelab-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"))
+    for name, sub in (("PRUNELAB_DATA_DIR", "data"), ("PRUNELAB_LOG_DIR", "logs"), ("PRUNELAB_CACHE_DIR", "cache"),
+                      ("PRUNELAB_SETTINGS_DIR", "settings")):
+        os.environ[name] = str(own / sub)
+    config.add_cleanup(lambda: shutil.rmtree(own, ignore_errors=True))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` with the ALONE modules as one group, every other test on its own.
+
+    xdist's own loadgroup reads `xdist_group` marks by renaming node ids, which pytest 9 no longer allows
+    (the marks had no effect), so the grouping is said here, by module."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class AloneTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "alone" if nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in ALONE else nodeid
+
+    return AloneTogether(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,15 @@
 """Peak memory per test, printed at the end of every run, so a test that grows shows up at once.
 
-A thread samples the resident memory of the pytest process and of its child processes (the CLI tests'
-interpreters) every few milliseconds. The peak while each test runs is recorded; the end of the run
+A thread samples the resident memory of the pytest process, and the proportional memory (PSS, shared pages
+divided among the processes sharing them) of its child processes (the CLI tests' interpreters, a Ray
+cluster), every few milliseconds. The peak while each test runs is recorded; the end of the run
 prints the whole run's peak and the tests with the largest peaks. `PRUNELAB_TEST_RSS_LIMIT_GB` (unset
 by default) interrupts the run and names the test the moment the process passes that size,
 which finds a runaway test without letting it take the machine down.
+
+Under pytest-xdist each worker samples itself and sends each test's peak to the controller with the test's
+report (and a limit passed, at its end); the controller samples the whole tree of processes (itself, the
+workers and everything they started), which gives the run's total peak across workers.
 """
 from __future__ import annotations
 
@@ -26,6 +31,20 @@ def _rss(pid: int) -> int:
             return int(fh.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _pss(pid: int) -> int:
+    """Proportional resident bytes of one process (0 once it is gone): a page shared by N processes counts
+    1/N in each, so the sum over several interpreters that map the same torch libraries is what the
+    machine holds, where their RSS sum counts those libraries once per process."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _children(pid: int) -> list[int]:
@@ -55,7 +74,7 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True, name="test-memory-sampler")
         self.pid = os.getpid()
         self.self_peak = self.child_peak = 0  # during the current test
-        self.run_self_peak = self.run_child_peak = 0
+        self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
@@ -66,10 +85,13 @@ class _Sampler(threading.Thread):
         while True:
             own = _rss(self.pid)
             self.self_peak = max(self.self_peak, own)
+            self.run_self_peak = max(self.run_self_peak, own)
             if tick % 20 == 0:
-                kids = sum(_rss(c) for c in _children(self.pid))
+                kids = sum(_pss(c) for c in _children(self.pid))
                 self.child_peak = max(self.child_peak, kids)
-            if self.limit and own > self.limit and not self.exceeded:
+                self.run_child_peak = max(self.run_child_peak, kids)
+                self.run_total_peak = max(self.run_total_peak, own + kids)
+            if self.limit and own > self.limit and not self.exceeded and self.current:
                 # pytest captures file descriptor 2, so the message is printed by the summary hook; the
                 # interrupt stops the run where it is, with the test's traceback
                 self.exceeded = f"{own / _GIB:.1f} GiB > {self.limit / _GIB:.1f} GiB during {self.current}"
@@ -79,37 +101,91 @@ class _Sampler(threading.Thread):
 
 
 _SAMPLER: _Sampler | None = None
-_PEAKS: list[tuple[int, int, str]] = []  # (own peak, children's peak, test id)
+_PEAKS: list[tuple[int, int, str, str]] = []  # (own peak, children's peak, test id, worker)
+_EXCEEDED: list[str] = []  # limits passed in xdist workers, as they reported them
+_KEY = "prunelab_peak"
+
+
+def _sampler() -> _Sampler:
+    global _SAMPLER
+    if _SAMPLER is None:
+        _SAMPLER = _Sampler()
+        _SAMPLER.start()
+    return _SAMPLER
+
+
+def _is_controller(config) -> bool:
+    """The process of an xdist run that only hands out tests (its workers run them)."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_sessionstart(session) -> None:
+    """The xdist controller samples from the start: its children are the workers and all they started."""
+    if _is_controller(session.config):
+        _sampler()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Record the peak memory while one test (setup, call and teardown) runs."""
-    global _SAMPLER
-    if _SAMPLER is None:
-        _SAMPLER = _Sampler()
-        _SAMPLER.start()
-    s = _SAMPLER
+    s = _sampler()
     s.current = item.nodeid
     s.self_peak, s.child_peak = _rss(s.pid), 0
     yield
-    time.sleep(0.01)  # one more sample before reading
-    _PEAKS.append((s.self_peak, s.child_peak, item.nodeid))
-    s.run_self_peak = max(s.run_self_peak, s.self_peak)
-    s.run_child_peak = max(s.run_child_peak, s.child_peak)
+    s.current = ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """The test's peaks travel with its last report (to the xdist controller too)."""
+    outcome = yield
+    if call.when == "teardown" and _SAMPLER is not None:
+        time.sleep(0.01)  # one more sample before reading
+        outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak)))
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when != "teardown":
+        return
+    for key, value in report.user_properties:
+        if key == _KEY:
+            node = getattr(report, "node", None)  # the xdist worker that ran it, on the controller
+            worker = getattr(getattr(node, "gateway", None), "id", "") or os.environ.get("PYTEST_XDIST_WORKER", "")
+            _PEAKS.append((value[0], value[1], report.nodeid, worker))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A worker hands a limit it saw passed to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and _SAMPLER is not None and _SAMPLER.exceeded:
+        output["prunelab_exceeded"] = _SAMPLER.exceeded
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """(xdist controller) a worker ended: keep the limit it saw passed, if any."""
+    exceeded = getattr(node, "workeroutput", {}).get("prunelab_exceeded")
+    if exceeded and exceeded not in " ".join(_EXCEEDED):  # xdist may report a crashed worker down twice
+        _EXCEEDED.append(f"{exceeded} (worker {node.gateway.id})")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """The run's peak memory and the ten tests with the largest peaks."""
+    """The run's peak memory, each worker's, and the ten tests with the largest peaks."""
     if not _PEAKS or _SAMPLER is None:
         return
     tr = terminalreporter
-    tr.section("peak memory (resident; pytest process / its child processes)")
-    if _SAMPLER.exceeded:
-        tr.write_line(f"PRUNELAB_TEST_RSS_LIMIT_GB passed: {_SAMPLER.exceeded}", red=True)
-    top_self = max(_PEAKS)
-    top_child = max(_PEAKS, key=lambda p: p[1])
-    tr.write_line(f"whole run: {_SAMPLER.run_self_peak / _GIB:.2f} GiB in pytest (during {top_self[2]}), "
-                  f"{_SAMPLER.run_child_peak / _GIB:.2f} GiB in children (during {top_child[2]})")
-    for own, kids, nodeid in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
-        tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB  {nodeid}")
+    tr.section("peak memory (pytest: resident; its child processes: proportional, summed)")
+    for exceeded in _EXCEEDED + ([_SAMPLER.exceeded] if _SAMPLER.exceeded else []):
+        tr.write_line(f"PRUNELAB_TEST_RSS_LIMIT_GB passed: {exceeded}", red=True)
+    workers = sorted({p[3] for p in _PEAKS})
+    for worker in workers:
+        mine = [p for p in _PEAKS if p[3] == worker]
+        top_self = max(mine)
+        top_child = max(mine, key=lambda p: p[1])
+        tr.write_line(f"{'worker ' + worker if worker else 'pytest'}: {top_self[0] / _GIB:.2f} GiB in the process "
+                      f"(during {top_self[2]}), {top_child[1] / _GIB:.2f} GiB in its children "
+                      f"(during {top_child[2]})")
+    tr.write_line(f"whole run: {_SAMPLER.run_total_peak / _GIB:.2f} GiB at most, pytest and every process it started "
+                  "together (sampled every 0.1 s)")
+    for own, kids, nodeid, worker in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
+        tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB  {nodeid}" + (f"  [{worker}]" if worker else ""))

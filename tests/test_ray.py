@@ -160,13 +160,18 @@ def test_ray_results_equal_local_and_files_come_back(tmp_path, driver, tiny):
 
 
 def test_driver_killed_mid_plan_resumes_on_the_cluster(tmp_path, cluster, tiny):
+    from conftest import write_fake_fashion
+
     model, _, _ = tiny
-    path = plan_file(tmp_path, model, batches=20)
+    # a Fashion-MNIST of 240 images: the driver and both workers each load the data (the whole set took
+    # the driver, its workers and the cluster to 4.8 GiB together)
+    data = write_fake_fashion(tmp_path / "fashion", n_train=240, n_test=120)
+    path = plan_file(tmp_path, model, batches=20, extra=f'[data]\nspec = "fashion-mnist:{data}"\n')
     store = tmp_path / "s.sqlite"
     cmd = [sys.executable, "main.py", "sweep", str(path), "--store", str(store), "--executor", "ray", "--address",
            cluster, "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a wait, not a timing: the first run takes minutes on a busy machine
     stored = 0
     while time.monotonic() < deadline and proc.poll() is None and not stored:
         time.sleep(0.2)
