@@ -28,6 +28,8 @@ def profile_lines(profile) -> list[str]:
                      f"{f'{t.low:.4f}–{t.high:.4f}':>19} {t.share:>6.1%}  {shown}")
     lines.append(f"{'everything else'.ljust(width)}  {'':<7} {'':>5} {profile.other_ms:>9.4f} {'':>19} "
                  f"{profile.other_share:>6.1%}  (normalisation, activations, pooling, additions)")
+    if profile.note:
+        lines.append(f"note: {profile.note} (compare figures measured on a quiet machine only)")
     steps = {t.name: profile.curves[t.name].steps() for t in profile.layers if t.name in profile.curves}
     stepped = [f"{n} (at {', '.join(map(str, s))})" for n, s in steps.items() if s]
     if stepped:

@@ -28,10 +28,10 @@ from engine.errors import UserError
 from engine.events import CancelToken, Progress
 from engine.layers import prunable_layers
 from engine.timing import (_sync, _warm_up, architecture_signature, default_threads, fixed_threads,
-                           iter_comparison_round, machine_load, median_interval)
+                           iter_comparison_round, machine_load, median_interval, noise_note, relative_spread)
 from engine.runtimes import ONNXRUNTIME, TORCH, OrtModel, check_runtime, onnx_file, ort_session
 
-CACHE_VERSION = 1  # bump when the measurement changes, so older cached figures are not reused
+CACHE_VERSION = 2  # bump when the measurement changes, so older cached figures are not reused
 WIDTH_POINTS = 8  # widths per curve: k/8 of the layer's output channels, k = 1..8
 
 
@@ -104,6 +104,7 @@ class Profile:
     cached: bool = False  # read from the cache rather than measured now
     deployed_ms: float | None = None  # onnxruntime with every graph optimisation (the profile's own pass keeps
     # each node's name, so it is timed with basic optimisation)
+    note: str = ""  # 'noisy machine: ...' when other work or spread rounds make the figures unreliable
 
     def layer(self, name: str) -> LayerTime | None:
         """The figure of one layer, or None."""
@@ -468,7 +469,9 @@ def iter_profile(model: nn.Module, input_shape: Shape, batch: int = 64, runtime:
                       round(total_high, 4), tuple(times), round(other, 4), round(other / total, 4) if total else 0.0,
                       found, len(totals), round(coverage, 4), architecture_signature(model), machine_id(),
                       load.load_avg, round(time.perf_counter() - start, 2), False,
-                      None if deployed is None else round(deployed, 4))
+                      None if deployed is None else round(deployed, 4),
+                      noise_note({"the whole pass": relative_spread(totals)}, load.cores, load.other_busy,
+                                 load.load_avg, threads) if device == "cpu" else "")
     if use_cache:
         store(key, profile)
     yield profile

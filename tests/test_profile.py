@@ -111,3 +111,11 @@ def test_profile_bad_input_is_one_line_before_loading(args, words, tmp_path, cac
     code, _, stderr = run_cli(["profile", "--model", "demo:resnet", "--data", "fashion-mnist", *args], tmp_path)
     assert code == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
+
+
+def test_a_busy_machine_is_said_beside_the_profile(cache, monkeypatch):
+    from engine.timing import MachineLoad
+
+    monkeypatch.setattr(prof, "machine_load", lambda *a, **k: MachineLoad(2, 2.0, 30.0))
+    p = profile_model(tiny_resnet(), (1, 16, 16), batch=1, threads=1, rounds=5, passes=1, curves=False)
+    assert p.note.startswith("noisy machine") and "2.0 of 2 cores" in p.note
