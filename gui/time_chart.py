@@ -6,13 +6,18 @@ classifier may cost more than their MACs suggest, and the chart shows it from me
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt  # PySide6 first, so pyqtgraph binds it
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from typing import Any, Generator
+
+from PySide6.QtCore import Qt, Signal  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
 
-from engine.profile import Profile
+from engine.config import RUNTIMES
+from engine.events import CancelToken, Progress
+from engine.profile import Profile, iter_profile
 from gui import theme
+from gui.jobs import WorkerJob
 
 MAX_BARS = 12  # the costliest layers shown by name; the rest joins "everything else"
 OTHER = "everything else"
@@ -34,16 +39,59 @@ def chart_rows(before: Profile, after: Profile | None = None, most: int = MAX_BA
     return rows
 
 
+class ProfileJob(WorkerJob):
+    """Time each layer of the loaded model and, when a run is selected, of its pruned model (engine.profile)."""
+
+    name, title = "profile", "Could not measure where the time goes"
+
+    def __init__(self, commands, chart: "TimeChart", runtime: str) -> None:
+        super().__init__(commands)
+        self.chart, self.runtime = chart, runtime
+        self.original = commands.session.loaded.bundle
+        record = commands.session.selected_record()
+        self.pruned = record.pruned if record is not None else None
+        self.batch = record.config.batch_size if record is not None else 64
+
+    def work(self, cancel: CancelToken) -> Generator[Any, None, tuple[Profile, Profile | None]]:
+        found: list[Profile] = []
+        models = [("original", self.original)] + ([("pruned", self.pruned)] if self.pruned is not None else [])
+        for label, bundle in models:
+            for ev in iter_profile(bundle.model, bundle.input_shape, batch=self.batch, runtime=self.runtime,
+                                   curves=False, cancel=cancel):
+                if isinstance(ev, Progress):
+                    yield Progress(ev.phase, ev.done, ev.total, f"{label}: {ev.message}")
+                else:
+                    found.append(ev)
+        return found[0], found[1] if len(found) > 1 else None
+
+    def on_success(self, result: tuple[Profile, Profile | None]) -> None:
+        self.chart.show_profiles(*result)
+
+
 class TimeChart(theme.PaletteWidget):
     """Horizontal bars of measured milliseconds per layer, the original in grey and the pruned model beside it."""
 
+    profiled = Signal(object, object)  # (the original's Profile, the pruned model's or None): the layer table
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.commands = None  # set by attach(): the window's commands, to start the job
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.title = QLabel("Where the time goes: profile the model to see each layer's measured time")
+        row = QHBoxLayout()
+        self.title = QLabel("Where the time goes: measure it to see each layer's time on this machine")
         self.title.setWordWrap(True)
-        layout.addWidget(self.title)
+        row.addWidget(self.title, 1)
+        self.runtime = QComboBox()
+        self.runtime.addItems(RUNTIMES)
+        self.runtime.setToolTip("Time the model in PyTorch or in onnxruntime (its ONNX export)")
+        row.addWidget(self.runtime)
+        self.measure = QPushButton("Measure where the time goes")
+        self.measure.setToolTip("Time each prunable layer of the loaded model and of the selected run's pruned "
+                                "model (cached per machine, so a second look is instant)")
+        self.measure.clicked.connect(self._on_measure)
+        row.addWidget(self.measure)
+        layout.addLayout(row)
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "ms per pass")
         self.plot.setMouseEnabled(x=False, y=False)
@@ -58,10 +106,22 @@ class TimeChart(theme.PaletteWidget):
         self.plot.setBackground(theme.plot_background())
         self._draw()
 
+    def attach(self, commands) -> None:
+        """Let the Measure button start its job through the window's commands."""
+        self.commands = commands
+
+    def _on_measure(self) -> None:
+        commands = self.commands
+        if commands is None or commands.session.loaded is None:
+            return
+        commands.start_job(ProfileJob(commands, self, self.runtime.currentText()))
+
     def show_profiles(self, before: Profile | None, after: Profile | None = None) -> None:
         """Draw the original's profile and, when given, the pruned model's beside it."""
         self.before, self.after = before, after
         self._draw()
+        if before is not None:
+            self.profiled.emit(before, after)
 
     def _draw(self) -> None:
         self.plot.clear()
@@ -85,5 +145,6 @@ class TimeChart(theme.PaletteWidget):
                 f"original {b.total_ms:.2f} ms per pass (grey)")
         if self.after is not None:
             text += f", pruned {self.after.total_ms:.2f} ms (colour)"
-        self.title.setText(text + ". Bars are measured, not MACs.")
+        note = f" ({b.note})" if b.note else ""
+        self.title.setText(text + ". Bars are measured, not MACs." + note)
         self.title.setTextFormat(Qt.TextFormat.PlainText)

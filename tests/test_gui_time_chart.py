@@ -29,9 +29,38 @@ def test_the_chart_draws_before_and_after(qtbot):
 
     chart = TimeChart()
     qtbot.addWidget(chart)
-    assert chart.rows == [] and "profile" in chart.title.text()
+    assert chart.rows == [] and "measure it" in chart.title.text()
     chart.show_profiles(profile({"a": 1.0, "b": 5.0}, 2.0))
     assert len(chart.plot.getPlotItem().items) == 1 and "original 8.00 ms" in chart.title.text()
     chart.show_profiles(profile({"a": 1.0, "b": 5.0}, 2.0), profile({"a": 0.4, "b": 2.0}, 1.0))
     assert len(chart.plot.getPlotItem().items) == 2 and "pruned 3.40 ms" in chart.title.text()
     assert [r[0] for r in chart.rows] == ["b", "a", "everything else"]
+
+
+def test_the_profile_job_times_the_original_and_the_selected_run(qtbot, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from conftest import tiny_resnet
+    from engine.events import CancelToken, result_of
+    from engine.models import ModelBundle
+    from gui.time_chart import ProfileJob, TimeChart
+
+    monkeypatch.setenv("PRUNELAB_CACHE_DIR", str(tmp_path))
+    original = ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 12, 12), 10)
+    pruned = ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 12, 12), 10)
+    record = SimpleNamespace(pruned=pruned, config=SimpleNamespace(batch_size=2))
+    session = SimpleNamespace(loaded=SimpleNamespace(bundle=original), selected_record=lambda: record)
+    started = []
+    commands = SimpleNamespace(session=session, start_job=started.append)
+    chart = TimeChart()
+    qtbot.addWidget(chart)
+    chart.attach(commands)
+    chart.measure.click()
+    job = started[0]
+    assert isinstance(job, ProfileJob) and job.batch == 2 and job.runtime == "torch"
+    seen = []
+    chart.profiled.connect(lambda b, a: seen.append((b, a)))
+    job.on_success(result_of(job.work(CancelToken())))
+    before, after = seen[0]
+    assert before.batch == 2 and after is not None and [t.name for t in after.layers] == [t.name for t in before.layers]
+    assert len(chart.plot.getPlotItem().items) == 2
