@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QTimer, Slot  # PySide6 first, so pyqtgraph binds it
+from PySide6.QtCore import Qt, QTimer, Slot  # PySide6 first, so pyqtgraph binds it
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
@@ -134,6 +134,7 @@ class LivePlots(theme.PaletteWidget):
         self.canvas.ci.layout.setAlignment(self.legend, pg.QtCore.Qt.AlignmentFlag.AlignHCenter)
         self.legend.setVisible(False)
         self.plots: dict[str, pg.PlotItem] = {}
+        self._titles = {series.key: series.title for series in SERIES}  # as meant; _fit_titles may wrap them
         for index, series in enumerate(SERIES):
             plot = self.canvas.addPlot(row=1 + index // 2, col=index % 2, title=series.title, viewBox=SteadyViewBox())
             plot.setLabel("bottom", "pruning step")
@@ -347,8 +348,10 @@ class LivePlots(theme.PaletteWidget):
                 points = [p for p in points if p[1] is not None]
                 edge.setData([p[0] for p in points], [p[1] for p in points])
         self._dirty.clear()
-        self.plots["latency"].setTitle(f"Latency at batch {batch or 'size of the run'} (p5–p95 band)",
-                                       color=theme.plot_foreground().name(), size="11pt")
+        title = f"Latency at batch {batch} (p5–p95 band)" if batch else "Latency per batch (p5–p95 band)"
+        if title != self._titles["latency"]:
+            self._titles["latency"] = title
+            self._fit_titles()
         for curves in shown.values():
             x, _ = curves.items["latency"].getData()
             measured_latency |= x is not None and len(x) > 0
@@ -388,12 +391,32 @@ class LivePlots(theme.PaletteWidget):
         self._dirty.update(self.runs)
         self._on_redraw()
 
+    def _fit_titles(self) -> None:
+        """Each title on one line, or with its words in brackets on a second line when the two columns would not
+        fit otherwise (beside the Lesson panel at 1280 px, one-line titles pushed the right-hand plots out)."""
+        colour = theme.plot_foreground().name()
+        for two_lines in (False, True):
+            for key, title in self._titles.items():
+                head, bracket, tail = title.partition(" (")
+                self.plots[key].setTitle(f"{head}<br>({tail}" if two_lines and bracket else title, color=colour,
+                                         size="11pt")
+            # (the canvas layout's own hint lags until it is laid out again; each plot's is current)
+            widths = [self.plots[s.key].effectiveSizeHint(Qt.SizeHint.MinimumSize).width() for s in SERIES]
+            if max(widths[0] + widths[1], widths[2] + widths[3]) + 20 <= self.width():
+                break
+        # the grid kept the width its old minimum forced on it: lay it out on the canvas again
+        self.canvas.setRange(self.canvas.range, padding=0, disableAutoPixel=False)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        super().resizeEvent(event)
+        self._fit_titles()
+
     def _apply_palette(self) -> None:
         fg = theme.plot_foreground()
         self.canvas.setBackground(theme.plot_background())
+        self._fit_titles()
         for series in SERIES:
             plot = self.plots[series.key]
-            plot.setTitle(series.title, color=fg.name(), size="11pt")
             for side in ("left", "bottom"):
                 axis = plot.getAxis(side)
                 axis.setPen(fg)

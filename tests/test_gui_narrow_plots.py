@@ -1,0 +1,34 @@
+"""Plots beside the Lesson panel at 1280×720 (issue 24, items 9 and 10): the tab area is about 580 px wide there,
+and the Live plots' titles, one line each, needed 746 px, so the right-hand plots and their titles ("Parameters
+(non-", "Latency at batch size of t") were cut off. Offscreen, no model, a second."""
+from __future__ import annotations
+
+from tests.gui_helpers import qt_environment
+
+qt_environment()  # before the first Qt import
+
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.mark.parametrize("width", [560, 1000])
+def test_live_plots_keep_both_columns_and_their_titles_in_sight(qtbot, width):
+    from PySide6.QtCore import Qt
+
+    from gui.plots import LivePlots
+
+    live = LivePlots()
+    qtbot.addWidget(live)
+    live.show()
+    live.resize(width, 480)
+    qtbot.waitUntil(lambda: live.canvas.width() == width, timeout=2000)
+    live._on_redraw()  # the latency title, as after a run
+    qtbot.wait(20)
+    needed = live.canvas.ci.effectiveSizeHint(Qt.SizeHint.MinimumSize).width()
+    assert needed <= live.canvas.width(), f"the plots need {needed:.0f} px of {live.canvas.width()}"
+    for key, plot in live.plots.items():
+        title = plot.titleLabel
+        right = title.mapRectToScene(title.item.boundingRect()).right()
+        assert plot.sceneBoundingRect().right() <= live.canvas.width() + 1, key
+        assert right <= live.canvas.width() + 1, f"{key}'s title ends at {right:.0f} px of {live.canvas.width()}"
