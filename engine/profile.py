@@ -419,6 +419,11 @@ def iter_profile(model: nn.Module, input_shape: Shape, batch: int = 64, runtime:
             return
     start = time.perf_counter()
     dev = torch.device(device)
+    first = next(model.parameters(), None)
+    if first is not None and first.device != dev:  # the caller's model stays where it is
+        import copy
+
+        model = copy.deepcopy(model).to(dev)
     model = model.eval()
     layers = prunable_layers(model)
     names = [n for n, _ in layers]
