@@ -96,6 +96,8 @@ class TimeChart(theme.PaletteWidget):
         self.plot.setLabel("bottom", "ms per pass")
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
+        self.plot.setMinimumHeight(220)
+        self.plot.setVisible(False)  # a row with the button until something is measured
         layout.addWidget(self.plot, 1)
         self.before: Profile | None = None
         self.after: Profile | None = None
@@ -125,6 +127,7 @@ class TimeChart(theme.PaletteWidget):
 
     def _draw(self) -> None:
         self.plot.clear()
+        self.plot.setVisible(self.before is not None)
         if self.before is None:
             self.rows = []
             return
