@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.errors import UserError
 from engine.methods import Method, get_method
-from engine.training import OPTIMIZERS
+from engine.training import OPTIMIZERS, SCHEDULES
 
 SCOPES = ("layer", "global")
 RUNTIMES = ("torch", "onnxruntime")  # what a latency is measured on (engine.runtimes)
@@ -158,6 +158,15 @@ class PruneConfig:
                                         help="softens both models' outputs before they are compared")
     distill_weight: float = option(0.7, label="distillation weight", group=RECOVERY, low=0.0, high=1.0,
                                    rule="between 0 and 1", help="share of the loss that comes from the teacher")
+    finetune_schedule: str = option("cosine", label="learning-rate schedule", group=RECOVERY, choices=SCHEDULES,
+                                    help="how the fine-tuning learning rate moves: cosine decay, one-cycle (warm-up "
+                                         "then cosine) or constant")
+    warmup: float = option(0.0, label="warm-up share", group=RECOVERY, low=0.0, high=1.0, high_open=True,
+                           rule="in [0, 1)", help="share of the fine-tuning steps the learning rate climbs first "
+                                                  "(cosine and constant schedules)")
+    label_smoothing: float = option(0.0, label="label smoothing", group=RECOVERY, low=0.0, high=1.0,
+                                    high_open=True, rule="in [0, 1)",
+                                    help="share of each label spread over the other classes while fine-tuning")
     sparsity_reg: float = option(
         0.0, label="sparsity penalty", group=METHOD, flag="--sparsity-reg", low=0.0, rule="not negative",
         decimals=5, step=1e-4, metavar="L",

@@ -374,7 +374,8 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
                                Phase.FINETUNE if cfg.recovers_by_training else Phase.EVALUATE)
     if cfg.recovers_by_training:
         tcfg = TrainConfig(epochs=cfg.finetune_epochs or 1, lr=cfg.finetune_lr, optimizer=cfg.optimizer,
-                           schedule="cosine", max_batches=cfg.finetune_batches, seed=cfg.seed + step,
+                           schedule=cfg.finetune_schedule, warmup=cfg.warmup, label_smoothing=cfg.label_smoothing,
+                           max_batches=cfg.finetune_batches, seed=cfg.seed + step,
                            device=dev.type, distill_temperature=cfg.distill_temperature,
                            distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4)
         for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase=Phase.FINETUNE):

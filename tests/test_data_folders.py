@@ -62,7 +62,8 @@ def test_any_size_is_resized_by_the_shorter_side_and_centre_cropped(mixed):
     assert x.shape == (8, 3, 32, 32)
     for i, (path, label) in enumerate(mixed.splits["val"].samples):
         assert int(y[i]) == label
-        assert torch.allclose(x[i], expected(path), atol=1e-5), path
+        # rounded to 8 bits after the resize, as the fine-tuning cache stores images (engine.data.cache)
+        assert torch.allclose(x[i], expected(path), atol=0.5 / 255 + 1e-5), path
 
 
 def test_the_red_band_of_a_wide_image_is_cropped_away(tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from engine.data.common import Normalization, Shape, shown
-from engine.data.tensors import convert_batch, cover_size, random_crop_flip
+from engine.data.tensors import convert_batch, cover_size, quantised, random_crop_flip
 from engine.errors import UserError
 
 MAX_WORKERS = 4  # more rarely helps a single model, and each worker holds its own memory
@@ -86,7 +86,9 @@ class FolderTransform:
         self.std = torch.tensor(norm.std).view(-1, 1, 1) if norm else None
 
     def __call__(self, x: torch.Tensor, augment_seed: int | None = None) -> torch.Tensor:
-        x = convert_batch(x[None].float().div_(255.0), self.shape)
+        # Rounded to 8 bits after the resize, as the fine-tuning cache (`engine.data.cache`) stores it, so a
+        # cached pass gives the very same tensors.
+        x = quantised(convert_batch(x[None].float().div_(255.0), self.shape))
         if augment_seed is not None:
             x = random_crop_flip(x, torch.Generator().manual_seed(augment_seed), pad=self.pad, flip=self.flip)
         x = x[0].contiguous()

@@ -58,20 +58,41 @@ def convert_batch(x: torch.Tensor, shape: Shape) -> torch.Tensor:
     return resize_crop(x, (h, w))
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
-    """Per-sample random shifts (zero padding) and horizontal flips, vectorised over the batch."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+def shift_draws(n: int, generator: torch.Generator, pad: int, flip: bool) -> tuple[torch.Tensor, ...]:
+    """The random shifts (dy, dx) and flips (mask or None) of `random_crop_flip`, in its order of draws."""
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    mask = torch.rand(n, generator=generator) < 0.5 if flip else None
+    return dy, dx, mask
+
+
+def shift_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, mask: torch.Tensor | None,
+               pad: int) -> torch.Tensor:
+    """Shift each sample by (dy - pad, dx - pad) with zero padding, and flip those in `mask`."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
     rows = torch.arange(h)[None, :] + dy[:, None]
     cols = torch.arange(w)[None, :] + dx[:, None]
     out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))
     out = out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
+    if mask is not None:
         out = torch.where(mask[:, None, None, None], out.flip(3), out)
     return out
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
+    """Per-sample random shifts (zero padding) and horizontal flips, vectorised over the batch."""
+    return shift_flip(x, *shift_draws(len(x), generator, pad, flip), pad)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """A float batch in [0, 1] as 8-bit pixels (rounded), the form image caches hold."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def quantised(x: torch.Tensor) -> torch.Tensor:
+    """`x` rounded to 8-bit levels, still float: what a batch read back from a uint8 cache holds."""
+    return to_uint8(x).float().div_(255.0)
 
 
 class TensorSplit:
