@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine import data as data_mod  # noqa: E402
-from engine.models import DemoResNet, DemoVGG  # noqa: E402
+from engine.models import DemoResNet, DemoVGG, ModelBundle  # noqa: E402
 from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport,  # noqa: E402,F401  (hooks)
                              pytest_runtest_protocol, pytest_sessionfinish, pytest_sessionstart,
                              pytest_terminal_summary, pytest_testnodedown)
@@ -103,6 +103,25 @@ def tiny_vgg(in_channels: int = 1, num_classes: int = 10) -> DemoVGG:
 def tiny_model() -> DemoResNet:
     """A fresh tiny residual model in eval mode."""
     return tiny_resnet()
+
+
+@pytest.fixture
+def tiny(fashion) -> ModelBundle:
+    """A fresh DemoResNet with 8/16/32 channels (seed 0) carrying Fashion-MNIST's normalisation and classes."""
+    torch.manual_seed(0)
+    model = DemoResNet(widths=(8, 16, 32)).eval()
+    return ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
+                       arch_kwargs={"widths": [8, 16, 32]})
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """A shown main window with temporary settings and no automatic demo load (tests/gui_helpers.py)."""
+    from gui_helpers import close_window, open_window
+
+    win = open_window(qtbot, tmp_path, monkeypatch)
+    yield win
+    close_window(qtbot, win)
 
 
 def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"), per_class: int = 6,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import warnings
 from pathlib import Path
 
 # Before any Qt import: no display, no Chromium (see gui/graph_view.py for the fallback).
@@ -17,7 +16,6 @@ os.environ["PRUNELAB_NO_WEBENGINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from pytestqt.exceptions import TimeoutError as QtTimeout  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
@@ -42,25 +40,6 @@ def tiny_bundle() -> ModelBundle:
 def make_settings(folder: Path) -> Settings:
     """Settings in a temporary INI file, so tests never touch the user's settings."""
     return Settings(QSettings(str(folder / "prunelab.ini"), QSettings.Format.IniFormat))
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    """A main window with temporary settings and no automatic demo load."""
-    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
-    win = MainWindow(settings=make_settings(tmp_path), autoload=False, log_path=tmp_path / "prunelab.log")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    if win.busy:  # a cancelled job ends at its next event: a slow one on a loaded machine takes a while
-        try:
-            with qtbot.waitSignal(win.job_stopped, timeout=RUN_TIMEOUT_MS):
-                win.cancel_job()
-        except QtTimeout:
-            # Seen twice on a machine loaded by other jobs, after the test itself had passed: the run's thread
-            # had not reported its end 90 s later. A warning, so the run is still reported, not hidden.
-            warnings.warn(f"job {win.job.name if win.job else '?'} still running at teardown", stacklevel=1)
-    win.close()
 
 
 def fast_options(win: MainWindow, steps: int = 2, finetune: float = 0.0) -> None:

@@ -14,25 +14,12 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 
 from engine.data import Normalization  # noqa: E402
 from engine.models import DemoResNet, ModelBundle  # noqa: E402
 from gui import menus  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
-from gui.settings import Settings  # noqa: E402
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
-    win = MainWindow(settings=Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat)),
-                     autoload=False, log_path=tmp_path / "prunelab.log")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def _record(source: Path) -> SimpleNamespace:

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMenu, QMessageBox  # noqa: E402
 
 from engine.models import build_arch, first_conv, list_architectures  # noqa: E402
@@ -24,7 +24,6 @@ from gui.main_window import MainWindow  # noqa: E402
 from gui.menus import _fill_recent  # noqa: E402
 from gui.open_model import OpenModelDialog, open_model_dialog  # noqa: E402
 from gui.open_model_recipe import parse_shape, plain, remembered_recipe  # noqa: E402
-from gui.settings import Settings  # noqa: E402
 
 TIMEOUT_MS = 90_000
 ARCH = "torchvision:mobilenet_v3_small"  # small and quick at 28×28
@@ -55,22 +54,14 @@ class NotAModel:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch, fashion):
-    """A main window with temporary settings, Fashion-MNIST at hand and nothing loaded."""
-    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
-    settings = Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings=settings, autoload=False, log_path=tmp_path / "prunelab.log")
-    qtbot.addWidget(win)
-    win.raw_data_cache["fashion-mnist"] = fashion
-    win.asked = []
-    win._ask_trust = lambda path, message, what: (win.asked.append(what), win.trust_answer)[1]
-    win.trust_answer = True
-    win.show()
-    yield win
-    if win.busy:
-        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
-            win.cancel_job()
-    win.close()
+def window(window, fashion):
+    """The shared window (tests/conftest.py) with Fashion-MNIST at hand, nothing loaded, and the trust question
+    answered by `trust_answer` (recorded in `asked`)."""
+    window.raw_data_cache["fashion-mnist"] = fashion
+    window.asked = []
+    window._ask_trust = lambda path, message, what: (window.asked.append(what), window.trust_answer)[1]
+    window.trust_answer = True
+    return window
 
 
 @pytest.fixture

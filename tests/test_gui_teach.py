@@ -14,32 +14,16 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from engine.methods import STRUCTURED, all_methods, get_method  # noqa: E402
 from engine.models import ModelBundle  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
-from gui.settings import Settings  # noqa: E402
 from tests.gui_helpers import tiny_bundle  # noqa: E402
 from gui.teach import TeachTab  # noqa: E402
 
 TIMEOUT_MS = 90_000
 SCREENSHOT = os.environ.get("PRUNELAB_TEACH_SCREENSHOT")  # a path: save the tab there (docs/screenshot_teach.png)
 
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
-    settings = Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings=settings, autoload=False, log_path=tmp_path / "prunelab.log")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    if win.busy:
-        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
-            win.cancel_job()
-    win.close()
 
 
 def load_tiny(qtbot, win: MainWindow, bundle: ModelBundle | None = None, data: str = "fashion-mnist") -> None:

@@ -13,33 +13,18 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from engine.errors import UserError  # noqa: E402
 import gui.lesson as lesson_mod  # noqa: E402
 from gui.lesson import ACTIONS, _setting, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.options import OptionField  # noqa: E402
-from gui.settings import Settings  # noqa: E402
 from tests.gui_helpers import tiny_bundle  # noqa: E402
 
 TIMEOUT_MS = 120_000
 GOOD_STEP = '[[steps]]\ntitle = "One"\ntext = "Look."\n'
 
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNELAB_SETTINGS_DIR", str(tmp_path / "settings"))
-    settings = Settings(QSettings(str(tmp_path / "prunelab.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings=settings, autoload=False, log_path=tmp_path / "prunelab.log")
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    if win.busy:
-        with qtbot.waitSignal(win.job_stopped, timeout=10_000):
-            win.cancel_job()
-    win.close()
 
 
 # ----------------------------------------------------------------------------- the file format

@@ -10,18 +10,9 @@ from engine.config import PruneConfig
 from engine.errors import UserError
 from engine.explain import coupling
 from engine.methods import STRUCTURED, all_methods, get_method
-from engine.models import DemoResNet, ModelBundle
 from engine.pruning import RunDone, run_pruning
 
 LAYER = "layer1.0.conv2"  # its output is added to the stem's: a residual group
-
-
-@pytest.fixture()
-def tiny(fashion) -> ModelBundle:
-    torch.manual_seed(0)
-    model = DemoResNet(widths=(8, 16, 32)).eval()
-    return ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
-                       arch_kwargs={"widths": [8, 16, 32]})
 
 
 def manual(channels: dict, **kw) -> PruneConfig:

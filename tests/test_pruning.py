@@ -24,14 +24,6 @@ from engine.pruning import RunDone, StepDone, run_pruning
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def tiny(fashion) -> ModelBundle:
-    torch.manual_seed(0)
-    model = DemoResNet(widths=(8, 16, 32)).eval()
-    return ModelBundle(model, "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm, fashion.class_names,
-                       arch_kwargs={"widths": [8, 16, 32]})
-
-
 def fast(**kw) -> PruneConfig:
     base = dict(eval_limit=128, measure_speed=False, round_to=None, bn_batches=2)
     base.update(kw)

@@ -10,16 +10,9 @@ import torch
 from cli.main import main as cli_main
 from engine.errors import Cancelled, UserError
 from engine.events import CancelToken, Progress
-from engine.models import DemoResNet, ModelBundle, save_model
+from engine.models import save_model
 from engine.sensitivity import (GroupSensitivity, SensitivityDone, drop_at, layer_groups, propose_layer_ratios,
                                 pruned_macs, scan)
-
-
-@pytest.fixture()
-def tiny(fashion) -> ModelBundle:
-    torch.manual_seed(0)
-    return ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
-                       fashion.class_names, arch_kwargs={"widths": [8, 16, 32]})
 
 
 def test_groups_follow_the_residual_coupling(tiny):

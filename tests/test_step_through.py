@@ -114,16 +114,6 @@ def test_an_opened_gate_lets_the_run_finish():
 
 # ----------------------------------------------------------------------------- GUI
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    pytest.importorskip("pytestqt")
-    from gui_helpers import close_window, open_window
-
-    win = open_window(qtbot, tmp_path, monkeypatch)
-    yield win
-    close_window(qtbot, win)
-
-
 def test_next_phase_advances_the_run_and_each_phase_gets_a_plot_point(window, qtbot, fashion):
     from PySide6.QtCore import Qt
     from gui_helpers import TIMEOUT_MS, load_tiny, quick_options
