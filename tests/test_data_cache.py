@@ -84,14 +84,14 @@ def test_training_on_a_folder_uses_the_cache_and_removes_it(folder, tiny_model, 
     real = cache_mod.CachedDataset.__init__
 
     def spy(self, data, cache):
-        built.append(cache.on_disk)
+        built.append((cache, cache.on_disk))  # held here: removal must not wait for garbage collection
         real(self, data, cache)
 
     monkeypatch.setattr(CachedDataset, "__init__", spy)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2))
     events = list(train(model, folder, TrainConfig(epochs=2, batch_size=4, lr=0.01, validate=True)))
-    assert built == [True]  # once per run, in a memory-mapped file
+    assert [on_disk for _, on_disk in built] == [True]  # once per run, in a memory-mapped file
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "prunelab-cache-*"))) == before
     assert events[-1].history[-1].val_top1 is not None
 

@@ -6,6 +6,7 @@ import torch
 
 from engine.config import PruneConfig
 from engine.errors import UserError
+from engine.events import result_of
 from engine.models import DemoResNet, ModelBundle
 from engine.pruning import RunDone, StepDone, run_pruning
 
@@ -21,10 +22,10 @@ def _fast(**kw) -> PruneConfig:
 
 
 def _pruned(bundle, data, cfg, **kw) -> tuple[RunDone, ModelBundle]:
-    keep: list = []
-    events = list(run_pruning(bundle, data, cfg, keep=keep, **kw))
-    assert isinstance(events[-1], RunDone)
-    return events[-1], keep[0]
+    events: list = []
+    pruned = result_of(run_pruning(bundle, data, cfg, **kw), events.append)
+    assert isinstance(events[-1], RunDone) and pruned.run is events[-1]
+    return pruned.run, pruned.bundle
 
 
 def test_recover_only_trains_without_cutting_and_keeps_zeros(fashion):
