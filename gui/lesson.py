@@ -164,7 +164,8 @@ class LessonPanel(QWidget):
     def set_lesson(self, lesson: Lesson) -> None:
         """Show `lesson` from its first step."""
         self.lesson, self._pending = lesson, None
-        minutes = f" ({lesson.minutes} minutes)" if lesson.minutes else ""
+        minutes = f" ({lesson.minutes} minutes)" if lesson.minutes and f"{lesson.minutes} minutes" not in lesson.title \
+            else ""  # not "Pruning a CNN in 45 minutes (45 minutes)"
         self.title_label.setText(f"### {lesson.title}{minutes}")
         self.intro_label.setText(lesson.intro)
         self.intro_label.setVisible(bool(lesson.intro))
@@ -208,6 +209,8 @@ class LessonPanel(QWidget):
         self.next_button.setEnabled(step is not None and self.index < len(self.lesson.steps) - 1)
         self.show_button.setEnabled(bool(step and step.show_me))
         self.status_label.setText("")
+        # the introduction on the first step only: at 720 px its lines came out of every later step's text
+        self.intro_label.setVisible(bool(self.lesson and self.lesson.intro) and self.index <= 0)
         if step is None:
             self.step_label.setText("")
             self.text_label.setText("Pick a lesson above.")

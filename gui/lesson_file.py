@@ -20,7 +20,8 @@ LESSON_DIR = resource_path("lessons")
 TABS = ("Network", "Live plots", "Weights", "Results", "Experiment", "Teach")
 VIEWS = ("why", "criteria", "group", "maps")  # the Teach tab's views, in their order
 POINTS = ("run", "explain", "show_image", "run_plan", "scan")  # buttons "Show me" can point at
-PANEL_OPTIONS = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "round_to", "max_layer_ratio")
+PANEL_OPTIONS = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "measure_speed", "round_to",
+                 "max_layer_ratio")
 PLAN_OPTIONS = ("bn_recalibrate", "finetune_batches", "eval_limit", "measure_speed")  # the Experiment tab's fields
 
 
