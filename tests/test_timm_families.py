@@ -61,3 +61,69 @@ def test_nfnet_gains_follow_their_channels():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- attention with recorded sizes
+
+def tiny_attention_model(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    """A few-block TinyViT, EfficientFormer or LeViT (their attention reshapes with recorded head sizes)."""
+    torch.manual_seed(0)
+    if kind == "tinyvit":
+        from timm.models.tiny_vit import TinyVit
+
+        model = TinyVit(num_classes=5, embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 2),
+                        window_sizes=(2, 2, 2, 2), drop_path_rate=0.0)
+        return model.eval(), torch.randn(1, 3, 64, 64)
+    if kind == "efficientformer":
+        from timm.models.efficientformer import EfficientFormer
+
+        model = EfficientFormer(depths=(1, 1, 1, 2), embed_dims=(16, 32, 48, 64), num_vit=1, num_classes=5)
+        return model.eval(), torch.randn(1, 3, 224, 224)  # its attention's bias table is for 7×7 tokens
+    from timm.models.levit import Levit
+
+    model = Levit(img_size=64, num_classes=5, embed_dim=(32, 48, 64), key_dim=8, depth=(1, 1, 1), num_heads=(2, 2, 2))
+    return model.eval(), torch.randn(1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("kind", ["tinyvit", "efficientformer", "levit"])
+def test_recorded_attention_keeps_its_heads_and_prunes_the_rest(kind):
+    """The attention's head layers keep every output (their own rows), lose only the stream's pruned inputs
+    (their own columns); the stream, MLPs and convolutions are pruned near the ratio; every check passes."""
+    from engine.families.recorded_attention import recorded_attentions
+
+    model, example = tiny_attention_model(kind)
+    pruned = _prune(model, example)
+    names = dict(model.named_modules())
+    attentions = recorded_attentions(pruned)
+    assert attentions
+    for attention in attentions:
+        name = next(n for n, m in pruned.named_modules() if m is attention)
+        for inner, layer in attention.named_modules():
+            if not isinstance(layer, (nn.Linear, nn.Conv2d)) or inner.split(".")[0] == "proj":
+                continue
+            old = names[f"{name}.{inner}"].weight
+            assert layer.weight.shape[0] == old.shape[0], f"{name}.{inner} lost outputs"
+            kept = [next(j for j in range(old.shape[1]) if torch.equal(old[:, j], col))
+                    for col in layer.weight.unbind(1)]
+            assert kept == sorted(kept)  # the kept inputs, each with its own weights, in order
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.8 * params
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    with torch.no_grad():  # the stream really is narrower
+        assert pruned(example).shape == (1, 5)
+
+
+def test_attention_bound_to_its_input_width_is_refused_naming_the_layer():
+    """PVT-v2 reshapes its attention output with its input's width: refused in one line, before any pruning."""
+    from timm.models.pvt_v2 import PyramidVisionTransformerV2
+
+    from engine.errors import UserError
+
+    torch.manual_seed(0)
+    model = PyramidVisionTransformerV2(depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 2),
+                                       num_classes=5).eval()
+    with pytest.raises(UserError) as info:
+        _prune(model, torch.randn(1, 3, 64, 64))
+    message = str(info.value)
+    assert "\n" not in message and "stages.0.blocks.0.attn" in message and "magnitude-global" in message
