@@ -1,7 +1,14 @@
-"""Coverage: prune every torchvision classifier and the smallest model of 25 timm families, untrained.
+"""Coverage: prune every torchvision classifier and the smallest model of every timm family, untrained.
 
-    nice -n 10 .venv/bin/python benchmarks/coverage.py --json /tmp/coverage.json   # all; writes docs/coverage.md
-    .venv/bin/python benchmarks/coverage.py --only resnet18,timm:vit_tiny_patch16_224 --no-timm
+    nice -n 10 .venv/bin/python benchmarks/coverage.py --json docs/coverage.json   # all; writes docs/coverage.md
+    .venv/bin/python benchmarks/coverage.py --only resnet18,timm:vit_tiny_patch16_224
+    .venv/bin/python benchmarks/coverage.py --families nfnet,tiny_vit --resume docs/coverage.json --json docs/coverage.json
+
+A timm family is a module of `timm.models` (`timm.list_models(module=...)`); its smallest model by parameter
+count (built on the meta device, `test_*` models left out) is listed in benchmarks/timm_families.json, which
+`--refresh-families` rewrites (it builds every timm model: minutes). Families that are not classifiers or do
+not fit the budget are listed in EXCLUDED with the reason. With --resume, the models not run again (pruned
+there, or outside --families/--only) keep their rows, so a run of a few families updates the whole table.
 
 Each model goes through what a user gets: an ImageFolder (a few dozen synthetic RGB images, 10 classes),
 `engine.inputs.model_for_data` (channels, size and classes from the data), `engine.pruning.run_pruning`
@@ -34,27 +41,56 @@ CLASSES, PER_CLASS, IMAGE_SIDE = 10, 4, 64  # 40 images: 32 train, 4 validation,
 TARGET = 0.95  # share of the torchvision list that must prune
 TORCH_PRUNING_REPORTS = "77 of 85"  # torch-pruning's own benchmark of torchvision classifiers
 TRANSFORMERS = ("vit", "deit", "swin", "maxvit", "levit", "efficientformer")  # fixed-size models: 224
-# The smallest variant of each family's main line (parameter counts from timm 1.0 on the meta device).
-TIMM = {
-    "ResNet": "resnet10t", "EfficientNet": "efficientnet_b0", "MobileNetV3": "mobilenetv3_small_050",
-    "ConvNeXt": "convnext_atto", "RegNet": "regnetx_002", "ViT": "vit_tiny_patch16_224",
-    "DeiT": "deit_tiny_patch16_224", "Swin": "swin_tiny_patch4_window7_224", "CSPNet": "cspnext_tiny",
-    "GhostNet": "ghostnet_050", "MixNet": "mixnet_s", "RexNet": "rexnet_100", "DenseNet": "densenet121",
-    "DPN": "dpn48b", "Res2Net": "res2net50_14w_8s", "ResNeSt": "resnest14d", "SE-ResNeXt": "seresnext26d_32x4d",
-    "NFNet": "eca_nfnet_l0", "EfficientFormer": "efficientformer_l1", "MobileViT": "mobilevit_xxs",
-    "LeViT": "levit_128s", "PoolFormer": "poolformer_s12", "TinyNet": "tinynet_e", "HRNet": "hrnet_w18_small",
-    "VGG": "vgg11",
+FAMILIES = ROOT / "benchmarks" / "timm_families.json"  # timm module -> its smallest model (see the docstring)
+# Families left out of the run, with the reason (said in docs/coverage.md).
+EXCLUDED = {
+    "vision_transformer_sam": "Segment Anything's image encoder: a segmentation backbone without a classifier",
+    "hieradet_sam2": "Segment Anything 2's image encoder: a segmentation backbone without a classifier",
 }
+
+
+def timm_families() -> dict[str, str]:
+    """timm module -> the smallest model of it, excluded families left out."""
+    table = json.loads(FAMILIES.read_text())
+    return {family: row["model"] for family, row in table.items() if family not in EXCLUDED}
+
+
+def refresh_families() -> dict[str, dict]:
+    """Rebuild benchmarks/timm_families.json from the installed timm (every model on the meta device)."""
+    import timm
+    import torch
+    from timm.models import list_modules
+
+    table: dict[str, dict] = {}
+    for module in list_modules():
+        for name in timm.list_models(module=module):
+            if name.startswith("test_"):  # timm's own tiny test configurations, not a family's model
+                continue
+            try:
+                with torch.device("meta"):
+                    params = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+            except Exception as exc:  # noqa: BLE001 - a model that cannot be built is said, not fatal
+                print(f"{name}: {_first_line(exc)}", file=sys.stderr)
+                continue
+            if module not in table or params < table[module]["params"]:
+                table[module] = {"model": name, "params": params}
+    FAMILIES.write_text(json.dumps(dict(sorted(table.items())), indent=1) + "\n")
+    return table
 
 
 def input_sizes(spec: str) -> list[int]:
     """Sizes to try, natural first: 64 for convolutional networks (larger when 64 is too small), 224 for
     the transformers, 299 for Inception v3."""
-    name = spec.partition(":")[2]
+    source, _, name = spec.partition(":")
     if name == "inception_v3":
         return [299]
     if any(name.startswith(t) for t in TRANSFORMERS):
         return [224]
+    if source == "timm":  # then the size the model was made for (240, 256, 331...), when none above fits
+        import timm
+
+        side = timm.get_pretrained_cfg(name).input_size[-1] if timm.get_pretrained_cfg(name) else 224
+        return sorted({64, 128, 224, side})
     return [64, 128, 224]
 
 
@@ -64,7 +100,7 @@ def model_list(use_timm: bool) -> list[tuple[str, str]]:
 
     rows = [("torchvision", f"torchvision:{n}") for n in torchvision.models.list_models(module=torchvision.models)]
     if use_timm:
-        rows += [(f"timm {family}", f"timm:{name}") for family, name in TIMM.items()]
+        rows += [(f"timm {family}", f"timm:{name}") for family, name in timm_families().items()]
     return rows
 
 
@@ -256,6 +292,19 @@ def _unstructured(bundle, data, cfg, limit: int) -> str:
 
 # ----------------------------------------------------------------------------- the parent
 
+def selected(parser: argparse.ArgumentParser, planned: list[tuple[str, str]], args) -> list[tuple[str, str]]:
+    """The models of `planned` that --only and --families name (all without either); a name not in the list
+    is an error."""
+    if not (args.only or args.families):
+        return planned
+    wanted = {w if ":" in w else f"torchvision:{w}" for w in args.only.split(",") if w}
+    families = {f"timm {f}" for f in args.families.split(",") if f}
+    unknown = sorted(wanted - {s for _, s in planned}) + sorted(f[5:] for f in families - {c for c, _ in planned})
+    if unknown:
+        parser.error(f"not in the list: {', '.join(unknown)} (timm families: {', '.join(timm_families())})")
+    return [(c, s) for c, s in planned if s in wanted or c in families]
+
+
 def run_one(spec: str, category: str, folder: Path, args: argparse.Namespace) -> dict:
     """One model in a child process: its row plus seconds, peak RSS and the load average at its start."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", spec, "--data", str(folder),
@@ -334,7 +383,7 @@ def machine(rows: list[dict], jobs: int) -> str:
 
     cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
                 if x.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    loads = [r["load"] for r in rows] or [0.0]
+    loads = [r["load"] for r in rows if r.get("load") is not None] or [0.0]  # rows from before loads were kept have none
     text = (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2 ** 30:.0f} GiB memory, "
             f"{'CUDA available but unused' if torch.cuda.is_available() else 'CPU only'}; {jobs} model(s) at a "
             f"time. 1-minute load average at each model's start: mean {sum(loads) / len(loads):.1f}, max "
@@ -352,6 +401,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
     out = ["# Coverage: which architectures PruneLab prunes", "",
            f"Written by `benchmarks/coverage.py` (do not edit by hand). Command: `{command}`; started {started}.", "",
            f"Machine: {machine(rows, args.jobs)}", "",
+           *([f"Rows of models this run did not run again come from the earlier run in `{args.resume}` (their "
+              "seconds and load are that run's).", ""] if args.resume else []),
            *([f"**Partial: {len(rows)} of {planned} models measured** (the run was still going or was stopped; "
               "the summary counts only these).", ""] if len(rows) < planned else []),
            f"Every model untrained (no downloads), built by `engine.inputs.model_for_data` for a synthetic RGB "
@@ -382,6 +433,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
     failed = [r for r in rows if r["status"] == "failed"]
     out += ["## Failures", ""]
     out += [f"- **{r['model']}** ({r.get('input', '?')}): {r.get('reason', '')}" for r in failed] or ["None."]
+    out += ["", "## timm families left out", ""]
+    out += [f"- {family}: {reason}." for family, reason in EXCLUDED.items()]
     noted = [r for r in rows if r.get("notes")]
     if noted:
         out += ["", "## Input sizes above the natural one", ""]
@@ -401,14 +454,18 @@ def main() -> int:
     """Run every model (or --only) and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated names (resnet18, timm:resnet10t)")
+    parser.add_argument("--families", default="", help="comma-separated timm families (modules: nfnet,tiny_vit)")
+    parser.add_argument("--refresh-families", action="store_true",
+                        help=f"rewrite {FAMILIES.relative_to(ROOT)} from the installed timm, then stop")
     parser.add_argument("--timm", action=argparse.BooleanOptionalAction, default=True, help="include timm families")
     parser.add_argument("--jobs", type=int, default=1, help="models at a time (default 1)")
     parser.add_argument("--out", default=None, help="Markdown output (default docs/coverage.md; none with --only)")
     parser.add_argument("--json", default="", help="also write the rows as JSON (after every model)")
     parser.add_argument("--memory-limit", default="8G", help="budget per model (engine.budget; default 8G)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
-    parser.add_argument("--resume", default="", help="rows of a stopped run (its --json): models that pruned there "
-                                                      "are kept, the rest run again")
+    parser.add_argument("--resume", default="", help="rows of an earlier run (its --json): models that pruned there, "
+                                                      "and those outside --only/--families, keep their rows; the rest "
+                                                      "run again")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--data", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -419,32 +476,35 @@ def main() -> int:
     if args.child:
         print("RESULT " + json.dumps(child(args.child, Path(args.data), args.limit)), flush=True)
         return 0
-    models = model_list(args.timm)
-    if args.only:
-        wanted = [w if ":" in w else f"torchvision:{w}" for w in args.only.split(",")]
-        unknown = [w for w in wanted if w not in {s for _, s in models}]
-        if unknown:
-            parser.error(f"not in the list: {', '.join(unknown)}")
-        models = [(c, s) for c, s in models if s in wanted]
-    out = args.out if args.out is not None else ("" if args.only else str(ROOT / "docs" / "coverage.md"))
+    if args.refresh_families:
+        print(f"{len(refresh_families())} timm families written to {FAMILIES}")
+        return 0
+    planned = model_list(args.timm)
+    models = selected(parser, planned, args)
+    partial = len(models) < len(planned)
+    out = args.out if args.out is not None else ("" if partial and not args.resume else str(ROOT / "docs" / "coverage.md"))
     command = "python " + " ".join([Path(sys.argv[0]).as_posix().replace(str(ROOT) + "/", ""), *sys.argv[1:]])
     started = time.strftime("%Y-%m-%d %H:%M")
     rows: list[dict] = []
     if args.resume:
-        order = [s for _, s in models]
-        rows = [r for r in json.loads(Path(args.resume).read_text()) if r["status"] == "pruned" and r["model"] in order]
+        chosen, order = {s for _, s in models}, {s for _, s in planned}
+        category = {s: c for c, s in planned}  # a family's name as it is now
+        rows = [dict(r, category=category[r["model"]]) for r in json.loads(Path(args.resume).read_text())
+                if r["model"] in order and (r["status"] == "pruned" or r["model"] not in chosen)]
         done = {r["model"] for r in rows}
         models = [(c, s) for c, s in models if s not in done]
-        print(f"resuming: {len(rows)} pruned rows kept from {args.resume}, {len(models)} models to run", flush=True)
-        total = len(rows) + len(models)
+        print(f"resuming: {len(rows)} rows kept from {args.resume}, {len(models)} models to run", flush=True)
+        total = len(planned)
     else:
         total = len(models)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
         folder = write_dataset(Path(tmp) / "coverage")
         futures = [pool.submit(run_one, spec, category, folder, args) for category, spec in models]
+        position = {s: i for i, (_, s) in enumerate(planned)}
         for future in futures:
             rows.append(future.result())
             print_row(rows[-1])
+            rows.sort(key=lambda r: position[r["model"]])
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=1))
             if out:  # after every model, so a stopped run still leaves what it measured
