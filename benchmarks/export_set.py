@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.config import PruneConfig  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.deploy import save_outputs  # noqa: E402
-from engine.events import drain  # noqa: E402
+from engine.events import result_of  # noqa: E402
 from engine.inputs import fit_data, model_for_data  # noqa: E402
 from engine.pruning import run_pruning  # noqa: E402
 from tests.test_deploy import USER_CODE, rgb_folder  # noqa: E402 - the test's models and folder
@@ -34,10 +34,8 @@ def _pruned(src: str, spec: str, shape, code: str | None = None):
     data = load_dataset(spec, input_shape=shape)
     bundle = model_for_data(src, data, model_code=code, input_shape=shape)
     fitted = fit_data(bundle, data)
-    keep: list = []
     cfg = PruneConfig(method="l1", pruning_ratio=0.5, measure_speed=False, eval_limit=200)
-    drain(run_pruning(bundle, fitted, cfg, keep=keep))
-    return keep[0], fitted
+    return result_of(run_pruning(bundle, fitted, cfg)).bundle, fitted
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data import load_dataset  # noqa: E402
-from engine.events import drain  # noqa: E402
+from engine.events import result_of  # noqa: E402
 from engine.timing import (PairedSpeedup, machine_load, measure_latency, measure_paired_speedup,  # noqa: E402
                             usable_cores)
 from engine.models import DemoResNet, ModelBundle, load_model  # noqa: E402
@@ -70,10 +70,10 @@ def main() -> None:
     bundle = load(args.model)
     data = load_dataset("fashion-mnist")
     shape = bundle.input_shape or data.input_shape
-    kept: list[ModelBundle] = []
     cfg = PruneConfig(method="l2", pruning_ratio=args.ratio, eval_limit=512, measure_speed=False)
-    done = drain(run_pruning(bundle, data, cfg, keep=kept))
-    original, pruned = bundle.model.eval(), kept[0].model.eval()
+    result = result_of(run_pruning(bundle, data, cfg))
+    done = result.run
+    original, pruned = bundle.model.eval(), result.bundle.model.eval()
     print(f"l2 at {args.ratio}: MACs {done.speedups()['macs']:.2f}x lower, top-1 {done.before.top1:.2%} -> "
           f"{done.after.top1:.2%}")
     sizes = (1, args.batch_size)

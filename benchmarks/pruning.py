@@ -21,7 +21,7 @@ from torch.nn.utils import prune as torch_prune
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data import load_fashion_mnist  # noqa: E402
-from engine.events import drain  # noqa: E402
+from engine.events import result_of  # noqa: E402
 from engine.layers import classifier_head, prunable_layers  # noqa: E402
 from engine.methods import all_methods  # noqa: E402
 from engine.metrics import count_macs, count_params, size_on_disk  # noqa: E402
@@ -59,9 +59,8 @@ def plain_torch_pruning(model: nn.Module, ratio: float, round_to: int) -> tuple[
 def ours(bundle: ModelBundle, data, method: str, ratio: float, round_to: int | None = 8):
     """Our pipeline with evaluation cut to a minimum; returns (pruned model, pruning seconds)."""
     cfg = PruneConfig(method=method, pruning_ratio=ratio, round_to=round_to, eval_limit=64, measure_speed=False)
-    kept: list[ModelBundle] = []
-    done = drain(run_pruning(bundle, data, cfg, keep=kept))
-    return kept[0].model.eval(), done.prune_seconds
+    pruned = result_of(run_pruning(bundle, data, cfg))
+    return pruned.bundle.model.eval(), pruned.run.prune_seconds
 
 
 def interleaved_latency(a: nn.Module, b: nn.Module, batch: int = 64, rounds: int = 3) -> tuple[float, float]:

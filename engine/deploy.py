@@ -399,10 +399,10 @@ def model_card(meta: dict) -> str:
 
 
 def _import_line(meta: dict) -> list[str]:
-    arch = meta["architecture"]
-    if arch.startswith("code:"):
-        return [f"# {arch.rpartition(':')[2]}: your class, from {meta['original'].get('code_file')}"]
-    return [f"import {arch.partition(':')[0]}"]
+    arch = ModelSource.parse(meta["architecture"])
+    if arch.kind is ModelKind.CODE:
+        return [f"# {arch.code_class}: your class, from {meta['original'].get('code_file')}"]
+    return [f"import {arch.kind}"]
 
 
 # The card's preprocessing: engine.data's decode, convert_batch and normalisation, with model.json's values.

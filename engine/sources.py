@@ -2,8 +2,9 @@
 
 A model source is `demo:NAME`, `torchvision:NAME`, `timm:NAME`, `code:PATH.py:Class` or a file path; an
 architecture (what `build_arch` takes) is the same text, where a bare demo name is also accepted; the
-architecture of a weights-only file (`--model-code`) is `PATH.py:Class`, split by `split_code`. A data source is `engine.data.DatasetSpec`
-(`fashion-mnist`, `imagefolder:DIR`, `cifar10:DIR`), re-exported here as `DataSource`.
+architecture of a weights-only file (`--model-code`) is `PATH.py:Class`, split by `split_code`. A data
+source is `engine.data.DatasetSpec` (`fashion-mnist`, `imagefolder:DIR`, `cifar10:DIR`), re-exported here
+as `DataSource`.
 
 `str(source)` gives back the text it was parsed from (stores and plans keep the text, so their keys
 stay as they were).
@@ -11,7 +12,7 @@ stay as they were).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from engine.data.common import DatasetSpec as DataSource
 from engine.data.common import parse_dataset_spec as parse_data_source
@@ -19,8 +20,8 @@ from engine.data.common import parse_dataset_spec as parse_data_source
 __all__ = ["DataSource", "ModelKind", "ModelSource", "parse_data_source", "split_code"]
 
 
-class ModelKind(str, Enum):
-    """Where a model comes from."""
+class ModelKind(StrEnum):
+    """Where a model comes from (its text is the source's prefix)."""
 
     DEMO = "demo"  # PruneLab's demo zoo, with its trained weights
     TORCHVISION = "torchvision"  # an architecture by name, built untrained for the data

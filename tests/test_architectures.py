@@ -244,6 +244,7 @@ def test_pruner_does_not_keep_models_alive_through_shared_defaults():
 def test_timm_vit_through_the_pipeline(fashion):
     """run_pruning (with one fine-tuning batch) on a tiny timm ViT: the pruned model passes check_pruned."""
     from engine.config import PruneConfig
+    from engine.events import result_of
     from engine.models import ModelBundle
     from engine.pruning import RunDone, run_pruning
 
@@ -252,11 +253,11 @@ def test_timm_vit_through_the_pipeline(fashion):
     bundle = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
     cfg = PruneConfig(method="l2", pruning_ratio=RATIO, round_to=8, eval_limit=64, measure_speed=False,
                       finetune_batches=1, batch_size=16)
-    keep: list = []
-    done = list(run_pruning(bundle, fashion, cfg, keep=keep))[-1]
+    result = result_of(run_pruning(bundle, fashion, cfg))
+    done = result.run
     assert isinstance(done, RunDone), done
     assert done.after.params < done.before.params
-    pruned = keep[0].model
+    pruned = result.bundle.model
     attn = pruned.blocks[0].attn
     assert attn.num_heads == 1 and attn.head_dim == 16 and attn.attn_dim == 16
     # the pipeline checked the share with its own rounding units (a failure would be in the notes)

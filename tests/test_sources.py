@@ -53,3 +53,8 @@ def test_load_inputs_loads_the_data_then_fits_the_model(cifar_folder):
         list(load_inputs_events(ModelBundle(tiny_resnet(3, 4), "mem", "module", None, None), inputs.raw))
     with pytest.raises(UserError, match="unknown demo model"):
         load_inputs("demo:nothing", inputs.raw)
+
+
+def test_a_kind_reads_as_its_prefix():
+    """The model card writes `import {kind}`: a kind in text is the prefix, never 'ModelKind.TIMM'."""
+    assert f"import {ModelKind.TIMM}" == "import timm" and str(ModelKind.CODE) == "code"

@@ -199,9 +199,10 @@ def _run(bundle: ModelBundle, fashion, **options):
 
     data = fit_data(bundle, fashion)
     cfg = PruneConfig(**{"eval_limit": 20, "measure_speed": False, **options})
-    keep: list = []
-    done = list(run_pruning(bundle, data, cfg, keep=keep))[-1]
-    return done, keep[0].model
+    from engine.events import result_of
+
+    pruned = result_of(run_pruning(bundle, data, cfg))
+    return pruned.run, pruned.bundle.model
 
 
 def _channel_shares(before: ModelBundle, after: torch.nn.Module) -> dict[str, float]:

@@ -94,10 +94,6 @@ class Outcome:
     result: RunResult | None = None
     failed: str = ""
 
-    @property
-    def status(self) -> RunStatus:
-        return RunStatus.DONE if self.result is not None else RunStatus.FAILED
-
 
 @dataclass(frozen=True)
 class RemoteReply:

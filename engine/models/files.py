@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from engine.errors import UserError, first_line
+from engine.sources import NAMED, ModelSource
 
 # Where training scripts keep the weights inside a checkpoint dict, in order of preference
 # (PyTorch Lightning: state_dict; tutorials: model_state_dict, model, net; EMA copies last).
@@ -206,7 +207,7 @@ def recorded_arch(obj: Any, meta: dict | None = None) -> str | None:
         if isinstance(source, dict):
             found += [v for k in ("arch", "architecture", "model_name", "model") if isinstance(v := source.get(k), str)]
     for name in found:
-        if ":" in name and name.split(":", 1)[0] in ("torchvision", "timm"):
+        if ModelSource.parse(name).kind in NAMED:
             return name
         if name in torchvision_names():
             return f"torchvision:{name}"

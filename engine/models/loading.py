@@ -16,7 +16,7 @@ import torch.nn as nn
 from engine.data import Normalization, Shape
 from engine.budget import BudgetError
 from engine.errors import NeedsArchitecture, NeedsTrust, UserError
-from engine.sources import NAMED, ModelSource
+from engine.sources import NAMED, ModelKind, ModelSource
 
 from .archs import adapted_layers, build_arch, size_kwargs
 from .bundle import ModelBundle
@@ -203,11 +203,12 @@ def _from_payload(payload: dict, source: str, model_code: str | None, trust: boo
     arch = payload["arch"]
     shape = tuple(payload["input_shape"]) if payload.get("input_shape") else None
     num_classes = payload.get("num_classes") or 10
-    if arch.startswith("code:"):
+    recorded = ModelSource.parse(arch)
+    if recorded.kind is ModelKind.CODE:
         if model_code:
-            arch = f"code:{model_code}"
+            arch = str(ModelSource(ModelKind.CODE, model_code))
         elif not trust:
-            raise NeedsTrust(f"{source} was built from user code ({arch[5:]}); pass --model-code PATH.py:ClassName "
+            raise NeedsTrust(f"{source} was built from user code ({recorded.name}); pass --model-code PATH.py:ClassName "
                              "to rebuild it, or --trust to import the recorded file (runs its code)", "code")
     try:
         model = build_arch(arch, shape[0] if shape else 1, num_classes, payload.get("arch_kwargs"))
