@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from engine.config import PruneConfig
 from engine.errors import UserError
+from engine.events import result_of
 from engine.explain import coupling
 from engine.methods import STRUCTURED, all_methods, get_method
 from engine.pruning import RunDone, run_pruning
@@ -21,10 +22,9 @@ def manual(channels: dict, **kw) -> PruneConfig:
 
 
 def pruned_model(bundle, data, cfg) -> tuple[RunDone, nn.Module]:
-    keep: list = []
-    events = list(run_pruning(bundle, data, cfg, keep=keep))
-    assert isinstance(events[-1], RunDone)
-    return events[-1], keep[0].model
+    pruned = result_of(run_pruning(bundle, data, cfg))
+    assert isinstance(pruned.run, RunDone)
+    return pruned.run, pruned.bundle.model
 
 
 def removed_by_layer(original: nn.Module, pruned: nn.Module) -> dict[str, int]:

@@ -143,9 +143,8 @@ def test_budget_counts_the_same_rounding_as_real_runs(tiny, fashion):
     from engine.config import PruneConfig
     from engine.pruning import run_pruning
 
-    kept: list = []
+    from engine.events import result_of
+
     cfg = PruneConfig(method="l2", pruning_ratio=0.8, round_to=8, eval_limit=64, measure_speed=False)
-    for _ in run_pruning(tiny, fashion, cfg, keep=kept):
-        pass
-    real = count_macs(kept[0].model, (1, 28, 28))
+    real = count_macs(result_of(run_pruning(tiny, fashion, cfg)).bundle.model, (1, 28, 28))
     assert pruned_macs(tiny, 0.8, round_to=8) == real < pruned_macs(tiny, 0.01, round_to=8)
