@@ -127,3 +127,25 @@ def test_attention_bound_to_its_input_width_is_refused_naming_the_layer():
         _prune(model, torch.randn(1, 3, 64, 64))
     message = str(info.value)
     assert "\n" not in message and "stages.0.blocks.0.attn" in message and "magnitude-global" in message
+
+
+def test_depthwise_convolution_with_several_outputs_per_input_is_refused_naming_it():
+    """FastViT-style C → 2C depthwise convolution on the stream: refused in one line naming it (torch-pruning
+    indexed past its one-channel input and blamed another layer)."""
+    from engine.errors import UserError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3, groups=16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5)).eval()
+    with pytest.raises(UserError) as info:
+        _prune(model, torch.randn(1, 3, 16, 16))
+    message = str(info.value)
+    assert "\n" not in message and "layer 2 " in message and "16 → 32" in message
+
+
+def test_depthwise_convolution_on_the_image_is_no_obstacle():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, groups=3), nn.ReLU(), nn.Conv2d(12, 16, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)).eval()
+    pruned = _prune(model, torch.randn(1, 3, 16, 16))
+    assert pruned[2].out_channels < 16
