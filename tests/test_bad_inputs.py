@@ -336,9 +336,14 @@ def catalogue(tmp_path_factory, request) -> dict:
 
     def run(case: Case):
         cwd, args = prepare(case)
-        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT_S)
-        return case.id, (proc.returncode, proc.stderr, sorted(p.name for p in cwd.iterdir()))
+        try:
+            proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env,
+                                  capture_output=True, text=True, timeout=TIMEOUT_S)
+            code, stderr = proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired as exc:  # that case fails, naming the wait; the others still report
+            partial = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            code, stderr = None, f"still running after {TIMEOUT_S} s (killed): {partial}"
+        return case.id, (code, stderr, sorted(p.name for p in cwd.iterdir()))
 
     with ThreadPoolExecutor(LANES) as pool:  # the real processes run meanwhile (their threads only wait)
         pending = pool.map(run, [c for c in CASES if c.id in SUBPROCESS])
