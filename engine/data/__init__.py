@@ -7,7 +7,8 @@ worker processes (`loading`). Every path resizes the same way (`tensors.resize_c
 then centre crop), in evaluation, calibration and fine-tuning alike.
 
 Modules: `common` (specs, messages, Normalization), `tensors` (resize policy, in-memory splits),
-`dataset` (Dataset), `fashion`, `cifar`, `folders` (scanning with progress), `loading` (workers).
+`dataset` (Dataset), `fashion`, `cifar`, `folders` (scanning with progress), `loading` (workers), `cache`
+(a folder decoded and resized once per fine-tuning run, as uint8).
 """
 from __future__ import annotations
 
