@@ -245,6 +245,11 @@ class GraphView(QWidget):
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setSizes([320, 680])  # the web view has no size hint; give it room from the start
+        from gui.time_chart import TimeChart
+
+        self.time_chart = TimeChart()  # where the time goes, measured; it fills the layer table's Time column
+        self.time_chart.profiled.connect(self.layer_table.show_times)
+        layout.addWidget(self.time_chart)
 
     def _build_bar(self) -> QHBoxLayout:
         """Original/pruned choice, the note, and the sensitivity buttons above the graph."""

@@ -86,9 +86,12 @@ class LayerTable(QTableWidget):
                                    "kept inputs remain, so 16/64 of each is 94 % removed), or zeroed by an "
                                    "unstructured method. Hover a cell for the sum"),
                ("Drop", "Sensitivity: mean top-1 drop (points) when this layer's dependency group alone is pruned at "
-                               "10–90 % — run 'Scan sensitivity'; red layers deserve lower ratios"))
+                               "10–90 % — run 'Scan sensitivity'; red layers deserve lower ratios"),
+               ("Time", "Measured time of this layer per forward pass and its share of the whole (→ the selected "
+                        "run's pruned model): 'Measure where the time goes' below the graph. Measured, not MACs: "
+                        "full-resolution and depthwise layers may cost more than their MACs suggest"))
     (COL_NAME, COL_TYPE, COL_OUT, COL_PARAMS, COL_MACS, COL_INPUTS, COL_CHANNELS, COL_GROUP, COL_INCLUDE, COL_RATIO,
-     COL_PRUNED, COL_SENSITIVITY) = range(12)
+     COL_PRUNED, COL_SENSITIVITY, COL_TIME) = range(13)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(0, len(self.HEADERS), parent)
@@ -178,7 +181,7 @@ class LayerTable(QTableWidget):
             self.setItem(row, self.COL_INCLUDE, include)
             if not is_head:
                 self._pending.append((row, info.name))
-            for col in (self.COL_PRUNED, self.COL_SENSITIVITY):
+            for col in (self.COL_PRUNED, self.COL_SENSITIVITY, self.COL_TIME):
                 cell = QTableWidgetItem("")
                 cell.setData(NAME_ROLE, info.name)
                 cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -282,6 +285,18 @@ class LayerTable(QTableWidget):
             cell.setBackground(QBrush(theme.share_colour(0 if score is None else max(0.0, score) / 20.0)))
         self.blockSignals(False)
         self.resizeColumnToContents(self.COL_SENSITIVITY)
+
+    def show_times(self, before, after=None) -> None:
+        """The Time column from engine.profile Profiles: ms per pass and share, → the pruned model's ms."""
+        ours = {t.name: t for t in before.layers}
+        theirs = {t.name: t for t in after.layers} if after is not None else {}
+        self.blockSignals(True)
+        for row, info in enumerate(self.layers):
+            cell, t, a = self.item(row, self.COL_TIME), ours.get(info.name), theirs.get(info.name)
+            cell.setText("" if t is None else f"{t.ms:.2f} ms ({t.share:.0%})" + (f" → {a.ms:.2f}" if a else ""))
+            cell.setBackground(QBrush(theme.share_colour(0.0 if t is None else min(1.0, 4 * t.share))))
+        self.blockSignals(False)
+        self.resizeColumnToContents(self.COL_TIME)
 
     def set_ratios(self, ratios: dict[str, float]) -> None:
         """Put per-layer ratios into the Ratio column (layers not named go back to 'default')."""

@@ -104,6 +104,8 @@ def speedup_tip(done: RunDone, batch: int | None) -> str:
         if before and after:
             lines.append(f"Batch {size}, timed separately: {before:.3f} → {after:.3f} ms, {before / after:.2f}× "
                          "lower")
+    if getattr(done, "onnxruntime", None):  # the same paired timing on both ONNX exports
+        lines.append(f"onnxruntime: {speedup_text(done.onnxruntime)}")
     return "\n".join(lines) or "latency not measured"
 
 

@@ -64,3 +64,30 @@ def test_the_profile_job_times_the_original_and_the_selected_run(qtbot, tmp_path
     before, after = seen[0]
     assert before.batch == 2 and after is not None and [t.name for t in after.layers] == [t.name for t in before.layers]
     assert len(chart.plot.getPlotItem().items) == 2
+
+
+def test_the_layer_table_shows_each_layers_time(qtbot):
+    from engine.layers import LayerInfo
+    from gui.layer_table import LayerTable
+
+    table = LayerTable()
+    qtbot.addWidget(table)
+    table.set_layers([LayerInfo("a", "Conv2d", (8, 4, 4), 10, 10, 1, 8, 0),
+                      LayerInfo("b", "Conv2d", (8, 4, 4), 10, 10, 8, 8, 1),
+                      LayerInfo("c", "Linear", (10,), 10, 10, 8, 10, -1)], "c")
+    table.show_times(profile({"a": 1.0, "b": 5.0}, 2.0), profile({"a": 0.5, "b": 2.0}, 1.0))
+    texts = [table.item(r, table.COL_TIME).text() for r in range(3)]
+    assert texts == ["1.00 ms (12%) → 0.50", "5.00 ms (62%) → 2.00", ""]
+    assert table.horizontalHeaderItem(table.COL_TIME).text() == "Time"
+
+
+def test_the_speedup_tooltip_names_onnxruntime():
+    from types import SimpleNamespace
+
+    from engine.metrics import Metrics
+    from gui.speed import speedup_tip
+
+    ort = {"batch": 8, "median": 1.8, "low": 1.6, "high": 2.0, "coverage": 0.96, "rounds": 9, "threads": 2,
+           "noisy": False, "note": ""}
+    done = SimpleNamespace(before=Metrics(), after=Metrics(), paired=None, onnxruntime=ort)
+    assert "onnxruntime: latency 1.80x lower (95 % interval 1.60–2.00" in speedup_tip(done, 8)
