@@ -155,7 +155,8 @@ def _load(spec: str, folder: Path, limit: int, row: dict):
             fitted = _under_budget(lambda: fit_data(bundle, data), limit)
             small = _pooling_too_small(bundle.model, bundle.input_shape) if size != sizes[-1] else ""
         except UserError as exc:
-            if "does not accept inputs" not in str(exc) or size == sizes[-1]:
+            # a model built for one size refuses others, or refuses the size argument itself (TinyViT, PVT-v2)
+            if not ("does not accept inputs" in str(exc) or "img_size" in str(exc)) or size == sizes[-1]:
                 raise
             small = _first_line(exc)[:120]
         if small:
@@ -403,8 +404,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
            f"Machine: {machine(rows, args.jobs)}", "",
            *([f"Rows of models this run did not run again come from the earlier run in `{args.resume}` (their "
               "seconds and load are that run's).", ""] if args.resume else []),
-           *([f"**Partial: {len(rows)} of {planned} models measured** (the run was still going or was stopped; "
-              "the summary counts only these).", ""] if len(rows) < planned else []),
+           *([f"**Partial: {len(rows)} of {planned} models measured** (the others were not run yet, or the run "
+              "was still going or was stopped; the summary counts only these).", ""] if len(rows) < planned else []),
            f"Every model untrained (no downloads), built by `engine.inputs.model_for_data` for a synthetic RGB "
            f"ImageFolder of {CLASSES * PER_CLASS} images in {CLASSES} classes, then pruned by "
            f"`engine.pruning.run_pruning`: l2, ratio {RATIO}, layer scope, round_to {ROUND_TO}, no BatchNorm "

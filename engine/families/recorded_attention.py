@@ -31,7 +31,7 @@ LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STREAM_BOUND = {
     ("timm.models.pvt_v2", "Attention"): "reshapes its output with the width of its input",
     ("timm.models.xcit", "XCA"): "reshapes its output with the width of its input",
-    ("timm.models.xcit", "ClassAttn"): "reshapes its output with the width of its input",
+    ("timm.models.cait", "ClassAttn"): "reshapes its output with the width of its input",  # XCiT and CaiT
     ("timm.models.edgenext", "CrossCovarianceAttn"): "reshapes its output with the width of its input",
     ("timm.models.efficientvit_msra", "CascadedGroupAttention"): "splits its input channels between its heads",
 }
@@ -49,8 +49,8 @@ def recorded_attentions(model: nn.Module) -> list[nn.Module]:
     for module in model.modules():
         if not _heads(module) or id(module) in handled:
             continue
-        if any(_heads(inner) for inner in module.modules() if inner is not module):
-            continue
+        if any(isinstance(getattr(inner, "num_heads", None), int) for inner in module.modules() if inner is not module):
+            continue  # a block around an attention (torchvision's ViT records num_heads around its nn.MultiheadAttention)
         if any(isinstance(layer, LAYERS) for layer in module.modules()):
             found.append(module)
     return found
