@@ -55,7 +55,7 @@ def main() -> None:
     def idle_for(seconds: float) -> None:  # no job at all: the background details job would compete
         quiet = time.perf_counter()
         while time.perf_counter() - quiet < seconds:
-            if win.worker is not None:
+            if win.jobs.worker is not None:
                 quiet = time.perf_counter()
             app.processEvents()
             time.sleep(0.01)
@@ -63,10 +63,10 @@ def main() -> None:
     shape = (3, 224, 224)
     bundle = model_for_data("torchvision:resnet18", load_dataset("fashion-mnist").adapted(shape), input_shape=shape)
     assert win.load(None, "fashion-mnist", bundle=bundle)
-    wait_until(lambda: win.loaded is not None and not win.busy)
+    wait_until(lambda: win.session.loaded is not None and not win.busy)
     idle_for(3.0)
-    win.method_panel.select_method(args.method)
-    tab = win.teach
+    win.ui.method_panel.select_method(args.method)
+    tab = win.ui.teach
     tab.select_layer(args.layer)
     marks: dict[str, float] = {}
     for name in ("show_chosen", "show_explanation"):

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         def wait_idle(timeout_s: float) -> None:
             """Until no job runs, not even a background one (the window has no signal for that)."""
             loop, poll = QEventLoop(), QTimer()
-            poll.timeout.connect(lambda: window.worker is None and loop.quit())
+            poll.timeout.connect(lambda: window.jobs.worker is None and loop.quit())
             poll.start(20)
             QTimer.singleShot(int(timeout_s * 1000), loop.quit)
             loop.exec()
@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         def on_tick() -> None:
             gaps.append(clock.restart())
             # what the worker was doing: tells where a stall came from (a background job's words are beside it)
-            phases.append(" ".join(filter(None, (window.phase_label.text(), window.eta_label.text()))))
+            phases.append(" ".join(filter(None, (window.ui.phase_label.text(), window.ui.eta_label.text()))))
 
         ticker.timeout.connect(on_tick)
         start = time.perf_counter()
-        window.raw_data_cache[args.data] = load_dataset(args.data)  # read first: the load is timed without it
+        window.session.raw_data_cache[args.data] = load_dataset(args.data)  # read first: the load is timed without it
         data_seconds = time.perf_counter() - start
         start = time.perf_counter()
         clock.start()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         ticker.stop()
         load_seconds = time.perf_counter() - start
         load_gaps = gap_figures(gaps[1:], phases[1:])
-        rows = window.graph_view.layer_table.rowCount()
+        rows = window.ui.graph_view.layer_table.rowCount()
         print(f"loaded {args.model} in {load_seconds:.1f} s after reading {args.data} in {data_seconds:.1f} s; "
               f"largest UI gap while loading {load_gaps['max_gap_ms']:.0f} ms", file=sys.stderr, flush=True)
         gaps.clear()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{details_gaps.get('max_gap_ms', 0):.0f} ms", file=sys.stderr, flush=True)
         gaps.clear()
         phases.clear()
-        if window.loaded is None:
+        if window.session.loaded is None:
             print(f"note: {args.model} could not be loaded; using an untrained DemoResNet")
             if window.error_box is not None:
                 window.error_box.close()
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                         bundle=ModelBundle(DemoResNet().eval(), "untrained", "demo:resnet", (1, 28, 28), 10))
             wait(window.job_stopped, 120)
             wait_idle(120)
-            load_seconds, load_gaps, rows = float("nan"), {}, window.graph_view.layer_table.rowCount()
+            load_seconds, load_gaps, rows = float("nan"), {}, window.ui.graph_view.layer_table.rowCount()
             details_seconds, details_gaps = float("nan"), {}
-        panel = window.method_panel
+        panel = window.ui.method_panel
         panel.select_method(args.method)
         panel.steps_spin.setValue(args.steps)
         panel.finetune_spin.setValue(args.finetune)
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         wait(window.job_stopped, 1200)
         ticker.stop()
         seconds = time.perf_counter() - start
-        record = window.runs.get(window.current_run)
+        record = window.session.runs.get(window.session.current_run)
         window.close()
         app.processEvents()
 

@@ -344,16 +344,16 @@ def soak(args: argparse.Namespace, methods: list[str], ratios: list[float], tmp:
 
     start = time.perf_counter()
     window.load(args.model, "fashion-mnist")
-    if not wait_for(window.job_stopped, args.timeout) or window.loaded is None:
+    if not wait_for(window.job_stopped, args.timeout) or window.session.loaded is None:
         print(f"could not load {args.model}: "
               f"{window.error_box.text() if window.error_box else 'timed out'}", file=sys.stderr)
         return 1
-    print(f"loaded {window.loaded.summary['architecture']} with {window.loaded.data.name} "
-          f"in {time.perf_counter() - start:.1f} s; graph view {'on' if window.graph_view.enabled else 'off'}; "
+    print(f"loaded {window.session.loaded.summary['architecture']} with {window.session.loaded.data.name} "
+          f"in {time.perf_counter() - start:.1f} s; graph view {'on' if window.ui.graph_view.enabled else 'off'}; "
           f"{args.runs} runs, warm-up {args.warmup}, methods {','.join(methods)}, ratios "
           f"{','.join(f'{r:g}' for r in ratios)}, {args.steps} steps, {args.eval} test images")
 
-    panel = window.method_panel
+    panel = window.ui.method_panel
     panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("ratio"))
     panel.steps_spin.setValue(args.steps)
     panel.eval_combo.setCurrentIndex(panel.eval_combo.findData(args.eval))
@@ -388,16 +388,16 @@ def soak(args: argparse.Namespace, methods: list[str], ratios: list[float], tmp:
         panel.select_method(method)
         panel.ratio_slider.setValue(round(ratio * 100))
         t0 = time.perf_counter()
-        if not window.run_action.isEnabled():
+        if not window.menus.run_action.isEnabled():
             errors.append(f"run {index + 1}: the Run action is disabled")
             break
-        window.run_button.click()
+        window.ui.run_button.click()
         if not wait_for(window.job_stopped, args.timeout):
             errors.append(f"run {index + 1}: no answer within {args.timeout:.0f} s")
             break
         seconds = time.perf_counter() - t0
-        run_id = window.current_run
-        record = window.runs.get(run_id)
+        run_id = window.session.current_run
+        record = window.session.runs.get(run_id)
         if record is None or record.status != "done":
             message = window.error_box.text() if window.error_box else "no record"
             errors.append(f"run {index + 1} ({method} {ratio}): {record.status if record else '?'}: {message}")
@@ -405,24 +405,24 @@ def soak(args: argparse.Namespace, methods: list[str], ratios: list[float], tmp:
                 window.error_box.close()
         else:
             # what a user does next: look at the run in the Results tab (histograms, plots, graph follow)
-            window.tabs.setCurrentWidget(window.results)
-            window.results.run_selected.emit(run_id)
-            if window.graph_view.enabled and record.onnx_path is not None:
-                window.graph_view.pruned_radio.setChecked(True)  # serve the pruned graph through Netron
+            window.ui.tabs.setCurrentWidget(window.ui.results)
+            window.ui.results.run_selected.emit(run_id)
+            if window.ui.graph_view.enabled and record.onnx_path is not None:
+                window.ui.graph_view.pruned_radio.setChecked(True)  # serve the pruned graph through Netron
         settle()
         gc.collect()  # the app collects cycles only between jobs; measure what is really kept
         raw_rss = process.memory_info().rss
         # glibc keeps freed blocks of the large evaluation batches cached in its arenas, so raw RSS swings by
         # ±10 % from run to run; trimming first measures what is really held (the raw figure is kept too)
         trimmed = trim_malloc() and trimmed
-        retained = sum(retained_bytes(r, set()) for r in window.runs.values())
+        retained = sum(retained_bytes(r, set()) for r in window.session.runs.values())
         sample = Sample(
             run=index + 1, method=method, ratio=ratio, status=record.status if record else "missing",
             seconds=seconds, top1=record.done.after.top1 if record and record.done else None,
             rss_mb=process.memory_info().rss / 2**20, raw_rss_mb=raw_rss / 2**20,
             children_mb=children_rss(process) / 2**20, retained_mb=retained / 2**20,
             py_threads=threading.active_count(), os_threads=process.num_threads(), qthreads=len(qthread_names()),
-            fds=process.num_fds(), refs=refs(), listed=window.results.row_count(), records=len(window.runs))
+            fds=process.num_fds(), refs=refs(), listed=window.ui.results.row_count(), records=len(window.session.runs))
         samples.append(sample)
         for name in SINGLETONS:
             largest_drop[name] = max(largest_drop[name], previous_refs[name] - sample.refs[name])

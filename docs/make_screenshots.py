@@ -80,55 +80,55 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     window.load(args.model, "fashion-mnist")
     wait_job()
-    if window.loaded is None:
-        print("the model could not be loaded:", window.summary_label.text())
+    if window.session.loaded is None:
+        print("the model could not be loaded:", window.ui.summary_label.text())
         return 1
     pause(5)  # Netron lays the graph out in a web worker
     shot("screenshot_main")
     if not args.skip_sensitivity:
         window.start_sensitivity_scan()
         wait_job()
-        window.graph_view.fit_table()
+        window.ui.graph_view.fit_table()
         shot("screenshot_sensitivity")
         if args.only_sensitivity:
             window.close()
             return 0
-    panel = window.method_panel
+    panel = window.ui.method_panel
     panel.select_method("l2")
     panel.steps_spin.setValue(4)
     window.start_run()
     wait_job()
-    window.plots.flush()
+    window.ui.plots.flush()
     shot("screenshot_plots_one_run")
     panel.select_method(args.second_method)
     window.start_run()
     wait_job()
-    window.plots.flush()
+    window.ui.plots.flush()
     shot("screenshot_plots")
-    window.tabs.setCurrentWidget(window.histograms)
-    window.histograms.select_layer("layer2.0.conv1")
+    window.ui.tabs.setCurrentWidget(window.ui.histograms)
+    window.ui.histograms.select_layer("layer2.0.conv1")
     shot("screenshot_weights_unstructured")
-    first = min(window.runs)
-    window.results.select_run(first)
+    first = min(window.session.runs)
+    window.ui.results.select_run(first)
     window._on_run_selected(first)
-    window.histograms.select_layer("layer2.0.conv1")
+    window.ui.histograms.select_layer("layer2.0.conv1")
     shot("screenshot_weights_structured")
-    window.tabs.setCurrentWidget(window.graph_view)
-    window.graph_view.pruned_radio.setChecked(True)
+    window.ui.tabs.setCurrentWidget(window.ui.graph_view)
+    window.ui.graph_view.pruned_radio.setChecked(True)
     pause(5)
     shot("screenshot_graph_pruned")
-    window.tabs.setCurrentWidget(window.results)
+    window.ui.tabs.setCurrentWidget(window.ui.results)
     shot("screenshot_results")
     if not args.skip_experiment:
         # A small plan: four structured methods × three ratios with BN re-estimation, 2000 test images.
-        tab = window.experiment
+        tab = window.ui.experiment
         tab.set_store_path(Path(tmp) / "plan.sqlite")
         tab.set_methods(["l1", "l2", "taylor", "fpgm"])
         tab.ratios_edit.setText("0.3, 0.5, 0.7")
         tab.finetune_spin.setValue(0)
         tab.bn_check.setChecked(True)
         tab.eval_spin.setValue(2000)
-        window.tabs.setCurrentWidget(tab)
+        window.ui.tabs.setCurrentWidget(tab)
         tab.run_button.click()
         wait_job()
         tab.result_tabs.setCurrentWidget(tab.pareto_view)  # a sensitivity scan would have left its tab in front
@@ -194,7 +194,7 @@ def open_model_shots(window, tmp: Path, out: Path, suffix: str, pause, wait_job)
     code = project / "parts_net.py"
     code.write_text(USER_CODE)
     data = load_dataset("fashion-mnist")
-    window.raw_data_cache["fashion-mnist"] = data
+    window.session.raw_data_cache["fashion-mnist"] = data
     torch.manual_seed(0)
     net = quick_train(runpy.run_path(str(code))["PartsNet"](width=24), data, 300)
     torch.save(net.state_dict(), project / "parts_net_best.pth")

@@ -54,8 +54,8 @@ def save(widget, name: str) -> None:
 
 def teach_views(win: MainWindow, prefix: str, layer: str, image: int) -> None:
     """Explain `layer` and save the four views, then the Network tab with the coupled layers marked."""
-    tab = win.teach
-    win.tabs.setCurrentWidget(tab)
+    tab = win.ui.teach
+    win.ui.tabs.setCurrentWidget(tab)
     tab.select_layer(layer)
     start = time.monotonic()
     assert tab.explain(), tab.status_label.text()
@@ -69,10 +69,10 @@ def teach_views(win: MainWindow, prefix: str, layer: str, image: int) -> None:
     assert tab.show_image()
     wait(win)
     save(tab, f"{prefix}_maps")
-    win.tabs.setCurrentWidget(win.graph_view)
-    win.graph_view.layer_table.select_layer(layer)
+    win.ui.tabs.setCurrentWidget(win.ui.graph_view)
+    win.ui.graph_view.layer_table.select_layer(layer)
     pause(4)  # Netron draws, then the marks are applied
-    save(win.graph_view, f"{prefix}_coupled")
+    save(win.ui.graph_view, f"{prefix}_coupled")
 
 
 def main() -> None:
@@ -84,21 +84,21 @@ def main() -> None:
     pause(0.5)
     assert win.load("demo:resnet", "fashion-mnist")
     wait(win)
-    win.method_panel.select_method("l2")
-    win.method_panel.ratio_slider.setValue(30)
+    win.ui.method_panel.select_method("l2")
+    win.ui.method_panel.ratio_slider.setValue(30)
     teach_views(win, "demo", "layer2.0.conv2", 0)
 
     dock = show_lessons(win)
     dock.panel.go_to(1)
     dock.panel.reveal_answer()
-    win.tabs.setCurrentWidget(win.graph_view)
+    win.ui.tabs.setCurrentWidget(win.ui.graph_view)
     save(win, "lesson")
     dock.hide()
 
     assert win.load("torchvision:resnet18", "fashion-mnist")
     wait(win)
-    win.method_panel.select_method("l2")
-    win.method_panel.ratio_slider.setValue(30)
+    win.ui.method_panel.select_method("l2")
+    win.ui.method_panel.ratio_slider.setValue(30)
     teach_views(win, "resnet18", "layer2.0.conv2", 0)
     win.close()
 

@@ -18,26 +18,10 @@ from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from engine.paths import log_dir
+from gui.dialogs import versions
 from gui.graph_view import prepare_webengine
 
 log = logging.getLogger("gui")
-
-
-def versions() -> dict[str, str]:
-    """Versions shown in the About dialog: the engine's, plus Qt, the plots and the graph viewer."""
-    import PySide6
-    import pyqtgraph
-    from PySide6.QtCore import qVersion
-
-    import engine
-
-    try:
-        import netron
-        netron_version = netron.__version__
-    except (ImportError, AttributeError):
-        netron_version = "not installed"
-    return dict(engine.versions(), qt=qVersion(), pyside6=PySide6.__version__, pyqtgraph=pyqtgraph.__version__,
-                netron=netron_version)
 
 
 def setup_logging() -> Path:

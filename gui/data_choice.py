@@ -21,7 +21,7 @@ from gui.settings import Settings
 from gui.worker_thread import Failure
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.commands import Commands
     from gui.engine_calls import Loaded
 
 DEFAULT_DATA = "fashion-mnist"
@@ -88,8 +88,8 @@ class DataProbeJob(WorkerJob):
 
     name, title = "dataset", "Could not open the dataset"
 
-    def __init__(self, window: MainWindow, spec: str) -> None:
-        super().__init__(window)
+    def __init__(self, commands: Commands, spec: str) -> None:
+        super().__init__(commands)
         self.spec = spec
         self.raw: Dataset | None = None
 
@@ -100,66 +100,64 @@ class DataProbeJob(WorkerJob):
 
     def on_success(self, raw: Dataset) -> None:
         self.raw = raw
-        self.window.raw_data_cache[self.spec] = raw  # the load that follows reads it from here
+        self.session.raw_data_cache[self.spec] = raw  # the load that follows reads it from here
 
     def on_failure(self, failure: Failure) -> None:
-        win = self.window
-        win.source.fill_data(win.current_data_spec())
-        win.show_error(self.title, failure.message, "" if failure.user_error else failure.details,
-                       info="The loaded model and dataset are unchanged.")
+        self.commands.show_data_in_use()
+        self.commands.show_error(self.title, failure.message, "" if failure.user_error else failure.details,
+                                 info="The loaded model and dataset are unchanged.")
 
     def on_cancel(self) -> None:
-        self.window.source.fill_data(self.window.current_data_spec())
+        self.commands.show_data_in_use()
 
     def on_stopped(self) -> None:
         if self.raw is not None:
-            QTimer.singleShot(0, lambda: data_read(self.window, self.spec, self.raw))  # the next job needs it idle
+            QTimer.singleShot(0, lambda: data_read(self.commands, self.spec, self.raw))  # the next job needs it idle
 
 
-def switch_data(win: MainWindow, spec: str) -> None:
+def switch_data(commands: Commands, spec: str) -> None:
     """Use dataset `spec` in the window: read it (unless it is at hand), then load the model with it."""
-    if win.loaded is None:
-        win.load(win.current_model_src(), spec)
-    elif spec in win.raw_data_cache:
-        data_read(win, spec, win.raw_data_cache[spec])
-    elif not win.start_job(DataProbeJob(win, spec)):
-        win.source.fill_data(win.current_data_spec())
+    session = commands.session
+    if session.loaded is None:
+        commands.load(session.current_model_src(), spec)
+    elif spec in session.raw_data_cache:
+        data_read(commands, spec, session.raw_data_cache[spec])
+    elif not commands.start_job(DataProbeJob(commands, spec)):
+        commands.show_data_in_use()
 
 
-def data_read(win: MainWindow, spec: str, raw: Dataset) -> None:
+def data_read(commands: Commands, spec: str, raw: Dataset) -> None:
     """The dataset is read: load the model with it when it fits, else ask (the window stays as it was)."""
-    loaded = win.loaded
+    loaded = commands.session.loaded
     if loaded is None:
         return
     problem, convertible = misfit(loaded, raw)
     if problem:
-        ask_misfit(win, spec, raw, problem, convertible)
+        ask_misfit(commands, spec, raw, problem, convertible)
     else:
-        reload_with(win, spec)
+        reload_with(commands, spec)
 
 
-def reload_with(win: MainWindow, spec: str) -> None:
+def reload_with(commands: Commands, spec: str) -> None:
     """Load the loaded model again, as it was opened (recipe, trust), with dataset `spec`."""
-    request = win.loaded.request
-    if not win.load(request.model_src or win.current_model_src(), spec, trust=request.trust,
-                    bundle=request.bundle if request.model_src is None else None, recipe=request.recipe):
-        win.source.fill_data(win.current_data_spec())
+    request = commands.session.loaded.request
+    if not commands.load(request.model_src or commands.session.current_model_src(), spec, trust=request.trust,
+                         bundle=request.bundle if request.model_src is None else None, recipe=request.recipe):
+        commands.show_data_in_use()
 
 
-def ask_misfit(win: MainWindow, spec: str, raw: Dataset, problem: str, convertible: bool) -> QMessageBox:
+def ask_misfit(commands: Commands, spec: str, raw: Dataset, problem: str, convertible: bool) -> QMessageBox:
     """Offer a model for the new dataset instead of a refusal (window-modal, not blocking)."""
-    from gui.open_model import open_model_dialog
-
-    win.source.fill_data(win.current_data_spec())  # nothing switched yet, whatever the answer
+    commands.show_data_in_use()  # nothing switched yet, whatever the answer
     box = QMessageBox(QMessageBox.Icon.Question, "The model does not fit this dataset", problem,
-                      QMessageBox.StandardButton.NoButton, win)
+                      QMessageBox.StandardButton.NoButton, commands.parent)
     box.setInformativeText(f"Open a model made for {raw.name}, or start from a new untrained architecture. "
                            "Until then the window keeps the loaded model and dataset.")
     open_button = box.addButton("Open a model for this dataset…", QMessageBox.ButtonRole.AcceptRole)
     new_button = box.addButton("New untrained architecture…", QMessageBox.ButtonRole.AcceptRole)
     convert_button = None
     if convertible:
-        channels = win.loaded.bundle.input_shape[0]
+        channels = commands.session.loaded.bundle.input_shape[0]
         convert_button = box.addButton(f"Use it anyway (images converted to {channels} channel"
                                        f"{'' if channels == 1 else 's'})", QMessageBox.ButtonRole.AcceptRole)
     box.addButton(QMessageBox.StandardButton.Cancel)
@@ -168,13 +166,13 @@ def ask_misfit(win: MainWindow, spec: str, raw: Dataset, problem: str, convertib
 
     def answered(button: Any) -> None:
         if button is open_button:
-            open_model_dialog(win, data_spec=spec)
+            commands.open_model_dialog(data_spec=spec)
         elif button is new_button:
-            open_model_dialog(win, untrained=True, data_spec=spec)
+            commands.open_model_dialog(untrained=True, data_spec=spec)
         elif button is convert_button:
-            reload_with(win, spec)
+            reload_with(commands, spec)
 
     box.buttonClicked.connect(answered)
     box.open()
-    win.data_question = box  # for tests, and so the box lives as long as it is shown
+    commands.parent.data_question = box  # for tests, and so the box lives as long as it is shown
     return box

@@ -85,10 +85,25 @@ def ask_memory_limit(parent: QWidget, settings: Settings) -> int | None:
     return limit
 
 
+def versions() -> dict[str, str]:
+    """Versions shown in the About dialog: the engine's, plus Qt, the plots and the graph viewer."""
+    import PySide6
+    import pyqtgraph
+    from PySide6.QtCore import qVersion
+
+    import engine
+
+    try:
+        import netron
+        netron_version = netron.__version__
+    except (ImportError, AttributeError):
+        netron_version = "not installed"
+    return dict(engine.versions(), qt=qVersion(), pyside6=PySide6.__version__, pyqtgraph=pyqtgraph.__version__,
+                netron=netron_version)
+
+
 def show_about(parent: QWidget, log_path: Path | None) -> None:
     """Versions of PruneLab and what it runs on, and where the log is."""
-    from gui.app import versions
-
     v = versions()
     QMessageBox.about(parent, "About PruneLab",
                       f"<h3>PruneLab {v['prunelab']}</h3><p>Point-and-click neural network pruning for teaching "

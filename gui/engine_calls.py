@@ -15,7 +15,8 @@ from engine.events import CancelToken, Progress, StepGate
 from engine.layers import LayerInfo, classifier_head, describe_layers
 from engine.metrics import count_macs, count_params, size_on_disk
 from engine.models import DEMO_TITLES, FileInfo, ModelBundle, describe_file, export_onnx, list_architectures
-from engine.pruning import PruneConfig, RunDone, run_pruning
+from engine.pruning import PruneConfig, run_pruning
+from engine.sources import ModelKind, ModelSource
 from engine.training import quick_top1
 from engine.units import images_words
 
@@ -81,11 +82,11 @@ class Sensitivity:
 
 def architecture_title(bundle: ModelBundle) -> str:
     """A readable name for the model's architecture."""
-    kind, _, name = bundle.arch.partition(":")
-    if kind == "demo" and name in DEMO_TITLES:
-        return DEMO_TITLES[name]
-    if kind == "torchvision":
-        return f"torchvision {name}"
+    source = ModelSource.parse(bundle.arch)
+    if source.is_demo and source.name in DEMO_TITLES:
+        return DEMO_TITLES[source.name]
+    if source.kind is ModelKind.TORCHVISION:
+        return f"torchvision {source.name}"
     return type(bundle.model).__name__ if bundle.arch in ("module", "torchscript") else bundle.arch
 
 
@@ -106,19 +107,18 @@ def load(request: LoadRequest, cancel: CancelToken) -> Generator[Any, None, Load
     `Loaded.pending` for `details`, which the window runs in the background once it is Ready
     (ResNet-50 on two cores: about 3 s to Ready instead of 10 s and more, the top-1 growing with the test set).
     """
-    from engine.inputs import fit_data, model_for_data, open_recipe
+    from engine.inputs import load_inputs_events
 
     yield Progress("load", 0, 3, "reading the dataset")
+    # the dataset as read (not fitted to this model) is what the window keeps for the next load
     raw = request.data if request.data is not None else (yield from load_dataset_events(request.data_spec))
     cancel.check()
     yield Progress("load", 1, 3, "reading the model")
-    if request.recipe is not None:
-        bundle, data = open_recipe(request.recipe, raw)
-    else:
-        # model_for_data: torchvision:NAME and timm:NAME take the dataset's channels, size and classes
-        bundle = request.bundle if request.bundle is not None else \
-            model_for_data(request.model_src, raw, trust=request.trust)
-        data = fit_data(bundle, raw)
+    # the engine's one load sequence: torchvision:NAME and timm:NAME take the dataset's channels, size and classes
+    options = request.recipe.load_args() if request.recipe is not None else {
+        "model": request.bundle if request.bundle is not None else request.model_src, "trust": request.trust}
+    inputs = yield from load_inputs_events(data=raw, **options)
+    bundle, data = inputs.bundle, inputs.data
     cancel.check()
     yield Progress("load", 2, 3, "tracing layers and dependency groups")
     shape = bundle.input_shape
@@ -188,15 +188,10 @@ def prune(run_id: int, bundle: ModelBundle, data: Dataset, cfg: PruneConfig, exp
           teacher: ModelBundle | None = None) -> Generator[Any, None, PrunedModel]:
     """One pruning run on a copy of `bundle` (its events pass through; with `gate`, it pauses after each
     phase; `recover_only` and `teacher` as run_pruning's), then the result exported to ONNX."""
-    keep: list[ModelBundle] = []
-    done: RunDone | None = None
-    for ev in run_pruning(bundle, data, cfg, cancel=cancel, keep=keep, gate=gate, recover_only=recover_only,
-                          teacher=teacher):
-        if isinstance(ev, RunDone):
-            done = ev
-        yield ev
-    pruned = PrunedModel(run_id, keep[0] if keep else bundle.copy())
-    if export_graph and done is not None:
+    result = yield from run_pruning(bundle, data, cfg, cancel=cancel, gate=gate, recover_only=recover_only,
+                                    teacher=teacher)
+    pruned = PrunedModel(run_id, result.bundle)
+    if export_graph:
         yield Progress("export", 0, 1, "exporting the pruned model to ONNX")
         try:
             pruned.onnx_path = export_onnx(pruned.bundle.model, pruned.bundle.input_shape,

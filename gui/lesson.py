@@ -11,18 +11,20 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
-                               QMessageBox, QPushButton, QScrollArea, QVBoxLayout, QWidget)
+                               QMainWindow, QMessageBox, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from engine.errors import UserError
 from engine.methods import get_method
 from engine.models import demo_card
+from engine.sources import ModelSource
 from gui.lesson_file import LESSON_DIR, PLAN_OPTIONS, VIEWS, Lesson, Step, builtin_lessons, load_lesson
 from gui.lesson_file import ACTIONS, parse_lesson  # noqa: F401 (re-exported: callers import them from here)
 from gui.options import OptionField
 from gui.widgets import guard_wheel
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.commands import Commands
+    from gui.layout import WindowLayout
 
 
 def _label(text: str = "", markdown: bool = True) -> QLabel:
@@ -58,9 +60,9 @@ def _scroll_into_sight(widget: QWidget) -> None:
 class LessonPanel(QWidget):
     """One lesson: the list of steps, the current step's text, Show me, the question and its hidden answer."""
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, commands: Commands, ui: WindowLayout) -> None:
         super().__init__()
-        self.window = window
+        self.commands, self.session, self.ui = commands, commands.session, ui  # Show me drives the window's widgets
         self.lesson: Lesson | None = None
         self.index = 0
         self._pending: dict | None = None  # actions waiting for the demo to load
@@ -81,7 +83,7 @@ class LessonPanel(QWidget):
         layout.addWidget(self.show_button)
         layout.addWidget(self.status_label)
         layout.addLayout(self._build_nav())
-        window.job_stopped.connect(self._on_job_stopped)
+        commands.job_stopped.connect(self._on_job_stopped)
         self._show_step()
 
     def _build_chooser(self) -> QHBoxLayout:
@@ -155,7 +157,7 @@ class LessonPanel(QWidget):
         try:
             lesson = load_lesson(path)
         except UserError as exc:
-            self.window.show_error("Lesson not opened", str(exc), info="The current lesson stays open; "
+            self.commands.show_error("Lesson not opened", str(exc), info="The current lesson stays open; "
                                    "docs/teaching.md describes the lesson format.")
             return False
         self.set_lesson(lesson)
@@ -241,17 +243,17 @@ class LessonPanel(QWidget):
             return False
         actions = dict(step.show_me)
         source = actions.pop("load", None)
-        win = self.window
-        if source and (win.loaded is None or win.loaded.bundle.source != source):
-            if win.busy:
+        loaded = self.session.loaded
+        if source and (loaded is None or loaded.bundle.source != source):
+            if self.commands.busy():
                 self.status_label.setText("Wait for the running job to finish (or cancel it) first.")
                 return False
-            if not confirm_switch(win, source):
+            if not confirm_switch(self, source):
                 self.status_label.setText("Your model stays loaded; this step is written for the demo, so "
                                           "some of it may not apply.")
                 return False
-            data = demo_card(source.partition(":")[2]).get("dataset_spec", "fashion-mnist")
-            if not win.load(source, data):
+            data = demo_card(ModelSource.parse(source).name).get("dataset_spec", "fashion-mnist")
+            if not self.commands.load(source, data):
                 self.status_label.setText("The window is busy: try again when the job ends.")
                 return False
             self._pending = actions
@@ -263,13 +265,13 @@ class LessonPanel(QWidget):
     def _on_job_stopped(self, name: str) -> None:
         if self._pending is not None and name == "load":
             actions, self._pending = self._pending, None
-            if self.window.loaded is not None:
+            if self.session.loaded is not None:
                 self._apply(actions)
 
     def _apply(self, actions: dict) -> bool:
         """Apply the non-loading actions in the vocabulary's order; report what could not be done."""
-        win, problems, done = self.window, [], []
-        panel, teach = win.method_panel, win.teach
+        ui, problems, done = self.ui, [], []
+        panel, teach = ui.method_panel, ui.teach
         if "method" in actions:
             panel.select_method(actions["method"])
             done.append(get_method(actions["method"]).title)
@@ -281,9 +283,9 @@ class LessonPanel(QWidget):
             panel.fields[name].set_value(value)
             done.append(_setting(panel.fields[name]))
         if "tab" in actions:
-            titles = [win.tabs.tabText(i).replace("&", "") for i in range(win.tabs.count())]
+            titles = [ui.tabs.tabText(i).replace("&", "") for i in range(ui.tabs.count())]
             if actions["tab"] in titles:
-                win.tabs.setCurrentIndex(titles.index(actions["tab"]))
+                ui.tabs.setCurrentIndex(titles.index(actions["tab"]))
             else:
                 problems.append(f"This window has no {actions['tab']} tab.")
         if "view" in actions:
@@ -304,19 +306,19 @@ class LessonPanel(QWidget):
         return not problems
 
     def _select_layer(self, name: str) -> list[str]:
-        win = self.window
-        if win.loaded is None:
+        loaded = self.session.loaded
+        if loaded is None:
             return [f"Load a model first (step 1): {name} is one of the demo's layers."]
-        if name not in [info.name for info in win.loaded.layers]:
+        if name not in [info.name for info in loaded.layers]:
             return [f"The loaded model has no layer {name}; this step is written for the demo (step 1)."]
-        table = win.graph_view.layer_table
+        table = self.ui.graph_view.layer_table
         table.select_layer(name)
         table.layer_selected.emit(name)  # the Weights tab and the Teach tab follow, as after a click
         return []
 
     def _set_plan(self, plan: dict) -> str:
         """Fill the Experiment tab; what was set, in words."""
-        tab, words = self.window.experiment, []
+        tab, words = self.ui.experiment, []
         if "methods" in plan:
             tab.set_methods(plan["methods"])
             words.append(", ".join(plan["methods"]))
@@ -334,10 +336,10 @@ class LessonPanel(QWidget):
 
     def pointed(self, what: str) -> QWidget | None:
         """The button a `point` action names."""
-        win = self.window
-        return {"run": getattr(win, "run_button", None), "explain": win.teach.explain_button,
-                "show_image": win.teach.maps_view.show_button, "run_plan": win.experiment.run_button,
-                "scan": win.graph_view.scan_button}[what]
+        ui = self.ui
+        return {"run": ui.run_button, "explain": ui.teach.explain_button,
+                "show_image": ui.teach.maps_view.show_button, "run_plan": ui.experiment.run_button,
+                "scan": ui.graph_view.scan_button}[what]
 
     def _point_at(self, what: str) -> None:
         """Scroll the button the student presses next into sight and frame it for a moment."""
@@ -353,14 +355,14 @@ class LessonPanel(QWidget):
         QTimer.singleShot(2500, widget, lambda: widget.setStyleSheet(old))  # dropped if the widget goes first
 
 
-def confirm_switch(window: MainWindow, wanted: str) -> bool:
+def confirm_switch(panel: LessonPanel, wanted: str) -> bool:
     """Before Show me replaces a model the user opened, ask (a demo model is replaced without asking)."""
-    loaded = window.loaded
-    if loaded is None or (loaded.bundle.source or "").startswith("demo:"):
+    loaded = panel.session.loaded
+    if loaded is None or ModelSource.parse(loaded.bundle.source or "").is_demo:
         return True
     name = loaded.summary.get("architecture", "your model")
     answer = QMessageBox.question(
-        window, "Load the demo model?",
+        panel.commands.parent, "Load the demo model?",
         f"This step uses the demo model ({wanted}). Load it in place of {name}?\n\nThe runs of {name} are "
         "kept: they come back when you open it again.")
     return answer == QMessageBox.StandardButton.Yes
@@ -369,10 +371,10 @@ def confirm_switch(window: MainWindow, wanted: str) -> bool:
 class LessonDock(QDockWidget):
     """The Lesson side panel (Help ▸ Lessons)."""
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: QMainWindow, commands: Commands, ui: WindowLayout) -> None:
         super().__init__("Lesson", window)
         self.setObjectName("lesson_dock")
-        self.panel = LessonPanel(window)
+        self.panel = LessonPanel(commands, ui)
         self.setWidget(self.panel)
         self.panel.setMinimumWidth(320)
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self)
@@ -381,13 +383,13 @@ class LessonDock(QDockWidget):
             self.panel.open_lesson(lessons[0])
 
 
-def show_lessons(window: MainWindow) -> LessonDock:
-    """Show the Lesson panel, creating it the first time."""
-    dock = getattr(window, "lesson_dock", None)
+def show_lessons(window: QMainWindow, commands: Commands, ui: WindowLayout) -> LessonDock:
+    """Show the Lesson panel of `window`, creating it the first time."""
+    dock = window.findChild(LessonDock, "lesson_dock")
     side = window.findChild(QDockWidget, "side_dock")
     side_width = side.width() if side is not None and side.isVisible() else 0
     if dock is None:
-        dock = window.lesson_dock = LessonDock(window)
+        dock = LessonDock(window, commands, ui)
         guard_wheel(dock)
     dock.show()
     dock.raise_()

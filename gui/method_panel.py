@@ -20,9 +20,7 @@ from gui.options import OptionField
 
 FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
 DEFAULT_METHOD = "l2"
-# 30 % with BatchNorm re-estimation: the first run shows a visible drop and a visible recovery, where 50 %
-# without recovery ended near chance on the demo and taught "pruning destroys models"
-DEFAULT_RATIO = 30
+DEFAULT_RATIO = round(default_of("pruning_ratio", gui=True) * 100)  # the slider's start, in % (engine.config)
 EVAL_CHOICES = ((500, "500 test images (fastest)"), (1000, "1 000 test images (fast)"),
                 (2000, "2 000 test images"), (5000, "5 000 test images"), (0, "all test images (exact)"))
 NAME_ROLE = Qt.ItemDataRole.UserRole

@@ -23,6 +23,7 @@ from engine.errors import UserError
 from engine.events import Progress
 from engine.inputs import NORM_PRESETS, NORM_TITLES, ModelRecipe, RecipeChecked
 from engine.units import parse_numbers
+from gui.commands import BUSY_MESSAGE
 from gui.data_choice import data_title, fill_data_combo, resolve_choice
 from gui.jobs import WorkerJob
 from gui.open_model_arch import ArchitecturePicker
@@ -35,7 +36,7 @@ from gui.engine_calls import Described
 from gui.worker_thread import Failure
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.commands import Commands
 
 MODEL_FILTER = "PyTorch models (*.pt *.pth *.pkl *.ckpt *.bin *.tar *.safetensors);;All files (*)"
 
@@ -44,11 +45,12 @@ MODEL_FILTER = "PyTorch models (*.pt *.pth *.pkl *.ckpt *.bin *.tar *.safetensor
 class OpenModelDialog(QDialog):
     """Choose a model file (or an untrained architecture), check it in the background, then open it."""
 
-    def __init__(self, win: MainWindow, path: str | None = None, untrained: bool = False,
+    def __init__(self, commands: Commands, path: str | None = None, untrained: bool = False,
                  data_spec: str | None = None) -> None:
-        super().__init__(win)
-        self.win = win
-        self.data_spec = data_spec or win.current_data_spec()  # opened with it; the Dataset row changes it
+        super().__init__(commands.parent)
+        self.commands = commands
+        self.settings = commands.session.settings
+        self.data_spec = data_spec or commands.current_data_spec()  # opened with it; the Dataset row changes it
         self.path: str | None = None
         self.info = None  # engine.models.FileInfo of the file
         self.raw: Dataset | None = None
@@ -69,7 +71,7 @@ class OpenModelDialog(QDialog):
         body.setContentsMargins(0, 0, 0, 0)
         body.addWidget(self._source_box())
         self.arch_box = QGroupBox("Architecture")
-        self.picker = ArchitecturePicker(win._ask_trust, settings=win.settings)
+        self.picker = ArchitecturePicker(commands.ask_trust, settings=self.settings)
         QVBoxLayout(self.arch_box).addWidget(self.picker)
         body.addWidget(self.arch_box, 1)
         body.addWidget(self._input_box())
@@ -178,7 +180,7 @@ class OpenModelDialog(QDialog):
         self.check_button.clicked.connect(self.start_check)
         row.addWidget(self.check_button)
         self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.win.cancel_job)
+        self.stop_button.clicked.connect(self.commands.cancel_job)
         row.addWidget(self.stop_button)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -195,7 +197,7 @@ class OpenModelDialog(QDialog):
     # ----------------------------------------------------------------- jobs
     def start(self, job: WorkerJob) -> bool:
         """Run one of the dialog's jobs on the window's worker."""
-        if not self.win.start_job(job):
+        if not self.commands.start_job(job):
             return False
         self.running = job
         self.refresh()
@@ -220,7 +222,7 @@ class OpenModelDialog(QDialog):
     def _ask_trust_and_check(self) -> None:
         message, what = self.trust_question
         self.trust_question = None
-        if self.win._ask_trust(self.path, message, what):
+        if self.commands.ask_trust(self.path, message, what):
             self.trusted = True
             self.start_check()
         else:
@@ -240,7 +242,7 @@ class OpenModelDialog(QDialog):
 
     def fit_screen(self) -> None:
         """As tall as the contents want, but inside the screen's free area (the body scrolls beyond it)."""
-        screen = self.screen() or self.win.screen()
+        screen = self.screen() or self.commands.parent.screen()
         if screen is None:
             return
         area, inner, outer = screen.availableGeometry(), self.geometry(), self.frameGeometry()
@@ -261,10 +263,10 @@ class OpenModelDialog(QDialog):
     # ----------------------------------------------------------------- the dataset
     def fill_data(self) -> None:
         """The dataset combo: the window's choices, the dialog's dataset selected."""
-        fill_data_combo(self.data_combo, self.win.settings, self.data_spec)
+        fill_data_combo(self.data_combo, self.settings, self.data_spec)
 
     def _on_data_chosen(self, index: int) -> None:
-        spec = None if self.running is not None else resolve_choice(self, self.win.settings,
+        spec = None if self.running is not None else resolve_choice(self, self.settings,
                                                                     self.data_combo.itemData(index))
         if spec is None or spec == self.data_spec:
             self.fill_data()
@@ -305,7 +307,7 @@ class OpenModelDialog(QDialog):
             self.refresh()
 
     def _choose_file(self) -> None:
-        path = pick_file(self, self.win.settings, "model", "Open a model", MODEL_FILTER,
+        path = pick_file(self, self.settings, "model", "Open a model", MODEL_FILTER,
                          str(Path(self.path).parent) if self.path else "")
         if path:
             self.open_file(path)
@@ -345,7 +347,7 @@ class OpenModelDialog(QDialog):
         self.found_label.setText(found_text(info, data))
         if info.input_shape:
             self.shape_edit.setText(",".join(map(str, info.input_shape)))
-        recipe = remembered_recipe(self.win.settings, path)
+        recipe = remembered_recipe(self.settings, path)
         if recipe is not None:
             self.apply_recipe(recipe)
         elif info.arch and info.needs_arch and not info.arch.startswith("code:"):
@@ -427,7 +429,7 @@ class OpenModelDialog(QDialog):
             self.result_label.setText(ERR.format(escape(plain(str(exc)))))
             return False
         if self.info is not None and self.info.needs_trust and not recipe.trust and not self.untrained:
-            if not self.win._ask_trust(self.path, self.info.summary, self.info.kind):
+            if not self.commands.ask_trust(self.path, self.info.summary, self.info.kind):
                 self.result_label.setText("Not checked: you did not trust the file, so nothing of it was loaded. "
                                           "Save the model's state_dict and open that instead.")
                 return False
@@ -470,29 +472,28 @@ class OpenModelDialog(QDialog):
             return
         recipe = self.checked
         super().accept()
-        self.win.load(recipe.file or recipe.arch, self.data_spec, trust=recipe.trust, recipe=recipe)
+        self.commands.load(recipe.file or recipe.arch, self.data_spec, trust=recipe.trust, recipe=recipe)
 
     def reject(self) -> None:
         """Cancel: a running job is stopped first (within a second or two), then the dialog closes."""
         if self.running is not None:
             self.close_when_stopped = True
-            self.win.cancel_job()
+            self.commands.cancel_job()
             return
         super().reject()
 
 
-def open_model_dialog(win: MainWindow, path: str | None = None, untrained: bool = False,
-                      data_spec: str | None = None) -> OpenModelDialog | None:
+def open_model_dialog(commands: Commands, path: str | None = None, untrained: bool = False,
+                      data_spec: str | None = None, previous: OpenModelDialog | None = None
+                      ) -> OpenModelDialog | None:
     """Show the dialog (window-modal, not blocking) for dataset `data_spec` (the window's by default); None while
-    another job runs."""
-    if win.busy:
-        win.statusBar().showMessage("Wait for the running job to finish (or cancel it) first", 5000)
+    another job runs. The `previous` one goes: the window owns it, so it would live as long as the window."""
+    if commands.busy():
+        commands.say(BUSY_MESSAGE, 5000)
         return None
-    old = getattr(win, "open_model_dialog", None)
-    if old is not None:
-        old.deleteLater()  # one dialog at a time; the window owns it, so it would live as long as the window
-    dialog = OpenModelDialog(win, path, untrained, data_spec)
+    if previous is not None:
+        previous.deleteLater()
+    dialog = OpenModelDialog(commands, path, untrained, data_spec)
     guard_wheel(dialog)
-    win.open_model_dialog = dialog
     dialog.open()
     return dialog

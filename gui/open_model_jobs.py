@@ -5,7 +5,7 @@ untouched, so the window's status bar says Ready again once they stop.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator
+from typing import Any, Generator
 
 from engine.data import Dataset
 from engine.data import load_dataset_events
@@ -17,8 +17,10 @@ from gui.jobs import WorkerJob
 from gui.engine_calls import Described
 from gui.worker_thread import Failure
 
-if TYPE_CHECKING:
-    from gui.open_model import OpenModelDialog
+
+# Each job reports to the dialog that started it (gui.open_model.OpenModelDialog, not imported here: the dialog
+# imports these jobs).
+Dialog = Any
 
 CHECK_IMAGES = 500  # validation images the check classifies: enough to tell a fitting file from a wrong one
 
@@ -32,11 +34,11 @@ class DescribeJob(WorkerJob):
 
     name = "describe"
 
-    def __init__(self, dialog: OpenModelDialog, path: str | None, data_spec: str | None = None) -> None:
-        super().__init__(dialog.win)
+    def __init__(self, dialog: Dialog, path: str | None, data_spec: str | None = None) -> None:
+        super().__init__(dialog.commands)
         self.dialog, self.path = dialog, path
         self.data_spec = data_spec or dialog.data_spec  # another one when the user changes the dialog's dataset
-        self.raw = dialog.win.raw_data_cache.get(self.data_spec)
+        self.raw = dialog.commands.session.raw_data_cache.get(self.data_spec)
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, Described]:
         raw = self.raw
@@ -53,7 +55,7 @@ class DescribeJob(WorkerJob):
             self.dialog.show_progress(event)
 
     def on_success(self, described: Described) -> None:
-        self.window.raw_data_cache[self.data_spec] = described.raw_data
+        self.session.raw_data_cache[self.data_spec] = described.raw_data
         self.dialog.show_described(self.path, described, self.data_spec)
 
     def on_failure(self, failure: Failure) -> None:
@@ -77,7 +79,7 @@ class DescribeJob(WorkerJob):
         self.dialog.found_label.setText("Stopped.")
 
     def on_stopped(self) -> None:
-        self.window.phase_label.setText("Ready")  # what failed is said in the dialog; the window is unchanged
+        self.commands.set_phase("Ready")  # what failed is said in the dialog; the window is unchanged
         self.dialog.job_stopped()
 
 
@@ -86,8 +88,8 @@ class CheckJob(WorkerJob):
 
     name = "check"
 
-    def __init__(self, dialog: OpenModelDialog, recipe: ModelRecipe, raw: Dataset) -> None:
-        super().__init__(dialog.win)
+    def __init__(self, dialog: Dialog, recipe: ModelRecipe, raw: Dataset) -> None:
+        super().__init__(dialog.commands)
         self.dialog, self.recipe, self.raw = dialog, recipe, raw
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, RecipeChecked]:
@@ -111,5 +113,5 @@ class CheckJob(WorkerJob):
         self.dialog.result_label.setText("Check stopped; nothing was opened.")
 
     def on_stopped(self) -> None:
-        self.window.phase_label.setText("Ready")  # what failed is said in the dialog; the window is unchanged
+        self.commands.set_phase("Ready")  # what failed is said in the dialog; the window is unchanged
         self.dialog.job_stopped()

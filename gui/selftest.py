@@ -81,16 +81,16 @@ def _open_window(folder: Path) -> str:
     start = time.perf_counter()
     window = MainWindow(log_path=setup_logging())
     page_ok: list[bool] = []
-    view = window.graph_view.web_view
+    view = window.ui.graph_view.web_view
     if view is not None:
         view.loadFinished.connect(page_ok.append)
     window.show()
     try:
-        _wait(app, lambda: window.loaded is not None, "the demo model to load in the window")
+        _wait(app, lambda: window.session.loaded is not None, "the demo model to load in the window")
         ready = time.perf_counter() - start
         if view is None:
             return f"{app.platformName()}: window ready in {ready:.1f} s; graph view off " \
-                   f"({window.graph_view.disabled_reason})"
+                   f"({window.ui.graph_view.disabled_reason})"
         _wait(app, lambda: bool(page_ok), "Netron's page to load in the window")
         if not page_ok[-1]:
             raise AssertionError("Netron's page failed to load in the window")

@@ -8,13 +8,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from engine.models import DEMO_ARCHS, DEMO_TITLES
+from engine.sources import ModelSource
 from engine.units import fmt_bytes, fmt_count
 from gui.data_choice import DEFAULT_DATA, OPEN_CIFAR, OPEN_FOLDER, fill_data_combo, resolve_choice, switch_data
 from gui.settings import Settings
 from gui.engine_calls import Loaded
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.commands import Commands
 
 OPEN_FILE, OPEN_NEW = "__open_file__", "__new_untrained__"
 __all__ = ["DEFAULT_DATA", "OPEN_CIFAR", "OPEN_FILE", "OPEN_FOLDER", "OPEN_NEW", "SourcePanel", "on_data_chosen",
@@ -53,7 +54,7 @@ class SourcePanel(QGroupBox):
         for name in DEMO_ARCHS:
             combo.addItem(f"Demo: {DEMO_TITLES.get(name, name)}", f"demo:{name}")
         for path in self.settings.recent("models"):
-            if not path.startswith("demo:"):
+            if not ModelSource.parse(path).is_demo:
                 combo.addItem(Path(path).name, path)
                 combo.setItemData(combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
         if current and combo.findData(current) < 0:
@@ -95,28 +96,27 @@ def top1_note(loaded: Loaded) -> str:
     return "recorded in the file" if note == "recorded" else note
 
 
-def on_model_chosen(win: MainWindow, index: int) -> None:
+def on_model_chosen(commands: Commands, panel: SourcePanel, index: int) -> None:
     """A model picked in the combo box: open a file, a new architecture, or load the one picked."""
-    from gui.menus import open_model
-    from gui.open_model import open_model_dialog
-
-    data = win.model_combo.itemData(index)
+    data = panel.model_combo.itemData(index)
+    current = commands.session.current_model_src()
     if data == OPEN_FILE:
-        open_model(win)
+        commands.choose_model_file()
     elif data == OPEN_NEW:
-        win.source.fill_models(win.current_model_src())
-        open_model_dialog(win, untrained=True)
-    elif data and data != win.current_model_src():
-        if data.startswith("demo:"):
-            win.load(data, win.current_data_spec())
+        panel.fill_models(current)
+        commands.open_model_dialog(untrained=True)
+    elif data and data != current:
+        if ModelSource.parse(data).is_demo:
+            commands.load(data, commands.current_data_spec())
         else:  # a recent file: as it was opened (as File ▸ Recent models does)
-            win.open_model_file(data)
+            commands.open_model_file(data)
 
 
-def on_data_chosen(win: MainWindow, index: int) -> None:
+def on_data_chosen(commands: Commands, panel: SourcePanel, index: int) -> None:
     """A dataset picked in the combo box: ask for a folder if need be, then switch to it (gui.data_choice)."""
-    spec = resolve_choice(win, win.settings, win.data_combo.itemData(index))
-    if spec is None or spec == (win.loaded.request.data_spec if win.loaded else None):
-        win.source.fill_data(win.current_data_spec())  # cancelled, or the same: the combo shows what is in use
+    loaded = commands.session.loaded
+    spec = resolve_choice(commands.parent, commands.session.settings, panel.data_combo.itemData(index))
+    if spec is None or spec == (loaded.request.data_spec if loaded else None):
+        panel.fill_data(commands.current_data_spec())  # cancelled, or the same: the combo shows what is in use
         return
-    switch_data(win, spec)
+    switch_data(commands, spec)

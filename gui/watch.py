@@ -23,23 +23,25 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractScrollArea, QAbstractSpinBox, QApplication,
-                               QDockWidget, QGraphicsView, QLineEdit, QTabBar, QWidget)
+                               QDockWidget, QGraphicsView, QLineEdit, QMainWindow, QTabBar, QWidget)
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.job_runner import JobRunner
+    from gui.layout import WindowLayout
+    from gui.session import SessionModel
 
 WATCH_ENV = "PRUNELAB_WATCH"
 TICK_S = 0.02
 NOTED_S = 0.1  # stalls longer than this are listed, with what the window was doing
 
 
-def start_watch(window: MainWindow) -> Watch | None:
+def start_watch(window: QMainWindow, session: SessionModel, runner: JobRunner, ui: WindowLayout) -> Watch | None:
     """The watch, when PRUNELAB_WATCH is set (the real-window test); None otherwise."""
     folder = os.environ.get(WATCH_ENV)
     if not folder:
         return None
     Path(folder).mkdir(parents=True, exist_ok=True)
-    return Watch(window, Path(folder))
+    return Watch(window, session, runner, ui, Path(folder))
 
 
 def _rect(widget: QWidget, local: QRect | None = None) -> list[int]:
@@ -72,9 +74,11 @@ class Watch(QObject):
 
     asked = Signal()  # from the watch thread: the test asked where things are
 
-    def __init__(self, window: MainWindow, folder: Path) -> None:
+    def __init__(self, window: QMainWindow, session: SessionModel, runner: JobRunner, ui: WindowLayout,
+                 folder: Path) -> None:
         super().__init__(window)
         self.window, self.folder = window, folder
+        self.session, self.runner, self.ui = session, runner, ui
         self.worst, self.stalls = 0.0, []  # stalls: appended on the GUI thread, written by the watch thread
         self.started = self.last = time.perf_counter()
         self.gui_thread = threading.get_ident()
@@ -144,9 +148,8 @@ class Watch(QObject):
         self.excused += time.perf_counter() - start  # describing the window is the test's time, not a stall
 
     def _doing(self) -> str:
-        win = self.window
-        tab = win.tabs.tabText(win.tabs.currentIndex()) if hasattr(win, "tabs") else "?"
-        job = win.job.name if win.job is not None else "idle"
+        tab = self.ui.tabs.tabText(self.ui.tabs.currentIndex())
+        job = self.runner.job.name if self.runner.job is not None else "idle"
         return f"{time.perf_counter() - self.started:.1f} s after start, tab {tab}, job {job}"
 
     def describe(self) -> dict:
@@ -186,15 +189,17 @@ class Watch(QObject):
                    for t in QApplication.topLevelWidgets()
                    if t.isVisible() and t is not win
                    and t.windowType() not in (Qt.WindowType.ToolTip, Qt.WindowType.Popup)]
-        finished = sum(1 for run in win.runs.values() if run.status == "done")
+        session, runner, ui = self.session, self.runner, self.ui
+        finished = sum(1 for run in session.runs.values() if run.status == "done")
         frame = win.frameGeometry()
         return {"screen": [screen.width(), screen.height()],
                 "window": [frame.x(), frame.y(), frame.width(), frame.height()],
                 "window_inner": _rect(win), "tab_bars": tab_bars, "areas": areas, "buttons": buttons, "fields": fields,
                 "docks": docks, "outside": outside[:20], "dialogs": dialogs,
                 "minimum": [win.minimumSizeHint().width(), win.minimumSizeHint().height()],
-                "plan_runs": len(win.experiment.keys()),
-                "state": {"loaded": win.loaded is not None, "busy": win.busy, "worker": win.worker is not None,
-                          "runs": len(win.runs), "finished_runs": finished, "phase": win.phase_label.text(),
-                          "tab": win.tabs.tabText(win.tabs.currentIndex()), "options": win.method_panel.options(),
-                          "log": str(win.log_path or "")}}
+                "plan_runs": len(ui.experiment.keys()),
+                "state": {"loaded": session.loaded is not None, "busy": runner.busy,
+                          "worker": runner.worker is not None,
+                          "runs": len(session.runs), "finished_runs": finished, "phase": ui.phase_label.text(),
+                          "tab": ui.tabs.tabText(ui.tabs.currentIndex()), "options": ui.method_panel.options(),
+                          "log": str(session.log_path or "")}}

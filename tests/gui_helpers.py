@@ -58,15 +58,15 @@ def close_window(qtbot, win) -> None:
 
 def load_tiny(qtbot, win, fashion) -> None:
     """The tiny model and Fashion-MNIST, loaded through the real worker."""
-    win.raw_data_cache["fashion-mnist"] = fashion
+    win.session.raw_data_cache["fashion-mnist"] = fashion
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
         assert win.load(None, "fashion-mnist", bundle=tiny_bundle())
-    assert win.loaded is not None
+    assert win.session.loaded is not None
 
 
 def quick_options(win, steps: int = 1, bn: bool = True, finetune: float = 0.0) -> None:
     """A fast run: 500 test images, no latency timing."""
-    panel = win.method_panel
+    panel = win.ui.method_panel
     panel.steps_spin.setValue(steps)
     panel.eval_combo.setCurrentIndex(panel.eval_combo.findData(500))
     panel.speed_check.setChecked(False)

@@ -44,7 +44,7 @@ def make_settings(folder: Path) -> Settings:
 
 def fast_options(win: MainWindow, steps: int = 2, finetune: float = 0.0) -> None:
     """Small, quick run settings: few test images, no latency timing."""
-    panel = win.method_panel
+    panel = win.ui.method_panel
     panel.steps_spin.setValue(steps)
     panel.eval_combo.setCurrentIndex(panel.eval_combo.findData(500))
     panel.speed_check.setChecked(False)
@@ -68,10 +68,10 @@ def quick_plan(tab, store: Path, ratios: str) -> None:
 @pytest.fixture
 def loaded(window, qtbot, fashion):
     """The window with the tiny model and Fashion-MNIST loaded through the real worker."""
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
         assert window.load(None, "fashion-mnist", bundle=tiny_bundle())
-    assert window.loaded is not None, window.error_box.text() if window.error_box else "load failed"
+    assert window.session.loaded is not None, window.error_box.text() if window.error_box else "load failed"
     return window
 
 
@@ -80,14 +80,14 @@ def test_main_window_opens_and_closes(qtbot, tmp_path):
     qtbot.addWidget(win)
     win.show()
     assert win.isVisible()
-    assert win.tabs.count() == 6  # graph, weights, plots, results, experiment, teach
-    assert not win.run_action.isEnabled()  # nothing loaded yet
+    assert win.ui.tabs.count() == 6  # graph, weights, plots, results, experiment, teach
+    assert not win.menus.run_action.isEnabled()  # nothing loaded yet
     win.close()
     assert not win.isVisible()
 
 
 def test_every_registered_method_is_in_the_panel(window):
-    panel = window.method_panel
+    panel = window.ui.method_panel
     assert panel.method_names() == [m.name for m in all_methods()]
     for method in all_methods():
         panel.select_method(method.name)
@@ -99,7 +99,7 @@ def test_every_registered_method_is_in_the_panel(window):
 
 
 def test_gpu_choice_is_explained_when_cuda_is_missing(window):
-    combo = window.method_panel.device_combo
+    combo = window.ui.method_panel.device_combo
     gpu = combo.model().item(combo.findData("cuda"))
     if torch.cuda.is_available():
         assert gpu.isEnabled()
@@ -109,78 +109,77 @@ def test_gpu_choice_is_explained_when_cuda_is_missing(window):
 
 
 def test_model_loads_and_layer_table_fills(loaded):
-    table = loaded.graph_view.layer_table
-    names = [info.name for info in loaded.loaded.layers]
+    table = loaded.ui.graph_view.layer_table
+    names = [info.name for info in loaded.session.loaded.layers]
     assert table.rowCount() == len(names) > 5
-    assert "fc" in names and loaded.loaded.head == "fc"
-    groups = [info.group for info in loaded.loaded.layers if info.name != "fc"]
+    assert "fc" in names and loaded.session.loaded.head == "fc"
+    groups = [info.group for info in loaded.session.loaded.layers if info.name != "fc"]
     assert len(set(groups)) < len(groups), "residual partners must share a dependency group"
-    head = next(info for info in loaded.loaded.layers if info.name == "fc")
+    head = next(info for info in loaded.session.loaded.layers if info.name == "fc")
     assert head.group == -1 and table.item(names.index("fc"), table.COL_GROUP).text() == "–"
-    assert loaded.run_action.isEnabled()
-    assert "Parameters" in loaded.summary_label.text()
+    assert loaded.menus.run_action.isEnabled()
+    assert "Parameters" in loaded.ui.summary_label.text()
     # selecting a row selects the layer in the histogram view too
     table.selectRow(3)
-    assert loaded.histograms.current_layer() == names[3]
+    assert loaded.ui.histograms.current_layer() == names[3]
 
 
 def test_demo_model_loads_or_explains_why_not(window, qtbot, fashion):
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
         window.load_startup_model()
     if demo_path("resnet").exists():
-        assert window.loaded is not None and window.graph_view.layer_table.rowCount() > 5
+        assert window.session.loaded is not None and window.ui.graph_view.layer_table.rowCount() > 5
     else:
-        assert window.loaded is None
-        assert "could not be loaded" in window.summary_label.text()
+        assert window.session.loaded is None
+        assert "could not be loaded" in window.ui.summary_label.text()
         assert window.error_box is None  # a missing demo is explained in place, not with a modal dialog
 
 
 def test_pruning_run_updates_plots_histograms_and_results(loaded, qtbot, tmp_path):
     seen: list = []
-    original = loaded._on_progress
-    loaded._on_progress = lambda event: (seen.append(event), original(event))
+    loaded.jobs.progressed.connect(lambda _job, event: seen.append(event))  # what the status bar is given
     fast_options(loaded, steps=2)
-    loaded.method_panel.bn_check.setChecked(True)
-    before = {k: v.clone() for k, v in loaded.loaded.bundle.model.state_dict().items()}
+    loaded.ui.method_panel.bn_check.setChecked(True)
+    before = {k: v.clone() for k, v in loaded.session.loaded.bundle.model.state_dict().items()}
     with qtbot.waitSignal(loaded.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
         assert loaded.start_run()
     run_id = finished.args[0]
     qtbot.waitUntil(lambda: not loaded.busy, timeout=10_000)
-    record = loaded.runs[run_id]
+    record = loaded.session.runs[run_id]
     assert seen and {"baseline", "prune", "evaluate"} <= {e.phase for e in seen}
     assert record.status == "done" and len(record.steps) == 3  # step 0 + two steps
     assert record.done.after.params < record.done.before.params  # channels really removed
-    loaded.plots.flush()
-    assert loaded.plots.point_count(run_id) == 3
-    assert loaded.histograms.has_data()
-    assert loaded.histograms.step_combo.count() == 3  # original, step 1, step 2
-    loaded.histograms.step_combo.setCurrentIndex(1)
-    assert loaded.histograms.has_data()
-    assert loaded.results.row_count() == 1
+    loaded.ui.plots.flush()
+    assert loaded.ui.plots.point_count(run_id) == 3
+    assert loaded.ui.histograms.has_data()
+    assert loaded.ui.histograms.step_combo.count() == 3  # original, step 1, step 2
+    loaded.ui.histograms.step_combo.setCurrentIndex(1)
+    assert loaded.ui.histograms.has_data()
+    assert loaded.ui.results.row_count() == 1
     assert record.pruned is not None
     # the loaded model is untouched
-    after = loaded.loaded.bundle.model.state_dict()
+    after = loaded.session.loaded.bundle.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     # the layer table shows channels before -> after
-    table = loaded.graph_view.layer_table
+    table = loaded.ui.graph_view.layer_table
     texts = [table.item(r, table.COL_CHANNELS).text() for r in range(table.rowCount())]
     assert any("→" in t for t in texts)
     # exports: plots as PNG and SVG, results as CSV
-    png = loaded.export_plots(tmp_path / "plots.png")
-    svg = loaded.export_plots(tmp_path / "plots.svg")
+    png = loaded.menus.write_plots(tmp_path / "plots.png")
+    svg = loaded.menus.write_plots(tmp_path / "plots.svg")
     assert png.stat().st_size > 1000 and "<svg" in svg.read_text()[:500]
-    csv_text = loaded.results.write_csv(tmp_path / "results.csv").read_text()
+    csv_text = loaded.ui.results.write_csv(tmp_path / "results.csv").read_text()
     assert csv_text.count("\n") == 3 and "original" in csv_text
 
 
 def test_cancel_answers_quickly_and_keeps_the_model(loaded, qtbot):
     fast_options(loaded, steps=5, finetune=2.0)  # long enough that only cancel can end it in time
-    before = {k: v.clone() for k, v in loaded.loaded.bundle.model.state_dict().items()}
+    before = {k: v.clone() for k, v in loaded.session.loaded.bundle.model.state_dict().items()}
     assert loaded.start_run()
-    record = loaded.runs[loaded.current_run]
+    record = loaded.session.runs[loaded.session.current_run]
     # cancel in the middle of fine-tuning, the phase with the longest stretches between checks
-    qtbot.waitUntil(lambda: "finetune" in loaded.phase_label.text(), timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "finetune" in loaded.ui.phase_label.text(), timeout=RUN_TIMEOUT_MS)
     # the work done after the cancel, as the process's CPU time: on a busy machine the wall time is the
     # other processes' too (a cancel ignored until fine-tuning ends costs many CPU seconds either way)
     start = time.process_time()
@@ -189,16 +188,16 @@ def test_cancel_answers_quickly_and_keeps_the_model(loaded, qtbot):
     elapsed = time.process_time() - start
     assert elapsed < 2.0, f"cancel took {elapsed:.2f} s of CPU"
     assert record.status == "cancelled"
-    after = loaded.loaded.bundle.model.state_dict()
+    after = loaded.session.loaded.bundle.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert loaded.run_action.isEnabled() and not loaded.cancel_action.isEnabled()
+    assert loaded.menus.run_action.isEnabled() and not loaded.menus.cancel_action.isEnabled()
 
 
 def test_a_run_past_the_memory_limit_fails_alone(window, qtbot, fashion):
     from engine.budget import rss_bytes
     from tests.test_budget import HUNGER, HungryResNet
 
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     bundle = ModelBundle(HungryResNet(1, 10, widths=(8, 16, 32)).eval(), "test:hungry", "demo:resnet", (1, 28, 28), 10,
                          arch_kwargs={"widths": [8, 16, 32]})
     with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
@@ -217,8 +216,8 @@ def test_a_run_past_the_memory_limit_fails_alone(window, qtbot, fashion):
     box = window.error_box
     assert box is not None and box.isVisible() and "reached the memory limit" in box.text()
     box.close()
-    assert [r.status for r in window.runs.values()] == ["done", "failed"]  # the first run is still listed
-    assert window.run_action.isEnabled() and window.open_action.isEnabled()
+    assert [r.status for r in window.session.runs.values()] == ["done", "failed"]  # the first run is still listed
+    assert window.menus.run_action.isEnabled() and window.menus.open_action.isEnabled()
 
 
 def test_jobs_are_objects_a_failing_one_gets_on_failure_and_the_window_stays_usable(window, qtbot):
@@ -232,7 +231,7 @@ def test_jobs_are_objects_a_failing_one_gets_on_failure_and_the_window_stays_usa
         name, title = "probe", "The probe failed"
 
         def __init__(self, win, fail: bool) -> None:
-            super().__init__(win)
+            super().__init__(win.commands)
             self.fail, self.calls = fail, []
 
         def work(self, cancel):
@@ -254,7 +253,7 @@ def test_jobs_are_objects_a_failing_one_gets_on_failure_and_the_window_stays_usa
     failing = Probe(window, fail=True)
     with qtbot.waitSignal(window.job_stopped, timeout=10_000) as stopped:
         assert window.start_job(failing)
-        assert window.busy and not window.open_action.isEnabled()
+        assert window.busy and not window.menus.open_action.isEnabled()
         assert not window.start_job(Probe(window, fail=False))  # one job at a time
     assert stopped.args == ["probe"]
     assert failing.calls == [("event", "probe"), ("failure", "the probe broke; try again")]
@@ -262,13 +261,13 @@ def test_jobs_are_objects_a_failing_one_gets_on_failure_and_the_window_stays_usa
     assert box is not None and box.isVisible() and box.windowTitle() == "The probe failed"
     assert box.detailedText() == ""  # bad input: no traceback
     box.close()
-    assert not window.busy and window.job is None and window.open_action.isEnabled()
-    assert window.phase_label.text() == "Failed"
+    assert not window.busy and window.jobs.job is None and window.menus.open_action.isEnabled()
+    assert window.ui.phase_label.text() == "Failed"
     working = Probe(window, fail=False)
     with qtbot.waitSignal(window.job_stopped, timeout=10_000):
         assert window.start_job(working)
     assert working.calls == [("event", "probe"), ("success", {"answer": 42})]
-    assert window.phase_label.text() == "Ready" and not window.busy
+    assert window.ui.phase_label.text() == "Ready" and not window.busy
 
 
 def test_corrupt_model_file_shows_error_and_window_stays_usable(loaded, qtbot, tmp_path):
@@ -280,21 +279,21 @@ def test_corrupt_model_file_shows_error_and_window_stays_usable(loaded, qtbot, t
     assert box is not None and box.isVisible()
     assert "broken.pt" in box.text()
     box.close()
-    assert loaded.loaded.bundle.source == "test:tiny-resnet"  # the previous model stays loaded
-    assert loaded.run_action.isEnabled() and loaded.open_action.isEnabled()
+    assert loaded.session.loaded.bundle.source == "test:tiny-resnet"  # the previous model stays loaded
+    assert loaded.menus.run_action.isEnabled() and loaded.menus.open_action.isEnabled()
 
 
 def test_untrusted_pickle_asks_before_loading(window, qtbot, tmp_path, fashion):
     path = tmp_path / "whole_module.pt"
     torch.save(tiny_bundle().model, path)
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     asked: list[str] = []
     window._ask_trust = lambda p, message, what: (asked.append(message), True)[1]
     with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
         window.open_model_file(str(path))
-    qtbot.waitUntil(lambda: window.loaded is not None and not window.busy, timeout=LOAD_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.session.loaded is not None and not window.busy, timeout=LOAD_TIMEOUT_MS)
     assert asked and "pickled" in asked[0]
-    assert window.loaded.request.trust
+    assert window.session.loaded.request.trust
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -307,9 +306,9 @@ def test_torchscript_asks_first_and_a_no_runs_nothing(loaded, qtbot, hostile_tor
     qtbot.waitUntil(lambda: bool(asked) and not loaded.busy, timeout=LOAD_TIMEOUT_MS)
     assert asked == ["torchscript"]
     assert not marker.exists()  # declined: the archive's code never ran
-    assert "not trusted" in loaded.phase_label.text()
-    assert loaded.loaded.bundle.source == "test:tiny-resnet"
-    assert loaded.run_action.isEnabled() and loaded.open_action.isEnabled()
+    assert "not trusted" in loaded.ui.phase_label.text()
+    assert loaded.session.loaded.bundle.source == "test:tiny-resnet"
+    assert loaded.menus.run_action.isEnabled() and loaded.menus.open_action.isEnabled()
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -329,13 +328,13 @@ def test_garbage_gets_an_error_never_the_trust_dialog(loaded, qtbot, tmp_path, c
     assert box.detailedText() == ""  # bad input: the one line says it all, no traceback for a student
     box.close()
     assert not asked
-    assert loaded.loaded.bundle.source == "test:tiny-resnet" and loaded.run_action.isEnabled()
+    assert loaded.session.loaded.bundle.source == "test:tiny-resnet" and loaded.menus.run_action.isEnabled()
 
 
 def test_the_first_hint_names_the_selected_method(window):
-    window.method_panel.select_method("taylor")
-    title = window.method_panel.current_method().title.split(" (")[0]
-    assert title in window.hint_label.text() and window.hint_label.text().startswith("<b>Try it:</b>")
+    window.ui.method_panel.select_method("taylor")
+    title = window.ui.method_panel.current_method().title.split(" (")[0]
+    assert title in window.ui.hint_label.text() and window.ui.hint_label.text().startswith("<b>Try it:</b>")
 
 
 def test_loading_your_own_model_brings_back_a_start_hint_that_names_it(window, qtbot, fashion):
@@ -343,33 +342,33 @@ def test_loading_your_own_model_brings_back_a_start_hint_that_names_it(window, q
     over, naming that model rather than "the demo model"."""
     from gui.jobs import HINT_AFTER_RUN
 
-    window.hint_label.setText(HINT_AFTER_RUN)
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.ui.hint_label.setText(HINT_AFTER_RUN)
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     with qtbot.waitSignal(window.job_stopped, timeout=LOAD_TIMEOUT_MS):
         assert window.load(None, "fashion-mnist", bundle=tiny_bundle())
-    text = window.hint_label.text()
+    text = window.ui.hint_label.text()
     assert text.startswith("<b>Try it:</b>") and "demo model" not in text
-    assert window.loaded.summary["architecture"] in text
+    assert window.session.loaded.summary["architecture"] in text
 
 
 def test_options_and_recent_files_persist(qtbot, tmp_path):
     settings = make_settings(tmp_path)
     first = MainWindow(settings=settings, autoload=False)
     qtbot.addWidget(first)
-    first.method_panel.select_method("taylor")
-    first.method_panel.steps_spin.setValue(7)
+    first.ui.method_panel.select_method("taylor")
+    first.ui.method_panel.steps_spin.setValue(7)
     settings.add_recent("models", "/some/model.pt")
     first.close()
     second = MainWindow(settings=make_settings(tmp_path), autoload=False)
     qtbot.addWidget(second)
-    assert second.method_panel.current_method().name == "taylor"
-    assert second.method_panel.steps_spin.value() == 7
-    assert "/some/model.pt" in [second.model_combo.itemData(i) for i in range(second.model_combo.count())]
+    assert second.ui.method_panel.current_method().name == "taylor"
+    assert second.ui.method_panel.steps_spin.value() == 7
+    assert "/some/model.pt" in [second.ui.model_combo.itemData(i) for i in range(second.ui.model_combo.count())]
     second.close()
 
 
 def test_layer_table_choices_reach_the_run(loaded, qtbot):
-    table = loaded.graph_view.layer_table
+    table = loaded.ui.graph_view.layer_table
     names = [info.name for info in table.layers]
     skip = "layer3.0.conv1"  # its own dependency group: leaving it alone keeps all its channels
     table.item(names.index(skip), table.COL_INCLUDE).setCheckState(Qt.CheckState.Unchecked)
@@ -380,7 +379,7 @@ def test_layer_table_choices_reach_the_run(loaded, qtbot):
     fast_options(loaded, steps=1)
     with qtbot.waitSignal(loaded.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
         assert loaded.start_run()
-    record = loaded.runs[finished.args[0]]
+    record = loaded.session.runs[finished.args[0]]
     assert record.config.ignored_layers == (skip,)
     stats = {s.name: s for s in record.steps[-1].layers}
     assert stats[skip].channels_after == stats[skip].channels_before
@@ -388,14 +387,14 @@ def test_layer_table_choices_reach_the_run(loaded, qtbot):
 
 
 def test_sensitivity_scan_colours_layers_and_suggests_ratios(loaded, qtbot):
-    table = loaded.graph_view.layer_table
+    table = loaded.ui.graph_view.layer_table
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
         assert loaded.start_sensitivity_scan()
-    assert loaded.sensitivity is not None, loaded.error_box.text() if loaded.error_box else "scan failed"
+    assert loaded.session.sensitivity is not None, loaded.error_box.text() if loaded.error_box else "scan failed"
     texts = [table.item(r, table.COL_SENSITIVITY).text() for r in range(table.rowCount())]
     assert sum(t.endswith("pt") for t in texts) >= 5
-    assert loaded.graph_view.apply_button.isEnabled()
-    loaded.graph_view.apply_button.click()
+    assert loaded.ui.graph_view.apply_button.isEnabled()
+    loaded.ui.graph_view.apply_button.click()
     _, ratios = table.choices()
     assert ratios and all(0.0 <= r < 1.0 for r in ratios.values())
 
@@ -403,14 +402,14 @@ def test_sensitivity_scan_colours_layers_and_suggests_ratios(loaded, qtbot):
 def test_experiment_tab_runs_a_plan_through_the_worker(loaded, qtbot, tmp_path):
     """The Experiment tab is part of the window: its plan runs on the worker with the loaded model,
     each run reaches the table as it finishes, and clicking a run names it in the status bar."""
-    tab = loaded.experiment
-    assert loaded.tabs.indexOf(tab) >= 0
+    tab = loaded.ui.experiment
+    assert loaded.ui.tabs.indexOf(tab) >= 0
     quick_plan(tab, tmp_path / "plan.sqlite", "0.5")
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS) as stopped:
         tab.run_button.click()
-        assert loaded.busy and tab.cancel_button.isEnabled() and not loaded.run_action.isEnabled()
+        assert loaded.busy and tab.cancel_button.isEnabled() and not loaded.menus.run_action.isEnabled()
         # the store cannot change under a running plan
-        assert not tab.choose_button.isEnabled() and not loaded.open_store_action.isEnabled()
+        assert not tab.choose_button.isEnabled() and not loaded.menus.open_store_action.isEnabled()
     assert stopped.args == ["plan"]
     assert loaded.error_box is None or not loaded.error_box.isVisible(), loaded.error_box.text()
     assert tab.table.rowCount() == 3  # the original + two runs
@@ -457,7 +456,7 @@ def test_cancelled_plan_keeps_finished_runs_and_resumes(loaded, qtbot, tmp_path)
     running the plan again computes only what is missing."""
     from engine.experiments import ResultStore
 
-    tab = loaded.experiment
+    tab = loaded.ui.experiment
     quick_plan(tab, tmp_path / "plan.sqlite", "0.3, 0.5")
     with qtbot.waitSignal(loaded.job_stopped, timeout=RUN_TIMEOUT_MS):
         tab.run_button.click()

@@ -40,14 +40,14 @@ class SlowTop1:
 
 def test_ready_first_then_the_card_fills_in_the_background(win, qtbot, fashion):
     load_tiny(qtbot, win, fashion)
-    assert win.phase_label.text().startswith("Ready")
-    assert not win.busy and win.run_action.isEnabled() and win.open_action.isEnabled()
-    assert "measuring" in win.summary_label.text()  # size and top-1 come after Ready
-    qtbot.waitUntil(lambda: win.worker is None, timeout=TIMEOUT_MS)
-    summary = win.loaded.summary
-    assert win.loaded.pending == []
+    assert win.ui.phase_label.text().startswith("Ready")
+    assert not win.busy and win.menus.run_action.isEnabled() and win.menus.open_action.isEnabled()
+    assert "measuring" in win.ui.summary_label.text()  # size and top-1 come after Ready
+    qtbot.waitUntil(lambda: win.jobs.worker is None, timeout=TIMEOUT_MS)
+    summary = win.session.loaded.summary
+    assert win.session.loaded.pending == []
     assert summary["size_bytes"] > summary["compressed_bytes"] > 0 and 0.0 <= summary["top1"] <= 1.0
-    assert "measuring" not in win.summary_label.text() and "zipped" in win.summary_label.text()
+    assert "measuring" not in win.ui.summary_label.text() and "zipped" in win.ui.summary_label.text()
 
 
 def test_a_run_started_meanwhile_goes_first_and_the_facts_resume(win, qtbot, fashion, monkeypatch):
@@ -58,11 +58,11 @@ def test_a_run_started_meanwhile_goes_first_and_the_facts_resume(win, qtbot, fas
     quick_options(win, bn=False)
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS) as stopped:
         assert win.start_run()
-        assert win.busy and not win.run_action.isEnabled()  # the run waits for the background job to give way
-    assert stopped.args == ["run"] and win.runs[1].status == "done"
+        assert win.busy and not win.menus.run_action.isEnabled()  # the run waits for the background job to give way
+    assert stopped.args == ["run"] and win.session.runs[1].status == "done"
     assert slow.cancelled.is_set()
-    qtbot.waitUntil(lambda: win.worker is None and not win.loaded.pending, timeout=TIMEOUT_MS)
-    assert slow.calls == 2 and win.loaded.summary["top1"] == 0.5  # measured again once the window was idle
+    qtbot.waitUntil(lambda: win.jobs.worker is None and not win.session.loaded.pending, timeout=TIMEOUT_MS)
+    assert slow.calls == 2 and win.session.loaded.summary["top1"] == 0.5  # measured again once the window was idle
 
 
 def test_cancelling_a_job_still_waiting_ends_it_at_once(win, qtbot, fashion, monkeypatch):
@@ -74,18 +74,18 @@ def test_cancelling_a_job_still_waiting_ends_it_at_once(win, qtbot, fashion, mon
     assert win.start_run() and win.busy
     with qtbot.waitSignal(win.job_stopped, timeout=1000) as stopped:
         win.cancel_job()
-    assert stopped.args == ["run"] and win.runs[1].status == "cancelled" and not win.busy
-    qtbot.waitUntil(lambda: win.worker is None and not win.loaded.pending, timeout=TIMEOUT_MS)
-    assert win.job is None and win.runs[1].steps == []  # the cancelled run never started
+    assert stopped.args == ["run"] and win.session.runs[1].status == "cancelled" and not win.busy
+    qtbot.waitUntil(lambda: win.jobs.worker is None and not win.session.loaded.pending, timeout=TIMEOUT_MS)
+    assert win.jobs.job is None and win.session.runs[1].steps == []  # the cancelled run never started
 
 
 def test_a_closed_window_starts_no_background_job(qtbot, tmp_path, monkeypatch, fashion):
     window = open_window(qtbot, tmp_path, monkeypatch)
     load_tiny(qtbot, window, fashion)
-    assert window.worker is not None  # the background facts are being found
+    assert window.jobs.worker is not None  # the background facts are being found
     window.close()  # waits for that job; its end is still queued
     qtbot.wait(300)
-    assert window.worker is None and window.job is None  # a thread started now would outlive the window
+    assert window.jobs.worker is None and window.jobs.job is None  # a thread started now would outlive the window
 
 
 def test_closing_during_a_job_does_not_wait_out_the_timeout(qtbot, tmp_path, monkeypatch, fashion):

@@ -42,12 +42,12 @@ def _plain(text: str) -> str:
 def test_an_edited_model_file_is_named_plainly_and_the_window_stays_usable(window, qtbot, models, name):  # noqa: F811
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         assert window.load(str(models / name), "fashion-mnist")
-    assert window.loaded is None
+    assert window.session.loaded is None
     assert window.error_box is not None
     shown = _plain(window.error_box.text() + " " + window.error_box.informativeText())
     assert EDITED[name] in shown, shown
     assert "bug" not in shown.lower() and "Traceback" not in window.error_box.detailedText().split("\n")[0]
-    assert not window.busy and window.open_action.isEnabled()
+    assert not window.busy and window.menus.open_action.isEnabled()
 
 
 def _high_water_since_reset() -> tuple[int, int]:
@@ -71,8 +71,6 @@ def test_a_record_past_the_memory_limit_is_refused_before_it_is_read(window, qtb
 
     if not os.path.exists("/proc/self/clear_refs"):
         pytest.skip("needs Linux's peak-RSS reset")
-    from gui.open_model import open_model_dialog
-
     path = models / "big_record.pt"
     window.settings.set_value("memory/limit", f"{(rss_bytes() + (1 << 30)) >> 20}M")  # 1 GiB more than now
     base, peak = _high_water_since_reset()
@@ -80,14 +78,14 @@ def test_a_record_past_the_memory_limit_is_refused_before_it_is_read(window, qtb
         if how == "load":
             assert window.load(str(path), "fashion-mnist")
         else:
-            assert open_model_dialog(window, str(path)) is not None
+            assert window.show_open_model(str(path)) is not None
     grown = peak() - base
     if how == "load":
-        assert window.loaded is None and window.error_box is not None
+        assert window.session.loaded is None and window.error_box is not None
         shown = _plain(window.error_box.text() + " " + window.error_box.informativeText())
     else:
         shown = _plain(window.open_model_dialog.found_label.text())
         window.open_model_dialog.reject()
     assert "big_record.pt" in shown and "unpacks to 2.0 GiB" in shown, shown  # the check before reading
     assert grown < 512 << 20, f"grew by {grown >> 20} MiB"
-    assert not window.busy and window.open_action.isEnabled()
+    assert not window.busy and window.menus.open_action.isEnabled()

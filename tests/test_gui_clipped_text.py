@@ -60,15 +60,13 @@ def test_next_phase_button_and_status_line_show_their_words_whole(qtbot, tmp_pat
     try:
         from PySide6.QtCore import Qt
 
-        from gui.lesson import show_lessons
-
         win.resize(1280, 720)
-        show_lessons(win)  # the lesson open: the Prune panel as narrow as a class sees it
-        win.resizeDocks([win.side_dock], [1], Qt.Orientation.Horizontal)
+        win.show_lessons()  # the lesson open: the Prune panel as narrow as a class sees it
+        win.resizeDocks([win.ui.side_dock], [1], Qt.Orientation.Horizontal)
         qtbot.wait(50)
-        win.method_panel.bn_check.setChecked(True)
-        win.method_panel.step_check.setChecked(True)
-        button = win.method_panel.next_button
+        win.ui.method_panel.bn_check.setChecked(True)
+        win.ui.method_panel.step_check.setChecked(True)
+        button = win.ui.method_panel.next_button
         assert win.start_run()
         seen = []
         while win.busy:
@@ -80,10 +78,10 @@ def test_next_phase_button_and_status_line_show_their_words_whole(qtbot, tmp_pat
                 button.click()
         assert "Next: BatchNorm re-estimation" in seen  # the words once cut to "t: BatchNorm re-estima"
         long = "Run #1, step 1/1 · finetune: " + "step 1/1, epoch 1/1, batch 17/100, loss 0.4321 " * 4
-        win.phase_label.setText(long)
+        win.ui.phase_label.setText(long)
         win.statusBar().showMessage("Wrote /tmp/some/folder/prunelab_results.csv", 5000)
         qtbot.wait(20)
-        label = win.phase_label
+        label = win.ui.phase_label
         assert label.text() == long and label.toolTip() == long
         assert label.width() <= label.MAX_WIDTH and "…" in super(type(label), label).text()
     finally:

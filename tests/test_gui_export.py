@@ -65,10 +65,10 @@ def test_export_writes_a_new_folder_named_in_the_dialog_beside_the_model(window,
     models = tmp_path / "my models"
     models.mkdir()
     record = _record(models / "net.pt")
-    window.selected_record = lambda: record
+    window.session.selected_record = lambda: record
     seen: dict = {}
     _answer(window, "deploy me", seen)
-    menus.export_model(window)
+    window.menus.export_model()
     assert "stuck" not in seen, seen.get("stuck")
     assert window.busy  # the export job started (the window sees its end only after this test yields)
     qtbot.waitUntil(lambda: not window.busy, timeout=120_000)
@@ -86,7 +86,7 @@ def test_export_writes_a_new_folder_named_in_the_dialog_beside_the_model(window,
     (models / "theirs").mkdir()
     (models / "theirs" / "keep.txt").write_text("mine")
     _answer(window, "theirs", seen)
-    menus.export_model(window)
+    window.menus.export_model()
     assert "stuck" not in seen, "typing an existing folder's name opened it instead of choosing it"
     qtbot.waitUntil(lambda: window.error_box is not None and window.error_box.isVisible(), timeout=10_000)
     assert "PruneLab did not write" in window.error_box.text()
@@ -99,8 +99,8 @@ def test_without_a_model_file_the_dialog_opens_in_the_last_export_folder(window,
     last = tmp_path / "exports"
     last.mkdir()
     menus.remember_folder(window.settings, menus.EXPORT_PICKER, last)
-    window.selected_record = lambda: record
+    window.session.selected_record = lambda: record
     seen: dict = {}
     _answer(window, None, seen)
-    menus.export_model(window)
+    window.menus.export_model()
     assert seen["directory"] == last and not window.busy and not any(last.iterdir())

@@ -21,8 +21,7 @@ from PySide6.QtWidgets import QMenu, QMessageBox  # noqa: E402
 from engine.models import build_arch, first_conv, list_architectures  # noqa: E402
 from gui import dialogs  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
-from gui.menus import _fill_recent  # noqa: E402
-from gui.open_model import OpenModelDialog, open_model_dialog  # noqa: E402
+from gui.open_model import OpenModelDialog  # noqa: E402
 from gui.open_model_recipe import parse_shape, plain, remembered_recipe  # noqa: E402
 
 TIMEOUT_MS = 90_000
@@ -57,7 +56,7 @@ class NotAModel:
 def window(window, fashion):
     """The shared window (tests/conftest.py) with Fashion-MNIST at hand, nothing loaded, and the trust question
     answered by `trust_answer` (recorded in `asked`)."""
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     window.asked = []
     window._ask_trust = lambda path, message, what: (window.asked.append(what), window.trust_answer)[1]
     window.trust_answer = True
@@ -92,7 +91,7 @@ def code_file(tmp_path) -> Path:
 def open_dialog(win: MainWindow, qtbot, path: Path | None = None, untrained: bool = False) -> OpenModelDialog:
     """The dialog, once it has described the file and read the dataset."""
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
-        dialog = open_model_dialog(win, str(path) if path else None, untrained)
+        dialog = win.show_open_model(str(path) if path else None, untrained)
         assert dialog is not None
     assert dialog.running is None and dialog.raw is not None, dialog.found_label.text()
     return dialog
@@ -101,7 +100,7 @@ def open_dialog(win: MainWindow, qtbot, path: Path | None = None, untrained: boo
 def check(dialog: OpenModelDialog, qtbot) -> str:
     """Press Check and wait for it; the findings as plain text."""
     assert dialog.check_button.isEnabled(), dialog.check_button.toolTip()
-    with qtbot.waitSignal(dialog.win.job_stopped, timeout=TIMEOUT_MS):
+    with qtbot.waitSignal(dialog.commands.job_stopped, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
     return re.sub(r"<[^>]+>", "", dialog.result_label.text())
 
@@ -120,12 +119,12 @@ def pick_from_list(dialog: OpenModelDialog, qtbot, query: str, name: str) -> Non
 
 def open_checked(dialog: OpenModelDialog, qtbot) -> None:
     """Press Open and wait for the window to load the model."""
-    win = dialog.win
+    win = dialog.commands.parent  # the window
     assert dialog.open_button.isEnabled()
     assert dialog.open_button.isDefault() and not dialog.check_button.isDefault()  # Enter opens, not Cancel
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dialog.open_button, Qt.MouseButton.LeftButton)
-    assert win.loaded is not None, win.error_box.text() if win.error_box else "not loaded"
+    assert win.session.loaded is not None, win.error_box.text() if win.error_box else "not loaded"
 
 
 def test_state_dict_opens_with_an_architecture_from_the_filtered_list(window, qtbot, rgb_state):
@@ -147,7 +146,7 @@ def test_state_dict_opens_with_an_architecture_from_the_filtered_list(window, qt
     filled, total = map(int, MATCHED.search(check(dialog, qtbot)).groups())
     assert filled == total and dialog.problem == ""
     open_checked(dialog, qtbot)
-    assert window.loaded.bundle.arch == ARCH and window.loaded.bundle.input_shape == (3, 28, 28)
+    assert window.session.loaded.bundle.arch == ARCH and window.session.loaded.bundle.input_shape == (3, 28, 28)
     assert window.settings.recent("models")[0] == str(rgb_state)
     assert remembered_recipe(window.settings, str(rgb_state)).arch == ARCH
     assert window.asked == []  # weights only: nothing to trust
@@ -160,16 +159,16 @@ def test_reopening_from_the_recent_list_asks_nothing(window, qtbot, grey_state):
     check(dialog, qtbot)
     open_checked(dialog, qtbot)
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):  # another model in between
-        window.load(None, "fashion-mnist", bundle=window.loaded.bundle.copy())
-    assert window.loaded.request.recipe is None
+        window.load(None, "fashion-mnist", bundle=window.session.loaded.bundle.copy())
+    assert window.session.loaded.request.recipe is None
     menu = QMenu()
-    _fill_recent(menu, window)
+    window.menus._fill_recent(menu)
     action = next(a for a in menu.actions() if a.text() == str(grey_state))
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         action.trigger()
-    assert window.loaded.request.recipe is not None and window.loaded.request.model_src == str(grey_state)
-    assert window.loaded.bundle.arch == ARCH
-    assert window.loaded.data.norm.mean == (0.1307,)  # the remembered preset, not the dataset's own
+    assert window.session.loaded.request.recipe is not None and window.session.loaded.request.model_src == str(grey_state)
+    assert window.session.loaded.bundle.arch == ARCH
+    assert window.session.loaded.data.norm.mean == (0.1307,)  # the remembered preset, not the dataset's own
     assert window.open_model_dialog is dialog and not dialog.isVisible()  # no dialog the second time
     assert window.asked == []
 
@@ -185,7 +184,7 @@ def test_safetensors_file_opens_through_the_dialog(window, qtbot, tmp_path):
     filled, total = map(int, MATCHED.search(check(dialog, qtbot)).groups())
     assert filled == total
     open_checked(dialog, qtbot)
-    assert window.loaded.bundle.arch == ARCH
+    assert window.session.loaded.bundle.arch == ARCH
 
 
 def test_python_file_lists_its_classes_after_trust(window, qtbot, tmp_path, code_file):
@@ -200,8 +199,8 @@ def test_python_file_lists_its_classes_after_trust(window, qtbot, tmp_path, code
     text = check(dialog, qtbot)
     assert "9 of 9 tensors matched" in text
     open_checked(dialog, qtbot)
-    assert window.loaded.bundle.arch == f"code:{code_file}:TinyNet"
-    assert window.loaded.bundle.model.conv.out_channels == 6
+    assert window.session.loaded.bundle.arch == f"code:{code_file}:TinyNet"
+    assert window.session.loaded.bundle.model.conv.out_channels == 6
 
 
 def test_declining_trust_imports_nothing(window, qtbot, rgb_state, code_file):
@@ -227,10 +226,10 @@ def test_a_mismatching_file_gets_a_plain_error_and_the_window_stays_usable(windo
     text = check(dialog, qtbot)
     assert "do not fit the architecture" in text and "Accept a partial match" in text
     assert "--" not in text  # the dialog's words, not command-line flags
-    assert not dialog.open_button.isEnabled() and window.loaded is None
+    assert not dialog.open_button.isEnabled() and window.session.loaded is None
     dialog.reject()
     assert not dialog.isVisible() and not window.busy
-    assert window.open_action.isEnabled() and window.new_model_action.isEnabled()
+    assert window.menus.open_action.isEnabled() and window.menus.new_model_action.isEnabled()
 
 
 def test_filtering_matches_the_engine_and_cancel_stops_a_check(window, qtbot):
@@ -245,7 +244,7 @@ def test_filtering_matches_the_engine_and_cancel_stops_a_check(window, qtbot):
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
         qtbot.mouseClick(dialog.buttons.button(dialog.buttons.StandardButton.Cancel), Qt.MouseButton.LeftButton)
-    assert not dialog.isVisible() and not window.busy and window.loaded is None
+    assert not dialog.isVisible() and not window.busy and window.session.loaded is None
 
 
 def test_new_untrained_architecture_takes_the_datasets_channels(window, qtbot):
@@ -254,15 +253,15 @@ def test_new_untrained_architecture_takes_the_datasets_channels(window, qtbot):
     text = check(dialog, qtbot)
     assert "untrained" in text and "1×28×28" in text
     open_checked(dialog, qtbot)
-    assert first_conv(window.loaded.bundle.model)[1].in_channels == 1 and window.loaded.bundle.arch == ARCH
+    assert first_conv(window.session.loaded.bundle.model)[1].in_channels == 1 and window.session.loaded.bundle.arch == ARCH
     assert window.settings.recent("models")[0] == ARCH
 
 
 def test_torchvision_by_name_from_the_gui_takes_the_datasets_channels(window, qtbot):
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         assert window.load(ARCH, "fashion-mnist")
-    assert window.loaded is not None, window.error_box.text() if window.error_box else ""
-    assert first_conv(window.loaded.bundle.model)[1].in_channels == 1 and window.loaded.bundle.num_classes == 10
+    assert window.session.loaded is not None, window.error_box.text() if window.error_box else ""
+    assert first_conv(window.session.loaded.bundle.model)[1].in_channels == 1 and window.session.loaded.bundle.num_classes == 10
 
 
 def test_a_prunelab_file_built_from_code_asks_trust_before_its_check(window, qtbot, tmp_path, code_file):
@@ -283,7 +282,7 @@ def test_a_prunelab_file_built_from_code_asks_trust_before_its_check(window, qtb
     qtbot.waitUntil(lambda: dialog.checked is not None and not window.busy, timeout=TIMEOUT_MS)
     assert "nothing to match" in dialog.result_label.text() and "10 outputs" in dialog.result_label.text()
     open_checked(dialog, qtbot)
-    assert window.loaded.request.trust and window.loaded.bundle.arch == f"code:{code_file}:TinyNet"
+    assert window.session.loaded.request.trust and window.session.loaded.bundle.arch == f"code:{code_file}:TinyNet"
 
 
 def test_dropping_a_file_opens_the_dialog_with_it(window, qtbot, rgb_state):
@@ -298,7 +297,7 @@ def test_dropping_a_file_opens_the_dialog_with_it(window, qtbot, rgb_state):
         window.dropEvent(event)
     dialog = window.open_model_dialog
     assert dialog.isVisible() and dialog.path == str(rgb_state) and "state_dict" in dialog.found_label.text()
-    assert window.loaded is None  # nothing opens before the user accepts
+    assert window.session.loaded is None  # nothing opens before the user accepts
 
 
 def test_shapes_and_messages_in_the_dialogs_words():

@@ -17,7 +17,6 @@ from test_gui_open_model import (ARCH, CODE, TIMEOUT_MS, check, code_file, open_
 from engine.models import ModelBundle
 from gui import pickers
 from gui.data_choice import OPEN_FOLDER, switch_data
-from gui.open_model import open_model_dialog
 from gui.open_model_arch import constructor_signatures
 from gui.open_model_recipe import images_words
 from gui.settings import Settings
@@ -46,7 +45,7 @@ def load_tiny(win, qtbot, spec: str = "fashion-mnist", channels: int = 1, classe
     bundle = ModelBundle(tiny_resnet(channels, classes), "test:tiny", "demo:resnet", None, classes)
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
         assert win.load(None, spec, bundle=bundle)
-    assert win.loaded is not None, win.error_box.text() if win.error_box else ""
+    assert win.session.loaded is not None, win.error_box.text() if win.error_box else ""
 
 
 def choose_folder_in(win, qtbot, combo, folder_picker, folder: Path, chosen) -> None:
@@ -75,8 +74,8 @@ def test_the_dialogs_dataset_row_refills_the_input_and_opens_with_that_dataset(w
     assert dialog.norm_combo.findData("imagenet") >= 0
     assert "3 outputs for 3 classes of rgb" in plain_text(dialog.result_label.text())
     open_checked(dialog, qtbot)
-    assert window.loaded.request.data_spec == spec and window.data_combo.currentData() == spec
-    assert window.loaded.bundle.num_classes == 3
+    assert window.session.loaded.request.data_spec == spec and window.ui.data_combo.currentData() == spec
+    assert window.session.loaded.bundle.num_classes == 3
 
 
 def test_what_the_file_means_is_said_again_for_another_dataset(window, qtbot, tmp_path, folder_picker, rgb_state):
@@ -105,17 +104,17 @@ def test_a_dataset_the_dialog_cannot_read_keeps_the_one_in_use(window, qtbot, tm
 def test_a_dataset_the_model_does_not_fit_offers_a_model_for_it(window, qtbot, tmp_path, folder_picker):
     folder = write_image_folder(tmp_path / "rgb", per_class=8)
     load_tiny(window, qtbot)
-    choose_folder_in(window, qtbot, window.data_combo, folder_picker, folder, lambda i: on_data_chosen(window, i))
+    choose_folder_in(window, qtbot, window.ui.data_combo, folder_picker, folder, lambda i: on_data_chosen(window.commands, window.ui.source, i))
     qtbot.waitUntil(lambda: getattr(window, "data_question", None) is not None, timeout=5_000)
     box = window.data_question
     assert "The loaded model has 10 outputs; rgb has 3 classes" in box.text()
     assert window.error_box is None  # no dead-end refusal
-    assert window.data_combo.currentData() == "fashion-mnist"  # nothing switched while asking
+    assert window.ui.data_combo.currentData() == "fashion-mnist"  # nothing switched while asking
     buttons = {b.text(): b for b in box.buttons()}
     assert {"Open a model for this dataset…", "New untrained architecture…"} <= set(buttons)
     box.button(QMessageBox.StandardButton.Cancel).click()
-    assert window.loaded.request.data_spec == "fashion-mnist" and window.data_combo.currentData() == "fashion-mnist"
-    switch_data(window, f"imagefolder:{folder}")  # asked again at once: the folder was read already
+    assert window.session.loaded.request.data_spec == "fashion-mnist" and window.ui.data_combo.currentData() == "fashion-mnist"
+    switch_data(window.commands, f"imagefolder:{folder}")  # asked again at once: the folder was read already
     qtbot.waitUntil(lambda: window.data_question is not box and window.data_question.isVisible(), timeout=5_000)
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         next(b for b in window.data_question.buttons() if b.text().startswith("New untrained")).click()
@@ -127,10 +126,10 @@ def test_a_dataset_the_model_does_not_fit_offers_a_model_for_it(window, qtbot, t
 def test_a_dataset_that_fits_is_loaded_with_the_model_as_it_was_opened(window, qtbot, tmp_path, folder_picker):
     folder = write_image_folder(tmp_path / "rgb", per_class=8)
     load_tiny(window, qtbot, channels=3, classes=3, spec=f"imagefolder:{write_image_folder(tmp_path / 'other')}")
-    choose_folder_in(window, qtbot, window.data_combo, folder_picker, folder, lambda i: on_data_chosen(window, i))
-    qtbot.waitUntil(lambda: window.loaded.request.data_spec == f"imagefolder:{folder}" and not window.busy,
+    choose_folder_in(window, qtbot, window.ui.data_combo, folder_picker, folder, lambda i: on_data_chosen(window.commands, window.ui.source, i))
+    qtbot.waitUntil(lambda: window.session.loaded.request.data_spec == f"imagefolder:{folder}" and not window.busy,
                     timeout=TIMEOUT_MS)
-    assert getattr(window, "data_question", None) is None and window.data_combo.currentData().endswith("rgb")
+    assert getattr(window, "data_question", None) is None and window.ui.data_combo.currentData().endswith("rgb")
 
 
 def test_a_refused_dataset_leaves_the_combo_on_the_dataset_in_use(window, qtbot, tmp_path, folder_picker):
@@ -138,18 +137,18 @@ def test_a_refused_dataset_leaves_the_combo_on_the_dataset_in_use(window, qtbot,
     (empty / "cat").mkdir(parents=True)
     (empty / "cat" / "readme.txt").write_text("no images here")
     load_tiny(window, qtbot)
-    choose_folder_in(window, qtbot, window.data_combo, folder_picker, empty, lambda i: on_data_chosen(window, i))
+    choose_folder_in(window, qtbot, window.ui.data_combo, folder_picker, empty, lambda i: on_data_chosen(window.commands, window.ui.source, i))
     assert window.error_box is not None and window.error_box.windowTitle() == "Could not open the dataset"
-    assert window.data_combo.currentData() == "fashion-mnist" and window.loaded.request.data_spec == "fashion-mnist"
+    assert window.ui.data_combo.currentData() == "fashion-mnist" and window.session.loaded.request.data_spec == "fashion-mnist"
 
 
 def test_a_failure_inside_the_dialog_does_not_leave_the_window_saying_failed(window, qtbot, tmp_path):
     fake = tmp_path / "fake.pt"
     fake.write_text("this is just a text file renamed\n")
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
-        dialog = open_model_dialog(window, str(fake))
+        dialog = window.show_open_model(str(fake))
     assert "Could not read this file" in dialog.found_label.text()
-    assert window.phase_label.text() != "Failed"
+    assert window.ui.phase_label.text() != "Failed"
 
 
 # ===================================================================== 2: a first layer for other images
@@ -210,9 +209,9 @@ def test_accuracy_says_the_real_image_count_and_split(window, qtbot, tmp_path):
     assert images_words(500, 6, "validation") == "on all 6 validation images"
     spec = f"imagefolder:{write_image_folder(tmp_path / 'rgb', per_class=8)}"
     load_tiny(window, qtbot, spec, channels=3, classes=3)
-    qtbot.waitUntil(lambda: "top1" not in window.loaded.pending, timeout=TIMEOUT_MS)
-    n = window.loaded.data.split_size("test")
-    card = plain_text(window.summary_label.text())
+    qtbot.waitUntil(lambda: "top1" not in window.session.loaded.pending, timeout=TIMEOUT_MS)
+    n = window.session.loaded.data.split_size("test")
+    card = plain_text(window.ui.summary_label.text())
     assert f"on all {n} test images" in card and "first 1000" not in card
 
 

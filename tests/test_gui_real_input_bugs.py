@@ -52,7 +52,7 @@ def test_wheel_over_an_unfocused_control_scrolls_the_panel_instead(qtbot, tmp_pa
 
     win = open_window(qtbot, tmp_path, monkeypatch)  # the window guards its own controls
     try:
-        panel = win.method_panel
+        panel = win.ui.method_panel
         combo = next(c for c in panel.findChildren(QComboBox) if c.count() > 1 and c.isVisible())
         before = combo.currentIndex()
         _wheel(combo)
@@ -141,7 +141,7 @@ def test_closing_during_a_run_asks_and_cancel_keeps_the_window(qtbot, tmp_path, 
     monkeypatch.setattr("gui.engine_calls.run_pruning", _endless_run)
     win = open_window(qtbot, tmp_path, monkeypatch)
     load_tiny(qtbot, win, fashion)
-    qtbot.waitUntil(lambda: win.worker is None, timeout=60_000)  # the background facts are found
+    qtbot.waitUntil(lambda: win.jobs.worker is None, timeout=60_000)  # the background facts are found
     assert win.start_run() and win.busy
     win.close()
     box = win.close_box
@@ -156,7 +156,7 @@ def test_closing_during_a_run_asks_and_cancel_keeps_the_window(qtbot, tmp_path, 
     assert work.is_dir()
     stop.click()
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=30_000)
-    assert win.worker is None or not win.job_thread.isRunning()
+    assert win.jobs.worker is None or not win.jobs.job_thread.isRunning()
     assert not work.exists()  # the window's temporary folder goes with it
 
 
@@ -187,7 +187,6 @@ def test_a_recent_model_reopens_as_it_was_opened_from_the_model_box(qtbot, tmp_p
 
     from engine.inputs import ModelRecipe
     from engine.models import build_arch
-    from gui.menus import _fill_recent
     from tests.gui_helpers import TIMEOUT_MS, tiny_bundle
 
     arch = "torchvision:mobilenet_v3_small"
@@ -197,27 +196,27 @@ def test_a_recent_model_reopens_as_it_was_opened_from_the_model_box(qtbot, tmp_p
     folder = _grey_folder(tmp_path / "shapes")
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
-        win.raw_data_cache["fashion-mnist"] = fashion
+        win.session.raw_data_cache["fashion-mnist"] = fashion
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):  # opened once, as the dialog opens it
             win.load(str(weights), "fashion-mnist", recipe=ModelRecipe(str(weights), arch, norm="mnist"))
-        assert win.loaded is not None and win.loaded.bundle.arch == arch
+        assert win.session.loaded is not None and win.session.loaded.bundle.arch == arch
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):  # another model on another dataset
             win.load(None, f"imagefolder:{folder}", bundle=tiny_bundle())
-        assert win.loaded.request.data_spec == f"imagefolder:{folder}", win.error_box and win.error_box.text()
-        index = win.model_combo.findData(str(weights))
+        assert win.session.loaded.request.data_spec == f"imagefolder:{folder}", win.error_box and win.error_box.text()
+        index = win.ui.model_combo.findData(str(weights))
         assert index >= 0
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
-            win.model_combo.activated.emit(index)  # picked in the Model box
+            win.ui.model_combo.activated.emit(index)  # picked in the Model box
         assert win.error_box is None or not win.error_box.isVisible(), win.error_box.text()
-        assert win.loaded.request.model_src == str(weights) and win.loaded.bundle.arch == arch
-        assert win.loaded.request.data_spec == "fashion-mnist"  # its own dataset, not the window's
-        assert win.loaded.data.norm.mean == (0.1307,)  # its remembered normalisation
+        assert win.session.loaded.request.model_src == str(weights) and win.session.loaded.bundle.arch == arch
+        assert win.session.loaded.request.data_spec == "fashion-mnist"  # its own dataset, not the window's
+        assert win.session.loaded.data.norm.mean == (0.1307,)  # its remembered normalisation
 
         # a recent file with no remembered recipe goes to the Open model dialog, never to a command-line hint
         other = tmp_path / "other.pth"
         torch.save(build_arch(arch, in_channels=1, num_classes=10).state_dict(), other)
         win.settings.add_recent("models", str(other))
-        menu = _fill_recent_menu(win, _fill_recent)
+        menu = _fill_recent_menu(win, lambda menu, w: w.menus._fill_recent(menu))
         next(a for a in menu.actions() if a.text() == str(other)).trigger()
         qtbot.waitUntil(lambda: getattr(win, "open_model_dialog", None) is not None
                         and win.open_model_dialog.isVisible(), timeout=10_000)
@@ -280,17 +279,17 @@ def test_teach_header_never_describes_a_chart_it_is_not_over(qtbot, tmp_path, mo
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
         load_tiny(qtbot, win, fashion)
-        qtbot.waitUntil(lambda: win.worker is None, timeout=TIMEOUT_MS)
-        tab = win.teach
-        win.method_panel.select_method("l1")
-        win.method_panel.ratio_slider.setValue(30)
-        win.tabs.setCurrentWidget(tab)
+        qtbot.waitUntil(lambda: win.jobs.worker is None, timeout=TIMEOUT_MS)
+        tab = win.ui.teach
+        win.ui.method_panel.select_method("l1")
+        win.ui.method_panel.ratio_slider.setValue(30)
+        win.ui.tabs.setCurrentWidget(tab)
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
             assert tab.explain()
         assert "under l1" in tab.status_label.text() and "out of date" not in tab.status_label.text()
         # the lesson's next step sets another method and ratio; the feature maps follow them
-        win.method_panel.select_method("l2")
-        win.method_panel.ratio_slider.setValue(70)
+        win.ui.method_panel.select_method("l2")
+        win.ui.method_panel.ratio_slider.setValue(70)
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
             tab.views.setCurrentWidget(tab.maps_view)
         assert "removed by l2" in tab.status_label.text()
@@ -319,20 +318,20 @@ def test_continue_from_a_run_asks_before_pruning_again(qtbot, tmp_path, monkeypa
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
         _one_quick_run(qtbot, win, fashion)
-        win.method_panel.select_method("l2")
-        win.method_panel.ratio_slider.setValue(70)
-        win.results.continue_requested.emit(1)  # the menu entry of run #1
+        win.ui.method_panel.select_method("l2")
+        win.ui.method_panel.ratio_slider.setValue(70)
+        win.ui.results.continue_requested.emit(1)  # the menu entry of run #1
         box = win.continue_box
-        assert box.isVisible() and not win.busy and len(win.runs) == 1  # asked; nothing started
+        assert box.isVisible() and not win.busy and len(win.session.runs) == 1  # asked; nothing started
         assert "#1" in box.text() and "70%" in box.text() and "Group L2" in box.text()
         assert box.defaultButton() is box.button(box.StandardButton.Cancel)
         box.button(box.StandardButton.Cancel).click()
-        assert not win.busy and len(win.runs) == 1
-        win.results.continue_requested.emit(1)
+        assert not win.busy and len(win.session.runs) == 1
+        win.ui.results.continue_requested.emit(1)
         further = next(b for b in win.continue_box.buttons() if b.text() == "Prune further")
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
             further.click()
-        assert len(win.runs) == 2 and win.runs[2].parent == 1
+        assert len(win.session.runs) == 2 and win.session.runs[2].parent == 1
     finally:
         close_window(qtbot, win)
 
@@ -345,12 +344,12 @@ def test_results_say_recovery_reference_and_configuration_and_runs_can_be_remove
     win = open_window(qtbot, tmp_path, monkeypatch)
     try:
         _one_quick_run(qtbot, win, fashion)
-        win.method_panel.bn_check.setChecked(True)
+        win.ui.method_panel.bn_check.setChecked(True)
         with qtbot.waitSignal(win.run_finished, timeout=TIMEOUT_MS):
             assert win.start_run(parent=1)
         qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT_MS)
         names = [c[0] for c in COLUMNS]
-        model = win.results.model
+        model = win.ui.results.model
         first, child = model.item(0, 0), model.item(0, 0).child(0, 0)
         assert child is not None and child.text() == "#2"
 
@@ -367,8 +366,8 @@ def test_results_say_recovery_reference_and_configuration_and_runs_can_be_remove
         # remove: not a run others continued from; then the child, from every view
         assert not win.remove_run(1)
         assert win.remove_run(2)
-        assert 2 not in win.runs and win.results.row_count() == 1
-        assert not any(label.startswith("#2") for label in win.plots.legend_labels())
+        assert 2 not in win.session.runs and win.ui.results.row_count() == 1
+        assert not any(label.startswith("#2") for label in win.ui.plots.legend_labels())
     finally:
         close_window(qtbot, win)
 
@@ -380,13 +379,13 @@ def test_a_note_written_in_results_stays_with_its_run(qtbot, tmp_path, monkeypat
     try:
         _one_quick_run(qtbot, win, fashion)
         names = [c[0] for c in COLUMNS]
-        model = win.results.model
+        model = win.ui.results.model
         assert not model.item(0, names.index("Top-1")).isEditable()  # figures cannot be typed over
         note = model.item(0, names.index("Note"))
         assert note.isEditable()
         note.setText("no recovery: the baseline for the lab")
-        assert win.runs[1].note == "no recovery: the baseline for the lab"
-        win.results._refill()  # rebuilt (another batch size, another model loaded and back): the note is kept
+        assert win.session.runs[1].note == "no recovery: the baseline for the lab"
+        win.ui.results._refill()  # rebuilt (another batch size, another model loaded and back): the note is kept
         assert model.item(0, names.index("Note")).text() == "no recovery: the baseline for the lab"
     finally:
         close_window(qtbot, win)

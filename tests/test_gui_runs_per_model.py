@@ -24,9 +24,9 @@ def load_other(qtbot, win, source: str) -> None:
 def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtbot):
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         assert window.start_run()
-    first = window.current_run
-    assert window.runs[first].status == "done"
-    results, plots = window.results, window.plots
+    first = window.session.current_run
+    assert window.session.runs[first].status == "done"
+    results, plots = window.ui.results, window.ui.plots
     assert results.row_count() == 1 and results.baseline is not None
     assert len(plots.legend_labels()) == 1
 
@@ -47,19 +47,19 @@ def test_runs_of_another_model_leave_plots_and_results_and_come_back(window, qtb
 
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         assert window.start_run()
-    second = window.current_run
+    second = window.session.current_run
     assert results.row_count() == 1 and results.selected_run() == second
     assert [label.split()[0] for label in plots.legend_labels()] == [f"#{second}"]
     plots.flush()  # no latency timed: the note sits mid-plot on a sane range, not in a corner of ±1e-146
     assert plots.latency_note.isVisible() and plots.plots["latency"].viewRange()[1][1] > 0.5
 
-    load_tiny(qtbot, window, window.raw_data_cache["fashion-mnist"])  # the first model again
+    load_tiny(qtbot, window, window.session.raw_data_cache["fashion-mnist"])  # the first model again
     assert results.row_count() == 1 and results.model.item(0, 0).text() == f"#{first}"
     assert [label.split()[0] for label in plots.legend_labels()] == [f"#{first}"]
     assert all(item.isVisible() for key, item in plots.runs[first].items.items())
     assert not any(item.isVisible() for item in plots.runs[second].items.values())
     # its run is selected again, so Weights and the layer table show it (they were blank until a click)
-    assert window.selected_run == first and results.selected_run() == first
-    assert window.histograms.step_combo.count() > 0
+    assert window.session.selected_run == first and results.selected_run() == first
+    assert window.ui.histograms.step_combo.count() > 0
     assert results._can_continue(first) and results.continue_button.isEnabled()
     assert "another-model" in results.kept_note.text() or "1 run of" in results.kept_note.text()

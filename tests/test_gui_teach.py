@@ -29,22 +29,22 @@ SCREENSHOT = os.environ.get("PRUNELAB_TEACH_SCREENSHOT")  # a path: save the tab
 def load_tiny(qtbot, win: MainWindow, bundle: ModelBundle | None = None, data: str = "fashion-mnist") -> None:
     with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
         assert win.load(None, data, bundle=bundle or tiny_bundle())
-    assert win.loaded is not None
+    assert win.session.loaded is not None
 
 
 def test_teach_tab_explains_a_layer(qtbot, window):
-    tab = window.teach
-    assert isinstance(tab, TeachTab) and window.tabs.indexOf(tab) >= 0
+    tab = window.ui.teach
+    assert isinstance(tab, TeachTab) and window.ui.tabs.indexOf(tab) >= 0
     assert not tab.explain_button.isEnabled()  # nothing loaded yet
     load_tiny(qtbot, window)
-    assert tab.layer_combo.count() == len(window.loaded.layers)
-    window.method_panel.select_method("l2")
-    window.method_panel.ratio_slider.setValue(50)
+    assert tab.layer_combo.count() == len(window.session.loaded.layers)
+    window.ui.method_panel.select_method("l2")
+    window.ui.method_panel.ratio_slider.setValue(50)
     # selecting a layer in the Network tab picks it here too
-    window.graph_view.layer_table.select_layer("layer2.0.conv2")
-    window.graph_view.layer_table.layer_selected.emit("layer2.0.conv2")
+    window.ui.graph_view.layer_table.select_layer("layer2.0.conv2")
+    window.ui.graph_view.layer_table.layer_selected.emit("layer2.0.conv2")
     assert tab.layer_combo.currentText() == "layer2.0.conv2"
-    window.tabs.setCurrentWidget(tab)
+    window.ui.tabs.setCurrentWidget(tab)
     with qtbot.waitSignal(tab.coupled_layers, timeout=TIMEOUT_MS) as coupled:
         assert tab.explain()
     layer, names = coupled.args
@@ -82,12 +82,12 @@ def test_teach_tab_explains_a_layer(qtbot, window):
 
     # Feature maps: a second job, the removed channels marked as in the Why view at the same ratio
     tab.maps_view.index_spin.setValue(2)
-    window.tabs.setCurrentIndex(0)
+    window.ui.tabs.setCurrentIndex(0)
     tab.views.setCurrentWidget(tab.maps_view)
     qtbot.wait(100)
     assert not window.busy  # Feature maps chosen but the Teach tab not on screen: nothing starts
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
-        window.tabs.setCurrentWidget(tab)  # on screen: they fill in by themselves, like the other views
+        window.ui.tabs.setCurrentWidget(tab)  # on screen: they fill in by themselves, like the other views
     qtbot.wait(200)
     assert not window.busy  # once: its own end does not start it again
     result = tab.maps_view.result
@@ -106,8 +106,8 @@ def test_teach_tab_explains_a_layer(qtbot, window):
 
 def test_unstructured_method_says_why_there_are_no_channel_scores(qtbot, window):
     load_tiny(qtbot, window)
-    window.method_panel.select_method("magnitude-global")
-    tab = window.teach
+    window.ui.method_panel.select_method("magnitude-global")
+    tab = window.ui.teach
     tab.select_layer("layer1.0.conv1")
     with qtbot.waitSignal(tab.coupled_layers, timeout=TIMEOUT_MS):
         assert tab.explain()
@@ -119,7 +119,7 @@ def test_unstructured_method_says_why_there_are_no_channel_scores(qtbot, window)
 
 def test_explain_refuses_while_another_job_runs(qtbot, window):
     load_tiny(qtbot, window)
-    tab = window.teach
+    tab = window.ui.teach
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         assert tab.explain()
         assert not tab.explain()  # the window runs one job at a time
@@ -136,8 +136,8 @@ def test_why_and_group_fill_before_the_other_criteria_are_scored(qtbot, window, 
     from gui.teach.jobs import ExplainJob
 
     load_tiny(qtbot, window)
-    window.method_panel.select_method("l1")
-    tab = window.teach
+    window.ui.method_panel.select_method("l1")
+    tab = window.ui.teach
     tab.select_layer("layer2.0.conv2")
     seen: list[tuple[bool, int, str, dict]] = []  # per CriteriaSoFar: Why filled, group rows, status, graph marks
     drawn: list[tuple[int, bool]] = []  # per comparison drawn: how many criteria, job still running
@@ -148,7 +148,7 @@ def test_why_and_group_fill_before_the_other_criteria_are_scored(qtbot, window, 
         original_event(job, event)
         if isinstance(event, CriteriaSoFar):
             seen.append((tab.why_view.scores is not None, tab.group_view.table.rowCount(), tab.status_label.text(),
-                         window.graph_view.highlighted()))
+                         window.ui.graph_view.highlighted()))
 
     def show_criteria(criteria):
         drawn.append((len(criteria.methods), window.busy))

@@ -17,7 +17,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from engine.errors import UserError  # noqa: E402
 import gui.lesson as lesson_mod  # noqa: E402
-from gui.lesson import ACTIONS, _setting, builtin_lessons, load_lesson, parse_lesson, show_lessons  # noqa: E402
+from gui.lesson import ACTIONS, _setting, builtin_lessons, load_lesson, parse_lesson  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from gui.options import OptionField  # noqa: E402
 from tests.gui_helpers import tiny_bundle  # noqa: E402
@@ -93,10 +93,10 @@ def test_every_step_of_the_lesson_drives_the_window(qtbot, window, monkeypatch):
 
     monkeypatch.setattr(window, "load", load_tiny)
     monkeypatch.setattr(lesson_mod, "confirm_switch", lambda win, wanted: True)  # the tiny stand-in is not "demo:"
-    dock = show_lessons(window)
+    dock = window.show_lessons()
     panel = dock.panel
     assert dock.isVisible() and panel.lesson is not None
-    assert show_lessons(window) is dock  # Help ▸ Lessons again shows the same panel
+    assert window.show_lessons() is dock  # Help ▸ Lessons again shows the same panel
     lesson = panel.lesson
     for index, step in enumerate(lesson.steps):
         panel.go_to(index)
@@ -111,13 +111,13 @@ def test_every_step_of_the_lesson_drives_the_window(qtbot, window, monkeypatch):
             qtbot.waitUntil(lambda: "Loading" not in panel.status_label.text(), timeout=10_000)
             assert loads and loads[-1][0] == actions["load"]
         elif actions.get("explain"):
-            with qtbot.waitSignal(window.teach.coupled_layers, timeout=TIMEOUT_MS):
+            with qtbot.waitSignal(window.ui.teach.coupled_layers, timeout=TIMEOUT_MS):
                 assert panel.show_me(), panel.status_label.text()
             qtbot.waitUntil(lambda: not window.busy, timeout=TIMEOUT_MS)
-            marked = window.graph_view.highlighted()
+            marked = window.ui.graph_view.highlighted()
             assert marked[actions["layer"]] == "selected"
-            coupled = [c.layer for c in window.teach.explanation.coupling]
-            rows = {info.name for info in window.loaded.layers}
+            coupled = [c.layer for c in window.ui.teach.explanation.coupling]
+            rows = {info.name for info in window.session.loaded.layers}
             assert {n for n, kind in marked.items() if kind == "coupled"} == set(coupled)
             assert any(n in rows for n in coupled)
         else:
@@ -131,28 +131,28 @@ def test_every_step_of_the_lesson_drives_the_window(qtbot, window, monkeypatch):
     panel.back_button.click()
     assert panel.index == len(lesson.steps) - 2
     assert not panel.answer_label.isVisibleTo(panel)  # going back hides the answer again
-    assert not window.busy and window.run_action.isEnabled()
+    assert not window.busy and window.menus.run_action.isEnabled()
 
 
 def check_state(window: MainWindow, actions: dict) -> None:
     """The window shows what the step's Show me asked for."""
     if "tab" in actions:
-        assert window.tabs.tabText(window.tabs.currentIndex()).replace("&", "") == actions["tab"]
+        assert window.ui.tabs.tabText(window.ui.tabs.currentIndex()).replace("&", "") == actions["tab"]
     if "method" in actions:
-        assert window.method_panel.current_method().name == actions["method"]
+        assert window.ui.method_panel.current_method().name == actions["method"]
     if "ratio" in actions:
-        assert window.method_panel.config().pruning_ratio == pytest.approx(actions["ratio"])
+        assert window.ui.method_panel.config().pruning_ratio == pytest.approx(actions["ratio"])
     for name, value in actions.get("options", {}).items():
-        assert getattr(window.method_panel.config(), name) == value
+        assert getattr(window.ui.method_panel.config(), name) == value
     if "layer" in actions:
-        assert window.teach.layer_combo.currentText() == actions["layer"]
-        rows = window.graph_view.layer_table.selectedItems()
+        assert window.ui.teach.layer_combo.currentText() == actions["layer"]
+        rows = window.ui.graph_view.layer_table.selectedItems()
         assert rows and rows[0].text() == actions["layer"]
     if "experiment" in actions:
         plan = actions["experiment"]
-        ticked = {name for name, box in window.experiment.method_boxes.items() if box.isChecked()}
+        ticked = {name for name, box in window.ui.experiment.method_boxes.items() if box.isChecked()}
         assert ticked == set(plan["methods"])
-        assert window.experiment.ratios_edit.text() == ", ".join(f"{r:g}" for r in plan["ratios"])
+        assert window.ui.experiment.ratios_edit.text() == ", ".join(f"{r:g}" for r in plan["ratios"])
 
 
 def check_said(qtbot, panel, actions: dict) -> None:
@@ -161,7 +161,7 @@ def check_said(qtbot, panel, actions: dict) -> None:
     if "ratio" in actions:
         assert f"ratio {actions['ratio']:.0%}" in said
     for name in actions.get("options", {}):
-        assert _setting(panel.window.method_panel.fields[name]) in said
+        assert _setting(panel.ui.method_panel.fields[name]) in said
     plan = actions.get("experiment", {})
     assert all(method in said for method in plan.get("methods", ()))
     if "finetune_batches" in plan:
@@ -176,16 +176,16 @@ def test_show_me_asks_before_replacing_your_own_model(qtbot, window, monkeypatch
     """A step that loads the demo asks first when the user's own model is loaded; No keeps it."""
     from PySide6.QtWidgets import QMessageBox
 
-    window.raw_data_cache["fashion-mnist"] = fashion
+    window.session.raw_data_cache["fashion-mnist"] = fashion
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         assert window.load(None, "fashion-mnist", bundle=tiny_bundle())
-    own = window.loaded
+    own = window.session.loaded
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: asked.append(args[2]) or QMessageBox.StandardButton.No)
-    panel = show_lessons(window).panel
+    panel = window.show_lessons().panel
     panel.go_to(0)  # "Load the demo"
     assert not panel.show_me()
-    assert asked and "demo model" in asked[0] and window.loaded is own and not window.busy
+    assert asked and "demo model" in asked[0] and window.session.loaded is own and not window.busy
     assert "Your model stays loaded" in panel.status_label.text()
 
 
@@ -197,7 +197,7 @@ def test_opening_the_lessons_keeps_the_prune_panel_readable(qtbot, window):
     qtbot.wait(50)
     side = window.findChild(QDockWidget, "side_dock")
     before = side.width()
-    show_lessons(window)
+    window.show_lessons()
     qtbot.wait(50)
     assert side.width() >= before - 10  # (it fell to 158 px, cutting every label)
     assert window.centralWidget().minimumSizeHint().width() <= 760  # every tab fits beside both panels
@@ -214,7 +214,7 @@ def test_setting_reads_as_on_screen(qtbot):
 
 
 def test_a_broken_lesson_file_is_an_error_and_the_window_stays_usable(qtbot, window, tmp_path):
-    panel = show_lessons(window).panel
+    panel = window.show_lessons().panel
     before = panel.lesson
     broken = tmp_path / "broken.toml"
     broken.write_text("title = 'Broken'\n[[steps]]\ntitle = 'One'\ntext = 'x'\nshow_me = { tab = 'Nowhere' }\n")
@@ -230,13 +230,13 @@ def test_a_broken_lesson_file_is_an_error_and_the_window_stays_usable(qtbot, win
     good = tmp_path / "good.toml"
     good.write_text("title = 'Mine'\n" + GOOD_STEP + "show_me = { tab = 'Results' }\n")
     assert panel.open_lesson(good) and panel.lesson.title == "Mine"
-    assert panel.show_me() and window.tabs.tabText(window.tabs.currentIndex()) == "Results"
-    assert window.open_action.isEnabled()
+    assert panel.show_me() and window.ui.tabs.tabText(window.ui.tabs.currentIndex()) == "Results"
+    assert window.menus.open_action.isEnabled()
     assert "Lessons" in [a.text().replace("&", "") for a in window.menuBar().actions()[-1].menu().actions()]
 
 
 def test_layer_steps_say_so_before_a_model_is_loaded(window):
-    panel = show_lessons(window).panel
+    panel = window.show_lessons().panel
     step = next(i for i, s in enumerate(panel.lesson.steps) if "layer" in s.show_me and "load" not in s.show_me)
     panel.go_to(step)
     assert not panel.show_me()
@@ -274,16 +274,16 @@ def test_highlight_layers_marks_rows_with_reasons_and_a_new_model_clears_them(qt
 
 
 def test_f1_opens_the_lessons(window):
-    assert window.lessons_action.shortcut().toString() == "F1"
-    assert window.about_action.shortcut().isEmpty()
-    window.lessons_action.trigger()
+    assert window.menus.lessons_action.shortcut().toString() == "F1"
+    assert window.menus.about_action.shortcut().isEmpty()
+    window.menus.lessons_action.trigger()
     assert window.lesson_dock.isVisible()
 
 
 def test_every_steps_show_me_is_in_sight_at_720_px(qtbot, window):
     """Step 6's long text pushed Show me below the fold at 1280×720 with the lesson open."""
     window.resize(1280, 720)
-    dock = show_lessons(window).panel
+    dock = window.show_lessons().panel
     qtbot.wait(50)
     for index in range(len(dock.lesson.steps)):
         dock.go_to(index)
@@ -299,10 +299,10 @@ def test_every_steps_show_me_is_in_sight_at_720_px(qtbot, window):
 
 def test_step_6_plan_is_the_short_one(qtbot, window):
     """The lesson's plan fits a 45-minute lab: 6 runs on 500 images, no latency timing, no model files."""
-    panel = show_lessons(window).panel
+    panel = window.show_lessons().panel
     panel.go_to(5)
     panel.show_me()
-    tab = window.experiment
+    tab = window.ui.experiment
     ticked = [name for name, box in tab.method_boxes.items() if box.isChecked()]
     assert sorted(ticked) == ["l1", "l2", "random"] and tab.ratios_edit.text() == "0.3, 0.7"
     assert tab.eval_spin.value() == 500 and not tab.speed_check.isChecked() and not tab.save_check.isChecked()

@@ -65,24 +65,24 @@ def test_window_offers_recover_only_and_records_a_child_run(qtbot, tmp_path, mon
     try:
         load_tiny(qtbot, win, fashion)
         quick_options(win, steps=1, bn=False)
-        win.method_panel.select_method("l2")
-        win.method_panel.ratio_slider.setValue(30)
+        win.ui.method_panel.select_method("l2")
+        win.ui.method_panel.ratio_slider.setValue(30)
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
             assert win.start_run()
-        win.results.continue_requested.emit(1)
+        win.ui.results.continue_requested.emit(1)
         recover = next(b for b in win.continue_box.buttons() if b.text() == "Recover only")
         assert not recover.isEnabled() and "fine-tuning" in recover.toolTip()  # no recovery set: nothing to do
         win.continue_box.button(win.continue_box.StandardButton.Cancel).click()
-        win.method_panel.bn_check.setChecked(True)
-        win.results.continue_requested.emit(1)
+        win.ui.method_panel.bn_check.setChecked(True)
+        win.ui.results.continue_requested.emit(1)
         recover = next(b for b in win.continue_box.buttons() if b.text() == "Recover only")
         assert recover.isEnabled()
         with qtbot.waitSignal(win.job_stopped, timeout=TIMEOUT_MS):
             recover.click()
-        child = win.runs[2]
+        child = win.session.runs[2]
         assert child.status == "done" and child.parent == 1 and child.recover_only
-        assert child.done.after.params == win.runs[1].done.after.params  # nothing cut
+        assert child.done.after.params == win.session.runs[1].done.after.params  # nothing cut
         assert child.amount == "recover only" and child.pruned is not None
-        assert win.results.parent_of(2) == 1
+        assert win.ui.results.parent_of(2) == 1
     finally:
         close_window(qtbot, win)

@@ -120,31 +120,31 @@ def test_next_phase_advances_the_run_and_each_phase_gets_a_plot_point(window, qt
 
     load_tiny(qtbot, window, fashion)
     quick_options(window, steps=1, bn=True)
-    panel = window.method_panel
+    panel = window.ui.method_panel
     panel.select_method("l2")
     panel.step_check.setChecked(True)
     assert not panel.next_button.isEnabled()
     assert window.start_run()
-    run_id = window.current_run
+    run_id = window.session.current_run
     # paused after pruning: the button offers the BatchNorm re-estimation, the plot has the pruned point
     qtbot.waitUntil(lambda: panel.next_button.isEnabled(), timeout=TIMEOUT_MS)
     assert "BatchNorm" in panel.next_button.text()
-    window.plots.flush()
-    assert window.plots.phase_count(run_id) == 1
+    window.ui.plots.flush()
+    assert window.ui.plots.phase_count(run_id) == 1
     qtbot.wait(300)
-    assert window.busy and window.plots.phase_count(run_id) == 1  # it waits for the user
+    assert window.busy and window.ui.plots.phase_count(run_id) == 1  # it waits for the user
     qtbot.mouseClick(panel.next_button, Qt.MouseButton.LeftButton)
     assert not panel.next_button.isEnabled()
     qtbot.waitUntil(lambda: panel.next_button.isEnabled(), timeout=TIMEOUT_MS)
     assert "evaluation" in panel.next_button.text()
-    window.plots.flush()
-    assert window.plots.phase_count(run_id) == 2
+    window.ui.plots.flush()
+    assert window.ui.plots.phase_count(run_id) == 2
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         panel.next_button.click()
-    window.plots.flush()
-    assert window.plots.phase_count(run_id) == 3  # pruned, BN, evaluated
-    assert window.runs[run_id].status == "done" and not panel.next_button.isEnabled()
-    x, y = window.plots.runs[run_id].items["phases"].getData()
+    window.ui.plots.flush()
+    assert window.ui.plots.phase_count(run_id) == 3  # pruned, BN, evaluated
+    assert window.session.runs[run_id].status == "done" and not panel.next_button.isEnabled()
+    x, y = window.ui.plots.runs[run_id].items["phases"].getData()
     assert list(x) == [0.0, 0.25, 0.5, 1.0]  # from the original, through each phase, to the step
 
 
@@ -153,13 +153,13 @@ def test_unticking_step_lets_a_paused_run_finish(window, qtbot, fashion):
 
     load_tiny(qtbot, window, fashion)
     quick_options(window, steps=2, bn=True)
-    panel = window.method_panel
+    panel = window.ui.method_panel
     panel.step_check.setChecked(True)
     assert window.start_run()
     qtbot.waitUntil(lambda: panel.next_button.isEnabled(), timeout=TIMEOUT_MS)
     with qtbot.waitSignal(window.job_stopped, timeout=TIMEOUT_MS):
         panel.step_check.setChecked(False)
-    assert window.runs[window.current_run].status == "done"
+    assert window.session.runs[window.session.current_run].status == "done"
 
 
 def test_latency_plot_shows_the_run_batch_with_a_band_and_batch_1_on_request(qtbot):

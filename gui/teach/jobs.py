@@ -11,8 +11,11 @@ from engine.models import ModelBundle
 from gui.jobs import WorkerJob
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
-    from gui.teach.tab import TeachTab
+    from gui.commands import Commands
+
+# Each job fills the Teach tab that started it (gui.teach.tab.TeachTab, not imported here: the tab imports
+# these jobs).
+TeachTab = Any
 
 
 class ExplainJob(WorkerJob):
@@ -23,9 +26,9 @@ class ExplainJob(WorkerJob):
 
     name, title = "explain", "Could not explain the layer"
 
-    def __init__(self, window: MainWindow, tab: TeachTab, bundle: ModelBundle, data: Dataset, layer: str,
+    def __init__(self, commands: Commands, tab: TeachTab, bundle: ModelBundle, data: Dataset, layer: str,
                  cfg: PruneConfig) -> None:
-        super().__init__(window)
+        super().__init__(commands)
         self.tab, self.bundle, self.data, self.layer, self.cfg = tab, bundle, data, layer, cfg
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, Explanation]:
@@ -57,9 +60,9 @@ class ImageJob(WorkerJob):
 
     name, title = "explain-image", "Could not show the feature maps"
 
-    def __init__(self, window: MainWindow, tab: TeachTab, bundle: ModelBundle, data: Dataset, layer: str,
+    def __init__(self, commands: Commands, tab: TeachTab, bundle: ModelBundle, data: Dataset, layer: str,
                  cfg: PruneConfig, index: int) -> None:
-        super().__init__(window)
+        super().__init__(commands)
         self.tab, self.bundle, self.data, self.layer, self.cfg, self.index = tab, bundle, data, layer, cfg, index
 
     def work(self, cancel: CancelToken) -> Generator[Any, None, ImageExplanation]:

@@ -1,7 +1,7 @@
 """The Teach tab: pick a layer, press Explain, and see what the method sees.
 
-It reads the window's state (the loaded model and data, the Prune panel's options) when asked and
-runs the heavy work as the window's jobs; it owns no model.
+It reads the session's state (the loaded model and data) and the Prune panel's options when asked and
+runs the heavy work as jobs through the window's commands; it owns no model.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from gui.teach.maps import FeatureMapView
 from gui.teach.views import CriteriaView, GroupView, WhyView
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.commands import Commands
+    from gui.layer_table import LayerTable
+    from gui.method_panel import MethodPanel
 
 
 class TeachTab(QWidget):
@@ -29,9 +31,11 @@ class TeachTab(QWidget):
     # the explained layer and every layer coupled to it: the window may highlight them elsewhere
     coupled_layers = Signal(str, list)
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, commands: Commands) -> None:
         super().__init__()
-        self.window = window
+        self.commands, self.session = commands, commands.session
+        self.method_panel: MethodPanel | None = None  # the Prune panel and the window's tabs (attach)
+        self.tabs: QTabWidget | None = None
         self.explanation: Explanation | None = None  # the last finished one
         self._criteria_so_far: Criteria | None = None  # drawn by the timer: criteria arrive faster than redraws
         self._chosen_summary = ""  # the status line's first part while the other criteria are scored
@@ -79,40 +83,37 @@ class TeachTab(QWidget):
             self.views.setTabToolTip(self.views.count() - 1, tip)
         layout.addWidget(self.views, 1)
         self.group_view.layer_clicked.connect(self._explain_layer_named)
-        self.why_view.manual_requested.connect(lambda channels: window.start_run(manual_channels=channels))
+        self.why_view.manual_requested.connect(lambda channels: commands.start_run(manual_channels=channels))
         self.maps_view.show_button.clicked.connect(self.show_image)
         self.views.currentChanged.connect(lambda _index: self._fill_maps())
         self.views.currentChanged.connect(lambda _index: self._refresh_header())
         self.views.currentChanged.connect(lambda _index: self._note_opened())
         self._opened: dict[QWidget, str] = {}  # view -> the line above it when last seen: the session report
         self.layer_combo.currentTextChanged.connect(lambda _text: self._refresh_header())
-        window.job_stopped.connect(self._on_job_stopped)
+        commands.job_stopped.connect(self._on_job_stopped)
         self._maps_tried: tuple | None = None  # what the maps were last started for (no retry loop on an error)
-        QTimer.singleShot(0, self._connect_window)  # the Prune panel and layer table exist once the window is built
 
-    @Slot()
-    def _connect_window(self) -> None:
-        win = self.window
-        if hasattr(win, "method_panel"):
-            win.method_panel.options_changed.connect(self._refresh_method)
-        if hasattr(win, "graph_view"):
-            win.graph_view.layer_table.layer_selected.connect(self.select_layer)
-        if hasattr(win, "tabs"):  # coming back to this tab with Feature maps open fills them too
-            win.tabs.currentChanged.connect(lambda _index: QTimer.singleShot(0, self._fill_maps))
-            win.tabs.currentChanged.connect(lambda _index: self._note_opened())
+    def attach(self, method_panel: MethodPanel, layer_table: LayerTable, tabs: QTabWidget) -> None:
+        """Follow the Prune panel's options, the layer table's selection and the window's tabs."""
+        self.method_panel, self.tabs = method_panel, tabs
+        method_panel.options_changed.connect(self._refresh_method)
+        layer_table.layer_selected.connect(self.select_layer)
+        # coming back to this tab with Feature maps open fills them too
+        tabs.currentChanged.connect(lambda _index: QTimer.singleShot(0, self._fill_maps))
+        tabs.currentChanged.connect(lambda _index: self._note_opened())
         self._refresh_method()
         self._on_job_stopped("")
 
-    # --------------------------------------------------------------------- state from the window
+    # --------------------------------------------------------------------- state from the session and panel
     def _config(self):
-        return self.window.method_panel.config()
+        return self.method_panel.config()
 
     @Slot()
     def _refresh_method(self) -> None:
-        if not hasattr(self.window, "method_panel"):
+        if self.method_panel is None:
             return
         cfg = self._config()
-        method = self.window.method_panel.current_method()
+        method = self.method_panel.current_method()
         amount = f"{cfg.pruning_ratio:.0%}" if cfg.pruning_ratio is not None else f"{cfg.target_speedup:g}× speed-up"
         self.method_label.setText(f"Method: <b>{method.title}</b> at {amount} ({cfg.scope} scope)")
         self._refresh_header()
@@ -122,9 +123,8 @@ class TeachTab(QWidget):
 
     def _note_opened(self) -> None:
         """Remember the view shown, with its line, once there is something in it: the session report has it."""
-        win = self.window
         view = self.views.currentWidget()
-        if getattr(win, "tabs", None) is None or win.tabs.currentWidget() is not self:
+        if self.tabs is None or self.tabs.currentWidget() is not self:
             return
         if self._explained is None and not (view is self.maps_view and self._maps_tried):
             return
@@ -151,8 +151,8 @@ class TeachTab(QWidget):
     @Slot(str)
     def _on_job_stopped(self, _name: str) -> None:
         self._note_opened()  # an explanation or feature maps just arrived in the view shown
-        loaded = self.window.loaded
-        busy = self.window.busy
+        loaded = self.session.loaded
+        busy = self.commands.busy()
         self.explain_button.setEnabled(loaded is not None and not busy)
         self.maps_view.show_button.setEnabled(loaded is not None and not busy)
         if loaded is None or loaded is self._model:
@@ -172,14 +172,14 @@ class TeachTab(QWidget):
         """Feature maps fill in like the other views: when they are on screen and were not drawn for the
         chosen layer, image and method, and nothing else runs, the image job starts by itself (once per
         choice, so a failing image is not retried in a loop)."""
-        win, layer = self.window, self.layer_combo.currentText()
-        if not self.maps_view.isVisible() or win.loaded is None or not layer or win.busy:
+        layer = self.layer_combo.currentText()
+        if not self.maps_view.isVisible() or self.session.loaded is None or not layer or self.commands.busy():
             return  # (not on screen: another tab of the window, or another view of this one)
         if self._maps_key() != self._maps_tried:
             self.show_image()
 
     def _maps_key(self) -> tuple:
-        return (id(self.window.loaded), self.layer_combo.currentText(), self.maps_view.index_spin.value(),
+        return (id(self.session.loaded), self.layer_combo.currentText(), self.maps_view.index_spin.value(),
                 self.method_label.text())
 
     @Slot(str)
@@ -193,16 +193,16 @@ class TeachTab(QWidget):
     @Slot()
     def explain(self) -> bool:
         """Start the explain job for the chosen layer; False when it cannot start now."""
-        win, layer = self.window, self.layer_combo.currentText()
-        if win.loaded is None or not layer:
+        loaded, layer = self.session.loaded, self.layer_combo.currentText()
+        if loaded is None or not layer:
             return False
         try:
             cfg = self._config()
-            win.loaded.bundle.require_prunable()
+            loaded.bundle.require_prunable()
         except UserError as exc:
             self.status_label.setText(str(exc))
             return False
-        started = win.start_job(ExplainJob(win, self, win.loaded.bundle, win.loaded.data, layer, cfg))
+        started = self.commands.start_job(ExplainJob(self.commands, self, loaded.bundle, loaded.data, layer, cfg))
         if started:
             self._explaining = (layer, self._method_words())
         self.status_label.setText(f"Scoring {layer}…" if started else "Wait for the running job to finish first.")
@@ -211,12 +211,12 @@ class TeachTab(QWidget):
     @Slot()
     def show_image(self) -> bool:
         """Start the feature-map job for the chosen layer and test image."""
-        win, layer = self.window, self.layer_combo.currentText()
-        if win.loaded is None or not layer:
+        loaded, layer = self.session.loaded, self.layer_combo.currentText()
+        if loaded is None or not layer:
             return False
         cfg = self._config()
-        started = win.start_job(ImageJob(win, self, win.loaded.bundle, win.loaded.data, layer, cfg,
-                                         self.maps_view.index_spin.value()))
+        started = self.commands.start_job(ImageJob(self.commands, self, loaded.bundle, loaded.data, layer, cfg,
+                                                   self.maps_view.index_spin.value()))
         if started:
             self._maps_tried = self._maps_key()
         self.status_label.setText(f"Running test image {self.maps_view.index_spin.value()} through {layer}…"
