@@ -166,36 +166,56 @@ def profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
     return {"seconds": total, "images_per_s": batches * w["batch"] / total, "stages": clock.spent}
 
 
-def timed_run(w: dict, data, legacy: bool, batches: int, seed: int) -> tuple[float, torch.nn.Module]:
-    """Wall seconds of `train` over `batches` distillation batches, and the student it trained."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (today's loader decodes in worker processes): on a busy
+    machine a pipeline with more processes gets more of the CPU, which wall time alone would credit to it."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for proc in (me, *me.children(recursive=True)):
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def timed_run(w: dict, data, legacy: bool, batches: int, seed: int) -> tuple[float, float, torch.nn.Module]:
+    """Wall and CPU seconds of `train` over `batches` distillation batches, and the student it trained."""
     student = copy.deepcopy(w["student"])
     cfg = TrainConfig(epochs=1, batch_size=w["batch"], lr=0.01, schedule="cosine", max_batches=batches, seed=seed,
                       validate=False, legacy_pipeline=legacy)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     drain(train(student, data, cfg, teacher=w["teacher"]))
-    return time.perf_counter() - t0, student
+    return time.perf_counter() - t0, cpu_seconds() - c0, student
 
 
 def interleaved(w: dict, rounds: int, batches: int, cache) -> dict:
     """images/s of both pipelines, alternating (a warm-up pair first, not counted)."""
     ips = {"legacy": [], "fast": []}
+    per_cpu = {"legacy": [], "fast": []}
     fast_data = cache if cache is not None else w["data"]
     students = {}
     for r in range(rounds + 1):
         order = ("legacy", "fast") if r % 2 == 0 else ("fast", "legacy")
         for which in order:
-            seconds, students[which] = timed_run(w, w["data"] if which == "legacy" else fast_data,
-                                                 which == "legacy", batches, seed=r)
+            seconds, cpu, students[which] = timed_run(w, w["data"] if which == "legacy" else fast_data,
+                                                      which == "legacy", batches, seed=r)
             if r:
                 ips[which].append(batches * w["batch"] / seconds)
-            print(f"  round {r}{' (warm-up)' if not r else ''} {which}: {batches * w['batch'] / seconds:.1f} images/s",
-                  flush=True)
+                per_cpu[which].append(batches * w["batch"] / cpu)
+            print(f"  round {r}{' (warm-up)' if not r else ''} {which}: {batches * w['batch'] / seconds:.2f} images/s, "
+                  f"{batches * w['batch'] / cpu:.2f} images per CPU-second", flush=True)
     same = max(float((a - b).abs().max()) for a, b in zip(students["legacy"].state_dict().values(),
                                                            students["fast"].state_dict().values())
                if a.is_floating_point())
     top1 = {k: quick_top1(m, w["data"], "val", limit=500) for k, m in students.items()}
     med = {k: statistics.median(v) for k, v in ips.items()}
+    med_cpu = {k: statistics.median(v) for k, v in per_cpu.items()}
     return {"images_per_s": ips, "median": med, "speedup": med["fast"] / med["legacy"],
+            "images_per_cpu_s": per_cpu, "median_per_cpu_s": med_cpu, "cpu_speedup": med_cpu["fast"] / med_cpu["legacy"],
             "max_weight_difference": same, "top1_val500": top1}
 
 
@@ -217,6 +237,7 @@ def main() -> None:
     ap.add_argument("--profile-batches", type=int, default=4)
     ap.add_argument("--images", type=int, default=2000, help="images in the resnet18 workload's folder")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-profile", action="store_true", help="only the interleaved runs")
     args = ap.parse_args()
     results = {"load_before": os.getloadavg(), "threads": torch.get_num_threads()}
     tmp = Path(tempfile.mkdtemp(prefix="prunelab-finetune-bench-"))
@@ -231,15 +252,17 @@ def main() -> None:
                 cache_s = time.perf_counter() - t0
                 print(f"{name}: cached {w['data'].split_size('train')} training images in {cache_s:.1f} s "
                       f"({'file' if cache.cache.on_disk else 'memory'})", flush=True)
-            legacy = profile(w, args.profile_batches, fast=False)
-            fast = profile(w, args.profile_batches, fast=True, cache=cache)
-            print_profile(name, legacy, fast)
+            legacy = fast = None
+            if not args.no_profile:
+                legacy = profile(w, args.profile_batches, fast=False)
+                fast = profile(w, args.profile_batches, fast=True, cache=cache)
+                print_profile(name, legacy, fast)
             print(f"{name}: interleaved runs of {args.batches} batches of {w['batch']}", flush=True)
             inter = interleaved(w, args.rounds, args.batches, cache)
             n = w["data"].split_size("train")
             epoch_fast = n / (n / inter["median"]["fast"] + cache_s)  # the cache built once, in a one-epoch run
             print(f"{name}: median images/s today {inter['median']['legacy']:.1f}, fast {inter['median']['fast']:.1f} "
-                  f"(×{inter['speedup']:.2f}); with the cache's build in a one-epoch run ×"
+                  f"(×{inter['speedup']:.2f}); per CPU-second ×{inter['cpu_speedup']:.2f}; with the cache's build in a one-epoch run ×"
                   f"{epoch_fast / inter['median']['legacy']:.2f}; top-1 (500 val) {inter['top1_val500']}; "
                   f"largest weight difference {inter['max_weight_difference']:.2e}", flush=True)
             results[name] = {"profile": {"today": legacy, "fast": fast}, "cache_seconds": cache_s,
