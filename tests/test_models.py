@@ -63,6 +63,17 @@ def test_demo_kwargs_set_the_widths():
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in build_arch("demo:resnet").parameters())
 
 
+def test_a_constructor_that_reads_tensor_data_still_builds_and_is_budget_checked(monkeypatch):
+    """RegNet computes its widths from tensors, which the meta-device probe cannot read (all 14 RegNets broke)."""
+    model = build_arch("torchvision:regnet_x_400mf", 3, 10)
+    assert next(model.parameters()).device.type == "cpu" and model.fc.out_features == 10
+    import engine.budget
+
+    monkeypatch.setattr(engine.budget, "check_fits", lambda size, what: (_ for _ in ()).throw(UserError(what)))
+    with pytest.raises(UserError, match="regnet_x_400mf"):
+        build_arch("torchvision:regnet_x_400mf", 3, 10)
+
+
 def test_unknown_architectures_are_user_errors():
     with pytest.raises(UserError, match="valid: demo:resnet, demo:vgg"):
         build_arch("demo:alexnet")

@@ -242,13 +242,22 @@ def build_arch(arch: str, in_channels: int = 1, num_classes: int = 10, kwargs: d
         from engine.budget import check_fits
         from engine.units import fmt_count
 
-        with torch.device("meta"):
-            probe = _build(arch, in_channels, num_classes, kwargs)
-        tensors = [*probe.parameters(), *probe.buffers()]
-        params = sum(t.numel() for t in probe.parameters())
+        try:
+            with torch.device("meta"):
+                probe = _build(arch, in_channels, num_classes, kwargs)
+        except NotImplementedError:
+            # Constructors that compute their widths from tensor data (RegNet) cannot run on the meta device:
+            # build for real and check what was built; the job's memory budget still bounds the build itself.
+            probe = None
+        model = probe if probe is not None else _build(arch, in_channels, num_classes, kwargs)
+        tensors = [*model.parameters(), *model.buffers()]
+        params = sum(t.numel() for t in model.parameters())
         check_fits(sum(t.numel() * t.element_size() for t in tensors),
                    f"{arch} with {dict(kwargs or {}) or 'its defaults'} ({fmt_count(params)} parameters)")
-        del probe, tensors
+        del tensors
+        if probe is None:
+            return model
+        del probe, model
     return _build(arch, in_channels, num_classes, kwargs)
 
 
