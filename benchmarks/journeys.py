@@ -42,15 +42,18 @@ def _lesson_open(found: dict) -> bool:
     return any(d["title"].startswith("Lesson") for d in found["docks"])
 
 
-def walk_the_lesson(win: Window, timings: dict[str, float], plan_runs: int) -> None:
-    """Every step's Show me, step 3's and step 5's run, step 6's plan."""
+def walk_the_lesson(win: Window, timings: dict[str, float], plan_runs: int, tabs: list[str]) -> None:
+    """Every step's Show me, step 3's and step 5's run, step 6's plan; `tabs`: the tab each Show me opens."""
     win.xdo("key", "F1")
     win.wait_until("the Lesson panel", _lesson_open)
     for step in range(1, 7):
         if step > 1:
             win.click(_button(win.ask(), "Next ▶")["rect"])
+            win.ask()  # a tick later: the new step's text is laid out and Show me where it will stay
         t0 = time.monotonic()
         win.click(_button(win.ask(), "Show me")["rect"])
+        win.wait_until(f"step {step}'s Show me to open {tabs[step - 1]}", lambda f, step=step:
+                       f["state"]["tab"] == tabs[step - 1], timeout=30)  # (a click that missed fails here)
         win.settle(f"step {step}'s Show me", timeout=300)
         timings[f"step {step} Show me"] = time.monotonic() - t0
         win.screenshot(f"step {step} Show me")
@@ -71,7 +74,7 @@ def walk_the_lesson(win: Window, timings: dict[str, float], plan_runs: int) -> N
             win.screenshot("step 6 plan done")
 
 
-def one_run(keep: bool, plan_runs: int) -> dict[str, float]:
+def one_run(keep: bool, plan_runs: int, tabs: list[str]) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="prunelab-journeys-"))
     win = Window(folder)
     timings: dict[str, float] = {}
@@ -81,7 +84,7 @@ def one_run(keep: bool, plan_runs: int) -> dict[str, float]:
         win.wait_until("the demo model to load", _idle, timeout=180)
         timings["start to ready"] = time.monotonic() - start
         win.fill_screen()  # as a teacher's projector shows it
-        walk_the_lesson(win, timings, plan_runs)
+        walk_the_lesson(win, timings, plan_runs, tabs)
     finally:
         win.stop()
         if keep:
@@ -102,12 +105,14 @@ def main() -> int:
         return 2
     from gui.lesson_file import builtin_lessons, load_lesson
 
-    plan = load_lesson(builtin_lessons()[0]).steps[5].show_me["experiment"]
+    steps = load_lesson(builtin_lessons()[0]).steps
+    tabs = [step.show_me.get("tab", "Network") for step in steps]
+    plan = steps[5].show_me["experiment"]
     plan_runs = len(plan["methods"]) * len(plan["ratios"])
     runs = []
     for i in range(args.runs):
         before = _load()
-        timings = one_run(args.keep, plan_runs)
+        timings = one_run(args.keep, plan_runs, tabs)
         runs.append(timings)
         print(f"run {i + 1}: load average {before} before, {_load()} after; "
               + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)
