@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -192,7 +193,7 @@ def timed_run(w: dict, data, legacy: bool, batches: int, seed: int) -> tuple[flo
     return time.perf_counter() - t0, cpu_seconds() - c0, student
 
 
-def interleaved(w: dict, rounds: int, batches: int, cache) -> dict:
+def interleaved(w: dict, rounds: int, batches: int, cache, top1_images: int = 500) -> dict:
     """images/s of both pipelines, alternating (a warm-up pair first, not counted)."""
     ips = {"legacy": [], "fast": []}
     per_cpu = {"legacy": [], "fast": []}
@@ -211,7 +212,7 @@ def interleaved(w: dict, rounds: int, batches: int, cache) -> dict:
     same = max(float((a - b).abs().max()) for a, b in zip(students["legacy"].state_dict().values(),
                                                            students["fast"].state_dict().values())
                if a.is_floating_point())
-    top1 = {k: quick_top1(m, w["data"], "val", limit=500) for k, m in students.items()}
+    top1 = {k: quick_top1(m, w["data"], "val", limit=top1_images) for k, m in students.items()} if top1_images else {}
     med = {k: statistics.median(v) for k, v in ips.items()}
     med_cpu = {k: statistics.median(v) for k, v in per_cpu.items()}
     return {"images_per_s": ips, "median": med, "speedup": med["fast"] / med["legacy"],
@@ -238,7 +239,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="images in the resnet18 workload's folder")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-profile", action="store_true", help="only the interleaved runs")
+    ap.add_argument("--top1-images", type=int, default=500, help="validation images for the top-1 check (0: none)")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary folder is removed
     results = {"load_before": os.getloadavg(), "threads": torch.get_num_threads()}
     tmp = Path(tempfile.mkdtemp(prefix="prunelab-finetune-bench-"))
     try:
@@ -258,12 +261,12 @@ def main() -> None:
                 fast = profile(w, args.profile_batches, fast=True, cache=cache)
                 print_profile(name, legacy, fast)
             print(f"{name}: interleaved runs of {args.batches} batches of {w['batch']}", flush=True)
-            inter = interleaved(w, args.rounds, args.batches, cache)
+            inter = interleaved(w, args.rounds, args.batches, cache, args.top1_images)
             n = w["data"].split_size("train")
             epoch_fast = n / (n / inter["median"]["fast"] + cache_s)  # the cache built once, in a one-epoch run
             print(f"{name}: median images/s today {inter['median']['legacy']:.1f}, fast {inter['median']['fast']:.1f} "
                   f"(×{inter['speedup']:.2f}); per CPU-second ×{inter['cpu_speedup']:.2f}; with the cache's build in a one-epoch run ×"
-                  f"{epoch_fast / inter['median']['legacy']:.2f}; top-1 (500 val) {inter['top1_val500']}; "
+                  f"{epoch_fast / inter['median']['legacy']:.2f}; top-1 ({args.top1_images} val) {inter['top1_val500']}; "
                   f"largest weight difference {inter['max_weight_difference']:.2e}", flush=True)
             results[name] = {"profile": {"today": legacy, "fast": fast}, "cache_seconds": cache_s,
                              "train_images": n, **inter, "one_epoch_speedup": epoch_fast / inter["median"]["legacy"]}
