@@ -93,11 +93,28 @@ class RecordedAttention(Family):
         held = [layer for attention in found for name, layer in attention.named_modules()
                 if isinstance(layer, LAYERS) and name.split(".")[0] != "proj"]
         prep.held.extend(held)
+        prep.state[self.name] = held
         kinds = sorted({type(a).__name__ for a in found})
         prep.notes.append(f"{len(found)} attention layer(s) ({', '.join(kinds)}) reshape with head sizes recorded "
                           f"when they were built: their heads keep their channels ({len(held)} layers held); the "
                           "residual stream, MLPs and convolutions are pruned")
         prep.fixes.append(empty_bias_caches)
+
+    def after_graph(self, pruner, prep) -> None:
+        # A layer whose channels are cut together with a held one keeps them too (torch-pruning skips the
+        # whole group): it is held as well, so that the checks do not expect it pruned.
+        held = set(prep.state[self.name])
+        graph = pruner.DG
+        for layer in list(graph.module2node):
+            if not isinstance(layer, LAYERS) or layer in held or layer in pruner.ignored_layers:
+                continue
+            handler = graph.get_pruner_of_module(layer)
+            width = handler.get_out_channels(layer) if handler is not None else None
+            if not width:
+                continue
+            group = graph.get_pruning_group(layer, handler.prune_out_channels, list(range(width)))
+            if any(dep.target.module in held and graph.is_out_channel_pruning_fn(dep.handler) for dep, _ in group):
+                pruner.ignored_layers.append(layer)
 
     def stand_ins(self, model: nn.Module) -> list:
         return [(m, "forward", _levit_downsample_stand_in) for m in model.modules() if _is_levit_downsample(m)]
