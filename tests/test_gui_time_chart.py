@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from test_gui import loaded  # noqa: F401 - the fixture: the window with the tiny model loaded
+
 from engine.profile import LayerTime, Profile
 
 
@@ -91,3 +93,14 @@ def test_the_speedup_tooltip_names_onnxruntime():
            "noisy": False, "note": ""}
     done = SimpleNamespace(before=Metrics(), after=Metrics(), paired=None, onnxruntime=ort)
     assert "onnxruntime: latency 1.80x lower (95 % interval 1.60–2.00" in speedup_tip(done, 8)
+
+
+def test_measure_in_the_window_fills_the_chart_and_the_time_column(loaded, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELAB_CACHE_DIR", str(tmp_path / "cache"))
+    view = loaded.ui.graph_view
+    with qtbot.waitSignal(loaded.job_stopped, timeout=120_000):
+        view.time_chart.measure.click()
+    table = view.layer_table
+    times = [table.item(r, table.COL_TIME).text() for r in range(table.rowCount())]
+    assert all(t.endswith("%)") for t in times), times
+    assert view.time_chart.before is not None and view.time_chart.plot.isVisible() is not None
