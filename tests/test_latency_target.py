@@ -6,7 +6,6 @@ import pytest
 
 from engine.config import PruneConfig
 from engine.pruning import RunDone, run_pruning
-from test_pruning import tiny  # noqa: F401 - the fixture: a DemoResNet with 8/16/32 channels
 
 
 def fast(**kw) -> PruneConfig:
