@@ -16,6 +16,7 @@ from engine.training import TrainConfig, train
 from tests.test_data_folders import write_mixed_folder
 
 NORM = Normalization((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+MIN_STD = min(NORM.std)
 
 
 @pytest.fixture
@@ -47,7 +48,10 @@ def test_cached_batches_equal_the_uncached_ones(folder, in_memory):
             assert len(slow) == len(quick) > 0
             for (xs, ys), (xq, yq) in zip(slow, quick):
                 assert torch.equal(ys, yq)
-                assert torch.equal(xs, xq), (split, kw, (xs - xq).abs().max())
+                if kw.get("augment"):  # training batches: rounded to 8 bits on both paths, so identical
+                    assert torch.equal(xs, xq), (split, kw, (xs - xq).abs().max())
+                else:  # the uncached evaluation path is unrounded: at most half an 8-bit level apart
+                    assert (xs - xq).abs().max() <= 0.5 / 255 / MIN_STD + 1e-6, (split, kw)
         # a second pass draws a new order and new augmentations, as the uncached loader does
         slow_loader, fast_loader = (d.loader("train", 4, shuffle=True, augment=True, seed=1, workers=0)
                                     for d in (folder, fast))

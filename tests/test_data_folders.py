@@ -62,8 +62,7 @@ def test_any_size_is_resized_by_the_shorter_side_and_centre_cropped(mixed):
     assert x.shape == (8, 3, 32, 32)
     for i, (path, label) in enumerate(mixed.splits["val"].samples):
         assert int(y[i]) == label
-        # rounded to 8 bits after the resize, as the fine-tuning cache stores images (engine.data.cache)
-        assert torch.allclose(x[i], expected(path), atol=0.5 / 255 + 1e-5), path
+        assert torch.allclose(x[i], expected(path), atol=1e-5), path  # unrounded: as the exported model sees it
 
 
 def test_the_red_band_of_a_wide_image_is_cropped_away(tmp_path):
@@ -90,10 +89,11 @@ def test_eval_calibration_and_fine_tuning_see_the_same_resize(mixed):
     tuned = torch.cat([b[0] for b in mixed.loader("train", 4, shuffle=False, augment=True, seed=1)])
     plain = torch.cat([b[0] for b in mixed.loader("train", 4)])
     pad = max(1, 32 // 14)
+    level = 0.5 / 255 + 1e-6  # fine-tuning batches are rounded to 8 bits (the cache's form); identity norm
     for a, p in zip(tuned, plain):  # each fine-tuning image: a shift and maybe a flip of the same resize
         padded = F.pad(p, (pad, pad, pad, pad))
         shifts = [padded[:, dy:dy + 32, dx:dx + 32] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
-        assert any(torch.allclose(a, s, atol=1e-6) or torch.allclose(a, s.flip(2), atol=1e-6) for s in shifts)
+        assert any(torch.allclose(a, s, atol=level) or torch.allclose(a, s.flip(2), atol=level) for s in shifts)
     assert not torch.allclose(tuned, plain)  # augmentation did something
 
 

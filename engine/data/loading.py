@@ -86,11 +86,13 @@ class FolderTransform:
         self.std = torch.tensor(norm.std).view(-1, 1, 1) if norm else None
 
     def __call__(self, x: torch.Tensor, augment_seed: int | None = None) -> torch.Tensor:
-        # Rounded to 8 bits after the resize, as the fine-tuning cache (`engine.data.cache`) stores it, so a
-        # cached pass gives the very same tensors.
-        x = quantised(convert_batch(x[None].float().div_(255.0), self.shape))
+        x = convert_batch(x[None].float().div_(255.0), self.shape)
         if augment_seed is not None:
-            x = random_crop_flip(x, torch.Generator().manual_seed(augment_seed), pad=self.pad, flip=self.flip)
+            # Training batches are rounded to 8 bits after the resize, as the fine-tuning cache
+            # (`engine.data.cache`) stores them, so a cached epoch draws the very same tensors. Evaluation stays
+            # unrounded: it must match what the exported model's preprocessing computes.
+            x = random_crop_flip(quantised(x), torch.Generator().manual_seed(augment_seed), pad=self.pad,
+                                 flip=self.flip)
         x = x[0].contiguous()
         return (x - self.mean) / self.std if self.mean is not None else x
 
