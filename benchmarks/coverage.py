@@ -206,8 +206,14 @@ def _prune(bundle, data, cfg, limit: int, captured: list, kept: list, row: dict)
     from engine.pruning import RunDone, run_pruning
 
     started = False
+    events = guarded(run_pruning(bundle, data, cfg), limit)
     try:
-        for event in guarded(run_pruning(bundle, data, cfg, keep=kept), limit):
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as end:  # the run's return value: the pruned bundle
+                kept.append(end.value.bundle)
+                break
             # the run says it is tracing the graph before it does; a refusal there is still before any work
             started = started or getattr(event, "phase", None) != "prune" or getattr(event, "done", 1) != 0
             if isinstance(event, RunDone):

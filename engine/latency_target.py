@@ -67,7 +67,7 @@ TRIAL_PASSES = 2
 class LatencyPlan:
     """How a latency target is to be met: the ratio configuration the run prunes with, and how it was found."""
 
-    plan: PruneConfig  # the configuration the pruner runs (a ratio, or per-layer ratios)
+    cfg: PruneConfig  # the configuration the pruner runs (a ratio, or per-layer ratios)
     target_ms: float
     runtime: str
     batch: int
@@ -82,7 +82,7 @@ class LatencyPlan:
         return {"target_ms": self.target_ms, "runtime": self.runtime, "batch": self.batch,
                 "allocation": self.allocation, "original_ms": round(self.original_ms, 4),
                 "trial_ms": round(self.predicted_ms, 4), "reachable": self.reachable,
-                "ratio": self.plan.pruning_ratio, "layer_ratios": dict(self.plan.layer_ratios),
+                "ratio": self.cfg.pruning_ratio, "layer_ratios": dict(self.cfg.layer_ratios),
                 "trials": [[round(k, 4), round(ms, 4)] for k, ms in self.trials]}
 
 
@@ -252,9 +252,9 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
 
     def timed(knob: float) -> float:
         """The copy's latency as the original's (median over every trial) over the paired speed-up."""
-        plan = configure(knob)
-        trial = trial_prune(model, plan, plan.pruning_ratio if cfg.allocation == "uniform" else 0.0, example,
-                            num_classes, cancel)
+        trial_cfg = configure(knob)
+        ratio = trial_cfg.pruning_ratio if cfg.allocation == "uniform" else 0.0
+        trial = trial_prune(model, trial_cfg, ratio, example, num_classes, cancel)
         try:
             a_ms, b_ms, ratio = _paired_trial(model, original_rt, trial, shape, batch, cfg.runtime, device, threads,
                                               cancel)

@@ -215,7 +215,7 @@ class StructuredPruner(Pruner):
             cfg = self._plan_speedup(example, num_classes, cancel)  # its trials are the preflight
         elif cfg.target_speedup is None:
             preflight(model, cfg, example, num_classes, cancel)
-        self.plan = cfg  # what the pruner runs; self.cfg stays what the user asked for
+        self.run_cfg = cfg  # what the pruner runs; self.cfg stays what the user asked for
         self.importance = method.factory()
         modules = dict(model.named_modules())
         ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
@@ -252,7 +252,7 @@ class StructuredPruner(Pruner):
     def done(self) -> bool:
         from engine import tp_compat
 
-        return self.plan.target_speedup is not None and tp_compat.steps_taken(self.pruner) >= self.total_steps
+        return self.run_cfg.target_speedup is not None and tp_compat.steps_taken(self.pruner) >= self.total_steps
 
     def regularizer(self) -> Callable[[nn.Module], None] | None:
         import torch_pruning as tp
@@ -269,11 +269,11 @@ class StructuredPruner(Pruner):
 
     def step(self, step: int, cancel: CancelToken) -> Iterator[Progress]:
         self.step_notes = []
-        if self.plan.target_speedup is None:
+        if self.run_cfg.target_speedup is None:
             self._prune_once(cancel)
-            self.ratio = float(self.plan.pruning_ratio * step / self.cfg.steps)
+            self.ratio = float(self.run_cfg.pruning_ratio * step / self.cfg.steps)
             return
-        goal = self.plan.target_speedup ** (step / self.cfg.steps)
+        goal = self.run_cfg.target_speedup ** (step / self.cfg.steps)
         base = self.base_macs
         macs = count_macs(self.model, self.shape, self.device)
         while base / max(1, macs) < goal and not self.done:
@@ -306,7 +306,7 @@ class StructuredPruner(Pruner):
     def check(self, example: torch.Tensor) -> list[str]:
         # ONNX is left to saving (a failed export is a note there, and the model itself is fine)
         problems = check_pruned(self.model, example, self.params_before, 0, None, onnx=False)
-        cfg = self.plan
+        cfg = self.run_cfg
         ignored = {n for n, m in self.model.named_modules() if m in self.pruner.ignored_layers}
         if cfg.target_speedup is None and not cfg.layer_ratios:
             sizes = {n: (size, out_size(m)) for n, m in self.model.named_modules()

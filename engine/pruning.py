@@ -206,17 +206,15 @@ def _after_prune(cfg: PruneConfig) -> Phase:
 
 def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
                 out_dir: str | Path | None = None, baseline: Metrics | None = None,
-                keep: list | None = None, gate: StepGate | None = None, recover_only: bool = False,
+                gate: StepGate | None = None, recover_only: bool = False,
                 teacher: ModelBundle | None = None) -> Generator[Any, None, Pruned]:
     """Prune a copy of `bundle.model`; yields Progress, PhaseDone after each phase, StepDone (step 0 =
     original), then RunDone, and *returns* `Pruned` (the RunDone and the pruned ModelBundle).
 
     `baseline` reuses metrics of the unpruned model measured earlier (plans share it). Events never
     carry the model: take it from the return value (`pruned = yield from run_pruning(...)`, or
-    `engine.events.result_of`). `keep`, a list the pruned bundle is appended to, is the older way, left
-    until gui/ takes the return value. With `gate`,
-    the run waits after each phase (prune, BatchNorm re-estimation, fine-tuning, evaluation) until the
-    gate is released: step-through for teaching. `recover_only` cuts nothing: the recovery phases and the
+    `engine.events.result_of`). With `gate`, the run waits after each phase (prune, BatchNorm re-estimation,
+    fine-tuning, evaluation) until the gate is released: step-through for teaching. `recover_only` cuts nothing: the recovery phases and the
     evaluation run on a copy of `bundle` (a pruned model trained further). Distillation learns from `teacher`
     (default: `bundle`), e.g. the original a pruned model came from.
     """
@@ -250,7 +248,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     latency_plan = None  # a target latency becomes ratios found by timing pruned copies (engine.latency_target)
     if cfg.target_latency is not None and not recover_only:
         latency_plan = yield from relay(plan_latency_target(model, cfg, shape, device, work.num_classes, notes, cancel))
-    pruner = make_pruner(model, method, latency_plan.plan if latency_plan else cfg, torch.zeros(1, *shape, device=dev),
+    pruner = make_pruner(model, method, latency_plan.cfg if latency_plan else cfg, torch.zeros(1, *shape, device=dev),
                          work.num_classes, base_macs or 1, cancel, recover_only)
     notes.extend(pruner.notes)
     if cfg.sparsity_reg > 0 and "sparsity_reg" not in method.options:
@@ -318,8 +316,6 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     }
     files = (yield from _save(work, data, cfg, method.structured, Path(out_dir), notes)) if out_dir is not None else {}
     model.cpu()
-    if keep is not None:
-        keep.append(work)
     run = RunDone(method=method.name, config=cfg.to_json(), before=baseline, after=current, steps=(step0, *steps),
                   files=files, seconds=time.perf_counter() - start, prune_seconds=prune_seconds, notes=tuple(notes),
                   paired=paired, arch=architecture_signature(model), original_arch=architecture_signature(bundle.model),

@@ -125,7 +125,7 @@ def test_self_test_checks_the_platform_the_user_will_use(tmp_path):
     assert passed.returncode == 0 and "platform offscreen starts" in passed.stdout, passed.stderr
 
 
-def _endless_run(bundle, data, cfg, cancel=None, keep=None, gate=None, **_options):
+def _endless_run(bundle, data, cfg, cancel=None, gate=None, **_options):
     """Stands in for run_pruning: a run that goes on until it is cancelled."""
     import time
 

@@ -75,12 +75,12 @@ def test_the_search_lands_at_or_just_below_the_target(tiny, allocation, monkeypa
     assert lp.predicted_ms <= 0.5 * full and lp.predicted_ms >= 0.35 * full  # close below, not far below
     assert len(lp.trials) == 1 + lt.SEARCH_STEPS and "target" in notes[-1]
     if allocation == "uniform":
-        assert 0 < lp.plan.pruning_ratio < 0.9 and not lp.plan.layer_ratios
+        assert 0 < lp.cfg.pruning_ratio < 0.9 and not lp.cfg.layer_ratios
     else:
-        ratios = lp.plan.layer_ratios
-        assert ratios and lp.plan.round_to is None and all(0.0 <= r <= 0.9 for r in ratios.values())
+        ratios = lp.cfg.layer_ratios
+        assert ratios and lp.cfg.round_to is None and all(0.0 <= r <= 0.9 for r in ratios.values())
         assert len(set(ratios.values())) > 1  # not uniform
-    assert lp.plan.target_latency is None
+    assert lp.cfg.target_latency is None
 
 
 def test_an_unreachable_target_and_one_already_met_are_said(tiny, monkeypatch):
@@ -89,9 +89,9 @@ def test_an_unreachable_target_and_one_already_met_are_said(tiny, monkeypatch):
     monkeypatch.setattr(lt, "_paired_trial", macs_ms)
     notes: list[str] = []
     lp = plan(tiny.model, fast(target_latency=1e-6, pruning_ratio=None), notes)
-    assert not lp.reachable and lp.plan.pruning_ratio == pytest.approx(0.9) and "out of reach" in notes[-1]
+    assert not lp.reachable and lp.cfg.pruning_ratio == pytest.approx(0.9) and "out of reach" in notes[-1]
     lp = plan(tiny.model, fast(target_latency=1e6, pruning_ratio=None), notes)
-    assert lp.reachable and lp.plan.pruning_ratio < 1e-3 and "already meets it" in notes[-1]
+    assert lp.reachable and lp.cfg.pruning_ratio < 1e-3 and "already meets it" in notes[-1]
 
 
 def test_latency_moves_take_cheap_importance_per_millisecond_first():
