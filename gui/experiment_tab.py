@@ -47,6 +47,9 @@ from gui.options import OptionField
 from gui.widgets import ElidedLabel, VerticalScrollArea
 
 
+NARROW_WIDTH = 900  # px: below this the plan editor goes above its results, not beside them
+
+
 class ExperimentTab(QWidget):
     """Plan editor, comparison table, Pareto scatter, accuracy-vs-ratio curves, sensitivity curves and the verdict."""
 
@@ -67,16 +70,28 @@ class ExperimentTab(QWidget):
         self._ratio_curves: dict[tuple, pg.PlotDataItem] = {}
         self._spot_keys: list[str] = []
 
-        split = QSplitter(Qt.Orientation.Horizontal, self)
+        self._split = split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(self._build_editor())
         self.set_store_path(self._store_path)
         split.addWidget(self._build_results())
         split.setStretchFactor(1, 3)
         split.setCollapsible(0, False)
+        split.setCollapsible(1, False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(split)
         self.set_running(False)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Side by side when there is room, else the plan above its results: beside the Lesson panel at 1280 px
+        the editor kept 390 px and left the results (where step 6's answer is read) 170 px and a scroll bar."""
+        super().resizeEvent(event)
+        wanted = Qt.Orientation.Vertical if self.width() < NARROW_WIDTH else Qt.Orientation.Horizontal
+        if self._split.orientation() != wanted:
+            self._split.setOrientation(wanted)
+            total = sum(self._split.sizes()) or 1
+            share = 0.45 if wanted == Qt.Orientation.Vertical else 0.35
+            self._split.setSizes([int(total * share), total - int(total * share)])
 
     # --------------------------------------------------------------------- building
     def _build_editor(self) -> QWidget:
