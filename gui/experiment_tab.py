@@ -47,7 +47,7 @@ from gui.options import OptionField
 from gui.widgets import ElidedLabel, VerticalScrollArea
 
 
-NARROW_WIDTH = 900  # px: below this the plan editor goes above its results, not beside them
+NARROW_WIDTH = 760  # px: the editor (about 390) and results of at least 370 side by side; below, one above the other
 
 
 class ExperimentTab(QWidget):

@@ -51,5 +51,6 @@ def test_the_experiment_results_keep_room_beside_the_lesson(qtbot, tmp_path, mon
     qtbot.wait(20)
     editor, results = (tab._split.widget(i) for i in range(2))
     assert tab.minimumSizeHint().width() <= width
-    assert results.width() >= (0.9 if width < 900 else 0.55) * width, (results.width(), editor.width())
+    share = 0.9 if width < experiment_tab.NARROW_WIDTH else 0.55
+    assert results.width() >= share * width, (results.width(), editor.width())
     assert editor.height() >= 60 and results.height() >= 240
