@@ -14,7 +14,9 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QComboBox, QMessageBox, QWidget
 
 from engine.data import Dataset, load_dataset_events
+from engine.errors import UserError
 from engine.events import CancelToken
+from engine.sources import DataSource
 from gui.jobs import WorkerJob
 from gui.pickers import pick_folder
 from gui.settings import Settings
@@ -33,8 +35,11 @@ def data_title(spec: str) -> str:
     """A dataset spec as the combo boxes show it."""
     if spec == DEFAULT_DATA:
         return "Fashion-MNIST (built-in)"
-    kind, _, path = spec.partition(":")
-    return f"{'CIFAR-10' if kind == 'cifar10' else 'ImageFolder'}: {Path(path).name}"
+    try:
+        source = DataSource.parse(spec)
+    except UserError:  # an edited settings file's entry: shown as it is; choosing it says what is wrong
+        return spec
+    return f"{'CIFAR-10' if source.scheme == 'cifar10' else 'ImageFolder'}: {Path(source.path or '').name}"
 
 
 def fill_data_combo(combo: QComboBox, settings: Settings, current: str | None = None) -> None:

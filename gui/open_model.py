@@ -22,6 +22,7 @@ from engine.data import Dataset
 from engine.errors import UserError
 from engine.events import Progress
 from engine.inputs import NORM_PRESETS, NORM_TITLES, ModelRecipe, RecipeChecked
+from engine.sources import ModelKind, ModelSource
 from engine.units import parse_numbers
 from gui.commands import BUSY_MESSAGE
 from gui.data_choice import data_title, fill_data_combo, resolve_choice
@@ -350,7 +351,7 @@ class OpenModelDialog(QDialog):
         recipe = remembered_recipe(self.settings, path)
         if recipe is not None:
             self.apply_recipe(recipe)
-        elif info.arch and info.needs_arch and not info.arch.startswith("code:"):
+        elif info.arch and info.needs_arch and ModelSource.parse(info.arch).kind is not ModelKind.CODE:
             self.picker.select(info.arch)  # never a Python file unasked: selecting it would import it
 
     def apply_recipe(self, recipe: ModelRecipe) -> None:
@@ -380,7 +381,7 @@ class OpenModelDialog(QDialog):
         arch = self.picker.arch() if needs_arch else None
         if needs_arch and not arch:
             raise UserError("choose an architecture: pick a name from the list, or a Python file and its class")
-        if self.untrained and arch.startswith("code:"):
+        if self.untrained and ModelSource.parse(arch).kind is ModelKind.CODE:
             raise UserError("a new untrained model is built by name: pick a torchvision or timm architecture")
         norm = self.norm_combo.currentData()
         mean = std = None

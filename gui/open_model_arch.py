@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLin
 
 from engine.errors import UserError
 from engine.models import check_model_kwargs, code_classes
+from engine.sources import ModelKind, ModelSource
 from gui.pickers import pick_file
 from gui.settings import Settings
 
@@ -141,8 +142,9 @@ class ArchitecturePicker(QWidget):
 
     def select(self, arch: str) -> bool:
         """Select `arch` (torchvision:NAME or timm:NAME, or code:PATH.py:Class); False when it is not offered."""
-        if arch.startswith("code:"):
-            path, _, cls = arch[5:].rpartition(":")
+        source = ModelSource.parse(arch)
+        if source.kind is ModelKind.CODE:
+            path, cls = source.code_file, source.code_class
             if self.load_code(path, ask=False):
                 self.class_combo.setCurrentIndex(max(0, self.class_combo.findText(cls)))
                 self.tabs.setCurrentIndex(1)
