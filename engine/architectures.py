@@ -1,5 +1,5 @@
 """What structured pruning does differently for some models, gathered from the model families
-(engine/families/, one module each), and the rounding every model gets.
+(engine/families/, one module each); the rounding every model gets is in engine.preparation.
 
 torch-pruning (1.6.1) prunes most classifiers as they are; the families it gets wrong quietly (auxiliary
 heads, grouped convolutions, attention heads, ViT's recorded sizes, Swin, ResNeSt, ShuffleNet, MaxViT,
@@ -10,59 +10,23 @@ layer below round_to lost everything (and was skipped). `kept_channels` rounds t
 count instead, never below one unit nor below what the maximum layer ratio leaves, in every scope.
 
 `prepare` is called on the working copy before the pruner is built; `Preparation.pruner_class` wraps the
-method's torch-pruning pruner with the families' hooks (`ArchitectureHooks`, through engine.tp_compat);
-`engine.verify.check_pruned` checks the result.
+method's torch-pruning pruner with the families' hooks (`engine.preparation.ArchitectureHooks`, through
+engine.tp_compat); `engine.verify.check_pruned` checks the result.
 """
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from engine.verify import out_size as _out_size
-
-
-@dataclass
-class Preparation:
-    """What the pruning pipeline does differently for this model."""
-
-    notes: list[str] = field(default_factory=list)  # said in the run's notes
-    pruner_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the torch-pruning pruner
-    fixes: list[Callable[[nn.Module], list[str]]] = field(default_factory=list)  # after each step; return notes
-    dropped_params: int = 0  # parameters removed by prepare itself (auxiliary heads)
-    units: dict = field(default_factory=dict)  # module -> channels per rounding step, filled while pruning
-    held: list[nn.Module] = field(default_factory=list)  # layers torch-pruning must leave whole
-    families: list = field(default_factory=list)  # the engine.families found in the model, in order
-    found: dict[str, Any] = field(default_factory=dict)  # family name -> what its detect found
-    state: dict[str, Any] = field(default_factory=dict)  # family name -> what it keeps while pruning
-    current: Any = None  # the torch-pruning group being scored or cut (names the layer when that fails)
-
-    def after_step(self, model: nn.Module) -> list[str]:
-        """Fix what a step left stale (recorded sizes, units); returns what to say."""
-        notes: list[str] = []
-        for fix in self.fixes:
-            notes.extend(fix(model))
-        return notes
-
-    def pruner_class(self, base: type) -> type:
-        """`base` (a torch-pruning pruner class) with the families' hooks."""
-        from engine import tp_compat
-
-        return tp_compat.pruner_class(base, ArchitectureHooks(self))
-
-    def add_kwargs(self, key: str, values: dict) -> None:
-        """Merge `values` into the pruner's dict-valued keyword argument `key` (channel groups, pruners)."""
-        self.pruner_kwargs.setdefault(key, {}).update(values)
+from engine.preparation import Preparation
 
 
 def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Preparation:
     """Adapt `model` (the working copy, changed in place) and say how the pruner must be built."""
     from engine.families import all_families
+    from engine.tracing import tracing
 
-    prep = Preparation()
+    prep = Preparation(tracer=tracing)
     for family in all_families():
         found = family.detect(model)
         if found:
@@ -70,114 +34,3 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
             prep.found[family.name] = found
             family.prepare(model, found, prep, example, round_to)
     return prep
-
-
-def drop_aux_heads(model: nn.Module, notes: list[str]) -> int:
-    """Drop GoogLeNet/Inception auxiliary classifiers; returns the parameters they held."""
-    from engine.families.auxiliary_heads import drop_aux_heads as drop
-
-    return drop(model, notes)
-
-
-# ----------------------------------------------------------------------------- rounding
-
-def kept_channels(keep: int, channels: int, unit: int, least: int = 0) -> int:
-    """The channels a layer of `channels` keeps when the ratio asks for `keep`: the nearest allowed
-    count (a multiple of `unit`, or the whole layer; half a unit rounds up, keeping more), never
-    below one unit (a layer never disappears) nor below `least` (what the maximum layer ratio
-    leaves, rounded up to a unit)."""
-    unit = max(1, int(unit))
-    if keep >= channels:
-        return channels
-    down = max(0, keep) // unit * unit
-    up = min(down + unit, channels)
-    kept = up if up - keep <= keep - down else down
-    floor = min(channels, max(unit, -(-least // unit) * unit))
-    return max(kept, floor)
-
-
-def least_kept(channels: int, max_ratio: float) -> int:
-    """The fewest of `channels` a layer may keep when it loses at most `max_ratio` of them."""
-    return math.ceil(channels * (1.0 - max_ratio) - 1e-9)
-
-
-def least(pruner, group, channels: int) -> int:
-    """The fewest of `channels` (the root's count, or one convolution group's) the maximum layer ratio lets
-    `group` keep, measured against the layer's width before pruning."""
-    from engine import tp_compat
-
-    if group is None:
-        return 0
-    dep = group[0].dep
-    out = pruner.DG.is_out_channel_pruning_fn(dep.handler)
-    module = dep.target.module
-    first = tp_compat.initial_width(pruner, module, out)
-    now = pruner.DG.get_out_channels(module) if out else pruner.DG.get_in_channels(module)
-    if not first or not now:
-        return 0
-    return least_kept(first, pruner.max_pruning_ratio) * channels // now
-
-
-def rounded(pruner, group, n_pruned: int, current_channels: int, unit: int) -> int:
-    """How many of `current_channels` go when the ranking asked for `n_pruned`, kept in multiples of `unit`."""
-    return current_channels - kept_channels(current_channels - n_pruned, current_channels, unit,
-                                            least(pruner, group, current_channels))
-
-
-def counts_root(pruner, group, current_channels: int) -> bool:
-    """Whether `current_channels` is the width of the group's root layer (not one convolution group's)."""
-    module = group[0].dep.target.module if group is not None else None
-    return module is not None and current_channels in (pruner.DG.get_out_channels(module),
-                                                       pruner.DG.get_in_channels(module))
-
-
-def record_unit(units: dict, group, graph, unit: int, width: int | None = None) -> None:
-    """Remember each pruned layer's rounding unit; with `width` (the group's channels), a layer with k
-    times as many outputs (a fused qkv) moves k units at a time."""
-    for dep, _ in group:
-        module = dep.target.module
-        if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(module, nn.Module):
-            size = _out_size(module) if width else None
-            units[module] = unit * (size // width if size and size % width == 0 else 1)
-
-
-class ArchitectureHooks:
-    """The families' hooks in a torch-pruning pruner (engine.tp_compat.pruner_class calls them)."""
-
-    def __init__(self, prep: Preparation) -> None:
-        self.prep = prep
-
-    def before_init(self, kwargs: dict) -> None:
-        if self.prep.held:
-            kwargs["ignored_layers"] = [*(kwargs.get("ignored_layers") or []), *self.prep.held]
-
-    def tracing(self, model: nn.Module):
-        from engine.tracing import tracing
-
-        return tracing(model)
-
-    def after_init(self, pruner) -> None:
-        for family in self.prep.families:
-            family.after_graph(pruner, self.prep)
-
-    def scoring(self, pruner, group) -> None:
-        self.prep.current = group
-
-    def scores(self, pruner, group, imp: torch.Tensor | None) -> torch.Tensor | None:
-        if imp is None:
-            return None
-        for family in self.prep.families:
-            imp = family.scores(pruner, self.prep, group, imp)
-        return imp
-
-    def pruned_count(self, pruner, group, n_pruned: int, current_channels: int, round_to: int) -> int:
-        for family in self.prep.families:
-            count = family.pruned_count(pruner, self.prep, group, n_pruned, current_channels, round_to)
-            if count is not None:
-                return count
-        return rounded(pruner, group, n_pruned, current_channels, round_to)
-
-    def before_cut(self, pruner, group) -> None:
-        self.prep.current = group
-        for family in self.prep.families:
-            family.before_cut(pruner, self.prep, group)

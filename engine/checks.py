@@ -65,7 +65,7 @@ def check_layers_keep(cfg: "PruneConfig", model: nn.Module, num_classes: int | N
     """Refuse a ratio that would leave a layer with no channel (structured) or no weight (unstructured):
     only a maximum layer ratio of (nearly) 1 allows it. Under global scope an unstructured layer may lose
     up to that maximum, so the maximum itself is judged; a structured one keeps at least one rounding
-    unit there (engine.architectures.kept_channels), as nothing asks a share of it."""
+    unit there (engine.preparation.kept_channels), as nothing asks a share of it."""
     if cfg.pruning_ratio is None or cfg.manual_channels or (structured and global_scope):
         return
     ignored = ignored_modules(model, cfg.ignored_layers, cfg.keep_head, num_classes)

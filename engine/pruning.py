@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from engine import versions
-from engine.architectures import drop_aux_heads
+from engine.families.auxiliary_heads import drop_aux_heads
 from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig

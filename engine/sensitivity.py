@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.architectures import kept_channels
+from engine.preparation import kept_channels
 from engine.checks import check_walkable
 from engine.data import Dataset
 from engine.data.common import EVAL_SAMPLING
@@ -253,7 +253,7 @@ def drop_at(ratios: np.ndarray, drops: np.ndarray, ratio: float) -> float:
 
 
 def _uniform_kept(channels: int, ratio: float, unit: int) -> int:
-    """Channels a run keeps at a ratio: int(C·(1 − r)), rounded as engine.architectures.kept_channels does."""
+    """Channels a run keeps at a ratio: int(C·(1 − r)), rounded as engine.preparation.kept_channels does."""
     return kept_channels(int(channels * (1.0 - ratio)), channels, unit)
 
 

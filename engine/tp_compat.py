@@ -68,7 +68,7 @@ TRACING_ERRORS = (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyEr
 
 
 class PrunerHooks(Protocol):
-    """What PruneLab changes in a torch-pruning pruner (engine.architectures.ArchitectureHooks)."""
+    """What PruneLab changes in a torch-pruning pruner (engine.preparation.ArchitectureHooks)."""
 
     def before_init(self, kwargs: dict) -> None: ...  # more keyword arguments (layers to leave alone)
 

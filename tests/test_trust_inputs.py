@@ -184,7 +184,7 @@ def test_forty_percent_of_64_channels_keeps_the_nearest_multiple_of_8():
 
 
 def test_kept_channels_rounds_to_the_nearest_allowed_count():
-    from engine.architectures import kept_channels
+    from engine.preparation import kept_channels
 
     assert kept_channels(15, 32, 8) == 16 and kept_channels(19, 32, 8) == 16 and kept_channels(20, 32, 8) == 24
     assert kept_channels(9, 10, 8) == 10  # the whole layer is an allowed count too (a tie keeps more)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 if TYPE_CHECKING:
-    from engine.architectures import Preparation
+    from engine.preparation import Preparation
 
 
 class Family:
@@ -59,7 +59,7 @@ class Family:
     def record_units(self, model: nn.Module, units: dict) -> None:
         """The rounding unit of each layer inside a unit this family prunes whole, from the unit's own."""
 
-    # inside the pruner (engine.architectures.ArchitectureHooks; `pruner` is torch-pruning's)
+    # inside the pruner (engine.preparation.ArchitectureHooks; `pruner` is torch-pruning's)
     def after_graph(self, pruner, prep: Preparation) -> None:
         """The dependency graph is built (pruner.DG)."""
 

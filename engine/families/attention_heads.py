@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from engine.architectures import counts_root, record_unit, rounded
+from engine.preparation import counts_root, record_unit, rounded
 from engine.families import Family, register_family
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch_pruning import ops
 
 from engine import tp_compat
-from engine.architectures import kept_channels, least
+from engine.preparation import kept_channels, least
 from engine.families import Family, register_family
 from engine.verify import out_size
 

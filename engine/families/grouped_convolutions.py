@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from engine import tp_compat
-from engine.architectures import counts_root, kept_channels, least, record_unit
+from engine.preparation import counts_root, kept_channels, least, record_unit
 from engine.families import Family, register_family
 
 
