@@ -66,22 +66,22 @@ testdeps:
 run: venv dataset qtdeps
 	$(PY) main.py
 
-## test: the import contracts (.importlinter), no import cycle in gui/ or cli/ (check-structure), torch-pruning's
+## test: the import contracts (.importlinter), no import cycle in gui/, cli/ or engine/, torch-pruning's
 ## private API only in engine/tp_compat.py (tools/check_tp_private.py), then the whole test suite, headless, on TEST_WORKERS pytest-xdist workers (0: one
 ## process; tests/conftest.py keeps the memory-heavy, Ray and real-window modules on one worker); it ends with the
 ## 20 slowest tests and the peak memory, per test and for the whole run (tests/resource_report.py)
 TEST_WORKERS ?= 2
 test: venv dataset qtdeps testdeps
 	$(VENV)/bin/lint-imports
-	$(PY) benchmarks/structure.py --check-cycles gui,cli
+	$(PY) benchmarks/structure.py --check-cycles gui,cli,engine
 	$(PY) tools/check_tp_private.py
 	QT_QPA_PLATFORM=offscreen QTWEBENGINE_DISABLE_SANDBOX=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup \
 		--durations=20 tests
 
-## check-structure: no import cycle inside gui/ or cli/ (function-level and TYPE_CHECKING imports counted);
+## check-structure: no import cycle inside gui/, cli/ or engine/ (function-level and TYPE_CHECKING imports counted);
 ## benchmarks/structure.py without --check-cycles prints the whole picture
 check-structure:
-	$(PY) benchmarks/structure.py --check-cycles gui,cli
+	$(PY) benchmarks/structure.py --check-cycles gui,cli,engine
 
 ## bench: every benchmark script, one after the other
 bench: venv dataset
