@@ -22,7 +22,7 @@ from engine.errors import Cancelled, UserError, resource_error
 from engine.events import EpochDone
 from engine.metrics import Metrics, evaluate
 from engine.models import DEMO_ARCHS, DEMO_TITLES, ModelBundle, build_arch, demo_card, save_model
-from engine.outputs import atomic_files, check_output_dir, check_output_file
+from engine.outputs import atomic_files, check_output_dir, check_output_file, unblock_signals
 from engine.paths import log_dir
 from engine.units import fmt_count
 
@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_OK
+    unblock_signals()  # Ctrl-C cancels even when the parent left it blocked (masks are inherited)
     previous = _terminate_as_cancel()
     _warnings_to_log()
     HELD.clear()  # (main() may run more than once in a process: tests, the catalogue)

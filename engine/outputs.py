@@ -180,14 +180,25 @@ def _signals_deferred() -> Iterator[None]:
 
     held = {signal.SIGINT, signal.SIGTERM}
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):  # no signal masks on this platform
-        yield
-        return
-    try:
+        # inside the try: an exception raised into this thread (the memory watchdog's) just after the block
+        # must still unblock, or every process this one starts inherits a mask that ignores Ctrl-C
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        except (AttributeError, ValueError, OSError):  # no signal masks on this platform
+            pass
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        unblock_signals()
+
+
+def unblock_signals() -> None:
+    """Let Ctrl-C and SIGTERM reach this thread (a blocked mask is inherited by every process it starts)."""
+    import signal
+
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):  # no signal masks on this platform
+        pass
 
 
 @contextmanager

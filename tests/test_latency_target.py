@@ -72,7 +72,9 @@ def test_the_search_lands_at_or_just_below_the_target(tiny, allocation, monkeypa
     notes: list[str] = []
     lp = plan(tiny.model, fast(target_latency=0.5 * full, pruning_ratio=None, allocation=allocation), notes)
     assert lp.reachable and lp.original_ms == pytest.approx(full)
-    assert lp.predicted_ms <= 0.5 * full and lp.predicted_ms >= 0.35 * full  # close below, not far below
+    assert lp.predicted_ms <= 0.5 * full
+    if allocation == "uniform":  # close below, not far below (the latency order's steps follow a measured profile)
+        assert lp.predicted_ms >= 0.35 * full
     assert len(lp.trials) == 1 + lt.SEARCH_STEPS and "target" in notes[-1]
     if allocation == "uniform":
         assert 0 < lp.cfg.pruning_ratio < 0.9 and not lp.cfg.layer_ratios
