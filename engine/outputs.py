@@ -192,12 +192,15 @@ def _signals_deferred() -> Iterator[None]:
 
 
 def unblock_signals() -> None:
-    """Let Ctrl-C and SIGTERM reach this thread (a blocked mask is inherited by every process it starts)."""
+    """Let Ctrl-C and SIGTERM reach this thread: a blocked mask and an ignored Ctrl-C are both inherited from
+    the parent (Python then never installs its own Ctrl-C handler), and the command line promises Ctrl-C."""
     import signal
 
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (AttributeError, ValueError, OSError):  # no signal masks on this platform
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (AttributeError, ValueError, OSError):  # no signal masks on this platform, or not the main thread
         pass
 
 

@@ -391,7 +391,7 @@ def test_ray_ctrl_c_while_connecting_is_obeyed_within_2_s(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "sweep", str(tmp_path / "f" / "plan.toml"),
                              "--store", str(store), "--address", f"127.0.0.1:{closed_port()}", "--connect-timeout",
                              "60", "--quiet"], cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_shell)
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stderr))
     reader.start()
@@ -419,6 +419,13 @@ def test_ray_ctrl_c_while_connecting_is_obeyed_within_2_s(tmp_path):
     assert [line.strip() for _, line in lines if line.strip()] == ["cancelled"], lines
     assert lines[-1][0] - sent < 2.0, lines[-1][0] - sent
     assert not store.exists()
+
+
+def _as_from_a_shell() -> None:
+    """The child starts as a terminal's command does: Ctrl-C neither ignored nor blocked, whatever earlier tests
+    left in this pytest worker (tests/test_signals_unblocked.py covers a parent that did)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _cpu_ticks(pid: int) -> int:

@@ -18,8 +18,10 @@ def blocked() -> set:
 
 @pytest.fixture(autouse=True)
 def restore_mask():
+    handler = signal.getsignal(signal.SIGINT)
     yield
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+    signal.signal(signal.SIGINT, handler)
 
 
 def test_the_deferred_rename_unblocks_even_when_its_body_raises():
@@ -36,3 +38,11 @@ def test_the_command_line_hears_ctrl_c_even_when_its_parent_blocked_it(tmp_path)
     signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
     assert main(["evaluate", "--model", str(tmp_path / "missing.pt"), "--data", "fashion-mnist", "--quiet"]) == 2
     assert not blocked()
+
+
+def test_the_command_line_hears_ctrl_c_even_when_its_parent_ignored_it(tmp_path):
+    from cli.main import main
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    assert main(["evaluate", "--model", str(tmp_path / "missing.pt"), "--data", "fashion-mnist", "--quiet"]) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
