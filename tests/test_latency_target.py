@@ -54,6 +54,25 @@ def macs_ms(original, original_rt, trial, shape, batch, runtime, device, threads
     return a, b, a / b
 
 
+def macs_profile(model, shape, batch, runtime, device, threads=None, cancel=None, **kw):
+    """A stand-in for the measured profile: each layer's time is its MACs in millions, linear in its width, so
+    the latency allocation's order does not depend on how busy the machine is."""
+    import torch.nn as nn
+
+    from engine.profile import Profile, WidthCurve
+
+    curves = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.out_channels
+            per = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1] * 1e-4
+            widths = tuple(sorted({1, max(1, n // 2), n}))
+            ms = tuple(w * per for w in widths)
+            curves[name] = WidthCurve(name, widths, ms, ms, ms)
+    total = sum(c.ms[-1] for c in curves.values())
+    yield Profile(runtime, device, threads or 1, batch, tuple(shape), total, total, total, (), 0.0, 0.0, curves)
+
+
 def plan(model, cfg, notes):
     from engine.events import drain
     from engine.latency_target import plan_latency_target
@@ -68,6 +87,7 @@ def test_the_search_lands_at_or_just_below_the_target(tiny, allocation, monkeypa
 
     monkeypatch.setenv("PRUNELAB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(lt, "_paired_trial", macs_ms)
+    monkeypatch.setattr("engine.profile.iter_profile", macs_profile)
     full = count_macs(tiny.model, (1, 28, 28)) / 1e6
     notes: list[str] = []
     lp = plan(tiny.model, fast(target_latency=0.5 * full, pruning_ratio=None, allocation=allocation), notes)
