@@ -31,6 +31,9 @@ from gui.layer_table import FilteredLayerTable, LayerTable  # noqa: F401 (LayerT
 
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+# Netron needs this much to draw a node and its labels; beside the Lesson panel at 1280×720 the tab area is about
+# 585 px, where the layer table (three quarters of it) had left the graph 140 px. The table scrolls sideways.
+GRAPH_MIN_WIDTH = 300
 
 CONSENT_SCRIPT = """
 (function () {
@@ -234,7 +237,9 @@ class GraphView(QWidget):
         layout.addLayout(self._build_bar())
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         layout.addWidget(self.splitter, 1)
-        self.splitter.addWidget(self._build_graph())
+        graph = self._build_graph()
+        graph.setMinimumWidth(GRAPH_MIN_WIDTH)
+        self.splitter.addWidget(graph)
         self.layer_panel = FilteredLayerTable()
         self.layer_table = self.layer_panel.table
         # the filter's widgets, where callers have always found them
@@ -243,7 +248,7 @@ class GraphView(QWidget):
         self.splitter.addWidget(self.layer_panel)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
-        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setCollapsible(0, False)  # dragging the table away gives the graph the whole width
         self.splitter.setSizes([320, 680])  # the web view has no size hint; give it room from the start
         from gui.time_chart import TimeChart
 
@@ -303,9 +308,10 @@ class GraphView(QWidget):
         return self.placeholder
 
     def fit_table(self) -> None:
-        """Give the layer table the width it needs and the graph the rest (at least a quarter)."""
+        """Give the layer table the width it needs and the graph the rest (at least a quarter, and at least
+        GRAPH_MIN_WIDTH: a narrower table scrolls sideways, its names first)."""
         total = sum(self.splitter.sizes()) or self.width()
-        table = min(self.layer_table.needed_width(), int(total * 3 / 4))
+        table = max(0, min(self.layer_table.needed_width(), int(total * 3 / 4), total - GRAPH_MIN_WIDTH))
         self.splitter.setSizes([total - table, table])
 
     @property
