@@ -149,3 +149,29 @@ def test_depthwise_convolution_on_the_image_is_no_obstacle():
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)).eval()
     pruned = _prune(model, torch.randn(1, 3, 16, 16))
     assert pruned[2].out_channels < 16
+
+
+# ----------------------------------------------------------------------------- Visformer's position embeddings
+
+def test_channels_first_position_embeddings_lose_the_streams_channels():
+    """Visformer adds (1, C, H, W) position embeddings to its stream: they lose the stream's channels (not
+    their width), so the stream is pruned near the ratio and each kept channel keeps its own embedding."""
+    from timm.models.visformer import Visformer
+
+    torch.manual_seed(0)
+    model = Visformer(img_size=32, init_channels=8, embed_dim=48, depth=(1, 1, 1), attn_stage="000", num_classes=5).eval()
+    for stage in (1, 2, 3):  # embeddings and biases that tell channels apart
+        getattr(model, f"pos_embed{stage}").data.normal_()
+        getattr(model, f"patch_embed{stage}").proj.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    for stage in (1, 2, 3):
+        proj, old = getattr(pruned, f"patch_embed{stage}").proj, getattr(model, f"patch_embed{stage}").proj
+        embedding = getattr(pruned, f"pos_embed{stage}")
+        assert embedding.shape[1] == proj.out_channels and 0.6 <= proj.out_channels / old.out_channels <= 0.8
+        # the kept channels by their biases (their inputs went too), each with its own embedding
+        kept = [next(i for i in range(old.out_channels) if old.bias[i] == b) for b in proj.bias]
+        assert torch.equal(embedding, getattr(model, f"pos_embed{stage}")[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
