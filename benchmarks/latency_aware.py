@@ -8,10 +8,16 @@ BatchNorm re-estimation (with its interval; untrained torchvision models are at 
 not a result) and the efficiency (latency gain ÷ MACs gain). With --same-macs, each latency-aware result is
 also matched by a uniform run at the same MACs (`--target-speedup`), timed paired against the original.
 
+"Within ±10 %" is judged twice: against the absolute target (the original timed on its own before the run,
+so load that changed since moves it) and as the paired ratio (the pruned model's time over the original's in
+the end's interleaved rounds, against the factor asked), which load hits on both sides alike.
+
 The machine's load average is printed with every row: figures from a busy machine are noisy, say so.
+With --json FILE, rows already in FILE are kept and skipped (--resume after a stop), and FILE is rewritten
+after every row.
 
 Run: .venv/bin/python benchmarks/latency_aware.py [--models demo:resnet ...] [--runtimes torch onnxruntime]
-     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--same-macs] [--json FILE]
+     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--same-macs] [--json FILE [--resume]]
 """
 from __future__ import annotations
 
@@ -50,23 +56,29 @@ def prune(bundle, data, args, **options) -> RunDone:
     return drain(run_pruning(bundle, data, PruneConfig(**kw)))
 
 
-def same_macs(bundle, data, args, runtime: str, batch: int, done: RunDone) -> str:
+def same_macs(bundle, data, args, runtime: str, batch: int, done: RunDone) -> dict:
     """Uniform pruning at the MACs the latency-aware run reached, timed paired against the original."""
     twin = prune(bundle, data, args, target_speedup=done.before.macs / done.after.macs, batch_size=batch,
                  measure_speed=True, latency_repeats=12)
     paired = twin.onnxruntime if runtime == "onnxruntime" else twin.paired
-    if not paired:
+    p = paired["per_batch"][str(batch)] if paired else None
+    return {"macs_m": round(twin.after.macs / 1e6, 3), "top1": round(twin.after.top1, 4),
+            "speedup": p and p["median"], "low": p and p["low"], "high": p and p["high"]}
+
+
+def same_macs_words(u: dict) -> str:
+    if u["speedup"] is None:
         return "uniform at the same MACs: latency not measured"
-    p = paired["per_batch"][str(batch)]
-    return (f"uniform at the same MACs ({twin.after.macs / 1e6:.2f} M): {p['median']:.2f}x faster "
-            f"({p['low']:.2f}–{p['high']:.2f}), top-1 {100 * twin.after.top1:.2f} %")
+    return (f"uniform at the same MACs ({u['macs_m']:.2f} M): {u['speedup']:.2f}x faster "
+            f"({u['low']:.2f}–{u['high']:.2f}), top-1 {100 * u['top1']:.2f} %")
 
 
 def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: float, done: RunDone) -> dict:
+def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: float, done: RunDone,
+           factor: float) -> dict:
     t = done.latency_target or {}
     b, a = done.before, done.after
     macs_gain = b.macs / a.macs if a.macs else 0.0
@@ -76,6 +88,11 @@ def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: f
             "original_ms": round(original_ms, 3), "target_ms": t.get("target_ms"),
             "measured_ms": t.get("measured_ms"), "low": t.get("low"), "high": t.get("high"),
             "within_10": t.get("within_10_percent"), "met": t.get("met"), "reachable": t.get("reachable"),
+            "paired_ratio": round(1.0 / t["speedup"], 4) if t.get("speedup") else None,
+            "paired_ratio_ci": [round(1.0 / t["speedup_high"], 4), round(1.0 / t["speedup_low"], 4)]
+            if t.get("speedup_low") else None,
+            "within_10_paired": abs(1.0 / t["speedup"] - factor) <= 0.1 * factor if t.get("speedup") else None,
+            "trials": len(t.get("trials") or ()), "rounds": t.get("rounds"),
             "macs_m": round(a.macs / 1e6, 3), "macs_gain": round(macs_gain, 3), "latency_gain": round(latency_gain, 3),
             "efficiency": round(latency_gain / macs_gain, 3) if macs_gain else None,
             "top1": round(a.top1, 4), "top1_ci": [round(v, 4) for v in ci] if ci else None,
@@ -86,8 +103,10 @@ def show(r: dict) -> None:
     ci = f"{100 * r['top1_ci'][0]:.1f}–{100 * r['top1_ci'][1]:.1f}" if r.get("top1_ci") else "-"
     measured = (f"{r['measured_ms']:.3f} ({r['low']:.3f}–{r['high']:.3f})" if r.get("measured_ms") is not None
                 else "not measured")
+    paired = f"{r['paired_ratio']:.3f}" if r.get("paired_ratio") is not None else "-"
     print(f"{r['model']:<24} {r['runtime']:<11} {r['batch']:>5} {r['allocation']:<8} {r['original_ms']:>9.3f} "
-          f"{r['target_ms']:>9.3f} {measured:>28} {str(r['within_10']):>6} {r['macs_m']:>8.2f} "
+          f"{r['target_ms']:>9.3f} {measured:>28} {str(r['within_10']):>6} {paired:>6} "
+          f"{str(r.get('within_10_paired')):>6} {r['macs_m']:>8.2f} "
           f"{100 * r['top1']:>6.2f} {ci:>11} {r['efficiency'] or 0:>5.2f} {r['load_avg']:>5}", flush=True)
 
 
@@ -104,33 +123,38 @@ def main() -> None:
     parser.add_argument("--bn-batches", type=int, default=20)
     parser.add_argument("--same-macs", action="store_true",
                         help="also run uniform at the MACs each latency-aware result reached (paired speed-up)")
-    parser.add_argument("--json", help="write the rows as JSON")
+    parser.add_argument("--json", help="write the rows as JSON (after every row)")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --json and skip them")
     args = parser.parse_args()
+    out = Path(args.json) if args.json else None
+    rows = json.loads(out.read_text()) if args.resume and out and out.exists() else []
+    done_keys = {(r["model"], r["runtime"], r["batch"], r["allocation"]) for r in rows}
     torch.set_num_threads(args.threads)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {args.method}, BN re-estimation ({args.bn_batches} batches), "
           f"{args.threads} threads, top-1 on {args.eval_limit} test images, load average at start {load_avg()}")
     print(f"{'model':<24} {'runtime':<11} {'batch':>5} {'alloc':<8} {'orig ms':>9} {'target':>9} "
-          f"{'measured ms (95 % interval)':>28} {'±10%':>6} {'MACs M':>8} {'top-1':>6} {'top-1 CI':>11} "
+          f"{'measured ms (95 % interval)':>28} {'±10%':>6} {'paired':>6} {'±10%':>6} {'MACs M':>8} {'top-1':>6} {'top-1 CI':>11} "
           f"{'eff.':>5} {'load':>5}")
-    rows = []
     for model in args.models:
         bundle, data = load(model)
         shape = bundle.input_shape
         for runtime in args.runtimes:
             for batch in args.batches:
+                todo = [a for a in args.allocations if (model, runtime, batch, a) not in done_keys]
+                if not todo:
+                    continue
                 original_ms = latency_ms(bundle.model.eval(), shape, batch, runtime, "cpu", args.threads, None)
-                for allocation in args.allocations:
+                for allocation in todo:
                     done = prune(bundle, data, args, target_latency=args.factor * original_ms, runtime=runtime,
                                  allocation=allocation, batch_size=batch)
-                    row = row_of(model, runtime, batch, allocation, original_ms, done)
+                    row = row_of(model, runtime, batch, allocation, original_ms, done, args.factor)
                     rows.append(row)
                     show(row)
                     if args.same_macs and allocation == "latency" and done.after.macs < done.before.macs:
                         row["same_macs_uniform"] = same_macs(bundle, data, args, runtime, batch, done)
-                        print(f"    {row['same_macs_uniform']}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-        print(f"wrote {args.json}")
+                        print(f"    {same_macs_words(row['same_macs_uniform'])}", flush=True)
+                    if out:
+                        out.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class PruneConfig:
              "uniform ratio that gets there, global scope prunes in small steps)")
     target_latency: float | None = option(
         None, label="target latency", group=TARGET, flag="--target-latency", low=0.0, low_open=True, metavar="MS",
-        suffix=" ms", rule="above 0 (milliseconds)",
+        suffix=" ms", rule="above 0 (milliseconds)", decimals=3, step=0.5, gui_default=10.0,
         help="prune until the measured latency at the run's batch size is at most MS milliseconds on the runtime "
              "(--runtime); checked against the original in paired rounds at the end (structured methods, layer "
              "scope)")

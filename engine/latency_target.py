@@ -58,9 +58,11 @@ def iter_onnxruntime_speedup(original: nn.Module, pruned: nn.Module, input_shape
 
 # ----------------------------------------------------------------------------- a latency target
 
-SEARCH_STEPS = 7  # bisection steps on copies: 1/128 of the range, finer than the timing noise
+SEARCH_STEPS = 10  # timed copies after the most pruned one, at most
 TRIAL_ROUNDS = 5  # rounds per trial timing (each the fastest of TRIAL_PASSES passes)
 TRIAL_PASSES = 2
+CONFIRM = 3  # timings of the chosen copy, pooled, before the search may stop there
+TOLERANCE = 0.05  # the search stops once the chosen copy's predicted time is within this share below the target
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
     reference: list[float] = []  # the original's time in each trial: their median is its latency
 
     def timed(knob: float) -> float:
-        """The copy's latency as the original's (median over every trial) over the paired speed-up."""
+        """The copy's paired speed-up over the original (the median of this trial's rounds)."""
         trial_cfg = configure(knob)
         ratio = trial_cfg.pruning_ratio if cfg.allocation == "uniform" else 0.0
         trial = trial_prune(model, trial_cfg, ratio, example, num_classes, cancel)
@@ -261,38 +263,80 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
         finally:
             del trial
         reference.append(a_ms)
-        return statistics.median(reference) / ratio if ratio > 0 else b_ms
+        return ratio if ratio > 0 else a_ms / b_ms
 
     with stack:
         yield from _search(timed, target, cfg, reference, configure, base, notes, batch, cancel)
 
 
+def monotone_fit(speedups: dict[float, list[float]]) -> dict[float, float]:
+    """Per knob, the speed-up after an increasing fit (pool adjacent violators on the timings' medians in log
+    space, weighted by how often each knob was timed): more pruning is never slower, so a noisy timing that
+    says otherwise is averaged with its neighbour instead of steering the search."""
+    blocks: list[list[float]] = []  # [weighted log sum, weight, number of knobs]
+    for knob in sorted(speedups):
+        values = speedups[knob]
+        blocks.append([math.log(max(statistics.median(values), 1e-9)) * len(values), float(len(values)), 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            last = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
+    fitted = [math.exp(total / weight) for total, weight, count in blocks for _ in range(count)]
+    return dict(zip(sorted(speedups), fitted))
+
+
 def _search(timed, target: float, cfg: PruneConfig, reference: list[float], configure, base: PruneConfig,
             notes: list[str], batch: int, cancel: CancelToken) -> Iterator:
-    """The bisection of plan_latency_target: yields Progress, then the LatencyPlan."""
+    """The search of plan_latency_target: yields Progress, then the LatencyPlan.
+
+    Each step interpolates (log speed-up, linear in the knob) between the fitted knobs either side of the
+    speed-up asked (the original's median time over the target) and times a copy there. A bisection took a
+    noisy early timing as final (7 halvings: one wrong side at 0.5 and the other six refined the wrong half)
+    and spent its last steps on copies a channel apart; here every timing stays in the monotone fit, the
+    copy chosen is timed again until its prediction rests on CONFIRM timings, and the search stops once
+    it lies within TOLERANCE below the target."""
     from dataclasses import replace
 
+    speedups: dict[float, list[float]] = {0.0: [1.0] * 8}  # nothing pruned: the original itself, known exactly
     trials: list[tuple[float, float]] = []
+
+    def ms_of(speedup: float) -> float:
+        return statistics.median(reference) / speedup
+
+    def time_at(knob: float) -> float:
+        speedups.setdefault(knob, []).append(timed(knob))
+        trials.append((knob, ms_of(speedups[knob][-1])))
+        return trials[-1][1]
+
     yield Progress("latency target", 0, SEARCH_STEPS + 2, f"timing the most pruning allowed on {cfg.runtime}")
-    high_ms = timed(1.0)
-    trials.append((1.0, high_ms))
-    original_ms = statistics.median(reference)
+    high_ms = time_at(1.0)
     yield Progress("latency target", 1, SEARCH_STEPS + 2, f"the most pruning allowed: {high_ms:.3f} ms")
-    reachable = high_ms <= target
-    low, high, chosen_ms = 0.0, 1.0, high_ms
-    if original_ms <= target:
-        high, chosen_ms = 0.0, original_ms
-    elif reachable:
+    high = 0.0
+    if statistics.median(reference) > target and high_ms <= target:
         for i in range(SEARCH_STEPS):
             cancel.check()
-            mid = (low + high) / 2
-            ms = timed(mid)
-            trials.append((mid, ms))
-            if ms <= target:
-                high, chosen_ms = mid, ms
-            else:
-                low = mid
-            yield Progress("latency target", i + 2, SEARCH_STEPS + 2, f"{ms:.3f} ms at {mid:.3f} (target {target:g})")
+            fit = monotone_fit(speedups)
+            asked = statistics.median(reference) / target
+            high = min((k for k, s in fit.items() if s >= asked), default=1.0)
+            low = max((k for k in fit if k < high), default=0.0)
+            known = ms_of(fit[high]) >= (1.0 - TOLERANCE) * target or high - low < 1.0 / 256
+            if known and len(speedups[high]) >= CONFIRM:
+                break
+            if known or (trials[-1][0] <= low and len(speedups[high]) < CONFIRM):
+                knob = high  # the copy to choose, or one that just made a copy below it look too slow: again
+            else:  # where the fit crosses the speed-up asked, kept off the bracket's ends
+                s_low, s_high = fit[low], fit[high]
+                share = (math.log(asked / s_low) / math.log(s_high / s_low)) if s_high > s_low else 0.5
+                knob = round(low + (high - low) * min(0.9, max(0.1, share)), 6)
+            ms = time_at(knob)
+            yield Progress("latency target", i + 2, SEARCH_STEPS + 2,
+                           f"{ms:.3f} ms at {knob:.3f} (target {target:g})")
+        fit = monotone_fit(speedups)
+        high = min((k for k, s in fit.items() if s >= statistics.median(reference) / target), default=1.0)
+    fit = monotone_fit(speedups)
+    reachable = statistics.median(reference) <= target or ms_of(fit[1.0]) <= target
+    if not reachable:
+        high = 1.0
+    chosen_ms = ms_of(fit[high])
     original_ms = statistics.median(reference)
     plan = configure(high) if high > 0 else replace(base, pruning_ratio=1e-6)
     words = f"target {target:g} ms on {cfg.runtime} at batch {batch} (original {original_ms:.3f} ms)"
@@ -338,10 +382,25 @@ def check_latency_target(lp: LatencyPlan, original: nn.Module, pruned: nn.Module
                rounds=pair["rounds"], met=met, within_10_percent=abs(pair["b_ms"] - lp.target_ms) <= 0.1 * lp.target_ms,
                speedup=pair["median"], speedup_low=pair["low"], speedup_high=pair["high"],
                speedup_asked=round(lp.original_ms / lp.target_ms, 4))
-    verdict = "met" if met else ("not met: out of reach within the maximum layer ratio" if not lp.reachable
-                                 else "not met at the end (the copies were timed under other load)")
-    notes.append(f"target latency {lp.target_ms:g} ms on {lp.runtime} at batch {lp.batch}: measured "
-                 f"{pair['b_ms']:.3f} ms (95 % interval {pair['b_low']:.3f}–{pair['b_high']:.3f}, {pair['rounds']} "
-                 f"paired rounds; the original {pair['a_ms']:.3f} ms, {pair['median']:.2f}x faster where the search "
-                 f"aimed at {lp.original_ms / lp.target_ms:.2f}x): {verdict}")
+    notes.append(f"{target_words(out)} (the search aimed at {lp.original_ms / lp.target_ms:.2f}x faster)")
     yield out
+
+
+def verdict_of(t: dict) -> str:
+    """'met', 'not met' or 'out of reach' (the maximum layer ratio stays above the target), or 'not measured'."""
+    if t.get("measured_ms") is None:
+        return "not measured"
+    return "met" if t["met"] else "not met" if t.get("reachable", True) else "out of reach"
+
+
+def target_words(t: dict) -> str:
+    """A run's latency target (check_latency_target's dict) in one line: the verdict, then the paired figure
+    with its interval (the CLI's notes and the GUI's tooltips)."""
+    head = f"target latency {t['target_ms']:g} ms on {t['runtime']} at batch {t['batch']}: {verdict_of(t)}"
+    if t.get("measured_ms") is None:
+        return head + " (the pruned model's latency could not be measured on this runtime)"
+    why = {"out of reach": " within the maximum layer ratio",
+           "not met": " at the end (the copies were timed under other load)"}.get(verdict_of(t), "")
+    return (f"{head}{why}: measured {t['measured_ms']:.3f} ms (95 % interval {t['low']:.3f}–{t['high']:.3f}, "
+            f"{t['rounds']} paired rounds; the original {t['original_measured_ms']:.3f} ms, {t['speedup']:.2f}x "
+            "faster)")

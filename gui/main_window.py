@@ -21,7 +21,7 @@ from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox
 
-from engine.config import default_of
+from engine.config import amount_words, default_of
 from engine.errors import UserError
 from engine.events import Progress
 from engine.methods import get_method
@@ -554,7 +554,7 @@ class MainWindow(QMainWindow):
         if record is None or self.busy:
             return None
         cfg = self.ui.method_panel.config()
-        amount = f"{cfg.pruning_ratio:.0%}" if cfg.pruning_ratio is not None else f"a {cfg.target_speedup:g}× speed-up"
+        amount = amount_words(cfg)
         recovery = (f"then fine-tune {cfg.finetune_epochs:g} epoch(s)" if cfg.finetune_epochs else
                     "then BatchNorm re-estimation" if cfg.bn_recalibrate else "with no recovery")
         box = QMessageBox(QMessageBox.Icon.Question, f"Continue from {record.label}",

@@ -27,7 +27,8 @@ NAME_ROLE = Qt.ItemDataRole.UserRole
 # The PruneConfig fields this panel shows as generated widgets, and the GUI's own upper limits where the
 # engine's are far beyond what a click-driven run needs.
 GENERATED = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "measure_speed", "round_to",
-             "max_layer_ratio")
+             "max_layer_ratio", "runtime", "allocation")
+LATENCY_ROWS = ("runtime", "allocation")  # shown with the target latency only
 FIELD_LIMITS = {"steps": 20, "finetune_epochs": 20, "round_to": 64}
 
 
@@ -59,13 +60,14 @@ class MethodPanel(QWidget):
         layout.addWidget(self._build_run_box())
         for fld in (*self.fields.values(), *self.method_fields.values()):
             fld.changed.connect(self.options_changed)
-        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged,
+        for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged, self.latency_field.changed,
                        self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
                        self.mode_combo.currentIndexChanged):
             signal.connect(self.options_changed)
         self.fields["round_to"].changed.connect(self._update_ratio_hint)
         self.select_method(DEFAULT_METHOD if DEFAULT_METHOD in self.methods else next(iter(self.methods)))
         self._on_finetune_changed(self.finetune_spin.value())
+        self._on_mode_changed(self.mode_combo.currentIndex())
 
     # --------------------------------------------------------------------- builders
     def _build_method_list_box(self) -> QGroupBox:
@@ -106,10 +108,15 @@ class MethodPanel(QWidget):
         self.mode_combo = QComboBox()
         self.mode_combo.addItem("Pruning ratio", "ratio")
         self.mode_combo.addItem("Target speed-up (fewer MACs)", "speedup")
-        self.mode_combo.setToolTip("Prune a fixed share, or prune until the model needs this many times fewer MACs")
+        self.mode_combo.addItem("Target latency (measured ms)", "latency")
+        self.mode_combo.setToolTip("Prune a fixed share, prune until the model needs this many times fewer MACs, or "
+                                   "prune until its measured latency at the run's batch size is at most this many ms")
         self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         form.addRow("Target", self.mode_combo)
         form.addRow("Amount", self._build_amount_stack())
+        for name in LATENCY_ROWS:  # what the latency is measured on and how it is shared (engine.config's options)
+            form.addRow(self.fields[name].label, self.fields[name].widget)
+        self.amount_form = form
         self.ratio_hint = QLabel()
         self.ratio_hint.setWordWrap(True)
         self.ratio_hint.setEnabled(False)  # shown greyed: a hint, not a control
@@ -145,6 +152,9 @@ class MethodPanel(QWidget):
         self.speedup_spin.setSuffix(" × fewer MACs")
         self.speedup_spin.setToolTip("Prune step by step until MACs drop by this factor (structured methods only)")
         self.amount_stack.addWidget(self.speedup_spin)
+        self.latency_field = OptionField("target_latency")
+        self.latency_spin = self.latency_field.widget
+        self.amount_stack.addWidget(self.latency_spin)
         self.amount_stack.setMaximumHeight(self.speedup_spin.sizeHint().height() + 4)
         return self.amount_stack
 
@@ -240,6 +250,7 @@ class MethodPanel(QWidget):
         """The PruneConfig the controls describe (layer choices are added by the caller)."""
         method = self.current_method()
         speedup = self.mode_combo.currentData() == "speedup" and method.structured
+        latency = self.mode_combo.currentData() == "latency" and method.structured
         finetune = float(self.finetune_spin.value())
         eval_limit = int(self.eval_combo.currentData() or 0) or None
         values = {name: fld.value() for name, fld in self.fields.items()}
@@ -247,8 +258,9 @@ class MethodPanel(QWidget):
         values["distill"] = values["distill"] and finetune > 0
         cfg = PruneConfig(
             method=method.name,
-            pruning_ratio=None if speedup else self.ratio_slider.value() / 100.0,
+            pruning_ratio=None if speedup or latency else self.ratio_slider.value() / 100.0,
             target_speedup=float(self.speedup_spin.value()) if speedup else None,
+            target_latency=self.latency_field.value() if latency else None,
             device=self.device_combo.currentData(), eval_limit=eval_limit,
             # interactive defaults (the Options' gui_default): 10 batches estimate BatchNorm statistics
             # well, 20 timed runs give a stable median; both keep a step to a few seconds on a laptop CPU
@@ -261,6 +273,7 @@ class MethodPanel(QWidget):
         fields = {name: fld.value() for name, fld in (*self.fields.items(), *self.method_fields.items())}
         return {"method": self.current_method().name, "mode": self.mode_combo.currentData(),
                 "ratio": self.ratio_slider.value(), "speedup": self.speedup_spin.value(),
+                "latency": self.latency_field.value(),
                 "eval": self.eval_combo.currentData(), "fields": fields}
 
     def restore(self, options: dict) -> None:
@@ -275,7 +288,8 @@ class MethodPanel(QWidget):
                 self.select_method(options["method"])
             pick(self.mode_combo, options.get("mode"))
             pick(self.eval_combo, options.get("eval"))
-            for key, widget, kind in (("ratio", self.ratio_slider, int), ("speedup", self.speedup_spin, float)):
+            for key, widget, kind in (("ratio", self.ratio_slider, int), ("speedup", self.speedup_spin, float),
+                                      ("latency", self.latency_spin, float)):
                 if key in options:
                     widget.setValue(kind(options[key]))
             saved = options.get("fields") or {}
@@ -299,11 +313,12 @@ class MethodPanel(QWidget):
         for name, fld in self.method_fields.items():
             self.method_form.setRowVisible(fld.widget, name in method.options)
         self.method_box.setVisible(bool(method.options))
-        speed_item = self.mode_combo.model().item(1)
-        speed_item.setEnabled(method.structured)
-        speed_item.setToolTip("" if method.structured else "Unstructured pruning keeps tensors dense: "
-                              "MACs do not drop, so a speed-up target cannot be reached")
-        if not method.structured and self.mode_combo.currentData() == "speedup":
+        for row in (1, 2):  # the speed-up and latency targets
+            item = self.mode_combo.model().item(row)
+            item.setEnabled(method.structured)
+            item.setToolTip("" if method.structured else "Unstructured pruning keeps tensors dense: "
+                            "MACs and latency do not drop, so a speed-up or latency target cannot be reached")
+        if not method.structured and self.mode_combo.currentData() in ("speedup", "latency"):
             self.mode_combo.setCurrentIndex(0)
         self.method_changed.emit(method.name)
         self.options_changed.emit()
@@ -322,6 +337,8 @@ class MethodPanel(QWidget):
     @Slot(int)
     def _on_mode_changed(self, index: int) -> None:
         self.amount_stack.setCurrentIndex(index)
+        for name in LATENCY_ROWS:
+            self.amount_form.setRowVisible(self.fields[name].widget, self.mode_combo.itemData(index) == "latency")
 
     @Slot(int)
     def _on_ratio_changed(self, value: int) -> None:

@@ -22,6 +22,7 @@ from engine.metrics import Metrics
 from engine.models import ModelBundle
 from engine.outputs import atomic_files
 from engine.config import PruneConfig, amount_words, recovery_words
+from engine.latency_target import target_words, verdict_of
 from engine.pruning import RunDone, StepDone
 from engine.units import fmt_bytes, fmt_count
 from gui import speed, theme
@@ -54,15 +55,17 @@ class RunRecord:
 
     @property
     def amount(self) -> str:
-        """The requested amount, as a user reads it."""
-        return amount_words(self.config, self.recover_only)
+        """The requested amount, as a user reads it (a latency target: and whether the end's paired timing met it)."""
+        target = self.done.latency_target if self.done is not None else None
+        return amount_words(self.config, self.recover_only) + (f": {verdict_of(target)}" if target else "")
 
 
 # (header, tooltip, text(run), sort value(run))
 COLUMNS = (
     ("Run", "Order of the runs in this session", lambda r: r.label, lambda r: r.run_id),
     ("Method", "Pruning method", lambda r: r.config.method, lambda r: r.config.method),
-    ("Amount", "Requested pruning ratio or speed-up (manual runs: the channels ticked)", lambda r: r.amount,
+    ("Amount", "Requested pruning ratio, speed-up or latency (a latency target: met or not when measured at the end; "
+     "hover for the figure) (manual runs: the channels ticked)", lambda r: r.amount,
      lambda r: r.config.pruning_ratio or r.config.target_speedup or 0),
     ("Recovery", "What won back accuracy after each pruning step: fine-tuning (epochs, or a batch budget), "
      "distillation from the original, BatchNorm re-estimation; and the steps and scope when not the defaults. Hover "
@@ -111,6 +114,8 @@ def _against(run: RunRecord) -> str:
 def config_tip(run: RunRecord) -> str:
     """Every option of the run, one per line: two runs that read alike in the table differ here."""
     lines = [f"{run.label}: the whole configuration"]
+    if run.done is not None and run.done.latency_target:  # the asked latency, measured at the end: met or not
+        lines.append(target_words(run.done.latency_target))
     if run.parent is not None:
         lines.append(f"continued from #{run.parent}: its changes are measured against #{run.parent}")
     lines += [f"{key}: {value}" for key, value in run.config.to_json().items() if value not in ({}, [], None)]

@@ -8,6 +8,7 @@ differently, so they can differ by a few per cent; the paired one is the better 
 """
 from __future__ import annotations
 
+from engine.latency_target import target_words
 from engine.metrics import Metrics
 from engine.pruning import RunDone
 from engine.timing import speedup_text
@@ -106,6 +107,8 @@ def speedup_tip(done: RunDone, batch: int | None) -> str:
                          "lower")
     if getattr(done, "onnxruntime", None):  # the same paired timing on both ONNX exports
         lines.append(f"onnxruntime: {speedup_text(done.onnxruntime)}")
+    if getattr(done, "latency_target", None):  # met or not, measured against the original at the end
+        lines.insert(0, target_words(done.latency_target)[0].upper() + target_words(done.latency_target)[1:])
     return "\n".join(lines) or "latency not measured"
 
 

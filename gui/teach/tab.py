@@ -12,6 +12,7 @@ from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QTextDocumentFragment
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
+from engine.config import amount_words
 from engine.errors import UserError
 from engine.explain import ChannelScores, ChosenScores, Coupled, Criteria, CriteriaSoFar, Explanation
 from engine.methods import get_method
@@ -114,8 +115,7 @@ class TeachTab(QWidget):
             return
         cfg = self._config()
         method = self.method_panel.current_method()
-        amount = f"{cfg.pruning_ratio:.0%}" if cfg.pruning_ratio is not None else f"{cfg.target_speedup:g}× speed-up"
-        self.method_label.setText(f"Method: <b>{method.title}</b> at {amount} ({cfg.scope} scope)")
+        self.method_label.setText(f"Method: <b>{method.title}</b> at {amount_words(cfg)} ({cfg.scope} scope)")
         self._refresh_header()
 
     def _method_words(self) -> str:
