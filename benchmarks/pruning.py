@@ -1,14 +1,16 @@
 """Pruning benchmark: our pipeline against plain torch-pruning and torch.nn.utils.prune, and the
 speed-up efficiency (latency speed-up / MACs reduction) of every structured method.
 
-Run: .venv/bin/python benchmarks/pruning.py [--model demo:resnet] [--repeats 5]
+Run: .venv/bin/python benchmarks/pruning.py [--model demo:resnet] [--repeats 5] [--cost-only]
 Latencies of the models being compared are measured interleaved, in one process, so background
-load affects both sides alike.
+load affects both sides alike; so are the pruning times of section 1 (ours and plain alternate, round by
+round, on the demo and on torchvision:resnet50 at 224×224 with random weights: nothing is downloaded).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -25,7 +27,8 @@ from engine.events import result_of  # noqa: E402
 from engine.layers import classifier_head, prunable_layers  # noqa: E402
 from engine.methods import all_methods  # noqa: E402
 from engine.metrics import count_macs, count_params, size_on_disk  # noqa: E402
-from engine.timing import measure_latency  # noqa: E402
+from engine.timing import measure_latency, median_interval  # noqa: E402
+from engine.data import Dataset  # noqa: E402
 from engine.models import DemoResNet, ModelBundle, load_model  # noqa: E402
 from engine.config import PruneConfig  # noqa: E402
 from engine.pruning import run_pruning  # noqa: E402
@@ -42,25 +45,58 @@ def load(src: str) -> ModelBundle:
         return ModelBundle(DemoResNet().eval(), "untrained", "demo:resnet", SHAPE, 10)
 
 
-def plain_torch_pruning(model: nn.Module, ratio: float, round_to: int) -> tuple[nn.Module, float]:
+def plain_torch_pruning(model: nn.Module, ratio: float, round_to: int, shape: tuple[int, ...] = SHAPE,
+                        classes: int = 10) -> tuple[nn.Module, float]:
     """What a user would write by hand: build the pruner, one step."""
     import torch_pruning as tp
 
     model = copy.deepcopy(model)
     t0 = time.perf_counter()
-    head = dict(model.named_modules())[classifier_head(model, 10)]
-    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, *SHAPE), importance=tp.importance.GroupMagnitudeImportance(p=2),
+    head = dict(model.named_modules())[classifier_head(model, classes)]
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=2),
                                   pruning_ratio=ratio, ignored_layers=[head], round_to=round_to,
                                   max_pruning_ratio=0.9)
     pruner.step()
     return model, time.perf_counter() - t0
 
 
-def ours(bundle: ModelBundle, data, method: str, ratio: float, round_to: int | None = 8):
+def ours(bundle: ModelBundle, data, method: str, ratio: float, round_to: int | None = 8, eval_limit: int = 64):
     """Our pipeline with evaluation cut to a minimum; returns (pruned model, pruning seconds)."""
-    cfg = PruneConfig(method=method, pruning_ratio=ratio, round_to=round_to, eval_limit=64, measure_speed=False)
+    cfg = PruneConfig(method=method, pruning_ratio=ratio, round_to=round_to, eval_limit=eval_limit,
+                      measure_speed=False)
     pruned = result_of(run_pruning(bundle, data, cfg))
     return pruned.bundle.model.eval(), pruned.run.prune_seconds
+
+
+def resnet50_224(data: Dataset) -> tuple[ModelBundle, Dataset]:
+    """torchvision's ResNet-50 at 224×224 with random weights (no download), and the data resized to it."""
+    bundle = load_model("torchvision:resnet50", input_shape=(3, 224, 224), num_classes=10, seed=0)
+    return bundle, data.adapted((3, 224, 224))
+
+
+def pruning_cost(bundle: ModelBundle, data: Dataset, rounds: int, eval_limit: int = 64) -> dict:
+    """Our pipeline's pruning time (prune_seconds: tracing, preflight, cut) against the plain script's, l2 0.5,
+    round_to 8: the two alternate in every round (who goes first too), after one warm-up round of each;
+    the ratio is taken round by round, its median with a distribution-free interval."""
+    shape = tuple(bundle.input_shape or SHAPE)
+    base = bundle.model.eval()
+    ours_t, plain_t = [], []
+    for i in range(rounds + 1):
+        order = ("plain", "ours") if i % 2 else ("ours", "plain")
+        for who in order:
+            if who == "plain":
+                pm, t = plain_torch_pruning(base, 0.5, 8, shape, bundle.num_classes or 10)
+                plain_t.append(t)
+            else:
+                om, t = ours(bundle, data, "l2", 0.5, eval_limit=eval_limit)
+                ours_t.append(t)
+    ours_t, plain_t = ours_t[1:], plain_t[1:]  # the warm-up round
+    ratios = [o / p for o, p in zip(ours_t, plain_t)]
+    low, high, coverage = median_interval(ratios)
+    same = (count_macs(pm, shape), count_params(pm)) == (count_macs(om, shape), count_params(om))
+    return {"ours_ms": statistics.median(ours_t) * 1000, "plain_ms": statistics.median(plain_t) * 1000,
+            "ratio": statistics.median(ratios), "low": low, "high": high, "coverage": coverage, "same": same,
+            "macs": count_macs(om, shape), "params": count_params(om)}
 
 
 def interleaved_latency(a: nn.Module, b: nn.Module, batch: int = 64, rounds: int = 3) -> tuple[float, float]:
@@ -77,6 +113,8 @@ def main() -> None:
     parser.add_argument("--model", default="demo:resnet")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cost-only", action="store_true", help="section 1 only (pruning's own cost)")
+    parser.add_argument("--skip-resnet50", action="store_true", help="section 1 on the demo only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_fashion_mnist()
@@ -85,18 +123,21 @@ def main() -> None:
     base_macs, base_params = count_macs(base, SHAPE), count_params(base)
     print(f"model {bundle.source}: {base_params} params, {base_macs / 1e6:.2f} M MACs, {args.threads} threads\n")
 
-    print("1) our pipeline vs a plain torch-pruning script (l2, ratio 0.5, round_to 8)")
-    ours_t, plain_t = [], []
-    for _ in range(args.repeats):
-        pm, t = plain_torch_pruning(base, 0.5, 8)
-        plain_t.append(t)
-        om, t = ours(bundle, data, "l2", 0.5)
-        ours_t.append(t)
-    same = (count_macs(pm, SHAPE), count_params(pm)) == (count_macs(om, SHAPE), count_params(om))
-    ratio = statistics.median(ours_t) / statistics.median(plain_t)
-    print(f"   identical MACs and params: {same} ({count_macs(om, SHAPE) / 1e6:.2f} M MACs, {count_params(om)} params)")
-    print(f"   wall time (median of {args.repeats}): ours {statistics.median(ours_t) * 1000:.1f} ms, "
-          f"plain {statistics.median(plain_t) * 1000:.1f} ms, ratio {ratio:.2f} (target <= 1.10)\n")
+    print(f"1) what pruning costs: our pipeline vs a plain torch-pruning script (l2, ratio 0.5, round_to 8), "
+          f"interleaved, median of {args.repeats} rounds; load average {os.getloadavg()[0]:.1f}")
+    rows = [(bundle.source, lambda: (bundle, data), 64)]
+    if not args.skip_resnet50:
+        rows.append(("torchvision:resnet50@224", lambda: resnet50_224(data), 10))
+    for name, make, limit in rows:
+        row = pruning_cost(*make(), args.repeats, limit)
+        print(f"   {name:<26} ours {row['ours_ms']:8.1f} ms  plain {row['plain_ms']:8.1f} ms  ratio "
+              f"{row['ratio']:.2f} [{row['low']:.2f}, {row['high']:.2f}] ({row['coverage']:.0%} interval; "
+              f"goal <= 2)  identical MACs and params: {row['same']} ({row['macs'] / 1e6:.1f} M MACs, "
+              f"{row['params']} params)", flush=True)
+    print(f"   load average at the end {os.getloadavg()[0]:.1f}\n")
+    if args.cost_only:
+        return
+    om, _ = ours(bundle, data, "l2", 0.5)
 
     print("2) structured (l2 0.5) vs torch.nn.utils.prune at the same share of weights removed")
     share = 1 - count_params(om) / base_params

@@ -32,7 +32,8 @@ def _ignored(model: nn.Module, cfg: PruneConfig, num_classes: int | None) -> lis
 
 
 class Pruner:
-    """What the run pipeline needs from a pruner. Subclasses prune `model` in place."""
+    """What the run pipeline needs from a pruner. Subclasses prune `model` in place, or make `self.model` the
+    pruned copy their preflight cut when nothing changed since (the run takes `model` after each step)."""
 
     def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
                  num_classes: int | None, base_macs: int, cancel: CancelToken):
@@ -90,21 +91,30 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
     was pruning."""
     import torch_pruning as tp
 
-    from engine import tp_compat
-
     trial = _shared_copy(model, example.device)
     prep = prepare(trial, example, cfg.round_to)
     modules = dict(trial.named_modules())
-    names = {m: n for n, m in modules.items()}
     ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
     pruner = _build(prep.pruner_class(tp.pruner.MetaPruner), trial, example,
                     importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
                     pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio, global_pruning=False,
                     ignored_layers=_ignored(trial, cfg, num_classes), round_to=cfg.round_to, **prep.pruner_kwargs)
+    _cut(pruner, prep, {m: n for n, m in modules.items()}, cancel)
+    prep.after_step(trial)
+    return trial
+
+
+def _cut(pruner, prep, names: dict, cancel: CancelToken | None, seen: Callable | None = None) -> None:
+    """One torch-pruning step, group by group (`seen` sees each group before its cut; cancellation is checked
+    between groups). A failure inside torch-pruning is a UserError naming the layer whose group it was pruning."""
+    from engine import tp_compat
+
     try:
         for group in pruner.step(interactive=True):  # prep.current: the group being scored or pruned
             if cancel is not None:
                 cancel.check()
+            if seen is not None:
+                seen(group)
             group.prune()
     except tp_compat.TRACING_ERRORS as exc:
         if resource_error(exc):
@@ -119,15 +129,11 @@ def trial_prune(model: nn.Module, cfg: PruneConfig, ratio: float, example: torch
         raise UserError(f"structured pruning fails on this model{where}: torch-pruning cannot follow "
                         f"{tp_compat.failed_operation(exc)} ({first_line(exc, with_type=True, limit=160)}); "
                         "unstructured pruning (e.g. --method magnitude-global) still works") from exc
-    prep.after_step(trial)
-    return trial
 
 
-def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None,
-              cancel: CancelToken | None = None) -> None:
-    """Prune a copy at the run's ratio and run it once, so that a model torch-pruning cannot prune is
-    refused before the baseline is measured, with the layer or operation that blocks it."""
-    trial = trial_prune(model, cfg, cfg.pruning_ratio, example, num_classes, cancel)
+def run_once(trial: nn.Module, example: torch.Tensor) -> None:
+    """Run a pruned copy once: a copy that fails its forward pass is a UserError (an operation torch-pruning
+    cannot follow), said before the baseline is measured."""
     try:
         with torch.no_grad():
             trial(example)
@@ -137,6 +143,15 @@ def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_cla
         raise UserError(f"structured pruning breaks this model: the pruned copy fails in its forward pass "
                         f"({first_line(exc, with_type=True, limit=160)}), an operation torch-pruning cannot follow; unstructured pruning "
                         "(e.g. --method magnitude-global) still works") from exc
+
+
+def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None,
+              cancel: CancelToken | None = None) -> None:
+    """Prune a copy at the run's ratio and run it once, so that a model torch-pruning cannot prune is
+    refused before the baseline is measured, with the layer or operation that blocks it."""
+    trial = trial_prune(model, cfg, cfg.pruning_ratio, example, num_classes, cancel)
+    try:
+        run_once(trial, example)
     finally:
         # torch-pruning's graph holds the copy in reference cycles, and the GUI pauses the cycle collector
         # while a job runs: without a collection the copy would stay for the whole run (twice the weights).
@@ -203,34 +218,86 @@ class StructuredPruner(Pruner):
     def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
                  num_classes: int | None, base_macs: int, cancel: CancelToken):
         super().__init__(model, method, cfg, example, num_classes, base_macs, cancel)
-        import torch_pruning as tp
-
         self.shape, self.device, self.base_macs = tuple(example.shape[1:]), example.device.type, base_macs
-        # what the model's families need (engine/architectures.py, engine/families/)
-        self.prep = prepare(model, example, cfg.round_to)
+        self.example, self.num_classes = example, num_classes
+        self.importance = method.factory()
+        self.run_cfg = cfg  # what the pruner runs; self.cfg stays what the user asked for
+        self.reusable: tuple | None = None  # (what it was cut from, the pruned copy, its notes): see _preflight_cut
+        if self._cuts_like_the_preflight(cfg):
+            self._preflight_cut(cancel)
+            self.notes.extend(self.prep.notes)
+            return
+        self._prepare(model)
         self.notes.extend(self.prep.notes)
-        self.params_before = sum(p.numel() for p in model.parameters())
-        self.sizes_before = layer_sizes(model)
         if cfg.target_speedup is not None and cfg.scope == "layer":
-            cfg = self._plan_speedup(example, num_classes, cancel)  # its trials are the preflight
+            self.run_cfg = cfg = self._plan_speedup(example, num_classes, cancel)  # its trials are the preflight
         elif cfg.target_speedup is None:
             preflight(model, cfg, example, num_classes, cancel)
-        self.run_cfg = cfg  # what the pruner runs; self.cfg stays what the user asked for
-        self.importance = method.factory()
+        self._build(model)
+
+    def _cuts_like_the_preflight(self, cfg: PruneConfig) -> bool:
+        """Whether the run's one step can be taken on the preflight's copy before the baseline: a ratio target
+        in one step, ranked from the weights alone (a calibrated importance needs the training images first)."""
+        return cfg.target_speedup is None and cfg.steps == 1 and self.method.calibration is None
+
+    def _prepare(self, model: nn.Module) -> None:
+        """The families' preparation of `model` (engine/architectures.py, engine/families/) and its sizes before."""
+        self.prep = prepare(model, self.example, self.cfg.round_to)
+        self.params_before = sum(p.numel() for p in model.parameters())
+        self.sizes_before = layer_sizes(model)
+
+    def _build(self, model: nn.Module) -> None:
+        """The method's torch-pruning pruner on `model`: its one dependency graph."""
+        import torch_pruning as tp
+
+        cfg, speedup = self.run_cfg, self.run_cfg.target_speedup is not None
+        self.total_steps = 100 if speedup else cfg.steps
         modules = dict(model.named_modules())
         ratio_dict = {modules[n]: float(r) for n, r in cfg.layer_ratios.items()}
-        speedup = cfg.target_speedup is not None
-        self.total_steps = 100 if speedup else cfg.steps
         kwargs = dict(importance=self.importance, global_pruning=cfg.scope == "global",
                       pruning_ratio=cfg.max_layer_ratio if speedup else cfg.pruning_ratio,
                       pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=cfg.max_layer_ratio,
-                      iterative_steps=self.total_steps, ignored_layers=_ignored(model, cfg, num_classes),
+                      iterative_steps=self.total_steps, ignored_layers=_ignored(model, cfg, self.num_classes),
                       round_to=cfg.round_to)
-        name, extra = method.tp_pruner(cfg) if method.tp_pruner else ("MetaPruner", {})
+        name, extra = self.method.tp_pruner(cfg) if self.method.tp_pruner else ("MetaPruner", {})
         base = getattr(tp.pruner, name)
-        self.pruner = _build(self.prep.pruner_class(base), model, example, **kwargs, **extra, **self.prep.pruner_kwargs)
+        self.pruner = _build(self.prep.pruner_class(base), model, self.example, **kwargs, **extra,
+                             **self.prep.pruner_kwargs)
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
+
+    def _fingerprint(self) -> tuple:
+        """What the step's result depends on: the run's configuration and the model's weights as they are now
+        (a tensor's version counter moves with every in-place write)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return (self.run_cfg.to_json(), tuple((id(t), t.data_ptr(), t._version) for t in tensors))
+
+    def _preflight_cut(self, cancel: CancelToken) -> None:
+        """The preflight with the run's own pruner: its step taken on a copy (see _shared_copy) and the copy run
+        once, before the baseline. The copy is the step's result when nothing changed in between (`step`), so
+        the run builds one dependency graph and cuts once, instead of tracing and cutting the model again."""
+        trial = _shared_copy(self.model, self.example.device)
+        self._prepare(trial)
+        self._build(trial)
+        self._prune_once(cancel, trial)
+        run_once(trial, self.example)
+        self.reusable = (self._fingerprint(), trial, self.step_notes)
+        self.step_notes = []
+
+    def _adopt(self) -> bool:
+        """Take the preflight's pruned copy as the step's result when the configuration and the weights are as
+        they were; a stale copy is dropped, and the model itself is prepared and traced instead."""
+        fingerprint, trial, notes = self.reusable
+        self.reusable = None
+        if fingerprint == self._fingerprint():
+            self.model, self.step_notes = trial, list(notes)
+            return True
+        del trial, notes
+        self.pruner = None  # its graph holds the copy in reference cycles
+        release_freed_memory()
+        self._prepare(self.model)
+        self._build(self.model)
+        return False
 
     def _plan_speedup(self, example: torch.Tensor, num_classes: int | None, cancel: CancelToken) -> PruneConfig:
         from dataclasses import replace
@@ -270,7 +337,8 @@ class StructuredPruner(Pruner):
     def step(self, step: int, cancel: CancelToken) -> Iterator[Progress]:
         self.step_notes = []
         if self.run_cfg.target_speedup is None:
-            self._prune_once(cancel)
+            if self.reusable is None or not self._adopt():
+                self._prune_once(cancel)
             self.ratio = float(self.run_cfg.pruning_ratio * step / self.cfg.steps)
             return
         goal = self.run_cfg.target_speedup ** (step / self.cfg.steps)
@@ -289,19 +357,21 @@ class StructuredPruner(Pruner):
         per_step = getattr(self.pruner, "per_step_pruning_ratio", None)
         self.ratio = float(per_step[tp_compat.steps_taken(self.pruner)]) if per_step else 0.0
 
-    def _prune_once(self, cancel: CancelToken) -> None:
-        """One torch-pruning step; cancellation is checked between groups (a cancelled step leaves a
-        half-pruned copy, which is discarded)."""
-        for group in self.pruner.step(interactive=True):
-            cancel.check()
+    def _prune_once(self, cancel: CancelToken, model: nn.Module | None = None) -> None:
+        """One torch-pruning step on `model` (default: the run's); cancellation is checked between groups (a
+        cancelled step leaves a half-pruned copy, which is discarded)."""
+        model = self.model if model is None else model
+
+        def seen(group) -> None:
             for dep, idxs in group:
                 if self.pruner.DG.is_out_channel_pruning_fn(dep.handler):
                     name = self.names.get(dep.target.module)
                     if name in self.alive:
                         self.alive[name] = np.delete(self.alive[name], list(idxs))
-            group.prune()
-        self.model.zero_grad(set_to_none=True)
-        self.step_notes.extend(n for n in self.prep.after_step(self.model) if n not in self.step_notes)
+
+        _cut(self.pruner, self.prep, self.names, cancel, seen)
+        model.zero_grad(set_to_none=True)
+        self.step_notes.extend(n for n in self.prep.after_step(model) if n not in self.step_notes)
 
     def check(self, example: torch.Tensor) -> list[str]:
         # ONNX is left to saving (a failed export is a note there, and the model itself is fine)

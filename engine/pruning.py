@@ -269,6 +269,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
         t0 = time.perf_counter()
         yield from pruner.calibrate(data, dev, cancel)
         yield from pruner.step(step, cancel)
+        model = work.model = phases.model = pruner.model  # the preflight's pruned copy, when it was the cut
         step_time = time.perf_counter() - t0 + (setup_seconds if step == 1 else 0.0)
         prune_seconds += step_time
         yield Progress(Phase.PRUNE, 1, 1, f"step {step}/{cfg.steps}: pruned in {step_time:.2f} s")
