@@ -152,3 +152,7 @@ class ArchitectureHooks:
         self.prep.current = group
         for family in self.prep.families:
             family.before_cut(pruner, self.prep, group)
+
+    def after_cut(self, pruner, group) -> None:
+        for family in self.prep.families:
+            family.after_cut(pruner, self.prep, group)

@@ -84,6 +84,8 @@ class PrunerHooks(Protocol):
 
     def before_cut(self, pruner, group) -> None: ...  # a group torch-pruning is about to yield for pruning
 
+    def after_cut(self, pruner, group) -> None: ...  # that group was cut; the next is not built yet
+
 
 def pruner_class(base: type, hooks: PrunerHooks) -> type:
     """`base` (a torch-pruning pruner class: the method picks it) with `hooks` in its ranking, rounding and
@@ -121,6 +123,7 @@ def pruner_class(base: type, hooks: PrunerHooks) -> type:
             for group in super()._prune():
                 hooks.before_cut(self, group)
                 yield group
+                hooks.after_cut(self, group)
 
     ArchitecturePruner.__name__ = f"Architecture{base.__name__}"
     return ArchitecturePruner

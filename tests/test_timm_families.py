@@ -175,3 +175,66 @@ def test_channels_first_position_embeddings_lose_the_streams_channels():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- split/concat blocks
+
+def _mark_channels(model: nn.Module) -> None:
+    """Every BatchNorm gets scales that name its channels (all distinct), so a pruned copy's BatchNorms say
+    which channels they kept."""
+    torch.manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.data = 0.5 + torch.rand(module.num_features)
+            module.running_mean.data.normal_(0, 0.1)
+
+
+def _kept(old: nn.BatchNorm2d, new: nn.BatchNorm2d) -> list[int]:
+    return [int((old.weight == w).nonzero()[0, 0]) for w in new.weight]
+
+
+def _same_as_masked(model: nn.Module, pruned: nn.Module, example: torch.Tensor) -> None:
+    """The pruned model computes what the original computes with the pruned channels zeroed after each
+    BatchNorm (each kept channel with its own weights): checked on the real forward."""
+    new = dict(pruned.named_modules())
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            mask = torch.zeros(module.num_features)
+            mask[_kept(module, new[name])] = 1
+            hooks.append(module.register_forward_hook(lambda m, i, o, mask=mask: o * mask.view(1, -1, 1, 1)))
+    with torch.no_grad():
+        expected = model.eval()(example)
+        got = pruned.eval()(example)
+    for hook in hooks:
+        hook.remove()
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
+def tiny_mixnet() -> nn.Module:
+    """Stem, then a pointwise mixed convolution (two parts) and a depthwise one (three kernel sizes)."""
+    from timm.layers import MixedConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          MixedConv2d(16, 32, kernel_size=[1, 1]), nn.BatchNorm2d(32), nn.ReLU(),
+                          MixedConv2d(32, 32, kernel_size=[3, 5, 7], depthwise=True), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5)).eval()
+    _mark_channels(model)
+    return model
+
+
+def test_mixed_convolutions_keep_their_parts_aligned():
+    """MixNet's mixed convolutions: each part keeps its own channels and the split sizes follow (the
+    pruned copy's forward failed); the pruned model computes what the original does with the pruned
+    channels zeroed, and passes every check."""
+    model, example = tiny_mixnet(), torch.randn(2, 3, 16, 16)
+    pruned = _prune(model, example)
+    for index in (3, 6):
+        mixed = pruned[index]
+        assert mixed.splits == [part.in_channels for part in mixed.values()]
+        assert sum(mixed.splits) < sum(part.in_channels for part in model[index].values())
+    _same_as_masked(model, pruned, example)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []

@@ -76,6 +76,9 @@ class Family:
     def before_cut(self, pruner, prep: Preparation, group) -> None:
         """Right before torch-pruning cuts `group`."""
 
+    def after_cut(self, pruner, prep: Preparation, group) -> None:
+        """Right after `group` was cut, before torch-pruning builds the next group."""
+
 
 REGISTRY: list[Family] = []
 _loaded: list[bool] = []
