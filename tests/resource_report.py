@@ -1,4 +1,5 @@
-"""Peak memory per test, printed at the end of every run, so a test that grows shows up at once.
+"""Peak memory per test and time per module, printed at the end of every run, so a test that grows or a
+module that slows down shows up at once.
 
 A thread samples the resident memory of the pytest process, and what its child processes (the CLI tests'
 interpreters, a Ray cluster) hold together (each one's own pages, the shared libraries once), every few
@@ -9,7 +10,12 @@ which finds a runaway test without letting it take the machine down.
 
 Under pytest-xdist each worker samples itself and sends each test's peak to the controller with the test's
 report (and a limit passed, at its end); the controller samples the whole tree of processes (itself, the
-workers and everything they started), which gives the run's total peak across workers.
+workers and everything they started), which gives the run's total peak across workers. A test's own share
+is its peak less what the process held when it began (a worker keeps what earlier tests left: libraries,
+caches, the session's data), so a test that grows is told from a worker that has grown.
+
+Each module's time (its tests' setup, call and teardown, summed) and each worker's busy time are printed
+too: the worker with the most is the run's critical path.
 """
 from __future__ import annotations
 
@@ -79,7 +85,7 @@ class _Sampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True, name="test-memory-sampler")
         self.pid = os.getpid()
-        self.self_peak = self.child_peak = 0  # during the current test
+        self.self_peak = self.child_peak = self.began = 0  # during the current test; RSS when it began
         self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
@@ -107,7 +113,8 @@ class _Sampler(threading.Thread):
 
 
 _SAMPLER: _Sampler | None = None
-_PEAKS: list[tuple[int, int, str, str]] = []  # (own peak, children's peak, test id, worker)
+_PEAKS: list[tuple[int, int, str, str, int]] = []  # (own peak, children's peak, test id, worker, RSS at start)
+_TIMES: dict[tuple[str, str], float] = {}  # (module, worker) -> seconds of setup, call and teardown
 _EXCEEDED: list[str] = []  # limits passed in xdist workers, as they reported them
 _KEY = "prunelab_peak"
 
@@ -136,7 +143,8 @@ def pytest_runtest_protocol(item, nextitem):
     """Record the peak memory while one test (setup, call and teardown) runs."""
     s = _sampler()
     s.current = item.nodeid
-    s.self_peak, s.child_peak = _rss(s.pid), 0
+    s.began = s.self_peak = _rss(s.pid)
+    s.child_peak = 0
     yield
     s.current = ""
 
@@ -147,17 +155,20 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     if call.when == "teardown" and _SAMPLER is not None:
         time.sleep(0.01)  # one more sample before reading
-        outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak)))
+        outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak,
+                                                            _SAMPLER.began)))
 
 
 def pytest_runtest_logreport(report) -> None:
+    node = getattr(report, "node", None)  # the xdist worker that ran it, on the controller
+    worker = getattr(getattr(node, "gateway", None), "id", "") or os.environ.get("PYTEST_XDIST_WORKER", "")
+    module = (report.nodeid.split("::", 1)[0], worker)
+    _TIMES[module] = _TIMES.get(module, 0.0) + getattr(report, "duration", 0.0)
     if report.when != "teardown":
         return
     for key, value in report.user_properties:
         if key == _KEY:
-            node = getattr(report, "node", None)  # the xdist worker that ran it, on the controller
-            worker = getattr(getattr(node, "gateway", None), "id", "") or os.environ.get("PYTEST_XDIST_WORKER", "")
-            _PEAKS.append((value[0], value[1], report.nodeid, worker))
+            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2] if len(value) > 2 else value[0]))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -176,10 +187,22 @@ def pytest_testnodedown(node, error) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """The run's peak memory, each worker's, and the ten tests with the largest peaks."""
+    """Time per worker and the ten slowest modules; the run's peak memory, each worker's, the ten tests with
+    the largest peaks and the ten that grew their process most."""
     if not _PEAKS or _SAMPLER is None:
         return
     tr = terminalreporter
+    tr.section("time per module (setup, call and teardown of its tests) and per worker")
+    busy: dict[str, float] = {}
+    modules: dict[str, list] = {}
+    for (module, worker), seconds in _TIMES.items():
+        busy[worker] = busy.get(worker, 0.0) + seconds
+        modules.setdefault(module, []).append((seconds, worker))
+    tr.write_line("  ".join(f"{'worker ' + w if w else 'pytest'}: {t:.0f} s" for w, t in sorted(busy.items())))
+    for module, parts in sorted(modules.items(), key=lambda m: -sum(t for t, _ in m[1]))[:10]:
+        where = ", ".join(f"{w} {t:.0f} s" for t, w in sorted(parts, reverse=True)) if len(parts) > 1 or parts[0][1] \
+            else ""
+        tr.write_line(f"{sum(t for t, _ in parts):7.1f} s  {module}" + (f"  [{where}]" if where else ""))
     tr.section("peak memory (pytest: resident; its child processes: their own pages, shared ones once)")
     for exceeded in _EXCEEDED + ([_SAMPLER.exceeded] if _SAMPLER.exceeded else []):
         tr.write_line(f"PRUNELAB_TEST_RSS_LIMIT_GB passed: {exceeded}", red=True)
@@ -193,5 +216,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       f"(during {top_child[2]})")
     tr.write_line(f"whole run: {_SAMPLER.run_total_peak / _GIB:.2f} GiB at most, pytest and every process it started "
                   "together (sampled every 0.2 s)")
-    for own, kids, nodeid, worker in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
-        tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB  {nodeid}" + (f"  [{worker}]" if worker else ""))
+    tr.write_line("largest peaks: the process, its children, the test's own growth of the process:")
+    for own, kids, nodeid, worker, start in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
+        tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
+                      + (f"  [{worker}]" if worker else ""))
+    tr.write_line("largest growth of the process during one test:")
+    for own, kids, nodeid, worker, start in sorted(_PEAKS, key=lambda p: p[4] - p[0])[:10]:
+        tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
+                      + (f"  [{worker}]" if worker else ""))

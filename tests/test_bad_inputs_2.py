@@ -364,20 +364,25 @@ def test_a_disk_that_fills_while_writing_names_the_path_and_leaves_nothing(tmp_p
 
 
 def test_ray_closed_port_fails_within_the_connect_timeout():
-    """The wait itself ends at --connect-timeout (Ray's own retries at a closed port take minutes)."""
+    """The wait itself ends at --connect-timeout (Ray's own retries at a closed port take minutes); the bound
+    above leaves a busy machine's scheduling delays room, yet not Ray's minutes."""
     from engine.errors import UserError
     from engine.experiments.executors import wait_for_head
 
     start = time.monotonic()
     with pytest.raises(UserError, match="within 1 s"):
         wait_for_head(f"127.0.0.1:{closed_port()}", 1.0)
-    assert 0.9 < time.monotonic() - start < 3.0
+    assert 0.9 < time.monotonic() - start < 15.0
 
 
 def test_ray_closed_port_through_the_command_line_creates_nothing(catalogue2):
-    """No store appears in the user's data folder either, and the refusal does not take Ray's minutes."""
-    _, _, _, seconds, _ = catalogue2["results"]["ray-closed-port"]
-    assert seconds < 90, seconds  # start-up on a busy machine included
+    """No store appears in the user's data folder either, and the refusal does not take Ray's minutes: it
+    takes about what the other real processes of the catalogue take to start and refuse (measured beside it,
+    so a busy machine slows both), plus its 2 s wait and Ray's import."""
+    results = catalogue2["results"]
+    seconds = results["ray-closed-port"][3]
+    others = max(results[c][3] for c in SUBPROCESS if c != "ray-closed-port")
+    assert seconds < 2 * others + 30, (seconds, others)
     assert not (catalogue2["base"] / "data" / "results.sqlite").exists()
 
 
