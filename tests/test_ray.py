@@ -1,9 +1,15 @@
 """The Ray executor against a real Ray cluster on 127.0.0.1 (a head with two worker slots, started and stopped
 here): the same results as the local executor except timings, a killed driver resumes, a killed worker's
 run is retried, cancel stops the runs in flight and keeps the finished ones; and the executor's flags and
-plan keys. Ray failing to start fails the tests (set PRUNELAB_RAY_OPTIONAL=1 to skip them instead)."""
+plan keys. Ray failing to start fails the tests (set PRUNELAB_RAY_OPTIONAL=1 to skip them instead).
+
+What costs time here is starting processes (each Ray worker imports torch) and loading data, not the runs:
+every plan reads a Fashion-MNIST of 240 images written once (each worker loads it once and keeps it), and
+only the killed driver is a process of its own: this process resumes its plan, joined to the cluster from
+then on, so the next tests find its workers warm; the tests that kill a worker come last."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -16,13 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, write_fake_fashion
 from cli.main import main as cli_main
 from engine.errors import Cancelled, UserError
 from engine.events import CancelToken
 from engine.experiments import (PlanDone, PlanRunDone, PlanRunStarted, ResultStore, load_plan, parse_plan,
                                 run_plan)
 from engine.models import DemoResNet, ModelBundle, save_model
+from tests.test_bad_inputs import run_in_process
 
 PLAN = """
 [plan]
@@ -30,6 +37,8 @@ name = "ray"
 save_models = {save}
 [model]
 source = "{model}"
+[data]
+spec = "fashion-mnist:{data}"
 [sweep]
 methods = ["l1", "l2"]
 ratios = [0.3, 0.5]
@@ -105,18 +114,25 @@ def driver(cluster):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, fashion):
-    """A tiny model file and the data, shared by the module's tests."""
+def tiny(tmp_path_factory):
+    """A tiny model file, a Fashion-MNIST of 240 training and 120 test images (the whole set took the driver,
+    its workers and the cluster to 4.8 GiB together, and each worker seconds to load) and that data loaded
+    here, shared by the module's tests."""
+    from engine.data import load_dataset
+
+    folder = tmp_path_factory.mktemp("model")
+    data = load_dataset(f"fashion-mnist:{write_fake_fashion(folder / 'fashion', n_train=240, n_test=120)}")
     torch.manual_seed(0)
-    bundle = ModelBundle(DemoResNet(widths=(4, 8, 16)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
-                         fashion.class_names, arch_kwargs={"widths": [4, 8, 16]})
-    path = save_model(bundle, tmp_path_factory.mktemp("model") / "tiny.pt")
-    return path, bundle, fashion
+    bundle = ModelBundle(DemoResNet(widths=(4, 8, 16)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, data.norm,
+                         data.class_names, arch_kwargs={"widths": [4, 8, 16]})
+    path = save_model(bundle, folder / "tiny.pt")
+    return path, bundle, data
 
 
 def plan_file(tmp_path: Path, model: Path, save: bool = False, batches: int = 3, extra: str = "") -> Path:
+    data = Path(model).parent / "fashion"  # the `tiny` fixture's, beside its model
     path = tmp_path / "plan.toml"
-    path.write_text(PLAN.format(model=model, save=str(save).lower(), batches=batches) + extra)
+    path.write_text(PLAN.format(model=model, save=str(save).lower(), batches=batches, data=data) + extra)
     return path
 
 
@@ -132,6 +148,40 @@ def figures(result) -> tuple:
 
 
 # ----------------------------------------------------------------------------- the cluster
+
+
+def test_driver_killed_mid_plan_resumes_on_the_cluster(tmp_path, cluster, tiny, request):
+    model, _, _ = tiny
+    path = plan_file(tmp_path, model, batches=20)
+    store = tmp_path / "s.sqlite"
+    args = ["sweep", str(path), "--store", str(store), "--executor", "ray", "--address", cluster, "--quiet"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300  # a wait, not a timing: the first run takes minutes on a busy machine
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None and not stored:
+        time.sleep(0.2)
+        if store.exists():
+            try:
+                with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+                    stored = db.execute("SELECT COUNT(*) FROM runs WHERE kind = 'run'").fetchone()[0]
+            except sqlite3.Error:
+                pass
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r.key for r in ResultStore(store, read_only=True).results()}
+    assert 1 <= len(before) < 4
+    # a new driver resumes: the command line in this process, joined to the cluster now (the `driver` fixture,
+    # whose workers the next tests reuse)
+    request.getfixturevalue("driver")
+    stdout = io.StringIO()
+    code, stderr = run_in_process(args, tmp_path, dict(os.environ), stdout)
+    assert code == 0, stderr[-2000:]
+    assert f"{4 - len(before)} runs done, {len(before)} already stored" in stdout.getvalue()
+    final = ResultStore(store, read_only=True)
+    keys = [r.key for r in final.results()]
+    assert len(keys) == len(set(keys)) == 4 and before <= set(keys) and final.claims() == []
 
 
 def test_ray_results_equal_local_and_files_come_back(tmp_path, driver, tiny):
@@ -159,58 +209,6 @@ def test_ray_results_equal_local_and_files_come_back(tmp_path, driver, tiny):
     assert [(r.node, r.threads) for r in again] == [(r.node, r.threads) for r in done.results]
 
 
-def test_driver_killed_mid_plan_resumes_on_the_cluster(tmp_path, cluster, tiny):
-    from conftest import write_fake_fashion
-
-    model, _, _ = tiny
-    # a Fashion-MNIST of 240 images: the driver and both workers each load the data (the whole set took
-    # the driver, its workers and the cluster to 4.8 GiB together)
-    data = write_fake_fashion(tmp_path / "fashion", n_train=240, n_test=120)
-    path = plan_file(tmp_path, model, batches=20, extra=f'[data]\nspec = "fashion-mnist:{data}"\n')
-    store = tmp_path / "s.sqlite"
-    cmd = [sys.executable, "main.py", "sweep", str(path), "--store", str(store), "--executor", "ray", "--address",
-           cluster, "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300  # a wait, not a timing: the first run takes minutes on a busy machine
-    stored = 0
-    while time.monotonic() < deadline and proc.poll() is None and not stored:
-        time.sleep(0.2)
-        if store.exists():
-            try:
-                with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-                    stored = db.execute("SELECT COUNT(*) FROM runs WHERE kind = 'run'").fetchone()[0]
-            except sqlite3.Error:
-                pass
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = {r.key for r in ResultStore(store, read_only=True).results()}
-    assert 1 <= len(before) < 4
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert f"{4 - len(before)} runs done, {len(before)} already stored" in out.stdout
-    final = ResultStore(store, read_only=True)
-    keys = [r.key for r in final.results()]
-    assert len(keys) == len(set(keys)) == 4 and before <= set(keys) and final.claims() == []
-
-
-def test_killed_worker_run_is_retried(tmp_path, driver, tiny):
-    model, bundle, data = tiny
-    plan = ray_plan(tmp_path, model, driver, batches=10)
-    killed = None
-    events = []
-    for ev in run_plan(plan, ResultStore(tmp_path / "s.sqlite"), bundle=bundle, data=data):
-        events.append(ev)
-        if isinstance(ev, PlanRunStarted) and killed is None:
-            killed = ev
-            os.kill(ev.pid, signal.SIGKILL)  # a worker process of the cluster this module started
-    done = events[-1]
-    assert isinstance(done, PlanDone) and done.ran == 4 and not done.failed
-    again = [ev for ev in events if isinstance(ev, PlanRunStarted) and ev.key == killed.key and ev.attempt == 2]
-    assert again and again[0].pid != killed.pid and "attempt 2" in again[0].message
-    assert killed.key in {r.key for r in done.results}
-
-
 def test_cancel_stops_runs_in_flight_and_keeps_finished_ones(tmp_path, driver, tiny):
     model, bundle, data = tiny
     plan = ray_plan(tmp_path, model, driver, batches=20)
@@ -228,6 +226,23 @@ def test_cancel_stops_runs_in_flight_and_keeps_finished_ones(tmp_path, driver, t
     assert {r.key for r in store.results()} == stored
     done = list(run_plan(plan, store, bundle=bundle, data=data))[-1]
     assert done.skipped == len(stored) and done.ran == 4 - len(stored)
+
+
+def test_killed_worker_run_is_retried(tmp_path, driver, tiny):
+    model, bundle, data = tiny
+    plan = ray_plan(tmp_path, model, driver, batches=10)
+    killed = None
+    events = []
+    for ev in run_plan(plan, ResultStore(tmp_path / "s.sqlite"), bundle=bundle, data=data):
+        events.append(ev)
+        if isinstance(ev, PlanRunStarted) and killed is None:
+            killed = ev
+            os.kill(ev.pid, signal.SIGKILL)  # a worker process of the cluster this module started
+    done = events[-1]
+    assert isinstance(done, PlanDone) and done.ran == 4 and not done.failed
+    again = [ev for ev in events if isinstance(ev, PlanRunStarted) and ev.key == killed.key and ev.attempt == 2]
+    assert again and again[0].pid != killed.pid and "attempt 2" in again[0].message
+    assert killed.key in {r.key for r in done.results}
 
 
 # ----------------------------------------------------------------------------- flags and plan keys (no cluster)
@@ -266,8 +281,8 @@ def test_missing_dataset_on_a_worker_names_the_node_and_path(tmp_path, tiny):
     from engine.experiments.executors import _worker_data
 
     _, bundle, _ = tiny
-    plan = parse_plan(plan_file(tmp_path, tiny[0]).read_text().replace("[sweep]", '[data]\nspec = '
-                                                                      f'"imagefolder:{tmp_path}/nowhere"\n[sweep]'),
+    text = plan_file(tmp_path, tiny[0]).read_text()
+    plan = parse_plan(text.replace(text.split("spec = ", 1)[1].split("\n", 1)[0], f'"imagefolder:{tmp_path}/nowhere"'),
                       tmp_path)
     with pytest.raises(UserError, match=rf"node {socket.gethostname()}.*nowhere.*every node"):
         _worker_data(plan, bundle)

@@ -26,13 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDE = (32, 64, 64)  # the demo's first widths: 0.5 keeps 16 of 32 and 32 of 64
 
 
+# a Fashion-MNIST of 240 images in the fixtures folder: what is checked is the refusals, the channel counts and
+# the notes, and loading the whole set in each of the 13 commands took about as long as the checks
+DATA = "fashion-mnist:{F}/fashion"
+
+
 def _prune(model: str, *extra: str) -> tuple[str, ...]:
-    return ("prune", "--model", f"{{F}}/{model}", "--data", "fashion-mnist", "--quiet", "--no-speed",
+    return ("prune", "--model", f"{{F}}/{model}", "--data", DATA, "--quiet", "--no-speed",
             "--eval-limit", "20", *extra)
 
 
 def _evaluate(model: str) -> tuple[str, ...]:
-    return ("evaluate", "--model", f"{{F}}/{model}", "--data", "fashion-mnist", "--quiet", "--no-speed",
+    return ("evaluate", "--model", f"{{F}}/{model}", "--data", DATA, "--quiet", "--no-speed",
             "--eval-limit", "20")
 
 
@@ -62,7 +67,7 @@ RUNS = [
                                                   "--max-layer-ratio", "0.5", "--out", "{W}/capped"), ""),
     Case("sweep-on-random-weights", ("sweep", "{F}/plan_untrained.toml", "--store", "{W}/untrained.sqlite"), ""),
 ]
-PLAN = ('[plan]\nname = "{name}"\nsave_models = false\n[model]\nsource = "{F}/tiny.pt"\n[data]\nspec = "fashion-mnist"\n'
+PLAN = ('[plan]\nname = "{name}"\nsave_models = false\n[model]\nsource = "{F}/tiny.pt"\n[data]\nspec = "fashion-mnist:{F}/fashion"\n'
         '[sweep]\nmethods = ["l2"]\nratios = {ratios}\n')
 
 
@@ -73,7 +78,10 @@ def _bundle(widths=(4, 8, 16), norm: Normalization | None = None) -> ModelBundle
 
 
 def write_fixtures(folder: Path) -> None:
+    from tests.conftest import write_fake_fashion
+
     folder.mkdir(parents=True)
+    write_fake_fashion(folder / "fashion", n_train=240, n_test=120)
     save_model(_bundle(), folder / "tiny.pt")
     save_model(_bundle(WIDE), folder / "wide.pt")
     broken = _bundle()
