@@ -69,7 +69,8 @@ run: venv dataset qtdeps
 ## test: the import contracts (.importlinter), no import cycle in gui/, cli/ or engine/, torch-pruning's
 ## private API only in engine/tp_compat.py (tools/check_tp_private.py), then the whole test suite, headless, on TEST_WORKERS pytest-xdist workers (0: one
 ## process; tests/conftest.py keeps the memory-heavy, Ray and real-window modules on one worker); it ends with the
-## 20 slowest tests and the peak memory, per test and for the whole run (tests/resource_report.py)
+## 20 slowest tests, the time per module and per worker, and the peak memory, per test and for the whole run
+## (tests/resource_report.py)
 TEST_WORKERS ?= 2
 test: venv dataset qtdeps testdeps
 	$(VENV)/bin/lint-imports
