@@ -238,3 +238,39 @@ def test_mixed_convolutions_keep_their_parts_aligned():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
+
+
+def tiny_res2net(cardinality: int = 1) -> nn.Module:
+    """Two stages of Res2Net blocks (a stage's first block and a later one, whose chunks add the previous
+    scale's output)."""
+    from timm.models.res2net import Bottle2neck
+    from timm.models.resnet import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(block=Bottle2neck, layers=(2, 1, 1, 1), num_classes=5, stem_width=16, cardinality=cardinality,
+                   base_width=16 if cardinality == 1 else 4, block_args=dict(scale=4)).eval()
+    _mark_channels(model)
+    return model
+
+
+def test_res2net_chunks_stay_equal_and_keep_their_channels():
+    """Res2Net's conv1 output is cut evenly over its chunks and `width` follows; the pruned model computes
+    what the original does with the pruned channels zeroed (each kept channel with its own weights)."""
+    model, example = tiny_res2net(), torch.randn(2, 3, 32, 32)
+    pruned = _prune(model, example)
+    for old, new in zip(model.modules(), pruned.modules()):
+        if type(new).__name__ == "Bottle2neck":
+            assert new.conv1.out_channels == new.width * new.scale and new.width < old.width
+    _same_as_masked(model, pruned, example)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
+
+
+def test_res2next_is_refused_naming_the_block():
+    from engine.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        _prune(tiny_res2net(cardinality=4), torch.randn(1, 3, 32, 32))
+    message = str(info.value)
+    assert "\n" not in message and "layer1.0 (Res2NeXt)" in message and "magnitude-global" in message

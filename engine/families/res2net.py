@@ -1,0 +1,106 @@
+"""timm's Res2Net (Bottle2neck): conv1's output is split into `scale` chunks of a recorded `width`; chunk i
+(plus the previous scale's output, outside a stage's first block) goes through conv i, and the outputs
+and the last chunk are concatenated.
+
+torch-pruning cut conv1's chunks unevenly and left `width` as built, so the pruned copy's split no longer
+matched its convolutions (`expected input ... to have 17 channels, but got 26`). Here conv1's output is
+cut in `scale` equal channel groups (the same positions in every chunk, as torch-pruning does for its
+`out_channel_groups`, so one cut reaches every chunk), while a graph is traced the chunks are slices
+(torch-pruning moves a slice's bounds as it cuts; it could not follow the split) and the concatenation's
+sizes are given (torch-pruning cannot infer them through a slice), and `width` follows after each step. Res2NeXt (grouped convolutions inside the chunks) is refused before any work: its chunks and
+its convolutions' groups would both have to lose the same positions, which no count torch-pruning keeps.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from engine.errors import UserError
+from engine.families import Family, register_family
+
+
+def res2_blocks(model: nn.Module) -> list[nn.Module]:
+    """Blocks that split conv1's output in `scale` chunks of `width` (timm's Bottle2neck)."""
+    return [m for m in model.modules() if type(m).__module__ == "timm.models.res2net" and
+            type(m).__name__ == "Bottle2neck" and isinstance(getattr(m, "width", None), int) and m.scale > 1
+            and m.conv1.out_channels == m.width * m.scale]
+
+
+def _sliced_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Bottle2neck's forward with slices for its split (the same computation)."""
+    shortcut = x
+    out = block.relu(block.bn1(block.conv1(x)))
+    width = block.width
+    chunks = [out[:, i * width:(i + 1) * width] for i in range(block.scale)]
+    outs, sp = [], chunks[0]
+    for i, (conv, bn) in enumerate(zip(block.convs, block.bns)):
+        sp = chunks[i] if i == 0 or block.is_first else sp + chunks[i]
+        sp = block.relu(bn(conv(sp)))
+        outs.append(sp)
+    outs.append(block.pool(chunks[-1]) if block.pool is not None else chunks[-1])
+    out = block.bn3(block.conv3(torch.cat(outs, 1)))
+    if block.se is not None:
+        out = block.se(out)
+    if block.downsample is not None:
+        shortcut = block.downsample(x)
+    return block.relu(out + shortcut)
+
+
+def update_widths(blocks: list[nn.Module]):
+    def update(model: nn.Module) -> list[str]:
+        for block in blocks:
+            block.width = block.conv1.out_channels // block.scale
+        return []
+
+    return update
+
+
+def _ops_next_to(graph, layer: nn.Module, layers: set[int], attribute: str, outputs: bool = True) -> list:
+    """The operations torch-pruning traced with `attribute` (a concatenation's `concat_sizes`) met from
+    `layer` outwards (or inwards) before any of `layers` (ids)."""
+    found, seen = [], set()
+    todo = list(graph.module2node[layer].outputs if outputs else graph.module2node[layer].inputs)
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        module = node.module
+        if hasattr(module, attribute):
+            found.append(module)
+        elif id(module) not in layers:  # an operation torch-pruning traced (activation), not a layer
+            todo.extend(node.outputs if outputs else node.inputs)
+    return found
+
+
+@register_family
+class Res2Net(Family):
+    name = "Res2Net"
+    order = 55
+
+    def detect(self, model: nn.Module) -> list[nn.Module]:
+        return res2_blocks(model)
+
+    def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
+        grouped = [block for block in found if any(conv.groups > 1 for conv in block.convs)]
+        if grouped:
+            name = next(n for n, m in model.named_modules() if m is grouped[0])
+            raise UserError(f"structured pruning cannot prune this model: its block {name} (Res2NeXt) splits "
+                            f"conv1's output in {grouped[0].scale} chunks that go through grouped convolutions "
+                            f"({grouped[0].convs[0].groups} groups), and the chunks and the groups cannot both keep "
+                            "equal sizes; unstructured pruning (e.g. --method magnitude-global) still works")
+        prep.add_kwargs("out_channel_groups", {block.conv1: block.scale for block in found})
+        prep.notes.append(f"Res2Net: {len(found)} block(s) split conv1's output in {found[0].scale} chunks: each "
+                          "chunk loses the same channels, and the chunk width is updated after each step")
+        prep.fixes.append(update_widths(found))
+
+    def stand_ins(self, model: nn.Module) -> list:
+        return [(m, "forward", _sliced_forward) for m in res2_blocks(model)]
+
+    def after_graph(self, pruner, prep) -> None:
+        # torch-pruning cannot infer the concatenation's sizes through a slice (it then tied all its inputs
+        # together): they are given.
+        layers = {id(m) for m in pruner.model.modules()}
+        for block in prep.found[self.name]:
+            for cat in _ops_next_to(pruner.DG, block.conv3, layers, "concat_sizes", outputs=False):
+                cat.concat_sizes = [conv.out_channels for conv in block.convs] + [block.width]
