@@ -274,3 +274,18 @@ def test_res2next_is_refused_naming_the_block():
         _prune(tiny_res2net(cardinality=4), torch.randn(1, 3, 32, 32))
     message = str(info.value)
     assert "\n" not in message and "layer1.0 (Res2NeXt)" in message and "magnitude-global" in message
+
+
+def test_dual_path_blocks_are_refused_naming_the_first():
+    """DPN cuts one tensor at a recorded channel count: refused in one line, before any pruning."""
+    from timm.models.dpn import DPN
+
+    from engine.errors import UserError
+
+    torch.manual_seed(0)
+    model = DPN(k_sec=(1, 1, 1, 1), inc_sec=(4, 8, 8, 16), num_init_features=16, k_r=16, groups=4, b=True,
+                num_classes=5).eval()
+    with pytest.raises(UserError) as info:
+        _prune(model, torch.randn(1, 3, 32, 32))
+    message = str(info.value)
+    assert "\n" not in message and "features.conv2_1 (DualPathBlock" in message and "magnitude-global" in message
