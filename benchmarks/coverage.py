@@ -43,10 +43,22 @@ TORCH_PRUNING_REPORTS = "77 of 85"  # torch-pruning's own benchmark of torchvisi
 TRANSFORMERS = ("vit", "deit", "swin", "maxvit", "levit", "efficientformer")  # fixed-size models: 224
 FAMILIES = ROOT / "benchmarks" / "timm_families.json"  # timm module -> its smallest model (see the docstring)
 # Families left out of the run, with the reason (said in docs/coverage.md).
+# Peak memory of a run by parameter count, from the measured rows (ViT-H/14: 630M parameters, 15.8 GiB;
+# ViT-L/16: 303M, 8.5 GiB): a timm model expected over the budget is deferred with the reason, not started.
+BASE_BYTES, BYTES_PER_PARAM = 2 ** 30, 28
 EXCLUDED = {
     "vision_transformer_sam": "Segment Anything's image encoder: a segmentation backbone without a classifier",
     "hieradet_sam2": "Segment Anything 2's image encoder: a segmentation backbone without a classifier",
 }
+
+
+def expected_peak(spec: str) -> int | None:
+    """Bytes a timm model's run is expected to need, from its parameter count in the families table."""
+    source, _, name = spec.partition(":")
+    if source != "timm":
+        return None
+    params = next((row["params"] for row in json.loads(FAMILIES.read_text()).values() if row["model"] == name), None)
+    return None if params is None else BASE_BYTES + BYTES_PER_PARAM * params
 
 
 def timm_families() -> dict[str, str]:
@@ -313,7 +325,15 @@ def selected(parser: argparse.ArgumentParser, planned: list[tuple[str, str]], ar
 
 
 def run_one(spec: str, category: str, folder: Path, args: argparse.Namespace) -> dict:
-    """One model in a child process: its row plus seconds, peak RSS and the load average at its start."""
+    """One model in a child process: its row plus seconds, peak RSS and the load average at its start (or a
+    deferred row, not started, when it is expected to need more than the budget)."""
+    need = expected_peak(spec)
+    if need is not None and need > args.limit:
+        return {"status": "deferred", "model": spec, "category": category, "seconds": 0.0, "peak_rss": 0,
+                "load": round(os.getloadavg()[0], 2), "within_budget": True,
+                "reason": f"expected to need about {need / 2 ** 30:.0f} GiB ({BYTES_PER_PARAM} bytes per parameter "
+                          f"measured on the largest models), over this run's budget of {args.limit / 2 ** 30:.0f} GiB "
+                          "(--memory-limit)"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", spec, "--data", str(folder),
            "--memory-limit", str(args.limit)]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -363,7 +383,7 @@ def summary(rows: list[dict]) -> dict[str, dict[str, int]]:
     """Per category group (torchvision, timm): how many pruned, were refused, failed."""
     out: dict[str, dict[str, int]] = {}
     for row in rows:
-        group = out.setdefault(row["category"].split()[0], {"pruned": 0, "refused": 0, "failed": 0})
+        group = out.setdefault(row["category"].split()[0], {"pruned": 0, "refused": 0, "failed": 0, "deferred": 0})
         group[row["status"]] += 1
     return out
 
@@ -425,7 +445,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
     for name, g in groups.items():
         total = sum(g.values())
         out.append(f"- {name}: {g['pruned']} of {total} prune ({g['pruned'] / total:.0%}), {g['refused']} refused "
-                   f"before any work, {g['failed']} fail.")
+                   f"before any work, {g['failed']} fail" +
+                   (f", {g['deferred']} deferred (over the memory budget)." if g["deferred"] else "."))
     if n_tv and len(rows) == planned:  # a target is judged on the whole list only
         share = tv["pruned"] / n_tv
         out.append(f"- Target: at least {TARGET:.0%} of the torchvision list prunes — "
@@ -437,6 +458,16 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
         out += ["## Refused before any work", ""]
         out += [f"- **{r['model']}**: {r['reason']} Unstructured pruning {r.get('unstructured', '')}." for r in refused]
         out.append("")
+    deferred = [r for r in rows if r["status"] == "deferred"]
+    if deferred:
+        out += ["## Deferred (not started: over the memory budget)", ""]
+        out += [f"- **{r['model']}**: {r['reason']}." for r in deferred]
+        out.append("")
+    slowest = sorted((r for r in rows if r["status"] != "deferred"), key=lambda r: -r["seconds"])[:10]
+    out += ["## Slowest ten", ""]
+    out += [f"- {r['model']}: {r['seconds']:.0f} s, peak {r['peak_rss'] / 2 ** 30:.2f} GiB, {r['status']} "
+            f"(load {r['load'] if r.get('load') is not None else '?'} at its start)" for r in slowest]
+    out.append("")
     failed = [r for r in rows if r["status"] == "failed"]
     out += ["## Failures", ""]
     out += [f"- **{r['model']}** ({r.get('input', '?')}): {r.get('reason', '')}" for r in failed] or ["None."]
@@ -518,7 +549,8 @@ def main() -> int:
                 Path(out).write_text(markdown(rows, args, command, started, total))
     groups = summary(rows)
     for name, g in groups.items():
-        print(f"{name}: {g['pruned']} of {sum(g.values())} prune, {g['refused']} refused, {g['failed']} fail")
+        print(f"{name}: {g['pruned']} of {sum(g.values())} prune, {g['refused']} refused, {g['failed']} fail, "
+              f"{g['deferred']} deferred")
     tv = groups.get("torchvision", {})
     ok = not tv or tv["pruned"] / sum(tv.values()) >= TARGET
     print(f"torchvision target {TARGET:.0%}: {'met' if ok else 'not met'} (torch-pruning reports "

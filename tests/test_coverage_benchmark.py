@@ -1,0 +1,37 @@
+"""benchmarks/coverage.py: a timm model expected over the memory budget is deferred with the reason, without
+starting its process, and counted and listed as deferred."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _coverage():
+    spec = importlib.util.spec_from_file_location("coverage_benchmark", ROOT / "benchmarks" / "coverage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_model_over_the_budget_is_deferred_not_started(monkeypatch):
+    cov = _coverage()
+    family, row = next(iter(json.loads(cov.FAMILIES.read_text()).items()))
+    need = cov.expected_peak(f"timm:{row['model']}")
+    assert need == cov.BASE_BYTES + cov.BYTES_PER_PARAM * row["params"]
+    monkeypatch.setattr(cov.subprocess, "Popen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("started")))
+    args = argparse.Namespace(limit=need - 1, timeout=1, jobs=1, resume="")
+    deferred = cov.run_one(f"timm:{row['model']}", f"timm {family}", Path("."), args)
+    monkeypatch.undo()  # the Markdown's machine line may start a process of its own
+    assert deferred["status"] == "deferred" and "budget" in deferred["reason"] and deferred["peak_rss"] == 0
+    groups = cov.summary([deferred])
+    assert groups["timm"]["deferred"] == 1 and groups["timm"]["pruned"] == 0
+    text = cov.markdown([deferred], args, "python benchmarks/coverage.py", "now", 2)
+    assert "1 deferred (over the memory budget)" in text and f"**timm:{row['model']}**: expected to need" in text
+
+
+def test_torchvision_models_are_not_estimated():
+    assert _coverage().expected_peak("torchvision:resnet18") is None
