@@ -154,12 +154,18 @@ class ExperimentTab(QWidget):
                                       "many times lower")
         form.addRow("Target speed-ups", self.speedups_edit)
         # Generated from PruneConfig's descriptions; a plan's 0 batches or images means "none" and "all".
-        self.fields = {"bn_recalibrate": OptionField("bn_recalibrate"),
+        self.fields = {"bn_recalibrate": OptionField("bn_recalibrate"), "bn_batches": OptionField("bn_batches"),
                        "finetune_batches": OptionField("finetune_batches", low=0, high=100_000),
                        "distill": OptionField("distill"), "eval_limit": OptionField("eval_limit", low=0),
                        "measure_speed": OptionField("measure_speed"), "seed": OptionField("seed", high=2**31 - 1)}
         self.bn_check = self.fields["bn_recalibrate"].widget
         form.addRow("Recovery", self.bn_check)
+        # the Prune panel's 10 batches, not the command line's 40: a third of a lesson plan's time went here
+        self.bn_batches_spin = self.fields["bn_batches"].widget
+        self.bn_batches_spin.setObjectName("plan_bn_batches")
+        self.bn_check.toggled.connect(self.bn_batches_spin.setEnabled)
+        self.bn_batches_spin.setEnabled(self.bn_check.isChecked())
+        form.addRow("BatchNorm batches", self.bn_batches_spin)
         self.finetune_spin = self.fields["finetune_batches"].widget
         self.finetune_spin.setValue(50)
         self.finetune_spin.setObjectName("plan_finetune_batches")
@@ -348,6 +354,7 @@ class ExperimentTab(QWidget):
         options: dict = {}
         if value["bn_recalibrate"]:
             options["bn_recalibrate"] = True
+            options["bn_batches"] = value["bn_batches"]
         if value["finetune_batches"]:
             options["finetune_batches"] = value["finetune_batches"]
             options["distill"] = value["distill"]

@@ -22,7 +22,7 @@ VIEWS = ("why", "criteria", "group", "maps")  # the Teach tab's views, in their 
 POINTS = ("run", "explain", "show_image", "run_plan", "scan")  # buttons "Show me" can point at
 PANEL_OPTIONS = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "measure_speed", "round_to",
                  "max_layer_ratio")
-PLAN_OPTIONS = ("bn_recalibrate", "finetune_batches", "eval_limit", "measure_speed")  # the Experiment tab's fields
+PLAN_OPTIONS = ("bn_recalibrate", "bn_batches", "finetune_batches", "eval_limit", "measure_speed")  # the Experiment tab's fields
 
 
 
@@ -95,7 +95,7 @@ def _experiment(value: Any, where: str) -> dict:
         raise UserError(f"{where}.ratios must be a list of numbers between 0 and 1, got {ratios!r}")
     if "bn_recalibrate" in value:
         _flag(value["bn_recalibrate"], f"{where}.bn_recalibrate")
-    for name in ("finetune_batches", "eval_limit"):
+    for name in ("bn_batches", "finetune_batches", "eval_limit"):
         if name in value:
             _index(value[name], f"{where}.{name}")
     for name in ("measure_speed", "save_models"):

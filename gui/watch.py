@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractScrollArea, QAbstractSpinBox, QApplication,
-                               QDockWidget, QGraphicsView, QLineEdit, QMainWindow, QTabBar, QWidget)
+                               QComboBox, QDockWidget, QGraphicsView, QLineEdit, QMainWindow, QTabBar, QWidget)
 
 if TYPE_CHECKING:
     from gui.job_runner import JobRunner
@@ -73,6 +73,7 @@ class Watch(QObject):
     """The stall timer and the answer to `ask` (see the module's docstring)."""
 
     asked = Signal()  # from the watch thread: the test asked where things are
+    freeze = Signal(str, float)  # from the watch thread: the test asks for a freeze ("busy" or "sleep", seconds)
 
     def __init__(self, window: QMainWindow, session: SessionModel, runner: JobRunner, ui: WindowLayout,
                  folder: Path) -> None:
@@ -87,11 +88,24 @@ class Watch(QObject):
         self.answer: dict | None = None
         self.excused = 0.0  # seconds of the GUI thread spent answering the test since the last tick
         self.asked.connect(self._describe_now, Qt.ConnectionType.QueuedConnection)
+        self.freeze.connect(self._freeze_now, Qt.ConnectionType.QueuedConnection)
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.timer.start(int(TICK_S * 1000))
+        self.reference: list[tuple[float, float]] = []  # (when the reference thread woke, how late)
         threading.Thread(target=self._look, name="watch", daemon=True).start()
+        threading.Thread(target=self._reference, name="watch-reference", daemon=True).start()
+
+    def _reference(self) -> None:
+        """A timer like the GUI thread's, on a thread that does nothing else: how late a Python thread of this
+        process wakes on this machine now (waiting for a CPU, or for the GIL while another thread runs). The
+        part of a GUI stall the reference shared is the machine's, not the window's."""
+        while True:
+            before = time.perf_counter()
+            time.sleep(TICK_S)
+            now = time.perf_counter()
+            self.reference = [r for r in self.reference if r[0] > now - 30] + [(now, now - before - TICK_S)]
 
     def _tick(self) -> None:
         """On the GUI thread, and nothing but arithmetic: a file written here once blocked it 1.4 s."""
@@ -121,6 +135,7 @@ class Watch(QObject):
             for stall in self.stalls:
                 if "queued_ms" not in stall and stall["to"] < now - TICK_S * 2:
                     stall["queued_ms"] = round(1000 * self._queued_during(stall["from"], stall["to"]))
+                    stall["reference_ms"] = round(1000 * self._reference_during(stall["from"], stall["to"]))
             done = [s for s in self.stalls if "queued_ms" in s]
             if len(done) != written or not (self.folder / "stall.json").exists():
                 _write(self.folder / "stall.json", {"worst_ms": round(self.worst * 1000), "stalls": done[-200:]})
@@ -131,6 +146,16 @@ class Watch(QObject):
             elif (self.folder / "ask").exists():
                 (self.folder / "ask").unlink()
                 self.asked.emit()
+            if (self.folder / "freeze").exists():  # "busy 1.0" or "sleep 1.0": shows the stall check catches it
+                how, seconds = (self.folder / "freeze").read_text().split()
+                (self.folder / "freeze").unlink()
+                self.freeze.emit(how, float(seconds))
+
+    def _reference_during(self, start: float, end: float) -> float:
+        """How late the reference thread was, in all, while the GUI thread was late (`start` to `end`)."""
+        late = sum(max(0.0, min(when, end) - max(when - lateness, start))
+                   for when, lateness in self.reference if when > start and when - lateness < end)
+        return min(late, end - start)
 
     def _queued_during(self, start: float, end: float) -> float:
         """The longest any thread of the app waited for a CPU between `start` and `end`: the GUI thread itself,
@@ -140,6 +165,17 @@ class Watch(QObject):
         if not before or not after:
             return 0.0
         return max((after[0][tid] - before[-1].get(tid, after[0][tid]) for tid in after[0]), default=0.0)
+
+    @Slot(str, float)
+    def _freeze_now(self, how: str, seconds: float) -> None:
+        """A freeze of the GUI thread on purpose: `seconds` of Python computing on it (CPU time: on a loaded
+        machine it lasts longer), or sleeping."""
+        if how == "sleep":
+            time.sleep(seconds)
+            return
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            sum(range(1000))
 
     @Slot()
     def _describe_now(self) -> None:
@@ -176,6 +212,11 @@ class Watch(QObject):
                     "checked": b.isChecked()} for b in shown if isinstance(b, QAbstractButton) and b.text()]
         fields = {w.objectName(): {"rect": _rect(w), "text": w.text()} for w in shown
                   if isinstance(w, (QLineEdit, QAbstractSpinBox)) and w.objectName()}
+        # every text field and list shown, named or not (the dialogs' have no names): by placeholder and tooltip
+        inputs = [{"class": type(w).__name__, "placeholder": getattr(w, "placeholderText", str)(),
+                   "tooltip": w.toolTip(), "text": w.currentText() if isinstance(w, QComboBox) else w.text(),
+                   "window": w.window().windowTitle(), "rect": _rect(w)}
+                  for w in shown if isinstance(w, (QLineEdit, QComboBox))]
         docks = [{"title": d.windowTitle(), "rect": _rect(d)} for d in shown if isinstance(d, QDockWidget)]
         outside = []
         for w in shown:
@@ -184,7 +225,7 @@ class Watch(QObject):
             where = QRect(corner, part.size())
             if not screen.contains(where):
                 outside.append({"class": type(w).__name__, "name": w.objectName(), "rect": _rect(w, part)})
-        dialogs = [{"class": type(t).__name__, "title": t.windowTitle(),
+        dialogs = [{"class": type(t).__name__, "title": t.windowTitle(), "rect": _rect(t),
                     "text": getattr(t, "text", lambda: "")() if callable(getattr(t, "text", None)) else ""}
                    for t in QApplication.topLevelWidgets()
                    if t.isVisible() and t is not win
@@ -195,10 +236,12 @@ class Watch(QObject):
         return {"screen": [screen.width(), screen.height()],
                 "window": [frame.x(), frame.y(), frame.width(), frame.height()],
                 "window_inner": _rect(win), "tab_bars": tab_bars, "areas": areas, "buttons": buttons, "fields": fields,
+                "inputs": inputs,
                 "docks": docks, "outside": outside[:20], "dialogs": dialogs,
                 "minimum": [win.minimumSizeHint().width(), win.minimumSizeHint().height()],
                 "plan_runs": len(ui.experiment.keys()),
-                "state": {"loaded": session.loaded is not None, "busy": runner.busy,
+                "state": {"loaded": session.loaded is not None, "model": session.current_model_src(),
+                          "busy": runner.busy,
                           "worker": runner.worker is not None,
                           "runs": len(session.runs), "finished_runs": finished, "phase": ui.phase_label.text(),
                           "tab": ui.tabs.tabText(ui.tabs.currentIndex()), "options": ui.method_panel.options(),

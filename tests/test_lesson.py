@@ -306,5 +306,7 @@ def test_step_6_plan_is_the_short_one(qtbot, window):
     ticked = [name for name, box in tab.method_boxes.items() if box.isChecked()]
     assert sorted(ticked) == ["l1", "l2", "random"] and tab.ratios_edit.text() == "0.3, 0.7"
     assert tab.eval_spin.value() == 500 and not tab.speed_check.isChecked() and not tab.save_check.isChecked()
+    # BatchNorm on 10 batches, as the Prune panel (the command line's 40 were a third of the plan's time)
+    assert tab.plan().recoveries[0].options["bn_batches"] == 10 and tab.bn_batches_spin.isEnabled()
     assert "no model files saved" in panel.status_label.text()
     assert "6 runs" in panel.text_label.text() and "STEP6" not in panel.text_label.text()
