@@ -293,7 +293,7 @@ class StructuredPruner(Pruner):
             self.model, self.step_notes = trial, list(notes)
             return True
         del trial, notes
-        self.pruner = None  # its graph holds the copy in reference cycles
+        self.pruner = self.prep = self.names = None  # they hold the copy (the graph in reference cycles)
         release_freed_memory()
         self._prepare(self.model)
         self._build(self.model)

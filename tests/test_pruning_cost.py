@@ -112,3 +112,26 @@ def test_a_calibrated_method_builds_one_graph_per_model(tiny, fashion, graphs, c
     stand in, so the model is traced too, once."""
     pruned = result_of(run_pruning(tiny, fashion, _cfg(method="taylor", calibration_batches=1)))
     assert len(graphs) == 2 and graphs[0] is copies[0] and graphs[1] is pruned.bundle.model
+
+
+def test_a_stale_copy_is_freed_with_the_collector_paused(tiny, monkeypatch):
+    """The GUI pauses the cycle collector during a job: a copy that is not used must not stay for the run."""
+    import gc
+    import weakref
+
+    real, made = pruners._shared_copy, []
+
+    def spy(model, device):
+        trial = real(model, device)
+        made.append(weakref.ref(trial))
+        return trial
+
+    monkeypatch.setattr(pruners, "_shared_copy", spy)
+    gc.disable()
+    try:
+        pruner = _pruner(copy.deepcopy(tiny.model), _cfg())
+        pruner.run_cfg = replace(pruner.run_cfg, pruning_ratio=0.25)
+        list(pruner.step(1, CancelToken()))
+        assert made and made[0]() is None
+    finally:
+        gc.enable()
