@@ -9,6 +9,7 @@ from typing import Any, Callable
 from cli.types import at_least, finite
 from engine.config import PruneConfig, default_of, options
 from engine.errors import UserError
+from engine.recipes import PRESET_FIELDS, PRESETS, with_preset
 
 # Which flags are required, and which pairs exclude each other, is the command's choice, not the config's.
 REQUIRED = ("method",)
@@ -43,6 +44,17 @@ def add_config_flags(p: argparse.ArgumentParser, method_help: str = "") -> None:
         if f.metadata["option"].flag:
             add_config_flag(exclusive if f.name in ONE_OF else p, f.name,
                             method_help if f.name == "method" else "")
+    p.add_argument("--recovery", metavar="PRESET", help=(
+        "a recovery recipe (recovery flags given beside it win): "
+        + "; ".join(f"{name} = {_as_flags(pre.options)} ({pre.cost})" for name, pre in PRESETS.items())
+    ).replace("%", "%%"))
+
+
+def _as_flags(values: dict) -> str:
+    """PruneConfig values as the flags that set them."""
+    opts = options()
+    return " ".join(opts[k].flag if v is True else f"{opts[k].flag} {v:g}" for k, v in values.items()
+                    if v is not False)
 
 
 def add_config_flag(p: Any, name: str, extra_help: str = "") -> None:
@@ -59,6 +71,8 @@ def add_config_flag(p: Any, name: str, extra_help: str = "") -> None:
                   default=None if name in ONE_OF + REQUIRED else default_of(name))
         if name in REQUIRED:
             kw["required"] = True
+    if name in PRESET_FIELDS:  # absent unless given, so a --recovery preset fills only what was not given
+        kw["default"] = argparse.SUPPRESS
     p.add_argument(opt.flag, **kw)
 
 
@@ -81,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
     values = {}
     for f in fields(PruneConfig):
         opt = f.metadata["option"]
-        if not opt.flag:
+        if not opt.flag or not hasattr(args, f.name):  # a preset's field not given: the preset's or the default
             continue
         value = getattr(args, f.name)
         if hints[f.name] is dict:
@@ -91,4 +105,4 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         elif opt.off is not None and value == opt.off:
             value = None
         values[f.name] = value
-    return PruneConfig(**values)
+    return PruneConfig(**with_preset(getattr(args, "recovery", None), values))

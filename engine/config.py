@@ -162,13 +162,15 @@ class PruneConfig:
     distill_weight: float = option(0.7, label="distillation weight", group=RECOVERY, low=0.0, high=1.0,
                                    rule="between 0 and 1", help="share of the loss that comes from the teacher")
     finetune_schedule: str = option("cosine", label="learning-rate schedule", group=RECOVERY, choices=SCHEDULES,
+                                    flag="--finetune-schedule", metavar="NAME",
                                     help="how the fine-tuning learning rate moves: cosine decay, one-cycle (warm-up "
                                          "then cosine) or constant")
     warmup: float = option(0.0, label="warm-up share", group=RECOVERY, low=0.0, high=1.0, high_open=True,
-                           rule="in [0, 1)", help="share of the fine-tuning steps the learning rate climbs first "
-                                                  "(cosine and constant schedules)")
+                           rule="in [0, 1)", flag="--warmup", metavar="S",
+                           help="share of the fine-tuning steps the learning rate climbs first (cosine and "
+                                "constant schedules)")
     label_smoothing: float = option(0.0, label="label smoothing", group=RECOVERY, low=0.0, high=1.0,
-                                    high_open=True, rule="in [0, 1)",
+                                    high_open=True, rule="in [0, 1)", flag="--label-smoothing", metavar="S",
                                     help="share of each label spread over the other classes while fine-tuning")
     sparsity_reg: float = option(
         0.0, label="sparsity penalty", group=METHOD, flag="--sparsity-reg", low=0.0, rule="not negative",
@@ -221,6 +223,9 @@ class PruneConfig:
                             "use --ratio, or a structured method for a speed-up target")
         if self.distill and not self.recovers_by_training:
             raise UserError("distillation needs fine-tuning: set fine-tuning epochs (--finetune-epochs) above 0")
+        if self.warmup and self.finetune_schedule == "onecycle":
+            raise UserError("the one-cycle schedule has its own warm-up (15 % of the steps): drop the warm-up "
+                            "(--warmup) or choose --finetune-schedule cosine or constant")
         return method
 
     @property

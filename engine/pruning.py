@@ -29,7 +29,7 @@ from engine.latency_target import check_latency_target, iter_onnxruntime_speedup
 from engine.deploy import original_identity, save_outputs
 from engine.models import ModelBundle
 from engine.pruners import check_manual_channels, make_pruner
-from engine.training import TrainConfig, quick_top1, resolve_device, seed_everything, train
+from engine.training import TrainConfig, one_cache_per_run, quick_top1, resolve_device, seed_everything, train
 
 class BrokenModel(RuntimeError):
     """Pruning produced a model that does not run or train: a failed run, with the reason."""
@@ -204,6 +204,7 @@ def _after_prune(cfg: PruneConfig) -> Phase:
     return Phase.FINETUNE if cfg.recovers_by_training else Phase.EVALUATE
 
 
+@one_cache_per_run  # a folder is decoded once for all the steps' fine-tuning, and the cache removed at the end
 def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: CancelToken | None = None,
                 out_dir: str | Path | None = None, baseline: Metrics | None = None,
                 gate: StepGate | None = None, recover_only: bool = False,

@@ -1,18 +1,21 @@
 """Training and fine-tuning as a generator of events (optionally with knowledge distillation).
 
 Fine-tuning spends the CPU on the model: an image folder is decoded and resized once per run into a
-uint8 cache (`engine.data.cache`, the same batches as the uncached loader), the teacher runs in inference
-mode as a BatchNorm-folded copy, torch uses every core this process may run on, and the optimiser updates
-all parameters in one fused kernel. `TrainConfig.legacy_pipeline` keeps the pipeline before these changes
-(uncached loader, plain teacher and optimiser), for the benchmark that compares them
+uint8 cache (`engine.data.cache`, the same batches as the uncached loader; a pruning run's steps share one,
+`one_cache_per_run`), the teacher runs in inference mode as a BatchNorm-folded copy, torch uses the cores
+other work leaves free (`StepThreads`), and the optimiser updates all parameters in one fused kernel.
+`TrainConfig.legacy_pipeline` keeps the pipeline before these changes (uncached loader, plain teacher and
+optimiser, torch's own thread count), for the benchmark that compares them
 (`benchmarks/finetune_throughput.py`).
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
+import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 import torch
@@ -20,13 +23,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.data import Dataset
-from engine.data.cache import CachedDataset, cached_events
+from engine.data.cache import CachedDataset, RunCache, cached_events
 from engine.errors import UserError
 from engine.events import CancelToken, EpochDone, Eta, Progress, TrainDone
-from engine.timing import fixed_threads, usable_cores
+from engine.timing import fixed_threads, free_threads, machine_load
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
+THREADS_EVERY_S = 30.0  # how often fine-tuning re-reads the cores other work leaves free
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,38 @@ def _step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, cfg: TrainCon
     return out, loss
 
 
+class StepThreads:
+    """torch's thread count for training steps: the cores other work leaves free (at most the count set when
+    training began), re-read every THREADS_EVERY_S. A thread beyond the free cores waits at every barrier of
+    every layer while the OS runs the other job: on 2 cores at load 33 a demo distillation batch took 11 s of
+    wall time with 2 threads and 1.1-2 s with 1 (benchmarks/finetune_throughput.py)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.most, self.due = enabled, torch.get_num_threads(), 0.0
+
+    def update(self) -> None:
+        """Set the thread count if it is time to look again."""
+        if not self.enabled or time.monotonic() < self.due:
+            return
+        load = machine_load(0.1)
+        torch.set_num_threads(free_threads(load.cores, load.other_busy, self.most))
+        self.due = time.monotonic() + THREADS_EVERY_S
+
+
+def one_cache_per_run(run: Callable[..., Generator]) -> Callable[..., Generator]:
+    """Wrap a run generator `run(bundle, data, ...)` so that every `train()` in it shares one image cache of a
+    folder `data` (decoded once per run, not once per step), removed when the run ends, fails or is closed."""
+
+    @functools.wraps(run)
+    def wrapped(bundle, data: Dataset, *args, **kw) -> Generator:
+        if data.kind != "folder":
+            return (yield from run(bundle, data, *args, **kw))
+        with RunCache(data) as shared:
+            return (yield from run(bundle, shared, *args, **kw))
+
+    return wrapped
+
+
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken | None = None,
           teacher: nn.Module | None = None, regularizer: Callable[[nn.Module], None] | None = None,
           phase: str = "train") -> Iterator:
@@ -195,14 +231,17 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToken
     cancel = cancel or CancelToken()
     device, _ = resolve_device(cfg.device)
     batch_size, batches = _batches_per_epoch(data, cfg)
-    cache = None
+    cache = None  # built here, removed here; a RunCache's belongs to its run
     if not cfg.legacy_pipeline and data.kind == "folder" and not isinstance(data, CachedDataset):
-        data = cache = yield from cached_events(data, ("train", "val") if cfg.validate else ("train",), cancel,
-                                                phase)
+        splits = ("train", "val") if cfg.validate else ("train",)
+        if isinstance(data, RunCache):
+            data = yield from data.cached_events(splits, cancel, phase)
+        else:
+            data = cache = yield from cached_events(data, splits, cancel, phase)
     # Channels-last convolutions train faster on CPUs (oneDNN's native layout); the weights go back after.
     layout = torch.channels_last if not cfg.legacy_pipeline and len(data.input_shape) == 3 else None
     try:
-        with fixed_threads(None if cfg.legacy_pipeline else usable_cores()):
+        with fixed_threads(None):  # torch's thread count is restored after
             if layout is not None:
                 model.to(memory_format=layout)
             return (yield from _train(model, data, cfg, cancel, teacher, regularizer, phase, device, batch_size,
@@ -228,6 +267,7 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToke
     whole = int(math.ceil(cfg.epochs))
     total = max(1, int(round(cfg.epochs * batches)))
     eta = Eta(total)
+    threads = StepThreads(enabled=not cfg.legacy_pipeline and device.type == "cpu")
     step, history, lr = 0, [], cfg.lr
     for epoch in range(whole):
         loader = data.loader("train", batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed + epoch,
@@ -237,6 +277,7 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToke
             if i >= batches or step >= total:
                 break
             cancel.check()
+            threads.update()
             lr = _lr_at(cfg, step, total)
             for g in opt.param_groups:
                 g["lr"] = lr

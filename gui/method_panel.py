@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, all_methods, get_method
 from engine.config import PruneConfig, default_of, rounding_words
+from engine.recipes import PRESET_FIELDS, PRESETS, matching_preset
 from gui.options import OptionField
 
 FAMILY_HEADINGS = {STRUCTURED: "Structured — channels are removed", UNSTRUCTURED: "Unstructured — weights are zeroed"}
@@ -171,6 +172,16 @@ class MethodPanel(QWidget):
         """BatchNorm re-estimation, fine-tuning, distillation and the step-through switch."""
         recovery_box = QGroupBox("Recovery after each step")
         form = QFormLayout(recovery_box)
+        self.recipe_combo = QComboBox()  # a measured recipe sets the rows below; editing them shows Custom
+        self.recipe_combo.addItem("Custom (the settings below)", None)
+        for recipe in PRESETS.values():
+            self.recipe_combo.addItem(recipe.label(), recipe.name)
+        self.recipe_combo.setToolTip("A recovery recipe measured on the ResNet demo (README, Recovery recipes): "
+                                     "sets BatchNorm re-estimation, fine-tuning and distillation below")
+        self.recipe_combo.activated.connect(self._on_recipe_chosen)
+        for name in PRESET_FIELDS:
+            self.fields[name].changed.connect(self._show_recipe)
+        form.addRow("Recipe", self.recipe_combo)
         self.bn_check = self.fields["bn_recalibrate"].widget
         form.addRow(self.bn_check)
         self.finetune_spin = self.fields["finetune_epochs"].widget
@@ -347,3 +358,15 @@ class MethodPanel(QWidget):
     @Slot(float)
     def _on_finetune_changed(self, value: float) -> None:
         self.distill_check.setEnabled(value > 0)
+
+    @Slot(int)
+    def _on_recipe_chosen(self, index: int) -> None:
+        name = self.recipe_combo.itemData(index)
+        for field_name, value in (PRESETS[name].options.items() if name else ()):
+            self.fields[field_name].set_value(value)
+
+    @Slot()
+    def _show_recipe(self) -> None:
+        """The recipe the recovery rows match, or Custom."""
+        values = {name: self.fields[name].value() for name in PRESET_FIELDS}
+        self.recipe_combo.setCurrentIndex(max(0, self.recipe_combo.findData(matching_preset(values))))

@@ -64,6 +64,25 @@ def test_recipe_options_reach_the_fine_tuning(fashion, monkeypatch):
     monkeypatch.setattr(pruning, "train", spy)
     bundle = ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 28, 28), 10)
     cfg = PruneConfig(method="l2", pruning_ratio=0.3, finetune_batches=2, eval_limit=50, measure_speed=False,
-                      finetune_schedule="onecycle", warmup=0.1, label_smoothing=0.2)
+                      finetune_schedule="constant", warmup=0.1, label_smoothing=0.2)
     drain(pruning.run_pruning(bundle, fashion, cfg))
-    assert [(c.schedule, c.warmup, c.label_smoothing) for c in seen] == [("onecycle", 0.1, 0.2)]
+    assert [(c.schedule, c.warmup, c.label_smoothing) for c in seen] == [("constant", 0.1, 0.2)]
+
+
+@pytest.mark.parametrize("other_busy, legacy", [(2.0, False), (0.0, False), (2.0, True)])
+def test_training_threads_are_the_cores_other_work_leaves_free(fashion, monkeypatch, other_busy, legacy):
+    import engine.training as training
+    from engine.timing import MachineLoad
+
+    monkeypatch.setattr(training, "machine_load", lambda window_s=0.2: MachineLoad(2, other_busy, None))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    try:
+        cfg = TrainConfig(epochs=1, batch_size=16, lr=0.01, max_batches=2, validate=False, legacy_pipeline=legacy)
+        drain(train(tiny_resnet(), fashion, cfg, regularizer=lambda m: seen.append(torch.get_num_threads())))
+        assert torch.get_num_threads() == 2  # restored after training
+    finally:
+        torch.set_num_threads(before)
+    # a busy machine: one thread (a second would wait at every barrier); quiet: both; legacy: torch's own
+    assert seen == [1 if other_busy and not legacy else 2] * 2

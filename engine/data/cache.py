@@ -204,3 +204,38 @@ class CachedLoader:
             if self.mean is not None:
                 x = (x - self.mean) / self.std
             yield x, self.cache.labels[rows[keep]]
+
+
+class RunCache:
+    """A folder dataset whose fine-tuning cache is built at the first `train()` of a run and reused by the
+    next ones (an iterative run's steps) until `close()`. Every other use (calibration, BatchNorm
+    re-estimation, evaluation) reads the dataset itself, unrounded."""
+
+    def __init__(self, data: Dataset):
+        self.data, self.cached = data, None
+
+    def __getattr__(self, name: str):
+        if name == "data":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+    def cached_events(self, splits: Sequence[str], cancel: CancelToken | None = None,
+                      phase: str = "cache") -> Generator[Progress, None, "CachedDataset"]:
+        """The run's CachedDataset holding `splits`, built on the first call (and again only if a later call
+        needs a split the first did not cache)."""
+        if self.cached is None or not set(splits) <= set(self.cached.cache.offsets):
+            self.close()
+            self.cached = yield from cached_events(self.data, splits, cancel, phase)
+        return self.cached
+
+    def close(self) -> None:
+        """Remove the cache, if one was built."""
+        if self.cached is not None:
+            self.cached.close()
+            self.cached = None
+
+    def __enter__(self) -> "RunCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -17,6 +17,7 @@ from engine.methods import all_methods, get_method
 from engine.outputs import check_writable
 from engine.sources import DataSource, ModelKind, ModelSource, split_code
 from engine.config import RECOVERY, PruneConfig, options
+from engine.recipes import with_preset
 
 # ----------------------------------------------------------------------------- plans
 
@@ -34,8 +35,9 @@ PLAN_SECTIONS = {
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
     "criteria": None,
 }
-# a recovery setting may also change the steps and the sparsity penalty (both shape the fine-tuning)
-RECOVERY_KEYS = {"name", "steps", "sparsity_reg", *options(RECOVERY)}
+# a recovery setting may also change the steps and the sparsity penalty (both shape the fine-tuning), or start
+# from a preset (engine.recipes) that its other keys override
+RECOVERY_KEYS = {"name", "preset", "steps", "sparsity_reg", *options(RECOVERY)}
 
 
 @dataclass(frozen=True)
@@ -362,8 +364,11 @@ def _recoveries(doc: dict, source: str) -> tuple[Recovery, ...]:
         where = f"[[recovery]] #{i + 1}"
         if "name" in r:
             _expect(r["name"], str, f"{where} name", "a string")
-        opts = check_prune_options({k: v for k, v in r.items() if k != "name"}, where)
-        recs.append(Recovery(str(r.get("name") or Recovery(options=opts).summary), opts))
+        given = {k: v for k, v in r.items() if k not in ("name", "preset")}
+        if "preset" in r:
+            given = with_preset(r["preset"], given, f"{source}: {where} preset")
+        opts = check_prune_options(given, where)
+        recs.append(Recovery(str(r.get("name") or r.get("preset") or Recovery(options=opts).summary), opts))
     if len({r.name for r in recs}) != len(recs):
         raise UserError(f"{source}: two [[recovery]] tables share a name; give each a distinct name")
     return tuple(recs)

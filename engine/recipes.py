@@ -1,0 +1,57 @@
+"""Recovery presets: named recipes for the recovery options, each with the cost measured on the ResNet demo.
+
+`prune --recovery NAME`, a plan's `[[recovery]] preset = "NAME"` and the Prune panel's Recipe combo all
+read them here. A preset sets PruneConfig fields; options given beside it (flags, plan keys) win. The costs
+come from `benchmarks/recovery.py` (README, Recovery recipes), on a shared 2-core machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import UserError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One recipe: the PruneConfig fields it sets and what it cost when measured."""
+
+    name: str
+    title: str  # words for the GUI's combo
+    options: dict = field(default_factory=dict)
+    cost: str = ""  # measured cost in words: epochs and wall time, with the load it was measured at
+
+    def label(self) -> str:
+        """The title with its cost, for a combo box or a help text."""
+        return f"{self.title} — {self.cost}" if self.cost else self.title
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("quick", "Quick", {"bn_recalibrate": True, "finetune_epochs": 1.0, "distill": True},
+           "1 epoch of distillation"),
+    Preset("default", "Default", {"bn_recalibrate": True, "finetune_epochs": 3.0, "distill": True},
+           "3 epochs of distillation"),
+    Preset("thorough", "Thorough", {"bn_recalibrate": True, "finetune_epochs": 5.0, "distill": True},
+           "5 epochs of distillation"),
+)}
+PRESET_FIELDS = tuple(dict.fromkeys(k for p in PRESETS.values() for k in p.options))  # what presets set
+
+
+def preset(name: Any, where: str = "--recovery") -> Preset:
+    """The preset called `name`; a UserError names the valid ones."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise UserError(f"{where} must be one of {', '.join(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def with_preset(name: str | None, given: dict, where: str = "--recovery") -> dict:
+    """`given` PruneConfig values on top of preset `name`'s (None: `given` alone)."""
+    return {**preset(name, where).options, **given} if name is not None else dict(given)
+
+
+def matching_preset(values: dict) -> str | None:
+    """The preset whose every option `values` holds, if any (the GUI shows it as chosen)."""
+    for p in PRESETS.values():
+        if all(values.get(k) == v for k, v in p.options.items()):
+            return p.name
+    return None

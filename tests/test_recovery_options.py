@@ -1,0 +1,88 @@
+"""The recovery recipe's options from every front end: --finetune-schedule, --warmup and --label-smoothing
+(bad values exit 2 in one line before any work), and the recovery presets through the CLI (--recovery), plans
+([[recovery]] preset) and the Prune panel's Recipe combo (#28)."""
+from __future__ import annotations
+
+import pytest
+
+from cli.main import build_parser, main
+from cli.options import config_from_args
+from engine.config import PruneConfig
+from engine.errors import UserError
+from engine.experiments.plans import parse_plan
+from engine.recipes import PRESET_FIELDS, PRESETS
+
+BASE = ["prune", "--model", "demo:resnet", "--data", "fashion-mnist", "--method", "l2", "--ratio", "0.5"]
+PLAN = '[model]\nsource = "demo:resnet"\n[sweep]\nmethods = ["l2"]\nratios = [0.5]\n'
+
+
+def cfg_of(*flags: str) -> PruneConfig:
+    return config_from_args(build_parser().parse_args([*BASE, *flags]))
+
+
+def test_the_recipe_flags_reach_the_config():
+    cfg = cfg_of("--finetune-schedule", "constant", "--warmup", "0.1", "--label-smoothing", "0.2")
+    assert (cfg.finetune_schedule, cfg.warmup, cfg.label_smoothing) == ("constant", 0.1, 0.2)
+    plain = cfg_of()
+    assert (plain.finetune_schedule, plain.warmup, plain.label_smoothing) == ("cosine", 0.0, 0.0)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--finetune-schedule", "wobble"], "--finetune-schedule) must be one of onecycle, cosine, constant"),
+    (["--warmup", "1"], "--warmup) must be in [0, 1)"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing) must be in [0, 1)"),
+    (["--warmup", "0.1", "--finetune-schedule", "onecycle"], "its own warm-up"),
+    (["--recovery", "slow"], "--recovery must be one of quick, default, thorough"),
+])
+def test_bad_recipe_values_exit_2_in_one_line_before_any_work(flags, words, capsys, monkeypatch):
+    import cli.main
+
+    def no_loading(args):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(cli.main, "resolve", no_loading)
+    assert main([*BASE, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and words in err, err
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_preset_fills_what_the_flags_leave_and_the_flags_win(name):
+    preset = PRESETS[name]
+    cfg = cfg_of("--recovery", name)
+    assert all(getattr(cfg, k) == v for k, v in preset.options.items()), (name, cfg)
+    cfg.validate()
+    assert cfg_of("--recovery", name, "--finetune-epochs", "0.5").finetune_epochs == 0.5
+    assert cfg_of("--recovery", name, "--lr", "0.05").finetune_lr == 0.05  # a flag the preset does not set
+    assert not cfg_of().recovers_by_training  # no preset: no recovery, as before
+
+
+def test_a_plan_recovery_table_starts_from_a_preset():
+    plan = parse_plan(PLAN + '[[recovery]]\npreset = "quick"\n[[recovery]]\npreset = "thorough"\n'
+                             'finetune_epochs = 4.0\n[[recovery]]\nname = "mine"\npreset = "default"\n')
+    quick, thorough, mine = plan.recoveries
+    assert quick.name == "quick" and quick.options == PRESETS["quick"].options
+    assert thorough.name == "thorough" and thorough.options == {**PRESETS["thorough"].options, "finetune_epochs": 4.0}
+    assert mine.name == "mine" and mine.options == PRESETS["default"].options
+    with pytest.raises(UserError, match=r"\[\[recovery\]\] #1 preset must be one of quick, default, thorough"):
+        parse_plan(PLAN + '[[recovery]]\npreset = "slow"\n')
+
+
+def test_the_recipe_combo_sets_the_recovery_rows_and_shows_custom_once_edited(qtbot):
+    from gui.method_panel import GENERATED, MethodPanel
+
+    assert set(PRESET_FIELDS) <= set(GENERATED)  # the combo can only set rows the panel has
+    panel = MethodPanel()
+    qtbot.addWidget(panel)
+    combo = panel.recipe_combo
+    assert combo.currentData() is None  # the panel's own start matches no preset
+    for name, preset in PRESETS.items():
+        index = combo.findData(name)
+        assert preset.cost and preset.cost in combo.itemText(index)
+        combo.setCurrentIndex(index)
+        combo.activated.emit(index)
+        cfg = panel.config()
+        assert all(getattr(cfg, k) == v for k, v in preset.options.items()), (name, cfg)
+        assert combo.currentData() == name
+    panel.finetune_spin.setValue(panel.finetune_spin.value() + 0.5)
+    assert combo.currentData() is None  # edited: no longer the preset
