@@ -86,14 +86,18 @@ def test_depthwise_and_grouped_layers_get_curves(cache):
 
 
 def test_profile_command_and_its_cache(tmp_path, cache):
+    from conftest import write_fake_fashion
+
+    # the data gives the input shape only: a Fashion-MNIST of 24 images, not the whole set (0.15 GiB more)
+    spec = f"fashion-mnist:{write_fake_fashion(tmp_path / 'fashion')}"
     out = tmp_path / "p.json"
-    code, stdout, stderr = run_cli(["profile", "--model", "demo:resnet", "--data", "fashion-mnist", "--batch-size",
+    code, stdout, stderr = run_cli(["profile", "--model", "demo:resnet", "--data", spec, "--batch-size",
                                     "2", "--threads", "1", "--no-curves", "--json", str(out), "--quiet"], tmp_path)
     assert code == 0, stderr
     data = json.loads(out.read_text())
     assert data["runtime"] == "torch" and data["batch"] == 2 and len(data["layers"]) == 10
     assert "everything else" in stdout and "measured in" in stdout
-    code, stdout, _ = run_cli(["profile", "--model", "demo:resnet", "--data", "fashion-mnist", "--batch-size", "2",
+    code, stdout, _ = run_cli(["profile", "--model", "demo:resnet", "--data", spec, "--batch-size", "2",
                                "--threads", "1", "--no-curves", "--quiet"], tmp_path)
     assert code == 0 and "read from the cache" in stdout
 
