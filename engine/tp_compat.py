@@ -11,6 +11,8 @@ anywhere else; tests/test_tp_compat.py fails on an upgrade that moved one):
 - a concatenation node's offsets (`ops._ConcatOp`);
 - the step counter and the importance of a built pruner (`current_step`, read; `reset`, to score again);
 - the groups one pruning pass walks (`DependencyGraph.get_all_groups`, replaced on the instance);
+- a concatenation's sizes where torch-pruning cannot infer them (`index_mapping.update_concat_index_mapping`,
+  wrapped while a graph is built);
 - the shared mutable defaults of the pruner's channel-group dicts;
 - which operation failed, read from the names of torch-pruning's functions in the traceback.
 
@@ -150,6 +152,27 @@ def concat_offsets(module) -> list[int] | None:
     if not isinstance(module, ops._ConcatOp):
         return None
     return list(module.offsets or [])
+
+
+@contextmanager
+def known_concat_sizes(sizes: dict) -> Iterator[None]:
+    """While inside, a concatenation torch-pruning cannot size from the layers before it (behind a split or
+    a slice) takes the sizes recorded while tracing (`sizes`: its output's grad_fn -> each input's channels):
+    torch-pruning 1.6.1 summed the unknown sizes (TypeError), or tied every input together."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_concat_index_mapping
+
+    def update(graph, node):
+        if node.type == ops.OPTYPE.CONCAT and node.module.concat_sizes is None and node.grad_fn in sizes:
+            node.module.concat_sizes = list(sizes[node.grad_fn])
+        return original(graph, node)
+
+    index_mapping.update_concat_index_mapping = update
+    try:
+        yield
+    finally:
+        index_mapping.update_concat_index_mapping = original
 
 
 def steps_taken(pruner) -> int:

@@ -21,15 +21,39 @@ def _families():
 
 
 @contextmanager
+def recorded_concat_sizes() -> Iterator[dict]:
+    """While inside, every channel concatenation of images (4-D, dim 1) records its inputs' channels under its
+    output's grad_fn; torch-pruning takes them where it cannot infer them (engine.tp_compat)."""
+    from engine import tp_compat
+
+    sizes: dict = {}
+    cat = torch.cat
+
+    def recording(tensors, dim=0, **kwargs):
+        out = cat(tensors, dim, **kwargs)
+        if out.grad_fn is not None and out.dim() == 4 and dim in (1, -3):
+            sizes[out.grad_fn] = [t.shape[1] for t in tensors]
+        return out
+
+    torch.cat = recording
+    try:
+        with tp_compat.known_concat_sizes(sizes):
+            yield sizes
+    finally:
+        torch.cat = cat
+
+
+@contextmanager
 def tracing(model: nn.Module) -> Iterator[None]:
     """The families' blocks run their stand-in forward (instance attributes, so nothing outside the model
-    changes)."""
+    changes), and concatenations record their sizes."""
     patched = [stand_in for family in _families() for stand_in in family.stand_ins(model)]
     saved = [(module, method, module.__dict__.get(method)) for module, method, _ in patched]
     try:
         for module, method, stand_in in patched:
             setattr(module, method, stand_in.__get__(module))
-        yield
+        with recorded_concat_sizes():
+            yield
     finally:
         for module, method, before in saved:  # an instance attribute the model had is put back
             if before is None:

@@ -76,6 +76,9 @@ class Recording:
     def before_cut(self, pruner, group):
         self.calls.append(("before_cut", group))
 
+    def after_cut(self, pruner, group):
+        self.calls.append(("after_cut", group, pruner.DG.get_out_channels(group[0].dep.target.module)))
+
 
 def _pruner(hooks, model=None, **kwargs):
     model = model or CatNet().eval()
@@ -120,6 +123,8 @@ def test_the_group_is_known_before_its_count_is_rounded_and_every_cut_is_seen():
     assert {id(group) for _, group, _ in counts} <= scored  # the group rounded is one that was scored
     assert [c[0] for c in hooks.calls][:2] == ["before_init", "after_init"]
     assert any(c[0] == "before_cut" for c in hooks.calls) and model.a.out_channels < 8
+    cut = [c for c in hooks.calls if c[0] == "after_cut"]  # called once the group was cut
+    assert cut and any(width == model.a.out_channels for _, group, width in cut if group[0].dep.target.module is model.a)
 
 
 def test_the_pruner_gets_fresh_channel_group_dicts():

@@ -6,8 +6,8 @@ torch-pruning cut conv1's chunks unevenly and left `width` as built, so the prun
 matched its convolutions (`expected input ... to have 17 channels, but got 26`). Here conv1's output is
 cut in `scale` equal channel groups (the same positions in every chunk, as torch-pruning does for its
 `out_channel_groups`, so one cut reaches every chunk), while a graph is traced the chunks are slices
-(torch-pruning moves a slice's bounds as it cuts; it could not follow the split) and the concatenation's
-sizes are given (torch-pruning cannot infer them through a slice), and `width` follows after each step. Res2NeXt (grouped convolutions inside the chunks) is refused before any work: its chunks and
+(torch-pruning moves a slice's bounds as it cuts; it could not follow the split; the concatenation's sizes
+it cannot infer through a slice come from engine.tracing), and `width` follows after each step. Res2NeXt (grouped convolutions inside the chunks) is refused before any work: its chunks and
 its convolutions' groups would both have to lose the same positions, which no count torch-pruning keeps.
 """
 from __future__ import annotations
@@ -55,24 +55,6 @@ def update_widths(blocks: list[nn.Module]):
     return update
 
 
-def _ops_next_to(graph, layer: nn.Module, layers: set[int], attribute: str, outputs: bool = True) -> list:
-    """The operations torch-pruning traced with `attribute` (a concatenation's `concat_sizes`) met from
-    `layer` outwards (or inwards) before any of `layers` (ids)."""
-    found, seen = [], set()
-    todo = list(graph.module2node[layer].outputs if outputs else graph.module2node[layer].inputs)
-    while todo:
-        node = todo.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        module = node.module
-        if hasattr(module, attribute):
-            found.append(module)
-        elif id(module) not in layers:  # an operation torch-pruning traced (activation), not a layer
-            todo.extend(node.outputs if outputs else node.inputs)
-    return found
-
-
 @register_family
 class Res2Net(Family):
     name = "Res2Net"
@@ -96,11 +78,3 @@ class Res2Net(Family):
 
     def stand_ins(self, model: nn.Module) -> list:
         return [(m, "forward", _sliced_forward) for m in res2_blocks(model)]
-
-    def after_graph(self, pruner, prep) -> None:
-        # torch-pruning cannot infer the concatenation's sizes through a slice (it then tied all its inputs
-        # together): they are given.
-        layers = {id(m) for m in pruner.model.modules()}
-        for block in prep.found[self.name]:
-            for cat in _ops_next_to(pruner.DG, block.conv3, layers, "concat_sizes", outputs=False):
-                cat.concat_sizes = [conv.out_channels for conv in block.convs] + [block.width]
