@@ -101,8 +101,16 @@ class JourneyWindow(Window):
 
     EXPECTED = ("Open a model", "Open model", FOLDER_TITLE)
 
+    warned = False
+
     def check(self, found: dict) -> None:
-        super().check(dict(found, dialogs=[d for d in found["dialogs"] if d["title"] not in self.EXPECTED]))
+        """As the test, but a widget outside the screen is said once, not fatal: a benchmark still times the
+        steps (the real-window test fails on it)."""
+        if found["outside"] and not self.warned:
+            self.warned = True
+            print(f"warning: shown outside the screen: {found['outside'][:3]}", flush=True)
+        super().check(dict(found, outside=[],
+                           dialogs=[d for d in found["dialogs"] if d["title"] not in self.EXPECTED]))
 
     def dialog(self, title: str, timeout: float = 60.0) -> dict:
         return self.wait_until(f"the {title!r} dialog", lambda f: any(d["title"] == title for d in f["dialogs"]),

@@ -52,10 +52,27 @@ def test_the_graph_stays_readable_beside_the_lesson_at_1280x720(qtbot, window, l
 
 def test_a_wide_window_still_fits_the_whole_table(qtbot, window):
     """Without the lesson the table gets every column, as before."""
-    window.resize(1600, 900)
+    window.resize(1920, 1040)
     window.ui.tabs.setCurrentWidget(window.ui.graph_view)
     qtbot.wait(50)
     _layers_shown(window)
     qtbot.wait(50)
     table = window.ui.graph_view.layer_table
     assert table.width() >= table.needed_width() - 2, (table.width(), table.needed_width())
+
+
+def test_the_window_fits_1280_px_with_the_lesson_open(qtbot, window):
+    """Beside the Lesson panel the Prune panel must not push the window past a 1280 px screen (the real window
+    grew to 1360 px and off the screen when a combo box in the Prune panel asked for 471 px)."""
+    from PySide6.QtWidgets import QWidget
+
+    window.resize(1280, 690)
+    window.show_lessons()
+    qtbot.wait(50)
+    side = window.ui.side_dock
+    containers = ("QWidget", "QGroupBox", "QScrollArea", "VerticalScrollArea", "MethodPanel", "SourcePanel")
+    wide = sorted(((w.minimumSizeHint().width(), type(w).__name__, w.toolTip()[:60]) for w in side.findChildren(QWidget)
+                   if w.isVisible() and w.minimumSizeHint().width() > 340 and type(w).__name__ not in containers),
+                  reverse=True)
+    assert window.minimumSizeHint().width() <= 1270, f"the window needs {window.minimumSizeHint().width()} px " \
+        f"with the lesson open; the Prune panel {side.minimumSizeHint().width()} px, its widest: {wide[:3]}"
