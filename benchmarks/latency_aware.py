@@ -92,7 +92,8 @@ def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: f
             "paired_ratio_ci": [round(1.0 / t["speedup_high"], 4), round(1.0 / t["speedup_low"], 4)]
             if t.get("speedup_low") else None,
             "within_10_paired": abs(1.0 / t["speedup"] - factor) <= 0.1 * factor if t.get("speedup") else None,
-            "trials": len(t.get("trials") or ()), "rounds": t.get("rounds"),
+            "trials": len(t.get("trials") or ()), "rounds": t.get("rounds"), "search_ms": t.get("trial_ms"),
+            "search_ratio": round(t["trial_ms"] / t["original_ms"], 4) if t.get("trial_ms") else None,
             "macs_m": round(a.macs / 1e6, 3), "macs_gain": round(macs_gain, 3), "latency_gain": round(latency_gain, 3),
             "efficiency": round(latency_gain / macs_gain, 3) if macs_gain else None,
             "top1": round(a.top1, 4), "top1_ci": [round(v, 4) for v in ci] if ci else None,

@@ -321,7 +321,7 @@ def _search(timed, target: float, cfg: PruneConfig, reference: list[float], conf
             known = ms_of(fit[high]) >= (1.0 - TOLERANCE) * target or high - low < 1.0 / 256
             if known and len(speedups[high]) >= CONFIRM:
                 break
-            if known or (trials[-1][0] <= low and len(speedups[high]) < CONFIRM):
+            if known or (trials[-1][0] <= low and high < 1.0 and len(speedups[high]) < CONFIRM):
                 knob = high  # the copy to choose, or one that just made a copy below it look too slow: again
             else:  # where the fit crosses the speed-up asked, kept off the bracket's ends
                 s_low, s_high = fit[low], fit[high]
@@ -350,6 +350,13 @@ def _search(timed, target: float, cfg: PruneConfig, reference: list[float], conf
                f"per-layer ratios from the profile ({len(plan.layer_ratios)} groups, {min(plan.layer_ratios.values()):.2f}"
                f"–{max(plan.layer_ratios.values()):.2f}, widths snapped to fast ones)")
         notes.append(f"{words}: {how}, {chosen_ms:.3f} ms on a copy")
+        below = max((k for k in fit if k < high), default=0.0)
+        if chosen_ms < (1.0 - 2 * TOLERANCE) * target and high - below < 1.0 / 64:
+            step = (f"channel counts rounded to multiples of {cfg.round_to} move in steps (--round-to 1 gives "
+                    "exact counts)" if cfg.allocation == "uniform" and (cfg.round_to or 1) > 1 else
+                    "the channel counts move in steps")
+            notes.append(f"no copy landed within {2 * TOLERANCE:.0%} below the target: the next less pruned one "
+                         f"took {ms_of(fit[below]):.3f} ms; {step}")
     yield LatencyPlan(plan, target, cfg.runtime, batch, cfg.allocation, original_ms, chosen_ms, reachable,
                       tuple(trials))
 

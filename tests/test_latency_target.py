@@ -131,6 +131,26 @@ def test_one_wild_timing_does_not_steer_the_search_away(tiny, monkeypatch):
     assert 0.45 * full <= real <= 0.5 * full, (real / full, lp.trials)
 
 
+def test_a_target_inside_a_rounding_step_is_said(tiny, monkeypatch):
+    """A runtime whose time jumps 3x at one width (a kernel change): no copy lands near the target, and the
+    note names the next less pruned copy's time and the rounding."""
+    import engine.latency_target as lt
+    from engine.metrics import count_macs
+
+    def step(*args):
+        a, b, speedup = macs_ms(*args)
+        return a, b, 1.0 if speedup < 1.2 else 3.0
+
+    monkeypatch.setattr(lt, "_paired_trial", step)
+    monkeypatch.setattr(lt, "SEARCH_STEPS", 30)  # enough copies to close in on the step
+    full = count_macs(tiny.model, (1, 28, 28)) / 1e6
+    notes: list[str] = []
+    lp = plan(tiny.model, fast(target_latency=0.6 * full, pruning_ratio=None, round_to=4), notes)
+    assert lp.reachable and lp.predicted_ms == pytest.approx(full / 3), lp.trials
+    assert "rounded to multiples of 4 move in steps (--round-to 1" in notes[-1]
+    assert f"took {full:.3f} ms" in notes[-1]
+
+
 def test_the_monotone_fit_pools_a_timing_that_says_more_pruning_is_slower():
     from engine.latency_target import monotone_fit
 
