@@ -8,7 +8,9 @@ model pruned by l2 at 0.5 (round_to 8); the teacher is the unpruned model, as in
 Run: .venv/bin/python benchmarks/finetune_throughput.py [--workloads demo,resnet18] [--rounds 3]
      [--batches 8] [--profile-batches 4] [--json out.json]
 The machine may be busy: both pipelines alternate batch runs (order swapped every round), the median of
-the rounds is reported with the load average before and after.
+the rounds is reported with the load average before and after. The fast pipeline trains on the cores other
+work leaves free (`engine.training.StepThreads`), today's on torch's default of one thread per core: on a
+busy machine much of the difference is that, on a quiet one none of it.
 """
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ from engine.data.tensors import convert_batch, random_crop_flip  # noqa: E402
 from engine.events import CancelToken, drain  # noqa: E402
 from engine.inputs import load_inputs  # noqa: E402
 from engine.pruners import make_pruner  # noqa: E402
-from engine.training import (TrainConfig, _optimizer, distillation_loss, inference_teacher,  # noqa: E402
-                             quick_top1, teacher_logits, train)
+from engine.timing import fixed_threads  # noqa: E402
+from engine.training import (StepThreads, TrainConfig, _optimizer, distillation_loss,  # noqa: E402
+                             inference_teacher, quick_top1, teacher_logits, train)
 
 STAGES = ("decode", "resize", "augment", "teacher forward", "student forward", "student backward", "optimiser")
 
@@ -129,7 +132,14 @@ def _fast_batch(loader_iter, clock: Clock):
 
 
 def profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
-    """Seconds per stage over `batches` distillation steps, in this thread (no loader workers)."""
+    """Seconds per stage over `batches` distillation steps, in this thread (no loader workers), on the
+    threads each pipeline's `train` would use."""
+    with fixed_threads(None):
+        StepThreads(enabled=fast).update()
+        return _profile(w, batches, fast, cache)
+
+
+def _profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
     cfg = TrainConfig(batch_size=w["batch"], lr=0.01, legacy_pipeline=not fast)
     student = copy.deepcopy(w["student"]).train()
     layout = torch.channels_last if fast else None

@@ -41,6 +41,8 @@ BASE = dict(method="l2", pruning_ratio=0.5, round_to=8, bn_recalibrate=True, fin
             measure_speed=False)
 RECIPES: dict[str, dict] = {
     "today": {},
+    "quick-1ep": {"finetune_epochs": 1.0},
+    "quick-1ep-onecycle": {"finetune_epochs": 1.0, "finetune_schedule": "onecycle"},
     "iterative-3x1": {"steps": 3, "finetune_epochs": 1.0},
     "cosine-warmup-0.1": {"warmup": 0.1},
     "onecycle": {"finetune_schedule": "onecycle"},

@@ -19,7 +19,7 @@ class Preset:
     name: str
     title: str  # words for the GUI's combo
     options: dict = field(default_factory=dict)
-    cost: str = ""  # measured cost in words: epochs and wall time, with the load it was measured at
+    cost: str = ""  # cost in words: epochs and wall time on the ResNet demo, saying what was timed
 
     def label(self) -> str:
         """The title with its cost, for a combo box or a help text."""
@@ -28,11 +28,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("quick", "Quick", {"bn_recalibrate": True, "finetune_epochs": 1.0, "distill": True},
-           "1 epoch of distillation"),
+           "1 epoch, ≈ 1.5 min (a third of default's, not timed itself)"),
     Preset("default", "Default", {"bn_recalibrate": True, "finetune_epochs": 3.0, "distill": True},
-           "3 epochs of distillation"),
+           "3 epochs, 4.6 min measured on a quiet 2-core machine"),
     Preset("thorough", "Thorough", {"bn_recalibrate": True, "finetune_epochs": 5.0, "distill": True},
-           "5 epochs of distillation"),
+           "5 epochs, ≈ 7.7 min (five thirds of default's, not timed itself)"),
 )}
 PRESET_FIELDS = tuple(dict.fromkeys(k for p in PRESETS.values() for k in p.options))  # what presets set
 
