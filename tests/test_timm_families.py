@@ -289,3 +289,21 @@ def test_dual_path_blocks_are_refused_naming_the_first():
         _prune(model, torch.randn(1, 3, 32, 32))
     message = str(info.value)
     assert "\n" not in message and "features.conv2_1 (DualPathBlock" in message and "magnitude-global" in message
+
+
+def test_cross_stage_halves_stay_equal_and_keep_their_channels():
+    """CSPNet's stages split conv_exp's output in halves of a recorded width: both halves lose the same
+    channels and `expand_chs` follows; the pruned model computes what the original does with the pruned
+    channels zeroed, and passes every check."""
+    torch.manual_seed(0)
+    model = timm.create_model("cs3darknet_focus_s", num_classes=5).eval()
+    _mark_channels(model)
+    example = torch.randn(2, 3, 32, 32)
+    pruned = _prune(model, example)
+    stages = [m for m in pruned.modules() if type(m).__name__ == "CrossStage3"]
+    assert stages and all(s.expand_chs == s.conv_exp.conv.out_channels for s in stages)
+    assert sum(s.expand_chs for s in stages) < sum(m.expand_chs for m in model.modules() if hasattr(m, "expand_chs"))
+    _same_as_masked(model, pruned, example)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
