@@ -307,3 +307,30 @@ def test_cross_stage_halves_stay_equal_and_keep_their_channels():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
+
+
+def test_spatial_gating_halves_keep_their_pairs():
+    """gMLP multiplies channel i of u by channel i of v: both halves keep the same positions (each with its own
+    weights), the token mixing keeps its size, and the pruned model passes every check."""
+    from timm.layers import GatedMlp
+    from timm.models.mlp_mixer import MlpMixer, SpatialGatingBlock
+
+    torch.manual_seed(0)
+    model = MlpMixer(num_classes=5, img_size=64, patch_size=16, num_blocks=2, embed_dim=64, mlp_ratio=6,
+                     block_layer=SpatialGatingBlock, mlp_layer=GatedMlp).eval()
+    for block in model.blocks:  # biases and norm scales that name their channels
+        block.mlp_channels.fc1.bias.data.normal_()
+        block.mlp_channels.gate.norm.weight.data.normal_()
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    for old, new in zip(model.blocks, pruned.blocks):
+        fc1, old_fc1 = new.mlp_channels.fc1, old.mlp_channels.fc1
+        half, old_half = fc1.out_features // 2, old_fc1.out_features // 2
+        assert half < old_half and new.mlp_channels.gate.proj.in_features == old.mlp_channels.gate.proj.in_features
+        kept = [int((old_fc1.bias == b).nonzero()[0, 0]) for b in fc1.bias]
+        assert kept[half:] == [k + old_half for k in kept[:half]]  # u's channel i with v's channel i
+        norm = old.mlp_channels.gate.norm.weight
+        assert torch.equal(new.mlp_channels.gate.norm.weight, norm[[k - old_half for k in kept[half:]]])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
