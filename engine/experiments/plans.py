@@ -35,9 +35,9 @@ PLAN_SECTIONS = {
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
     "criteria": None,
 }
-# a recovery setting may also change the steps and the sparsity penalty (both shape the fine-tuning), or start
-# from a preset (engine.recipes) that its other keys override
-RECOVERY_KEYS = {"name", "preset", "steps", "sparsity_reg", *options(RECOVERY)}
+# a recovery setting may also change the steps and the sparsity penalty (both shape the fine-tuning); besides
+# these PruneConfig keys, `preset` starts it from a recovery preset (engine.recipes) that its keys override
+RECOVERY_KEYS = {"name", "steps", "sparsity_reg", *options(RECOVERY)}
 
 
 @dataclass(frozen=True)
@@ -357,10 +357,10 @@ def _recoveries(doc: dict, source: str) -> tuple[Recovery, ...]:
     recs = []
     for i, r in enumerate(recoveries):
         _expect(r, dict, f"[[recovery]] #{i + 1}", "a table")
-        bad = set(r) - RECOVERY_KEYS
+        bad = set(r) - RECOVERY_KEYS - {"preset"}
         if bad:
             raise UserError(f"{source}: unknown key(s) in [[recovery]] #{i + 1}: {', '.join(map(_key_name, sorted(bad)))}; "
-                            f"valid: {', '.join(sorted(RECOVERY_KEYS))}")
+                            f"valid: {', '.join(sorted(RECOVERY_KEYS | {'preset'}))}")
         where = f"[[recovery]] #{i + 1}"
         if "name" in r:
             _expect(r["name"], str, f"{where} name", "a string")
