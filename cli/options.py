@@ -46,7 +46,7 @@ def add_config_flags(p: argparse.ArgumentParser, method_help: str = "") -> None:
                             method_help if f.name == "method" else "")
     p.add_argument("--recovery", metavar="PRESET", help=(
         "a recovery recipe (recovery flags given beside it win): "
-        + "; ".join(f"{name} = {_as_flags(pre.options)}: {pre.cost}" for name, pre in PRESETS.items())
+        + "; ".join(f"{name} = {_as_flags(pre.options)}: {pre.cost_words()}" for name, pre in PRESETS.items())
     ).replace("%", "%%"))
 
 

@@ -19,20 +19,26 @@ class Preset:
     name: str
     title: str  # words for the GUI's combo
     options: dict = field(default_factory=dict)
-    cost: str = ""  # cost in words: epochs and wall time on the ResNet demo, saying what was timed
+    cost: str = ""  # epochs and wall time on the ResNet demo, in a few words
+    note: str = ""  # how that wall time was found (timed, or scaled from a timed preset)
 
     def label(self) -> str:
-        """The title with its cost, for a combo box or a help text."""
+        """The title with its cost, for a combo box."""
         return f"{self.title} — {self.cost}" if self.cost else self.title
+
+    def cost_words(self) -> str:
+        """The cost with how it was found, for help texts and tooltips."""
+        return f"{self.cost} ({self.note})" if self.note else self.cost
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("quick", "Quick", {"bn_recalibrate": True, "finetune_epochs": 1.0, "distill": True},
-           "1 epoch, ≈ 1.5 min (a third of default's, not timed itself)"),
+           "1 epoch, ≈ 1.5 min", "a third of default's on a quiet 2-core machine, not timed itself"),
     Preset("default", "Default", {"bn_recalibrate": True, "finetune_epochs": 3.0, "distill": True},
-           "3 epochs, 4.6 min measured on a quiet 2-core machine"),
+           "3 epochs, 4.6 min",
+           "timed on a quiet 2-core machine before the fine-tuning speed-ups, 25 min at load 20-25"),
     Preset("thorough", "Thorough", {"bn_recalibrate": True, "finetune_epochs": 5.0, "distill": True},
-           "5 epochs, ≈ 7.7 min (five thirds of default's, not timed itself)"),
+           "5 epochs, ≈ 7.7 min", "five thirds of default's on a quiet 2-core machine, not timed itself"),
 )}
 PRESET_FIELDS = tuple(dict.fromkeys(k for p in PRESETS.values() for k in p.options))  # what presets set
 

@@ -176,6 +176,8 @@ class MethodPanel(QWidget):
         self.recipe_combo.addItem("Custom (the settings below)", None)
         for recipe in PRESETS.values():
             self.recipe_combo.addItem(recipe.label(), recipe.name)
+            self.recipe_combo.setItemData(self.recipe_combo.count() - 1, recipe.cost_words(),
+                                          Qt.ItemDataRole.ToolTipRole)
         self.recipe_combo.setToolTip("A recovery recipe measured on the ResNet demo (README, Recovery recipes): "
                                      "sets BatchNorm re-estimation, fine-tuning and distillation below")
         self.recipe_combo.activated.connect(self._on_recipe_chosen)
