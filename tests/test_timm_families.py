@@ -334,3 +334,24 @@ def test_spatial_gating_halves_keep_their_pairs():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def test_partial_convolution_sizes_follow_their_parts():
+    """FasterNet convolves the first part of a recorded split and passes the rest: the recorded sizes follow
+    the pruned parts (the pruned copy's split failed) and every check passes (kept weights are not traced
+    here, only the sizes)."""
+    torch.manual_seed(0)
+    model = timm.create_model("fasternet_t0", num_classes=5).eval()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    names = dict(model.named_modules())
+    changed = 0
+    for name, mixer in pruned.named_modules():
+        if type(mixer).__name__ != "Partial_conv3":
+            continue
+        assert mixer.dim_conv3 == mixer.partial_conv3.in_channels
+        changed += mixer.dim_conv3 + mixer.dim_untouched < names[name].dim_conv3 + names[name].dim_untouched
+    assert changed
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
