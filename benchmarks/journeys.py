@@ -119,10 +119,20 @@ class JourneyWindow(Window):
     def type_path(self, title: str, path: Path) -> None:
         """In Qt's file dialog `title`: the path typed into its name field, then Return."""
         found = self.dialog(title)
-        self.click(found["fields"]["fileNameEdit"]["rect"])
-        self.xdo("key", "ctrl+a", "type", "--delay", 5, str(path))
-        self.xdo("key", "Return")
-        self.wait_until(f"the {title!r} dialog to close", lambda f: all(d["title"] != title for d in f["dialogs"]))
+        for _ in range(5):  # typed again when a key was lost; Return again when it only took the completion
+            field = found["fields"]["fileNameEdit"]
+            if field["text"] != str(path):
+                self.click(field["rect"])
+                self.xdo("key", "ctrl+a", "type", "--delay", 5, str(path))
+                time.sleep(0.5)
+            self.xdo("key", "Return")
+            try:
+                self.wait_until(f"the {title!r} dialog to close", lambda f: all(d["title"] != title
+                                                                                for d in f["dialogs"]), 10)
+                return
+            except AssertionError:
+                found = self.ask()
+        raise AssertionError(f"the {title!r} dialog did not take {path}")
 
 
 def _input(found: dict, window: str, **match: str) -> dict:
