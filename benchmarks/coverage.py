@@ -213,7 +213,7 @@ def _pooling_too_small(model, shape) -> str:
 
 def _prune(bundle, data, cfg, limit: int, captured: list, kept: list, row: dict) -> bool:
     """Run the engine's pipeline; False (and row filled) when it refused before any work."""
-    from engine.budget import guarded
+    from engine.budget import BudgetError, guarded
     from engine.errors import UserError
     from engine.pruning import RunDone, run_pruning
 
@@ -233,7 +233,7 @@ def _prune(bundle, data, cfg, limit: int, captured: list, kept: list, row: dict)
                            nonzero=[event.before.nonzero_params, event.after.nonzero_params],
                            run_notes=list(event.notes))
     except UserError as exc:
-        if started:
+        if started or isinstance(exc, BudgetError):  # a memory stop is no refusal
             raise
         row.update(status="refused", reason=_first_line(exc).partition(": ")[2])
         return False
@@ -262,6 +262,7 @@ def child(spec: str, folder: Path, limit: int) -> dict:
     import torch
 
     import engine.pruning as pruning
+    from engine.budget import BudgetError
     from engine.config import PruneConfig
 
     torch.manual_seed(0)
@@ -287,6 +288,8 @@ def child(spec: str, folder: Path, limit: int) -> dict:
             row["reason"] = "check_pruned: " + "; ".join(problems)
         else:
             row["status"] = "pruned"
+    except BudgetError as exc:  # needs more than the budget here: deferred, not failed
+        row.update(status="deferred", reason=f"stopped at the memory budget: {exc}")
     except BaseException as exc:  # noqa: BLE001 - every failure is a row with its reason
         row["reason"] = _first_line(exc)
         row["trace"] = traceback.format_exc()[-20000:]
@@ -460,10 +463,10 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str, started: 
         out.append("")
     deferred = [r for r in rows if r["status"] == "deferred"]
     if deferred:
-        out += ["## Deferred (not started: over the memory budget)", ""]
+        out += ["## Deferred (over the memory budget: not started, or stopped at it)", ""]
         out += [f"- **{r['model']}**: {r['reason']}." for r in deferred]
         out.append("")
-    slowest = sorted((r for r in rows if r["status"] != "deferred"), key=lambda r: -r["seconds"])[:10]
+    slowest = sorted((r for r in rows if r["seconds"]), key=lambda r: -r["seconds"])[:10]  # those that ran
     out += ["## Slowest ten", ""]
     out += [f"- {r['model']}: {r['seconds']:.0f} s, peak {r['peak_rss'] / 2 ** 30:.2f} GiB, {r['status']} "
             f"(load {r['load'] if r.get('load') is not None else '?'} at its start)" for r in slowest]

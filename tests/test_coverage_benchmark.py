@@ -35,3 +35,21 @@ def test_a_model_over_the_budget_is_deferred_not_started(monkeypatch):
 
 def test_torchvision_models_are_not_estimated():
     assert _coverage().expected_peak("torchvision:resnet18") is None
+
+
+def test_a_model_stopped_at_the_memory_budget_is_deferred_not_refused(monkeypatch):
+    """A run the budget stops while pruning (EfficientViM reached 8 GiB) is deferred with the reason: it was
+    neither refused by PruneLab nor a failure of the model."""
+    import engine.pruning
+    from engine.budget import BudgetError
+
+    cov = _coverage()
+
+    def stopped(*args, **kwargs):
+        raise BudgetError("the prune phase reached the memory limit")
+        yield  # a generator, as run_pruning is
+
+    monkeypatch.setattr(cov, "_load", lambda spec, folder, limit, row: (None, None))
+    monkeypatch.setattr(engine.pruning, "run_pruning", stopped)
+    row = cov.child("timm:anything", Path("."), 2 ** 33)
+    assert row["status"] == "deferred" and "memory limit" in row["reason"]

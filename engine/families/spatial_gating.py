@@ -39,6 +39,7 @@ class SpatialGating(Family):
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         prep.add_kwargs("out_channel_groups", {mlp.fc1: 2 for mlp in found})
+        prep.held.extend(mlp.gate.proj for mlp in found)  # mixes tokens: its size is the sequence length
         prep.notes.append(f"gMLP: {len(found)} spatial gating unit(s) multiply two halves of their MLP's hidden "
                           "channels: both halves lose the same channels; the token mixing keeps its size")
 
