@@ -355,3 +355,19 @@ def test_partial_convolution_sizes_follow_their_parts():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def test_cross_attention_bound_to_its_input_width_is_refused_naming_the_layer():
+    """CrossViT's cross attention reshapes with its input's width: refused in one line, before any pruning
+    (its pruned copy failed in its forward pass)."""
+    from timm.models.crossvit import CrossVit
+
+    from engine.errors import UserError
+
+    torch.manual_seed(0)
+    model = CrossVit(img_size=32, img_scale=(1.0, 1.0), patch_size=(8, 16), embed_dim=(16, 32), depth=((1, 1, 0),),
+                     num_heads=(2, 2), mlp_ratio=(2.0, 2.0, 1.0), num_classes=5).eval()
+    with pytest.raises(UserError) as info:
+        _prune(model, torch.randn(1, 3, 32, 32))
+    message = str(info.value)
+    assert "\n" not in message and "(CrossAttention)" in message and "magnitude-global" in message

@@ -1,12 +1,12 @@
 """Attention whose head count and head size are recorded at construction and used in its reshapes, in
 shapes torch-pruning cannot follow (timm's TinyViT, EfficientViT, XCiT, PVT-v2, EfficientFormer, LeViT,
-EdgeNeXt): q, k and v split from one projection by recorded sizes, per-head biases or temperatures,
+EdgeNeXt, CrossViT): q, k and v split from one projection by recorded sizes, per-head biases or temperatures,
 cascaded heads. torch-pruning indexed past the end (IndexError) or left a reshape that no longer fits.
 
 Such an attention keeps its heads: every layer inside it keeps its output channels except its output
 projection (`proj`), which writes to the residual stream, so the stream is pruned with the MLPs and
 convolutions, and the attention's input layers lose the stream's channels from their inputs only. An
-attention that reshapes with the width of its input (PVT-v2, XCiT, EdgeNeXt) or splits its input between
+attention that reshapes with the width of its input (PVT-v2, XCiT, EdgeNeXt, CrossViT) or splits its input between
 heads (EfficientViT's cascaded heads) cannot follow a pruned stream: such a model is refused before any
 work, naming the layer. Attentions the other families prune by heads (a fused qkv with a recorded
 `num_heads` and `head_dim`, nn.MultiheadAttention, Swin's windows) are left to them. timm caches each
@@ -34,6 +34,7 @@ STREAM_BOUND = {
     ("timm.models.cait", "ClassAttn"): "reshapes its output with the width of its input",  # XCiT and CaiT
     ("timm.models.edgenext", "CrossCovarianceAttn"): "reshapes its output with the width of its input",
     ("timm.models.efficientvit_msra", "CascadedGroupAttention"): "splits its input channels between its heads",
+    ("timm.models.crossvit", "CrossAttention"): "reshapes its queries, keys and values with the width of its input",
 }
 
 
