@@ -69,16 +69,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`--dist loadgroup` with the ALONE modules as one group, every other test on its own.
 
     xdist's own loadgroup reads `xdist_group` marks by renaming node ids, which pytest 9 no longer allows
-    (the marks had no effect), so the grouping is said here, by module."""
+    (the marks had no effect), so the grouping is said here, by module. The scheduler (xdist_scheduling.py)
+    also fails a crashed worker's test once instead of hanging the run."""
     if config.getvalue("dist") != "loadgroup":
         return None
-    from xdist.scheduler import LoadGroupScheduling
+    from xdist_scheduling import make_scheduler
 
-    class AloneTogether(LoadGroupScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "alone" if nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in ALONE else nodeid
-
-    return AloneTogether(config, log)
+    return make_scheduler(config, log, ALONE)
 
 
 @pytest.fixture(autouse=True)

@@ -535,3 +535,22 @@ def test_non_text_spec_is_a_user_error():
 def test_loader_batches_are_tensors(image_folder):
     x, y = next(iter(load_dataset(f"imagefolder:{image_folder}").loader("train", 4)))
     assert isinstance(x, torch.Tensor) and x.shape[0] == 4 and y.dtype == torch.int64
+
+
+# A few bytes of pickle can ask the C unpickler for gigabytes before it reads anything: a memo index makes
+# it grow (and zero) its memo table to that size, a frame or bytes length is allocated before it is read.
+# A hypothesis case found the first: 11 GiB for a 400-byte "CIFAR batch", and the test worker was killed.
+@pytest.mark.parametrize("raw, words", [
+    (b"\x80\x02N" + b"r" + (10**7).to_bytes(4, "little") + b".", "memo index"),
+    (b"\x80\x04\x95" + (1 << 40).to_bytes(8, "little") + b"N.", "frame of"),
+    (b"\x80\x04\x8e" + (1 << 40).to_bytes(8, "little") + b"xx.", "damaged pickle"),
+])
+def test_a_pickle_that_asks_for_gigabytes_is_refused_before_unpickling(tmp_path, raw, words):
+    from engine.data.cifar import _read_cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(raw)
+    with pytest.raises(UserError) as caught:
+        _read_cifar_batch(path)
+    msg = str(caught.value)
+    assert words in msg and str(path) in msg and len(msg.splitlines()) == 1

@@ -1,8 +1,10 @@
 """CIFAR-10 'python version' folders, read with an unpickler that runs no code."""
 from __future__ import annotations
 
+import io
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -136,13 +138,40 @@ def _unwrapped(value):
 
 
 CIFAR_FIX = "use the 'python version' archive (cifar-10-python.tar.gz)"
+MAX_BATCH_BYTES = 256 << 20  # a CIFAR-10 batch is about 30 MiB
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_opcodes(data: bytes) -> None:
+    """Refuse what would make the C unpickler allocate far more than the file holds, before it runs: a memo
+    index far past the entries stored so far (its memo table grows to the index; a few bytes asked for 11 GiB)
+    and a length past the end of the file (it allocates the length before reading)."""
+    puts = 0
+    try:
+        for op, arg, pos in pickletools.genops(io.BytesIO(data)):
+            if op.name in _MEMO_PUTS:
+                if not isinstance(arg, int) or arg > puts + 1024:
+                    raise pickle.UnpicklingError(f"damaged pickle: memo index {shown(repr(arg), 20)} at byte {pos}")
+                puts += 1
+            elif op.name == "FRAME" and isinstance(arg, int) and arg > len(data) - pos:
+                raise pickle.UnpicklingError(f"damaged pickle: a frame of {arg} bytes at byte {pos} runs past "
+                                             f"the end of the file")
+    except ValueError as exc:  # genops read a length past the end, or an unknown opcode
+        raise pickle.UnpicklingError(f"damaged pickle: {_reason(exc)}") from None
 
 
 def _read_cifar_pickle(path: Path):
     """Unpickle one CIFAR file with numpy-only globals; any failure is a UserError naming the file."""
     try:
-        with open(path, "rb") as fh:
-            return _unwrapped(_NumpyOnlyUnpickler(fh, encoding="bytes").load())
+        size = Path(path).stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise UserError(f"{shown(path)} is {size >> 20} MiB, too large for a CIFAR-10 batch (about 30 MiB); "
+                            f"{CIFAR_FIX}")
+        data = Path(path).read_bytes()
+        _check_opcodes(data)
+        return _unwrapped(_NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load())
+    except UserError:
+        raise
     except pickle.UnpicklingError as exc:
         raise UserError(f"cannot read CIFAR-10 batch {shown(path)}: {_reason(exc)}; {CIFAR_FIX}") from None
     except OSError as exc:

@@ -1,0 +1,63 @@
+"""The suite's xdist scheduler: `--dist loadgroup` with named modules kept together on one worker, and a
+crashed worker that fails its test instead of hanging the run.
+
+pytest-xdist 3.8.0's scope scheduling hangs after a worker dies (its issues #1323, #1327, #1378): the dead
+worker's whole workload goes back on the queue, finished units included, so a replacement is sent an empty
+unit it can never report done; a replacement given a single test waits for a second one that never comes;
+and the test that crashed is started again, to crash its replacement too. A test that took 11 GiB made a
+CI run sit idle until its time limit instead of failing in a minute.
+"""
+from __future__ import annotations
+
+from xdist.scheduler import LoadGroupScheduling
+
+
+def module_of(nodeid: str) -> str:
+    """The test file's name of a node id."""
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+
+
+class ModulesTogether(LoadGroupScheduling):
+    """Tests of the modules in `together` form one unit of work (one worker, in collection order); every
+    other test is a unit of its own."""
+
+    together: tuple[str, ...] = ()
+
+    def _split_scope(self, nodeid: str) -> str:
+        return "together" if module_of(nodeid) in self.together else nodeid
+
+    def remove_node(self, node) -> str | None:
+        """The dead worker's unfinished tests go back on the queue, less the one it died on (already reported
+        failed by xdist); None when it had nothing left."""
+        workload = self.assigned_work.pop(node)
+        self.registered_collections.pop(node, None)  # its replacement registers its own
+        crashed = next((nodeid for unit in workload.values() for nodeid, done in unit.items() if not done), None)
+        if crashed is None:
+            return None
+        workload[self._split_scope(crashed)][crashed] = True
+        self.workqueue.update({scope: unit for scope, unit in workload.items() if not all(unit.values())})
+        for other in self.assigned_work:
+            self._reschedule(other)
+        return crashed
+
+    def _reschedule(self, node) -> None:
+        """Keep at least two tests queued on a worker (it runs one only once it knows the next, or that none
+        comes), and tell it none comes once the queue is empty."""
+        if node.shutting_down:
+            return
+        if not self.workqueue:
+            node.shutdown()
+            return
+        if self._pending_of(self.assigned_work[node]) > 2:
+            return
+        self._assign_work_unit(node)
+        while self.workqueue and self._pending_of(self.assigned_work[node]) < 2:
+            self._assign_work_unit(node)
+        if not self.workqueue and self._pending_of(self.assigned_work[node]) < 2:
+            node.shutdown()
+
+
+def make_scheduler(config, log, together: tuple[str, ...]):
+    """A ModulesTogether scheduler for `together`."""
+    cls = type("Together", (ModulesTogether,), {"together": tuple(together)})
+    return cls(config, log)
