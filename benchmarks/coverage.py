@@ -96,14 +96,14 @@ def input_sizes(spec: str) -> list[int]:
     source, _, name = spec.partition(":")
     if name == "inception_v3":
         return [299]
-    if any(name.startswith(t) for t in TRANSFORMERS):
-        return [224]
+    side = 224
     if source == "timm":  # then the size the model was made for (240, 256, 331...), when none above fits
         import timm
 
         side = timm.get_pretrained_cfg(name).input_size[-1] if timm.get_pretrained_cfg(name) else 224
-        return sorted({64, 128, 224, side})
-    return [64, 128, 224]
+    if any(name.startswith(t) for t in TRANSFORMERS):
+        return sorted({224, side})  # MaxViT's windows need 256 where it was made for 256
+    return sorted({64, 128, 224, side}) if source == "timm" else [64, 128, 224]
 
 
 def model_list(use_timm: bool) -> list[tuple[str, str]]:

@@ -53,3 +53,10 @@ def test_a_model_stopped_at_the_memory_budget_is_deferred_not_refused(monkeypatc
     monkeypatch.setattr(engine.pruning, "run_pruning", stopped)
     row = cov.child("timm:anything", Path("."), 2 ** 33)
     assert row["status"] == "deferred" and "memory limit" in row["reason"]
+
+
+def test_a_timm_transformer_made_for_another_size_gets_it_too():
+    """MaxViT's pico model needs 256 (its windows do not divide 224): it is tried after 224."""
+    cov = _coverage()
+    assert cov.input_sizes("timm:maxvit_pico_rw_256") == [224, 256]
+    assert cov.input_sizes("timm:vit_tiny_patch16_224") == [224]
