@@ -216,10 +216,11 @@ class StructuredPruner(Pruner):
     """
 
     def __init__(self, model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
-                 num_classes: int | None, base_macs: int, cancel: CancelToken):
+                 num_classes: int | None, base_macs: int, cancel: CancelToken, reuse_preflight: bool = False):
         super().__init__(model, method, cfg, example, num_classes, base_macs, cancel)
         self.shape, self.device, self.base_macs = tuple(example.shape[1:]), example.device.type, base_macs
         self.example, self.num_classes = example, num_classes
+        self.reuse_preflight = reuse_preflight
         self.importance = method.factory()
         self.run_cfg = cfg  # what the pruner runs; self.cfg stays what the user asked for
         self.reusable: tuple | None = None  # (what it was cut from, the pruned copy, its notes): see _preflight_cut
@@ -237,8 +238,9 @@ class StructuredPruner(Pruner):
 
     def _cuts_like_the_preflight(self, cfg: PruneConfig) -> bool:
         """Whether the run's one step can be taken on the preflight's copy before the baseline: a ratio target
-        in one step, ranked from the weights alone (a calibrated importance needs the training images first)."""
-        return cfg.target_speedup is None and cfg.steps == 1 and self.method.calibration is None
+        in one step, ranked from the weights alone (a calibrated importance needs the training images first).
+        Only a run asks for it: other users of the pruner (Explain) read its graph and step it on `model`."""
+        return self.reuse_preflight and cfg.target_speedup is None and cfg.steps == 1 and self.method.calibration is None
 
     def _prepare(self, model: nn.Module) -> None:
         """The families' preparation of `model` (engine/architectures.py, engine/families/) and its sizes before."""
@@ -621,7 +623,10 @@ PRUNERS: dict[str, type[Pruner]] = {STRUCTURED: StructuredPruner, UNSTRUCTURED: 
 
 
 def make_pruner(model: nn.Module, method: Method, cfg: PruneConfig, example: torch.Tensor,
-                num_classes: int | None, base_macs: int, cancel: CancelToken, recover_only: bool = False) -> Pruner:
-    """The pruner of `method`'s family (or the manual one; NoCut to recover only), set up on `model`."""
+                num_classes: int | None, base_macs: int, cancel: CancelToken, recover_only: bool = False,
+                reuse_preflight: bool = False) -> Pruner:
+    """The pruner of `method`'s family (or the manual one; NoCut to recover only), set up on `model`; with
+    `reuse_preflight` a structured one-step run may take its preflight's pruned copy as the step's result."""
     kind = NoCut if recover_only else ManualPruner if method.manual else PRUNERS[method.family]
-    return kind(model, method, cfg, example, num_classes, base_macs, cancel)
+    extra = {"reuse_preflight": True} if reuse_preflight and issubclass(kind, StructuredPruner) else {}
+    return kind(model, method, cfg, example, num_classes, base_macs, cancel, **extra)

@@ -250,7 +250,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     if cfg.target_latency is not None and not recover_only:
         latency_plan = yield from relay(plan_latency_target(model, cfg, shape, device, work.num_classes, notes, cancel))
     pruner = make_pruner(model, method, latency_plan.cfg if latency_plan else cfg, torch.zeros(1, *shape, device=dev),
-                         work.num_classes, base_macs or 1, cancel, recover_only)
+                         work.num_classes, base_macs or 1, cancel, recover_only, reuse_preflight=True)
     notes.extend(pruner.notes)
     if cfg.sparsity_reg > 0 and "sparsity_reg" not in method.options:
         notes.append(f"the sparsity penalty applies to methods that read it; {method.name} does not, so it was "

@@ -51,7 +51,7 @@ def _cfg(**kw) -> PruneConfig:
 
 
 def _pruner(model, cfg: PruneConfig):
-    return pruners.make_pruner(model, cfg.validate(), cfg, EXAMPLE, 10, 1, CancelToken())
+    return pruners.make_pruner(model, cfg.validate(), cfg, EXAMPLE, 10, 1, CancelToken(), reuse_preflight=True)
 
 
 def _widths(model) -> dict[str, int]:
