@@ -94,6 +94,7 @@ def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: f
             "within_10_paired": abs(1.0 / t["speedup"] - factor) <= 0.1 * factor if t.get("speedup") else None,
             "trials": len(t.get("trials") or ()), "rounds": t.get("rounds"), "search_ms": t.get("trial_ms"),
             "search_ratio": round(t["trial_ms"] / t["original_ms"], 4) if t.get("trial_ms") else None,
+            "search": t.get("trials"),  # (knob, ms) of every copy the search timed
             "macs_m": round(a.macs / 1e6, 3), "macs_gain": round(macs_gain, 3), "latency_gain": round(latency_gain, 3),
             "efficiency": round(latency_gain / macs_gain, 3) if macs_gain else None,
             "top1": round(a.top1, 4), "top1_ci": [round(v, 4) for v in ci] if ci else None,
