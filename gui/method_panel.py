@@ -180,6 +180,9 @@ class MethodPanel(QWidget):
                                           Qt.ItemDataRole.ToolTipRole)
         self.recipe_combo.setToolTip("A recovery recipe measured on the ResNet demo (README, Recovery recipes): "
                                      "sets BatchNorm re-estimation, fine-tuning and distillation below")
+        # a long label (its measured cost) must not widen the panel beside the lesson; the popup shows it whole
+        self.recipe_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.recipe_combo.setMinimumContentsLength(18)
         self.recipe_combo.activated.connect(self._on_recipe_chosen)
         for name in PRESET_FIELDS:
             self.fields[name].changed.connect(self._show_recipe)
