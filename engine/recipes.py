@@ -33,8 +33,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("quick", "Quick", {"bn_recalibrate": True, "finetune_epochs": 1.0, "distill": True},
-           "1 epoch, top-1 −1.8 pt, 32 min at load 13-41",
-           "timed on this 2-core machine while other sessions ran, about 1.5 min quiet (a third of default's)"),
+           "1 epoch, top-1 −1.8 pt, ≈ 1.5 min quiet",
+           "a third of default's quiet time, not timed quiet; it took 32 min on a 2-core machine at load 13-41"),
     Preset("default", "Default", {"bn_recalibrate": True, "finetune_epochs": 3.0, "distill": True},
            "3 epochs, top-1 −1.0 pt, 4.6 min quiet",
            "timed on a quiet 2-core machine before the fine-tuning speed-ups, 25 min at load 20-25"),
