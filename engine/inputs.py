@@ -16,7 +16,7 @@ import torch
 
 from engine.checks import check_input_shape, check_normalization
 from engine.data import Dataset, Normalization, Shape, load_dataset_events
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 from engine.events import CancelToken, Progress, result_of
 from engine.models import ModelBundle, load_model
 from engine.sources import NAMED, DataSource, ModelKind, ModelSource
@@ -75,7 +75,7 @@ def fit_data(bundle: ModelBundle, data: Dataset, mean: Sequence[float] | None = 
         with torch.no_grad():
             out = bundle.model.eval()(torch.zeros(1, *shape))
     except Exception as exc:  # any shape error from arbitrary user models
-        raise UserError(f"the model does not accept inputs of shape {shape}: {str(exc).splitlines()[0]}; "
+        raise UserError(f"the model does not accept inputs of shape {shape}: {first_line(exc)}; "
                         "pass --input-shape C,H,W") from exc
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise UserError(f"the model outputs {tuple(out.shape[1:])} scores but {data.name} has "

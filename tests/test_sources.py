@@ -58,3 +58,21 @@ def test_load_inputs_loads_the_data_then_fits_the_model(cifar_folder):
 def test_a_kind_reads_as_its_prefix():
     """The model card writes `import {kind}`: a kind in text is the prefix, never 'ModelKind.TIMM'."""
     assert f"import {ModelKind.TIMM}" == "import timm" and str(ModelKind.CODE) == "code"
+
+
+def test_a_model_that_fails_without_a_message_is_refused_in_one_line(fashion):
+    """timm's HaloNet asserts with an empty message on a size it cannot take: the refusal names the
+    exception's type instead of failing on the empty message (an internal error before)."""
+    from engine.inputs import fit_data
+
+    class Picky(torch.nn.Module):
+        def forward(self, x):
+            if x.shape[-1] % 5:
+                raise AssertionError()
+            return x
+
+    bundle = ModelBundle(Picky(), "picky", "module", (1, 28, 28), 10)
+    with pytest.raises(UserError) as caught:
+        fit_data(bundle, fashion)
+    msg = str(caught.value)
+    assert "does not accept inputs" in msg and "AssertionError" in msg and len(msg.splitlines()) == 1

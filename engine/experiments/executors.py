@@ -28,7 +28,7 @@ import torch
 from engine import versions
 from engine.budget import BudgetError, guarded, parse_limit
 from engine.config import PruneConfig
-from engine.errors import Cancelled, UserError, resource_error
+from engine.errors import Cancelled, UserError, first_line, resource_error
 from engine.events import CancelToken, Progress
 from engine.experiments.plans import Plan, Recovery
 from engine.experiments.store import RunKind, RunResult
@@ -401,7 +401,7 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> bool:
             ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
-        raise UserError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0]}; start one with "
+        raise UserError(f"cannot reach the Ray cluster at {where}: {first_line(exc)}; start one with "
                         "`ray start --head` and copy its token here (`ray get-auth-token` there, RAY_AUTH_TOKEN "
                         "here; docs/cluster.md), or run with --executor local") from None
     return True

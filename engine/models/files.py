@@ -154,9 +154,9 @@ def _safe_load(path: Path) -> Any:
         if "Unsupported global" in detail or "weights_only" in detail.lower():
             glob = detail.split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in detail else "a Python object"
             raise _NeedsTrust(glob.strip(" .,")) from None
-        raise UserError(f"{path} is not a readable PyTorch file: {detail.splitlines()[0]}") from exc
+        raise UserError(f"{path} is not a readable PyTorch file: {first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - a garbled pickle fails anywhere inside the (safe) unpickler
-        first = str(exc).splitlines()[0] if str(exc) else "corrupt"
+        first = first_line(exc) if str(exc).strip() else "corrupt"
         raise UserError(f"{path} is not a readable PyTorch file ({type(exc).__name__}: {first}); "
                         "re-save it with torch.save") from exc
 

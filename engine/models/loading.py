@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from engine.data import Normalization, Shape
 from engine.budget import BudgetError
-from engine.errors import NeedsArchitecture, NeedsTrust, UserError
+from engine.errors import NeedsArchitecture, NeedsTrust, UserError, first_line
 from engine.sources import NAMED, ModelKind, ModelSource
 
 from .archs import adapted_layers, build_arch, size_kwargs
@@ -146,7 +146,7 @@ def _load_file(src: str, model_code: str | None, model_kwargs: dict | None, trus
         try:
             model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # a corrupt archive of any kind
-            raise UserError(f"{path} is a damaged TorchScript archive: {str(exc).splitlines()[0]}") from exc
+            raise UserError(f"{path} is a damaged TorchScript archive: {first_line(exc)}") from exc
         return ModelBundle(model.eval(), src, "torchscript", shape, num_classes, meta={"torchscript": True})
     file_meta: dict = {}
     if kind == "safetensors":
