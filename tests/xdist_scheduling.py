@@ -4,7 +4,8 @@ crashed worker that fails its test instead of hanging the run.
 pytest-xdist 3.8.0's scope scheduling hangs after a worker dies (its issues #1323, #1327, #1378): the dead
 worker's whole workload goes back on the queue, finished units included, so a replacement is sent an empty
 unit it can never report done; a replacement given a single test waits for a second one that never comes;
-and the test that crashed is started again, to crash its replacement too. A test that took 11 GiB made a
+a replacement still collecting is sent work before xdist knows its collection (an internal error); and the
+test that crashed is started again, to crash its replacement too. A test that took 11 GiB made a
 CI run sit idle until its time limit instead of failing in a minute.
 """
 from __future__ import annotations
@@ -29,8 +30,7 @@ class ModulesTogether(LoadGroupScheduling):
     def remove_node(self, node) -> str | None:
         """The dead worker's unfinished tests go back on the queue, less the one it died on (already reported
         failed by xdist); None when it had nothing left."""
-        workload = self.assigned_work.pop(node)
-        self.registered_collections.pop(node, None)  # its replacement registers its own
+        workload = self.assigned_work.pop(node)  # its collection stays: xdist counts it until the run ends
         crashed = next((nodeid for unit in workload.values() for nodeid, done in unit.items() if not done), None)
         if crashed is None:
             return None
@@ -42,8 +42,9 @@ class ModulesTogether(LoadGroupScheduling):
 
     def _reschedule(self, node) -> None:
         """Keep at least two tests queued on a worker (it runs one only once it knows the next, or that none
-        comes), and tell it none comes once the queue is empty."""
-        if node.shutting_down:
+        comes), and tell it none comes once the queue is empty. A replacement still collecting waits: its
+        collection's arrival schedules it."""
+        if node.shutting_down or node not in self.registered_collections:
             return
         if not self.workqueue:
             node.shutdown()
