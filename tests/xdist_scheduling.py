@@ -1,9 +1,8 @@
 """The suite's xdist scheduler: `--dist loadgroup` with named modules kept together on one worker, and a
 crashed worker that fails its test instead of hanging the run.
 
-pytest-xdist 3.8.0's scope scheduling hangs after a worker dies (its issues #1323, #1327, #1378): the dead
-worker's whole workload goes back on the queue, finished units included, so a replacement is sent an empty
-unit it can never report done; a replacement given a single test waits for a second one that never comes;
+pytest-xdist 3.8.0's scope scheduling hangs after a worker dies: the dead worker's whole workload goes back
+on the queue, finished units included, so a replacement is sent an empty unit it can never report done; a replacement given a single test waits for a second one that never comes;
 a replacement still collecting is sent work before xdist knows its collection (an internal error); and the
 test that crashed is started again, to crash its replacement too. A test that took 11 GiB made a
 CI run sit idle until its time limit instead of failing in a minute.
