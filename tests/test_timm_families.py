@@ -21,6 +21,17 @@ def _prune(model: nn.Module, example: torch.Tensor, classes: int = 5) -> nn.Modu
     return trial_prune(model, cfg, RATIO, example, classes)
 
 
+def _refusal(model: nn.Module, example: torch.Tensor) -> str:
+    """The one-line UserError a structured prune of `model` is refused with."""
+    from engine.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        _prune(model, example)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
 def _outputs(model: nn.Module, layer: str, example: torch.Tensor) -> torch.Tensor:
     """What `layer` of `model` gives for `example` (eval mode)."""
     got = []
@@ -118,29 +129,21 @@ def test_attention_bound_to_its_input_width_is_refused_naming_the_layer():
     """PVT-v2 reshapes its attention output with its input's width: refused in one line, before any pruning."""
     from timm.models.pvt_v2 import PyramidVisionTransformerV2
 
-    from engine.errors import UserError
-
     torch.manual_seed(0)
     model = PyramidVisionTransformerV2(depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 2),
                                        num_classes=5).eval()
-    with pytest.raises(UserError) as info:
-        _prune(model, torch.randn(1, 3, 64, 64))
-    message = str(info.value)
-    assert "\n" not in message and "stages.0.blocks.0.attn" in message and "magnitude-global" in message
+    message = _refusal(model, torch.randn(1, 3, 64, 64))
+    assert "stages.0.blocks.0.attn" in message and "magnitude-global" in message
 
 
 def test_depthwise_convolution_with_several_outputs_per_input_is_refused_naming_it():
     """FastViT-style C → 2C depthwise convolution on the stream: refused in one line naming it (torch-pruning
     indexed past its one-channel input and blamed another layer)."""
-    from engine.errors import UserError
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3, groups=16), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5)).eval()
-    with pytest.raises(UserError) as info:
-        _prune(model, torch.randn(1, 3, 16, 16))
-    message = str(info.value)
-    assert "\n" not in message and "layer 2 " in message and "16 → 32" in message
+    message = _refusal(model, torch.randn(1, 3, 16, 16))
+    assert "layer 2 " in message and "16 → 32" in message
 
 
 def test_depthwise_convolution_on_the_image_is_no_obstacle():
@@ -268,27 +271,19 @@ def test_res2net_chunks_stay_equal_and_keep_their_channels():
 
 
 def test_res2next_is_refused_naming_the_block():
-    from engine.errors import UserError
-
-    with pytest.raises(UserError) as info:
-        _prune(tiny_res2net(cardinality=4), torch.randn(1, 3, 32, 32))
-    message = str(info.value)
-    assert "\n" not in message and "layer1.0 (Res2NeXt)" in message and "magnitude-global" in message
+    message = _refusal(tiny_res2net(cardinality=4), torch.randn(1, 3, 32, 32))
+    assert "layer1.0 (Res2NeXt)" in message and "magnitude-global" in message
 
 
 def test_dual_path_blocks_are_refused_naming_the_first():
     """DPN cuts one tensor at a recorded channel count: refused in one line, before any pruning."""
     from timm.models.dpn import DPN
 
-    from engine.errors import UserError
-
     torch.manual_seed(0)
     model = DPN(k_sec=(1, 1, 1, 1), inc_sec=(4, 8, 8, 16), num_init_features=16, k_r=16, groups=4, b=True,
                 num_classes=5).eval()
-    with pytest.raises(UserError) as info:
-        _prune(model, torch.randn(1, 3, 32, 32))
-    message = str(info.value)
-    assert "\n" not in message and "features.conv2_1 (DualPathBlock" in message and "magnitude-global" in message
+    message = _refusal(model, torch.randn(1, 3, 32, 32))
+    assert "features.conv2_1 (DualPathBlock" in message and "magnitude-global" in message
 
 
 def test_cross_stage_halves_stay_equal_and_keep_their_channels():
@@ -362,12 +357,8 @@ def test_cross_attention_bound_to_its_input_width_is_refused_naming_the_layer():
     (its pruned copy failed in its forward pass)."""
     from timm.models.crossvit import CrossVit
 
-    from engine.errors import UserError
-
     torch.manual_seed(0)
     model = CrossVit(img_size=32, img_scale=(1.0, 1.0), patch_size=(8, 16), embed_dim=(16, 32), depth=((1, 1, 0),),
                      num_heads=(2, 2), mlp_ratio=(2.0, 2.0, 1.0), num_classes=5).eval()
-    with pytest.raises(UserError) as info:
-        _prune(model, torch.randn(1, 3, 32, 32))
-    message = str(info.value)
-    assert "\n" not in message and "(CrossAttention)" in message and "magnitude-global" in message
+    message = _refusal(model, torch.randn(1, 3, 32, 32))
+    assert "(CrossAttention)" in message and "magnitude-global" in message
