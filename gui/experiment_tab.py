@@ -24,7 +24,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal, Slot  # PySide6 before pyqtgraph, so pyqtgraph binds it
+from PySide6.QtCore import Qt, QTimer, Signal, Slot  # PySide6 before pyqtgraph, so pyqtgraph binds it
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
                                QLabel, QLineEdit, QMessageBox, QPushButton, QSizePolicy, QSplitter, QTabWidget,
@@ -47,6 +47,8 @@ from gui.options import OptionField
 from gui.widgets import ElidedLabel, VerticalScrollArea
 
 
+EDITOR_SHARE = 0.35  # of the tab: the editor scrolls, the results are what is read
+TABLE_ROWS_SHOWN = 4  # rows of the comparison table always in sight: the original and three runs
 NARROW_WIDTH = 760  # px: the editor (about 390) and results of at least 370 side by side; below, one above the other
 
 
@@ -69,6 +71,7 @@ class ExperimentTab(QWidget):
         self._colours: dict[str, str] = {}
         self._ratio_curves: dict[tuple, pg.PlotDataItem] = {}
         self._spot_keys: list[str] = []
+        self._arranged = False  # the panes get their shares at the first resize
 
         self._split = split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(self._build_editor())
@@ -87,11 +90,18 @@ class ExperimentTab(QWidget):
         the editor kept 390 px and left the results (where step 6's answer is read) 170 px and a scroll bar."""
         super().resizeEvent(event)
         wanted = Qt.Orientation.Vertical if self.width() < NARROW_WIDTH else Qt.Orientation.Horizontal
-        if self._split.orientation() != wanted:
+        if self._split.orientation() != wanted or not self._arranged:
             self._split.setOrientation(wanted)
-            total = sum(self._split.sizes()) or 1
-            share = 0.45 if wanted == Qt.Orientation.Vertical else 0.35
-            self._split.setSizes([int(total * share), total - int(total * share)])
+            self._arranged = True
+            QTimer.singleShot(0, self._share)  # once the panes have their new sizes
+
+    def _share(self) -> None:
+        """The editor's share of the tab, then the table's and the plots' halves of the results: left to their size
+        hints the plots took three quarters of the results and the table showed one row."""
+        total = sum(self._split.sizes())
+        self._split.setSizes([int(total * EDITOR_SHARE), total - int(total * EDITOR_SHARE)])
+        total = sum(self.results_split.sizes())
+        self.results_split.setSizes([total - total // 2, total // 2])
 
     # --------------------------------------------------------------------- building
     def _build_editor(self) -> QWidget:
@@ -267,9 +277,15 @@ class ExperimentTab(QWidget):
 
         self.table = ComparisonTable()
         self.table.cellClicked.connect(self._on_table_clicked)
+        # Beside the Lesson panel at 1280x720 the plots took three quarters of the height and left the table (where
+        # step 6's answer is read) one row: the table keeps its header and TABLE_ROWS_SHOWN rows
+        self.table.setMinimumHeight(self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+                                    + TABLE_ROWS_SHOWN * self.table.verticalHeader().defaultSectionSize())
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(self._build_result_tabs())
+        split.setCollapsible(0, False)
+        self.results_split = split
         col.addWidget(split, 1)
         return panel
 

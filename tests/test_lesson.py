@@ -297,6 +297,26 @@ def test_every_steps_show_me_is_in_sight_at_720_px(qtbot, window):
     assert "(45 minutes)" not in dock.title_label.text()  # the title says it already
 
 
+def test_step_6_table_shows_its_rows_beside_the_lesson_at_720_px(qtbot, window):
+    """Step 6's answer is read in the Experiment tab's table: beside the lesson at 1280×720 the plots took three
+    quarters of the results and the table showed one row until its splitter was dragged."""
+    from gui.experiment_tab import TABLE_ROWS_SHOWN
+
+    window.resize(1280, 720)
+    panel = window.show_lessons().panel
+    panel.go_to(5)
+    panel.show_me()
+    tab = window.ui.experiment
+    qtbot.waitUntil(tab.isVisible, timeout=2000)
+    qtbot.wait(50)
+    table = tab.table
+    rows = table.viewport().height() / table.verticalHeader().defaultSectionSize()
+    assert rows >= TABLE_ROWS_SHOWN, f"the table shows {rows:.1f} rows in {table.viewport().height()} px"
+    assert table.visibleRegion().boundingRect().height() == table.height(), "the table is cut"
+    run = tab.run_button  # the plan is still started from the editor above
+    assert not run.visibleRegion().isEmpty() and run.mapTo(window, run.rect().bottomLeft()).y() <= window.height()
+
+
 def test_step_6_plan_is_the_short_one(qtbot, window):
     """The lesson's plan fits a 45-minute lab: 6 runs on 500 images, no latency timing, no model files."""
     panel = window.show_lessons().panel
