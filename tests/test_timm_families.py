@@ -362,3 +362,38 @@ def test_cross_attention_bound_to_its_input_width_is_refused_naming_the_layer():
                      num_heads=(2, 2), mlp_ratio=(2.0, 2.0, 1.0), num_classes=5).eval()
     message = _refusal(model, torch.randn(1, 3, 32, 32))
     assert "(CrossAttention)" in message and "magnitude-global" in message
+
+
+# ----------------------------------------------------------------------------- Gemma4's clamp bounds
+
+def test_open_clamp_bounds_load_but_nan_and_infinite_weights_are_refused():
+    """Gemma4's clipped linears hold -inf/+inf in their `*_min`/`*_max` buffers (no clamp, by design): such a
+    model is no damaged file. A NaN there, the other infinity there (a minimum of +inf clamps everything),
+    an infinite parameter or an infinite buffer of another name still are."""
+    from engine.errors import UserError
+    from engine.models.loading import check_finite
+    from timm.models.gemma4_vit import Gemma4VitClassifier
+
+    def tiny() -> nn.Module:
+        torch.manual_seed(0)
+        return Gemma4VitClassifier(img_size=32, embed_dim=32, depth=1, num_heads=2, head_dim=16, intermediate_size=64,
+                                   use_clipped_linears=True, num_classes=5).eval()
+
+    model = tiny()
+    attn = model.encoder.blocks[0].attn
+    assert attn.q_proj.input_min.item() == float("-inf") and attn.q_proj.output_max.item() == float("inf")
+    check_finite(model, "gemma")
+    damaged = [("q_proj.input_min", float("nan"), "NaN"), ("q_proj.output_max", float("nan"), "NaN"),
+               ("q_proj.input_min", float("inf"), "Inf"), ("k_proj.output_max", float("-inf"), "Inf"),
+               ("v_proj.linear.weight", float("inf"), "Inf"), ("q_norm.weight", float("-inf"), "Inf")]
+    for name, value, what in damaged:
+        model = tiny()
+        tensor = model.encoder.blocks[0].attn.get_parameter(name) if name.endswith("weight") \
+            else model.encoder.blocks[0].attn.get_buffer(name)
+        tensor.data.view(-1)[0] = value
+        with pytest.raises(UserError, match=rf"{name.replace('.', '[.]')} holds 1 value\(s\) that are not finite \({what}\)"):
+            check_finite(model, "gemma")
+    model = tiny()
+    model.register_buffer("running_var", torch.tensor([float("inf")]))
+    with pytest.raises(UserError, match="running_var"):
+        check_finite(model, "gemma")

@@ -56,13 +56,30 @@ def load_model(src: str, *, weights: str | None = None, model_code: str | None =
     return bundle
 
 
+def _open_bound(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Where `tensor`, a buffer, is an open clamp bound: -inf in a `*min` buffer, +inf in a `*max` one
+    (timm's clipped linears clamp by them; ±inf there is "no clamp" by design). The other infinity
+    there (+inf as a minimum clamps everything to +inf) and NaN stay corruption."""
+    leaf = name.rsplit(".", 1)[-1].lower()
+    if leaf.endswith("min"):
+        return tensor == float("-inf")
+    if leaf.endswith("max"):
+        return tensor == float("inf")
+    return torch.zeros_like(tensor, dtype=torch.bool)
+
+
 def check_finite(model: nn.Module, source: str) -> None:
     """Refuse a model with one NaN or Inf in a parameter or buffer: it evaluates to arbitrary classes
-    (argmax of NaN logits is class 0, a perfect score on images of class 0) and prunes to NaN."""
+    (argmax of NaN logits is class 0, a perfect score on images of class 0) and prunes to NaN. Only a
+    buffer's open clamp bound may be infinite (`_open_bound`); a parameter never is."""
     for kind, named in (("weight", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in named:
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                bad = ~torch.isfinite(tensor)
+            if not tensor.is_floating_point():
+                continue
+            bad = ~torch.isfinite(tensor)
+            if kind == "buffer" and bool(bad.any()):
+                bad &= ~_open_bound(name, tensor)
+            if bool(bad.any()):
                 what = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
                 raise UserError(f"{source}: {kind} {name} holds {int(bad.sum())} value(s) that are not finite ({what}), "
                                 "so every figure of this model would be meaningless; load a model whose weights are "
