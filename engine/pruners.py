@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -131,11 +132,52 @@ def _cut(pruner, prep, names: dict, cancel: CancelToken | None, seen: Callable |
                         "unstructured pruning (e.g. --method magnitude-global) still works") from exc
 
 
-def run_once(trial: nn.Module, example: torch.Tensor) -> None:
-    """Run a pruned copy once: a copy that fails its forward pass is a UserError (an operation torch-pruning
-    cannot follow), said before the baseline is measured."""
+@contextmanager
+def unused_layers(model: nn.Module) -> Iterator[list[str]]:
+    """Inside, `model`'s forward passes are watched; on leaving, the list holds its leaf layers with weights
+    that none of them called. torch-pruning traces in eval mode, so it leaves such a layer as it is; if train
+    mode uses it, fine-tuning fails (said in the notes: unused_note). The pruned copy's run records them,
+    so the check costs no forward pass of its own (pruning changes widths, not which layers run)."""
+    seen: set[int] = set()
+    leaves = [(n, m) for n, m in model.named_modules()
+              if not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+              and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]  # attention reads it
+    hooks = [m.register_forward_hook(lambda mod, *_: seen.add(id(mod))) for _, m in leaves]
+    unused: list[str] = []
     try:
-        with torch.no_grad():
+        yield unused
+    finally:
+        for h in hooks:
+            h.remove()
+    unused.extend(n for n, m in leaves if id(m) not in seen)
+
+
+def unused_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of leaf layers with weights that one eval-mode forward pass of `model` never calls: for the
+    pruners that run no pruned copy (a speed-up target, hand-picked channels)."""
+    was_training = model.training
+    try:
+        with unused_layers(model.eval()) as unused, torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+    return unused
+
+
+def unused_note(unused: list[str]) -> list[str]:
+    """The note on layers an eval-mode forward pass never calls (none when every layer runs)."""
+    if not unused:
+        return []
+    return [f"{len(unused)} layer(s) with weights are not used in eval mode and are left as they are "
+            f"(e.g. {', '.join(unused[:3])}); if train mode uses them, fine-tuning will fail"]
+
+
+def run_once(trial: nn.Module, example: torch.Tensor) -> list[str]:
+    """Run a pruned copy (eval mode) once: a copy that fails its forward pass is a UserError (an operation
+    torch-pruning cannot follow), said before the baseline is measured. Returns the layers with weights that
+    the pass never called (see unused_layers): one forward pass serves both checks."""
+    try:
+        with unused_layers(trial) as unused, torch.no_grad():
             trial(example)
     except Exception as exc:  # noqa: BLE001 - any failure of the pruned copy is the finding
         if resource_error(exc):
@@ -143,15 +185,17 @@ def run_once(trial: nn.Module, example: torch.Tensor) -> None:
         raise UserError(f"structured pruning breaks this model: the pruned copy fails in its forward pass "
                         f"({first_line(exc, with_type=True, limit=160)}), an operation torch-pruning cannot follow; unstructured pruning "
                         "(e.g. --method magnitude-global) still works") from exc
+    return unused
 
 
 def preflight(model: nn.Module, cfg: PruneConfig, example: torch.Tensor, num_classes: int | None,
-              cancel: CancelToken | None = None) -> None:
+              cancel: CancelToken | None = None) -> list[str]:
     """Prune a copy at the run's ratio and run it once, so that a model torch-pruning cannot prune is
-    refused before the baseline is measured, with the layer or operation that blocks it."""
+    refused before the baseline is measured, with the layer or operation that blocks it; returns the
+    layers that run never called (run_once)."""
     trial = trial_prune(model, cfg, cfg.pruning_ratio, example, num_classes, cancel)
     try:
-        run_once(trial, example)
+        return run_once(trial, example)
     finally:
         # torch-pruning's graph holds the copy in reference cycles, and the GUI pauses the cycle collector
         # while a job runs: without a collection the copy would stay for the whole run (twice the weights).
@@ -225,15 +269,17 @@ class StructuredPruner(Pruner):
         self.run_cfg = cfg  # what the pruner runs; self.cfg stays what the user asked for
         self.reusable: tuple | None = None  # (what it was cut from, the pruned copy, its notes): see _preflight_cut
         if self._cuts_like_the_preflight(cfg):
-            self._preflight_cut(cancel)
-            self.notes.extend(self.prep.notes)
+            unused = self._preflight_cut(cancel)
+            self.notes.extend(self.prep.notes + unused_note(unused))
             return
         self._prepare(model)
-        self.notes.extend(self.prep.notes)
+        # a ratio target's preflight runs a pruned copy, which finds the unused layers too; a speed-up target's
+        # trials only count MACs, so the model runs once for them
+        unused = preflight(model, cfg, example, num_classes, cancel) if cfg.target_speedup is None \
+            else unused_modules(model, example)
+        self.notes.extend(self.prep.notes + unused_note(unused))
         if cfg.target_speedup is not None and cfg.scope == "layer":
             self.run_cfg = cfg = self._plan_speedup(example, num_classes, cancel)  # its trials are the preflight
-        elif cfg.target_speedup is None:
-            preflight(model, cfg, example, num_classes, cancel)
         self._build(model)
 
     def _cuts_like_the_preflight(self, cfg: PruneConfig) -> bool:
@@ -274,17 +320,19 @@ class StructuredPruner(Pruner):
         tensors = [*self.model.parameters(), *self.model.buffers()]
         return (self.run_cfg.to_json(), tuple((id(t), t.data_ptr(), t._version) for t in tensors))
 
-    def _preflight_cut(self, cancel: CancelToken) -> None:
+    def _preflight_cut(self, cancel: CancelToken) -> list[str]:
         """The preflight with the run's own pruner: its step taken on a copy (see _shared_copy) and the copy run
         once, before the baseline. The copy is the step's result when nothing changed in between (`step`), so
-        the run builds one dependency graph and cuts once, instead of tracing and cutting the model again."""
+        the run builds one dependency graph and cuts once, instead of tracing and cutting the model again.
+        Returns the layers the copy's run never called (run_once)."""
         trial = _shared_copy(self.model, self.example.device)
         self._prepare(trial)
         self._build(trial)
         self._prune_once(cancel, trial)
-        run_once(trial, self.example)
+        unused = run_once(trial, self.example)
         self.reusable = (self._fingerprint(), trial, self.step_notes)
         self.step_notes = []
+        return unused
 
     def _adopt(self) -> bool:
         """Take the preflight's pruned copy as the step's result when the configuration and the weights are as
@@ -455,7 +503,7 @@ class ManualPruner(Pruner):
         super().__init__(model, method, cfg, example, num_classes, base_macs, cancel)
         check_manual_channels(model, cfg, num_classes)
         self.prep = prepare(model, example, cfg.round_to)
-        self.notes.extend(self.prep.notes)
+        self.notes.extend(self.prep.notes + unused_note(unused_modules(model, example)))
         self.params_before = sum(p.numel() for p in model.parameters())
         self.graph = dependency_graph(model, example)
         modules = dict(model.named_modules())
