@@ -397,3 +397,32 @@ def test_open_clamp_bounds_load_but_nan_and_infinite_weights_are_refused():
     model.register_buffer("running_var", torch.tensor([float("inf")]))
     with pytest.raises(UserError, match="running_var"):
         check_finite(model, "gemma")
+
+
+# ----------------------------------------------------------------------------- MetaFormer's bias-free norms
+
+def test_bias_free_norms_keep_their_scales_and_no_bias():
+    """PoolFormer-v2 normalises with GroupNorm1NoBias (bias None after construction; torch-pruning's pruner cut
+    it and failed): each kept channel keeps its own scale, no bias appears, and the pruned model passes every
+    check."""
+    from timm.models.metaformer import GroupNorm1NoBias, MetaFormer
+
+    torch.manual_seed(0)
+    model = MetaFormer(depths=(1, 1), dims=(16, 32), norm_layers=GroupNorm1NoBias, use_mlp_head=False,
+                       num_classes=5).eval()
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, GroupNorm1NoBias)}
+    for norm in norms.values():  # scales that name their channels
+        norm.weight.data.uniform_(0.5, 2)
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    after = dict(pruned.named_modules())
+    shrunk = 0
+    for name, norm in norms.items():
+        new = after[name]
+        assert new.bias is None and new.weight.numel() == new.num_channels
+        assert all(bool((norm.weight == w).any()) for w in new.weight)  # each kept scale is one of its own
+        shrunk += new.num_channels < norm.num_channels
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    kept = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, kept, RATIO, original=model, round_to=1, ignored=("head.fc",)) == []
