@@ -426,3 +426,72 @@ def test_bias_free_norms_keep_their_scales_and_no_bias():
     params = sum(p.numel() for p in model.parameters())
     kept = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, kept, RATIO, original=model, round_to=1, ignored=("head.fc",)) == []
+
+
+# ----------------------------------------------------------------------------- BEiT and Swin v2: stream-wide heads
+
+def _stream_attention_kept_its_weights(old: nn.Module, new: nn.Module, kept: list[int]) -> None:
+    """q, k and v lost the stream's removed positions alike, each kept channel with its own weights and biases."""
+    width, now = old.qkv.in_features, len(kept)
+    assert new.num_heads == old.num_heads and now < width and now % new.num_heads == 0
+    assert torch.equal(new.qkv.weight.view(3, now, now), old.qkv.weight.view(3, width, width)[:, kept][:, :, kept])
+    assert torch.equal(new.proj.weight, old.proj.weight[kept][:, kept])
+    assert torch.equal(new.q_bias, old.q_bias[kept]) and torch.equal(new.v_bias, old.v_bias[kept])
+    assert new.k_bias.shape == (now,)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_beit_attention_loses_the_streams_channels_in_every_head(fused):
+    """BEiT builds qkv's bias from q_bias, a zero k_bias and v_bias and applies qkv's weight with F.linear
+    (the stream stayed whole: 80 % kept): each attention is cut as a unit, the same positions in every head
+    of q, k and v; the kept channels keep their weights; the score scale follows the new head size (the
+    fused and the plain attention agree); the share and every check pass."""
+    from timm.models.beit import Beit
+
+    torch.manual_seed(0)
+    model = Beit(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, use_rel_pos_bias=True,
+                 init_values=0.1, num_classes=5).eval()
+    for attn in (b.attn for b in model.blocks):
+        attn.q_bias.data.normal_()
+        attn.v_bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    embed_old, embed_new = model.patch_embed.proj.weight, pruned.patch_embed.proj.weight
+    kept = [next(i for i in range(32) if torch.equal(embed_old[i], row)) for row in embed_new]
+    for old, new in zip(model.blocks, pruned.blocks):
+        _stream_attention_kept_its_weights(old.attn, new.attn, kept)
+        assert new.attn.scale == (len(kept) // 4) ** -0.5
+    for block in pruned.blocks:
+        block.attn.fused_attn = fused
+    with torch.no_grad():
+        out = pruned(example)
+        for block in pruned.blocks:
+            block.attn.fused_attn = not fused
+        assert torch.allclose(out, pruned(example), atol=1e-5)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.45 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def test_timm_swin_v2_prunes_its_stream_with_equal_heads():
+    """timm's Swin v2 (heads sized by the stream, q and v biases, post-norm patch merging): the stream is cut
+    the same in every head of q, k and v, kept channels keep their weights, and the share and checks pass."""
+    from engine.families.swin import window_blocks
+
+    torch.manual_seed(0)
+    model = timm.create_model("swinv2_tiny_window8_256", img_size=32, window_size=4, embed_dim=32, depths=(1, 1),
+                              num_heads=(2, 4), num_classes=5).eval()
+    for attn in window_blocks(model)[0]:
+        attn.q_bias.data.normal_()
+        attn.v_bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    embed_old, embed_new = model.patch_embed.proj.weight, pruned.patch_embed.proj.weight
+    kept = [next(i for i in range(32) if torch.equal(embed_old[i], row)) for row in embed_new]
+    old, new = window_blocks(model)[0][0], window_blocks(pruned)[0][0]
+    _stream_attention_kept_its_weights(old, new, kept)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.45 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from engine.errors import UserError
 from engine.families import Family, register_family
 from engine.families.attention_heads import qkv_attentions
+from engine.families.stream_attention import beit_attentions
 from engine.families.swin import window_blocks
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -45,7 +46,8 @@ def _heads(module: nn.Module) -> bool:
 def recorded_attentions(model: nn.Module) -> list[nn.Module]:
     """The innermost modules that record a head count (a block recording one around its attention is not
     one), less those another family prunes by heads."""
-    handled = {id(m) for m in qkv_attentions(model).values()} | {id(m) for m in window_blocks(model)[0]}
+    handled = ({id(m) for m in qkv_attentions(model).values()} | {id(m) for m in window_blocks(model)[0]}
+               | {id(m) for m in beit_attentions(model)})
     found = []
     for module in model.modules():
         if not _heads(module) or id(module) in handled:

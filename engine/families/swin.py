@@ -8,8 +8,9 @@ swin_t). So those blocks are pruned as units:
   from q, k, v and the projection's input, because the attention reshapes its qkv output with the width
   of its input. The stream is cut in `num_heads` equal chunks, the same positions in each chunk, so every
   head keeps the same size (the head count stays). The score scale 1/sqrt(head size) follows the new
-  size in v1; v2's cosine attention has no such scale. timm's `WindowAttention` has its own width: only
-  its stream side moves.
+  size in v1; v2's cosine attention has no such scale. timm's v1 `WindowAttention` has its own width: only
+  its stream side moves; timm's v2 one is cut as torchvision's, its q and v biases with q and v
+  (engine.families.stream_attention).
 - `PatchMerging(V2)`: its four concatenated 2×2 neighbours each lose the same input channels; its
   reduction's output channels are the next stage's stream.
 While a graph is traced the blocks run stand-ins (attention: channels straight through; merging: a 2×2
@@ -27,24 +28,31 @@ from torchvision.models.swin_transformer import (PatchMerging, PatchMergingV2, S
                                                  ShiftedWindowAttentionV2)
 
 from engine.families import Family, register_family
+from engine.families.stream_attention import StreamAttentionPruner
 
 ATTENTIONS, MERGINGS = (ShiftedWindowAttention, ShiftedWindowAttentionV2), (PatchMerging, PatchMergingV2)
-TIMM_SWIN = "timm.models.swin_transformer"
+TIMM_SWIN, TIMM_SWIN_V2 = "timm.models.swin_transformer", "timm.models.swin_transformer_v2"
 
 
-def _is_timm(module: nn.Module, name: str) -> bool:
-    return type(module).__module__ == TIMM_SWIN and type(module).__name__ == name
+def _is_timm(module: nn.Module, name: str, version: str = TIMM_SWIN) -> bool:
+    return type(module).__module__ == version and type(module).__name__ == name
+
+
+def _is_timm_v2(module: nn.Module, name: str) -> bool:
+    return _is_timm(module, name, TIMM_SWIN_V2)
 
 
 def window_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     """(attention layers, patch-merging layers) of a torchvision or timm Swin model; empty otherwise."""
-    return ([m for m in model.modules() if isinstance(m, ATTENTIONS) or _is_timm(m, "WindowAttention")],
-            [m for m in model.modules() if isinstance(m, MERGINGS) or _is_timm(m, "PatchMerging")])
+    return ([m for m in model.modules() if isinstance(m, ATTENTIONS) or _is_timm(m, "WindowAttention")
+             or _is_timm_v2(m, "WindowAttention")],
+            [m for m in model.modules() if isinstance(m, MERGINGS) or _is_timm(m, "PatchMerging")
+             or _is_timm_v2(m, "PatchMerging")])
 
 
 def head_chunks(model: nn.Module) -> dict[nn.Module, int]:
     """Attention layer -> its head count: the channel groups that keep every head the same size
-    (torchvision's, whose heads take their size from the stream)."""
+    (torchvision's and timm's v2, whose heads take their size from the stream)."""
     return {m: m.num_heads for m in window_blocks(model)[0] if type(m).__module__ != TIMM_SWIN}
 
 
@@ -92,18 +100,22 @@ class TimmWindowAttentionPruner(WindowAttentionPruner):
         return layer
 
 
+def _norms_output(merging: nn.Module) -> bool:
+    return isinstance(merging, PatchMergingV2) or _is_timm_v2(merging, "PatchMerging")
+
+
 class PatchMergingPruner(tp.BasePruningFunc):
     def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
         neighbours = [i + k * layer.dim for k in range(4) for i in idxs]  # the 2×2 patches concatenated
         tp.prune_linear_in_channels(layer.reduction, neighbours)
-        if not isinstance(layer, PatchMergingV2):  # v1 normalises the concatenation, v2 the reduction's output
+        if not _norms_output(layer):  # v1 normalises the concatenation, v2 the reduction's output
             tp.prune_layernorm_out_channels(layer.norm, neighbours)
         layer.dim -= len(idxs)
         return layer
 
     def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
         tp.prune_linear_out_channels(layer.reduction, idxs)
-        if isinstance(layer, PatchMergingV2):
+        if _norms_output(layer):
             tp.prune_layernorm_out_channels(layer.norm, idxs)
         return layer
 
@@ -138,7 +150,8 @@ class Swin(Family):
         attentions, mergings = window_blocks(model)
         return ([(m, "forward", _attention_stand_in) for m in attentions]
                 + [(m, "forward", _merging_stand_in) for m in mergings]
-                + [(m, "_attn", _timm_block_stand_in) for m in model.modules() if _is_timm(m, "SwinTransformerBlock")])
+                + [(m, "_attn", _timm_block_stand_in) for m in model.modules()
+                   if _is_timm(m, "SwinTransformerBlock") or _is_timm_v2(m, "SwinTransformerV2Block")])
 
     def pruners(self, model: nn.Module) -> dict:
         attentions, mergings = window_blocks(model)
@@ -149,10 +162,14 @@ class Swin(Family):
         if TIMM_SWIN in sys.modules:
             timm_swin = sys.modules[TIMM_SWIN]
             kinds.update({timm_swin.WindowAttention: TimmWindowAttentionPruner(), timm_swin.PatchMerging: merging})
+        if TIMM_SWIN_V2 in sys.modules:  # its heads take their size from the stream, and its qkv has q and v biases
+            timm_v2 = sys.modules[TIMM_SWIN_V2]
+            kinds.update({timm_v2.WindowAttention: StreamAttentionPruner(), timm_v2.PatchMerging: merging})
         return kinds
 
     def cuts_evenly(self, group) -> bool:
-        return any(isinstance(dep.target.module, ATTENTIONS) for dep, _ in group)
+        return any(isinstance(dep.target.module, ATTENTIONS) or _is_timm_v2(dep.target.module, "WindowAttention")
+                   for dep, _ in group)
 
     def record_units(self, model: nn.Module, units: dict) -> None:
         """qkv moves three units at a time; the relative-position MLP of Swin v2 is not pruned."""
