@@ -495,3 +495,30 @@ def test_timm_swin_v2_prunes_its_stream_with_equal_heads():
     after = sum(p.numel() for p in pruned.parameters())
     assert 0.45 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- LowFormer's convolutional attention
+
+def test_lowformer_attention_lets_its_stream_go():
+    """LowFormer's attention convolves the stream depthwise before q, k, v and writes back through a
+    transposed convolution: both are on the stream's side (they held the whole stream, and the upsampling
+    was left unpruned), its q, k, v keep their heads; each kept stream channel keeps its own weights in both,
+    and every check passes."""
+    torch.manual_seed(0)
+    model = timm.create_model("lowformer_b0", width_list=[8, 16, 32, 64, 128], depth_list=[0, 1, 1, 1, 1],
+                              head_widths=(64, 64), num_classes=5).eval()
+    attentions = [n for n, m in model.named_modules() if type(m).__name__ == "ConvAttention"]
+    for name in attentions:
+        model.get_submodule(name).upsampling.bias.data.normal_()
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    for name in attentions:
+        old, new = model.get_submodule(name), pruned.get_submodule(name)
+        kept = [int((old.upsampling.bias == b).nonzero()[0, 0]) for b in new.upsampling.bias]
+        assert len(kept) < old.upsampling.out_channels
+        assert torch.equal(new.upsampling.weight, old.upsampling.weight[:, kept])
+        assert torch.equal(new.conv_proj.conv.weight, old.conv_proj.conv.weight[kept])
+        assert torch.equal(new.pwise.weight, old.pwise.weight[:, kept]) and new.pwise.out_channels == old.pwise.out_channels
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []

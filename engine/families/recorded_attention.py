@@ -5,7 +5,9 @@ cascaded heads. torch-pruning indexed past the end (IndexError) or left a reshap
 
 Such an attention keeps its heads: every layer inside it keeps its output channels except its output
 projection (`proj`), which writes to the residual stream, so the stream is pruned with the MLPs and
-convolutions, and the attention's input layers lose the stream's channels from their inputs only. An
+convolutions, and the attention's input layers lose the stream's channels from their inputs only
+(LowFormer's depthwise convolution of the stream and its transposed-convolution projection are on the
+stream's side too: `STREAM_SIDE`). An
 attention that reshapes with the width of its input (PVT-v2, XCiT, EdgeNeXt, CrossViT) or splits its input between
 heads (EfficientViT's cascaded heads) cannot follow a pruned stream: such a model is refused before any
 work, naming the layer. Attentions the other families prune by heads (a fused qkv with a recorded
@@ -27,7 +29,13 @@ from engine.families.attention_heads import qkv_attentions
 from engine.families.stream_attention import beit_attentions
 from engine.families.swin import window_blocks
 
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+# (module, class) -> its layers besides `proj` on the residual stream's side: their stream channels go
+STREAM_SIDE = {
+    # LowFormer: a depthwise convolution of the stream before q, k, v, and the projection back (o_proj, or
+    # the upsampling it is folded into) after
+    ("timm.models.lowformer", "ConvAttention"): ("conv_proj", "o_proj", "upsampling"),
+}
 # (module, class) -> why the attention cannot follow a pruned residual stream
 STREAM_BOUND = {
     ("timm.models.pvt_v2", "Attention"): "reshapes its output with the width of its input",
@@ -57,6 +65,10 @@ def recorded_attentions(model: nn.Module) -> list[nn.Module]:
         if any(isinstance(layer, LAYERS) for layer in module.modules()):
             found.append(module)
     return found
+
+
+def _stream_side(attention: nn.Module) -> tuple[str, ...]:
+    return ("proj", *STREAM_SIDE.get((type(attention).__module__, type(attention).__name__), ()))
 
 
 def _is_levit_downsample(module: nn.Module) -> bool:
@@ -94,7 +106,7 @@ class RecordedAttention(Family):
                                 f"({type(attention).__name__}) {why}, so its residual stream cannot lose channels; "
                                 "unstructured pruning (e.g. --method magnitude-global) still works")
         held = [layer for attention in found for name, layer in attention.named_modules()
-                if isinstance(layer, LAYERS) and name.split(".")[0] != "proj"]
+                if isinstance(layer, LAYERS) and name.split(".")[0] not in _stream_side(attention)]
         prep.held.extend(held)
         prep.state[self.name] = held
         kinds = sorted({type(a).__name__ for a in found})
