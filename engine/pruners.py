@@ -24,7 +24,7 @@ from engine.events import CancelToken, Progress
 from engine.layers import WeightSummary, ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
-from engine.tracing import cuts_heads, dependency_graph
+from engine.tracing import cuts_heads, dependency_graph, traced_inputs
 from engine.verify import check_pruned, layer_sizes, out_size, share_problems
 
 
@@ -215,7 +215,7 @@ def _build(cls: type, model: nn.Module, example: torch.Tensor, **kwargs):
     from engine import tp_compat
 
     try:
-        return cls(model, example, **kwargs)
+        return cls(model, traced_inputs(example), **kwargs)
     except tp_compat.TRACING_ERRORS as exc:
         if resource_error(exc):
             raise

@@ -81,10 +81,16 @@ def record_units(model: nn.Module, units: dict) -> None:
         family.record_units(model, units)
 
 
+def traced_inputs(example: torch.Tensor) -> tuple[torch.Tensor]:
+    """The example as torch-pruning's trace should get it: a bare tensor is first unpacked along the batch
+    (model(*x): an unbatched run that fails part-way, then the whole model runs again), a one-tuple runs once."""
+    return (example,)
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor):
     """torch-pruning's dependency graph of `model`, with the families' stand-ins and pruners."""
     import torch_pruning as tp
 
     with tracing(model):
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example,
+        return tp.DependencyGraph().build_dependency(model, example_inputs=traced_inputs(example),
                                                      customized_pruners=customized_pruners(model))

@@ -135,3 +135,15 @@ def test_a_stale_copy_is_freed_with_the_collector_paused(tiny, monkeypatch):
         assert made and made[0]() is None
     finally:
         gc.enable()
+
+
+def test_the_graph_is_traced_with_one_batched_forward_pass(tiny):
+    """torch-pruning unpacks a bare tensor example (model(*x)): an unbatched run failing part-way came first."""
+    from engine.tracing import dependency_graph
+
+    shapes: list = []
+    model = copy.deepcopy(tiny.model)
+    model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))  # copies keep it
+    pruners.trial_prune(model, _cfg(), 0.5, EXAMPLE, 10)
+    dependency_graph(model, EXAMPLE)
+    assert shapes == [tuple(EXAMPLE.shape)] * 2
