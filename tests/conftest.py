@@ -5,6 +5,7 @@ import gc
 import gzip
 import os
 import pickle
+import re
 import shutil
 import struct
 import sys
@@ -75,7 +76,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from xdist_scheduling import make_scheduler
 
-    return make_scheduler(config, log, ALONE)
+    return make_scheduler(config, log, ALONE, modules_with_shared_fixtures(Path(__file__).parent))
+
+
+def modules_with_shared_fixtures(folder: Path) -> tuple[str, ...]:
+    """Test files that define a module- or session-scoped fixture: spread test by test over both workers, each
+    worker built it (test_report's store of trained runs took 13 s on each)."""
+    shared = re.compile(r"@pytest\.fixture\(\s*scope=[\"'](module|session)[\"']")
+    return tuple(sorted(path.name for path in folder.glob("test_*.py") if shared.search(path.read_text())))
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -374,16 +375,43 @@ RUN_LINE = re.compile(r"^\[\d+/\d+\] .+ \(([0-9a-f]{20})\)$", re.M)
 
 @pytest.mark.slow
 def test_two_sweeps_on_one_store_share_the_work(tmp_path, tiny_setup):
-    """Two real `sweep` processes on one store: every run is computed exactly once, by one of them."""
+    """Two real `sweep` processes on one store: every run is computed exactly once, by one of them.
+
+    The first is held (SIGSTOP) while it works on a run, until the second has computed one: on a busy machine
+    the second interpreter once started only after the first had done all four runs."""
     bundle, _, make_plan = tiny_setup
-    # A few fine-tuning batches make each run take a noticeable time, so the two sweeps overlap.
     plan_path = make_plan("finetune_batches = 3\nbatch_size = 32")
     keys = _keys(plan_path, bundle)
     store = tmp_path / "shared.sqlite"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "main.py"), "sweep", str(plan_path), "--store", str(store), "--quiet"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def rows(sql: str, pid: int) -> list:
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30) as db:
+                return db.execute(sql, (pid,)).fetchall()
+        except sqlite3.OperationalError:  # no store or no table yet
+            return []
+
+    first = start()
+    procs = [first]
+    try:
+        deadline = time.monotonic() + 120
+        while not {k for k, in rows("SELECT key FROM claims WHERE pid = ?", first.pid)} & set(keys):
+            assert first.poll() is None, f"the first sweep ended before claiming a run: {first.communicate()[1]}"
+            assert time.monotonic() < deadline, "the first sweep claimed no run in 120 s"
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)  # mid-run, its claim committed; far inside its 120 s lease
+        procs.append(start())
+        deadline = time.monotonic() + 60
+        while procs[1].poll() is None and time.monotonic() < deadline and not rows(
+                "SELECT key FROM runs WHERE kind = 'run' AND json_extract(extra, '$.pid') = ?", procs[1].pid):
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGCONT)
     outs = [p.communicate(timeout=180) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err

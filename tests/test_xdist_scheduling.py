@@ -57,3 +57,25 @@ def test_a_crashed_worker_fails_its_test_and_the_run_ends(tmp_path, attempt):
     assert "2 failed, 11 passed" in out, out  # each crash once; test_after and test_last still ran
     assert out.count("FAILED test_together.py::test_dies_in_group") == 1, out
     assert out.count("FAILED test_crash.py::test_dies ") == 1, out
+
+
+def test_each_whole_module_is_one_unit_of_work():
+    """A module whose fixtures are built once per module stays on one worker; other modules' tests spread."""
+    from xdist_scheduling import ModulesTogether
+
+    class Scheduler:
+        together, whole = ("test_alone.py",), ("test_whole.py",)
+
+    scope = lambda nodeid: ModulesTogether._split_scope(Scheduler, nodeid)  # noqa: E731
+    assert {scope(f"tests/test_whole.py::test_{i}[x]") for i in range(3)} == {"test_whole.py"}
+    assert scope("tests/test_alone.py::test_a") == scope("tests/test_alone.py::test_b") == "together"
+    assert scope("tests/test_many.py::test_a") != scope("tests/test_many.py::test_b")
+
+
+def test_modules_with_module_wide_fixtures_are_found(tmp_path):
+    from conftest import modules_with_shared_fixtures
+
+    (tmp_path / "test_plain.py").write_text("import pytest\n\n@pytest.fixture\ndef f():\n    return 1\n")
+    (tmp_path / "test_module.py").write_text('import pytest\n\n@pytest.fixture(scope="module")\ndef f():\n    pass\n')
+    (tmp_path / "test_session.py").write_text("@pytest.fixture(scope='session')\ndef f():\n    pass\n")
+    assert modules_with_shared_fixtures(tmp_path) == ("test_module.py", "test_session.py")

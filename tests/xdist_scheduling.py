@@ -18,13 +18,18 @@ def module_of(nodeid: str) -> str:
 
 
 class ModulesTogether(LoadGroupScheduling):
-    """Tests of the modules in `together` form one unit of work (one worker, in collection order); every
+    """Tests of the modules in `together` form one unit of work (one worker, in collection order); each module
+    in `whole` is a unit of its own (its module-wide fixtures are built once, not once per worker); every
     other test is a unit of its own."""
 
     together: tuple[str, ...] = ()
+    whole: tuple[str, ...] = ()
 
     def _split_scope(self, nodeid: str) -> str:
-        return "together" if module_of(nodeid) in self.together else nodeid
+        module = module_of(nodeid)
+        if module in self.together:
+            return "together"
+        return module if module in self.whole else nodeid
 
     def remove_node(self, node) -> str | None:
         """The dead worker's unfinished tests go back on the queue, less the one it died on (already reported
@@ -57,7 +62,7 @@ class ModulesTogether(LoadGroupScheduling):
             node.shutdown()
 
 
-def make_scheduler(config, log, together: tuple[str, ...]):
-    """A ModulesTogether scheduler for `together`."""
-    cls = type("Together", (ModulesTogether,), {"together": tuple(together)})
+def make_scheduler(config, log, together: tuple[str, ...], whole: tuple[str, ...] = ()):
+    """A ModulesTogether scheduler for `together` and `whole`."""
+    cls = type("Together", (ModulesTogether,), {"together": tuple(together), "whole": tuple(whole)})
     return cls(config, log)
