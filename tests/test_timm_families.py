@@ -546,3 +546,31 @@ def test_the_optimiser_step_check_trains_on_images_not_on_the_zero_example():
     model.fc.weight.data[0, 0] = 1e38  # a step that overflows is still a finding
     assert "one optimiser step leaves weights that are not finite" in check_pruned(
         model, torch.zeros(1, 3, 8, 8), 1, 1, None, onnx=False)
+
+
+# ----------------------------------------------------------------------------- FocalNet's focal modulation
+
+def test_focal_modulation_is_cut_on_the_streams_side_only():
+    """FocalNet's modulation splits f's output by recorded sizes and slices one gate per level (torch-pruning's
+    walk did not finish): it is a unit that loses the stream's channels from f's input and proj's output,
+    each kept channel with its own weights, while q, the context and the gates keep their width; the
+    modulation then computes what the original did on the kept channels, and every check passes."""
+    from timm.models.focalnet import FocalNet
+
+    torch.manual_seed(0)
+    model = FocalNet(depths=(1, 1), embed_dim=16, num_classes=5).eval()
+    for block in (b for layer in model.layers for b in layer.blocks):
+        block.modulation.proj.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old, new = model.layers[0].blocks[0].modulation, pruned.layers[0].blocks[0].modulation
+    kept = [int((old.proj.bias == b).nonzero()[0, 0]) for b in new.proj.bias]
+    assert len(kept) < old.proj.out_channels and new.f.out_channels == old.f.out_channels
+    assert new.h.out_channels == old.h.out_channels and torch.equal(new.proj.weight, old.proj.weight[kept])
+    inner = torch.randn(1, 16, 8, 8)
+    inner[:, [i for i in range(16) if i not in kept]] = 0  # what the pruned stream no longer carries
+    with torch.no_grad():
+        assert torch.allclose(new(inner[:, kept]), old(inner)[:, kept], atol=1e-5)  # the real forward
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
