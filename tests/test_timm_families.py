@@ -560,6 +560,9 @@ def test_focal_modulation_is_cut_on_the_streams_side_only():
     torch.manual_seed(0)
     model = FocalNet(depths=(1, 1), embed_dim=16, num_classes=5).eval()
     for block in (b for layer in model.layers for b in layer.blocks):
+        for conv in block.modulation.modules():  # weights large enough for the modulation to tell channels apart
+            if isinstance(conv, nn.Conv2d):
+                conv.weight.data.normal_(0, 0.5)
         block.modulation.proj.bias.data.normal_()
     example = torch.randn(1, 3, 32, 32)
     pruned = _prune(model, example)
