@@ -23,8 +23,8 @@ if str(ROOT) not in sys.path:
 from engine import data as data_mod  # noqa: E402
 from engine.models import DemoResNet, DemoVGG, ModelBundle  # noqa: E402
 from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport,  # noqa: E402,F401  (hooks)
-                             pytest_runtest_protocol, pytest_sessionfinish, pytest_sessionstart,
-                             pytest_terminal_summary, pytest_testnodedown)
+                             pytest_runtest_protocol, pytest_runtest_teardown, pytest_sessionfinish,
+                             pytest_sessionstart, pytest_terminal_summary, pytest_testnodedown)
 
 TINY_WIDTHS = (4, 8, 16)
 

@@ -26,6 +26,8 @@ import time
 
 import pytest
 
+from engine.budget import release_freed_memory
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _GIB = 1024 ** 3
 
@@ -85,7 +87,8 @@ class _Sampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True, name="test-memory-sampler")
         self.pid = os.getpid()
-        self.self_peak = self.child_peak = self.began = 0  # during the current test; RSS when it began
+        self.self_peak = self.child_peak = self.began = self.ended = 0  # during the current test; RSS when it
+        # began, and when its teardown ended
         self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
@@ -112,8 +115,15 @@ class _Sampler(threading.Thread):
             time.sleep(0.005)
 
 
+# Bytes a test may leave in its process before freed heap is handed back after it: glibc keeps freed memory in
+# its arenas, so a worker grew by what each large test had used (the memory-budget tests left 0.3-0.8 GiB each)
+# until it held 2.2 GiB. Only after such a test: a full collection and a trim cost tens of ms.
+_GIVE_BACK_ABOVE = 64 * 1024 ** 2
+
+
 _SAMPLER: _Sampler | None = None
-_PEAKS: list[tuple[int, int, str, str, int]] = []  # (own peak, children's peak, test id, worker, RSS at start)
+# (own peak, children's peak, test id, worker, RSS at start, RSS after teardown)
+_PEAKS: list[tuple[int, int, str, str, int, int]] = []
 _TIMES: dict[tuple[str, str], float] = {}  # (module, worker) -> seconds of setup, call and teardown
 _EXCEEDED: list[str] = []  # limits passed in xdist workers, as they reported them
 _KEY = "prunelab_peak"
@@ -150,13 +160,23 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Once the test's fixtures are gone: hand back freed heap if it grew, then note what it kept."""
+    yield
+    s = _sampler()
+    if _rss(s.pid) - s.began > _GIVE_BACK_ABOVE:
+        release_freed_memory()
+    s.ended = _rss(s.pid)
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """The test's peaks travel with its last report (to the xdist controller too)."""
     outcome = yield
     if call.when == "teardown" and _SAMPLER is not None:
         time.sleep(0.01)  # one more sample before reading
         outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak,
-                                                            _SAMPLER.began)))
+                                                            _SAMPLER.began, _SAMPLER.ended)))
 
 
 def pytest_runtest_logreport(report) -> None:
@@ -168,7 +188,7 @@ def pytest_runtest_logreport(report) -> None:
         return
     for key, value in report.user_properties:
         if key == _KEY:
-            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2] if len(value) > 2 else value[0]))
+            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2], value[3]))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -217,10 +237,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line(f"whole run: {_SAMPLER.run_total_peak / _GIB:.2f} GiB at most, pytest and every process it started "
                   "together (sampled every 0.2 s)")
     tr.write_line("largest peaks: the process, its children, the test's own growth of the process:")
-    for own, kids, nodeid, worker, start in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
+    for own, kids, nodeid, worker, start, _ in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
         tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
                       + (f"  [{worker}]" if worker else ""))
     tr.write_line("largest growth of the process during one test:")
-    for own, kids, nodeid, worker, start in sorted(_PEAKS, key=lambda p: p[4] - p[0])[:10]:
+    for own, kids, nodeid, worker, start, _ in sorted(_PEAKS, key=lambda p: p[4] - p[0])[:10]:
         tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
                       + (f"  [{worker}]" if worker else ""))
+    tr.write_line("largest growth kept after the test (what a worker accumulates; freed heap handed back):")
+    for _, _, nodeid, worker, start, end in sorted(_PEAKS, key=lambda p: p[4] - p[5])[:10]:
+        tr.write_line(f"{(end - start) / _GIB:+6.2f} GiB  {nodeid}" + (f"  [{worker}]" if worker else ""))
