@@ -577,3 +577,39 @@ def test_focal_modulation_is_cut_on_the_streams_side_only():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- MobileNetV5's multi-query attention
+
+def test_multi_query_attention_lets_its_stream_go():
+    """MobileNetV5's attention convolves the stream depthwise (strided) before k and v and writes back through
+    output.proj: those are on the stream's side (held, they kept the whole stream: 74 % of the parameters), q,
+    k and v keep their heads; each kept channel keeps its own weights, and every check passes."""
+    from timm.layers.attention2d import MultiQueryAttention2d
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 32, 4, stride=4)
+            self.attn = MultiQueryAttention2d(32, num_heads=2, key_dim=8, value_dim=8, kv_stride=2)
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            return self.head((x + self.attn(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    model.stem.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    kept = [int((model.stem.bias == b).nonzero()[0, 0]) for b in pruned.stem.bias]
+    old, new = model.attn, pruned.attn
+    assert len(kept) < 32 and new.key.proj.out_channels == old.key.proj.out_channels == 8
+    assert torch.equal(new.key.down_conv.weight, old.key.down_conv.weight[kept])
+    assert torch.equal(new.value.down_conv.weight, old.value.down_conv.weight[kept])
+    assert torch.equal(new.query.proj.weight, old.query.proj.weight[:, kept])
+    assert torch.equal(new.output.proj.weight, old.output.proj.weight[kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []

@@ -6,8 +6,9 @@ cascaded heads. torch-pruning indexed past the end (IndexError) or left a reshap
 Such an attention keeps its heads: every layer inside it keeps its output channels except its output
 projection (`proj`), which writes to the residual stream, so the stream is pruned with the MLPs and
 convolutions, and the attention's input layers lose the stream's channels from their inputs only
-(LowFormer's depthwise convolution of the stream and its transposed-convolution projection are on the
-stream's side too: `STREAM_SIDE`). An
+(LowFormer's depthwise convolution of the stream and its transposed-convolution projection, MobileNetV5's
+strided depthwise convolutions before k and v and its output projection are on the stream's side too:
+`STREAM_SIDE`). An
 attention that reshapes with the width of its input (PVT-v2, XCiT, EdgeNeXt, CrossViT) or splits its input between
 heads (EfficientViT's cascaded heads) cannot follow a pruned stream: such a model is refused before any
 work, naming the layer. Attentions the other families prune by heads (a fused qkv with a recorded
@@ -35,6 +36,8 @@ STREAM_SIDE = {
     # LowFormer: a depthwise convolution of the stream before q, k, v, and the projection back (o_proj, or
     # the upsampling it is folded into) after
     ("timm.models.lowformer", "ConvAttention"): ("conv_proj", "o_proj", "upsampling"),
+    # MobileNetV5's multi-query attention: strided depthwise convolutions of the stream before k and v
+    ("timm.layers.attention2d", "MultiQueryAttention2d"): ("key.down_conv", "value.down_conv", "output.proj"),
 }
 # (module, class) -> why the attention cannot follow a pruned residual stream
 STREAM_BOUND = {
@@ -67,8 +70,10 @@ def recorded_attentions(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def _stream_side(attention: nn.Module) -> tuple[str, ...]:
-    return ("proj", *STREAM_SIDE.get((type(attention).__module__, type(attention).__name__), ()))
+def _on_stream_side(attention: nn.Module, name: str) -> bool:
+    """Whether `attention`'s layer `name` is `proj` or a `STREAM_SIDE` one (or inside one)."""
+    return any(name == side or name.startswith(side + ".")
+               for side in ("proj", *STREAM_SIDE.get((type(attention).__module__, type(attention).__name__), ())))
 
 
 def _is_levit_downsample(module: nn.Module) -> bool:
@@ -106,7 +111,7 @@ class RecordedAttention(Family):
                                 f"({type(attention).__name__}) {why}, so its residual stream cannot lose channels; "
                                 "unstructured pruning (e.g. --method magnitude-global) still works")
         held = [layer for attention in found for name, layer in attention.named_modules()
-                if isinstance(layer, LAYERS) and name.split(".")[0] not in _stream_side(attention)]
+                if isinstance(layer, LAYERS) and not _on_stream_side(attention, name)]
         prep.held.extend(held)
         prep.state[self.name] = held
         kinds = sorted({type(a).__name__ for a in found})
