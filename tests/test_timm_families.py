@@ -613,3 +613,35 @@ def test_multi_query_attention_lets_its_stream_go():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def test_single_head_modulation_attention_is_cut_on_the_streams_side_only():
+    """iFormer's SHMA (windows by views torch-pruning followed without end: over 600 s) is a unit: the stream's
+    channels leave q, k and v_gate's inputs and proj's outputs (with its BatchNorm), each kept channel with
+    its own weights; inside it keeps its width; it computes what the original did on the kept channels."""
+    from timm.models.iformer import SHMA, IFormer
+
+    torch.manual_seed(0)
+    model = IFormer(dims=(16, 16, 32, 32), depths=(1, 1, 3, 3), attn_groups=(0, 0, 1, 1),
+                    attn_head_dim_reduction=(0, 0, 2, 4), conv_ratio=2, ffn_ratio=2, num_classes=5).eval()
+    names = [n for n, m in model.named_modules() if isinstance(m, SHMA)]
+    for name in names:
+        for part in model.get_submodule(name).modules():  # weights and statistics that tell channels apart
+            if isinstance(part, nn.Conv2d):
+                part.weight.data.normal_(0, 0.5)
+            elif isinstance(part, nn.BatchNorm2d):
+                part.bias.data.normal_()
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    old, new = model.get_submodule(names[0]), pruned.get_submodule(names[0])
+    kept = [int((old.proj.bn.bias == b).nonzero()[0, 0]) for b in new.proj.bn.bias]
+    width = old.proj.c.out_channels
+    assert len(kept) < width and new.q.c.out_channels == old.q.c.out_channels
+    assert torch.equal(new.proj.c.weight, old.proj.c.weight[kept]) and torch.equal(new.q.c.weight, old.q.c.weight[:, kept])
+    inner = torch.randn(1, width, 4, 4)
+    inner[:, [i for i in range(width) if i not in kept]] = 0
+    with torch.no_grad():
+        assert torch.allclose(new(inner[:, kept]), old(inner)[:, kept], atol=1e-5)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []

@@ -1,12 +1,14 @@
-"""FocalNet's focal modulation (timm): one projection `f` split by sizes recorded at construction into
-q, the context and one gate per focal level, each gate a one-channel slice multiplied into the context.
-torch-pruning's dependency walk through those slices did not finish (a tiny FocalNet ran for minutes;
-the coverage run stopped at its 600 s).
+"""Token mixers torch-pruning cannot walk through, pruned as units on the residual stream's side only:
+- FocalNet's focal modulation (timm): one projection `f` split by sizes recorded at construction into q,
+  the context and one gate per focal level, each gate a one-channel slice multiplied into the context;
+  torch-pruning's dependency walk through those slices did not finish (the coverage run stopped at 600 s).
+- iFormer's single-head modulation attention (timm's SHMA): its windows are cut out of the image by views
+  and permutes that torch-pruning's index lists follow without end (over 600 s).
 
-The modulation is pruned as a unit on the residual stream's side only: the stream's channels leave `f`'s
-input and the output projection `proj`'s output, each kept channel with its own weights; q, the context,
-the gates and `h` keep their width (held), so the recorded split stays right. While a graph is traced the
-modulation runs a stand-in (channels straight through).
+Such a mixer loses the stream's channels from its input layers' inputs and its output layer's outputs (and
+that layer's BatchNorm), each kept channel with its own weights; everything inside keeps its width (held),
+so recorded splits and reshapes stay right. While a graph is traced the mixer runs a stand-in (channels
+straight through).
 """
 from __future__ import annotations
 
@@ -16,59 +18,73 @@ import torch_pruning as tp
 
 from engine.families import Family, register_family
 
-KIND = ("timm.models.focalnet", "FocalModulation")
+# (module, class) -> (its layers reading the stream, its layers writing it)
+UNITS = {
+    ("timm.models.focalnet", "FocalModulation"): (("f",), ("proj",)),
+    ("timm.models.iformer", "SHMA"): (("q.c", "k.c", "v_gate.c"), ("proj.c", "proj.bn")),
+}
 
 
-def modulations(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if (type(m).__module__, type(m).__name__) == KIND]
+def _sides(module: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    return UNITS.get((type(module).__module__, type(module).__name__))
+
+
+def mixers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if _sides(m)]
 
 
 def _stand_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x * 1.0  # one node, channels in == channels out
 
 
-class FocalModulationPruner(tp.BasePruningFunc):
+class MixerUnitPruner(tp.BasePruningFunc):
     def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
-        tp.prune_conv_in_channels(layer.f, idxs)
+        for name in _sides(layer)[0]:
+            tp.prune_conv_in_channels(layer.get_submodule(name), idxs)
         return layer
 
     def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
-        tp.prune_conv_out_channels(layer.proj, idxs)
+        for name in _sides(layer)[1]:
+            part = layer.get_submodule(name)
+            if isinstance(part, nn.BatchNorm2d):
+                tp.prune_batchnorm_out_channels(part, idxs)
+            else:
+                tp.prune_conv_out_channels(part, idxs)
         return layer
 
     def get_in_channels(self, layer: nn.Module) -> int:
-        return layer.f.in_channels
+        return layer.get_submodule(_sides(layer)[0][0]).in_channels
 
     def get_out_channels(self, layer: nn.Module) -> int:
-        return layer.proj.out_channels
+        return layer.get_submodule(_sides(layer)[1][0]).out_channels
 
 
 @register_family
-class FocalModulation(Family):
-    name = "focal modulation"
+class MixerUnits(Family):
+    name = "mixer units"
     order = 50
 
     def detect(self, model: nn.Module) -> list[nn.Module]:
-        return modulations(model)
+        return mixers(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         prep.add_kwargs("customized_pruners", self.pruners(model))
         inner = [layer for m in found for name, layer in m.named_modules()
-                 if isinstance(layer, nn.Conv2d) and name != "proj"]
+                 if isinstance(layer, nn.Conv2d) and name not in _sides(m)[1]]
         prep.held.extend(inner)
-        prep.notes.append(f"FocalNet: {len(found)} focal modulation(s) are pruned as units on the residual stream's "
-                          "side (f's input, proj's output); q, the context and the gates keep their width "
+        kinds = sorted({type(m).__name__ for m in found})
+        prep.notes.append(f"{len(found)} token mixer(s) ({', '.join(kinds)}) are pruned as units on the residual "
+                          f"stream's side (their inputs' inputs, their output); inside they keep their width "
                           f"({len(inner)} layers held)")
         prep.fixes.append(lambda m: self.record_units(m, prep.units) or [])
 
     def stand_ins(self, model: nn.Module) -> list:
-        return [(m, "forward", _stand_in) for m in modulations(model)]
+        return [(m, "forward", _stand_in) for m in mixers(model)]
 
     def pruners(self, model: nn.Module) -> dict:
-        found = modulations(model)
-        return {type(found[0]): FocalModulationPruner()} if found else {}
+        return {type(m): MixerUnitPruner() for m in mixers(model)}
 
     def record_units(self, model: nn.Module, units: dict) -> None:
-        for m in modulations(model):
+        for m in mixers(model):
             if m in units:
-                units[m.proj] = units[m]
+                units[m.get_submodule(_sides(m)[1][0])] = units[m]
