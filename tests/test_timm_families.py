@@ -126,14 +126,12 @@ def test_recorded_attention_keeps_its_heads_and_prunes_the_rest(kind):
 
 
 def test_attention_bound_to_its_input_width_is_refused_naming_the_layer():
-    """PVT-v2 reshapes its attention output with its input's width: refused in one line, before any pruning."""
-    from timm.models.pvt_v2 import PyramidVisionTransformerV2
-
+    """EdgeNeXt reshapes its attention output with its input's width (and splits its blocks by recorded
+    sizes, which torch-pruning cannot cut): refused in one line, before any pruning."""
     torch.manual_seed(0)
-    model = PyramidVisionTransformerV2(depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 2),
-                                       num_classes=5).eval()
+    model = timm.create_model("edgenext_xx_small", num_classes=5).eval()
     message = _refusal(model, torch.randn(1, 3, 64, 64))
-    assert "stages.0.blocks.0.attn" in message and "magnitude-global" in message
+    assert "stages.1.blocks.1.xca (CrossCovarianceAttn)" in message and "magnitude-global" in message
 
 
 def test_depthwise_convolution_with_several_outputs_per_input_is_refused_naming_it():
@@ -644,4 +642,53 @@ def test_single_head_modulation_attention_is_cut_on_the_streams_side_only():
         assert torch.allclose(new(inner[:, kept]), old(inner)[:, kept], atol=1e-5)
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def _tiny_xcit() -> nn.Module:
+    from timm.models.xcit import Xcit
+
+    return Xcit(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4, cls_attn_layers=1, num_classes=5)
+
+
+def _tiny_cait() -> nn.Module:
+    from timm.models.cait import Cait
+
+    return Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4, depth_token_only=1, num_classes=5)
+
+
+def _tiny_pvt() -> nn.Module:
+    from timm.models.pvt_v2 import PyramidVisionTransformerV2
+
+    return PyramidVisionTransformerV2(depths=(1, 1), embed_dims=(16, 32), num_heads=(2, 4), mlp_ratios=(2, 2),
+                                      sr_ratios=(2, 1), num_classes=5)
+
+
+@pytest.mark.parametrize("make", [_tiny_xcit, _tiny_cait, _tiny_pvt], ids=["xcit", "cait", "pvt_v2"])
+def test_attention_reshaped_by_the_streams_width_loses_its_channels_in_every_head(make):
+    """XCiT's XCA and class attention, CaiT's talking heads and class attention, PVT-v2's attention with its
+    spatial reduction reshape with their input's width (they were refused): each is a unit whose readers
+    (q, k, v, kv, sr) lose the stream's positions in every stream-wide copy, each kept channel with its own
+    weights; the kept share is near the request and every check passes."""
+    from engine.families.stream_attention import _reads, stream_attentions
+
+    torch.manual_seed(0)
+    model = make().eval()
+    for attn in stream_attentions(model):
+        attn.proj.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    pairs = list(zip(stream_attentions(model), stream_attentions(pruned)))
+    assert pairs and len(pairs) == len(stream_attentions(model))
+    for old, new in pairs:
+        kept = [int((old.proj.bias == b).nonzero()[0, 0]) for b in new.proj.bias]
+        width, now = old.proj.in_features, len(kept)
+        assert now < width and new.num_heads == old.num_heads
+        for (was, copies), (part, _) in zip(_reads(old), _reads(new)):
+            assert torch.equal(part.weight.reshape(copies, now, now, -1),
+                               was.weight.reshape(copies, width, width, -1)[:, kept][:, :, kept])
+        assert torch.equal(new.proj.weight, old.proj.weight[kept][:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []

@@ -9,7 +9,8 @@ convolutions, and the attention's input layers lose the stream's channels from t
 (LowFormer's depthwise convolution of the stream and its transposed-convolution projection, MobileNetV5's
 strided depthwise convolutions before k and v and its output projection are on the stream's side too:
 `STREAM_SIDE`). An
-attention that reshapes with the width of its input (PVT-v2, XCiT, EdgeNeXt, CrossViT) or splits its input between
+attention that reshapes with the width of its input (EdgeNeXt, CrossViT; PVT-v2's, XCiT's and CaiT's are
+mostly pruned with the stream by engine.families.stream_attention) or splits its input between
 heads (EfficientViT's cascaded heads) cannot follow a pruned stream: such a model is refused before any
 work, naming the layer. Attentions the other families prune by heads (a fused qkv with a recorded
 `num_heads` and `head_dim`, nn.MultiheadAttention, Swin's windows) are left to them. timm caches each
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from engine.errors import UserError
 from engine.families import Family, register_family
 from engine.families.attention_heads import qkv_attentions
-from engine.families.stream_attention import beit_attentions
+from engine.families.stream_attention import stream_attentions
 from engine.families.swin import window_blocks
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
@@ -58,7 +59,7 @@ def recorded_attentions(model: nn.Module) -> list[nn.Module]:
     """The innermost modules that record a head count (a block recording one around its attention is not
     one), less those another family prunes by heads."""
     handled = ({id(m) for m in qkv_attentions(model).values()} | {id(m) for m in window_blocks(model)[0]}
-               | {id(m) for m in beit_attentions(model)})
+               | {id(m) for m in stream_attentions(model)})
     found = []
     for module in model.modules():
         if not _heads(module) or id(module) in handled:
