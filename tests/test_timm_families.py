@@ -664,10 +664,34 @@ def _tiny_pvt() -> nn.Module:
                                       sr_ratios=(2, 1), num_classes=5)
 
 
-@pytest.mark.parametrize("make", [_tiny_xcit, _tiny_cait, _tiny_pvt], ids=["xcit", "cait", "pvt_v2"])
+def _tiny_davit() -> nn.Module:
+    from timm.models.davit import DaVit
+
+    return DaVit(depths=(1, 1), embed_dims=(16, 32), num_heads=(2, 4), window_size=4, num_classes=5)
+
+
+def _tiny_twins() -> nn.Module:
+    return timm.create_model("twins_svt_small", depths=(2, 2), embed_dims=(16, 32), num_heads=(2, 4), mlp_ratios=(2, 2),
+                             sr_ratios=(2, 1), wss=(4, 4), num_classes=5)
+
+
+def _tiny_nest() -> nn.Module:
+    from timm.models.nest import Nest
+
+    return Nest(img_size=32, embed_dims=(32, 64), num_heads=(2, 4), depths=(1, 1), num_levels=2, num_classes=5)
+
+
+def _tiny_relpos() -> nn.Module:
+    return timm.create_model("vit_srelpos_small_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                             num_heads=4, num_classes=5)
+
+
+@pytest.mark.parametrize("make", [_tiny_xcit, _tiny_cait, _tiny_pvt, _tiny_davit, _tiny_twins, _tiny_nest, _tiny_relpos],
+                         ids=["xcit", "cait", "pvt_v2", "davit", "twins", "nest", "relpos"])
 def test_attention_reshaped_by_the_streams_width_loses_its_channels_in_every_head(make):
-    """XCiT's XCA and class attention, CaiT's talking heads and class attention, PVT-v2's attention with its
-    spatial reduction reshape with their input's width (they were refused): each is a unit whose readers
+    """XCiT's XCA and class attention, CaiT's talking heads and class attention, PVT-v2's and Twins' attention
+    with a spatial reduction, DaViT's window and channel attention, NesT's and the relative-position ViT's
+    reshape with their input's width (they were refused or broke): each is a unit whose readers
     (q, k, v, kv, sr) lose the stream's positions in every stream-wide copy, each kept channel with its own
     weights; the kept share is near the request and every check passes."""
     from engine.families.stream_attention import _reads, stream_attentions

@@ -3,7 +3,7 @@ stream's width (fused or not) split in `num_heads` heads of width/num_heads each
 reshaped with the input's width. timm's BEiT and Swin v2 (the latter through engine.families.swin) build
 their qkv bias in the forward from `q_bias`, a zero `k_bias` buffer and `v_bias` with F.linear on qkv's
 weight, which torch-pruning's trace does not see as the qkv layer (the stream stayed whole, far above the
-requested share); XCiT, CaiT and PVT-v2 reshape with the input's width, so a pruned stream broke
+requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT and the relative-position ViT reshape with the input's width, so a pruned stream broke
 them (they were refused).
 
 Such an attention is pruned as a unit: the stream is cut in `num_heads` equal chunks, the same positions
@@ -32,6 +32,12 @@ READS = {
     ("timm.models.cait", "TalkingHeadAttn"): FUSED,
     ("timm.models.cait", "ClassAttn"): SEPARATE,  # CaiT's and XCiT's
     ("timm.models.pvt_v2", "Attention"): (("q", 1), ("kv", 2), ("sr", 1)),
+    ("timm.models.twins", "GlobalSubSampleAttn"): (("q", 1), ("kv", 2), ("sr", 1)),
+    ("timm.models.twins", "LocallyGroupedAttn"): FUSED,
+    ("timm.models.davit", "WindowAttention"): FUSED,
+    ("timm.models.davit", "ChannelAttention"): FUSED,
+    ("timm.models.nest", "Attention"): FUSED,
+    ("timm.models.vision_transformer_relpos", "RelPosAttention"): FUSED,
 }
 OWN = (("timm.models.swin_transformer_v2", "WindowAttention"),)  # another family prunes these
 
