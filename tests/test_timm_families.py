@@ -686,12 +686,19 @@ def _tiny_relpos() -> nn.Module:
                              num_heads=4, num_classes=5)
 
 
-@pytest.mark.parametrize("make", [_tiny_xcit, _tiny_cait, _tiny_pvt, _tiny_davit, _tiny_twins, _tiny_nest, _tiny_relpos],
-                         ids=["xcit", "cait", "pvt_v2", "davit", "twins", "nest", "relpos"])
+def _tiny_convit() -> nn.Module:
+    from timm.models.convit import ConVit
+
+    return ConVit(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, local_up_to_layer=1, num_classes=5)
+
+
+@pytest.mark.parametrize("make", [_tiny_xcit, _tiny_cait, _tiny_pvt, _tiny_davit, _tiny_twins, _tiny_nest, _tiny_relpos,
+                                  _tiny_convit],
+                         ids=["xcit", "cait", "pvt_v2", "davit", "twins", "nest", "relpos", "convit"])
 def test_attention_reshaped_by_the_streams_width_loses_its_channels_in_every_head(make):
     """XCiT's XCA and class attention, CaiT's talking heads and class attention, PVT-v2's and Twins' attention
-    with a spatial reduction, DaViT's window and channel attention, NesT's and the relative-position ViT's
-    reshape with their input's width (they were refused or broke): each is a unit whose readers
+    with a spatial reduction, DaViT's window and channel attention, NesT's, the relative-position ViT's and
+    ConViT's gated positional attention reshape with their input's width (they were refused or broke): each is a unit whose readers
     (q, k, v, kv, sr) lose the stream's positions in every stream-wide copy, each kept channel with its own
     weights; the kept share is near the request and every check passes."""
     from engine.families.stream_attention import _reads, stream_attentions

@@ -3,7 +3,7 @@ stream's width (fused or not) split in `num_heads` heads of width/num_heads each
 reshaped with the input's width. timm's BEiT and Swin v2 (the latter through engine.families.swin) build
 their qkv bias in the forward from `q_bias`, a zero `k_bias` buffer and `v_bias` with F.linear on qkv's
 weight, which torch-pruning's trace does not see as the qkv layer (the stream stayed whole, far above the
-requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT and the relative-position ViT reshape with the input's width, so a pruned stream broke
+requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT, ConViT and the relative-position ViT reshape with the input's width, so a pruned stream broke
 them (they were refused).
 
 Such an attention is pruned as a unit: the stream is cut in `num_heads` equal chunks, the same positions
@@ -38,6 +38,8 @@ READS = {
     ("timm.models.davit", "ChannelAttention"): FUSED,
     ("timm.models.nest", "Attention"): FUSED,
     ("timm.models.vision_transformer_relpos", "RelPosAttention"): FUSED,
+    ("timm.models.convit", "GPSA"): (("qk", 2), ("v", 1)),
+    ("timm.models.convit", "MHSA"): FUSED,
 }
 OWN = (("timm.models.swin_transformer_v2", "WindowAttention"),)  # another family prunes these
 
