@@ -434,8 +434,11 @@ def _stream_attention_kept_its_weights(old: nn.Module, new: nn.Module, kept: lis
     assert new.num_heads == old.num_heads and now < width and now % new.num_heads == 0
     assert torch.equal(new.qkv.weight.view(3, now, now), old.qkv.weight.view(3, width, width)[:, kept][:, :, kept])
     assert torch.equal(new.proj.weight, old.proj.weight[kept][:, kept])
-    assert torch.equal(new.q_bias, old.q_bias[kept]) and torch.equal(new.v_bias, old.v_bias[kept])
-    assert new.k_bias.shape == (now,)
+    if getattr(old, "q_bias", None) is not None:
+        assert torch.equal(new.q_bias, old.q_bias[kept]) and torch.equal(new.v_bias, old.v_bias[kept])
+        assert new.k_bias.shape == (now,)
+    else:
+        assert torch.equal(new.qkv.bias.view(3, now), old.qkv.bias.view(3, width)[:, kept])
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -472,17 +475,20 @@ def test_beit_attention_loses_the_streams_channels_in_every_head(fused):
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
 
-def test_timm_swin_v2_prunes_its_stream_with_equal_heads():
-    """timm's Swin v2 (heads sized by the stream, q and v biases, post-norm patch merging): the stream is cut
-    the same in every head of q, k and v, kept channels keep their weights, and the share and checks pass."""
+@pytest.mark.parametrize("name", ["swinv2_tiny_window8_256", "swinv2_cr_tiny_224"])
+def test_timm_swin_v2_prunes_its_stream_with_equal_heads(name):
+    """timm's Swin v2 (heads sized by the stream, q and v biases, post-norm patch merging) and its "cr" kind
+    (a qkv bias, norm before merging, no recorded merging width): the stream is cut the same in every head
+    of q, k and v, kept channels keep their weights, and the share and checks pass."""
     from engine.families.swin import window_blocks
 
     torch.manual_seed(0)
-    model = timm.create_model("swinv2_tiny_window8_256", img_size=32, window_size=4, embed_dim=32, depths=(1, 1),
+    model = timm.create_model(name, img_size=32, window_size=4, embed_dim=32, depths=(1, 1),
                               num_heads=(2, 4), num_classes=5).eval()
     for attn in window_blocks(model)[0]:
-        attn.q_bias.data.normal_()
-        attn.v_bias.data.normal_()
+        for bias in ("q_bias", "v_bias"):
+            if getattr(attn, bias, None) is not None:
+                getattr(attn, bias).data.normal_()
     example = torch.randn(1, 3, 32, 32)
     pruned = _prune(model, example)
     embed_old, embed_new = model.patch_embed.proj.weight, pruned.patch_embed.proj.weight

@@ -28,6 +28,7 @@ SEPARATE = (("q", 1), ("k", 1), ("v", 1))
 READS = {
     ("timm.models.beit", "Attention"): FUSED,
     ("timm.models.swin_transformer_v2", "WindowAttention"): FUSED,  # pruned by engine.families.swin
+    ("timm.models.swin_transformer_v2_cr", "WindowMultiHeadAttention"): FUSED,  # pruned by engine.families.swin
     ("timm.models.xcit", "XCA"): FUSED,
     ("timm.models.cait", "TalkingHeadAttn"): FUSED,
     ("timm.models.cait", "ClassAttn"): SEPARATE,  # CaiT's and XCiT's
@@ -41,7 +42,8 @@ READS = {
     ("timm.models.convit", "GPSA"): (("qk", 2), ("v", 1)),
     ("timm.models.convit", "MHSA"): FUSED,
 }
-OWN = (("timm.models.swin_transformer_v2", "WindowAttention"),)  # another family prunes these
+OWN = (("timm.models.swin_transformer_v2", "WindowAttention"),  # another family prunes these
+       ("timm.models.swin_transformer_v2_cr", "WindowMultiHeadAttention"))
 
 
 def _kind(module: nn.Module) -> tuple[str, str]:

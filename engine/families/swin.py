@@ -9,8 +9,8 @@ swin_t). So those blocks are pruned as units:
   of its input. The stream is cut in `num_heads` equal chunks, the same positions in each chunk, so every
   head keeps the same size (the head count stays). The score scale 1/sqrt(head size) follows the new
   size in v1; v2's cosine attention has no such scale. timm's v1 `WindowAttention` has its own width: only
-  its stream side moves; timm's v2 one is cut as torchvision's, its q and v biases with q and v
-  (engine.families.stream_attention).
+  its stream side moves; timm's v2 one (and its "cr" kind's) is cut as torchvision's, its q and v biases
+  with q and v (engine.families.stream_attention).
 - `PatchMerging(V2)`: its four concatenated 2×2 neighbours each lose the same input channels; its
   reduction's output channels are the next stage's stream.
 While a graph is traced the blocks run stand-ins (attention: channels straight through; merging: a 2×2
@@ -32,6 +32,7 @@ from engine.families.stream_attention import StreamAttentionPruner
 
 ATTENTIONS, MERGINGS = (ShiftedWindowAttention, ShiftedWindowAttentionV2), (PatchMerging, PatchMergingV2)
 TIMM_SWIN, TIMM_SWIN_V2 = "timm.models.swin_transformer", "timm.models.swin_transformer_v2"
+TIMM_SWIN_CR = "timm.models.swin_transformer_v2_cr"  # Swin v2 "continuous relative" (its norm before merging)
 
 
 def _is_timm(module: nn.Module, name: str, version: str = TIMM_SWIN) -> bool:
@@ -39,7 +40,9 @@ def _is_timm(module: nn.Module, name: str, version: str = TIMM_SWIN) -> bool:
 
 
 def _is_timm_v2(module: nn.Module, name: str) -> bool:
-    return _is_timm(module, name, TIMM_SWIN_V2)
+    """timm's Swin v2 (or its "cr" kind) `name`: heads sized by the stream."""
+    return _is_timm(module, name, TIMM_SWIN_V2) or _is_timm(module, {"WindowAttention": "WindowMultiHeadAttention"}
+                                                             .get(name, name), TIMM_SWIN_CR)
 
 
 def window_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -101,16 +104,18 @@ class TimmWindowAttentionPruner(WindowAttentionPruner):
 
 
 def _norms_output(merging: nn.Module) -> bool:
-    return isinstance(merging, PatchMergingV2) or _is_timm_v2(merging, "PatchMerging")
+    return isinstance(merging, PatchMergingV2) or _is_timm(merging, "PatchMerging", TIMM_SWIN_V2)
 
 
 class PatchMergingPruner(tp.BasePruningFunc):
     def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
-        neighbours = [i + k * layer.dim for k in range(4) for i in idxs]  # the 2×2 patches concatenated
+        dim = layer.reduction.in_features // 4  # timm's "cr" kind records no `dim`
+        neighbours = [i + k * dim for k in range(4) for i in idxs]  # the 2×2 patches concatenated
         tp.prune_linear_in_channels(layer.reduction, neighbours)
         if not _norms_output(layer):  # v1 normalises the concatenation, v2 the reduction's output
             tp.prune_layernorm_out_channels(layer.norm, neighbours)
-        layer.dim -= len(idxs)
+        if isinstance(getattr(layer, "dim", None), int):
+            layer.dim -= len(idxs)
         return layer
 
     def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
@@ -120,7 +125,7 @@ class PatchMergingPruner(tp.BasePruningFunc):
         return layer
 
     def get_in_channels(self, layer: nn.Module) -> int:
-        return layer.dim
+        return layer.reduction.in_features // 4
 
     def get_out_channels(self, layer: nn.Module) -> int:
         return layer.reduction.out_features
@@ -151,7 +156,9 @@ class Swin(Family):
         return ([(m, "forward", _attention_stand_in) for m in attentions]
                 + [(m, "forward", _merging_stand_in) for m in mergings]
                 + [(m, "_attn", _timm_block_stand_in) for m in model.modules()
-                   if _is_timm(m, "SwinTransformerBlock") or _is_timm_v2(m, "SwinTransformerV2Block")])
+                   if _is_timm(m, "SwinTransformerBlock") or _is_timm_v2(m, "SwinTransformerV2Block")]
+                + [(m, "_shifted_window_attn", _timm_block_stand_in) for m in model.modules()
+                   if _is_timm(m, "SwinTransformerV2CrBlock", TIMM_SWIN_CR)])
 
     def pruners(self, model: nn.Module) -> dict:
         attentions, mergings = window_blocks(model)
@@ -165,6 +172,9 @@ class Swin(Family):
         if TIMM_SWIN_V2 in sys.modules:  # its heads take their size from the stream, and its qkv has q and v biases
             timm_v2 = sys.modules[TIMM_SWIN_V2]
             kinds.update({timm_v2.WindowAttention: StreamAttentionPruner(), timm_v2.PatchMerging: merging})
+        if TIMM_SWIN_CR in sys.modules:
+            timm_cr = sys.modules[TIMM_SWIN_CR]
+            kinds.update({timm_cr.WindowMultiHeadAttention: StreamAttentionPruner(), timm_cr.PatchMerging: merging})
         return kinds
 
     def cuts_evenly(self, group) -> bool:
@@ -181,8 +191,8 @@ class Swin(Family):
                     units[attn.proj] = units[attn]
             elif attn in units:
                 units[attn.qkv], units[attn.proj] = 3 * units[attn], units[attn]
-            for layer in getattr(attn, "cpb_mlp", nn.Sequential()).modules():
-                if isinstance(layer, nn.Linear):
+            for layer in attn.modules():  # Swin v2's relative-position MLPs
+                if isinstance(layer, nn.Linear) and layer is not attn.qkv and layer is not attn.proj:
                     units[layer] = layer.out_features
         for merging in mergings:
             if merging in units:
