@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 TESTS = Path(__file__).resolve().parent
 
 CONFTEST = f'''
@@ -25,38 +23,55 @@ def pytest_xdist_make_scheduler(config, log):
 DIE = "import os; os._exit(1)"
 
 
-def run_suite(folder: Path, crash: bool) -> subprocess.CompletedProcess:
+def run_suites(folders: list[Path], crash: bool) -> list[subprocess.CompletedProcess]:
     """pytest -n 2 --dist loadgroup over a small suite with a group of modules kept together, with or without
-    two tests that kill their worker."""
+    two tests that kill their worker; one run per folder, all at once (they mostly sleep)."""
     die = DIE if crash else "pass"
-    (folder / "conftest.py").write_text(CONFTEST)
-    (folder / "test_many.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(6)))
-    (folder / "test_crash.py").write_text(f"def test_dies():\n    {die}\n\ndef test_after():\n    pass\n")
-    (folder / "test_together.py").write_text(  # slow enough that the other worker finishes and leaves first
-        f"import time\n\ndef test_first():\n    time.sleep(1)\n\ndef test_dies_in_group():\n    {die}\n\n"
-        + "".join(f"def test_last_{i}():\n    time.sleep(1)\n" for i in range(3)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    runs = []
+    for folder in folders:
+        (folder / "conftest.py").write_text(CONFTEST)
+        (folder / "test_many.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(6)))
+        (folder / "test_crash.py").write_text(f"def test_dies():\n    {die}\n\ndef test_after():\n    pass\n")
+        (folder / "test_together.py").write_text(  # slow enough that the other worker finishes and leaves first
+            f"import time\n\ndef test_first():\n    time.sleep(1)\n\ndef test_dies_in_group():\n    {die}\n\n"
+            + "".join(f"def test_last_{i}():\n    time.sleep(1)\n" for i in range(3)))
+        runs.append(subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                                      "--dist", "loadgroup", str(folder)], cwd=folder, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = []
     try:
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
-                               "--dist", "loadgroup", str(folder)], cwd=folder, env=env, capture_output=True,
-                              text=True, timeout=240)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"the run hung:\n{exc.stdout}") from None
+        for run in runs:
+            try:
+                out, err = run.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                raise AssertionError(f"the run hung:\n{run.communicate()[0]}") from None
+            done.append(subprocess.CompletedProcess(run.args, run.returncode, out, err))
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    return done
 
 
 def test_a_run_without_crashes_ends_cleanly(tmp_path):
-    done = run_suite(tmp_path, crash=False)
+    done, = run_suites([tmp_path], crash=False)
     assert done.returncode == 0 and "13 passed" in done.stdout and "INTERNALERROR" not in done.stdout, done.stdout
 
 
-@pytest.mark.parametrize("attempt", range(3))  # a replacement's collection races the scheduling: try a few
-def test_a_crashed_worker_fails_its_test_and_the_run_ends(tmp_path, attempt):
-    done = run_suite(tmp_path, crash=True)
-    out = done.stdout
-    assert done.returncode == 1, out
-    assert "2 failed, 11 passed" in out, out  # each crash once; test_after and test_last still ran
-    assert out.count("FAILED test_together.py::test_dies_in_group") == 1, out
-    assert out.count("FAILED test_crash.py::test_dies ") == 1, out
+def test_a_crashed_worker_fails_its_test_and_the_run_ends(tmp_path):
+    """Three runs, since a replacement's collection races the scheduling."""
+    folders = [tmp_path / f"attempt{i}" for i in range(3)]
+    for folder in folders:
+        folder.mkdir()
+    for done in run_suites(folders, crash=True):
+        out = done.stdout
+        assert done.returncode == 1, out
+        assert "2 failed, 11 passed" in out, out  # each crash once; test_after and test_last still ran
+        assert out.count("FAILED test_together.py::test_dies_in_group") == 1, out
+        assert out.count("FAILED test_crash.py::test_dies ") == 1, out
 
 
 def test_each_whole_module_is_one_unit_of_work():
