@@ -14,6 +14,8 @@ from engine.events import Progress
 from gui.jobs import WorkerJob
 from gui.worker_thread import Failure, Worker, start_worker
 
+SHUTDOWN_WAIT_MS = 30_000  # a cancelled job answers within ~2 s; this bounds a closing window's wait
+
 
 class JobRunner(QObject):
     """The running job, the one waiting for a background job to give way, and the worker thread."""
@@ -85,7 +87,7 @@ class JobRunner(QObject):
         self.next_job = None
         if self.worker is not None and self.job_thread is not None:
             self.worker.cancel()
-            self.job_thread.wait(30_000)  # cancel answers within ~2 s; never destroy a running QThread
+            self.job_thread.wait(SHUTDOWN_WAIT_MS)  # never destroy a running QThread
         gc.enable()
 
     @Slot(object)

@@ -93,10 +93,10 @@ def test_closing_during_a_job_does_not_wait_out_the_timeout(qtbot, tmp_path, mon
     blocked in closeEvent's wait, so every close during a job took the full 30 s."""
     slow = SlowTop1()
     monkeypatch.setattr("gui.engine_calls.quick_top1", slow)
+    monkeypatch.setattr("gui.job_runner.SHUTDOWN_WAIT_MS", 600_000)  # the bug's wait, far beyond any busy machine
     window = open_window(qtbot, tmp_path, monkeypatch)
     load_tiny(qtbot, window, fashion)
     qtbot.waitUntil(lambda: slow.calls == 1, timeout=TIMEOUT_MS)  # a job is running now
     start = time.monotonic()
     window.close()
-    # the bug waited out closeEvent's 30 s timeout; a busy machine may take some seconds, not that
-    assert time.monotonic() - start < 25 and slow.cancelled.is_set()
+    assert time.monotonic() - start < 300 and slow.cancelled.is_set()
