@@ -729,3 +729,31 @@ def test_attention_reshaped_by_the_streams_width_loses_its_channels_in_every_hea
     after = sum(p.numel() for p in pruned.parameters())
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def test_gemma4_attention_and_recorded_norms_follow_the_stream():
+    """Gemma4's attention (rotary embeddings torch-pruning could not trace) is a unit on the stream's side:
+    q, k, v lose the stream's channels from their inputs, o_proj from its outputs, each kept channel with
+    its own weights; its RmsNorms record their width in normalized_shape (the scaled ones' scales were cut
+    and the shape left as built, the last one has no scale): each keeps its own scales and the kept width.
+    Eval, train and a step pass (the ONNX export of aten::rms_norm fails for the unpruned model too)."""
+    from timm.layers import RmsNorm
+    from timm.models.gemma4_vit import Gemma4VitClassifier
+
+    torch.manual_seed(0)
+    model = Gemma4VitClassifier(img_size=32, embed_dim=32, depth=1, num_heads=2, head_dim=16, intermediate_size=64,
+                                use_clipped_linears=True, num_classes=5).eval()
+    for norm in model.modules():
+        if isinstance(norm, RmsNorm) and norm.weight is not None:
+            norm.weight.data.uniform_(0.5, 2)
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old, new = model.encoder.blocks[0], pruned.encoder.blocks[0]
+    kept = [int((old.norm1.weight == w).nonzero()[0, 0]) for w in new.norm1.weight]
+    assert len(kept) < 32 and new.norm1.normalized_shape == (len(kept),) == pruned.norm.normalized_shape
+    assert torch.equal(new.attn.q_proj.linear.weight, old.attn.q_proj.linear.weight[:, kept])
+    assert torch.equal(new.attn.o_proj.linear.weight, old.attn.o_proj.linear.weight[kept])
+    assert new.attn.q_proj.linear.out_features == old.attn.q_proj.linear.out_features
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=False) == []

@@ -4,6 +4,8 @@
   torch-pruning's dependency walk through those slices did not finish (the coverage run stopped at 600 s).
 - iFormer's single-head modulation attention (timm's SHMA): its windows are cut out of the image by views
   and permutes that torch-pruning's index lists follow without end (over 600 s).
+- Gemma4's attention: rotary embeddings split and concatenate each head's halves (the graph could not be
+  built); its heads have a recorded size of their own.
 
 Such a mixer loses the stream's channels from its input layers' inputs and its output layer's outputs (and
 that layer's BatchNorm), each kept channel with its own weights; everything inside keeps its width (held),
@@ -22,6 +24,8 @@ from engine.families import Family, register_family
 UNITS = {
     ("timm.models.focalnet", "FocalModulation"): (("f",), ("proj",)),
     ("timm.models.iformer", "SHMA"): (("q.c", "k.c", "v_gate.c"), ("proj.c", "proj.bn")),
+    ("timm.models.gemma4_vit", "Gemma4Attention"): (("q_proj.linear", "k_proj.linear", "v_proj.linear"),
+                                                    ("o_proj.linear",)),
 }
 
 
@@ -33,14 +37,15 @@ def mixers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if _sides(m)]
 
 
-def _stand_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _stand_in(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return x * 1.0  # one node, channels in == channels out
 
 
 class MixerUnitPruner(tp.BasePruningFunc):
     def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
         for name in _sides(layer)[0]:
-            tp.prune_conv_in_channels(layer.get_submodule(name), idxs)
+            part = layer.get_submodule(name)
+            (tp.prune_linear_in_channels if isinstance(part, nn.Linear) else tp.prune_conv_in_channels)(part, idxs)
         return layer
 
     def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
@@ -48,15 +53,19 @@ class MixerUnitPruner(tp.BasePruningFunc):
             part = layer.get_submodule(name)
             if isinstance(part, nn.BatchNorm2d):
                 tp.prune_batchnorm_out_channels(part, idxs)
+            elif isinstance(part, nn.Linear):
+                tp.prune_linear_out_channels(part, idxs)
             else:
                 tp.prune_conv_out_channels(part, idxs)
         return layer
 
     def get_in_channels(self, layer: nn.Module) -> int:
-        return layer.get_submodule(_sides(layer)[0][0]).in_channels
+        part = layer.get_submodule(_sides(layer)[0][0])
+        return part.in_features if isinstance(part, nn.Linear) else part.in_channels
 
     def get_out_channels(self, layer: nn.Module) -> int:
-        return layer.get_submodule(_sides(layer)[1][0]).out_channels
+        part = layer.get_submodule(_sides(layer)[1][0])
+        return part.out_features if isinstance(part, nn.Linear) else part.out_channels
 
 
 @register_family
@@ -70,7 +79,7 @@ class MixerUnits(Family):
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         prep.add_kwargs("customized_pruners", self.pruners(model))
         inner = [layer for m in found for name, layer in m.named_modules()
-                 if isinstance(layer, nn.Conv2d) and name not in _sides(m)[1]]
+                 if isinstance(layer, (nn.Conv2d, nn.Linear)) and name not in _sides(m)[1]]
         prep.held.extend(inner)
         kinds = sorted({type(m).__name__ for m in found})
         prep.notes.append(f"{len(found)} token mixer(s) ({', '.join(kinds)}) are pruned as units on the residual "
