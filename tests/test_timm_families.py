@@ -757,3 +757,25 @@ def test_gemma4_attention_and_recorded_norms_follow_the_stream():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=False) == []
+
+
+def test_blur_pool_filters_follow_their_channels():
+    """TResNet's anti-aliasing BlurPool2d convolves each of its recorded channels with its own row of a buffer
+    (the pruned copy failed: groups=128 for 88 channels): the rows and the count follow the kept channels,
+    and the pool gives what the original gave on them."""
+    from timm.layers import BlurPool2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), BlurPool2d(channels=16), nn.Conv2d(16, 8, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    model[0].bias.data.normal_()
+    example = torch.randn(1, 3, 16, 16)
+    pruned = _prune(model, example)
+    kept = [int((model[0].bias == b).nonzero()[0, 0]) for b in pruned[0].bias]
+    assert len(kept) < 16 and pruned[1].channels == len(kept) == pruned[1].filt.shape[0]
+    inner = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(pruned[1](inner[:, kept]), model[1](inner)[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
