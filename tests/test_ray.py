@@ -286,3 +286,21 @@ def test_missing_dataset_on_a_worker_names_the_node_and_path(tmp_path, tiny):
                       tmp_path)
     with pytest.raises(UserError, match=rf"node {socket.gethostname()}.*nowhere.*every node"):
         _worker_data(plan, bundle)
+
+
+def test_progress_travels_as_builtins_only():
+    """The progress queue's actor holds what remote runs put in it: builtins only, or it imports PruneLab and
+    torch to hold them (310 MiB on the cluster beside every plan)."""
+    from engine.events import Progress
+    from engine.experiments import RemoteEvent
+
+    def builtins_only(value) -> bool:
+        if isinstance(value, tuple):
+            return all(builtins_only(v) for v in value)
+        return value is None or type(value) in (str, int, float, bool)
+
+    for event in (RemoteEvent("k", "node", 42),
+                  RemoteEvent("k", "node", progress=Progress("finetune", 3, 9, "m", 1.5))):
+        wired = event.wire()
+        assert builtins_only(wired), wired
+        assert RemoteEvent.from_wire(wired) == event

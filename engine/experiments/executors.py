@@ -115,6 +115,18 @@ class RemoteEvent:
     pid: int = 0
     progress: Progress | None = None
 
+    def wire(self) -> tuple:
+        """Builtins only, so the queue's actor never imports PruneLab and torch to hold it (it did, and took
+        310 MiB of the cluster's memory beside each plan; now under 45)."""
+        p = self.progress
+        return self.key, self.node, self.pid, None if p is None else (str(p.phase), p.done, p.total, p.message,
+                                                                      p.eta_s)
+
+    @classmethod
+    def from_wire(cls, item: tuple) -> RemoteEvent:
+        key, node, pid, progress = item
+        return cls(key, node, pid, None if progress is None else Progress(*progress))
+
 
 # ----------------------------------------------------------------------------- results and where they were timed
 
@@ -285,7 +297,7 @@ def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None,
         # the driver's thread count: fine-tuning's float sums depend on it, so the same count gives the same
         # accuracy as a run on the driver (Ray starts workers with one thread per reserved CPU)
         torch.set_num_threads(threads)
-    queue.put(RemoteEvent(job.key, node, os.getpid()))
+    queue.put(RemoteEvent(job.key, node, os.getpid()).wire())
     try:
         data = _worker_data(plan, bundle)
         last = 0.0
@@ -302,7 +314,7 @@ def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None,
                 now = time.monotonic()
                 if isinstance(ev, Progress) and (now - last >= PROGRESS_EVERY_S or ev.done >= ev.total):
                     last = now
-                    queue.put(RemoteEvent(job.key, node, progress=ev))
+                    queue.put(RemoteEvent(job.key, node, progress=ev).wire())
             if isinstance(got, str):
                 return RemoteReply(RunStatus.FAILED, reason=got)
             files = {name: (Path(p).relative_to(out_dir).as_posix(), Path(p).read_bytes())
@@ -507,8 +519,8 @@ class RayExecutor:
 
     def _drain(self) -> Iterator:
         by_key = {j.key: j for j in self._refs.values()}
-        for item in self._queue.get_nowait_batch(self._queue.qsize()) if self._queue.qsize() else ():
-            item: RemoteEvent
+        for wired in self._queue.get_nowait_batch(self._queue.qsize()) if self._queue.qsize() else ():
+            item = RemoteEvent.from_wire(wired)
             job = by_key.get(item.key)
             if job is None:
                 continue
