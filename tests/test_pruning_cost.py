@@ -147,3 +147,20 @@ def test_the_graph_is_traced_with_one_batched_forward_pass(tiny):
     pruners.trial_prune(model, _cfg(), 0.5, EXAMPLE, 10)
     dependency_graph(model, EXAMPLE)
     assert shapes == [tuple(EXAMPLE.shape)] * 2
+
+
+def test_the_shared_copy_has_hooks_and_buffers_of_its_own(tiny):
+    """The copy's empty hook dicts are made up front (faster than deepcopy's): they must still be its own, or
+    torch-pruning's tracing hooks on the copy would fire on the original."""
+    model = copy.deepcopy(tiny.model)
+    calls: list = []
+    model.fc.register_forward_hook(lambda *_: calls.append("original"))
+    trial = pruners._shared_copy(model, EXAMPLE.device)
+    trial.stem[0].register_forward_hook(lambda *_: calls.append("copy"))
+    assert not model.stem[0]._forward_hooks and type(trial.stem[0]._forward_hooks) is type(model.stem[0]._forward_hooks)
+    trial(EXAMPLE)
+    assert calls == ["copy", "original"]  # the original's hook came along, as deepcopy copies it
+    model(EXAMPLE)
+    assert calls == ["copy", "original", "original"]
+    assert all(a is not b for a, b in zip(trial.buffers(), model.buffers()))
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(trial.parameters(), model.parameters()))
