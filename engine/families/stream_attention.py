@@ -3,7 +3,7 @@ stream's width (fused or not) split in `num_heads` heads of width/num_heads each
 reshaped with the input's width. timm's BEiT and Swin v2 (the latter through engine.families.swin) build
 their qkv bias in the forward from `q_bias`, a zero `k_bias` buffer and `v_bias` with F.linear on qkv's
 weight, which torch-pruning's trace does not see as the qkv layer (the stream stayed whole, far above the
-requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT, ConViT and the relative-position ViT reshape with the input's width, so a pruned stream broke
+requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT, ConViT, VOLO and the relative-position ViT reshape with the input's width, so a pruned stream broke
 them (they were refused).
 
 Such an attention is pruned as a unit: the stream is cut in `num_heads` equal chunks, the same positions
@@ -24,7 +24,8 @@ from engine.families import Family, register_family
 
 FUSED = (("qkv", 3),)
 SEPARATE = (("q", 1), ("k", 1), ("v", 1))
-# (module, class) -> its layers reading the stream, each with how many stream-wide copies it outputs
+# (module, class) -> its layers reading the stream, each with how many stream-wide copies it outputs (0: an
+# output of its own width)
 READS = {
     ("timm.models.beit", "Attention"): FUSED,
     ("timm.models.swin_transformer_v2", "WindowAttention"): FUSED,  # pruned by engine.families.swin
@@ -41,6 +42,9 @@ READS = {
     ("timm.models.vision_transformer_relpos", "RelPosAttention"): FUSED,
     ("timm.models.convit", "GPSA"): (("qk", 2), ("v", 1)),
     ("timm.models.convit", "MHSA"): FUSED,
+    # VOLO's outlook attention: v is stream-wide, `attn` reads the stream into per-head kernel weights (0 copies)
+    ("timm.models.volo", "OutlookAttention"): (("v", 1), ("attn", 0)),
+    ("timm.models.volo", "Attention"): FUSED,
 }
 OWN = (("timm.models.swin_transformer_v2", "WindowAttention"),  # another family prunes these
        ("timm.models.swin_transformer_v2_cr", "WindowMultiHeadAttention"))
@@ -66,7 +70,8 @@ def stream_wide(module: nn.Module) -> bool:
         return False
     width = proj.in_features
     return all(isinstance(layer, (nn.Linear, nn.Conv2d)) and _width(layer) == width
-               and (layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels) == copies * width
+               and (copies == 0 or (layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels)
+                    == copies * width)
                for layer, copies in reads)
 
 
@@ -87,12 +92,10 @@ class StreamAttentionPruner(tp.BasePruningFunc):
         keep = [i for i in range(width) if i not in set(idxs)]
         for part, copies in _reads(layer):
             copied = [i + k * width for k in range(copies) for i in idxs]  # q, k and v alike
-            if isinstance(part, nn.Linear):
-                tp.prune_linear_in_channels(part, idxs)
-                tp.prune_linear_out_channels(part, copied)
-            else:
-                tp.prune_conv_in_channels(part, idxs)
-                tp.prune_conv_out_channels(part, copied)
+            linear = isinstance(part, nn.Linear)
+            (tp.prune_linear_in_channels if linear else tp.prune_conv_in_channels)(part, idxs)
+            if copies:
+                (tp.prune_linear_out_channels if linear else tp.prune_conv_out_channels)(part, copied)
         if isinstance(getattr(layer, "norm", None), nn.LayerNorm):  # PVT-v2's, after its spatial reduction
             tp.prune_layernorm_out_channels(layer.norm, idxs)
         tp.prune_linear_in_channels(layer.proj, idxs)
@@ -127,7 +130,7 @@ def record_units(attentions: list[nn.Module], units: dict) -> None:
         if attn in units:
             units[attn.proj] = units[attn]
             for part, copies in _reads(attn):
-                units[part] = copies * units[attn]
+                units[part] = copies * units[attn] or part.out_features
         reading = {id(part) for part, _ in _reads(attn)} | {id(attn.proj)}
         for layer in attn.modules():  # CaiT's talking heads mix heads: their width stays
             if isinstance(layer, nn.Linear) and id(layer) not in reading:
