@@ -791,3 +791,36 @@ def test_blur_pool_filters_follow_their_channels():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+def test_selective_kernel_is_cut_as_a_unit():
+    """SKResNet's SelectiveKernel splits its input between its paths by a recorded width and weights the paths
+    per channel (the pruned copy failed): an output channel leaves every path, the attention's input and its
+    weights in every path, each kept channel with its own; the input parts stay equal; every check passes."""
+    from timm.layers.selective_kernel import SelectiveKernel
+
+    torch.manual_seed(0)
+    model = timm.create_model("skresnet18", num_classes=5).eval()
+    units = [n for n, m in model.named_modules() if isinstance(m, SelectiveKernel)]
+    for name in units:
+        for path in model.get_submodule(name).paths:
+            path.bn.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    shrunk = 0
+    for name in units:
+        old, new = model.get_submodule(name), pruned.get_submodule(name)
+        kept = [int((old.paths[0].bn.bias == b).nonzero()[0, 0]) for b in new.paths[0].bn.bias]
+        width, now, paths = old.out_channels, new.out_channels, old.num_paths
+        assert now == len(kept) and all(p.conv.in_channels * paths == new.in_channels for p in new.paths)
+        for was, part in zip(old.paths, new.paths):
+            assert torch.equal(part.bn.bias, was.bn.bias[kept])
+        assert torch.equal(new.attn.fc_reduce.weight, old.attn.fc_reduce.weight[:, kept])
+        assert torch.equal(new.attn.fc_select.weight.view(paths, now, -1),
+                           old.attn.fc_select.weight.view(paths, width, -1)[:, kept])
+        shrunk += now < width
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.4 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
