@@ -5,6 +5,8 @@ Run: .venv/bin/python benchmarks/pruning.py [--model demo:resnet] [--repeats 5] 
 Latencies of the models being compared are measured interleaved, in one process, so background
 load affects both sides alike; so are the pruning times of section 1 (ours and plain alternate, round by
 round, on the demo and on torchvision:resnet50 at 224×224 with random weights: nothing is downloaded).
+On a loaded machine with few cores, --threads 1 gives the steadier ratio: with two threads every small tensor
+operation of either side waits for a busy core, and the medians measure that wait (50× a quiet machine's time).
 """
 from __future__ import annotations
 
