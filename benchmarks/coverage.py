@@ -491,6 +491,15 @@ def print_row(row: dict) -> None:
           f"{row['peak_rss'] / 2 ** 30:5.2f}G {row['status']:<8} {message[:160]}", flush=True)
 
 
+def kept_rows(previous: list[dict], planned: list, chosen: list, again: bool = False) -> list[dict]:
+    """The rows of an earlier run that a resumed run keeps: still planned, and either outside this run's
+    choice or pruned there (unless `again`), under the family's name as it is now."""
+    category = {s: c for c, s in planned}
+    names = {s for _, s in chosen}
+    return [dict(r, category=category[r["model"]]) for r in previous
+            if r["model"] in category and (r["model"] not in names or (r["status"] == "pruned" and not again))]
+
+
 def main() -> int:
     """Run every model (or --only) and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -507,6 +516,9 @@ def main() -> int:
     parser.add_argument("--resume", default="", help="rows of an earlier run (its --json): models that pruned there, "
                                                       "and those outside --only/--families, keep their rows; the rest "
                                                       "run again")
+    parser.add_argument("--again", action="store_true",
+                        help="with --resume, run the --only/--families models again even where they pruned (a change "
+                             "may have moved their figures)")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--data", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -528,10 +540,7 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M")
     rows: list[dict] = []
     if args.resume:
-        chosen, order = {s for _, s in models}, {s for _, s in planned}
-        category = {s: c for c, s in planned}  # a family's name as it is now
-        rows = [dict(r, category=category[r["model"]]) for r in json.loads(Path(args.resume).read_text())
-                if r["model"] in order and (r["status"] == "pruned" or r["model"] not in chosen)]
+        rows = kept_rows(json.loads(Path(args.resume).read_text()), planned, models, args.again)
         done = {r["model"] for r in rows}
         models = [(c, s) for c, s in models if s not in done]
         print(f"resuming: {len(rows)} rows kept from {args.resume}, {len(models)} models to run", flush=True)

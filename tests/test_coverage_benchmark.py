@@ -60,3 +60,14 @@ def test_a_timm_transformer_made_for_another_size_gets_it_too():
     cov = _coverage()
     assert cov.input_sizes("timm:maxvit_pico_rw_256") == [224, 256]
     assert cov.input_sizes("timm:vit_tiny_patch16_224") == [224]
+
+
+def test_resume_keeps_pruned_rows_unless_run_again():
+    keep = _coverage().kept_rows
+    planned = [("timm levit", "timm:levit_128s"), ("timm volo", "timm:volo_d1_224"), ("timm deit", "timm:deit_t")]
+    previous = [{"model": "timm:levit_128s", "status": "pruned"}, {"model": "timm:volo_d1_224", "status": "failed"},
+                {"model": "timm:deit_t", "status": "pruned"}, {"model": "timm:gone", "status": "pruned"}]
+    chosen = planned[:2]
+    assert [r["model"] for r in keep(previous, planned, chosen)] == ["timm:levit_128s", "timm:deit_t"]
+    again = keep(previous, planned, chosen, again=True)
+    assert [(r["model"], r["category"]) for r in again] == [("timm:deit_t", "timm deit")]
