@@ -17,8 +17,9 @@ import torch.nn as nn
 
 from engine import __version__
 from engine.data.tensors import GREY_WEIGHTS
-from engine.models import (ModelBundle, compare_runs, demo_path, export_onnx, export_program, onnx_runner,
-                           pruned_state, save_full_module, save_model, trace_torchscript, write_safetensors)
+from engine.models import (ModelBundle, compare_runs, demo_path, export_onnx, export_program, onnx_opset,
+                           onnx_runner, pruned_state, save_full_module, save_model, trace_torchscript,
+                           write_safetensors)
 from engine.outputs import atomic_dir
 from engine.sources import NAMED, ModelKind, ModelSource
 from engine.units import fmt_count, wilson_interval
@@ -260,6 +261,7 @@ def save_outputs(bundle: ModelBundle, out_dir: Path, structured: bool, check_bat
         try:
             export_onnx(model, shape, tmp / ONNX, metadata=onnx_metadata(meta))
             names["onnx"] = ONNX
+            meta["onnx_opset"] = onnx_opset(tmp / ONNX)  # the default, or the fallback a layer needed
             runners["onnx"] = onnx_runner(tmp / ONNX)
         except Exception as exc:  # noqa: BLE001 - some layers have no ONNX form; the model itself is fine
             text = f"ONNX export failed ({_why(exc)}); the PyTorch model was saved, only {ONNX} is missing"

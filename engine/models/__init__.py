@@ -16,8 +16,8 @@ from .bundle import ModelBundle
 from .describe import FileInfo, describe_file, guess_arch
 from .files import STATE_KEYS, UNREADABLE, find_state_dict, read_safetensors, read_weights, sniff
 from .loading import load_model, seeded
-from .saving import (FORMAT, FORMAT_VERSION, check_onnx, compare_runs, export_onnx, export_program, onnx_runner,
-                     save_full_module, save_model, trace_torchscript, write_safetensors)
+from .saving import (FORMAT, FORMAT_VERSION, check_onnx, compare_runs, export_onnx, export_program, onnx_opset,
+                     onnx_runner, save_full_module, save_model, trace_torchscript, write_safetensors)
 from .weights import WeightsFit, apply_pruned_state, fit_weights, pruned_state
 from .zoo import DEMO_ARCHS, DEMO_TITLES, BasicBlock, DemoResNet, DemoVGG, demo_card, demo_path
 
@@ -26,7 +26,7 @@ __all__ = [
     "FileInfo", "ModelBundle", "STATE_KEYS", "UNREADABLE", "WeightsFit", "adapted_layers", "apply_pruned_state",
     "build_arch", "check_model_kwargs", "check_onnx", "code_classes", "compare_runs", "demo_card", "demo_path",
     "describe_file", "export_onnx", "export_program", "find_state_dict", "first_conv", "fit_weights", "guess_arch",
-    "last_linear", "list_architectures", "load_model", "onnx_runner", "pruned_state", "read_safetensors",
+    "last_linear", "list_architectures", "load_model", "onnx_opset", "onnx_runner", "pruned_state", "read_safetensors",
     "read_weights", "save_full_module", "save_model", "seeded", "size_kwargs", "sniff", "timm_names",
     "torchvision_names", "trace_torchscript", "write_safetensors",
 ]

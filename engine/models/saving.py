@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -58,34 +61,30 @@ def save_full_module(bundle: ModelBundle, path: str | Path) -> Path:
     return path
 
 
-def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: int = 17,
+ONNX_OPSET = 17  # the default: read by every ONNX runtime in use today
+ONNX_FALLBACK_OPSET = 18  # tried once when an operator has no form at the default (aten::col2im: F.fold, VOLO)
+
+
+def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: int | None = None,
                 keep_batchnorm: bool = False, metadata: dict[str, str] | None = None) -> Path:
     """Export to ONNX with a dynamic batch axis and check the graph with onnx.checker.
 
-    The exporter folds each BatchNorm into the convolution before it (right for deployment); the graph
-    a student reads beside the layer table keeps them (`keep_batchnorm`), so every layer shows.
-    `metadata` goes into the file's metadata_props (onnxruntime: `get_modelmeta().custom_metadata_map`)."""
+    Without `opset`, ONNX_OPSET, and ONNX_FALLBACK_OPSET once if the exporter has an operator only there
+    (`onnx_opset` reads back which). The exporter folds each BatchNorm into the convolution before it (right
+    for deployment); the graph a student reads beside the layer table keeps them (`keep_batchnorm`), so every
+    layer shows. `metadata` goes into the file's metadata_props (onnxruntime: `get_modelmeta().custom_metadata_map`)."""
     import onnx
+    from torch.onnx.errors import UnsupportedOperatorError
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    dummy = torch.zeros(1, *input_shape)
-    buf = io.BytesIO()
-    # The TorchScript-based exporter is deprecated but needs no extra tracing machinery and handles
-    # pruned (irregular-width) models reliably; silence its notice so users see only real problems.
-    # nn.MultiheadAttention's eval fast path is a fused op with no ONNX form (ViT failed to export)
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                              dynamo=False, do_constant_folding=not keep_batchnorm,
-                              training=torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+        buf = _export_bytes(model, input_shape, opset or ONNX_OPSET, keep_batchnorm)
+    except UnsupportedOperatorError:
+        if opset is not None:
+            raise
+        buf = _export_bytes(model, input_shape, ONNX_FALLBACK_OPSET, keep_batchnorm)
     proto = onnx.load_from_string(buf.getvalue())
     if keep_batchnorm:
         _inline_identities(proto.graph)
@@ -96,6 +95,72 @@ def export_onnx(model: nn.Module, input_shape: Shape, path: str | Path, opset: i
     with atomic_files(path) as (tmp,):
         tmp.write_bytes(proto.SerializeToString() if keep_batchnorm or metadata else buf.getvalue())
     return path
+
+
+def onnx_opset(path: str | Path) -> int:
+    """The default-domain opset an ONNX file was written for."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchnorm: bool) -> io.BytesIO:
+    dummy = torch.zeros(1, *input_shape)
+    buf = io.BytesIO()
+    # The TorchScript-based exporter is deprecated but needs no extra tracing machinery and handles
+    # pruned (irregular-width) models reliably; silence its notice so users see only real problems.
+    # nn.MultiheadAttention's eval fast path is a fused op with no ONNX form (ViT failed to export)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    if opset >= ONNX_FALLBACK_OPSET:  # for this export only: no process-wide change to torch's exporter
+        from torch.onnx.symbolic_helper import parse_args
+
+        torch.onnx.register_custom_op_symbolic("aten::col2im", parse_args("v", "v", "v", "is", "is", "is")(_col2im),
+                                               opset)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _native_stdout_muted():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                              dynamo=False, do_constant_folding=not keep_batchnorm,
+                              training=torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        if opset >= ONNX_FALLBACK_OPSET:
+            torch.onnx.unregister_custom_op_symbolic("aten::col2im", opset)
+    return buf
+
+
+@contextmanager
+def _native_stdout_muted() -> Iterator[None]:
+    """The exporter's C++ log is always on (torch's switch tests a function, not its value), so an operator it
+    cannot convert dumps the whole graph on the process's stdout, burying a command's output; mute file
+    descriptor 1 while it runs (the error itself still comes back as the exception)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _col2im(g, x, output_size, kernel_size, dilation, padding, stride):
+    """aten::col2im (F.fold) as ONNX Col2Im. Torch's own symbolic needs the output size as a constant, but
+    a model that folds back to its input's height and width (VOLO) traces it as a list of sizes; and it
+    writes the pads as [p0, p0, p1, p1] where ONNX wants the begins then the ends."""
+    def one_d(value):
+        node = value.node()
+        if node.kind() != "prim::ListConstruct":
+            return value
+        axis = g.op("Constant", value_t=torch.tensor([0]))
+        return g.op("Concat", *(g.op("Unsqueeze", v, axis) for v in node.inputs()), axis_i=0)
+
+    return g.op("Col2Im", x, one_d(output_size), one_d(kernel_size), dilations_i=dilation,
+                pads_i=list(padding) * 2, strides_i=stride)
 
 
 def _inline_identities(graph) -> None:
