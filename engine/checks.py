@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from engine.errors import UserError
 from engine.layers import classifier_head, ignored_modules, prunable_layers
+from engine.preparation import least_kept
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
@@ -63,9 +64,11 @@ def check_layers(cfg: "PruneConfig", model: nn.Module, num_classes: int | None) 
 def check_layers_keep(cfg: "PruneConfig", model: nn.Module, num_classes: int | None, structured: bool,
                       global_scope: bool) -> None:
     """Refuse a ratio that would leave a layer with no channel (structured) or no weight (unstructured):
-    only a maximum layer ratio of (nearly) 1 allows it. Under global scope an unstructured layer may lose
-    up to that maximum, so the maximum itself is judged; a structured one keeps at least one rounding
-    unit there (engine.preparation.kept_channels), as nothing asks a share of it."""
+    only a maximum layer ratio of (nearly) 1 allows it. Counted as the pruners count: a structured layer
+    keeps at least what the maximum leaves (engine.preparation.least_kept: one of a 1-channel layer at 0.9,
+    where 70 % of it rounds to none); under global scope an unstructured layer may lose up to that maximum,
+    rounded down (engine.pruners' cap), so the maximum itself is judged; a structured one keeps at least one
+    rounding unit there (engine.preparation.kept_channels), as nothing asks a share of it."""
     if cfg.pruning_ratio is None or cfg.manual_channels or (structured and global_scope):
         return
     ignored = ignored_modules(model, cfg.ignored_layers, cfg.keep_head, num_classes)
@@ -76,7 +79,10 @@ def check_layers_keep(cfg: "PruneConfig", model: nn.Module, num_classes: int | N
         ratio = cfg.max_layer_ratio if global_scope else min(cfg.layer_ratios.get(name, cfg.pruning_ratio),
                                                              cfg.max_layer_ratio)
         n = int(layer.weight.shape[0] if structured else layer.weight.numel())
-        keeps = int(n * (1.0 - ratio)) if structured else n - round(ratio * n)
+        if structured:
+            keeps = max(int(n * (1.0 - ratio)), least_kept(n, cfg.max_layer_ratio))
+        else:
+            keeps = n - (int(ratio * n + 1e-9) if global_scope else round(ratio * n))
         if keeps < 1:
             what = "channel" if structured else "weight"
             raise UserError(f"ratio {ratio:g} would leave layer {name} ({n} {what}s) with no {what}; lower the ratio or "
