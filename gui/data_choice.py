@@ -117,7 +117,8 @@ class DataProbeJob(WorkerJob):
 
     def on_stopped(self) -> None:
         if self.raw is not None:
-            QTimer.singleShot(0, lambda: data_read(self.commands, self.spec, self.raw))  # the next job needs it idle
+            # the next job needs the window idle; dropped if the window is gone by then
+            QTimer.singleShot(0, self.commands.parent, lambda: data_read(self.commands, self.spec, self.raw))
 
 
 def switch_data(commands: Commands, spec: str) -> None:

@@ -93,7 +93,7 @@ class ExperimentTab(QWidget):
         if self._split.orientation() != wanted or not self._arranged:
             self._split.setOrientation(wanted)
             self._arranged = True
-            QTimer.singleShot(0, self._share)  # once the panes have their new sizes
+            QTimer.singleShot(0, self, self._share)  # once the panes have their new sizes
 
     def _share(self) -> None:
         """The editor's share of the tab, then the table's and the plots' halves of the results: left to their size

@@ -131,10 +131,10 @@ class LoadJob(WorkerJob):
 
     def on_stopped(self) -> None:
         if self.trust_question is not None:
-            QTimer.singleShot(0, self._ask_trust_and_retry)  # a new load needs the window idle
+            QTimer.singleShot(0, self.commands.parent, self._ask_trust_and_retry)  # a new load needs the window idle
         elif self.needs_dialog:
             self.commands.show_current_source()
-            QTimer.singleShot(0, lambda: self.commands.open_model_dialog(self.request.model_src))
+            QTimer.singleShot(0, self.commands.parent, lambda: self.commands.open_model_dialog(self.request.model_src))
 
     def _ask_trust_and_retry(self) -> None:
         commands, request = self.commands, self.request

@@ -192,7 +192,7 @@ class LayerTable(QTableWidget):
         self.setUpdatesEnabled(True)
         self.set_filter(*self._filter)
         self.layers_set.emit()
-        QTimer.singleShot(0, self._make_spins_later)
+        QTimer.singleShot(0, self, self._make_spins_later)
 
     def _make_spins(self, count: int | None = None) -> None:
         """Create the Ratio spin boxes still missing (at most `count`); a row without one reads 'default'.
@@ -214,7 +214,7 @@ class LayerTable(QTableWidget):
     def _make_spins_later(self) -> None:
         if self._pending:
             self._make_spins(self.SPINS_PER_TURN)
-            QTimer.singleShot(0, self._make_spins_later)
+            QTimer.singleShot(0, self, self._make_spins_later)
 
     def cellWidget(self, row: int, column: int) -> QWidget | None:  # noqa: N802 - Qt's name
         """The cell's widget; Ratio spin boxes not made yet are made first."""

@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("PruneLab")
         self.setAcceptDrops(True)
         self.session = SessionModel(settings or Settings(), make_work_dir(), log_path)
+        self.session.setParent(self)  # deleted with the window: unparented, its connections kept the window alive
         self.jobs = JobRunner(self.memory_limit, self)
         self.error_box: QMessageBox | None = None
         self.close_box: QMessageBox | None = None  # "quit while a run is going?", while it is open
@@ -117,7 +118,7 @@ class MainWindow(QMainWindow):
         guard_wheel(self)  # the wheel scrolls panels; it changes a value only in the control that has focus
         self.watch = start_watch(self, self.session, self.jobs, self.ui)  # only under the real-window test
         if autoload:
-            QTimer.singleShot(0, self.load_startup_model)
+            QTimer.singleShot(0, self, self.load_startup_model)
 
     def _connect_views(self) -> None:
         """The views follow the session; the user's requests in the views reach the window's commands."""

@@ -215,10 +215,10 @@ class OpenModelDialog(QDialog):
         self.refresh()
         self.fit_screen()  # the architecture list or the findings may have made it taller
         if self.trust_question is not None:
-            QTimer.singleShot(0, self._ask_trust_and_check)  # a new check needs the window idle
+            QTimer.singleShot(0, self, self._ask_trust_and_check)  # a new check needs the window idle
         elif self.recheck:
             self.recheck = False
-            QTimer.singleShot(0, self._recheck)
+            QTimer.singleShot(0, self, self._recheck)
 
     def _ask_trust_and_check(self) -> None:
         message, what = self.trust_question
@@ -456,7 +456,7 @@ class OpenModelDialog(QDialog):
         # the findings' height is known only after a layout pass or two: follow the scroll range for a moment
         self.follow_findings = True
         self._show_findings()
-        QTimer.singleShot(500, lambda: setattr(self, "follow_findings", False))
+        QTimer.singleShot(500, self, lambda: setattr(self, "follow_findings", False))
 
     def _show_findings(self, *_range) -> None:
         """Scroll the Check box to the top, so as much of the findings shows as fits."""

@@ -20,7 +20,9 @@ too: the worker with the most is the run's critical path.
 from __future__ import annotations
 
 import _thread
+import gc
 import os
+import sys
 import threading
 import time
 
@@ -161,12 +163,32 @@ def pytest_runtest_protocol(item, nextitem):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    """Once the test's fixtures are gone: hand back freed heap if it grew, then note what it kept."""
+    """Once the test's fixtures are gone: delete the windows it closed, hand back freed heap if it grew, then
+    note what it kept."""
     yield
     s = _sampler()
+    if "qtbot" in getattr(item, "fixturenames", ()) and _delete_closed_widgets():
+        gc.collect()  # the windows' Python side: cycles through their signal connections
     if _rss(s.pid) - s.began > _GIVE_BACK_ABOVE:
         release_freed_memory()
     s.ended = _rss(s.pid)
+
+
+def _delete_closed_widgets() -> bool:
+    """Delete what a Qt test left: pytest-qt closes its widgets and asks Qt to delete them later, an event loop
+    no teardown runs; and a hidden window without a parent (pyqtgraph's plot and view-box menus: 25 a main
+    window) lives as long as its signals connect it to itself, which the cycle collector cannot see. Left, each
+    GUI test kept about 16 MB (its plots and the islands of objects they reach): the workers grew to 2.2 GiB.
+    True when Qt is in use."""
+    core = sys.modules.get("PySide6.QtCore")
+    widgets = sys.modules.get("PySide6.QtWidgets")
+    if core is None or widgets is None or widgets.QApplication.instance() is None:
+        return False
+    for widget in widgets.QApplication.topLevelWidgets():
+        if widget.parent() is None and not widget.isVisible():
+            widget.deleteLater()
+    core.QCoreApplication.sendPostedEvents(None, core.QEvent.Type.DeferredDelete)
+    return True
 
 
 @pytest.hookimpl(hookwrapper=True)

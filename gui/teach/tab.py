@@ -100,7 +100,7 @@ class TeachTab(QWidget):
         method_panel.options_changed.connect(self._refresh_method)
         layer_table.layer_selected.connect(self.select_layer)
         # coming back to this tab with Feature maps open fills them too
-        tabs.currentChanged.connect(lambda _index: QTimer.singleShot(0, self._fill_maps))
+        tabs.currentChanged.connect(lambda _index: QTimer.singleShot(0, self, self._fill_maps))
         tabs.currentChanged.connect(lambda _index: self._note_opened())
         self._refresh_method()
         self._on_job_stopped("")

@@ -311,7 +311,7 @@ class CriteriaView(theme.PaletteWidget):
             _bars(plot, scores.scores, scores.cut)
             self.drawn[name] = scores
             if new and i + 1 < len(names):  # one new chart per turn of the event loop
-                QTimer.singleShot(0, self._draw_next)
+                QTimer.singleShot(0, self, self._draw_next)
                 return
 
     def show_pending(self, layer: str) -> None:
