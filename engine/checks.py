@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from engine.errors import UserError
 from engine.layers import classifier_head, ignored_modules, prunable_layers
-from engine.preparation import least_kept
+from engine.preparation import least_kept, most_zeroed
 
 if TYPE_CHECKING:
     from engine.models import ModelBundle
@@ -82,7 +82,7 @@ def check_layers_keep(cfg: "PruneConfig", model: nn.Module, num_classes: int | N
         if structured:
             keeps = max(int(n * (1.0 - ratio)), least_kept(n, cfg.max_layer_ratio))
         else:
-            keeps = n - (int(ratio * n + 1e-9) if global_scope else round(ratio * n))
+            keeps = n - (most_zeroed(n, ratio) if global_scope else round(ratio * n))
         if keeps < 1:
             what = "channel" if structured else "weight"
             raise UserError(f"ratio {ratio:g} would leave layer {name} ({n} {what}s) with no {what}; lower the ratio or "

@@ -74,6 +74,11 @@ def least_kept(channels: int, max_ratio: float) -> int:
     return math.ceil(channels * (1.0 - max_ratio) - 1e-9)
 
 
+def most_zeroed(weights: int, max_ratio: float) -> int:
+    """The most of a layer's `weights` global unstructured pruning may zero: its cap rounds down."""
+    return int(max_ratio * weights + 1e-9)
+
+
 def least(pruner, group, channels: int) -> int:
     """The fewest of `channels` (the root's count, or one convolution group's) the maximum layer ratio lets
     `group` keep, measured against the layer's width before pruning."""

@@ -25,6 +25,7 @@ from engine.events import CancelToken, Progress
 from engine.layers import WeightSummary, ignored_modules, prunable_layers
 from engine.methods import STRUCTURED, UNSTRUCTURED, Method, UnstructuredStrategy
 from engine.metrics import count_macs
+from engine.preparation import most_zeroed
 from engine.tracing import cuts_heads, dependency_graph, traced_inputs
 from engine.verify import check_pruned, layer_sizes, out_size, share_problems
 
@@ -620,7 +621,7 @@ class UnstructuredPruner(Pruner):
             score = m.weight.detach().abs().flatten().float()
             if hasattr(m, "weight_mask"):
                 score[m.weight_mask.flatten() == 0] = -1.0  # pruned before: stays pruned, within the cap
-            cap = int(self.cfg.max_layer_ratio * score.numel() + 1e-9)
+            cap = most_zeroed(score.numel(), self.cfg.max_layer_ratio)
             values, idx = torch.topk(score, cap, largest=False)
             candidates.append(values)
             owners.append(idx)
