@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import statistics
@@ -39,6 +40,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _warm_up(model: nn.Module, x: torch.Tensor, dev: torch.device, runs: int) -> None:
+    steady_heap()  # the warm-up settles the heap the timed passes then reuse
     for _ in range(runs):
         model(x)
     _sync(dev)
@@ -48,6 +50,7 @@ def _timed_runs(model: nn.Module, x: torch.Tensor, dev: torch.device, runs: int,
                 max_seconds: float = math.inf, cancel: CancelToken | None = None) -> list[float]:
     """Forward-pass times in ms: at least `runs` passes and `min_seconds`, stopping at `max_seconds`.
     The one timing loop behind every latency figure."""
+    steady_heap()
     times: list[float] = []
     start = time.perf_counter()
     while True:
@@ -493,33 +496,50 @@ def _status_kb(field_name: str) -> int:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-# After a measurement: what glibc's dynamic threshold grows to on a busy heap (its maximum on 64-bit)
-# and twice that for trimming, as glibc itself pairs them.
+# What glibc's dynamic threshold grows to on a busy heap (its maximum on 64-bit), and twice that for
+# trimming, as glibc itself pairs them.
 FAST_MMAP_THRESHOLD = 32 * 1024 * 1024
+
+
+@functools.cache
+def _glibc():
+    """The C library when it is glibc (mallopt and malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def steady_heap() -> None:
+    """Serve buffers under FAST_MMAP_THRESHOLD from the heap and keep up to twice that freed there, for the
+    rest of the process. With glibc's moving thresholds a forward pass's activations were mapped and faulted
+    in afresh, or not, depending on what ran before: the demo's batch-64 pass took 27-50 ms within one
+    process on a quiet machine (26-28 ms with the heap steady), and the latency target's search chased that
+    noise. (mallopt disables the dynamic threshold for good, so it is set high rather than "reset".)"""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, FAST_MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * FAST_MMAP_THRESHOLD)
 
 
 @contextmanager
 def _mmap_every_large_buffer():
     """Make glibc serve large buffers with mmap and return them at once, so one forward pass shows in
-    RSS, and afterwards raise the thresholds again.
-
-    A low threshold left in place makes every later forward pass and training step map and fault in
-    fresh pages: on the demo, batch-64 latency rose from 51 to 71 ms and system time doubled.
-    (mallopt disables glibc's dynamic threshold for good, so it is set high rather than "reset".)
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: measure as is
+    RSS, and afterwards steady the heap again (a low threshold left in place made every later forward pass
+    and training step map and fault in fresh pages: on the demo, batch-64 latency rose from 51 to 71 ms and
+    system time doubled)."""
+    libc = _glibc()
+    if libc is None:  # not glibc: measure as is
         yield
         return
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    malloc_trim(0)
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)
     try:
         yield
     finally:
-        mallopt(M_MMAP_THRESHOLD, FAST_MMAP_THRESHOLD)
-        mallopt(M_TRIM_THRESHOLD, 2 * FAST_MMAP_THRESHOLD)
+        steady_heap()
 
 
 def measure_peak_memory(model: nn.Module, input_shape: Shape, batch_size: int = 64, device: str = "cpu") -> int:
