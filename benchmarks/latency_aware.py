@@ -52,6 +52,8 @@ def load(model: str):
 def prune(bundle, data, args, **options) -> RunDone:
     kw = dict(method=args.method, bn_recalibrate=True, bn_batches=args.bn_batches, measure_speed=False,
               eval_limit=args.eval_limit, threads=args.threads, pruning_ratio=None)
+    if args.round_to is not None:
+        kw["round_to"] = args.round_to
     kw.update(options)
     return drain(run_pruning(bundle, data, PruneConfig(**kw)))
 
@@ -123,6 +125,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-limit", type=int, default=2000)
     parser.add_argument("--bn-batches", type=int, default=20)
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="channel rounding of the uniform allocation (default: the run's own); 1 gives exact "
+                             "counts, so a small model's latency moves in small steps")
     parser.add_argument("--same-macs", action="store_true",
                         help="also run uniform at the MACs each latency-aware result reached (paired speed-up)")
     parser.add_argument("--json", help="write the rows as JSON (after every row)")
@@ -133,7 +138,8 @@ def main() -> None:
     done_keys = {(r["model"], r["runtime"], r["batch"], r["allocation"]) for r in rows}
     torch.set_num_threads(args.threads)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {args.method}, BN re-estimation ({args.bn_batches} batches), "
-          f"{args.threads} threads, top-1 on {args.eval_limit} test images, load average at start {load_avg()}")
+          f"{args.threads} threads, top-1 on {args.eval_limit} test images, "
+          f"round-to {args.round_to if args.round_to is not None else 'as the run'}, load average at start {load_avg()}")
     print(f"{'model':<24} {'runtime':<11} {'batch':>5} {'alloc':<8} {'orig ms':>9} {'target':>9} "
           f"{'measured ms (95 % interval)':>28} {'±10%':>6} {'paired':>6} {'±10%':>6} {'MACs M':>8} {'top-1':>6} {'top-1 CI':>11} "
           f"{'eff.':>5} {'load':>5}")
