@@ -33,4 +33,7 @@ def prepare(model: nn.Module, example: torch.Tensor, round_to: int | None) -> Pr
             prep.families.append(family)
             prep.found[family.name] = found
             family.prepare(model, found, prep, example, round_to)
+            pruners = family.pruners(model)
+            if pruners:
+                prep.add_kwargs("customized_pruners", pruners)
     return prep

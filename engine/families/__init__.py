@@ -48,7 +48,8 @@ class Family:
         return []
 
     def pruners(self, model: nn.Module) -> dict:
-        """torch-pruning's `customized_pruners` for this family's own modules (by type)."""
+        """torch-pruning's `customized_pruners` for this family's own modules (by type): the dependency graph
+        (engine.tracing) and, for a family found in the model, the run's pruner (engine.architectures) get them."""
         return {}
 
     def cuts_evenly(self, group) -> bool:

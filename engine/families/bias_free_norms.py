@@ -53,7 +53,6 @@ class BiasFreeNorms(Family):
         return [m for m in model.modules() if bias_free(m)]
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
         prep.notes.append(f"{len(found)} norm(s) with a scale and no bias (MetaFormer): each kept channel keeps its "
                           "scale, and no bias is added")
 

@@ -41,8 +41,5 @@ class BlurPools(Family):
     def detect(self, model: nn.Module) -> list[nn.Module]:
         return blur_pools(model)
 
-    def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
-
     def pruners(self, model: nn.Module) -> dict:
         return {type(m): BlurPoolPruner() for m in blur_pools(model)}

@@ -77,7 +77,6 @@ class MixerUnits(Family):
         return mixers(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
         inner = [layer for m in found for name, layer in m.named_modules()
                  if isinstance(layer, (nn.Conv2d, nn.Linear)) and name not in _sides(m)[1]]
         prep.held.extend(inner)

@@ -6,7 +6,6 @@ pruner cuts the scale and bias (each kept channel keeps its own) and records the
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch_pruning as tp
 
@@ -49,9 +48,6 @@ class NormShapes(Family):
 
     def detect(self, model: nn.Module) -> list[nn.Module]:
         return recorded_norms(model) + recorded_norms(model, scaled=False)
-
-    def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
 
     def pruners(self, model: nn.Module) -> dict:
         return {type(m): RecordedNormPruner() for m in self.detect(model)}

@@ -116,7 +116,6 @@ class ResNeSt(Family):
         return split_attentions(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
         prep.add_kwargs("in_channel_groups", split_chunks(model))
         prep.pruner_kwargs["root_module_types"] = root_module_types(model)
         prep.units.update(dict.fromkeys(found, round_to or 1))  # the unit's own rounding; record_units spreads it

@@ -69,7 +69,6 @@ class SelectiveKernels(Family):
         return selective_kernels(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
         prep.add_kwargs("in_channel_groups", {m: m.num_paths for m in found if m.split_input})
         roots = prep.pruner_kwargs.get("root_module_types") or [ops.TORCH_CONV, ops.TORCH_LINEAR, ops.TORCH_LSTM]
         prep.pruner_kwargs["root_module_types"] = [*roots, type(found[0])]  # its outputs start groups too

@@ -146,7 +146,6 @@ class StreamAttention(Family):
         return stream_attentions(model, own=True)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.add_kwargs("customized_pruners", self.pruners(model))
         prep.add_kwargs("in_channel_groups", {m: m.num_heads for m in found})
         prep.add_kwargs("out_channel_groups", {m: m.num_heads for m in found})
         kinds = ", ".join(sorted({type(m).__name__ for m in found}))

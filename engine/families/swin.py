@@ -143,7 +143,6 @@ class Swin(Family):
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         attentions, mergings = found
         chunks = head_chunks(model)
-        prep.add_kwargs("customized_pruners", self.pruners(model))
         prep.pruner_kwargs["in_channel_groups"] = dict(chunks)
         prep.pruner_kwargs["out_channel_groups"] = dict(chunks)
         prep.notes.append(f"Swin: {len(attentions)} window attention and {len(mergings)} patch-merging layer(s) are "
