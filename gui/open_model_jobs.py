@@ -5,22 +5,48 @@ untouched, so the window's status bar says Ready again once they stop.
 """
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import TYPE_CHECKING, Any, Generator, Protocol
 
 from engine.data import Dataset
 from engine.data import load_dataset_events
 from engine.errors import NeedsTrust, UserError
 from engine.events import CancelToken, Progress
 from engine.inputs import ModelRecipe, RecipeChecked
+from engine.models import FileInfo
 from gui import engine_calls
 from gui.jobs import WorkerJob
 from gui.engine_calls import Described
 from gui.worker_thread import Failure
 
 
-# Each job reports to the dialog that started it (gui.open_model.OpenModelDialog, not imported here: the dialog
-# imports these jobs).
-Dialog = Any
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QLabel, QLineEdit
+
+    from gui.commands import Commands
+
+
+class Dialog(Protocol):
+    """What the jobs use of the dialog that started them (gui.open_model.OpenModelDialog, which imports these
+    jobs, so it is described here rather than imported)."""
+
+    commands: Commands
+    data_spec: str
+    recheck: bool
+    path: str | None
+    info: FileInfo | None
+    checked: ModelRecipe | None
+    trust_question: tuple[str, str] | None
+    result_label: QLabel
+    data_label: QLabel
+    found_label: QLabel
+    file_edit: QLineEdit
+
+    def fill_data(self) -> None: ...
+    def job_stopped(self) -> None: ...
+    def show_progress(self, event: Progress) -> None: ...
+    def show_failure(self, title: str, failure: Failure, label: QLabel | None = None) -> None: ...
+    def show_described(self, path: str | None, described: Described, data_spec: str | None = None) -> None: ...
+    def show_checked(self, recipe: ModelRecipe, c: RecipeChecked) -> None: ...
 
 CHECK_IMAGES = 500  # validation images the check classifies: enough to tell a fitting file from a wrong one
 

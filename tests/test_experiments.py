@@ -21,7 +21,7 @@ from engine.experiments import (DEFAULT_CRITERIA, Criterion, PlanDone, PlanProgr
                                 RunResult, criteria_from_toml, load_plan, metric_value, pareto_front, parse_plan,
                                 rank, run_plan)
 from engine.metrics import Metrics
-from engine.models import DemoResNet, ModelBundle, save_model
+from engine.models import save_model
 
 TINY_PLAN = """
 [plan]
@@ -41,15 +41,8 @@ bn_batches = 2
 
 
 @pytest.fixture()
-def tiny_bundle(fashion) -> ModelBundle:
-    torch.manual_seed(0)
-    return ModelBundle(DemoResNet(widths=(8, 16, 32)).eval(), "tiny", "demo:resnet", (1, 28, 28), 10, fashion.norm,
-                       fashion.class_names, arch_kwargs={"widths": [8, 16, 32]})
-
-
-@pytest.fixture()
-def tiny_file(tiny_bundle, tmp_path) -> Path:
-    return save_model(tiny_bundle, tmp_path / "tiny.pt")
+def tiny_file(tiny, tmp_path) -> Path:
+    return save_model(tiny, tmp_path / "tiny.pt")
 
 
 def write_plan(tmp_path: Path, model: Path, methods=("l1", "l2"), ratios=(0.3, 0.5), extra: str = "") -> Path:
@@ -184,19 +177,19 @@ def drain(events):
     return list(events)
 
 
-def test_run_plan_stores_each_run_and_resumes(tmp_path, tiny_file, tiny_bundle, fashion):
+def test_run_plan_stores_each_run_and_resumes(tmp_path, tiny_file, tiny, fashion):
     plan = load_plan(write_plan(tmp_path, tiny_file))
     store = ResultStore(tmp_path / "store.sqlite")
     cancel = CancelToken()
     seen = []
     with pytest.raises(Cancelled):
-        for ev in run_plan(plan, store, cancel, bundle=tiny_bundle, data=fashion):
+        for ev in run_plan(plan, store, cancel, bundle=tiny, data=fashion):
             if isinstance(ev, PlanRunDone):
                 seen.append(ev.result.key)
                 assert store.get(ev.result.key) is not None  # stored the moment it finished
                 cancel.cancel()
     assert len(seen) == 1 and store.keys() == set(seen)
-    events = drain(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    events = drain(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))
     done = events[-1]
     assert isinstance(done, PlanDone) and done.ran == 3 and done.skipped == 1
     assert sum(isinstance(e, PlanProgress) and e.index > 0 for e in events) == 3
@@ -205,16 +198,16 @@ def test_run_plan_stores_each_run_and_resumes(tmp_path, tiny_file, tiny_bundle, 
     r = store.get(seen[0])
     assert r.versions["torch"] and r.device.startswith("cpu") and r.config["method"] in ("l1", "l2")
     assert r.metrics.confusion is not None and r.steps and r.extra["plan"] == "tiny"
-    again = drain(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    again = drain(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))[-1]
     assert again.ran == 0 and again.skipped == 4
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_memory_stays_flat_over_ten_runs(tmp_path, tiny_file, tiny_bundle, fashion):
+def test_memory_stays_flat_over_ten_runs(tmp_path, tiny_file, tiny, fashion):
     plan = load_plan(write_plan(tmp_path, tiny_file, methods=("l1", "l2"),
                                 ratios=(0.2, 0.3, 0.4, 0.5, 0.6)))
-    rss = [ev.rss_bytes for ev in run_plan(plan, ResultStore(tmp_path / "m.sqlite"), bundle=tiny_bundle,
+    rss = [ev.rss_bytes for ev in run_plan(plan, ResultStore(tmp_path / "m.sqlite"), bundle=tiny,
                                            data=fashion) if isinstance(ev, PlanRunDone)]
     assert len(rss) == 10 and rss[1] > 0
     assert rss[9] <= rss[1] * 1.10, f"memory grew from {rss[1] / 2**20:.0f} to {rss[9] / 2**20:.0f} MiB"
@@ -278,7 +271,7 @@ def test_sweep_cli_runs_and_ranks(tmp_path, tiny_file, capsys):
 # ----------------------------------------------------------------------------- the Experiment tab (GUI)
 
 
-def test_experiment_tab_builds_plans_and_shows_results(request, tmp_path, tiny_bundle, fashion, tiny_file):
+def test_experiment_tab_builds_plans_and_shows_results(request, tmp_path, tiny, fashion, tiny_file):
     pytest.importorskip("PySide6")
     pytest.importorskip("pytestqt")
     qtbot = request.getfixturevalue("qtbot")
@@ -302,7 +295,7 @@ def test_experiment_tab_builds_plans_and_shows_results(request, tmp_path, tiny_b
     assert not tab.run_button.isEnabled() and tab.cancel_button.isEnabled()
     plan.prune.update(round_to=4)
     plan.save_models = False
-    for ev in run_plan(plan, ResultStore(tab.store_path()), bundle=tiny_bundle, data=fashion):
+    for ev in run_plan(plan, ResultStore(tab.store_path()), bundle=tiny, data=fashion):
         tab.on_event(ev)
     assert tab.run_button.isEnabled()
     assert tab.table.rowCount() == 5  # the original + four runs
@@ -318,7 +311,7 @@ def test_experiment_tab_builds_plans_and_shows_results(request, tmp_path, tiny_b
     tab.criteria_table.item(0, 3).setText("1")
     html, csv = tab.write_report(tmp_path / "gui.html")
     assert html.exists() and csv.exists()
-    tab.show_sensitivity(list(scan(tiny_bundle, fashion, ratios=(0.5,), limit=32))[-1])
+    tab.show_sensitivity(list(scan(tiny, fashion, ratios=(0.5,), limit=32))[-1])
 
 
 def test_latency_noise_between_same_shape_runs_does_not_decide_the_ranking():

@@ -24,17 +24,11 @@ from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from engine.methods import all_methods  # noqa: E402
 from engine.models import DemoResNet, ModelBundle, demo_path  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
+from gui_helpers import tiny_bundle  # noqa: E402
 from gui.settings import Settings  # noqa: E402
 
 LOAD_TIMEOUT_MS = 60_000
 RUN_TIMEOUT_MS = 90_000
-
-
-def tiny_bundle() -> ModelBundle:
-    """An untrained DemoResNet with 8/16/32 channels: the real graph (residuals, groups) at toy size."""
-    model = DemoResNet(1, 10, widths=(8, 16, 32)).eval()
-    return ModelBundle(model, "test:tiny-resnet", "demo:resnet", (1, 28, 28), 10,
-                       arch_kwargs={"widths": [8, 16, 32]})
 
 
 def make_settings(folder: Path) -> Settings:

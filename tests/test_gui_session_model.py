@@ -74,3 +74,31 @@ def test_nothing_below_the_window_imports_it():
     importers = sorted(str(p.relative_to(GUI)) for p in GUI.rglob("*.py")
                        if p.name != "main_window.py" and "gui.main_window" in _imports(p))
     assert set(importers) <= ENTRY_POINTS, importers
+
+
+@pytest.mark.parametrize("described, concrete", [("gui.open_model_jobs:Dialog", "gui.open_model:OpenModelDialog"),
+                                                  ("gui.teach.jobs:TeachTab", "gui.teach.tab:TeachTab")])
+def test_what_a_job_uses_of_its_view_exists_there(described, concrete):
+    """The jobs see their dialog or tab through a Protocol (the view imports the jobs, not the other way
+    round): every method it names is the view's, and every attribute is one the view sets on itself."""
+    import importlib
+    import inspect
+
+    def resolve(spec: str):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    protocol, view = resolve(described), resolve(concrete)
+    methods = [n for n, v in vars(protocol).items() if inspect.isfunction(v)]
+    attributes = list(protocol.__annotations__)
+    assert methods and attributes
+    for name in methods:
+        assert callable(getattr(view, name, None)), f"{view.__name__} has no method {name}"
+    source = inspect.getsource(view)
+    set_on_self = {t.attr for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Assign, ast.AnnAssign))
+                   for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                   for t in ([*t.elts] if isinstance(t, ast.Tuple) else [t])
+                   if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"}
+    inherited = {n for n in attributes if hasattr(view, n)}
+    missing = set(attributes) - set_on_self - inherited
+    assert not missing, f"{view.__name__} never sets {sorted(missing)}"

@@ -1,7 +1,7 @@
 """The Teach tab's background jobs: the engine's explain generators run on the worker thread."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Generator, Protocol
 
 from engine.config import PruneConfig
 from engine.data import Dataset
@@ -11,11 +11,26 @@ from engine.models import ModelBundle
 from gui.jobs import WorkerJob
 
 if TYPE_CHECKING:
+    from PySide6.QtWidgets import QLabel
+
     from gui.commands import Commands
 
-# Each job fills the Teach tab that started it (gui.teach.tab.TeachTab, not imported here: the tab imports
-# these jobs).
-TeachTab = Any
+
+class MapsView(Protocol):
+    def show_image(self, result: ImageExplanation) -> None: ...
+
+
+class TeachTab(Protocol):
+    """What the jobs use of the Teach tab that started them (gui.teach.tab.TeachTab, which imports these jobs,
+    so it is described here rather than imported)."""
+
+    status_label: QLabel
+    maps_view: MapsView
+
+    def show_chosen(self, event: ChosenScores) -> None: ...
+    def show_criteria_so_far(self, event: CriteriaSoFar) -> None: ...
+    def forget_criteria_so_far(self) -> None: ...
+    def show_explanation(self, explanation: Explanation) -> None: ...
 
 
 class ExplainJob(WorkerJob):
