@@ -235,7 +235,7 @@ PLAN_HEAD = """[plan]\nname = "p"\nsave_models = false\n[model]\nsource = "{mode
 
 def write_fixtures(folder: Path) -> None:
     """Every file the cases point at; built once per session."""
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "somefolder").mkdir()
@@ -404,7 +404,7 @@ def run_in_process(args: list[str], cwd: Path, env: dict[str, str],
 @pytest.fixture(scope="session")
 def hostile_torchscript_session(tmp_path_factory):
     """The conftest's hostile archive, built once for the whole catalogue."""
-    from tests.conftest import hostile_torchscript
+    from shared_fixtures import hostile_torchscript
 
     return hostile_torchscript.__wrapped__(tmp_path_factory.mktemp("hostile"))
 

@@ -108,7 +108,7 @@ CASES = [
 
 def edit_model(folder: Path, name: str, change, pruned: bool = False) -> None:
     """A copy of the tiny PruneLab model file with one field changed by `change(payload)`."""
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     src = folder / ("tiny_pruned.pt" if pruned else "tiny.pt")
     if not src.exists():
@@ -131,7 +131,7 @@ def write_models(folder: Path) -> None:
     edit_model(folder, "pruned_no_attrs.pt", lambda p: p["state"].pop("attrs"), pruned=True)
     edit_model(folder, "pruned_absent.pt", lambda p: p["state"]["attrs"].update({"nope.conv": {"out_channels": 3}}),
                pruned=True)
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     state = {f"model.{k}": v for k, v in tiny_resnet().state_dict().items()}
     torch.save({"state_dict": dict(state, **{"model.some_flag": 3}), "epoch": 2}, folder / "lightning_extra.pt")
@@ -205,7 +205,7 @@ def write_stores(folder: Path) -> None:
 
 def write_plan(folder: Path) -> None:
     """The tiny model file and a plan of one run on it."""
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     folder.mkdir(parents=True, exist_ok=True)
     save_model(ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 28, 28), 10, arch_kwargs={"widths": [4, 8, 16]}),
@@ -513,7 +513,7 @@ def test_library_warnings_go_to_the_log_not_the_terminal(tmp_path):
     warning is in the log."""
     from PIL import Image
 
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     model = tmp_path / "rgb.pt"
     save_model(ModelBundle(tiny_resnet(3, 2), "tiny", "demo:resnet", (3, 28, 28), 2,
@@ -558,7 +558,7 @@ def test_torch_prunings_warning_goes_to_the_log_during_a_prune_with_exports(tmp_
     """torch-pruning's "will prune the last non-singleton dimension" warning (a parameter used outside a module)
     and whatever the exporters warn while `prune --out` writes model.pt2 and model.onnx reach the log file, not
     the terminal: a successful run leaves stderr to PruneLab's own progress line."""
-    from tests.conftest import write_image_folder
+    from shared_fixtures import write_image_folder
 
     (tmp_path / "mynet.py").write_text(UNWRAPPED_NET)
     write_image_folder(tmp_path / "imgs")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import ROOT, TINY_WIDTHS, tiny_resnet, write_fake_fashion
+from shared_fixtures import ROOT, TINY_WIDTHS, tiny_resnet, write_fake_fashion
 from cli import main as cli
 from engine.events import CancelToken
 from engine.models import ModelBundle, save_model

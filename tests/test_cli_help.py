@@ -9,7 +9,7 @@ import pytest
 
 from cli import main as cli
 from cli.summary import latency_summary, metrics_table, paired_rows
-from conftest import write_fake_fashion
+from shared_fixtures import write_fake_fashion
 from engine.metrics import Metrics
 from engine.pruning import RunDone
 from test_cli import one_error_line, save_tiny

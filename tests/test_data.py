@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_cifar, write_fake_fashion, write_idx, write_image_folder
+from shared_fixtures import write_cifar, write_fake_fashion, write_idx, write_image_folder
 from engine import data
 from engine.data import Normalization, convert_batch, load_dataset, read_idx
 from engine.data.tensors import _split_indices as split_indices

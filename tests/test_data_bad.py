@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_fake_fashion, write_idx, write_image_folder
+from shared_fixtures import write_fake_fashion, write_idx, write_image_folder
 from engine import data
 from engine.data import load_dataset
 from engine.errors import UserError

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from shared_fixtures import ROOT
 
 FORBIDDEN = ("PySide6", "pyqtgraph", "netron")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_WIDTHS, tiny_resnet, write_fake_fashion
+from shared_fixtures import TINY_WIDTHS, tiny_resnet, write_fake_fashion
 from cli import main as cli
 from engine.models import ModelBundle, save_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_resnet, write_image_folder
+from shared_fixtures import tiny_resnet, write_image_folder
 from PySide6.QtCore import QPoint, QRect, QSettings
 from PySide6.QtWidgets import QMessageBox
 from test_gui_open_model import (ARCH, CODE, TIMEOUT_MS, check, code_file, open_checked,  # noqa: F401

@@ -42,7 +42,7 @@ def test_the_chart_draws_before_and_after(qtbot):
 def test_the_profile_job_times_the_original_and_the_selected_run(qtbot, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
     from engine.events import CancelToken, result_of
     from engine.models import ModelBundle
     from gui.time_chart import ProfileJob, TimeChart

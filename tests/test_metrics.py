@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-from conftest import tiny_resnet
+from shared_fixtures import tiny_resnet
 from engine import metrics
 from engine.data import read_idx, FASHION_DIR
 from engine.errors import Cancelled

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from cli import main as cli
-from conftest import ROOT, tiny_resnet, write_image_folder
+from shared_fixtures import ROOT, tiny_resnet, write_image_folder
 from engine.data import load_dataset
 from engine.errors import UserError
 from engine.inputs import (NORM_PRESETS, ModelRecipe, RecipeChecked, check_recipe, model_for_data, open_recipe,

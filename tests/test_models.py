@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import TINY_WIDTHS, tiny_resnet, tiny_vgg
+from shared_fixtures import TINY_WIDTHS, tiny_resnet, tiny_vgg
 from engine import models
 from engine.data import Normalization
 from engine.errors import NeedsTrust, UserError

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch.nn as nn
 
-from conftest import tiny_resnet
+from shared_fixtures import tiny_resnet
 from engine import profile as prof
 from engine.profile import WidthCurve, curve_widths, module_of_node, profile_model
 
@@ -86,7 +86,7 @@ def test_depthwise_and_grouped_layers_get_curves(cache):
 
 
 def test_profile_command_and_its_cache(tmp_path, cache):
-    from conftest import write_fake_fashion
+    from shared_fixtures import write_fake_fashion
 
     # the data gives the input shape only: a Fashion-MNIST of 24 images, not the whole set (0.15 GiB more)
     spec = f"fashion-mnist:{write_fake_fashion(tmp_path / 'fashion')}"

@@ -90,7 +90,7 @@ def test_two_seeded_runs_give_the_same_figures(tiny_bundle_factory, fashion):
 
 @pytest.fixture
 def tiny_bundle_factory(fashion):
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     def make() -> ModelBundle:
         torch.manual_seed(1)
@@ -112,7 +112,7 @@ def test_grouped_convolution_narrower_than_round_to_is_pruned(fashion):
 def test_a_small_training_split_still_fine_tunes(image_folder):
     """18 images: the training split is smaller than a fine-tuning batch of 64, so the batch shrinks."""
     from engine.data import load_dataset
-    from tests.conftest import tiny_resnet
+    from shared_fixtures import tiny_resnet
 
     data = load_dataset(f"imagefolder:{image_folder}")
     model = tiny_resnet(in_channels=3, num_classes=3)

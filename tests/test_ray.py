@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, write_fake_fashion
+from shared_fixtures import ROOT, write_fake_fashion
 from cli.main import main as cli_main
 from engine.errors import Cancelled, UserError
 from engine.events import CancelToken

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cli.main import main as cli_main
-from conftest import ROOT
+from shared_fixtures import ROOT
 from engine.errors import UserError
 from engine.experiments import ResultStore, RunResult, load_plan, run_plan
 from engine.metrics import Metrics

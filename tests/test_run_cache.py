@@ -16,7 +16,7 @@ from engine.data import load_dataset
 from engine.errors import Cancelled
 from engine.events import CancelToken, Phase, Progress, drain
 from engine.models import ModelBundle
-from tests.conftest import tiny_resnet, write_image_folder
+from shared_fixtures import tiny_resnet, write_image_folder
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from engine.errors import UserError
 from engine.inputs import load_inputs, load_inputs_events
 from engine.models import DEMO_ARCHS, ModelBundle
 from engine.sources import DataSource, ModelKind, ModelSource
-from tests.conftest import tiny_resnet
+from shared_fixtures import tiny_resnet
 
 
 @pytest.mark.parametrize("text, kind, name", [

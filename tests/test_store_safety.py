@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from shared_fixtures import ROOT
 from cli.main import main as cli_main
 from engine.errors import UserError
 from engine.events import CancelToken

@@ -13,7 +13,7 @@ from engine.config import PruneConfig
 from engine.events import drain
 from engine.models import ModelBundle
 from engine.training import TrainConfig, _lr_at, inference_teacher, train
-from tests.conftest import tiny_resnet
+from shared_fixtures import tiny_resnet
 
 
 def test_warm_up_climbs_then_the_schedule_runs_over_the_rest():

@@ -78,7 +78,7 @@ def _bundle(widths=(4, 8, 16), norm: Normalization | None = None) -> ModelBundle
 
 
 def write_fixtures(folder: Path) -> None:
-    from tests.conftest import write_fake_fashion
+    from shared_fixtures import write_fake_fashion
 
     folder.mkdir(parents=True)
     write_fake_fashion(folder / "fashion", n_train=240, n_test=120)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_WIDTHS, tiny_resnet
+from shared_fixtures import ROOT, TINY_WIDTHS, tiny_resnet
 from engine import data as data_mod
 from engine.data import stratified_indices
 from engine.metrics import evaluate
