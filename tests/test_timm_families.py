@@ -824,3 +824,80 @@ def test_selective_kernel_is_cut_as_a_unit():
     after = sum(p.numel() for p in pruned.parameters())
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- rotary attention (EVA, Qwen3)
+
+def test_rope_attention_loses_whole_heads_with_the_rotation_left_out_of_the_trace():
+    """Qwen3's AttentionRope (the rope concatenates each head's halves and the prefix tokens: qkv was cut by
+    more than whole heads and its reshape failed): heads go whole, each kept head with its own q, k and v rows
+    and proj columns, so the rope still rotates each head's own pairs; every check passes."""
+    from timm.models.qwen3_vit import Qwen3VitClassifier
+
+    torch.manual_seed(0)
+    model = Qwen3VitClassifier(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=5).eval()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    for old, new in zip(model.encoder.blocks, pruned.encoder.blocks):
+        old, new = old.attn, new.attn
+        assert new.head_dim == old.head_dim == 16 and new.num_heads < old.num_heads
+        assert new.qkv.out_features == 3 * new.num_heads * 16 == 3 * new.proj.in_features
+        rows = old.qkv.weight.view(3, 4, 16, -1)
+        heads = [next(h for h in range(4) if torch.equal(rows[0, h][:, :1], row[:, :1]))
+                 for row in new.qkv.weight.view(3, new.num_heads, 16, -1)[0]]  # a head's q rows, first column
+        stream = [next(i for i in range(64) if torch.equal(old.proj.weight[i, :1], w[:1]))
+                  for w in new.proj.weight] if new.proj.out_features < 64 else list(range(64))
+        assert torch.equal(new.qkv.weight.view(3, new.num_heads, 16, -1), rows[:, heads][..., stream])
+        assert torch.equal(new.proj.weight, old.proj.weight.view(-1, 4, 16)[stream][:, heads].flatten(1))
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.4 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None) == []
+
+
+def test_eva_attention_with_rope_is_held_and_its_mlps_are_pruned():
+    """DINOv3's EvaAttention (qkv's bias built in the forward, the output reshaped with the input's width, a
+    rope: torch-pruning failed with a TypeError) is held whole with the stream it writes to: every attention
+    keeps its weights (the first gives what it gave before); the MLPs' hidden widths are cut, each kept unit
+    with its own weights."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_dinov3_qkvb", img_size=32, depth=2, num_classes=5).eval()
+    for attn in (b.attn for b in model.blocks):
+        attn.q_bias.data.normal_()
+        attn.v_bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    assert torch.allclose(_outputs(pruned, "blocks.0.attn", example), _outputs(model, "blocks.0.attn", example))
+    for old, new in zip(model.blocks, pruned.blocks):
+        assert torch.equal(new.attn.qkv.weight, old.attn.qkv.weight) and torch.equal(new.attn.q_bias, old.attn.q_bias)
+        assert torch.equal(new.attn.proj.weight, old.attn.proj.weight)
+        hidden = old.mlp.fc1.out_features
+        kept = [next(j for j in range(hidden) if torch.equal(old.mlp.fc1.weight[j], w)) for w in new.mlp.fc1.weight]
+        assert len(kept) < hidden and torch.equal(new.mlp.fc2.weight, old.mlp.fc2.weight[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=False) == []
+
+
+# ----------------------------------------------------------------------------- NaFlexViT's embeddings
+
+@pytest.mark.parametrize("pos_embed", ["factorized", "learned"])
+def test_naflex_position_embeddings_lose_the_streams_channels(pos_embed):
+    """NaFlexViT adds its position embeddings in place to a view of the patch projection's output, which hid
+    the projection from torch-pruning's trace (the stream was cut, the embeddings not): they now lose the
+    stream's channels, each kept channel with its own values; every check passes."""
+    torch.manual_seed(0)
+    model = timm.create_model("naflexvit_base_patch16_parfac_gap", img_size=32, depth=2, embed_dim=64, num_heads=4,
+                              pos_embed=pos_embed, num_classes=5).eval()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old, new = model.embeds, pruned.embeds
+    kept = [next(i for i in range(64) if torch.equal(old.proj.weight[i], w)) for w in new.proj.weight]
+    assert len(kept) < 64
+    for name in ("pos_embed_y", "pos_embed_x", "pos_embed"):
+        if getattr(old, name, None) is not None:
+            assert torch.equal(getattr(new, name), getattr(old, name)[..., kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.4 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None, onnx=pos_embed == "factorized") == []

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from engine.errors import UserError
 from engine.families import Family, register_family
 from engine.families.attention_heads import qkv_attentions
+from engine.families.rotary_attention import held_attentions
 from engine.families.stream_attention import stream_attentions
 from engine.families.swin import window_blocks
 
@@ -59,7 +60,7 @@ def recorded_attentions(model: nn.Module) -> list[nn.Module]:
     """The innermost modules that record a head count (a block recording one around its attention is not
     one), less those another family prunes by heads."""
     handled = ({id(m) for m in qkv_attentions(model).values()} | {id(m) for m in window_blocks(model)[0]}
-               | {id(m) for m in stream_attentions(model)})
+               | {id(m) for m in stream_attentions(model)} | {id(m) for m in held_attentions(model)})
     found = []
     for module in model.modules():
         if not _heads(module) or id(module) in handled:
