@@ -294,3 +294,32 @@ def test_corrupt_cifar_batch_is_a_user_error(cifar_folder):
     (cifar_folder / "test_batch").write_bytes(b"\x80\x04garbage")
     with pytest.raises(UserError, match="cannot read CIFAR-10 batch"):
         load_dataset(f"cifar10:{cifar_folder}")
+
+
+def test_fashion_is_read_once_per_process_and_again_when_its_files_change(tmp_path, monkeypatch):
+    """A second load of the same files shares the first one's pixels (decompressing took 0.7-2 s each time);
+    a file rewritten in place is read again, and a broken one is still refused."""
+    import os
+
+    from engine.data import fashion as fashion_mod
+
+    root = write_fake_fashion(tmp_path / "fashion", n_train=24, n_test=12)
+    reads = []
+    real_read = fashion_mod.read_idx
+    monkeypatch.setattr(fashion_mod, "read_idx", lambda path: reads.append(path.name) or real_read(path))
+    first = fashion_mod.load_fashion_mnist(root)
+    second = fashion_mod.load_fashion_mnist(root)
+    assert len(reads) == 4
+    assert second.splits["train"].images is first.splits["train"].images
+    assert second.norm == first.norm and second is not first
+    assert torch.equal(second.splits["val"].indices, first.splits["val"].indices)
+
+    images = root / "train-images-idx3-ubyte.gz"
+    write_idx(images, np.stack([np.full((28, 28), 200, dtype=np.uint8) for _ in range(24)]))
+    os.utime(images, ns=(images.stat().st_atime_ns, images.stat().st_mtime_ns + 1_000_000))
+    third = fashion_mod.load_fashion_mnist(root)
+    assert len(reads) == 8 and int(third.splits["train"].images[0].max()) == 200
+
+    images.write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="cannot read"):
+        fashion_mod.load_fashion_mnist(root)

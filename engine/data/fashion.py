@@ -6,12 +6,13 @@ import math
 import os
 import struct
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.data.common import _folder, _reason, shown
+from engine.data.common import Normalization, _folder, _reason, shown
 from engine.data.dataset import Dataset
 from engine.data.tensors import TensorSplit, _split_indices, _stats
 from engine.errors import UserError
@@ -55,6 +56,23 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 
+# The last few Fashion-MNIST folders read in this process, by their files' identity: decompressing and checking
+# the four files took 0.7-2 s, paid again by every load of the same data (the window's demo after another
+# dataset, a plan's runs, every command a test runs in-process). Splits only ever view the shared uint8 images,
+# never write them. A handful, not one: a fake copy loaded between two loads of the real one must not evict it.
+_READ: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor, int, Normalization]] = OrderedDict()
+_READ_KEPT = 3
+
+
+def _identity(paths: dict[str, Path]) -> tuple:
+    """What tells one set of files from another: their paths, sizes and modification times."""
+    out = []
+    for key in sorted(paths):
+        st = paths[key].stat()
+        out.append((key, str(paths[key].resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def load_fashion_mnist(root: Path | None = None, val_fraction: float = 1 / 12, seed: int = 0) -> Dataset:
     """The built-in dataset: 55k train, 5k validation (fixed split), 10k test."""
     if root is not None:
@@ -64,12 +82,32 @@ def load_fashion_mnist(root: Path | None = None, val_fraction: float = 1 / 12, s
         "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
     }
-    arrays, paths = {}, {}
+    paths = {}
     for key, stem in names.items():
         path = next((p for p in (root / f"{stem}.gz", root / stem) if p.exists()), None)
         if path is None:
             raise UserError(f"Fashion-MNIST not found in {shown(root)}: {FASHION_HINT}")
-        arrays[key], paths[key] = read_idx(path), path
+        paths[key] = path
+    try:
+        identity = _identity(paths)
+    except OSError:  # gone or unreadable meanwhile: the read below says so
+        identity = None
+    if identity is not None and identity in _READ:
+        _READ.move_to_end(identity)
+        images, labels, n_train, norm = _READ[identity]
+    else:
+        images, labels, n_train = _read_checked(root, paths)
+        norm = _stats(images[:n_train])
+        if identity is not None:
+            _READ[identity] = (images, labels, n_train, norm)
+            while len(_READ) > _READ_KEPT:
+                _READ.popitem(last=False)
+    return _fashion_dataset(images, labels, n_train, norm, val_fraction, seed)
+
+
+def _read_checked(root: Path, paths: dict[str, Path]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The four files read and checked: (N×1×H×W uint8 images, labels, number of training images)."""
+    arrays = {key: read_idx(path) for key, path in paths.items()}
     for key, ndim, what in (("train_x", 3, "images"), ("test_x", 3, "images"),
                             ("train_y", 1, "labels"), ("test_y", 1, "labels")):
         if arrays[key].ndim != ndim:
@@ -87,12 +125,15 @@ def load_fashion_mnist(root: Path | None = None, val_fraction: float = 1 / 12, s
         raise UserError(f"Fashion-MNIST files in {shown(root)} disagree on the number of images; reinstall them")
     if arrays["train_x"].shape[0] < 2 or arrays["test_x"].shape[0] < 1:
         raise UserError(f"Fashion-MNIST files in {shown(root)} hold too few images; reinstall them")
-    images = torch.from_numpy(np.concatenate([arrays["train_x"], arrays["test_x"]])[:, None].copy())
+    images = torch.from_numpy(np.concatenate([arrays["train_x"], arrays["test_x"]])[:, None])
     labels = torch.from_numpy(np.concatenate([arrays["train_y"], arrays["test_y"]]).astype(np.int64))
-    n_train = arrays["train_x"].shape[0]
+    return images, labels, arrays["train_x"].shape[0]
+
+
+def _fashion_dataset(images: torch.Tensor, labels: torch.Tensor, n_train: int, norm: Normalization,
+                     val_fraction: float, seed: int) -> Dataset:
     train_idx, val_idx = _split_indices(n_train, val_fraction, seed)
     whole = TensorSplit(images, labels)
-    norm = _stats(images[:n_train])
     splits = {
         "train": whole.subset(train_idx),
         "val": whole.subset(val_idx),
