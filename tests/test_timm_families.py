@@ -748,7 +748,7 @@ def test_gemma4_attention_and_recorded_norms_follow_the_stream():
     q, k, v lose the stream's channels from their inputs, o_proj from its outputs, each kept channel with
     its own weights; its RmsNorms record their width in normalized_shape (the scaled ones' scales were cut
     and the shape left as built, the last one has no scale): each keeps its own scales and the kept width.
-    Eval, train and a step pass (the ONNX export of aten::rms_norm fails for the unpruned model too)."""
+    Eval, train, a step and the ONNX export pass."""
     from timm.layers import RmsNorm
     from timm.models.gemma4_vit import Gemma4VitClassifier
 
@@ -768,7 +768,7 @@ def test_gemma4_attention_and_recorded_norms_follow_the_stream():
     assert new.attn.q_proj.linear.out_features == old.attn.q_proj.linear.out_features
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=False) == []
+    assert check_pruned(pruned, example, params, after, None) == []
 
 
 def test_blur_pool_filters_follow_their_channels():
@@ -901,3 +901,36 @@ def test_naflex_position_embeddings_lose_the_streams_channels(pos_embed):
     after = sum(p.numel() for p in pruned.parameters())
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=pos_embed == "factorized") == []
+
+
+# ----------------------------------------------------------------------------- Gemma4 ONNX
+
+@pytest.mark.parametrize("name", ["gemma4", "dinov3"])
+def test_onnx_export_of_rms_norms_and_a_forward_with_bool_defaults_gives_the_models_logits(name, tmp_path):
+    """The ONNX export failed for Gemma4 (aten::rms_norm has an ONNX form only from opset 23) and for EVA's
+    DINOv3 (the exporter traced its forward's `is_causal=False` as a tensor) before any pruning: both now
+    export at the default opset, and onnxruntime gives the pruned model's logits."""
+    import onnxruntime
+
+    from engine.models import export_onnx, onnx_opset
+    from engine.models.saving import ONNX_OPSET
+    from timm.layers import RmsNorm
+
+    torch.manual_seed(0)
+    if name == "gemma4":
+        from timm.models.gemma4_vit import Gemma4VitClassifier
+
+        model = Gemma4VitClassifier(img_size=32, embed_dim=32, depth=1, num_heads=2, head_dim=16, intermediate_size=64,
+                                    num_classes=5)
+    else:
+        model = timm.create_model("vit_tiny_patch16_dinov3_qkvb", img_size=32, depth=2, num_classes=5)
+    for norm in model.modules():
+        if isinstance(norm, RmsNorm) and norm.weight is not None:
+            norm.weight.data.uniform_(0.5, 2)
+    example = torch.randn(2, 3, 32, 32)
+    pruned = _prune(model.eval(), example[:1])
+    path = export_onnx(pruned, (3, 32, 32), tmp_path / "model.onnx")
+    assert onnx_opset(path) == ONNX_OPSET and "forward" not in pruned.__dict__
+    got = onnxruntime.InferenceSession(str(path)).run(None, {"input": example.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), pruned(example), atol=1e-4)

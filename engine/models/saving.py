@@ -118,6 +118,11 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
 
         torch.onnx.register_custom_op_symbolic("aten::col2im", parse_args("v", "v", "v", "is", "is", "is")(_col2im),
                                                opset)
+    torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, opset)
+    # The exporter hands a forward's defaults to the trace as inputs, where a bool arrives as a tensor (timm's
+    # Eva: `is_causal`, which scaled_dot_product_attention refuses): for the export the forward takes x alone.
+    own_forward, forward = model.__dict__.get("forward"), model.forward
+    model.forward = lambda x: forward(x)
     try:
         with torch.no_grad(), warnings.catch_warnings(), _native_stdout_muted():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -129,6 +134,11 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
         torch.backends.mha.set_fastpath_enabled(fastpath)
         if opset >= ONNX_FALLBACK_OPSET:
             torch.onnx.unregister_custom_op_symbolic("aten::col2im", opset)
+        torch.onnx.unregister_custom_op_symbolic("aten::rms_norm", opset)
+        if own_forward is None:
+            del model.forward
+        else:
+            model.forward = own_forward
     return buf
 
 
@@ -161,6 +171,24 @@ def _col2im(g, x, output_size, kernel_size, dilation, padding, stride):
 
     return g.op("Col2Im", x, one_d(output_size), one_d(kernel_size), dilations_i=dilation,
                 pads_i=list(padding) * 2, strides_i=stride)
+
+
+def _rms_norm(g, x, normalized_shape, weight, eps):
+    """aten::rms_norm (torch's RMSNorm, timm's RmsNorm: Gemma4's norms) in operators every opset has: ONNX has
+    RMSNormalization only from opset 23. Without `eps`, torch takes the float32 machine epsilon."""
+    from torch.onnx import symbolic_helper
+
+    axes = list(range(-len(symbolic_helper._get_const(normalized_shape, "is", "normalized_shape")), 0))
+    eps = torch.finfo(torch.float32).eps if symbolic_helper._is_none(eps) else \
+        symbolic_helper._get_const(eps, "f", "eps")
+    square = g.op("Mul", x, x)
+    if g.opset >= 18:  # axes became an input
+        mean = g.op("ReduceMean", square, g.op("Constant", value_t=torch.tensor(axes)), keepdims_i=1)
+    else:
+        mean = g.op("ReduceMean", square, axes_i=axes, keepdims_i=1)
+    scale = g.op("Sqrt", g.op("Add", mean, g.op("Constant", value_t=torch.tensor(eps, dtype=torch.float32))))
+    out = g.op("Div", x, scale)
+    return out if symbolic_helper._is_none(weight) else g.op("Mul", out, weight)
 
 
 def _inline_identities(graph) -> None:
