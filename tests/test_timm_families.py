@@ -826,6 +826,73 @@ def test_selective_kernel_is_cut_as_a_unit():
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
 
+# ----------------------------------------------------------------------------- helpers for stream models
+
+def _mark_outputs(model: nn.Module) -> None:
+    """Every convolution's bias and every BatchNorm's scale name their channels (all distinct)."""
+    torch.manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.bias is not None:
+            module.bias.data = torch.randn(module.out_channels)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.weight.data = 0.5 + torch.rand(module.num_features)
+
+
+def _kept_outputs(old: nn.Module, new: nn.Module) -> list[int]:
+    """The original output channels a pruned convolution or BatchNorm kept (by their marks)."""
+    mark = (lambda m: m.weight) if isinstance(old, nn.BatchNorm2d) else (lambda m: m.bias)
+    return [int((mark(old) == v).nonzero()[0, 0]) for v in mark(new)]
+
+
+def _masked_features(model: nn.Module, pruned: nn.Module, example: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the pruned model's features, the original's features with every pruned convolution and BatchNorm
+    output zeroed, cut to the kept stream channels): equal when each kept channel kept its own weights."""
+    new = dict(pruned.named_modules())
+    hooks, last = [], None
+    for name, module in model.named_modules():
+        if (isinstance(module, nn.Conv2d) and module.bias is not None) or isinstance(module, nn.BatchNorm2d):
+            kept = _kept_outputs(module, new[name])
+            mask = torch.zeros(module.weight.shape[0] if isinstance(module, nn.Conv2d) else module.num_features)
+            mask[kept] = 1
+            hooks.append(module.register_forward_hook(lambda m, i, o, mask=mask: o * mask.view(1, -1, 1, 1)))
+            last = kept
+    with torch.no_grad():
+        expected = model.eval().forward_features(example)
+        got = pruned.eval().forward_features(example)
+    for hook in hooks:
+        hook.remove()
+    return got, expected[:, last]
+
+
+# ----------------------------------------------------------------------------- InceptionNeXt
+
+def test_inception_next_splits_follow_their_parts():
+    """InceptionNeXt splits the stream by recorded sizes into an identity part and three depthwise
+    convolutions: each part keeps the requested share of its own channels and the sizes follow (the
+    pruned copy's split failed); the pruned features are the original's with the pruned channels zeroed
+    (each kept channel with its own weights), and every check passes."""
+    torch.manual_seed(0)
+    model = timm.create_model("inception_next_atto", num_classes=5).eval()
+    _mark_outputs(model)
+    for block in model.modules():  # layer scales of one, not 1e-6: the blocks' outputs count
+        if type(block).__name__ == "MetaNeXtBlock":
+            block.gamma.data = 0.5 + torch.rand(block.gamma.shape)
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    for name, mixer in pruned.named_modules():
+        if type(mixer).__name__ == "InceptionDWConv2d":
+            before = old[name].split_indexes
+            convs = [mixer.dwconv_hw, mixer.dwconv_w, mixer.dwconv_h]
+            assert list(mixer.split_indexes[1:]) == [conv.in_channels for conv in convs]
+            assert all(abs(now - (1 - RATIO) * was) <= 1 for now, was in zip(mixer.split_indexes, before))
+    got, expected = _masked_features(model, pruned, example)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
 # ----------------------------------------------------------------------------- rotary attention (EVA, Qwen3)
 
 def test_rope_attention_loses_whole_heads_with_the_rotation_left_out_of_the_trace():

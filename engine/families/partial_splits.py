@@ -19,7 +19,7 @@ from engine.families import Family, register_family
 
 # (module, class) -> (how its forward splits: the sizes' attribute names, in order), its part convolutions
 # by part index (the other parts pass through)
-# (InceptionNeXt's InceptionDWConv2d is of this kind too, but its pruned copy still fails elsewhere: not listed)
+# (InceptionNeXt's InceptionDWConv2d has engine/families/inception_next.py: torch-pruning mismatched its parts)
 KINDS = {
     ("timm.models.fasternet", "Partial_conv3"): (("dim_conv3", "dim_untouched"), {0: "partial_conv3"}),
 }
