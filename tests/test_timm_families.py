@@ -1001,3 +1001,33 @@ def test_onnx_export_of_rms_norms_and_a_forward_with_bool_defaults_gives_the_mod
     got = onnxruntime.InferenceSession(str(path)).run(None, {"input": example.numpy()})[0]
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(got), pruned(example), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- MambaOut
+
+def test_mambaout_holds_its_gated_width_and_prunes_the_stream():
+    """MambaOut splits fc1's output by recorded sizes (torch-pruning's cut of it indexed past the
+    convolution): fc1's outputs and the convolution are held, the stream loses channels, each kept stream
+    channel with its own weights in fc1's inputs and fc2's outputs; every check passes."""
+    torch.manual_seed(0)
+    model = timm.create_model("mambaout_femto", num_classes=5).eval()
+    for module in model.modules():  # norm scales that name the stream's channels
+        if type(module).__name__ == "GatedConvBlock":
+            module.norm.weight.data = 0.5 + torch.rand(module.norm.weight.shape)
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    shrunk = 0
+    for name, block in pruned.named_modules():
+        if type(block).__name__ != "GatedConvBlock":
+            continue
+        was = old[name]
+        kept = [int((was.norm.weight == w).nonzero()[0, 0]) for w in block.norm.weight]
+        assert block.split_indices == was.split_indices and torch.equal(block.conv.weight, was.conv.weight)
+        assert torch.equal(block.fc1.weight, was.fc1.weight[:, kept])
+        assert torch.equal(block.fc2.weight, was.fc2.weight[kept]) and torch.equal(block.fc2.bias, was.fc2.bias[kept])
+        shrunk += len(kept) < was.norm.weight.numel()
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
