@@ -350,16 +350,36 @@ def test_partial_convolution_sizes_follow_their_parts():
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
 
-def test_cross_attention_bound_to_its_input_width_is_refused_naming_the_layer():
-    """CrossViT's cross attention reshapes with its input's width: refused in one line, before any pruning
-    (its pruned copy failed in its forward pass)."""
+def test_cross_attention_loses_its_branchs_channels_in_every_head():
+    """CrossViT's cross attention (q from the class token, k and v from every token, reshaped with its input's
+    width: it was refused) is a unit on its branch's stream: wq, wk and wv lose the stream's positions from
+    their inputs and outputs, the same in every head, proj from its input and output, each kept channel with
+    its own weights; both branches are cut near the request and every check passes."""
     from timm.models.crossvit import CrossVit
+
+    from engine.families.stream_attention import stream_attentions
 
     torch.manual_seed(0)
     model = CrossVit(img_size=32, img_scale=(1.0, 1.0), patch_size=(8, 16), embed_dim=(16, 32), depth=((1, 1, 0),),
                      num_heads=(2, 2), mlp_ratio=(2.0, 2.0, 1.0), num_classes=5).eval()
-    message = _refusal(model, torch.randn(1, 3, 32, 32))
-    assert "(CrossAttention)" in message and "magnitude-global" in message
+    for attn in stream_attentions(model):
+        attn.proj.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    pairs = [(old, new) for old, new in zip(stream_attentions(model), stream_attentions(pruned))
+             if type(old).__name__ == "CrossAttention"]
+    assert len(pairs) == 2  # one fusion per branch
+    for old, new in pairs:
+        kept = [int((old.proj.bias == b).nonzero()[0, 0]) for b in new.proj.bias]
+        width, now = old.proj.in_features, len(kept)
+        assert now < width and new.num_heads == old.num_heads and now % new.num_heads == 0
+        assert new.scale == (now // new.num_heads) ** -0.5
+        for name in ("wq", "wk", "wv", "proj"):
+            assert torch.equal(getattr(new, name).weight, getattr(old, name).weight[kept][:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.4 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None) == []
 
 
 # ----------------------------------------------------------------------------- Gemma4's clamp bounds
@@ -1031,3 +1051,43 @@ def test_mambaout_holds_its_gated_width_and_prunes_the_stream():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- GC ViT
+
+def test_gcvit_attention_and_its_global_query_lose_the_streams_channels_in_every_head():
+    """GC ViT's window attention reshapes its output with its input's width and takes q from a global query
+    made from the stream by convolutions (the pruned copy's reshape failed): each attention is a unit whose
+    qkv (k and v alone beside a global query) loses the stream's positions in every copy, and the global
+    query's convolutions lose the same positions, each kept channel with its own weights; every check passes."""
+    from timm.models.gcvit import GlobalContextVit
+
+    from engine.families.stream_attention import _reads, stream_attentions
+
+    torch.manual_seed(0)
+    model = GlobalContextVit(img_size=32, window_size=(4, 2, 1, 1), depths=(2, 2, 1, 1), embed_dim=16,
+                             num_heads=(2, 2, 4, 4), mlp_ratio=2, num_classes=5).eval()
+    for attn in stream_attentions(model):
+        attn.proj.bias.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    pairs = list(zip(stream_attentions(model), stream_attentions(pruned)))
+    assert len(pairs) == 6 and {copies for attn, _ in pairs for _, copies in _reads(attn)} == {2, 3}
+    for old, new in pairs:
+        kept = [int((old.proj.bias == b).nonzero()[0, 0]) for b in new.proj.bias]
+        width, now = old.proj.in_features, len(kept)
+        assert now < width and new.num_heads == old.num_heads and new.head_dim == now // new.num_heads
+        copies = old.qkv.out_features // width
+        assert torch.equal(new.qkv.weight.view(copies, now, now),
+                           old.qkv.weight.view(copies, width, width)[:, kept][:, :, kept])
+        assert torch.equal(new.proj.weight, old.proj.weight[kept][:, kept])
+    for i in range(4):  # the global query's last convolution keeps the stage's stream channels
+        old = model.stages[i].global_block.blocks.conv1.conv_pw.weight
+        new = pruned.stages[i].global_block.blocks.conv1.conv_pw.weight
+        attn_old, attn_new = model.stages[i].blocks[0].attn, pruned.stages[i].blocks[0].attn
+        kept = [int((attn_old.proj.bias == b).nonzero()[0, 0]) for b in attn_new.proj.bias]
+        assert torch.equal(new, old[kept][:, kept])  # its depthwise input: the stream's positions too
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert 0.4 < after / params < 0.72
+    assert check_pruned(pruned, example, params, after, None) == []

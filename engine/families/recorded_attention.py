@@ -1,6 +1,6 @@
 """Attention whose head count and head size are recorded at construction and used in its reshapes, in
 shapes torch-pruning cannot follow (timm's TinyViT, EfficientViT, XCiT, PVT-v2, EfficientFormer, LeViT,
-EdgeNeXt, CrossViT): q, k and v split from one projection by recorded sizes, per-head biases or temperatures,
+EdgeNeXt): q, k and v split from one projection by recorded sizes, per-head biases or temperatures,
 cascaded heads. torch-pruning indexed past the end (IndexError) or left a reshape that no longer fits.
 
 Such an attention keeps its heads: every layer inside it keeps its output channels except its output
@@ -9,8 +9,8 @@ convolutions, and the attention's input layers lose the stream's channels from t
 (LowFormer's depthwise convolution of the stream and its transposed-convolution projection, MobileNetV5's
 strided depthwise convolutions before k and v and its output projection are on the stream's side too:
 `STREAM_SIDE`). An
-attention that reshapes with the width of its input (EdgeNeXt, CrossViT; PVT-v2's, XCiT's and CaiT's are
-mostly pruned with the stream by engine.families.stream_attention) or splits its input between
+attention that reshapes with the width of its input (EdgeNeXt; PVT-v2's, XCiT's, CaiT's and
+CrossViT's are pruned with the stream by engine.families.stream_attention) or splits its input between
 heads (EfficientViT's cascaded heads) cannot follow a pruned stream: such a model is refused before any
 work, naming the layer. Attentions the other families prune by heads (a fused qkv with a recorded
 `num_heads` and `head_dim`, nn.MultiheadAttention, Swin's windows) are left to them. timm caches each
@@ -48,7 +48,6 @@ STREAM_BOUND = {
     ("timm.models.cait", "ClassAttn"): "reshapes its output with the width of its input",  # XCiT and CaiT
     ("timm.models.edgenext", "CrossCovarianceAttn"): "reshapes its output with the width of its input",
     ("timm.models.efficientvit_msra", "CascadedGroupAttention"): "splits its input channels between its heads",
-    ("timm.models.crossvit", "CrossAttention"): "reshapes its queries, keys and values with the width of its input",
 }
 
 

@@ -3,8 +3,9 @@ stream's width (fused or not) split in `num_heads` heads of width/num_heads each
 reshaped with the input's width. timm's BEiT and Swin v2 (the latter through engine.families.swin) build
 their qkv bias in the forward from `q_bias`, a zero `k_bias` buffer and `v_bias` with F.linear on qkv's
 weight, which torch-pruning's trace does not see as the qkv layer (the stream stayed whole, far above the
-requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT, ConViT, VOLO and the relative-position ViT reshape with the input's width, so a pruned stream broke
-them (they were refused).
+requested share); XCiT, CaiT, PVT-v2, Twins, DaViT, NesT, ConViT, VOLO, GC ViT, CrossViT and the
+relative-position ViT reshape with the input's width, so a pruned stream broke them (they were refused). GC
+ViT's q comes from a global query made of the stream's own channels, CrossViT's from the class token.
 
 Such an attention is pruned as a unit: the stream is cut in `num_heads` equal chunks, the same positions
 in each, and those positions leave the input of every projection reading the stream and each stream-wide
@@ -25,7 +26,7 @@ from engine.families import Family, register_family
 FUSED = (("qkv", 3),)
 SEPARATE = (("q", 1), ("k", 1), ("v", 1))
 # (module, class) -> its layers reading the stream, each with how many stream-wide copies it outputs (0: an
-# output of its own width)
+# output of its own width; None: as many as it has)
 READS = {
     ("timm.models.beit", "Attention"): FUSED,
     ("timm.models.swin_transformer_v2", "WindowAttention"): FUSED,  # pruned by engine.families.swin
@@ -45,6 +46,9 @@ READS = {
     # VOLO's outlook attention: v is stream-wide, `attn` reads the stream into per-head kernel weights (0 copies)
     ("timm.models.volo", "OutlookAttention"): (("v", 1), ("attn", 0)),
     ("timm.models.volo", "Attention"): FUSED,
+    # GC ViT: qkv (k and v alone where a global query from the stream's own channels takes q's place)
+    ("timm.models.gcvit", "WindowAttentionGlobal"): (("qkv", None),),
+    ("timm.models.crossvit", "CrossAttention"): (("wq", 1), ("wk", 1), ("wv", 1)),  # q from the class token
 }
 OWN = (("timm.models.swin_transformer_v2", "WindowAttention"),  # another family prunes these
        ("timm.models.swin_transformer_v2_cr", "WindowMultiHeadAttention"))
@@ -55,8 +59,8 @@ def _kind(module: nn.Module) -> tuple[str, str]:
 
 
 def _reads(module: nn.Module) -> list[tuple[nn.Module, int]]:
-    return [(getattr(module, name), copies) for name, copies in READS.get(_kind(module), ())
-            if getattr(module, name, None) is not None]
+    return [(layer, copies if copies is not None else layer.out_features // module.proj.in_features)
+            for name, copies in READS.get(_kind(module), ()) if (layer := getattr(module, name, None)) is not None]
 
 
 def _width(layer: nn.Module) -> int:
@@ -83,6 +87,9 @@ def stream_attentions(model: nn.Module, own: bool = False) -> list[nn.Module]:
 def stand_in(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if type(module).__name__ == "ClassAttn":  # it answers for the class token only
         x = x[:, :1]
+    query = args[0] if args else kwargs.get("q_global")
+    if isinstance(query, torch.Tensor):  # GC ViT's global query (B, h, w, C): its channels are the stream's
+        return x * 1.0 + query.mean(dim=(0, 1, 2))
     return x * 1.0  # one node, channels in == channels out, no reshapes
 
 
