@@ -155,8 +155,10 @@ def main() -> int:
     import torchvision  # noqa: F401
     # leave a core for the UI thread on small machines, so plots stay smooth while the worker computes
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from engine.budget import freeze_long_lived
     from gui.main_window import MainWindow
 
+    freeze_long_lived()  # the libraries just imported: no collection scans them again
     window = MainWindow(log_path=log_path)
     window.show()
 

@@ -225,14 +225,6 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_loaded(self, loaded: Loaded) -> None:
         """`loaded` is the model every view shows and every job works on now."""
-        # Move everything alive now (Qt wrappers, torch, the model, the dataset) out of the cyclic GC's
-        # reach: a full collection triggered by the worker would otherwise scan it all while holding the
-        # GIL, freezing the UI for ~200 ms (measured by benchmarks/gui_responsiveness.py). Unfreeze and collect
-        # first, once per load: frozen objects are never collected, so the previous model's reference cycles
-        # (torch-pruning's graph, Qt wrappers) and any garbage not yet collected would otherwise stay for good.
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
         ui = self.ui
         src = loaded.request.model_src
         if src:
@@ -266,6 +258,11 @@ class MainWindow(QMainWindow):
         if loaded.layers:
             ui.graph_view.layer_table.select_layer(loaded.layers[0].name)
             ui.histograms.select_layer(loaded.layers[0].name)
+        # Once every view has let go of the previous model, its reference cycles (torch-pruning's graph, Qt
+        # wrappers) go now rather than in a collection the worker would trigger. The libraries were put out
+        # of the collector's reach at start-up (engine.budget.freeze_long_lived), so this scans only windows,
+        # models and data; freezing those too at each load made every load unfreeze and scan all 430 000.
+        gc.collect()
 
     @Slot(str)
     def show_detail(self, name: str) -> None:

@@ -33,3 +33,19 @@ def test_a_deleted_window_is_freed(qtbot, tmp_path, monkeypatch):
     gc.collect()
     assert session() is None, "the session model outlived its window"
     assert alive() is None, f"the window is still referenced by {[type(r).__name__ for r in gc.get_referrers(alive())]}"
+
+
+def test_a_load_frees_the_last_model_and_freezes_nothing(window, qtbot, fashion):
+    """A load collects the previous model's reference cycles, and leaves the collector's frozen set as start-up
+    left it: freezing at each load made every load unfreeze and scan all 430 000 library objects."""
+    from gui_helpers import load_tiny
+
+    frozen = gc.get_freeze_count()
+    load_tiny(qtbot, window, fashion)
+    first = window.session.loaded.bundle.model
+    first.cycle = [first]  # a reference cycle, as torch-pruning's graphs make: only the collector frees it
+    gone = weakref.ref(first)
+    del first
+    load_tiny(qtbot, window, fashion)
+    assert gone() is None, "the previous model outlived the next load"
+    assert gc.get_freeze_count() <= frozen, "a load froze what it found (frozen objects only ever die)"

@@ -5,6 +5,7 @@ runs the heavy work as jobs through the window's commands; it owns no model.
 """
 from __future__ import annotations
 
+import weakref
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,8 @@ class TeachTab(QWidget):
         self._criteria_timer.setSingleShot(True)
         self._criteria_timer.setInterval(150)
         self._criteria_timer.timeout.connect(self._draw_criteria_so_far)
-        self._model = None  # the loaded model the layer list was filled from
+        # the loaded model the layer list was filled from; weakly, so the previous model is freed at a load
+        self._model: weakref.ref | None = None
         self._explaining: tuple[str, str] = ("", "")  # (layer, method words) an Explain was started for
         self._explained: tuple[str, str] | None = None  # what the Why, Criteria and Group views show now
         layout = QVBoxLayout(self)
@@ -155,10 +157,10 @@ class TeachTab(QWidget):
         busy = self.commands.busy()
         self.explain_button.setEnabled(loaded is not None and not busy)
         self.maps_view.show_button.setEnabled(loaded is not None and not busy)
-        if loaded is None or loaded is self._model:
+        if loaded is None or (self._model is not None and loaded is self._model()):
             self._fill_maps()
             return
-        self._model = loaded
+        self._model = weakref.ref(loaded)
         current = self.layer_combo.currentText()
         self.layer_combo.clear()
         self.layer_combo.addItems([info.name for info in loaded.layers])
