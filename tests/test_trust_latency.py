@@ -13,7 +13,6 @@ from engine.events import CancelToken, drain
 from engine.experiments import PlanDone, ResultStore, apply_final_round, load_plan, run_plan, same_arch_text
 from engine.models import DemoResNet, save_model
 from engine.timing import ComparisonRound, architecture_signature, iter_comparison_round
-from test_experiments import tiny_bundle  # noqa: F401  (the fixture: a DemoResNet of 8/16/32 channels)
 
 PLAN = """
 [plan]
@@ -61,12 +60,12 @@ def test_comparison_round_times_every_model_with_intervals():
     assert done.paired_json(1)["source"] == "final round"
 
 
-def test_plan_shares_figures_and_final_round_replaces_them(tmp_path, tiny_bundle, fashion):
+def test_plan_shares_figures_and_final_round_replaces_them(tmp_path, tiny, fashion):
     """l1 and l2 at 0.5 with layer scope give the same layer shapes: one figure, 'same architecture as #1';
     the final round's figures are stored with the plan and are what the ranking and the report show."""
-    plan = plan_for(tmp_path, tiny_bundle)
+    plan = plan_for(tmp_path, tiny)
     store = ResultStore(tmp_path / "s.sqlite")
-    events = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    events = list(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))
     done = events[-1]
     assert isinstance(done, PlanDone)
     first, second = (store.get(k) for k in plan_keys(store))
@@ -99,15 +98,15 @@ def plan_keys(store):
     return store.plans()[-1]["keys"]
 
 
-def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny_bundle, fashion):
+def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny, fashion):
     store = ResultStore(tmp_path / "s.sqlite")
-    list(run_plan(plan_for(tmp_path, tiny_bundle, methods=("l1",)), store, CancelToken(), bundle=tiny_bundle,
+    list(run_plan(plan_for(tmp_path, tiny, methods=("l1",)), store, CancelToken(), bundle=tiny,
                   data=fashion))
     assert "final_round" in store.plans()[-1]  # a complete round of l1 alone is stored ...
-    plan = plan_for(tmp_path, tiny_bundle)  # ... the same plan with l2 added: that round no longer covers it
+    plan = plan_for(tmp_path, tiny)  # ... the same plan with l2 added: that round no longer covers it
     cancel = CancelToken()
     with pytest.raises(Cancelled):
-        for ev in run_plan(plan, store, cancel, bundle=tiny_bundle, data=fashion):
+        for ev in run_plan(plan, store, cancel, bundle=tiny, data=fashion):
             if getattr(ev, "phase", "") == "final-round" and ev.done >= 1:
                 cancel.cancel()  # the round is cut short: nothing of it is stored
     record = store.plans()[-1]
@@ -120,22 +119,22 @@ def test_interrupted_final_round_leaves_per_run_figures_labelled(tmp_path, tiny_
     assert all("latency_source" not in r.extra for r in results)
 
 
-def test_a_rerun_without_models_keeps_the_round_of_the_same_runs(tmp_path, tiny_bundle, fashion):
-    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))  # save_models = false: nothing to rebuild from
+def test_a_rerun_without_models_keeps_the_round_of_the_same_runs(tmp_path, tiny, fashion):
+    plan = plan_for(tmp_path, tiny, methods=("l2",))  # save_models = false: nothing to rebuild from
     store = ResultStore(tmp_path / "s.sqlite")
-    list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
+    list(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))
     first = store.plans()[-1]["final_round"]
-    again = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    again = list(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))[-1]
     assert store.plans()[-1]["final_round"] == first and "final comparison round" in again.latency_source
     assert again.results[0].extra["latency_source"] == "final round"
 
 
-def test_report_speedup_column_is_the_stored_figure_and_the_recommendation_s(tmp_path, tiny_bundle, fashion):
+def test_report_speedup_column_is_the_stored_figure_and_the_recommendation_s(tmp_path, tiny, fashion):
     """The report's speed-up column once divided the separately timed medians (5.33 beside 2.97× in the
     recommendation); every place now reads RunResult.latency_speedup."""
-    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))
+    plan = plan_for(tmp_path, tiny, methods=("l2",))
     store = ResultStore(tmp_path / "s.sqlite")
-    done = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    done = list(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))[-1]
     key = plan_keys(store)[0]
     # make the separately timed medians disagree with the paired figure, as on a busy machine
     stored = store.get(key)
@@ -156,17 +155,17 @@ def test_report_speedup_column_is_the_stored_figure_and_the_recommendation_s(tmp
     assert f"{wrong:.2f}" not in cells
 
 
-def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny_bundle, fashion):
+def test_gui_results_table_shows_the_store_s_speedup(request, tmp_path, tiny, fashion):
     pytest.importorskip("pytestqt")
     qtbot = request.getfixturevalue("qtbot")
     from gui.experiment_tab import ExperimentTab
 
-    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))
+    plan = plan_for(tmp_path, tiny, methods=("l2",))
     store = ResultStore(tmp_path / "s.sqlite")
     tab = ExperimentTab()
     qtbot.addWidget(tab)
     tab.set_model_source(plan.model, plan.data)
-    for ev in run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion):
+    for ev in run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion):
         tab.on_event(ev)
     record = store.plans()[-1]
     (arch,) = record["final_round"]["archs"]
@@ -238,14 +237,14 @@ def test_gui_session_runs_of_one_architecture_share_one_figure(request, tmp_path
     assert rows[2]["latency_ms_batch"] == "26.0" and rows[2]["same_arch_as"] == "same architecture as #1"
 
 
-def test_final_round_rebuilds_saved_models_when_the_sweep_did_not_run_them(tmp_path, tiny_bundle, fashion):
+def test_final_round_rebuilds_saved_models_when_the_sweep_did_not_run_them(tmp_path, tiny, fashion):
     """A re-run (or the Ray driver, whose runs happened elsewhere) has no pruned model in memory: the round
     rebuilds each architecture from its saved weights.safetensors, runs no code from the files."""
-    plan = plan_for(tmp_path, tiny_bundle, methods=("l2",))
+    plan = plan_for(tmp_path, tiny, methods=("l2",))
     plan.save_models = True
     store = ResultStore(tmp_path / "s.sqlite")
-    list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))
-    again = list(run_plan(plan, store, CancelToken(), bundle=tiny_bundle, data=fashion))[-1]
+    list(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))
+    again = list(run_plan(plan, store, CancelToken(), bundle=tiny, data=fashion))[-1]
     assert again.ran == 0 and again.skipped == 1
     final = store.plans()[-1]["final_round"]
     assert len(final["archs"]) == 1 and not final["left_out"]
