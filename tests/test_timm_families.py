@@ -1091,3 +1091,39 @@ def test_gcvit_attention_and_its_global_query_lose_the_streams_channels_in_every
     after = sum(p.numel() for p in pruned.parameters())
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None) == []
+
+
+# ----------------------------------------------------------------------------- Sequencer (LSTM)
+
+def test_lstm_hidden_width_is_held_and_its_inputs_follow_the_stream():
+    """Sequencer2d runs bidirectional LSTMs over the stream (torch-pruning's cut of an LSTM's hidden width
+    indexed past its weights): the hidden width stays, each kept stream channel keeps its own input weights in
+    both directions, and every check passes."""
+    from timm.models.sequencer import Sequencer2d
+
+    torch.manual_seed(0)
+    model = Sequencer2d(num_classes=5, img_size=32, layers=(1, 1), patch_sizes=(4, 2), embed_dims=(32, 48),
+                        hidden_sizes=(8, 12), mlp_ratios=(2.0, 2.0)).eval()
+    for module in model.modules():  # norm scales that name the stream's channels
+        if isinstance(module, nn.LayerNorm):
+            module.weight.data = 0.5 + torch.rand(module.normalized_shape)
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    shrunk = 0
+    for name, block in pruned.named_modules():
+        if type(block).__name__ != "Sequencer2dBlock":
+            continue
+        was = old[name]
+        kept = [int((was.norm1.weight == w).nonzero()[0, 0]) for w in block.norm1.weight]
+        for rnn in ("rnn_v", "rnn_h"):
+            new, before = getattr(block.rnn_tokens, rnn), getattr(was.rnn_tokens, rnn)
+            assert new.hidden_size == before.hidden_size and new.input_size == len(kept)
+            for weight in ("weight_ih_l0", "weight_ih_l0_reverse"):
+                assert torch.equal(getattr(new, weight), getattr(before, weight)[:, kept])
+            assert torch.equal(new.weight_hh_l0, before.weight_hh_l0)
+        shrunk += len(kept) < was.norm1.weight.numel()
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
