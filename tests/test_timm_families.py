@@ -125,13 +125,34 @@ def test_recorded_attention_keeps_its_heads_and_prunes_the_rest(kind):
         assert pruned(example).shape == (1, 5)
 
 
-def test_attention_bound_to_its_input_width_is_refused_naming_the_layer():
-    """EdgeNeXt reshapes its attention output with its input's width (and splits its blocks by recorded
-    sizes, which torch-pruning cannot cut): refused in one line, before any pruning."""
+def test_edgenext_holds_its_split_transpose_blocks_and_prunes_the_rest():
+    """EdgeNeXt's split-transpose blocks cut the stream in chunks of a recorded width and reshape their
+    attention's output with its input's width (it was refused): they are held with their stages' stream,
+    every held layer keeping its weights; the first stage's stream and every MLP lose channels, each kept
+    unit with its own weights; every check passes."""
+    from engine.families.edgenext import _held, split_transpose_blocks
+
     torch.manual_seed(0)
     model = timm.create_model("edgenext_xx_small", num_classes=5).eval()
-    message = _refusal(model, torch.randn(1, 3, 64, 64))
-    assert "stages.1.blocks.1.xca (CrossCovarianceAttn)" in message and "magnitude-global" in message
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    blocks = list(zip(split_transpose_blocks(model), split_transpose_blocks(pruned)))
+    assert len(blocks) == 3
+    for old, new in blocks:
+        for was, now in zip(_held(old), _held(new)):
+            assert torch.equal(now.weight, was.weight)
+    assert pruned.stem[0].out_channels < model.stem[0].out_channels  # the first stage's stream
+    for name, old in model.named_modules():
+        if not name.endswith(".mlp") or name.startswith("stages.0"):  # the first stage's: its stream went too
+            continue
+        new = pruned.get_submodule(name)
+        hidden = old.fc1.out_features
+        kept = [next(j for j in range(hidden) if torch.equal(old.fc1.weight[j], w)) for w in new.fc1.weight]
+        assert len(kept) < hidden and torch.equal(new.fc2.weight, old.fc2.weight[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.85 * params
+    assert check_pruned(pruned, example, params, after, None) == []
 
 
 def test_depthwise_convolution_with_several_outputs_per_input_is_refused_naming_it():

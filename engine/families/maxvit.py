@@ -24,7 +24,7 @@ def record_held(graph, held: list[tuple[nn.Linear, nn.Linear]], units: dict) -> 
     as its rounding unit, so the share check expects it unpruned."""
     outputs = {merge for _, merge in held}
     for qkv, merge in held:
-        units[qkv], units[merge] = qkv.out_features, merge.out_features
+        units[qkv], units[merge] = out_size(qkv), out_size(merge)
     for group in graph.get_all_groups(ignored_layers=[qkv for qkv, _ in held]):  # qkv: the walk that never ends
         pruned = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
         if any(m in outputs for m in pruned):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from engine.errors import UserError
 from engine.families import Family, register_family
 from engine.families.attention_heads import qkv_attentions
+from engine.families.edgenext import split_transpose_blocks
 from engine.families.rotary_attention import held_attentions
 from engine.families.stream_attention import stream_attentions
 from engine.families.swin import window_blocks
@@ -46,7 +47,6 @@ STREAM_BOUND = {
     ("timm.models.pvt_v2", "Attention"): "reshapes its output with the width of its input",
     ("timm.models.xcit", "XCA"): "reshapes its output with the width of its input",
     ("timm.models.cait", "ClassAttn"): "reshapes its output with the width of its input",  # XCiT and CaiT
-    ("timm.models.edgenext", "CrossCovarianceAttn"): "reshapes its output with the width of its input",
     ("timm.models.efficientvit_msra", "CascadedGroupAttention"): "splits its input channels between its heads",
 }
 
@@ -59,7 +59,8 @@ def recorded_attentions(model: nn.Module) -> list[nn.Module]:
     """The innermost modules that record a head count (a block recording one around its attention is not
     one), less those another family prunes by heads."""
     handled = ({id(m) for m in qkv_attentions(model).values()} | {id(m) for m in window_blocks(model)[0]}
-               | {id(m) for m in stream_attentions(model)} | {id(m) for m in held_attentions(model)})
+               | {id(m) for m in stream_attentions(model)} | {id(m) for m in held_attentions(model)}
+               | {id(m.xca) for m in split_transpose_blocks(model)})
     found = []
     for module in model.modules():
         if not _heads(module) or id(module) in handled:
