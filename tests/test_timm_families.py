@@ -294,15 +294,38 @@ def test_res2next_is_refused_naming_the_block():
     assert "layer1.0 (Res2NeXt)" in message and "magnitude-global" in message
 
 
-def test_dual_path_blocks_are_refused_naming_the_first():
-    """DPN cuts one tensor at a recorded channel count: refused in one line, before any pruning."""
+def test_dual_path_blocks_hold_their_paths_and_prune_their_inner_widths():
+    """DPN cuts one tensor at a recorded channel count (torch-pruning's cut left the dense slice behind): the
+    layers writing the two paths are held, each block's inner widths lose channels, each kept channel with its
+    own weights (the layers reading them keep their columns), and every check passes."""
     from timm.models.dpn import DPN
 
     torch.manual_seed(0)
-    model = DPN(k_sec=(1, 1, 1, 1), inc_sec=(4, 8, 8, 16), num_init_features=16, k_r=16, groups=4, b=True,
+    model = DPN(k_sec=(1, 2, 1, 1), inc_sec=(4, 8, 8, 16), num_init_features=16, k_r=16, groups=4, b=True,
                 num_classes=5).eval()
-    message = _refusal(model, torch.randn(1, 3, 32, 32))
-    assert "features.conv2_1 (DualPathBlock" in message and "magnitude-global" in message
+    _mark_channels(model)
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    shrunk = 0
+    for name, block in pruned.named_modules():
+        if type(block).__name__ != "DualPathBlock":
+            continue
+        was = old[name]
+        assert block.num_1x1_c == was.num_1x1_c
+        kept_in = _kept(was.c1x1_a.bn, block.c1x1_a.bn)  # the block's input (the stem's output may lose some)
+        kept_a = _kept(was.c3x3_b.bn, block.c3x3_b.bn)  # c1x1_a's outputs, by the norm that reads them
+        kept_b = _kept(was.c1x1_c.bn, block.c1x1_c.bn)  # c3x3_b's outputs
+        assert torch.equal(block.c1x1_a.conv.weight, was.c1x1_a.conv.weight[kept_a][:, kept_in])
+        for conv in ("c1x1_c1", "c1x1_c2"):
+            new, before = getattr(block, conv), getattr(was, conv)
+            assert new.out_channels == before.out_channels
+            assert torch.equal(new.weight, before.weight[:, kept_b])
+        shrunk += len(kept_a) < was.c1x1_a.conv.out_channels and len(kept_b) < was.c3x3_b.conv.out_channels
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
 
 def test_cross_stage_halves_stay_equal_and_keep_their_channels():
