@@ -1171,3 +1171,32 @@ def test_lstm_hidden_width_is_held_and_its_inputs_follow_the_stream():
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- Hiera
+
+def test_hiera_holds_its_attention_and_stream_and_prunes_its_mlps():
+    """Hiera's mask-unit attention (qkv reshaped into windows, heads and a query pooling by recorded sizes:
+    torch-pruning divided by zero tracing it) is held with the stream: the first block gives what it gave
+    before, every attention and stream layer keeps its weights, and each MLP's hidden width is cut, each kept
+    unit with its own weights; every check passes."""
+    from engine.families.hiera import stream_writers
+
+    torch.manual_seed(0)
+    model = timm.create_model("hiera_tiny_224", img_size=64, embed_dim=16, num_heads=1, stages=(1, 1, 1, 1),
+                              num_classes=5).eval()
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    assert torch.allclose(_outputs(pruned, "blocks.0.attn", example), _outputs(model, "blocks.0.attn", example))
+    for (old, was), (new, now) in zip(stream_writers(model), stream_writers(pruned)):
+        assert torch.equal(new.qkv.weight, old.qkv.weight)
+        for a, b in zip(was, now):  # the MLP's output layer keeps its rows; its inputs are the hidden width
+            assert torch.equal(b.bias, a.bias) and (b.weight.shape[1] < a.weight.shape[1] or torch.equal(b.weight, a.weight))
+    for old, new in zip(model.blocks, pruned.blocks):
+        hidden = old.mlp.fc1.out_features
+        kept = [next(j for j in range(hidden) if torch.equal(old.mlp.fc1.weight[j], w)) for w in new.mlp.fc1.weight]
+        assert len(kept) < hidden and torch.equal(new.mlp.fc2.weight, old.mlp.fc2.weight[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.85 * params
+    assert check_pruned(pruned, example, params, after, None) == []
