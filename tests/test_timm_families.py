@@ -289,9 +289,21 @@ def test_res2net_chunks_stay_equal_and_keep_their_channels():
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
 
 
-def test_res2next_is_refused_naming_the_block():
-    message = _refusal(tiny_res2net(cardinality=4), torch.randn(1, 3, 32, 32))
-    assert "layer1.0 (Res2NeXt)" in message and "magnitude-global" in message
+def test_res2next_holds_its_chunks_and_prunes_the_stream():
+    """Res2NeXt's chunks go through grouped convolutions (chunks and groups cannot both stay equal): conv1 and
+    the chunk convolutions are held, the stream loses channels; the pruned model computes what the original
+    does with the pruned channels zeroed (each kept channel with its own weights), and every check passes."""
+    model, example = tiny_res2net(cardinality=4), torch.randn(2, 3, 32, 32)
+    pruned = _prune(model, example)
+    blocks = [(old, new) for old, new in zip(model.modules(), pruned.modules()) if type(new).__name__ == "Bottle2neck"]
+    for old, new in blocks:
+        assert new.width == old.width and new.conv1.out_channels == old.conv1.out_channels
+        assert [c.out_channels for c in new.convs] == [c.out_channels for c in old.convs]
+    assert sum(new.conv3.out_channels < old.conv3.out_channels for old, new in blocks)
+    _same_as_masked(model, pruned, example)
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
 
 
 def test_dual_path_blocks_hold_their_paths_and_prune_their_inner_widths():

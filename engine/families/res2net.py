@@ -7,15 +7,16 @@ matched its convolutions (`expected input ... to have 17 channels, but got 26`).
 cut in `scale` equal channel groups (the same positions in every chunk, as torch-pruning does for its
 `out_channel_groups`, so one cut reaches every chunk), while a graph is traced the chunks are slices
 (torch-pruning moves a slice's bounds as it cuts; it could not follow the split; the concatenation's sizes
-it cannot infer through a slice come from engine.tracing), and `width` follows after each step. Res2NeXt (grouped convolutions inside the chunks) is refused before any work: its chunks and
-its convolutions' groups would both have to lose the same positions, which no count torch-pruning keeps.
+it cannot infer through a slice come from engine.tracing), and `width` follows after each step. In Res2NeXt
+(grouped convolutions inside the chunks) the chunks and the convolutions' groups would both have to lose the
+same positions, which no count torch-pruning keeps: its conv1 and chunk convolutions are held (their rounding
+unit is their whole width, so the share check expects them unpruned) and the stream around them is pruned.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from engine.errors import UserError
 from engine.families import Family, register_family
 
 
@@ -65,15 +66,17 @@ class Res2Net(Family):
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         grouped = [block for block in found if any(conv.groups > 1 for conv in block.convs)]
-        if grouped:
-            name = next(n for n, m in model.named_modules() if m is grouped[0])
-            raise UserError(f"structured pruning cannot prune this model: its block {name} (Res2NeXt) splits "
-                            f"conv1's output in {grouped[0].scale} chunks that go through grouped convolutions "
-                            f"({grouped[0].convs[0].groups} groups), and the chunks and the groups cannot both keep "
-                            "equal sizes; unstructured pruning (e.g. --method magnitude-global) still works")
-        prep.add_kwargs("out_channel_groups", {block.conv1: block.scale for block in found})
+        held = [layer for block in grouped for layer in (block.conv1, *block.convs)]
+        prep.held.extend(held)
+        for layer in held:
+            prep.units[layer] = layer.out_channels
+        even = [block for block in found if block not in grouped]
+        prep.add_kwargs("out_channel_groups", {block.conv1: block.scale for block in even})
         prep.notes.append(f"Res2Net: {len(found)} block(s) split conv1's output in {found[0].scale} chunks: each "
-                          "chunk loses the same channels, and the chunk width is updated after each step")
+                          "chunk loses the same channels, and the chunk width is updated after each step"
+                          + (f"; the chunks of {len(grouped)} Res2NeXt block(s) go through grouped convolutions "
+                             "(the chunks and the groups cannot both keep equal sizes), so their conv1 and chunk "
+                             "convolutions are held and only the stream around them is pruned" if grouped else ""))
         prep.fixes.append(update_widths(found))
 
     def stand_ins(self, model: nn.Module) -> list:
