@@ -1212,3 +1212,62 @@ def test_hiera_holds_its_attention_and_stream_and_prunes_its_mlps():
     after = sum(p.numel() for p in pruned.parameters())
     assert after < 0.85 * params
     assert check_pruned(pruned, example, params, after, None) == []
+
+
+# ----------------------------------------------------------------------------- HaloNet ONNX
+
+def test_onnx_export_of_unfolded_windows_gives_the_models_outputs(tmp_path):
+    """HaloNet's attention cuts its windows with two Tensor.unfold calls, whose ONNX export failed before any
+    pruning ("input size not accessible"): it exports, and onnxruntime gives the model's outputs, for
+    HaloAttn and for unfolds with a step other than one along dimensions that are not a multiple of it."""
+    import onnxruntime
+    from timm.layers.halo_attn import HaloAttn
+
+    from engine.models import export_onnx
+
+    class Windows(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.unfold(2, 3, 2).unfold(-2, 4, 1).flatten(1)
+
+    torch.manual_seed(0)
+    halo = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), HaloAttn(16, num_heads=2, block_size=4, halo_size=1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)).eval()
+    for model, shape in ((halo, (3, 16, 16)), (Windows(), (3, 9, 10))):
+        x = torch.randn(2, *shape)
+        path = export_onnx(model, shape, tmp_path / f"{type(model).__name__}.onnx")
+        got = onnxruntime.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert got.shape == expected.shape and abs(got - expected).max() < 1e-5
+
+
+# ----------------------------------------------------------------------------- CoaT
+
+def test_coat_holds_all_but_its_mlps_and_prunes_their_hidden_widths():
+    """CoaT splits v between convolutions by recorded sizes, slices its class token off and back, and mixes
+    three stages' streams in its parallel blocks (torch-pruning failed on all three): every layer but the
+    MLPs' hidden ones is held and keeps its weights (the first attention gives what it gave before), each MLP
+    loses hidden units, each kept unit with its own weights; every check passes."""
+    from engine.families.coat import held_layers
+
+    torch.manual_seed(0)
+    model = timm.create_model("coat_tiny", img_size=64, serial_depths=(1, 1, 1, 1), parallel_depth=1,
+                              embed_dims=(64, 64, 64, 64), num_heads=8, num_classes=5).eval()
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    layer = "serial_blocks1.0.factoratt_crpe"
+    assert torch.allclose(_outputs(pruned, layer, example), _outputs(model, layer, example))
+    for old, new in zip(held_layers(model), held_layers(pruned)):  # an MLP's output layer loses hidden inputs
+        assert new.weight.shape[0] == old.weight.shape[0]
+        assert new.weight.shape[1] < old.weight.shape[1] or torch.equal(new.weight, old.weight)
+    mlps = [(n, m) for n, m in model.named_modules() if type(m).__name__ == "Mlp"]
+    assert len(mlps) == 5  # four serial blocks; the parallel block's three stages share one
+    for name, old in mlps:
+        new = pruned.get_submodule(name)
+        hidden = old.fc1.out_features
+        kept = [next(j for j in range(hidden) if torch.equal(old.fc1.weight[j], w)) for w in new.fc1.weight]
+        assert len(kept) < hidden and torch.equal(new.fc2.weight, old.fc2.weight[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.9 * params
+    assert check_pruned(pruned, example, params, after, None) == []

@@ -119,6 +119,7 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
         torch.onnx.register_custom_op_symbolic("aten::col2im", parse_args("v", "v", "v", "is", "is", "is")(_col2im),
                                                opset)
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, opset)
+    torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
     # The exporter hands a forward's defaults to the trace as inputs, where a bool arrives as a tensor (timm's
     # Eva: `is_causal`, which scaled_dot_product_attention refuses): for the export the forward takes x alone.
     own_forward, forward = model.__dict__.get("forward"), model.forward
@@ -135,6 +136,7 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
         if opset >= ONNX_FALLBACK_OPSET:
             torch.onnx.unregister_custom_op_symbolic("aten::col2im", opset)
         torch.onnx.unregister_custom_op_symbolic("aten::rms_norm", opset)
+        torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
         if own_forward is None:
             del model.forward
         else:
@@ -189,6 +191,29 @@ def _rms_norm(g, x, normalized_shape, weight, eps):
     scale = g.op("Sqrt", g.op("Add", mean, g.op("Constant", value_t=torch.tensor(eps, dtype=torch.float32))))
     out = g.op("Div", x, scale)
     return out if symbolic_helper._is_none(weight) else g.op("Mul", out, weight)
+
+
+def _unfold(g, x, dimension, size, step):
+    """Tensor.unfold (timm's HaloAttn windows) as one Gather of the windows' indices, computed from the input's
+    shape at run time: torch's symbolic needs the dimension's size as a constant, which the second of two
+    unfolds does not have ("input size not accessible")."""
+    from torch.onnx import symbolic_helper
+
+    rank = symbolic_helper._get_tensor_rank(x)
+    if rank is None:
+        return symbolic_helper._unimplemented("Unfold", "input rank not accessible")
+    dimension, size, step = (symbolic_helper._get_const(v, "i", n) for v, n in
+                             ((dimension, "dimension"), (size, "size"), (step, "step")))
+    dimension %= rank
+
+    def const(value):
+        return g.op("Constant", value_t=torch.tensor(value, dtype=torch.int64))
+
+    length = g.op("Gather", g.op("Shape", x), const(dimension), axis_i=0)
+    starts = g.op("Range", const(0), g.op("Sub", length, const(size - 1)), const(step))
+    index = g.op("Add", symbolic_helper._unsqueeze_helper(g, starts, [1]), const(list(range(size))))
+    out = g.op("Gather", x, index, axis_i=dimension)  # (..., windows, size, ...): the window last, as torch's
+    return g.op("Transpose", out, perm_i=[*range(dimension + 1), *range(dimension + 2, rank + 1), dimension + 1])
 
 
 def _inline_identities(graph) -> None:
