@@ -92,6 +92,7 @@ class _Sampler(threading.Thread):
         self.self_peak = self.child_peak = self.began = self.ended = 0  # during the current test; RSS when it
         # began, and when its teardown ended
         self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
+        self.run_total_peak_at = 0.0  # when the whole run's peak was sampled (time.time())
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
@@ -107,7 +108,8 @@ class _Sampler(threading.Thread):
                 kids = _tree_memory(_children(self.pid))
                 self.child_peak = max(self.child_peak, kids)
                 self.run_child_peak = max(self.run_child_peak, kids)
-                self.run_total_peak = max(self.run_total_peak, own + kids)
+                if own + kids > self.run_total_peak:
+                    self.run_total_peak, self.run_total_peak_at = own + kids, time.time()
             if self.limit and own > self.limit and not self.exceeded and self.current:
                 # pytest captures file descriptor 2, so the message is printed by the summary hook; the
                 # interrupt stops the run where it is, with the test's traceback
@@ -128,6 +130,7 @@ _SAMPLER: _Sampler | None = None
 _PEAKS: list[tuple[int, int, str, str, int, int]] = []
 _TIMES: dict[tuple[str, str], float] = {}  # (module, worker) -> seconds of setup, call and teardown
 _EXCEEDED: list[str] = []  # limits passed in xdist workers, as they reported them
+_SPANS: dict[tuple[str, str], list[float]] = {}  # (test id, worker) -> [start of setup, end of teardown]
 _KEY = "prunelab_peak"
 
 
@@ -206,6 +209,8 @@ def pytest_runtest_logreport(report) -> None:
     worker = getattr(getattr(node, "gateway", None), "id", "") or os.environ.get("PYTEST_XDIST_WORKER", "")
     module = (report.nodeid.split("::", 1)[0], worker)
     _TIMES[module] = _TIMES.get(module, 0.0) + getattr(report, "duration", 0.0)
+    span = _SPANS.setdefault((report.nodeid, worker), [report.start, report.stop])
+    span[0], span[1] = min(span[0], report.start), max(span[1], report.stop)
     if report.when != "teardown":
         return
     for key, value in report.user_properties:
@@ -256,8 +261,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"{'worker ' + worker if worker else 'pytest'}: {top_self[0] / _GIB:.2f} GiB in the process "
                       f"(during {top_self[2]}), {top_child[1] / _GIB:.2f} GiB in its children "
                       f"(during {top_child[2]})")
+    at = _SAMPLER.run_total_peak_at
+    during = sorted(f"{nodeid}" + (f" [{worker}]" if worker else "") for (nodeid, worker), (start, stop)
+                    in _SPANS.items() if start <= at <= stop)
     tr.write_line(f"whole run: {_SAMPLER.run_total_peak / _GIB:.2f} GiB at most, pytest and every process it started "
-                  "together (sampled every 0.2 s)")
+                  "together (sampled every 0.2 s)" + (f", during {' and '.join(during)}" if during else ""))
     tr.write_line("largest peaks: the process, its children, the test's own growth of the process:")
     for own, kids, nodeid, worker, start, _ in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
         tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
