@@ -1271,3 +1271,31 @@ def test_coat_holds_all_but_its_mlps_and_prunes_their_hidden_widths():
     after = sum(p.numel() for p in pruned.parameters())
     assert after < 0.9 * params
     assert check_pruned(pruned, example, params, after, None) == []
+
+
+# ----------------------------------------------------------------------------- EfficientViT (MIT)
+
+def test_efficientvit_lite_attention_is_pruned_on_the_streams_side():
+    """EfficientViT's LiteMLA reshapes its multi-scale qkv by a recorded width (torch-pruning indexed past it):
+    it is pruned as a unit on the stream's side, its inner widths held; each kept stream channel keeps its own
+    weights in qkv's inputs and proj's outputs, and every check passes."""
+    torch.manual_seed(0)
+    model = timm.create_model("efficientvit_b0", num_classes=5).eval()
+    _mark_channels(model)
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    shrunk = 0
+    for name, attn in pruned.named_modules():
+        if type(attn).__name__ != "LiteMLA":
+            continue
+        was = old[name]
+        kept = _kept(was.proj.norm, attn.proj.norm)
+        assert attn.qkv.conv.out_channels == was.qkv.conv.out_channels and attn.dim == was.dim
+        assert torch.equal(attn.qkv.conv.weight, was.qkv.conv.weight[:, kept])
+        assert torch.equal(attn.proj.conv.weight, was.proj.conv.weight[kept])
+        shrunk += len(kept) < was.proj.conv.out_channels
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []

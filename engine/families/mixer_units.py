@@ -6,6 +6,8 @@
   and permutes that torch-pruning's index lists follow without end (over 600 s).
 - Gemma4's attention: rotary embeddings split and concatenate each head's halves (the graph could not be
   built); its heads have a recorded size of their own.
+- EfficientViT's (MIT) LiteMLA: its qkv and the multi-scale copies of it are reshaped by a width recorded at
+  construction (torch-pruning's cut indexed past qkv: `index 792 is out of bounds ... size 192`).
 
 Such a mixer loses the stream's channels from its input layers' inputs and its output layer's outputs (and
 that layer's BatchNorm), each kept channel with its own weights; everything inside keeps its width (held),
@@ -26,6 +28,7 @@ UNITS = {
     ("timm.models.iformer", "SHMA"): (("q.c", "k.c", "v_gate.c"), ("proj.c", "proj.bn")),
     ("timm.models.gemma4_vit", "Gemma4Attention"): (("q_proj.linear", "k_proj.linear", "v_proj.linear"),
                                                     ("o_proj.linear",)),
+    ("timm.models.efficientvit_mit", "LiteMLA"): (("qkv.conv",), ("proj.conv", "proj.norm")),
 }
 
 
