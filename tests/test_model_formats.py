@@ -2,9 +2,9 @@
 the Open model dialog's recipe and check, and the same files through the command line."""
 from __future__ import annotations
 
+import io
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from cli import main as cli
-from shared_fixtures import ROOT, tiny_resnet, write_image_folder
+from shared_fixtures import tiny_resnet, write_image_folder
 from engine.data import load_dataset
 from engine.errors import UserError
 from engine.inputs import (NORM_PRESETS, ModelRecipe, RecipeChecked, check_recipe, model_for_data, open_recipe,
@@ -169,7 +169,10 @@ def test_architecture_list_is_searchable():
 
 
 def test_command_line_loads_the_formats(tmp_path, rgb, capsys):
-    """The same files through `python main.py evaluate`, run side by side (each pays torch's start-up)."""
+    """The same files through `python main.py evaluate`, in this process (cli.main with its own argv,
+    environment and stderr: a process would only add torch's start-up)."""
+    from tests.test_bad_inputs import run_in_process
+
     small = "torchvision:squeezenet1_1"  # evaluate measures latency: a small network keeps this quick
     imagenet = build_arch(small, 3, 1000)
     lightning = save("lightning", imagenet, tmp_path / "l.ckpt")
@@ -177,15 +180,17 @@ def test_command_line_loads_the_formats(tmp_path, rgb, capsys):
     save_file({f"module.{k}": v.contiguous() for k, v in imagenet.state_dict().items()}, str(dp))
     wrong = tmp_path / "wrong.pt"
     torch.save(tiny_resnet(3, 3).state_dict(), wrong)
-    common = ["--data", f"imagefolder:{rgb}", "--quiet", "--batch-size", "4"]
+    common = ["--data", f"imagefolder:{rgb}", "--quiet", "--batch-size", "4", "--no-speed"]
     runs = {
         "untrained": ["--model", small],  # RGB folder, no --input-shape
         "lightning": ["--model", str(lightning), "--model-code", small],
         "safetensors": ["--model", small, "--weights", str(dp)],
     }
-    procs = {name: subprocess.Popen([sys.executable, "main.py", "evaluate", *flags, *common], cwd=ROOT, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name, flags in runs.items()}
-    results = {name: (p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for name, p in procs.items()}
+    results = {}
+    for name, flags in runs.items():
+        out = io.StringIO()
+        code, err = run_in_process(["evaluate", *flags, *common], tmp_path, dict(os.environ), out)
+        results[name] = (code, out.getvalue(), err)
     for name in ("untrained", "lightning", "safetensors"):
         rc, out, err = results[name]
         assert rc == 0 and "top-1 accuracy" in out, (name, err[-500:])

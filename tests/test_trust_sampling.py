@@ -91,11 +91,12 @@ def test_evaluate_on_the_command_line_finds_every_class_with_eval_limit_20(tmp_p
     save_model(ModelBundle(tiny_resnet(3, 10), str(model), "demo:resnet", (3, 12, 12), 10,
                            arch_kwargs={"widths": list(TINY_WIDTHS)}), model)
     out = tmp_path / "m.json"
-    done = subprocess.run([sys.executable, "main.py", "evaluate", "--model", str(model), "--data",
-                           f"imagefolder:{folder}", "--eval-limit", "20", "--no-speed", "--json", str(out), "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PRUNELAB_LOADER_WORKERS": "0"})
-    assert done.returncode == 0, done.stderr
+    from tests.test_bad_inputs import run_in_process  # the command line in this process: no start-up to pay
+
+    code, stderr = run_in_process(["evaluate", "--model", str(model), "--data", f"imagefolder:{folder}",
+                                   "--eval-limit", "20", "--no-speed", "--json", str(out), "--quiet"],
+                                  tmp_path, {**os.environ, "PRUNELAB_LOADER_WORKERS": "0"})
+    assert code == 0, stderr
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["per_class"]["support"] == [2] * 10  # the first 20 of a class-sorted folder: 3 classes
     assert metrics["per_class"]["eval_images"] == metrics["eval_images"] == 20
