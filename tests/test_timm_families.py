@@ -1214,6 +1214,39 @@ def test_hiera_holds_its_attention_and_stream_and_prunes_its_mlps():
     assert check_pruned(pruned, example, params, after, None) == []
 
 
+# ----------------------------------------------------------------------------- TNT
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_tnt_holds_its_pixel_stream_and_prunes_its_patch_stream(legacy):
+    """TNT folds each block's pixel stream into its patches pixel by pixel and puts the class token back with a
+    slice and a token concatenation (past eight blocks torch-pruning could not trace it: twelve here): the
+    pixel stream is held, every layer writing to it keeping its weights; the patch stream loses channels, the
+    same in the class token, the position embedding, the folding proj's outputs and the outer attention's
+    inputs, each kept channel with its own weights; every check passes."""
+    from timm.models.tnt import TNT
+
+    from engine.families.tnt import inner_writers
+
+    torch.manual_seed(0)
+    model = TNT(img_size=32, patch_size=16, embed_dim=32, inner_dim=8, depth=12, num_heads_inner=2,
+                num_heads_outer=2, legacy=legacy, num_classes=5).eval()
+    model.cls_token.data.normal_()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    for (_, old), (_, new) in zip(inner_writers(model), inner_writers(pruned)):
+        assert new.weight.shape[0] == old.weight.shape[0]
+        assert new.weight.shape[1] < old.weight.shape[1] or torch.equal(new.weight, old.weight)  # an MLP's hidden
+    kept = [int((model.cls_token[0, 0] == v).nonzero()[0, 0]) for v in pruned.cls_token[0, 0]]
+    assert len(kept) < 32 and torch.equal(pruned.patch_pos, model.patch_pos[..., kept])
+    for old, new in zip(model.blocks, pruned.blocks):
+        assert torch.equal(new.proj.weight, old.proj.weight[kept])
+        assert torch.equal(new.attn_out.qk.weight, old.attn_out.qk.weight[:, kept])
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.8 * params
+    assert check_pruned(pruned, example, params, after, None) == []
+
+
 # ----------------------------------------------------------------------------- HaloNet ONNX
 
 def test_onnx_export_of_unfolded_windows_gives_the_models_outputs(tmp_path):
@@ -1245,13 +1278,14 @@ def test_onnx_export_of_unfolded_windows_gives_the_models_outputs(tmp_path):
 
 def test_coat_holds_all_but_its_mlps_and_prunes_their_hidden_widths():
     """CoaT splits v between convolutions by recorded sizes, slices its class token off and back, and mixes
-    three stages' streams in its parallel blocks (torch-pruning failed on all three): every layer but the
-    MLPs' hidden ones is held and keeps its weights (the first attention gives what it gave before), each MLP
-    loses hidden units, each kept unit with its own weights; every check passes."""
+    three stages' streams in its parallel blocks (torch-pruning failed on all three; this deep, it could not
+    trace it): every layer but the MLPs' hidden ones is held and keeps its weights (the first attention gives
+    what it gave before), each MLP loses hidden units, each kept unit with its own weights; every check
+    passes."""
     from engine.families.coat import held_layers
 
     torch.manual_seed(0)
-    model = timm.create_model("coat_tiny", img_size=64, serial_depths=(1, 1, 1, 1), parallel_depth=1,
+    model = timm.create_model("coat_tiny", img_size=64, serial_depths=(2, 2, 2, 2), parallel_depth=6,
                               embed_dims=(64, 64, 64, 64), num_heads=8, num_classes=5).eval()
     example = torch.randn(1, 3, 64, 64)
     pruned = _prune(model, example)
@@ -1261,7 +1295,7 @@ def test_coat_holds_all_but_its_mlps_and_prunes_their_hidden_widths():
         assert new.weight.shape[0] == old.weight.shape[0]
         assert new.weight.shape[1] < old.weight.shape[1] or torch.equal(new.weight, old.weight)
     mlps = [(n, m) for n, m in model.named_modules() if type(m).__name__ == "Mlp"]
-    assert len(mlps) == 5  # four serial blocks; the parallel block's three stages share one
+    assert len(mlps) == 14  # eight serial blocks; each parallel block's three stages share one
     for name, old in mlps:
         new = pruned.get_submodule(name)
         hidden = old.fc1.out_features
@@ -1296,6 +1330,39 @@ def test_efficientvit_lite_attention_is_pruned_on_the_streams_side():
         assert torch.equal(attn.proj.conv.weight, was.proj.conv.weight[kept])
         shrunk += len(kept) < was.proj.conv.out_channels
     assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- SHViT
+
+def test_single_head_attention_holds_its_part_of_the_stream_and_prunes_the_rest():
+    """SHViT's single-head attention splits the stream at a recorded width (torch-pruning could not trace
+    it): the attention and the stream channels it reads are held, the rest of the stream loses channels; the
+    pruned features are the original's with the pruned channels zeroed (each kept channel with its own
+    weights), and every check passes."""
+    from timm.models.shvit import SHViT
+
+    torch.manual_seed(0)
+    model = SHViT(num_classes=5, embed_dim=(32, 48, 64), partial_dim=(8, 16, 16), qk_dim=(8, 8, 8),
+                  depth=(1, 2, 1), types=("i", "s", "s")).eval()
+    _mark_outputs(model)
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    shrunk = 0
+    for name, attn in pruned.named_modules():
+        if type(attn).__name__ != "SHSA":
+            continue
+        was = old[name]
+        assert attn.pdim == was.pdim and torch.equal(attn.qkv.c.weight, was.qkv.c.weight)
+        kept = _kept_outputs(was.proj[1].bn, attn.proj[1].bn)
+        assert attn.dim == attn.proj[1].c.in_channels == len(kept) and kept[:attn.pdim] == list(range(attn.pdim))
+        shrunk += len(kept) < was.dim
+    assert shrunk
+    got, expected = _masked_features(model, pruned, example)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
