@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import Any, Callable
 
 from cli.types import at_least, finite
-from engine.config import PruneConfig, default_of, options
+from engine.config import PruneConfig, default_of, field_types, options
 from engine.errors import UserError
 from engine.recipes import PRESET_FIELDS, PRESETS, with_preset
 
@@ -60,7 +60,7 @@ def _as_flags(values: dict) -> str:
 def add_config_flag(p: Any, name: str, extra_help: str = "") -> None:
     """The flag of one PruneConfig field on `p` (a parser or group; dest is the field's name), as prune has it;
     evaluate borrows a few, so they read the same in both commands."""
-    opt, hint = options()[name], typing.get_type_hints(PruneConfig)[name]
+    opt, hint = options()[name], field_types()[name]
     kw: dict[str, Any] = {"dest": name, "help": _help(name) + extra_help}
     if hint is bool:
         kw.update(action="store_false" if opt.negated else "store_true", default=default_of(name))
@@ -91,7 +91,7 @@ def _layer_ratios(items: list[str] | None) -> dict[str, float]:
 
 def config_from_args(args: argparse.Namespace) -> PruneConfig:
     """The PruneConfig the parsed flags describe."""
-    hints = typing.get_type_hints(PruneConfig)
+    hints = field_types()
     values = {}
     for f in fields(PruneConfig):
         opt = f.metadata["option"]

@@ -11,13 +11,13 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox, QWidget
 
-from engine.config import PruneConfig, default_of, options
+from engine.config import default_of, field_types, options
 
 SPIN_MAX = 1_000_000  # an unbounded count still needs a widget maximum
 
 
 def _kind(name: str) -> type:
-    hint = typing.get_type_hints(PruneConfig)[name]
+    hint = field_types()[name]
     kinds = set(typing.get_args(hint) or (hint,)) - {type(None)}
     return next(iter(kinds)) if len(kinds) == 1 else float
 

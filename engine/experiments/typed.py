@@ -7,7 +7,7 @@ from typing import Any
 from engine.errors import UserError
 from engine.units import check_numbers
 from engine.methods import get_method
-from engine.config import PruneConfig, check_value
+from engine.config import check_value, field_types
 
 
 def _expect(value: Any, kind: type | tuple, where: str, hint: str) -> Any:
@@ -111,9 +111,7 @@ def check_typed(value: Any, hint: Any, where: str) -> Any:
 
 def check_prune_options(table: dict, where: str) -> dict:
     """[prune] or [[recovery]] options, each checked against PruneConfig's annotation and bounds of that field."""
-    import typing
-
-    hints = typing.get_type_hints(PruneConfig)
+    hints = field_types()
     out = {}
     for key, value in table.items():
         value = check_typed(value, hints[key], f"{where} {key}")
