@@ -1366,3 +1366,42 @@ def test_single_head_attention_holds_its_part_of_the_stream_and_prunes_the_rest(
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- PiT
+
+def test_pit_holds_its_streams_and_prunes_heads_and_mlps():
+    """PiT widens each stage's stream with a depthwise convolution of two outputs per input (it was refused):
+    the layers writing to the streams are held and keep their weights, each attention loses whole heads
+    (every kept head with its own q, k and v rows) and each MLP hidden units (each with its own weights);
+    every check passes."""
+    from timm.models.pit import PoolingVisionTransformer
+
+    from engine.families.pit import stream_writers
+
+    torch.manual_seed(0)
+    model = PoolingVisionTransformer(img_size=32, patch_size=8, stride=4, base_dims=(16, 16), depth=(1, 1),
+                                     heads=(2, 4), mlp_ratio=4, num_classes=5).eval()
+    example = torch.randn(1, 3, 32, 32)
+    pruned = _prune(model, example)
+    for old, new in zip(stream_writers(model), stream_writers(pruned)):
+        assert new.weight.shape[0] == old.weight.shape[0]
+        assert new.weight.shape[1] < old.weight.shape[1] or torch.equal(new.weight, old.weight)  # input: hidden
+    shrunk = 0
+    for old, new in zip(model.modules(), pruned.modules()):
+        if type(old).__name__ != "Block":
+            continue
+        attn, now = old.attn, new.attn
+        rows = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)
+        heads = [next(h for h in range(attn.num_heads) if torch.equal(rows[0, h], q))
+                 for q in now.qkv.weight.view(3, now.num_heads, now.head_dim, -1)[0]]
+        assert torch.equal(now.qkv.weight.view(3, now.num_heads, now.head_dim, -1), rows[:, heads])
+        hidden = old.mlp.fc1.out_features
+        kept = [next(j for j in range(hidden) if torch.equal(old.mlp.fc1.weight[j], w)) for w in new.mlp.fc1.weight]
+        assert len(kept) < hidden and torch.equal(new.mlp.fc2.weight, old.mlp.fc2.weight[:, kept])
+        shrunk += now.num_heads < attn.num_heads
+    assert shrunk == 2
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert after < 0.85 * params
+    assert check_pruned(pruned, example, params, after, None) == []

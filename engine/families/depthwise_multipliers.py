@@ -3,7 +3,7 @@ downsampling and head, PiT's pooling). torch-pruning scores and cuts them as pla
 the channels they read indexed past their one-channel input (IndexError, reported at some layer of the
 stream), and output channel o belongs to input o // k, which it does not keep together. Such a model is
 refused before any work, naming the layer; a convolution reading the image itself (whose channels never
-go) is no obstacle.
+go), or one another family holds whole with the streams it reads and writes (PiT's), is no obstacle.
 """
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class DepthwiseMultipliers(Family):
         return depthwise_multipliers(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
+        found = [(name, conv) for name, conv in found if conv not in prep.held]  # held whole by another family
+        if not found:
+            return
         name, conv = found[0]
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise UserError(f"structured pruning cannot prune this model: layer {name}{more} is a depthwise convolution "
