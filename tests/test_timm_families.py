@@ -1405,3 +1405,34 @@ def test_pit_holds_its_streams_and_prunes_heads_and_mlps():
     after = sum(p.numel() for p in pruned.parameters())
     assert after < 0.85 * params
     assert check_pruned(pruned, example, params, after, None) == []
+
+
+# ----------------------------------------------------------------------------- FastViT
+
+def test_fastvit_holds_its_multiplier_convolutions_and_streams_and_prunes_the_mlps():
+    """FastViT's downsampling convolutions have two outputs per input channel (torch-pruning cuts them as plain
+    convolutions; it was refused): they and the streams they read are held, each MLP loses hidden channels,
+    each kept channel with its own weights, and every check passes."""
+    torch.manual_seed(0)
+    model = timm.create_model("fastvit_t8", num_classes=5).eval()
+    _mark_outputs(model)
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    new = dict(pruned.named_modules())
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d) and conv.groups == conv.in_channels > 3 and conv.out_channels > conv.in_channels:
+            assert torch.equal(new[name].weight, conv.weight)  # held whole, with the streams around it
+    shrunk = 0
+    for name, mlp in pruned.named_modules():
+        if type(mlp).__name__ != "ConvMlp" or type(mlp).__module__ != "timm.models.fastvit":
+            continue
+        was = old[name]
+        kept = _kept_outputs(was.fc1, mlp.fc1)
+        assert mlp.fc1.in_channels == was.fc1.in_channels and mlp.fc2.out_channels == was.fc2.out_channels
+        assert torch.equal(mlp.fc1.weight, was.fc1.weight[kept]) and torch.equal(mlp.fc2.weight, was.fc2.weight[:, kept])
+        shrunk += len(kept) < was.fc1.out_channels
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
