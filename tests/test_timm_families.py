@@ -1436,3 +1436,21 @@ def test_fastvit_holds_its_multiplier_convolutions_and_streams_and_prunes_the_ml
     params = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in pruned.parameters())
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+
+
+# ----------------------------------------------------------------------------- ONNX export of TorchScript
+
+def test_onnx_export_of_a_torchscript_module_keeps_its_forward(tmp_path):
+    """The export traces a module's forward with the input alone; a TorchScript module's forward (no defaults
+    to hand, and it cannot be replaced) is exported as it is, and onnxruntime gives its logits."""
+    import onnxruntime
+
+    from engine.models import export_onnx
+
+    torch.manual_seed(0)
+    model = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)))
+    example = torch.randn(2, 3, 8, 8)
+    path = export_onnx(model, (3, 8, 8), tmp_path / "model.onnx")
+    got = onnxruntime.InferenceSession(str(path)).run(None, {"input": example.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), model(example), atol=1e-5)

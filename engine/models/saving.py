@@ -122,8 +122,11 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
     torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
     # The exporter hands a forward's defaults to the trace as inputs, where a bool arrives as a tensor (timm's
     # Eva: `is_causal`, which scaled_dot_product_attention refuses): for the export the forward takes x alone.
+    # (a TorchScript module's forward has no defaults to hand and cannot be replaced)
+    scripted = isinstance(model, torch.jit.ScriptModule)
     own_forward, forward = model.__dict__.get("forward"), model.forward
-    model.forward = lambda x: forward(x)
+    if not scripted:
+        model.forward = lambda x: forward(x)
     try:
         with torch.no_grad(), warnings.catch_warnings(), _native_stdout_muted():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -137,9 +140,9 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
             torch.onnx.unregister_custom_op_symbolic("aten::col2im", opset)
         torch.onnx.unregister_custom_op_symbolic("aten::rms_norm", opset)
         torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
-        if own_forward is None:
+        if not scripted and own_forward is None:
             del model.forward
-        else:
+        elif not scripted:
             model.forward = own_forward
     return buf
 
