@@ -1454,3 +1454,58 @@ def test_onnx_export_of_a_torchscript_module_keeps_its_forward(tmp_path):
     got = onnxruntime.InferenceSession(str(path)).run(None, {"input": example.numpy()})[0]
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(got), model(example), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- CSATv2
+
+def test_onnx_export_of_adaptive_pooling_to_uneven_bins_gives_the_models_outputs(tmp_path):
+    """CSATv2 pools its spatial attention to 7 × 7 from sizes 7 does not divide, which torch's ONNX export
+    refused before any pruning ("input size not accessible"): it exports, onnxruntime gives the model's
+    outputs for bins that do not divide the input (or exceed it), and a global pool stays ONNX's own."""
+    import onnx
+    import onnxruntime
+    import torch.nn.functional as F
+
+    from engine.models import export_onnx
+
+    class Pools(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([F.adaptive_avg_pool2d(x, (7, 5)).flatten(1), F.adaptive_avg_pool2d(x, 1).flatten(1)], 1)
+
+    for shape in ((3, 16, 16), (2, 3, 3), (3, 13, 11)):
+        x = torch.randn(2, *shape)
+        path = export_onnx(Pools(), shape, tmp_path / "pools.onnx")
+        got = onnxruntime.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+        assert abs(got - Pools()(x).numpy()).max() < 1e-5
+        assert "GlobalAveragePool" in {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_csatv2_stream_is_pruned_around_its_spatial_attention():
+    """CSATv2 weights its stream by a map of the channels' mean and maximum, which torch-pruning tied to the
+    attention's one-channel layers (no stream layer was pruned): the stream loses channels, each kept channel
+    with its own weights, the attention keeps its layers, and every check passes (ONNX included)."""
+    torch.manual_seed(0)
+    model = timm.create_model("csatv2", num_classes=5).eval()
+    _mark_outputs(model)
+    for module in model.modules():  # biases that name the MLPs' hidden channels too
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data = torch.randn(module.out_features)
+    example = torch.randn(1, 3, 64, 64)
+    pruned = _prune(model, example)
+    old = dict(model.named_modules())
+    shrunk = 0
+    for name, block in pruned.named_modules():
+        if type(block).__name__ != "Block" or type(block).__module__ != "timm.models.csatv2":
+            continue
+        was = old[name]
+        kept = [int((was.dwconv.bias == b).nonzero()[0, 0]) for b in block.dwconv.bias]  # stream channels
+        hidden = [int((was.pwconv1.bias == b).nonzero()[0, 0]) for b in block.pwconv1.bias]
+        assert torch.equal(block.dwconv.weight, was.dwconv.weight[kept])
+        assert torch.equal(block.pwconv1.weight, was.pwconv1.weight[hidden][:, kept])
+        assert torch.equal(block.pwconv2.weight, was.pwconv2.weight[kept][:, hidden])
+        assert torch.equal(block.attn.conv.weight, was.attn.conv.weight)
+        shrunk += len(kept) < was.dwconv.out_channels
+    assert shrunk
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    assert check_pruned(pruned, example, params, after, None, onnx=True) == []

@@ -120,6 +120,7 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
                                                opset)
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, opset)
     torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold, opset)
+    torch.onnx.register_custom_op_symbolic("aten::adaptive_avg_pool2d", _adaptive_avg_pool2d, opset)
     # The exporter hands a forward's defaults to the trace as inputs, where a bool arrives as a tensor (timm's
     # Eva: `is_causal`, which scaled_dot_product_attention refuses): for the export the forward takes x alone.
     # (a TorchScript module's forward has no defaults to hand and cannot be replaced)
@@ -140,6 +141,7 @@ def _export_bytes(model: nn.Module, input_shape: Shape, opset: int, keep_batchno
             torch.onnx.unregister_custom_op_symbolic("aten::col2im", opset)
         torch.onnx.unregister_custom_op_symbolic("aten::rms_norm", opset)
         torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
+        torch.onnx.unregister_custom_op_symbolic("aten::adaptive_avg_pool2d", opset)
         if not scripted and own_forward is None:
             del model.forward
         elif not scripted:
@@ -217,6 +219,43 @@ def _unfold(g, x, dimension, size, step):
     index = g.op("Add", symbolic_helper._unsqueeze_helper(g, starts, [1]), const(list(range(size))))
     out = g.op("Gather", x, index, axis_i=dimension)  # (..., windows, size, ...): the window last, as torch's
     return g.op("Transpose", out, perm_i=[*range(dimension + 1), *range(dimension + 2, rank + 1), dimension + 1])
+
+
+def _adaptive_avg_pool2d(g, x, output_size):
+    """F.adaptive_avg_pool2d as torch exports it where it can (a global or an evenly dividing average pool);
+    else (bins that do not divide the input: CSATv2's 7 × 7 spatial attention) as two matrix products with
+    pooling matrices built from the input's shape at run time, row i averaging positions
+    floor(i·size/bins) to ceil((i + 1)·size/bins) - 1, as torch's bins do."""
+    from torch.onnx import symbolic_helper, symbolic_opset9
+    from torch.onnx.errors import SymbolicValueError
+
+    try:
+        return symbolic_opset9.adaptive_avg_pool2d(g, x, output_size)
+    except SymbolicValueError:
+        pass
+    rank = symbolic_helper._get_tensor_rank(x)
+    bins = symbolic_helper._get_const(output_size, "is", "output_size")
+    if rank is None or any(b is None for b in bins):
+        return symbolic_helper._unimplemented("adaptive_avg_pool2d", "input rank or output size not accessible")
+    floats = symbolic_helper.cast_pytorch_to_onnx["Float"]
+
+    def const(value):
+        return g.op("Constant", value_t=torch.tensor(value, dtype=torch.int64))
+
+    def column(v):
+        return symbolic_helper._unsqueeze_helper(g, v, [1])
+
+    def pooling(axis: int, count: int):  # (count, size)
+        size = g.op("Gather", g.op("Shape", x), const(axis), axis_i=0)
+        i = const(list(range(count)))
+        start = g.op("Div", g.op("Mul", i, size), const(count))
+        end = g.op("Div", g.op("Add", g.op("Mul", g.op("Add", i, const(1)), size), const(count - 1)), const(count))
+        position = symbolic_helper._unsqueeze_helper(g, g.op("Range", const(0), size, const(1)), [0])
+        inside = g.op("And", g.op("Not", g.op("Less", position, column(start))), g.op("Less", position, column(end)))
+        return g.op("Div", g.op("Cast", inside, to_i=floats), column(g.op("Cast", g.op("Sub", end, start), to_i=floats)))
+
+    rows = g.op("MatMul", pooling(rank - 2, bins[0]), x)
+    return g.op("MatMul", rows, g.op("Transpose", pooling(rank - 1, bins[1]), perm_i=[1, 0]))
 
 
 def _inline_identities(graph) -> None:
