@@ -180,13 +180,14 @@ def _load(spec: str, folder: Path, limit: int, row: dict):
 
 
 def _pooling_too_small(model, shape) -> str:
-    """Why this input is too small for the ONNX export ('' when it is not): an adaptive pooling layer
-    whose input is not a multiple of its output (AlexNet and VGG pool to 6×6 or 7×7 whatever they get)."""
+    """Why this input is too small for the ONNX export ('' when it is not): an adaptive max pooling layer
+    whose input is not a multiple of its output. (Average pooling exports whatever the sizes since
+    engine.models.saving writes it as pooling matrices: AlexNet and VGG pool to 6×6 or 7×7 whatever they get.)"""
     import torch
     import torch.nn.functional as F
 
     found: list[str] = []
-    names = ("adaptive_avg_pool2d", "adaptive_max_pool2d")
+    names = ("adaptive_max_pool2d",)
     saved = {name: getattr(F, name) for name in names}
 
     def watching(name):  # the functions, not the modules: timm's VGG head calls them directly
