@@ -114,10 +114,11 @@ def _raise_in(thread_id: int, exc_type: type) -> None:
 
 def freeze_long_lived() -> None:
     """Collect, then put every object alive now out of the cyclic collector's reach: once, after start-up's
-    imports. The libraries' modules, classes and functions (430 000 objects with torch, Qt and pyqtgraph) live
-    as long as the process, and every full collection scanned them all while holding the GIL (0.15-0.7 s
-    each); after this a collection scans only what was made since (windows, models, data). Frozen objects are
-    still freed by reference counting; only a cycle among them would stay, and start-up made none that dies."""
+    imports and before any model. The libraries' modules, classes and functions (440 000 objects with torch,
+    Qt and pyqtgraph) live as long as the process, and every full collection scanned them all while holding
+    the GIL (0.6-0.8 s each at load 9 on a 2-core machine); after this a collection scans only what was made
+    since (windows, models, data: about 11 000 objects after the demo's load, a few ms). Frozen objects are
+    still freed by reference counting; only a cycle among them would never be collected."""
     gc.collect()
     gc.freeze()
 
