@@ -93,7 +93,6 @@ class _Sampler(threading.Thread):
         # began, and when its teardown ended
         self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
         self.run_total_peak_at = 0.0  # when the whole run's peak was sampled (time.time())
-        self.given_back = _rss(self.pid)  # resident bytes after the last hand-back of freed heap
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
@@ -122,8 +121,7 @@ class _Sampler(threading.Thread):
 
 # Bytes a test may leave in its process before freed heap is handed back after it: glibc keeps freed memory in
 # its arenas, so a worker grew by what each large test had used (the memory-budget tests left 0.3-0.8 GiB each)
-# until it held 2.2 GiB. Only after such a test, or once many smaller ones have added up to twice that since
-# the last give-back: a full collection and a trim cost tens of ms.
+# until it held 2.2 GiB. Only after such a test: a full collection and a trim cost tens of ms.
 _GIVE_BACK_ABOVE = 64 * 1024 ** 2
 
 
@@ -174,11 +172,9 @@ def pytest_runtest_teardown(item, nextitem):
     s = _sampler()
     if "qtbot" in getattr(item, "fixturenames", ()) and _delete_closed_widgets():
         gc.collect()  # the windows' Python side: cycles through their signal connections
-    now = _rss(s.pid)
-    if now - s.began > _GIVE_BACK_ABOVE or now - s.given_back > 2 * _GIVE_BACK_ABOVE:
+    if _rss(s.pid) - s.began > _GIVE_BACK_ABOVE:
         release_freed_memory()
-        now = s.given_back = _rss(s.pid)
-    s.ended = now
+    s.ended = _rss(s.pid)
 
 
 def _delete_closed_widgets() -> bool:
