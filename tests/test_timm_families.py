@@ -69,9 +69,7 @@ def test_nfnet_gains_follow_their_channels():
     kept = [next(i for i in range(model.stem.conv.out_channels)
                  if torch.equal(model.stem.conv.weight[i], row)) for row in conv.weight]
     assert torch.allclose(_outputs(pruned, "stem.conv", example), before[:, kept], atol=1e-5)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- attention with recorded sizes
@@ -194,9 +192,7 @@ def test_channels_first_position_embeddings_lose_the_streams_channels():
         # the kept channels by their biases (their inputs went too), each with its own embedding
         kept = [next(i for i in range(old.out_channels) if old.bias[i] == b) for b in proj.bias]
         assert torch.equal(embedding, getattr(model, f"pos_embed{stage}")[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- split/concat blocks
@@ -335,9 +331,7 @@ def test_dual_path_blocks_hold_their_paths_and_prune_their_inner_widths():
             assert torch.equal(new.weight, before.weight[:, kept_b])
         shrunk += len(kept_a) < was.c1x1_a.conv.out_channels and len(kept_b) < was.c3x3_b.conv.out_channels
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 def test_cross_stage_halves_stay_equal_and_keep_their_channels():
@@ -380,9 +374,7 @@ def test_spatial_gating_halves_keep_their_pairs():
         assert kept[half:] == [k + old_half for k in kept[:half]]  # u's channel i with v's channel i
         norm = old.mlp_channels.gate.norm.weight
         assert torch.equal(new.mlp_channels.gate.norm.weight, norm[[k - old_half for k in kept[half:]]])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 def test_partial_convolution_sizes_follow_their_parts():
@@ -401,9 +393,7 @@ def test_partial_convolution_sizes_follow_their_parts():
         assert mixer.dim_conv3 == mixer.partial_conv3.in_channels
         changed += mixer.dim_conv3 + mixer.dim_untouched < names[name].dim_conv3 + names[name].dim_untouched
     assert changed
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 def test_cross_attention_loses_its_branchs_channels_in_every_head():
@@ -599,9 +589,7 @@ def test_lowformer_attention_lets_its_stream_go():
         assert torch.equal(new.upsampling.weight, old.upsampling.weight[:, kept])
         assert torch.equal(new.conv_proj.conv.weight, old.conv_proj.conv.weight[kept])
         assert torch.equal(new.pwise.weight, old.pwise.weight[:, kept]) and new.pwise.out_channels == old.pwise.out_channels
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- the optimiser-step check's batch
@@ -654,9 +642,7 @@ def test_focal_modulation_is_cut_on_the_streams_side_only():
     inner[:, [i for i in range(16) if i not in kept]] = 0  # what the pruned stream no longer carries
     with torch.no_grad():
         assert torch.allclose(new(inner[:, kept]), old(inner)[:, kept], atol=1e-5)  # the real forward
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- MobileNetV5's multi-query attention
@@ -690,9 +676,7 @@ def test_multi_query_attention_lets_its_stream_go():
     assert torch.equal(new.value.down_conv.weight, old.value.down_conv.weight[kept])
     assert torch.equal(new.query.proj.weight, old.query.proj.weight[:, kept])
     assert torch.equal(new.output.proj.weight, old.output.proj.weight[kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 def test_single_head_modulation_attention_is_cut_on_the_streams_side_only():
@@ -722,9 +706,7 @@ def test_single_head_modulation_attention_is_cut_on_the_streams_side_only():
     inner[:, [i for i in range(width) if i not in kept]] = 0
     with torch.no_grad():
         assert torch.allclose(new(inner[:, kept]), old(inner)[:, kept], atol=1e-5)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 def _tiny_xcit() -> nn.Module:
@@ -864,9 +846,7 @@ def test_blur_pool_filters_follow_their_channels():
     inner = torch.randn(1, 16, 8, 8)
     with torch.no_grad():
         assert torch.allclose(pruned[1](inner[:, kept]), model[1](inner)[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 def test_selective_kernel_is_cut_as_a_unit():
@@ -920,6 +900,14 @@ def _kept_outputs(old: nn.Module, new: nn.Module) -> list[int]:
     return [int((mark(old) == v).nonzero()[0, 0]) for v in mark(new)]
 
 
+def _pruned_checks(model: nn.Module, pruned: nn.Module, example: torch.Tensor) -> list[str]:
+    """What engine.verify.check_pruned finds wrong with `pruned` (eval and train forward, a step, ONNX, the
+    parameter share; no per-layer ratio): [] when it passes."""
+    params = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in pruned.parameters())
+    return check_pruned(pruned, example, params, after, None, onnx=True)
+
+
 def _masked_features(model: nn.Module, pruned: nn.Module, example: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(the pruned model's features, the original's features with every pruned convolution and BatchNorm
     output zeroed, cut to the kept stream channels): equal when each kept channel kept its own weights."""
@@ -964,9 +952,7 @@ def test_inception_next_splits_follow_their_parts():
             assert all(abs(now - (1 - RATIO) * was) <= 1 for now, was in zip(mixer.split_indexes, before))
     got, expected = _masked_features(model, pruned, example)
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- rotary attention (EVA, Qwen3)
@@ -1104,9 +1090,7 @@ def test_mambaout_holds_its_gated_width_and_prunes_the_stream():
         assert torch.equal(block.fc2.weight, was.fc2.weight[kept]) and torch.equal(block.fc2.bias, was.fc2.bias[kept])
         shrunk += len(kept) < was.norm.weight.numel()
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- GC ViT
@@ -1180,9 +1164,7 @@ def test_lstm_hidden_width_is_held_and_its_inputs_follow_the_stream():
             assert torch.equal(new.weight_hh_l0, before.weight_hh_l0)
         shrunk += len(kept) < was.norm1.weight.numel()
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- Hiera
@@ -1330,9 +1312,7 @@ def test_efficientvit_lite_attention_is_pruned_on_the_streams_side():
         assert torch.equal(attn.proj.conv.weight, was.proj.conv.weight[kept])
         shrunk += len(kept) < was.proj.conv.out_channels
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- SHViT
@@ -1363,9 +1343,7 @@ def test_single_head_attention_holds_its_part_of_the_stream_and_prunes_the_rest(
     assert shrunk
     got, expected = _masked_features(model, pruned, example)
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- PiT
@@ -1433,9 +1411,7 @@ def test_fastvit_holds_its_multiplier_convolutions_and_streams_and_prunes_the_ml
         assert torch.equal(mlp.fc1.weight, was.fc1.weight[kept]) and torch.equal(mlp.fc2.weight, was.fc2.weight[:, kept])
         shrunk += len(kept) < was.fc1.out_channels
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
 
 
 # ----------------------------------------------------------------------------- ONNX export of TorchScript
@@ -1506,6 +1482,4 @@ def test_csatv2_stream_is_pruned_around_its_spatial_attention():
         assert torch.equal(block.attn.conv.weight, was.attn.conv.weight)
         shrunk += len(kept) < was.dwconv.out_channels
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
-    assert check_pruned(pruned, example, params, after, None, onnx=True) == []
+    assert _pruned_checks(model, pruned, example) == []
