@@ -518,17 +518,41 @@ class ManualPruner(Pruner):
         modules = dict(model.named_modules())
         for name in cfg.manual_channels:  # before the baseline: Swin's stream can only be cut evenly by a run
             layer = modules[name]
+            if layer not in self.graph.module2node:  # inside a block its family prunes as one unit
+                raise UserError(f"manual channels: {name} is inside a block this model's family prunes as one "
+                                "unit (see the run's notes); tick channels of another layer, or prune it with a "
+                                "method")
             group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels,
                                                  [0])
             if cuts_heads(group):
                 raise UserError(f"manual channels: {name} must lose the same channels in every attention head "
                                 "(Swin's residual stream) or split (ResNeSt's split attention); tick channels of "
                                 "another layer, or prune it with a method")
+            self._refuse_held(name, layer, sorted(set(cfg.manual_channels[name])))
         self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
         self.pruned_once = False
         if cfg.steps > 1:
             self.notes.append("the manual method removes your channels in one step; the later steps were skipped")
+
+    def _refuse_held(self, name: str, layer: nn.Module, idxs: list[int]) -> None:
+        """Ticked channels whose group reaches what the model's families keep whole (a layer held at full
+        width, or channels a family's own pruner must not lose) are refused before the baseline: a method's
+        run never cuts them, and the cut would break the model."""
+        group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels, idxs)
+        held = set(self.prep.held)
+        names = {m: n for n, m in self.model.named_modules()}
+        for dep, group_idxs in group:
+            target = dep.target.module
+            if target in held and self.graph.is_out_channel_pruning_fn(dep.handler):
+                why = f"{names.get(target, type(target).__name__)}, which this model keeps whole"
+            else:
+                refusal = getattr(getattr(dep.handler, "__self__", None), "manual_refusal", None)
+                why = refusal(target, dep.handler.__name__, list(group_idxs)) if refusal else None
+            if why:
+                shown = ", ".join(map(str, idxs[:6])) + (", …" if len(idxs) > 6 else "")
+                raise UserError(f"manual channels: {name}'s channels {shown} reach {why} (see the run's notes); "
+                                "tick channels of another layer, or prune it with a method")
 
     @property
     def done(self) -> bool:

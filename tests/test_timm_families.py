@@ -1483,3 +1483,54 @@ def test_csatv2_stream_is_pruned_around_its_spatial_attention():
         shrunk += len(kept) < was.dwconv.out_channels
     assert shrunk
     assert _pruned_checks(model, pruned, example) == []
+
+
+def test_manual_ticks_that_reach_what_a_family_holds_are_refused_in_one_line():
+    """The manual method on SHViT: a stream channel its single-head attention reads, or a layer inside that
+    attention (pruned as a unit), is refused before the baseline in one line naming it; other stream
+    channels are accepted. (Both ended as "PruneLab bug".)"""
+    from timm.models.shvit import SHViT
+
+    from engine.errors import UserError
+    from engine.events import CancelToken
+    from engine.methods import get_method
+    from engine.pruners import ManualPruner
+
+    torch.manual_seed(0)
+    model = SHViT(num_classes=5, embed_dim=(32, 48, 64), partial_dim=(8, 16, 16), qk_dim=(8, 8, 8),
+                  depth=(1, 2, 1), types=("i", "s", "s")).eval()
+    example = torch.randn(1, 3, 64, 64)
+
+    def manual(layer: str, idxs: list[int]) -> ManualPruner:
+        cfg = PruneConfig(method="manual", manual_channels={layer: idxs})
+        return ManualPruner(model, get_method("manual"), cfg, example, 5, 1, CancelToken())
+
+    stream = "stages.1.downsample.2.conv3.c"  # writes the stream stage 1's attentions read the first 16 of
+    with pytest.raises(UserError, match=r"channels 0, 3 reach the first 16 stream channels, which SHViT"):
+        manual(stream, [3, 0])
+    assert manual(stream, [20, 30]).prep.found
+    with pytest.raises(UserError, match=r"mixer\.m\.proj\.1\.c is inside a block .* as one unit"):
+        manual("stages.1.blocks.0.mixer.m.proj.1.c", [20])
+
+
+def test_manual_ticks_on_a_held_layer_are_refused_in_one_line():
+    """The manual method on PiT, whose streams are held: ticking a stream layer is refused before the
+    baseline, naming it (the cut went through and broke the model); an MLP's hidden channels are accepted."""
+    import timm
+
+    from engine.errors import UserError
+    from engine.events import CancelToken
+    from engine.methods import get_method
+    from engine.pruners import ManualPruner
+
+    torch.manual_seed(0)
+    model = timm.create_model("pit_ti_224", pretrained=False, num_classes=5, img_size=64).eval()
+    example = torch.randn(1, 3, 64, 64)
+
+    def manual(layer: str) -> ManualPruner:
+        cfg = PruneConfig(method="manual", manual_channels={layer: [1]})
+        return ManualPruner(model, get_method("manual"), cfg, example, 5, 1, CancelToken())
+
+    with pytest.raises(UserError, match=r"attn\.proj, which this model keeps whole"):
+        manual("transformers.0.blocks.0.attn.proj")
+    assert manual("transformers.0.blocks.0.mlp.fc1").prep.held

@@ -34,6 +34,12 @@ class SingleHeadAttentionPruner(tp.BasePruningFunc):
         layer.dim -= len(idxs)
         return layer
 
+    def manual_refusal(self, layer: nn.Module, handler: str, idxs: list) -> str | None:
+        """Why ticked channels cannot go (engine.pruners.ManualPruner asks before the baseline), or None."""
+        if handler == "prune_in_channels" and any(i < layer.pdim for i in idxs):
+            return f"the first {layer.pdim} stream channels, which SHViT's single-head attention reads"
+        return None
+
     def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
         tp.prune_conv_out_channels(layer.proj[1].c, idxs)
         tp.prune_batchnorm_out_channels(layer.proj[1].bn, idxs)
