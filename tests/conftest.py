@@ -26,11 +26,10 @@ from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport
 # Modules whose tests must not overlap one another under pytest-xdist: memory by design (budgets, memory
 # limits), a Ray cluster, the real window's X display. They run on one worker, one after the other (see
 # pytest_xdist_make_scheduler); tests elsewhere run beside them. The group is the largest unit of work, so
-# xdist hands it out first, and the largest trees of processes lead it (pytest_collection_modifyitems): the
-# real window's app (2.2 GiB of child processes), then the Ray cluster (1.9 GiB), best met by the other worker
-# while that one is young (a worker keeps what its tests leave, 1.4-1.7 GiB late in a run; the run's peak
-# was the real window beside an old worker).
-ALONE = ("test_real_window.py", "test_ray.py", "test_budget.py", "test_bad_inputs_2.py")
+# xdist hands it out first, and the Ray module leads it (pytest_collection_modifyitems): its cluster is the
+# run's largest tree of processes (about 3 GiB with its worker), best met by the other worker while that one
+# is young (a worker keeps what its tests leave, up to 2 GiB by the end of a run).
+ALONE = ("test_ray.py", "test_budget.py", "test_real_window.py", "test_bad_inputs_2.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
