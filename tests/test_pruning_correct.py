@@ -259,6 +259,23 @@ def test_a_partial_shortcut_is_refused_in_a_second(fashion):
     assert done.after.nonzero_params < done.before.nonzero_params
 
 
+def test_a_hidden_state_mixer_is_refused_before_any_work(fashion):
+    """EfficientViM: torch-pruning's walk into its HSMSSD mixers never ends (the coverage run stopped it at the
+    memory limit after 547 s): refused before it starts, naming the mixer; unstructured pruning still works."""
+    import timm
+
+    from engine.errors import UserError
+
+    torch.manual_seed(0)
+    model = timm.create_model("efficientvim_m1", pretrained=False, in_chans=1, num_classes=10).eval()
+    b = ModelBundle(model, "test", "module", (1, 28, 28), 10, fashion.norm, None)
+    cfg = PruneConfig(method="l2", pruning_ratio=0.3, eval_limit=64, measure_speed=False)
+    with pytest.raises(UserError, match=r"layer stages\.0\.blocks\.0\.mixer \(and \d+ more\): its hidden state"):
+        list(run_pruning(b, fashion, cfg))
+    done, _ = prune(b, fashion, method="magnitude-global", finetune_batches=None)
+    assert done.after.nonzero_params < done.before.nonzero_params
+
+
 @pytest.mark.parametrize("arch", ["resnet", "swin", "vit"])
 def test_the_preflight_copy_shares_the_weights_and_leaves_them_as_they_are(arch):
     """The trial copy costs no second set of weights (an untouched layer keeps the original's memory),
