@@ -115,8 +115,7 @@ def test_recorded_attention_keeps_its_heads_and_prunes_the_rest(kind):
             kept = [next(j for j in range(old.shape[1]) if torch.equal(old[:, j], col))
                     for col in layer.weight.unbind(1)]
             assert kept == sorted(kept)  # the kept inputs, each with its own weights, in order
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert after < 0.8 * params
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
     with torch.no_grad():  # the stream really is narrower
@@ -144,11 +143,8 @@ def test_edgenext_holds_its_split_transpose_blocks_and_prunes_the_rest():
         if not name.endswith(".mlp") or name.startswith("stages.0"):  # the first stage's: its stream went too
             continue
         new = pruned.get_submodule(name)
-        hidden = old.fc1.out_features
-        kept = [next(j for j in range(hidden) if torch.equal(old.fc1.weight[j], w)) for w in new.fc1.weight]
-        assert len(kept) < hidden and torch.equal(new.fc2.weight, old.fc2.weight[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+        _assert_mlp_lost_hidden_channels_in_place(old, new)
+    params, after = _param_counts(model, pruned)
     assert after < 0.85 * params
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -253,8 +249,7 @@ def test_mixed_convolutions_keep_their_parts_aligned():
         assert mixed.splits == [part.in_channels for part in mixed.values()]
         assert sum(mixed.splits) < sum(part.in_channels for part in model[index].values())
     _same_as_masked(model, pruned, example)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
 
 
@@ -280,8 +275,7 @@ def test_res2net_chunks_stay_equal_and_keep_their_channels():
         if type(new).__name__ == "Bottle2neck":
             assert new.conv1.out_channels == new.width * new.scale and new.width < old.width
     _same_as_masked(model, pruned, example)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
 
 
@@ -297,8 +291,7 @@ def test_res2next_holds_its_chunks_and_prunes_the_stream():
         assert [c.out_channels for c in new.convs] == [c.out_channels for c in old.convs]
     assert sum(new.conv3.out_channels < old.conv3.out_channels for old, new in blocks)
     _same_as_masked(model, pruned, example)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
 
 
@@ -347,8 +340,7 @@ def test_cross_stage_halves_stay_equal_and_keep_their_channels():
     assert stages and all(s.expand_chs == s.conv_exp.conv.out_channels for s in stages)
     assert sum(s.expand_chs for s in stages) < sum(m.expand_chs for m in model.modules() if hasattr(m, "expand_chs"))
     _same_as_masked(model, pruned, example)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert check_pruned(pruned, example[:1], params, after, None, onnx=True) == []
 
 
@@ -422,8 +414,7 @@ def test_cross_attention_loses_its_branchs_channels_in_every_head():
         assert new.scale == (now // new.num_heads) ** -0.5
         for name in ("wq", "wk", "wv", "proj"):
             assert torch.equal(getattr(new, name).weight, getattr(old, name).weight[kept][:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -535,8 +526,7 @@ def test_beit_attention_loses_the_streams_channels_in_every_head(fused):
         for block in pruned.blocks:
             block.attn.fused_attn = not fused
         assert torch.allclose(out, pruned(example), atol=1e-5)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.45 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
@@ -561,8 +551,7 @@ def test_timm_swin_v2_prunes_its_stream_with_equal_heads(name):
     kept = [next(i for i in range(32) if torch.equal(embed_old[i], row)) for row in embed_new]
     old, new = window_blocks(model)[0][0], window_blocks(pruned)[0][0]
     _stream_attention_kept_its_weights(old, new, kept)
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.45 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
@@ -794,8 +783,7 @@ def test_attention_reshaped_by_the_streams_width_loses_its_channels_in_every_hea
             assert torch.equal(part.weight.reshape(copies, now, now, -1),
                                was.weight.reshape(copies, width, width, -1)[:, kept][:, :, kept])
         assert torch.equal(new.proj.weight, old.proj.weight[kept][:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.4 < after / params < 0.72
     # VOLO's fold (aten::col2im) exports at the fallback opset 18 (engine.models.saving)
     assert check_pruned(pruned, example, params, after, None) == []
@@ -824,8 +812,7 @@ def test_gemma4_attention_and_recorded_norms_follow_the_stream():
     assert torch.equal(new.attn.q_proj.linear.weight, old.attn.q_proj.linear.weight[:, kept])
     assert torch.equal(new.attn.o_proj.linear.weight, old.attn.o_proj.linear.weight[kept])
     assert new.attn.q_proj.linear.out_features == old.attn.q_proj.linear.out_features
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert check_pruned(pruned, example, params, after, None) == []
 
 
@@ -876,8 +863,7 @@ def test_selective_kernel_is_cut_as_a_unit():
                            old.attn.fc_select.weight.view(paths, width, -1)[:, kept])
         shrunk += now < width
     assert shrunk
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=True) == []
 
@@ -900,11 +886,22 @@ def _kept_outputs(old: nn.Module, new: nn.Module) -> list[int]:
     return [int((mark(old) == v).nonzero()[0, 0]) for v in mark(new)]
 
 
+def _param_counts(model: nn.Module, pruned: nn.Module) -> tuple[int, int]:
+    """Parameters of the original and of the pruned model."""
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in pruned.parameters())
+
+
+def _assert_mlp_lost_hidden_channels_in_place(old: nn.Module, new: nn.Module) -> None:
+    """The MLP's hidden width shrank, each kept hidden channel with its own fc1 row and fc2 column."""
+    hidden = old.fc1.out_features
+    kept = [next(j for j in range(hidden) if torch.equal(old.fc1.weight[j], w)) for w in new.fc1.weight]
+    assert len(kept) < hidden and torch.equal(new.fc2.weight, old.fc2.weight[:, kept])
+
+
 def _pruned_checks(model: nn.Module, pruned: nn.Module, example: torch.Tensor) -> list[str]:
     """What engine.verify.check_pruned finds wrong with `pruned` (eval and train forward, a step, ONNX, the
     parameter share; no per-layer ratio): [] when it passes."""
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     return check_pruned(pruned, example, params, after, None, onnx=True)
 
 
@@ -978,8 +975,7 @@ def test_rope_attention_loses_whole_heads_with_the_rotation_left_out_of_the_trac
                   for w in new.proj.weight] if new.proj.out_features < 64 else list(range(64))
         assert torch.equal(new.qkv.weight.view(3, new.num_heads, 16, -1), rows[:, heads][..., stream])
         assert torch.equal(new.proj.weight, old.proj.weight.view(-1, 4, 16)[stream][:, heads].flatten(1))
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -1000,11 +996,8 @@ def test_eva_attention_with_rope_is_held_and_its_mlps_are_pruned():
     for old, new in zip(model.blocks, pruned.blocks):
         assert torch.equal(new.attn.qkv.weight, old.attn.qkv.weight) and torch.equal(new.attn.q_bias, old.attn.q_bias)
         assert torch.equal(new.attn.proj.weight, old.attn.proj.weight)
-        hidden = old.mlp.fc1.out_features
-        kept = [next(j for j in range(hidden) if torch.equal(old.mlp.fc1.weight[j], w)) for w in new.mlp.fc1.weight]
-        assert len(kept) < hidden and torch.equal(new.mlp.fc2.weight, old.mlp.fc2.weight[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+        _assert_mlp_lost_hidden_channels_in_place(old.mlp, new.mlp)
+    params, after = _param_counts(model, pruned)
     assert check_pruned(pruned, example, params, after, None, onnx=False) == []
 
 
@@ -1026,8 +1019,7 @@ def test_naflex_position_embeddings_lose_the_streams_channels(pos_embed):
     for name in ("pos_embed_y", "pos_embed_x", "pos_embed"):
         if getattr(old, name, None) is not None:
             assert torch.equal(getattr(new, name), getattr(old, name)[..., kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None, onnx=pos_embed == "factorized") == []
 
@@ -1127,8 +1119,7 @@ def test_gcvit_attention_and_its_global_query_lose_the_streams_channels_in_every
         attn_old, attn_new = model.stages[i].blocks[0].attn, pruned.stages[i].blocks[0].attn
         kept = [int((attn_old.proj.bias == b).nonzero()[0, 0]) for b in attn_new.proj.bias]
         assert torch.equal(new, old[kept][:, kept])  # its depthwise input: the stream's positions too
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert 0.4 < after / params < 0.72
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -1187,11 +1178,8 @@ def test_hiera_holds_its_attention_and_stream_and_prunes_its_mlps():
         for a, b in zip(was, now):  # the MLP's output layer keeps its rows; its inputs are the hidden width
             assert torch.equal(b.bias, a.bias) and (b.weight.shape[1] < a.weight.shape[1] or torch.equal(b.weight, a.weight))
     for old, new in zip(model.blocks, pruned.blocks):
-        hidden = old.mlp.fc1.out_features
-        kept = [next(j for j in range(hidden) if torch.equal(old.mlp.fc1.weight[j], w)) for w in new.mlp.fc1.weight]
-        assert len(kept) < hidden and torch.equal(new.mlp.fc2.weight, old.mlp.fc2.weight[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+        _assert_mlp_lost_hidden_channels_in_place(old.mlp, new.mlp)
+    params, after = _param_counts(model, pruned)
     assert after < 0.85 * params
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -1223,8 +1211,7 @@ def test_tnt_holds_its_pixel_stream_and_prunes_its_patch_stream(legacy):
     for old, new in zip(model.blocks, pruned.blocks):
         assert torch.equal(new.proj.weight, old.proj.weight[kept])
         assert torch.equal(new.attn_out.qk.weight, old.attn_out.qk.weight[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert after < 0.8 * params
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -1280,11 +1267,8 @@ def test_coat_holds_all_but_its_mlps_and_prunes_their_hidden_widths():
     assert len(mlps) == 14  # eight serial blocks; each parallel block's three stages share one
     for name, old in mlps:
         new = pruned.get_submodule(name)
-        hidden = old.fc1.out_features
-        kept = [next(j for j in range(hidden) if torch.equal(old.fc1.weight[j], w)) for w in new.fc1.weight]
-        assert len(kept) < hidden and torch.equal(new.fc2.weight, old.fc2.weight[:, kept])
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+        _assert_mlp_lost_hidden_channels_in_place(old, new)
+    params, after = _param_counts(model, pruned)
     assert after < 0.9 * params
     assert check_pruned(pruned, example, params, after, None) == []
 
@@ -1374,13 +1358,10 @@ def test_pit_holds_its_streams_and_prunes_heads_and_mlps():
         heads = [next(h for h in range(attn.num_heads) if torch.equal(rows[0, h], q))
                  for q in now.qkv.weight.view(3, now.num_heads, now.head_dim, -1)[0]]
         assert torch.equal(now.qkv.weight.view(3, now.num_heads, now.head_dim, -1), rows[:, heads])
-        hidden = old.mlp.fc1.out_features
-        kept = [next(j for j in range(hidden) if torch.equal(old.mlp.fc1.weight[j], w)) for w in new.mlp.fc1.weight]
-        assert len(kept) < hidden and torch.equal(new.mlp.fc2.weight, old.mlp.fc2.weight[:, kept])
+        _assert_mlp_lost_hidden_channels_in_place(old.mlp, new.mlp)
         shrunk += now.num_heads < attn.num_heads
     assert shrunk == 2
-    params = sum(p.numel() for p in model.parameters())
-    after = sum(p.numel() for p in pruned.parameters())
+    params, after = _param_counts(model, pruned)
     assert after < 0.85 * params
     assert check_pruned(pruned, example, params, after, None) == []
 
