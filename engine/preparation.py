@@ -34,6 +34,13 @@ class Preparation:
     # how the dependency graph is traced (engine.tracing.tracing, set by prepare: the families' stand-ins)
     tracer: Callable[[nn.Module], Any] = nullcontext
 
+    def hold(self, layers) -> None:
+        """Leave these convolutions or linear layers whole: torch-pruning skips them, and the share check expects
+        them at full width (their rounding unit is their whole width)."""
+        for layer in layers:
+            self.held.append(layer)
+            self.units[layer] = layer.weight.shape[0]
+
     def after_step(self, model: nn.Module) -> list[str]:
         """Fix what a step left stale (recorded sizes, units); returns what to say."""
         notes: list[str] = []

@@ -48,9 +48,7 @@ class DualPath(Family):
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         writers = path_writers(model, [block for _, block in found])
-        prep.held.extend(writers)
-        for conv in writers:
-            prep.units[conv] = conv.out_channels
+        prep.hold(writers)
         prep.notes.append(f"DPN: the residual and dense paths of its {len(found)} dual-path block(s) are not pruned "
                           "(one tensor cut at a channel count recorded at construction, which torch-pruning cannot "
                           f"move; {len(writers)} layers held); each block's inner widths are pruned")

@@ -34,9 +34,7 @@ class FastViT(Family):
         return fastvit_multipliers(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.held.extend(found)
-        for conv in found:
-            prep.units[conv] = conv.out_channels
+        prep.hold(found)
         prep.notes.append(f"FastViT: its {len(found)} depthwise convolutions of two outputs per input channel and "
                           "the residual streams they read are not pruned (torch-pruning cuts such a convolution as a "
                           "plain one); the MLP widths are pruned")

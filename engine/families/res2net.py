@@ -66,10 +66,7 @@ class Res2Net(Family):
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
         grouped = [block for block in found if any(conv.groups > 1 for conv in block.convs)]
-        held = [layer for block in grouped for layer in (block.conv1, *block.convs)]
-        prep.held.extend(held)
-        for layer in held:
-            prep.units[layer] = layer.out_channels
+        prep.hold(layer for block in grouped for layer in (block.conv1, *block.convs))
         even = [block for block in found if block not in grouped]
         prep.add_kwargs("out_channel_groups", {block.conv1: block.scale for block in even})
         prep.notes.append(f"Res2Net: {len(found)} block(s) split conv1's output in {found[0].scale} chunks: each "

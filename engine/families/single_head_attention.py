@@ -60,9 +60,7 @@ class SingleHeadAttention(Family):
         return single_head_attentions(model)
 
     def prepare(self, model, found, prep, example: torch.Tensor, round_to) -> None:
-        prep.held.extend(m.qkv.c for m in found)
-        for m in found:
-            prep.units[m.qkv.c] = m.qkv.c.out_channels
+        prep.hold(m.qkv.c for m in found)
         prep.notes.append(f"SHViT: {len(found)} single-head attention(s) read the first channels of the stream "
                           "(a width recorded at construction): those channels and the attention are not pruned, the "
                           "rest of the stream is")
