@@ -516,6 +516,7 @@ class ManualPruner(Pruner):
         self.params_before = sum(p.numel() for p in model.parameters())
         self.graph = dependency_graph(model, example)
         modules = dict(model.named_modules())
+        self.names = {m: n for n, m in modules.items()}
         for name in cfg.manual_channels:  # before the baseline: Swin's stream can only be cut evenly by a run
             layer = modules[name]
             if layer not in self.graph.module2node:  # inside a block its family prunes as one unit
@@ -529,7 +530,6 @@ class ManualPruner(Pruner):
                                 "(Swin's residual stream) or split (ResNeSt's split attention); tick channels of "
                                 "another layer, or prune it with a method")
             self._refuse_held(name, layer, sorted(set(cfg.manual_channels[name])))
-        self.names = {m: n for n, m in model.named_modules()}
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
         self.pruned_once = False
         if cfg.steps > 1:
@@ -541,11 +541,10 @@ class ManualPruner(Pruner):
         run never cuts them, and the cut would break the model."""
         group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels, idxs)
         held = set(self.prep.held)
-        names = {m: n for n, m in self.model.named_modules()}
         for dep, group_idxs in group:
             target = dep.target.module
             if target in held and self.graph.is_out_channel_pruning_fn(dep.handler):
-                why = f"{names.get(target, type(target).__name__)}, which this model keeps whole"
+                why = f"{self.names.get(target, type(target).__name__)}, which this model keeps whole"
             else:
                 refusal = getattr(getattr(dep.handler, "__self__", None), "manual_refusal", None)
                 why = refusal(target, dep.handler.__name__, list(group_idxs)) if refusal else None
