@@ -22,6 +22,14 @@ from engine.events import CancelToken, Progress, drain
 
 # ----------------------------------------------------------------------------- speed and memory
 
+# The floors of every timing: how long a machine-load sample watches, the least time a latency figure spends
+# per batch size, and the least time one round of a paired timing gives each model. They buy precision, not
+# correctness; module-level so a caller that checks what is measured rather than how precisely (the test
+# suite) shortens them all in one place. Read at call time.
+LOAD_WINDOW_S = 0.2
+LATENCY_MIN_SECONDS = 0.5
+ROUND_SECONDS = 0.02
+
 @contextmanager
 def fixed_threads(threads: int | None):
     """Pin torch's intra-op thread count for a measurement, then restore it."""
@@ -96,9 +104,10 @@ def _load_avg() -> float | None:
         return None
 
 
-def machine_load(window_s: float = 0.2) -> MachineLoad:
+def machine_load(window_s: float | None = None) -> MachineLoad:
     """Sample how many of our cores other processes keep busy: their CPU time over a short sleep
-    (all CPU time on our cores minus this process's own)."""
+    (all CPU time on our cores minus this process's own) of `window_s` (LOAD_WINDOW_S when None)."""
+    window_s = LOAD_WINDOW_S if window_s is None else window_s
     cores, load_avg = usable_cores(), _load_avg()
     try:
         import psutil
@@ -176,13 +185,15 @@ def noise_note(spreads: dict[str, float], cores: int, other_busy: float, load_av
 # ----------------------------------------------------------------------------- latency
 
 def measure_latency(model: nn.Module, input_shape: Shape, batch_sizes: tuple[int, ...] = (1, 64),
-                    device: str = "cpu", warmup: int = 5, repeats: int = 30, min_seconds: float = 0.5,
+                    device: str = "cpu", warmup: int = 5, repeats: int = 30, min_seconds: float | None = None,
                     max_seconds: float = 10.0, threads: int | None = None,
                     cancel: CancelToken | None = None) -> dict[str, dict[str, float]]:
     """Median, p5 and p95 forward latency in ms per batch size (p5–p95: the band the GUI draws): warm-up,
-    then timed runs until both `repeats` runs and `min_seconds` are reached (capped by `max_seconds`). On
+    then timed runs until both `repeats` runs and `min_seconds` (LATENCY_MIN_SECONDS when None) are reached
+    (capped by `max_seconds`). On
     CPU without `threads`, the threads other work leaves free (default_threads); the count used is recorded."""
     dev = torch.device(device)
+    min_seconds = LATENCY_MIN_SECONDS if min_seconds is None else min_seconds
     if dev.type == "cpu" and not threads:
         threads = default_threads()
     model.eval()
@@ -287,12 +298,13 @@ MIN_ROUNDS = 5  # a time budget never cuts the rounds below this
 
 def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Shape,
                         batch_sizes: tuple[int, ...] = (1, 64), device: str = "cpu", rounds: int = 9,
-                        runs_per_round: int = 5, round_seconds: float = 0.02, warmup: int = 5,
+                        runs_per_round: int = 5, round_seconds: float | None = None, warmup: int = 5,
                         threads: int | None = None, max_seconds: float = 30.0, names: tuple[str, str] = ("A", "B"),
                         cancel: CancelToken | None = None) -> Iterator:
     """Time A and B interleaved in rounds on the same input; yields Progress per round, then PairedSpeedup.
 
-    Each round times each model for at least `runs_per_round` passes and `round_seconds`, A first in even
+    Each round times each model for at least `runs_per_round` passes and `round_seconds` (ROUND_SECONDS when
+    None), A first in even
     rounds and B first in odd ones, so drifting load and order effects hit both alike; the round's ratio
     is A's time over B's. A model's round time is its fastest pass: when other work shares the cores, the
     scheduler interrupts a pass the more often the longer it runs, each time for a slice or more whatever
@@ -303,6 +315,7 @@ def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Sha
     """
     if rounds < 1 or runs_per_round < 1:
         raise ValueError("rounds and runs_per_round must be at least 1")
+    round_seconds = ROUND_SECONDS if round_seconds is None else round_seconds
     dev = torch.device(device)
     model_a.eval()
     model_b.eval()
@@ -426,7 +439,7 @@ class ComparisonRound:
 
 
 def iter_comparison_round(models, input_shape: Shape, batch: int, device: str = "cpu", rounds: int = 9,
-                          runs_per_round: int = 3, round_seconds: float = 0.02, warmup: int = 3,
+                          runs_per_round: int = 3, round_seconds: float | None = None, warmup: int = 3,
                           threads: int | None = None, max_seconds: float = 120.0,
                           cancel: CancelToken | None = None) -> Iterator:
     """Time `models` ((name, module) pairs, the reference first) round-robin on one input; yields Progress
@@ -438,6 +451,7 @@ def iter_comparison_round(models, input_shape: Shape, batch: int, device: str = 
     model's. Rounds stop early (never below MIN_ROUNDS) once `max_seconds` is spent."""
     if len(models) < 1 or rounds < 1 or runs_per_round < 1:
         raise ValueError("a comparison round needs models, rounds and runs_per_round")
+    round_seconds = ROUND_SECONDS if round_seconds is None else round_seconds
     dev = torch.device(device)
     for _, m in models:
         m.eval()

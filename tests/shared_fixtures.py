@@ -16,6 +16,7 @@ import torch
 
 from conftest import ROOT  # noqa: F401  (the repository, for the tests that import it from here)
 from engine import data as data_mod
+from engine import timing
 from engine.budget import freeze_long_lived
 from engine.models import DemoResNet, DemoVGG, ModelBundle
 
@@ -24,6 +25,10 @@ TINY_WIDTHS = (4, 8, 16)
 # One intra-op thread: on a small shared machine, OpenMP threads competing with another busy process
 # spin and make each tiny forward pass hundreds of times slower; one thread keeps the suite fast and steady.
 torch.set_num_threads(1)
+
+# The suite checks what a timing measures, not how precisely: shorter floors (engine.timing) spare about 3 s
+# of each pruning run that measures speed. Tests of the floors themselves pass their own values.
+timing.LOAD_WINDOW_S, timing.LATENCY_MIN_SECONDS, timing.ROUND_SECONDS = 0.01, 0.02, 0.002
 
 
 def pytest_collection_finish(session) -> None:
