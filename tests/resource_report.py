@@ -6,7 +6,9 @@ interpreters, a Ray cluster) hold together (each one's own pages, the shared lib
 milliseconds. The peak while each test runs is recorded; the end of the run
 prints the whole run's peak and the tests with the largest peaks. `PRUNELAB_TEST_RSS_LIMIT_GB` (unset
 by default) interrupts the run and names the test the moment the process passes that size,
-which finds a runaway test without letting it take the machine down.
+which finds a runaway test without letting it take the machine down. `PRUNELAB_TEST_REPORT_JSON=FILE` also
+writes every test's figures (time span, peaks, worker) and the whole run's memory every 0.2 s to FILE, to
+see which tests overlap at a peak.
 
 Under pytest-xdist each worker samples itself and sends each test's peak to the controller with the test's
 report (and a limit passed, at its end); the controller samples the whole tree of processes (itself, the
@@ -93,6 +95,7 @@ class _Sampler(threading.Thread):
         # began, and when its teardown ended
         self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
         self.run_total_peak_at = 0.0  # when the whole run's peak was sampled (time.time())
+        self.timeline: list[tuple[float, int]] = []  # (time.time(), whole tree) every 0.2 s
         self.current = ""
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
@@ -106,6 +109,7 @@ class _Sampler(threading.Thread):
             self.run_self_peak = max(self.run_self_peak, own)
             if tick % 40 == 0:
                 kids = _tree_memory(_children(self.pid))
+                self.timeline.append((time.time(), own + kids))
                 self.child_peak = max(self.child_peak, kids)
                 self.run_child_peak = max(self.run_child_peak, kids)
                 if own + kids > self.run_total_peak:
@@ -277,3 +281,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line("largest growth kept after the test (what a worker accumulates; freed heap handed back):")
     for _, _, nodeid, worker, start, end in sorted(_PEAKS, key=lambda p: p[4] - p[5])[:10]:
         tr.write_line(f"{(end - start) / _GIB:+6.2f} GiB  {nodeid}" + (f"  [{worker}]" if worker else ""))
+    if os.environ.get("PRUNELAB_TEST_REPORT_JSON"):
+        _write_json(os.environ["PRUNELAB_TEST_REPORT_JSON"])
+
+
+def _write_json(path: str) -> None:
+    """Every test's span and peaks, and the whole run's memory over time."""
+    import json
+
+    tests = [{"test": nodeid, "worker": worker, "span": _SPANS.get((nodeid, worker)), "peak": own,
+              "children": kids, "began": start, "ended": end} for own, kids, nodeid, worker, start, end in _PEAKS]
+    with open(path, "w") as fh:
+        json.dump({"tests": tests, "timeline": _SAMPLER.timeline}, fh)
