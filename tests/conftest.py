@@ -31,12 +31,18 @@ from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport
 # is young (a worker keeps what its tests leave, up to 2 GiB by the end of a run).
 ALONE = ("test_ray.py", "test_budget.py", "test_real_window.py", "test_bad_inputs_2.py")
 
+# Tests marked `heavy_children` start interpreters that hold 1-2 GiB together (a sweep's workers, the deploy
+# set's clean interpreter, the self-test). They join the ALONE group, after its modules: the real window and
+# the Ray cluster, 2 GiB each, met one of them on the other worker and the run peaked at 5 GiB.
+HEAVY_MARK = "heavy_children"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register our markers so `-m "not slow"` works without a pytest.ini; give this process (an xdist worker,
     or the one pytest) PruneLab folders of its own, so parallel workers never share a store, a log or settings,
     and the shared fixtures."""
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", f"{HEAVY_MARK}: its child processes hold over 1 GiB; runs in the ALONE group")
     if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
         return  # the xdist controller runs no test
     config.pluginmanager.register(importlib.import_module("shared_fixtures"), "prunelab-shared-fixtures")
@@ -48,11 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """The ALONE modules in ALONE's order, ahead of the rest (a stable sort: every xdist worker collects the
-    same order, as xdist requires)."""
+    """The ALONE modules in ALONE's order, then the heavy tests, ahead of the rest (a stable sort: every xdist
+    worker collects the same order, as xdist requires)."""
     def rank(item) -> int:
         name = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-        return ALONE.index(name) if name in ALONE else len(ALONE)
+        if name in ALONE:
+            return ALONE.index(name)
+        return len(ALONE) + (0 if item.get_closest_marker(HEAVY_MARK) else 1)
 
     items.sort(key=rank)
 
@@ -68,7 +76,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from xdist_scheduling import make_scheduler
 
-    return make_scheduler(config, log, ALONE, modules_with_shared_fixtures(Path(__file__).parent))
+    folder = Path(__file__).parent
+    return make_scheduler(config, log, ALONE, modules_with_shared_fixtures(folder), heavy_tests(folder))
+
+
+def heavy_tests(folder: Path) -> tuple[str, ...]:
+    """`file::test` of each test marked heavy_children, and `file` of each module marked so, read from the
+    source: the controller that schedules collects no test, so it sees node ids, not marks."""
+    marked = re.compile(rf"@pytest\.mark\.{HEAVY_MARK}\b[^\n]*\n(?:[ \t]*@[^\n]*\n)*[ \t]*def (test_\w+)")
+    whole = re.compile(rf"^pytestmark\s*=.*\bpytest\.mark\.{HEAVY_MARK}\b", re.MULTILINE)
+    out: list[str] = []
+    for path in sorted(folder.glob("test_*.py")):
+        text = path.read_text()
+        out += [path.name] if whole.search(text) else [f"{path.name}::{name}" for name in marked.findall(text)]
+    return tuple(out)
 
 
 def modules_with_shared_fixtures(folder: Path) -> tuple[str, ...]:

@@ -97,6 +97,7 @@ def test_eval_calibration_and_fine_tuning_see_the_same_resize(mixed):
     assert not torch.allclose(tuned, plain)  # augmentation did something
 
 
+@pytest.mark.heavy_children
 def test_workers_give_the_same_batches_as_no_workers(mixed):
     def batches(workers):
         loader = mixed.loader("train", 3, shuffle=True, augment=True, seed=5, workers=workers)
@@ -156,6 +157,7 @@ def test_workers_run_from_a_thread_and_a_qthread(mixed, qtbot):
         assert all(torch.equal(a[0], b[0]) for a, b in zip(results[key], reference))
 
 
+@pytest.mark.heavy_children
 def test_workers_run_from_a_script(tmp_path):
     root = write_mixed_folder(tmp_path / "script")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from engine.data import load_dataset; "

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from shared_fixtures import ROOT
 
 FORBIDDEN = ("PySide6", "pyqtgraph", "netron")
@@ -22,6 +24,7 @@ print(json.dumps({{"modules": names, "forbidden": loaded}}))
 """
 
 
+@pytest.mark.heavy_children
 def test_engine_imports_no_gui_library():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)

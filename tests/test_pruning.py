@@ -341,6 +341,7 @@ def test_a_failed_onnx_export_is_a_note_and_the_model_is_saved(fashion, tmp_path
     assert load_model(done.files["model"]).model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.heavy_children
 def test_sigterm_during_a_run_leaves_no_output(tmp_path):
     import os
     import signal

@@ -79,7 +79,7 @@ def test_each_whole_module_is_one_unit_of_work():
     from xdist_scheduling import ModulesTogether
 
     class Scheduler:
-        together, whole = ("test_alone.py",), ("test_whole.py",)
+        together, whole, heavy = ("test_alone.py",), ("test_whole.py",), ()
 
     scope = lambda nodeid: ModulesTogether._split_scope(Scheduler, nodeid)  # noqa: E731
     assert {scope(f"tests/test_whole.py::test_{i}[x]") for i in range(3)} == {"test_whole.py"}
@@ -94,3 +94,40 @@ def test_modules_with_module_wide_fixtures_are_found(tmp_path):
     (tmp_path / "test_module.py").write_text('import pytest\n\n@pytest.fixture(scope="module")\ndef f():\n    pass\n')
     (tmp_path / "test_session.py").write_text("@pytest.fixture(scope='session')\ndef f():\n    pass\n")
     assert modules_with_shared_fixtures(tmp_path) == ("test_module.py", "test_session.py")
+
+
+def test_heavy_tests_join_the_alone_group_and_nothing_else_does(tmp_path):
+    """Tests marked heavy_children (one by one, parametrized, or a whole module) are found in the source and
+    scheduled with the ALONE modules; an unmarked test of the same module, and a mark in a string, are not."""
+    from conftest import heavy_tests
+    from xdist_scheduling import ModulesTogether
+
+    (tmp_path / "test_some.py").write_text(
+        "import pytest\n\n@pytest.mark.heavy_children\ndef test_big():\n    pass\n\n"
+        "@pytest.mark.heavy_children\n@pytest.mark.parametrize('x', [1, 2])\ndef test_many(x):\n    pass\n\n"
+        "def test_small():\n    'not @pytest.mark.heavy_children'\n")
+    (tmp_path / "test_all.py").write_text("import pytest\n\npytestmark = pytest.mark.heavy_children\n\n"
+                                          "def test_a():\n    pass\n")
+    (tmp_path / "test_none.py").write_text("def test_a():\n    pass\n")
+    found = heavy_tests(tmp_path)
+    assert found == ("test_all.py", "test_some.py::test_big", "test_some.py::test_many")
+
+    class Scheduler:
+        together, whole, heavy = ("test_alone.py",), (), found
+
+    scope = lambda nodeid: ModulesTogether._split_scope(Scheduler, nodeid)  # noqa: E731
+    assert {scope("tests/test_alone.py::test_a"), scope("tests/test_some.py::test_big"),
+            scope("tests/test_some.py::test_many[2]"), scope("tests/test_all.py::test_a")} == {"together"}
+    assert scope("tests/test_some.py::test_small") == "tests/test_some.py::test_small"
+    assert scope("tests/test_none.py::test_a") == "tests/test_none.py::test_a"
+
+
+def test_the_suite_marks_its_heavy_tests():
+    """The marks the suite's memory peak depends on are still there (a renamed test would drop out silently)."""
+    from conftest import heavy_tests
+
+    found = heavy_tests(Path(__file__).parent)
+    for name in ("test_bad_inputs.py", "test_deploy.py::test_the_set_works_without_prunelab",
+                 "test_store_safety.py::test_two_sweeps_on_one_store_share_the_work",
+                 "test_data_folders.py::test_workers_run_from_a_script"):
+        assert name in found

@@ -18,16 +18,19 @@ def module_of(nodeid: str) -> str:
 
 
 class ModulesTogether(LoadGroupScheduling):
-    """Tests of the modules in `together` form one unit of work (one worker, in collection order); each module
-    in `whole` is a unit of its own (its module-wide fixtures are built once, not once per worker); every
-    other test is a unit of its own."""
+    """Tests of the modules in `together`, and the tests and modules named in `heavy` (`file::test`, or `file`
+    for a whole module), form one unit of work (one worker, in collection order); each module in `whole` is a
+    unit of its own (its module-wide fixtures are built once, not once per worker); every other test is a
+    unit of its own."""
 
     together: tuple[str, ...] = ()
     whole: tuple[str, ...] = ()
+    heavy: tuple[str, ...] = ()
 
     def _split_scope(self, nodeid: str) -> str:
         module = module_of(nodeid)
-        if module in self.together:
+        test = f"{module}::{nodeid.split('::', 1)[-1].split('[', 1)[0]}"
+        if module in self.together or module in self.heavy or test in self.heavy:
             return "together"
         return module if module in self.whole else nodeid
 
@@ -62,7 +65,8 @@ class ModulesTogether(LoadGroupScheduling):
             node.shutdown()
 
 
-def make_scheduler(config, log, together: tuple[str, ...], whole: tuple[str, ...] = ()):
-    """A ModulesTogether scheduler for `together` and `whole`."""
-    cls = type("Together", (ModulesTogether,), {"together": tuple(together), "whole": tuple(whole)})
+def make_scheduler(config, log, together: tuple[str, ...], whole: tuple[str, ...] = (), heavy: tuple[str, ...] = ()):
+    """A ModulesTogether scheduler for `together`, `whole` and `heavy`."""
+    cls = type("Together", (ModulesTogether,), {"together": tuple(together), "whole": tuple(whole),
+                                                "heavy": tuple(heavy)})
     return cls(config, log)
