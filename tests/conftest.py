@@ -26,10 +26,10 @@ from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport
 # Modules whose tests must not overlap one another under pytest-xdist: memory by design (budgets, memory
 # limits), a Ray cluster, the real window's X display. They run on one worker, one after the other (see
 # pytest_xdist_make_scheduler); tests elsewhere run beside them. The group is the largest unit of work, so
-# xdist hands it out first, and the Ray module leads it (pytest_collection_modifyitems): its cluster is the
-# run's largest tree of processes (about 3 GiB with its worker), best met by the other worker while that one
-# is young (a worker keeps what its tests leave, up to 2 GiB by the end of a run).
-ALONE = ("test_ray.py", "test_budget.py", "test_real_window.py", "test_bad_inputs_2.py")
+# xdist hands it out first, and the real window and the Ray module lead it (pytest_collection_modifyitems):
+# the window's app and the Ray cluster are the run's largest trees of processes (about 2 GiB each), best met
+# by the other worker while that one is young (a worker keeps what its tests leave, 1.2-1.4 GiB by the end).
+ALONE = ("test_real_window.py", "test_ray.py", "test_budget.py", "test_bad_inputs_2.py")
 
 # Tests marked `heavy_children` start interpreters that hold 1-2 GiB together (a sweep's workers, the deploy
 # set's clean interpreter, the self-test). They join the ALONE group, after its modules: the real window and
