@@ -26,14 +26,16 @@ from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport
 # Modules whose tests must not overlap one another under pytest-xdist: memory by design (budgets, memory
 # limits), a Ray cluster, the real window's X display. They run on one worker, one after the other (see
 # pytest_xdist_make_scheduler); tests elsewhere run beside them. The group is the largest unit of work, so
-# xdist hands it out first, and the real window and the Ray module lead it (pytest_collection_modifyitems):
-# the window's app and the Ray cluster are the run's largest trees of processes (about 2 GiB each), best met
-# by the other worker while that one is young (a worker keeps what its tests leave, 1.2-1.4 GiB by the end).
+# xdist hands it out first.
 ALONE = ("test_real_window.py", "test_ray.py", "test_budget.py", "test_bad_inputs_2.py")
+LEAD = 2  # ALONE's first modules, ahead of the heavy tests
 
-# Tests marked `heavy_children` start interpreters that hold 1-2 GiB together (a sweep's workers, the deploy
-# set's clean interpreter, the self-test). They join the ALONE group, after its modules: the real window and
-# the Ray cluster, 2 GiB each, met one of them on the other worker and the run peaked at 5 GiB.
+# Tests marked `heavy_children(gib=N)` start interpreters that hold about N GiB together (a sweep's workers,
+# the deploy set's clean interpreter, the self-test). They join the ALONE group, so no two such trees overlap:
+# the real window and the Ray cluster, 2 GiB each, met one of them on the other worker and the run peaked at
+# 5 GiB. The group runs the largest first (pytest_collection_modifyitems), the window's app and the Ray
+# cluster leading, while the other worker is young (a worker keeps what its tests leave: 0.9 GiB after
+# collection, 1.2-1.4 GiB by the end).
 HEAVY_MARK = "heavy_children"
 
 
@@ -42,7 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     or the one pytest) PruneLab folders of its own, so parallel workers never share a store, a log or settings,
     and the shared fixtures."""
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
-    config.addinivalue_line("markers", f"{HEAVY_MARK}: its child processes hold over 1 GiB; runs in the ALONE group")
+    config.addinivalue_line("markers", f"{HEAVY_MARK}(gib=N): its child processes hold about N GiB; runs in the "
+                                       "ALONE group, the largest first")
     if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
         return  # the xdist controller runs no test
     config.pluginmanager.register(importlib.import_module("shared_fixtures"), "prunelab-shared-fixtures")
@@ -54,13 +57,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """The ALONE modules in ALONE's order, then the heavy tests, ahead of the rest (a stable sort: every xdist
-    worker collects the same order, as xdist requires)."""
-    def rank(item) -> int:
+    """The ALONE group first: its LEAD modules, the heavy tests from the largest, then the rest of ALONE; then
+    every other test (a stable sort: every xdist worker collects the same order, as xdist requires)."""
+    def rank(item) -> tuple[int, float]:
         name = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
         if name in ALONE:
-            return ALONE.index(name)
-        return len(ALONE) + (0 if item.get_closest_marker(HEAVY_MARK) else 1)
+            at = ALONE.index(name)
+            return (at if at < LEAD else at + 1, 0.0)
+        mark = item.get_closest_marker(HEAVY_MARK)
+        return (LEAD, -float(mark.kwargs.get("gib", 1.0))) if mark else (len(ALONE) + 1, 0.0)
 
     items.sort(key=rank)
 

@@ -15,6 +15,9 @@ from engine import data
 from engine.data import Normalization, load_dataset, load_dataset_events
 from engine.errors import UserError
 
+# loader workers come from a fork server that has imported torch (1.1 GiB with its workers)
+pytestmark = pytest.mark.heavy_children(gib=1.1)
+
 IDENTITY = Normalization((0.0,) * 3, (1.0,) * 3)
 SIZES = ((37, 53), (300, 200), (64, 64), (120, 45))  # width × height, tall, wide, square and very wide
 
@@ -97,7 +100,6 @@ def test_eval_calibration_and_fine_tuning_see_the_same_resize(mixed):
     assert not torch.allclose(tuned, plain)  # augmentation did something
 
 
-@pytest.mark.heavy_children
 def test_workers_give_the_same_batches_as_no_workers(mixed):
     def batches(workers):
         loader = mixed.loader("train", 3, shuffle=True, augment=True, seed=5, workers=workers)
@@ -157,7 +159,6 @@ def test_workers_run_from_a_thread_and_a_qthread(mixed, qtbot):
         assert all(torch.equal(a[0], b[0]) for a, b in zip(results[key], reference))
 
 
-@pytest.mark.heavy_children
 def test_workers_run_from_a_script(tmp_path):
     root = write_mixed_folder(tmp_path / "script")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from engine.data import load_dataset; "

@@ -104,7 +104,7 @@ def test_heavy_tests_join_the_alone_group_and_nothing_else_does(tmp_path):
 
     (tmp_path / "test_some.py").write_text(
         "import pytest\n\n@pytest.mark.heavy_children\ndef test_big():\n    pass\n\n"
-        "@pytest.mark.heavy_children\n@pytest.mark.parametrize('x', [1, 2])\ndef test_many(x):\n    pass\n\n"
+        "@pytest.mark.heavy_children(gib=1.5)\n@pytest.mark.parametrize('x', [1, 2])\ndef test_many(x):\n    pass\n\n"
         "def test_small():\n    'not @pytest.mark.heavy_children'\n")
     (tmp_path / "test_all.py").write_text("import pytest\n\npytestmark = pytest.mark.heavy_children\n\n"
                                           "def test_a():\n    pass\n")
@@ -129,5 +129,27 @@ def test_the_suite_marks_its_heavy_tests():
     found = heavy_tests(Path(__file__).parent)
     for name in ("test_bad_inputs.py", "test_deploy.py::test_the_set_works_without_prunelab",
                  "test_store_safety.py::test_two_sweeps_on_one_store_share_the_work",
-                 "test_data_folders.py::test_workers_run_from_a_script"):
+                 "test_data_folders.py"):
         assert name in found
+
+
+def test_the_alone_group_runs_first_and_its_largest_trees_lead():
+    """The window and the cluster lead, then the heavy tests from the largest, then the rest of ALONE, then
+    everything else in collection order."""
+    from types import SimpleNamespace
+
+    import conftest
+
+    def item(nodeid, gib=None):
+        mark = None if gib is None else SimpleNamespace(kwargs={"gib": gib})
+        return SimpleNamespace(nodeid=nodeid, get_closest_marker=lambda name: mark if name == conftest.HEAVY_MARK
+                               else None)
+
+    items = [item("tests/test_a.py::test_plain"), item("tests/test_budget.py::test_b"),
+             item("tests/test_small.py::test_s", 0.8), item("tests/test_ray.py::test_r"),
+             item("tests/test_big.py::test_g", 1.6), item("tests/test_real_window.py::test_w"),
+             item("tests/test_z.py::test_plain")]
+    conftest.pytest_collection_modifyitems(None, None, items)
+    assert [i.nodeid.split("::")[1] for i in items] == ["test_w", "test_r", "test_g", "test_s", "test_b",
+                                                       "test_plain", "test_plain"]
+    assert items[-2].nodeid.startswith("tests/test_a.py")
