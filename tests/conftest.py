@@ -24,19 +24,17 @@ from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport
                              pytest_sessionstart, pytest_terminal_summary, pytest_testnodedown)
 
 # Modules whose tests must not overlap one another under pytest-xdist: memory by design (budgets, memory
-# limits), a Ray cluster, the real window's X display. They run on one worker, one after the other (see
-# pytest_xdist_make_scheduler); tests elsewhere run beside them. The group is the largest unit of work, so
-# xdist hands it out first.
-ALONE = ("test_real_window.py", "test_ray.py", "test_budget.py", "test_bad_inputs_2.py")
-LEAD = 2  # ALONE's first modules, ahead of the heavy tests
+# limits), a Ray cluster, the real window's X display, with about how many GiB a test of each holds beyond its
+# worker (measured). They run on one worker, one after the other (see pytest_xdist_make_scheduler); tests
+# elsewhere run beside them. The group is the largest unit of work, so xdist hands it out first.
+ALONE = {"test_real_window.py": 2.1, "test_ray.py": 2.0, "test_bad_inputs_2.py": 0.9, "test_budget.py": 0.85}
 
-# Tests marked `heavy_children(gib=N)` start interpreters that hold about N GiB together (a sweep's workers,
-# the deploy set's clean interpreter, the self-test). They join the ALONE group, so no two such trees overlap:
-# the real window and the Ray cluster, 2 GiB each, met one of them on the other worker and the run peaked at
-# 5 GiB. The group runs the largest first (pytest_collection_modifyitems), the window's app and the Ray
-# cluster leading, while the other worker is young (a worker keeps what its tests leave: 0.9 GiB after
-# collection, 1.2-1.4 GiB by the end).
-HEAVY_MARK = "heavy_children"
+# Tests marked `heavy_memory(gib=N)` hold about N GiB beyond their worker, mostly in interpreters they start
+# (a sweep's workers, the deploy set's clean interpreter, the self-test). They join the ALONE group, so no two
+# of them overlap: the real window and the Ray cluster met one of them on the other worker and the run peaked
+# at 5 GiB. The group runs the largest first (pytest_collection_modifyitems), while the other worker is young
+# (a worker keeps what its tests leave: 0.9 GiB after collection, 1.2-1.4 GiB by the end).
+HEAVY_MARK = "heavy_memory"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,8 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
     or the one pytest) PruneLab folders of its own, so parallel workers never share a store, a log or settings,
     and the shared fixtures."""
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
-    config.addinivalue_line("markers", f"{HEAVY_MARK}(gib=N): its child processes hold about N GiB; runs in the "
-                                       "ALONE group, the largest first")
+    config.addinivalue_line("markers", f"{HEAVY_MARK}(gib=N): holds about N GiB beyond its worker (mostly in the "
+                                       "processes it starts); runs in the ALONE group, the largest first")
     if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
         return  # the xdist controller runs no test
     config.pluginmanager.register(importlib.import_module("shared_fixtures"), "prunelab-shared-fixtures")
@@ -57,15 +55,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """The ALONE group first: its LEAD modules, the heavy tests from the largest, then the rest of ALONE; then
+    """The ALONE group first, its largest tests first (ALONE's modules and the heavy tests by their size); then
     every other test (a stable sort: every xdist worker collects the same order, as xdist requires)."""
     def rank(item) -> tuple[int, float]:
         name = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
         if name in ALONE:
-            at = ALONE.index(name)
-            return (at if at < LEAD else at + 1, 0.0)
+            return (0, -ALONE[name])
         mark = item.get_closest_marker(HEAVY_MARK)
-        return (LEAD, -float(mark.kwargs.get("gib", 1.0))) if mark else (len(ALONE) + 1, 0.0)
+        return (0, -float(mark.kwargs.get("gib", 1.0))) if mark else (1, 0.0)
 
     items.sort(key=rank)
 
@@ -82,11 +79,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     from xdist_scheduling import make_scheduler
 
     folder = Path(__file__).parent
-    return make_scheduler(config, log, ALONE, modules_with_shared_fixtures(folder), heavy_tests(folder))
+    return make_scheduler(config, log, tuple(ALONE), modules_with_shared_fixtures(folder), heavy_tests(folder))
 
 
 def heavy_tests(folder: Path) -> tuple[str, ...]:
-    """`file::test` of each test marked heavy_children, and `file` of each module marked so, read from the
+    """`file::test` of each test marked heavy_memory, and `file` of each module marked so, read from the
     source: the controller that schedules collects no test, so it sees node ids, not marks."""
     marked = re.compile(rf"@pytest\.mark\.{HEAVY_MARK}\b[^\n]*\n(?:[ \t]*@[^\n]*\n)*[ \t]*def (test_\w+)")
     whole = re.compile(rf"^pytestmark\s*=.*\bpytest\.mark\.{HEAVY_MARK}\b", re.MULTILINE)

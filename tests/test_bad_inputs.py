@@ -66,7 +66,7 @@ def sweep(plan: str, *extra: str) -> tuple[str, ...]:
     return ("sweep", f"{{F}}/{plan}", "--store", "{F}/work-store.sqlite", "--quiet", *extra)
 
 
-pytestmark = pytest.mark.heavy_children(gib=0.9)  # the catalogue runs its subprocess cases a few at a time
+pytestmark = pytest.mark.heavy_memory(gib=0.9)  # the catalogue runs its subprocess cases a few at a time
 
 CASES = [
     # --- model files: what they are, and code that must not run

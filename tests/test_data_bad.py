@@ -343,7 +343,7 @@ def test_cifar_pickle_importing_os_is_refused_and_runs_nothing(tmp_path, cifar_f
 CRASHING_DTYPE_STATE = (b"NNNJ\xff\xff\xff\xff", b"NN0J\xff\xff\xff\xff")  # one None popped: numpy segfaults
 
 
-@pytest.mark.heavy_children(gib=0.8)
+@pytest.mark.heavy_memory(gib=0.8)
 def test_damaged_dtype_state_cannot_crash_the_process(cifar_folder):
     batch = pickle.dumps({b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}, protocol=2)
     assert batch.count(CRASHING_DTYPE_STATE[0]) == 1

@@ -16,7 +16,7 @@ from engine.data import Normalization, load_dataset, load_dataset_events
 from engine.errors import UserError
 
 # loader workers come from a fork server that has imported torch (1.1 GiB with its workers)
-pytestmark = pytest.mark.heavy_children(gib=1.1)
+pytestmark = pytest.mark.heavy_memory(gib=1.1)
 
 IDENTITY = Normalization((0.0,) * 3, (1.0,) * 3)
 SIZES = ((37, 53), (300, 200), (64, 64), (120, 45))  # width × height, tall, wide, square and very wide

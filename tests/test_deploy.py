@@ -178,7 +178,7 @@ CASES = [
 ]
 
 
-@pytest.mark.heavy_children(gib=1.1)
+@pytest.mark.heavy_memory(gib=1.1)
 @pytest.mark.parametrize("case", CASES)
 def test_the_set_works_without_prunelab(case, tmp_path):
     out = tmp_path / "set"

@@ -24,7 +24,7 @@ print(json.dumps({{"modules": names, "forbidden": loaded}}))
 """
 
 
-@pytest.mark.heavy_children(gib=1.0)
+@pytest.mark.heavy_memory(gib=1.0)
 def test_engine_imports_no_gui_library():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)

@@ -223,7 +223,7 @@ def _stored_runs(path: Path) -> list[str]:
         return []
 
 
-@pytest.mark.heavy_children(gib=1.1)
+@pytest.mark.heavy_memory(gib=1.1)
 @pytest.mark.slow
 def test_sweep_killed_mid_plan_resumes_without_loss_or_duplicates(tmp_path, tiny_file):
     plan_file = write_plan(tmp_path, tiny_file, methods=("l1", "l2", "fpgm"), ratios=(0.2, 0.4, 0.6),

@@ -64,7 +64,7 @@ print("PROBE", json.dumps(answer))
 """
 
 
-@pytest.mark.heavy_children(gib=1.2)
+@pytest.mark.heavy_memory(gib=1.2)
 def test_no_graph_node_is_drawn_under_netrons_menu_button(tmp_path):
     pytest.importorskip("PySide6.QtWebEngineWidgets")
     env = {k: v for k, v in os.environ.items() if k != "PRUNELAB_NO_WEBENGINE"}

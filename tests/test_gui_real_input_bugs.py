@@ -90,7 +90,7 @@ def _no_display_env(**extra: str) -> dict:
     return dict(env, **extra)
 
 
-@pytest.mark.heavy_children(gib=0.85)
+@pytest.mark.heavy_memory(gib=0.85)
 def test_without_a_display_the_app_says_so_in_one_line_and_exits_2(tmp_path):
     import subprocess
     import sys
@@ -107,7 +107,7 @@ def test_without_a_display_the_app_says_so_in_one_line_and_exits_2(tmp_path):
     assert not list(tmp_path.glob("prunelab-gui-*"))  # nothing left behind
 
 
-@pytest.mark.heavy_children(gib=0.9)
+@pytest.mark.heavy_memory(gib=0.9)
 def test_self_test_checks_the_platform_the_user_will_use(tmp_path):
     """As the self-test runs it: in a process of its own, before any Qt application exists."""
     import subprocess

@@ -229,7 +229,7 @@ def test_the_weight_snapshot_summarises_instead_of_copying():
     assert held < w.nbytes / 50
 
 
-@pytest.mark.heavy_children(gib=0.9)
+@pytest.mark.heavy_memory(gib=0.9)
 def test_saved_model_reloads_in_fresh_process_and_onnx_matches(tiny, fashion, tmp_path):
     done, _ = run(tiny, fashion, fast(method="fpgm", pruning_ratio=0.5), out_dir=tmp_path)
     x = next(iter(fashion.loader("test", 64, limit=64)))[0]
@@ -342,7 +342,7 @@ def test_a_failed_onnx_export_is_a_note_and_the_model_is_saved(fashion, tmp_path
     assert load_model(done.files["model"]).model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.heavy_children(gib=1.3)
+@pytest.mark.heavy_memory(gib=1.3)
 def test_sigterm_during_a_run_leaves_no_output(tmp_path):
     import os
     import signal

@@ -36,7 +36,7 @@ def outcome_lines(stdout: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.heavy_children(gib=1.25)
+@pytest.mark.heavy_memory(gib=1.25)
 @needs_fashion
 def test_self_test_passes_and_writes_the_report(tmp_path: Path) -> None:
     done = self_test(tmp_path)
@@ -51,7 +51,7 @@ def test_self_test_passes_and_writes_the_report(tmp_path: Path) -> None:
     assert "all checks passed" in log and "onnxruntime agrees" in log
 
 
-@pytest.mark.heavy_children(gib=1.0)
+@pytest.mark.heavy_memory(gib=1.0)
 def test_missing_demo_data_fails_with_exit_1(tmp_path: Path) -> None:
     empty = tmp_path / "no-fashion"
     empty.mkdir()

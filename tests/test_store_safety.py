@@ -373,7 +373,7 @@ def test_failed_run_releases_its_claim(tmp_path, tiny_setup, monkeypatch):
 RUN_LINE = re.compile(r"^\[\d+/\d+\] .+ \(([0-9a-f]{20})\)$", re.M)
 
 
-@pytest.mark.heavy_children(gib=1.6)
+@pytest.mark.heavy_memory(gib=1.6)
 @pytest.mark.slow
 def test_two_sweeps_on_one_store_share_the_work(tmp_path, tiny_setup):
     """Two real `sweep` processes on one store: every run is computed exactly once, by one of them.

@@ -38,7 +38,7 @@ def test_the_sample_depends_on_labels_limit_and_seed_only():
     assert stratified_indices(labels, 50, 1).tolist() != a.tolist()
 
 
-@pytest.mark.heavy_children(gib=0.8)
+@pytest.mark.heavy_memory(gib=0.8)
 def test_the_sample_is_the_same_in_another_process_whatever_the_hash_seed():
     labels = np.repeat(np.arange(10), 30)
     code = ("import numpy as np; from engine.data import stratified_indices; "

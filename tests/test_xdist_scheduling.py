@@ -97,16 +97,16 @@ def test_modules_with_module_wide_fixtures_are_found(tmp_path):
 
 
 def test_heavy_tests_join_the_alone_group_and_nothing_else_does(tmp_path):
-    """Tests marked heavy_children (one by one, parametrized, or a whole module) are found in the source and
+    """Tests marked heavy_memory (one by one, parametrized, or a whole module) are found in the source and
     scheduled with the ALONE modules; an unmarked test of the same module, and a mark in a string, are not."""
     from conftest import heavy_tests
     from xdist_scheduling import ModulesTogether
 
     (tmp_path / "test_some.py").write_text(
-        "import pytest\n\n@pytest.mark.heavy_children\ndef test_big():\n    pass\n\n"
-        "@pytest.mark.heavy_children(gib=1.5)\n@pytest.mark.parametrize('x', [1, 2])\ndef test_many(x):\n    pass\n\n"
-        "def test_small():\n    'not @pytest.mark.heavy_children'\n")
-    (tmp_path / "test_all.py").write_text("import pytest\n\npytestmark = pytest.mark.heavy_children\n\n"
+        "import pytest\n\n@pytest.mark.heavy_memory\ndef test_big():\n    pass\n\n"
+        "@pytest.mark.heavy_memory(gib=1.5)\n@pytest.mark.parametrize('x', [1, 2])\ndef test_many(x):\n    pass\n\n"
+        "def test_small():\n    'not @pytest.mark.heavy_memory'\n")
+    (tmp_path / "test_all.py").write_text("import pytest\n\npytestmark = pytest.mark.heavy_memory\n\n"
                                           "def test_a():\n    pass\n")
     (tmp_path / "test_none.py").write_text("def test_a():\n    pass\n")
     found = heavy_tests(tmp_path)
@@ -134,8 +134,8 @@ def test_the_suite_marks_its_heavy_tests():
 
 
 def test_the_alone_group_runs_first_and_its_largest_trees_lead():
-    """The window and the cluster lead, then the heavy tests from the largest, then the rest of ALONE, then
-    everything else in collection order."""
+    """The ALONE modules and the heavy tests run first, the largest first (the window and the cluster lead);
+    then everything else in collection order."""
     from types import SimpleNamespace
 
     import conftest
@@ -150,6 +150,6 @@ def test_the_alone_group_runs_first_and_its_largest_trees_lead():
              item("tests/test_big.py::test_g", 1.6), item("tests/test_real_window.py::test_w"),
              item("tests/test_z.py::test_plain")]
     conftest.pytest_collection_modifyitems(None, None, items)
-    assert [i.nodeid.split("::")[1] for i in items] == ["test_w", "test_r", "test_g", "test_s", "test_b",
+    assert [i.nodeid.split("::")[1] for i in items] == ["test_w", "test_r", "test_g", "test_b", "test_s",
                                                        "test_plain", "test_plain"]
     assert items[-2].nodeid.startswith("tests/test_a.py")
