@@ -2,7 +2,8 @@
 
 `prune --recovery NAME`, a plan's `[[recovery]] preset = "NAME"` and the Prune panel's Recipe combo all
 read them here. A preset sets PruneConfig fields; options given beside it (flags, plan keys) win. The costs
-come from `benchmarks/recovery.py` (README, Recovery recipes), on a shared 2-core machine.
+come from `benchmarks/recovery.py` (README, Recovery recipes), on a 2-core machine; all three use the default
+one-cycle schedule at --lr 0.01 with distillation (T = 4, weight 0.7).
 """
 from __future__ import annotations
 
@@ -33,13 +34,13 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("quick", "Quick", {"bn_recalibrate": True, "finetune_epochs": 1.0, "distill": True},
-           "1 epoch, top-1 −1.8 pt, ≈ 1.5 min quiet",
-           "a third of default's quiet time, not timed quiet; it took 32 min on a 2-core machine at load 13-41"),
+           "1 epoch, top-1 −1.6 pt, 73 s", "timed on a 2-core machine at load 2"),
     Preset("default", "Default", {"bn_recalibrate": True, "finetune_epochs": 3.0, "distill": True},
-           "3 epochs, top-1 −1.0 pt, 4.6 min quiet",
-           "timed on a quiet 2-core machine before the fine-tuning speed-ups, 25 min at load 20-25"),
+           "3 epochs, top-1 −0.8 pt, ≈ 3 min",
+           "top-1 from the one-cycle row; its own time was stretched by paused other work, and 3-epoch rows "
+           "that ran alone on the 2-core machine took 175-184 s"),
     Preset("thorough", "Thorough", {"bn_recalibrate": True, "finetune_epochs": 5.0, "distill": True},
-           "5 epochs, ≈ 7.7 min quiet", "five thirds of default's, neither timed nor its accuracy measured"),
+           "5 epochs, top-1 −0.6 pt, 5 min", "timed on a 2-core machine at load 2"),
 )}
 PRESET_FIELDS = tuple(dict.fromkeys(k for p in PRESETS.values() for k in p.options))  # what presets set
 

@@ -24,7 +24,7 @@ def test_the_recipe_flags_reach_the_config():
     cfg = cfg_of("--finetune-schedule", "constant", "--warmup", "0.1", "--label-smoothing", "0.2")
     assert (cfg.finetune_schedule, cfg.warmup, cfg.label_smoothing) == ("constant", 0.1, 0.2)
     plain = cfg_of()
-    assert (plain.finetune_schedule, plain.warmup, plain.label_smoothing) == ("cosine", 0.0, 0.0)
+    assert (plain.finetune_schedule, plain.warmup, plain.label_smoothing) == ("onecycle", 0.0, 0.0)
 
 
 @pytest.mark.parametrize("flags, words", [
