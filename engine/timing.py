@@ -30,6 +30,7 @@ LOAD_WINDOW_S = 0.2
 LATENCY_MIN_SECONDS = 0.5
 ROUND_SECONDS = 0.02
 
+
 @contextmanager
 def fixed_threads(threads: int | None):
     """Pin torch's intra-op thread count for a measurement, then restore it."""
@@ -190,8 +191,8 @@ def measure_latency(model: nn.Module, input_shape: Shape, batch_sizes: tuple[int
                     cancel: CancelToken | None = None) -> dict[str, dict[str, float]]:
     """Median, p5 and p95 forward latency in ms per batch size (p5–p95: the band the GUI draws): warm-up,
     then timed runs until both `repeats` runs and `min_seconds` (LATENCY_MIN_SECONDS when None) are reached
-    (capped by `max_seconds`). On
-    CPU without `threads`, the threads other work leaves free (default_threads); the count used is recorded."""
+    (capped by `max_seconds`). On CPU without `threads`, the threads other work leaves free (default_threads);
+    the count used is recorded."""
     dev = torch.device(device)
     min_seconds = LATENCY_MIN_SECONDS if min_seconds is None else min_seconds
     if dev.type == "cpu" and not threads:
@@ -304,14 +305,13 @@ def iter_paired_speedup(model_a: nn.Module, model_b: nn.Module, input_shape: Sha
     """Time A and B interleaved in rounds on the same input; yields Progress per round, then PairedSpeedup.
 
     Each round times each model for at least `runs_per_round` passes and `round_seconds` (ROUND_SECONDS when
-    None), A first in even
-    rounds and B first in odd ones, so drifting load and order effects hit both alike; the round's ratio
-    is A's time over B's. A model's round time is its fastest pass: when other work shares the cores, the
-    scheduler interrupts a pass the more often the longer it runs, each time for a slice or more whatever
-    the model, so typical passes inflate the costlier model's time most (l2 at 0.5 on the demo,
-    one image, a busy process on each of 2 cores: 13.5x with the median pass, 2.4x with the fastest,
-    as on the machine without them). Per batch size, rounds stop early (never below MIN_ROUNDS) once
-    `max_seconds` is spent. The interval is median_interval's order-statistic one.
+    None), A first in even rounds and B first in odd ones, so drifting load and order effects hit both alike;
+    the round's ratio is A's time over B's. A model's round time is its fastest pass: when other work shares
+    the cores, the scheduler interrupts a pass the more often the longer it runs, each time for a slice or
+    more whatever the model, so typical passes inflate the costlier model's time most (l2 at 0.5 on the demo,
+    one image, a busy process on each of 2 cores: 13.5x with the median pass, 2.4x with the fastest, as on
+    the machine without them). Per batch size, rounds stop early (never below MIN_ROUNDS) once `max_seconds`
+    is spent. The interval is median_interval's order-statistic one.
     """
     if rounds < 1 or runs_per_round < 1:
         raise ValueError("rounds and runs_per_round must be at least 1")
