@@ -187,7 +187,7 @@ def test_cancel_answers_quickly_and_keeps_the_model(loaded, qtbot):
     assert loaded.menus.run_action.isEnabled() and not loaded.menus.cancel_action.isEnabled()
 
 
-@pytest.mark.heavy_memory(gib=0.7)
+@pytest.mark.heavy_memory(gib=1.5)  # it grows its own worker by up to 0.77 GiB, on purpose
 def test_a_run_past_the_memory_limit_fails_alone(window, qtbot, fashion):
     from engine.budget import rss_bytes
     from tests.test_budget import HUNGER, HungryResNet
