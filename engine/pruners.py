@@ -523,23 +523,23 @@ class ManualPruner(Pruner):
                 raise UserError(f"manual channels: {name} is inside a block this model's family prunes as one "
                                 "unit (see the run's notes); tick channels of another layer, or prune it with a "
                                 "method")
+            idxs = sorted(set(cfg.manual_channels[name]))
             group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels,
-                                                 [0])
+                                                 idxs)
             if cuts_heads(group):
                 raise UserError(f"manual channels: {name} must lose the same channels in every attention head "
                                 "(Swin's residual stream) or split (ResNeSt's split attention); tick channels of "
                                 "another layer, or prune it with a method")
-            self._refuse_held(name, layer, sorted(set(cfg.manual_channels[name])))
+            self._refuse_held(name, group, idxs)
         self.alive = {n: np.arange(m.weight.shape[0]) for n, m in prunable_layers(model)}
         self.pruned_once = False
         if cfg.steps > 1:
             self.notes.append("the manual method removes your channels in one step; the later steps were skipped")
 
-    def _refuse_held(self, name: str, layer: nn.Module, idxs: list[int]) -> None:
-        """Ticked channels whose group reaches what the model's families keep whole (a layer held at full
+    def _refuse_held(self, name: str, group, idxs: list[int]) -> None:
+        """Ticked channels `idxs` whose group reaches what the model's families keep whole (a layer held at full
         width, or channels a family's own pruner must not lose) are refused before the baseline: a method's
         run never cuts them, and the cut would break the model."""
-        group = self.graph.get_pruning_group(layer, self.graph.get_pruner_of_module(layer).prune_out_channels, idxs)
         held = set(self.prep.held)
         for dep, group_idxs in group:
             target = dep.target.module
