@@ -28,7 +28,7 @@ from resource_report import (pytest_runtest_logreport, pytest_runtest_makereport
 # worker (measured; the budget tests' 1 GiB command plus their own growth of the worker by up to 0.7 GiB). They
 # run on one worker, one after the other (see pytest_xdist_make_scheduler); tests elsewhere run beside them.
 # The group is the largest unit of work, so xdist hands it out first.
-ALONE = {"test_real_window.py": 2.1, "test_ray.py": 2.0, "test_budget.py": 1.9, "test_bad_inputs_2.py": 0.9}
+ALONE = {"test_real_window.py": 2.1, "test_budget.py": 1.9, "test_ray.py": 1.6, "test_bad_inputs_2.py": 0.9}
 
 # Tests marked `heavy_memory(gib=N)` hold about N GiB beyond their worker, mostly in interpreters they start
 # (a sweep's workers, the deploy set's clean interpreter, the self-test). They join the ALONE group, so no two

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import multiprocessing.forkserver
 import pickle
 import struct
 from pathlib import Path
@@ -35,6 +36,23 @@ def pytest_collection_finish(session) -> None:
     """What the app does after its imports (gui/app.py): the libraries and test modules imported by now are
     never scanned again by the collections that free each test's windows (0.2-0.7 s each before)."""
     freeze_long_lived()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_lingering_fork_server():
+    """Ends the data loaders' fork server after the module that started it. The app keeps it for its whole life
+    (starting workers from it costs milliseconds); a test worker kept it, 0.5 GiB with torch imported, for the
+    rest of the run, beside every heavy test the other worker ran."""
+    yield
+    stop_fork_server()
+
+
+def stop_fork_server() -> None:
+    """Ends multiprocessing's fork server if one runs (the next loader with workers starts a new one)."""
+    server = multiprocessing.forkserver._forkserver
+    if server._forkserver_pid is not None:
+        gc.collect()  # the module's persistent loaders, whose workers the server started
+        server._stop()
 
 
 @pytest.fixture(autouse=True)

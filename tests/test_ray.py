@@ -155,8 +155,10 @@ def test_driver_killed_mid_plan_resumes_on_the_cluster(tmp_path, cluster, tiny, 
     path = plan_file(tmp_path, model, batches=20)
     store = tmp_path / "s.sqlite"
     args = ["sweep", str(path), "--store", str(store), "--executor", "ray", "--address", cluster, "--quiet"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    # one run at a time while the first driver lives: one Ray worker beside it, not two (the test's processes
+    # held 2.0 GiB together with two); the resuming driver asks for one CPU a run, and its runs' keys are the same
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args, "--cpus-per-run", "2"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300  # a wait, not a timing: the first run takes minutes on a busy machine
     stored = 0
     while time.monotonic() < deadline and proc.poll() is None and not stored:

@@ -153,3 +153,18 @@ def test_the_alone_group_runs_first_and_its_largest_trees_lead():
     assert [i.nodeid.split("::")[1] for i in items] == ["test_w", "test_r", "test_b", "test_g", "test_s",
                                                        "test_plain", "test_plain"]
     assert items[-2].nodeid.startswith("tests/test_a.py")
+
+
+def test_the_fork_server_a_module_started_is_ended_after_it():
+    """The data loaders' fork server (torch imported, 0.5 GiB) no longer lives on in a worker for the rest of
+    the run: the suite ends it after each module (shared_fixtures._no_lingering_fork_server)."""
+    import multiprocessing.forkserver
+
+    from shared_fixtures import stop_fork_server
+
+    multiprocessing.forkserver.ensure_running()
+    pid = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert pid is not None
+    stop_fork_server()
+    assert multiprocessing.forkserver._forkserver._forkserver_pid is None
+    assert not Path(f"/proc/{pid}").exists()  # reaped, not just forgotten
