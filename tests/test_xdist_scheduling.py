@@ -134,7 +134,7 @@ def test_the_suite_marks_its_heavy_tests():
 
 
 def test_the_alone_group_runs_first_and_its_largest_trees_lead():
-    """The ALONE modules and the heavy tests run first, the largest first (the window and the cluster lead);
+    """The ALONE modules and the heavy tests run first, the largest first (the window and the budgets lead);
     then everything else in collection order."""
     from types import SimpleNamespace
 
@@ -150,7 +150,7 @@ def test_the_alone_group_runs_first_and_its_largest_trees_lead():
              item("tests/test_big.py::test_g", 1.6), item("tests/test_real_window.py::test_w"),
              item("tests/test_z.py::test_plain")]
     conftest.pytest_collection_modifyitems(None, None, items)
-    assert [i.nodeid.split("::")[1] for i in items] == ["test_w", "test_r", "test_b", "test_g", "test_s",
+    assert [i.nodeid.split("::")[1] for i in items] == ["test_w", "test_b", "test_r", "test_g", "test_s",
                                                        "test_plain", "test_plain"]
     assert items[-2].nodeid.startswith("tests/test_a.py")
 
