@@ -51,6 +51,7 @@ def test_curve_widths_and_snapping():
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_profile_times_every_prunable_layer_and_caches(runtime, cache, monkeypatch):
+    monkeypatch.setattr(prof, "noise_note", lambda *a, **k: "")  # what a quiet machine measures is cached
     model = tiny_resnet()
     p = profile_model(model, (1, 16, 16), batch=2, runtime=runtime, threads=1, rounds=5, passes=1)
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -123,3 +124,22 @@ def test_a_busy_machine_is_said_beside_the_profile(cache, monkeypatch):
     monkeypatch.setattr(prof, "machine_load", lambda *a, **k: MachineLoad(2, 2.0, 30.0))
     p = profile_model(tiny_resnet(), (1, 16, 16), batch=1, threads=1, rounds=5, passes=1, curves=False)
     assert p.note.startswith("noisy machine") and "2.0 of 2 cores" in p.note
+
+
+def test_a_busy_machines_profile_is_never_served_from_the_cache(cache, monkeypatch):
+    """Figures taken beside other work are not cached, and a noisy profile already in the cache (from an older
+    version) is measured again: the latency allocation planned with one for every later run."""
+    from dataclasses import replace
+
+    from engine.timing import MachineLoad
+
+    model = tiny_resnet()
+    monkeypatch.setattr(prof, "machine_load", lambda *a, **k: MachineLoad(2, 2.0, 30.0))
+    busy = profile_model(model, (1, 16, 16), batch=1, threads=1, rounds=5, passes=1)
+    assert busy.note and not list(cache.glob("profiles/*.json"))
+    key = prof.cache_key(model, (1, 16, 16), 1, "torch", "cpu", 1)
+    prof.store(key, replace(busy, note=""))  # as if quiet: served
+    assert profile_model(model, (1, 16, 16), batch=1, threads=1, rounds=5, passes=1).cached
+    prof.store(key, busy)  # noisy in the cache: measured again
+    again = profile_model(model, (1, 16, 16), batch=1, threads=1, rounds=5, passes=1)
+    assert not again.cached
