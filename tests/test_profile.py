@@ -30,6 +30,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def quiet(monkeypatch):
+    """The machine counts as quiet, so the profile is cached whatever else runs (only quiet figures are)."""
+    monkeypatch.setattr(prof, "noise_note", lambda *a, **k: "")
+
+
 def test_node_names_map_to_their_modules():
     modules = {"stem.0", "layer1.0.conv1", "layer2.0.shortcut.0", "fc"}
     assert module_of_node("/layer1/layer1.0/conv1/Conv", modules) == "layer1.0.conv1"
@@ -50,8 +56,7 @@ def test_curve_widths_and_snapping():
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
-def test_profile_times_every_prunable_layer_and_caches(runtime, cache, monkeypatch):
-    monkeypatch.setattr(prof, "noise_note", lambda *a, **k: "")  # what a quiet machine measures is cached
+def test_profile_times_every_prunable_layer_and_caches(runtime, cache, quiet, monkeypatch):
     model = tiny_resnet()
     p = profile_model(model, (1, 16, 16), batch=2, runtime=runtime, threads=1, rounds=5, passes=1)
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -86,7 +91,7 @@ def test_depthwise_and_grouped_layers_get_curves(cache):
     assert set(p.curves) == {"0", "1", "2", "4"}
 
 
-def test_profile_command_and_its_cache(tmp_path, cache):
+def test_profile_command_and_its_cache(tmp_path, cache, quiet):
     from shared_fixtures import write_fake_fashion
 
     # the data gives the input shape only: a Fashion-MNIST of 24 images, not the whole set (0.15 GiB more)
