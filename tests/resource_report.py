@@ -58,11 +58,26 @@ def _private_shared(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
-def _tree_memory(pids: list[int]) -> int:
+def _tree_memory(pids: list[int]) -> tuple[int, list[tuple[int, int, int]]]:
     """What a set of processes holds together: each one's own pages, and the largest shared part once
-    (summing RSS counted the same libraries once per interpreter)."""
-    parts = [_private_shared(pid) for pid in pids]
-    return sum(own for own, _ in parts) + max((shared for _, shared in parts), default=0)
+    (summing RSS counted the same libraries once per interpreter); and (pid, own, shared) of each."""
+    parts = [(pid, *_private_shared(pid)) for pid in pids]
+    return sum(own for _, own, _ in parts) + max((shared for _, _, shared in parts), default=0), parts
+
+
+def _named(parts: list[tuple[int, int, int]]) -> list[tuple[str, int, int]]:
+    """(command line, own, shared) of the processes that hold more than 8 MiB of their own, largest first."""
+    out = []
+    for pid, own, shared in sorted(parts, key=lambda p: -p[1]):
+        if own < 8 * 1024 ** 2:
+            break
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                name = fh.read(200).replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            name = "(gone)"
+        out.append((name[:120], own, shared))
+    return out
 
 
 def _children(pid: int) -> list[int]:
@@ -91,6 +106,7 @@ class _Sampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True, name="test-memory-sampler")
         self.pid = os.getpid()
+        self.child_parts: list[tuple[str, int, int]] = []  # the children at the current test's child peak
         self.self_peak = self.child_peak = self.began = self.ended = 0  # during the current test; RSS when it
         # began, and when its teardown ended
         self.run_self_peak = self.run_child_peak = self.run_total_peak = 0
@@ -108,9 +124,12 @@ class _Sampler(threading.Thread):
             self.self_peak = max(self.self_peak, own)
             self.run_self_peak = max(self.run_self_peak, own)
             if tick % 40 == 0:
-                kids = _tree_memory(_children(self.pid))
+                kids, parts = _tree_memory(_children(self.pid))
                 self.timeline.append((time.time(), own + kids))
-                self.child_peak = max(self.child_peak, kids)
+                if kids > self.child_peak:
+                    self.child_peak = kids
+                    if kids > _NAME_CHILDREN_ABOVE:  # which processes: the JSON report says
+                        self.child_parts = _named(parts)
                 self.run_child_peak = max(self.run_child_peak, kids)
                 if own + kids > self.run_total_peak:
                     self.run_total_peak, self.run_total_peak_at = own + kids, time.time()
@@ -129,9 +148,12 @@ class _Sampler(threading.Thread):
 _GIVE_BACK_ABOVE = 64 * 1024 ** 2
 
 
+# A test whose child processes together pass this has them named, at their peak, in the JSON report.
+_NAME_CHILDREN_ABOVE = 512 * 1024 ** 2
+
 _SAMPLER: _Sampler | None = None
-# (own peak, children's peak, test id, worker, RSS at start, RSS after teardown)
-_PEAKS: list[tuple[int, int, str, str, int, int]] = []
+# (own peak, children's peak, test id, worker, RSS at start, RSS after teardown, children at their peak)
+_PEAKS: list[tuple[int, int, str, str, int, int, list]] = []
 _TIMES: dict[tuple[str, str], float] = {}  # (module, worker) -> seconds of setup, call and teardown
 _EXCEEDED: list[str] = []  # limits passed in xdist workers, as they reported them
 _SPANS: dict[tuple[str, str], list[float]] = {}  # (test id, worker) -> [start of setup, end of teardown]
@@ -163,7 +185,7 @@ def pytest_runtest_protocol(item, nextitem):
     s = _sampler()
     s.current = item.nodeid
     s.began = s.self_peak = _rss(s.pid)
-    s.child_peak = 0
+    s.child_peak, s.child_parts = 0, []
     yield
     s.current = ""
 
@@ -206,7 +228,8 @@ def pytest_runtest_makereport(item, call):
         _SAMPLER.self_peak = max(_SAMPLER.self_peak, _rss(_SAMPLER.pid))  # one more sample, without a 10 ms
         # sleep per test (13 s of a run's wall time)
         outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak,
-                                                            _SAMPLER.began, _SAMPLER.ended)))
+                                                            _SAMPLER.began, _SAMPLER.ended,
+                                                            _SAMPLER.child_parts)))
 
 
 def pytest_runtest_logreport(report) -> None:
@@ -220,7 +243,7 @@ def pytest_runtest_logreport(report) -> None:
         return
     for key, value in report.user_properties:
         if key == _KEY:
-            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2], value[3]))
+            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2], value[3], value[4]))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -272,15 +295,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line(f"whole run: {_SAMPLER.run_total_peak / _GIB:.2f} GiB at most, pytest and every process it started "
                   "together (sampled every 0.2 s)" + (f", during {' and '.join(during)}" if during else ""))
     tr.write_line("largest peaks: the process, its children, the test's own growth of the process:")
-    for own, kids, nodeid, worker, start, _ in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
+    for own, kids, nodeid, worker, start, *_ in sorted(_PEAKS, key=lambda p: -(p[0] + p[1]))[:10]:
         tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
                       + (f"  [{worker}]" if worker else ""))
     tr.write_line("largest growth of the process during one test:")
-    for own, kids, nodeid, worker, start, _ in sorted(_PEAKS, key=lambda p: p[4] - p[0])[:10]:
+    for own, kids, nodeid, worker, start, *_ in sorted(_PEAKS, key=lambda p: p[4] - p[0])[:10]:
         tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
                       + (f"  [{worker}]" if worker else ""))
     tr.write_line("largest growth kept after the test (what a worker accumulates; freed heap handed back):")
-    for _, _, nodeid, worker, start, end in sorted(_PEAKS, key=lambda p: p[4] - p[5])[:10]:
+    for _, _, nodeid, worker, start, end, _ in sorted(_PEAKS, key=lambda p: p[4] - p[5])[:10]:
         tr.write_line(f"{(end - start) / _GIB:+6.2f} GiB  {nodeid}" + (f"  [{worker}]" if worker else ""))
     if os.environ.get("PRUNELAB_TEST_REPORT_JSON"):
         _write_json(os.environ["PRUNELAB_TEST_REPORT_JSON"])
@@ -291,6 +314,8 @@ def _write_json(path: str) -> None:
     import json
 
     tests = [{"test": nodeid, "worker": worker, "span": _SPANS.get((nodeid, worker)), "peak": own,
-              "children": kids, "began": start, "ended": end} for own, kids, nodeid, worker, start, end in _PEAKS]
+              "children": kids, "began": start, "ended": end,
+              **({"children_at_peak": [{"command": c, "own": o, "shared": sh} for c, o, sh in parts]} if parts else {})}
+             for own, kids, nodeid, worker, start, end, parts in _PEAKS]
     with open(path, "w") as fh:
         json.dump({"tests": tests, "timeline": _SAMPLER.timeline}, fh)
