@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn as nn
 import pytest
 
 from engine.config import PruneConfig
@@ -224,3 +226,35 @@ def test_plans_sweep_target_latencies():
         parse_plan(head + '[sweep]\nmethods = ["l1"]\ntarget_latencies = [0]\n')
     with pytest.raises(UserError, match="runtime"):
         parse_plan(head + '[sweep]\nmethods = ["l1"]\ntarget_latencies = [3]\n[prune]\nruntime = "tflite"\n').configs()
+
+
+def test_latency_moves_cross_a_plateau_to_the_step_beyond_it():
+    """A layer whose time only falls at half its width (a kernel's step) is cut straight to that width when
+    that is the cheapest saving; one width at a time saw no saving on the plateau and never got there."""
+    from engine.latency_target import latency_moves
+    from engine.profile import Profile, WidthCurve
+
+    step = WidthCurve("a", (2, 4, 6, 8), (1.0, 1.0, 4.0, 4.0), (1.0,) * 4, (4.0,) * 4)  # 8 and 6 cost the same
+    slope = WidthCurve("b", (2, 4, 6, 8), (3.0, 3.2, 3.4, 3.6), (3.0,) * 4, (3.6,) * 4)  # little to gain
+    profile = Profile("torch", "cpu", 1, 1, (1, 8, 8), 8.0, 8.0, 8.0, (), 0.0, 0.0, {"a": step, "b": slope})
+    same = np.ones(8)
+    moves = latency_moves(profile, [("a", ("a",), 8, same), ("b", ("b",), 8, same)], max_layer_ratio=0.75)
+    assert moves[0] == ("a", 4)  # 3 ms for half the channels, before b's 0.2 ms for a quarter
+
+
+@pytest.mark.parametrize("channels, width", [(6, 2), (96, 40), (128, 17), (10, 1)])
+def test_the_widths_the_allocation_chose_are_the_widths_pruning_keeps(channels, width):
+    """torch-pruning keeps int(channels * (1 - ratio)): the ratio handed to it keeps the chosen width exactly
+    (the share rounded to 6 places kept one channel fewer for about half of all widths)."""
+    import torch_pruning as tp
+
+    from engine.latency_target import ratios_after
+    from engine.profile import Profile
+
+    profile = Profile("torch", "cpu", 1, 1, (1, 8, 8), 1.0, 1.0, 1.0, (), 0.0, 0.0, {})  # no curves: no snapping
+    ratio = ratios_after([("a", width)], 1, {"a": channels}, profile)["a"]
+    model = nn.Sequential(nn.Conv2d(1, channels, 3), nn.ReLU(), nn.Conv2d(channels, 2, 3))
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, 1, 8, 8), tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio_dict={model[0]: ratio}, ignored_layers=[model[2]])
+    pruner.step()
+    assert model[0].out_channels == width
