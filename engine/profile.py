@@ -32,7 +32,8 @@ from engine.timing import (_sync, _warm_up, architecture_signature, default_thre
                            iter_comparison_round, machine_load, median_interval, noise_note, relative_spread)
 from engine.runtimes import ONNXRUNTIME, TORCH, OrtModel, check_runtime, onnx_file, ort_session
 
-CACHE_VERSION = 3  # bump when the measurement changes, so older cached figures are not reused (3: noisy ones were cached)
+CACHE_VERSION = 4  # bump when the measurement changes, so older cached figures are not reused (3: noisy ones
+# were cached; 4: onnxruntime sessions no longer spin)
 WIDTH_POINTS = 8  # widths per curve: k/8 of the layer's output channels, k = 1..8
 
 

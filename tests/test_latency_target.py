@@ -258,3 +258,14 @@ def test_the_widths_the_allocation_chose_are_the_widths_pruning_keeps(channels, 
                                   pruning_ratio_dict={model[0]: ratio}, ignored_layers=[model[2]])
     pruner.step()
     assert model[0].out_channels == width
+
+
+def test_onnxruntime_sessions_timed_side_by_side_do_not_spin(tmp_path):
+    """Every session PruneLab times sleeps between runs: a spinning pool held the cores while the other
+    session of a pair ran, and the demo's paired ratio at batch 64 spread over 0.40-0.74."""
+    from engine.runtimes import ort_session
+
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(nn.Conv2d(1, 2, 3), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False)
+    options = ort_session(path, 1).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
