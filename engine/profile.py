@@ -4,8 +4,9 @@ layer the latency at a few output widths (a curve with the steps where a kernel 
 Measured on the runtime the model will run on (engine.runtimes), in rounds with order-statistic intervals
 (engine.timing), and cached per machine, runtime, device, threads, batch and input shape, so a second call
 costs nothing. Only a quiet machine's figures are cached: one profile taken beside other work (the demo's
-30 ms pass timed at 560 ms) steered every later latency allocation on that machine. The curves time each layer alone: the next layer's input shrinks too when a layer is pruned,
-which the curve leaves out (the latency target checks the whole model by measurement instead).
+30 ms pass timed at 560 ms) steered every later latency allocation on that machine. The curves time each
+layer alone: the next layer's input shrinks too when a layer is pruned, which the curve leaves out (the
+latency target checks the whole model by measurement instead).
 """
 from __future__ import annotations
 
