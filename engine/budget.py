@@ -126,12 +126,6 @@ def freeze_long_lived() -> None:
 def release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the system (glibc keeps them otherwise)."""
     gc.collect()
-    trim_heap()
-
-
-def trim_heap() -> None:
-    """Hand the C heap's freed pages back to the system, in every thread's arena (glibc keeps them otherwise:
-    a job's thread left its batches' and copies' memory behind in its own arena)."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Generator, Iterable
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from engine.budget import BudgetExceeded, guarded, trim_heap
+from engine.budget import BudgetExceeded, guarded
 from engine.errors import Cancelled, UserError, resource_error
 from engine.events import CancelToken, Progress
 
@@ -100,7 +100,6 @@ class Worker(QObject):
                 log.exception("%s failed", self.name)
                 self.failed.emit(Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), False, exc))
         finally:
-            trim_heap()  # here, in the job's thread, once its frames are gone: the window never waits for it
             self.stopped.emit()
 
     def _capture(self, result: list[Any]) -> Generator[Any, None, None]:

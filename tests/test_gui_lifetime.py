@@ -49,32 +49,3 @@ def test_a_load_frees_the_last_model_and_freezes_nothing(window, qtbot, fashion)
     load_tiny(qtbot, window, fashion)
     assert gone() is None, "the previous model outlived the next load"
     assert gc.get_freeze_count() <= frozen, "a load froze what it found (frozen objects only ever die)"
-
-
-def test_a_finished_job_hands_its_heap_back_from_its_own_thread(qtbot, monkeypatch):
-    """Each job ends by handing the C heap's freed pages back (glibc keeps a thread's arena otherwise: the
-    app under the real-window test held 0.15-0.2 GiB more), in the job's thread, after its work is done, so
-    the window never waits for it; failed jobs too."""
-    import threading
-
-    import gui.worker_thread as wt
-
-    seen: list[tuple[str, list]] = []
-    done: list[str] = []
-    monkeypatch.setattr(wt, "trim_heap", lambda: seen.append((threading.current_thread().name, list(done))))
-
-    def work(name, fail):
-        def run(token):
-            yield name
-            done.append(name)
-            if fail:
-                raise ValueError("broken on purpose")
-        return run
-
-    for name, fail in (("ok", False), ("bad", True)):
-        worker = wt.Worker(work(name, fail), name=name)
-        with qtbot.waitSignal(worker.stopped, timeout=10_000):
-            thread = wt.start_worker(worker)
-        thread.wait(10_000)
-    assert [s[1] for s in seen] == [["ok"], ["ok", "bad"]]  # after each job's work
-    assert threading.current_thread().name not in [s[0] for s in seen]  # never in the window's thread
