@@ -156,7 +156,7 @@ def latency_moves(profile, groups, max_layer_ratio: float) -> list[tuple[str, in
     """The order in which channels are taken, for the latency allocation: greedily, the move (down the
     measured widths of the group's root) that loses the least share of its group's importance per millisecond
     the curves say it saves. A move may cross several widths at once: a kernel's time falls in steps (the
-    demo's first stage costs the same at 17-32 channels and half at 16), and one width at a time saw no
+    demo's first stage costs the same at 20-32 channels and half at 16), and one width at a time saw no
     saving on a plateau, so the greedy never reached the step. Returns (group root, width after the move)."""
     state = {}
     for root, members, channels, scores in groups:
