@@ -18,6 +18,7 @@ import torch.nn as nn
 from engine.config import PruneConfig
 from engine.data import Shape
 from engine.events import CancelToken, Progress, relay
+from engine.preparation import ratio_keeping
 from engine.runtimes import ONNXRUNTIME, TORCH, ExportFailed, OrtModel, check_runtime, on_runtime, onnx_file, ort_session
 from engine.timing import default_threads, iter_paired_speedup
 
@@ -204,9 +205,7 @@ def ratios_after(moves: list[tuple[str, int]], count: int, channels: dict[str, i
         if curve is not None and w < channels[root]:
             w = min(channels[root], int(round(curve.snap(int(round(w * curve.widths[-1] / channels[root])))
                                               * channels[root] / curve.widths[-1])))
-        # a hair under the exact share: torch-pruning keeps int(channels * (1 - ratio)), and the share rounded
-        # (or even exact, in floating point) kept one channel fewer for about half of all widths (6 -> 1 of 2)
-        out[root] = (channels[root] - w) / channels[root] - 1e-9 if w < channels[root] else 0.0
+        out[root] = ratio_keeping(channels[root], w)
     return out
 
 

@@ -61,6 +61,13 @@ class Preparation:
 
 # ----------------------------------------------------------------------------- rounding
 
+def ratio_keeping(channels: int, kept: int) -> float:
+    """A ratio that makes torch-pruning keep exactly `kept` of `channels` (half a channel of margin against
+    floating-point rounding in its int(C·(1 − r)): the exact share kept one fewer for about half of all
+    widths)."""
+    return 0.0 if kept >= channels else round(1.0 - (kept + 0.5) / channels, 6)
+
+
 def kept_channels(keep: int, channels: int, unit: int, least: int = 0) -> int:
     """The channels a layer of `channels` keeps when the ratio asks for `keep`: the nearest allowed
     count (a multiple of `unit`, or the whole layer; half a unit rounds up, keeping more), never

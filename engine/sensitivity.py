@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.preparation import kept_channels
+from engine.preparation import kept_channels, ratio_keeping
 from engine.checks import check_walkable
 from engine.data import Dataset
 from engine.data.common import EVAL_SAMPLING
@@ -257,12 +257,6 @@ def _uniform_kept(channels: int, ratio: float, unit: int) -> int:
     return kept_channels(int(channels * (1.0 - ratio)), channels, unit)
 
 
-def _ratio_for(channels: int, kept: int) -> float:
-    """A ratio that makes torch-pruning keep exactly `kept` channels (half a channel of margin against
-    floating-point rounding in int(C·(1 − r)))."""
-    return 0.0 if kept >= channels else round(1.0 - (kept + 0.5) / channels, 6)
-
-
 GRID_LIMIT = 500_000  # configurations searched exhaustively; larger models fall back to the greedy search
 
 
@@ -405,7 +399,7 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     cache: dict[tuple, int] = {}
 
     def layers_of(k: dict) -> dict:
-        return {layer: _ratio_for(g.channels, k[g.name]) for g in groups for layer in g.layers}
+        return {layer: ratio_keeping(g.channels, k[g.name]) for g in groups for layer in g.layers}
 
     def macs_of(k: dict) -> int:
         key = tuple(k[g.name] for g in groups)
@@ -420,7 +414,7 @@ def propose_layer_ratios(result: SensitivityDone, target_ratio: float, bundle: M
     if found is not None:
         kept, max_moves = found, 0
     kept, macs = _greedy_search(groups, kept, floor, ceiling, units, cost, macs_of, uniform, max_moves)
-    group_ratios = {g.name: _ratio_for(g.channels, kept[g.name]) for g in groups}
+    group_ratios = {g.name: ratio_keeping(g.channels, kept[g.name]) for g in groups}
     estimated = sum(cost(g, kept[g.name]) for g in groups)
     return Proposal(layers_of(kept), group_ratios, int(macs), int(uniform), int(result.base_macs),
                     round(estimated, 3), target_ratio)

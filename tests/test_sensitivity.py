@@ -106,13 +106,14 @@ def test_sensitivity_cli_writes_json(tiny, tmp_path, capsys):
 
 def test_quadratic_macs_model_is_exact(tiny):
     """The grid search trusts a quadratic fitted to real counts; it must match real counts anywhere."""
-    from engine.sensitivity import _quadratic_macs, _ratio_for, _uniform_kept
+    from engine.preparation import ratio_keeping
+    from engine.sensitivity import _quadratic_macs, _uniform_kept
 
     groups = list(fake_scan(tiny).groups)
     k0 = {g.name: _uniform_kept(g.channels, 0.5, 1) for g in groups}
 
     def macs_of(k):
-        return pruned_macs(tiny, 0.5, {layer: _ratio_for(g.channels, k[g.name]) for g in groups
+        return pruned_macs(tiny, 0.5, {layer: ratio_keeping(g.channels, k[g.name]) for g in groups
                                        for layer in g.layers}, round_to=None)
 
     f0, a, c, b = _quadratic_macs(groups, k0, {g.name: 1 for g in groups}, macs_of)
