@@ -80,8 +80,8 @@ def _named(parts: list[tuple[int, int, int]]) -> list[tuple[str, int, int]]:
     return out
 
 
-def _children(pid: int) -> list[int]:
-    """Direct and indirect child processes of `pid`, from /proc (no psutil needed)."""
+def _children(pid: int) -> dict[int, int]:
+    """Direct and indirect child processes of `pid` with their parents, from /proc (no psutil needed)."""
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -92,12 +92,50 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         kids.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
+    out, todo = {}, [pid]
     while todo:
-        for child in kids.get(todo.pop(), []):
-            out.append(child)
+        parent = todo.pop()
+        for child in kids.get(parent, []):
+            out[child] = parent
             todo.append(child)
     return out
+
+
+def _identity(pid: int) -> tuple[int, bytes, int]:
+    """(pid, command line, start time) of a process; the command line is empty once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read()
+        with open(f"/proc/{pid}/stat") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return pid, b"", 0
+    return pid, command, started
+
+
+def _clones(tree: dict[int, int]) -> set[tuple[int, bytes, int]]:
+    """The children that still run their parent's command line: between fork and exec, or forked workers.
+
+    `subprocess` starts a program with vfork, and until the exec the child shares its parent's memory, so
+    /proc shows it holding all of the parent's pages: a worker that started xdotool at the wrong moment was
+    counted twice (0.58 GiB more in the real window's tree, one run in three)."""
+    parents = {parent: _identity(parent)[1] for parent in set(tree.values())}
+    found = set()
+    for child, parent in tree.items():
+        identity = _identity(child)
+        if identity[1] and identity[1] == parents[parent]:
+            found.add(identity)
+    return found
+
+
+def counted_children(tree: dict[int, int], seen_before: set) -> tuple[list[int], set]:
+    """The processes of `tree` whose memory counts, and the clones to remember for the next sample.
+
+    A clone counts from its second sample on (0.2 s later): a forked worker still runs and holds its memory,
+    while a child in the middle of starting a program has left its parent's command line by then."""
+    clones = _clones(tree)
+    transient = {pid for pid, _, _ in clones - seen_before}
+    return [pid for pid in tree if pid not in transient], clones
 
 
 class _Sampler(threading.Thread):
@@ -116,6 +154,7 @@ class _Sampler(threading.Thread):
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
         self.exceeded = ""
+        self.clones: set = set()  # the children seen running their parent's command line (counted_children)
 
     def run(self) -> None:
         tick = 0
@@ -124,7 +163,8 @@ class _Sampler(threading.Thread):
             self.self_peak = max(self.self_peak, own)
             self.run_self_peak = max(self.run_self_peak, own)
             if tick % 40 == 0:
-                kids, parts = _tree_memory(_children(self.pid))
+                counted, self.clones = counted_children(_children(self.pid), self.clones)
+                kids, parts = _tree_memory(counted)
                 self.timeline.append((time.time(), own + kids))
                 if kids > self.child_peak:
                     self.child_peak = kids
