@@ -1,5 +1,6 @@
 """Fine-tuning throughput: where the time of a distillation fine-tuning step goes, and today's pipeline
-(`TrainConfig(legacy_pipeline=True)`) against the fast one, measured interleaved in one process.
+(`TrainConfig(legacy_pipeline=True)`) against the fast one, measured interleaved in one process. The fast
+one computes in `--precision` (default auto, as `prune`: bfloat16 where the processor has it natively).
 
 Workloads: the ResNet demo on Fashion-MNIST, and an untrained torchvision:resnet18 on a folder of 2 000
 random 256×256 RGB JPEGs (made in a temporary folder, removed at the end) at 224×224. Each student is the
@@ -40,8 +41,8 @@ from engine.events import CancelToken, drain  # noqa: E402
 from engine.inputs import load_inputs  # noqa: E402
 from engine.pruners import make_pruner  # noqa: E402
 from engine.timing import fixed_threads  # noqa: E402
-from engine.training import (StepThreads, TrainConfig, _optimizer, distillation_loss,  # noqa: E402
-                             inference_teacher, quick_top1, teacher_logits, train)
+from engine.training import (StepThreads, TrainConfig, _optimizer, compute_dtype,  # noqa: E402
+                             distillation_loss, inference_teacher, quick_top1, teacher_logits, train)
 
 STAGES = ("decode", "resize", "augment", "teacher forward", "student forward", "student backward", "optimiser")
 
@@ -131,15 +132,15 @@ def _fast_batch(loader_iter, clock: Clock):
     return clock("augment", next, loader_iter)
 
 
-def profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
+def profile(w: dict, batches: int, fast: bool, cache=None, precision: str = "fp32") -> dict:
     """Seconds per stage over `batches` distillation steps, in this thread (no loader workers), on the
     threads each pipeline's `train` would use."""
     with fixed_threads(None):
         StepThreads(enabled=fast).update()
-        return _profile(w, batches, fast, cache)
+        return _profile(w, batches, fast, cache, precision)
 
 
-def _profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
+def _profile(w: dict, batches: int, fast: bool, cache=None, precision: str = "fp32") -> dict:
     cfg = TrainConfig(batch_size=w["batch"], lr=0.01, legacy_pipeline=not fast)
     student = copy.deepcopy(w["student"]).train()
     layout = torch.channels_last if fast else None
@@ -147,6 +148,7 @@ def _profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
         student.to(memory_format=layout)
     teacher = inference_teacher(w["teacher"], layout) if fast else w["teacher"]
     opt = _optimizer(student, cfg)
+    dtype = compute_dtype(precision, torch.device("cpu")) if fast else None
     clock = Clock()
     n = w["data"].split_size("train")
     gen = torch.Generator().manual_seed(0)
@@ -164,10 +166,11 @@ def _profile(w: dict, batches: int, fast: bool, cache=None) -> dict:
             x, y = _legacy_batch(w, list(zip(order, seeds)), clock)
         if layout is not None:
             x = clock("augment", lambda: x.contiguous(memory_format=layout))
-        soft = clock("teacher forward", teacher_logits, teacher, x, not fast)
+        soft = clock("teacher forward", teacher_logits, teacher, x, not fast, dtype)
 
         def forward():
-            out = student(x)
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                out = student(x).float()
             return 0.3 * F.cross_entropy(out, y) + 0.7 * distillation_loss(out, soft, 4.0)
 
         loss = clock("student forward", forward)
@@ -193,17 +196,18 @@ def cpu_seconds() -> float:
     return total
 
 
-def timed_run(w: dict, data, legacy: bool, batches: int, seed: int) -> tuple[float, float, torch.nn.Module]:
+def timed_run(w: dict, data, legacy: bool, batches: int, seed: int,
+              precision: str = "fp32") -> tuple[float, float, torch.nn.Module]:
     """Wall and CPU seconds of `train` over `batches` distillation batches, and the student it trained."""
     student = copy.deepcopy(w["student"])
     cfg = TrainConfig(epochs=1, batch_size=w["batch"], lr=0.01, schedule="cosine", max_batches=batches, seed=seed,
-                      validate=False, legacy_pipeline=legacy)
+                      validate=False, legacy_pipeline=legacy, precision=precision)
     t0, c0 = time.perf_counter(), cpu_seconds()
     drain(train(student, data, cfg, teacher=w["teacher"]))
     return time.perf_counter() - t0, cpu_seconds() - c0, student
 
 
-def interleaved(w: dict, rounds: int, batches: int, cache, top1_images: int = 500) -> dict:
+def interleaved(w: dict, rounds: int, batches: int, cache, top1_images: int = 500, precision: str = "fp32") -> dict:
     """images/s of both pipelines, alternating (a warm-up pair first, not counted)."""
     ips = {"legacy": [], "fast": []}
     per_cpu = {"legacy": [], "fast": []}
@@ -213,7 +217,7 @@ def interleaved(w: dict, rounds: int, batches: int, cache, top1_images: int = 50
         order = ("legacy", "fast") if r % 2 == 0 else ("fast", "legacy")
         for which in order:
             seconds, cpu, students[which] = timed_run(w, w["data"] if which == "legacy" else fast_data,
-                                                      which == "legacy", batches, seed=r)
+                                                      which == "legacy", batches, seed=r, precision=precision)
             if r:
                 ips[which].append(batches * w["batch"] / seconds)
                 per_cpu[which].append(batches * w["batch"] / cpu)
@@ -250,9 +254,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-profile", action="store_true", help="only the interleaved runs")
     ap.add_argument("--top1-images", type=int, default=500, help="validation images for the top-1 check (0: none)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                    help="the fast pipeline's fine-tuning precision (auto: as `prune` does by default)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary folder is removed
-    results = {"load_before": os.getloadavg(), "threads": torch.get_num_threads()}
+    results = {"load_before": os.getloadavg(), "threads": torch.get_num_threads(), "precision": args.precision,
+               "computes_in": str(compute_dtype(args.precision, torch.device("cpu")) or torch.float32)}
     tmp = Path(tempfile.mkdtemp(prefix="prunelab-finetune-bench-"))
     try:
         for name in args.workloads.split(","):
@@ -268,10 +275,10 @@ def main() -> None:
             legacy = fast = None
             if not args.no_profile:
                 legacy = profile(w, args.profile_batches, fast=False)
-                fast = profile(w, args.profile_batches, fast=True, cache=cache)
+                fast = profile(w, args.profile_batches, fast=True, cache=cache, precision=args.precision)
                 print_profile(name, legacy, fast)
             print(f"{name}: interleaved runs of {args.batches} batches of {w['batch']}", flush=True)
-            inter = interleaved(w, args.rounds, args.batches, cache, args.top1_images)
+            inter = interleaved(w, args.rounds, args.batches, cache, args.top1_images, args.precision)
             n = w["data"].split_size("train")
             epoch_fast = n / (n / inter["median"]["fast"] + cache_s)  # the cache built once, in a one-epoch run
             print(f"{name}: median images/s today {inter['median']['legacy']:.1f}, fast {inter['median']['fast']:.1f} "

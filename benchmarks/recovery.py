@@ -15,7 +15,8 @@ cosine with 10 % warm-up, one-cycle, distillation T=2/w=0.5 and T=8/w=0.9, label
 distillation, and group-regularised sparse training before the cut (torch-pruning's GroupNormPruner:
 1 epoch with `update_regularizer`/`regularize`, then the cut and 2 epochs of distillation); then
 variations around the 10 % warm-up: learning rate 0.02 and 0.005, T=2/w=0.5, label smoothing 0.1, and
-1 and 5 epochs; and one-cycle at 5 epochs.
+1 and 5 epochs; and one-cycle at 5 epochs; one-cycle with fine-tuning's forward passes in float32 and in
+bfloat16 (`--precision`), run back to back.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ RECIPES: dict[str, dict] = {
     "warmup-1ep": {"warmup": 0.1, "finetune_epochs": 1.0},
     "warmup-5ep": {"warmup": 0.1, "finetune_epochs": 5.0},
     "onecycle-5ep": {"finetune_schedule": "onecycle", "finetune_epochs": 5.0},
+    "onecycle-fp32": {"finetune_schedule": "onecycle", "training_precision": "fp32"},
+    "onecycle-bf16": {"finetune_schedule": "onecycle", "training_precision": "bf16"},
 }
 
 

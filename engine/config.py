@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.errors import UserError
 from engine.methods import Method, get_method
-from engine.training import OPTIMIZERS, SCHEDULES
+from engine.training import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 SCOPES = ("layer", "global")
 RUNTIMES = ("torch", "onnxruntime")  # what a latency is measured on (engine.runtimes)
@@ -176,6 +176,11 @@ class PruneConfig:
     label_smoothing: float = option(0.0, label="label smoothing", group=RECOVERY, low=0.0, high=1.0,
                                     high_open=True, rule="in [0, 1)", flag="--label-smoothing", metavar="S",
                                     help="share of each label spread over the other classes while fine-tuning")
+    training_precision: str = option(
+        "auto", label="fine-tuning precision", group=RECOVERY, choices=PRECISIONS, flag="--precision", metavar="NAME",
+        choice_labels=("auto (bfloat16 where native)", "bfloat16", "float32"),
+        help="arithmetic of fine-tuning's forward passes: auto is bfloat16 where the processor computes it natively "
+             "(CPUs with AVX-512 BF16 or AMX, recent GPUs), else float32; the weights stay float32")
     sparsity_reg: float = option(
         0.0, label="sparsity penalty", group=METHOD, flag="--sparsity-reg", low=0.0, rule="not negative",
         decimals=5, step=1e-4, metavar="L",
@@ -230,6 +235,10 @@ class PruneConfig:
         if self.warmup and self.finetune_schedule == "onecycle":
             raise UserError("the one-cycle schedule has its own warm-up (15 % of the steps): drop the warm-up "
                             "(--warmup) or choose --finetune-schedule cosine or constant")
+        if self.training_precision == "bf16" and self.recovers_by_training:
+            from engine.training import compute_dtype, resolve_device
+
+            compute_dtype(self.training_precision, resolve_device(self.device)[0])  # refuses emulated bfloat16
         return method
 
     @property

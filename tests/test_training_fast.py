@@ -10,6 +10,7 @@ import torch
 
 import engine.pruning as pruning
 from engine.config import PruneConfig
+from engine.errors import UserError
 from engine.events import drain
 from engine.models import ModelBundle
 from engine.training import TrainConfig, _lr_at, inference_teacher, train
@@ -86,3 +87,52 @@ def test_training_threads_are_the_cores_other_work_leaves_free(fashion, monkeypa
         torch.set_num_threads(before)
     # a busy machine: one thread (a second would wait at every barrier); quiet: both; legacy: torch's own
     assert seen == [1 if other_busy and not legacy else 2] * 2
+
+
+def test_precision_auto_is_bfloat16_only_where_the_processor_has_it(monkeypatch):
+    import engine.training as training
+
+    cpu = torch.device("cpu")
+    assert training.compute_dtype("fp32", cpu) is None
+    monkeypatch.setattr(training, "native_bfloat16", lambda device: True)
+    assert training.compute_dtype("auto", cpu) is torch.bfloat16
+    assert training.compute_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(training, "native_bfloat16", lambda device: False)
+    assert training.compute_dtype("auto", cpu) is None  # emulated bfloat16 is slower than float32
+    with pytest.raises(UserError, match="does not compute bfloat16 natively.*--precision auto or fp32"):
+        training.compute_dtype("bf16", cpu)
+    with pytest.raises(UserError, match="does not compute bfloat16"):  # refused before any work
+        PruneConfig(method="l2", pruning_ratio=0.3, finetune_epochs=1.0, training_precision="bf16").validate()
+    PruneConfig(method="l2", pruning_ratio=0.3, training_precision="bf16").validate()  # no fine-tuning: no matter
+
+
+def test_bfloat16_fine_tuning_computes_in_bfloat16_and_keeps_float32_weights(fashion):
+    data = fashion.adapted((1, 28, 28))
+    teacher = tiny_resnet().eval()
+    seen = {}
+    for precision in ("bf16", "fp32"):
+        student = copy.deepcopy(teacher)
+        dtypes = set()
+        hook = student.stem.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=1, batch_size=32, lr=0.01, max_batches=3, validate=False, precision=precision)
+        done = drain(train(student, data, cfg, teacher=teacher))
+        hook.remove()
+        seen[precision] = dtypes
+        assert all(v.dtype == torch.float32 for v in student.state_dict().values() if v.is_floating_point())
+        assert math.isfinite(done.history[-1].train_loss)
+        assert not any(torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters()))  # it learned
+    assert seen == {"bf16": {torch.bfloat16}, "fp32": {torch.float32}}
+
+
+def test_a_run_says_when_fine_tuning_computed_in_bfloat16(fashion, monkeypatch):
+    import engine.training as training
+
+    bundle = ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 28, 28), 10)
+    monkeypatch.setattr(training, "native_bfloat16", lambda device: True)
+    notes = {}
+    for precision in ("auto", "fp32"):
+        cfg = PruneConfig(method="l2", pruning_ratio=0.3, finetune_batches=2, eval_limit=50, measure_speed=False,
+                          training_precision=precision)
+        notes[precision] = drain(pruning.run_pruning(bundle, fashion, cfg)).notes
+    assert any("bfloat16" in n for n in notes["auto"]) and not any("bfloat16" in n for n in notes["fp32"])
