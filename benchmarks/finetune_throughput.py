@@ -148,7 +148,7 @@ def _profile(w: dict, batches: int, fast: bool, cache=None, precision: str = "fp
         student.to(memory_format=layout)
     teacher = inference_teacher(w["teacher"], layout) if fast else w["teacher"]
     opt = _optimizer(student, cfg)
-    dtype = compute_dtype(precision, torch.device("cpu")) if fast else None
+    dtype = compute_dtype(precision, torch.device("cpu"), student, w["data"].input_shape, w["batch"]) if fast else None
     clock = Clock()
     n = w["data"].split_size("train")
     gen = torch.Generator().manual_seed(0)
@@ -258,8 +258,7 @@ def main() -> None:
                     help="the fast pipeline's fine-tuning precision (auto: as `prune` does by default)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary folder is removed
-    results = {"load_before": os.getloadavg(), "threads": torch.get_num_threads(), "precision": args.precision,
-               "computes_in": str(compute_dtype(args.precision, torch.device("cpu")) or torch.float32)}
+    results = {"load_before": os.getloadavg(), "threads": torch.get_num_threads(), "precision": args.precision}
     tmp = Path(tempfile.mkdtemp(prefix="prunelab-finetune-bench-"))
     try:
         for name in args.workloads.split(","):
@@ -279,6 +278,9 @@ def main() -> None:
                 print_profile(name, legacy, fast)
             print(f"{name}: interleaved runs of {args.batches} batches of {w['batch']}", flush=True)
             inter = interleaved(w, args.rounds, args.batches, cache, args.top1_images, args.precision)
+            computes_in = compute_dtype(args.precision, torch.device("cpu"), w["student"], w["data"].input_shape,
+                                        w["batch"]) or torch.float32
+            print(f"{name}: the fast pipeline computed in {computes_in}", flush=True)
             n = w["data"].split_size("train")
             epoch_fast = n / (n / inter["median"]["fast"] + cache_s)  # the cache built once, in a one-epoch run
             print(f"{name}: median images/s today {inter['median']['legacy']:.1f}, fast {inter['median']['fast']:.1f} "
@@ -286,7 +288,7 @@ def main() -> None:
                   f"{epoch_fast / inter['median']['legacy']:.2f}; top-1 ({args.top1_images} val) {inter['top1_val500']}; "
                   f"largest weight difference {inter['max_weight_difference']:.2e}", flush=True)
             results[name] = {"profile": {"today": legacy, "fast": fast}, "cache_seconds": cache_s,
-                             "train_images": n, **inter, "one_epoch_speedup": epoch_fast / inter["median"]["legacy"]}
+                             "train_images": n, "computes_in": str(computes_in), **inter, "one_epoch_speedup": epoch_fast / inter["median"]["legacy"]}
             if cache is not None:
                 cache.close()
             w["data"].close()

@@ -16,7 +16,8 @@ distillation, and group-regularised sparse training before the cut (torch-prunin
 1 epoch with `update_regularizer`/`regularize`, then the cut and 2 epochs of distillation); then
 variations around the 10 % warm-up: learning rate 0.02 and 0.005, T=2/w=0.5, label smoothing 0.1, and
 1 and 5 epochs; and one-cycle at 5 epochs; one-cycle with fine-tuning's forward passes in float32 and in
-bfloat16 (`--precision`), run back to back.
+bfloat16 (`--precision`), run back to back; the quick and thorough presets in bfloat16; distillation alone
+(weight 1.0).
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ RECIPES: dict[str, dict] = {
     "onecycle-5ep": {"finetune_schedule": "onecycle", "finetune_epochs": 5.0},
     "onecycle-fp32": {"finetune_schedule": "onecycle", "training_precision": "fp32"},
     "onecycle-bf16": {"finetune_schedule": "onecycle", "training_precision": "bf16"},
+    "quick-1ep-onecycle-bf16": {"finetune_epochs": 1.0, "finetune_schedule": "onecycle", "training_precision": "bf16"},
+    "onecycle-5ep-bf16": {"finetune_schedule": "onecycle", "finetune_epochs": 5.0, "training_precision": "bf16"},
+    "onecycle-T4-w1.0": {"finetune_schedule": "onecycle", "distill_weight": 1.0},
 }
 
 

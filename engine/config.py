@@ -180,7 +180,8 @@ class PruneConfig:
         "auto", label="fine-tuning precision", group=RECOVERY, choices=PRECISIONS, flag="--precision", metavar="NAME",
         choice_labels=("auto (bfloat16 where native)", "bfloat16", "float32"),
         help="arithmetic of fine-tuning's forward passes: auto is bfloat16 where the processor computes it natively "
-             "(CPUs with AVX-512 BF16 or AMX, recent GPUs), else float32; the weights stay float32")
+             "(CPUs with AVX-512 BF16 or AMX, recent GPUs) and, on a CPU, the model has only dense convolutions and "
+             "enough work per batch to gain from it; else float32. The weights stay float32")
     sparsity_reg: float = option(
         0.0, label="sparsity penalty", group=METHOD, flag="--sparsity-reg", low=0.0, rule="not negative",
         decimals=5, step=1e-4, metavar="L",

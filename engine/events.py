@@ -54,6 +54,7 @@ class TrainDone:
     """Training finished; `history` lists the EpochDone events."""
 
     history: tuple = field(default_factory=tuple)
+    computed_in: str = "float32"  # what the forward passes computed in (training.compute_dtype)
 
 
 class CancelToken:

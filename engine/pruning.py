@@ -21,7 +21,7 @@ from engine.checks import check_run
 from engine.data import Dataset
 from engine.config import PruneConfig
 from engine.errors import UserError
-from engine.events import CancelToken, EpochDone, Phase, PhaseDone, Progress, StepGate, relay
+from engine.events import CancelToken, EpochDone, Phase, PhaseDone, Progress, StepGate, TrainDone, relay
 from engine.layers import LayerStat, histograms, layer_stats, weight_snapshot
 from engine.metrics import Metrics, count_macs, evaluate
 from engine.timing import architecture_signature, iter_paired_speedup, speedup_text
@@ -29,7 +29,7 @@ from engine.latency_target import check_latency_target, iter_onnxruntime_speedup
 from engine.deploy import original_identity, save_outputs
 from engine.models import ModelBundle
 from engine.pruners import check_manual_channels, make_pruner
-from engine.training import TrainConfig, compute_dtype, one_cache_per_run, quick_top1, resolve_device, seed_everything, train
+from engine.training import TrainConfig, one_cache_per_run, quick_top1, resolve_device, seed_everything, train
 
 class BrokenModel(RuntimeError):
     """Pruning produced a model that does not run or train: a failed run, with the reason."""
@@ -115,12 +115,17 @@ class Pruned:
     bundle: ModelBundle
 
 
+BFLOAT16_NOTE = ("fine-tuning computed in bfloat16, which this processor does natively (about twice as fast on "
+                 "the demo; the weights stay float32); --precision fp32 computes in float32 throughout")
+
+
 @dataclass(frozen=True)
 class RecoveryChecks:
     """The quick top-1 looks of one step's recovery (None: not measured)."""
 
     top1_after_prune: float | None = None
     top1_after_bn: float | None = None
+    computed_in: str | None = None  # what fine-tuning's forward passes computed in (None: no fine-tuning)
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -231,9 +236,6 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     dev, note = resolve_device(cfg.device)
     device = dev.type
     notes: list[str] = [note] if note else []
-    if cfg.recovers_by_training and compute_dtype(cfg.training_precision, dev) is not None:
-        notes.append("fine-tuning computed in bfloat16, which this processor does natively (about twice as fast; "
-                     "the weights stay float32); --precision fp32 computes in float32 throughout")
     start = time.perf_counter()
     seed_everything(cfg.seed)
     shape = bundle.input_shape or data.input_shape
@@ -291,6 +293,8 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
                         notes=tuple(pruner.step_notes))
         steps.append(done)
         notes.extend(pruner.step_notes)
+        if checks.computed_in == "bfloat16" and not any(n.startswith(BFLOAT16_NOTE[:30]) for n in notes):
+            notes.append(BFLOAT16_NOTE)
         yield done
         last = pruner.done or step == cfg.steps
         yield from phases.done(step, Phase.EVALUATE, current.top1, None if last else Phase.PRUNE)
@@ -363,7 +367,7 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
              phases: _Phases) -> Generator[Any, None, RecoveryChecks]:
     """BatchNorm re-estimation and/or fine-tuning after a step, each phase ending in a PhaseDone; returns the
     top-1 right after pruning and after the BatchNorm re-estimation."""
-    top1_pruned = top1_bn = None
+    top1_pruned = top1_bn = computed_in = None
     # The before/after-recovery check is a quick look on validation images, capped like evaluation.
     if cfg.bn_recalibrate or cfg.recovers_by_training:
         top1_pruned = phases.top1()
@@ -385,8 +389,10 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
                 yield Progress(Phase.FINETUNE, ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)
             elif isinstance(ev, EpochDone):
                 yield ev
+            elif isinstance(ev, TrainDone):
+                computed_in = ev.computed_in
         yield from phases.done(step, Phase.FINETUNE, None, Phase.EVALUATE)
-    return RecoveryChecks(top1_pruned, top1_bn)
+    return RecoveryChecks(top1_pruned, top1_bn, computed_in)
 
 
 def paired_sizes(cfg: PruneConfig) -> tuple[int, ...]:

@@ -88,22 +88,45 @@ def native_bfloat16(device: torch.device) -> bool:
                for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+# The least work per training batch (multiply-accumulates of the forward pass) for which bfloat16 pays on a
+# CPU: on this project's 2-core AMD EPYC (AVX-512 BF16) a training step of the ResNet demo took 0.68× float32's
+# time at batch 8 (0.3 G) and the pruned demos' 0.61-0.63× at batch 128 (1.0-1.2 G), while the tests' 0.65 M-MAC
+# model at batch 32 (0.02 G) took 0.97× and the suite's short runs were slower for the casts.
+BF16_MIN_MACS_PER_BATCH = 2e8
+
+
+def bfloat16_pays(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> bool:
+    """Whether bfloat16 should speed up training `model` on a CPU that has it: dense convolutions only
+    (MobileNetV2's depthwise ones made its step 1.56× slower than float32) and enough work per batch."""
+    from engine.metrics import count_macs
+
+    if any(isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 for m in model.modules()):
+        return False
+    return count_macs(model, tuple(input_shape)) * batch_size >= BF16_MIN_MACS_PER_BATCH
+
+
+def compute_dtype(precision: str, device: torch.device, model: nn.Module | None = None,
+                  input_shape: tuple[int, ...] | None = None, batch_size: int = 1) -> torch.dtype | None:
     """What fine-tuning's forward passes compute in under autocast; None: float32 throughout.
 
     bfloat16 keeps float32's range, so no loss scaling is needed, and the weights, gradients and optimiser
     stay float32: on this project's 2-core AMD EPYC (AVX-512 BF16) a pruned resnet18's training step at
-    224×224 and the teacher's forward pass took about half the time (benchmarks/finetune_throughput.py)."""
+    224×224 and the teacher's forward pass took about half the time (benchmarks/finetune_throughput.py).
+    `auto` takes it where the device has it natively and, on a CPU, where `model` (at `input_shape`, in
+    batches of `batch_size`) is one it pays for (bfloat16_pays)."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return None
-    if native_bfloat16(device):
-        return torch.bfloat16
-    if precision == "bf16":
-        raise UserError(f"this {'GPU' if device.type == 'cuda' else 'processor'} does not compute bfloat16 natively "
-                        "(torch would emulate it, slower than float32); use --precision auto or fp32")
-    return None
+    if not native_bfloat16(device):
+        if precision == "bf16":
+            raise UserError(f"this {'GPU' if device.type == 'cuda' else 'processor'} does not compute bfloat16 "
+                            "natively (torch would emulate it, slower than float32); use --precision auto or fp32")
+        return None
+    if precision == "auto" and device.type == "cpu" and model is not None and input_shape is not None \
+            and not bfloat16_pays(model, input_shape, batch_size):
+        return None
+    return torch.bfloat16
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -305,7 +328,7 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToke
         if not cfg.legacy_pipeline:
             teacher = inference_teacher(teacher, layout)
     opt = _optimizer(model, cfg)
-    dtype = None if cfg.legacy_pipeline else compute_dtype(cfg.precision, device)
+    dtype = None if cfg.legacy_pipeline else compute_dtype(cfg.precision, device, model, data.input_shape, batch_size)
     whole = int(math.ceil(cfg.epochs))
     total = max(1, int(round(cfg.epochs * batches)))
     eta = Eta(total)
@@ -339,4 +362,4 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, cancel: CancelToke
         history.append(done)
         yield done
     model.eval()
-    yield TrainDone(tuple(history))
+    yield TrainDone(tuple(history), "bfloat16" if dtype == torch.bfloat16 else "float32")

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 
 import engine.pruning as pruning
 from engine.config import PruneConfig
@@ -97,8 +98,14 @@ def test_precision_auto_is_bfloat16_only_where_the_processor_has_it(monkeypatch)
     monkeypatch.setattr(training, "native_bfloat16", lambda device: True)
     assert training.compute_dtype("auto", cpu) is torch.bfloat16
     assert training.compute_dtype("bf16", cpu) is torch.bfloat16
+    small, big = tiny_resnet(), torchvision.models.resnet18(num_classes=10)
+    assert training.compute_dtype("auto", cpu, big, (3, 64, 64), 64) is torch.bfloat16
+    assert training.compute_dtype("auto", cpu, small, (1, 28, 28), 32) is None  # too little work per batch
+    depthwise = torchvision.models.mobilenet_v2(num_classes=10)
+    assert training.compute_dtype("auto", cpu, depthwise, (3, 224, 224), 128) is None  # slower in bfloat16
+    assert training.compute_dtype("bf16", cpu, small, (1, 28, 28), 32) is torch.bfloat16  # asked for: given
     monkeypatch.setattr(training, "native_bfloat16", lambda device: False)
-    assert training.compute_dtype("auto", cpu) is None  # emulated bfloat16 is slower than float32
+    assert training.compute_dtype("auto", cpu, big, (3, 64, 64), 64) is None  # emulated: slower than float32
     with pytest.raises(UserError, match="does not compute bfloat16 natively.*--precision auto or fp32"):
         training.compute_dtype("bf16", cpu)
     with pytest.raises(UserError, match="does not compute bfloat16"):  # refused before any work
@@ -130,6 +137,7 @@ def test_a_run_says_when_fine_tuning_computed_in_bfloat16(fashion, monkeypatch):
 
     bundle = ModelBundle(tiny_resnet(), "tiny", "demo:resnet", (1, 28, 28), 10)
     monkeypatch.setattr(training, "native_bfloat16", lambda device: True)
+    monkeypatch.setattr(training, "BF16_MIN_MACS_PER_BATCH", 0)  # the tiny model counts as large enough
     notes = {}
     for precision in ("auto", "fp32"):
         cfg = PruneConfig(method="l2", pruning_ratio=0.3, finetune_batches=2, eval_limit=50, measure_speed=False,
