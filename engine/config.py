@@ -178,7 +178,7 @@ class PruneConfig:
                                     help="share of each label spread over the other classes while fine-tuning")
     training_precision: str = option(
         "auto", label="fine-tuning precision", group=RECOVERY, choices=PRECISIONS, flag="--precision", metavar="NAME",
-        choice_labels=("auto (bfloat16 where native)", "bfloat16", "float32"),
+        choice_labels=("auto (bfloat16 where it pays)", "bfloat16", "float32"),
         help="arithmetic of fine-tuning's forward passes: auto is bfloat16 where the processor computes it natively "
              "(CPUs with AVX-512 BF16 or AMX, recent GPUs) and, on a CPU, the model has only dense convolutions and "
              "enough work per batch to gain from it; else float32. The weights stay float32")

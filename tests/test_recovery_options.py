@@ -33,6 +33,7 @@ def test_the_recipe_flags_reach_the_config():
     (["--label-smoothing", "-0.1"], "--label-smoothing) must be in [0, 1)"),
     (["--warmup", "0.1", "--finetune-schedule", "onecycle"], "its own warm-up"),
     (["--recovery", "slow"], "--recovery must be one of quick, default, thorough"),
+    (["--precision", "half"], "--precision) must be one of auto, bf16, fp32"),
 ])
 def test_bad_recipe_values_exit_2_in_one_line_before_any_work(flags, words, capsys, monkeypatch):
     import cli.main
@@ -86,3 +87,25 @@ def test_the_recipe_combo_sets_the_recovery_rows_and_shows_custom_once_edited(qt
         assert combo.currentData() == name
     panel.finetune_spin.setValue(panel.finetune_spin.value() + 0.5)
     assert combo.currentData() is None  # edited: no longer the preset
+
+
+def test_the_precision_reaches_the_config_from_flags_plans_and_the_panel(qtbot):
+    from gui.method_panel import MethodPanel
+
+    assert cfg_of().training_precision == "auto" and cfg_of("--precision", "fp32").training_precision == "fp32"
+    plan = parse_plan(PLAN + '[[recovery]]\nname = "exact"\nfinetune_epochs = 1.0\ntraining_precision = "fp32"\n')
+    assert plan.recoveries[0].options["training_precision"] == "fp32"
+    with pytest.raises(UserError, match="must be one of auto, bf16, fp32"):
+        parse_plan(PLAN + '[[recovery]]\nfinetune_epochs = 1.0\ntraining_precision = "half"\n')
+    panel = MethodPanel()
+    qtbot.addWidget(panel)
+    panel.finetune_spin.setValue(0)
+    assert not panel.precision_combo.isEnabled()  # nothing to compute without fine-tuning
+    panel.finetune_spin.setValue(2)
+    assert panel.precision_combo.isEnabled() and panel.config().training_precision == "auto"
+    panel.precision_combo.setCurrentIndex(panel.precision_combo.findData("fp32"))
+    assert panel.config().training_precision == "fp32"
+    restored = MethodPanel()
+    qtbot.addWidget(restored)
+    restored.restore(panel.options())
+    assert restored.config().training_precision == "fp32"
