@@ -33,6 +33,7 @@ import pytest
 from engine.budget import release_freed_memory
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
 _GIB = 1024 ** 3
 
 
@@ -101,41 +102,36 @@ def _children(pid: int) -> dict[int, int]:
     return out
 
 
-def _identity(pid: int) -> tuple[int, bytes, int]:
-    """(pid, command line, start time) of a process; the command line is empty once it is gone."""
+def _command_and_age(pid: int) -> tuple[bytes, float]:
+    """A process's command line and seconds since it started; (b"", 0) once it is gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             command = fh.read()
         with open(f"/proc/{pid}/stat") as fh:
-            started = int(fh.read().rsplit(")", 1)[1].split()[19])
+            started = int(fh.read().rsplit(")", 1)[1].split()[19]) / _TICKS
+        with open("/proc/uptime") as fh:
+            now = float(fh.read().split()[0])
     except (OSError, ValueError, IndexError):
-        return pid, b"", 0
-    return pid, command, started
+        return b"", 0.0
+    return command, now - started
 
 
-def _clones(tree: dict[int, int]) -> set[tuple[int, bytes, int]]:
-    """The children that still run their parent's command line: between fork and exec, or forked workers.
-
-    `subprocess` starts a program with vfork, and until the exec the child shares its parent's memory, so
-    /proc shows it holding all of the parent's pages: a worker that started xdotool at the wrong moment was
-    counted twice (0.58 GiB more in the real window's tree, one run in three)."""
-    parents = {parent: _identity(parent)[1] for parent in set(tree.values())}
-    found = set()
-    for child, parent in tree.items():
-        identity = _identity(child)
-        if identity[1] and identity[1] == parents[parent]:
-            found.add(identity)
-    return found
+# A child running its parent's command line counts once it is this old. `subprocess` starts a program with
+# vfork, and until the exec the child shares its parent's memory, so /proc shows it holding all of the
+# parent's pages: a worker that started xdotool at the wrong moment was counted twice (0.58 GiB more in the
+# real window's tree, one run in three). That moment is short, but under load it once outlasted the 0.2 s
+# between samples; a forked worker lives on, and only its first seconds go uncounted (its pages are still
+# its parent's then anyway, shared until written).
+CLONE_GRACE_S = 2.0
 
 
-def counted_children(tree: dict[int, int], seen_before: set) -> tuple[list[int], set]:
-    """The processes of `tree` whose memory counts, and the clones to remember for the next sample.
-
-    A clone counts from its second sample on (0.2 s later): a forked worker still runs and holds its memory,
-    while a child in the middle of starting a program has left its parent's command line by then."""
-    clones = _clones(tree)
-    transient = {pid for pid, _, _ in clones - seen_before}
-    return [pid for pid in tree if pid not in transient], clones
+def counted_children(tree: dict[int, int]) -> list[int]:
+    """The processes of `tree` whose memory counts: all but the young ones still running their parent's
+    command line (between fork and exec)."""
+    commands = {pid: _command_and_age(pid) for pid in {*tree, *tree.values()}}
+    return [pid for pid, parent in tree.items()
+            if not (commands[pid][0] and commands[pid][0] == commands[parent][0]
+                    and commands[pid][1] < CLONE_GRACE_S)]
 
 
 class _Sampler(threading.Thread):
@@ -154,7 +150,6 @@ class _Sampler(threading.Thread):
         limit = os.environ.get("PRUNELAB_TEST_RSS_LIMIT_GB")
         self.limit = float(limit) * _GIB if limit else None
         self.exceeded = ""
-        self.clones: set = set()  # the children seen running their parent's command line (counted_children)
 
     def run(self) -> None:
         tick = 0
@@ -163,8 +158,7 @@ class _Sampler(threading.Thread):
             self.self_peak = max(self.self_peak, own)
             self.run_self_peak = max(self.run_self_peak, own)
             if tick % 40 == 0:
-                counted, self.clones = counted_children(_children(self.pid), self.clones)
-                kids, parts = _tree_memory(counted)
+                kids, parts = _tree_memory(counted_children(_children(self.pid)))
                 self.timeline.append((time.time(), own + kids))
                 if kids > self.child_peak:
                     self.child_peak = kids
