@@ -130,7 +130,8 @@ def _temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{HOST}.{os.getpid()}{TEMP_TAG}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -148,7 +149,7 @@ def remove_stale_temps(folder: Path) -> None:
         return
     for entry in entries:
         host, pid_text = entry.name[: -len(TEMP_TAG)].rsplit(".", 2)[-2:] if entry.name.count(".") >= 3 else ("", "")
-        if host == HOST and pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+        if host == HOST and pid_text.isdigit() and int(pid_text) != os.getpid() and not pid_alive(int(pid_text)):
             _remove(entry)
 
 

@@ -26,7 +26,7 @@ from engine.errors import UserError
 from engine.events import Progress
 from engine.methods import get_method
 from engine.models import ModelBundle
-from engine.outputs import HOST, _pid_alive
+from engine.outputs import HOST, pid_alive
 from engine.sources import ModelSource
 from engine.units import fmt_count
 from gui import dialogs, theme
@@ -72,7 +72,7 @@ def remove_stale_work_dirs(root: Path) -> None:
     for entry in root.glob(f"{WORK_PREFIX}*"):
         parts = entry.name[len(WORK_PREFIX):].split(".")
         if len(parts) == 3 and parts[0] == HOST and parts[1].isdigit() and int(parts[1]) != os.getpid() \
-                and not _pid_alive(int(parts[1])) and entry.is_dir() and not entry.is_symlink():
+                and not pid_alive(int(parts[1])) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -306,3 +307,20 @@ def test_progress_travels_as_builtins_only():
         wired = event.wire()
         assert builtins_only(wired), wired
         assert RemoteEvent.from_wire(wired) == event
+
+
+def test_a_killed_workers_run_folder_is_removed_by_the_next_run_on_its_node(tmp_path, monkeypatch):
+    """A worker killed mid-run never leaves its `with` block; the next run on the node removes its folder,
+    and no folder PruneLab did not make, nor a live worker's."""
+    from engine.experiments import executors
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"prunelab-ray-{gone.pid}-abc"
+    live = tmp_path / f"prunelab-ray-{os.getppid()}-def"
+    foreign = [tmp_path / "prunelab-ray-notapid-x", tmp_path / f"other-{gone.pid}-x"]
+    for folder in (dead, live, *foreign):
+        folder.mkdir()
+    executors.remove_orphaned_run_folders()
+    assert not dead.exists() and live.exists() and all(f.exists() for f in foreign)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from engine.budget import BudgetError, guarded, parse_limit
 from engine.config import PruneConfig
 from engine.errors import Cancelled, UserError, first_line, resource_error
 from engine.events import CancelToken, Progress
+from engine.outputs import pid_alive
 from engine.experiments.plans import Plan, Recovery
 from engine.experiments.store import RunKind, RunResult
 from engine.pruning import RunDone
@@ -289,6 +291,19 @@ def _worker_data(plan: Plan, bundle):
     return _WORKER_DATA[key]
 
 
+RUN_FOLDER_PREFIX = "prunelab-ray-"  # + the worker's process id + "-": a run's model files on a Ray worker
+
+
+def remove_orphaned_run_folders() -> None:
+    """Remove the run folders of Ray workers on this node that died mid-run: a killed worker (cancelled, out
+    of memory, its node stopped) never leaves its `with` block, and each left an empty folder in /tmp."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{RUN_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(RUN_FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and folder.is_dir() \
+                and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None, threads: int = 0) -> RemoteReply:
     """One run on a Ray worker: RemoteEvents go to `queue`, the result (and model files, as bytes) back to
     the driver, which stores it. A UserError comes back REFUSED with its line, so the driver can say it plainly."""
@@ -301,7 +316,8 @@ def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None,
     try:
         data = _worker_data(plan, bundle)
         last = 0.0
-        with tempfile.TemporaryDirectory(prefix="prunelab-ray-") as tmp:
+        remove_orphaned_run_folders()
+        with tempfile.TemporaryDirectory(prefix=f"{RUN_FOLDER_PREFIX}{os.getpid()}-") as tmp:
             out_dir = Path(tmp) / job.key if plan.save_models else None
             runner = _run_one(bundle, data, job, plan, baseline, out_dir, limit or parse_limit(None), CancelToken(),
                               "ray")
