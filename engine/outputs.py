@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -151,6 +152,23 @@ def remove_stale_temps(folder: Path) -> None:
         host, pid_text = entry.name[: -len(TEMP_TAG)].rsplit(".", 2)[-2:] if entry.name.count(".") >= 3 else ("", "")
         if host == HOST and pid_text.isdigit() and int(pid_text) != os.getpid() and not pid_alive(int(pid_text)):
             _remove(entry)
+
+
+def remove_stale_dirs(root: Path, prefix: str) -> None:
+    """Remove the folders `prefix`HOST.PID.* in `root` whose process is gone on this host (killed or crashed:
+    its cleanup never ran); another live process's folder, and one named otherwise, stay."""
+    for entry in root.glob(f"{prefix}*"):
+        parts = entry.name[len(prefix):].split(".")
+        if len(parts) == 3 and parts[0] == HOST and parts[1].isdigit() and int(parts[1]) != os.getpid() \
+                and not pid_alive(int(parts[1])) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def process_temp_dir(prefix: str) -> Path:
+    """A new temporary folder of this process's own (`prefix`HOST.PID.random), after removing those of
+    processes that are gone."""
+    remove_stale_dirs(Path(tempfile.gettempdir()), prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{HOST}.{os.getpid()}."))
 
 
 def _remove(path: Path) -> None:

@@ -12,7 +12,6 @@ import gc
 import logging
 import os
 import shutil
-import tempfile
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from engine.errors import UserError
 from engine.events import Progress
 from engine.methods import get_method
 from engine.models import ModelBundle
-from engine.outputs import HOST, pid_alive
+from engine.outputs import process_temp_dir
 from engine.sources import ModelSource
 from engine.units import fmt_count
 from gui import dialogs, theme
@@ -62,18 +61,7 @@ ASK_BEFORE_CLOSING = {"run": "A pruning run", "plan": "An experiment plan", "sen
 
 def make_work_dir() -> Path:
     """A temporary folder of this process's own, after removing those of windows whose process is gone."""
-    remove_stale_work_dirs(Path(tempfile.gettempdir()))
-    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{HOST}.{os.getpid()}."))
-
-
-def remove_stale_work_dirs(root: Path) -> None:
-    """Remove the work folders a crashed or killed window left in `root` (its process is gone, on this host),
-    as engine.outputs does for a writer's temporaries; another live window's folder stays."""
-    for entry in root.glob(f"{WORK_PREFIX}*"):
-        parts = entry.name[len(WORK_PREFIX):].split(".")
-        if len(parts) == 3 and parts[0] == HOST and parts[1].isdigit() and int(parts[1]) != os.getpid() \
-                and not pid_alive(int(parts[1])) and entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+    return process_temp_dir(WORK_PREFIX)
 
 
 class MainWindow(QMainWindow):

@@ -102,18 +102,16 @@ def _children(pid: int) -> dict[int, int]:
     return out
 
 
-def _command_and_age(pid: int) -> tuple[bytes, float]:
-    """A process's command line and seconds since it started; (b"", 0) once it is gone."""
+def _command_and_start(pid: int) -> tuple[bytes, float]:
+    """A process's command line and start (seconds after boot); (b"", 0) once it is gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             command = fh.read()
         with open(f"/proc/{pid}/stat") as fh:
             started = int(fh.read().rsplit(")", 1)[1].split()[19]) / _TICKS
-        with open("/proc/uptime") as fh:
-            now = float(fh.read().split()[0])
     except (OSError, ValueError, IndexError):
         return b"", 0.0
-    return command, now - started
+    return command, started
 
 
 # A child running its parent's command line counts once it is this old. `subprocess` starts a program with
@@ -128,10 +126,12 @@ CLONE_GRACE_S = 2.0
 def counted_children(tree: dict[int, int]) -> list[int]:
     """The processes of `tree` whose memory counts: all but the young ones still running their parent's
     command line (between fork and exec)."""
-    commands = {pid: _command_and_age(pid) for pid in {*tree, *tree.values()}}
+    with open("/proc/uptime") as fh:
+        now = float(fh.read().split()[0])
+    commands = {pid: _command_and_start(pid) for pid in {*tree, *tree.values()}}
     return [pid for pid, parent in tree.items()
             if not (commands[pid][0] and commands[pid][0] == commands[parent][0]
-                    and commands[pid][1] < CLONE_GRACE_S)]
+                    and now - commands[pid][1] < CLONE_GRACE_S)]
 
 
 class _Sampler(threading.Thread):

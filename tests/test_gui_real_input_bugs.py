@@ -166,8 +166,8 @@ def test_stale_work_folders_of_dead_windows_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from engine.outputs import HOST
-    from gui.main_window import WORK_PREFIX, remove_stale_work_dirs
+    from engine.outputs import HOST, remove_stale_dirs
+    from gui.main_window import WORK_PREFIX
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -179,7 +179,7 @@ def test_stale_work_folders_of_dead_windows_are_removed(tmp_path):
     for folder in (stale, alive, mine, elsewhere, old_style):
         folder.mkdir()
         (folder / "run1.onnx").write_bytes(b"graph")
-    remove_stale_work_dirs(tmp_path)
+    remove_stale_dirs(tmp_path, WORK_PREFIX)
     assert not stale.exists()
     assert alive.exists() and mine.exists() and elsewhere.exists() and old_style.exists()
 

@@ -310,17 +310,19 @@ def test_progress_travels_as_builtins_only():
 
 
 def test_a_killed_workers_run_folder_is_removed_by_the_next_run_on_its_node(tmp_path, monkeypatch):
-    """A worker killed mid-run never leaves its `with` block; the next run on the node removes its folder,
-    and no folder PruneLab did not make, nor a live worker's."""
-    from engine.experiments import executors
+    """A worker killed mid-run never removes its folder; the next run on the node removes it, and no folder
+    PruneLab did not make, nor a live worker's."""
+    from engine.experiments.executors import RUN_FOLDER_PREFIX
+    from engine.outputs import HOST, process_temp_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead = tmp_path / f"prunelab-ray-{gone.pid}-abc"
-    live = tmp_path / f"prunelab-ray-{os.getppid()}-def"
-    foreign = [tmp_path / "prunelab-ray-notapid-x", tmp_path / f"other-{gone.pid}-x"]
+    dead = tmp_path / f"{RUN_FOLDER_PREFIX}{HOST}.{gone.pid}.abc"
+    live = tmp_path / f"{RUN_FOLDER_PREFIX}{HOST}.{os.getppid()}.def"
+    foreign = [tmp_path / f"{RUN_FOLDER_PREFIX}notapid-x", tmp_path / f"other-{HOST}.{gone.pid}.x"]
     for folder in (dead, live, *foreign):
         folder.mkdir()
-    executors.remove_orphaned_run_folders()
+    mine = process_temp_dir(RUN_FOLDER_PREFIX)
     assert not dead.exists() and live.exists() and all(f.exists() for f in foreign)
+    assert mine.parent == tmp_path and mine.name.startswith(f"{RUN_FOLDER_PREFIX}{HOST}.{os.getpid()}.")

@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from engine.budget import BudgetError, guarded, parse_limit
 from engine.config import PruneConfig
 from engine.errors import Cancelled, UserError, first_line, resource_error
 from engine.events import CancelToken, Progress
-from engine.outputs import pid_alive
+from engine.outputs import process_temp_dir
 from engine.experiments.plans import Plan, Recovery
 from engine.experiments.store import RunKind, RunResult
 from engine.pruning import RunDone
@@ -291,17 +290,7 @@ def _worker_data(plan: Plan, bundle):
     return _WORKER_DATA[key]
 
 
-RUN_FOLDER_PREFIX = "prunelab-ray-"  # + the worker's process id + "-": a run's model files on a Ray worker
-
-
-def remove_orphaned_run_folders() -> None:
-    """Remove the run folders of Ray workers on this node that died mid-run: a killed worker (cancelled, out
-    of memory, its node stopped) never leaves its `with` block, and each left an empty folder in /tmp."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{RUN_FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(RUN_FOLDER_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and folder.is_dir() \
-                and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)
+RUN_FOLDER_PREFIX = "prunelab-ray-"  # + host.pid.random: a run's model files on a Ray worker
 
 
 def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None, threads: int = 0) -> RemoteReply:
@@ -316,9 +305,11 @@ def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None,
     try:
         data = _worker_data(plan, bundle)
         last = 0.0
-        remove_orphaned_run_folders()
-        with tempfile.TemporaryDirectory(prefix=f"{RUN_FOLDER_PREFIX}{os.getpid()}-") as tmp:
-            out_dir = Path(tmp) / job.key if plan.save_models else None
+        # a worker killed mid-run (cancelled, out of memory) never removes its folder: the next run on the
+        # node removes those of workers that are gone
+        tmp = process_temp_dir(RUN_FOLDER_PREFIX)
+        try:
+            out_dir = tmp / job.key if plan.save_models else None
             runner = _run_one(bundle, data, job, plan, baseline, out_dir, limit or parse_limit(None), CancelToken(),
                               "ray")
             while True:
@@ -336,6 +327,8 @@ def remote_run(bundle, plan: Plan, job: Job, baseline, queue, limit: int | None,
             files = {name: (Path(p).relative_to(out_dir).as_posix(), Path(p).read_bytes())
                      for name, p in got.files.items() if out_dir is not None and Path(p).is_file()}
             return RemoteReply(RunStatus.DONE, got, files)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     except UserError as exc:
         return RemoteReply(RunStatus.REFUSED, reason=str(exc))
 
