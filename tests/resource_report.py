@@ -17,7 +17,9 @@ is its peak less what the process held when it began (a worker keeps what earlie
 caches, the session's data), so a test that grows is told from a worker that has grown.
 
 Each module's time (its tests' setup, call and teardown, summed) and each worker's busy time are printed
-too: the worker with the most is the run's critical path.
+too: the worker with the most is the run's critical path. So is the CPU time each test used, in its process
+and in the child processes it waited for (a Ray cluster's counts when its fixture ends): on 2 busy cores the
+run's time is the CPU it needs, and a CPU figure moves less than a wall-clock one when the machine is slower.
 """
 from __future__ import annotations
 
@@ -187,7 +189,7 @@ _NAME_CHILDREN_ABOVE = 512 * 1024 ** 2
 
 _SAMPLER: _Sampler | None = None
 # (own peak, children's peak, test id, worker, RSS at start, RSS after teardown, children at their peak)
-_PEAKS: list[tuple[int, int, str, str, int, int, list]] = []
+_PEAKS: list[tuple[int, int, str, str, int, int, list, float, float]] = []  # ..., CPU s: own, children
 _TIMES: dict[tuple[str, str], float] = {}  # (module, worker) -> seconds of setup, call and teardown
 _EXCEEDED: list[str] = []  # limits passed in xdist workers, as they reported them
 _SPANS: dict[tuple[str, str], list[float]] = {}  # (test id, worker) -> [start of setup, end of teardown]
@@ -220,6 +222,7 @@ def pytest_runtest_protocol(item, nextitem):
     s.current = item.nodeid
     s.began = s.self_peak = _rss(s.pid)
     s.child_peak, s.child_parts = 0, []
+    s.cpu_began = os.times()
     yield
     s.current = ""
 
@@ -261,9 +264,12 @@ def pytest_runtest_makereport(item, call):
     if call.when == "teardown" and _SAMPLER is not None:
         _SAMPLER.self_peak = max(_SAMPLER.self_peak, _rss(_SAMPLER.pid))  # one more sample, without a 10 ms
         # sleep per test (13 s of a run's wall time)
+        now, began = os.times(), _SAMPLER.cpu_began
+        own = now.user + now.system - began.user - began.system
+        kids = now.children_user + now.children_system - began.children_user - began.children_system
         outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak,
                                                             _SAMPLER.began, _SAMPLER.ended,
-                                                            _SAMPLER.child_parts)))
+                                                            _SAMPLER.child_parts, own, kids)))
 
 
 def pytest_runtest_logreport(report) -> None:
@@ -277,7 +283,8 @@ def pytest_runtest_logreport(report) -> None:
         return
     for key, value in report.user_properties:
         if key == _KEY:
-            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2], value[3], value[4]))
+            _PEAKS.append((value[0], value[1], report.nodeid, worker, value[2], value[3], value[4], value[5],
+                           value[6]))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -337,10 +344,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"{own / _GIB:6.2f} GiB {kids / _GIB:6.2f} GiB {(own - start) / _GIB:+6.2f} GiB  {nodeid}"
                       + (f"  [{worker}]" if worker else ""))
     tr.write_line("largest growth kept after the test (what a worker accumulates; freed heap handed back):")
-    for _, _, nodeid, worker, start, end, _ in sorted(_PEAKS, key=lambda p: p[4] - p[5])[:10]:
+    for _, _, nodeid, worker, start, end, *_ in sorted(_PEAKS, key=lambda p: p[4] - p[5])[:10]:
         tr.write_line(f"{(end - start) / _GIB:+6.2f} GiB  {nodeid}" + (f"  [{worker}]" if worker else ""))
+    _cpu_summary(tr)
     if os.environ.get("PRUNELAB_TEST_REPORT_JSON"):
         _write_json(os.environ["PRUNELAB_TEST_REPORT_JSON"])
+
+
+def _cpu_summary(tr) -> None:
+    """The CPU the tests used, in their processes and their children, and the ten tests that used most."""
+    tr.section("CPU time (user and system) per test: in the test's process, in the child processes it waited for")
+    own, kids = sum(p[7] for p in _PEAKS), sum(p[8] for p in _PEAKS)
+    tr.write_line(f"all tests: {own + kids:.0f} s = {own:.0f} s in the pytest processes + {kids:.0f} s in their "
+                  "children")
+    for _, _, nodeid, worker, _, _, _, cpu, kids_cpu in sorted(_PEAKS, key=lambda p: -(p[7] + p[8]))[:10]:
+        tr.write_line(f"{cpu + kids_cpu:6.1f} s = {cpu:5.1f} + {kids_cpu:5.1f} s  {nodeid}"
+                      + (f"  [{worker}]" if worker else ""))
 
 
 def _write_json(path: str) -> None:
@@ -348,8 +367,9 @@ def _write_json(path: str) -> None:
     import json
 
     tests = [{"test": nodeid, "worker": worker, "span": _SPANS.get((nodeid, worker)), "peak": own,
-              "children": kids, "began": start, "ended": end,
+              "children": kids, "began": start, "ended": end, "cpu_s": round(cpu, 3),
+              "children_cpu_s": round(kids_cpu, 3),
               **({"children_at_peak": [{"command": c, "own": o, "shared": sh} for c, o, sh in parts]} if parts else {})}
-             for own, kids, nodeid, worker, start, end, parts in _PEAKS]
+             for own, kids, nodeid, worker, start, end, parts, cpu, kids_cpu in _PEAKS]
     with open(path, "w") as fh:
         json.dump({"tests": tests, "timeline": _SAMPLER.timeline}, fh)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -69,7 +70,8 @@ def _cannot_start(why: str):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """`ray start --head --block` on 127.0.0.1 with 2 CPUs; its process group is ended after the module."""
+    """`ray start --head --block` on 127.0.0.1 with 2 CPUs; its process group is ended after the module, and
+    its session folder (sockets, logs) removed: in /tmp/ray one stayed behind per run."""
     try:
         import ray  # noqa: F401
     except ImportError as exc:
@@ -77,11 +79,13 @@ def cluster(tmp_path_factory):
     port = _free_port()
     ray_bin = Path(sys.executable).parent / "ray"
     log = tmp_path_factory.mktemp("ray") / "head.log"
+    # a short path: the session's sockets live below it, and a socket's path may not exceed 107 bytes
+    temp = Path(tempfile.mkdtemp(prefix="plt-ray-"))
     with open(log, "wb") as out:
         head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0",
                                  f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                                 "--disable-usage-stats"], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=tmp_path_factory.getbasetemp())
+                                 "--disable-usage-stats", f"--temp-dir={temp}"], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path_factory.getbasetemp())
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     ready = False
@@ -91,15 +95,23 @@ def cluster(tmp_path_factory):
             break
         time.sleep(0.3)
     if not ready:
-        os.killpg(head.pid, signal.SIGTERM) if head.poll() is None else None
+        _stop(head, temp)
         _cannot_start(log.read_text(errors="replace")[-2000:])
     yield address
-    os.killpg(head.pid, signal.SIGTERM)  # the head, its daemons and workers: the group `ray start` leads
-    try:
-        head.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
+    _stop(head, temp)
+
+
+def _stop(head: subprocess.Popen, temp: Path) -> None:
+    """The head, its daemons and workers: the group `ray start` leads. SIGINT, since on SIGTERM the node drains
+    for up to 30 s (this fixture's teardown waited 5 s, then killed)."""
+    if head.poll() is None:
+        os.killpg(head.pid, signal.SIGINT)
+        try:
+            head.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"the real-window test nee
 
 SCREEN = (1280, 720)
 MAX_STALL_MS = 250
+# xdotool waits 100 ms after each click by default: 0.6 s a wheel, 24 of the test's 52 s, spent asleep
+CLICK = ("--delay", 15)
 FREEZE = os.environ.get("PRUNELAB_TEST_FREEZE", "")  # "busy 1" or "sleep 1": a freeze the test must catch
 # what a short prune needs: one step, 500 test images, no latency timing, no recovery
 QUICK = {"method": "l2", "mode": "ratio", "ratio": 30, "eval": 500,
@@ -182,7 +184,7 @@ class Window:
 
     def click(self, rect: list[int]) -> None:
         x, y, w, h = rect
-        self.xdo("mousemove", "--sync", x + w // 2, y + h // 2, "click", 1)
+        self.xdo("mousemove", "--sync", x + w // 2, y + h // 2, "click", *CLICK, 1)
 
     def sweep(self, rect: list[int], points: int = 7) -> None:
         """The mouse across `rect`: along the middle line, then the diagonal, a few hundredths of a second apart."""
@@ -198,7 +200,8 @@ class Window:
 
     def wheel(self, rect: list[int], turns: int = 3) -> None:
         x, y, w, h = rect
-        self.xdo("mousemove", x + w // 2, y + h // 2, *(["click", 5] * turns), *(["click", 4] * turns))
+        self.xdo("mousemove", x + w // 2, y + h // 2, "click", "--repeat", turns, *CLICK, 5,
+                 "click", "--repeat", turns, *CLICK, 4)
 
     def screenshot(self, name: str) -> None:
         """The screen as it is now (a copy of Xvfb's screen file), made a PNG in the background."""
@@ -272,7 +275,7 @@ def start_two_run_plan(win: Window) -> float:
             False if box["text"].lower() in UNTICKED else box["checked"]
         if box["checked"] != wanted:  # on the box itself: a check box ignores clicks right of its words
             x, y, _w, h = box["rect"]
-            win.xdo("mousemove", "--sync", x + 8, y + h // 2, "click", 1)
+            win.xdo("mousemove", "--sync", x + 8, y + h // 2, "click", *CLICK, 1)
     for name, text in (("plan_ratios", "0.3"), ("plan_finetune_batches", "0"), ("plan_eval_images", "100")):
         win.click(found["fields"][name]["rect"])
         win.xdo("key", "ctrl+a", "type", text)
