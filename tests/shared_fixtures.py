@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import gzip
 import multiprocessing.forkserver
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -26,6 +27,10 @@ TINY_WIDTHS = (4, 8, 16)
 # One intra-op thread: on a small shared machine, OpenMP threads competing with another busy process
 # spin and make each tiny forward pass hundreds of times slower; one thread keeps the suite fast and steady.
 torch.set_num_threads(1)
+# and the same in every process a test starts (the CLI's, the window's, a Ray cluster's, the self-test's): the
+# suite's other worker keeps the second core busy, and the self-test beside one busy loop used 20.8 s of CPU
+# with two threads, 16.8 s with one. A test of thread counts passes its own.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 # The suite checks what a timing measures, not how precisely: shorter floors (engine.timing) spare about 3 s
 # of each pruning run that measures speed. Tests of the floors themselves pass their own values.
