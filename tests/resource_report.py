@@ -266,7 +266,7 @@ def pytest_runtest_makereport(item, call):
         # sleep per test (13 s of a run's wall time)
         now, began = os.times(), _SAMPLER.cpu_began
         own = now.user + now.system - began.user - began.system
-        kids = now.children_user + now.children_system - began.children_user - began.children_system
+        kids = max(0.0, now.children_user + now.children_system - began.children_user - began.children_system)
         outcome.get_result().user_properties.append((_KEY, (_SAMPLER.self_peak, _SAMPLER.child_peak,
                                                             _SAMPLER.began, _SAMPLER.ended,
                                                             _SAMPLER.child_parts, own, kids)))

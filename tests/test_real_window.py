@@ -95,7 +95,8 @@ class Window:
             time.sleep(0.05)
         self._spawn(["openbox", "--sm-disable"], "openbox")
         _settings(self.folder / "settings", options)
-        app_env = {k: v for k, v in self.env.items() if not k.startswith(("QT_", "PRUNELAB_"))}
+        # as a user starts it: not with the suite's one OpenMP thread (tests/shared_fixtures.py)
+        app_env = {k: v for k, v in self.env.items() if not k.startswith(("QT_", "PRUNELAB_", "OMP_"))}
         app_env.update(QT_QPA_PLATFORM="xcb", QTWEBENGINE_DISABLE_SANDBOX="1", TMPDIR=str(self.folder),
                        PRUNELAB_SETTINGS_DIR=str(self.folder / "settings"), PRUNELAB_LOG_DIR=str(self.folder / "logs"),
                        PRUNELAB_DATA_DIR=str(self.folder / "data"),
