@@ -410,7 +410,8 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
     differing = [r for r in roots if fast_w.get(r, 0) != slow_w.get(r, 0)]
 
     def ratio_in(c: PruneConfig, root: str) -> float:
-        return c.layer_ratios.get(root, c.pruning_ratio)
+        """A group's ratio in a copy: with the latency allocation, a group it left out is not pruned."""
+        return c.layer_ratios.get(root, c.pruning_ratio if cfg.allocation == "uniform" else 0.0)
 
     def ms_of(trial_cfg: PruneConfig) -> float:
         return statistics.median(reference) / timed_config(trial_cfg)
@@ -461,9 +462,10 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
         notes[:] = [n for n in notes if not n.startswith(NO_LANDING)]
     how = "landed nearer the target across a step in latency" if landed > 1.02 * lp.predicted_ms else \
         "gave channels back at no cost in time"
-    notes.append(f"{how}: {', '.join(holding)} kept the fast width "
-                 f"({', '.join(f'{fast_w[r]} channels, not {slow_w[r]}' for r in holding)}); the other "
-                 f"{len(others)} groups took {share:.0%} of their ratio: {landed:.3f} ms on a copy")
+    named = ", ".join(f"{r} ({fast_w[r]} channels, not {slow_w[r]})" for r in holding[:3])
+    more = f" and {len(holding) - 3} more groups" if len(holding) > 3 else ""
+    notes.append(f"{how}: {named}{more} kept the fast width; the other {len(others)} groups took {share:.0%} of "
+                 f"their ratio: {landed:.3f} ms on a copy")
     return replace(lp, cfg=at(share), predicted_ms=landed)
 
 

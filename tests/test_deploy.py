@@ -29,19 +29,12 @@ import torch.nn.functional as F
 import onnxruntime as ort
 from PIL import Image
 
-folder, images_file, out_file = map(os.path.abspath, sys.argv[1:4])
 try:
     import engine  # noqa: F401
     importable = True
 except ImportError:
     importable = False
-images = json.load(open(images_file))
-meta = json.load(open(os.path.join(folder, "model.json")))
-card = open(os.path.join(folder, "README.md")).read()
-blocks = re.findall(r"```python\n(.*?)```", card, re.S)
-os.chdir(folder)  # the card's code reads model.json beside it
-space = {}
-exec(next(b for b in blocks if "def preprocess" in b), space)  # the card's preprocessing, as a user copies it
+
 
 def from_onnx_metadata(path, props):
     """The ONNX file's metadata_props alone say how to feed it."""
@@ -62,36 +55,50 @@ def from_onnx_metadata(path, props):
         x = x[:, :, (nh - h) // 2:(nh - h) // 2 + h, (nw - w) // 2:(nw - w) // 2 + w]
     return ((x - torch.tensor(props["mean"]).view(1, -1, 1, 1)) / torch.tensor(props["std"]).view(1, -1, 1, 1))
 
-result = {"importable": importable, "files": sorted(os.listdir("."))}
-program = meta["program"]["file"]
-if program == "model.pt2":
-    model = torch.export.load("model.pt2").module()
-elif program == "model.ts":
-    model = torch.jit.load("model.ts")
-batch = torch.cat([space["preprocess"](p) for p, _ in images])
-with torch.no_grad():
-    result["program"] = model(batch).tolist()
-    result["program_batch1"] = model(batch[:1]).tolist()
-session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-props = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
-result["onnx_props"] = props
-onnx_batch = np.concatenate([from_onnx_metadata(p, props).numpy() for p, _ in images])
-result["onnx"] = session.run(None, {session.get_inputs()[0].name: onnx_batch})[0].tolist()
-if meta.get("build"):  # the card's rebuild from weights.safetensors with the architecture's own code
-    code = next(b for b in blocks if "def rebuild" in b)
-    if meta["architecture"].startswith("code:"):
-        import importlib.util
-        path, _, cls = meta["architecture"][5:].rpartition(":")
-        spec = importlib.util.spec_from_file_location("user_model", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        space[cls] = getattr(module, cls)
-    import torchvision, timm  # noqa: E401
-    space.update(torchvision=torchvision, timm=timm)
-    exec(code, space)
+
+def check(folder, images_file, out_file):
+    """One set: what its program, its ONNX file and its rebuild give for the images."""
+    images = json.load(open(images_file))
+    meta = json.load(open(os.path.join(folder, "model.json")))
+    card = open(os.path.join(folder, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    os.chdir(folder)  # the card's code reads model.json beside it
+    space = {}
+    exec(next(b for b in blocks if "def preprocess" in b), space)  # the card's preprocessing, as a user copies it
+    result = {"importable": importable, "files": sorted(os.listdir("."))}
+    program = meta["program"]["file"]
+    if program == "model.pt2":
+        model = torch.export.load("model.pt2").module()
+    elif program == "model.ts":
+        model = torch.jit.load("model.ts")
+    batch = torch.cat([space["preprocess"](p) for p, _ in images])
     with torch.no_grad():
-        result["rebuilt"] = space["model"](batch).tolist()
-json.dump(result, open(out_file, "w"))
+        result["program"] = model(batch).tolist()
+        result["program_batch1"] = model(batch[:1]).tolist()
+    session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+    props = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    result["onnx_props"] = props
+    onnx_batch = np.concatenate([from_onnx_metadata(p, props).numpy() for p, _ in images])
+    result["onnx"] = session.run(None, {session.get_inputs()[0].name: onnx_batch})[0].tolist()
+    if meta.get("build"):  # the card's rebuild from weights.safetensors with the architecture's own code
+        code = next(b for b in blocks if "def rebuild" in b)
+        if meta["architecture"].startswith("code:"):
+            import importlib.util
+            path, _, cls = meta["architecture"][5:].rpartition(":")
+            spec = importlib.util.spec_from_file_location("user_model", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            space[cls] = getattr(module, cls)
+        import torchvision, timm  # noqa: E401
+        space.update(torchvision=torchvision, timm=timm)
+        exec(code, space)
+        with torch.no_grad():
+            result["rebuilt"] = space["model"](batch).tolist()
+    json.dump(result, open(out_file, "w"))
+
+
+for job in json.load(open(sys.argv[1])):  # [folder, images file, result file] per set
+    check(*map(os.path.abspath, job))
 '''
 
 USER_CODE = '''
@@ -160,16 +167,6 @@ def _ours(out: Path, spec: str, argv_model: dict, limit: int | None) -> np.ndarr
         return torch.cat([bundle.model.eval()(x) for x, _ in fitted.loader("test", 64, limit=limit)]).numpy()
 
 
-def _outside(tmp_path: Path, out: Path, images: list) -> dict:
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir(exist_ok=True)
-    (elsewhere / "outside.py").write_text(OUTSIDE)
-    (elsewhere / "images.json").write_text(json.dumps(images))
-    subprocess.run([sys.executable, "-I", "outside.py", str(out), "images.json", "result.json"], cwd=elsewhere,
-                   check=True, timeout=300)
-    return json.loads((elsewhere / "result.json").read_text())
-
-
 CASES = [
     pytest.param("demo", id="demo-resnet-fashion"),
     pytest.param("torchvision", id="torchvision-resnet18-folder"),
@@ -178,9 +175,8 @@ CASES = [
 ]
 
 
-@pytest.mark.heavy_memory(gib=1.1)
-@pytest.mark.parametrize("case", CASES)
-def test_the_set_works_without_prunelab(case, tmp_path):
+def _make_set(case: str, tmp_path: Path) -> dict:
+    """One deployment set made by `prune --out`, the images to check it on and PruneLab's own logits."""
     out = tmp_path / "set"
     limit = None
     if case == "demo":
@@ -210,9 +206,43 @@ def test_the_set_works_without_prunelab(case, tmp_path):
             model_args["code"] = f"{tmp_path / 'net.py'}:Net"
             argv += ["--model", str(tmp_path / "net.pt"), "--model-code", model_args["code"]]
         report = _prune(out, argv)
-    meta = json.loads((out / "model.json").read_text())
-    ours = _ours(out, spec, model_args, limit)
-    got = _outside(tmp_path, out, images)
+    return {"out": out, "images": images, "report": report, "meta": json.loads((out / "model.json").read_text()),
+            "ours": _ours(out, spec, model_args, limit)}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> dict:
+    """Each case's set and what one fresh interpreter outside PruneLab made of it. One interpreter for all:
+    each start imported torch, onnxruntime and timm again (4.5 s of CPU a set). A case whose set could not
+    be made holds its exception, raised by its own test."""
+    made, jobs = {}, []
+    for param in CASES:
+        case = param.values[0]
+        try:
+            made[case] = _make_set(case, tmp_path_factory.mktemp(case))
+        except Exception as exc:  # noqa: BLE001 - the case's test fails with it; the other sets still run
+            made[case] = exc
+            continue
+        (made[case]["out"].parent / "images.json").write_text(json.dumps(made[case]["images"]))
+        jobs.append([str(made[case]["out"]), str(made[case]["out"].parent / "images.json"),
+                     str(made[case]["out"].parent / "result.json")])
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "outside.py").write_text(OUTSIDE)
+    (elsewhere / "jobs.json").write_text(json.dumps(jobs))
+    subprocess.run([sys.executable, "-I", "outside.py", "jobs.json"], cwd=elsewhere, check=True, timeout=300)
+    for job in jobs:
+        case = next(c for c, m in made.items() if isinstance(m, dict) and str(m["out"]) == job[0])
+        made[case]["got"] = json.loads(Path(job[2]).read_text())
+    return made
+
+
+@pytest.mark.heavy_memory(gib=1.1)
+@pytest.mark.parametrize("case", CASES)
+def test_the_set_works_without_prunelab(case, sets):
+    made = sets[case]
+    if isinstance(made, Exception):
+        raise made
+    images, report, meta, ours, got = (made[k] for k in ("images", "report", "meta", "ours", "got"))
 
     assert not got["importable"], "the outside interpreter could import PruneLab"
     assert {"model.onnx", "weights.safetensors", "model.json", "README.md", "model.pt"} <= set(got["files"])

@@ -298,7 +298,7 @@ def test_a_target_across_a_step_lands_near_it_with_the_other_groups_given_channe
     notes: list[str] = []
     lp = plan(tiny.model, cfg, notes)
     assert 0.9 * lp.target_ms <= lp.predicted_ms <= lp.target_ms, (lp.predicted_ms / lp.target_ms, notes)
-    assert "stem.0 kept the fast width (4 channels, not 5)" in notes[-1]
+    assert "stem.0 (4 channels, not 5) kept the fast width" in notes[-1]
     assert not any(n.startswith(lt.NO_LANDING) for n in notes)
     ratios = lp.cfg.layer_ratios
     assert ratios["stem.0"] > max(r for name, r in ratios.items() if name != "stem.0")
