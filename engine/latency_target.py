@@ -416,30 +416,29 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
     def ms_of(trial_cfg: PruneConfig) -> float:
         return statistics.median(reference) / timed_config(trial_cfg)
 
-    def with_ratios(ratios: dict[str, float]) -> PruneConfig:
-        return replace(fast, layer_ratios={**fast.layer_ratios, **ratios})
-
-    probes = len(differing) if len(differing) > 1 else 0
-    holding = differing[LAND_PROBES:] if probes else list(differing)  # probed beyond the budget: held as is
-    for i, root in enumerate(differing[:LAND_PROBES] if probes else ()):
+    # each group that differs goes back to the slower copy's width, on top of those that already went back
+    # without passing the target; one that passes it holds the step (the groups past the budget hold it too)
+    current, current_ms, back, holding = fast, lp.predicted_ms, [], list(differing[LAND_PROBES:])
+    for i, root in enumerate(differing[:LAND_PROBES]):
         cancel.check()
-        ms = ms_of(with_ratios({root: ratio_in(slower, root)}))
+        trial_cfg = replace(current, layer_ratios={**current.layer_ratios, root: ratio_in(slower, root)})
+        ms = ms_of(trial_cfg)
         yield Progress("latency target", i, LAND_PROBES + LAND_STEPS,
                        f"{root} back to {slow_w[root]} channels: {ms:.3f} ms (target {target:g})")
-        if ms > target:
+        if ms <= target:
+            current, current_ms = trial_cfg, ms
+            back.append(root)
+        else:
             holding.append(root)
-    others = [r for r in roots if r not in holding and ratio_in(fast, r) > 1e-6]
-    if not holding or not others:
-        return lp
+    others = [r for r in roots if r not in holding and ratio_in(current, r) > 1e-6]
 
     def at(share: float) -> PruneConfig:
-        """The groups holding the step as in the fast copy, the others at `share` of their ratio there."""
-        ratios = {r: ratio_in(fast, r) for r in holding}
-        ratios.update({r: round(ratio_in(fast, r) * share, 6) for r in others})
-        return with_ratios(ratios)
+        """The groups holding the step as they are, the others at `share` of their ratio now."""
+        return replace(current, layer_ratios={**current.layer_ratios,
+                                              **{r: round(ratio_in(current, r) * share, 6) for r in others}})
 
-    low, high, best = 0.0, 1.0, None  # shares: low runs above the target (or is untried), high within it
-    for i in range(LAND_STEPS):
+    low, high, best = 0.0, 1.0, (1.0, current_ms) if back else None  # shares: low above the target, high within
+    for i in range(LAND_STEPS if holding and others and current_ms < (1 - 2 * TOLERANCE) * target else 0):
         cancel.check()
         share = (low + high) / 2
         ms = ms_of(at(share))
@@ -462,10 +461,14 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
         notes[:] = [n for n in notes if not n.startswith(NO_LANDING)]
     how = "landed nearer the target across a step in latency" if landed > 1.02 * lp.predicted_ms else \
         "gave channels back at no cost in time"
-    named = ", ".join(f"{r} ({fast_w[r]} channels, not {slow_w[r]})" for r in holding[:3])
-    more = f" and {len(holding) - 3} more groups" if len(holding) > 3 else ""
-    notes.append(f"{how}: {named}{more} kept the fast width; the other {len(others)} groups took {share:.0%} of "
-                 f"their ratio: {landed:.3f} ms on a copy")
+    def listed(names: list[str], width: dict[str, int]) -> str:
+        more = f" and {len(names) - 3} more groups" if len(names) > 3 else ""
+        return ", ".join(f"{r} ({width[r]} channels)" for r in names[:3]) + more
+
+    parts = [f"{listed(back, slow_w)} back at the next less pruned copy's width"] if back else []
+    parts += [f"{listed(holding, fast_w)} kept at the fast width"] if holding else []
+    parts += [f"the other {len(others)} groups at {share:.0%} of their ratio"] if share < 1.0 else []
+    notes.append(f"{how}: {'; '.join(parts)}: {landed:.3f} ms on a copy")
     return replace(lp, cfg=at(share), predicted_ms=landed)
 
 

@@ -298,27 +298,10 @@ def test_a_target_across_a_step_lands_near_it_with_the_other_groups_given_channe
     notes: list[str] = []
     lp = plan(tiny.model, cfg, notes)
     assert 0.9 * lp.target_ms <= lp.predicted_ms <= lp.target_ms, (lp.predicted_ms / lp.target_ms, notes)
-    assert "stem.0 (4 channels, not 5) kept the fast width" in notes[-1]
+    assert "stem.0 (4 channels) kept at the fast width" in notes[-1]
     assert not any(n.startswith(lt.NO_LANDING) for n in notes)
     ratios = lp.cfg.layer_ratios
-    assert ratios["stem.0"] > max(r for name, r in ratios.items() if name != "stem.0")
+    assert ratios.get("stem.0", lp.cfg.pruning_ratio) > max(r for name, r in ratios.items() if name != "stem.0")
 
     done = last(run_pruning(tiny, fashion, cfg))  # the run's model is the landed copy, its stem at 4
     assert done.after.macs / 1e6 / 2 == pytest.approx(lp.predicted_ms, rel=1e-6)
-
-
-def test_a_step_that_every_group_holds_is_left_as_the_search_found_it(tiny, monkeypatch):
-    """When every group that differs holds the step, nothing is given back and the search's copy stands."""
-    import engine.latency_target as lt
-    from engine.metrics import count_macs
-
-    def any_narrower(original, original_rt, trial, shape, *rest):
-        a, b = count_macs(original, shape) / 1e6, count_macs(trial, shape) / 1e6
-        return a, b, 3.0 if b < 0.6 * a else 1.0
-
-    monkeypatch.setattr(lt, "_paired_trial", any_narrower)
-    full = count_macs(tiny.model, (1, 28, 28)) / 1e6
-    notes: list[str] = []
-    lp = plan(tiny.model, fast(target_latency=0.6 * full, pruning_ratio=None, round_to=4), notes)
-    assert lp.predicted_ms == pytest.approx(full / 3) and not lp.cfg.layer_ratios
-    assert not any(n.startswith("landed nearer") for n in notes)
