@@ -393,8 +393,8 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
     64 took 15.7 ms one ratio step below a copy that took 8.5, for a target of 12).
 
     Each of those groups in turn goes back to the slower copy's width, on top of those that already went
-    back, and stays there when the copy keeps within the target (here the stem alone: 11.5 ms; the stem and
-    the first block's conv together took 15.9); the others hold the step and keep the fast width. If the
+    back, and stays there when the copy keeps within the target (here the stem alone: 11.6 ms; the stem and
+    the first block's conv together took 15.5); the others hold the step and keep the fast width. If the
     copy is still more than 2 TOLERANCE below the target, every group not holding the step gives channels
     back (its ratio scaled by a share bisected between none and all of it), so the model keeps what the
     target did not ask it to lose. The copy chosen is timed CONFIRM times; yields Progress, returns the
