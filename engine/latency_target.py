@@ -402,9 +402,11 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
     from dataclasses import replace
 
     target = lp.target_ms
+    if not lp.reachable or lp.predicted_ms >= (1 - 2 * TOLERANCE) * target:
+        return lp
     chosen = _knob_of(lp, configure)
-    slower_knobs = [k for k, ms in lp.trials if ms > target and chosen is not None and k < chosen]
-    if not lp.reachable or chosen is None or not slower_knobs or lp.predicted_ms >= (1 - 2 * TOLERANCE) * target:
+    slower_knobs = [k for k, ms in lp.trials if chosen is not None and k < chosen and ms > target]
+    if not slower_knobs:
         return lp
 
     from engine.layers import ignored_modules, walk_groups
@@ -467,6 +469,7 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
         notes[:] = [n for n in notes if not n.startswith(NO_LANDING)]
     how = "landed nearer the target across a step in latency" if landed > 1.02 * lp.predicted_ms else \
         "gave channels back at no cost in time"
+
     def listed(names: list[str], width: dict[str, int]) -> str:
         more = f" and {len(names) - 3} more groups" if len(names) > 3 else ""
         return ", ".join(f"{r} ({width[r]} channels)" for r in names[:3]) + more

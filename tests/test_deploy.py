@@ -215,7 +215,7 @@ def sets(tmp_path_factory) -> dict:
     """Each case's set and what one fresh interpreter outside PruneLab made of it. One interpreter for all:
     each start imported torch, onnxruntime and timm again (4.5 s of CPU a set). A case whose set could not
     be made holds its exception, raised by its own test."""
-    made, jobs = {}, []
+    made, results = {}, {}
     for param in CASES:
         case = param.values[0]
         try:
@@ -223,16 +223,16 @@ def sets(tmp_path_factory) -> dict:
         except Exception as exc:  # noqa: BLE001 - the case's test fails with it; the other sets still run
             made[case] = exc
             continue
-        (made[case]["out"].parent / "images.json").write_text(json.dumps(made[case]["images"]))
-        jobs.append([str(made[case]["out"]), str(made[case]["out"].parent / "images.json"),
-                     str(made[case]["out"].parent / "result.json")])
+        folder = made[case]["out"].parent
+        (folder / "images.json").write_text(json.dumps(made[case]["images"]))
+        results[case] = folder / "result.json"
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     (elsewhere / "outside.py").write_text(OUTSIDE)
+    jobs = [[str(made[c]["out"]), str(r.parent / "images.json"), str(r)] for c, r in results.items()]
     (elsewhere / "jobs.json").write_text(json.dumps(jobs))
     subprocess.run([sys.executable, "-I", "outside.py", "jobs.json"], cwd=elsewhere, check=True, timeout=300)
-    for job in jobs:
-        case = next(c for c, m in made.items() if isinstance(m, dict) and str(m["out"]) == job[0])
-        made[case]["got"] = json.loads(Path(job[2]).read_text())
+    for case, result in results.items():
+        made[case]["got"] = json.loads(result.read_text())
     return made
 
 
