@@ -1,23 +1,25 @@
 """A measured latency target, uniform against latency-aware allocation (#27).
 
-For each model, runtime and batch size: time the original, ask for 0.5× its latency (`--target-latency`),
-once with the uniform allocation and once with the latency-aware one, with BatchNorm re-estimation as the
-only recovery. Per row: the target, the pruned model's latency measured against the original in paired
+For each model, runtime and batch size: ask for 0.5× the original's latency, once with the uniform allocation
+and once with the latency-aware one, with BatchNorm re-estimation as the only recovery. By default the target
+is a speed-up (`--target-latency-speedup 2`): the search and the end's check both read the pruned copy against
+the original in the same interleaved rounds. With `--target ms` it is `--target-latency` at 0.5× the
+original's time measured alone before the run (a load that changes after that moves the target). Per row: the target, the pruned model's latency measured against the original in paired
 rounds (median and 95 % interval), whether it lands within ±10 % of the target, MACs, top-1 after the
 BatchNorm re-estimation (with its interval; untrained torchvision models are at chance, so their top-1 is
 not a result) and the efficiency (latency gain ÷ MACs gain). With --same-macs, each latency-aware result is
 also matched by a uniform run at the same MACs (`--target-speedup`), timed paired against the original.
 
-"Within ±10 %" is judged twice: against the absolute target (the original timed on its own before the run,
-so load that changed since moves it) and as the paired ratio (the pruned model's time over the original's in
-the end's interleaved rounds, against the factor asked), which load hits on both sides alike.
+"Within ±10 %" is judged twice: against the target in ms (the pruned model's time in the end's rounds) and
+as the paired ratio (the pruned model's time over the original's in the end's interleaved rounds, against the
+factor asked), which load hits on both sides alike.
 
 The machine's load average is printed with every row: figures from a busy machine are noisy, say so.
 With --json FILE, rows already in FILE are kept and skipped (--resume after a stop), and FILE is rewritten
 after every row.
 
 Run: .venv/bin/python benchmarks/latency_aware.py [--models demo:resnet ...] [--runtimes torch onnxruntime]
-     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--same-macs] [--json FILE [--resume]]
+     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--target speedup|ms] [--same-macs] [--json FILE [--resume]]
 """
 from __future__ import annotations
 
@@ -80,14 +82,17 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: float, done: RunDone,
+def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: float | None, done: RunDone,
            factor: float) -> dict:
     t = done.latency_target or {}
+    if original_ms is None:  # a speed-up target: the original as the end's paired rounds timed it
+        original_ms = t.get("original_measured_ms") or 0.0
     b, a = done.before, done.after
     macs_gain = b.macs / a.macs if a.macs else 0.0
     latency_gain = (t.get("original_measured_ms") or 0.0) / t["measured_ms"] if t.get("measured_ms") else 0.0
     ci = a.interval("top1") if hasattr(a, "interval") else None
     return {"model": model, "runtime": runtime, "batch": batch, "allocation": allocation,
+            "target_kind": "speedup" if t.get("speedup_target") else "ms",
             "original_ms": round(original_ms, 3), "target_ms": t.get("target_ms"),
             "measured_ms": t.get("measured_ms"), "low": t.get("low"), "high": t.get("high"),
             "within_10": t.get("within_10_percent"), "met": t.get("met"), "reachable": t.get("reachable"),
@@ -122,6 +127,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--allocations", nargs="+", default=["uniform", "latency"])
     parser.add_argument("--factor", type=float, default=0.5, help="target = factor × the original's latency")
+    parser.add_argument("--target", choices=("speedup", "ms"), default="speedup",
+                        help="ask for 1/factor times faster (paired), or for factor × the original's lone time in ms")
     parser.add_argument("--method", default="l2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-limit", type=int, default=2000)
@@ -152,13 +159,16 @@ def main() -> None:
                 todo = [a for a in args.allocations if (model, runtime, batch, a) not in done_keys]
                 if not todo:
                     continue
-                # the median of three timings: one alone (five rounds) once said 2.6 ms where the run's own
-                # rounds found 1.0, so the target was met by the unpruned model
-                original_ms = statistics.median(latency_ms(bundle.model.eval(), shape, batch, runtime, "cpu",
-                                                           args.threads, None) for _ in range(3))
+                original_ms, target = None, {"target_latency_speedup": 1.0 / args.factor}
+                if args.target == "ms":
+                    # the median of three timings: one alone (five rounds) once said 2.6 ms where the run's own
+                    # rounds found 1.0, so the target was met by the unpruned model
+                    original_ms = statistics.median(latency_ms(bundle.model.eval(), shape, batch, runtime, "cpu",
+                                                               args.threads, None) for _ in range(3))
+                    target = {"target_latency": args.factor * original_ms}
                 for allocation in todo:
-                    done = prune(bundle, data, args, target_latency=args.factor * original_ms, runtime=runtime,
-                                 allocation=allocation, batch_size=batch)
+                    done = prune(bundle, data, args, runtime=runtime, allocation=allocation, batch_size=batch,
+                                 **target)
                     row = row_of(model, runtime, batch, allocation, original_ms, done, args.factor)
                     rows.append(row)
                     show(row)

@@ -67,6 +67,8 @@ RECIPES: dict[str, dict] = {
     "quick-1ep-onecycle-bf16": {"finetune_epochs": 1.0, "finetune_schedule": "onecycle", "training_precision": "bf16"},
     "onecycle-5ep-bf16": {"finetune_schedule": "onecycle", "finetune_epochs": 5.0, "training_precision": "bf16"},
     "onecycle-T4-w1.0": {"finetune_schedule": "onecycle", "distill_weight": 1.0},
+    "global-same-macs": {"scope": "global", "pruning_ratio": None, "target_speedup": 3.94},
+    "onecycle-10ep": {"finetune_schedule": "onecycle", "finetune_epochs": 10.0},
 }
 
 

@@ -13,7 +13,7 @@ from engine.recipes import PRESET_FIELDS, PRESETS, with_preset
 
 # Which flags are required, and which pairs exclude each other, is the command's choice, not the config's.
 REQUIRED = ("method",)
-ONE_OF = ("pruning_ratio", "target_speedup", "target_latency")
+ONE_OF = ("pruning_ratio", "target_speedup", "target_latency", "target_latency_speedup")
 
 
 def _parse_type(name: str, hint: Any) -> Callable[[str], Any] | None:

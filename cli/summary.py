@@ -59,7 +59,8 @@ def amount_line(method, cfg) -> str:
     """The run's first summary line: the method, what it was asked for, and (structured) how channel counts
     were rounded, so a removed share off the request is not a surprise."""
     asked = (cfg.pruning_ratio if cfg.pruning_ratio is not None else f"for {cfg.target_speedup}x"
-             if cfg.target_speedup is not None else f"for at most {cfg.target_latency:g} ms on {cfg.runtime}")
+             if cfg.target_speedup is not None else f"for at most {cfg.target_latency:g} ms on {cfg.runtime}"
+             if cfg.target_latency is not None else f"for {cfg.target_latency_speedup:g}x lower latency on {cfg.runtime}")
     line = f"{method.title}, {method.ratio_meaning} {asked}"
     return line + f"; {rounding_words(cfg.round_to)}" if method.structured and not method.manual else line
 

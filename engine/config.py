@@ -101,6 +101,12 @@ class PruneConfig:
         help="prune until the measured latency at the run's batch size is at most MS milliseconds on the runtime "
              "(--runtime); checked against the original in paired rounds at the end (structured methods, layer "
              "scope)")
+    target_latency_speedup: float | None = option(
+        None, label="target latency speed-up", group=TARGET, flag="--target-latency-speedup", low=1.0, low_open=True,
+        metavar="S", suffix=" × faster", rule="above 1 (times faster)", decimals=2, step=0.1, gui_default=2.0,
+        help="prune until the model runs at least S times faster than the original at the run's batch size on the "
+             "runtime (--runtime), both timed in the same interleaved rounds, so load that comes and goes hits "
+             "both alike; checked in paired rounds at the end (structured methods, layer scope)")
     runtime: str = option("torch", label="runtime", group=TARGET, flag="--runtime", choices=RUNTIMES,
                           choice_labels=("PyTorch", "onnxruntime (the ONNX export)"),
                           help="what a target latency is measured on: PyTorch, or onnxruntime running the ONNX "
@@ -222,10 +228,12 @@ class PruneConfig:
         if method.manual:
             if self.target_speedup is not None:
                 raise UserError("the manual method removes the channels you tick; drop the target speed-up")
-        elif sum(x is not None for x in (self.pruning_ratio, self.target_speedup, self.target_latency)) != 1:
-            raise UserError("give exactly one of a pruning ratio (--ratio), a target speed-up (--target-speedup) "
-                            "or a target latency (--target-latency)")
-        if self.target_latency is not None and (not method.structured or self.scope != "layer"):
+        elif sum(x is not None for x in (self.pruning_ratio, self.target_speedup, self.target_latency,
+                                         self.target_latency_speedup)) != 1:
+            raise UserError("give exactly one of a pruning ratio (--ratio), a target speed-up (--target-speedup), "
+                            "a target latency (--target-latency) or a target latency speed-up "
+                            "(--target-latency-speedup)")
+        if self.latency_targeted and (not method.structured or self.scope != "layer"):
             raise UserError("a target latency needs a structured method under layer scope (--scope layer): it "
                             "is met by choosing per-layer channel counts")
         if self.target_speedup is not None and not method.structured:
@@ -241,6 +249,11 @@ class PruneConfig:
 
             compute_dtype(self.training_precision, resolve_device(self.device)[0])  # refuses emulated bfloat16
         return method
+
+    @property
+    def latency_targeted(self) -> bool:
+        """True when the run prunes to a measured latency (in ms, or as a speed-up over the original)."""
+        return self.target_latency is not None or self.target_latency_speedup is not None
 
     @property
     def recovers_by_training(self) -> bool:
@@ -294,6 +307,8 @@ def amount_words(cfg: PruneConfig, recover_only: bool = False) -> str:
         return f"{cfg.target_speedup:.2f}× fewer MACs"
     if cfg.target_latency is not None:
         return f"≤ {cfg.target_latency:g} ms on {cfg.runtime}"
+    if cfg.target_latency_speedup is not None:
+        return f"{cfg.target_latency_speedup:g}× faster on {cfg.runtime}"
     return f"{cfg.pruning_ratio:.0%}"
 
 

@@ -85,10 +85,12 @@ class LatencyPlan:
     predicted_ms: float  # the chosen copy's trial time
     reachable: bool  # False: even the maximum layer ratio stays above the target
     trials: tuple[tuple[float, float], ...]  # (knob, ms) of each copy timed during the search
+    speedup_target: float | None = None  # a target given as a speed-up (target_ms is then the original's ÷ it)
 
     def to_json(self) -> dict:
         """Plain dict for JSON."""
-        return {"target_ms": self.target_ms, "runtime": self.runtime, "batch": self.batch,
+        return {"target_ms": round(self.target_ms, 4), "speedup_target": self.speedup_target, "runtime": self.runtime,
+                "batch": self.batch,
                 "allocation": self.allocation, "original_ms": round(self.original_ms, 4),
                 "trial_ms": round(self.predicted_ms, 4), "reachable": self.reachable,
                 "ratio": self.cfg.pruning_ratio, "layer_ratios": dict(self.cfg.layer_ratios),
@@ -218,8 +220,9 @@ def ratios_after(moves: list[tuple[str, int]], count: int, channels: dict[str, i
 
 def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device: str, num_classes: int | None,
                         notes: list[str], cancel: CancelToken | None = None) -> Iterator:
-    """Find the configuration whose pruned copy runs within `cfg.target_latency` ms on `cfg.runtime` at the
-    run's batch size; yields Progress, returns a LatencyPlan.
+    """Find the configuration whose pruned copy runs within `cfg.target_latency` ms (or at least
+    `cfg.target_latency_speedup` times faster than the original) on `cfg.runtime` at the run's batch size;
+    yields Progress, returns a LatencyPlan.
 
     One knob from 0 (nothing pruned) to 1 (the most pruning allowed) is bisected, each candidate pruned on a
     copy and timed: the knob is the uniform ratio (scaled to the maximum layer ratio) or, with the latency
@@ -233,8 +236,8 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
     check_runtime(cfg.runtime, device)
     threads = (cfg.threads or default_threads()) if device == "cpu" else 0
     example = torch.zeros(1, *shape, device=device)
-    batch, target = cfg.batch_size, float(cfg.target_latency)
-    base = replace(cfg, target_latency=None, pruning_ratio=0.0, target_speedup=None)
+    batch = cfg.batch_size
+    base = replace(cfg, target_latency=None, target_latency_speedup=None, pruning_ratio=0.0, target_speedup=None)
     if cfg.allocation == "latency":
         from engine.profile import iter_profile
 
@@ -259,6 +262,7 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
     stack = ExitStack()  # the original on the runtime (one ONNX export), timed beside every copy
     original_rt = stack.enter_context(on_runtime(model, shape, cfg.runtime, threads, device))
     reference: list[float] = []  # the original's time in each trial: their median is its latency
+    goal = _Goal(cfg.target_latency, cfg.target_latency_speedup, reference)
 
     def pruned(trial_cfg: PruneConfig) -> nn.Module:
         ratio = trial_cfg.pruning_ratio if cfg.allocation == "uniform" else 0.0
@@ -279,11 +283,33 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
         return timed_config(configure(knob))
 
     with stack:
-        for ev in _search(timed, target, cfg, reference, configure, base, notes, batch, cancel):
+        for ev in _search(timed, goal, cfg, reference, configure, base, notes, batch, cancel):
             if isinstance(ev, LatencyPlan):
-                ev = yield from _land(ev, configure, pruned, timed_config, reference, model, example, cfg, num_classes,
-                                      notes, cancel)
+                ev = yield from _land(ev, goal, configure, pruned, timed_config, reference, model, example, cfg,
+                                      num_classes, notes, cancel)
             yield ev
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """A target in ms, or as a speed-up over the original. The search works in paired speed-ups: a target in
+    ms asks for the original's time (the median of its timings so far) over it; a speed-up target asks for
+    itself, whatever level the machine's load puts both models at."""
+
+    ms: float | None
+    speedup: float | None
+    reference: list[float]  # the original's time in each trial, growing as the search times copies
+
+    def asked(self) -> float:
+        """The speed-up over the original the target asks for."""
+        return self.speedup if self.speedup is not None else statistics.median(self.reference) / self.ms
+
+    def target_ms(self) -> float:
+        """The target in ms at the original's time measured so far."""
+        return self.ms if self.ms is not None else statistics.median(self.reference) / self.speedup
+
+    def words(self) -> str:
+        return f"{self.ms:g} ms" if self.ms is not None else f"{self.target_ms():.3f} ms ({self.speedup:g}x faster)"
 
 
 def monotone_fit(speedups: dict[float, list[float]]) -> dict[float, float]:
@@ -301,7 +327,7 @@ def monotone_fit(speedups: dict[float, list[float]]) -> dict[float, float]:
     return dict(zip(sorted(speedups), fitted))
 
 
-def _search(timed, target: float, cfg: PruneConfig, reference: list[float], configure, base: PruneConfig,
+def _search(timed, goal: _Goal, cfg: PruneConfig, reference: list[float], configure, base: PruneConfig,
             notes: list[str], batch: int, cancel: CancelToken) -> Iterator:
     """The search of plan_latency_target: yields Progress, then the LatencyPlan.
 
@@ -328,14 +354,14 @@ def _search(timed, target: float, cfg: PruneConfig, reference: list[float], conf
     high_ms = time_at(1.0)
     yield Progress("latency target", 1, SEARCH_STEPS + 2, f"the most pruning allowed: {high_ms:.3f} ms")
     high = 0.0
-    if statistics.median(reference) > target and high_ms <= target:
+    if goal.asked() > 1.0 and monotone_fit(speedups)[1.0] >= goal.asked():
         for i in range(SEARCH_STEPS):
             cancel.check()
             fit = monotone_fit(speedups)
-            asked = statistics.median(reference) / target
+            asked = goal.asked()
             high = min((k for k, s in fit.items() if s >= asked), default=1.0)
             low = max((k for k in fit if k < high), default=0.0)
-            known = ms_of(fit[high]) >= (1.0 - TOLERANCE) * target or high - low < 1.0 / 256
+            known = fit[high] <= asked / (1.0 - TOLERANCE) or high - low < 1.0 / 256
             if known and len(speedups[high]) >= CONFIRM:
                 break
             if known or (trials[-1][0] <= low and high < 1.0 and len(speedups[high]) < CONFIRM):
@@ -346,17 +372,18 @@ def _search(timed, target: float, cfg: PruneConfig, reference: list[float], conf
                 knob = round(low + (high - low) * min(0.9, max(0.1, share)), 6)
             ms = time_at(knob)
             yield Progress("latency target", i + 2, SEARCH_STEPS + 2,
-                           f"{ms:.3f} ms at {knob:.3f} (target {target:g})")
+                           f"{ms:.3f} ms at {knob:.3f} (target {goal.words()})")
         fit = monotone_fit(speedups)
-        high = min((k for k, s in fit.items() if s >= statistics.median(reference) / target), default=1.0)
+        high = min((k for k, s in fit.items() if s >= goal.asked()), default=1.0)
     fit = monotone_fit(speedups)
-    reachable = statistics.median(reference) <= target or ms_of(fit[1.0]) <= target
+    reachable = goal.asked() <= 1.0 or fit[1.0] >= goal.asked()
     if not reachable:
         high = 1.0
     chosen_ms = ms_of(fit[high])
     original_ms = statistics.median(reference)
     plan = configure(high) if high > 0 else replace(base, pruning_ratio=1e-6)
-    words = f"target {target:g} ms on {cfg.runtime} at batch {batch} (original {original_ms:.3f} ms)"
+    target = goal.target_ms()
+    words = f"target {goal.words()} on {cfg.runtime} at batch {batch} (original {original_ms:.3f} ms)"
     if not reachable:
         notes.append(f"{words}: out of reach, every layer at the maximum layer ratio ({cfg.max_layer_ratio:g}) "
                      f"still takes {high_ms:.3f} ms; pruned that far")
@@ -375,7 +402,7 @@ def _search(timed, target: float, cfg: PruneConfig, reference: list[float], conf
             notes.append(f"{NO_LANDING} {2 * TOLERANCE:.0%} below the target: the next less pruned one "
                          f"took {ms_of(fit[below]):.3f} ms; {step}")
     yield LatencyPlan(plan, target, cfg.runtime, batch, cfg.allocation, original_ms, chosen_ms, reachable,
-                      tuple(trials))
+                      tuple(trials), goal.speedup)
 
 
 def _widths(model: nn.Module, roots: list[str]) -> dict[str, int]:
@@ -384,7 +411,7 @@ def _widths(model: nn.Module, roots: list[str]) -> dict[str, int]:
             if r in modules}
 
 
-def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[float], model: nn.Module,
+def _land(lp: LatencyPlan, goal: _Goal, configure, pruned, timed_config, reference: list[float], model: nn.Module,
           example: torch.Tensor, cfg: PruneConfig, num_classes: int | None, notes: list[str],
           cancel: CancelToken) -> Iterator:
     """Across a step, nearer the target. When the chosen copy runs more than 2 TOLERANCE below the target and
@@ -401,7 +428,7 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
     LatencyPlan (the same one when nothing was gained)."""
     from dataclasses import replace
 
-    target = lp.target_ms
+    target = goal.target_ms()
     if not lp.reachable or lp.predicted_ms >= (1 - 2 * TOLERANCE) * target:
         return lp
     chosen = _knob_of(lp, configure)
@@ -432,8 +459,8 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
         trial_cfg = replace(current, layer_ratios={**current.layer_ratios, root: ratio_in(slower, root)})
         ms = ms_of(trial_cfg)
         yield Progress("latency target", i, LAND_PROBES + LAND_STEPS,
-                       f"{root} back to {slow_w[root]} channels: {ms:.3f} ms (target {target:g})")
-        if ms <= target:
+                       f"{root} back to {slow_w[root]} channels: {ms:.3f} ms (target {goal.words()})")
+        if ms <= goal.target_ms():
             current, current_ms = trial_cfg, ms
             back.append(root)
         else:
@@ -446,15 +473,15 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
                                               **{r: round(ratio_in(current, r) * share, 6) for r in others}})
 
     low, high, best = 0.0, 1.0, (1.0, current_ms) if back else None  # shares: low above the target, high within
-    for i in range(LAND_STEPS if holding and others and current_ms < (1 - 2 * TOLERANCE) * target else 0):
+    for i in range(LAND_STEPS if holding and others and current_ms < (1 - 2 * TOLERANCE) * goal.target_ms() else 0):
         cancel.check()
         share = (low + high) / 2
         ms = ms_of(at(share))
         yield Progress("latency target", LAND_PROBES + i, LAND_PROBES + LAND_STEPS,
-                       f"{len(others)} groups at {share:.0%} of their ratio: {ms:.3f} ms (target {target:g})")
-        if ms <= target:
+                       f"{len(others)} groups at {share:.0%} of their ratio: {ms:.3f} ms (target {goal.words()})")
+        if ms <= goal.target_ms():
             high, best = share, (share, ms)
-            if ms >= (1 - 2 * TOLERANCE) * target:
+            if ms >= (1 - 2 * TOLERANCE) * goal.target_ms():
                 break
         else:
             low = share
@@ -463,9 +490,9 @@ def _land(lp: LatencyPlan, configure, pruned, timed_config, reference: list[floa
     share, ms = best
     confirm = [ms] + [ms_of(at(share)) for _ in range(CONFIRM - 1)]
     landed = statistics.median(confirm)
-    if landed > target:
+    if landed > goal.target_ms():
         return lp
-    if landed >= (1 - 2 * TOLERANCE) * target:
+    if landed >= (1 - 2 * TOLERANCE) * goal.target_ms():
         notes[:] = [n for n in notes if not n.startswith(NO_LANDING)]
     how = "landed nearer the target across a step in latency" if landed > 1.02 * lp.predicted_ms else \
         "gave channels back at no cost in time"
@@ -512,9 +539,14 @@ def check_latency_target(lp: LatencyPlan, original: nn.Module, pruned: nn.Module
         yield out
         return
     pair = measured["per_batch"][str(lp.batch)]
-    met = pair["b_ms"] <= lp.target_ms
+    if lp.speedup_target is None:  # in ms: the pruned model's own time against it
+        met = pair["b_ms"] <= lp.target_ms
+        within = abs(pair["b_ms"] - lp.target_ms) <= 0.1 * lp.target_ms
+    else:  # a speed-up: the paired ratio (pruned ÷ original in the same rounds) against 1/S
+        met = pair["median"] >= lp.speedup_target
+        within = abs(1.0 / pair["median"] - 1.0 / lp.speedup_target) <= 0.1 / lp.speedup_target
     out.update(measured_ms=pair["b_ms"], low=pair["b_low"], high=pair["b_high"], original_measured_ms=pair["a_ms"],
-               rounds=pair["rounds"], met=met, within_10_percent=abs(pair["b_ms"] - lp.target_ms) <= 0.1 * lp.target_ms,
+               rounds=pair["rounds"], met=met, within_10_percent=within,
                speedup=pair["median"], speedup_low=pair["low"], speedup_high=pair["high"],
                speedup_asked=round(lp.original_ms / lp.target_ms, 4))
     notes.append(f"{target_words(out)} (the search aimed at {lp.original_ms / lp.target_ms:.2f}x faster)")
@@ -531,11 +563,17 @@ def verdict_of(t: dict) -> str:
 def target_words(t: dict) -> str:
     """A run's latency target (check_latency_target's dict) in one line: the verdict, then the paired figure
     with its interval (the CLI's notes and the GUI's tooltips)."""
-    head = f"target latency {t['target_ms']:g} ms on {t['runtime']} at batch {t['batch']}: {verdict_of(t)}"
+    relative = t.get("speedup_target") is not None
+    asked = f"{t['speedup_target']:g}x faster" if relative else f"{t['target_ms']:g} ms"
+    head = f"target latency {asked} on {t['runtime']} at batch {t['batch']}: {verdict_of(t)}"
     if t.get("measured_ms") is None:
         return head + " (the pruned model's latency could not be measured on this runtime)"
     why = {"out of reach": " within the maximum layer ratio",
            "not met": " at the end (the copies were timed under other load)"}.get(verdict_of(t), "")
+    if relative:  # the paired speed-up is what was asked, so it leads, with its own interval
+        return (f"{head}{why}: measured {t['speedup']:.2f}x faster (95 % interval {t['speedup_low']:.2f}–"
+                f"{t['speedup_high']:.2f}, {t['rounds']} paired rounds): {t['measured_ms']:.3f} ms against the "
+                f"original's {t['original_measured_ms']:.3f} ms")
     return (f"{head}{why}: measured {t['measured_ms']:.3f} ms (95 % interval {t['low']:.3f}–{t['high']:.3f}, "
             f"{t['rounds']} paired rounds; the original {t['original_measured_ms']:.3f} ms, {t['speedup']:.2f}x "
             "faster)")

@@ -253,7 +253,7 @@ def run_pruning(bundle: ModelBundle, data: Dataset, cfg: PruneConfig, cancel: Ca
     if cfg.target_speedup is not None and not recover_only:
         base_macs = baseline.macs if baseline is not None else count_macs(model, shape, device)
     latency_plan = None  # a target latency becomes ratios found by timing pruned copies (engine.latency_target)
-    if cfg.target_latency is not None and not recover_only:
+    if cfg.latency_targeted and not recover_only:
         latency_plan = yield from relay(plan_latency_target(model, cfg, shape, device, work.num_classes, notes, cancel))
     pruner = make_pruner(model, method, latency_plan.cfg if latency_plan else cfg, torch.zeros(1, *shape, device=dev),
                          work.num_classes, base_macs or 1, cancel, recover_only, reuse_preflight=True)

@@ -29,7 +29,8 @@ NAME_ROLE = Qt.ItemDataRole.UserRole
 # engine's are far beyond what a click-driven run needs.
 GENERATED = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "training_precision", "measure_speed",
              "round_to", "max_layer_ratio", "runtime", "allocation")
-LATENCY_ROWS = ("runtime", "allocation")  # shown with the target latency only
+LATENCY_ROWS = ("runtime", "allocation")  # shown with the latency targets only
+LATENCY_MODES = ("latency", "latency_speedup")  # the target modes met by timing copies (engine.latency_target)
 FIELD_LIMITS = {"steps": 20, "finetune_epochs": 20, "round_to": 64}
 
 
@@ -62,6 +63,7 @@ class MethodPanel(QWidget):
         for fld in (*self.fields.values(), *self.method_fields.values()):
             fld.changed.connect(self.options_changed)
         for signal in (self.ratio_slider.valueChanged, self.speedup_spin.valueChanged, self.latency_field.changed,
+                       self.latency_speedup_field.changed,
                        self.device_combo.currentIndexChanged, self.eval_combo.currentIndexChanged,
                        self.mode_combo.currentIndexChanged):
             signal.connect(self.options_changed)
@@ -110,8 +112,11 @@ class MethodPanel(QWidget):
         self.mode_combo.addItem("Pruning ratio", "ratio")
         self.mode_combo.addItem("Target speed-up (fewer MACs)", "speedup")
         self.mode_combo.addItem("Target latency (measured ms)", "latency")
-        self.mode_combo.setToolTip("Prune a fixed share, prune until the model needs this many times fewer MACs, or "
-                                   "prune until its measured latency at the run's batch size is at most this many ms")
+        self.mode_combo.addItem("Target latency speed-up (measured, × faster)", "latency_speedup")
+        self.mode_combo.setToolTip("Prune a fixed share, prune until the model needs this many times fewer MACs, "
+                                   "prune until its measured latency at the run's batch size is at most this many "
+                                   "ms, or until it runs this many times faster than the original (both timed in "
+                                   "the same rounds, so a busy machine slows both alike)")
         self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         form.addRow("Target", self.mode_combo)
         form.addRow("Amount", self._build_amount_stack())
@@ -156,6 +161,9 @@ class MethodPanel(QWidget):
         self.latency_field = OptionField("target_latency")
         self.latency_spin = self.latency_field.widget
         self.amount_stack.addWidget(self.latency_spin)
+        self.latency_speedup_field = OptionField("target_latency_speedup")
+        self.latency_speedup_spin = self.latency_speedup_field.widget
+        self.amount_stack.addWidget(self.latency_speedup_spin)
         self.amount_stack.setMaximumHeight(self.speedup_spin.sizeHint().height() + 4)
         return self.amount_stack
 
@@ -269,6 +277,7 @@ class MethodPanel(QWidget):
         method = self.current_method()
         speedup = self.mode_combo.currentData() == "speedup" and method.structured
         latency = self.mode_combo.currentData() == "latency" and method.structured
+        latency_speedup = self.mode_combo.currentData() == "latency_speedup" and method.structured
         finetune = float(self.finetune_spin.value())
         eval_limit = int(self.eval_combo.currentData() or 0) or None
         values = {name: fld.value() for name, fld in self.fields.items()}
@@ -276,9 +285,10 @@ class MethodPanel(QWidget):
         values["distill"] = values["distill"] and finetune > 0
         cfg = PruneConfig(
             method=method.name,
-            pruning_ratio=None if speedup or latency else self.ratio_slider.value() / 100.0,
+            pruning_ratio=None if speedup or latency or latency_speedup else self.ratio_slider.value() / 100.0,
             target_speedup=float(self.speedup_spin.value()) if speedup else None,
             target_latency=self.latency_field.value() if latency else None,
+            target_latency_speedup=self.latency_speedup_field.value() if latency_speedup else None,
             device=self.device_combo.currentData(), eval_limit=eval_limit,
             # interactive defaults (the Options' gui_default): 10 batches estimate BatchNorm statistics
             # well, 20 timed runs give a stable median; both keep a step to a few seconds on a laptop CPU
@@ -291,7 +301,7 @@ class MethodPanel(QWidget):
         fields = {name: fld.value() for name, fld in (*self.fields.items(), *self.method_fields.items())}
         return {"method": self.current_method().name, "mode": self.mode_combo.currentData(),
                 "ratio": self.ratio_slider.value(), "speedup": self.speedup_spin.value(),
-                "latency": self.latency_field.value(),
+                "latency": self.latency_field.value(), "latency_speedup": self.latency_speedup_field.value(),
                 "eval": self.eval_combo.currentData(), "fields": fields}
 
     def restore(self, options: dict) -> None:
@@ -307,7 +317,8 @@ class MethodPanel(QWidget):
             pick(self.mode_combo, options.get("mode"))
             pick(self.eval_combo, options.get("eval"))
             for key, widget, kind in (("ratio", self.ratio_slider, int), ("speedup", self.speedup_spin, float),
-                                      ("latency", self.latency_spin, float)):
+                                      ("latency", self.latency_spin, float),
+                                      ("latency_speedup", self.latency_speedup_spin, float)):
                 if key in options:
                     widget.setValue(kind(options[key]))
             saved = options.get("fields") or {}
@@ -331,12 +342,12 @@ class MethodPanel(QWidget):
         for name, fld in self.method_fields.items():
             self.method_form.setRowVisible(fld.widget, name in method.options)
         self.method_box.setVisible(bool(method.options))
-        for row in (1, 2):  # the speed-up and latency targets
+        for row in range(1, self.mode_combo.count()):  # the speed-up and latency targets
             item = self.mode_combo.model().item(row)
             item.setEnabled(method.structured)
             item.setToolTip("" if method.structured else "Unstructured pruning keeps tensors dense: "
                             "MACs and latency do not drop, so a speed-up or latency target cannot be reached")
-        if not method.structured and self.mode_combo.currentData() in ("speedup", "latency"):
+        if not method.structured and self.mode_combo.currentData() != "ratio":
             self.mode_combo.setCurrentIndex(0)
         self.method_changed.emit(method.name)
         self.options_changed.emit()
@@ -356,7 +367,7 @@ class MethodPanel(QWidget):
     def _on_mode_changed(self, index: int) -> None:
         self.amount_stack.setCurrentIndex(index)
         for name in LATENCY_ROWS:
-            self.amount_form.setRowVisible(self.fields[name].widget, self.mode_combo.itemData(index) == "latency")
+            self.amount_form.setRowVisible(self.fields[name].widget, self.mode_combo.itemData(index) in LATENCY_MODES)
 
     @Slot(int)
     def _on_ratio_changed(self, value: int) -> None:

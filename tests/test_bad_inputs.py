@@ -128,7 +128,9 @@ CASES = [
     Case("ratio-above-one", prune("--ratio", "1.5"), "between 0 and 1"),
     Case("ratio-negative", prune("--ratio", "-0.1"), "between 0 and 1"),
     Case("ratio-and-speedup", prune("--ratio", "0.5", "--target-speedup", "2"), "not allowed with"),
-    Case("no-ratio", prune(), "one of the arguments --ratio --target-speedup --target-latency is required"),
+    Case("no-ratio", prune(), "one of the arguments --ratio --target-speedup --target-latency "
+                              "--target-latency-speedup is required"),
+    Case("latency-speedup-below-one", prune("--target-latency-speedup", "0.5"), "must be above 1"),
     Case("speedup-nan", prune("--target-speedup", "nan"), "finite number"),
     Case("speedup-below-one", prune("--target-speedup", "0.5"), "must be above 1"),
     Case("speedup-unstructured", ("prune", "--model", "{F}/tiny.pt", "--data", "fashion-mnist", "--method",

@@ -38,9 +38,21 @@ def test_the_target_latency_controls_reach_the_config(qtbot):
     again.restore(panel.options())
     assert again.config().target_latency == 12.5 and again.config().allocation == "latency"
 
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("latency_speedup"))  # the same, as a speed-up
+    panel.latency_speedup_spin.setValue(2.5)
+    assert all(panel.amount_form.isRowVisible(w) for w in rows)
+    assert panel.amount_stack.currentWidget() is panel.latency_speedup_spin
+    cfg = panel.config(scope="layer")
+    assert (cfg.target_latency_speedup, cfg.target_latency, cfg.pruning_ratio, cfg.runtime) == \
+        (2.5, None, None, "onnxruntime")
+    cfg.validate()
+    again.restore(panel.options())
+    assert again.config().target_latency_speedup == 2.5
+
     panel.select_method("magnitude-layer")  # unstructured: zeroed weights do not make the model faster
-    assert not panel.mode_combo.model().item(panel.mode_combo.findData("latency")).isEnabled()
-    assert panel.mode_combo.currentData() == "ratio" and panel.config().target_latency is None
+    for mode in ("latency", "latency_speedup"):
+        assert not panel.mode_combo.model().item(panel.mode_combo.findData(mode)).isEnabled()
+    assert panel.mode_combo.currentData() == "ratio" and panel.config().target_latency_speedup is None
 
 
 def test_a_run_in_the_window_prunes_to_the_target_and_says_whether_it_was_met(loaded, qtbot, monkeypatch):

@@ -305,3 +305,96 @@ def test_a_target_across_a_step_lands_near_it_with_the_other_groups_given_channe
 
     done = last(run_pruning(tiny, fashion, cfg))  # the run's model is the landed copy, its stem at 4
     assert done.after.macs / 1e6 / 2 == pytest.approx(lp.predicted_ms, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- a target given as a speed-up
+
+def test_a_speedup_target_aims_at_the_paired_ratio_whatever_level_the_machine_is_at(tiny, monkeypatch):
+    """Every trial reads both models at another level (a load that comes and goes: ×1 to ×3), as a busy
+    machine does; a target of 2× faster is still met by the copy with half the 'time', because only the
+    ratio inside each trial counts. A target in ms taken from the first level would aim elsewhere."""
+    import torch
+
+    import engine.latency_target as lt
+    from engine.events import CancelToken
+    from engine.metrics import count_macs
+    from engine.pruners import trial_prune
+
+    levels = iter([1.0, 3.0, 1.7, 2.4, 1.2, 2.9] * 10)
+
+    def loaded_machine(*args):
+        a, b, speedup = macs_ms(*args)
+        level = next(levels)
+        return a * level, b * level, speedup
+
+    monkeypatch.setattr(lt, "_paired_trial", loaded_machine)
+    full = count_macs(tiny.model, (1, 28, 28)) / 1e6
+    notes: list[str] = []
+    lp = plan(tiny.model, fast(target_latency_speedup=2.0, pruning_ratio=None), notes)
+    chosen = trial_prune(tiny.model, lp.cfg, lp.cfg.pruning_ratio, torch.zeros(1, 1, 28, 28), 10, CancelToken())
+    real = count_macs(chosen, (1, 28, 28)) / 1e6
+    assert 0.45 * full <= real <= 0.5 * full, (real / full, lp.trials)
+    assert lp.speedup_target == 2.0 and lp.reachable and lp.target_ms == pytest.approx(lp.original_ms / 2)
+    assert "(2x faster)" in notes[-1] and lp.cfg.target_latency_speedup is None  # the search itself got there
+    assert not any(n.startswith("landed nearer") for n in notes)
+    assert lp.to_json()["speedup_target"] == 2.0
+
+
+@pytest.mark.parametrize("speedup, met, within", [(2.05, True, True), (1.9, False, True), (2.5, True, False),
+                                                  (1.7, False, False)])
+def test_a_speedup_target_is_judged_on_the_paired_speedup(speedup, met, within):
+    """Met when the paired speed-up reaches the target; within 10 % when the pruned ÷ original ratio is within
+    10 % of 1/S. The absolute times (here far from original ÷ S) do not decide it."""
+    from engine.events import drain
+    from engine.latency_target import LatencyPlan, check_latency_target
+
+    lp = LatencyPlan(fast(pruning_ratio=0.3), 5.0, "torch", 4, "uniform", 10.0, 5.0, True, (), speedup_target=2.0)
+    measured = {"per_batch": {"4": {"a_ms": 30.0, "b_ms": 30.0 / speedup, "b_low": 1.0, "b_high": 40.0,
+                                    "rounds": 7, "median": speedup, "low": speedup - 0.1, "high": speedup + 0.1}}}
+    notes: list[str] = []
+    t = drain(check_latency_target(lp, None, None, (1, 28, 28), "cpu", 1, measured, notes))
+    assert (t["met"], t["within_10_percent"]) == (met, within)
+    assert notes[-1].startswith(f"target latency 2x faster on torch at batch 4: {'met' if met else 'not met'}")
+    assert f"measured {speedup:.2f}x faster (95 % interval" in notes[-1]
+
+
+def test_a_run_with_a_speedup_target_reports_the_paired_check(tiny, fashion):
+    done = last(run_pruning(tiny, fashion, fast(pruning_ratio=None, target_latency_speedup=1000.0)))
+    t = done.latency_target
+    assert t["speedup_target"] == 1000.0 and t["reachable"] is False and t["met"] is False
+    assert any(n.startswith("target latency 1000x faster on torch at batch 4: out of reach") for n in done.notes)
+    assert done.after.params < done.before.params
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(target_latency_speedup=1.0), "above 1"),
+    (dict(target_latency_speedup=2.0, target_latency=5.0), "exactly one of"),
+    (dict(target_latency_speedup=2.0, scope="global"), "layer scope"),
+    (dict(target_latency_speedup=2.0, method="magnitude-global"), "structured method"),
+])
+def test_speedup_target_options_are_checked(kw, words):
+    from engine.errors import UserError
+
+    with pytest.raises(UserError, match=words):
+        fast(**{"pruning_ratio": None, **kw}).validate()
+
+
+def test_plans_sweep_speedup_targets_with_labels_and_unchanged_keys_for_other_runs():
+    from engine.errors import UserError
+    from engine.experiments.plans import parse_plan
+    from engine.experiments.runner import _digest, run_key
+    from engine.experiments.store import run_label
+
+    head = '[model]\nsource = "demo:resnet"\n[data]\nspec = "fashion-mnist"\n'
+    plan = parse_plan(head + '[sweep]\nmethods = ["l1", "magnitude-global"]\nratios = [0.5]\ntarget_latencies = [20]\n'
+                      'target_latency_speedups = [2.0, 1.5]\n')
+    configs = [c for c, _ in plan.configs()]
+    assert [run_label(c) for c in configs] == ["l1 @ 0.5", "l1 @ 20 ms", "l1 @ 2× latency", "l1 @ 1.5× latency",
+                                               "magnitude-global @ 0.5"]
+    with pytest.raises(UserError, match="target_latency_speedups"):
+        parse_plan(head + '[sweep]\nmethods = ["l1"]\ntarget_latency_speedups = [1.0]\n')
+    # a run that sets no speed-up target keeps the key it had before the option existed (a store's runs stay found)
+    ratio_run = configs[0]
+    before = {k: v for k, v in ratio_run.to_json().items() if k != "target_latency_speedup"}
+    assert run_key(plan, ratio_run, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": before})
+    assert run_key(plan, configs[2], {"m": 1}) != run_key(plan, configs[3], {"m": 1})

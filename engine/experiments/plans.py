@@ -26,10 +26,11 @@ PLAN_SECTIONS = {
              "gpus_per_run"},
     "model": {"source", "code", "kwargs", "weights", "trust", "input_shape", "mean", "std"},
     "data": {"spec"},
-    "sweep": {"methods", "ratios", "target_speedups", "target_latencies", "sensitivity_guided"},
+    "sweep": {"methods", "ratios", "target_speedups", "target_latencies", "target_latency_speedups",
+              "sensitivity_guided"},
     # manual channels are ticked on one model in the Teach tab, not swept
     "prune": set(PruneConfig.__dataclass_fields__) - {"method", "pruning_ratio", "target_speedup", "target_latency",
-                                                      "layer_ratios",
+                                                      "target_latency_speedup", "layer_ratios",
                                                       "seed", "manual_channels"},
     "recovery": None,  # an array of tables, checked separately
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
@@ -76,6 +77,7 @@ class Plan:
     ratios: tuple[float, ...] = (0.5,)
     target_speedups: tuple[float, ...] = ()
     target_latencies: tuple[float, ...] = ()  # ms on [prune] runtime at [prune] batch_size (engine.latency_target)
+    target_latency_speedups: tuple[float, ...] = ()  # times faster than the original, timed paired, likewise
     recoveries: tuple[Recovery, ...] = (Recovery(),)
     prune: dict = field(default_factory=dict)  # PruneConfig fields shared by every run
     seed: int = 0
@@ -106,7 +108,8 @@ class Plan:
         if len(self.name) > MAX_NAME:
             raise UserError(f"[plan] name is {len(self.name)} characters long; keep it to {MAX_NAME} or fewer")
         for key, values in (("methods", self.methods), ("ratios", self.ratios), ("target_speedups", self.target_speedups),
-                             ("target_latencies", self.target_latencies)):
+                             ("target_latencies", self.target_latencies),
+                             ("target_latency_speedups", self.target_latency_speedups)):
             seen: set = set()
             twice = [v for v in values if v in seen or seen.add(v)]
             if twice:
@@ -122,16 +125,17 @@ class Plan:
         self.check()
         out = []
         targets = [("pruning_ratio", r) for r in self.ratios] + [("target_speedup", s) for s in self.target_speedups] \
-            + [("target_latency", t) for t in self.target_latencies]
+            + [("target_latency", t) for t in self.target_latencies] \
+            + [("target_latency_speedup", s) for s in self.target_latency_speedups]
         for method in self.methods:
             for kind, value in targets:
-                if kind in ("target_speedup", "target_latency") and not get_method(method).structured:
+                if kind != "pruning_ratio" and not get_method(method).structured:
                     continue
                 for rec in self.recoveries:
                     kw = dict(self.prune)
                     kw.update(rec.options)
                     kw.update(method=method, seed=self.seed, pruning_ratio=None, target_speedup=None,
-                              target_latency=None)
+                              target_latency=None, target_latency_speedup=None)
                     kw[kind] = float(value)
                     try:
                         cfg = PruneConfig(**kw)
@@ -341,9 +345,11 @@ def _sweep_keys(plan: Plan, sweep_t: dict, source: str) -> None:
                                     "above 1.0")
     plan.target_latencies = _numbers(sweep_t.get("target_latencies", []), "[sweep] target_latencies", 0.0, None,
                                      "above 0 (milliseconds)")
-    if not plan.ratios and not plan.target_speedups and not plan.target_latencies:
-        raise UserError(f"{source}: [sweep] needs ratios (e.g. [0.3, 0.5, 0.7]), target_speedups (e.g. [2.0]) or "
-                        "target_latencies (milliseconds, e.g. [20.0])")
+    plan.target_latency_speedups = _numbers(sweep_t.get("target_latency_speedups", []),
+                                            "[sweep] target_latency_speedups", 1.0, None, "above 1.0 (times faster)")
+    if not (plan.ratios or plan.target_speedups or plan.target_latencies or plan.target_latency_speedups):
+        raise UserError(f"{source}: [sweep] needs ratios (e.g. [0.3, 0.5, 0.7]), target_speedups (e.g. [2.0]), "
+                        "target_latencies (milliseconds, e.g. [20.0]) or target_latency_speedups (e.g. [2.0])")
     plan.sensitivity_guided = _expect(sweep_t.get("sensitivity_guided", False), bool, "[sweep] sensitivity_guided",
                                       "true or false")
 
