@@ -10,9 +10,10 @@ BatchNorm re-estimation (with its interval; untrained torchvision models are at 
 not a result) and the efficiency (latency gain ÷ MACs gain). With --same-macs, each latency-aware result is
 also matched by a uniform run at the same MACs (`--target-speedup`), timed paired against the original.
 
-"Within ±10 %" is judged twice: against the target in ms (the pruned model's time in the end's rounds) and
-as the paired ratio (the pruned model's time over the original's in the end's interleaved rounds, against the
-factor asked), which load hits on both sides alike.
+"Within ±10 %" is judged twice: the pruned model's time in the end's rounds against the target in ms (with a
+speed-up target: the original's time as the search read it, times the factor), and the paired ratio (the
+pruned model's time over the original's in the end's interleaved rounds, against the factor), which load hits
+on both sides alike.
 
 The machine's load average is printed with every row: figures from a busy machine are noisy, say so.
 With --json FILE, rows already in FILE are kept and skipped (--resume after a stop), and FILE is rewritten
@@ -95,7 +96,8 @@ def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: f
             "target_kind": "speedup" if t.get("speedup_target") else "ms",
             "original_ms": round(original_ms, 3), "target_ms": t.get("target_ms"),
             "measured_ms": t.get("measured_ms"), "low": t.get("low"), "high": t.get("high"),
-            "within_10": t.get("within_10_percent"), "met": t.get("met"), "reachable": t.get("reachable"),
+            "within_10": abs(t["measured_ms"] - t["target_ms"]) <= 0.1 * t["target_ms"] if t.get("measured_ms") else None,
+            "met": t.get("met"), "reachable": t.get("reachable"), "factor": factor,
             "paired_ratio": round(1.0 / t["speedup"], 4) if t.get("speedup") else None,
             "paired_ratio_ci": [round(1.0 / t["speedup_high"], 4), round(1.0 / t["speedup_low"], 4)]
             if t.get("speedup_low") else None,
@@ -143,7 +145,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.json) if args.json else None
     rows = json.loads(out.read_text()) if args.resume and out and out.exists() else []
-    done_keys = {(r["model"], r["runtime"], r["batch"], r["allocation"]) for r in rows}
+    def key(r: dict) -> tuple:  # rows written before the target kind and factor were recorded: ms at 0.5
+        return r["model"], r["runtime"], r["batch"], r["allocation"], r.get("target_kind", "ms"), r.get("factor", 0.5)
+
+    done_keys = {key(r) for r in rows}
     torch.set_num_threads(args.threads)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {args.method}, BN re-estimation ({args.bn_batches} batches), "
           f"{args.threads} threads, top-1 on {args.eval_limit} test images, "
@@ -156,7 +161,8 @@ def main() -> None:
         shape = bundle.input_shape
         for runtime in args.runtimes:
             for batch in args.batches:
-                todo = [a for a in args.allocations if (model, runtime, batch, a) not in done_keys]
+                todo = [a for a in args.allocations
+                        if (model, runtime, batch, a, args.target, args.factor) not in done_keys]
                 if not todo:
                     continue
                 original_ms, target = None, {"target_latency_speedup": 1.0 / args.factor}

@@ -226,8 +226,9 @@ class PruneConfig:
                 raise UserError(f"ratio for layer {name} must be in [0, 1), got {value}")
         check_manual_channels(self.manual_channels, method)
         if method.manual:
-            if self.target_speedup is not None:
-                raise UserError("the manual method removes the channels you tick; drop the target speed-up")
+            if self.target_speedup is not None or self.latency_targeted:
+                raise UserError("the manual method removes the channels you tick; drop the target speed-up or "
+                                "target latency")
         elif sum(x is not None for x in (self.pruning_ratio, self.target_speedup, self.target_latency,
                                          self.target_latency_speedup)) != 1:
             raise UserError("give exactly one of a pruning ratio (--ratio), a target speed-up (--target-speedup), "

@@ -143,10 +143,14 @@ def figures(meta: dict) -> dict | None:
 
 
 def pruning_facts(meta: dict, structured: bool) -> dict:
-    """Method, family and ratio (or speed-up target) of the run, with its whole configuration."""
+    """Method, family and ratio (or speed-up or latency target) of the run, with its whole configuration."""
     config = meta.get("config") or {}
     return {"method": meta.get("method"), "family": "structured" if structured else "unstructured",
             "ratio": config.get("pruning_ratio"), "target_speedup": config.get("target_speedup"),
+            "target_latency_ms": config.get("target_latency"),
+            "target_latency_speedup": config.get("target_latency_speedup"),
+            "runtime": config.get("runtime") if config.get("target_latency") or config.get("target_latency_speedup")
+            else None,
             "ratio_meaning": "share of channels removed" if structured else "share of weights set to zero",
             "config": config}
 
@@ -158,7 +162,8 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
              "channel_order": pre["channel_order"], "scale": pre["scale"], "resize": pre["resize"],
              "class_names": meta["classes"], "pruning_method": pruning["method"], "pruning_family": pruning["family"],
              "pruning_ratio": pruning["ratio"], "target_speedup": pruning["target_speedup"],
-             "prunelab_version": __version__}
+             "target_latency_ms": pruning.get("target_latency_ms"),
+             "target_latency_speedup": pruning.get("target_latency_speedup"), "prunelab_version": __version__}
     if "grey_from_rgb" in pre:
         props["grey_from_rgb"] = pre["grey_from_rgb"]
     return {k: json.dumps(v) for k, v in props.items()}
@@ -329,7 +334,11 @@ def model_card(meta: dict) -> str:
     classes = meta["classes"]
     shown = ", ".join(classes[:20]) + (f", … ({len(classes)} in all)" if len(classes) > 20 else "")
     ratio = (f"{100 * pruning['ratio']:g} % ({pruning['ratio_meaning']})" if pruning.get("ratio") is not None else
-             f"a {pruning['target_speedup']}x target" if pruning.get("target_speedup") else "")
+             f"a {pruning['target_speedup']}x target" if pruning.get("target_speedup") else
+             f"a target latency of {pruning['target_latency_ms']:g} ms on {pruning['runtime']}"
+             if pruning.get("target_latency_ms") else
+             f"a target of {pruning['target_latency_speedup']:g}x lower latency on {pruning['runtime']}"
+             if pruning.get("target_latency_speedup") else "")
     weights_from = (f"`{original['file']}` (sha256 {original['sha256']})" if original.get("file") else
                     "random weights (no weights file)" if original.get("untrained") else "no file")
     removed = ("Whole channels were removed, so the layers are narrower and dense kernels run faster."

@@ -340,15 +340,15 @@ def _search(timed, goal: _Goal, cfg: PruneConfig, reference: list[float], config
     from dataclasses import replace
 
     speedups: dict[float, list[float]] = {0.0: [1.0] * 8}  # nothing pruned: the original itself, known exactly
-    trials: list[tuple[float, float]] = []
+    trials: list[tuple[float, float]] = []  # (knob, speed-up) in the order timed
 
     def ms_of(speedup: float) -> float:
         return statistics.median(reference) / speedup
 
     def time_at(knob: float) -> float:
         speedups.setdefault(knob, []).append(timed(knob))
-        trials.append((knob, ms_of(speedups[knob][-1])))
-        return trials[-1][1]
+        trials.append((knob, speedups[knob][-1]))
+        return ms_of(trials[-1][1])
 
     yield Progress("latency target", 0, SEARCH_STEPS + 2, f"timing the most pruning allowed on {cfg.runtime}")
     high_ms = time_at(1.0)
@@ -401,8 +401,10 @@ def _search(timed, goal: _Goal, cfg: PruneConfig, reference: list[float], config
                     "the channel counts move in steps")
             notes.append(f"{NO_LANDING} {2 * TOLERANCE:.0%} below the target: the next less pruned one "
                          f"took {ms_of(fit[below]):.3f} ms; {step}")
+    # every trial's time at the original's final median: the speed-ups are what was measured, and one level
+    # for all keeps a copy timed early comparable with the target (the landing compares them)
     yield LatencyPlan(plan, target, cfg.runtime, batch, cfg.allocation, original_ms, chosen_ms, reachable,
-                      tuple(trials), goal.speedup)
+                      tuple((knob, original_ms / s) for knob, s in trials), goal.speedup)
 
 
 def _widths(model: nn.Module, roots: list[str]) -> dict[str, int]:
@@ -449,7 +451,8 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, pruned, timed_config, referen
         return c.layer_ratios.get(root, c.pruning_ratio if cfg.allocation == "uniform" else 0.0)
 
     def ms_of(trial_cfg: PruneConfig) -> float:
-        return statistics.median(reference) / timed_config(trial_cfg)
+        speedup = timed_config(trial_cfg)  # adds the original's time in this trial to `reference` first
+        return statistics.median(reference) / speedup
 
     # each group that differs goes back to the slower copy's width, on top of those that already went back
     # without passing the target; one that passes it holds the step (the groups past the budget hold it too)
@@ -568,8 +571,9 @@ def target_words(t: dict) -> str:
     head = f"target latency {asked} on {t['runtime']} at batch {t['batch']}: {verdict_of(t)}"
     if t.get("measured_ms") is None:
         return head + " (the pruned model's latency could not be measured on this runtime)"
-    why = {"out of reach": " within the maximum layer ratio",
-           "not met": " at the end (the copies were timed under other load)"}.get(verdict_of(t), "")
+    missed = (" at the end (its paired rounds read less speed-up than the search's copies had)" if relative else
+              " at the end (the copies were timed under other load)")
+    why = {"out of reach": " within the maximum layer ratio", "not met": missed}.get(verdict_of(t), "")
     if relative:  # the paired speed-up is what was asked, so it leads, with its own interval
         return (f"{head}{why}: measured {t['speedup']:.2f}x faster (95 % interval {t['speedup_low']:.2f}–"
                 f"{t['speedup_high']:.2f}, {t['rounds']} paired rounds): {t['measured_ms']:.3f} ms against the "

@@ -330,8 +330,8 @@ class MainWindow(QMainWindow):
             return False
         bundle = source.pruned if source is not None else session.loaded.bundle
         ignored, ratios = ui.graph_view.layer_table.choices()
-        manual = dict(method="manual", manual_channels=manual_channels, pruning_ratio=None,
-                      target_speedup=None) if manual_channels else {}
+        manual = dict(method="manual", manual_channels=manual_channels, pruning_ratio=None, target_speedup=None,
+                      target_latency=None, target_latency_speedup=None) if manual_channels else {}
         try:
             cfg = ui.method_panel.config(ignored_layers=ignored, layer_ratios=ratios, **manual)
             cfg.validate()

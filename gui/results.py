@@ -66,7 +66,8 @@ COLUMNS = (
     ("Method", "Pruning method", lambda r: r.config.method, lambda r: r.config.method),
     ("Amount", "Requested pruning ratio, speed-up or latency (a latency target: met or not when measured at the end; "
      "hover for the figure) (manual runs: the channels ticked)", lambda r: r.amount,
-     lambda r: r.config.pruning_ratio or r.config.target_speedup or 0),
+     lambda r: r.config.pruning_ratio or r.config.target_speedup or r.config.target_latency_speedup
+     or (1 / r.config.target_latency if r.config.target_latency else 0)),
     ("Recovery", "What won back accuracy after each pruning step: fine-tuning (epochs, or a batch budget), "
      "distillation from the original, BatchNorm re-estimation; and the steps and scope when not the defaults. Hover "
      "a run's first cells for its whole configuration", lambda r: recovery_words(r.config),
@@ -410,7 +411,8 @@ class ResultsView(theme.PaletteWidget):
         """Write the runs shown (the loaded model and dataset's) as CSV: raw numbers, one row per run, with the
         original model first."""
         path = Path(path)
-        fields = ["run", "parent", "method", "pruning_ratio", "target_speedup", "scope", "steps", "finetune_epochs",
+        fields = ["run", "parent", "method", "pruning_ratio", "target_speedup", "target_latency",
+                  "target_latency_speedup", "runtime", "target_latency_verdict", "scope", "steps", "finetune_epochs",
                   "top1", "top5", "f1_macro", *Metrics().interval_columns(),  # the store's CSV names
                   "precision_macro", "recall_macro", "params", "nonzero_params", "macs",
                   "size_bytes", "compressed_bytes", "latency_ms_b1", "batch_size", "latency_ms_batch", "speedup_macs",
@@ -442,6 +444,11 @@ class ResultsView(theme.PaletteWidget):
                     "method": run.config.method if run else "",
                     "pruning_ratio": run.config.pruning_ratio if run else "",
                     "target_speedup": run.config.target_speedup if run else "",
+                    "target_latency": run.config.target_latency if run else "",
+                    "target_latency_speedup": run.config.target_latency_speedup if run else "",
+                    "runtime": run.config.runtime if run and run.config.latency_targeted else "",
+                    "target_latency_verdict": verdict_of(run.done.latency_target)
+                    if run and run.done is not None and run.done.latency_target else "",
                     "scope": run.config.scope if run else "", "steps": run.config.steps if run else "",
                     "finetune_epochs": run.config.finetune_epochs if run else "",
                     "top1": m.top1, "top5": m.top5, "f1_macro": m.f1_macro, "precision_macro": m.precision_macro,

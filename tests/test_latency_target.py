@@ -389,7 +389,7 @@ def test_plans_sweep_speedup_targets_with_labels_and_unchanged_keys_for_other_ru
     plan = parse_plan(head + '[sweep]\nmethods = ["l1", "magnitude-global"]\nratios = [0.5]\ntarget_latencies = [20]\n'
                       'target_latency_speedups = [2.0, 1.5]\n')
     configs = [c for c, _ in plan.configs()]
-    assert [run_label(c) for c in configs] == ["l1 @ 0.5", "l1 @ 20 ms", "l1 @ 2× latency", "l1 @ 1.5× latency",
+    assert [run_label(c) for c in configs] == ["l1 @ 0.5", "l1 @ 20 ms", "l1 @ 2× lower latency", "l1 @ 1.5× lower latency",
                                                "magnitude-global @ 0.5"]
     with pytest.raises(UserError, match="target_latency_speedups"):
         parse_plan(head + '[sweep]\nmethods = ["l1"]\ntarget_latency_speedups = [1.0]\n')
@@ -398,3 +398,40 @@ def test_plans_sweep_speedup_targets_with_labels_and_unchanged_keys_for_other_ru
     before = {k: v for k, v in ratio_run.to_json().items() if k != "target_latency_speedup"}
     assert run_key(plan, ratio_run, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": before})
     assert run_key(plan, configs[2], {"m": 1}) != run_key(plan, configs[3], {"m": 1})
+
+
+def test_a_latency_target_is_refused_where_it_cannot_apply_and_named_where_runs_are_ranked():
+    """The manual method cuts the ticked channels (a target would be searched and ignored), and a teaching view
+    cuts one step at a fixed ratio (a latency target's ratio comes from timing copies during a run): both say
+    so in one line. A ranked run that asked for a latency is named by it in the recommendation."""
+    from types import SimpleNamespace
+
+    from engine.errors import UserError
+    from engine.experiments.ranking import _target_text
+    from engine.explain.common import run_config
+
+    for target in (dict(target_latency=5.0), dict(target_latency_speedup=2.0)):
+        with pytest.raises(UserError, match="manual method"):
+            fast(method="manual", manual_channels={"conv1": [0]}, pruning_ratio=None, **target).validate()
+        with pytest.raises(UserError, match="teaching views"):
+            run_config(fast(pruning_ratio=None, **target), "l2", None)
+        assert run_config(fast(pruning_ratio=None, **target), "l2", 0.3).pruning_ratio == 0.3  # a ratio given: fine
+    run = SimpleNamespace(ratio=None, target_speedup=None, config={"target_latency_speedup": 2.0, "runtime": "onnxruntime"})
+    assert _target_text(run) == "target latency 2× lower on onnxruntime"
+    run.config = {"target_latency": 20.0, "runtime": "torch"}
+    assert _target_text(run) == "target latency 20 ms on torch"
+
+
+def test_what_a_latency_target_run_writes_says_what_was_asked():
+    """The deployment set's facts and the plan report's setup name a latency target (they said nothing: the
+    ratio and the MACs speed-up were all they knew)."""
+    from engine.deploy import pruning_facts
+    from engine.report.content import setup
+
+    facts = pruning_facts({"method": "l2", "config": {"pruning_ratio": None, "target_latency_speedup": 2.0,
+                                                      "runtime": "onnxruntime"}}, structured=True)
+    assert (facts["target_latency_speedup"], facts["runtime"], facts["ratio"]) == (2.0, "onnxruntime", None)
+    shown = setup([], None, {"methods": ["l2"], "target_latencies": [20.0], "target_latency_speedups": [2.0, 1.5]},
+                  "demo:resnet")
+    assert shown["target latencies"] == "20 ms" and shown["target latency speed-ups"] == "2× lower, 1.5× lower"
+    assert "target latencies" not in setup([], None, {"methods": ["l2"], "ratios": [0.5]}, "demo:resnet")

@@ -150,7 +150,8 @@ class Plan:
                                         "the same runs would run twice; keep one, or make them differ")
                     out.append((cfg, rec))
         if not out:
-            raise UserError("plan: no runs; give [sweep] methods and ratios (or target_speedups)")
+            raise UserError("plan: no runs; give [sweep] methods and ratios (or target_speedups, target_latencies "
+                            "or target_latency_speedups for structured methods)")
         return out
 
     def model_identity(self) -> dict:

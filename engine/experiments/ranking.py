@@ -231,7 +231,14 @@ def tie_words(tied: Sequence[RankedRun]) -> str:
 def _target_text(r: RunResult) -> str:
     if r.ratio is not None:
         return f"ratio {r.ratio:g}"
-    return f"target speed-up {r.target_speedup:g}×" if r.target_speedup else ""
+    if r.target_speedup:
+        return f"target speed-up {r.target_speedup:g}×"
+    config, runtime = r.config or {}, (r.config or {}).get("runtime", "torch")
+    if config.get("target_latency") is not None:
+        return f"target latency {config['target_latency']:g} ms on {runtime}"
+    if config.get("target_latency_speedup") is not None:
+        return f"target latency {config['target_latency_speedup']:g}× lower on {runtime}"
+    return ""
 
 
 def describe_gain(r: RunResult, baseline: RunResult | None) -> str:

@@ -127,11 +127,11 @@ class RunResult:
 
 
 def run_label(cfg: PruneConfig, recovery: str = "", guided: bool = False) -> str:
-    """A short name for a run, e.g. 'l2 @ 0.5', 'taylor @ 2× [bn+ft]' (MACs), 'l2 @ 20 ms' or 'l2 @ 2× latency'."""
+    """A short name for a run, e.g. 'l2 @ 0.5', 'taylor @ 2× [bn+ft]' (MACs), 'l2 @ 20 ms' or 'l2 @ 2× lower latency'."""
     target = (f"{cfg.pruning_ratio:g}" if cfg.pruning_ratio is not None else
               f"{cfg.target_speedup:g}×" if cfg.target_speedup is not None else
               f"{cfg.target_latency:g} ms" if cfg.target_latency is not None else
-              f"{cfg.target_latency_speedup:g}× latency" if cfg.target_latency_speedup is not None else "manual")
+              f"{cfg.target_latency_speedup:g}× lower latency" if cfg.target_latency_speedup is not None else "manual")
     label = f"{cfg.method} @ {target}"
     if guided:
         label += " (sensitivity-guided)"

@@ -37,7 +37,11 @@ def run_config(base: PruneConfig | None, method: str, ratio: float | None) -> Pr
     """The run's options as one step at a fixed ratio: what a single step of that run would cut."""
     cfg = replace(base or PruneConfig(), method=method, steps=1, finetune_epochs=0.0, finetune_batches=None)
     if ratio is not None:
-        cfg = replace(cfg, pruning_ratio=ratio, target_speedup=None)
+        cfg = replace(cfg, pruning_ratio=ratio, target_speedup=None, target_latency=None, target_latency_speedup=None)
+    if cfg.latency_targeted:  # its ratio comes from timing pruned copies, which a view does not do
+        raise UserError("the teaching views cut one step at a fixed ratio, and a target latency's ratio is found by "
+                        "timing pruned copies during a run; set a pruning ratio (or a MACs speed-up) to see a cut "
+                        "here")
     if cfg.target_speedup is not None and cfg.scope == "global":
         raise UserError("the teaching views need a pruning ratio under global scope; set a ratio instead of a "
                         "speed-up target")

@@ -177,6 +177,10 @@ def setup(results: Sequence[RunResult], baseline: RunResult | None, plan: dict, 
         "methods": ", ".join(plan.get("methods", sorted({r.method for r in results}))),
         "ratios": ", ".join(f"{v:g}" for v in plan.get("ratios", [])) or NONE,
         "target speed-ups": ", ".join(f"{v:g}×" for v in plan.get("target_speedups", [])) or NONE,
+        **({"target latencies": ", ".join(f"{v:g} ms" for v in plan["target_latencies"])}
+           if plan.get("target_latencies") else {}),
+        **({"target latency speed-ups": ", ".join(f"{v:g}× lower" for v in plan["target_latency_speedups"])}
+           if plan.get("target_latency_speedups") else {}),
         "recovery": recoveries, "sensitivity-guided runs": "yes" if plan.get("sensitivity_guided") else "no",
         "seed": str(plan.get("seed", NONE)),
         "shared pruning options": ", ".join(f"{k}={v}" for k, v in (plan.get("prune") or {}).items()) or NONE,
