@@ -108,7 +108,8 @@ def row_of(model: str, runtime: str, batch: int, allocation: str, original_ms: f
             "macs_m": round(a.macs / 1e6, 3), "macs_gain": round(macs_gain, 3), "latency_gain": round(latency_gain, 3),
             "efficiency": round(latency_gain / macs_gain, 3) if macs_gain else None,
             "top1": round(a.top1, 4), "top1_ci": [round(v, 4) for v in ci] if ci else None,
-            "images": a.samples, "seconds": round(done.seconds, 1), "load_avg": load_avg()}
+            "images": a.samples, "seconds": round(done.seconds, 1), "load_avg": load_avg(),
+            "notes": [n for n in done.notes if "target" in n or "landed" in n or "channels back" in n]}
 
 
 def show(r: dict) -> None:
