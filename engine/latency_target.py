@@ -416,7 +416,7 @@ def _widths(model: nn.Module, roots: list[str]) -> dict[str, int]:
 def _land(lp: LatencyPlan, goal: _Goal, configure, pruned, timed_config, reference: list[float], model: nn.Module,
           example: torch.Tensor, cfg: PruneConfig, num_classes: int | None, notes: list[str],
           cancel: CancelToken) -> Iterator:
-    """Across a step, nearer the target. When the chosen copy runs more than 2 TOLERANCE below the target and
+    """Across a step, nearer the target. When the chosen copy runs more than TOLERANCE below the target and
     the next less pruned copy the search timed runs above it, the time falls in a step: a kernel changes
     with the width of one of the groups that differ between the two (demo:resnet on onnxruntime at batch
     64 took 15.7 ms one ratio step below a copy that took 8.5, for a target of 12).
@@ -424,14 +424,18 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, pruned, timed_config, referen
     Each of those groups in turn goes back to the slower copy's width, on top of those that already went
     back, and stays there when the copy keeps within the target (here the stem alone: 11.6 ms; the stem and
     the first block's conv together took 15.5); the others hold the step and keep the fast width. If the
-    copy is still more than 2 TOLERANCE below the target, every group not holding the step gives channels
+    copy is still more than TOLERANCE below the target, every group not holding the step gives channels
     back (its ratio scaled by a share bisected between none and all of it), so the model keeps what the
     target did not ask it to lose. The copy chosen is timed CONFIRM times; yields Progress, returns the
-    LatencyPlan (the same one when nothing was gained)."""
+    LatencyPlan (the same one when nothing was gained).
+
+    The band is the search's own (TOLERANCE), not the 10 % a note speaks of: a copy the search read 9 %
+    below the target was read 11 % below by the end's check (demo:resnet, torch, batch 64), so a copy
+    left near the band's edge missed it at the end."""
     from dataclasses import replace
 
     target = goal.target_ms()
-    if not lp.reachable or lp.predicted_ms >= (1 - 2 * TOLERANCE) * target:
+    if not lp.reachable or lp.predicted_ms >= (1 - TOLERANCE) * target:
         return lp
     chosen = _knob_of(lp, configure)
     slower_knobs = [k for k, ms in lp.trials if chosen is not None and k < chosen and ms > target]
@@ -476,7 +480,7 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, pruned, timed_config, referen
                                               **{r: round(ratio_in(current, r) * share, 6) for r in others}})
 
     low, high, best = 0.0, 1.0, (1.0, current_ms) if back else None  # shares: low above the target, high within
-    for i in range(LAND_STEPS if holding and others and current_ms < (1 - 2 * TOLERANCE) * goal.target_ms() else 0):
+    for i in range(LAND_STEPS if holding and others and current_ms < (1 - TOLERANCE) * goal.target_ms() else 0):
         cancel.check()
         share = (low + high) / 2
         ms = ms_of(at(share))
@@ -484,7 +488,7 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, pruned, timed_config, referen
                        f"{len(others)} groups at {share:.0%} of their ratio: {ms:.3f} ms (target {goal.words()})")
         if ms <= goal.target_ms():
             high, best = share, (share, ms)
-            if ms >= (1 - 2 * TOLERANCE) * goal.target_ms():
+            if ms >= (1 - TOLERANCE) * goal.target_ms():
                 break
         else:
             low = share
