@@ -73,8 +73,8 @@ run: venv dataset qtdeps
 ## (tests/resource_report.py). Two malloc arenas per process: with glibc's default of one per thread (up to 16 here)
 ## each kept its own freed memory, and a six-module run's process peaked 0.24 GiB higher. The project's modules are
 ## compiled once first: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines) every process the
-## tests start compiled them from source again (measured: 0.1 s of CPU for a command refusing bad input, 0.3 s for
-## one importing the window's modules)
+## tests start compiled them from source again (measured, medians of 5: 0.05 s of CPU for a command refusing bad
+## input, 0.4 s for one importing the window's modules)
 TEST_WORKERS ?= 2
 test: venv dataset qtdeps testdeps
 	$(VENV)/bin/lint-imports
