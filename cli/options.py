@@ -7,13 +7,13 @@ from dataclasses import fields
 from typing import Any, Callable
 
 from cli.types import at_least, finite
-from engine.config import PruneConfig, default_of, field_types, options
+from engine.config import TARGET_FIELDS, PruneConfig, default_of, field_types, options
 from engine.errors import UserError
 from engine.recipes import PRESET_FIELDS, PRESETS, with_preset
 
 # Which flags are required, and which pairs exclude each other, is the command's choice, not the config's.
 REQUIRED = ("method",)
-ONE_OF = ("pruning_ratio", "target_speedup", "target_latency", "target_latency_speedup")
+ONE_OF = TARGET_FIELDS
 
 
 def _parse_type(name: str, hint: Any) -> Callable[[str], Any] | None:

@@ -21,6 +21,13 @@ from engine.training import OPTIMIZERS, PRECISIONS, SCHEDULES
 SCOPES = ("layer", "global")
 RUNTIMES = ("torch", "onnxruntime")  # what a latency is measured on (engine.runtimes)
 ALLOCATIONS = ("uniform", "latency")  # how a latency target is shared among layers (engine.latency_target)
+# The ways to say how much to prune: a run sets exactly one (the manual method none)
+TARGET_FIELDS = ("pruning_ratio", "target_speedup", "target_latency", "target_latency_speedup")
+
+
+def only_target(name: str | None = None, value: float | None = None) -> dict:
+    """PruneConfig values that clear every target and set `name` to `value` (none when `name` is None)."""
+    return {**dict.fromkeys(TARGET_FIELDS), **({name: value} if name else {})}
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
 
 # Groups say where an option belongs: the GUI builds one box per group and plans allow the
@@ -229,8 +236,7 @@ class PruneConfig:
             if self.target_speedup is not None or self.latency_targeted:
                 raise UserError("the manual method removes the channels you tick; drop the target speed-up or "
                                 "target latency")
-        elif sum(x is not None for x in (self.pruning_ratio, self.target_speedup, self.target_latency,
-                                         self.target_latency_speedup)) != 1:
+        elif sum(getattr(self, name) is not None for name in TARGET_FIELDS) != 1:
             raise UserError("give exactly one of a pruning ratio (--ratio), a target speed-up (--target-speedup), "
                             "a target latency (--target-latency) or a target latency speed-up "
                             "(--target-latency-speedup)")

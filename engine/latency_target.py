@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.config import PruneConfig
+from engine.config import PruneConfig, only_target
 from engine.data import Shape
 from engine.events import CancelToken, Progress, relay
 from engine.preparation import ratio_keeping
@@ -237,7 +237,7 @@ def plan_latency_target(model: nn.Module, cfg: PruneConfig, shape: Shape, device
     threads = (cfg.threads or default_threads()) if device == "cpu" else 0
     example = torch.zeros(1, *shape, device=device)
     batch = cfg.batch_size
-    base = replace(cfg, target_latency=None, target_latency_speedup=None, pruning_ratio=0.0, target_speedup=None)
+    base = replace(cfg, **only_target("pruning_ratio", 0.0))
     if cfg.allocation == "latency":
         from engine.profile import iter_profile
 

@@ -20,7 +20,7 @@ from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox
 
-from engine.config import amount_words, default_of
+from engine.config import amount_words, default_of, only_target
 from engine.errors import UserError
 from engine.events import Progress
 from engine.methods import get_method
@@ -330,8 +330,7 @@ class MainWindow(QMainWindow):
             return False
         bundle = source.pruned if source is not None else session.loaded.bundle
         ignored, ratios = ui.graph_view.layer_table.choices()
-        manual = dict(method="manual", manual_channels=manual_channels, pruning_ratio=None, target_speedup=None,
-                      target_latency=None, target_latency_speedup=None) if manual_channels else {}
+        manual = dict(method="manual", manual_channels=manual_channels, **only_target()) if manual_channels else {}
         try:
             cfg = ui.method_panel.config(ignored_layers=ignored, layer_ratios=ratios, **manual)
             cfg.validate()

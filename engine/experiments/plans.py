@@ -16,7 +16,7 @@ from engine.experiments.typed import (_expect, _key_name, _numbers, _shown, chec
 from engine.methods import all_methods, get_method
 from engine.outputs import check_writable
 from engine.sources import DataSource, ModelKind, ModelSource, split_code
-from engine.config import RECOVERY, PruneConfig, options
+from engine.config import RECOVERY, TARGET_FIELDS, PruneConfig, only_target, options
 from engine.recipes import with_preset
 
 # ----------------------------------------------------------------------------- plans
@@ -29,9 +29,8 @@ PLAN_SECTIONS = {
     "sweep": {"methods", "ratios", "target_speedups", "target_latencies", "target_latency_speedups",
               "sensitivity_guided"},
     # manual channels are ticked on one model in the Teach tab, not swept
-    "prune": set(PruneConfig.__dataclass_fields__) - {"method", "pruning_ratio", "target_speedup", "target_latency",
-                                                      "target_latency_speedup", "layer_ratios",
-                                                      "seed", "manual_channels"},
+    "prune": set(PruneConfig.__dataclass_fields__) - {"method", *TARGET_FIELDS, "layer_ratios", "seed",
+                                                      "manual_channels"},
     "recovery": None,  # an array of tables, checked separately
     "sensitivity": {"ratios", "limit", "method", "bn_recalibrate"},
     "criteria": None,
@@ -134,9 +133,7 @@ class Plan:
                 for rec in self.recoveries:
                     kw = dict(self.prune)
                     kw.update(rec.options)
-                    kw.update(method=method, seed=self.seed, pruning_ratio=None, target_speedup=None,
-                              target_latency=None, target_latency_speedup=None)
-                    kw[kind] = float(value)
+                    kw.update(method=method, seed=self.seed, **only_target(kind, float(value)))
                     try:
                         cfg = PruneConfig(**kw)
                         cfg.validate()

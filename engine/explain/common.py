@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from engine.checks import check_walkable
-from engine.config import PruneConfig
+from engine.config import PruneConfig, only_target
 from engine.errors import UserError
 from engine.layers import PRUNABLE, prunable_layers
 from engine.methods import STRUCTURED, Method, all_methods, get_method
@@ -37,7 +37,7 @@ def run_config(base: PruneConfig | None, method: str, ratio: float | None) -> Pr
     """The run's options as one step at a fixed ratio: what a single step of that run would cut."""
     cfg = replace(base or PruneConfig(), method=method, steps=1, finetune_epochs=0.0, finetune_batches=None)
     if ratio is not None:
-        cfg = replace(cfg, pruning_ratio=ratio, target_speedup=None, target_latency=None, target_latency_speedup=None)
+        cfg = replace(cfg, **only_target("pruning_ratio", ratio))
     if cfg.latency_targeted:  # its ratio comes from timing pruned copies, which a view does not do
         raise UserError("the teaching views cut one step at a fixed ratio, and a target latency's ratio is found by "
                         "timing pruned copies during a run; set a pruning ratio (or a MACs speed-up) to see a cut "
