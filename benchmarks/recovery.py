@@ -4,7 +4,7 @@ recovery phases, BatchNorm re-estimation and the quick checks included), and top
 beside the unpruned baseline and the MACs reduction.
 
 Run: .venv/bin/python benchmarks/recovery.py [--models demo:resnet,demo:vgg] [--recipes today,onecycle]
-     [--json benchmarks/results/recovery.json] [--quick]
+     [--json benchmarks/results/recovery.json] [--quick] [--seeds 0,1,2,3,4]
 Resumable: the JSON is rewritten (atomically) after every row, and rows already in it are skipped.
 `--quick` is a smoke run: a few batches per phase and 300 test images, so its figures say nothing about
 the recipes.
@@ -17,13 +17,18 @@ distillation, and group-regularised sparse training before the cut (torch-prunin
 variations around the 10 % warm-up: learning rate 0.02 and 0.005, T=2/w=0.5, label smoothing 0.1, and
 1 and 5 epochs; and one-cycle at 5 epochs; one-cycle with fine-tuning's forward passes in float32 and in
 bfloat16 (`--precision`), run back to back; the quick and thorough presets in bfloat16; distillation alone
-(weight 1.0).
+(weight 1.0); global scope at the same MACs; one-cycle for 10 epochs. Every row so far fine-tuned on shifted
+and flipped images (the default then; rows without `finetune_augment` in the JSON). Then, with several seeds
+(`--seeds`; one seed's top-1 moved by up to half a point, as much as the recipes differ): the default, which
+now fine-tunes on the images as they are, against `augment` (the previous default), and the default for 5
+epochs.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -69,6 +74,10 @@ RECIPES: dict[str, dict] = {
     "onecycle-T4-w1.0": {"finetune_schedule": "onecycle", "distill_weight": 1.0},
     "global-same-macs": {"scope": "global", "pruning_ratio": None, "target_speedup": 3.94},
     "onecycle-10ep": {"finetune_schedule": "onecycle", "finetune_epochs": 10.0},
+    # From here on, the default fine-tunes on the images as they are; the rows above shifted and flipped them
+    "default": {},
+    "augment": {"finetune_augment": True},
+    "default-5ep": {"finetune_epochs": 5.0},
 }
 
 
@@ -112,10 +121,10 @@ def recipe_config(overrides: dict, quick: bool) -> PruneConfig:
     return cfg
 
 
-def run_row(name: str, overrides: dict, bundle, data, quick: bool, baseline) -> dict:
-    """One recipe on one model, against the unpruned model's `baseline` metrics."""
+def run_row(name: str, overrides: dict, bundle, data, quick: bool, baseline, seed: int = 0) -> dict:
+    """One recipe on one model with one seed, against the unpruned model's `baseline` metrics."""
     extra = {k: overrides[k] for k in ("sparse_epochs", "reg") if k in overrides}
-    cfg = recipe_config(overrides, quick)
+    cfg = replace(recipe_config(overrides, quick), seed=seed)
     t0 = time.perf_counter()
     sparse_images = 0
     source, recover_only = bundle, False
@@ -136,8 +145,27 @@ def run_row(name: str, overrides: dict, bundle, data, quick: bool, baseline) -> 
            "wall_seconds": wall, "images_per_s": finetune_images / train_seconds if train_seconds else None,
            "top1": run.after.top1, "top1_interval": [low, high], "baseline_top1": run.before.top1,
            "drop_pt": 100 * (run.before.top1 - run.after.top1), "macs_reduction": run.before.macs / max(1, run.after.macs),
-           "eval_images": run.after.samples, "quick": quick}
+           "eval_images": run.after.samples, "quick": quick, "seed": seed,
+           "finetune_augment": cfg.finetune_augment}
     return row
+
+
+def seed_summary(rows: list[dict]) -> list[str]:
+    """Per model and recipe run with several seeds: top-1's mean, standard deviation and range. One seed's
+    top-1 moved by up to half a point (the fine-tuning's data order alone), as much as recipes differ."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["recipe"], r["quick"]), []).append(r)
+    lines = []
+    for (model, recipe, quick), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        top1 = [100 * r["top1"] for r in runs]
+        drops = [r["drop_pt"] for r in runs]
+        lines.append(f"{model} {recipe}{' (quick)' if quick else ''}: {len(runs)} seeds, top-1 mean "
+                     f"{statistics.mean(top1):.2f} % (sd {statistics.stdev(top1):.2f}, {min(top1):.2f}-{max(top1):.2f}), "
+                     f"change {-statistics.mean(drops):+.2f} pt")
+    return lines
 
 
 def main() -> None:
@@ -146,32 +174,36 @@ def main() -> None:
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/recovery.json"))
     ap.add_argument("--quick", action="store_true", help="a smoke run: a few batches, 300 test images")
+    ap.add_argument("--seeds", default="0", help="seeds to run each recipe with, e.g. 0,1,2,3,4 (the summary gives "
+                                                 "the mean and spread)")
     args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.json.read_text()) if args.json.exists() else {"rows": []}
-    done = {(r["model"], r["recipe"], r["quick"]) for r in results["rows"]}
+    done = {(r["model"], r["recipe"], r["quick"], r.get("seed", 0)) for r in results["rows"]}
     for model in args.models.split(","):
         inputs = load_inputs(model, "fashion-mnist")
         cfg = recipe_config({}, args.quick)
         baseline = next(ev for ev in evaluate(inputs.bundle.model, inputs.data, batch_size=cfg.batch_size,
                                               limit=cfg.eval_limit, speed=False)
                         if isinstance(ev, EvalDone)).metrics
-        for name in args.recipes.split(","):
-            if (model, name, args.quick) in done:
-                print(f"{model} {name}: already in {args.json}, skipped")
+        for name, seed in ((n, sd) for sd in seeds for n in args.recipes.split(",")):
+            if (model, name, args.quick, seed) in done:
+                print(f"{model} {name} seed {seed}: already in {args.json}, skipped")
                 continue
             load = os.getloadavg()[0]
-            row = run_row(name, RECIPES[name], inputs.bundle, inputs.data, args.quick, baseline)
+            row = run_row(name, RECIPES[name], inputs.bundle, inputs.data, args.quick, baseline, seed)
             row.update(model=model, load_avg_1m=load)
             results["rows"].append(row)
             _write(args.json, results)
             lo, hi = row["top1_interval"]
-            print(f"{model} {name}: {row['epochs']:.2f} epochs, {row['wall_seconds']:.0f} s, "
+            print(f"{model} {name} seed {seed}: {row['epochs']:.2f} epochs, {row['wall_seconds']:.0f} s, "
                   f"{row['images_per_s'] or 0:.1f} images/s, top-1 {100 * row['top1']:.2f} % "
                   f"[{100 * lo:.2f}, {100 * hi:.2f}] (baseline {100 * row['baseline_top1']:.2f} %, "
                   f"{row['drop_pt']:+.2f} pt drop), {row['macs_reduction']:.2f}× fewer MACs, load {load:.1f}",
                   flush=True)
         inputs.data.close()
+    print("\n".join(seed_summary(results["rows"])))
 
 
 if __name__ == "__main__":

@@ -189,6 +189,13 @@ class PruneConfig:
     label_smoothing: float = option(0.0, label="label smoothing", group=RECOVERY, low=0.0, high=1.0,
                                     high_open=True, rule="in [0, 1)", flag="--label-smoothing", metavar="S",
                                     help="share of each label spread over the other classes while fine-tuning")
+    # Off by default: on the ResNet demo at l2 0.5 (3 epochs, distilling) fine-tuning on the images as they are
+    # kept more top-1 than shifting and flipping them (benchmarks/recovery.py; README, Recovery recipes). A short
+    # recovery copies the original on the data it already knows; augmentation is for learning anew.
+    finetune_augment: bool = option(
+        False, label="augment while fine-tuning", group=RECOVERY, flag="--finetune-augment",
+        help="shift and flip the training images while fine-tuning (off: the images as they are, which kept more "
+             "accuracy in a short recovery; README, Recovery recipes)")
     training_precision: str = option(
         "auto", label="fine-tuning precision", group=RECOVERY, choices=PRECISIONS, flag="--precision", metavar="NAME",
         choice_labels=("auto (bfloat16 where it pays)", "bfloat16", "float32"),
@@ -281,6 +288,8 @@ class PruneConfig:
         if extra:
             raise UserError(f"unknown pruning options: {', '.join(sorted(extra))}; valid: {', '.join(sorted(known))}")
         d = dict(d)
+        if d and "finetune_augment" not in d:
+            d["finetune_augment"] = True  # written before the option: its runs fine-tuned on shifted, flipped images
         if "ignored_layers" in d:
             d["ignored_layers"] = tuple(d["ignored_layers"])
         return cls(**d)
@@ -296,6 +305,8 @@ def recovery_words(cfg: PruneConfig) -> str:
         parts.append(f"fine-tune {cfg.finetune_batches} batches")
     if cfg.recovers_by_training and cfg.distill:
         parts.append("distil")
+    if cfg.recovers_by_training and cfg.finetune_augment:
+        parts.append("augmented")
     if cfg.bn_recalibrate:
         parts.append("BN re-est.")
     extra = ([f"{cfg.steps} steps"] if cfg.steps != 1 else []) + ([f"{cfg.scope} scope"] if cfg.scope != "layer"

@@ -384,7 +384,7 @@ def _recover(model: nn.Module, data: Dataset, cfg: PruneConfig, dev: torch.devic
                            max_batches=cfg.finetune_batches, seed=cfg.seed + step,
                            device=dev.type, distill_temperature=cfg.distill_temperature,
                            distill_weight=cfg.distill_weight, validate=False, weight_decay=5e-4,
-                           precision=cfg.training_precision)
+                           precision=cfg.training_precision, augment=cfg.finetune_augment)
         for ev in train(model, data, tcfg, cancel, teacher=teacher, regularizer=regularizer, phase=Phase.FINETUNE):
             if isinstance(ev, Progress):  # the step number joins the message, so not relay()
                 yield Progress(Phase.FINETUNE, ev.done, ev.total, f"step {step}/{cfg.steps}, {ev.message}", ev.eta_s)

@@ -27,8 +27,8 @@ EVAL_CHOICES = ((500, "500 test images (fastest)"), (1000, "1 000 test images (f
 NAME_ROLE = Qt.ItemDataRole.UserRole
 # The PruneConfig fields this panel shows as generated widgets, and the GUI's own upper limits where the
 # engine's are far beyond what a click-driven run needs.
-GENERATED = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "training_precision", "measure_speed",
-             "round_to", "max_layer_ratio", "runtime", "allocation")
+GENERATED = ("scope", "steps", "bn_recalibrate", "finetune_epochs", "distill", "finetune_augment", "training_precision",
+             "measure_speed", "round_to", "max_layer_ratio", "runtime", "allocation")
 LATENCY_ROWS = ("runtime", "allocation")  # shown with the latency targets only
 LATENCY_MODES = ("latency", "latency_speedup")  # the target modes met by timing copies (engine.latency_target)
 FIELD_LIMITS = {"steps": 20, "finetune_epochs": 20, "round_to": 64}
@@ -206,6 +206,8 @@ class MethodPanel(QWidget):
         form.addRow("Fine-tuning", self.finetune_spin)
         self.distill_check = self.fields["distill"].widget
         form.addRow(self.distill_check)
+        self.augment_check = self.fields["finetune_augment"].widget
+        form.addRow(self.augment_check)
         self.precision_combo = self.fields["training_precision"].widget  # fine-tuning's arithmetic
         form.addRow("Precision", self.precision_combo)
         # Step-through: the run waits after each phase, so each recovery's effect is seen on its own
@@ -378,8 +380,8 @@ class MethodPanel(QWidget):
 
     @Slot(float)
     def _on_finetune_changed(self, value: float) -> None:
-        self.distill_check.setEnabled(value > 0)
-        self.precision_combo.setEnabled(value > 0)
+        for widget in (self.distill_check, self.augment_check, self.precision_combo):
+            widget.setEnabled(value > 0)
 
     @Slot(int)
     def _on_recipe_chosen(self, index: int) -> None:

@@ -3,6 +3,8 @@
 ([[recovery]] preset) and the Prune panel's Recipe combo (#28)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cli.main import build_parser, main
@@ -25,6 +27,27 @@ def test_the_recipe_flags_reach_the_config():
     assert (cfg.finetune_schedule, cfg.warmup, cfg.label_smoothing) == ("constant", 0.1, 0.2)
     plain = cfg_of()
     assert (plain.finetune_schedule, plain.warmup, plain.label_smoothing) == ("onecycle", 0.0, 0.0)
+
+
+def test_augmentation_is_off_unless_asked_and_old_runs_keep_their_keys():
+    from engine.config import recovery_words
+    from engine.experiments.runner import _digest, run_key
+
+    assert not cfg_of().finetune_augment and cfg_of("--finetune-augment").finetune_augment
+    plan = parse_plan(PLAN + '[[recovery]]\nfinetune_epochs = 1\nfinetune_augment = true\n')
+    (augmented, _), = plan.configs()
+    assert augmented.finetune_augment and "augmented" in recovery_words(augmented)
+    # runs stored before the option fine-tuned on shifted, flipped images: their configs lack the key
+    stored = {k: v for k, v in augmented.to_json().items() if k != "finetune_augment"}
+    assert PruneConfig.from_json(stored).finetune_augment
+    key_before = {k: v for k, v in stored.items() if k != "target_latency_speedup"}  # (older still: unset, left out)
+    assert run_key(plan, augmented, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": key_before})
+    plain = PruneConfig(**{**stored, "finetune_augment": False})
+    assert run_key(plan, plain, {"m": 1}) != run_key(plan, augmented, {"m": 1})  # another recipe, another run
+    # without fine-tuning nothing is augmented: the same run as before the option, whatever it says
+    still = PruneConfig(method="l2", pruning_ratio=0.5)
+    assert run_key(plan, still, {"m": 1}) == run_key(plan, replace(still, finetune_augment=True), {"m": 1})
+    assert "augmented" not in recovery_words(replace(still, finetune_augment=True))
 
 
 @pytest.mark.parametrize("flags, words", [

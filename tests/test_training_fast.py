@@ -1,9 +1,10 @@
 """The fast fine-tuning step keeps the result and leaves the models as it found them; the recipe options
-(schedule, warm-up, label smoothing) reach the fine-tuning."""
+(schedule, warm-up, label smoothing, augmentation) reach the fine-tuning."""
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -68,7 +69,9 @@ def test_recipe_options_reach_the_fine_tuning(fashion, monkeypatch):
     cfg = PruneConfig(method="l2", pruning_ratio=0.3, finetune_batches=2, eval_limit=50, measure_speed=False,
                       finetune_schedule="constant", warmup=0.1, label_smoothing=0.2)
     drain(pruning.run_pruning(bundle, fashion, cfg))
-    assert [(c.schedule, c.warmup, c.label_smoothing) for c in seen] == [("constant", 0.1, 0.2)]
+    assert [(c.schedule, c.warmup, c.label_smoothing, c.augment) for c in seen] == [("constant", 0.1, 0.2, False)]
+    drain(pruning.run_pruning(bundle, fashion, replace(cfg, finetune_augment=True)))
+    assert seen[-1].augment is True
 
 
 @pytest.mark.parametrize("other_busy, legacy", [(2.0, False), (0.0, False), (2.0, True)])

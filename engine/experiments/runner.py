@@ -119,15 +119,18 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-# Options added after stores were written: left out of the key while unset, so a store's existing runs keep
-# their keys (a resumed sweep does not run them again).
-KEY_SKIPS_WHEN_UNSET = ("target_latency_speedup",)
+# Options added after stores were written, each with the value that gives the runs made before it: left out of
+# the key at that value, so a store's existing runs keep their keys (a resumed sweep does not run them again).
+KEY_SKIPS = {"target_latency_speedup": None, "finetune_augment": True}
 
 
 def run_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
     """Deterministic key of one run: model (with file digest) + dataset + the full PruneConfig (+ the sampling of
     a limited evaluation, see EVAL_SAMPLING)."""
-    config = {k: v for k, v in cfg.to_json().items() if not (k in KEY_SKIPS_WHEN_UNSET and v is None)}
+    config = cfg.to_json()
+    if not cfg.recovers_by_training:
+        config["finetune_augment"] = True  # nothing is fine-tuned, so nothing augmented: the run made before it
+    config = {k: v for k, v in config.items() if not (k in KEY_SKIPS and v == KEY_SKIPS[k])}
     key = {"model": identity or plan.model_identity(), "data": plan.data, "config": config}
     return _digest(dict(key, sample=EVAL_SAMPLING) if cfg.eval_limit else key)
 
