@@ -212,7 +212,9 @@ class PruneConfig:
     device: str = option("cpu", label="device", flag="--device", metavar="cpu|cuda[:N]", rule='"cpu" or "cuda" (or "cuda:N")',
                          help="where pruning, fine-tuning and measurements run")
     seed: int = option(0, label="seed", flag="--seed", low=0, metavar="N",
-                       help="seed for data order, calibration and fine-tuning (same seed, same figures)")
+                       help="seed for data order, calibration and fine-tuning (same seed, same figures at the same thread "
+                            "count: fine-tuning follows the cores other work leaves free, and its float sums depend "
+                            "on the count)")
     batch_size: int = _count("batch size", "evaluation and latency batch size", 64, flag="--batch-size")
     eval_limit: int | None = _count("evaluation images", "evaluate on N test images only: a stratified, seeded "
                                     "sample (every class in proportion, the same images in every run)", None,
