@@ -132,3 +132,21 @@ def test_the_precision_reaches_the_config_from_flags_plans_and_the_panel(qtbot):
     qtbot.addWidget(restored)
     restored.restore(panel.options())
     assert restored.config().training_precision == "fp32"
+
+
+def test_augmentation_is_a_box_in_the_panel_that_reaches_the_config_and_is_remembered(qtbot):
+    from gui.method_panel import MethodPanel
+
+    panel = MethodPanel()
+    qtbot.addWidget(panel)
+    panel.finetune_spin.setValue(0)
+    assert not panel.augment_check.isEnabled()  # nothing to augment without fine-tuning
+    panel.finetune_spin.setValue(2)
+    assert panel.augment_check.isEnabled() and not panel.augment_check.isChecked()
+    assert not panel.config().finetune_augment
+    panel.augment_check.setChecked(True)
+    assert panel.config().finetune_augment
+    restored = MethodPanel()
+    qtbot.addWidget(restored)
+    restored.restore(panel.options())
+    assert restored.config().finetune_augment
