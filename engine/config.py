@@ -257,6 +257,9 @@ class PruneConfig:
                             "use --ratio, or a structured method for a speed-up target")
         if self.distill and not self.recovers_by_training:
             raise UserError("distillation needs fine-tuning: set fine-tuning epochs (--finetune-epochs) above 0")
+        if self.finetune_augment and not self.recovers_by_training:
+            raise UserError("augmentation (--finetune-augment) is for fine-tuning: set fine-tuning epochs "
+                            "(--finetune-epochs) above 0, or drop it")
         if self.warmup and self.finetune_schedule == "onecycle":
             raise UserError("the one-cycle schedule has its own warm-up (15 % of the steps): drop the warm-up "
                             "(--warmup) or choose --finetune-schedule cosine or constant")

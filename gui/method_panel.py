@@ -288,6 +288,7 @@ class MethodPanel(QWidget):
         values = {name: fld.value() for name, fld in self.fields.items()}
         values.update({name: self.method_fields[name].value() for name in method.options})
         values["distill"] = values["distill"] and finetune > 0
+        values["finetune_augment"] = values["finetune_augment"] and finetune > 0
         cfg = PruneConfig(
             method=method.name,
             pruning_ratio=None if speedup or latency or latency_speedup else self.ratio_slider.value() / 100.0,

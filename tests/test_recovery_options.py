@@ -37,6 +37,7 @@ def test_augmentation_is_off_unless_asked_and_old_runs_keep_their_keys():
     plan = parse_plan(PLAN + '[[recovery]]\nfinetune_epochs = 1\nfinetune_augment = true\n')
     (augmented, _), = plan.configs()
     assert augmented.finetune_augment and "augmented" in recovery_words(augmented)
+    assert "augmentation" in plan.recoveries[0].summary  # the stored words tell the two recipes apart
     # runs stored before the option fine-tuned on shifted, flipped images: their configs lack the key
     stored = {k: v for k, v in augmented.to_json().items() if k != "finetune_augment"}
     assert PruneConfig.from_json(stored).finetune_augment
@@ -44,10 +45,11 @@ def test_augmentation_is_off_unless_asked_and_old_runs_keep_their_keys():
     assert run_key(plan, augmented, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": key_before})
     plain = PruneConfig(**{**stored, "finetune_augment": False})
     assert run_key(plan, plain, {"m": 1}) != run_key(plan, augmented, {"m": 1})  # another recipe, another run
-    # without fine-tuning nothing is augmented: the same run as before the option, whatever it says
+    # without fine-tuning nothing is augmented: the same run as before the option (and asking is refused)
     still = PruneConfig(method="l2", pruning_ratio=0.5)
     assert run_key(plan, still, {"m": 1}) == run_key(plan, replace(still, finetune_augment=True), {"m": 1})
-    assert "augmented" not in recovery_words(replace(still, finetune_augment=True))
+    with pytest.raises(UserError, match="is for fine-tuning"):
+        replace(still, finetune_augment=True).validate()
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -57,6 +59,7 @@ def test_augmentation_is_off_unless_asked_and_old_runs_keep_their_keys():
     (["--warmup", "0.1", "--finetune-schedule", "onecycle"], "its own warm-up"),
     (["--recovery", "slow"], "--recovery must be one of quick, default, thorough"),
     (["--precision", "half"], "--precision) must be one of auto, bf16, fp32"),
+    (["--finetune-augment"], "augmentation (--finetune-augment) is for fine-tuning"),
 ])
 def test_bad_recipe_values_exit_2_in_one_line_before_any_work(flags, words, capsys, monkeypatch):
     import cli.main
@@ -139,8 +142,11 @@ def test_augmentation_is_a_box_in_the_panel_that_reaches_the_config_and_is_remem
 
     panel = MethodPanel()
     qtbot.addWidget(panel)
+    panel.augment_check.setChecked(True)
     panel.finetune_spin.setValue(0)
     assert not panel.augment_check.isEnabled()  # nothing to augment without fine-tuning
+    assert not panel.config().finetune_augment  # a ticked box left from before is not asked for
+    panel.augment_check.setChecked(False)
     panel.finetune_spin.setValue(2)
     assert panel.augment_check.isEnabled() and not panel.augment_check.isChecked()
     assert not panel.config().finetune_augment

@@ -60,6 +60,8 @@ class Recovery:
             parts.append(f"{o['finetune_epochs']:g} fine-tuning epochs")
         if o.get("distill"):
             parts.append("distillation")
+        if o.get("finetune_augment"):
+            parts.append("augmentation")
         if (o.get("steps") or 1) > 1:
             parts.append(f"{o['steps']} steps")
         return " + ".join(parts) or "none"
