@@ -23,11 +23,6 @@ RUNTIMES = ("torch", "onnxruntime")  # what a latency is measured on (engine.run
 ALLOCATIONS = ("uniform", "latency")  # how a latency target is shared among layers (engine.latency_target)
 # The ways to say how much to prune: a run sets exactly one (the manual method none)
 TARGET_FIELDS = ("pruning_ratio", "target_speedup", "target_latency", "target_latency_speedup")
-
-
-def only_target(name: str | None = None, value: float | None = None) -> dict:
-    """PruneConfig values that clear every target and set `name` to `value` (none when `name` is None)."""
-    return {**dict.fromkeys(TARGET_FIELDS), **({name: value} if name else {})}
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
 
 # Groups say where an option belongs: the GUI builds one box per group and plans allow the
@@ -35,6 +30,11 @@ DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
 NOT_SET = object()  # an Option's gui_default when the GUI starts at the dataclass default
 
 TARGET, LAYERS, RECOVERY, METHOD, RUN = "target", "layers", "recovery", "method", "run"
+
+
+def only_target(name: str | None = None, value: float | None = None) -> dict:
+    """PruneConfig values that clear every target and set `name` to `value` (none when `name` is None)."""
+    return {**dict.fromkeys(TARGET_FIELDS), **({name: value} if name else {})}
 
 
 @dataclass(frozen=True)

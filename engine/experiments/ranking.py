@@ -233,7 +233,8 @@ def _target_text(r: RunResult) -> str:
         return f"ratio {r.ratio:g}"
     if r.target_speedup:
         return f"target speed-up {r.target_speedup:g}×"
-    config, runtime = r.config or {}, (r.config or {}).get("runtime", "torch")
+    config = r.config or {}
+    runtime = config.get("runtime", "torch")
     if config.get("target_latency") is not None:
         return f"target latency {config['target_latency']:g} ms on {runtime}"
     if config.get("target_latency_speedup") is not None:

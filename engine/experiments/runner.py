@@ -127,10 +127,9 @@ KEY_SKIPS = {"target_latency_speedup": None, "finetune_augment": True}
 def run_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
     """Deterministic key of one run: model (with file digest) + dataset + the full PruneConfig (+ the sampling of
     a limited evaluation, see EVAL_SAMPLING)."""
-    config = cfg.to_json()
+    config = {k: v for k, v in cfg.to_json().items() if not (k in KEY_SKIPS and v == KEY_SKIPS[k])}
     if not cfg.recovers_by_training:
-        config["finetune_augment"] = True  # nothing is fine-tuned, so nothing augmented: the run made before it
-    config = {k: v for k, v in config.items() if not (k in KEY_SKIPS and v == KEY_SKIPS[k])}
+        config.pop("finetune_augment", None)  # nothing is fine-tuned, so nothing augmented: the run made before it
     key = {"model": identity or plan.model_identity(), "data": plan.data, "config": config}
     return _digest(dict(key, sample=EVAL_SAMPLING) if cfg.eval_limit else key)
 
