@@ -171,7 +171,9 @@ class PruneConfig:
     distill: bool = option(False, label="distil from the original model", group=RECOVERY, flag="--distill",
                            help="while fine-tuning, also learn the unpruned model's soft outputs (knowledge "
                                 "distillation); needs fine-tuning")
-    distill_temperature: float = option(4.0, label="distillation temperature", group=RECOVERY, low=0.0,
+    # T = 2 rather than 4: on the ResNet demo at l2 0.5 it kept more top-1 at 5 epochs (benchmarks/recovery.py;
+    # README, Recovery recipes); the teacher's unlikely classes weigh less in what the student copies.
+    distill_temperature: float = option(2.0, label="distillation temperature", group=RECOVERY, low=0.0,
                                         low_open=True, rule="above 0",
                                         help="softens both models' outputs before they are compared")
     distill_weight: float = option(0.7, label="distillation weight", group=RECOVERY, low=0.0, high=1.0,
@@ -309,7 +311,9 @@ def recovery_words(cfg: PruneConfig) -> str:
     elif cfg.finetune_batches:
         parts.append(f"fine-tune {cfg.finetune_batches} batches")
     if cfg.recovers_by_training and cfg.distill:
-        parts.append("distil")
+        default_t = PruneConfig.__dataclass_fields__["distill_temperature"].default
+        # runs stored before T = 2 became the default distilled at 4: the words tell the two recipes apart
+        parts.append("distil" if cfg.distill_temperature == default_t else f"distil T={cfg.distill_temperature:g}")
     if cfg.recovers_by_training and cfg.finetune_augment:
         parts.append("augmented")
     if cfg.bn_recalibrate:

@@ -52,7 +52,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     warmup: float = 0.0  # share of the steps the learning rate climbs linearly first (cosine and constant)
     max_batches: int | None = None
-    distill_temperature: float = 4.0
+    distill_temperature: float = 2.0
     distill_weight: float = 0.7
     seed: int = 0
     device: str = "cpu"

@@ -404,6 +404,7 @@ def test_plans_sweep_speedup_targets_with_labels_and_unchanged_keys_for_other_ru
     # a run that sets no speed-up target keeps the key it had before the option existed (a store's runs stay found)
     ratio_run = configs[0]
     before = {k: v for k, v in ratio_run.to_json().items() if k not in ("target_latency_speedup", "finetune_augment")}
+    before["distill_temperature"] = 4.0  # distilling nothing, it keeps the default it had then
     assert run_key(plan, ratio_run, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": before})
     assert run_key(plan, configs[2], {"m": 1}) != run_key(plan, configs[3], {"m": 1})
 

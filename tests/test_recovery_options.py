@@ -42,6 +42,7 @@ def test_augmentation_is_off_unless_asked_and_old_runs_keep_their_keys():
     stored = {k: v for k, v in augmented.to_json().items() if k != "finetune_augment"}
     assert PruneConfig.from_json(stored).finetune_augment
     key_before = {k: v for k, v in stored.items() if k != "target_latency_speedup"}  # (older still: unset, left out)
+    key_before["distill_temperature"] = 4.0  # distilling nothing, it keeps the default it had then
     assert run_key(plan, augmented, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": key_before})
     plain = PruneConfig(**{**stored, "finetune_augment": False})
     assert run_key(plan, plain, {"m": 1}) != run_key(plan, augmented, {"m": 1})  # another recipe, another run
@@ -50,6 +51,27 @@ def test_augmentation_is_off_unless_asked_and_old_runs_keep_their_keys():
     assert run_key(plan, still, {"m": 1}) == run_key(plan, replace(still, finetune_augment=True), {"m": 1})
     with pytest.raises(UserError, match="is for fine-tuning"):
         replace(still, finetune_augment=True).validate()
+
+
+def test_distillation_is_at_t2_and_runs_it_does_not_touch_keep_their_keys():
+    from engine.config import recovery_words
+    from engine.experiments.runner import _digest, run_key
+
+    assert cfg_of("--finetune-epochs", "1", "--distill").distill_temperature == 2.0
+    plan = parse_plan(PLAN + '[[recovery]]\nfinetune_epochs = 1\ndistill = true\n[[recovery]]\nfinetune_epochs = 1\n'
+                             'distill = true\ndistill_temperature = 4.0\n')
+    (now, _), (before, _) = plan.configs()
+    assert (now.distill_temperature, before.distill_temperature) == (2.0, 4.0)
+    assert run_key(plan, now, {"m": 1}) != run_key(plan, before, {"m": 1})  # another recipe, another run
+    # the words tell a stored run at T = 4 from one at the default
+    assert recovery_words(now) == "fine-tune 1 ep, distil" and "distil T=4" in recovery_words(before)
+    assert "at T = 4" in plan.recoveries[1].summary and "T =" not in plan.recoveries[0].summary
+    # a run that distils nothing keeps the key it had when 4 was the default, whatever the temperature says
+    plain = PruneConfig(method="l2", pruning_ratio=0.5, finetune_epochs=1.0)
+    stored = {**plain.to_json(), "distill_temperature": 4.0}
+    key = {k: v for k, v in stored.items() if k != "target_latency_speedup"}
+    assert run_key(plan, plain, {"m": 1}) == _digest({"model": {"m": 1}, "data": plan.data, "config": key})
+    assert run_key(plan, replace(plain, distill_temperature=7.0), {"m": 1}) == run_key(plan, plain, {"m": 1})
 
 
 @pytest.mark.parametrize("flags, words", [

@@ -59,7 +59,8 @@ class Recovery:
         elif o.get("finetune_epochs"):
             parts.append(f"{o['finetune_epochs']:g} fine-tuning epochs")
         if o.get("distill"):
-            parts.append("distillation")
+            parts.append(f"distillation at T = {o['distill_temperature']:g}" if "distill_temperature" in o
+                         else "distillation")
         if o.get("finetune_augment"):
             parts.append("augmentation")
         if (o.get("steps") or 1) > 1:

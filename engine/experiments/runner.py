@@ -122,6 +122,9 @@ def _digest(obj: Any) -> str:
 # Options added after stores were written, each with the value that gives the runs made before it: left out of
 # the key at that value, so a store's existing runs keep their keys (a resumed sweep does not run them again).
 KEY_SKIPS = {"target_latency_speedup": None, "finetune_augment": True}
+# Distillation's temperature before its default became 2: what runs that distil nothing keep in their key, since
+# the temperature changes nothing in them.
+UNDISTILLED_TEMPERATURE = 4.0
 
 
 def run_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
@@ -130,6 +133,8 @@ def run_key(plan: Plan, cfg: PruneConfig, identity: dict | None = None) -> str:
     config = {k: v for k, v in cfg.to_json().items() if not (k in KEY_SKIPS and v == KEY_SKIPS[k])}
     if not cfg.recovers_by_training:
         config.pop("finetune_augment", None)  # nothing is fine-tuned, so nothing augmented: the run made before it
+    if not cfg.distill:
+        config["distill_temperature"] = UNDISTILLED_TEMPERATURE
     key = {"model": identity or plan.model_identity(), "data": plan.data, "config": config}
     return _digest(dict(key, sample=EVAL_SAMPLING) if cfg.eval_limit else key)
 
