@@ -84,7 +84,7 @@ RECIPES: dict[str, dict] = {
     "default-1ep": {"finetune_epochs": 1.0},
     "default-5ep-lr0.02": {"finetune_epochs": 5.0, "finetune_lr": 0.02},
     "default-5ep-w1.0": {"finetune_epochs": 5.0, "distill_weight": 1.0},
-    # distillation at T = 2 (the default now): the teacher's second choices weigh less than at T = 4
+    # distillation at T = 2, the default now
     "t2": {"distill_temperature": 2.0},
     "t2-5ep": {"finetune_epochs": 5.0, "distill_temperature": 2.0},
     "t2-1ep": {"finetune_epochs": 1.0, "distill_temperature": 2.0},

@@ -171,8 +171,9 @@ class PruneConfig:
     distill: bool = option(False, label="distil from the original model", group=RECOVERY, flag="--distill",
                            help="while fine-tuning, also learn the unpruned model's soft outputs (knowledge "
                                 "distillation); needs fine-tuning")
-    # T = 2 rather than 4: on the ResNet demo at l2 0.5 it kept more top-1 at 5 epochs (benchmarks/recovery.py;
-    # README, Recovery recipes); the teacher's unlikely classes weigh less in what the student copies.
+    # T = 2 rather than 4: on the ResNet demo at l2 0.5 it kept 0.08 pt more top-1 at 3 and 5 epochs, paired by
+    # seed (benchmarks/recovery.py; README, Recovery recipes). Likely why: the teacher's near-impossible classes
+    # weigh less in what the student copies, its close calls more.
     distill_temperature: float = option(2.0, label="distillation temperature", group=RECOVERY, low=0.0,
                                         low_open=True, rule="above 0",
                                         help="softens both models' outputs before they are compared")
