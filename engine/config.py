@@ -312,9 +312,9 @@ def recovery_words(cfg: PruneConfig) -> str:
     elif cfg.finetune_batches:
         parts.append(f"fine-tune {cfg.finetune_batches} batches")
     if cfg.recovers_by_training and cfg.distill:
-        default_t = PruneConfig.__dataclass_fields__["distill_temperature"].default
         # runs stored before T = 2 became the default distilled at 4: the words tell the two recipes apart
-        parts.append("distil" if cfg.distill_temperature == default_t else f"distil T={cfg.distill_temperature:g}")
+        t = cfg.distill_temperature
+        parts.append("distil" if t == default_of("distill_temperature") else f"distil T={t:g}")
     if cfg.recovers_by_training and cfg.finetune_augment:
         parts.append("augmented")
     if cfg.bn_recalibrate:
