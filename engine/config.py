@@ -175,8 +175,9 @@ class PruneConfig:
     # seed (benchmarks/recovery.py; README, Recovery recipes). Likely why: the teacher's near-impossible classes
     # weigh less in what the student copies, its close calls more.
     distill_temperature: float = option(2.0, label="distillation temperature", group=RECOVERY, low=0.0,
-                                        low_open=True, rule="above 0",
-                                        help="softens both models' outputs before they are compared")
+                                        low_open=True, rule="above 0", flag="--distill-temperature", metavar="T",
+                                        help="softens both models' outputs before they are compared (4 before "
+                                             "2026-12-06; README, Recovery recipes)")
     distill_weight: float = option(0.7, label="distillation weight", group=RECOVERY, low=0.0, high=1.0,
                                    rule="between 0 and 1", help="share of the loss that comes from the teacher")
     # One-cycle by default: on the ResNet demo at l2 0.5 it kept 0.2 pt more top-1 than plain cosine at 1 and

@@ -58,6 +58,7 @@ def test_distillation_is_at_t2_and_runs_it_does_not_touch_keep_their_keys():
     from engine.experiments.runner import _digest, run_key
 
     assert cfg_of("--finetune-epochs", "1", "--distill").distill_temperature == 2.0
+    assert cfg_of("--finetune-epochs", "1", "--distill", "--distill-temperature", "4").distill_temperature == 4.0
     plan = parse_plan(PLAN + '[[recovery]]\nfinetune_epochs = 1\ndistill = true\n[[recovery]]\nfinetune_epochs = 1\n'
                              'distill = true\ndistill_temperature = 4.0\n')
     (now, _), (before, _) = plan.configs()
@@ -82,6 +83,7 @@ def test_distillation_is_at_t2_and_runs_it_does_not_touch_keep_their_keys():
     (["--recovery", "slow"], "--recovery must be one of quick, default, thorough"),
     (["--precision", "half"], "--precision) must be one of auto, bf16, fp32"),
     (["--finetune-augment"], "augmentation (--finetune-augment) is for fine-tuning"),
+    (["--distill-temperature", "0"], "(--distill-temperature) must be above 0"),
 ])
 def test_bad_recipe_values_exit_2_in_one_line_before_any_work(flags, words, capsys, monkeypatch):
     import cli.main
