@@ -15,12 +15,18 @@ speed-up target: the original's time as the search read it, times the factor), a
 pruned model's time over the original's in the end's interleaved rounds, against the factor), which load hits
 on both sides alike.
 
+With --recheck K, each row's pruned copy is timed K more times against the original by the end's protocol,
+back to back: how far one fixed copy's reading moves on this machine, so a row outside ±10 % can be told
+apart as a choice of channels that lands wrong (every re-check outside) or a reading the machine moves
+across the band (re-checks on both sides).
+
 The machine's load average is printed with every row: figures from a busy machine are noisy, say so.
 With --json FILE, rows already in FILE are kept and skipped (--resume after a stop), and FILE is rewritten
 after every row.
 
 Run: .venv/bin/python benchmarks/latency_aware.py [--models demo:resnet ...] [--runtimes torch onnxruntime]
-     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--target speedup|ms] [--same-macs] [--json FILE [--resume]]
+     [--batches 64 1] [--threads 2] [--eval-limit 2000] [--target speedup|ms] [--same-macs] [--recheck K]
+     [--json FILE [--resume]]
 """
 from __future__ import annotations
 
@@ -37,10 +43,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import PruneConfig  # noqa: E402
-from engine.events import drain  # noqa: E402
+from engine.events import drain, result_of  # noqa: E402
 from engine.inputs import load_inputs  # noqa: E402
-from engine.latency_target import latency_ms  # noqa: E402
+from engine.latency_target import iter_onnxruntime_speedup, latency_ms  # noqa: E402
 from engine.pruning import RunDone, run_pruning  # noqa: E402
+from engine.timing import measure_paired_speedup  # noqa: E402
 
 DEFAULT_MODELS = ("demo:resnet", "demo:vgg", "torchvision:resnet18", "torchvision:mobilenet_v2")
 SHAPE_64 = (3, 64, 64)  # torchvision models at 64×64 (Fashion-MNIST converted to 3 channels)
@@ -53,13 +60,41 @@ def load(model: str):
     return inputs.bundle, inputs.data
 
 
-def prune(bundle, data, args, **options) -> RunDone:
+def prune(bundle, data, args, keep=None, **options) -> RunDone:
+    """The run's RunDone; with `keep` (a dict) also the pruned model under keep["model"]."""
     kw = dict(method=args.method, bn_recalibrate=True, bn_batches=args.bn_batches, measure_speed=False,
               eval_limit=args.eval_limit, threads=args.threads, pruning_ratio=None)
     if args.round_to is not None:
         kw["round_to"] = args.round_to
     kw.update(options)
-    return drain(run_pruning(bundle, data, PruneConfig(**kw)))
+    pruned = result_of(run_pruning(bundle, data, PruneConfig(**kw)))
+    if keep is not None:
+        keep["model"] = pruned.bundle.model
+    return pruned.run
+
+
+def recheck(bundle, pruned, runtime: str, batch: int, threads: int, times: int) -> list[float]:
+    """The pruned model's paired ratio (its time over the original's) timed `times` more times, back to back,
+    as the end's check times it: how far one fixed copy's reading moves on this machine."""
+    original = bundle.model.eval()
+    ratios = []
+    for _ in range(times):
+        if runtime == "onnxruntime":
+            j = drain(iter_onnxruntime_speedup(original, pruned, bundle.input_shape, (batch,), "cpu", threads))
+            speedup = j["per_batch"][str(batch)]["median"] if j else None
+        else:
+            speedup = measure_paired_speedup(original, pruned, bundle.input_shape, batch_sizes=(batch,),
+                                             threads=threads).batches[0].median
+        if speedup:
+            ratios.append(round(1.0 / speedup, 4))
+    return ratios
+
+
+def recheck_words(r: dict) -> str:
+    ratios, f = r["recheck_ratios"], r["factor"]
+    inside = sum(abs(x - f) <= 0.1 * f for x in ratios)
+    return (f"the same copy re-timed {len(ratios)} times: ratio {min(ratios):.3f}–{max(ratios):.3f} "
+            f"(median {statistics.median(ratios):.3f}), within ±10 % in {inside} of {len(ratios)}")
 
 
 def same_macs(bundle, data, args, runtime: str, batch: int, done: RunDone) -> dict:
@@ -141,6 +176,9 @@ def main() -> None:
                              "counts, so a small model's latency moves in small steps")
     parser.add_argument("--same-macs", action="store_true",
                         help="also run uniform at the MACs each latency-aware result reached (paired speed-up)")
+    parser.add_argument("--recheck", type=int, default=0, metavar="K",
+                        help="re-time each row's pruned copy K more times against the original by the end's "
+                             "protocol: how much one fixed copy's reading moves on this machine")
     parser.add_argument("--json", help="write the rows as JSON (after every row)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --json and skip them")
     args = parser.parse_args()
@@ -174,11 +212,18 @@ def main() -> None:
                                                                args.threads, None) for _ in range(3))
                     target = {"target_latency": args.factor * original_ms}
                 for allocation in todo:
-                    done = prune(bundle, data, args, runtime=runtime, allocation=allocation, batch_size=batch,
-                                 **target)
+                    keep = {}
+                    done = prune(bundle, data, args, keep=keep, runtime=runtime, allocation=allocation,
+                                 batch_size=batch, **target)
                     row = row_of(model, runtime, batch, allocation, original_ms, done, args.factor)
                     rows.append(row)
                     show(row)
+                    if args.recheck and row.get("paired_ratio"):
+                        row["recheck_ratios"] = recheck(bundle, keep["model"], runtime, batch, args.threads,
+                                                        args.recheck)
+                        if row["recheck_ratios"]:
+                            print(f"    {recheck_words(row)}", flush=True)
+                    del keep
                     if args.same_macs and allocation == "latency" and done.after.macs < done.before.macs:
                         row["same_macs_uniform"] = same_macs(bundle, data, args, runtime, batch, done)
                         print(f"    {same_macs_words(row['same_macs_uniform'])}", flush=True)

@@ -315,6 +315,60 @@ def test_a_target_across_a_step_lands_near_it_with_the_other_groups_given_channe
     assert done.after.macs / 1e6 / 2 == pytest.approx(lp.predicted_ms, rel=1e-6)
 
 
+def two_steps(original, original_rt, trial, shape, *rest):
+    """stem_step, and once the stem is that narrow any other layer wider than half its width runs another,
+    slower kernel (x1.6): from the fast side of the stem's step, channels given back cost more than the
+    target allows, as two groups' steps did on resnet18 (torch, batch 64)."""
+    from engine.metrics import count_macs
+
+    a, b = count_macs(original, shape) / 1e6, count_macs(trial, shape) / 1e6
+    full = {n: m.out_channels for n, m in original.named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {n: m for n, m in trial.named_modules() if isinstance(m, nn.Conv2d)}
+    if convs["stem.0"].out_channels <= 4:
+        b /= 2
+        if any(m.out_channels > full[n] // 2 for n, m in convs.items() if n != "stem.0"):
+            b *= 1.6
+    return a, b, a / b
+
+
+def test_the_landing_moves_widths_onto_timed_ones():
+    """A width between two the profile timed may run another kernel, so the landing takes the nearest timed
+    width above (channels back) or below (pruned further), then the most channels that cost no more."""
+    from engine.latency_target import measured_width
+    from engine.profile import WidthCurve
+
+    ms = (1.0, 1.0, 2.0, 2.02, 3.0)
+    curve = WidthCurve("conv", (8, 16, 24, 32, 40), ms, ms, ms)  # timed on a layer of 40 channels
+    assert measured_width(curve, 40, 19, up=True) == 32  # 24, and 32 costs at most 2 % more
+    assert measured_width(curve, 40, 19, up=False) == 16  # 16, and nothing wider costs as little
+    assert measured_width(curve, 80, 38, up=True) == 64  # a group twice as wide as the layer timed
+    assert measured_width(curve, 40, 9, up=True) == 16
+
+
+def test_a_step_the_fast_side_cannot_land_in_is_crossed_from_the_slower_side(tiny, fashion, monkeypatch):
+    """Giving the other groups channels back runs above the target, so the groups holding the step (here
+    layer3's, which a width above half makes slow) go back to the slower copy's width and the rest are pruned
+    further until the copy is just within the target: 0.82 of it instead of the 0.66 the search stopped at,
+    and the run prunes to exactly those widths."""
+    import engine.latency_target as lt
+    from engine.events import result_of
+    from engine.metrics import count_macs
+
+    monkeypatch.setattr(lt, "_paired_trial", two_steps)
+    full = count_macs(tiny.model, (1, 28, 28)) / 1e6
+    cfg = fast(target_latency=0.2 * full, pruning_ratio=None)
+    with monkeypatch.context() as m:
+        m.setattr(lt, "_land", search_alone)
+        searched = plan(tiny.model, cfg, [])
+    assert searched.predicted_ms < 0.7 * searched.target_ms
+    notes: list[str] = []
+    lp = plan(tiny.model, cfg, notes)
+    assert 0.8 * lp.target_ms <= lp.predicted_ms <= lp.target_ms, (lp.predicted_ms / lp.target_ms, notes)
+    assert "back at the next less pruned copy's width; the other 4 groups pruned at least" in notes[-1], notes
+    pruned = result_of(run_pruning(tiny, fashion, cfg)).bundle.model
+    assert two_steps(tiny.model, None, pruned, (1, 28, 28))[1] == pytest.approx(lp.predicted_ms, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- a target given as a speed-up
 
 def test_a_speedup_target_aims_at_the_paired_ratio_whatever_level_the_machine_is_at(tiny, monkeypatch):
