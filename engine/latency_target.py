@@ -455,9 +455,10 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, fit, pruned, timed_config, re
     target did not ask it to lose. If that does not come within 2 × TOLERANCE either, the step is crossed
     from the other side: the groups holding it go back to the slower copy's width and every other group
     is pruned at least a bisected floor ratio (resnet18 on torch at batch 64: one group's width made 46 or
-    64 ms for a target of 55, and the two others the allocation had pruned stepped as well). `fit` keeps every width the landing changes
-    on one the profile timed (the latency allocation; uniform ratios keep the run's round_to). The copy chosen
-    is timed CONFIRM times; yields Progress, returns the LatencyPlan (the same one when nothing was gained).
+    64 ms for a target of 55, and the two others the allocation had pruned stepped as well). `fit` keeps
+    every width the landing changes on one the profile timed (the latency allocation; uniform ratios keep
+    the run's round_to). The copy chosen is timed CONFIRM times; yields Progress, returns the LatencyPlan
+    (the same one when nothing was gained).
 
     The band is the search's own (TOLERANCE), not the 10 % a note speaks of: a copy the search read 9 %
     below the target was read 11 % below by the end's check (demo:resnet, torch, batch 64), so a copy
@@ -471,6 +472,7 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, fit, pruned, timed_config, re
     slower_knobs = [k for k, ms in lp.trials if chosen is not None and k < chosen and ms > target]
     if not slower_knobs:
         return lp
+    steps = LAND_PROBES + 2 * LAND_STEPS + 1  # the probes, both sides' bisections and the slower side's first copy
 
     from engine.layers import ignored_modules, walk_groups
 
@@ -495,7 +497,7 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, fit, pruned, timed_config, re
         cancel.check()
         trial_cfg = replace(current, layer_ratios={**current.layer_ratios, root: ratio_in(slower, root)})
         ms = ms_of(trial_cfg)
-        yield Progress("latency target", i, LAND_PROBES + 2 * LAND_STEPS,
+        yield Progress("latency target", i, steps,
                        f"{root} back to {slow_w[root]} channels: {ms:.3f} ms (target {goal.words()})")
         if ms <= goal.target_ms():
             current, current_ms = trial_cfg, ms
@@ -527,7 +529,7 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, fit, pruned, timed_config, re
             x = (within + above) / 2
             trial_cfg = place(start, x, up)
             ms = ms_of(trial_cfg)
-            yield Progress("latency target", LAND_PROBES + step + i, LAND_PROBES + 2 * LAND_STEPS + 1,
+            yield Progress("latency target", LAND_PROBES + step + i, steps,
                            f"{'channels back' if up else 'pruned further'} ({x:.2f}): {ms:.3f} ms "
                            f"(target {goal.words()})")
             if ms <= goal.target_ms():
@@ -550,7 +552,7 @@ def _land(lp: LatencyPlan, goal: _Goal, configure, fit, pruned, timed_config, re
                                                    **{r: ratio_in(slower, r) for r in holding}})
         trial_cfg = floor_at(slow_side, cfg.max_layer_ratio, False)
         ms = ms_of(trial_cfg)
-        yield Progress("latency target", LAND_PROBES + LAND_STEPS, LAND_PROBES + 2 * LAND_STEPS + 1,
+        yield Progress("latency target", LAND_PROBES + LAND_STEPS, steps,
                        f"{', '.join(holding[:3])} back, the rest pruned to the most: {ms:.3f} ms")
         if ms <= goal.target_ms():
             far = yield from bisect(floor_at, slow_side, cfg.max_layer_ratio, 0.0, False,
