@@ -369,6 +369,38 @@ def test_a_step_the_fast_side_cannot_land_in_is_crossed_from_the_slower_side(tin
     assert two_steps(tiny.model, None, pruned, (1, 28, 28))[1] == pytest.approx(lp.predicted_ms, rel=1e-6)
 
 
+def test_a_landing_that_reads_above_the_target_when_confirmed_is_said_and_not_taken(tiny, monkeypatch):
+    """The stem's step again, but the machine slows the copies down once the landing times its choice again:
+    the faster copy stays, and a note says why the run is further below the target than the landing found."""
+    import engine.latency_target as lt
+    from engine.metrics import count_macs
+
+    calls: list[int] = []
+
+    def counted(*args):
+        calls.append(1)
+        return stem_step(*args)
+
+    monkeypatch.setattr(lt, "_paired_trial", counted)
+    full = count_macs(tiny.model, (1, 28, 28)) / 1e6
+    cfg = fast(target_latency=0.2 * full, pruning_ratio=None)
+    landed = plan(tiny.model, cfg, [])
+    confirming = len(calls) - (lt.CONFIRM - 1)  # the landing's last timings confirm its choice
+
+    def slowed(*args):
+        calls.append(1)
+        a, b, _ = stem_step(*args)
+        b *= 1.5 if len(calls) > confirming else 1.0
+        return a, b, a / b
+
+    calls.clear()
+    monkeypatch.setattr(lt, "_paired_trial", slowed)
+    notes: list[str] = []
+    lp = plan(tiny.model, cfg, notes)
+    assert lp.predicted_ms < landed.predicted_ms and lp.cfg != landed.cfg
+    assert "above it, when timed 3 times: the faster copy was kept" in notes[-1], notes
+
+
 # ----------------------------------------------------------------------------- a target given as a speed-up
 
 def test_a_speedup_target_aims_at_the_paired_ratio_whatever_level_the_machine_is_at(tiny, monkeypatch):
